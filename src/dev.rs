@@ -1,0 +1,1 @@
+//! `nodeshell dev`: everything at once on this machine (filled by its owner).

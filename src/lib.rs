@@ -1,0 +1,18 @@
+//! nodeshell: audited shells on the EC2 host behind a Kubernetes node, opened through AWS
+//! Systems Manager Session Manager with the person's own short-lived credentials.
+//!
+//! Modules follow the flow of a session: [`api`] (the custom resources) feeds the
+//! [`controller`] (admission, expiry, retention); [`ssm`] is the native data-channel client
+//! (no Kubernetes knowledge); [`aws`] holds the STS/SSM calls; [`sim`] is the AWS simulator
+//! used by tests and the local demo; [`localcluster`] runs a real kube-apiserver and etcd on
+//! loopback for tests and `nodeshell dev`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod aws;
+pub mod controller;
+pub mod dev;
+pub mod localcluster;
+pub mod sim;
+pub mod ssm;
+pub mod telemetry;

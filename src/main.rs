@@ -1,0 +1,35 @@
+//! The `nodeshell` binary: one executable, one subcommand per role.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use nodeshell::telemetry::{self, LogFormat};
+
+/// Audited shells on the EC2 host behind a Kubernetes node, through AWS SSM Session Manager.
+#[derive(Parser, Debug)]
+#[command(name = "nodeshell", version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "NODESHELL_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
+    Crds,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // kube and the AWS SDK both use rustls; one process-wide provider, chosen before either.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Crds => {
+            anyhow::bail!("crds: not implemented yet");
+        }
+    }
+}
