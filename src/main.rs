@@ -17,8 +17,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the controller: admission, expiry, retention, policy status (leader-elected).
+    Controller(nodeshell::controller::ControllerArgs),
+    /// Run the gateway: the HTTP/WebSocket API that opens and streams node shells.
+    Gateway,
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
+    /// Run the AWS simulator (OIDC issuer, STS, SSM, ssmmessages) on loopback.
+    Sim(nodeshell::sim::SimArgs),
+    /// Run everything at once on this machine: control plane, simulator, controller.
+    Dev(nodeshell::dev::DevArgs),
 }
 
 #[tokio::main]
@@ -28,8 +36,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Crds => {
-            anyhow::bail!("crds: not implemented yet");
+        Command::Controller(args) => nodeshell::controller::run(args).await?,
+        Command::Gateway => {
+            anyhow::bail!("nodeshell gateway is not part of this build yet (see the open gateway issue)")
         }
+        Command::Crds => print!("{}", nodeshell::api::crds_yaml()?),
+        Command::Sim(args) => nodeshell::sim::run(args).await?,
+        Command::Dev(args) => nodeshell::dev::run(args).await?,
+    }
+    Ok(())
     }
 }
