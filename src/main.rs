@@ -44,6 +44,5 @@ async fn main() -> anyhow::Result<()> {
         Command::Sim(args) => nodeshell::sim::run(args).await?,
         Command::Dev(args) => nodeshell::dev::run(args).await?,
     }
-    }
     Ok(())
 }
