@@ -2,11 +2,21 @@
 //!
 //! The protocol logic lives in pure, synchronous pieces usable by either end of the channel
 //! (the gateway's client and the simulator's agent): [`frame`] (binary codec), [`message`]
-//! (header vocabulary), [`payload`] (JSON/text payloads). No Kubernetes or HTTP-server code.
+//! (header vocabulary), [`payload`] (JSON/text payloads), [`receive`] (in-order delivery
+//! window), [`retransmit`] and [`rto`] (unacked messages and their timeout), [`handshake`].
+//! No Kubernetes or HTTP-server code.
 
 pub mod frame;
+pub mod handshake;
 pub mod message;
 pub mod payload;
+pub mod receive;
+pub mod retransmit;
+pub mod rto;
 
 pub use frame::{Frame, FrameError};
+pub use handshake::{ClientHandshake, HandshakeError};
 pub use message::{MessageType, PayloadType, Role};
+pub use receive::{Arrival, ReceiveConfig, ReceiveWindow};
+pub use retransmit::{AckOutcome, RetransmitConfig, RetransmitQueue};
+pub use rto::{RtoConfig, RtoEstimator};
