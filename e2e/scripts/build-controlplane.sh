@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and etcd from the wrapper module in
+# Builds kube-apiserver, kube-controller-manager, kubectl and etcd from the wrapper module in
 # e2e/controlplane, once per machine: the binaries are cached under a directory keyed by
 # the hash of go.mod/go.sum and linked into e2e/.bin (git-ignored).
 set -euo pipefail
@@ -15,7 +15,10 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
-if [[ ! -x "$cache/kube-apiserver" || ! -x "$cache/etcd" || ! -x "$cache/kube-controller-manager" ]]; then
+bins=(kube-apiserver kube-controller-manager kubectl etcd)
+missing=0
+for b in "${bins[@]}"; do [[ -x "$cache/$b" ]] || missing=1; done
+if ((missing)); then
   echo "build-controlplane: building kube-apiserver $k8s_version and etcd (cold: 10-20 min)" >&2
   mkdir -p "$cache.tmp"
   major="${k8s_version#v}"; major="${major%%.*}"
@@ -28,13 +31,14 @@ if [[ ! -x "$cache/kube-apiserver" || ! -x "$cache/etcd" || ! -x "$cache/kube-co
     export CGO_ENABLED=0 GOFLAGS=-mod=mod
     go build -ldflags "$ldflags" -o "$cache.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
     go build -ldflags "$ldflags" -o "$cache.tmp/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+    go build -ldflags "$ldflags" -o "$cache.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl
     go build -ldflags "-s -w" -o "$cache.tmp/etcd" go.etcd.io/etcd/server/v3
   )
   rm -rf "$cache"
   mv "$cache.tmp" "$cache"
 fi
 mkdir -p "$bin"
-for b in kube-apiserver kube-controller-manager etcd; do
+for b in "${bins[@]}"; do
   ln -sfn "$cache/$b" "$bin/$b"
 done
 echo "$bin"

@@ -1,0 +1,66 @@
+# nodeshell — entry points. `make run` for the local demo, `make test` for the whole suite.
+# Every target installs or builds what it needs (cached under ignored folders).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+export NODESHELL_CONTROLPLANE_BIN ?= $(CURDIR)/e2e/.bin
+
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin fuzz clean-cache
+
+all: test
+
+## run: the local demo (control plane, simulator, controller) on this machine
+run: controlplane
+	$(CARGO) build --bin nodeshell
+	./target/debug/nodeshell dev
+
+## test: the whole suite — lint, unit, property, integration against a real apiserver and the simulator
+test: tools lint
+	$(CARGO) test --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2}
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+## test-unit: pure-logic tests only (no control plane)
+test-unit:
+	$(CARGO) test --lib
+
+## lint: formatting and clippy with warnings denied
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	$(CARGO) run --quiet --bin nodeshell -- crds > crds/nodeshell.yaml
+
+## bench: benchmarks (print figures, write target/bench/*.json; never fail on time)
+bench: tools
+	$(CARGO) bench
+
+## e2e-up / e2e-down: a local control plane you can point kubectl at
+e2e-up: controlplane
+	e2e/scripts/e2e-up.sh
+
+e2e-down:
+	e2e/scripts/e2e-down.sh
+
+## tools: build the real kube-apiserver/etcd and AWS's session-manager-plugin (cached)
+tools: controlplane ssm-plugin
+
+controlplane:
+	@e2e/scripts/build-controlplane.sh >/dev/null
+
+ssm-plugin:
+	@e2e/scripts/build-ssm-plugin.sh >/dev/null
+
+## fuzz: run the frame-decoder fuzz target (needs a nightly toolchain and cargo-fuzz)
+fuzz:
+	e2e/scripts/fuzz.sh 300
+
+fuzz-smoke:
+	@e2e/scripts/fuzz.sh 30
+
+clean-cache:
+	rm -rf e2e/.bin e2e/.run
