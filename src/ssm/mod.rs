@@ -4,19 +4,27 @@
 //! (the gateway's client and the simulator's agent): [`frame`] (binary codec), [`message`]
 //! (header vocabulary), [`payload`] (JSON/text payloads), [`receive`] (in-order delivery
 //! window), [`retransmit`] and [`rto`] (unacked messages and their timeout), [`handshake`].
+//! [`channel`] is the thin websocket task around them; [`resume`] is the reconnect hook.
 //! No Kubernetes or HTTP-server code.
 
+pub mod channel;
 pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod payload;
 pub mod receive;
+pub mod resume;
 pub mod retransmit;
 pub mod rto;
 
+pub use channel::{
+    ChannelError, ChannelInput, ChannelOutput, CloseCause, CloseReason, DataChannel,
+    DataChannelOptions, ReconnectPolicy,
+};
 pub use frame::{Frame, FrameError};
 pub use handshake::{ClientHandshake, HandshakeError};
 pub use message::{MessageType, PayloadType, Role};
 pub use receive::{Arrival, ReceiveConfig, ReceiveWindow};
+pub use resume::{NoResume, ResumeError, ScriptedResumer, SessionResumer};
 pub use retransmit::{AckOutcome, RetransmitConfig, RetransmitQueue};
 pub use rto::{RtoConfig, RtoEstimator};

@@ -1,0 +1,733 @@
+//! The data channel as a running connection: one task owns the websocket and the pure state
+//! machines, the caller holds a small handle (input, resize, output, close).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, Stream, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+use super::frame::Frame;
+use super::handshake::{ClientHandshake, HandshakeError};
+use super::message::{MessageType, PayloadType, Role};
+use super::payload::{
+    Acknowledgement, ChannelClosed, OpenDataChannel, TerminalSize, is_terminal_output,
+    parse_exit_code,
+};
+use super::receive::{ReceiveConfig, ReceiveWindow};
+use super::resume::{ResumeError, SessionResumer};
+use super::retransmit::{RetransmitConfig, RetransmitQueue};
+
+/// Largest stdin payload per message, as the official client sends.
+pub const INPUT_CHUNK_SIZE: usize = 1024;
+/// The plugin version we claim compatibility with in the open frame and handshake.
+pub const CLIENT_VERSION: &str = "1.2.707.0";
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Backoff for reconnecting through `ssm:ResumeSession`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Attempts after the first one (official client: 5).
+    pub retries: u32,
+    /// Delay before the first retry (doubles each time).
+    pub initial_delay: Duration,
+    /// Cap on the delay between attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 5,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Tuning of a [`DataChannel`]; the defaults suit an interactive shell.
+#[derive(Debug, Clone)]
+pub struct DataChannelOptions {
+    /// The SSM session id (passed to the resumer).
+    pub session_id: String,
+    /// Client id sent in every open frame; one per channel, kept across reconnects.
+    pub client_id: String,
+    /// Version string sent in the open frame and the handshake response.
+    pub client_version: String,
+    /// Bounds and timeout tuning of the outgoing stream.
+    pub retransmit: RetransmitConfig,
+    /// Bounds of the incoming stream.
+    pub receive: ReceiveConfig,
+    /// Output chunks buffered between the channel task and the consumer.
+    pub output_buffer: usize,
+    /// Input chunks buffered between `send_input` and the channel task.
+    pub input_buffer: usize,
+    /// Interval of websocket pings.
+    pub keepalive_interval: Duration,
+    /// Silence (no frame, not even a pong) after which the connection counts as lost.
+    pub peer_silence_timeout: Duration,
+    /// Reconnect backoff.
+    pub reconnect: ReconnectPolicy,
+    /// Times the oldest unacked message is sent before the agent counts as unresponsive.
+    pub max_head_transmissions: u32,
+    /// How long `close()` waits for unacked input to be acknowledged.
+    pub close_drain: Duration,
+    /// How long the end of the channel waits for the consumer to take remaining output.
+    pub final_flush: Duration,
+    /// Largest websocket message accepted.
+    pub max_message_size: usize,
+}
+
+impl DataChannelOptions {
+    /// Defaults for the given SSM session id.
+    pub fn new(session_id: impl Into<String>) -> Self {
+        Self {
+            session_id: session_id.into(),
+            client_id: Uuid::new_v4().to_string(),
+            client_version: CLIENT_VERSION.into(),
+            retransmit: RetransmitConfig::default(),
+            receive: ReceiveConfig::default(),
+            output_buffer: 64,
+            input_buffer: 8,
+            keepalive_interval: Duration::from_secs(30),
+            peer_silence_timeout: Duration::from_secs(90),
+            reconnect: ReconnectPolicy::default(),
+            max_head_transmissions: 300,
+            close_drain: Duration::from_secs(2),
+            final_flush: Duration::from_secs(5),
+            max_message_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Why the channel failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The websocket could not be opened.
+    #[error(
+        "could not open the SSM data channel at {url}: {message}; check the stream URL and network path to ssmmessages"
+    )]
+    Connect {
+        /// The stream URL (no credentials in it).
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The channel already ended; its [`CloseReason`] says why.
+    #[error("the SSM data channel has ended; read its close reason")]
+    Closed,
+    /// The handshake failed (e.g. KMS encryption demanded).
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The agent stopped acknowledging.
+    #[error(
+        "the agent did not acknowledge input after {transmissions} transmissions; the host may be unreachable"
+    )]
+    AgentUnresponsive {
+        /// Transmissions of the oldest unacked message.
+        transmissions: u32,
+    },
+    /// Reconnecting failed.
+    #[error(
+        "the data channel dropped and could not be reconnected after {attempts} attempts: {last_error}"
+    )]
+    ReconnectFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last_error: String,
+    },
+    /// ResumeSession was refused.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
+}
+
+/// How the channel ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The service sent `channel_closed` (shell exit, termination, idle timeout).
+    ChannelClosed,
+    /// Our side called `close()` (or dropped every handle).
+    ClosedByClient,
+    /// ResumeSession said the session timed out.
+    SessionTimedOut,
+    /// A failure ended the channel.
+    Failed(ChannelError),
+}
+
+/// The final word on a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// Exit code from an `EXIT_CODE: <n>` payload, when the agent sent one.
+    pub exit_code: Option<i32>,
+    /// What ended it.
+    pub cause: CloseCause,
+    /// Human-readable text (the service's `channel_closed` output, or the error).
+    pub message: String,
+}
+
+/// The sending side of a channel; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChannelInput {
+    input: mpsc::Sender<Bytes>,
+    resize: Arc<watch::Sender<Option<TerminalSize>>>,
+    close: Arc<watch::Sender<bool>>,
+    closed: watch::Receiver<Option<CloseReason>>,
+}
+
+impl ChannelInput {
+    /// Sends terminal input in ≤1024-byte messages; waits while the agent has too much
+    /// unacknowledged input (never drops or evicts).
+    pub async fn send_input(&self, data: &[u8]) -> Result<(), ChannelError> {
+        for chunk in data.chunks(INPUT_CHUNK_SIZE) {
+            self.input
+                .send(Bytes::copy_from_slice(chunk))
+                .await
+                .map_err(|_| ChannelError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the remote terminal size; only the latest size is sent.
+    pub fn resize(&self, cols: u32, rows: u32) -> Result<(), ChannelError> {
+        self.resize
+            .send(Some(TerminalSize { cols, rows }))
+            .map_err(|_| ChannelError::Closed)
+    }
+
+    /// Asks the channel to end after a short drain of unacked input.
+    pub fn close(&self) {
+        let _ = self.close.send(true);
+    }
+
+    /// Waits for the channel to end and returns why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.closed.clone();
+        let reason = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|r| r.clone());
+        reason.unwrap_or(CloseReason {
+            exit_code: None,
+            cause: CloseCause::Failed(ChannelError::Closed),
+            message: "the channel task stopped without a reason".into(),
+        })
+    }
+
+    /// The close reason if the channel has already ended.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closed.borrow().clone()
+    }
+}
+
+/// Terminal output in order, exactly once; ends (`None`) when the channel ends.
+#[derive(Debug)]
+pub struct ChannelOutput {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl ChannelOutput {
+    /// The next chunk of output, or `None` once the channel ended and everything was read.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for ChannelOutput {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A connected SSM data channel (client side).
+#[derive(Debug)]
+pub struct DataChannel {
+    input: ChannelInput,
+    output: ChannelOutput,
+}
+
+impl DataChannel {
+    /// Opens the websocket at `stream_url`, authenticates with `token`, and starts the
+    /// channel task. `resumer` is asked for a new token when the connection drops.
+    pub async fn connect<R: SessionResumer>(
+        stream_url: &str,
+        token: &str,
+        options: DataChannelOptions,
+        resumer: R,
+    ) -> Result<Self, ChannelError> {
+        let socket = dial(stream_url, token, &options).await?;
+        let (input_tx, input_rx) = mpsc::channel(options.input_buffer.max(1));
+        let (output_tx, output_rx) = mpsc::channel(options.output_buffer.max(1));
+        let (resize_tx, resize_rx) = watch::channel(None);
+        let (close_tx, close_rx) = watch::channel(false);
+        let (closed_tx, closed_rx) = watch::channel(None);
+        let now = Instant::now();
+        let task = ChannelTask {
+            stream_url: stream_url.to_owned(),
+            queue: RetransmitQueue::new(Role::Client, options.retransmit),
+            window: ReceiveWindow::new(options.receive),
+            handshake: ClientHandshake::new(&options.client_version),
+            options,
+            resumer,
+            exit_code: None,
+            input_rx,
+            input_open: true,
+            resize_rx,
+            resize_open: true,
+            pending_size: None,
+            close_rx,
+            closing_since: None,
+            output_tx,
+            closed_tx,
+            last_inbound: now,
+            next_ping: now,
+            failure: None,
+        };
+        tokio::spawn(task.run(socket));
+        Ok(Self {
+            input: ChannelInput {
+                input: input_tx,
+                resize: Arc::new(resize_tx),
+                close: Arc::new(close_tx),
+                closed: closed_rx,
+            },
+            output: ChannelOutput { rx: output_rx },
+        })
+    }
+
+    /// Sends terminal input (see [`ChannelInput::send_input`]).
+    pub async fn send_input(&self, data: &[u8]) -> Result<(), ChannelError> {
+        self.input.send_input(data).await
+    }
+
+    /// Sets the remote terminal size.
+    pub fn resize(&self, cols: u32, rows: u32) -> Result<(), ChannelError> {
+        self.input.resize(cols, rows)
+    }
+
+    /// The output stream.
+    pub fn output(&mut self) -> &mut ChannelOutput {
+        &mut self.output
+    }
+
+    /// Asks the channel to end.
+    pub fn close(&self) {
+        self.input.close();
+    }
+
+    /// Waits for the channel to end and returns why.
+    pub async fn closed(&self) -> CloseReason {
+        self.input.closed().await
+    }
+
+    /// Splits into a cloneable input side and the output stream.
+    pub fn into_parts(self) -> (ChannelInput, ChannelOutput) {
+        (self.input, self.output)
+    }
+}
+
+async fn dial(
+    url: &str,
+    token: &str,
+    options: &DataChannelOptions,
+) -> Result<Socket, ChannelError> {
+    let connect_error = |message: String| ChannelError::Connect {
+        url: url.to_owned(),
+        message,
+    };
+    let config = WebSocketConfig::default().max_message_size(Some(options.max_message_size));
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| connect_error(e.to_string()))?;
+    let open = OpenDataChannel::client(token, &options.client_id, &options.client_version);
+    socket
+        .send(Message::text(open.to_json()))
+        .await
+        .map_err(|e| connect_error(e.to_string()))?;
+    Ok(socket)
+}
+
+/// How one websocket connection ended.
+enum ConnectionEnd {
+    /// The channel is over.
+    Finished(CloseCause, String),
+    /// The socket dropped; reconnect.
+    Lost(String),
+}
+
+/// What woke the channel task.
+enum Event {
+    Socket(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    OutputSpace,
+    Input(Option<Bytes>),
+    Resize(bool),
+    Close(bool),
+    Timer,
+}
+
+struct ChannelTask<R> {
+    stream_url: String,
+    options: DataChannelOptions,
+    resumer: R,
+    queue: RetransmitQueue,
+    window: ReceiveWindow,
+    handshake: ClientHandshake,
+    exit_code: Option<i32>,
+    input_rx: mpsc::Receiver<Bytes>,
+    input_open: bool,
+    resize_rx: watch::Receiver<Option<TerminalSize>>,
+    resize_open: bool,
+    pending_size: Option<TerminalSize>,
+    close_rx: watch::Receiver<bool>,
+    closing_since: Option<Instant>,
+    output_tx: mpsc::Sender<Bytes>,
+    closed_tx: watch::Sender<Option<CloseReason>>,
+    last_inbound: Instant,
+    next_ping: Instant,
+    failure: Option<ChannelError>,
+}
+
+// === impl ChannelTask ===
+
+impl<R: SessionResumer> ChannelTask<R> {
+    async fn run(mut self, mut socket: Socket) {
+        let (cause, message) = loop {
+            match self.drive(&mut socket).await {
+                ConnectionEnd::Finished(cause, message) => {
+                    let _ = socket.close(None).await;
+                    break (cause, message);
+                }
+                ConnectionEnd::Lost(why) => {
+                    tracing::info!(session = %self.options.session_id, %why, "data channel connection lost; resuming");
+                    let _ = socket.close(None).await;
+                    match self.reconnect().await {
+                        Ok(fresh) => socket = fresh,
+                        Err((cause, message)) => break (cause, message),
+                    }
+                }
+            }
+        };
+        self.flush_output().await;
+        let reason = CloseReason {
+            exit_code: self.exit_code,
+            cause,
+            message,
+        };
+        tracing::info!(session = %self.options.session_id, ?reason, "data channel ended");
+        let _ = self.closed_tx.send(Some(reason));
+    }
+
+    /// Serves one websocket until it drops or the channel ends.
+    async fn drive(&mut self, socket: &mut Socket) -> ConnectionEnd {
+        loop {
+            if let Err(why) = self.pump(socket).await {
+                return ConnectionEnd::Lost(why);
+            }
+            if let Some(error) = self.failure.take() {
+                return ConnectionEnd::Finished(
+                    CloseCause::Failed(error.clone()),
+                    error.to_string(),
+                );
+            }
+            let now = Instant::now();
+            if let Some(end) = self.check_limits(now) {
+                return end;
+            }
+            let deadline = self.next_deadline(now);
+            let want_input = self.input_open
+                && self.closing_since.is_none()
+                && self.handshake.is_ready()
+                && self.queue.has_room(INPUT_CHUNK_SIZE);
+            let want_output = self.window.peek_ready().is_some() && !self.output_tx.is_closed();
+            let event = tokio::select! {
+                message = socket.next() => Event::Socket(message),
+                _ = self.output_tx.reserve(), if want_output => Event::OutputSpace,
+                chunk = self.input_rx.recv(), if want_input => Event::Input(chunk),
+                changed = self.resize_rx.changed(), if self.resize_open => Event::Resize(changed.is_ok()),
+                changed = self.close_rx.changed(), if self.closing_since.is_none() => {
+                    Event::Close(changed.is_err() || *self.close_rx.borrow())
+                }
+                _ = tokio::time::sleep_until(deadline) => Event::Timer,
+            };
+            match event {
+                Event::Socket(message) => {
+                    self.last_inbound = Instant::now();
+                    match message {
+                        Some(Ok(message)) => {
+                            if let Some(end) = self.on_message(message, socket).await {
+                                return end;
+                            }
+                        }
+                        Some(Err(e)) => return ConnectionEnd::Lost(e.to_string()),
+                        None => return ConnectionEnd::Lost("the websocket ended".into()),
+                    }
+                }
+                Event::OutputSpace => {}
+                Event::Input(Some(data)) => self.enqueue(PayloadType::Output, data),
+                Event::Input(None) => {
+                    self.input_open = false;
+                    self.closing_since.get_or_insert(Instant::now());
+                }
+                Event::Resize(true) => self.pending_size = *self.resize_rx.borrow_and_update(),
+                Event::Resize(false) => self.resize_open = false,
+                Event::Close(true) => self.closing_since = Some(Instant::now()),
+                Event::Close(false) => {}
+                Event::Timer => {
+                    if Instant::now() >= self.next_ping {
+                        self.next_ping = Instant::now() + self.options.keepalive_interval;
+                        let ping = Message::Ping(Bytes::from_static(b"keepalive"));
+                        if let Err(e) = socket.send(ping).await {
+                            return ConnectionEnd::Lost(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the channel when closing finished, the peer went silent or stopped acking.
+    fn check_limits(&self, now: Instant) -> Option<ConnectionEnd> {
+        if let Some(since) = self.closing_since {
+            if self.queue.is_empty() || now >= since + self.options.close_drain {
+                return Some(ConnectionEnd::Finished(
+                    CloseCause::ClosedByClient,
+                    "closed by the client".into(),
+                ));
+            }
+        }
+        if now >= self.last_inbound + self.options.peer_silence_timeout {
+            return Some(ConnectionEnd::Lost("no frames from the service".into()));
+        }
+        let transmissions = self.queue.head_transmissions();
+        if transmissions > self.options.max_head_transmissions {
+            let error = ChannelError::AgentUnresponsive { transmissions };
+            return Some(ConnectionEnd::Finished(
+                CloseCause::Failed(error.clone()),
+                error.to_string(),
+            ));
+        }
+        None
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let mut deadline = self
+            .next_ping
+            .min(self.last_inbound + self.options.peer_silence_timeout);
+        if let Some(at) = self.queue.next_deadline(now.into_std()) {
+            deadline = deadline.min(Instant::from_std(at));
+        }
+        if let Some(since) = self.closing_since {
+            deadline = deadline.min(since + self.options.close_drain);
+        }
+        deadline
+    }
+
+    /// Processes deliverable messages, queues a pending resize, and transmits what is due.
+    async fn pump(&mut self, socket: &mut Socket) -> Result<(), String> {
+        while let Some(next) = self.window.peek_ready() {
+            if is_terminal_output(next.payload_type) && !self.output_tx.is_closed() {
+                let Ok(permit) = self.output_tx.try_reserve() else {
+                    break;
+                };
+                let Some(frame) = self.window.pop_ready() else {
+                    break;
+                };
+                self.handshake.on_output();
+                if !frame.payload.is_empty() {
+                    permit.send(frame.payload);
+                }
+            } else if let Some(frame) = self.window.pop_ready() {
+                self.process(frame);
+            }
+        }
+        if self.handshake.is_ready() && self.closing_since.is_none() {
+            if let Some(size) = self.pending_size.take() {
+                if self.queue.has_room(64) {
+                    self.enqueue(PayloadType::Size, size.to_payload());
+                } else {
+                    self.pending_size = Some(size);
+                }
+            }
+        }
+        while let Some(wire) = self.queue.poll_transmit(Instant::now().into_std()) {
+            socket
+                .send(Message::Binary(wire))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Acts on one in-order, non-terminal stream message.
+    fn process(&mut self, frame: Frame) {
+        match frame.payload_type {
+            PayloadType::Output | PayloadType::StdErr => self.handshake.on_output(),
+            PayloadType::HandshakeRequest => {
+                let reply = self.handshake.on_request(&frame.payload);
+                self.enqueue(PayloadType::HandshakeResponse, reply.response.to_payload());
+                if let Some(error) = reply.error {
+                    self.failure = Some(error.into());
+                }
+            }
+            PayloadType::HandshakeComplete => {
+                if let Err(error) = self.handshake.on_complete(&frame.payload) {
+                    self.failure = Some(error.into());
+                }
+            }
+            PayloadType::EncChallengeRequest => {
+                self.failure = Some(HandshakeError::UnexpectedChallenge.into());
+            }
+            PayloadType::ExitCode => match parse_exit_code(&frame.payload) {
+                Ok(code) => self.exit_code = Some(code),
+                Err(e) => tracing::debug!(error = %e, "ignoring malformed exit code payload"),
+            },
+            other => tracing::debug!(?other, "ignoring stream payload type"),
+        }
+    }
+
+    fn enqueue(&mut self, payload_type: PayloadType, payload: Bytes) {
+        if let Err(e) = self.queue.enqueue(payload_type, payload) {
+            // Callers check has_room first; reaching this means a logic error, not data loss.
+            tracing::warn!(error = %e, "could not queue an outgoing message");
+        }
+    }
+
+    async fn on_message(&mut self, message: Message, socket: &mut Socket) -> Option<ConnectionEnd> {
+        let data = match message {
+            Message::Binary(data) => data,
+            Message::Text(text) => Bytes::from(text.as_str().to_owned()),
+            Message::Close(frame) => {
+                return Some(ConnectionEnd::Lost(format!(
+                    "the service closed the websocket: {frame:?}"
+                )));
+            }
+            _ => return None,
+        };
+        let frame = match Frame::decode(&data) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping an invalid frame without ack");
+                return None;
+            }
+        };
+        let now = Instant::now().into_std();
+        match frame.message_type {
+            MessageType::OutputStreamData => {
+                self.queue.set_paused(false);
+                let ack = Acknowledgement::of(&frame).to_frame();
+                if self.window.offer(frame).should_ack() {
+                    match ack.encode() {
+                        Ok(wire) => {
+                            if let Err(e) = socket.send(Message::Binary(wire)).await {
+                                return Some(ConnectionEnd::Lost(e.to_string()));
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not encode an ack"),
+                    }
+                }
+            }
+            MessageType::Acknowledge => {
+                self.queue.set_paused(false);
+                match Acknowledgement::from_payload(&frame.payload) {
+                    Ok(ack) => {
+                        self.queue
+                            .acknowledge(ack.acknowledged_message_sequence_number, now);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "ignoring a malformed ack"),
+                }
+            }
+            MessageType::ChannelClosed => {
+                let closed = ChannelClosed::from_payload(&frame.payload).unwrap_or_default();
+                return Some(ConnectionEnd::Finished(
+                    CloseCause::ChannelClosed,
+                    closed.output,
+                ));
+            }
+            MessageType::StartPublication => self.queue.set_paused(false),
+            MessageType::PausePublication => self.queue.set_paused(true),
+            other => tracing::debug!(%other, "ignoring message type"),
+        }
+        None
+    }
+
+    /// Resumes the session and reopens the original stream URL with the new token.
+    async fn reconnect(&mut self) -> Result<Socket, (CloseCause, String)> {
+        let policy = self.options.reconnect;
+        let mut delay = policy.initial_delay;
+        let mut last_error = String::new();
+        for attempt in 0..=policy.retries {
+            if attempt > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.close_rx.wait_for(|closing| *closing) => {
+                        return Err((CloseCause::ClosedByClient, "closed by the client".into()));
+                    }
+                }
+                delay = (delay * 2).min(policy.max_delay);
+            }
+            if self.closing_since.is_some() {
+                return Err((CloseCause::ClosedByClient, "closed by the client".into()));
+            }
+            match self.resumer.resume(&self.options.session_id).await {
+                Ok(None) => {
+                    return Err((
+                        CloseCause::SessionTimedOut,
+                        format!("Session: {} timed out.", self.options.session_id),
+                    ));
+                }
+                Ok(Some(token)) => match dial(&self.stream_url, &token, &self.options).await {
+                    Ok(socket) => {
+                        // Counters, buffers and RTO carry over; everything unacked goes again.
+                        self.queue.rewind();
+                        self.queue.set_paused(false);
+                        self.last_inbound = Instant::now();
+                        self.next_ping = Instant::now();
+                        return Ok(socket);
+                    }
+                    Err(e) => last_error = e.to_string(),
+                },
+                Err(e @ ResumeError::Refused(_)) => {
+                    let error = ChannelError::Resume(e);
+                    return Err((CloseCause::Failed(error.clone()), error.to_string()));
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        let error = ChannelError::ReconnectFailed {
+            attempts: policy.retries + 1,
+            last_error,
+        };
+        Err((CloseCause::Failed(error.clone()), error.to_string()))
+    }
+
+    /// Hands remaining in-order output to the consumer, waiting at most `final_flush`;
+    /// control payloads (the exit code) are processed even when output is abandoned.
+    async fn flush_output(&mut self) {
+        let deadline = Instant::now() + self.options.final_flush;
+        let mut consumer_gone = false;
+        while let Some(frame) = self.window.pop_ready() {
+            if !is_terminal_output(frame.payload_type) {
+                self.process(frame);
+                continue;
+            }
+            if consumer_gone || frame.payload.is_empty() || self.output_tx.is_closed() {
+                continue;
+            }
+            let sent = tokio::time::timeout_at(deadline, self.output_tx.send(frame.payload));
+            consumer_gone = !matches!(sent.await, Ok(Ok(())));
+        }
+    }
+}
