@@ -1,0 +1,405 @@
+//! Admission: which Pending sessions become Admitted and which are Rejected, in creation
+//! order, under each policy's caps. Pure: the reconciler feeds it a consistent list of
+//! sessions and writes each decision before asking for the next.
+
+use crate::api::{NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason, validate_policy};
+use kube::ResourceExt;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+/// What to do with one Pending session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdmissionDecision {
+    /// Count it against the caps and let the gateway attach.
+    Admit,
+    /// Refuse it for good.
+    Reject {
+        /// CapPerUser, CapTotal or PolicyDenied.
+        reason: SessionReason,
+        /// What happened and what to do about it.
+        message: String,
+    },
+}
+
+/// Creation order: `metadata.creationTimestamp`, then name (timestamps have one-second
+/// resolution, so the name breaks the many ties of simultaneous clicks the same way on every
+/// replica).
+pub fn admission_order(a: &NodeShellSession, b: &NodeShellSession) -> Ordering {
+    let ts = |s: &NodeShellSession| s.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    ts(a)
+        .cmp(&ts(b))
+        .then_with(|| a.name_any().cmp(&b.name_any()))
+}
+
+/// True for sessions waiting for admission: Pending, not being deleted, and not asked to
+/// terminate (those are closed by expiry instead).
+pub fn awaits_admission(session: &NodeShellSession) -> bool {
+    session.phase() == SessionPhase::Pending
+        && session.metadata.deletion_timestamp.is_none()
+        && !session.spec.terminate
+}
+
+/// The sessions waiting for admission, in the order they are decided.
+pub fn pending_in_order<'a, I>(sessions: I) -> Vec<&'a NodeShellSession>
+where
+    I: IntoIterator<Item = &'a NodeShellSession>,
+{
+    let mut pending: Vec<&NodeShellSession> = sessions
+        .into_iter()
+        .filter(|s| awaits_admission(s))
+        .collect();
+    pending.sort_by(|a, b| admission_order(a, b));
+    pending
+}
+
+/// The live-session ledger of every policy, and the admission rule applied to it.
+///
+/// Built from one consistent view of all sessions; [`SessionAdmission::decide`] counts an
+/// admitted session at once, so a sequence of decisions never exceeds a cap.
+#[derive(Debug, Clone, Default)]
+pub struct SessionAdmission<'a> {
+    policies: BTreeMap<String, &'a NodeShellPolicy>,
+    live_total: HashMap<String, i64>,
+    live_per_user: HashMap<(String, String), i64>,
+}
+
+// === impl SessionAdmission ===
+
+impl<'a> SessionAdmission<'a> {
+    /// Counts the live sessions (Admitted, Active, Closing) of `sessions` per policy and per
+    /// policy and user (`spec.user.sub`).
+    pub fn new<'s, P, S>(policies: P, sessions: S) -> Self
+    where
+        P: IntoIterator<Item = &'a NodeShellPolicy>,
+        S: IntoIterator<Item = &'s NodeShellSession>,
+    {
+        let mut ledger = Self {
+            policies: policies.into_iter().map(|p| (p.name_any(), p)).collect(),
+            ..Self::default()
+        };
+        for session in sessions {
+            if session.phase().is_live() {
+                ledger.count(session);
+            }
+        }
+        ledger
+    }
+
+    fn count(&mut self, session: &NodeShellSession) {
+        let policy = session.spec.policy_name.clone();
+        *self.live_total.entry(policy.clone()).or_default() += 1;
+        *self
+            .live_per_user
+            .entry((policy, session.spec.user.sub.clone()))
+            .or_default() += 1;
+    }
+
+    /// Live sessions under a policy.
+    pub fn live_total(&self, policy: &str) -> i64 {
+        self.live_total.get(policy).copied().unwrap_or_default()
+    }
+
+    /// Live sessions of one user (`sub`) under a policy.
+    pub fn live_for_user(&self, policy: &str, sub: &str) -> i64 {
+        self.live_per_user
+            .get(&(policy.to_string(), sub.to_string()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Decides one Pending session and, when admitted, counts it.
+    ///
+    /// Rejections, in the order checked: the policy is missing, being deleted, disabled,
+    /// invalid or does not allow the tier (PolicyDenied); the user holds the per-user cap
+    /// (CapPerUser, checked first because closing one of their own sessions is the remedy);
+    /// the policy holds the total cap (CapTotal).
+    pub fn decide(&mut self, session: &NodeShellSession) -> AdmissionDecision {
+        let name = &session.spec.policy_name;
+        let Some(policy) = self.policies.get(name).copied() else {
+            return deny(format!(
+                "NodeShellPolicy {name:?} does not exist: ask a platform admin to restore it, then open the shell again"
+            ));
+        };
+        if policy.metadata.deletion_timestamp.is_some() {
+            return deny(format!(
+                "NodeShellPolicy {name:?} is being deleted: open the shell again to use the current policy"
+            ));
+        }
+        if !policy.spec.enabled {
+            return deny(format!(
+                "NodeShellPolicy {name:?} is disabled (spec.enabled=false): node shells are switched off for these nodes"
+            ));
+        }
+        let problems = validate_policy(&policy.spec);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return deny(format!(
+                "NodeShellPolicy {name:?} is not usable: {}; ask a platform admin to fix it",
+                list.join("; ")
+            ));
+        }
+        let tier = &session.spec.user.tier;
+        if !policy.spec.tiers.iter().any(|t| t == tier) {
+            return deny(format!(
+                "tier {tier:?} may not open shells under NodeShellPolicy {name:?} (allowed: {})",
+                policy.spec.tiers.join(", ")
+            ));
+        }
+        let limits = &policy.spec.limits;
+        let sub = &session.spec.user.sub;
+        let mine = self.live_for_user(name, sub);
+        if mine >= i64::from(limits.max_sessions_per_user) {
+            return AdmissionDecision::Reject {
+                reason: SessionReason::CapPerUser,
+                message: format!(
+                    "you already have {mine} open node shell(s) under policy {name:?}, the most one person may hold \
+                     ({} per person): close one (exit the shell or delete its session) and try again",
+                    limits.max_sessions_per_user
+                ),
+            };
+        }
+        let total = self.live_total(name);
+        if total >= i64::from(limits.max_sessions_total) {
+            return AdmissionDecision::Reject {
+                reason: SessionReason::CapTotal,
+                message: format!(
+                    "policy {name:?} already has {total} open node shell(s), its limit in total ({}): try again when \
+                     one closes, or ask a platform admin to raise limits.maxSessionsTotal",
+                    limits.max_sessions_total
+                ),
+            };
+        }
+        self.count(session);
+        AdmissionDecision::Admit
+    }
+}
+
+fn deny(message: String) -> AdmissionDecision {
+    AdmissionDecision::Reject {
+        reason: SessionReason::PolicyDenied,
+        message,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::api::{
+        NodeShellPolicySpec, NodeShellSessionSpec, NodeShellSessionStatus, PolicyAws, SessionUser,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    pub(crate) fn policy(name: &str, per_user: i32, total: i32) -> NodeShellPolicy {
+        let mut spec = NodeShellPolicySpec {
+            tiers: vec!["admin".into()],
+            aws: PolicyAws {
+                role_arn: Some("arn:aws:iam::123456789012:role/shell".into()),
+                oidc_audience: Some("nodeshell".into()),
+                region: Some("eu-west-1".into()),
+                ..PolicyAws::default()
+            },
+            ..NodeShellPolicySpec::default()
+        };
+        spec.limits.max_sessions_per_user = per_user;
+        spec.limits.max_sessions_total = total;
+        NodeShellPolicy::new(name, spec)
+    }
+
+    pub(crate) fn session(
+        name: &str,
+        user: &str,
+        policy: &str,
+        created: i64,
+        phase: Option<SessionPhase>,
+    ) -> NodeShellSession {
+        let mut s = NodeShellSession::new(
+            name,
+            NodeShellSessionSpec {
+                node_name: "node-1".into(),
+                instance_id: "i-0123456789abcdef0".into(),
+                region: "eu-west-1".into(),
+                policy_name: policy.into(),
+                user: SessionUser {
+                    sub: user.into(),
+                    name: user.into(),
+                    tier: "admin".into(),
+                    ..SessionUser::default()
+                },
+                role_arn: "arn:aws:iam::123456789012:role/shell".into(),
+                role_session_name: format!("ns-{user}"),
+                document_name: "SSM-SessionManagerRunShell".into(),
+                ..NodeShellSessionSpec::default()
+            },
+        );
+        s.metadata.creation_timestamp = Timestamp::from_second(created).ok().map(Time);
+        s.status = phase.map(|phase| NodeShellSessionStatus {
+            phase: Some(phase),
+            ..NodeShellSessionStatus::default()
+        });
+        s
+    }
+
+    /// Runs the whole admission of a snapshot the way the reconciler does: decide, record, next.
+    fn admit_all(
+        policies: &[NodeShellPolicy],
+        sessions: &[NodeShellSession],
+    ) -> Vec<(String, AdmissionDecision)> {
+        let mut ledger = SessionAdmission::new(policies, sessions);
+        pending_in_order(sessions)
+            .into_iter()
+            .map(|s| (s.name_any(), ledger.decide(s)))
+            .collect()
+    }
+
+    fn reason_of(d: &AdmissionDecision) -> Option<SessionReason> {
+        match d {
+            AdmissionDecision::Admit => None,
+            AdmissionDecision::Reject { reason, .. } => Some(*reason),
+        }
+    }
+
+    #[test]
+    fn creation_order_is_timestamp_then_name() {
+        let sessions = vec![
+            session("c", "u", "p", 10, None),
+            session("b", "u", "p", 11, None),
+            session("a", "u", "p", 11, None),
+            session("z", "u", "p", 9, None),
+        ];
+        let order: Vec<String> = pending_in_order(&sessions)
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
+        assert_eq!(order, ["z", "c", "a", "b"]);
+    }
+
+    #[test]
+    fn per_user_cap_then_total_cap() {
+        let policies = vec![policy("p", 2, 3)];
+        let sessions = vec![
+            session("s1", "alice", "p", 1, None),
+            session("s2", "alice", "p", 2, None),
+            session("s3", "alice", "p", 3, None),
+            session("s4", "bob", "p", 4, None),
+            session("s5", "carol", "p", 5, None),
+        ];
+        let decisions = admit_all(&policies, &sessions);
+        let reasons: Vec<Option<SessionReason>> =
+            decisions.iter().map(|(_, d)| reason_of(d)).collect();
+        assert_eq!(
+            reasons,
+            [
+                None,
+                None,
+                Some(SessionReason::CapPerUser),
+                None,
+                Some(SessionReason::CapTotal)
+            ]
+        );
+    }
+
+    #[test]
+    fn live_sessions_count_and_ended_ones_do_not() {
+        let policies = vec![policy("p", 2, 10)];
+        let sessions = vec![
+            session("old1", "alice", "p", 1, Some(SessionPhase::Active)),
+            session("old2", "alice", "p", 1, Some(SessionPhase::Closing)),
+            session("old3", "alice", "p", 1, Some(SessionPhase::Closed)),
+            session("old4", "alice", "p", 1, Some(SessionPhase::Rejected)),
+            session("new", "alice", "p", 2, None),
+        ];
+        let decisions = admit_all(&policies, &sessions);
+        assert_eq!(decisions.len(), 1);
+        assert_eq!(reason_of(&decisions[0].1), Some(SessionReason::CapPerUser));
+        let sessions = vec![
+            session("old3", "alice", "p", 1, Some(SessionPhase::Closed)),
+            session("new", "alice", "p", 2, None),
+        ];
+        assert_eq!(
+            admit_all(&policies, &sessions)[0].1,
+            AdmissionDecision::Admit
+        );
+    }
+
+    #[test]
+    fn caps_are_per_policy() {
+        let policies = vec![policy("a", 1, 1), policy("b", 1, 1)];
+        let sessions = vec![
+            session("s1", "alice", "a", 1, None),
+            session("s2", "alice", "b", 2, None),
+        ];
+        assert!(
+            admit_all(&policies, &sessions)
+                .iter()
+                .all(|(_, d)| *d == AdmissionDecision::Admit)
+        );
+    }
+
+    #[test]
+    fn policy_denied_when_missing_disabled_invalid_or_wrong_tier() {
+        let mut disabled = policy("off", 2, 10);
+        disabled.spec.enabled = false;
+        let mut invalid = policy("bad", 2, 10);
+        invalid.spec.aws.region = None;
+        let mut other_tier = policy("ops", 2, 10);
+        other_tier.spec.tiers = vec!["ops".into()];
+        let policies = vec![disabled, invalid, other_tier];
+        let sessions = vec![
+            session("s1", "u", "missing", 1, None),
+            session("s2", "u", "off", 2, None),
+            session("s3", "u", "bad", 3, None),
+            session("s4", "u", "ops", 4, None),
+        ];
+        for (name, d) in admit_all(&policies, &sessions) {
+            let AdmissionDecision::Reject { reason, message } = d else {
+                panic!("{name} admitted");
+            };
+            assert_eq!(reason, SessionReason::PolicyDenied, "{name}");
+            assert!(!message.is_empty());
+        }
+    }
+
+    #[test]
+    fn contention_never_exceeds_caps() {
+        // 100 sessions of 10 users, caps 2 per user and 10 in total, as in the e2e test.
+        let policies = vec![policy("p", 2, 10)];
+        let sessions: Vec<NodeShellSession> = (0..100)
+            .map(|i| {
+                session(
+                    &format!("s{i:03}"),
+                    &format!("user{}", i % 10),
+                    "p",
+                    i / 7,
+                    None,
+                )
+            })
+            .collect();
+        let decisions = admit_all(&policies, &sessions);
+        let admitted: Vec<&String> = decisions
+            .iter()
+            .filter(|(_, d)| *d == AdmissionDecision::Admit)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(admitted.len(), 10);
+        // In creation order, the first ten go to ten different users' first sessions.
+        let expected: Vec<String> = (0..10).map(|i| format!("s{i:03}")).collect();
+        assert_eq!(admitted, expected.iter().collect::<Vec<_>>());
+        assert!(
+            decisions
+                .iter()
+                .skip(10)
+                .all(|(_, d)| reason_of(d) == Some(SessionReason::CapTotal))
+        );
+    }
+
+    #[test]
+    fn terminating_and_deleted_sessions_are_not_admitted() {
+        let mut t = session("t", "u", "p", 1, None);
+        t.spec.terminate = true;
+        let mut d = session("d", "u", "p", 1, None);
+        d.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let sessions = [t, d];
+        assert!(pending_in_order(&sessions).is_empty());
+    }
+}

@@ -1,0 +1,618 @@
+//! The controller's I/O: caches, leader election, the pass loop, writes, events and the admin
+//! server. Every decision is made by the pure functions of the sibling modules.
+//!
+//! Race-freedom of admission: only the lease holder writes; each admission pass decides from a
+//! fresh, consistent LIST (not the watch cache), decides sessions one at a time in creation
+//! order and writes each decision before deciding the next, with the session's
+//! resourceVersion as a precondition. Any conflict ends the pass and a new one starts from a
+//! new LIST, so no decision is ever based on a view that misses an earlier one.
+
+use super::admission::{AdmissionDecision, SessionAdmission, awaits_admission, pending_in_order};
+use super::expiry::{Action, Timeouts, next_action};
+use super::leader::{AlwaysLeader, Leadership, LeaseLeadership};
+use super::metrics::{Metrics, PolicyLabels, admin_server};
+use super::policy_status::{desired_policy_status, policy_status_changed};
+use super::status::{action_status, admission_status};
+use super::{ControllerArgs, Error, FIELD_MANAGER};
+use crate::api::{LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info, warn};
+
+/// Pause before a pass that follows a conflict, so the watch cache can catch up.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// Pause after an unexpected API error.
+const ERROR_RETRY: Duration = Duration::from_secs(2);
+/// Events waiting to be published; beyond this, events are dropped rather than slowing decisions.
+const EVENT_QUEUE: usize = 1024;
+
+/// Runs the controller until SIGINT/SIGTERM.
+pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+    let client = client(&args).await?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "nodeshell-controller-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    });
+    let metrics = Arc::new(Metrics::new());
+
+    let (addr, serve) = admin_server(args.metrics_addr, metrics.clone())
+        .await
+        .map_err(|source| Error::Admin {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    info!(%addr, "admin server listening (/metrics, /healthz, /readyz)");
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            warn!(error = %e, "admin server stopped");
+        }
+    });
+
+    let changed = Arc::new(Notify::new());
+    let sessions = watch_into_store::<NodeShellSession>(client.clone(), changed.clone());
+    let policies = watch_into_store::<NodeShellPolicy>(client.clone(), changed.clone());
+
+    let mut leadership: Box<dyn Leadership> = if args.no_leader_election {
+        Box::new(AlwaysLeader)
+    } else {
+        Box::new(
+            LeaseLeadership::start(
+                client.clone(),
+                &args.namespace,
+                &args.lease_name,
+                &identity,
+                args.lease_duration.as_secs(),
+                args.lease_renew_grace.as_secs(),
+                FIELD_MANAGER,
+            )
+            .await?,
+        )
+    };
+    info!(%identity, lease = %args.lease_name, namespace = %args.namespace, "joined leader election");
+
+    sessions
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheStopped("NodeShellSession"))?;
+    policies
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheStopped("NodeShellPolicy"))?;
+    metrics.set_ready(true);
+    info!("caches synced");
+
+    let events = spawn_event_publisher(client.clone(), &identity);
+    let mut engine = Engine {
+        sessions_api: Api::all(client.clone()),
+        policies_api: Api::all(client.clone()),
+        secrets_api: Api::namespaced(client.clone(), &args.namespace),
+        sessions,
+        policies,
+        timeouts: args.timeouts(),
+        identity: identity.clone(),
+        metrics: metrics.clone(),
+        events,
+        decisions: 0,
+    };
+
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut next_pass = Instant::now();
+    let mut was_leader = false;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = changed.notified() => {}
+            _ = leadership.changed() => {}
+            _ = tokio::time::sleep_until(next_pass.into()) => {}
+        }
+        let leader = leadership.is_leader();
+        if leader != was_leader {
+            info!(%identity, leader, "leadership changed");
+            metrics.leader.set(i64::from(leader));
+            was_leader = leader;
+        }
+        if !leader {
+            next_pass = Instant::now() + args.resync_interval;
+            continue;
+        }
+        let started = Instant::now();
+        let wait = engine.pass(leadership.as_ref()).await;
+        metrics
+            .pass_duration
+            .observe(started.elapsed().as_secs_f64());
+        next_pass = Instant::now() + wait.min(args.resync_interval);
+    }
+    info!("shutting down: releasing the lease");
+    leadership.release().await;
+    Ok(())
+}
+
+async fn client(args: &ControllerArgs) -> Result<Client, Error> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Keeps a cache of every object of kind K and pokes `changed` on every change.
+fn watch_into_store<K>(client: Client, changed: Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream = reflector(
+        writer,
+        watcher(Api::<K>::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                warn!(kind = %K::kind(&()), error = %e, "watch error (retrying)");
+            }
+            changed.notify_one();
+        }
+    });
+    reader
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+type EventSender = mpsc::Sender<(ObjectReference, Event)>;
+
+/// Publishes Kubernetes Events off the decision path.
+fn spawn_event_publisher(client: Client, identity: &str) -> EventSender {
+    let (tx, mut rx) = mpsc::channel::<(ObjectReference, Event)>(EVENT_QUEUE);
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity.to_string()),
+        },
+    );
+    tokio::spawn(async move {
+        while let Some((reference, event)) = rx.recv().await {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                debug!(error = %e, "publishing event failed");
+            }
+        }
+    });
+    tx
+}
+
+/// The writer: one per process, used only while leading.
+pub struct Engine {
+    sessions_api: Api<NodeShellSession>,
+    policies_api: Api<NodeShellPolicy>,
+    secrets_api: Api<Secret>,
+    sessions: Store<NodeShellSession>,
+    policies: Store<NodeShellPolicy>,
+    timeouts: Timeouts,
+    identity: String,
+    metrics: Arc<Metrics>,
+    events: EventSender,
+    decisions: u64,
+}
+
+/// Why a pass stopped early.
+enum Stop {
+    /// An object changed under us; start again from a fresh view shortly.
+    Conflict,
+    /// Leadership was lost mid-pass.
+    NotLeader,
+    /// Something else failed; retry later.
+    Failed(Error),
+}
+
+impl From<kube::Error> for Stop {
+    fn from(e: kube::Error) -> Self {
+        match &e {
+            kube::Error::Api(s) if s.code == 409 || s.code == 404 => Stop::Conflict,
+            _ => Stop::Failed(Error::Kube(e)),
+        }
+    }
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// One pass: admission, then expiry and retention, then policy status. Returns how long
+    /// to wait before the next pass if nothing changes.
+    pub async fn pass(&mut self, leader: &dyn Leadership) -> Duration {
+        let mut wait = Duration::MAX;
+        let fresh = match self.admit(leader).await {
+            Ok(fresh) => fresh,
+            Err(stop) => return self.stopped(stop),
+        };
+        match self.expire(leader).await {
+            Ok(next) => wait = wait.min(next),
+            Err(stop) => return self.stopped(stop),
+        }
+        if let Err(stop) = self.policy_statuses(leader, fresh.as_deref()).await {
+            return self.stopped(stop);
+        }
+        wait
+    }
+
+    fn stopped(&self, stop: Stop) -> Duration {
+        match stop {
+            Stop::Conflict => {
+                self.metrics.error("conflict");
+                CONFLICT_RETRY
+            }
+            Stop::NotLeader => Duration::MAX,
+            Stop::Failed(e) => {
+                warn!(error = %e, "pass failed; retrying");
+                self.metrics.error(e.metric_label());
+                ERROR_RETRY
+            }
+        }
+    }
+
+    /// Admits or rejects every Pending session. Returns the fresh session list it decided
+    /// from (with its own decisions applied), if it made one.
+    async fn admit(
+        &mut self,
+        leader: &dyn Leadership,
+    ) -> Result<Option<Vec<NodeShellSession>>, Stop> {
+        let cached = self.sessions.state();
+        let pending_in_cache = cached.iter().filter(|s| awaits_admission(s)).count();
+        self.metrics
+            .pending_sessions
+            .set(i64::try_from(pending_in_cache).unwrap_or(i64::MAX));
+        self.metrics
+            .session_objects
+            .set(i64::try_from(cached.len()).unwrap_or(i64::MAX));
+        if pending_in_cache == 0 {
+            return Ok(None);
+        }
+        drop(cached);
+        // A LIST without resourceVersion is a quorum read: it sees every decision written so
+        // far, by this replica or a previous leader, which the watch cache may not yet.
+        let policies = self.policies_api.list(&ListParams::default()).await?.items;
+        let mut sessions = self.sessions_api.list(&ListParams::default()).await?.items;
+        let order: Vec<String> = pending_in_order(&sessions)
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
+        let mut ledger = SessionAdmission::new(policies.iter(), sessions.iter());
+        let index: HashMap<String, usize> = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name_any(), i))
+            .collect();
+        for name in order {
+            let Some(&i) = index.get(&name) else { continue };
+            if !leader.is_leader() {
+                return Err(Stop::NotLeader);
+            }
+            let decision = ledger.decide(&sessions[i]);
+            self.decisions += 1;
+            let decided_by = format!(
+                "{FIELD_MANAGER} replica {} (decision {})",
+                self.identity, self.decisions
+            );
+            let now = Timestamp::now();
+            let status = admission_status(&decision, &decided_by, now);
+            let written = self.apply_status(&sessions[i], &status).await?;
+            self.record_admission(&written, &decision, now);
+            sessions[i] = written;
+        }
+        Ok(Some(sessions))
+    }
+
+    fn record_admission(
+        &self,
+        session: &NodeShellSession,
+        decision: &AdmissionDecision,
+        now: Timestamp,
+    ) {
+        if let Some(created) = &session.metadata.creation_timestamp {
+            let ms = now.as_millisecond() - created.0.as_millisecond();
+            #[allow(clippy::cast_precision_loss)]
+            self.metrics
+                .admission_latency
+                .observe(ms.max(0) as f64 / 1000.0);
+        }
+        let user = &session.spec.user.name;
+        let policy = &session.spec.policy_name;
+        match decision {
+            AdmissionDecision::Admit => {
+                info!(session = %session.name_any(), %user, %policy, "admitted");
+                self.metrics.decision("admitted", "");
+                self.event(
+                    session,
+                    EventType::Normal,
+                    "Admitted",
+                    "Admit",
+                    format!("admitted for {user} under policy {policy}"),
+                );
+            }
+            AdmissionDecision::Reject { reason, message } => {
+                info!(session = %session.name_any(), %user, %policy, %reason, "rejected");
+                self.metrics.decision("rejected", reason.as_str());
+                self.event(
+                    session,
+                    EventType::Warning,
+                    reason.as_str(),
+                    "Reject",
+                    message.clone(),
+                );
+            }
+        }
+    }
+
+    /// Expiry and retention over the cache; the resourceVersion precondition on every write
+    /// turns a stale cache entry into a conflict instead of a wrong write.
+    async fn expire(&mut self, leader: &dyn Leadership) -> Result<Duration, Stop> {
+        let policies: BTreeMap<String, Arc<NodeShellPolicy>> = self
+            .policies
+            .state()
+            .into_iter()
+            .map(|p| (p.name_any(), p))
+            .collect();
+        let now = Timestamp::now();
+        let mut wait = Duration::MAX;
+        let mut conflict = false;
+        for session in self.sessions.state() {
+            if session.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let policy = policies.get(&session.spec.policy_name).map(AsRef::as_ref);
+            let next = next_action(&session, policy, now, &self.timeouts);
+            if let Some(after) = next.requeue_after {
+                wait = wait.min(after);
+            }
+            if next.action == Action::Nothing {
+                continue;
+            }
+            if !leader.is_leader() {
+                return Err(Stop::NotLeader);
+            }
+            let result = match &next.action {
+                Action::Delete => self.delete_session(&session).await,
+                action => self.write_action(&session, action, now).await,
+            };
+            match result {
+                Ok(()) => {}
+                Err(Stop::Conflict) => conflict = true,
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(if conflict { CONFLICT_RETRY } else { wait })
+    }
+
+    async fn write_action(
+        &self,
+        session: &NodeShellSession,
+        action: &Action,
+        now: Timestamp,
+    ) -> Result<(), Stop> {
+        let Some(status) = action_status(session, action, now) else {
+            return Ok(());
+        };
+        let written = self.apply_status(session, &status).await?;
+        let name = written.name_any();
+        match action {
+            Action::StartClosing { reason, message } => {
+                info!(session = %name, %reason, "closing");
+                self.metrics.decision("closing", reason.as_str());
+                self.event(
+                    &written,
+                    EventType::Normal,
+                    reason.as_str(),
+                    "Expire",
+                    message.clone(),
+                );
+            }
+            Action::Close { reason, message } => {
+                info!(session = %name, %reason, "closed");
+                self.metrics.decision("closed", reason);
+                self.event(
+                    &written,
+                    EventType::Normal,
+                    reason,
+                    "Close",
+                    message.clone(),
+                );
+            }
+            Action::Nothing | Action::Delete => {}
+        }
+        Ok(())
+    }
+
+    async fn delete_session(&self, session: &NodeShellSession) -> Result<(), Stop> {
+        let name = session.name_any();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: session.metadata.uid.clone(),
+                resource_version: session.metadata.resource_version.clone(),
+            }),
+            ..DeleteParams::background()
+        };
+        match self.sessions_api.delete(&name, &params).await {
+            Ok(_) => {}
+            // Already gone: retention is done either way.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        info!(session = %name, "deleted after retention");
+        self.metrics.decision("deleted", "");
+        // ownerReferences let the garbage collector remove transcript Secrets; delete the
+        // labelled ones too, for clusters (or tests) without one.
+        let selector = format!("{LABEL_SESSION}={}", crate::api::label_value(&name));
+        match self
+            .secrets_api
+            .list(&ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => {
+                for secret in list {
+                    if let Err(e) = self
+                        .secrets_api
+                        .delete(&secret.name_any(), &DeleteParams::background())
+                        .await
+                    {
+                        debug!(secret = %secret.name_any(), error = %e, "deleting transcript secret failed");
+                    }
+                }
+            }
+            Err(e) => debug!(session = %name, error = %e, "listing transcript secrets failed"),
+        }
+        Ok(())
+    }
+
+    /// Keeps each policy's Ready condition and live session count.
+    async fn policy_statuses(
+        &self,
+        leader: &dyn Leadership,
+        fresh: Option<&[NodeShellSession]>,
+    ) -> Result<(), Stop> {
+        let mut live: HashMap<String, i64> = HashMap::new();
+        let cached;
+        let sessions: Vec<&NodeShellSession> = match fresh {
+            Some(list) => list.iter().collect(),
+            None => {
+                cached = self.sessions.state();
+                cached.iter().map(AsRef::as_ref).collect()
+            }
+        };
+        for s in sessions.iter().filter(|s| s.phase().is_live()) {
+            *live.entry(s.spec.policy_name.clone()).or_default() += 1;
+        }
+        let now = Timestamp::now();
+        for policy in self.policies.state() {
+            let name = policy.name_any();
+            let count = live.get(&name).copied().unwrap_or_default();
+            self.metrics
+                .live_sessions
+                .get_or_create(&PolicyLabels {
+                    policy: name.clone(),
+                })
+                .set(count);
+            let desired = desired_policy_status(&policy, count, now);
+            if !policy_status_changed(&policy, &desired) {
+                continue;
+            }
+            if !leader.is_leader() {
+                return Err(Stop::NotLeader);
+            }
+            let patch = serde_json::json!({
+                "apiVersion": NodeShellPolicy::api_version(&()),
+                "kind": NodeShellPolicy::kind(&()),
+                "metadata": { "name": name, "resourceVersion": policy.metadata.resource_version },
+                "status": desired,
+            });
+            match self
+                .policies_api
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+            {
+                Ok(_) => debug!(policy = %name, "policy status written"),
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Server-side applies the controller's part of a session's status, on the condition
+    /// that the session is still the version the decision was made from.
+    async fn apply_status(
+        &self,
+        session: &NodeShellSession,
+        status: &NodeShellSessionStatus,
+    ) -> Result<NodeShellSession, Stop> {
+        let name = session.name_any();
+        let patch = serde_json::json!({
+            "apiVersion": NodeShellSession::api_version(&()),
+            "kind": NodeShellSession::kind(&()),
+            "metadata": { "name": name, "resourceVersion": session.metadata.resource_version },
+            "status": status,
+        });
+        Ok(self
+            .sessions_api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?)
+    }
+
+    fn event(
+        &self,
+        session: &NodeShellSession,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if self
+            .events
+            .try_send((session.object_ref(&()), event))
+            .is_err()
+        {
+            debug!("event queue full; event dropped");
+        }
+    }
+}
