@@ -1,18 +1,388 @@
-//! (being written by its owner)
+//! The AWS simulator behind `nodeshell sim` and the tests: an OIDC issuer, STS
+//! AssumeRoleWithWebIdentity, the SSM session API (SigV4 verified, every call recorded) and
+//! the `ssmmessages` data channel with an in-process agent running a real shell in a PTY.
+//!
+//! Everything binds 127.0.0.1. Use it as a library with [`Simulator::start`] or as the
+//! `nodeshell sim` subcommand with [`run`].
 
-/// Errors of `nodeshell sim`.
+pub mod agent;
+pub mod config;
+pub mod faults;
+pub mod jwt;
+mod oidc;
+pub mod output;
+mod relay;
+pub mod sigv4;
+mod ssm_api;
+pub mod state;
+mod sts;
+pub mod trust;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    InstanceConfig, IssuerConfig, PingStatus, PortsConfig, RoleConfig, SimConfig, TestUser,
+};
+pub use faults::FaultKnobs;
+pub use jwt::BadToken;
+pub use output::firehose_bytes;
+pub use ssm_api::{FIREHOSE_DOCUMENT, SHELL_DOCUMENT};
+pub use state::{CallRecord, SimUrls};
+
+use state::{Shared, lock, write};
+
+/// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Placeholder until the subcommand is implemented.
-    #[error("nodeshell sim is not implemented yet")]
-    NotImplemented,
+    /// A listener could not bind its loopback port.
+    #[error("cannot bind 127.0.0.1:{port}: {source}")]
+    Bind {
+        /// Port asked for (0 = any).
+        port: u16,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The configuration file could not be read.
+    #[error("cannot read simulator config {path}: {source}")]
+    ReadConfig {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid YAML for [`SimConfig`].
+    #[error("invalid simulator config {path}: {message}")]
+    ParseConfig {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// Key generation or signing failed.
+    #[error(transparent)]
+    Jwt(#[from] jwt::JwtError),
+    /// A token could not be minted (unknown user, …).
+    #[error("cannot mint token: {0}")]
+    Token(String),
+    /// No instance or session with that id.
+    #[error("no such {kind} {id:?}")]
+    NotFound {
+        /// `instance` or `session`.
+        kind: &'static str,
+        /// Id asked for.
+        id: String,
+    },
+    /// Waiting for Ctrl-C failed.
+    #[error("cannot wait for a shutdown signal: {0}")]
+    Signal(std::io::Error),
 }
 
 /// Flags of `nodeshell sim`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SimArgs {}
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SimArgs {
+    /// YAML configuration (users, roles, instances, fault knobs); defaults apply without it.
+    #[arg(long, env = "NODESHELL_SIM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Port of the OIDC issuer (0 = any).
+    #[arg(long, env = "NODESHELL_SIM_OIDC_PORT")]
+    pub oidc_port: Option<u16>,
+    /// Port of the STS endpoint (0 = any).
+    #[arg(long, env = "NODESHELL_SIM_STS_PORT")]
+    pub sts_port: Option<u16>,
+    /// Port of the SSM endpoint (0 = any).
+    #[arg(long, env = "NODESHELL_SIM_SSM_PORT")]
+    pub ssm_port: Option<u16>,
+    /// Port of the ssmmessages data channel (0 = any).
+    #[arg(long, env = "NODESHELL_SIM_MESSAGES_PORT")]
+    pub messages_port: Option<u16>,
+    /// Seed of the fault knobs' random choices.
+    #[arg(long, env = "NODESHELL_SIM_SEED")]
+    pub seed: Option<u64>,
+}
 
-/// Runs `nodeshell sim` until it is told to stop.
-pub async fn run(_args: SimArgs) -> Result<(), Error> {
-    Err(Error::NotImplemented)
+impl SimArgs {
+    /// The configuration these flags describe (file first, flags over it).
+    pub fn to_config(&self) -> Result<SimConfig, Error> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+                    path: path.clone(),
+                    source,
+                })?;
+                serde_saphyr::from_str(&text).map_err(|e| Error::ParseConfig {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => SimConfig::default(),
+        };
+        let ports = &mut config.ports;
+        for (flag, port) in [
+            (self.oidc_port, &mut ports.oidc),
+            (self.sts_port, &mut ports.sts),
+            (self.ssm_port, &mut ports.ssm),
+            (self.messages_port, &mut ports.messages),
+        ] {
+            if let Some(p) = flag {
+                *port = p;
+            }
+        }
+        if let Some(seed) = self.seed {
+            config.seed = seed;
+        }
+        Ok(config)
+    }
+}
+
+/// Runs `nodeshell sim` until Ctrl-C.
+pub async fn run(args: SimArgs) -> Result<(), Error> {
+    let handle = Simulator::start(args.to_config()?).await?;
+    let urls = handle.urls();
+    println!("nodeshell sim is serving on loopback:");
+    println!("  OIDC issuer     {}", urls.issuer);
+    println!("  STS             {}", urls.sts);
+    println!("  SSM             {}", urls.ssm);
+    println!("  ssmmessages     {}", urls.messages);
+    println!("  region          {}", handle.region());
+    for role in &handle.shared.config.roles {
+        println!("  role            {}", handle.role_arn(&role.name));
+    }
+    println!(
+        "  token for alice: curl -s -d sub=alice {}/token",
+        urls.issuer
+    );
+    tokio::signal::ctrl_c().await.map_err(Error::Signal)?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct Simulator;
+
+/// A running simulator: URLs, token minting, the call log, knobs, shutdown.
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("urls", &self.shared.urls)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(port: u16) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .map_err(|source| Error::Bind { port, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { port, source })?;
+    Ok((listener, addr))
+}
+
+impl Simulator {
+    /// Binds the four loopback listeners, generates the issuer's key and starts serving.
+    pub async fn start(config: SimConfig) -> Result<SimHandle, Error> {
+        let (oidc_l, oidc_a) = bind(config.ports.oidc).await?;
+        let (sts_l, sts_a) = bind(config.ports.sts).await?;
+        let (ssm_l, ssm_a) = bind(config.ports.ssm).await?;
+        let (msg_l, msg_a) = bind(config.ports.messages).await?;
+        let urls = SimUrls {
+            issuer: format!("http://{oidc_a}"),
+            sts: format!("http://{sts_a}"),
+            ssm: format!("http://{ssm_a}"),
+            messages: format!("ws://{msg_a}"),
+        };
+        let instances = config
+            .instances
+            .iter()
+            .map(|i| (i.id.clone(), i.clone()))
+            .collect();
+        let keys = tokio::task::spawn_blocking(jwt::KeyRing::generate)
+            .await
+            .map_err(|_| Error::Jwt(jwt::JwtError::KeyGeneration))??;
+        let shared = Arc::new(Shared {
+            config,
+            urls,
+            keys: RwLock::new(keys),
+            credentials: Mutex::new(HashMap::new()),
+            instances: Mutex::new(instances),
+            sessions: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Vec::new()),
+            ordinal: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+        });
+        let serve = |listener: TcpListener, router: axum::Router, stop: CancellationToken| {
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            })
+        };
+        let stop = shared.shutdown.clone();
+        let tasks = vec![
+            serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
+            serve(sts_l, sts::router(shared.clone()), stop.clone()),
+            serve(ssm_l, ssm_api::router(shared.clone()), stop.clone()),
+            serve(msg_l, relay::router(shared.clone()), stop),
+        ];
+        Ok(SimHandle { shared, tasks })
+    }
+}
+
+impl SimHandle {
+    /// The URLs served.
+    pub fn urls(&self) -> &SimUrls {
+        &self.shared.urls
+    }
+
+    /// The region SigV4 scopes must name.
+    pub fn region(&self) -> &str {
+        &self.shared.config.region
+    }
+
+    /// The account id in ARNs.
+    pub fn account_id(&self) -> &str {
+        &self.shared.config.account_id
+    }
+
+    /// `arn:aws:iam::<acct>:role/<name>`.
+    pub fn role_arn(&self, name: &str) -> String {
+        format!("arn:aws:iam::{}:role/{name}", self.shared.config.account_id)
+    }
+
+    /// ARN of the first configured role.
+    pub fn default_role_arn(&self) -> String {
+        let name = self
+            .shared
+            .config
+            .roles
+            .first()
+            .map(|r| r.name.as_str())
+            .unwrap_or("nodeshell-user");
+        self.role_arn(name)
+    }
+
+    /// The configuration the simulator runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    /// A valid id_token for the configured user `sub` with the issuer's client id as `aud`.
+    pub fn mint_token(&self, sub: &str) -> Result<String, Error> {
+        oidc::mint(&self.shared, sub, None, None, None).map_err(|e| Error::Token(e.to_string()))
+    }
+
+    /// A valid id_token with a chosen audience and lifetime.
+    pub fn mint_token_with(
+        &self,
+        sub: &str,
+        audience: &str,
+        ttl_seconds: u64,
+    ) -> Result<String, Error> {
+        oidc::mint(&self.shared, sub, Some(audience), Some(ttl_seconds), None)
+            .map_err(|e| Error::Token(e.to_string()))
+    }
+
+    /// A deliberately broken id_token for `sub`.
+    pub fn mint_bad_token(&self, sub: &str, kind: BadToken) -> Result<String, Error> {
+        oidc::mint(&self.shared, sub, None, None, Some(kind))
+            .map_err(|e| Error::Token(e.to_string()))
+    }
+
+    /// Publishes a new signing key and signs with it from now on; the old key stays in the
+    /// JWKS for `overlap`. Returns the new kid.
+    pub fn rotate_keys(&self, overlap: Duration) -> Result<String, Error> {
+        Ok(write(&self.shared.keys).rotate(overlap)?)
+    }
+
+    /// Every API call recorded so far, oldest first.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        lock(&self.shared.calls).clone()
+    }
+
+    /// Adds or replaces a managed instance.
+    pub fn add_instance(&self, instance: InstanceConfig) {
+        lock(&self.shared.instances).insert(instance.id.clone(), instance);
+    }
+
+    /// Changes an instance's agent connectivity.
+    pub fn set_ping_status(&self, instance_id: &str, status: PingStatus) -> Result<(), Error> {
+        let mut instances = lock(&self.shared.instances);
+        let inst = instances
+            .get_mut(instance_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "instance",
+                id: instance_id.to_string(),
+            })?;
+        inst.ping_status = status;
+        Ok(())
+    }
+
+    /// Sets the fault knobs of an instance; sessions started afterwards inherit them.
+    pub fn set_instance_faults(&self, instance_id: &str, knobs: FaultKnobs) -> Result<(), Error> {
+        let mut instances = lock(&self.shared.instances);
+        let inst = instances
+            .get_mut(instance_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "instance",
+                id: instance_id.to_string(),
+            })?;
+        inst.faults = knobs;
+        Ok(())
+    }
+
+    /// Sets the fault knobs of a live session (effective from the next frame).
+    pub fn set_session_faults(&self, session_id: &str, knobs: FaultKnobs) -> Result<(), Error> {
+        let session = self
+            .shared
+            .session(session_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "session",
+                id: session_id.to_string(),
+            })?;
+        *lock(&session.knobs) = knobs;
+        Ok(())
+    }
+
+    /// Makes temporary credentials expire now (to provoke ExpiredTokenException).
+    pub fn expire_credentials(&self, access_key_id: &str) -> Result<(), Error> {
+        let mut creds = lock(&self.shared.credentials);
+        let c = creds
+            .get_mut(access_key_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "credentials",
+                id: access_key_id.to_string(),
+            })?;
+        c.expiration = chrono::Utc::now() - chrono::Duration::seconds(1);
+        Ok(())
+    }
+
+    /// Whether a session has ended (terminated or its shell exited), and its exit code if any.
+    pub fn session_status(&self, session_id: &str) -> Option<(bool, Option<i32>)> {
+        let session = self.shared.session(session_id)?;
+        let state = lock(&session.state);
+        Some((state.terminated, state.exit_code))
+    }
+
+    /// Stops every listener and agent.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
 }

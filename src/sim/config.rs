@@ -1,0 +1,201 @@
+//! What the simulator is told at start: account, region, test users, roles, instances, ports.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::faults::FaultKnobs;
+
+/// The whole configuration of one simulator (YAML for `nodeshell sim --config`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SimConfig {
+    /// AWS account id used in ARNs.
+    pub account_id: String,
+    /// Region reported in URLs and accepted in SigV4 scopes.
+    pub region: String,
+    /// Ports to bind on 127.0.0.1 (0 = chosen by the OS).
+    pub ports: PortsConfig,
+    /// The built-in OIDC issuer.
+    pub issuer: IssuerConfig,
+    /// Test users the token endpoint mints id_tokens for.
+    pub users: Vec<TestUser>,
+    /// IAM roles that trust the issuer (AssumeRoleWithWebIdentity targets).
+    pub roles: Vec<RoleConfig>,
+    /// Managed instances known to SSM.
+    pub instances: Vec<InstanceConfig>,
+    /// Seed of every random choice the fault knobs make (reproducible runs).
+    pub seed: u64,
+    /// Delay before the agent's shell output starts flowing, in milliseconds (the official
+    /// agent waits one second after starting the shell).
+    pub agent_start_delay_ms: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            account_id: "123456789012".to_string(),
+            region: "eu-west-1".to_string(),
+            ports: PortsConfig::default(),
+            issuer: IssuerConfig::default(),
+            users: vec![TestUser::default()],
+            roles: vec![RoleConfig::default()],
+            instances: vec![InstanceConfig::default()],
+            seed: 1,
+            agent_start_delay_ms: 1000,
+        }
+    }
+}
+
+/// Loopback ports of the four endpoints; 0 lets the OS choose.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PortsConfig {
+    /// OIDC issuer (discovery, JWKS, token endpoint).
+    pub oidc: u16,
+    /// STS query API.
+    pub sts: u16,
+    /// SSM JSON 1.1 API.
+    pub ssm: u16,
+    /// `ssmmessages` data-channel websockets.
+    pub messages: u16,
+}
+
+/// Settings of the built-in OIDC issuer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct IssuerConfig {
+    /// Default `aud` of minted tokens (the gateway's client id).
+    pub client_id: String,
+    /// Lifetime of minted id_tokens, in seconds.
+    pub token_ttl_seconds: u64,
+    /// Extra audiences the registered OIDC provider accepts (its "client id list");
+    /// every role's audience is accepted as well.
+    pub extra_audiences: Vec<String>,
+}
+
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "nodeshell".to_string(),
+            token_ttl_seconds: 3600,
+            extra_audiences: Vec::new(),
+        }
+    }
+}
+
+/// A person the issuer can mint an id_token for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TestUser {
+    /// `sub` claim.
+    pub sub: String,
+    /// `email` claim.
+    pub email: String,
+    /// `name` claim.
+    pub name: String,
+    /// `groups` claim.
+    pub groups: Vec<String>,
+}
+
+impl Default for TestUser {
+    fn default() -> Self {
+        Self {
+            sub: "alice".to_string(),
+            email: "alice@example.com".to_string(),
+            name: "Alice Example".to_string(),
+            groups: vec!["sre".to_string()],
+        }
+    }
+}
+
+/// An IAM role whose trust policy names the issuer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RoleConfig {
+    /// Role name (the last part of `arn:aws:iam::<acct>:role/<name>`).
+    pub name: String,
+    /// The trust policy's `aud` condition.
+    pub audience: String,
+    /// The trust policy's optional `sub` condition (any `sub` when absent).
+    pub allowed_subs: Option<Vec<String>>,
+    /// The role's maximum session duration, in seconds (3600–43200 in IAM).
+    pub max_session_duration_seconds: u32,
+    /// Whether the role's permission policy allows the SSM session calls.
+    pub ssm_allowed: bool,
+}
+
+impl Default for RoleConfig {
+    fn default() -> Self {
+        Self {
+            name: "nodeshell-user".to_string(),
+            audience: "nodeshell".to_string(),
+            allowed_subs: None,
+            max_session_duration_seconds: 43200,
+            ssm_allowed: true,
+        }
+    }
+}
+
+/// Agent connectivity as DescribeInstanceInformation reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PingStatus {
+    /// The agent is connected.
+    Online,
+    /// The agent stopped pinging.
+    ConnectionLost,
+    /// The instance is stopped or deregistered.
+    Inactive,
+}
+
+impl PingStatus {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "Online",
+            Self::ConnectionLost => "ConnectionLost",
+            Self::Inactive => "Inactive",
+        }
+    }
+}
+
+/// A managed instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct InstanceConfig {
+    /// `i-…` id.
+    pub id: String,
+    /// Agent connectivity.
+    pub ping_status: PingStatus,
+    /// `Linux`, `Windows` or `MacOS`.
+    pub platform: String,
+    /// `Name` reported by DescribeInstanceInformation.
+    pub name: String,
+    /// Misbehaviour of this instance's agent and of the relay in front of it.
+    pub faults: FaultKnobs,
+    /// Extra environment for the shell.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        Self {
+            id: "i-0123456789abcdef0".to_string(),
+            ping_status: PingStatus::Online,
+            platform: "Linux".to_string(),
+            name: "ip-10-0-1-23.eu-west-1.compute.internal".to_string(),
+            faults: FaultKnobs::default(),
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// A configuration for tests: defaults plus no start delay for the agent.
+    pub fn for_tests() -> Self {
+        Self {
+            agent_start_delay_ms: 0,
+            ..Self::default()
+        }
+    }
+}

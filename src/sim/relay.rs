@@ -1,0 +1,240 @@
+//! The `ssmmessages` service side of the data channel (MGS): accepts the client's websocket
+//! without SigV4, checks the token of the first text frame, attaches the socket to the
+//! session's agent, and applies the fault knobs to what flows towards the client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::agent::{self, AgentEvent, Outbound};
+use super::faults::{FaultDice, FrameFate};
+use super::state::{SessionEntry, Shared, lock};
+use crate::ssm::frame::Frame;
+use crate::ssm::message::MessageType;
+use crate::ssm::payload::OpenDataChannel;
+
+/// Offset of PayloadDigest in a frame header (fact sheet §3).
+const DIGEST_OFFSET: usize = 80;
+/// How long a client has to send its open frame.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+
+/// Routes of the data-channel endpoint.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/data-channel/{session_id}", get(upgrade))
+        .with_state(shared)
+}
+
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    Path(session_id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.on_upgrade(move |socket| serve(shared, session_id, socket))
+}
+
+async fn refuse(mut socket: WebSocket, reason: &str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1008,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// Reads the open frame and checks its token; returns the session on success.
+async fn open(
+    shared: &Shared,
+    session_id: &str,
+    socket: &mut WebSocket,
+) -> Result<Arc<SessionEntry>, &'static str> {
+    let first = tokio::time::timeout(OPEN_TIMEOUT, socket.next())
+        .await
+        .map_err(|_| "no open frame")?;
+    let text = match first {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+        _ => return Err("no open frame"),
+    };
+    let open = OpenDataChannel::from_json(&text).map_err(|_| "malformed open frame")?;
+    let session = shared.session(session_id).ok_or("session does not exist")?;
+    let state = lock(&session.state);
+    if state.terminated {
+        return Err("session is terminated");
+    }
+    if open.token_value != state.token {
+        return Err("invalid token");
+    }
+    drop(state);
+    Ok(session)
+}
+
+async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
+    let session = match open(&shared, &session_id, &mut socket).await {
+        Ok(s) => s,
+        Err(reason) => return refuse(socket, reason).await,
+    };
+    let offline = lock(&session.knobs).agent_offline;
+    let agent = {
+        let mut state = lock(&session.state);
+        match &state.agent {
+            Some(a) => Some(a.clone()),
+            None if offline => None,
+            None => match agent::spawn(shared.clone(), session.clone()) {
+                Ok(a) => {
+                    state.agent = Some(a.clone());
+                    Some(a)
+                }
+                Err(e) => {
+                    tracing::warn!(session = %session.id, error = %e, "agent could not start its shell");
+                    None
+                }
+            },
+        }
+    };
+    let conn = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    // The service announces publication to the client after the open frame (observed by an
+    // independent client; the official plugin ignores it).
+    if let Ok(wire) = Frame::control(MessageType::StartPublication, Bytes::new()).encode() {
+        let _ = sink.send(Message::Binary(wire)).await;
+    }
+    let (out_tx, out_rx) = mpsc::channel::<Outbound>(256);
+    let writer = tokio::spawn(write_loop(
+        session.clone(),
+        shared.config.seed,
+        sink,
+        out_rx,
+    ));
+    if let Some(agent) = &agent {
+        let _ = agent
+            .send(AgentEvent::Attached {
+                conn,
+                out: out_tx.clone(),
+            })
+            .await;
+    }
+    drop(out_tx);
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            () = shared.shutdown.cancelled() => None,
+        };
+        let bytes = match msg {
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Text(t))) => Bytes::copy_from_slice(t.as_bytes()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+        };
+        let Some(agent) = &agent else { continue };
+        let delay = lock(&session.knobs).ack_delay_ms;
+        if delay > 0 && is_ack(&bytes) {
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let _ = agent.send(AgentEvent::Inbound(bytes)).await;
+            });
+        } else if agent.send(AgentEvent::Inbound(bytes)).await.is_err() {
+            break;
+        }
+    }
+    if let Some(agent) = &agent {
+        let _ = agent.send(AgentEvent::Detached { conn }).await;
+    }
+    writer.abort();
+}
+
+fn is_ack(bytes: &[u8]) -> bool {
+    bytes.get(4..15) == Some(b"acknowledge".as_slice())
+}
+
+async fn write_loop(
+    session: Arc<SessionEntry>,
+    seed: u64,
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+) {
+    let mut dice = FaultDice::new(seed, session.ordinal);
+    let mut held: Option<Bytes> = None;
+    let mut stream_frames = 0u64;
+    while let Some(item) = rx.recv().await {
+        let knobs = lock(&session.knobs).clone();
+        let mut batch: Vec<Bytes> = Vec::with_capacity(3);
+        match item {
+            Outbound::Control(wire) => batch.push(wire),
+            Outbound::Close => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1000,
+                        reason: "Bye".into(),
+                    })))
+                    .await;
+                return;
+            }
+            Outbound::Stream(wire) => {
+                stream_frames += 1;
+                match dice.fate(&knobs) {
+                    FrameFate::Deliver => batch.push(wire),
+                    FrameFate::Drop => {}
+                    FrameFate::Duplicate => {
+                        batch.push(wire.clone());
+                        batch.push(wire);
+                    }
+                    FrameFate::Reorder if held.is_none() => held = Some(wire),
+                    FrameFate::Reorder => batch.push(wire),
+                    FrameFate::Corrupt => {
+                        let mut bad = wire.to_vec();
+                        if let Some(b) = bad.get_mut(DIGEST_OFFSET) {
+                            *b ^= 0xff;
+                        }
+                        batch.push(Bytes::from(bad));
+                    }
+                }
+            }
+        }
+        if !batch.is_empty()
+            && let Some(late) = held.take()
+        {
+            batch.push(late);
+        }
+        for wire in batch {
+            if sink.send(Message::Binary(wire)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(limit) = knobs.close_after_frames
+            && stream_frames >= limit
+        {
+            let fire = {
+                let mut state = lock(&session.state);
+                let allowed = knobs.close_times.max(1);
+                if state.closes_done < allowed {
+                    state.closes_done += 1;
+                    true
+                } else {
+                    false
+                }
+            };
+            if fire {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1000,
+                        reason: "Bye".into(),
+                    })))
+                    .await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! SSM JSON 1.1 API: SigV4-verified StartSession, ResumeSession, TerminateSession and
+//! DescribeInstanceInformation, each recorded in the call log.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::agent::AgentEvent;
+use super::config::PingStatus;
+use super::sigv4::{self, ReceivedRequest, SigV4Error};
+use super::state::{
+    CallRecord, SessionEntry, SessionMut, Shared, lock, new_session_id, random_alnum,
+};
+
+/// Shell document (the default).
+pub const SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";
+/// Throughput document: emits `Parameters.bytes` deterministic bytes, then exits 0.
+pub const FIREHOSE_DOCUMENT: &str = "NodeShell-Firehose";
+
+/// An SSM error in the JSON protocol's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SsmError {
+    pub code: &'static str,
+    pub message: String,
+    pub status: u16,
+}
+
+fn err(code: &'static str, message: impl Into<String>) -> SsmError {
+    SsmError {
+        code,
+        message: message.into(),
+        status: if code == "InternalServerError" {
+            500
+        } else {
+            400
+        },
+    }
+}
+
+impl From<SigV4Error> for SsmError {
+    fn from(e: SigV4Error) -> Self {
+        let code = match e {
+            SigV4Error::Missing => "MissingAuthenticationTokenException",
+            SigV4Error::Incomplete(_) => "IncompleteSignatureException",
+            SigV4Error::BadScope(_) | SigV4Error::Stale(_) | SigV4Error::Mismatch => {
+                "InvalidSignatureException"
+            }
+        };
+        let status = if code == "MissingAuthenticationTokenException" {
+            403
+        } else {
+            400
+        };
+        Self {
+            code,
+            message: e.to_string(),
+            status,
+        }
+    }
+}
+
+impl IntoResponse for SsmError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        (
+            status,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/x-amz-json-1.1".to_string(),
+                ),
+                (
+                    header::HeaderName::from_static("x-amzn-requestid"),
+                    uuid::Uuid::new_v4().to_string(),
+                ),
+            ],
+            json!({"__type": self.code, "message": self.message}).to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Routes of the SSM endpoint.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(any(handle)).with_state(shared)
+}
+
+struct Caller {
+    principal_arn: String,
+    role_name: String,
+    role_session_name: String,
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let operation = target
+        .strip_prefix("AmazonSSM.")
+        .unwrap_or(&target)
+        .to_string();
+    let mut call = CallRecord::new(&operation);
+    let result = dispatch(
+        &shared, &mut call, &operation, &method, &uri, &headers, &body,
+    )
+    .await;
+    match result {
+        Ok(value) => {
+            shared.record(call);
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        "application/x-amz-json-1.1".to_string(),
+                    ),
+                    (
+                        header::HeaderName::from_static("x-amzn-requestid"),
+                        uuid::Uuid::new_v4().to_string(),
+                    ),
+                ],
+                value.to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            call.error_code = Some(e.code.to_string());
+            shared.record(call);
+            e.into_response()
+        }
+    }
+}
+
+fn authenticate(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Caller, SsmError> {
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let req = ReceivedRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        headers: &pairs,
+        body,
+    };
+    let auth_header = req.header("authorization").ok_or(SigV4Error::Missing)?;
+    let auth = sigv4::parse_authorization(auth_header)?;
+    let invalid = || {
+        err(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
+    };
+    let creds = lock(&shared.credentials)
+        .get(&auth.access_key_id)
+        .cloned()
+        .ok_or_else(invalid)?;
+    if req.header("x-amz-security-token") != Some(creds.session_token.as_str()) {
+        return Err(invalid());
+    }
+    if creds.expiration <= Utc::now() {
+        return Err(err(
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
+        ));
+    }
+    sigv4::verify(
+        &req,
+        &auth,
+        &creds.secret_access_key,
+        "ssm",
+        &shared.config.region,
+        Utc::now(),
+    )?;
+    Ok(Caller {
+        principal_arn: creds.principal_arn,
+        role_name: creds.role_name,
+        role_session_name: creds.role_session_name,
+    })
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    call: &mut CallRecord,
+    operation: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, SsmError> {
+    let caller = authenticate(shared, method, uri, headers, body)?;
+    call.principal_arn = Some(caller.principal_arn.clone());
+    let input: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|_| err("SerializationException", "Request body is not valid JSON"))?
+    };
+    let allowed = shared
+        .role(&caller.role_name)
+        .is_some_and(|r| r.ssm_allowed);
+    if !allowed {
+        return Err(err(
+            "AccessDeniedException",
+            format!(
+                "User: {} is not authorized to perform: ssm:{operation}",
+                caller.principal_arn
+            ),
+        ));
+    }
+    match operation {
+        "StartSession" => start_session(shared, call, &caller, input),
+        "ResumeSession" => resume_session(shared, call, &caller, &input),
+        "TerminateSession" => terminate_session(shared, call, &caller, &input).await,
+        "DescribeInstanceInformation" => describe_instances(shared, &input),
+        other => Err(err(
+            "UnknownOperationException",
+            format!("Unknown operation {other}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StartInput {
+    target: Option<String>,
+    document_name: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    parameters: BTreeMap<String, Vec<String>>,
+}
+
+fn new_token() -> String {
+    random_alnum(160)
+}
+
+fn stream_url(shared: &Shared, session_id: &str) -> String {
+    format!(
+        "{}/v1/data-channel/{session_id}?role=publish_subscribe",
+        shared.urls.messages
+    )
+}
+
+fn start_session(
+    shared: &Arc<Shared>,
+    call: &mut CallRecord,
+    caller: &Caller,
+    input: Value,
+) -> Result<Value, SsmError> {
+    let input: StartInput =
+        serde_json::from_value(input).map_err(|e| err("ValidationException", e.to_string()))?;
+    call.reason = input.reason.clone();
+    let target = input
+        .target
+        .ok_or_else(|| err("ValidationException", "1 validation error detected: Value null at 'target' failed to satisfy constraint: Member must not be null"))?;
+    call.target = Some(target.clone());
+    let document = input
+        .document_name
+        .unwrap_or_else(|| SHELL_DOCUMENT.to_string());
+    if document != SHELL_DOCUMENT && document != FIREHOSE_DOCUMENT {
+        return Err(err(
+            "InvalidDocument",
+            format!("Document with name {document} does not exist."),
+        ));
+    }
+    let instance = lock(&shared.instances).get(&target).cloned();
+    let Some(instance) = instance.filter(|i| i.ping_status == PingStatus::Online) else {
+        return Err(err(
+            "TargetNotConnected",
+            format!("{target} is not connected."),
+        ));
+    };
+    let id = new_session_id(&caller.role_session_name);
+    let token = new_token();
+    let ordinal = shared
+        .ordinal
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let entry = SessionEntry {
+        id: id.clone(),
+        owner_arn: caller.principal_arn.clone(),
+        target,
+        document,
+        parameters: input.parameters,
+        ordinal,
+        knobs: Mutex::new(instance.faults.clone()),
+        state: Mutex::new(SessionMut {
+            token: token.clone(),
+            terminated: false,
+            agent: None,
+            closes_done: 0,
+            exit_code: None,
+        }),
+    };
+    lock(&shared.sessions).insert(id.clone(), Arc::new(entry));
+    call.session_id = Some(id.clone());
+    Ok(json!({"SessionId": id, "TokenValue": token, "StreamUrl": stream_url(shared, &id)}))
+}
+
+fn owned_session(
+    shared: &Shared,
+    call: &mut CallRecord,
+    caller: &Caller,
+    input: &Value,
+) -> Result<Arc<SessionEntry>, SsmError> {
+    let id = input["SessionId"]
+        .as_str()
+        .ok_or_else(|| err("ValidationException", "1 validation error detected: Value null at 'sessionId' failed to satisfy constraint: Member must not be null"))?;
+    call.session_id = Some(id.to_string());
+    let session = shared.session(id).ok_or_else(|| {
+        err(
+            "DoesNotExistException",
+            format!("Session Id {id} does not exist."),
+        )
+    })?;
+    call.target = Some(session.target.clone());
+    if session.owner_arn != caller.principal_arn {
+        return Err(err(
+            "AccessDeniedException",
+            format!(
+                "User: {} is not authorized to perform this operation on session {id}",
+                caller.principal_arn
+            ),
+        ));
+    }
+    Ok(session)
+}
+
+fn resume_session(
+    shared: &Shared,
+    call: &mut CallRecord,
+    caller: &Caller,
+    input: &Value,
+) -> Result<Value, SsmError> {
+    let session = owned_session(shared, call, caller, input)?;
+    let mut state = lock(&session.state);
+    if state.terminated {
+        return Err(err(
+            "DoesNotExistException",
+            format!("Session Id {} does not exist.", session.id),
+        ));
+    }
+    state.token = new_token();
+    Ok(
+        json!({"SessionId": session.id, "TokenValue": state.token, "StreamUrl": stream_url(shared, &session.id)}),
+    )
+}
+
+async fn terminate_session(
+    shared: &Shared,
+    call: &mut CallRecord,
+    caller: &Caller,
+    input: &Value,
+) -> Result<Value, SsmError> {
+    let session = owned_session(shared, call, caller, input)?;
+    let agent = {
+        let mut state = lock(&session.state);
+        state.terminated = true;
+        state.agent.take()
+    };
+    if let Some(agent) = agent {
+        let _ = agent.send(AgentEvent::Terminate).await;
+    }
+    Ok(json!({"SessionId": session.id}))
+}
+
+fn is_instance_id(id: &str) -> bool {
+    let word = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    match (id.strip_prefix("i-"), id.strip_prefix("mi-")) {
+        (Some(rest), _) => (rest.len() == 8 || rest.len() == 17) && word(rest),
+        (_, Some(rest)) => rest.len() == 17 && word(rest),
+        _ => false,
+    }
+}
+
+/// Filters of DescribeInstanceInformation, from either list form.
+fn filters(input: &Value) -> Result<Vec<(String, Vec<String>)>, SsmError> {
+    let mut out = Vec::new();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for f in input["InstanceInformationFilterList"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = f["key"].as_str().unwrap_or_default().to_string();
+        const KEYS: [&str; 8] = [
+            "InstanceIds",
+            "AgentVersion",
+            "PingStatus",
+            "PlatformTypes",
+            "ActivationIds",
+            "IamRole",
+            "ResourceType",
+            "AssociationStatus",
+        ];
+        if !KEYS.contains(&key.as_str()) {
+            return Err(err(
+                "InvalidFilterKey",
+                format!("The filter key {key} is not valid."),
+            ));
+        }
+        out.push((key, strings(&f["valueSet"])));
+    }
+    for f in input["Filters"].as_array().into_iter().flatten() {
+        out.push((
+            f["Key"].as_str().unwrap_or_default().to_string(),
+            strings(&f["Values"]),
+        ));
+    }
+    Ok(out)
+}
+
+fn describe_instances(shared: &Shared, input: &Value) -> Result<Value, SsmError> {
+    let filters = filters(input)?;
+    for (key, values) in &filters {
+        if key == "InstanceIds" {
+            if let Some(bad) = values.iter().find(|v| !is_instance_id(v)) {
+                return Err(err(
+                    "InvalidInstanceId",
+                    format!("Instance Id {bad} is not valid."),
+                ));
+            }
+        }
+        if key == "PingStatus"
+            && let Some(bad) = values
+                .iter()
+                .find(|v| !["Online", "ConnectionLost", "Inactive"].contains(&v.as_str()))
+        {
+            return Err(err(
+                "InvalidInstanceInformationFilterValue",
+                format!("PingStatus value {bad} is not valid."),
+            ));
+        }
+    }
+    let now = Utc::now().timestamp();
+    let list: Vec<Value> = lock(&shared.instances)
+        .values()
+        .filter(|inst| {
+            filters.iter().all(|(key, values)| match key.as_str() {
+                "InstanceIds" => values.contains(&inst.id),
+                "PingStatus" => values.iter().any(|v| v == inst.ping_status.as_str()),
+                "PlatformTypes" => values.contains(&inst.platform),
+                _ => true,
+            })
+        })
+        .map(|inst| {
+            json!({
+                "InstanceId": inst.id,
+                "PingStatus": inst.ping_status.as_str(),
+                "LastPingDateTime": now,
+                "AgentVersion": "3.3.1802.0",
+                "IsLatestVersion": true,
+                "PlatformType": inst.platform,
+                "PlatformName": "Amazon Linux",
+                "PlatformVersion": "2023",
+                "ResourceType": "EC2Instance",
+                "IPAddress": "10.0.1.23",
+                "ComputerName": inst.name,
+                "Name": inst.name,
+                "SourceId": inst.id,
+                "SourceType": "AWS::EC2::Instance",
+            })
+        })
+        .collect();
+    Ok(json!({"InstanceInformationList": list}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_id_pattern() {
+        assert!(is_instance_id("i-0123456789abcdef0"));
+        assert!(is_instance_id("i-01234567"));
+        assert!(!is_instance_id("i-0123"));
+        assert!(!is_instance_id("node-1"));
+    }
+
+    #[test]
+    fn filter_keys_are_checked() {
+        assert!(
+            filters(
+                &json!({"InstanceInformationFilterList": [{"key": "Nope", "valueSet": ["x"]}]})
+            )
+            .is_err()
+        );
+        let f =
+            filters(&json!({"Filters": [{"Key": "PingStatus", "Values": ["Online"]}]})).unwrap();
+        assert_eq!(
+            f,
+            vec![("PingStatus".to_string(), vec!["Online".to_string()])]
+        );
+    }
+}

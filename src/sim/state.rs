@@ -1,0 +1,165 @@
+//! The simulator's shared in-memory state: issued credentials, sessions, instances, the call
+//! log, and the issuer's keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::agent::AgentEvent;
+use super::config::{InstanceConfig, RoleConfig, SimConfig};
+use super::faults::FaultKnobs;
+use super::jwt::KeyRing;
+
+/// The URLs the simulator serves on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimUrls {
+    /// OIDC issuer (the `iss` of its tokens), e.g. `http://127.0.0.1:41234`.
+    pub issuer: String,
+    /// STS endpoint.
+    pub sts: String,
+    /// SSM endpoint.
+    pub ssm: String,
+    /// Base of the `ssmmessages` data channel, e.g. `ws://127.0.0.1:41237`.
+    pub messages: String,
+}
+
+/// One API call as the simulator saw it: the tests' CloudTrail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallRecord {
+    /// `AssumeRoleWithWebIdentity`, `StartSession`, …
+    pub operation: String,
+    /// The calling principal: the assumed-role ARN (for STS, the ARN issued).
+    pub principal_arn: Option<String>,
+    /// SSM session id involved.
+    pub session_id: Option<String>,
+    /// Target instance.
+    pub target: Option<String>,
+    /// StartSession `Reason`.
+    pub reason: Option<String>,
+    /// Error code returned, if the call failed.
+    pub error_code: Option<String>,
+    /// When the call arrived.
+    pub time: DateTime<Utc>,
+}
+
+impl CallRecord {
+    pub(crate) fn new(operation: &str) -> Self {
+        Self {
+            operation: operation.to_string(),
+            principal_arn: None,
+            session_id: None,
+            target: None,
+            reason: None,
+            error_code: None,
+            time: Utc::now(),
+        }
+    }
+}
+
+/// Temporary credentials the STS handed out (secrets stay inside the simulator).
+#[derive(Clone)]
+pub(crate) struct IssuedCredentials {
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub expiration: DateTime<Utc>,
+    pub principal_arn: String,
+    pub role_name: String,
+    pub role_session_name: String,
+}
+
+/// Mutable part of a session.
+pub(crate) struct SessionMut {
+    /// The token that currently opens the data channel.
+    pub token: String,
+    pub terminated: bool,
+    pub agent: Option<mpsc::Sender<AgentEvent>>,
+    /// How many times the close-socket knob fired.
+    pub closes_done: u32,
+    pub exit_code: Option<i32>,
+}
+
+/// One SSM session.
+pub(crate) struct SessionEntry {
+    pub id: String,
+    pub owner_arn: String,
+    pub target: String,
+    pub document: String,
+    pub parameters: BTreeMap<String, Vec<String>>,
+    pub ordinal: u64,
+    pub knobs: Mutex<FaultKnobs>,
+    pub state: Mutex<SessionMut>,
+}
+
+/// Everything the handlers share.
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub urls: SimUrls,
+    pub keys: RwLock<KeyRing>,
+    pub credentials: Mutex<HashMap<String, IssuedCredentials>>,
+    pub instances: Mutex<BTreeMap<String, InstanceConfig>>,
+    pub sessions: Mutex<HashMap<String, Arc<SessionEntry>>>,
+    pub calls: Mutex<Vec<CallRecord>>,
+    pub ordinal: AtomicU64,
+    pub shutdown: CancellationToken,
+}
+
+/// Locks a mutex, recovering the data if a holder panicked (state stays usable for tests).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Random string from an alphabet-filtered generator.
+pub(crate) fn random_alnum(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// `<session name>-<26 lowercase alphanumerics>`.
+pub(crate) fn new_session_id(role_session_name: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..26)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("{role_session_name}-{suffix}")
+}
+
+impl Shared {
+    pub fn role(&self, name: &str) -> Option<&RoleConfig> {
+        self.config.roles.iter().find(|r| r.name == name)
+    }
+
+    pub fn record(&self, call: CallRecord) {
+        lock(&self.calls).push(call);
+    }
+
+    /// The provider's client-id list: the issuer's client id, extras, every role's audience.
+    pub fn accepted_audiences(&self) -> Vec<String> {
+        let mut auds = vec![self.config.issuer.client_id.clone()];
+        auds.extend(self.config.issuer.extra_audiences.iter().cloned());
+        auds.extend(self.config.roles.iter().map(|r| r.audience.clone()));
+        auds
+    }
+
+    pub fn session(&self, id: &str) -> Option<Arc<SessionEntry>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+}
