@@ -116,10 +116,15 @@ mod tests {
 
     #[test]
     fn session_labels_cover_node_policy_user() {
-        let mut spec = NodeShellSessionSpec::default();
-        spec.node_name = "node-1".into();
-        spec.policy_name = "default".into();
-        spec.user.name = "alice@example.com".into();
+        let spec = NodeShellSessionSpec {
+            node_name: "node-1".into(),
+            policy_name: "default".into(),
+            user: crate::api::SessionUser {
+                name: "alice@example.com".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let labels = session_labels(&spec);
         assert_eq!(labels.get(LABEL_NODE).map(String::as_str), Some("node-1"));
         assert_eq!(

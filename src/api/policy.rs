@@ -1,5 +1,8 @@
 //! `NodeShellPolicy`: who may open shells, on which nodes, with which limits. Kept in Git and
 //! applied by platform teams; the controller reports whether each one is usable.
+// kube's printcolumn(...) repeats keys such as `type_` per column, which clippy misreads as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;

@@ -1,5 +1,8 @@
 //! `NodeShellSession`: one shell on one node for one person, created by the gateway, admitted
 //! and expired by the controller, read by auditors.
+// kube's printcolumn(...) repeats keys such as `type_` per column, which clippy misreads as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;

@@ -1,7 +1,7 @@
 //! Expiry and retention: what the controller does to a session that is not waiting for
 //! admission, and when to look at it again. Pure: the clock is an argument.
 
-use crate::api::{NodeShellPolicy, NodeShellSession, PolicyLimits, SessionPhase, SessionReason};
+use crate::api::{NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
@@ -92,7 +92,7 @@ pub fn next_action(
     let gateway_held = status.gateway.is_some();
     let limits = policy
         .map(|p| p.spec.limits.clone())
-        .unwrap_or_else(PolicyLimits::default);
+        .unwrap_or_default();
     let created = session.metadata.creation_timestamp.as_ref();
     let admitted = status.admitted_at.as_ref().or(created);
     let started = status.started_at.as_ref().or(admitted);
