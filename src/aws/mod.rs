@@ -1,1 +1,281 @@
-//! (filled by its owner)
+//! The STS and SSM calls the gateway makes with each person's own credentials: thin
+//! wrappers over the AWS SDK with a pinned behaviour version, an optional endpoint override
+//! (the simulator), typed errors, and credentials that never print.
+
+mod credentials;
+mod error;
+
+use std::collections::HashMap;
+
+use aws_sdk_ssm::types::{InstanceInformationStringFilter, PingStatus as SdkPingStatus};
+use aws_sdk_sts::error::ProvideErrorMetadata;
+use chrono::{DateTime, Utc};
+
+pub use credentials::TemporaryCredentials;
+pub use error::{AssumeRoleError, SsmCallError};
+
+use crate::ssm::resume::{ResumeError, SessionResumer};
+
+/// The behaviour version every client pins (SDK defaults change only when we move it).
+fn behavior_version() -> aws_config::BehaviorVersion {
+    aws_config::BehaviorVersion::v2026_01_12()
+}
+
+/// Where the calls go: a region and, for the simulator or a VPC endpoint, explicit URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsEndpoints {
+    /// Region of the calls and of the SigV4 scope.
+    pub region: String,
+    /// STS endpoint override (`None` = the regional AWS endpoint).
+    pub sts_url: Option<String>,
+    /// SSM endpoint override (`None` = the regional AWS endpoint).
+    pub ssm_url: Option<String>,
+}
+
+impl AwsEndpoints {
+    /// Real AWS in `region`.
+    pub fn aws(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            sts_url: None,
+            ssm_url: None,
+        }
+    }
+}
+
+/// One AssumeRoleWithWebIdentity request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebIdentityRequest {
+    /// The role to assume.
+    pub role_arn: String,
+    /// `<prefix>-<sanitised sub>`, 2–64 chars of `[\w+=,.@-]`.
+    pub role_session_name: String,
+    /// The person's OIDC id_token.
+    pub web_identity_token: String,
+    /// 900–43200 seconds; `None` = STS default (3600).
+    pub duration_seconds: Option<i32>,
+}
+
+impl std::fmt::Debug for WebIdentityRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebIdentityRequest")
+            .field("role_arn", &self.role_arn)
+            .field("role_session_name", &self.role_session_name)
+            .field("web_identity_token", &"** redacted **")
+            .field("duration_seconds", &self.duration_seconds)
+            .finish()
+    }
+}
+
+fn describe<E: std::error::Error>(e: &E) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn to_utc(t: &aws_sdk_sts::primitives::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
+}
+
+/// `sts:AssumeRoleWithWebIdentity`, sent unsigned (the token is the proof).
+pub async fn assume_role_with_web_identity(
+    endpoints: &AwsEndpoints,
+    request: &WebIdentityRequest,
+) -> Result<TemporaryCredentials, AssumeRoleError> {
+    let mut config = aws_sdk_sts::Config::builder()
+        .behavior_version(behavior_version())
+        .region(aws_sdk_sts::config::Region::new(endpoints.region.clone()));
+    if let Some(url) = &endpoints.sts_url {
+        config = config.endpoint_url(url.clone());
+    }
+    // No credentials provider: the operation is optional-auth, so it goes out unsigned.
+    let client = aws_sdk_sts::Client::from_conf(config.build());
+    let out = client
+        .assume_role_with_web_identity()
+        .role_arn(&request.role_arn)
+        .role_session_name(&request.role_session_name)
+        .web_identity_token(&request.web_identity_token)
+        .set_duration_seconds(request.duration_seconds)
+        .send()
+        .await
+        .map_err(|e| AssumeRoleError::from_code(e.code(), e.message(), describe(&e)))?;
+    let missing = |what: &str| AssumeRoleError::Transport(format!("STS response has no {what}"));
+    let creds = out.credentials().ok_or_else(|| missing("Credentials"))?;
+    let user = out
+        .assumed_role_user()
+        .ok_or_else(|| missing("AssumedRoleUser"))?;
+    Ok(TemporaryCredentials::new(
+        creds.access_key_id().to_string(),
+        creds.secret_access_key().to_string(),
+        creds.session_token().to_string(),
+        to_utc(creds.expiration()),
+        user.arn().to_string(),
+        user.assumed_role_id().to_string(),
+    ))
+}
+
+/// What StartSession and ResumeSession return. `Debug` redacts the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionStream {
+    /// `<role session name>-<suffix>`.
+    pub session_id: String,
+    /// Opens the data channel; short-lived.
+    pub token_value: String,
+    /// `wss://ssmmessages…/v1/data-channel/<id>?role=publish_subscribe…`, used verbatim.
+    pub stream_url: String,
+}
+
+impl std::fmt::Debug for SessionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStream")
+            .field("session_id", &self.session_id)
+            .field("token_value", &"** redacted **")
+            .field("stream_url", &self.stream_url)
+            .finish()
+    }
+}
+
+/// Agent connectivity from DescribeInstanceInformation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentPing {
+    /// Connected.
+    Online,
+    /// Stopped pinging.
+    ConnectionLost,
+    /// Stopped or deregistered.
+    Inactive,
+    /// Not a managed instance (absent from the answer).
+    NotManaged,
+    /// A value this build does not know.
+    Other(String),
+}
+
+/// SSM calls signed with one person's temporary credentials.
+#[derive(Debug, Clone)]
+pub struct SsmSessions {
+    client: aws_sdk_ssm::Client,
+}
+
+fn ssm_error<E, R>(e: &aws_sdk_ssm::error::SdkError<E, R>) -> SsmCallError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    SsmCallError::from_code(e.code(), e.message(), describe(e))
+}
+
+impl SsmSessions {
+    /// A client for `credentials` (SigV4, service `ssm`).
+    pub fn new(endpoints: &AwsEndpoints, credentials: &TemporaryCredentials) -> Self {
+        let mut config = aws_sdk_ssm::Config::builder()
+            .behavior_version(behavior_version())
+            .region(aws_sdk_ssm::config::Region::new(endpoints.region.clone()))
+            .credentials_provider(credentials.to_sdk());
+        if let Some(url) = &endpoints.ssm_url {
+            config = config.endpoint_url(url.clone());
+        }
+        Self {
+            client: aws_sdk_ssm::Client::from_conf(config.build()),
+        }
+    }
+
+    /// `ssm:StartSession` on `target` with an optional document, reason and parameters.
+    pub async fn start_session(
+        &self,
+        target: &str,
+        document_name: Option<&str>,
+        reason: Option<&str>,
+        parameters: HashMap<String, Vec<String>>,
+    ) -> Result<SessionStream, SsmCallError> {
+        let out = self
+            .client
+            .start_session()
+            .target(target)
+            .set_document_name(document_name.map(str::to_string))
+            .set_reason(reason.map(str::to_string))
+            .set_parameters((!parameters.is_empty()).then_some(parameters))
+            .send()
+            .await
+            .map_err(|e| ssm_error(&e))?;
+        Ok(SessionStream {
+            session_id: out.session_id().unwrap_or_default().to_string(),
+            token_value: out.token_value().unwrap_or_default().to_string(),
+            stream_url: out.stream_url().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// `ssm:ResumeSession`: a new token for the same stream. An empty token means the
+    /// service considers the session timed out.
+    pub async fn resume_session(&self, session_id: &str) -> Result<SessionStream, SsmCallError> {
+        let out = self
+            .client
+            .resume_session()
+            .session_id(session_id)
+            .send()
+            .await
+            .map_err(|e| ssm_error(&e))?;
+        Ok(SessionStream {
+            session_id: out.session_id().unwrap_or(session_id).to_string(),
+            token_value: out.token_value().unwrap_or_default().to_string(),
+            stream_url: out.stream_url().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// `ssm:TerminateSession`.
+    pub async fn terminate_session(&self, session_id: &str) -> Result<(), SsmCallError> {
+        self.client
+            .terminate_session()
+            .session_id(session_id)
+            .send()
+            .await
+            .map_err(|e| ssm_error(&e))?;
+        Ok(())
+    }
+
+    /// The agent's `PingStatus` for one instance (DescribeInstanceInformation with an
+    /// `InstanceIds` filter).
+    pub async fn describe_instance_ping_status(
+        &self,
+        instance_id: &str,
+    ) -> Result<AgentPing, SsmCallError> {
+        let filter = InstanceInformationStringFilter::builder()
+            .key("InstanceIds")
+            .values(instance_id)
+            .build()
+            .map_err(|e| SsmCallError::Transport(e.to_string()))?;
+        let out = self
+            .client
+            .describe_instance_information()
+            .filters(filter)
+            .send()
+            .await
+            .map_err(|e| ssm_error(&e))?;
+        let info = out
+            .instance_information_list()
+            .iter()
+            .find(|i| i.instance_id() == Some(instance_id));
+        Ok(match info.and_then(|i| i.ping_status()) {
+            None => AgentPing::NotManaged,
+            Some(SdkPingStatus::Online) => AgentPing::Online,
+            Some(SdkPingStatus::ConnectionLost) => AgentPing::ConnectionLost,
+            Some(SdkPingStatus::Inactive) => AgentPing::Inactive,
+            Some(other) => AgentPing::Other(other.as_str().to_string()),
+        })
+    }
+}
+
+impl SessionResumer for SsmSessions {
+    async fn resume(&self, session_id: &str) -> Result<Option<String>, ResumeError> {
+        match self.resume_session(session_id).await {
+            Ok(stream) if stream.token_value.is_empty() => Ok(None),
+            Ok(stream) => Ok(Some(stream.token_value)),
+            Err(e) if e.is_transient() => Err(ResumeError::Transient(e.to_string())),
+            Err(e) => Err(ResumeError::Refused(e.to_string())),
+        }
+    }
+}
