@@ -332,18 +332,30 @@ impl LocalCluster {
         }
     }
 
+    // Polled anonymously with plain reqwest: /readyz is public once RBAC is bootstrapped,
+    // and kube's client would log every 500 of a starting apiserver as an error.
     async fn wait_for_readyz(&self) -> Result<(), Error> {
-        let client = self.client(Identity::Admin).await?;
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes())
+            .map_err(|e| Error::Kubeconfig(format!("the generated CA does not load: {e}")))?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Kubeconfig(format!("cannot build the readiness client: {e}")))?;
+        let url = format!("{}/readyz", self.server);
         let deadline = Instant::now() + ready_timeout();
         loop {
             self.check_alive()?;
-            let request = http::Request::get("/readyz").body(Vec::new());
-            let detail = match request {
-                Ok(request) => match client.request_text(request).await {
-                    Ok(body) if body.trim() == "ok" => return Ok(()),
-                    Ok(body) => body,
-                    Err(e) => e.to_string(),
-                },
+            let detail = match http.get(&url).send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    if status.is_success() && body.trim() == "ok" {
+                        return Ok(());
+                    }
+                    format!("{status}: {}", body.lines().last().unwrap_or_default())
+                }
                 Err(e) => e.to_string(),
             };
             if Instant::now() >= deadline {
