@@ -1,0 +1,304 @@
+//! Through `nodeshell::aws`: a token from the simulator's issuer → AssumeRoleWithWebIdentity →
+//! StartSession (SigV4 verified) → the recorded principal is the assumed-role ARN; and every
+//! way the chain can be refused, with its AWS error code.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nodeshell::aws::{
+    AgentPing, AssumeRoleError, AwsEndpoints, SsmCallError, SsmSessions, TemporaryCredentials,
+    WebIdentityRequest, assume_role_with_web_identity,
+};
+use nodeshell::sim::{
+    BadToken, InstanceConfig, PingStatus, RoleConfig, SimConfig, SimHandle, Simulator,
+};
+
+const INSTANCE: &str = "i-0123456789abcdef0";
+
+fn endpoints(sim: &SimHandle) -> AwsEndpoints {
+    AwsEndpoints {
+        region: sim.region().to_string(),
+        sts_url: Some(sim.urls().sts.clone()),
+        ssm_url: Some(sim.urls().ssm.clone()),
+    }
+}
+
+fn request(sim: &SimHandle, role: &str, token: String) -> WebIdentityRequest {
+    WebIdentityRequest {
+        role_arn: sim.role_arn(role),
+        role_session_name: "ns-alice".to_string(),
+        web_identity_token: token,
+        duration_seconds: Some(900),
+    }
+}
+
+async fn start() -> SimHandle {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut config = SimConfig::for_tests();
+    config.roles.push(RoleConfig {
+        name: "only-bob".to_string(),
+        allowed_subs: Some(vec!["bob".to_string()]),
+        ..RoleConfig::default()
+    });
+    config.roles.push(RoleConfig {
+        name: "other-aud".to_string(),
+        audience: "another-client".to_string(),
+        ..RoleConfig::default()
+    });
+    config.roles.push(RoleConfig {
+        name: "no-ssm".to_string(),
+        ssm_allowed: false,
+        ..RoleConfig::default()
+    });
+    config.instances.push(InstanceConfig {
+        id: "i-0aaaaaaaaaaaaaaa1".to_string(),
+        ping_status: PingStatus::ConnectionLost,
+        ..InstanceConfig::default()
+    });
+    Simulator::start(config).await.expect("simulator starts")
+}
+
+async fn assume(sim: &SimHandle, role: &str) -> TemporaryCredentials {
+    let token = sim.mint_token("alice").expect("token");
+    assume_role_with_web_identity(&endpoints(sim), &request(sim, role, token))
+        .await
+        .expect("assume role")
+}
+
+#[tokio::test]
+async fn web_identity_to_start_session_is_attributed_to_the_assumed_role() {
+    let sim = start().await;
+    let creds = assume(&sim, "nodeshell-user").await;
+    assert!(creds.access_key_id.starts_with("ASIA"));
+    let arn = "arn:aws:sts::123456789012:assumed-role/nodeshell-user/ns-alice";
+    assert_eq!(creds.assumed_role_arn, arn);
+    assert!(!format!("{creds:?}").contains(creds.secret_access_key()));
+
+    let ssm = SsmSessions::new(&endpoints(&sim), &creds);
+    assert_eq!(
+        ssm.describe_instance_ping_status(INSTANCE).await.unwrap(),
+        AgentPing::Online
+    );
+    assert_eq!(
+        ssm.describe_instance_ping_status("i-0aaaaaaaaaaaaaaa1")
+            .await
+            .unwrap(),
+        AgentPing::ConnectionLost
+    );
+    assert_eq!(
+        ssm.describe_instance_ping_status("i-0fffffffffffffff1")
+            .await
+            .unwrap(),
+        AgentPing::NotManaged
+    );
+    let stream = ssm
+        .start_session(INSTANCE, None, Some("debug disk pressure"), HashMap::new())
+        .await
+        .expect("start session");
+    let suffix = stream
+        .session_id
+        .strip_prefix("ns-alice-")
+        .expect("session id prefix");
+    assert_eq!(suffix.len(), 26);
+    assert!(
+        suffix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    );
+    assert!(stream.stream_url.starts_with(&format!(
+        "{}/v1/data-channel/{}",
+        sim.urls().messages,
+        stream.session_id
+    )));
+    assert!(stream.stream_url.ends_with("?role=publish_subscribe"));
+
+    let resumed = ssm
+        .resume_session(&stream.session_id)
+        .await
+        .expect("resume");
+    assert_ne!(resumed.token_value, stream.token_value);
+    ssm.terminate_session(&stream.session_id)
+        .await
+        .expect("terminate");
+    assert!(matches!(
+        ssm.resume_session(&stream.session_id).await,
+        Err(SsmCallError::DoesNotExist(_))
+    ));
+    assert!(matches!(
+        ssm.start_session("i-0aaaaaaaaaaaaaaa1", None, None, HashMap::new())
+            .await,
+        Err(SsmCallError::TargetNotConnected(_))
+    ));
+
+    let calls = sim.calls();
+    let start = calls
+        .iter()
+        .find(|c| c.operation == "StartSession" && c.error_code.is_none())
+        .expect("StartSession recorded");
+    assert_eq!(start.principal_arn.as_deref(), Some(arn));
+    assert_eq!(
+        start.session_id.as_deref(),
+        Some(stream.session_id.as_str())
+    );
+    assert_eq!(start.target.as_deref(), Some(INSTANCE));
+    assert_eq!(start.reason.as_deref(), Some("debug disk pressure"));
+    assert!(calls.iter().any(|c| c.operation == "TerminateSession"
+        && c.principal_arn.as_deref() == Some(arn)
+        && c.error_code.is_none()));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.operation == "AssumeRoleWithWebIdentity"
+                && c.principal_arn.as_deref() == Some(arn))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_and_trust_conditions_are_refused_with_aws_codes() {
+    let sim = start().await;
+    let eps = endpoints(&sim);
+    let try_token = |token: String, role: &'static str| {
+        let req = request(&sim, role, token);
+        let eps = eps.clone();
+        async move { assume_role_with_web_identity(&eps, &req).await }
+    };
+    let bad = |kind| sim.mint_bad_token("alice", kind).expect("bad token");
+    assert!(matches!(
+        try_token(bad(BadToken::Expired), "nodeshell-user").await,
+        Err(AssumeRoleError::ExpiredToken(_))
+    ));
+    for kind in [
+        BadToken::WrongIssuer,
+        BadToken::WrongAudience,
+        BadToken::UnknownKid,
+        BadToken::AlgNone,
+        BadToken::Hs256,
+        BadToken::ForgedSignature,
+    ] {
+        let result = try_token(bad(kind), "nodeshell-user").await;
+        assert!(
+            matches!(result, Err(AssumeRoleError::InvalidIdentityToken(_))),
+            "{kind:?}: {result:?}"
+        );
+    }
+    // Trust policy: sub not listed, aud condition of another client.
+    let good = sim.mint_token("alice").unwrap();
+    assert!(matches!(
+        try_token(good.clone(), "only-bob").await,
+        Err(AssumeRoleError::AccessDenied(_))
+    ));
+    assert!(matches!(
+        try_token(good.clone(), "other-aud").await,
+        Err(AssumeRoleError::AccessDenied(_))
+    ));
+    assert!(matches!(
+        try_token(good.clone(), "no-such-role").await,
+        Err(AssumeRoleError::AccessDenied(_))
+    ));
+    // Parameter rules.
+    let mut req = request(&sim, "nodeshell-user", good.clone());
+    req.role_session_name = "has space".to_string();
+    assert!(matches!(
+        assume_role_with_web_identity(&eps, &req).await,
+        Err(AssumeRoleError::Validation(_))
+    ));
+    let mut req = request(&sim, "nodeshell-user", good.clone());
+    req.duration_seconds = Some(60);
+    assert!(matches!(
+        assume_role_with_web_identity(&eps, &req).await,
+        Err(AssumeRoleError::Validation(_))
+    ));
+
+    // Key rotation: tokens from the old key keep working during the overlap.
+    let old = sim.mint_token("alice").unwrap();
+    sim.rotate_keys(Duration::from_secs(60)).unwrap();
+    let new = sim.mint_token("alice").unwrap();
+    assert!(try_token(old, "nodeshell-user").await.is_ok());
+    assert!(try_token(new, "nodeshell-user").await.is_ok());
+    let failures: Vec<_> = sim
+        .calls()
+        .into_iter()
+        .filter_map(|c| c.error_code)
+        .collect();
+    assert!(failures.contains(&"ExpiredTokenException".to_string()));
+    assert!(failures.contains(&"InvalidIdentityToken".to_string()));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn ssm_refuses_forged_signatures_expired_and_unknown_credentials() {
+    let sim = start().await;
+    let eps = endpoints(&sim);
+    let creds = assume(&sim, "nodeshell-user").await;
+
+    // A wrong secret with a real access key id and session token: the signature differs.
+    let forged = TemporaryCredentials::new(
+        creds.access_key_id.clone(),
+        "not-the-secret-at-all-0123456789abcdefgh".to_string(),
+        creds.session_token().to_string(),
+        creds.expiration,
+        creds.assumed_role_arn.clone(),
+        creds.assumed_role_id.clone(),
+    );
+    let result = SsmSessions::new(&eps, &forged)
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await;
+    assert!(
+        matches!(result, Err(SsmCallError::InvalidSignature(_))),
+        "{result:?}"
+    );
+
+    // Unknown access key.
+    let unknown = TemporaryCredentials::new(
+        "ASIAUNKNOWNUNKNOWN00".to_string(),
+        creds.secret_access_key().to_string(),
+        creds.session_token().to_string(),
+        creds.expiration,
+        creds.assumed_role_arn.clone(),
+        creds.assumed_role_id.clone(),
+    );
+    let result = SsmSessions::new(&eps, &unknown)
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await;
+    assert!(
+        matches!(result, Err(SsmCallError::UnrecognizedClient(_))),
+        "{result:?}"
+    );
+
+    // A role without SSM permissions.
+    let no_ssm = assume(&sim, "no-ssm").await;
+    let result = SsmSessions::new(&eps, &no_ssm)
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await;
+    assert!(
+        matches!(result, Err(SsmCallError::AccessDenied(_))),
+        "{result:?}"
+    );
+
+    // Expired temporary credentials.
+    sim.expire_credentials(&creds.access_key_id).unwrap();
+    let result = SsmSessions::new(&eps, &creds)
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await;
+    assert!(
+        matches!(result, Err(SsmCallError::ExpiredCredentials(_))),
+        "{result:?}"
+    );
+
+    let codes: Vec<_> = sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "StartSession")
+        .filter_map(|c| c.error_code)
+        .collect();
+    assert!(
+        codes.contains(&"InvalidSignatureException".to_string()),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&"ExpiredTokenException".to_string()),
+        "{codes:?}"
+    );
+    sim.shutdown().await;
+}
