@@ -1,0 +1,148 @@
+//! Admission under contention: 100 sessions of 10 users created at once, two controller
+//! processes running, caps 2 per user and 10 in total. Exactly the sessions the caps allow are
+//! admitted and every other one is Rejected with the right reason, round after round.
+
+mod controller_support;
+
+use controller_support::{
+    ControllerProcess, apply_policy, cluster, decided_by, http_get, lease_holder, session, sessions_with_prefix,
+    status_managers, wait_for,
+};
+use futures::future::join_all;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use nodeshell::api::{NodeShellSession, SessionPhase};
+use nodeshell::localcluster::Identity;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const LEASE: &str = "controller-contention";
+const POLICY: &str = "contention";
+const USERS: usize = 10;
+const SESSIONS: usize = 100;
+const PER_USER: i64 = 2;
+const TOTAL: i64 = 10;
+const ROUNDS: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_never_admit_more_than_the_caps() -> anyhow::Result<()> {
+    let cluster = cluster().await?;
+    apply_policy(
+        cluster,
+        POLICY,
+        json!({ "limits": { "maxSessionsPerUser": PER_USER, "maxSessionsTotal": TOTAL } }),
+    )
+    .await?;
+    let a = ControllerProcess::start(cluster, "replica-a", LEASE, &[])?;
+    let b = ControllerProcess::start(cluster, "replica-b", LEASE, &[])?;
+    wait_for("a lease holder", Duration::from_secs(30), || lease_holder(cluster, LEASE)).await?;
+
+    // The admin server answers on both replicas.
+    for replica in [&a, &b] {
+        let addr = replica.admin_addr().await?;
+        assert_eq!(http_get(&addr, "/healthz").await?.0, 200);
+        wait_for("readyz", Duration::from_secs(30), || {
+            let addr = addr.clone();
+            async move { Ok((http_get(&addr, "/readyz").await?.0 == 200).then_some(())) }
+        })
+        .await?;
+    }
+
+    let gateway: Api<NodeShellSession> = Api::all(cluster.client(Identity::Gateway).await?);
+    let admin: Api<NodeShellSession> = Api::all(cluster.client(Identity::Admin).await?);
+    for round in 0..ROUNDS {
+        let prefix = format!("r{round}-");
+        let creates = (0..SESSIONS).map(|i| {
+            let gateway = gateway.clone();
+            let prefix = prefix.clone();
+            async move {
+                let s = session(&format!("{prefix}s{i:03}"), &format!("user{}", i % USERS), POLICY)?;
+                gateway.create(&PostParams::default(), &s).await?;
+                anyhow::Ok(())
+            }
+        });
+        for result in join_all(creates).await {
+            result?;
+        }
+        let sessions = wait_for("every session decided", Duration::from_secs(90), || {
+            let prefix = prefix.clone();
+            async move {
+                let all = sessions_with_prefix(cluster, &prefix).await?;
+                let decided = all.len() == SESSIONS && all.iter().all(|s| s.phase() != SessionPhase::Pending);
+                Ok(decided.then_some(all))
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("round {round}: {e}\nreplica-a:\n{}\nreplica-b:\n{}", a.log_text(), b.log_text()))?;
+
+        check_round(round, &sessions)?;
+
+        let deletes = sessions.iter().map(|s| {
+            let admin = admin.clone();
+            let name = s.name_any();
+            async move { admin.delete(&name, &DeleteParams::default()).await.map(|_| ()) }
+        });
+        for result in join_all(deletes).await {
+            result?;
+        }
+        wait_for("round cleaned up", Duration::from_secs(30), || {
+            let prefix = prefix.clone();
+            async move { Ok(sessions_with_prefix(cluster, &prefix).await?.is_empty().then_some(())) }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Checks one round: the caps hold, and replaying the decisions in the order the controller
+/// made them (its sequence numbers) gives exactly the same outcome for every session.
+fn check_round(round: usize, sessions: &[NodeShellSession]) -> anyhow::Result<()> {
+    let mut per_user: HashMap<String, i64> = HashMap::new();
+    let mut admitted = 0;
+    for s in sessions {
+        let managers = status_managers(s);
+        assert_eq!(managers, ["nodeshell-controller"], "round {round}: {} status written by {managers:?}", s.name_any());
+        if s.phase() == SessionPhase::Admitted {
+            admitted += 1;
+            *per_user.entry(s.spec.user.sub.clone()).or_default() += 1;
+        } else {
+            assert_eq!(s.phase(), SessionPhase::Rejected, "round {round}: {}", s.name_any());
+        }
+    }
+    assert_eq!(admitted, TOTAL, "round {round}: admitted {admitted}");
+    assert!(per_user.values().all(|n| *n <= PER_USER), "round {round}: per user {per_user:?}");
+
+    let mut decisions: Vec<(String, u64, &NodeShellSession)> = sessions
+        .iter()
+        .map(|s| {
+            let (replica, seq) = decided_by(s).ok_or_else(|| anyhow::anyhow!("{} has no decision record", s.name_any()))?;
+            Ok((replica, seq, s))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let replicas: std::collections::BTreeSet<&str> = decisions.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert_eq!(replicas.len(), 1, "round {round}: one writer expected, saw {replicas:?}");
+    decisions.sort_by_key(|(_, seq, _)| *seq);
+    let mut mine: HashMap<&str, i64> = HashMap::new();
+    let mut total = 0;
+    for (_, seq, s) in decisions {
+        let user = s.spec.user.sub.as_str();
+        let expected = if mine.get(user).copied().unwrap_or_default() >= PER_USER {
+            Some("CapPerUser")
+        } else if total >= TOTAL {
+            Some("CapTotal")
+        } else {
+            None
+        };
+        let got = match s.phase() {
+            SessionPhase::Admitted => None,
+            _ => s.status.as_ref().and_then(|st| st.reason.as_deref()),
+        };
+        assert_eq!(got, expected, "round {round}: decision {seq} on {}", s.name_any());
+        if got.is_none() {
+            *mine.entry(user).or_default() += 1;
+            total += 1;
+        }
+    }
+    Ok(())
+}
