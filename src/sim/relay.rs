@@ -20,7 +20,7 @@ use super::faults::{FaultDice, FrameFate};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
 use crate::ssm::message::MessageType;
-use crate::ssm::payload::OpenDataChannel;
+use crate::ssm::payload::{ChannelClosed, OpenDataChannel};
 
 /// Offset of PayloadDigest in a frame header (fact sheet §3).
 const DIGEST_OFFSET: usize = 80;
@@ -125,11 +125,26 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
             })
             .await;
     }
-    drop(out_tx);
+    // Kept only when no agent holds the sender, so the relay can still close the channel.
+    let mut orphan_out = agent.is_none().then_some(out_tx);
+    let mut watch = tokio::time::interval(Duration::from_millis(200));
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
             () = shared.shutdown.cancelled() => None,
+            _ = watch.tick(), if agent.is_none() => {
+                // Without an agent, the service itself closes the channel on termination.
+                if lock(&session.state).terminated {
+                    if let Some(tx) = &orphan_out {
+                        if let Ok(wire) = ChannelClosed::frame(&session.id, "").encode() {
+                            let _ = tx.send(Outbound::Control(wire)).await;
+                        }
+                        let _ = tx.send(Outbound::Close).await;
+                    }
+                    orphan_out = None;
+                }
+                continue;
+            }
         };
         let bytes = match msg {
             Some(Ok(Message::Binary(b))) => b,

@@ -1,0 +1,193 @@
+//! Our data-channel client (`nodeshell::ssm`) against the simulator's relay and agent: a
+//! firehose arrives complete, in order and exactly once under each misbehaviour knob, and an
+//! interactive shell echoes, resizes and reports its exit code.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nodeshell::aws::{
+    AwsEndpoints, SsmSessions, WebIdentityRequest, assume_role_with_web_identity,
+};
+use nodeshell::sim::{FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes};
+use nodeshell::ssm::{CloseCause, DataChannel, DataChannelOptions};
+use sha2::{Digest, Sha256};
+
+const INSTANCE: &str = "i-0123456789abcdef0";
+
+async fn start() -> (SimHandle, SsmSessions) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let sim = Simulator::start(SimConfig::for_tests()).await.expect("simulator starts");
+    let endpoints = AwsEndpoints {
+        region: sim.region().to_string(),
+        sts_url: Some(sim.urls().sts.clone()),
+        ssm_url: Some(sim.urls().ssm.clone()),
+    };
+    let request = WebIdentityRequest {
+        role_arn: sim.default_role_arn(),
+        role_session_name: "ns-alice".to_string(),
+        web_identity_token: sim.mint_token("alice").expect("token"),
+        duration_seconds: None,
+    };
+    let creds = assume_role_with_web_identity(&endpoints, &request).await.expect("assume role");
+    let ssm = SsmSessions::new(&endpoints, &creds);
+    (sim, ssm)
+}
+
+fn firehose_len() -> usize {
+    std::env::var("NODESHELL_FIREHOSE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50 * 1024 * 1024)
+}
+
+/// Runs one firehose session with `knobs` and checks what arrived.
+async fn firehose(name: &str, knobs: FaultKnobs, len: usize) {
+    let (sim, ssm) = start().await;
+    sim.set_instance_faults(INSTANCE, knobs).expect("instance exists");
+    let params = HashMap::from([("bytes".to_string(), vec![len.to_string()])]);
+    let stream = ssm
+        .start_session(INSTANCE, Some(FIREHOSE_DOCUMENT), None, params)
+        .await
+        .expect("start firehose");
+    let mut options = DataChannelOptions::new(stream.session_id.clone());
+    options.reconnect.retries = 10;
+    let started = std::time::Instant::now();
+    let mut channel = DataChannel::connect(&stream.stream_url, &stream.token_value, options, ssm.clone())
+        .await
+        .expect("connect");
+    let mut hasher = Sha256::new();
+    let mut received = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, channel.output().recv())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: timed out after {received} bytes"));
+        let Some(chunk) = chunk else { break };
+        received += chunk.len();
+        hasher.update(&chunk);
+    }
+    let reason = channel.closed().await;
+    let elapsed = started.elapsed();
+    println!(
+        "{name}: {received} bytes in {:.2?} ({:.1} MB/s), close {:?}",
+        elapsed,
+        received as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9),
+        reason.cause
+    );
+    assert_eq!(received, len, "{name}: byte count");
+    let expected = Sha256::digest(firehose_bytes(len));
+    assert_eq!(hasher.finalize(), expected, "{name}: content differs (lost, duplicated or reordered bytes)");
+    assert_eq!(reason.cause, CloseCause::ChannelClosed, "{name}: {reason:?}");
+    assert_eq!(reason.exit_code, Some(0), "{name}: {reason:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn firehose_clean() {
+    firehose("clean", FaultKnobs::default(), firehose_len()).await;
+}
+
+#[tokio::test]
+async fn firehose_drop() {
+    let knobs = FaultKnobs { drop: 0.0005, ..FaultKnobs::default() };
+    firehose("drop", knobs, firehose_len()).await;
+}
+
+#[tokio::test]
+async fn firehose_duplicate() {
+    let knobs = FaultKnobs { duplicate: 0.01, ..FaultKnobs::default() };
+    firehose("duplicate", knobs, firehose_len()).await;
+}
+
+#[tokio::test]
+async fn firehose_reorder() {
+    let knobs = FaultKnobs { reorder: 0.01, ..FaultKnobs::default() };
+    firehose("reorder", knobs, firehose_len()).await;
+}
+
+#[tokio::test]
+async fn firehose_corrupt_digest() {
+    let knobs = FaultKnobs { corrupt_digest: 0.0005, ..FaultKnobs::default() };
+    firehose("corrupt", knobs, firehose_len()).await;
+}
+
+#[tokio::test]
+async fn firehose_delayed_acks() {
+    let knobs = FaultKnobs { ack_delay_ms: 150, ..FaultKnobs::default() };
+    firehose("ack-delay", knobs, firehose_len()).await;
+}
+
+#[tokio::test]
+async fn firehose_socket_closed_mid_stream() {
+    let knobs = FaultKnobs { close_after_frames: Some(20_000), close_times: 2, ..FaultKnobs::default() };
+    firehose("close-socket", knobs, firehose_len()).await;
+}
+
+#[tokio::test]
+async fn firehose_slow_agent() {
+    // A slow agent pauses between chunks; a smaller stream keeps the test short.
+    let knobs = FaultKnobs { slow_agent_ms: 2, ..FaultKnobs::default() };
+    firehose("slow-agent", knobs, 512 * 1024).await;
+}
+
+#[tokio::test]
+async fn agent_offline_stays_silent_until_terminated() {
+    let (sim, ssm) = start().await;
+    sim.set_instance_faults(INSTANCE, FaultKnobs { agent_offline: true, ..FaultKnobs::default() })
+        .expect("instance exists");
+    let stream = ssm.start_session(INSTANCE, None, None, HashMap::new()).await.expect("start");
+    let mut channel = DataChannel::connect(
+        &stream.stream_url,
+        &stream.token_value,
+        DataChannelOptions::new(stream.session_id.clone()),
+        ssm.clone(),
+    )
+    .await
+    .expect("connect");
+    let silent = tokio::time::timeout(Duration::from_secs(2), channel.output().recv()).await;
+    assert!(silent.is_err(), "an offline agent sent output");
+    ssm.terminate_session(&stream.session_id).await.expect("terminate");
+    let reason = tokio::time::timeout(Duration::from_secs(10), channel.closed()).await.expect("closed");
+    assert_eq!(reason.cause, CloseCause::ChannelClosed, "{reason:?}");
+    sim.shutdown().await;
+}
+
+/// Reads output until `needle` appears (or panics after 20 s); returns everything read.
+async fn read_until(channel: &mut DataChannel, seen: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, channel.output().recv()).await {
+            Ok(Some(chunk)) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(None) => panic!("channel ended before {needle:?}; output so far: {seen:?}"),
+            Err(_) => panic!("no {needle:?} within 20 s; output so far: {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn interactive_shell_echo_resize_and_exit_code() {
+    let (sim, ssm) = start().await;
+    let stream = ssm.start_session(INSTANCE, None, Some("tests"), HashMap::new()).await.expect("start");
+    let mut channel = DataChannel::connect(
+        &stream.stream_url,
+        &stream.token_value,
+        DataChannelOptions::new(stream.session_id.clone()),
+        ssm.clone(),
+    )
+    .await
+    .expect("connect");
+    let mut seen = String::new();
+    channel.send_input(b"echo hello-$((40+2))\r").await.expect("input");
+    read_until(&mut channel, &mut seen, "hello-42").await;
+    channel.resize(132, 43).expect("resize");
+    // Give the resize a moment to land before asking the pty.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    channel.send_input(b"stty size\r").await.expect("input");
+    read_until(&mut channel, &mut seen, "43 132").await;
+    channel.send_input(b"exit 3\r").await.expect("input");
+    let reason = tokio::time::timeout(Duration::from_secs(20), channel.closed()).await.expect("closed");
+    assert_eq!(reason.cause, CloseCause::ChannelClosed, "{reason:?}");
+    assert_eq!(reason.exit_code, Some(3), "{reason:?}");
+    assert_eq!(sim.session_status(&stream.session_id), Some((true, Some(3))));
+    sim.shutdown().await;
+}
