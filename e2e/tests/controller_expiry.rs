@@ -1,0 +1,220 @@
+//! Expiry, backstops and retention on a short clock, against a real apiserver: AttachTimeout,
+//! GatewayLost, the idle and max-duration backstops, a Closing nobody finishes, terminate,
+//! deletion after retention (with the session's transcript Secret), policy status, events and
+//! metrics.
+
+mod controller_support;
+
+use controller_support::{
+    ControllerProcess, apply_policy, cluster, create_session, gateway_status, http_get, time_from_now, wait_for,
+    wait_phase,
+};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::SignedDuration;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use nodeshell::api::{LABEL_SESSION, NodeShellPolicy, NodeShellSession, SessionPhase};
+use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
+use serde_json::json;
+use std::time::Duration;
+
+const LEASE: &str = "controller-expiry";
+const POLICY: &str = "expiry";
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result<()> {
+    let cluster = cluster().await?;
+    apply_policy(cluster, POLICY, json!({ "retention": { "closedSessionSeconds": 3 } })).await?;
+    let controller = ControllerProcess::start(
+        cluster,
+        "replica-expiry",
+        LEASE,
+        &[
+            "--attach-timeout",
+            "3s",
+            "--heartbeat-timeout",
+            "4s",
+            "--backstop-grace",
+            "1s",
+            "--closing-grace",
+            "2s",
+            "--default-retention",
+            "2s",
+        ],
+    )?;
+
+    let results = tokio::join!(
+        attach_timeout_then_retention(cluster),
+        gateway_lost(cluster),
+        idle_backstop_then_closing_grace(cluster),
+        max_duration_backstop(cluster),
+        terminate(cluster),
+        policy_status(cluster),
+    );
+    let failures: Vec<String> = [results.0, results.1, results.2, results.3, results.4, results.5]
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{e:#}"))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}\ncontroller log:\n{}", controller.log_text());
+
+    // Every decision above was counted and announced.
+    let addr = controller.admin_addr().await?;
+    let (code, metrics) = http_get(&addr, "/metrics").await?;
+    assert_eq!(code, 200);
+    for needle in ["outcome=\"admitted\"", "reason=\"AttachTimeout\"", "reason=\"GatewayLost\"", "reason=\"IdleTimeout\"", "outcome=\"deleted\""] {
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    }
+    let events: Api<Event> = Api::namespaced(cluster.client(Identity::Admin).await?, "default");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("nodeshell-controller"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["Admitted", "AttachTimeout", "GatewayLost", "IdleTimeout", "MaxDuration", "AdminTerminated"] {
+        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
+    }
+    Ok(())
+}
+
+async fn admitted(cluster: &LocalCluster, name: &str, user: &str) -> anyhow::Result<NodeShellSession> {
+    create_session(cluster, name, user, POLICY).await?;
+    wait_phase(cluster, name, SessionPhase::Admitted, None, WAIT).await
+}
+
+/// Never attached: Closed AttachTimeout; 3 s later (the policy's retention) the session and its
+/// labelled, owned transcript Secret are gone.
+async fn attach_timeout_then_retention(cluster: &LocalCluster) -> anyhow::Result<()> {
+    let session = admitted(cluster, "x-attach", "attach").await?;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(Identity::Admin).await?, SYSTEM_NAMESPACE);
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("x-attach-transcript-0".into());
+    secret.metadata.labels = Some([(LABEL_SESSION.to_string(), "x-attach".to_string())].into());
+    secret.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: NodeShellSession::api_version(&()).to_string(),
+        kind: NodeShellSession::kind(&()).to_string(),
+        name: session.name_any(),
+        uid: session.uid().unwrap_or_default(),
+        ..OwnerReference::default()
+    }]);
+    secrets.create(&PostParams::default(), &secret).await?;
+
+    let closed = wait_phase(cluster, "x-attach", SessionPhase::Closed, Some("AttachTimeout"), WAIT).await?;
+    assert!(closed.status.as_ref().and_then(|s| s.ended_at.as_ref()).is_some());
+    let sessions: Api<NodeShellSession> = Api::all(cluster.client(Identity::Admin).await?);
+    wait_for("x-attach deleted after retention", WAIT, || async {
+        Ok(sessions.get_opt("x-attach").await?.is_none().then_some(()))
+    })
+    .await?;
+    wait_for("its transcript secret deleted", WAIT, || async {
+        Ok(secrets.get_opt("x-attach-transcript-0").await?.is_none().then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Active with a gateway that stops heartbeating: Closed GatewayLost.
+async fn gateway_lost(cluster: &LocalCluster) -> anyhow::Result<()> {
+    admitted(cluster, "x-lost", "lost").await?;
+    gateway_status(
+        cluster,
+        "x-lost",
+        json!({
+            "phase": "Active",
+            "startedAt": time_from_now(SignedDuration::ZERO)?,
+            "lastActivityAt": time_from_now(SignedDuration::ZERO)?,
+            "gateway": { "pod": "gateway-0", "heartbeatAt": time_from_now(SignedDuration::ZERO)? }
+        }),
+    )
+    .await?;
+    let closed = wait_phase(cluster, "x-lost", SessionPhase::Closed, Some("GatewayLost"), WAIT).await?;
+    assert!(closed.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("gateway-0")));
+    Ok(())
+}
+
+/// Idle past `idleSeconds` + grace: Closing IdleTimeout for the gateway to act on; when no
+/// gateway finishes within the closing grace, Closed (still IdleTimeout).
+async fn idle_backstop_then_closing_grace(cluster: &LocalCluster) -> anyhow::Result<()> {
+    admitted(cluster, "x-idle", "idle").await?;
+    gateway_status(
+        cluster,
+        "x-idle",
+        json!({
+            "phase": "Active",
+            "startedAt": time_from_now(SignedDuration::from_secs(-700))?,
+            "lastActivityAt": time_from_now(SignedDuration::from_secs(-650))?,
+            "gateway": { "pod": "gateway-0", "heartbeatAt": time_from_now(SignedDuration::ZERO)? }
+        }),
+    )
+    .await?;
+    wait_phase(cluster, "x-idle", SessionPhase::Closing, Some("IdleTimeout"), WAIT).await?;
+    let closed = wait_phase(cluster, "x-idle", SessionPhase::Closed, Some("IdleTimeout"), WAIT).await?;
+    let status = closed.status.unwrap_or_default();
+    assert!(status.ended_at.is_some());
+    assert!(status.duration_seconds.is_some_and(|d| d >= 700), "{:?}", status.duration_seconds);
+    Ok(())
+}
+
+/// Open longer than `maxDurationSeconds` + grace: Closing MaxDuration.
+async fn max_duration_backstop(cluster: &LocalCluster) -> anyhow::Result<()> {
+    admitted(cluster, "x-max", "max").await?;
+    gateway_status(
+        cluster,
+        "x-max",
+        json!({
+            "phase": "Active",
+            "startedAt": time_from_now(SignedDuration::from_secs(-3700))?,
+            "lastActivityAt": time_from_now(SignedDuration::ZERO)?,
+            "gateway": { "pod": "gateway-0", "heartbeatAt": time_from_now(SignedDuration::ZERO)? }
+        }),
+    )
+    .await?;
+    wait_phase(cluster, "x-max", SessionPhase::Closing, Some("MaxDuration"), WAIT).await?;
+    Ok(())
+}
+
+/// `spec.terminate` on an Admitted session nobody attached to: Closed AdminTerminated.
+async fn terminate(cluster: &LocalCluster) -> anyhow::Result<()> {
+    admitted(cluster, "x-term", "term").await?;
+    let sessions: Api<NodeShellSession> = Api::all(cluster.client(Identity::SessionAdmin).await?);
+    sessions
+        .patch("x-term", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "terminate": true } })))
+        .await?;
+    wait_phase(cluster, "x-term", SessionPhase::Closed, Some("AdminTerminated"), WAIT).await?;
+    Ok(())
+}
+
+/// Ready reflects validation; a policy without a region says what to fix; sessions under it
+/// are refused with PolicyDenied.
+async fn policy_status(cluster: &LocalCluster) -> anyhow::Result<()> {
+    let policies: Api<NodeShellPolicy> = Api::all(cluster.client(Identity::Admin).await?);
+    wait_for("policy expiry Ready", WAIT, || async {
+        let p = policies.get(POLICY).await?;
+        let ready = p.status.as_ref().is_some_and(|s| {
+            s.observed_generation == p.metadata.generation
+                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                && s.active_sessions.is_some()
+        });
+        Ok(ready.then_some(()))
+    })
+    .await?;
+    apply_policy(cluster, "expiry-no-region", json!({ "aws": { "region": null } })).await?;
+    let bad = wait_for("policy expiry-no-region not Ready", WAIT, || async {
+        let p = policies.get("expiry-no-region").await?;
+        Ok(p.status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")))
+    })
+    .await?;
+    assert_eq!(bad.reason, "MissingRegion");
+    assert!(bad.message.contains("aws.region"), "{}", bad.message);
+    create_session(cluster, "x-denied", "denied", "expiry-no-region").await?;
+    let denied = wait_phase(cluster, "x-denied", SessionPhase::Rejected, Some("PolicyDenied"), WAIT).await?;
+    assert!(denied.status.and_then(|s| s.message).is_some_and(|m| m.contains("aws.region")));
+    Ok(())
+}
