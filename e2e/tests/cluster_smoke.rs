@@ -219,3 +219,25 @@ async fn a_stopped_cluster_leaves_nothing_behind() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn manifests_from_a_directory_apply_in_file_order_and_idempotently() -> anyhow::Result<()> {
+    let cluster = LocalCluster::shared().await?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/manifests/rbac");
+    let applied = cluster.apply_manifests(&dir).await?;
+    assert_eq!(
+        applied.first().map(String::as_str),
+        Some("Namespace/nodeshell-system")
+    );
+    assert!(
+        applied.contains(&"ClusterRole/nodeshell-auditor".to_owned()),
+        "{applied:?}"
+    );
+    assert!(
+        applied.contains(&"RoleBinding/nodeshell-gateway".to_owned()),
+        "{applied:?}"
+    );
+    // A second apply changes nothing and fails on nothing.
+    assert_eq!(cluster.apply_manifests(&dir).await?, applied);
+    Ok(())
+}
