@@ -539,3 +539,55 @@ fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     file.write_all(contents.as_bytes())
         .map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn janitor_removes_the_directory_once_its_pipe_closes() {
+        let dir = std::env::temp_dir().join(format!("nodeshell-janitor-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("etcd")).expect("dir");
+        let mut janitor = spawn_janitor(&dir).expect("janitor");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(dir.exists(), "removed while we were alive");
+        // Closing our end is exactly what the kernel does when this process dies.
+        drop(janitor.stdin.take());
+        janitor.wait().expect("janitor exits");
+        assert!(!dir.exists(), "{} survived", dir.display());
+    }
+
+    #[test]
+    fn rbac_manifests_cover_every_role_and_binding() {
+        let documents = apply::parse_documents(RBAC_YAML).expect("RBAC YAML parses");
+        let names: Vec<String> = documents
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap_or(""),
+                    d["metadata"]["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        for role in [
+            "nodeshell-controller",
+            "nodeshell-gateway",
+            "nodeshell-auditor",
+            "nodeshell-session-admin",
+        ] {
+            assert!(
+                names.contains(&format!("ClusterRole/{role}")),
+                "{role}: {names:?}"
+            );
+            assert!(
+                names.contains(&format!("ClusterRoleBinding/{role}")),
+                "{role}: {names:?}"
+            );
+        }
+        assert_eq!(
+            names.first().map(String::as_str),
+            Some("Namespace/nodeshell-system")
+        );
+    }
+}
