@@ -90,9 +90,7 @@ pub fn next_action(
     let status = session.status.clone().unwrap_or_default();
     let terminate = session.spec.terminate;
     let gateway_held = status.gateway.is_some();
-    let limits = policy
-        .map(|p| p.spec.limits.clone())
-        .unwrap_or_default();
+    let limits = policy.map(|p| p.spec.limits.clone()).unwrap_or_default();
     let created = session.metadata.creation_timestamp.as_ref();
     let admitted = status.admitted_at.as_ref().or(created);
     let started = status.started_at.as_ref().or(admitted);

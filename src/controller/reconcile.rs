@@ -31,6 +31,8 @@ use tracing::{debug, info, warn};
 
 /// Pause before a pass that follows a conflict, so the watch cache can catch up.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// How long an admission pass trusts its last lease confirmation.
+const RECONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// Pause after an unexpected API error.
 const ERROR_RETRY: Duration = Duration::from_secs(2);
 /// Events waiting to be published; beyond this, events are dropped rather than slowing decisions.
@@ -94,18 +96,16 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     info!("caches synced");
 
     let events = spawn_event_publisher(client.clone(), &identity);
-    let mut engine = Engine {
-        sessions_api: Api::all(client.clone()),
-        policies_api: Api::all(client.clone()),
-        secrets_api: Api::namespaced(client.clone(), &args.namespace),
+    let mut engine = Engine::new(
+        client.clone(),
+        &args.namespace,
         sessions,
         policies,
-        timeouts: args.timeouts(),
-        identity: identity.clone(),
-        metrics: metrics.clone(),
+        args.timeouts(),
+        &identity,
+        metrics.clone(),
         events,
-        decisions: 0,
-    };
+    );
 
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut next_pass = Instant::now();
@@ -206,7 +206,8 @@ async fn shutdown_signal() {
     }
 }
 
-type EventSender = mpsc::Sender<(ObjectReference, Event)>;
+/// Where the engine queues Kubernetes Events for publishing.
+pub type EventSender = mpsc::Sender<(ObjectReference, Event)>;
 
 /// Publishes Kubernetes Events off the decision path.
 fn spawn_event_publisher(client: Client, identity: &str) -> EventSender {
@@ -264,6 +265,32 @@ impl From<kube::Error> for Stop {
 // === impl Engine ===
 
 impl Engine {
+    /// An engine writing through `client`, deciding from these caches.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        sessions: Store<NodeShellSession>,
+        policies: Store<NodeShellPolicy>,
+        timeouts: Timeouts,
+        identity: &str,
+        metrics: Arc<Metrics>,
+        events: EventSender,
+    ) -> Self {
+        Self {
+            sessions_api: Api::all(client.clone()),
+            policies_api: Api::all(client.clone()),
+            secrets_api: Api::namespaced(client, namespace),
+            sessions,
+            policies,
+            timeouts,
+            identity: identity.to_string(),
+            metrics,
+            events,
+            decisions: 0,
+        }
+    }
+
     /// One pass: admission, then expiry and retention, then policy status. Returns how long
     /// to wait before the next pass if nothing changes.
     pub async fn pass(&mut self, leader: &dyn Leadership) -> Duration {
@@ -288,7 +315,8 @@ impl Engine {
                 self.metrics.error("conflict");
                 CONFLICT_RETRY
             }
-            Stop::NotLeader => Duration::MAX,
+            // Look again soon: the lease may come back, or the check failed transiently.
+            Stop::NotLeader => Duration::from_secs(1),
             Stop::Failed(e) => {
                 warn!(error = %e, "pass failed; retrying");
                 self.metrics.error(e.metric_label());
@@ -323,6 +351,10 @@ impl Engine {
             .iter()
             .map(|s| s.name_any())
             .collect();
+        let mut confirmed_at = Instant::now();
+        if !leader.confirm().await {
+            return Err(Stop::NotLeader);
+        }
         let mut ledger = SessionAdmission::new(policies.iter(), sessions.iter());
         let index: HashMap<String, usize> = sessions
             .iter()
@@ -333,6 +365,13 @@ impl Engine {
             let Some(&i) = index.get(&name) else { continue };
             if !leader.is_leader() {
                 return Err(Stop::NotLeader);
+            }
+            // A long pass re-checks the lease now and then; decisions are milliseconds apart.
+            if confirmed_at.elapsed() > RECONFIRM_AFTER {
+                if !leader.confirm().await {
+                    return Err(Stop::NotLeader);
+                }
+                confirmed_at = Instant::now();
             }
             let decision = ledger.decide(&sessions[i]);
             self.decisions += 1;
@@ -614,5 +653,240 @@ impl Engine {
         {
             debug!("event queue full; event dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One admission pass against a scripted apiserver: the engine LISTs, then writes each
+    //! decision (with the resourceVersion it decided from) before the next, and stops at a
+    //! conflict instead of deciding from a stale view.
+
+    use super::*;
+    use crate::api::SessionPhase;
+    use crate::controller::admission::tests::{policy, session};
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use kube::runtime::watcher::Event as WatchEvent;
+    use std::sync::Mutex;
+
+    /// A tiny in-memory apiserver for sessions and policies.
+    #[derive(Default)]
+    struct FakeApi {
+        sessions: Vec<NodeShellSession>,
+        policies: Vec<NodeShellPolicy>,
+        /// (method, path) of every request.
+        calls: Vec<(String, String)>,
+        /// Patches to answer with 409 Conflict, by session name.
+        conflict_on: Vec<String>,
+        next_rv: u64,
+    }
+
+    fn list(kind: &str, items: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "nodeshell.periscope.io/v1alpha1",
+            "kind": format!("{kind}List"),
+            "metadata": { "resourceVersion": "100" },
+            "items": items,
+        })
+    }
+
+    fn status_error(code: u16, reason: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "message": reason, "reason": reason, "code": code,
+        })
+    }
+
+    impl FakeApi {
+        fn handle(
+            &mut self,
+            method: &str,
+            path: &str,
+            body: &[u8],
+        ) -> (StatusCode, serde_json::Value) {
+            self.calls.push((method.to_string(), path.to_string()));
+            let base = "/apis/nodeshell.periscope.io/v1alpha1/";
+            let rest = path.strip_prefix(base).unwrap_or(path);
+            match (method, rest.split('/').collect::<Vec<_>>().as_slice()) {
+                ("GET", ["nodeshellpolicies"]) => (
+                    StatusCode::OK,
+                    list("NodeShellPolicy", serde_json::json!(self.policies)),
+                ),
+                ("GET", ["nodeshellsessions"]) => (
+                    StatusCode::OK,
+                    list("NodeShellSession", serde_json::json!(self.sessions)),
+                ),
+                ("PATCH", ["nodeshellsessions", name, "status"]) => {
+                    let patch: serde_json::Value =
+                        serde_json::from_slice(body).expect("patch body");
+                    if self.conflict_on.iter().any(|n| n == name) {
+                        return (StatusCode::CONFLICT, status_error(409, "Conflict"));
+                    }
+                    self.next_rv += 1;
+                    let rv = self.next_rv.to_string();
+                    let Some(stored) = self.sessions.iter_mut().find(|s| s.name_any() == *name)
+                    else {
+                        return (StatusCode::NOT_FOUND, status_error(404, "NotFound"));
+                    };
+                    assert_eq!(
+                        patch["metadata"]["resourceVersion"].as_str(),
+                        stored.metadata.resource_version.as_deref(),
+                        "every decision carries the resourceVersion it was made from"
+                    );
+                    stored.status =
+                        Some(serde_json::from_value(patch["status"].clone()).expect("status"));
+                    stored.metadata.resource_version = Some(rv);
+                    (StatusCode::OK, serde_json::json!(stored))
+                }
+                _ => (StatusCode::NOT_FOUND, status_error(404, "NotFound")),
+            }
+        }
+    }
+
+    fn client(api: Arc<Mutex<FakeApi>>) -> Client {
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let api = api.clone();
+            async move {
+                let method = req.method().to_string();
+                let path = req.uri().path().to_string();
+                let body = req.into_body().collect_bytes().await.unwrap_or_default();
+                let (status, json) = api.lock().expect("lock").handle(&method, &path, &body);
+                let bytes = Bytes::from(serde_json::to_vec(&json).expect("json"));
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(bytes))
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    fn store<K>(items: &[K]) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (reader, mut writer) = reflector::store::<K>();
+        writer.apply_watcher_event(&WatchEvent::Init);
+        for item in items {
+            writer.apply_watcher_event(&WatchEvent::InitApply(item.clone()));
+        }
+        writer.apply_watcher_event(&WatchEvent::InitDone);
+        reader
+    }
+
+    fn fixture(
+        conflict_on: &[&str],
+    ) -> (
+        Arc<Mutex<FakeApi>>,
+        Engine,
+        mpsc::Receiver<(ObjectReference, Event)>,
+    ) {
+        let policies = vec![policy("p", 2, 10)];
+        let sessions: Vec<NodeShellSession> = (1..=3)
+            .map(|i| {
+                let mut s = session(&format!("s{i}"), "alice", "p", i, None);
+                s.metadata.resource_version = Some(format!("{i}"));
+                s
+            })
+            .collect();
+        let api = Arc::new(Mutex::new(FakeApi {
+            sessions: sessions.clone(),
+            policies: policies.clone(),
+            conflict_on: conflict_on.iter().map(|s| s.to_string()).collect(),
+            next_rv: 10,
+            ..FakeApi::default()
+        }));
+        let (tx, rx) = mpsc::channel(16);
+        let engine = Engine::new(
+            client(api.clone()),
+            "nodeshell-system",
+            store(&sessions),
+            store(&policies),
+            Timeouts::default(),
+            "test-replica",
+            Arc::new(Metrics::new()),
+            tx,
+        );
+        (api, engine, rx)
+    }
+
+    fn phases(api: &Mutex<FakeApi>) -> Vec<(String, SessionPhase, Option<String>)> {
+        api.lock()
+            .expect("lock")
+            .sessions
+            .iter()
+            .map(|s| {
+                (
+                    s.name_any(),
+                    s.phase(),
+                    s.status.as_ref().and_then(|st| st.reason.clone()),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_admission_pass_lists_then_writes_each_decision_in_order() {
+        let (api, mut engine, mut events) = fixture(&[]);
+        let fresh = engine
+            .admit(&AlwaysLeader)
+            .await
+            .ok()
+            .flatten()
+            .expect("a fresh list");
+        assert_eq!(
+            phases(&api),
+            [
+                ("s1".into(), SessionPhase::Admitted, None),
+                ("s2".into(), SessionPhase::Admitted, None),
+                (
+                    "s3".into(),
+                    SessionPhase::Rejected,
+                    Some("CapPerUser".into())
+                ),
+            ]
+        );
+        assert!(fresh.iter().all(|s| s.phase() != SessionPhase::Pending));
+        let calls: Vec<String> = api
+            .lock()
+            .expect("lock")
+            .calls
+            .iter()
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect();
+        let base = "/apis/nodeshell.periscope.io/v1alpha1";
+        assert_eq!(
+            calls,
+            [
+                format!("GET {base}/nodeshellpolicies"),
+                format!("GET {base}/nodeshellsessions"),
+                format!("PATCH {base}/nodeshellsessions/s1/status"),
+                format!("PATCH {base}/nodeshellsessions/s2/status"),
+                format!("PATCH {base}/nodeshellsessions/s3/status"),
+            ]
+        );
+        let mut reasons = Vec::new();
+        while let Ok((_, event)) = events.try_recv() {
+            reasons.push(event.reason);
+        }
+        assert_eq!(reasons, ["Admitted", "Admitted", "CapPerUser"]);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_ends_the_pass_before_any_later_decision() {
+        let (api, mut engine, _events) = fixture(&["s2"]);
+        assert!(matches!(
+            engine.admit(&AlwaysLeader).await,
+            Err(Stop::Conflict)
+        ));
+        assert_eq!(
+            phases(&api),
+            [
+                ("s1".into(), SessionPhase::Admitted, None),
+                ("s2".into(), SessionPhase::Pending, None),
+                ("s3".into(), SessionPhase::Pending, None),
+            ]
+        );
     }
 }
