@@ -9,7 +9,13 @@ use nodeshell::telemetry::{self, LogFormat};
 #[command(name = "nodeshell", version, about)]
 struct Cli {
     /// Log format on stderr.
-    #[arg(long, env = "NODESHELL_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
+    #[arg(
+        long,
+        env = "NODESHELL_LOG_FORMAT",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -38,7 +44,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Controller(args) => nodeshell::controller::run(args).await?,
         Command::Gateway => {
-            anyhow::bail!("nodeshell gateway is not part of this build yet (see the open gateway issue)")
+            anyhow::bail!(
+                "nodeshell gateway is not part of this build yet (see the open gateway issue)"
+            )
         }
         Command::Crds => print!("{}", nodeshell::api::crds_yaml()?),
         Command::Sim(args) => nodeshell::sim::run(args).await?,
