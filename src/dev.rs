@@ -165,12 +165,13 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
 fn components(exe: &Path, files: &RunFiles) -> Vec<ProcessSpec> {
     let controller = ProcessSpec::new("controller", exe, Output::Inherit)
         .arg("controller")
-        .env(
-            "KUBECONFIG",
-            files.identity_kubeconfig(Identity::Controller),
-        )
-        .env("POD_NAMESPACE", SYSTEM_NAMESPACE)
-        .env("NODESHELL_LOG_FORMAT", "text");
+        .arg("--kubeconfig")
+        .arg(files.identity_kubeconfig(Identity::Controller))
+        .arg("--namespace")
+        .arg(SYSTEM_NAMESPACE)
+        // Any free port: a second `nodeshell dev` or another local service may hold 9090.
+        .arg("--metrics-addr")
+        .arg("127.0.0.1:0");
     vec![controller]
 }
 

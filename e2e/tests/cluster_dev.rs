@@ -109,10 +109,27 @@ async fn dev_creates_samples_and_cleans_up_on_sigterm() -> anyhow::Result<()> {
         "three EC2-like nodes and one other"
     );
     let policies: Api<NodeShellPolicy> = Api::all(admin);
-    assert!(
-        policies.get_opt("default").await?.is_some(),
-        "the sample policy exists"
-    );
+    // The controller child, running as its service account, reports the sample policy Ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let policy = policies.get_opt("default").await?;
+        let ready = policy
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sample policy never became Ready: {policy:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     for identity in [
         "admin",
         "auditor",
