@@ -121,6 +121,30 @@ mod tests {
         }
     }
 
+    /// The example policies in config/ parse and are valid.
+    #[test]
+    fn example_policies_are_valid() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if !(name.starts_with("policy-") && name.ends_with(".yaml")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            let policy: NodeShellPolicy =
+                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(validate_policy(&policy.spec), vec![], "{name}");
+            seen += 1;
+        }
+        assert!(seen >= 2, "expected example policies in config/");
+    }
+
     fn schema(crd: &CustomResourceDefinition) -> serde_json::Value {
         serde_json::to_value(&crd.spec.versions[0].schema).expect("schema")
     }
