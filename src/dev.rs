@@ -28,7 +28,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The local control plane failed to start or died.
-    #[error("local control plane: {0}")]
+    #[error(transparent)]
     Cluster(#[from] localcluster::Error),
     /// A file under the run directory could not be written.
     #[error("could not {action}: {source}")]
