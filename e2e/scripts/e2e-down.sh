@@ -6,12 +6,20 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 run="$root/e2e/.run"
 pidfile="$run/dev.pid"
 
+# True when the pid file names a live `nodeshell dev` (not a recycled pid).
+running() {
+  [[ -f "$pidfile" ]] || return 1
+  local pid
+  pid="$(cat "$pidfile")"
+  [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "nodeshell dev"
+}
+
 if [[ ! -f "$pidfile" ]]; then
   echo "e2e-down: nothing to stop (no $pidfile)" >&2
   exit 0
 fi
 pid="$(cat "$pidfile")"
-if kill -0 "$pid" 2>/dev/null; then
+if running; then
   kill -TERM "$pid"
   for ((i = 0; i < 120; i++)); do
     kill -0 "$pid" 2>/dev/null || break

@@ -12,7 +12,15 @@ ready="$run/dev.ready"
 timeout="${NODESHELL_E2E_UP_TIMEOUT:-180}"
 mkdir -p "$run"
 
-if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+# True when the pid file names a live `nodeshell dev` (not a recycled pid).
+running() {
+  [[ -f "$pidfile" ]] || return 1
+  local pid
+  pid="$(cat "$pidfile")"
+  [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "nodeshell dev"
+}
+
+if running; then
   echo "e2e-up: already running (pid $(cat "$pidfile")); e2e/scripts/e2e-down.sh stops it" >&2
   echo "export KUBECONFIG=$run/kubeconfig"
   exit 0
