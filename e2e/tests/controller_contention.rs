@@ -5,8 +5,8 @@
 mod controller_support;
 
 use controller_support::{
-    ControllerProcess, apply_policy, cluster, decided_by, http_get, lease_holder, session, sessions_with_prefix,
-    status_managers, wait_for,
+    ControllerProcess, apply_policy, cluster, decided_by, http_get, lease_holder, session,
+    sessions_with_prefix, status_managers, wait_for,
 };
 use futures::future::join_all;
 use kube::ResourceExt;
@@ -36,7 +36,10 @@ async fn two_controllers_never_admit_more_than_the_caps() -> anyhow::Result<()> 
     .await?;
     let a = ControllerProcess::start(cluster, "replica-a", LEASE, &[])?;
     let b = ControllerProcess::start(cluster, "replica-b", LEASE, &[])?;
-    wait_for("a lease holder", Duration::from_secs(30), || lease_holder(cluster, LEASE)).await?;
+    wait_for("a lease holder", Duration::from_secs(30), || {
+        lease_holder(cluster, LEASE)
+    })
+    .await?;
 
     // The admin server answers on both replicas.
     for replica in [&a, &b] {
@@ -57,7 +60,11 @@ async fn two_controllers_never_admit_more_than_the_caps() -> anyhow::Result<()> 
             let gateway = gateway.clone();
             let prefix = prefix.clone();
             async move {
-                let s = session(&format!("{prefix}s{i:03}"), &format!("user{}", i % USERS), POLICY)?;
+                let s = session(
+                    &format!("{prefix}s{i:03}"),
+                    &format!("user{}", i % USERS),
+                    POLICY,
+                )?;
                 gateway.create(&PostParams::default(), &s).await?;
                 anyhow::Ok(())
             }
@@ -69,26 +76,43 @@ async fn two_controllers_never_admit_more_than_the_caps() -> anyhow::Result<()> 
             let prefix = prefix.clone();
             async move {
                 let all = sessions_with_prefix(cluster, &prefix).await?;
-                let decided = all.len() == SESSIONS && all.iter().all(|s| s.phase() != SessionPhase::Pending);
+                let decided =
+                    all.len() == SESSIONS && all.iter().all(|s| s.phase() != SessionPhase::Pending);
                 Ok(decided.then_some(all))
             }
         })
         .await
-        .map_err(|e| anyhow::anyhow!("round {round}: {e}\nreplica-a:\n{}\nreplica-b:\n{}", a.log_text(), b.log_text()))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "round {round}: {e}\nreplica-a:\n{}\nreplica-b:\n{}",
+                a.log_text(),
+                b.log_text()
+            )
+        })?;
 
         check_round(round, &sessions)?;
 
         let deletes = sessions.iter().map(|s| {
             let admin = admin.clone();
             let name = s.name_any();
-            async move { admin.delete(&name, &DeleteParams::default()).await.map(|_| ()) }
+            async move {
+                admin
+                    .delete(&name, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
+            }
         });
         for result in join_all(deletes).await {
             result?;
         }
         wait_for("round cleaned up", Duration::from_secs(30), || {
             let prefix = prefix.clone();
-            async move { Ok(sessions_with_prefix(cluster, &prefix).await?.is_empty().then_some(())) }
+            async move {
+                Ok(sessions_with_prefix(cluster, &prefix)
+                    .await?
+                    .is_empty()
+                    .then_some(()))
+            }
         })
         .await?;
     }
@@ -102,26 +126,45 @@ fn check_round(round: usize, sessions: &[NodeShellSession]) -> anyhow::Result<()
     let mut admitted = 0;
     for s in sessions {
         let managers = status_managers(s);
-        assert_eq!(managers, ["nodeshell-controller"], "round {round}: {} status written by {managers:?}", s.name_any());
+        assert_eq!(
+            managers,
+            ["nodeshell-controller"],
+            "round {round}: {} status written by {managers:?}",
+            s.name_any()
+        );
         if s.phase() == SessionPhase::Admitted {
             admitted += 1;
             *per_user.entry(s.spec.user.sub.clone()).or_default() += 1;
         } else {
-            assert_eq!(s.phase(), SessionPhase::Rejected, "round {round}: {}", s.name_any());
+            assert_eq!(
+                s.phase(),
+                SessionPhase::Rejected,
+                "round {round}: {}",
+                s.name_any()
+            );
         }
     }
     assert_eq!(admitted, TOTAL, "round {round}: admitted {admitted}");
-    assert!(per_user.values().all(|n| *n <= PER_USER), "round {round}: per user {per_user:?}");
+    assert!(
+        per_user.values().all(|n| *n <= PER_USER),
+        "round {round}: per user {per_user:?}"
+    );
 
     let mut decisions: Vec<(String, u64, &NodeShellSession)> = sessions
         .iter()
         .map(|s| {
-            let (replica, seq) = decided_by(s).ok_or_else(|| anyhow::anyhow!("{} has no decision record", s.name_any()))?;
+            let (replica, seq) = decided_by(s)
+                .ok_or_else(|| anyhow::anyhow!("{} has no decision record", s.name_any()))?;
             Ok((replica, seq, s))
         })
         .collect::<anyhow::Result<_>>()?;
-    let replicas: std::collections::BTreeSet<&str> = decisions.iter().map(|(r, _, _)| r.as_str()).collect();
-    assert_eq!(replicas.len(), 1, "round {round}: one writer expected, saw {replicas:?}");
+    let replicas: std::collections::BTreeSet<&str> =
+        decisions.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert_eq!(
+        replicas.len(),
+        1,
+        "round {round}: one writer expected, saw {replicas:?}"
+    );
     decisions.sort_by_key(|(_, seq, _)| *seq);
     let mut mine: HashMap<&str, i64> = HashMap::new();
     let mut total = 0;
@@ -138,7 +181,12 @@ fn check_round(round: usize, sessions: &[NodeShellSession]) -> anyhow::Result<()
             SessionPhase::Admitted => None,
             _ => s.status.as_ref().and_then(|st| st.reason.as_deref()),
         };
-        assert_eq!(got, expected, "round {round}: decision {seq} on {}", s.name_any());
+        assert_eq!(
+            got,
+            expected,
+            "round {round}: decision {seq} on {}",
+            s.name_any()
+        );
         if got.is_none() {
             *mine.entry(user).or_default() += 1;
             total += 1;

@@ -6,8 +6,8 @@
 mod controller_support;
 
 use controller_support::{
-    ControllerProcess, apply_policy, cluster, create_session, gateway_status, http_get, time_from_now, wait_for,
-    wait_phase,
+    ControllerProcess, apply_policy, cluster, create_session, gateway_status, http_get,
+    time_from_now, wait_for, wait_phase,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -27,7 +27,12 @@ const WAIT: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result<()> {
     let cluster = cluster().await?;
-    apply_policy(cluster, POLICY, json!({ "retention": { "closedSessionSeconds": 3 } })).await?;
+    apply_policy(
+        cluster,
+        POLICY,
+        json!({ "retention": { "closedSessionSeconds": 3 } }),
+    )
+    .await?;
     let controller = ControllerProcess::start(
         cluster,
         "replica-expiry",
@@ -54,19 +59,34 @@ async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result
         terminate(cluster),
         policy_status(cluster),
     );
-    let failures: Vec<String> = [results.0, results.1, results.2, results.3, results.4, results.5]
-        .into_iter()
-        .filter_map(Result::err)
-        .map(|e| format!("{e:#}"))
-        .collect();
-    assert!(failures.is_empty(), "{failures:#?}\ncontroller log:\n{}", controller.log_text());
+    let failures: Vec<String> = [
+        results.0, results.1, results.2, results.3, results.4, results.5,
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .map(|e| format!("{e:#}"))
+    .collect();
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\ncontroller log:\n{}",
+        controller.log_text()
+    );
 
     // Every decision above was counted and announced.
     let addr = controller.admin_addr().await?;
     let (code, metrics) = http_get(&addr, "/metrics").await?;
     assert_eq!(code, 200);
-    for needle in ["outcome=\"admitted\"", "reason=\"AttachTimeout\"", "reason=\"GatewayLost\"", "reason=\"IdleTimeout\"", "outcome=\"deleted\""] {
-        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    for needle in [
+        "outcome=\"admitted\"",
+        "reason=\"AttachTimeout\"",
+        "reason=\"GatewayLost\"",
+        "reason=\"IdleTimeout\"",
+        "outcome=\"deleted\"",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from:\n{metrics}"
+        );
     }
     let events: Api<Event> = Api::namespaced(cluster.client(Identity::Admin).await?, "default");
     let reasons: Vec<String> = events
@@ -77,13 +97,27 @@ async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result
         .filter(|e| e.reporting_controller.as_deref() == Some("nodeshell-controller"))
         .filter_map(|e| e.reason)
         .collect();
-    for reason in ["Admitted", "AttachTimeout", "GatewayLost", "IdleTimeout", "MaxDuration", "AdminTerminated"] {
-        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
+    for reason in [
+        "Admitted",
+        "AttachTimeout",
+        "GatewayLost",
+        "IdleTimeout",
+        "MaxDuration",
+        "AdminTerminated",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} event in {reasons:?}"
+        );
     }
     Ok(())
 }
 
-async fn admitted(cluster: &LocalCluster, name: &str, user: &str) -> anyhow::Result<NodeShellSession> {
+async fn admitted(
+    cluster: &LocalCluster,
+    name: &str,
+    user: &str,
+) -> anyhow::Result<NodeShellSession> {
     create_session(cluster, name, user, POLICY).await?;
     wait_phase(cluster, name, SessionPhase::Admitted, None, WAIT).await
 }
@@ -92,7 +126,8 @@ async fn admitted(cluster: &LocalCluster, name: &str, user: &str) -> anyhow::Res
 /// labelled, owned transcript Secret are gone.
 async fn attach_timeout_then_retention(cluster: &LocalCluster) -> anyhow::Result<()> {
     let session = admitted(cluster, "x-attach", "attach").await?;
-    let secrets: Api<Secret> = Api::namespaced(cluster.client(Identity::Admin).await?, SYSTEM_NAMESPACE);
+    let secrets: Api<Secret> =
+        Api::namespaced(cluster.client(Identity::Admin).await?, SYSTEM_NAMESPACE);
     let mut secret = Secret::default();
     secret.metadata.name = Some("x-attach-transcript-0".into());
     secret.metadata.labels = Some([(LABEL_SESSION.to_string(), "x-attach".to_string())].into());
@@ -105,15 +140,32 @@ async fn attach_timeout_then_retention(cluster: &LocalCluster) -> anyhow::Result
     }]);
     secrets.create(&PostParams::default(), &secret).await?;
 
-    let closed = wait_phase(cluster, "x-attach", SessionPhase::Closed, Some("AttachTimeout"), WAIT).await?;
-    assert!(closed.status.as_ref().and_then(|s| s.ended_at.as_ref()).is_some());
+    let closed = wait_phase(
+        cluster,
+        "x-attach",
+        SessionPhase::Closed,
+        Some("AttachTimeout"),
+        WAIT,
+    )
+    .await?;
+    assert!(
+        closed
+            .status
+            .as_ref()
+            .and_then(|s| s.ended_at.as_ref())
+            .is_some()
+    );
     let sessions: Api<NodeShellSession> = Api::all(cluster.client(Identity::Admin).await?);
     wait_for("x-attach deleted after retention", WAIT, || async {
         Ok(sessions.get_opt("x-attach").await?.is_none().then_some(()))
     })
     .await?;
     wait_for("its transcript secret deleted", WAIT, || async {
-        Ok(secrets.get_opt("x-attach-transcript-0").await?.is_none().then_some(()))
+        Ok(secrets
+            .get_opt("x-attach-transcript-0")
+            .await?
+            .is_none()
+            .then_some(()))
     })
     .await?;
     Ok(())
@@ -133,8 +185,21 @@ async fn gateway_lost(cluster: &LocalCluster) -> anyhow::Result<()> {
         }),
     )
     .await?;
-    let closed = wait_phase(cluster, "x-lost", SessionPhase::Closed, Some("GatewayLost"), WAIT).await?;
-    assert!(closed.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("gateway-0")));
+    let closed = wait_phase(
+        cluster,
+        "x-lost",
+        SessionPhase::Closed,
+        Some("GatewayLost"),
+        WAIT,
+    )
+    .await?;
+    assert!(
+        closed
+            .status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains("gateway-0"))
+    );
     Ok(())
 }
 
@@ -153,11 +218,29 @@ async fn idle_backstop_then_closing_grace(cluster: &LocalCluster) -> anyhow::Res
         }),
     )
     .await?;
-    wait_phase(cluster, "x-idle", SessionPhase::Closing, Some("IdleTimeout"), WAIT).await?;
-    let closed = wait_phase(cluster, "x-idle", SessionPhase::Closed, Some("IdleTimeout"), WAIT).await?;
+    wait_phase(
+        cluster,
+        "x-idle",
+        SessionPhase::Closing,
+        Some("IdleTimeout"),
+        WAIT,
+    )
+    .await?;
+    let closed = wait_phase(
+        cluster,
+        "x-idle",
+        SessionPhase::Closed,
+        Some("IdleTimeout"),
+        WAIT,
+    )
+    .await?;
     let status = closed.status.unwrap_or_default();
     assert!(status.ended_at.is_some());
-    assert!(status.duration_seconds.is_some_and(|d| d >= 700), "{:?}", status.duration_seconds);
+    assert!(
+        status.duration_seconds.is_some_and(|d| d >= 700),
+        "{:?}",
+        status.duration_seconds
+    );
     Ok(())
 }
 
@@ -175,7 +258,14 @@ async fn max_duration_backstop(cluster: &LocalCluster) -> anyhow::Result<()> {
         }),
     )
     .await?;
-    wait_phase(cluster, "x-max", SessionPhase::Closing, Some("MaxDuration"), WAIT).await?;
+    wait_phase(
+        cluster,
+        "x-max",
+        SessionPhase::Closing,
+        Some("MaxDuration"),
+        WAIT,
+    )
+    .await?;
     Ok(())
 }
 
@@ -184,9 +274,20 @@ async fn terminate(cluster: &LocalCluster) -> anyhow::Result<()> {
     admitted(cluster, "x-term", "term").await?;
     let sessions: Api<NodeShellSession> = Api::all(cluster.client(Identity::SessionAdmin).await?);
     sessions
-        .patch("x-term", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "terminate": true } })))
+        .patch(
+            "x-term",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "terminate": true } })),
+        )
         .await?;
-    wait_phase(cluster, "x-term", SessionPhase::Closed, Some("AdminTerminated"), WAIT).await?;
+    wait_phase(
+        cluster,
+        "x-term",
+        SessionPhase::Closed,
+        Some("AdminTerminated"),
+        WAIT,
+    )
+    .await?;
     Ok(())
 }
 
@@ -198,23 +299,45 @@ async fn policy_status(cluster: &LocalCluster) -> anyhow::Result<()> {
         let p = policies.get(POLICY).await?;
         let ready = p.status.as_ref().is_some_and(|s| {
             s.observed_generation == p.metadata.generation
-                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
                 && s.active_sessions.is_some()
         });
         Ok(ready.then_some(()))
     })
     .await?;
-    apply_policy(cluster, "expiry-no-region", json!({ "aws": { "region": null } })).await?;
+    apply_policy(
+        cluster,
+        "expiry-no-region",
+        json!({ "aws": { "region": null } }),
+    )
+    .await?;
     let bad = wait_for("policy expiry-no-region not Ready", WAIT, || async {
         let p = policies.get("expiry-no-region").await?;
-        Ok(p.status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")))
+        Ok(p.status.and_then(|s| {
+            s.conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False")
+        }))
     })
     .await?;
     assert_eq!(bad.reason, "MissingRegion");
     assert!(bad.message.contains("aws.region"), "{}", bad.message);
     create_session(cluster, "x-denied", "denied", "expiry-no-region").await?;
-    let denied = wait_phase(cluster, "x-denied", SessionPhase::Rejected, Some("PolicyDenied"), WAIT).await?;
-    assert!(denied.status.and_then(|s| s.message).is_some_and(|m| m.contains("aws.region")));
+    let denied = wait_phase(
+        cluster,
+        "x-denied",
+        SessionPhase::Rejected,
+        Some("PolicyDenied"),
+        WAIT,
+    )
+    .await?;
+    assert!(
+        denied
+            .status
+            .and_then(|s| s.message)
+            .is_some_and(|m| m.contains("aws.region"))
+    );
     Ok(())
 }

@@ -5,8 +5,8 @@
 mod controller_support;
 
 use controller_support::{
-    ControllerProcess, apply_policy, cluster, create_session, decided_by, lease_holder, status_managers, wait_for,
-    wait_phase,
+    ControllerProcess, apply_policy, cluster, create_session, decided_by, lease_holder,
+    status_managers, wait_for, wait_phase,
 };
 use nodeshell::api::SessionPhase;
 use serde_json::json;
@@ -20,20 +20,39 @@ const LEASE_DURATION: Duration = Duration::from_secs(3);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
     let cluster = cluster().await?;
-    apply_policy(cluster, POLICY, json!({ "limits": { "maxSessionsPerUser": 5, "maxSessionsTotal": 100 } })).await?;
+    apply_policy(
+        cluster,
+        POLICY,
+        json!({ "limits": { "maxSessionsPerUser": 5, "maxSessionsTotal": 100 } }),
+    )
+    .await?;
     let mut replicas = vec![
         ControllerProcess::start(cluster, "replica-a", LEASE, &[])?,
         ControllerProcess::start(cluster, "replica-b", LEASE, &[])?,
     ];
-    let first = wait_for("a lease holder", Duration::from_secs(30), || lease_holder(cluster, LEASE)).await?;
+    let first = wait_for("a lease holder", Duration::from_secs(30), || {
+        lease_holder(cluster, LEASE)
+    })
+    .await?;
 
     // Before the failure: the holder admits.
     for i in 0..3 {
         create_session(cluster, &format!("before-{i}"), &format!("u{i}"), POLICY).await?;
     }
     for i in 0..3 {
-        let s = wait_phase(cluster, &format!("before-{i}"), SessionPhase::Admitted, None, Duration::from_secs(30)).await?;
-        assert_eq!(decided_by(&s).map(|d| d.0), Some(first.clone()), "admitted by the lease holder");
+        let s = wait_phase(
+            cluster,
+            &format!("before-{i}"),
+            SessionPhase::Admitted,
+            None,
+            Duration::from_secs(30),
+        )
+        .await?;
+        assert_eq!(
+            decided_by(&s).map(|d| d.0),
+            Some(first.clone()),
+            "admitted by the lease holder"
+        );
     }
 
     // Kill the leader without letting it release the lease.
@@ -49,9 +68,11 @@ async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
     for i in 0..3 {
         create_session(cluster, &format!("after-{i}"), &format!("u{i}"), POLICY).await?;
     }
-    let second = wait_for("the standby to take the lease", Duration::from_secs(30), || async {
-        Ok(lease_holder(cluster, LEASE).await?.filter(|h| *h != first))
-    })
+    let second = wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(30),
+        || async { Ok(lease_holder(cluster, LEASE).await?.filter(|h| *h != first)) },
+    )
     .await?;
     let takeover = killed_at.elapsed();
     assert_eq!(second, standby);
@@ -61,27 +82,60 @@ async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
         "takeover took {takeover:?}, lease duration is {LEASE_DURATION:?}"
     );
     for i in 0..3 {
-        let s = wait_phase(cluster, &format!("after-{i}"), SessionPhase::Admitted, None, Duration::from_secs(30)).await?;
-        assert_eq!(decided_by(&s).map(|d| d.0), Some(standby.clone()), "admitted by the new holder");
+        let s = wait_phase(
+            cluster,
+            &format!("after-{i}"),
+            SessionPhase::Admitted,
+            None,
+            Duration::from_secs(30),
+        )
+        .await?;
+        assert_eq!(
+            decided_by(&s).map(|d| d.0),
+            Some(standby.clone()),
+            "admitted by the new holder"
+        );
     }
 
     // A replacement replica joins as a standby; the holder keeps writing.
     replicas.push(ControllerProcess::start(cluster, "replica-c", LEASE, &[])?);
     tokio::time::sleep(LEASE_DURATION * 2).await;
-    assert_eq!(lease_holder(cluster, LEASE).await?, Some(standby.clone()), "no flapping");
+    assert_eq!(
+        lease_holder(cluster, LEASE).await?,
+        Some(standby.clone()),
+        "no flapping"
+    );
     create_session(cluster, "later-0", "u9", POLICY).await?;
-    let s = wait_phase(cluster, "later-0", SessionPhase::Admitted, None, Duration::from_secs(30)).await?;
+    let s = wait_phase(
+        cluster,
+        "later-0",
+        SessionPhase::Admitted,
+        None,
+        Duration::from_secs(30),
+    )
+    .await?;
     assert_eq!(decided_by(&s).map(|d| d.0), Some(standby.clone()));
 
     // Never two writers: each session's status has the controller's single field manager and
     // exactly one admission record.
-    for name in ["before-0", "before-1", "before-2", "after-0", "after-1", "after-2", "later-0"] {
-        let s = wait_phase(cluster, name, SessionPhase::Admitted, None, Duration::from_secs(5)).await?;
+    for name in [
+        "before-0", "before-1", "before-2", "after-0", "after-1", "after-2", "later-0",
+    ] {
+        let s = wait_phase(
+            cluster,
+            name,
+            SessionPhase::Admitted,
+            None,
+            Duration::from_secs(5),
+        )
+        .await?;
         assert_eq!(status_managers(&s), ["nodeshell-controller"], "{name}");
-        let admitted = s
-            .status
-            .as_ref()
-            .map(|st| st.conditions.iter().filter(|c| c.type_ == "Admitted").count());
+        let admitted = s.status.as_ref().map(|st| {
+            st.conditions
+                .iter()
+                .filter(|c| c.type_ == "Admitted")
+                .count()
+        });
         assert_eq!(admitted, Some(1), "{name}");
     }
     Ok(())

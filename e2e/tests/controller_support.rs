@@ -7,8 +7,8 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use nodeshell::api::{NodeShellPolicy, NodeShellSession, SessionPhase};
 use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
 use serde_json::{Value, json};
@@ -36,15 +36,30 @@ pub struct ControllerProcess {
 impl ControllerProcess {
     /// Starts `nodeshell controller` as the controller's service account, with short lease
     /// timings and the given extra flags.
-    pub fn start(cluster: &LocalCluster, identity: &str, lease: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let log = cluster.work_dir().join("logs").join(format!("controller-{identity}.log"));
+    pub fn start(
+        cluster: &LocalCluster,
+        identity: &str,
+        lease: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let log = cluster
+            .work_dir()
+            .join("logs")
+            .join(format!("controller-{identity}.log"));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_nodeshell"))
             .arg("--log-format=json")
             .arg("controller")
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig_path(Identity::Controller))
-            .args(["--namespace", SYSTEM_NAMESPACE, "--lease-name", lease, "--identity", identity])
+            .args([
+                "--namespace",
+                SYSTEM_NAMESPACE,
+                "--lease-name",
+                lease,
+                "--identity",
+                identity,
+            ])
             .args(["--lease-duration", "3s", "--lease-renew-grace", "1s"])
             .args(["--metrics-addr", "127.0.0.1:0", "--resync-interval", "1s"])
             .args(extra)
@@ -74,16 +89,20 @@ impl ControllerProcess {
     /// The admin server's address, read from the log once it is listening.
     pub async fn admin_addr(&self) -> anyhow::Result<String> {
         let log = self.log.clone();
-        wait_for("admin server address in the log", Duration::from_secs(30), || {
-            let log = log.clone();
-            async move {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                Ok(text
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                    .find_map(|v| v["fields"]["addr"].as_str().map(str::to_string)))
-            }
-        })
+        wait_for(
+            "admin server address in the log",
+            Duration::from_secs(30),
+            || {
+                let log = log.clone();
+                async move {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    Ok(text
+                        .lines()
+                        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                        .find_map(|v| v["fields"]["addr"].as_str().map(str::to_string)))
+                }
+            },
+        )
         .await
     }
 
@@ -113,7 +132,10 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -128,14 +150,18 @@ where
         if let Some(value) = check().await? {
             return Ok(value);
         }
-        anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// The current holder of a Lease in the operator's namespace.
 pub async fn lease_holder(cluster: &LocalCluster, lease: &str) -> anyhow::Result<Option<String>> {
-    let leases: Api<Lease> = Api::namespaced(cluster.client(Identity::Admin).await?, SYSTEM_NAMESPACE);
+    let leases: Api<Lease> =
+        Api::namespaced(cluster.client(Identity::Admin).await?, SYSTEM_NAMESPACE);
     Ok(leases
         .get_opt(lease)
         .await?
@@ -145,7 +171,11 @@ pub async fn lease_holder(cluster: &LocalCluster, lease: &str) -> anyhow::Result
 }
 
 /// Applies a valid policy named `name` (tier `engineer`), with `patch` merged into its spec.
-pub async fn apply_policy(cluster: &LocalCluster, name: &str, spec_patch: Value) -> anyhow::Result<NodeShellPolicy> {
+pub async fn apply_policy(
+    cluster: &LocalCluster,
+    name: &str,
+    spec_patch: Value,
+) -> anyhow::Result<NodeShellPolicy> {
     let mut spec = json!({
         "enabled": true,
         "tiers": ["engineer"],
@@ -164,7 +194,11 @@ pub async fn apply_policy(cluster: &LocalCluster, name: &str, spec_patch: Value)
     });
     let api: Api<NodeShellPolicy> = Api::all(cluster.client(Identity::Admin).await?);
     Ok(api
-        .patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&policy))
+        .patch(
+            name,
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&policy),
+        )
         .await?)
 }
 
@@ -188,13 +222,23 @@ pub fn session(name: &str, user: &str, policy: &str) -> anyhow::Result<NodeShell
 }
 
 /// Creates a session as the gateway.
-pub async fn create_session(cluster: &LocalCluster, name: &str, user: &str, policy: &str) -> anyhow::Result<NodeShellSession> {
+pub async fn create_session(
+    cluster: &LocalCluster,
+    name: &str,
+    user: &str,
+    policy: &str,
+) -> anyhow::Result<NodeShellSession> {
     let api: Api<NodeShellSession> = Api::all(cluster.client(Identity::Gateway).await?);
-    Ok(api.create(&PostParams::default(), &session(name, user, policy)?).await?)
+    Ok(api
+        .create(&PostParams::default(), &session(name, user, policy)?)
+        .await?)
 }
 
 /// Every session whose name starts with `prefix`.
-pub async fn sessions_with_prefix(cluster: &LocalCluster, prefix: &str) -> anyhow::Result<Vec<NodeShellSession>> {
+pub async fn sessions_with_prefix(
+    cluster: &LocalCluster,
+    prefix: &str,
+) -> anyhow::Result<Vec<NodeShellSession>> {
     let api: Api<NodeShellSession> = Api::all(cluster.client(Identity::Admin).await?);
     Ok(api
         .list(&ListParams::default())
@@ -237,18 +281,26 @@ pub async fn wait_phase(
     timeout: Duration,
 ) -> anyhow::Result<NodeShellSession> {
     wait_session(cluster, name, timeout, |s| {
-        s.phase() == phase && reason.is_none_or(|r| s.status.as_ref().and_then(|st| st.reason.as_deref()) == Some(r))
+        s.phase() == phase
+            && reason
+                .is_none_or(|r| s.status.as_ref().and_then(|st| st.reason.as_deref()) == Some(r))
     })
     .await
 }
 
 /// A timestamp `offset` from now, as the API writes it.
 pub fn time_from_now(offset: SignedDuration) -> anyhow::Result<Value> {
-    Ok(serde_json::to_value(Time(Timestamp::now().checked_add(offset)?))?)
+    Ok(serde_json::to_value(Time(
+        Timestamp::now().checked_add(offset)?,
+    ))?)
 }
 
 /// Writes status fields the way a gateway does (server-side apply as the gateway).
-pub async fn gateway_status(cluster: &LocalCluster, name: &str, status: Value) -> anyhow::Result<NodeShellSession> {
+pub async fn gateway_status(
+    cluster: &LocalCluster,
+    name: &str,
+    status: Value,
+) -> anyhow::Result<NodeShellSession> {
     let api: Api<NodeShellSession> = Api::all(cluster.client(Identity::Gateway).await?);
     let patch = json!({
         "apiVersion": "nodeshell.periscope.io/v1alpha1",
@@ -257,7 +309,11 @@ pub async fn gateway_status(cluster: &LocalCluster, name: &str, status: Value) -
         "status": status,
     });
     Ok(api
-        .patch_status(name, &PatchParams::apply("nodeshell-gateway").force(), &Patch::Apply(&patch))
+        .patch_status(
+            name,
+            &PatchParams::apply("nodeshell-gateway").force(),
+            &Patch::Apply(&patch),
+        )
         .await?)
 }
 
