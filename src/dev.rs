@@ -126,25 +126,11 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
         keep_work_dir: args.keep_work_dir,
     })
     .await?;
-    cluster.install_crds().await?;
-    cluster.install_rbac().await?;
-    publish_kubeconfigs(&cluster, &files)?;
-
     let mut children = Vec::new();
-    if !args.control_plane_only {
-        create_samples(&cluster).await?;
-        let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
-        for spec in components(&exe, &files) {
-            tracing::info!(component = %spec.name, "starting");
-            children.push(SupervisedProcess::spawn(spec).map_err(Error::Cluster)?);
-        }
-    }
-
-    std::fs::write(files.ready(), format!("{}\n", cluster.server()))
-        .map_err(|e| Error::io(format!("write {}", files.ready().display()), e))?;
-    print_banner(&cluster, &files, &args);
-
-    let outcome = supervise(&cluster, &mut children, &mut signals).await;
+    let outcome = match bring_up(&args, &cluster, &files, &mut children).await {
+        Ok(()) => supervise(&cluster, &mut children, &mut signals).await,
+        Err(error) => Err(error),
+    };
 
     tracing::info!("stopping");
     for child in children.iter_mut() {
@@ -157,6 +143,30 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
     files.remove();
     outcome
+}
+
+/// CRDs, RBAC, kubeconfigs, samples and components, then the ready marker and banner.
+async fn bring_up(
+    args: &DevArgs,
+    cluster: &LocalCluster,
+    files: &RunFiles,
+    children: &mut Vec<SupervisedProcess>,
+) -> Result<(), Error> {
+    cluster.install_crds().await?;
+    cluster.install_rbac().await?;
+    publish_kubeconfigs(cluster, files)?;
+    if !args.control_plane_only {
+        create_samples(cluster).await?;
+        let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
+        for spec in components(&exe, files) {
+            tracing::info!(component = %spec.name, "starting");
+            children.push(SupervisedProcess::spawn(spec)?);
+        }
+    }
+    std::fs::write(files.ready(), format!("{}\n", cluster.server()))
+        .map_err(|e| Error::io(format!("write {}", files.ready().display()), e))?;
+    print_banner(cluster, files, args);
+    Ok(())
 }
 
 /// The processes `nodeshell dev` runs beside the control plane, each tied to our lifetime.
