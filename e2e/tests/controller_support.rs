@@ -81,6 +81,11 @@ impl ControllerProcess {
         let _ = self.child.wait();
     }
 
+    /// The process id (for resource measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
