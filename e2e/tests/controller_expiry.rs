@@ -200,6 +200,10 @@ async fn gateway_lost(cluster: &LocalCluster) -> anyhow::Result<()> {
             .and_then(|s| s.message.as_deref())
             .is_some_and(|m| m.contains("gateway-0"))
     );
+    // A gateway that comes back too late cannot revive the session: the CRD refuses it.
+    let revived = gateway_status(cluster, "x-lost", json!({ "phase": "Active" })).await;
+    let error = revived.expect_err("a Closed session stays Closed");
+    assert!(error.to_string().contains("cannot change"), "{error}");
     Ok(())
 }
 

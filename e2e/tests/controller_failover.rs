@@ -116,10 +116,49 @@ async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
     .await?;
     assert_eq!(decided_by(&s).map(|d| d.0), Some(standby.clone()));
 
+    // A graceful stop (SIGTERM) of the holder releases the lease: the remaining replica takes
+    // over and keeps admitting.
+    let holder = replicas
+        .iter_mut()
+        .find(|r| r.identity == standby)
+        .ok_or_else(|| anyhow::anyhow!("holder {standby} is not one of ours"))?;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &holder.pid().to_string()])
+        .status()?;
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while holder.is_running() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the holder did not exit on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let third = wait_for(
+        "replica-c to take the lease",
+        Duration::from_secs(30),
+        || async {
+            Ok(lease_holder(cluster, LEASE)
+                .await?
+                .filter(|h| h == "replica-c"))
+        },
+    )
+    .await?;
+    create_session(cluster, "later-1", "u8", POLICY).await?;
+    let s = wait_phase(
+        cluster,
+        "later-1",
+        SessionPhase::Admitted,
+        None,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(decided_by(&s).map(|d| d.0), Some(third));
+
     // Never two writers: each session's status has the controller's single field manager and
     // exactly one admission record.
     for name in [
-        "before-0", "before-1", "before-2", "after-0", "after-1", "after-2", "later-0",
+        "before-0", "before-1", "before-2", "after-0", "after-1", "after-2", "later-0", "later-1",
     ] {
         let s = wait_phase(
             cluster,

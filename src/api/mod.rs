@@ -115,8 +115,8 @@ mod tests {
             let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 on_disk == yaml,
-                "crds/{file} is stale: the Rust types in src/api changed. Run `make crds` \
-                 (or NODESHELL_UPDATE_CRDS=1 cargo test --lib api::tests::crds_dir_is_fresh) and commit crds/"
+                "crds/{file} is stale: the Rust types in src/api changed. Regenerate with `make crds` \
+                 (NODESHELL_UPDATE_CRDS=1 cargo test --lib api::tests::crds_dir_is_fresh) and commit crds/"
             );
         }
     }

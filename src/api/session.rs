@@ -175,6 +175,12 @@ pub enum SessionPhase {
 /// gateway (attach, activity, close).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(oldSelf.phase) || !(oldSelf.phase in ['Closed', 'Rejected']) || (has(self.phase) && self.phase == oldSelf.phase)",
+        "message": "status.phase of a Closed or Rejected session cannot change: the session has ended; open a new one"
+    }
+]))]
 pub struct NodeShellSessionStatus {
     /// Pending, Admitted, Active, Closing, Closed or Rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
