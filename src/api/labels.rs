@@ -114,6 +114,15 @@ mod tests {
         assert_ne!(label_value("@@@"), label_value("###"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_input_gives_a_valid_stable_value(input in ".{0,200}") {
+            let v = label_value(&input);
+            proptest::prop_assert!(is_valid(&v), "{:?} -> {:?}", input, v);
+            proptest::prop_assert_eq!(v, label_value(&input));
+        }
+    }
+
     #[test]
     fn session_labels_cover_node_policy_user() {
         let spec = NodeShellSessionSpec {

@@ -393,6 +393,52 @@ pub(crate) mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the mix of existing sessions, a run of decisions never takes a policy or a
+        /// user over a cap it admitted into.
+        #[test]
+        fn decisions_never_exceed_caps(
+            caps in proptest::collection::vec((1i32..4, 1i32..8), 2),
+            existing in proptest::collection::vec((0usize..2, 0usize..4, 0usize..6), 0..20),
+            pending in proptest::collection::vec((0usize..2, 0usize..4), 0..40),
+        ) {
+            let phases = [
+                SessionPhase::Admitted, SessionPhase::Active, SessionPhase::Closing,
+                SessionPhase::Closed, SessionPhase::Rejected, SessionPhase::Active,
+            ];
+            let policies: Vec<NodeShellPolicy> = caps
+                .iter()
+                .enumerate()
+                .map(|(i, (per_user, total))| policy(&format!("p{i}"), *per_user, *total))
+                .collect();
+            let mut sessions = Vec::new();
+            for (i, (p, u, ph)) in existing.iter().enumerate() {
+                sessions.push(session(&format!("e{i:03}"), &format!("u{u}"), &format!("p{p}"), 0, Some(phases[*ph])));
+            }
+            for (i, (p, u)) in pending.iter().enumerate() {
+                sessions.push(session(&format!("n{i:03}"), &format!("u{u}"), &format!("p{p}"), i as i64, None));
+            }
+            let mut ledger = SessionAdmission::new(&policies, &sessions);
+            let mut counts = SessionAdmission::new(&policies, &sessions);
+            for s in pending_in_order(&sessions) {
+                let name = s.spec.policy_name.as_str();
+                let limits = &policies.iter().find(|p| p.name_any() == name).expect("policy").spec.limits;
+                let before_user = counts.live_for_user(name, &s.spec.user.sub);
+                let before_total = counts.live_total(name);
+                if ledger.decide(s) == AdmissionDecision::Admit {
+                    proptest::prop_assert!(before_user < i64::from(limits.max_sessions_per_user));
+                    proptest::prop_assert!(before_total < i64::from(limits.max_sessions_total));
+                    counts.count(s);
+                } else {
+                    proptest::prop_assert!(
+                        before_user >= i64::from(limits.max_sessions_per_user)
+                            || before_total >= i64::from(limits.max_sessions_total)
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn terminating_and_deleted_sessions_are_not_admitted() {
         let mut t = session("t", "u", "p", 1, None);
