@@ -86,6 +86,8 @@ pub struct DataChannelOptions {
     pub final_flush: Duration,
     /// Largest websocket message accepted.
     pub max_message_size: usize,
+    /// Limit on opening the websocket (TCP, TLS and upgrade).
+    pub connect_timeout: Duration,
 }
 
 impl DataChannelOptions {
@@ -106,6 +108,7 @@ impl DataChannelOptions {
             close_drain: Duration::from_secs(2),
             final_flush: Duration::from_secs(5),
             max_message_size: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -349,8 +352,10 @@ async fn dial(
         message,
     };
     let config = WebSocketConfig::default().max_message_size(Some(options.max_message_size));
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let (mut socket, _) = tokio::time::timeout(options.connect_timeout, connecting)
         .await
+        .map_err(|_| connect_error("timed out".into()))?
         .map_err(|e| connect_error(e.to_string()))?;
     let open = OpenDataChannel::client(token, &options.client_id, &options.client_version);
     socket
@@ -405,14 +410,14 @@ struct ChannelTask<R> {
 impl<R: SessionResumer> ChannelTask<R> {
     async fn run(mut self, mut socket: Socket) {
         let (cause, message) = loop {
-            match self.drive(&mut socket).await {
-                ConnectionEnd::Finished(cause, message) => {
-                    let _ = socket.close(None).await;
-                    break (cause, message);
-                }
+            let end = self.drive(&mut socket).await;
+            let _ = socket.close(None).await;
+            // Release the old connection before dialling again: a relay may serve one at a time.
+            drop(socket);
+            match end {
+                ConnectionEnd::Finished(cause, message) => break (cause, message),
                 ConnectionEnd::Lost(why) => {
                     tracing::info!(session = %self.options.session_id, %why, "data channel connection lost; resuming");
-                    let _ = socket.close(None).await;
                     match self.reconnect().await {
                         Ok(fresh) => socket = fresh,
                         Err((cause, message)) => break (cause, message),
@@ -500,13 +505,13 @@ impl<R: SessionResumer> ChannelTask<R> {
 
     /// Ends the channel when closing finished, the peer went silent or stopped acking.
     fn check_limits(&self, now: Instant) -> Option<ConnectionEnd> {
-        if let Some(since) = self.closing_since {
-            if self.queue.is_empty() || now >= since + self.options.close_drain {
-                return Some(ConnectionEnd::Finished(
-                    CloseCause::ClosedByClient,
-                    "closed by the client".into(),
-                ));
-            }
+        if let Some(since) = self.closing_since
+            && (self.queue.is_empty() || now >= since + self.options.close_drain)
+        {
+            return Some(ConnectionEnd::Finished(
+                CloseCause::ClosedByClient,
+                "closed by the client".into(),
+            ));
         }
         if now >= self.last_inbound + self.options.peer_silence_timeout {
             return Some(ConnectionEnd::Lost("no frames from the service".into()));
@@ -553,13 +558,14 @@ impl<R: SessionResumer> ChannelTask<R> {
                 self.process(frame);
             }
         }
-        if self.handshake.is_ready() && self.closing_since.is_none() {
-            if let Some(size) = self.pending_size.take() {
-                if self.queue.has_room(64) {
-                    self.enqueue(PayloadType::Size, size.to_payload());
-                } else {
-                    self.pending_size = Some(size);
-                }
+        if self.handshake.is_ready()
+            && self.closing_since.is_none()
+            && let Some(size) = self.pending_size.take()
+        {
+            if self.queue.has_room(64) {
+                self.enqueue(PayloadType::Size, size.to_payload());
+            } else {
+                self.pending_size = Some(size);
             }
         }
         while let Some(wire) = self.queue.poll_transmit(Instant::now().into_std()) {

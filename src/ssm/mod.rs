@@ -28,3 +28,7 @@ pub use receive::{Arrival, ReceiveConfig, ReceiveWindow};
 pub use resume::{NoResume, ResumeError, ScriptedResumer, SessionResumer};
 pub use retransmit::{AckOutcome, RetransmitConfig, RetransmitQueue};
 pub use rto::{RtoConfig, RtoEstimator};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod channel_tests;

@@ -266,6 +266,7 @@ pub fn is_terminal_output(payload_type: PayloadType) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};

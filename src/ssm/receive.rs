@@ -130,6 +130,7 @@ impl ReceiveWindow {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
     use crate::ssm::message::{PayloadType, Role};

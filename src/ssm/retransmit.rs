@@ -73,6 +73,7 @@ pub struct RetransmitQueue {
     bytes: usize,
     rto: RtoEstimator,
     paused: bool,
+    last_retransmit: Option<Instant>,
 }
 
 impl RetransmitQueue {
@@ -86,6 +87,7 @@ impl RetransmitQueue {
             bytes: 0,
             rto: RtoEstimator::new(config.rto),
             paused: false,
+            last_retransmit: None,
         }
     }
 
@@ -134,6 +136,7 @@ impl RetransmitQueue {
             .is_some_and(|sent| now.saturating_duration_since(sent) >= timeout);
         let entry = if head_due {
             self.rto.back_off();
+            self.last_retransmit = Some(now);
             self.entries.front_mut()
         } else {
             self.entries.iter_mut().find(|e| e.last_sent.is_none())
@@ -157,7 +160,7 @@ impl RetransmitQueue {
     }
 
     /// Retires the first held message with this sequence number (what official peers match
-    /// on) and feeds the RTO a sample if it was sent exactly once.
+    /// on) and feeds the RTO a sample if it was sent exactly once since the last resend.
     pub fn acknowledge(&mut self, sequence_number: i64, now: Instant) -> AckOutcome {
         let Some(pos) = self
             .entries
@@ -170,8 +173,12 @@ impl RetransmitQueue {
             return AckOutcome::Unknown;
         };
         self.bytes -= entry.wire.len();
+        // Karn: only messages sent once, and after the last resend (earlier ones may have
+        // been refused by the peer and would give inflated samples).
         let rtt = match (entry.transmissions, entry.last_sent) {
-            (1, Some(sent)) => Some(now.saturating_duration_since(sent)),
+            (1, Some(sent)) if self.last_retransmit.is_none_or(|r| sent > r) => {
+                Some(now.saturating_duration_since(sent))
+            }
             _ => None,
         };
         if let Some(sample) = rtt {
@@ -229,6 +236,7 @@ impl RetransmitQueue {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
 
@@ -325,6 +333,23 @@ mod tests {
         );
         assert!(q.is_empty());
         assert_eq!(q.held_bytes(), 0);
+    }
+
+    #[test]
+    fn messages_sent_before_a_resend_give_no_rtt_sample() {
+        let t0 = Instant::now();
+        let mut q = queue();
+        q.enqueue(PayloadType::Output, Bytes::from_static(b"a"))
+            .unwrap();
+        q.enqueue(PayloadType::Output, Bytes::from_static(b"b"))
+            .unwrap();
+        while q.poll_transmit(t0).is_some() {}
+        q.poll_transmit(t0 + ms(200)).unwrap();
+        q.acknowledge(0, t0 + ms(201));
+        assert_eq!(
+            q.acknowledge(1, t0 + ms(5000)),
+            AckOutcome::Retired { rtt: None }
+        );
     }
 
     #[test]
