@@ -79,19 +79,25 @@ impl<'a> SessionAdmission<'a> {
         };
         for session in sessions {
             if session.phase().is_live() {
-                ledger.count(session);
+                ledger.record_live(session);
             }
         }
         ledger
     }
 
-    fn count(&mut self, session: &NodeShellSession) {
+    /// Counts one live session (for building the ledger page by page).
+    pub fn record_live(&mut self, session: &NodeShellSession) {
         let policy = session.spec.policy_name.clone();
         *self.live_total.entry(policy.clone()).or_default() += 1;
         *self
             .live_per_user
             .entry((policy, session.spec.user.sub.clone()))
             .or_default() += 1;
+    }
+
+    /// Live sessions per policy.
+    pub fn live_totals(&self) -> &HashMap<String, i64> {
+        &self.live_total
     }
 
     /// Live sessions under a policy.
@@ -169,7 +175,7 @@ impl<'a> SessionAdmission<'a> {
                 ),
             };
         }
-        self.count(session);
+        self.record_live(session);
         AdmissionDecision::Admit
     }
 }
@@ -428,7 +434,7 @@ pub(crate) mod tests {
                 if ledger.decide(s) == AdmissionDecision::Admit {
                     proptest::prop_assert!(before_user < i64::from(limits.max_sessions_per_user));
                     proptest::prop_assert!(before_total < i64::from(limits.max_sessions_total));
-                    counts.count(s);
+                    counts.record_live(s);
                 } else {
                     proptest::prop_assert!(
                         before_user >= i64::from(limits.max_sessions_per_user)

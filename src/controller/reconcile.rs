@@ -7,7 +7,7 @@
 //! resourceVersion as a precondition. Any conflict ends the pass and a new one starts from a
 //! new LIST, so no decision is ever based on a view that misses an earlier one.
 
-use super::admission::{AdmissionDecision, SessionAdmission, awaits_admission, pending_in_order};
+use super::admission::{AdmissionDecision, SessionAdmission, admission_order, awaits_admission};
 use super::expiry::{Action, Timeouts, next_action};
 use super::leader::{AlwaysLeader, Leadership, LeaseLeadership};
 use super::metrics::{Metrics, PolicyLabels, admin_server};
@@ -31,6 +31,8 @@ use tracing::{debug, info, warn};
 
 /// Pause before a pass that follows a conflict, so the watch cache can catch up.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// Sessions per page of the admission pass's LIST (bounds the memory a pass needs).
+const LIST_PAGE: u32 = 500;
 /// How long an admission pass trusts its last lease confirmation.
 const RECONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// Pause after an unexpected API error.
@@ -166,12 +168,13 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let stream = reflector(
-        writer,
-        watcher(Api::<K>::all(client), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    // managedFields are most of an object's size and no decision reads them.
+    let events = watcher(Api::<K>::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(|o| {
+            o.meta_mut().managed_fields = None;
+        });
+    let stream = reflector(writer, events).touched_objects();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
@@ -303,7 +306,7 @@ impl Engine {
             Ok(next) => wait = wait.min(next),
             Err(stop) => return self.stopped(stop),
         }
-        if let Err(stop) = self.policy_statuses(leader, fresh.as_deref()).await {
+        if let Err(stop) = self.policy_statuses(leader, fresh.as_ref()).await {
             return self.stopped(stop);
         }
         wait
@@ -325,12 +328,12 @@ impl Engine {
         }
     }
 
-    /// Admits or rejects every Pending session. Returns the fresh session list it decided
-    /// from (with its own decisions applied), if it made one.
+    /// Admits or rejects every Pending session. Returns the live session count per policy
+    /// after its decisions, if it made a fresh list.
     async fn admit(
         &mut self,
         leader: &dyn Leadership,
-    ) -> Result<Option<Vec<NodeShellSession>>, Stop> {
+    ) -> Result<Option<HashMap<String, i64>>, Stop> {
         let cached = self.sessions.state();
         let pending_in_cache = cached.iter().filter(|s| awaits_admission(s)).count();
         self.metrics
@@ -344,25 +347,33 @@ impl Engine {
         }
         drop(cached);
         // A LIST without resourceVersion is a quorum read: it sees every decision written so
-        // far, by this replica or a previous leader, which the watch cache may not yet.
+        // far, by this replica or a previous leader, which the watch cache may not yet. Its
+        // pages all come from the snapshot of the first, so the counts are consistent; only
+        // counts and the pending sessions are kept, not every object.
         let policies = self.policies_api.list(&ListParams::default()).await?.items;
-        let mut sessions = self.sessions_api.list(&ListParams::default()).await?.items;
-        let order: Vec<String> = pending_in_order(&sessions)
-            .iter()
-            .map(|s| s.name_any())
-            .collect();
+        let mut ledger = SessionAdmission::new(policies.iter(), std::iter::empty());
+        let mut pending = Vec::new();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = self.sessions_api.list(&params).await?;
+            for session in page.items {
+                if session.phase().is_live() {
+                    ledger.record_live(&session);
+                } else if awaits_admission(&session) {
+                    pending.push(session);
+                }
+            }
+            match page.metadata.continue_.as_deref() {
+                Some(token) if !token.is_empty() => params = params.continue_token(token),
+                _ => break,
+            }
+        }
+        pending.sort_by(admission_order);
         let mut confirmed_at = Instant::now();
         if !leader.confirm().await {
             return Err(Stop::NotLeader);
         }
-        let mut ledger = SessionAdmission::new(policies.iter(), sessions.iter());
-        let index: HashMap<String, usize> = sessions
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name_any(), i))
-            .collect();
-        for name in order {
-            let Some(&i) = index.get(&name) else { continue };
+        for session in &pending {
             if !leader.is_leader() {
                 return Err(Stop::NotLeader);
             }
@@ -373,7 +384,7 @@ impl Engine {
                 }
                 confirmed_at = Instant::now();
             }
-            let decision = ledger.decide(&sessions[i]);
+            let decision = ledger.decide(session);
             self.decisions += 1;
             let decided_by = format!(
                 "{FIELD_MANAGER} replica {} (decision {})",
@@ -381,11 +392,10 @@ impl Engine {
             );
             let now = Timestamp::now();
             let status = admission_status(&decision, &decided_by, now);
-            let written = self.apply_status(&sessions[i], &status).await?;
+            let written = self.apply_status(session, &status).await?;
             self.record_admission(&written, &decision, now);
-            sessions[i] = written;
         }
-        Ok(Some(sessions))
+        Ok(Some(ledger.live_totals().clone()))
     }
 
     fn record_admission(
@@ -553,20 +563,18 @@ impl Engine {
     async fn policy_statuses(
         &self,
         leader: &dyn Leadership,
-        fresh: Option<&[NodeShellSession]>,
+        fresh: Option<&HashMap<String, i64>>,
     ) -> Result<(), Stop> {
-        let mut live: HashMap<String, i64> = HashMap::new();
-        let cached;
-        let sessions: Vec<&NodeShellSession> = match fresh {
-            Some(list) => list.iter().collect(),
+        let live = match fresh {
+            Some(counts) => counts.clone(),
             None => {
-                cached = self.sessions.state();
-                cached.iter().map(AsRef::as_ref).collect()
+                let mut counts: HashMap<String, i64> = HashMap::new();
+                for s in self.sessions.state().iter().filter(|s| s.phase().is_live()) {
+                    *counts.entry(s.spec.policy_name.clone()).or_default() += 1;
+                }
+                counts
             }
         };
-        for s in sessions.iter().filter(|s| s.phase().is_live()) {
-            *live.entry(s.spec.policy_name.clone()).or_default() += 1;
-        }
         let now = Timestamp::now();
         for policy in self.policies.state() {
             let name = policy.name_any();
@@ -847,7 +855,7 @@ mod tests {
                 ),
             ]
         );
-        assert!(fresh.iter().all(|s| s.phase() != SessionPhase::Pending));
+        assert_eq!(fresh.get("p"), Some(&2), "live count after the decisions");
         let calls: Vec<String> = api
             .lock()
             .expect("lock")
