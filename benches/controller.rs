@@ -78,10 +78,10 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
             let stream = watcher(api, watcher::Config::default()).applied_objects();
             let mut stream = std::pin::pin!(stream);
             while let Some(Ok(s)) = stream.next().await {
-                if s.phase() != SessionPhase::Pending {
-                    if let Ok(mut m) = decided.lock() {
-                        m.entry(s.name_any()).or_insert_with(Instant::now);
-                    }
+                if s.phase() != SessionPhase::Pending
+                    && let Ok(mut m) = decided.lock()
+                {
+                    m.entry(s.name_any()).or_insert_with(Instant::now);
                 }
             }
         });
