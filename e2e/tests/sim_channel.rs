@@ -8,15 +8,19 @@ use std::time::Duration;
 use nodeshell::aws::{
     AwsEndpoints, SsmSessions, WebIdentityRequest, assume_role_with_web_identity,
 };
-use nodeshell::sim::{FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes};
-use nodeshell::ssm::{CloseCause, DataChannel, DataChannelOptions};
+use nodeshell::sim::{
+    FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes,
+};
+use nodeshell::ssm::{CloseCause, DataChannel, DataChannelOptions, ReceiveConfig};
 use sha2::{Digest, Sha256};
 
 const INSTANCE: &str = "i-0123456789abcdef0";
 
 async fn start() -> (SimHandle, SsmSessions) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let sim = Simulator::start(SimConfig::for_tests()).await.expect("simulator starts");
+    let sim = Simulator::start(SimConfig::for_tests())
+        .await
+        .expect("simulator starts");
     let endpoints = AwsEndpoints {
         region: sim.region().to_string(),
         sts_url: Some(sim.urls().sts.clone()),
@@ -28,7 +32,9 @@ async fn start() -> (SimHandle, SsmSessions) {
         web_identity_token: sim.mint_token("alice").expect("token"),
         duration_seconds: None,
     };
-    let creds = assume_role_with_web_identity(&endpoints, &request).await.expect("assume role");
+    let creds = assume_role_with_web_identity(&endpoints, &request)
+        .await
+        .expect("assume role");
     let ssm = SsmSessions::new(&endpoints, &creds);
     (sim, ssm)
 }
@@ -43,7 +49,8 @@ fn firehose_len() -> usize {
 /// Runs one firehose session with `knobs` and checks what arrived.
 async fn firehose(name: &str, knobs: FaultKnobs, len: usize) {
     let (sim, ssm) = start().await;
-    sim.set_instance_faults(INSTANCE, knobs).expect("instance exists");
+    sim.set_instance_faults(INSTANCE, knobs)
+        .expect("instance exists");
     let params = HashMap::from([("bytes".to_string(), vec![len.to_string()])]);
     let stream = ssm
         .start_session(INSTANCE, Some(FIREHOSE_DOCUMENT), None, params)
@@ -51,10 +58,21 @@ async fn firehose(name: &str, knobs: FaultKnobs, len: usize) {
         .expect("start firehose");
     let mut options = DataChannelOptions::new(stream.session_id.clone());
     options.reconnect.retries = 10;
+    // The official plugin holds up to 10 000 early messages. The agent only retransmits its
+    // oldest unacked message, so a smaller window turns every loss into one frame per RTO.
+    options.receive = ReceiveConfig {
+        max_messages: 10_000,
+        max_bytes: 16 * 1024 * 1024,
+    };
     let started = std::time::Instant::now();
-    let mut channel = DataChannel::connect(&stream.stream_url, &stream.token_value, options, ssm.clone())
-        .await
-        .expect("connect");
+    let mut channel = DataChannel::connect(
+        &stream.stream_url,
+        &stream.token_value,
+        options,
+        ssm.clone(),
+    )
+    .await
+    .expect("connect");
     let mut hasher = Sha256::new();
     let mut received = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
@@ -76,8 +94,16 @@ async fn firehose(name: &str, knobs: FaultKnobs, len: usize) {
     );
     assert_eq!(received, len, "{name}: byte count");
     let expected = Sha256::digest(firehose_bytes(len));
-    assert_eq!(hasher.finalize(), expected, "{name}: content differs (lost, duplicated or reordered bytes)");
-    assert_eq!(reason.cause, CloseCause::ChannelClosed, "{name}: {reason:?}");
+    assert_eq!(
+        hasher.finalize(),
+        expected,
+        "{name}: content differs (lost, duplicated or reordered bytes)"
+    );
+    assert_eq!(
+        reason.cause,
+        CloseCause::ChannelClosed,
+        "{name}: {reason:?}"
+    );
     assert_eq!(reason.exit_code, Some(0), "{name}: {reason:?}");
     sim.shutdown().await;
 }
@@ -89,53 +115,84 @@ async fn firehose_clean() {
 
 #[tokio::test]
 async fn firehose_drop() {
-    let knobs = FaultKnobs { drop: 0.0005, ..FaultKnobs::default() };
+    let knobs = FaultKnobs {
+        drop: 0.0005,
+        ..FaultKnobs::default()
+    };
     firehose("drop", knobs, firehose_len()).await;
 }
 
 #[tokio::test]
 async fn firehose_duplicate() {
-    let knobs = FaultKnobs { duplicate: 0.01, ..FaultKnobs::default() };
+    let knobs = FaultKnobs {
+        duplicate: 0.01,
+        ..FaultKnobs::default()
+    };
     firehose("duplicate", knobs, firehose_len()).await;
 }
 
 #[tokio::test]
 async fn firehose_reorder() {
-    let knobs = FaultKnobs { reorder: 0.01, ..FaultKnobs::default() };
+    let knobs = FaultKnobs {
+        reorder: 0.01,
+        ..FaultKnobs::default()
+    };
     firehose("reorder", knobs, firehose_len()).await;
 }
 
 #[tokio::test]
 async fn firehose_corrupt_digest() {
-    let knobs = FaultKnobs { corrupt_digest: 0.0005, ..FaultKnobs::default() };
+    let knobs = FaultKnobs {
+        corrupt_digest: 0.0005,
+        ..FaultKnobs::default()
+    };
     firehose("corrupt", knobs, firehose_len()).await;
 }
 
 #[tokio::test]
 async fn firehose_delayed_acks() {
-    let knobs = FaultKnobs { ack_delay_ms: 150, ..FaultKnobs::default() };
+    let knobs = FaultKnobs {
+        ack_delay_ms: 150,
+        ..FaultKnobs::default()
+    };
     firehose("ack-delay", knobs, firehose_len()).await;
 }
 
 #[tokio::test]
 async fn firehose_socket_closed_mid_stream() {
-    let knobs = FaultKnobs { close_after_frames: Some(20_000), close_times: 2, ..FaultKnobs::default() };
+    let knobs = FaultKnobs {
+        close_after_frames: Some(20_000),
+        close_times: 2,
+        ..FaultKnobs::default()
+    };
     firehose("close-socket", knobs, firehose_len()).await;
 }
 
 #[tokio::test]
 async fn firehose_slow_agent() {
     // A slow agent pauses between chunks; a smaller stream keeps the test short.
-    let knobs = FaultKnobs { slow_agent_ms: 2, ..FaultKnobs::default() };
+    let knobs = FaultKnobs {
+        slow_agent_ms: 2,
+        ..FaultKnobs::default()
+    };
     firehose("slow-agent", knobs, 512 * 1024).await;
 }
 
 #[tokio::test]
 async fn agent_offline_stays_silent_until_terminated() {
     let (sim, ssm) = start().await;
-    sim.set_instance_faults(INSTANCE, FaultKnobs { agent_offline: true, ..FaultKnobs::default() })
-        .expect("instance exists");
-    let stream = ssm.start_session(INSTANCE, None, None, HashMap::new()).await.expect("start");
+    sim.set_instance_faults(
+        INSTANCE,
+        FaultKnobs {
+            agent_offline: true,
+            ..FaultKnobs::default()
+        },
+    )
+    .expect("instance exists");
+    let stream = ssm
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await
+        .expect("start");
     let mut channel = DataChannel::connect(
         &stream.stream_url,
         &stream.token_value,
@@ -146,8 +203,12 @@ async fn agent_offline_stays_silent_until_terminated() {
     .expect("connect");
     let silent = tokio::time::timeout(Duration::from_secs(2), channel.output().recv()).await;
     assert!(silent.is_err(), "an offline agent sent output");
-    ssm.terminate_session(&stream.session_id).await.expect("terminate");
-    let reason = tokio::time::timeout(Duration::from_secs(10), channel.closed()).await.expect("closed");
+    ssm.terminate_session(&stream.session_id)
+        .await
+        .expect("terminate");
+    let reason = tokio::time::timeout(Duration::from_secs(10), channel.closed())
+        .await
+        .expect("closed");
     assert_eq!(reason.cause, CloseCause::ChannelClosed, "{reason:?}");
     sim.shutdown().await;
 }
@@ -167,7 +228,10 @@ async fn read_until(channel: &mut DataChannel, seen: &mut String, needle: &str) 
 #[tokio::test]
 async fn interactive_shell_echo_resize_and_exit_code() {
     let (sim, ssm) = start().await;
-    let stream = ssm.start_session(INSTANCE, None, Some("tests"), HashMap::new()).await.expect("start");
+    let stream = ssm
+        .start_session(INSTANCE, None, Some("tests"), HashMap::new())
+        .await
+        .expect("start");
     let mut channel = DataChannel::connect(
         &stream.stream_url,
         &stream.token_value,
@@ -177,7 +241,10 @@ async fn interactive_shell_echo_resize_and_exit_code() {
     .await
     .expect("connect");
     let mut seen = String::new();
-    channel.send_input(b"echo hello-$((40+2))\r").await.expect("input");
+    channel
+        .send_input(b"echo hello-$((40+2))\r")
+        .await
+        .expect("input");
     read_until(&mut channel, &mut seen, "hello-42").await;
     channel.resize(132, 43).expect("resize");
     // Give the resize a moment to land before asking the pty.
@@ -185,9 +252,14 @@ async fn interactive_shell_echo_resize_and_exit_code() {
     channel.send_input(b"stty size\r").await.expect("input");
     read_until(&mut channel, &mut seen, "43 132").await;
     channel.send_input(b"exit 3\r").await.expect("input");
-    let reason = tokio::time::timeout(Duration::from_secs(20), channel.closed()).await.expect("closed");
+    let reason = tokio::time::timeout(Duration::from_secs(20), channel.closed())
+        .await
+        .expect("closed");
     assert_eq!(reason.cause, CloseCause::ChannelClosed, "{reason:?}");
     assert_eq!(reason.exit_code, Some(3), "{reason:?}");
-    assert_eq!(sim.session_status(&stream.session_id), Some((true, Some(3))));
+    assert_eq!(
+        sim.session_status(&stream.session_id),
+        Some((true, Some(3)))
+    );
     sim.shutdown().await;
 }
