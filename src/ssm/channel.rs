@@ -336,7 +336,8 @@ impl DataChannel {
         self.input.closed().await
     }
 
-    /// Splits into a cloneable input side and the output stream.
+    /// Splits into a cloneable input side and the output stream. Dropping every
+    /// [`ChannelInput`] closes the channel, as [`ChannelInput::close`] does.
     pub fn into_parts(self) -> (ChannelInput, ChannelOutput) {
         (self.input, self.output)
     }
@@ -418,7 +419,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                 ConnectionEnd::Finished(cause, message) => break (cause, message),
                 ConnectionEnd::Lost(why) => {
                     tracing::info!(session = %self.options.session_id, %why, "data channel connection lost; resuming");
-                    match self.reconnect().await {
+                    match self.reconnect(&why).await {
                         Ok(fresh) => socket = fresh,
                         Err((cause, message)) => break (cause, message),
                     }
@@ -452,8 +453,8 @@ impl<R: SessionResumer> ChannelTask<R> {
                 return end;
             }
             let deadline = self.next_deadline(now);
+            // Input already handed to send_input still goes out while closing.
             let want_input = self.input_open
-                && self.closing_since.is_none()
                 && self.handshake.is_ready()
                 && self.queue.has_room(INPUT_CHUNK_SIZE);
             let want_output = self.window.peek_ready().is_some() && !self.output_tx.is_closed();
@@ -506,7 +507,8 @@ impl<R: SessionResumer> ChannelTask<R> {
     /// Ends the channel when closing finished, the peer went silent or stopped acking.
     fn check_limits(&self, now: Instant) -> Option<ConnectionEnd> {
         if let Some(since) = self.closing_since
-            && (self.queue.is_empty() || now >= since + self.options.close_drain)
+            && ((self.queue.is_empty() && self.input_rx.is_empty())
+                || now >= since + self.options.close_drain)
         {
             return Some(ConnectionEnd::Finished(
                 CloseCause::ClosedByClient,
@@ -670,7 +672,7 @@ impl<R: SessionResumer> ChannelTask<R> {
     }
 
     /// Resumes the session and reopens the original stream URL with the new token.
-    async fn reconnect(&mut self) -> Result<Socket, (CloseCause, String)> {
+    async fn reconnect(&mut self, lost: &str) -> Result<Socket, (CloseCause, String)> {
         let policy = self.options.reconnect;
         let mut delay = policy.initial_delay;
         let mut last_error = String::new();
@@ -707,7 +709,8 @@ impl<R: SessionResumer> ChannelTask<R> {
                 },
                 Err(e @ ResumeError::Refused(_)) => {
                     let error = ChannelError::Resume(e);
-                    return Err((CloseCause::Failed(error.clone()), error.to_string()));
+                    let message = format!("connection lost ({lost}); {error}");
+                    return Err((CloseCause::Failed(error), message));
                 }
                 Err(e) => last_error = e.to_string(),
             }
@@ -716,7 +719,8 @@ impl<R: SessionResumer> ChannelTask<R> {
             attempts: policy.retries + 1,
             last_error,
         };
-        Err((CloseCause::Failed(error.clone()), error.to_string()))
+        let message = format!("connection lost ({lost}); {error}");
+        Err((CloseCause::Failed(error), message))
     }
 
     /// Hands remaining in-order output to the consumer, waiting at most `final_flush`;

@@ -81,11 +81,9 @@ impl AgentSide {
         }
     }
 
+    /// Sends one frame; a client that already hung up is not an error for the double.
     async fn send_frame(&mut self, frame: &Frame) {
-        self.ws
-            .send(Message::Binary(frame.encode().unwrap()))
-            .await
-            .unwrap();
+        let _ = self.ws.send(Message::Binary(frame.encode().unwrap())).await;
     }
 
     async fn send_stream(&mut self, payload_type: PayloadType, payload: &[u8]) {
@@ -447,4 +445,118 @@ async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
         accepted_while_stalled <= 6,
         "accepted {accepted_while_stalled}"
     );
+}
+
+async fn connected(options: DataChannelOptions) -> (AgentDouble, AgentSide, DataChannel) {
+    let agent = AgentDouble::bind().await;
+    let url = agent.url.clone();
+    let connect = tokio::spawn(async move {
+        DataChannel::connect(&url, "tok", options, NoResume)
+            .await
+            .unwrap()
+    });
+    let (ws, _) = agent.accept().await;
+    let channel = connect.await.unwrap();
+    (agent, AgentSide::new(ws), channel)
+}
+
+#[tokio::test]
+async fn a_keepalive_ping_follows_the_open_frame() {
+    let (_agent, mut side, _channel) = connected(fast_options()).await;
+    let next = timeout(LIMIT, side.ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, Message::Ping(Bytes::from_static(b"keepalive")));
+}
+
+#[tokio::test]
+async fn pause_publication_holds_input_until_start_publication() {
+    let (_agent, mut side, mut channel) = connected(fast_options()).await;
+    side.send_stream(PayloadType::Output, b"$ ").await;
+    assert_eq!(read_exactly(&mut channel, 2).await, b"$ ");
+    side.send_frame(&Frame::control(MessageType::PausePublication, Bytes::new()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    channel.send_input(b"a").await.unwrap();
+    for _ in 0..4 {
+        side.step(Duration::from_millis(100)).await;
+    }
+    assert!(side.input.is_empty(), "input was sent while paused");
+    side.send_frame(&Frame::control(MessageType::StartPublication, Bytes::new()))
+        .await;
+    side.until(|s| !s.input.is_empty()).await;
+    assert_eq!(side.input[0].payload.as_ref(), b"a");
+}
+
+#[tokio::test]
+async fn input_waits_for_handshake_complete() {
+    let (_agent, mut side, channel) = connected(fast_options()).await;
+    let request = super::handshake::HandshakeRequest::session_type("3.3.0.0", "Standard_Stream");
+    side.send_stream(PayloadType::HandshakeRequest, &request.to_payload())
+        .await;
+    side.until(|s| !s.input.is_empty()).await;
+    let response = HandshakeResponse::from_payload(&side.input[0].payload).unwrap();
+    assert!(response.all_succeeded());
+    channel.send_input(b"x").await.unwrap();
+    channel.resize(80, 24).unwrap();
+    for _ in 0..3 {
+        side.step(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        side.input.len(),
+        1,
+        "input went out before HandshakeComplete"
+    );
+    let complete = super::handshake::HandshakeComplete {
+        handshake_time_to_complete: 1_000_000,
+        customer_message: String::new(),
+    };
+    side.send_stream(PayloadType::HandshakeComplete, &complete.to_payload())
+        .await;
+    side.until(|s| s.input.len() >= 3).await;
+    assert_eq!(side.input_bytes(PayloadType::Output), b"x");
+    assert!(
+        side.input
+            .iter()
+            .any(|f| f.payload_type == PayloadType::Size)
+    );
+}
+
+#[tokio::test]
+async fn close_drains_input_and_reports_closed_by_client() {
+    let (_agent, mut side, mut channel) = connected(fast_options()).await;
+    side.send_stream(PayloadType::Output, b"$ ").await;
+    assert_eq!(read_exactly(&mut channel, 2).await, b"$ ");
+    channel.send_input(b"exit\r").await.unwrap();
+    channel.close();
+    side.until(|s| !s.input.is_empty()).await;
+    let reason = timeout(LIMIT, channel.closed()).await.unwrap();
+    assert_eq!(reason.cause, CloseCause::ClosedByClient);
+    assert_eq!(side.input[0].payload.as_ref(), b"exit\r");
+}
+
+#[tokio::test]
+async fn corrupted_frames_are_dropped_without_an_ack() {
+    let (_agent, mut side, mut channel) = connected(fast_options()).await;
+    let good = Frame::stream(
+        Role::Agent,
+        0,
+        PayloadType::Output,
+        Bytes::from_static(b"a"),
+    );
+    let mut bad = good.encode().unwrap().to_vec();
+    bad[120] ^= 0xff;
+    side.ws
+        .send(Message::Binary(Bytes::from(bad)))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        side.step(Duration::from_millis(100)).await;
+    }
+    assert!(side.acked.is_empty());
+    side.send_frame(&good).await;
+    assert_eq!(read_exactly(&mut channel, 1).await, b"a");
+    side.until(|s| s.acked == vec![0]).await;
 }
