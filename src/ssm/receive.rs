@@ -17,11 +17,13 @@ pub struct ReceiveConfig {
     pub max_bytes: usize,
 }
 
+/// Defaults sized to a few seconds of the agent's top rate (about one 1 KiB message per
+/// millisecond): refusals cost dearly because the agent resends only its oldest message.
 impl Default for ReceiveConfig {
     fn default() -> Self {
         Self {
-            max_messages: 256,
-            max_bytes: 256 * 1024,
+            max_messages: 4096,
+            max_bytes: 4 * 1024 * 1024,
         }
     }
 }
