@@ -1,6 +1,7 @@
 //! Through `nodeshell::aws`: a token from the simulator's issuer → AssumeRoleWithWebIdentity →
 //! StartSession (SigV4 verified) → the recorded principal is the assumed-role ARN; and every
 //! way the chain can be refused, with its AWS error code.
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::collections::HashMap;
 use std::time::Duration;

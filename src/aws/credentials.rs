@@ -82,6 +82,7 @@ impl std::fmt::Debug for TemporaryCredentials {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
 

@@ -201,6 +201,7 @@ impl SimConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
 
@@ -209,10 +210,16 @@ mod tests {
         let text = include_str!("../../config/sim.example.yaml");
         let config: SimConfig = serde_saphyr::from_str(text).unwrap();
         assert_eq!(config.users.len(), 2);
-        assert_eq!(config.roles[1].allowed_subs.as_deref(), Some(&["alice".to_string()][..]));
+        assert_eq!(
+            config.roles[1].allowed_subs.as_deref(),
+            Some(&["alice".to_string()][..])
+        );
         assert_eq!(config.instances[1].ping_status, PingStatus::ConnectionLost);
         assert!((config.instances[2].faults.drop - 0.001).abs() < 1e-12);
-        assert_eq!(config.instances[2].env.get("NODE_ROLE").map(String::as_str), Some("worker"));
+        assert_eq!(
+            config.instances[2].env.get("NODE_ROLE").map(String::as_str),
+            Some("worker")
+        );
     }
 
     #[test]

@@ -447,13 +447,13 @@ fn filters(input: &Value) -> Result<Vec<(String, Vec<String>)>, SsmError> {
 fn describe_instances(shared: &Shared, input: &Value) -> Result<Value, SsmError> {
     let filters = filters(input)?;
     for (key, values) in &filters {
-        if key == "InstanceIds" {
-            if let Some(bad) = values.iter().find(|v| !is_instance_id(v)) {
-                return Err(err(
-                    "InvalidInstanceId",
-                    format!("Instance Id {bad} is not valid."),
-                ));
-            }
+        if key == "InstanceIds"
+            && let Some(bad) = values.iter().find(|v| !is_instance_id(v))
+        {
+            return Err(err(
+                "InvalidInstanceId",
+                format!("Instance Id {bad} is not valid."),
+            ));
         }
         if key == "PingStatus"
             && let Some(bad) = values
@@ -500,6 +500,7 @@ fn describe_instances(shared: &Shared, input: &Value) -> Result<Value, SsmError>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
 

@@ -242,6 +242,7 @@ pub fn parse_role_arn(arn: &str) -> Option<(&str, &str)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::super::config::TestUser;
     use super::super::jwt::{BadToken, KeyRing, user_claims};
