@@ -303,3 +303,129 @@ async fn ssm_refuses_forged_signatures_expired_and_unknown_credentials() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn issuer_tokens_verify_with_jsonwebtoken_against_the_published_jwks() {
+    let sim = start().await;
+    let http = reqwest::Client::new();
+    let discovery: serde_json::Value = http
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            sim.urls().issuer
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], sim.urls().issuer.as_str());
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap().to_string();
+    let verify = |token: &str, jwks: &serde_json::Value| {
+        let header = jsonwebtoken::decode_header(token)?;
+        let kid = header.kid.unwrap_or_default();
+        let jwk = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .cloned()
+            .ok_or_else(|| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
+        let key = jsonwebtoken::DecodingKey::from_rsa_components(
+            jwk["n"].as_str().unwrap(),
+            jwk["e"].as_str().unwrap(),
+        )?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&["nodeshell"]);
+        validation.set_issuer(&[sim.urls().issuer.as_str()]);
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map(|d| d.claims)
+    };
+    // The token endpoint, as a browser-less test client would use it.
+    let minted: serde_json::Value = http
+        .post(format!("{}/token", sim.urls().issuer))
+        .form(&[("sub", "alice")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["id_token"].as_str().unwrap().to_string();
+    let jwks: serde_json::Value = http
+        .get(&jwks_uri)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let claims = verify(&token, &jwks).unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["groups"][0], "sre");
+    for kind in [
+        BadToken::Expired,
+        BadToken::WrongAudience,
+        BadToken::WrongIssuer,
+        BadToken::UnknownKid,
+        BadToken::ForgedSignature,
+    ] {
+        assert!(
+            verify(&sim.mint_bad_token("alice", kind).unwrap(), &jwks).is_err(),
+            "{kind:?}"
+        );
+    }
+    // Rotation: both keys listed during the overlap, new tokens carry the new kid.
+    let new_kid = sim.rotate_keys(Duration::from_secs(60)).unwrap();
+    let jwks: serde_json::Value = http
+        .get(&jwks_uri)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    let fresh = sim.mint_token("alice").unwrap();
+    assert_eq!(
+        jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(),
+        Some(new_kid.as_str())
+    );
+    assert!(verify(&fresh, &jwks).is_ok());
+    assert!(verify(&token, &jwks).is_ok());
+
+    // STS also answers the GET form of the query API.
+    let url = format!(
+        "{}/?Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName=ns-get&WebIdentityToken={}",
+        sim.urls().sts,
+        sim.default_role_arn(),
+        fresh
+    );
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("<Arn>arn:aws:sts::123456789012:assumed-role/nodeshell-user/ns-get</Arn>"),
+        "{body}"
+    );
+    assert!(body.contains("<AccessKeyId>ASIA"), "{body}");
+    // … and its errors are AWS XML error documents.
+    let response = http
+        .post(&sim.urls().sts)
+        .form(&[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("RoleArn", sim.default_role_arn().as_str()),
+            ("RoleSessionName", "ns-x"),
+            ("WebIdentityToken", "garbage-token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("<Code>InvalidIdentityToken</Code>") && body.contains("<ErrorResponse"),
+        "{body}"
+    );
+    sim.shutdown().await;
+}
