@@ -32,3 +32,6 @@ pub use rto::{RtoConfig, RtoEstimator};
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod channel_tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod reliability_tests;
