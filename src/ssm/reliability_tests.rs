@@ -130,10 +130,12 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             let ack = Acknowledgement::from_payload(&frame.payload).unwrap();
             sender.acknowledge(ack.acknowledged_message_sequence_number, clock);
         }
-        if now.as_millis() % u128::from(s.consume_every_ms) == 0 {
-            if let Some(frame) = receiver.pop_ready() {
-                delivered.push(frame.payload);
-            }
+        if now
+            .as_millis()
+            .is_multiple_of(u128::from(s.consume_every_ms))
+            && let Some(frame) = receiver.pop_ready()
+        {
+            delivered.push(frame.payload);
         }
         prop_assert!(receiver.held_len() <= window_bound);
         prop_assert!(sender.len() <= queue_bound);
