@@ -125,6 +125,17 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
         latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     let (p50, p99) = (pct(0.50), pct(0.99));
+    // The controller's own view: how long its passes take (the rest is watch and API latency).
+    let addr = controller.admin_addr().await?;
+    let (_, metrics) = controller_support::http_get(&addr, "/metrics").await?;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("nodeshell_controller_pass_duration_seconds_"))
+    {
+        if line.contains("_sum") || line.contains("_count") {
+            println!("controller bench: {line}");
+        }
+    }
     let live_sessions = size.live + size.samples;
 
     let rest = size.objects.saturating_sub(live_sessions);

@@ -75,10 +75,11 @@ async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
     )
     .await?;
     let takeover = killed_at.elapsed();
+    eprintln!("standby took the lease {takeover:?} after the leader was killed");
     assert_eq!(second, standby);
     // The lease expires LEASE_DURATION after the last renewal; allow for the standby's polling.
     assert!(
-        takeover <= LEASE_DURATION + Duration::from_secs(3),
+        takeover <= LEASE_DURATION + Duration::from_secs(4),
         "takeover took {takeover:?}, lease duration is {LEASE_DURATION:?}"
     );
     for i in 0..3 {
