@@ -9,7 +9,7 @@ use std::time::Duration;
 use nodeshell::aws::{
     AwsEndpoints, SsmSessions, WebIdentityRequest, assume_role_with_web_identity,
 };
-use nodeshell::sim::{SimConfig, Simulator};
+use nodeshell::sim::{CallRecord, FaultKnobs, SimConfig, Simulator};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -17,16 +17,45 @@ const INSTANCE: &str = "i-0123456789abcdef0";
 
 #[tokio::test]
 async fn session_manager_plugin_runs_a_shell_on_the_simulator() {
+    run_plugin(FaultKnobs::default()).await;
+}
+
+/// The relay closes the socket after a few output frames: the plugin calls ResumeSession
+/// (SigV4-signed by the Go SDK) and reconnects with the new token; the session goes on.
+#[tokio::test]
+async fn session_manager_plugin_resumes_after_the_socket_is_closed() {
+    let knobs = FaultKnobs {
+        close_after_frames: Some(2),
+        ..FaultKnobs::default()
+    };
+    if let Some(calls) = run_plugin(knobs).await {
+        let resumed = calls
+            .iter()
+            .find(|c| c.operation == "ResumeSession")
+            .expect("the plugin called ResumeSession");
+        assert_eq!(resumed.error_code, None, "{resumed:?}");
+        assert_eq!(
+            resumed.principal_arn.as_deref(),
+            Some("arn:aws:sts::123456789012:assumed-role/nodeshell-user/ns-plugin")
+        );
+    }
+}
+
+/// Runs one plugin session with `knobs` on the instance; returns the call log, or None when
+/// the plugin binary is not configured.
+async fn run_plugin(knobs: FaultKnobs) -> Option<Vec<CallRecord>> {
     let Some(plugin) = std::env::var_os("NODESHELL_SSM_PLUGIN") else {
         println!(
             "skipped: NODESHELL_SSM_PLUGIN is not set (path to a session-manager-plugin binary)"
         );
-        return;
+        return None;
     };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let sim = Simulator::start(SimConfig::for_tests())
         .await
         .expect("simulator starts");
+    sim.set_instance_faults(INSTANCE, knobs)
+        .expect("instance exists");
     let endpoints = AwsEndpoints {
         region: sim.region().to_string(),
         sts_url: Some(sim.urls().sts.clone()),
@@ -130,5 +159,7 @@ async fn session_manager_plugin_runs_a_shell_on_the_simulator() {
         sim.session_status(&stream.session_id),
         Some((true, Some(0)))
     );
+    let calls = sim.calls();
     sim.shutdown().await;
+    Some(calls)
 }
