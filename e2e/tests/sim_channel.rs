@@ -9,7 +9,7 @@ use nodeshell::aws::{
     AwsEndpoints, SsmSessions, WebIdentityRequest, assume_role_with_web_identity,
 };
 use nodeshell::sim::{
-    FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes,
+    CallRecord, FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes,
 };
 use nodeshell::ssm::{CloseCause, DataChannel, DataChannelOptions, ReceiveConfig};
 use sha2::{Digest, Sha256};
@@ -47,7 +47,7 @@ fn firehose_len() -> usize {
 }
 
 /// Runs one firehose session with `knobs` and checks what arrived.
-async fn firehose(name: &str, knobs: FaultKnobs, len: usize) {
+async fn firehose(name: &str, knobs: FaultKnobs, len: usize) -> Vec<CallRecord> {
     let (sim, ssm) = start().await;
     sim.set_instance_faults(INSTANCE, knobs)
         .expect("instance exists");
@@ -105,7 +105,9 @@ async fn firehose(name: &str, knobs: FaultKnobs, len: usize) {
         "{name}: {reason:?}"
     );
     assert_eq!(reason.exit_code, Some(0), "{name}: {reason:?}");
+    let calls = sim.calls();
     sim.shutdown().await;
+    calls
 }
 
 #[tokio::test]
@@ -165,7 +167,12 @@ async fn firehose_socket_closed_mid_stream() {
         close_times: 2,
         ..FaultKnobs::default()
     };
-    firehose("close-socket", knobs, firehose_len()).await;
+    let calls = firehose("close-socket", knobs, firehose_len()).await;
+    let resumes = calls
+        .iter()
+        .filter(|c| c.operation == "ResumeSession" && c.error_code.is_none())
+        .count();
+    assert_eq!(resumes, 2, "one ResumeSession per dropped socket");
 }
 
 #[tokio::test]
