@@ -451,6 +451,8 @@ impl Engine {
         let now = Timestamp::now();
         let mut wait = Duration::MAX;
         let mut conflict = false;
+        // Confirmed from the apiserver once per pass, before the first write.
+        let mut confirmed = false;
         for session in self.sessions.state() {
             if session.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -463,9 +465,10 @@ impl Engine {
             if next.action == Action::Nothing {
                 continue;
             }
-            if !leader.is_leader() {
+            if !leader.is_leader() || (!confirmed && !leader.confirm().await) {
                 return Err(Stop::NotLeader);
             }
+            confirmed = true;
             let result = match &next.action {
                 Action::Delete => self.delete_session(&session).await,
                 action => self.write_action(&session, action, now).await,
@@ -576,6 +579,7 @@ impl Engine {
             }
         };
         let now = Timestamp::now();
+        let mut confirmed = false;
         for policy in self.policies.state() {
             let name = policy.name_any();
             let count = live.get(&name).copied().unwrap_or_default();
@@ -589,9 +593,10 @@ impl Engine {
             if !policy_status_changed(&policy, &desired) {
                 continue;
             }
-            if !leader.is_leader() {
+            if !leader.is_leader() || (!confirmed && !leader.confirm().await) {
                 return Err(Stop::NotLeader);
             }
+            confirmed = true;
             let patch = serde_json::json!({
                 "apiVersion": NodeShellPolicy::api_version(&()),
                 "kind": NodeShellPolicy::kind(&()),
