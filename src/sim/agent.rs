@@ -56,6 +56,30 @@ pub enum Outbound {
     Close,
 }
 
+/// What goes into the shell's PTY, in arrival order.
+enum PtyInput {
+    Bytes(Bytes),
+    Resize { rows: u16, cols: u16 },
+}
+
+async fn pty_writer(
+    mut pty: pty_process::OwnedWritePty,
+    mut rx: mpsc::UnboundedReceiver<PtyInput>,
+) {
+    while let Some(input) = rx.recv().await {
+        match input {
+            PtyInput::Bytes(bytes) => {
+                if pty.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            PtyInput::Resize { rows, cols } => {
+                let _ = pty.resize(pty_process::Size::new(rows, cols));
+            }
+        }
+    }
+}
+
 enum SourceEvent {
     Data(Bytes),
     Exited(i32),
@@ -64,7 +88,9 @@ enum SourceEvent {
 /// What the agent runs.
 enum Program {
     Shell {
-        pty: pty_process::OwnedWritePty,
+        /// Keystrokes and resizes, written by their own task so a shell that is not reading
+        /// its input never blocks the agent's handling of acks.
+        pty: mpsc::UnboundedSender<PtyInput>,
         /// Dropping or firing it kills the shell.
         _kill: tokio::sync::oneshot::Sender<()>,
     },
@@ -138,8 +164,10 @@ pub(crate) fn spawn(
             start_delay,
             pace,
         ));
+        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        tokio::spawn(pty_writer(write, input_rx));
         Program::Shell {
-            pty: write,
+            pty: input_tx,
             _kill: kill_tx,
         }
     };
@@ -381,13 +409,13 @@ impl Agent {
         };
         match frame.payload_type {
             PayloadType::Output => {
-                let _ = pty.write_all(&frame.payload).await;
+                let _ = pty.send(PtyInput::Bytes(frame.payload));
             }
             PayloadType::Size => {
                 if let Ok(size) = TerminalSize::from_payload(&frame.payload) {
                     let rows = u16::try_from(size.rows).unwrap_or(u16::MAX);
                     let cols = u16::try_from(size.cols).unwrap_or(u16::MAX);
-                    let _ = pty.resize(pty_process::Size::new(rows, cols));
+                    let _ = pty.send(PtyInput::Resize { rows, cols });
                 }
             }
             _ => {}
