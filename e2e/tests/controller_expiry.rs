@@ -311,6 +311,35 @@ async fn policy_status(cluster: &LocalCluster) -> anyhow::Result<()> {
         Ok(ready.then_some(()))
     })
     .await?;
+    // The example policies in config/ are accepted by the apiserver and come out Ready.
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut examples = Vec::new();
+    for entry in std::fs::read_dir(&config)? {
+        let path = entry?.path();
+        let file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if file.starts_with("policy-") && file.ends_with(".yaml") {
+            let yaml = std::fs::read_to_string(&path)?;
+            cluster.apply_yaml(&yaml).await?;
+            let policy: NodeShellPolicy = serde_saphyr::from_str(&yaml)?;
+            examples.push(policy.name_any());
+        }
+    }
+    anyhow::ensure!(!examples.is_empty(), "no example policies in config/");
+    for name in &examples {
+        wait_for(&format!("example policy {name} Ready"), WAIT, || async {
+            let p = policies.get(name).await?;
+            let ready = p.status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            Ok(ready.then_some(()))
+        })
+        .await?;
+    }
     apply_policy(
         cluster,
         "expiry-no-region",
