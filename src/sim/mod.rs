@@ -81,6 +81,14 @@ pub enum Error {
         /// Id asked for.
         id: String,
     },
+    /// The URLs file could not be written.
+    #[error("cannot write the simulator's URLs to {path}: {source}")]
+    WriteUrls {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// Waiting for Ctrl-C failed.
     #[error("cannot wait for a shutdown signal: {0}")]
     Signal(std::io::Error),
@@ -107,6 +115,10 @@ pub struct SimArgs {
     /// Seed of the fault knobs' random choices.
     #[arg(long, env = "NODESHELL_SIM_SEED")]
     pub seed: Option<u64>,
+    /// Once serving, write the URLs, region and role ARNs here as JSON (for scripts and
+    /// `nodeshell dev`, which start the simulator on OS-chosen ports).
+    #[arg(long, env = "NODESHELL_SIM_URLS_FILE")]
+    pub urls_file: Option<PathBuf>,
 }
 
 impl SimArgs {
@@ -160,9 +172,47 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
         "  token for alice: curl -s -d sub=alice {}/token",
         urls.issuer
     );
-    tokio::signal::ctrl_c().await.map_err(Error::Signal)?;
+    if let Some(path) = &args.urls_file {
+        write_urls(&handle, path)?;
+    }
+    wait_for_stop().await?;
     handle.shutdown().await;
     Ok(())
+}
+
+/// Writes the URLs, region, client id and role ARNs as JSON.
+fn write_urls(handle: &SimHandle, path: &std::path::Path) -> Result<(), Error> {
+    let urls = handle.urls();
+    let roles: Vec<String> = handle
+        .shared
+        .config
+        .roles
+        .iter()
+        .map(|r| handle.role_arn(&r.name))
+        .collect();
+    let doc = serde_json::json!({
+        "issuer": urls.issuer,
+        "sts": urls.sts,
+        "ssm": urls.ssm,
+        "messages": urls.messages,
+        "region": handle.region(),
+        "clientId": handle.shared.config.issuer.client_id,
+        "roleArns": roles,
+    });
+    std::fs::write(path, format!("{doc:#}\n")).map_err(|source| Error::WriteUrls {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM (how `nodeshell dev` stops its children).
+async fn wait_for_stop() -> Result<(), Error> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(Error::Signal)?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(Error::Signal),
+        _ = term.recv() => Ok(()),
+    }
 }
 
 /// Starts simulators.
