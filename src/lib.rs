@@ -12,6 +12,7 @@ pub mod api;
 pub mod aws;
 pub mod controller;
 pub mod dev;
+pub mod gateway;
 pub mod localcluster;
 pub mod sim;
 pub mod ssm;
