@@ -330,7 +330,7 @@ async fn issuer_tokens_verify_with_jsonwebtoken_against_the_published_jwks() {
             .iter()
             .find(|k| k["kid"] == kid.as_str())
             .cloned()
-            .ok_or_else(|| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
+            .ok_or(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
         let key = jsonwebtoken::DecodingKey::from_rsa_components(
             jwk["n"].as_str().unwrap(),
             jwk["e"].as_str().unwrap(),
