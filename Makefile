@@ -4,6 +4,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 export NODESHELL_CONTROLPLANE_BIN ?= $(CURDIR)/e2e/.bin
+# The interop tests and benchmarks drive AWS's plugin from here (built by `make ssm-plugin`).
+export NODESHELL_SSM_PLUGIN ?= $(CURDIR)/e2e/.bin/session-manager-plugin
 
 .PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin fuzz clean-cache
 
