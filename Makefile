@@ -41,7 +41,7 @@ crds:
 
 ## bench: benchmarks (print figures, write target/bench/*.json; never fail on time)
 bench: tools
-	$(CARGO) bench
+	$(CARGO) bench --bench '*'
 
 ## e2e-up / e2e-down: a local control plane you can point kubectl at
 e2e-up: controlplane
