@@ -17,9 +17,8 @@ run: controlplane
 	./target/debug/nodeshell dev
 
 ## test: the whole suite — lint, unit, property, integration against a real apiserver and the simulator
-test: tools lint
+test: tools lint fuzz-smoke
 	$(CARGO) test --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2}
-	@$(MAKE) --no-print-directory fuzz-smoke
 
 ## test-unit: pure-logic tests only (no control plane)
 test-unit:
