@@ -1,0 +1,523 @@
+//! The gateway end to end, as a person sees it: preflight, open, attach, a few commands, a
+//! resize, `exit 3`; the session object, audit rows, transcript and the simulator's call log
+//! agree; role session names are attributed and sanitised; no AWS credential is written
+//! anywhere. Real kube-apiserver, simulator, `nodeshell controller` and `nodeshell gateway`.
+
+#[path = "gateway_support.rs"]
+mod gateway_support;
+
+use std::time::Duration;
+
+use gateway_support::*;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(30);
+
+/// The gates of a preflight answer as (name, passed).
+fn preflight_gates(body: &Value) -> Vec<(String, bool)> {
+    let list = ["checks", "gates"]
+        .iter()
+        .find_map(|k| body[*k].as_array())
+        .cloned()
+        .unwrap_or_default();
+    list.iter()
+        .map(|g| {
+            let name = ["name", "gate", "id"]
+                .iter()
+                .find_map(|k| g[*k].as_str())
+                .unwrap_or("?")
+                .to_string();
+            let passed = g["pass"]
+                .as_bool()
+                .or(g["ok"].as_bool())
+                .or(g["passed"].as_bool())
+                .unwrap_or_else(|| {
+                    matches!(
+                        g["status"].as_str().or(g["result"].as_str()),
+                        Some("pass" | "passed" | "ok")
+                    )
+                });
+            (name, passed)
+        })
+        .collect()
+}
+
+/// Opens a shell for `sub` on `node`, attaches, checks the hello frame, runs `exit <code>`
+/// and waits until the session is Closed. Returns (session name, hello, closed frame, CR).
+async fn open_and_exit(
+    world: &GatewayWorld,
+    scope: &Scope,
+    sub: &str,
+    code: i32,
+) -> anyhow::Result<(String, Value, Value, Value)> {
+    let api = world.client(sub);
+    let opened = api.open_ok(&scope.nodes[0]).await?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    let hello = term.hello().await?;
+    term.send_input(format!("exit {code}\r").as_bytes()).await?;
+    let closed = term.control("closed", T).await?;
+    let cr = world.wait_closed(&opened.session, T).await?;
+    Ok((opened.session, hello, closed, cr))
+}
+
+#[tokio::test]
+async fn a_person_opens_a_shell_runs_commands_resizes_and_exits_3() -> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let scope = world.scope("story", 1, json!({})).await?;
+    let node = scope.nodes[0].clone();
+    let user = engineer(1);
+    let api = world.client(&user);
+
+    // The node is listed as eligible and every preflight gate passes.
+    let nodes = api.get("/api/v1/nodes").await?;
+    assert_eq!(nodes.status, 200, "{}", nodes.body);
+    assert!(
+        nodes.body.to_string().contains(&node),
+        "node list lacks {node}: {}",
+        nodes.body
+    );
+    let pre = api
+        .get(&format!("/api/v1/nodes/{node}/shell/preflight"))
+        .await?;
+    assert_eq!(pre.status, 200, "{}", pre.body);
+    let gates = preflight_gates(&pre.body);
+    assert!(gates.len() >= 6, "preflight lists every gate: {}", pre.body);
+    assert!(
+        gates.iter().all(|(_, ok)| *ok),
+        "every gate passes: {}",
+        pre.body
+    );
+
+    // Open and attach.
+    let opened = api
+        .open(
+            &node,
+            json!({"reason": "disk pressure on /var", "cols": 100, "rows": 30}),
+        )
+        .await?;
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    for key in ["session", "attachUrl", "ticket", "expiresAt"] {
+        assert!(
+            !opened.body[key].is_null(),
+            "open answer has {key}: {}",
+            opened.body
+        );
+    }
+    let session = opened.body["session"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let attach = Opened::from_body(&api.base, &opened.body)?;
+    assert!(
+        !attach.attach_url.contains(&api.token),
+        "the id_token never travels in the attach URL"
+    );
+    let mut term = Terminal::connect(&attach.attach_url).await?;
+    let hello = term.hello().await?;
+    assert_eq!(hello["session"], session.as_str(), "{hello}");
+    assert_eq!(hello["node"], node.as_str(), "{hello}");
+    assert_eq!(hello["instanceId"], scope.instances[0].as_str(), "{hello}");
+    let ssm_id = hello["ssmSessionId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ssm_id.starts_with(&format!("{SESSION_PREFIX}-{user}-")),
+        "{hello}"
+    );
+    assert!(
+        hello["resumeToken"].as_str().is_some_and(|t| !t.is_empty()),
+        "{hello}"
+    );
+
+    // The ticket is single-use.
+    let reuse = Terminal::connect(&attach.attach_url).await;
+    if let Ok(mut second) = reuse {
+        second.pump(Duration::from_secs(5)).await?;
+        assert!(
+            second.find_control("hello").is_none(),
+            "a used ticket opened a second attach: {:?}",
+            second.controls
+        );
+    }
+
+    // Commands run on the node's shell, as the agent's user.
+    let me = String::from_utf8(std::process::Command::new("id").arg("-un").output()?.stdout)?;
+    let who = term.run("whoami", T).await?;
+    assert!(
+        who.contains(me.trim()),
+        "whoami printed {who:?}, expected {me:?}"
+    );
+
+    // A resize reaches the PTY.
+    term.resize(123, 45).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let size = term.run("stty size", T).await?;
+        if size.contains("45 123") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stty size still says {size:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The session is Active meanwhile, owned by this gateway, with the same SSM id.
+    let live = world
+        .wait_session(&session, "Active", T, |s| s["status"]["phase"] == "Active")
+        .await?;
+    assert_eq!(live["status"]["ssmSessionId"], ssm_id.as_str());
+    assert_eq!(live["spec"]["reason"], "disk pressure on /var");
+    assert_eq!(
+        live["status"]["gateway"]["pod"],
+        world.gateway().name.as_str()
+    );
+
+    // exit 3 ends it: closed frame, Closed/UserExit with exit code 3.
+    term.send_input(b"exit 3\r").await?;
+    let closed = term.control("closed", T).await?;
+    assert_eq!(closed["exitCode"], 3, "{closed}");
+    assert_eq!(closed["reason"], "UserExit", "{closed}");
+    let cr = world
+        .wait_session(&session, "Closed with a transcript", T, |s| {
+            s["status"]["phase"] == "Closed" && !s["status"]["transcript"]["sha256"].is_null()
+        })
+        .await?;
+    let st = &cr["status"];
+    assert_eq!(st["reason"], "UserExit", "{st}");
+    assert_eq!(st["exitCode"], 3, "{st}");
+    assert_eq!(st["ssmSessionId"], ssm_id.as_str(), "{st}");
+    assert!(
+        !st["endedAt"].is_null() && !st["startedAt"].is_null(),
+        "{st}"
+    );
+    assert!(st["bytesOut"].as_i64().unwrap_or(0) > 0, "{st}");
+    let verbs: Vec<&str> = st["audit"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["verb"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        verbs.contains(&"ssm_session_open") && verbs.contains(&"ssm_session_close"),
+        "{st}"
+    );
+
+    // Audit rows on the gateway's stdout carry the same SSM session id.
+    let rows = wait_for("the close audit row", T, || {
+        let rows: Vec<Value> = world
+            .gateway()
+            .audit_rows()
+            .into_iter()
+            .filter(|r| r["session_id"] == ssm_id.as_str())
+            .collect();
+        async move {
+            Ok(rows
+                .iter()
+                .any(|r| audit_verb(r) == Some("ssm_session_close"))
+                .then_some(rows))
+        }
+    })
+    .await?;
+    let open_row = rows
+        .iter()
+        .find(|r| audit_verb(r) == Some("ssm_session_open"));
+    let close_row = rows
+        .iter()
+        .find(|r| audit_verb(r) == Some("ssm_session_close"));
+    let (Some(open_row), Some(close_row)) = (open_row, close_row) else {
+        panic!("open and close rows for {ssm_id}: {rows:?}");
+    };
+    assert_eq!(close_row["exit_code"], 3, "{close_row}");
+    assert_eq!(close_row["reason"], "UserExit", "{close_row}");
+    assert_eq!(open_row["node"], node.as_str(), "{open_row}");
+    assert_eq!(
+        open_row["instance_id"],
+        scope.instances[0].as_str(),
+        "{open_row}"
+    );
+    assert_eq!(open_row["actor"]["sub"], user.as_str(), "{open_row}");
+    assert_eq!(
+        close_row["sha256"], st["transcript"]["sha256"],
+        "{close_row}"
+    );
+
+    // The simulator saw the session end with exit code 3.
+    assert_eq!(world.sim.session_status(&ssm_id), Some((true, Some(3))));
+
+    // The transcript: stored in Secrets, served by GET /transcript, hashes agree.
+    let want_sha = st["transcript"]["sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let parts = transcript_secrets(world, &session).await?;
+    assert!(!parts.is_empty(), "no {session}-transcript-N Secret");
+    let stored = secret_bytes(&parts);
+    assert_eq!(
+        sha256_hex(&stored),
+        want_sha,
+        "sha256 of the stored Secrets"
+    );
+    let served = api
+        .get(&format!("/api/v1/sessions/{session}/transcript"))
+        .await?;
+    assert_eq!(
+        served.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&served.raw)
+    );
+    let gz = if served.raw.starts_with(&[0x1f, 0x8b]) {
+        assert_eq!(
+            sha256_hex(&served.raw),
+            want_sha,
+            "sha256 of GET /transcript"
+        );
+        served.raw.clone()
+    } else {
+        // Served decompressed: it must be exactly what the stored Secrets hold.
+        assert_eq!(
+            served.raw,
+            gunzip(&stored)?,
+            "GET /transcript is the stored recording"
+        );
+        stored.clone()
+    };
+    let cast = String::from_utf8(gunzip(&gz)?)?;
+    let (header, output) = asciicast_output(&cast)?;
+    assert_eq!(header["version"], 2, "{header}");
+    assert!(
+        output.contains(me.trim()),
+        "the transcript records whoami's output"
+    );
+    assert!(
+        output.contains("45 123"),
+        "the transcript records stty size"
+    );
+    assert_eq!(
+        st["transcript"]["bytes"].as_i64(),
+        Some(output.len() as i64),
+        "status.transcript.bytes counts the recorded terminal bytes"
+    );
+
+    // Someone else may not read it.
+    let other = world.client(&engineer(2));
+    let denied = other
+        .get(&format!("/api/v1/sessions/{session}/transcript"))
+        .await?;
+    assert!(matches!(denied.status, 403 | 404), "{}", denied.body);
+
+    world.cleanup(&scope).await
+}
+
+/// `nodeshell-<sub>` sanitised to 2–64 characters of `[\w+=,.@-]`.
+fn valid_role_session_name(name: &str) -> bool {
+    (2..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+}
+
+#[tokio::test]
+async fn ssm_calls_are_attributed_to_the_person_with_sanitised_session_names() -> anyhow::Result<()>
+{
+    let world = GatewayWorld::shared().await?;
+    let scope = world
+        .scope("attrib", 1, json!({"limits": {"maxSessionsTotal": 20}}))
+        .await?;
+    let long = long_sub();
+    let subs = [
+        engineer(3),
+        SUB_PIPE.to_string(),
+        SUB_SPACES.to_string(),
+        SUB_UNICODE.to_string(),
+        long,
+    ];
+    let role = world.sim.default_role_arn();
+    let role_name = role.rsplit('/').next().unwrap_or_default().to_string();
+    let mut names = Vec::new();
+    for sub in &subs {
+        let (session, hello, closed, cr) = open_and_exit(world, &scope, sub, 0).await?;
+        assert_eq!(closed["exitCode"], 0, "{sub}: {closed}");
+        let rsn = cr["spec"]["roleSessionName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            valid_role_session_name(&rsn),
+            "{sub:?} → {rsn:?} is not a valid role session name"
+        );
+        assert!(
+            rsn.starts_with(&format!("{SESSION_PREFIX}-")),
+            "{sub:?} → {rsn:?}"
+        );
+        if sub.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && sub.len() < 50 {
+            assert_eq!(
+                rsn,
+                format!("{SESSION_PREFIX}-{sub}"),
+                "a clean sub is kept as is"
+            );
+        }
+        let ssm_id = hello["ssmSessionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(cr["status"]["ssmSessionId"], ssm_id.as_str(), "{sub}");
+        assert!(
+            ssm_id.starts_with(&format!("{rsn}-")),
+            "{sub}: {ssm_id} vs {rsn}"
+        );
+        let principal = format!(
+            "arn:aws:sts::{}:assumed-role/{role_name}/{rsn}",
+            world.sim.account_id()
+        );
+        let calls = world.sim.calls();
+        for op in ["StartSession", "TerminateSession"] {
+            let call = wait_for(&format!("{op} of {ssm_id}"), T, || {
+                let found = world.sim.calls().into_iter().find(|c| {
+                    c.operation == op
+                        && c.session_id.as_deref() == Some(ssm_id.as_str())
+                        && c.error_code.is_none()
+                });
+                async move { Ok(found) }
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; calls: {calls:?}"))?;
+            assert_eq!(
+                call.principal_arn.as_deref(),
+                Some(principal.as_str()),
+                "{sub}: {op} {call:?}"
+            );
+        }
+        // Both audit rows carry the SSM id and the role session name.
+        let rows = wait_for("audit rows", T, || {
+            let rows: Vec<Value> = world
+                .gateway()
+                .audit_rows()
+                .into_iter()
+                .filter(|r| r["session_id"] == ssm_id.as_str())
+                .collect();
+            async move { Ok((rows.len() >= 2).then_some(rows)) }
+        })
+        .await?;
+        for row in &rows {
+            assert_eq!(row["role_session_name"], rsn.as_str(), "{row}");
+            assert_eq!(row["assumed_role_arn"], principal.as_str(), "{row}");
+            assert_eq!(row["actor"]["sub"], sub.as_str(), "{row}");
+        }
+        let audit_ids: Vec<&str> = cr["status"]["audit"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["verb"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            audit_ids.contains(&"ssm_session_open") && audit_ids.contains(&"ssm_session_close"),
+            "{session}"
+        );
+        names.push(rsn);
+    }
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        names.len(),
+        "distinct people get distinct session names: {names:?}"
+    );
+    world.cleanup(&scope).await
+}
+
+/// Every string in `text` that looks like temporary AWS credentials the simulator issues:
+/// access key ids `ASIA` + 16 and session tokens starting `IQoJb3JpZ2luX2VjE`.
+fn credential_like(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let bytes = text.as_bytes();
+    for (i, _) in text.match_indices("ASIA") {
+        let tail = &bytes[i + 4..];
+        let n = tail
+            .iter()
+            .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            .count();
+        if n == 16 {
+            found.push(text[i..i + 20].to_string());
+        }
+    }
+    for (i, _) in text.match_indices("IQoJb3JpZ2luX2VjE") {
+        found.push(text[i..(i + 40).min(text.len())].to_string());
+    }
+    found
+}
+
+#[tokio::test]
+async fn no_credential_is_written_anywhere() -> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let scope = world
+        .scope("nocred", 1, json!({"transcript": {"captureInput": true}}))
+        .await?;
+    let user = engineer(4);
+    let token = world.token(&user);
+    let api = GatewayClient::new(&world.gateway().base, &token);
+    let opened = api.open_ok(&scope.nodes[0]).await?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    let hello = term.hello().await?;
+    // The shell's environment must not see them either.
+    let env = term.run("env | grep -c AWS_ || true", T).await?;
+    assert!(!env.contains("ASIA"), "{env}");
+    term.send_input(b"exit 0\r").await?;
+    term.control("closed", T).await?;
+    let cr = world
+        .wait_session(&opened.session, "Closed with a transcript", T, |s| {
+            s["status"]["phase"] == "Closed" && !s["status"]["transcript"]["sha256"].is_null()
+        })
+        .await?;
+    let ssm_id = hello["ssmSessionId"].as_str().unwrap_or_default();
+    assert!(
+        world
+            .sim
+            .calls()
+            .iter()
+            .any(|c| c.operation == "AssumeRoleWithWebIdentity" && c.error_code.is_none())
+    );
+    assert_eq!(cr["status"]["ssmSessionId"], ssm_id);
+
+    let mut haystacks: Vec<(String, String)> = Vec::new();
+    for s in world.sessions_of(&scope.policy).await? {
+        haystacks.push((format!("session {}", s["metadata"]["name"]), s.to_string()));
+    }
+    for secret in world.secrets().await? {
+        let name = kube::ResourceExt::name_any(&secret);
+        let raw = secret_bytes(std::slice::from_ref(&secret));
+        let text = gunzip(&raw)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(&raw).into_owned());
+        haystacks.push((
+            format!("secret {name}"),
+            format!("{}\n{text}", serde_json::to_string(&secret)?),
+        ));
+    }
+    for event in world.events().await? {
+        haystacks.push(("event".into(), serde_json::to_string(&event)?));
+    }
+    haystacks.push(("process output".into(), world.all_process_output()));
+    haystacks.push((
+        "kube-apiserver log".into(),
+        std::fs::read_to_string(world.cluster.log_path("kube-apiserver")).unwrap_or_default(),
+    ));
+    let served = api
+        .get(&format!("/api/v1/sessions/{}/transcript", opened.session))
+        .await?;
+    let served = gunzip(&served.raw).unwrap_or(served.raw);
+    haystacks.push((
+        "GET /transcript".into(),
+        String::from_utf8_lossy(&served).into_owned(),
+    ));
+    assert!(
+        haystacks.iter().any(|(w, _)| w.starts_with("secret")),
+        "transcript Secrets were scanned"
+    );
+    for (what, text) in &haystacks {
+        let leaks = credential_like(text);
+        assert!(leaks.is_empty(), "{what} holds AWS credentials: {leaks:?}");
+        assert!(!text.contains(&token), "{what} holds the person's id_token");
+    }
+    world.cleanup(&scope).await
+}
