@@ -2,8 +2,29 @@
 //! AWS credentials and streams them to the browser (design §4–§5, §7).
 //!
 //! Control side (who may open what): [`config`], [`error`], [`auth`], [`tickets`],
-//! [`nodes`], [`routes`]. Live side (a running shell): [`live`], [`transcript`], [`audit`].
-//! The two meet in [`contract`]: the types a route hands to the live side.
+//! [`nodes`], [`routes`], [`server`], [`metrics`]. Live side (a running shell): `live`,
+//! `transcript`, `audit`. The two meet in [`contract`] (the types a route hands over) and
+//! [`runtime`] (what a route asks of the live side).
 
+pub mod auth;
+pub mod config;
 pub mod contract;
 pub mod error;
+pub mod metrics;
+pub mod nodes;
+pub mod routes;
+pub mod runtime;
+pub mod server;
+pub mod tickets;
+
+pub use config::{GatewayArgs, GatewayConfig};
+pub use server::{GatewayError, run};
+
+/// The live side this build runs with.
+pub fn live_runtime(
+    _config: &GatewayConfig,
+    _client: kube::Client,
+    _metrics: metrics::GatewayMetrics,
+) -> runtime::Runtime {
+    runtime::Runtime::none()
+}

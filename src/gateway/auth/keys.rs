@@ -1,0 +1,371 @@
+//! The issuer's signing keys: parsing a JWKS into verification keys, and a cache that
+//! refreshes periodically and refetches (at most once per floor) when a token names a key id
+//! it does not know, which is how key rotation reaches us between refreshes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+/// The key families the gateway verifies with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA (RS256, RS384, RS512).
+    Rsa,
+    /// EC on P-256 (ES256).
+    EcP256,
+    /// EC on P-384 (ES384).
+    EcP384,
+}
+
+// === impl KeyKind ===
+
+impl KeyKind {
+    /// Whether a token signed with `alg` can be verified with a key of this kind.
+    pub fn fits(self, alg: Algorithm) -> bool {
+        matches!(
+            (self, alg),
+            (
+                Self::Rsa,
+                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512
+            ) | (Self::EcP256, Algorithm::ES256)
+                | (Self::EcP384, Algorithm::ES384)
+        )
+    }
+}
+
+/// One published verification key.
+#[derive(Clone)]
+pub struct PublicKey {
+    /// Key family from `kty`/`crv`.
+    pub kind: KeyKind,
+    /// The JWK's `alg`, when it names one: the key may then only verify that algorithm.
+    pub alg: Option<Algorithm>,
+    /// The key itself.
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kind", &self.kind)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys of one JWKS, by `kid` (keys without a `kid` are kept apart).
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, PublicKey>,
+    without_kid: Vec<PublicKey>,
+}
+
+// === impl KeySet ===
+
+impl KeySet {
+    /// Parses a JWKS document. Keys we cannot use (encryption keys, other key types or
+    /// curves, malformed components) are skipped, not fatal: issuers publish mixed sets.
+    pub fn from_jwks(doc: &Value) -> Result<Self, KeysError> {
+        let keys = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| KeysError::Malformed("the JWKS has no `keys` array".into()))?;
+        let mut set = KeySet::default();
+        for jwk in keys {
+            let Some(key) = parse_jwk(jwk) else { continue };
+            match jwk.get("kid").and_then(Value::as_str) {
+                Some(kid) => {
+                    set.by_kid.insert(kid.to_string(), key);
+                }
+                None => set.without_kid.push(key),
+            }
+        }
+        Ok(set)
+    }
+
+    /// The key named `kid`, or with no `kid` in the token the single key that fits `alg`.
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&PublicKey> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid),
+            None => {
+                let mut fitting = self
+                    .by_kid
+                    .values()
+                    .chain(self.without_kid.iter())
+                    .filter(|k| k.kind.fits(alg));
+                let first = fitting.next();
+                // Ambiguous without a kid: refuse rather than try keys one by one.
+                if fitting.next().is_some() {
+                    None
+                } else {
+                    first
+                }
+            }
+        }
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.by_kid.len() + self.without_kid.len()
+    }
+
+    /// True when no usable key was published.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn parse_jwk(jwk: &Value) -> Option<PublicKey> {
+    let field = |name: &str| jwk.get(name).and_then(Value::as_str);
+    if field("use").is_some_and(|u| u != "sig") {
+        return None;
+    }
+    let alg = match field("alg") {
+        None => None,
+        Some(name) => Some(name.parse::<Algorithm>().ok()?),
+    };
+    let (kind, key) = match field("kty")? {
+        "RSA" => (
+            KeyKind::Rsa,
+            DecodingKey::from_rsa_components(field("n")?, field("e")?).ok()?,
+        ),
+        "EC" => {
+            let kind = match field("crv")? {
+                "P-256" => KeyKind::EcP256,
+                "P-384" => KeyKind::EcP384,
+                _ => return None,
+            };
+            (
+                kind,
+                DecodingKey::from_ec_components(field("x")?, field("y")?).ok()?,
+            )
+        }
+        _ => return None,
+    };
+    // A key whose declared alg does not fit its type is a publishing mistake: never use it.
+    if alg.is_some_and(|a| !kind.fits(a)) {
+        return None;
+    }
+    Some(PublicKey { kind, alg, key })
+}
+
+/// Why keys could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysError {
+    /// The discovery document or JWKS could not be fetched.
+    #[error("cannot fetch the issuer's keys: {0}")]
+    Fetch(String),
+    /// A document was not what OIDC discovery or JWKS says.
+    #[error("the issuer's documents are malformed: {0}")]
+    Malformed(String),
+}
+
+/// Fetches a fresh key set (discovery, then `jwks_uri`).
+pub type KeyFetcher = Arc<dyn Fn() -> BoxFuture<'static, Result<KeySet, KeysError>> + Send + Sync>;
+
+/// Whether a refetch may happen now, given the last one and the floor.
+pub fn may_refetch(last: Option<Instant>, now: Instant, floor: Duration) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= floor)
+}
+
+#[derive(Default)]
+struct CacheState {
+    keys: Option<Arc<KeySet>>,
+    last_fetch: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// The issuer's keys in memory, refreshed by [`KeyCache::refresh`].
+#[derive(Clone)]
+pub struct KeyCache {
+    fetch: KeyFetcher,
+    floor: Duration,
+    state: Arc<RwLock<CacheState>>,
+    // Serialises fetches so a burst of unknown-kid tokens costs one request.
+    fetching: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("floor", &self.floor)
+            .field("loaded", &self.is_loaded())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl KeyCache ===
+
+impl KeyCache {
+    /// A cache that fetches with `fetch` and refetches on unknown kids at most once per `floor`.
+    pub fn new(fetch: KeyFetcher, floor: Duration) -> Self {
+        Self {
+            fetch,
+            floor,
+            state: Arc::new(RwLock::new(CacheState::default())),
+            fetching: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The current keys, if loaded.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.state.read().ok().and_then(|s| s.keys.clone())
+    }
+
+    /// Whether keys were loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// The last fetch error, if the last fetch failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.state.read().ok().and_then(|s| s.last_error.clone())
+    }
+
+    /// Fetches now, regardless of the floor (periodic refresh, start-up).
+    pub async fn refresh(&self) -> Result<Arc<KeySet>, KeysError> {
+        let _guard = self.fetching.lock().await;
+        self.fetch_locked().await
+    }
+
+    async fn fetch_locked(&self) -> Result<Arc<KeySet>, KeysError> {
+        let result = (self.fetch)().await;
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| KeysError::Fetch("key cache lock poisoned".into()))?;
+        state.last_fetch = Some(Instant::now());
+        match result {
+            Ok(set) => {
+                let set = Arc::new(set);
+                state.keys = Some(set.clone());
+                state.last_error = None;
+                Ok(set)
+            }
+            Err(e) => {
+                state.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Called when a token names a key we lack: refetches unless one happened within the
+    /// floor (then returns the keys as they are). Waiting callers share one fetch.
+    pub async fn refetch_for_unknown_kid(&self) -> Option<Arc<KeySet>> {
+        let _guard = self.fetching.lock().await;
+        let last = self.state.read().ok().and_then(|s| s.last_fetch);
+        if may_refetch(last, Instant::now(), self.floor) {
+            let _ = self.fetch_locked().await;
+        }
+        self.current()
+    }
+}
+
+/// A fetcher that reads `<issuer>/.well-known/openid-configuration`, checks its `issuer`,
+/// then loads `jwks_uri`.
+pub fn http_fetcher(http: reqwest::Client, issuer: String) -> KeyFetcher {
+    Arc::new(move || {
+        let http = http.clone();
+        let issuer = issuer.clone();
+        Box::pin(async move {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            let discovery: Value = get_json(&http, &url).await?;
+            if discovery.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
+                return Err(KeysError::Malformed(format!(
+                    "{url} names issuer {}, not {issuer}",
+                    discovery.get("issuer").unwrap_or(&Value::Null)
+                )));
+            }
+            let jwks_uri = discovery
+                .get("jwks_uri")
+                .and_then(Value::as_str)
+                .ok_or_else(|| KeysError::Malformed(format!("{url} has no jwks_uri")))?;
+            let jwks = get_json(&http, jwks_uri).await?;
+            KeySet::from_jwks(&jwks)
+        })
+    })
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, KeysError> {
+    let response = http
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| KeysError::Fetch(format!("GET {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(KeysError::Fetch(format!(
+            "GET {url}: HTTP {}",
+            response.status()
+        )));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| KeysError::Malformed(format!("GET {url}: {e}")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn mismatched_and_foreign_keys_are_skipped() {
+        let doc = json!({"keys": [
+            {"kty": "RSA", "kid": "ok", "alg": "RS256", "n": "sXch", "e": "AQAB"},
+            {"kty": "RSA", "kid": "claims-es", "alg": "ES256", "n": "sXch", "e": "AQAB"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "sXch", "e": "AQAB"},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": "abc"},
+        ]});
+        let set = KeySet::from_jwks(&doc).unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(set.find(Some("ok"), Algorithm::RS256).is_some());
+        assert!(set.find(Some("claims-es"), Algorithm::ES256).is_none());
+        assert!(set.find(Some("hmac"), Algorithm::HS256).is_none());
+        assert!(KeySet::from_jwks(&json!({})).is_err());
+    }
+
+    #[test]
+    fn refetch_floor() {
+        let now = Instant::now();
+        let floor = Duration::from_secs(10);
+        assert!(may_refetch(None, now, floor));
+        assert!(!may_refetch(Some(now), now + Duration::from_secs(3), floor));
+        assert!(may_refetch(Some(now), now + Duration::from_secs(10), floor));
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_refetches_at_most_once_per_floor() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let fetch: KeyFetcher = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(KeySet::default()) })
+        });
+        let cache = KeyCache::new(fetch, Duration::from_secs(3600));
+        cache.refresh().await.unwrap();
+        for _ in 0..5 {
+            cache.refetch_for_unknown_kid().await;
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "floor holds refetches back"
+        );
+        let cache = KeyCache::new(cache.fetch.clone(), Duration::ZERO);
+        cache.refetch_for_unknown_kid().await;
+        cache.refetch_for_unknown_kid().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+}

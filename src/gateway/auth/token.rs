@@ -1,0 +1,425 @@
+//! Verifying one id_token against a key set: the algorithm allow-list, the key's fit, the
+//! signature, then `iss`, `aud`, `exp` and `nbf`. Pure: the caller supplies keys and time.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::Value;
+
+use super::keys::KeySet;
+use crate::gateway::error::{ApiError, ErrorCode};
+
+/// Algorithms an id_token may be signed with. No `none`, no HMAC: the HMAC secret would be
+/// something we publish (the classic RS256 → HS256 confusion).
+pub const ALLOWED_ALGORITHMS: [Algorithm; 5] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+
+/// What a token must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Required `aud` (the client id).
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No `Authorization: Bearer` header.
+    #[error("no bearer token: send `Authorization: Bearer <id_token>`")]
+    Missing,
+    /// Not a compact JWS with a JSON header and claims.
+    #[error("the bearer token is not a JWT id_token ({0})")]
+    Malformed(String),
+    /// `alg: none`.
+    #[error("unsigned id_tokens (alg none) are refused")]
+    Unsigned,
+    /// An algorithm outside the allow-list.
+    #[error(
+        "id_tokens signed with {0} are refused; the issuer must sign with RS256, RS384, RS512, ES256 or ES384"
+    )]
+    AlgorithmRefused(String),
+    /// The token names a key the issuer does not publish.
+    #[error(
+        "the id_token was signed with key {kid:?}, which the issuer does not publish; sign in again"
+    )]
+    UnknownKey {
+        /// The token's `kid` (empty when absent).
+        kid: String,
+    },
+    /// The published key does not fit the token's algorithm.
+    #[error("the id_token's algorithm {alg} does not match the issuer's key {kid:?}")]
+    KeyMismatch {
+        /// Token algorithm.
+        alg: String,
+        /// Key id.
+        kid: String,
+    },
+    /// The signature does not verify.
+    #[error("the id_token's signature does not verify against the issuer's keys")]
+    BadSignature,
+    /// `exp` has passed.
+    #[error("your sign-in has expired; sign in again")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error(
+        "the id_token is not valid yet (nbf in the future); check the clocks of the issuer and the gateway"
+    )]
+    NotYetValid,
+    /// `iss` is another issuer.
+    #[error("the id_token was issued by {got:?}; this gateway trusts only {expected:?}")]
+    WrongIssuer {
+        /// Token issuer.
+        got: String,
+        /// Configured issuer.
+        expected: String,
+    },
+    /// `aud` does not contain the client id.
+    #[error(
+        "the id_token is for audience {got}; this gateway accepts only aud={expected:?} (sign in through the nodeshell client)"
+    )]
+    WrongAudience {
+        /// Token audience(s).
+        got: String,
+        /// Configured client id.
+        expected: String,
+    },
+    /// A required claim is missing or has the wrong type.
+    #[error("the id_token lacks a valid {0:?} claim")]
+    MissingClaim(String),
+}
+
+// === impl TokenError ===
+
+impl TokenError {
+    /// The API error for this refusal (always `E_AUTH`, with the reason spelled out).
+    pub fn to_api(&self) -> ApiError {
+        ApiError::new(ErrorCode::Auth, self.to_string())
+    }
+}
+
+/// A verified token's claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedClaims {
+    /// Every claim.
+    pub claims: serde_json::Map<String, Value>,
+    /// `aud` as a list.
+    pub audiences: Vec<String>,
+    /// `exp` (seconds since the epoch).
+    pub expires_at: u64,
+}
+
+fn decode_part(part: &str, what: &str) -> Result<serde_json::Map<String, Value>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| TokenError::Malformed(format!("{what} is not base64url")))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(TokenError::Malformed(format!(
+            "{what} is not a JSON object"
+        ))),
+    }
+}
+
+/// The `aud` claim as a list (it may be a string or an array).
+pub fn audiences(claims: &serde_json::Map<String, Value>) -> Vec<String> {
+    match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The header's algorithm and key id, refusing `none` and anything off the allow-list
+/// before any key is looked at.
+pub fn header_alg_kid(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed(
+            "expected three dot-separated parts".into(),
+        ));
+    };
+    let header = decode_part(header, "the header")?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TokenError::Malformed("the header has no alg".into()))?;
+    if alg.eq_ignore_ascii_case("none") {
+        return Err(TokenError::Unsigned);
+    }
+    let parsed: Algorithm = alg
+        .parse()
+        .map_err(|_| TokenError::AlgorithmRefused(alg.to_string()))?;
+    if !ALLOWED_ALGORITHMS.contains(&parsed) {
+        return Err(TokenError::AlgorithmRefused(alg.to_string()));
+    }
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((parsed, kid))
+}
+
+/// Verifies `token` with `keys` under `rules` at time `now` (seconds since the epoch).
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    rules: &TokenRules,
+    now: u64,
+) -> Result<VerifiedClaims, TokenError> {
+    let (alg, kid) = header_alg_kid(token)?;
+    let key = keys
+        .find(kid.as_deref(), alg)
+        .ok_or_else(|| TokenError::UnknownKey {
+            kid: kid.clone().unwrap_or_default(),
+        })?;
+    if !key.kind.fits(alg) || key.alg.is_some_and(|a| a != alg) {
+        return Err(TokenError::KeyMismatch {
+            alg: format!("{alg:?}"),
+            kid: kid.unwrap_or_default(),
+        });
+    }
+    // jsonwebtoken checks exp/nbf against the system clock; we check them ourselves against
+    // `now` so the function stays pure, and let the library verify signature, iss and aud.
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.set_required_spec_claims(&["iss", "aud", "sub"]);
+    validation.set_issuer(&[rules.issuer.as_str()]);
+    validation.set_audience(&[rules.audience.as_str()]);
+    let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)
+        .map_err(|e| map_library_error(e.kind(), token, rules))?;
+    let claims = data.claims;
+    let number = |name: &str| claims.get(name).and_then(Value::as_u64);
+    let exp = number("exp").ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+    if exp.saturating_add(rules.leeway_seconds) <= now {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = number("nbf")
+        && nbf > now.saturating_add(rules.leeway_seconds)
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(TokenError::MissingClaim("sub".into()));
+    }
+    Ok(VerifiedClaims {
+        audiences: audiences(&claims),
+        claims,
+        expires_at: exp,
+    })
+}
+
+fn map_library_error(
+    kind: &jsonwebtoken::errors::ErrorKind,
+    token: &str,
+    rules: &TokenRules,
+) -> TokenError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    // Only reached after the signature verified (the library checks it first), so reading
+    // the claims for the message is safe.
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| decode_part(p, "claims").ok())
+        .unwrap_or_default();
+    match kind {
+        K::InvalidSignature => TokenError::BadSignature,
+        K::InvalidIssuer => TokenError::WrongIssuer {
+            got: claims
+                .get("iss")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            expected: rules.issuer.clone(),
+        },
+        K::InvalidAudience => TokenError::WrongAudience {
+            got: format!("{:?}", audiences(&claims)),
+            expected: rules.audience.clone(),
+        },
+        K::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+        K::InvalidClaimFormat(c) => TokenError::MissingClaim(c.clone()),
+        K::InvalidAlgorithm => TokenError::AlgorithmRefused("a mismatched algorithm".into()),
+        other => TokenError::Malformed(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::sim::jwt::{BadToken, KeyRing};
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use serde_json::json;
+
+    pub(crate) const ISS: &str = "https://issuer.test";
+    pub(crate) const NOW: u64 = 1_800_000_000;
+
+    pub(crate) fn rules() -> TokenRules {
+        TokenRules {
+            issuer: ISS.into(),
+            audience: "nodeshell".into(),
+            leeway_seconds: 30,
+        }
+    }
+
+    pub(crate) fn claims() -> Value {
+        json!({
+            "iss": ISS, "sub": "auth0|alice", "aud": "nodeshell",
+            "iat": NOW, "nbf": NOW, "exp": NOW + 600,
+            "email": "alice@example.com", "name": "Alice", "groups": ["sre"],
+        })
+    }
+
+    pub(crate) fn ring() -> (KeyRing, KeySet) {
+        let ring = KeyRing::generate().unwrap();
+        let set = KeySet::from_jwks(&ring.jwks()).unwrap();
+        (ring, set)
+    }
+
+    #[test]
+    fn a_good_token_verifies() {
+        let (ring, keys) = ring();
+        let token = ring.sign_claims(&claims()).unwrap();
+        let v = verify(&token, &keys, &rules(), NOW).unwrap();
+        assert_eq!(v.audiences, vec!["nodeshell".to_string()]);
+        assert_eq!(v.claims["sub"], "auth0|alice");
+        assert_eq!(v.expires_at, NOW + 600);
+    }
+
+    #[test]
+    fn every_bad_kind_is_refused_with_its_reason() {
+        let (ring, keys) = ring();
+        let cases = [
+            (BadToken::Expired, "expired"),
+            (BadToken::WrongAudience, "aud=\"nodeshell\""),
+            (BadToken::WrongIssuer, "trusts only"),
+            (BadToken::UnknownKid, "does not publish"),
+            (BadToken::AlgNone, "alg none"),
+            (BadToken::Hs256, "HS256"),
+            (BadToken::ForgedSignature, "signature does not verify"),
+        ];
+        for (kind, words) in cases {
+            let token = ring.mint_bad(kind, claims()).unwrap();
+            let err = verify(&token, &keys, &rules(), NOW).unwrap_err();
+            assert!(err.to_string().contains(words), "{kind:?}: {err}");
+            assert_eq!(err.to_api().code, ErrorCode::Auth);
+        }
+    }
+
+    #[test]
+    fn wrong_audience_names_the_expected_one() {
+        let (ring, keys) = ring();
+        let token = ring.mint_bad(BadToken::WrongAudience, claims()).unwrap();
+        let err = verify(&token, &keys, &rules(), NOW).unwrap_err();
+        assert_eq!(
+            err,
+            TokenError::WrongAudience {
+                got: "[\"someone-else\"]".into(),
+                expected: "nodeshell".into()
+            }
+        );
+    }
+
+    #[test]
+    fn leeway_applies_to_exp_and_nbf() {
+        let (ring, keys) = ring();
+        let mut c = claims();
+        c["exp"] = json!(NOW - 10);
+        let token = ring.sign_claims(&c).unwrap();
+        assert!(
+            verify(&token, &keys, &rules(), NOW).is_ok(),
+            "10 s late is within 30 s"
+        );
+        assert_eq!(
+            verify(&token, &keys, &rules(), NOW + 60).unwrap_err(),
+            TokenError::Expired
+        );
+        let mut c = claims();
+        c["nbf"] = json!(NOW + 120);
+        let token = ring.sign_claims(&c).unwrap();
+        assert_eq!(
+            verify(&token, &keys, &rules(), NOW).unwrap_err(),
+            TokenError::NotYetValid
+        );
+    }
+
+    #[test]
+    fn audience_lists_and_missing_sub() {
+        let (ring, keys) = ring();
+        let mut c = claims();
+        c["aud"] = json!(["other", "nodeshell"]);
+        let token = ring.sign_claims(&c).unwrap();
+        let v = verify(&token, &keys, &rules(), NOW).unwrap();
+        assert_eq!(v.audiences.len(), 2);
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("sub");
+        let token = ring.sign_claims(&c).unwrap();
+        assert!(matches!(
+            verify(&token, &keys, &rules(), NOW).unwrap_err(),
+            TokenError::MissingClaim(_)
+        ));
+        assert!(matches!(
+            verify("garbage", &keys, &rules(), NOW).unwrap_err(),
+            TokenError::Malformed(_)
+        ));
+    }
+
+    fn es256_token(pair: &EcdsaKeyPair, kid: &str, claims: &Value) -> String {
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+        );
+        let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    #[test]
+    fn es256_keys_verify_and_rsa_keys_do_not_stand_in_for_ec() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref();
+        let (x, y) = point[1..].split_at(32);
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "ec-1", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        }]});
+        let keys = KeySet::from_jwks(&jwks).unwrap();
+        let token = es256_token(&pair, "ec-1", &claims());
+        assert!(verify(&token, &keys, &rules(), NOW).is_ok());
+        // An RS256 token claiming the EC key's kid must not be checked with it.
+        let (ring, _) = ring();
+        let rs = ring.sign_claims(&claims()).unwrap();
+        let (_, rs_kid) = header_alg_kid(&rs).unwrap();
+        let mut keys_by_rsa_kid = jwks.clone();
+        keys_by_rsa_kid["keys"][0]["kid"] = json!(rs_kid.unwrap());
+        let keys = KeySet::from_jwks(&keys_by_rsa_kid).unwrap();
+        assert!(matches!(
+            verify(&rs, &keys, &rules(), NOW).unwrap_err(),
+            TokenError::KeyMismatch { .. }
+        ));
+    }
+}

@@ -1,0 +1,471 @@
+//! The gateway's settings: command-line flags (each also read from the environment) for what
+//! differs per deployment, and a YAML file for the rest (tiers, origins, timeouts).
+//! Flags win over the file; the file wins over the defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws::AwsEndpoints;
+
+/// Errors while assembling the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read gateway config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid YAML for [`GatewayFile`].
+    #[error("invalid gateway config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A setting is missing or contradicts another.
+    #[error("gateway config: {0}")]
+    Invalid(String),
+}
+
+/// Flags of `nodeshell gateway`. Each can also be set from the environment variable named.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GatewayArgs {
+    /// YAML configuration file (tiers, origins, timeouts; see config/gateway.example.yaml).
+    #[arg(long, env = "NODESHELL_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve the API, /healthz, /readyz and /metrics on (port 0 picks a free
+    /// port; the bound address is printed as `listening on http://…`). Default 0.0.0.0:8443.
+    #[arg(long, env = "NODESHELL_GATEWAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// OIDC issuer URL (`iss` of accepted id_tokens, exactly).
+    #[arg(long, env = "NODESHELL_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// OIDC client id: the `aud` accepted id_tokens must carry.
+    #[arg(long, env = "NODESHELL_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// Name of the claim that lists the caller's groups (default `groups`).
+    #[arg(long, env = "NODESHELL_OIDC_GROUPS_CLAIM")]
+    pub groups_claim: Option<String>,
+    /// Kubeconfig file (default: KUBECONFIG, then the in-cluster service account).
+    #[arg(long, env = "NODESHELL_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of transcript Secrets.
+    #[arg(long, env = "NODESHELL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// This replica's pod name, written into `status.gateway.pod`.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Cluster name written into audit rows.
+    #[arg(long, env = "NODESHELL_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Region used when neither the policy nor the node's zone gives one.
+    #[arg(long, env = "NODESHELL_AWS_REGION")]
+    pub region: Option<String>,
+    /// STS endpoint override (the simulator, a VPC endpoint).
+    #[arg(long, env = "NODESHELL_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+    /// SSM endpoint override (the simulator, a VPC endpoint).
+    #[arg(long, env = "NODESHELL_SSM_ENDPOINT")]
+    pub ssm_endpoint: Option<String>,
+    /// Allowed WebSocket origins, comma-separated (adds to the file's `allowedOrigins`).
+    #[arg(long, env = "NODESHELL_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// The YAML file. Every key is optional; see `config/gateway.example.yaml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayFile {
+    /// Listen address.
+    pub listen: Option<SocketAddr>,
+    /// Cluster name for audit rows.
+    pub cluster_name: Option<String>,
+    /// Namespace of transcript Secrets.
+    pub namespace: Option<String>,
+    /// OIDC settings.
+    pub oidc: OidcFile,
+    /// Declared tier order, highest first: a caller whose groups map to several tiers gets
+    /// the first of them in this order.
+    pub tier_order: Vec<String>,
+    /// Group → tier.
+    pub group_tiers: BTreeMap<String, String>,
+    /// Tiers that may list, end and read the transcripts of everyone's sessions.
+    pub admin_tiers: Vec<String>,
+    /// Origins allowed to open the attach WebSocket (`https://console.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Accept attach requests without an `Origin` header (command-line clients; browsers
+    /// always send one).
+    pub allow_missing_origin: Option<bool>,
+    /// Prefix of role session names (`<prefix>-<sanitised sub>`).
+    pub role_session_prefix: Option<String>,
+    /// AWS region and endpoint overrides.
+    pub aws: AwsFile,
+    /// Lifetime of attach tickets, in seconds.
+    pub ticket_ttl_seconds: Option<u64>,
+    /// How long `POST …/shell` waits for the controller's decision, in seconds.
+    pub admission_timeout_seconds: Option<u64>,
+}
+
+/// OIDC part of the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcFile {
+    /// Issuer URL.
+    pub issuer_url: Option<String>,
+    /// Client id (expected `aud`).
+    pub client_id: Option<String>,
+    /// Groups claim name.
+    pub groups_claim: Option<String>,
+    /// Clock-skew leeway for `exp` and `nbf`, in seconds.
+    pub leeway_seconds: Option<u64>,
+    /// How often the JWKS is refreshed even when nothing asks, in seconds.
+    pub jwks_refresh_seconds: Option<u64>,
+    /// Least time between two refetches triggered by unknown key ids, in seconds.
+    pub jwks_min_refetch_seconds: Option<u64>,
+}
+
+/// AWS part of the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsFile {
+    /// Fallback region.
+    pub region: Option<String>,
+    /// STS endpoint override.
+    pub sts_endpoint: Option<String>,
+    /// SSM endpoint override.
+    pub ssm_endpoint: Option<String>,
+}
+
+/// Maps OIDC groups to tiers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierMap {
+    /// Declared order, highest first.
+    pub order: Vec<String>,
+    /// Group → tier.
+    pub groups: BTreeMap<String, String>,
+    /// Tiers with admin rights over others' sessions.
+    pub admin: Vec<String>,
+}
+
+// === impl TierMap ===
+
+impl TierMap {
+    /// The caller's tier: among the tiers their groups map to, the first in declared order.
+    pub fn tier_for(&self, groups: &[String]) -> Option<String> {
+        let mapped: Vec<&String> = groups.iter().filter_map(|g| self.groups.get(g)).collect();
+        self.order
+            .iter()
+            .find(|tier| mapped.contains(tier))
+            .cloned()
+    }
+
+    /// Whether a tier has admin rights.
+    pub fn is_admin(&self, tier: Option<&str>) -> bool {
+        tier.is_some_and(|t| self.admin.iter().any(|a| a == t))
+    }
+}
+
+/// OIDC settings after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    /// Issuer URL, compared to `iss` exactly.
+    pub issuer_url: String,
+    /// Client id, the only accepted `aud`.
+    pub client_id: String,
+    /// Claim holding the groups.
+    pub groups_claim: String,
+    /// Clock-skew leeway.
+    pub leeway: Duration,
+    /// Periodic JWKS refresh.
+    pub jwks_refresh: Duration,
+    /// Floor between refetches on unknown key ids.
+    pub jwks_min_refetch: Duration,
+}
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Cluster name for audit rows.
+    pub cluster_name: String,
+    /// Namespace of transcript Secrets.
+    pub namespace: String,
+    /// This replica's pod name.
+    pub pod_name: String,
+    /// Kubeconfig file, if not in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// OIDC settings.
+    pub oidc: OidcSettings,
+    /// Group → tier mapping.
+    pub tiers: TierMap,
+    /// Allowed WebSocket origins.
+    pub allowed_origins: Vec<String>,
+    /// Whether an attach without `Origin` is accepted.
+    pub allow_missing_origin: bool,
+    /// Role session name prefix.
+    pub role_session_prefix: String,
+    /// Fallback region and endpoint overrides (region may be empty).
+    pub aws: AwsEndpoints,
+    /// Ticket lifetime.
+    pub ticket_ttl: Duration,
+    /// Admission wait.
+    pub admission_timeout: Duration,
+}
+
+/// Default listen address: every interface, the chart's container port.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+// === impl GatewayConfig ===
+
+impl GatewayConfig {
+    /// Reads the file named by `--config` (if any) and applies the flags over it.
+    pub fn load(args: &GatewayArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                parse_file(&text).map_err(|message| ConfigError::Parse {
+                    path: path.clone(),
+                    message,
+                })?
+            }
+            None => GatewayFile::default(),
+        };
+        Self::resolve(args, file)
+    }
+
+    /// Applies flags over a parsed file and checks the result.
+    pub fn resolve(args: &GatewayArgs, file: GatewayFile) -> Result<Self, ConfigError> {
+        let default_listen: SocketAddr = DEFAULT_LISTEN
+            .parse()
+            .map_err(|_| ConfigError::Invalid("bad built-in listen address".into()))?;
+        let issuer_url = non_empty(args.oidc_issuer.clone())
+            .or(non_empty(file.oidc.issuer_url))
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "no OIDC issuer: set --oidc-issuer (NODESHELL_OIDC_ISSUER) or oidc.issuerUrl"
+                        .into(),
+                )
+            })?;
+        let client_id = non_empty(args.oidc_client_id.clone())
+            .or(non_empty(file.oidc.client_id))
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "no OIDC client id: set --oidc-client-id (NODESHELL_OIDC_CLIENT_ID) or oidc.clientId"
+                        .into(),
+                )
+            })?;
+        let tiers = TierMap {
+            order: file.tier_order,
+            groups: file.group_tiers,
+            admin: file.admin_tiers,
+        };
+        if let Some((group, tier)) = tiers.groups.iter().find(|(_, t)| !tiers.order.contains(t)) {
+            return Err(ConfigError::Invalid(format!(
+                "groupTiers maps {group:?} to tier {tier:?}, which tierOrder does not list"
+            )));
+        }
+        let mut allowed_origins = file.allowed_origins;
+        allowed_origins.extend(
+            args.allowed_origins
+                .iter()
+                .filter(|o| !o.is_empty())
+                .cloned(),
+        );
+        let allowed_origins = allowed_origins
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_string())
+            .collect();
+        let prefix = file
+            .role_session_prefix
+            .unwrap_or_else(|| "nodeshell".to_string());
+        if prefix.len() > 32 {
+            return Err(ConfigError::Invalid(format!(
+                "roleSessionPrefix {prefix:?} is longer than 32 characters; the role session name must leave room for the user"
+            )));
+        }
+        let ticket_ttl = Duration::from_secs(file.ticket_ttl_seconds.unwrap_or(30));
+        let admission_timeout = Duration::from_secs(file.admission_timeout_seconds.unwrap_or(10));
+        if ticket_ttl.is_zero() || admission_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "ticketTtlSeconds and admissionTimeoutSeconds must be positive".into(),
+            ));
+        }
+        Ok(Self {
+            listen: args.listen.or(file.listen).unwrap_or(default_listen),
+            cluster_name: non_empty(args.cluster_name.clone())
+                .or(non_empty(file.cluster_name))
+                .unwrap_or_else(|| "kubernetes".to_string()),
+            namespace: non_empty(args.namespace.clone())
+                .or(non_empty(file.namespace))
+                .unwrap_or_else(|| "nodeshell-system".to_string()),
+            pod_name: non_empty(args.pod_name.clone()).unwrap_or_else(|| {
+                format!(
+                    "nodeshell-gateway-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                )
+            }),
+            kubeconfig: args.kubeconfig.clone(),
+            oidc: OidcSettings {
+                issuer_url,
+                client_id,
+                groups_claim: non_empty(args.groups_claim.clone())
+                    .or(non_empty(file.oidc.groups_claim))
+                    .unwrap_or_else(|| "groups".to_string()),
+                leeway: Duration::from_secs(file.oidc.leeway_seconds.unwrap_or(30)),
+                jwks_refresh: Duration::from_secs(
+                    file.oidc.jwks_refresh_seconds.unwrap_or(300).max(10),
+                ),
+                jwks_min_refetch: Duration::from_secs(
+                    file.oidc.jwks_min_refetch_seconds.unwrap_or(10),
+                ),
+            },
+            tiers,
+            allowed_origins,
+            allow_missing_origin: file.allow_missing_origin.unwrap_or(true),
+            role_session_prefix: prefix,
+            aws: AwsEndpoints {
+                region: non_empty(args.region.clone())
+                    .or(non_empty(file.aws.region))
+                    .unwrap_or_default(),
+                sts_url: non_empty(args.sts_endpoint.clone()).or(non_empty(file.aws.sts_endpoint)),
+                ssm_url: non_empty(args.ssm_endpoint.clone()).or(non_empty(file.aws.ssm_endpoint)),
+            },
+            ticket_ttl,
+            admission_timeout,
+        })
+    }
+
+    /// Whether an attach request with this `Origin` header (or none) may proceed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => self.allow_missing_origin,
+            Some(o) => {
+                let o = o.trim_end_matches('/');
+                self.allowed_origins.iter().any(|a| a == "*" || a == o)
+            }
+        }
+    }
+}
+
+/// Parses the YAML file.
+pub fn parse_file(text: &str) -> Result<GatewayFile, String> {
+    if text.trim().is_empty() {
+        return Ok(GatewayFile::default());
+    }
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn args() -> GatewayArgs {
+        GatewayArgs {
+            oidc_issuer: Some("https://issuer.example".into()),
+            oidc_client_id: Some("nodeshell".into()),
+            ..GatewayArgs::default()
+        }
+    }
+
+    #[test]
+    fn example_file_parses_and_resolves() {
+        let text = include_str!("../../config/gateway.example.yaml");
+        let file = parse_file(text).expect("example parses");
+        let config = GatewayConfig::resolve(&GatewayArgs::default(), file).expect("resolves");
+        assert_eq!(config.oidc.groups_claim, "groups");
+        assert_eq!(config.ticket_ttl, Duration::from_secs(30));
+        assert_eq!(config.admission_timeout, Duration::from_secs(10));
+        assert!(config.tiers.is_admin(Some("admin")));
+        assert_eq!(
+            config
+                .tiers
+                .tier_for(&["platform-admins".into(), "sre".into()]),
+            Some("admin".into())
+        );
+        assert!(config.origin_allowed(Some("https://console.example.com")));
+    }
+
+    #[test]
+    fn defaults_and_flags_over_file() {
+        let file = parse_file(
+            "oidc:\n  issuerUrl: https://file.example\n  clientId: file\nlisten: 127.0.0.1:9000\n",
+        )
+        .unwrap();
+        let config = GatewayConfig::resolve(&args(), file).unwrap();
+        assert_eq!(config.oidc.issuer_url, "https://issuer.example");
+        assert_eq!(config.oidc.client_id, "nodeshell");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.role_session_prefix, "nodeshell");
+        assert_eq!(config.namespace, "nodeshell-system");
+        assert_eq!(config.oidc.leeway, Duration::from_secs(30));
+        let config = GatewayConfig::resolve(&args(), GatewayFile::default()).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn missing_issuer_and_unknown_keys_are_errors() {
+        let err = GatewayConfig::resolve(&GatewayArgs::default(), GatewayFile::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--oidc-issuer"), "{err}");
+        assert!(parse_file("listn: 1").is_err());
+    }
+
+    #[test]
+    fn group_tiers_must_name_declared_tiers() {
+        let file = parse_file("tierOrder: [admin]\ngroupTiers:\n  sre: engineer\n").unwrap();
+        let err = GatewayConfig::resolve(&args(), file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engineer"), "{err}");
+    }
+
+    #[test]
+    fn tiers_follow_declared_order() {
+        let tiers = TierMap {
+            order: vec!["admin".into(), "engineer".into(), "viewer".into()],
+            groups: BTreeMap::from([
+                ("dev".into(), "viewer".into()),
+                ("sre".into(), "engineer".into()),
+                ("root".into(), "admin".into()),
+            ]),
+            admin: vec!["admin".into()],
+        };
+        assert_eq!(
+            tiers.tier_for(&["dev".into(), "sre".into()]),
+            Some("engineer".into())
+        );
+        assert_eq!(tiers.tier_for(&["nobody".into()]), None);
+        assert!(!tiers.is_admin(Some("engineer")));
+        assert!(!tiers.is_admin(None));
+    }
+
+    #[test]
+    fn origins() {
+        let mut file = GatewayFile::default();
+        file.allowed_origins = vec!["https://a.example/".into()];
+        file.allow_missing_origin = Some(false);
+        let config = GatewayConfig::resolve(&args(), file).unwrap();
+        assert!(config.origin_allowed(Some("https://a.example")));
+        assert!(!config.origin_allowed(Some("https://evil.example")));
+        assert!(!config.origin_allowed(None));
+    }
+}

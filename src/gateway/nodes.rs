@@ -1,0 +1,677 @@
+//! Whether a person may open a shell on a node, as pure functions: the EC2 instance behind a
+//! node's providerID, the region, the role session name, and the preflight gates with a
+//! pass/fail and a hint each. The routes fetch the inputs and make the AWS calls.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::{NodeShellPolicy, NodeShellSession, PolicyMatch, governing_policy, is_region};
+use crate::gateway::contract::Caller;
+use crate::gateway::error::{ApiError, ErrorCode};
+
+/// The EC2 instance behind a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Instance {
+    /// `i-…`.
+    pub instance_id: String,
+    /// Availability zone, when the providerID names one.
+    pub zone: Option<String>,
+}
+
+/// Parses `aws:///<zone>/<instance-id>` (also `aws:///<instance-id>`). Fargate and hybrid
+/// nodes, and anything else, are not EC2.
+pub fn parse_provider_id(provider_id: &str) -> Option<Ec2Instance> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let (&instance_id, before) = parts.split_last()?;
+    if before.len() > 1 || !is_instance_id(instance_id) {
+        return None;
+    }
+    Some(Ec2Instance {
+        instance_id: instance_id.to_string(),
+        zone: before.first().map(|z| z.to_string()),
+    })
+}
+
+fn is_instance_id(id: &str) -> bool {
+    id.strip_prefix("i-").is_some_and(|hex| {
+        (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+/// The region of an availability zone (`eu-west-1a` → `eu-west-1`; local and wavelength
+/// zones such as `us-west-2-lax-1a` → `us-west-2`).
+pub fn region_of_zone(zone: &str) -> Option<String> {
+    let parts: Vec<&str> = zone.split('-').collect();
+    let number_at = parts
+        .iter()
+        .position(|p| p.starts_with(|c: char| c.is_ascii_digit()))?;
+    let digits: String = parts[number_at]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let mut region: Vec<&str> = parts[..number_at].to_vec();
+    region.push(&digits);
+    let region = region.join("-");
+    is_region(&region).then_some(region)
+}
+
+/// Longest role session name STS accepts.
+const MAX_ROLE_SESSION_NAME: usize = 64;
+
+/// `<prefix>-<sanitised sub>`: 2–64 characters of `[\w+=,.@-]` (what STS accepts and
+/// CloudTrail shows). Other characters (`|`, spaces, non-ASCII) become `-`, runs of `-`
+/// collapse; a name that had to be cut keeps 55 characters plus `-` and 8 hex characters of
+/// the SHA-256 of the sub, so two long subs stay apart.
+pub fn role_session_name(prefix: &str, sub: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c);
+    let raw = if prefix.is_empty() {
+        sub.to_string()
+    } else {
+        format!("{prefix}-{sub}")
+    };
+    let mut name = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let c = if allowed(c) { c } else { '-' };
+        if c == '-' && name.ends_with('-') {
+            continue;
+        }
+        name.push(c);
+    }
+    let name = name.trim_end_matches('-').to_string();
+    let hash = hex::encode(Sha256::digest(sub.as_bytes()));
+    let suffix = hash.get(..8).unwrap_or(&hash);
+    if name.len() > MAX_ROLE_SESSION_NAME {
+        // All ASCII by now, so byte slicing is character slicing.
+        let keep = MAX_ROLE_SESSION_NAME - 1 - suffix.len();
+        let head = name.get(..keep).unwrap_or(&name).trim_end_matches('-');
+        return format!("{head}-{suffix}");
+    }
+    if name.len() < 2 {
+        return format!("u-{suffix}");
+    }
+    name
+}
+
+/// One gate's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateStatus {
+    /// Passed.
+    Pass,
+    /// Failed: the hint says what to do.
+    Fail,
+    /// Not checked because an earlier gate failed.
+    Skip,
+}
+
+/// One preflight gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gate {
+    /// `enabled`, `tier`, `ec2`, `policy`, `role`, `region`, `assumeRole`, `agent`, `caps`.
+    pub name: &'static str,
+    /// Outcome.
+    pub status: GateStatus,
+    /// What was found, or what to do.
+    pub hint: String,
+}
+
+impl Gate {
+    fn pass(name: &'static str, hint: impl Into<String>) -> Self {
+        Self {
+            name,
+            status: GateStatus::Pass,
+            hint: hint.into(),
+        }
+    }
+    fn fail(name: &'static str, hint: impl Into<String>) -> Self {
+        Self {
+            name,
+            status: GateStatus::Fail,
+            hint: hint.into(),
+        }
+    }
+    /// A gate not checked.
+    pub fn skip(name: &'static str, hint: impl Into<String>) -> Self {
+        Self {
+            name,
+            status: GateStatus::Skip,
+            hint: hint.into(),
+        }
+    }
+}
+
+/// Where a shell on the node would go, when the node-side gates pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellTarget {
+    /// The node.
+    pub node_name: String,
+    /// The instance.
+    pub instance_id: String,
+    /// Region of STS and SSM calls.
+    pub region: String,
+    /// The governing policy.
+    pub policy: NodeShellPolicy,
+    /// Role to assume.
+    pub role_arn: String,
+}
+
+/// The node-side gates (no AWS call): every gate that can be evaluated is, so a preflight
+/// shows all problems at once; `error` is the first failure in the order the API reports
+/// them (tier, enabled, EC2, policy, role, region).
+#[derive(Debug, Clone)]
+pub struct NodeGates {
+    /// Gates in display order.
+    pub gates: Vec<Gate>,
+    /// The target when every gate passed.
+    pub target: Option<ShellTarget>,
+    /// The first failure as an API error.
+    pub error: Option<ApiError>,
+}
+
+/// Evaluates the node-side gates for `caller` on a node with these labels and providerID.
+pub fn node_gates(
+    node_name: &str,
+    labels: &BTreeMap<String, String>,
+    provider_id: Option<&str>,
+    caller: &Caller,
+    policies: &[NodeShellPolicy],
+    fallback_region: &str,
+) -> NodeGates {
+    let mut errors: Vec<(u8, ApiError)> = Vec::new();
+    let tier = caller.tier.as_deref().unwrap_or("");
+    let matched = governing_policy(labels, tier, policies);
+
+    // enabled: does any enabled policy select the node?
+    let enabled = match &matched {
+        PolicyMatch::Governed(_) | PolicyMatch::TierNotAllowed { .. } => {
+            Gate::pass("enabled", "an enabled NodeShellPolicy selects this node")
+        }
+        PolicyMatch::Disabled { policy } => {
+            let msg = format!(
+                "node shells are disabled on {node_name}: policy {} selects it but is disabled",
+                policy.name_any()
+            );
+            errors.push((1, ApiError::new(ErrorCode::NodeShellDisabled, &msg)));
+            Gate::fail("enabled", msg)
+        }
+        PolicyMatch::NoPolicy => {
+            let msg = format!(
+                "node shells are disabled on {node_name}: no enabled NodeShellPolicy selects it"
+            );
+            errors.push((1, ApiError::new(ErrorCode::NodeShellDisabled, &msg)));
+            Gate::fail("enabled", msg)
+        }
+    };
+
+    // tier
+    let allowed_tiers: Vec<String> = match &matched {
+        PolicyMatch::TierNotAllowed { allowed_tiers } => allowed_tiers.clone(),
+        PolicyMatch::Governed(p) => p.spec.tiers.clone(),
+        _ => Vec::new(),
+    };
+    let tier_gate = match (&caller.tier, &matched) {
+        (None, _) => {
+            let msg = "your groups map to no tier, so you may not open node shells; ask for a group the gateway's groupTiers maps".to_string();
+            errors.push((0, forbidden(&msg, None, &allowed_tiers)));
+            Gate::fail("tier", msg)
+        }
+        (Some(t), PolicyMatch::TierNotAllowed { allowed_tiers }) => {
+            let msg = format!(
+                "tier {t:?} may not open shells on {node_name}; allowed tiers: {}",
+                allowed_tiers.join(", ")
+            );
+            errors.push((0, forbidden(&msg, Some(t), allowed_tiers)));
+            Gate::fail("tier", msg)
+        }
+        (Some(t), PolicyMatch::Governed(_)) => Gate::pass("tier", format!("tier {t:?} is allowed")),
+        (Some(t), _) => Gate::skip("tier", format!("tier {t:?}; no enabled policy to allow it")),
+    };
+
+    // ec2
+    let instance = provider_id.and_then(parse_provider_id);
+    let ec2 = match (&instance, provider_id) {
+        (Some(i), _) => Gate::pass("ec2", format!("EC2 instance {}", i.instance_id)),
+        (None, pid) => {
+            let msg = format!(
+                "node {node_name} is not backed by an EC2 instance (providerID {}); node shells need `aws:///<zone>/<instance-id>`",
+                pid.map_or_else(|| "absent".to_string(), |p| format!("{p:?}"))
+            );
+            errors.push((2, ApiError::new(ErrorCode::NodeNotEc2, &msg)));
+            Gate::fail("ec2", msg)
+        }
+    };
+
+    // policy, role, region: only meaningful with a governing policy
+    let (policy_gate, role_gate, region_gate, target_parts) = match &matched {
+        PolicyMatch::Governed(policy) => {
+            let name = policy.name_any();
+            let policy_gate = Gate::pass(
+                "policy",
+                format!(
+                    "governed by NodeShellPolicy {name} (priority {})",
+                    policy.spec.priority
+                ),
+            );
+            let role = policy
+                .spec
+                .aws
+                .role_arn
+                .clone()
+                .filter(|r| !r.trim().is_empty());
+            let role_gate = match &role {
+                Some(r) => Gate::pass("role", format!("role {r}")),
+                None => {
+                    let msg = format!(
+                        "policy {name} sets no aws.roleArn; a platform admin must set the IAM role to assume"
+                    );
+                    errors.push((4, ApiError::new(ErrorCode::NoRole, &msg)));
+                    Gate::fail("role", msg)
+                }
+            };
+            let region = policy
+                .spec
+                .aws
+                .region
+                .clone()
+                .filter(|r| !r.trim().is_empty())
+                .or_else(|| instance.as_ref()?.zone.as_deref().and_then(region_of_zone))
+                .or_else(|| (!fallback_region.is_empty()).then(|| fallback_region.to_string()));
+            let region_gate = match &region {
+                Some(r) => Gate::pass("region", format!("region {r}")),
+                None => {
+                    let msg = format!(
+                        "no AWS region for {node_name}: policy {name} sets no aws.region and the providerID names no zone"
+                    );
+                    errors.push((5, ApiError::new(ErrorCode::NoRegion, &msg)));
+                    Gate::fail("region", msg)
+                }
+            };
+            let parts = match (role, region) {
+                (Some(role), Some(region)) => Some((policy, role, region)),
+                _ => None,
+            };
+            (policy_gate, role_gate, region_gate, parts)
+        }
+        _ => (
+            Gate::skip("policy", "no governing policy"),
+            Gate::skip("role", "no governing policy"),
+            Gate::skip("region", "no governing policy"),
+            None,
+        ),
+    };
+
+    errors.sort_by_key(|(rank, _)| *rank);
+    let error = errors.into_iter().next().map(|(_, e)| e);
+    let target = match (error.is_none(), instance, target_parts) {
+        (true, Some(instance), Some((policy, role_arn, region))) => Some(ShellTarget {
+            node_name: node_name.to_string(),
+            instance_id: instance.instance_id,
+            region,
+            policy: (*policy).clone(),
+            role_arn,
+        }),
+        _ => None,
+    };
+    NodeGates {
+        gates: vec![enabled, tier_gate, ec2, policy_gate, role_gate, region_gate],
+        target,
+        error,
+    }
+}
+
+fn forbidden(message: &str, tier: Option<&str>, allowed: &[String]) -> ApiError {
+    ApiError::new(ErrorCode::Forbidden, message)
+        .with("tier", tier.map_or(serde_json::Value::Null, |t| t.into()))
+        .with("allowed_tiers", allowed.to_vec())
+}
+
+/// The aud check done before calling STS: the role trusts `oidcAudience`, so a token without
+/// it would be refused with a message that does not say why.
+pub fn audience_error(policy: &NodeShellPolicy, token_audiences: &[String]) -> Option<ApiError> {
+    let expected = policy.spec.aws.oidc_audience.as_deref()?.trim();
+    if expected.is_empty() || token_audiences.iter().any(|a| a == expected) {
+        return None;
+    }
+    Some(
+        ApiError::new(
+            ErrorCode::AudMismatch,
+            format!(
+                "policy {} expects id_tokens for audience {expected:?} but yours is for {:?}; the gateway's OIDC client id and the role's trusted audience must match",
+                policy.name_any(),
+                token_audiences
+            ),
+        )
+        .with("expected_aud", expected),
+    )
+}
+
+/// Live sessions under a policy: the caller's and everyone's.
+pub fn live_counts(sessions: &[NodeShellSession], policy: &str, sub: &str) -> (usize, usize) {
+    let live: Vec<&NodeShellSession> = sessions
+        .iter()
+        .filter(|s| s.spec.policy_name == policy && s.phase().is_live())
+        .collect();
+    let mine = live.iter().filter(|s| s.spec.user.sub == sub).count();
+    (mine, live.len())
+}
+
+/// The caps gate, as the controller will count at admission.
+pub fn caps_gate(
+    policy: &NodeShellPolicy,
+    sessions: &[NodeShellSession],
+    sub: &str,
+) -> (Gate, Option<ApiError>) {
+    let name = policy.name_any();
+    let (mine, total) = live_counts(sessions, &name, sub);
+    let per_user = usize::try_from(policy.spec.limits.max_sessions_per_user).unwrap_or(0);
+    let max_total = usize::try_from(policy.spec.limits.max_sessions_total).unwrap_or(0);
+    if mine >= per_user {
+        let msg = format!(
+            "you already hold {mine} live sessions under policy {name} (limit {per_user}); close one and try again"
+        );
+        return (
+            Gate::fail("caps", &msg),
+            Some(ApiError::new(ErrorCode::CapUser, msg).with("limit", per_user)),
+        );
+    }
+    if total >= max_total {
+        let msg = format!(
+            "policy {name} already has {total} live sessions (limit {max_total}); try again when one closes"
+        );
+        return (
+            Gate::fail("caps", &msg),
+            Some(ApiError::new(ErrorCode::CapTotal, msg).with("limit", max_total)),
+        );
+    }
+    (
+        Gate::pass(
+            "caps",
+            format!("{mine}/{per_user} of yours, {total}/{max_total} in total"),
+        ),
+        None,
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::api::{NodeShellPolicySpec, NodeShellSessionSpec, SessionPhase, SessionUser};
+
+    #[test]
+    fn provider_ids() {
+        assert_eq!(
+            parse_provider_id("aws:///eu-west-1a/i-0123456789abcdef0"),
+            Some(Ec2Instance {
+                instance_id: "i-0123456789abcdef0".into(),
+                zone: Some("eu-west-1a".into())
+            })
+        );
+        assert_eq!(
+            parse_provider_id("aws:///i-0123abcd").map(|i| i.zone),
+            Some(None)
+        );
+        for bad in [
+            "",
+            "gce://p/z/n",
+            "aws:///eu-west-1a/fargate-ip-10-0-1-2",
+            "aws:///eu-west-1a/x/i-0123456789abcdef0",
+            "aws:///eu-west-1a/i-xyz",
+            "kind://docker/kind/kind-control-plane",
+        ] {
+            assert_eq!(parse_provider_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn zones_to_regions() {
+        assert_eq!(region_of_zone("eu-west-1a").as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            region_of_zone("us-west-2-lax-1a").as_deref(),
+            Some("us-west-2")
+        );
+        assert_eq!(
+            region_of_zone("us-gov-west-1b").as_deref(),
+            Some("us-gov-west-1")
+        );
+        assert_eq!(region_of_zone("nowhere"), None);
+    }
+
+    #[test]
+    fn role_session_names() {
+        assert_eq!(
+            role_session_name("nodeshell", "auth0|abc"),
+            "nodeshell-auth0-abc"
+        );
+        assert_eq!(
+            role_session_name("nodeshell", "alice@example.com"),
+            "nodeshell-alice@example.com"
+        );
+        assert_eq!(role_session_name("ns", "Bob  Smith "), "ns-Bob-Smith");
+        assert_eq!(role_session_name("ns", "élodie"), "ns-lodie");
+        let long = role_session_name("nodeshell", &"x".repeat(100));
+        assert_eq!(long.len(), 64);
+        assert_ne!(
+            long,
+            role_session_name("nodeshell", &format!("{}y", "x".repeat(100)))
+        );
+        assert_eq!(
+            role_session_name("", "|"),
+            format!("u-{}", &hex::encode(Sha256::digest(b"|"))[..8])
+        );
+        let valid = |n: &str| {
+            (2..=64).contains(&n.len())
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+        };
+        for sub in ["a", "日本語", "a b|c", &"é".repeat(80), "x"] {
+            let n = role_session_name("nodeshell", sub);
+            assert!(valid(&n), "{sub:?} -> {n:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_sub_gives_a_valid_name(sub in ".{0,200}", prefix in "[a-z]{0,12}") {
+            let n = role_session_name(&prefix, &sub);
+            proptest::prop_assert!((2..=64).contains(&n.len()), "{:?}", n);
+            proptest::prop_assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
+        }
+    }
+
+    fn caller(tier: Option<&str>) -> Caller {
+        Caller {
+            sub: "alice".into(),
+            email: None,
+            name: "Alice".into(),
+            groups: vec![],
+            tier: tier.map(str::to_string),
+        }
+    }
+
+    fn policy(
+        name: &str,
+        enabled: bool,
+        role: Option<&str>,
+        region: Option<&str>,
+    ) -> NodeShellPolicy {
+        let mut spec = NodeShellPolicySpec {
+            enabled,
+            tiers: vec!["engineer".into()],
+            ..NodeShellPolicySpec::default()
+        };
+        spec.aws.role_arn = role.map(str::to_string);
+        spec.aws.region = region.map(str::to_string);
+        spec.aws.oidc_audience = Some("nodeshell".into());
+        NodeShellPolicy::new(name, spec)
+    }
+
+    const PID: &str = "aws:///eu-west-1a/i-0123456789abcdef0";
+    const ROLE: &str = "arn:aws:iam::123456789012:role/nodeshell-user";
+
+    fn code(g: &NodeGates) -> Option<ErrorCode> {
+        g.error.as_ref().map(|e| e.code)
+    }
+
+    #[test]
+    fn all_node_gates_pass() {
+        let g = node_gates(
+            "n1",
+            &BTreeMap::new(),
+            Some(PID),
+            &caller(Some("engineer")),
+            &[policy("default", true, Some(ROLE), Some("eu-west-1"))],
+            "",
+        );
+        assert!(g.error.is_none(), "{:?}", g.error);
+        let t = g.target.unwrap();
+        assert_eq!(t.instance_id, "i-0123456789abcdef0");
+        assert_eq!(t.region, "eu-west-1");
+        assert!(g.gates.iter().all(|g| g.status == GateStatus::Pass));
+    }
+
+    #[test]
+    fn failures_in_api_order() {
+        let ok = policy("default", true, Some(ROLE), Some("eu-west-1"));
+        let labels = BTreeMap::new();
+        // No tier beats everything, even a disabled node.
+        let g = node_gates(
+            "n1",
+            &labels,
+            None,
+            &caller(None),
+            &[policy("off", false, None, None)],
+            "",
+        );
+        assert_eq!(code(&g), Some(ErrorCode::Forbidden));
+        let g = node_gates(
+            "n1",
+            &labels,
+            Some(PID),
+            &caller(Some("viewer")),
+            std::slice::from_ref(&ok),
+            "",
+        );
+        let err = g.error.unwrap();
+        assert_eq!(err.code, ErrorCode::Forbidden);
+        assert_eq!(err.extra["tier"], "viewer");
+        assert_eq!(err.extra["allowed_tiers"], serde_json::json!(["engineer"]));
+        let g = node_gates(
+            "n1",
+            &labels,
+            Some(PID),
+            &caller(Some("engineer")),
+            &[policy("off", false, Some(ROLE), None)],
+            "",
+        );
+        assert_eq!(code(&g), Some(ErrorCode::NodeShellDisabled));
+        let g = node_gates("n1", &labels, Some(PID), &caller(Some("engineer")), &[], "");
+        assert_eq!(code(&g), Some(ErrorCode::NodeShellDisabled));
+        let g = node_gates(
+            "n1",
+            &labels,
+            Some("kind://x"),
+            &caller(Some("engineer")),
+            std::slice::from_ref(&ok),
+            "",
+        );
+        assert_eq!(code(&g), Some(ErrorCode::NodeNotEc2));
+        let g = node_gates(
+            "n1",
+            &labels,
+            Some(PID),
+            &caller(Some("engineer")),
+            &[policy("p", true, None, Some("eu-west-1"))],
+            "",
+        );
+        assert_eq!(code(&g), Some(ErrorCode::NoRole));
+        let g = node_gates(
+            "n1",
+            &labels,
+            Some("aws:///i-0123456789abcdef0"),
+            &caller(Some("engineer")),
+            &[policy("p", true, Some(ROLE), None)],
+            "",
+        );
+        assert_eq!(code(&g), Some(ErrorCode::NoRegion));
+        assert!(g.target.is_none());
+    }
+
+    #[test]
+    fn region_falls_back_to_zone_then_default() {
+        let p = policy("p", true, Some(ROLE), None);
+        let g = node_gates(
+            "n1",
+            &BTreeMap::new(),
+            Some(PID),
+            &caller(Some("engineer")),
+            std::slice::from_ref(&p),
+            "",
+        );
+        assert_eq!(g.target.unwrap().region, "eu-west-1");
+        let g = node_gates(
+            "n1",
+            &BTreeMap::new(),
+            Some("aws:///i-0123456789abcdef0"),
+            &caller(Some("engineer")),
+            &[p],
+            "us-east-1",
+        );
+        assert_eq!(g.target.unwrap().region, "us-east-1");
+    }
+
+    #[test]
+    fn audience_check_names_the_expected_aud() {
+        let p = policy("p", true, Some(ROLE), None);
+        assert!(audience_error(&p, &["nodeshell".into()]).is_none());
+        let e = audience_error(&p, &["other".into()]).unwrap();
+        assert_eq!(e.code, ErrorCode::AudMismatch);
+        assert_eq!(e.extra["expected_aud"], "nodeshell");
+    }
+
+    fn session(sub: &str, policy: &str, phase: Option<SessionPhase>) -> NodeShellSession {
+        let mut s = NodeShellSession::new(
+            "s",
+            NodeShellSessionSpec {
+                policy_name: policy.into(),
+                user: SessionUser {
+                    sub: sub.into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        s.status = Some(crate::api::NodeShellSessionStatus {
+            phase,
+            ..Default::default()
+        });
+        s
+    }
+
+    #[test]
+    fn caps_count_live_sessions_of_the_policy() {
+        let mut p = policy("p", true, Some(ROLE), None);
+        p.spec.limits.max_sessions_per_user = 2;
+        p.spec.limits.max_sessions_total = 3;
+        let mut sessions = vec![
+            session("alice", "p", Some(SessionPhase::Active)),
+            session("alice", "p", Some(SessionPhase::Closed)),
+            session("alice", "other", Some(SessionPhase::Active)),
+            session("bob", "p", Some(SessionPhase::Admitted)),
+        ];
+        let (gate, err) = caps_gate(&p, &sessions, "alice");
+        assert_eq!(gate.status, GateStatus::Pass, "{}", gate.hint);
+        assert!(err.is_none());
+        sessions.push(session("alice", "p", Some(SessionPhase::Closing)));
+        let (_, err) = caps_gate(&p, &sessions, "alice");
+        let err = err.unwrap();
+        assert_eq!(err.code, ErrorCode::CapUser);
+        assert_eq!(err.extra["limit"], 2);
+        let (_, err) = caps_gate(&p, &sessions, "carol");
+        assert_eq!(err.unwrap().code, ErrorCode::CapTotal);
+    }
+}

@@ -1,0 +1,200 @@
+//! `nodeshell gateway`: builds the configuration, the Kubernetes client, the key cache and the
+//! live side, serves the API on one listener, and on SIGTERM/SIGINT stops accepting, closes
+//! every live session cleanly, then exits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::api::{Api, ListParams};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::NodeShellSession;
+use crate::gateway::auth::{Authenticator, KeyCache, keys};
+use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
+use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
+use crate::gateway::routes::{self, AppState};
+use crate::gateway::runtime::Runtime;
+use crate::gateway::tickets::TicketBook;
+
+/// Errors that stop the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is incomplete or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The kubeconfig could not be read or used.
+    #[error("loading kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// Neither a kubeconfig nor an in-cluster configuration was found.
+    #[error(
+        "no Kubernetes configuration found (set --kubeconfig or KUBECONFIG, or run in a pod): {0}"
+    )]
+    InferConfig(#[from] kube::config::InferConfigError),
+    /// The Kubernetes client could not be built.
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The HTTP client for the issuer could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The listener could not bind or serve.
+    #[error("serving on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot wait for signals: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Builds the Kubernetes client from `--kubeconfig`, else KUBECONFIG / in-cluster.
+pub async fn kube_client(config: &GatewayConfig) -> Result<Client, GatewayError> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(kube_config)?)
+}
+
+/// Builds the shared state from a resolved configuration, a client and a live side.
+pub fn app_state(
+    config: GatewayConfig,
+    kube: Client,
+    runtime: Runtime,
+    metrics: GatewayMetrics,
+) -> Result<AppState, GatewayError> {
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("nodeshell-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let cache = KeyCache::new(
+        keys::http_fetcher(http, config.oidc.issuer_url.clone()),
+        config.oidc.jwks_min_refetch,
+    );
+    let auth = Authenticator::new(&config.oidc, config.tiers.clone(), cache);
+    Ok(AppState {
+        tickets: TicketBook::new(config.ticket_ttl),
+        config: Arc::new(config),
+        auth,
+        kube,
+        runtime,
+        metrics,
+    })
+}
+
+/// Runs `nodeshell gateway` until SIGTERM or SIGINT.
+pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
+    let config = GatewayConfig::load(&args)?;
+    let kube = kube_client(&config).await?;
+    let registry = MetricsRegistry::new();
+    let metrics = GatewayMetrics::new(registry);
+    let runtime = crate::gateway::live_runtime(&config, kube.clone(), metrics.clone());
+    let state = app_state(config, kube, runtime, metrics)?;
+    serve(state).await
+}
+
+/// Serves `state` until a signal, then shuts the live side down.
+pub async fn serve(state: AppState) -> Result<(), GatewayError> {
+    let addr = state.config.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Serve {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| GatewayError::Serve {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let stop = CancellationToken::new();
+    let background = spawn_background(&state, stop.clone());
+    let app = routes::router(state.clone());
+    let shutdown = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    // A plain line (not a log record) so supervisors and tests find the port whatever the
+    // log format.
+    eprintln!("listening on http://{bound}");
+    tracing::info!(
+        address = %bound,
+        pod = state.config.pod_name,
+        issuer = state.config.oidc.issuer_url,
+        "nodeshell gateway serving"
+    );
+    wait_for_signal().await?;
+    tracing::info!("shutting down: closing live sessions");
+    stop.cancel();
+    state.runtime.live.shutdown().await;
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Err(source))) => {
+            return Err(GatewayError::Serve {
+                addr: bound.to_string(),
+                source,
+            });
+        }
+        Ok(_) => {}
+        Err(_) => tracing::warn!("connections still open after 10 s; exiting anyway"),
+    }
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("nodeshell gateway stopped");
+    Ok(())
+}
+
+/// Key refresh, ticket sweeping and the session gauges.
+fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let auth = state.auth.clone();
+    let every = state.config.oidc.jwks_refresh;
+    let keys = tokio::spawn(auth.refresh_loop(every, Duration::from_secs(5)));
+    let tickets = state.tickets.clone();
+    let sweep_stop = stop.clone();
+    let sweep = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = sweep_stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(10)) => tickets.sweep(Instant::now()),
+            }
+        }
+    });
+    let kube = state.kube.clone();
+    let metrics = state.metrics.clone();
+    let gauges = tokio::spawn(async move {
+        let api: Api<NodeShellSession> = Api::all(kube);
+        loop {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                metrics.set_sessions_by_phase(&routes::phase_counts(&list.items));
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+    });
+    vec![keys, sweep, gauges]
+}
+
+async fn wait_for_signal() -> Result<(), GatewayError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(GatewayError::Signal)?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(GatewayError::Signal),
+        _ = term.recv() => Ok(()),
+    }
+}
