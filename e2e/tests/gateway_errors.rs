@@ -267,7 +267,9 @@ async fn no_region_anywhere_is_e_node_shell_no_region() -> anyhow::Result<()> {
     let scope = world
         .scope("noregion", 0, json!({"aws": {"region": null}}))
         .await?;
-    let node = world.add_node(&scope, "i-0badbadbadbadbad0", Some("")).await?;
+    let node = world
+        .add_node(&scope, "i-0badbadbadbadbad0", Some(""))
+        .await?;
     let api = gw.client(&world.token(&engineer(12)));
     let answer = wait_for("E_NODE_SHELL_NO_REGION", T, || async {
         let a = api.open(&node, json!({})).await?;

@@ -264,7 +264,7 @@ impl GatewayWorld {
             "--resync-interval",
             "1s",
             "--heartbeat-timeout",
-            "6s",
+            "15s",
             "--attach-timeout",
             "60s",
             "--backstop-grace",
@@ -580,33 +580,45 @@ impl GatewayWorld {
             .collect())
     }
 
-    /// Ends every live session of the scope (spec.terminate), waits for them to close, then
-    /// deletes the scope's sessions, policy and nodes.
-    pub async fn cleanup(&self, scope: &Scope) -> anyhow::Result<()> {
+    /// Ends every live session of the scope (spec.terminate), waits for them to close, and
+    /// deletes them.
+    pub async fn cleanup_sessions(&self, scope: &Scope) -> anyhow::Result<()> {
         let admin = self.cluster.client(Identity::Admin).await?;
         let sessions: Api<NodeShellSession> = Api::all(admin.clone());
-        for s in self.sessions_of(&scope.policy).await? {
-            let name = s["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+        let all = self.sessions_of(&scope.policy).await?;
+        let names: Vec<String> = all
+            .iter()
+            .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        for s in &all {
             let phase = s["status"]["phase"].as_str().unwrap_or("Pending");
-            if !matches!(phase, "Closed" | "Rejected") {
+            if !matches!(phase, "Closed" | "Rejected") && s["spec"]["terminate"] != true {
+                let name = s["metadata"]["name"].as_str().unwrap_or_default();
                 let _ = sessions
                     .patch(
-                        &name,
+                        name,
                         &PatchParams::default(),
                         &Patch::Merge(json!({"spec": {"terminate": true}})),
                     )
                     .await;
-                let _ = self
-                    .wait_session(&name, "ended", Duration::from_secs(40), |s| {
-                        matches!(s["status"]["phase"].as_str(), Some("Closed" | "Rejected"))
-                    })
-                    .await;
             }
-            let _ = sessions.delete(&name, &DeleteParams::default()).await;
         }
+        for name in &names {
+            let _ = self
+                .wait_session(name, "ended", Duration::from_secs(40), |s| {
+                    matches!(s["status"]["phase"].as_str(), Some("Closed" | "Rejected"))
+                })
+                .await;
+            let _ = sessions.delete(name, &DeleteParams::default()).await;
+        }
+        Ok(())
+    }
+
+    /// Ends every live session of the scope (spec.terminate), waits for them to close, then
+    /// deletes the scope's sessions, policy and nodes.
+    pub async fn cleanup(&self, scope: &Scope) -> anyhow::Result<()> {
+        self.cleanup_sessions(scope).await?;
+        let admin = self.cluster.client(Identity::Admin).await?;
         let policies: Api<NodeShellPolicy> = Api::all(admin.clone());
         let _ = policies
             .delete(&scope.policy, &DeleteParams::default())
@@ -614,7 +626,9 @@ impl GatewayWorld {
         let nodes: Api<Node> = Api::all(admin);
         let selector = ListParams::default().labels(&format!("{SCOPE_LABEL}={}", scope.name));
         for node in nodes.list(&selector).await?.items {
-            let _ = nodes.delete(&node.name_any(), &DeleteParams::default()).await;
+            let _ = nodes
+                .delete(&node.name_any(), &DeleteParams::default())
+                .await;
         }
         Ok(())
     }

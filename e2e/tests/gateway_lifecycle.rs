@@ -1,0 +1,218 @@
+//! How live sessions end without the person typing `exit`: the idle cut (with its warning
+//! frame first), the InputOnly idle rule while output streams, the maximum duration, and an
+//! admin's termination through `spec.terminate` and through `DELETE`.
+//!
+//! The CRD allows no idle or maximum duration under 60 s, so these tests run on a 60 s clock
+//! and in parallel with each other.
+
+#[path = "gateway_support.rs"]
+mod gateway_support;
+
+use std::time::{Duration, Instant};
+
+use gateway_support::*;
+use kube::api::{Api, Patch, PatchParams};
+use nodeshell::api::NodeShellSession;
+use nodeshell::localcluster::Identity;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+/// How far from the configured second a cut may land (polling, a busy 2-core machine).
+const SLACK: f64 = 4.0;
+
+/// Opens and attaches a shell for `sub` on the scope's first node; waits for the prompt.
+async fn attach(
+    world: &GatewayWorld,
+    scope: &Scope,
+    sub: &str,
+) -> anyhow::Result<(Opened, Terminal)> {
+    let opened = world.client(sub).open_ok(&scope.nodes[0]).await?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    term.hello().await?;
+    term.expect_output("$ ", T).await?;
+    Ok((opened, term))
+}
+
+#[tokio::test]
+async fn idle_warns_then_cuts_and_input_only_ignores_output_and_max_duration_cuts()
+-> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let idle = world
+        .scope(
+            "idle",
+            1,
+            json!({"limits": {"idleSeconds": 60, "idleWarningSeconds": 15}}),
+        )
+        .await?;
+    let input_only = world
+        .scope(
+            "inputonly",
+            1,
+            json!({"limits": {"idleSeconds": 60, "idleWarningSeconds": 15, "idleActivity": "InputOnly"}}),
+        )
+        .await?;
+    let max = world
+        .scope(
+            "maxdur",
+            1,
+            json!({"limits": {"idleSeconds": 600, "idleWarningSeconds": 30, "maxDurationSeconds": 60}}),
+        )
+        .await?;
+
+    // 1. Nothing happens after the prompt: warning 15 s before the cut, cut at 60 s.
+    let idle_case = async {
+        let (opened, mut term) = attach(world, &idle, &engineer(20)).await?;
+        let quiet_since = Instant::now();
+        let warn = term.control("idle_warn", Duration::from_secs(90)).await?;
+        let warned_at = quiet_since.elapsed().as_secs_f64();
+        let closed = term.control("closed", Duration::from_secs(60)).await?;
+        let cut_at = quiet_since.elapsed().as_secs_f64();
+        assert_eq!(closed["reason"], "IdleTimeout", "{closed}");
+        assert!(
+            (warned_at - 45.0).abs() <= SLACK,
+            "warning at {warned_at:.1}s, expected 45s"
+        );
+        let remaining = warn["secondsRemaining"].as_u64().unwrap_or(0);
+        assert!((14..=15).contains(&remaining), "{warn}");
+        assert!(
+            (cut_at - 60.0).abs() <= SLACK,
+            "idle cut at {cut_at:.1}s, expected 60s"
+        );
+        let cr = world.wait_closed(&opened.session, T).await?;
+        assert_eq!(cr["status"]["reason"], "IdleTimeout");
+        anyhow::Ok(())
+    };
+
+    // 2. InputOnly: output streams all along, the cut still comes 60 s after the last key.
+    let input_only_case = async {
+        let (opened, mut term) = attach(world, &input_only, &engineer(21)).await?;
+        term.send_input(b"while true; do echo tick; sleep 1; done\r")
+            .await?;
+        let typed_at = Instant::now();
+        term.expect_output("tick", T).await?;
+        let closed = term.control("closed", Duration::from_secs(90)).await?;
+        let cut_at = typed_at.elapsed().as_secs_f64();
+        assert_eq!(closed["reason"], "IdleTimeout", "{closed}");
+        assert!(
+            term.find_control("idle_warn").is_some(),
+            "warned first: {:?}",
+            term.controls
+        );
+        let ticks = String::from_utf8_lossy(&term.output)
+            .matches("tick")
+            .count();
+        assert!(ticks > 30, "output kept streaming ({ticks} ticks)");
+        assert!(
+            (cut_at - 60.0).abs() <= SLACK,
+            "InputOnly cut at {cut_at:.1}s, expected 60s"
+        );
+        world.wait_closed(&opened.session, T).await?;
+        anyhow::Ok(())
+    };
+
+    // 3. Maximum duration: typing every few seconds does not keep it open past 60 s.
+    let max_case = async {
+        let started = Instant::now();
+        let (opened, mut term) = attach(world, &max, &engineer(22)).await?;
+        let deadline = started + Duration::from_secs(90);
+        while term.find_control("closed").is_none() && !term.closed && Instant::now() < deadline {
+            term.send_input(b"echo busy\r").await.ok();
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until && !term.closed {
+                term.pump(Duration::from_millis(300)).await?;
+            }
+        }
+        let closed = term.find_control("closed").cloned().unwrap_or_default();
+        assert_eq!(closed["reason"], "MaxDuration", "{:?}", term.controls);
+        let cr = world.wait_closed(&opened.session, T).await?;
+        assert_eq!(cr["status"]["reason"], "MaxDuration");
+        let lived = cr["status"]["durationSeconds"].as_f64().unwrap_or(0.0);
+        assert!(
+            (lived - 60.0).abs() <= SLACK + 1.0,
+            "durationSeconds {lived}"
+        );
+        anyhow::Ok(())
+    };
+
+    let (a, b, c) = tokio::join!(idle_case, input_only_case, max_case);
+    for scope in [&idle, &input_only, &max] {
+        world.cleanup(scope).await?;
+    }
+    a?;
+    b?;
+    c?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_admin_ends_sessions_through_spec_terminate_and_delete() -> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let scope = world
+        .scope("terminate", 1, json!({"limits": {"maxSessionsPerUser": 3}}))
+        .await?;
+    let owner = engineer(23);
+
+    // spec.terminate, set by an on-call engineer with kubectl rights.
+    let (opened, mut term) = attach(world, &scope, &owner).await?;
+    let ssm_id = term.hello().await?["ssmSessionId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let oncall: Api<NodeShellSession> =
+        Api::all(world.cluster.client(Identity::SessionAdmin).await?);
+    oncall
+        .patch(
+            &opened.session,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"terminate": true}})),
+        )
+        .await?;
+    let closed = term.control("closed", T).await?;
+    assert_eq!(closed["reason"], "AdminTerminated", "{closed}");
+    let cr = world.wait_closed(&opened.session, T).await?;
+    assert_eq!(cr["status"]["reason"], "AdminTerminated");
+    let terminated = world.sim.calls().into_iter().find(|c| {
+        c.operation == "TerminateSession" && c.session_id.as_deref() == Some(ssm_id.as_str())
+    });
+    let principal = terminated.and_then(|c| c.principal_arn).unwrap_or_default();
+    assert!(
+        principal.ends_with(&format!("/{SESSION_PREFIX}-{owner}")),
+        "TerminateSession with the owner's credentials, not the gateway's: {principal:?}"
+    );
+    assert_eq!(world.sim.session_status(&ssm_id).map(|s| s.0), Some(true));
+
+    // DELETE by someone else of the same tier: refused, the session stays up.
+    let (opened, mut term) = attach(world, &scope, &owner).await?;
+    let stranger = world.client(&engineer(24));
+    let refused = stranger
+        .delete(&format!("/api/v1/sessions/{}", opened.session))
+        .await?;
+    assert!(matches!(refused.status, 403 | 404), "{}", refused.body);
+    assert!(term.run("echo alive", T).await?.contains("alive"));
+
+    // DELETE by an admin tier ends it.
+    let admin = world.client(ADMIN);
+    let answer = admin
+        .delete(&format!("/api/v1/sessions/{}", opened.session))
+        .await?;
+    assert!(answer.status < 300, "{}", answer.body);
+    let closed = term.control("closed", T).await?;
+    assert_eq!(closed["reason"], "AdminTerminated", "{closed}");
+    world.wait_closed(&opened.session, T).await?;
+
+    // DELETE by the owner ends it too.
+    let (opened, mut term) = attach(world, &scope, &owner).await?;
+    let answer = world
+        .client(&owner)
+        .delete(&format!("/api/v1/sessions/{}", opened.session))
+        .await?;
+    assert!(answer.status < 300, "{}", answer.body);
+    term.control("closed", T).await?;
+    let cr = world.wait_closed(&opened.session, T).await?;
+    assert!(
+        cr["spec"]["terminate"] == true,
+        "DELETE requests termination through the spec: {}",
+        cr["spec"]
+    );
+    world.cleanup(&scope).await
+}
