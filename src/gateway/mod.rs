@@ -13,6 +13,8 @@ pub mod error;
 pub mod metrics;
 pub mod nodes;
 pub mod routes;
+#[cfg(test)]
+mod routes_tests;
 pub mod runtime;
 pub mod server;
 pub mod tickets;
