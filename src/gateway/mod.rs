@@ -6,10 +6,13 @@
 //! `transcript`, `audit`. The two meet in [`contract`] (the types a route hands over) and
 //! [`runtime`] (what a route asks of the live side).
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod contract;
 pub mod error;
+pub mod live;
+mod live_adapter;
 pub mod metrics;
 pub mod nodes;
 pub mod routes;
@@ -18,15 +21,9 @@ mod routes_tests;
 pub mod runtime;
 pub mod server;
 pub mod tickets;
+pub mod transcript;
 
 pub use config::{GatewayArgs, GatewayConfig};
 pub use server::{GatewayError, run};
 
-/// The live side this build runs with.
-pub fn live_runtime(
-    _config: &GatewayConfig,
-    _client: kube::Client,
-    _metrics: metrics::GatewayMetrics,
-) -> runtime::Runtime {
-    runtime::Runtime::none()
-}
+pub use live_adapter::live_runtime;

@@ -1,0 +1,291 @@
+//! Why a live session ends or fails to start, as the reason written to `status.reason`, the
+//! `closed`/`error` frame sent to the browser and the audit outcome. Pure.
+
+use crate::api::SessionReason;
+use crate::aws::{AssumeRoleError, SsmCallError};
+use crate::gateway::error::ErrorCode;
+use crate::ssm::{ChannelError, CloseCause, CloseReason};
+
+/// Why a running session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The remote shell exited (or the service closed the channel by itself).
+    UserExit,
+    /// The person closed the terminal (`{"type":"close"}`).
+    UserClosed,
+    /// The browser went away and did not reattach within the grace window.
+    ClientDisconnected,
+    /// No activity for the policy's `idleSeconds`.
+    IdleTimeout,
+    /// Open for the policy's `maxDurationSeconds`.
+    MaxDuration,
+    /// `spec.terminate` was set, or the session was deleted through the API.
+    AdminTerminated,
+    /// This gateway is shutting down.
+    GatewayShutdown,
+    /// `transcript.required` and a transcript flush failed.
+    TranscriptFailed,
+    /// The data channel failed and could not be resumed.
+    ChannelLost,
+    /// The controller moved the session to Closing with this reason.
+    Controller(String),
+}
+
+impl EndReason {
+    /// The string written to `status.reason` and sent in the `closed` frame.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::UserExit => SessionReason::UserExit.as_str(),
+            Self::UserClosed => "UserClosed",
+            Self::ClientDisconnected => SessionReason::ClientDisconnected.as_str(),
+            Self::IdleTimeout => SessionReason::IdleTimeout.as_str(),
+            Self::MaxDuration => SessionReason::MaxDuration.as_str(),
+            Self::AdminTerminated => SessionReason::AdminTerminated.as_str(),
+            Self::GatewayShutdown => SessionReason::GatewayShutdown.as_str(),
+            Self::TranscriptFailed => "TranscriptFailed",
+            Self::ChannelLost => "ChannelLost",
+            Self::Controller(reason) => reason,
+        }
+    }
+
+    /// A sentence for `status.message`.
+    pub fn message(&self) -> String {
+        match self {
+            Self::UserExit => "the shell exited".into(),
+            Self::UserClosed => "the person closed the terminal".into(),
+            Self::ClientDisconnected => {
+                "the browser disconnected and did not reattach within the grace window".into()
+            }
+            Self::IdleTimeout => "closed after the policy's idle time without activity".into(),
+            Self::MaxDuration => "closed at the policy's maximum session duration".into(),
+            Self::AdminTerminated => "termination was requested".into(),
+            Self::GatewayShutdown => "the gateway shut down; open a new session".into(),
+            Self::TranscriptFailed => {
+                "the transcript could not be stored and the policy requires one".into()
+            }
+            Self::ChannelLost => {
+                "the SSM data channel failed and could not be reconnected; open a new session"
+                    .into()
+            }
+            Self::Controller(reason) => format!("the controller closed the session ({reason})"),
+        }
+    }
+
+    /// The audit row's `outcome`: `success` for an orderly end, `error` when something failed.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::TranscriptFailed | Self::ChannelLost => "error",
+            _ => "success",
+        }
+    }
+}
+
+/// The reason for a channel that ended by itself (not because we closed it).
+pub fn end_from_channel(reason: &CloseReason) -> EndReason {
+    match reason.cause {
+        CloseCause::ChannelClosed | CloseCause::ClosedByClient => EndReason::UserExit,
+        CloseCause::SessionTimedOut | CloseCause::Failed(_) => EndReason::ChannelLost,
+    }
+}
+
+/// Why a session could not start: the error frame, the reason written to status, and the
+/// audit outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartFailure {
+    /// The `error` frame's code.
+    pub code: ErrorCode,
+    /// `status.reason` of the session, which is closed.
+    pub reason: SessionReason,
+    /// What happened and what to do.
+    pub message: String,
+    /// Whether trying again later can work.
+    pub retryable: bool,
+}
+
+/// AssumeRoleWithWebIdentity failed.
+pub fn assume_role_failure(e: &AssumeRoleError) -> StartFailure {
+    let (code, retryable, hint) = match e {
+        AssumeRoleError::AccessDenied(_) | AssumeRoleError::InvalidIdentityToken(_) => (
+            ErrorCode::TrustDenied,
+            false,
+            "ask the platform team to check the role's trust policy (issuer, audience, subject)",
+        ),
+        AssumeRoleError::ExpiredToken(_) => (ErrorCode::ReauthRequired, false, "sign in again"),
+        AssumeRoleError::Validation(_) => (
+            ErrorCode::StartFailed,
+            false,
+            "check the policy's role ARN and session duration",
+        ),
+        AssumeRoleError::IdpCommunication(_)
+        | AssumeRoleError::Other { .. }
+        | AssumeRoleError::Transport(_) => (ErrorCode::StartFailed, true, "try again shortly"),
+    };
+    StartFailure {
+        code,
+        reason: SessionReason::AssumeRoleDenied,
+        message: format!("{e}; {hint}"),
+        retryable,
+    }
+}
+
+/// StartSession failed.
+pub fn start_session_failure(e: &SsmCallError) -> StartFailure {
+    match e {
+        SsmCallError::TargetNotConnected(_) => StartFailure {
+            code: ErrorCode::AgentOffline,
+            reason: SessionReason::AgentOffline,
+            message: format!(
+                "{e}; check that the SSM agent runs on the instance and reaches Systems Manager"
+            ),
+            retryable: true,
+        },
+        other => StartFailure {
+            code: ErrorCode::StartFailed,
+            reason: SessionReason::StartFailed,
+            message: format!("ssm:StartSession failed: {other}"),
+            retryable: other.is_transient(),
+        },
+    }
+}
+
+/// The data channel could not be opened.
+pub fn channel_failure(e: &ChannelError) -> StartFailure {
+    StartFailure {
+        code: ErrorCode::StartFailed,
+        reason: SessionReason::StartFailed,
+        message: e.to_string(),
+        retryable: matches!(e, ChannelError::Connect { .. }),
+    }
+}
+
+/// The first transcript write failed and the policy requires a transcript.
+pub fn transcript_start_failure(detail: &str) -> StartFailure {
+    StartFailure {
+        code: ErrorCode::Internal,
+        reason: SessionReason::StartFailed,
+        message: format!(
+            "the transcript could not be stored and the policy requires one ({detail}); the session was not opened"
+        ),
+        retryable: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_ends_map_to_reasons() {
+        let closed = |cause| CloseReason {
+            exit_code: Some(0),
+            cause,
+            message: String::new(),
+        };
+        assert_eq!(
+            end_from_channel(&closed(CloseCause::ChannelClosed)),
+            EndReason::UserExit
+        );
+        assert_eq!(
+            end_from_channel(&closed(CloseCause::SessionTimedOut)),
+            EndReason::ChannelLost
+        );
+        assert_eq!(
+            end_from_channel(&closed(CloseCause::Failed(ChannelError::Closed))),
+            EndReason::ChannelLost
+        );
+    }
+
+    #[test]
+    fn end_reasons_name_status_reasons() {
+        assert_eq!(EndReason::IdleTimeout.as_str(), "IdleTimeout");
+        assert_eq!(EndReason::UserClosed.as_str(), "UserClosed");
+        assert_eq!(
+            EndReason::Controller("MaxDuration".into()).as_str(),
+            "MaxDuration"
+        );
+        assert_eq!(EndReason::TranscriptFailed.outcome(), "error");
+        assert_eq!(EndReason::GatewayShutdown.outcome(), "success");
+    }
+
+    #[test]
+    fn start_errors_map_to_codes_and_reasons() {
+        let denied = assume_role_failure(&AssumeRoleError::AccessDenied("no".into()));
+        assert_eq!(denied.code, ErrorCode::TrustDenied);
+        assert_eq!(denied.reason, SessionReason::AssumeRoleDenied);
+        assert!(!denied.retryable);
+        let offline = start_session_failure(&SsmCallError::TargetNotConnected("x".into()));
+        assert_eq!(offline.code, ErrorCode::AgentOffline);
+        assert_eq!(offline.reason, SessionReason::AgentOffline);
+        let other = start_session_failure(&SsmCallError::InvalidDocument("x".into()));
+        assert_eq!(other.code, ErrorCode::StartFailed);
+        assert_eq!(other.reason, SessionReason::StartFailed);
+        let t = transcript_start_failure("forbidden");
+        assert_eq!(t.code, ErrorCode::Internal);
+        assert_eq!(t.reason, SessionReason::StartFailed);
+    }
+}
+
+/// What a fresh read of the session asks of the gateway running it: end because
+/// `spec.terminate` is set, because the controller moved it to Closing (its reason), or
+/// because it was closed behind our back (e.g. GatewayLost after missed heartbeats).
+pub fn takeover(session: &crate::api::NodeShellSession) -> Option<EndReason> {
+    use crate::api::SessionPhase;
+    let reason = session.status.as_ref().and_then(|s| s.reason.clone());
+    match session.phase() {
+        SessionPhase::Closing | SessionPhase::Closed | SessionPhase::Rejected => {
+            Some(reason.map_or(EndReason::AdminTerminated, EndReason::Controller))
+        }
+        _ if session.spec.terminate => Some(EndReason::AdminTerminated),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod takeover_tests {
+    use super::*;
+    use crate::api::{
+        NodeShellSession, NodeShellSessionSpec, NodeShellSessionStatus, SessionPhase,
+    };
+
+    fn session(phase: SessionPhase, reason: Option<&str>, terminate: bool) -> NodeShellSession {
+        let mut s = NodeShellSession::new(
+            "s",
+            NodeShellSessionSpec {
+                terminate,
+                ..NodeShellSessionSpec::default()
+            },
+        );
+        s.status = Some(NodeShellSessionStatus {
+            phase: Some(phase),
+            reason: reason.map(str::to_string),
+            ..NodeShellSessionStatus::default()
+        });
+        s
+    }
+
+    #[test]
+    fn terminate_and_controller_phases_end_the_session() {
+        assert_eq!(takeover(&session(SessionPhase::Active, None, false)), None);
+        assert_eq!(
+            takeover(&session(SessionPhase::Active, None, true)),
+            Some(EndReason::AdminTerminated)
+        );
+        assert_eq!(
+            takeover(&session(SessionPhase::Closing, Some("IdleTimeout"), false)),
+            Some(EndReason::Controller("IdleTimeout".into()))
+        );
+        assert_eq!(
+            takeover(&session(SessionPhase::Closed, Some("GatewayLost"), false)),
+            Some(EndReason::Controller("GatewayLost".into()))
+        );
+        assert_eq!(
+            takeover(&session(
+                SessionPhase::Closing,
+                Some("AdminTerminated"),
+                true
+            ))
+            .map(|r| r.as_str().to_string()),
+            Some("AdminTerminated".into())
+        );
+    }
+}

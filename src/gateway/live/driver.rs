@@ -1,0 +1,775 @@
+//! One running session: the task that owns the data channel, the replay ring, the clocks,
+//! the transcript and the heartbeats, and serves whichever browser is attached. It never
+//! blocks on a single party: output is read only when the ring has room for it (so a slow
+//! or absent browser holds the agent back through the channel's bounded window), input goes
+//! through its own pump, status writes and transcript flushes run in their own tasks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::sleep_until;
+use tracing::{debug, info, warn};
+
+use super::bridge::{Attachment, ClientEvent, Outbound};
+use super::close::{EndReason, end_from_channel, takeover};
+use super::frames::ServerFrame;
+use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
+use super::replay::{ReplayRing, ReplayStart};
+use super::status::{ApplyMode, ClosedFacts, Traffic, closed_status, heartbeat, is_status};
+use super::{Control, Inner};
+use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits, SessionPhase};
+use crate::aws::{SsmCallError, SsmSessions};
+use crate::gateway::audit::{AuditActor, AuditRow, AuditTranscript, VERB_CLOSE};
+use crate::gateway::error::ErrorCode;
+use crate::gateway::transcript::{Chunk, Transcript, TranscriptError, transcript_ref};
+use crate::ssm::{ChannelInput, ChannelOutput, DataChannel};
+
+/// Largest binary frame sent to the browser.
+const MAX_FRAME: usize = 32 * 1024;
+/// Keystroke chunks queued towards the channel.
+const INPUT_QUEUE: usize = 16;
+/// Sealed transcript chunks allowed to wait for storage before output reading pauses.
+const MAX_UNSTORED_SEALED: usize = 2;
+/// How long the end waits for the channel's remaining output after TerminateSession.
+const DRAIN: Duration = Duration::from_secs(3);
+/// Attempts at the final transcript flush and the Closed status write.
+const FINAL_ATTEMPTS: usize = 5;
+
+/// What a running session knows about itself and never changes.
+pub(super) struct SessionInfo {
+    pub name: String,
+    pub session: NodeShellSession,
+    pub actor: AuditActor,
+    pub cluster: String,
+    pub ssm_session_id: String,
+    pub assumed_role_arn: Option<String>,
+    pub started_at: Timestamp,
+    pub resume_token: String,
+    pub limits: PolicyLimits,
+    pub transcript_required: bool,
+}
+
+/// A session the start sequence brought up.
+pub(super) struct Started {
+    pub info: Arc<SessionInfo>,
+    pub channel: DataChannel,
+    pub ssm: SsmSessions,
+    pub transcript: Option<Transcript>,
+    pub transcript_stored: bool,
+    pub origin: Instant,
+    pub started: Instant,
+    pub snapshot: NodeShellSessionStatus,
+}
+
+type FlushResult = (
+    Vec<Chunk>,
+    Option<crate::api::SessionTranscript>,
+    Result<(), TranscriptError>,
+);
+
+struct Driver {
+    inner: Arc<Inner>,
+    info: Arc<SessionInfo>,
+    ssm: SsmSessions,
+    input: ChannelInput,
+    output: ChannelOutput,
+    pump: mpsc::Sender<Bytes>,
+    ring: ReplayRing,
+    /// Next output offset to send to the attached browser (eviction floor while detached).
+    cursor: u64,
+    idle: IdleClock,
+    max_deadline: Instant,
+    origin: Instant,
+    transcript: Option<Transcript>,
+    transcript_stored: bool,
+    traffic: Traffic,
+    reported: Traffic,
+    last_activity_wall: Timestamp,
+    snapshot: NodeShellSessionStatus,
+    status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
+    pending_output: Option<Bytes>,
+    pending_input: Option<Bytes>,
+    output_done: bool,
+    out: Option<mpsc::Sender<Outbound>>,
+    events: Option<mpsc::Receiver<ClientEvent>>,
+    detached_since: Option<Instant>,
+    next_heartbeat: Instant,
+    next_flush: Instant,
+    flush_task: Option<JoinHandle<FlushResult>>,
+    exit_code: Option<i32>,
+}
+
+/// Runs a session to its end, then reports `done`.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    started: Started,
+    first: Attachment,
+    mut attach_rx: mpsc::Receiver<Attachment>,
+    mut control_rx: mpsc::Receiver<Control>,
+    done: watch::Sender<bool>,
+) {
+    let name = started.info.name.clone();
+    inner.config.metrics.live.inc();
+    let (status_tx, status_rx) = watch::channel(None);
+    let (conflict_tx, mut conflict_rx) = mpsc::channel(4);
+    let writer = tokio::spawn(status_writer(
+        inner.clone(),
+        name.clone(),
+        status_rx,
+        conflict_tx,
+    ));
+    let (input, output) = started.channel.into_parts();
+    let (pump, pump_rx) = mpsc::channel(INPUT_QUEUE);
+    tokio::spawn(input_pump(input.clone(), pump_rx));
+    let now = Instant::now();
+    let mut driver = Driver {
+        idle: IdleClock::from_limits(&started.info.limits, now),
+        max_deadline: max_duration_deadline(&started.info.limits, started.started),
+        ring: ReplayRing::new(inner.config.replay_buffer_bytes),
+        next_heartbeat: now + inner.config.heartbeat_interval,
+        next_flush: now + inner.config.transcript_flush_interval,
+        inner: inner.clone(),
+        ssm: started.ssm,
+        input,
+        output,
+        pump,
+        cursor: 0,
+        origin: started.origin,
+        transcript: started.transcript,
+        transcript_stored: started.transcript_stored,
+        traffic: Traffic::default(),
+        reported: Traffic::default(),
+        last_activity_wall: started.info.started_at,
+        snapshot: started.snapshot,
+        status_tx,
+        pending_output: None,
+        pending_input: None,
+        output_done: false,
+        out: None,
+        events: None,
+        detached_since: None,
+        flush_task: None,
+        exit_code: None,
+        info: started.info,
+    };
+    driver.attach(first);
+    let mut watch = session_watch(&inner, &name);
+    let reason = driver
+        .serve(
+            &mut attach_rx,
+            &mut control_rx,
+            &mut conflict_rx,
+            &mut watch,
+        )
+        .await;
+    drop(watch);
+    info!(session = %name, reason = reason.as_str(), "session ending");
+    driver.finish(reason, writer).await;
+    inner.slots().remove(&name);
+    inner.config.metrics.live.dec();
+    let _ = done.send(true);
+}
+
+fn session_watch(
+    inner: &Inner,
+    name: &str,
+) -> BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>> {
+    let api: Api<NodeShellSession> = Api::all(inner.config.client.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    watcher(api, config).default_backoff().boxed()
+}
+
+async fn input_pump(input: ChannelInput, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(bytes) = rx.recv().await {
+        if input.send_input(&bytes).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn recv_opt<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_opt<T>(handle: Option<&mut JoinHandle<T>>) -> Option<T> {
+    match handle {
+        Some(h) => h.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn seconds(&self) -> f64 {
+        self.origin.elapsed().as_secs_f64()
+    }
+
+    fn send_control(&self, frame: ServerFrame) {
+        if let Some(out) = &self.out {
+            let _ = out.try_send(Outbound::Control(frame));
+        }
+    }
+
+    /// A browser attaches (first attach, or a reattach replacing any other browser).
+    fn attach(&mut self, attachment: Attachment) {
+        if let Some(old) = self.out.take() {
+            let _ = old.try_send(Outbound::Control(ServerFrame::error(
+                ErrorCode::BadRequest,
+                "another browser attached to this session",
+                false,
+            )));
+            self.inner.config.metrics.attached.dec();
+        }
+        self.out = Some(attachment.out);
+        self.events = Some(attachment.events);
+        self.detached_since = None;
+        self.inner.config.metrics.attached.inc();
+        self.send_control(ServerFrame::Hello {
+            session: self.info.name.clone(),
+            node: self.info.session.spec.node_name.clone(),
+            instance_id: self.info.session.spec.instance_id.clone(),
+            ssm_session_id: self.info.ssm_session_id.clone(),
+            idle_seconds: u64::try_from(self.info.limits.idle_seconds).unwrap_or(0),
+            resume_token: self.info.resume_token.clone(),
+        });
+        if let Some(offset) = attachment.offset {
+            let start = self.ring.replay_from(offset);
+            if let ReplayStart::Gap { held_from, .. } = start {
+                self.send_control(ServerFrame::error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "output before byte {held_from} is no longer held; the terminal continues from there"
+                    ),
+                    false,
+                ));
+            }
+            self.cursor = start.offset();
+        }
+    }
+
+    fn detach(&mut self) {
+        if self.out.take().is_some() {
+            self.inner.config.metrics.attached.dec();
+        }
+        self.events = None;
+        self.detached_since = Some(Instant::now());
+        debug!(session = %self.info.name, "browser detached; waiting for a reattach");
+    }
+
+    /// Takes an output chunk into the ring (when it has room for it beyond the bytes the
+    /// browser has not been sent), the transcript and the counters.
+    fn take_output(&mut self, chunk: Bytes, force: bool) -> bool {
+        if !force && self.ring.room(self.cursor) < chunk.len().min(self.ring.capacity()) {
+            self.pending_output = Some(chunk);
+            return false;
+        }
+        let now = Instant::now();
+        self.ring.push(&chunk);
+        let t = self.seconds();
+        if let Some(tr) = self.transcript.as_mut() {
+            tr.output(t, &chunk);
+        }
+        self.traffic.bytes_out += chunk.len() as u64;
+        self.idle.output(now);
+        if self.idle.last_activity() == now {
+            self.last_activity_wall = Timestamp::now();
+        }
+        true
+    }
+
+    fn retry_pending_output(&mut self) {
+        if let Some(chunk) = self.pending_output.take() {
+            self.take_output(chunk, false);
+        }
+    }
+
+    fn on_input(&mut self, bytes: Bytes) {
+        let now = Instant::now();
+        self.idle.input(now);
+        self.last_activity_wall = Timestamp::now();
+        self.traffic.bytes_in += bytes.len() as u64;
+        let t = self.seconds();
+        if let Some(tr) = self.transcript.as_mut() {
+            tr.input(t, &bytes);
+        }
+        if let Err(mpsc::error::TrySendError::Full(bytes)) = self.pump.try_send(bytes) {
+            self.pending_input = Some(bytes);
+        }
+    }
+
+    fn can_read_output(&self) -> bool {
+        !self.output_done
+            && self.pending_output.is_none()
+            && self
+                .transcript
+                .as_ref()
+                .is_none_or(|t| t.unstored_sealed() < MAX_UNSTORED_SEALED)
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut deadline = self
+            .idle
+            .next_deadline()
+            .min(self.max_deadline)
+            .min(self.next_heartbeat);
+        if self.transcript.is_some() && self.flush_task.is_none() {
+            deadline = deadline.min(self.next_flush);
+        }
+        if let Some(since) = self.detached_since {
+            deadline = deadline.min(since + self.inner.config.reattach_grace);
+        }
+        deadline
+    }
+
+    fn push_status(&mut self) {
+        let transcript = self.stored_transcript_status();
+        heartbeat(
+            &mut self.snapshot,
+            Timestamp::now(),
+            self.last_activity_wall,
+            self.traffic,
+            transcript,
+        );
+        self.status_tx.send_replace(Some(self.snapshot.clone()));
+        let metrics = &self.inner.config.metrics;
+        metrics
+            .bytes_in
+            .inc_by(self.traffic.bytes_in - self.reported.bytes_in);
+        metrics
+            .bytes_out
+            .inc_by(self.traffic.bytes_out - self.reported.bytes_out);
+        self.reported = self.traffic;
+    }
+
+    fn stored_transcript_status(&self) -> Option<crate::api::SessionTranscript> {
+        self.snapshot.transcript.clone()
+    }
+
+    fn start_flush(&mut self) {
+        let Some(t) = self.transcript.as_mut() else {
+            return;
+        };
+        if !t.is_dirty() {
+            return;
+        }
+        let chunks = t.take_dirty();
+        let status = t.status(&transcript_ref(&self.info.name));
+        let store = self.inner.store.clone();
+        let session = self.info.session.clone();
+        self.flush_task = Some(tokio::spawn(async move {
+            let result = store.store(&session, &chunks).await;
+            (chunks, Some(status), result)
+        }));
+    }
+
+    /// Handles a finished flush; returns an end reason when a required transcript failed.
+    fn flush_done(&mut self, result: Option<FlushResult>) -> Option<EndReason> {
+        self.flush_task = None;
+        self.next_flush = Instant::now() + self.inner.config.transcript_flush_interval;
+        let (chunks, status, result) = result?;
+        match result {
+            Ok(()) => {
+                self.transcript_stored = true;
+                self.snapshot.transcript = status;
+                self.retry_pending_output();
+                None
+            }
+            Err(e) => {
+                self.inner.config.metrics.transcript_failures.inc();
+                warn!(session = %self.info.name, error = %e, "transcript flush failed");
+                if let Some(t) = self.transcript.as_mut() {
+                    t.restore(chunks);
+                }
+                self.info
+                    .transcript_required
+                    .then_some(EndReason::TranscriptFailed)
+            }
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        attach_rx: &mut mpsc::Receiver<Attachment>,
+        control_rx: &mut mpsc::Receiver<Control>,
+        conflict_rx: &mut mpsc::Receiver<Option<NodeShellSession>>,
+        watch: &mut BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>>,
+    ) -> EndReason {
+        loop {
+            let deadline = self.next_deadline();
+            let out = self.out.clone();
+            let can_forward = out.is_some() && self.cursor < self.ring.end();
+            let can_read = self.can_read_output();
+            let has_pending_input = self.pending_input.is_some();
+            let pump = self.pump.clone();
+            tokio::select! {
+                biased;
+                ctl = control_rx.recv() => {
+                    if let Some(Control::End(reason)) = ctl {
+                        return reason;
+                    }
+                }
+                Some(attachment) = attach_rx.recv() => self.attach(attachment),
+                reason = self.input.closed(), if self.output_done => {
+                    self.exit_code = reason.exit_code;
+                    return end_from_channel(&reason);
+                }
+                ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
+                    Some(ClientEvent::Input(bytes)) => self.on_input(bytes),
+                    Some(ClientEvent::Resize { cols, rows }) => {
+                        let _ = self.input.resize(u32::from(cols), u32::from(rows));
+                        let t = self.seconds();
+                        if let Some(tr) = self.transcript.as_mut() {
+                            tr.resize(t, cols, rows);
+                        }
+                    }
+                    Some(ClientEvent::Close) => return EndReason::UserClosed,
+                    Some(ClientEvent::BadFrame(message)) => {
+                        self.send_control(ServerFrame::error(ErrorCode::BadRequest, message, false));
+                    }
+                    None => self.detach(),
+                },
+                permit = pump.reserve(), if has_pending_input => match permit {
+                    Ok(permit) => {
+                        if let Some(bytes) = self.pending_input.take() {
+                            permit.send(bytes);
+                        }
+                    }
+                    Err(_) => self.pending_input = None,
+                },
+                permit = reserve_opt(out.as_ref()), if can_forward => match permit {
+                    Some(permit) => {
+                        let data = self.ring.read(self.cursor, MAX_FRAME);
+                        self.cursor += data.len() as u64;
+                        permit.send(Outbound::Binary(Bytes::from(data)));
+                        self.retry_pending_output();
+                    }
+                    None => self.detach(),
+                },
+                chunk = self.output.recv(), if can_read => match chunk {
+                    Some(chunk) => {
+                        self.take_output(chunk, false);
+                    }
+                    None => self.output_done = true,
+                },
+                Some(ev) = watch.next() => {
+                    if let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = &ev
+                        && let Some(reason) = takeover(s)
+                    {
+                        return reason;
+                    }
+                    if let Ok(watcher::Event::Delete(_)) = ev {
+                        return EndReason::AdminTerminated;
+                    }
+                }
+                Some(fresh) = conflict_rx.recv() => match fresh {
+                    Some(s) => {
+                        if let Some(reason) = takeover(&s) {
+                            return reason;
+                        }
+                    }
+                    None => return EndReason::AdminTerminated,
+                },
+                result = join_opt(self.flush_task.as_mut()) => {
+                    if let Some(reason) = self.flush_done(result) {
+                        return reason;
+                    }
+                }
+                () = sleep_until(deadline.into()) => {
+                    if let Some(reason) = self.on_timer() {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self) -> Option<EndReason> {
+        let now = Instant::now();
+        if now >= self.max_deadline {
+            return Some(EndReason::MaxDuration);
+        }
+        match self.idle.poll(now) {
+            Some(IdleEvent::Cut) => return Some(EndReason::IdleTimeout),
+            Some(IdleEvent::Warn { seconds_remaining }) => {
+                self.send_control(ServerFrame::IdleWarn { seconds_remaining });
+            }
+            None => {}
+        }
+        if let Some(since) = self.detached_since
+            && now >= since + self.inner.config.reattach_grace
+        {
+            return Some(EndReason::ClientDisconnected);
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.inner.config.heartbeat_interval;
+            self.push_status();
+        }
+        if self.transcript.is_some() && self.flush_task.is_none() && now >= self.next_flush {
+            self.next_flush = now + self.inner.config.transcript_flush_interval;
+            self.start_flush();
+        }
+        None
+    }
+
+    /// The end: TerminateSession, the channel's last output, the final transcript flush, the
+    /// close row, status Closed, the `closed` frame.
+    async fn finish(mut self, reason: EndReason, writer: JoinHandle<()>) {
+        let name = self.info.name.clone();
+        // With the person's own credentials; an already ended session is fine.
+        if let Err(e) = self.ssm.terminate_session(&self.info.ssm_session_id).await
+            && !matches!(e, SsmCallError::DoesNotExist(_))
+        {
+            warn!(session = %name, error = %e, "TerminateSession failed");
+        }
+        if let Some(chunk) = self.pending_output.take() {
+            self.take_output(chunk, true);
+        }
+        let drain_until = tokio::time::Instant::now() + DRAIN;
+        while !self.output_done {
+            tokio::select! {
+                chunk = self.output.recv() => match chunk {
+                    Some(chunk) => { self.take_output(chunk, true); }
+                    None => self.output_done = true,
+                },
+                () = tokio::time::sleep_until(drain_until) => break,
+            }
+        }
+        self.input.close();
+        let exit_code = self
+            .exit_code
+            .or_else(|| self.input.close_reason().and_then(|r| r.exit_code));
+        // Forward what the browser has not seen yet, best effort.
+        if let Some(out) = &self.out {
+            while self.cursor < self.ring.end() {
+                let data = self.ring.read(self.cursor, MAX_FRAME);
+                self.cursor += data.len() as u64;
+                if out.try_send(Outbound::Binary(Bytes::from(data))).is_err() {
+                    break;
+                }
+            }
+        }
+
+        // No more heartbeats: the final write below is the last word.
+        writer.abort();
+        let _ = writer.await;
+
+        let mut message = reason.message();
+        let transcript_audit = self.final_flush(&name, &mut message).await;
+        let ended_at = Timestamp::now();
+        let duration_ms =
+            u64::try_from(ended_at.as_millisecond() - self.info.started_at.as_millisecond())
+                .unwrap_or(0);
+        let row = AuditRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            event: VERB_CLOSE,
+            time: ended_at.to_string(),
+            actor: self.info.actor.clone(),
+            cluster: self.info.cluster.clone(),
+            session: name.clone(),
+            node: self.info.session.spec.node_name.clone(),
+            instance_id: self.info.session.spec.instance_id.clone(),
+            session_id: Some(self.info.ssm_session_id.clone()),
+            role_session_name: self.info.session.spec.role_session_name.clone(),
+            assumed_role_arn: self.info.assumed_role_arn.clone(),
+            region: self.info.session.spec.region.clone(),
+            started_at: Some(self.info.started_at.to_string()),
+            ended_at: Some(ended_at.to_string()),
+            duration_ms: Some(duration_ms),
+            exit_code,
+            outcome: reason.outcome(),
+            reason: Some(reason.as_str().to_string()),
+            message: Some(message.clone()),
+            bytes_in: Some(self.traffic.bytes_in),
+            bytes_out: Some(self.traffic.bytes_out),
+            transcript: transcript_audit,
+        };
+        if let Err(e) = self.inner.config.audit.emit(&row) {
+            warn!(session = %name, error = %e, "writing the close audit row failed");
+        }
+        self.snapshot.audit.push(row.record(ended_at));
+        self.snapshot.last_activity_at = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.last_activity_wall),
+        );
+        self.snapshot.bytes_in = Some(i64::try_from(self.traffic.bytes_in).unwrap_or(i64::MAX));
+        self.snapshot.bytes_out = Some(i64::try_from(self.traffic.bytes_out).unwrap_or(i64::MAX));
+        let facts = ClosedFacts {
+            reason: reason.as_str().to_string(),
+            message: message.clone(),
+            ended_at,
+            exit_code,
+        };
+        self.write_closed(&name, &facts).await;
+        self.inner.event(
+            &self.info.session,
+            reason.outcome() != "success",
+            reason.as_str(),
+            format!(
+                "SSM session {} ended: {message} (exit code {}, {} bytes in, {} bytes out)",
+                self.info.ssm_session_id,
+                exit_code.map_or_else(|| "none".to_string(), |c| c.to_string()),
+                self.traffic.bytes_in,
+                self.traffic.bytes_out
+            ),
+        );
+        let metrics = &self.inner.config.metrics;
+        metrics
+            .bytes_in
+            .inc_by(self.traffic.bytes_in - self.reported.bytes_in);
+        metrics
+            .bytes_out
+            .inc_by(self.traffic.bytes_out - self.reported.bytes_out);
+        metrics.end(reason.as_str());
+        if let Some(out) = self.out.take() {
+            metrics.attached.dec();
+            let frame = ServerFrame::Closed {
+                exit_code,
+                reason: reason.as_str().to_string(),
+            };
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), out.send(Outbound::Control(frame)))
+                    .await;
+        }
+        info!(session = %name, reason = reason.as_str(), exit_code, "session closed");
+    }
+
+    /// Stores what the transcript holds; returns the audit row's transcript part.
+    async fn final_flush(&mut self, name: &str, message: &mut String) -> Option<AuditTranscript> {
+        if let Some(task) = self.flush_task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(10), task).await;
+            let _ = self.flush_done(result.ok().and_then(Result::ok));
+        }
+        let t = self.transcript.as_mut()?;
+        let reference = transcript_ref(name);
+        let mut stored = false;
+        for attempt in 0..FINAL_ATTEMPTS {
+            let chunks = t.take_dirty();
+            if chunks.is_empty() {
+                stored = true;
+                break;
+            }
+            match self.inner.store.store(&self.info.session, &chunks).await {
+                Ok(()) => {
+                    stored = true;
+                    break;
+                }
+                Err(e) => {
+                    self.inner.config.metrics.transcript_failures.inc();
+                    warn!(session = %name, attempt, error = %e, "final transcript flush failed");
+                    t.restore(chunks);
+                    tokio::time::sleep(self.inner.config.status_throttle).await;
+                }
+            }
+        }
+        if stored {
+            self.transcript_stored = true;
+            self.snapshot.transcript = Some(t.status(&reference));
+        } else {
+            message.push_str("; the end of the transcript could not be stored");
+        }
+        let summary = t.summary();
+        self.transcript_stored.then_some(AuditTranscript {
+            reference,
+            bytes: summary.terminal_bytes,
+            sha256: summary.sha256,
+            truncated: summary.truncated,
+        })
+    }
+
+    async fn write_closed(&self, name: &str, facts: &ClosedFacts) {
+        for attempt in 0..FINAL_ATTEMPTS {
+            let current = match self.inner.status.get(name).await {
+                Ok(s) => s,
+                Err(e) if is_status(&e, 404) => return,
+                Err(e) => {
+                    warn!(session = %name, attempt, error = %e, "reading the session before closing it failed");
+                    tokio::time::sleep(self.inner.config.status_throttle).await;
+                    continue;
+                }
+            };
+            let already = current.phase().is_terminal();
+            let status = closed_status(&self.snapshot, facts, already);
+            match self
+                .inner
+                .status
+                .apply(name, &status, ApplyMode::Force, None)
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if is_status(&e, 404) => return,
+                Err(e) => {
+                    self.inner.config.metrics.status_failures.inc();
+                    warn!(session = %name, attempt, error = %e, "writing Closed failed");
+                    tokio::time::sleep(self.inner.config.status_throttle).await;
+                }
+            }
+        }
+    }
+}
+
+async fn reserve_opt(out: Option<&mpsc::Sender<Outbound>>) -> Option<mpsc::Permit<'_, Outbound>> {
+    match out {
+        Some(out) => out.reserve().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies the latest status snapshot, throttled, retrying on errors. A field conflict (the
+/// controller took `phase` for Closing) or a vanished session is reported to the driver.
+async fn status_writer(
+    inner: Arc<Inner>,
+    name: String,
+    mut rx: watch::Receiver<Option<NodeShellSessionStatus>>,
+    conflicts: mpsc::Sender<Option<NodeShellSession>>,
+) {
+    let throttle = inner.config.status_throttle;
+    while rx.changed().await.is_ok() {
+        let Some(status) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let mut mode = ApplyMode::NoForce;
+        loop {
+            match inner.status.apply(&name, &status, mode, None).await {
+                Ok(_) => break,
+                Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
+                    Ok(fresh) => {
+                        let still_ours = fresh.phase() == SessionPhase::Active;
+                        let _ = conflicts.send(Some(fresh)).await;
+                        if still_ours && mode == ApplyMode::NoForce {
+                            mode = ApplyMode::Force;
+                            continue;
+                        }
+                        break;
+                    }
+                    Err(e) if is_status(&e, 404) => {
+                        let _ = conflicts.send(None).await;
+                        return;
+                    }
+                    Err(_) => break,
+                },
+                Err(e) if is_status(&e, 404) => {
+                    let _ = conflicts.send(None).await;
+                    return;
+                }
+                Err(e) => {
+                    inner.config.metrics.status_failures.inc();
+                    debug!(session = %name, error = %e, "status write failed; retrying");
+                    tokio::time::sleep(throttle).await;
+                    if rx.has_changed().unwrap_or(false) {
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(throttle).await;
+    }
+}

@@ -1,0 +1,178 @@
+//! The WebSocket control frames of an attached shell (design §5). Binary frames are raw
+//! terminal bytes both ways; text frames are these JSON objects, tagged by `type`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::gateway::error::ErrorCode;
+
+/// Server → browser control frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerFrame {
+    /// The shell is attached (first attach and every reattach).
+    Hello {
+        /// NodeShellSession name.
+        session: String,
+        /// Kubernetes node.
+        node: String,
+        /// EC2 instance id.
+        instance_id: String,
+        /// SSM session id.
+        ssm_session_id: String,
+        /// The policy's idle cut, for the browser's own display.
+        idle_seconds: u64,
+        /// Secret the browser presents to reattach within the grace window.
+        resume_token: String,
+    },
+    /// The idle cut comes in this many seconds unless the person types.
+    IdleWarn {
+        /// Whole seconds until the cut.
+        seconds_remaining: u64,
+    },
+    /// The session ended; the socket closes after this frame.
+    Closed {
+        /// The remote shell's exit code, when it exited.
+        exit_code: Option<i32>,
+        /// The session's `status.reason`.
+        reason: String,
+    },
+    /// Something failed; when the failure is fatal the socket closes after this frame.
+    Error {
+        /// An `E_…` code of the API.
+        code: String,
+        /// What happened and what to do.
+        message: String,
+        /// Whether trying again later can work.
+        retryable: bool,
+    },
+}
+
+impl ServerFrame {
+    /// An `error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Self {
+        Self::Error {
+            code: code.as_str().to_string(),
+            message: message.into(),
+            retryable,
+        }
+    }
+
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail; fall back to a fixed error frame anyway.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"E_INTERNAL","message":"frame encoding failed","retryable":false}"#
+                .to_string()
+        })
+    }
+}
+
+/// Browser → server control frames.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientFrame {
+    /// The terminal's new size.
+    Resize {
+        /// Columns.
+        cols: u16,
+        /// Rows.
+        rows: u16,
+    },
+    /// The person closed the terminal: end the session (reason `UserClosed`).
+    Close,
+    /// First frame of a reattach: the token from `hello` and the output bytes already held.
+    Resume {
+        /// The `resumeToken` of the `hello` frame.
+        resume_token: String,
+        /// Bytes of output the browser received so far.
+        #[serde(default)]
+        offset: u64,
+    },
+}
+
+impl ClientFrame {
+    /// Parses a text frame; the error names what was wrong, for an `E_BAD_REQUEST` frame.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| format!("unreadable control frame: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn value(frame: &ServerFrame) -> serde_json::Value {
+        serde_json::from_str(&frame.to_json()).expect("json")
+    }
+
+    #[test]
+    fn server_frames_use_the_contract_field_names() {
+        let hello = ServerFrame::Hello {
+            session: "shell-1".into(),
+            node: "n1".into(),
+            instance_id: "i-0".into(),
+            ssm_session_id: "ns-alice-abc".into(),
+            idle_seconds: 600,
+            resume_token: "tok".into(),
+        };
+        assert_eq!(
+            value(&hello),
+            json!({"type":"hello","session":"shell-1","node":"n1","instanceId":"i-0",
+                   "ssmSessionId":"ns-alice-abc","idleSeconds":600,"resumeToken":"tok"})
+        );
+        assert_eq!(
+            value(&ServerFrame::IdleWarn {
+                seconds_remaining: 30
+            }),
+            json!({"type":"idle_warn","secondsRemaining":30})
+        );
+        assert_eq!(
+            value(&ServerFrame::Closed {
+                exit_code: Some(3),
+                reason: "UserExit".into()
+            }),
+            json!({"type":"closed","exitCode":3,"reason":"UserExit"})
+        );
+        assert_eq!(
+            value(&ServerFrame::error(
+                ErrorCode::AgentOffline,
+                "offline",
+                true
+            )),
+            json!({"type":"error","code":"E_AGENT_OFFLINE","message":"offline","retryable":true})
+        );
+    }
+
+    #[test]
+    fn client_frames_parse() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"resize","cols":120,"rows":40}"#),
+            Ok(ClientFrame::Resize {
+                cols: 120,
+                rows: 40
+            })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"close"}"#),
+            Ok(ClientFrame::Close)
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"resume","resumeToken":"t","offset":42}"#),
+            Ok(ClientFrame::Resume {
+                resume_token: "t".into(),
+                offset: 42
+            })
+        );
+        assert!(ClientFrame::parse(r#"{"type":"resize","cols":-1,"rows":2}"#).is_err());
+        assert!(ClientFrame::parse("not json").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Metrics of the live side: sessions running and attached, starts and ends, traffic,
+//! storage and status-write failures.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label: an outcome or a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LiveLabels {
+    /// `success`, an `E_…` code, or a session reason.
+    pub value: String,
+}
+
+/// Counters and gauges of running sessions. Cheap to clone (shared inside).
+#[derive(Clone, Debug, Default)]
+pub struct LiveMetrics {
+    /// Sessions running on this gateway.
+    pub live: Gauge,
+    /// Sessions with a browser attached.
+    pub attached: Gauge,
+    /// Start attempts by outcome (`success` or the error code).
+    pub starts: Family<LiveLabels, Counter>,
+    /// Ended sessions by reason.
+    pub ends: Family<LiveLabels, Counter>,
+    /// Bytes typed (browser → node).
+    pub bytes_in: Counter,
+    /// Bytes printed (node → browser).
+    pub bytes_out: Counter,
+    /// Reattaches accepted.
+    pub reattaches: Counter,
+    /// Transcript writes that failed.
+    pub transcript_failures: Counter,
+    /// Status writes that failed (retried).
+    pub status_failures: Counter,
+}
+
+impl LiveMetrics {
+    /// Registers every metric under `live_…` names in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "live_sessions",
+            "Sessions running on this gateway",
+            self.live.clone(),
+        );
+        registry.register(
+            "live_attached",
+            "Running sessions with a browser attached",
+            self.attached.clone(),
+        );
+        registry.register(
+            "live_starts",
+            "Shell start attempts by outcome",
+            self.starts.clone(),
+        );
+        registry.register("live_ends", "Ended sessions by reason", self.ends.clone());
+        registry.register(
+            "live_bytes_in",
+            "Terminal bytes typed (browser to node)",
+            self.bytes_in.clone(),
+        );
+        registry.register(
+            "live_bytes_out",
+            "Terminal bytes printed (node to browser)",
+            self.bytes_out.clone(),
+        );
+        registry.register(
+            "live_reattaches",
+            "Browser reattaches accepted",
+            self.reattaches.clone(),
+        );
+        registry.register(
+            "live_transcript_failures",
+            "Transcript writes that failed",
+            self.transcript_failures.clone(),
+        );
+        registry.register(
+            "live_status_failures",
+            "Session status writes that failed and were retried",
+            self.status_failures.clone(),
+        );
+    }
+
+    pub(crate) fn start(&self, outcome: &str) {
+        self.starts
+            .get_or_create(&LiveLabels {
+                value: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn end(&self, reason: &str) {
+        self.ends
+            .get_or_create(&LiveLabels {
+                value: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_register_and_encode() {
+        let m = LiveMetrics::default();
+        let mut registry = Registry::with_prefix("nodeshell_gateway");
+        m.register(&mut registry);
+        m.start("success");
+        m.end("UserExit");
+        m.bytes_out.inc_by(5);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains("nodeshell_gateway_live_starts_total{value=\"success\"} 1"));
+        assert!(text.contains("nodeshell_gateway_live_ends_total{value=\"UserExit\"} 1"));
+        assert!(text.contains("nodeshell_gateway_live_bytes_out_total 5"));
+    }
+}

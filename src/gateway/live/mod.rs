@@ -1,0 +1,360 @@
+//! The live side of the gateway: running one admitted session for a browser (design §4–§5).
+//!
+//! [`LiveSessions::attach`] exchanges the person's id_token for AWS credentials, starts the
+//! SSM session, opens the data channel and bridges it to the browser's WebSocket. Each
+//! running session is driven by one task ([`driver`]) that owns the channel, the replay ring,
+//! the idle and max-duration clocks, the transcript and the status heartbeats; a browser is
+//! only a bridge ([`bridge`]) that can come and go within the reattach grace. The decisions
+//! are pure ([`idle`], [`replay`], [`close`], [`frames`], [`status`]).
+
+pub mod bridge;
+pub mod close;
+mod driver;
+pub mod frames;
+pub mod idle;
+pub mod metrics;
+pub mod replay;
+mod start;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::WebSocket;
+use kube::Client;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+pub use close::{EndReason, StartFailure};
+pub use frames::{ClientFrame, ServerFrame};
+pub use idle::{IdleClock, IdleEvent};
+pub use metrics::LiveMetrics;
+pub use replay::{ReplayRing, ReplayStart};
+
+use crate::api::NodeShellSession;
+use crate::aws::AwsEndpoints;
+use crate::gateway::audit::AuditSink;
+use crate::gateway::contract::AttachGrant;
+use crate::gateway::error::ErrorCode;
+use crate::gateway::transcript::TranscriptStore;
+
+use bridge::Attachment;
+use status::StatusApi;
+
+/// Settings of the live side.
+#[derive(Clone)]
+pub struct LiveConfig {
+    /// Kubernetes API access (sessions, their status, transcript Secrets, Events).
+    pub client: Client,
+    /// Namespace of the transcript Secrets.
+    pub namespace: String,
+    /// This gateway's pod name (`status.gateway.pod`).
+    pub pod_name: String,
+    /// STS/SSM endpoint overrides (the simulator); the region comes from each session.
+    pub endpoints: AwsEndpoints,
+    /// Cluster name for the SSM Reason and audit rows.
+    pub cluster_name: String,
+    /// How often `status.gateway.heartbeatAt` is written.
+    pub heartbeat_interval: Duration,
+    /// Least time between two status writes of a session.
+    pub status_throttle: Duration,
+    /// How often the transcript's last chunk is rewritten.
+    pub transcript_flush_interval: Duration,
+    /// How long a session waits for its browser to reattach.
+    pub reattach_grace: Duration,
+    /// Output kept for reattaching browsers, per session.
+    pub replay_buffer_bytes: usize,
+    /// Longest time [`LiveSessions::shutdown`] waits for sessions to close.
+    pub shutdown_timeout: Duration,
+    /// Where audit rows go.
+    pub audit: AuditSink,
+    /// The live side's metrics.
+    pub metrics: LiveMetrics,
+}
+
+impl LiveConfig {
+    /// Defaults of design §4: heartbeat 5 s, status throttle 1 s, transcript flush 5 s,
+    /// reattach grace 30 s, replay 256 KiB, shutdown 20 s.
+    pub fn new(
+        client: Client,
+        namespace: impl Into<String>,
+        pod_name: impl Into<String>,
+        endpoints: AwsEndpoints,
+        cluster_name: impl Into<String>,
+        audit: AuditSink,
+    ) -> Self {
+        Self {
+            client,
+            namespace: namespace.into(),
+            pod_name: pod_name.into(),
+            endpoints,
+            cluster_name: cluster_name.into(),
+            heartbeat_interval: Duration::from_secs(5),
+            status_throttle: Duration::from_secs(1),
+            transcript_flush_interval: Duration::from_secs(5),
+            reattach_grace: Duration::from_secs(30),
+            replay_buffer_bytes: 256 * 1024,
+            shutdown_timeout: Duration::from_secs(20),
+            audit,
+            metrics: LiveMetrics::default(),
+        }
+    }
+}
+
+/// Asks a running session to end.
+#[derive(Debug)]
+pub(crate) enum Control {
+    End(EndReason),
+}
+
+/// How to reach a running session.
+#[derive(Clone)]
+struct LiveHandle {
+    control: mpsc::Sender<Control>,
+    attach: mpsc::Sender<Attachment>,
+    resume_token: String,
+    done: watch::Receiver<bool>,
+}
+
+enum Slot {
+    /// The start sequence runs; a second attach is refused meanwhile.
+    Starting,
+    Live(LiveHandle),
+}
+
+pub(crate) struct Inner {
+    config: LiveConfig,
+    status: StatusApi,
+    store: TranscriptStore,
+    recorder: Recorder,
+    sessions: Mutex<HashMap<String, Slot>>,
+    shutting_down: AtomicBool,
+}
+
+impl Inner {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Mirrors a lifecycle step as a Kubernetes Event on the session, off the session's path.
+    fn event(&self, session: &NodeShellSession, warning: bool, reason: &str, note: String) {
+        let recorder = self.recorder.clone();
+        let reference = session.object_ref(&());
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.chars().take(128).collect(),
+            note: Some(note.chars().take(1000).collect()),
+            action: if reason == "SessionStarted" {
+                "Open"
+            } else {
+                "Close"
+            }
+            .into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                debug!(error = %e, "publishing a session event failed");
+            }
+        });
+    }
+}
+
+/// The running sessions of this gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct LiveSessions {
+    inner: Arc<Inner>,
+}
+
+impl LiveSessions {
+    /// The live side with `config`.
+    pub fn new(config: LiveConfig) -> Self {
+        let recorder = Recorder::new(
+            config.client.clone(),
+            Reporter {
+                controller: status::FIELD_MANAGER.into(),
+                instance: Some(config.pod_name.clone()),
+            },
+        );
+        Self {
+            inner: Arc::new(Inner {
+                status: StatusApi::new(config.client.clone()),
+                store: TranscriptStore::new(config.client.clone(), &config.namespace),
+                recorder,
+                config,
+                sessions: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The metrics, to register in the gateway's registry.
+    pub fn metrics(&self) -> &LiveMetrics {
+        &self.inner.config.metrics
+    }
+
+    /// Whether a session runs on this gateway.
+    pub fn is_live(&self, name: &str) -> bool {
+        matches!(self.inner.slots().get(name), Some(Slot::Live(_)))
+    }
+
+    /// Names of the sessions running on this gateway.
+    pub fn live_sessions(&self) -> Vec<String> {
+        self.inner.slots().keys().cloned().collect()
+    }
+
+    /// Runs a browser's attachment. First attach (`resume == false`): starts the SSM session
+    /// and bridges it. Reattach (`resume == true`): the browser's first text frame must be
+    /// `{"type":"resume","resumeToken","offset"}` for a session running here. Returns when
+    /// the browser leaves or the session ends.
+    pub async fn attach(&self, grant: AttachGrant, socket: WebSocket, resume: bool) {
+        if resume {
+            self.reattach(grant, socket).await;
+        } else {
+            start::first_attach(self.inner.clone(), grant, socket).await;
+        }
+    }
+
+    async fn reattach(&self, grant: AttachGrant, mut socket: WebSocket) {
+        let name = kube::ResourceExt::name_any(&grant.session);
+        let Some((resume_token, offset)) = bridge::read_resume(&mut socket).await else {
+            bridge::refuse(
+                socket,
+                ServerFrame::error(
+                    ErrorCode::BadRequest,
+                    "the first frame of a reattach must be {\"type\":\"resume\",\"resumeToken\":…,\"offset\":…}",
+                    false,
+                ),
+            )
+            .await;
+            return;
+        };
+        let handle = match self.inner.slots().get(&name) {
+            Some(Slot::Live(handle)) => Some(handle.clone()),
+            _ => None,
+        };
+        let Some(handle) = handle else {
+            bridge::refuse(
+                socket,
+                ServerFrame::error(
+                    ErrorCode::NotFound,
+                    format!("session {name} is not running on this gateway; open a new session"),
+                    false,
+                ),
+            )
+            .await;
+            return;
+        };
+        if !constant_time_eq(handle.resume_token.as_bytes(), resume_token.as_bytes()) {
+            bridge::refuse(
+                socket,
+                ServerFrame::error(
+                    ErrorCode::Forbidden,
+                    "the resume token does not match this session",
+                    false,
+                ),
+            )
+            .await;
+            return;
+        }
+        let (attachment, out_rx, events_tx) = Attachment::new(Some(offset));
+        if handle.attach.send(attachment).await.is_err() {
+            bridge::refuse(
+                socket,
+                ServerFrame::error(
+                    ErrorCode::NotFound,
+                    format!("session {name} has ended"),
+                    false,
+                ),
+            )
+            .await;
+            return;
+        }
+        self.inner.config.metrics.reattaches.inc();
+        info!(session = %name, offset, "browser reattached");
+        bridge::run(socket, out_rx, events_tx).await;
+    }
+
+    /// Ends a session running here (the local DELETE path) with reason AdminTerminated.
+    /// Returns false when the session does not run on this gateway.
+    pub async fn request_terminate(&self, name: &str) -> bool {
+        let handle = match self.inner.slots().get(name) {
+            Some(Slot::Live(handle)) => Some(handle.clone()),
+            _ => None,
+        };
+        match handle {
+            Some(h) => h
+                .control
+                .send(Control::End(EndReason::AdminTerminated))
+                .await
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Closes every running session with reason GatewayShutdown (closed frame, TerminateSession,
+    /// transcript, close row, status Closed), concurrently, waiting at most the configured
+    /// shutdown timeout. New attaches are refused from now on.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let handles: Vec<(String, LiveHandle)> = self
+            .inner
+            .slots()
+            .iter()
+            .filter_map(|(name, slot)| match slot {
+                Slot::Live(h) => Some((name.clone(), h.clone())),
+                Slot::Starting => None,
+            })
+            .collect();
+        info!(
+            sessions = handles.len(),
+            "closing live sessions for shutdown"
+        );
+        let waits = handles.into_iter().map(|(name, h)| async move {
+            let _ = h
+                .control
+                .send(Control::End(EndReason::GatewayShutdown))
+                .await;
+            let mut done = h.done.clone();
+            let _ = done.wait_for(|d| *d).await;
+            debug!(session = %name, "closed for shutdown");
+        });
+        let all = futures::future::join_all(waits);
+        if tokio::time::timeout(self.inner.config.shutdown_timeout, all)
+            .await
+            .is_err()
+        {
+            warn!("some sessions did not close within the shutdown timeout");
+        }
+    }
+}
+
+/// Compares secrets without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,514 @@
+//! The first attach: from an Admitted session to a running shell. Order matters: the
+//! transcript's first write comes before any AWS call (a required transcript that cannot be
+//! stored must not leave an SSM session behind), and the session becomes Active only if it
+//! is still Admitted (a Closed or Rejected session is never revived).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::WebSocket;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::bridge::{self, Attachment};
+use super::close::{
+    StartFailure, assume_role_failure, channel_failure, start_session_failure,
+    transcript_start_failure,
+};
+use super::driver::{self, SessionInfo, Started};
+use super::frames::ServerFrame;
+use super::status::{ActiveFacts, ApplyMode, active_status, is_status, start_failed_status};
+use super::{Control, Inner, LiveHandle, Slot};
+use crate::api::{NodeShellSession, SessionPhase};
+use crate::aws::{self, AwsEndpoints, SsmSessions, WebIdentityRequest};
+use crate::gateway::audit::{AuditActor, AuditRow, VERB_OPEN};
+use crate::gateway::contract::AttachGrant;
+use crate::gateway::error::ErrorCode;
+use crate::gateway::transcript::{AsciicastHeader, Transcript, transcript_ref};
+use crate::ssm::{DataChannel, DataChannelOptions};
+
+/// Longest `Reason` StartSession accepts.
+const MAX_SSM_REASON: usize = 256;
+/// Attempts at the Active write when the session changes underneath (heartbeat-free races).
+const ACTIVE_WRITE_ATTEMPTS: usize = 3;
+
+/// Why the start stopped: a refusal before anything was started, or a failure to record.
+enum Refusal {
+    /// Answer the browser only (the session is not ours to close).
+    Frame(ServerFrame),
+    /// Close the session with the failure's reason, then answer the browser.
+    Failed(StartFailure),
+}
+
+/// Runs a first attach to the end of the browser's connection.
+pub(super) async fn first_attach(inner: Arc<Inner>, grant: AttachGrant, socket: WebSocket) {
+    let name = grant.session.name_any();
+    if inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        bridge::refuse(
+            socket,
+            ServerFrame::error(
+                ErrorCode::Internal,
+                "this gateway is shutting down; try again",
+                true,
+            ),
+        )
+        .await;
+        return;
+    }
+    let claimed = {
+        let mut slots = inner.slots();
+        let free = !slots.contains_key(&name);
+        if free {
+            slots.insert(name.clone(), Slot::Starting);
+        }
+        free
+    };
+    if !claimed {
+        {
+            bridge::refuse(
+                socket,
+                ServerFrame::error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "session {name} is already attached on this gateway; reattach with its resume token"
+                    ),
+                    false,
+                ),
+            )
+            .await;
+            return;
+        }
+    }
+    match start(&inner, &grant).await {
+        Ok(started) => {
+            let (attachment, out_rx, events_tx) = Attachment::new(None);
+            let (control_tx, control_rx) = mpsc::channel(4);
+            let (attach_tx, attach_rx) = mpsc::channel(2);
+            let (done_tx, done_rx) = watch::channel(false);
+            let handle = LiveHandle {
+                control: control_tx.clone(),
+                attach: attach_tx,
+                resume_token: started.info.resume_token.clone(),
+                done: done_rx,
+            };
+            inner.slots().insert(name.clone(), Slot::Live(handle));
+            if inner
+                .shutting_down
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                let _ = control_tx.try_send(Control::End(super::EndReason::GatewayShutdown));
+            }
+            tokio::spawn(driver::run(
+                inner.clone(),
+                started,
+                attachment,
+                attach_rx,
+                control_rx,
+                done_tx,
+            ));
+            bridge::run(socket, out_rx, events_tx).await;
+        }
+        Err(refusal) => {
+            inner.slots().remove(&name);
+            let frame = match refusal {
+                Refusal::Frame(frame) => frame,
+                Refusal::Failed(f) => ServerFrame::error(f.code, f.message, f.retryable),
+            };
+            if let ServerFrame::Error { code, .. } = &frame {
+                inner.config.metrics.start(code);
+            }
+            bridge::refuse(socket, frame).await;
+        }
+    }
+}
+
+fn actor(grant: &AttachGrant) -> AuditActor {
+    let user = &grant.session.spec.user;
+    AuditActor {
+        sub: user.sub.clone(),
+        email: user.email.clone(),
+        groups: user.groups.clone(),
+        tier: user.tier.clone(),
+    }
+}
+
+/// The `Reason` of StartSession: cluster, node and actor, one line, ≤ 256 characters.
+pub(super) fn ssm_reason(cluster: &str, node: &str, actor: &str, session: &str) -> String {
+    let text = format!("nodeshell: cluster {cluster}, node {node}, by {actor}, session {session}");
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_SSM_REASON)
+        .collect()
+}
+
+/// An open row with the facts known at start.
+pub(super) fn open_row(
+    inner: &Inner,
+    grant: &AttachGrant,
+    now: Timestamp,
+    session_id: Option<&str>,
+    assumed_role_arn: Option<&str>,
+) -> AuditRow {
+    let spec = &grant.session.spec;
+    AuditRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        event: VERB_OPEN,
+        time: now.to_string(),
+        actor: actor(grant),
+        cluster: inner.config.cluster_name.clone(),
+        session: grant.session.name_any(),
+        node: spec.node_name.clone(),
+        instance_id: spec.instance_id.clone(),
+        session_id: session_id.map(str::to_string),
+        role_session_name: spec.role_session_name.clone(),
+        assumed_role_arn: assumed_role_arn.map(str::to_string),
+        region: spec.region.clone(),
+        started_at: session_id.map(|_| now.to_string()),
+        ended_at: None,
+        duration_ms: None,
+        exit_code: None,
+        outcome: "success",
+        reason: None,
+        message: None,
+        bytes_in: None,
+        bytes_out: None,
+        transcript: None,
+    }
+}
+
+async fn start(inner: &Arc<Inner>, grant: &AttachGrant) -> Result<Started, Refusal> {
+    let name = grant.session.name_any();
+    let fresh = inner.status.get(&name).await.map_err(|e| {
+        Refusal::Frame(ServerFrame::error(
+            ErrorCode::Internal,
+            format!("reading session {name}: {e}"),
+            true,
+        ))
+    })?;
+    if fresh.phase() != SessionPhase::Admitted {
+        return Err(Refusal::Frame(not_admitted(&fresh)));
+    }
+    let mut progress = Progress::default();
+    let result = start_admitted(inner, grant, &fresh, &mut progress).await;
+    match result {
+        Ok(started) => Ok(started),
+        Err(Refusal::Failed(failure)) => {
+            record_failure(inner, grant, &fresh, &failure, &progress).await;
+            Err(Refusal::Failed(failure))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// What the start reached before a failure, for the audit row.
+#[derive(Default)]
+struct Progress {
+    assumed_role_arn: Option<String>,
+    session_id: Option<String>,
+}
+
+async fn start_admitted(
+    inner: &Arc<Inner>,
+    grant: &AttachGrant,
+    fresh: &NodeShellSession,
+    progress: &mut Progress,
+) -> Result<Started, Refusal> {
+    let name = fresh.name_any();
+    let spec = &fresh.spec;
+    let policy = &grant.policy.spec;
+    let origin = Instant::now();
+    let origin_wall = Timestamp::now();
+
+    // 1. The transcript's first write, before anything is started in AWS.
+    let mut transcript = None;
+    let mut transcript_stored = false;
+    if policy.transcript.enabled {
+        let header = AsciicastHeader {
+            width: grant.cols,
+            height: grant.rows,
+            timestamp: origin_wall.as_second(),
+            title: format!("{} {}", spec.node_name, name),
+            term: "xterm-256color".into(),
+        };
+        let mut t = Transcript::start(
+            &header,
+            u64::try_from(policy.transcript.max_bytes).unwrap_or(0),
+            policy.transcript.capture_input,
+        );
+        let chunks = t.take_dirty();
+        match inner.store.store(fresh, &chunks).await {
+            Ok(()) => transcript_stored = true,
+            Err(e) if policy.transcript.required => {
+                inner.config.metrics.transcript_failures.inc();
+                return Err(Refusal::Failed(transcript_start_failure(&e.to_string())));
+            }
+            Err(e) => {
+                inner.config.metrics.transcript_failures.inc();
+                warn!(session = %name, error = %e, "first transcript write failed; retrying at the next flush");
+                t.restore(chunks);
+            }
+        }
+        transcript = Some(t);
+    }
+
+    // 2. The person's own credentials.
+    let endpoints = AwsEndpoints {
+        region: spec.region.clone(),
+        ..inner.config.endpoints.clone()
+    };
+    let credentials = aws::assume_role_with_web_identity(
+        &endpoints,
+        &WebIdentityRequest {
+            role_arn: spec.role_arn.clone(),
+            role_session_name: spec.role_session_name.clone(),
+            web_identity_token: grant.id_token.expose().to_string(),
+            duration_seconds: Some(policy.aws.session_duration_seconds),
+        },
+    )
+    .await
+    .map_err(|e| Refusal::Failed(assume_role_failure(&e)))?;
+    progress.assumed_role_arn = Some(credentials.assumed_role_arn.clone());
+    let ssm = SsmSessions::new(&endpoints, &credentials);
+    drop(credentials);
+
+    // 3. The SSM session and its data channel.
+    let actor_name = spec
+        .user
+        .email
+        .clone()
+        .unwrap_or_else(|| spec.user.name.clone());
+    let reason = ssm_reason(
+        &inner.config.cluster_name,
+        &spec.node_name,
+        &actor_name,
+        &name,
+    );
+    let stream = ssm
+        .start_session(
+            &spec.instance_id,
+            Some(&spec.document_name),
+            Some(&reason),
+            HashMap::new(),
+        )
+        .await
+        .map_err(|e| Refusal::Failed(start_session_failure(&e)))?;
+    progress.session_id = Some(stream.session_id.clone());
+    let channel = match DataChannel::connect(
+        &stream.stream_url,
+        &stream.token_value,
+        DataChannelOptions::new(&stream.session_id),
+        ssm.clone(),
+    )
+    .await
+    {
+        Ok(channel) => channel,
+        Err(e) => {
+            let _ = ssm.terminate_session(&stream.session_id).await;
+            return Err(Refusal::Failed(channel_failure(&e)));
+        }
+    };
+    if let Err(e) = channel.resize(u32::from(grant.cols), u32::from(grant.rows)) {
+        warn!(session = %name, error = %e, "initial resize failed");
+    }
+
+    // 4. Active, only if still Admitted.
+    let now = Timestamp::now();
+    let row = open_row(
+        inner,
+        grant,
+        now,
+        Some(&stream.session_id),
+        progress.assumed_role_arn.as_deref(),
+    );
+    let facts = ActiveFacts {
+        pod: inner.config.pod_name.clone(),
+        ssm_session_id: stream.session_id.clone(),
+        started_at: now,
+        node: spec.node_name.clone(),
+    };
+    let reference = transcript_ref(&name);
+    let snapshot = active_status(
+        &facts,
+        now,
+        vec![row.record(now)],
+        transcript
+            .as_ref()
+            .filter(|_| transcript_stored)
+            .map(|t| t.status(&reference)),
+    );
+    let mut current = fresh.clone();
+    let mut written = None;
+    for _ in 0..ACTIVE_WRITE_ATTEMPTS {
+        let rv = current.metadata.resource_version.clone();
+        match inner
+            .status
+            .apply(&name, &snapshot, ApplyMode::Force, rv.as_deref())
+            .await
+        {
+            Ok(obj) => {
+                written = Some(obj);
+                break;
+            }
+            Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
+                Ok(again) if again.phase() == SessionPhase::Admitted => current = again,
+                Ok(again) => {
+                    channel.close();
+                    let _ = ssm.terminate_session(&stream.session_id).await;
+                    return Err(Refusal::Frame(not_admitted(&again)));
+                }
+                Err(e) => warn!(session = %name, error = %e, "re-reading the session failed"),
+            },
+            Err(e) => {
+                inner.config.metrics.status_failures.inc();
+                warn!(session = %name, error = %e, "writing Active failed; retrying");
+                tokio::time::sleep(inner.config.status_throttle).await;
+            }
+        }
+    }
+    let Some(written) = written else {
+        channel.close();
+        let _ = ssm.terminate_session(&stream.session_id).await;
+        return Err(Refusal::Failed(StartFailure {
+            code: ErrorCode::Internal,
+            reason: crate::api::SessionReason::StartFailed,
+            message: format!("the session {name} could not be marked Active; try again"),
+            retryable: true,
+        }));
+    };
+    if let Err(e) = inner.config.audit.emit(&row) {
+        warn!(session = %name, error = %e, "writing the open audit row failed");
+    }
+    inner.event(
+        &written,
+        false,
+        "SessionStarted",
+        format!(
+            "SSM session {} started on {} ({}) for {} through gateway {}",
+            stream.session_id, spec.node_name, spec.instance_id, actor_name, inner.config.pod_name
+        ),
+    );
+    inner.config.metrics.start("success");
+    info!(session = %name, ssm_session = %stream.session_id, node = %spec.node_name, "session started");
+    let resume_token = hex::encode(rand::random::<[u8; 32]>());
+    Ok(Started {
+        info: Arc::new(SessionInfo {
+            name,
+            session: written,
+            actor: actor(grant),
+            cluster: inner.config.cluster_name.clone(),
+            ssm_session_id: stream.session_id,
+            assumed_role_arn: progress.assumed_role_arn.clone(),
+            started_at: now,
+            resume_token,
+            limits: policy.limits.clone(),
+            transcript_required: policy.transcript.required,
+        }),
+        channel,
+        ssm,
+        transcript,
+        transcript_stored,
+        origin,
+        started: Instant::now(),
+        snapshot,
+    })
+}
+
+fn not_admitted(session: &NodeShellSession) -> ServerFrame {
+    let reason = session
+        .status
+        .as_ref()
+        .and_then(|s| s.reason.clone())
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    ServerFrame::error(
+        ErrorCode::BadRequest,
+        format!(
+            "session {} is {}{reason}, not Admitted; open a new session",
+            session.name_any(),
+            session.phase()
+        ),
+        false,
+    )
+}
+
+/// Closes a session that failed to start: audit row (outcome failure), status Closed with
+/// the failure's reason (only while still Admitted), a Warning event.
+async fn record_failure(
+    inner: &Arc<Inner>,
+    grant: &AttachGrant,
+    fresh: &NodeShellSession,
+    failure: &StartFailure,
+    progress: &Progress,
+) {
+    let name = fresh.name_any();
+    let now = Timestamp::now();
+    let mut row = open_row(
+        inner,
+        grant,
+        now,
+        progress.session_id.as_deref(),
+        progress.assumed_role_arn.as_deref(),
+    );
+    row.outcome = "failure";
+    row.reason = Some(failure.reason.as_str().to_string());
+    row.message = Some(failure.message.clone());
+    if let Err(e) = inner.config.audit.emit(&row) {
+        warn!(session = %name, error = %e, "writing the audit row failed");
+    }
+    let status = start_failed_status(
+        &inner.config.pod_name,
+        failure.reason.as_str(),
+        &failure.message,
+        now,
+        vec![row.record(now)],
+    );
+    let mut current = fresh.clone();
+    for _ in 0..ACTIVE_WRITE_ATTEMPTS {
+        let rv = current.metadata.resource_version.clone();
+        match inner
+            .status
+            .apply(&name, &status, ApplyMode::Force, rv.as_deref())
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
+                Ok(again) if again.phase() == SessionPhase::Admitted => current = again,
+                _ => break,
+            },
+            Err(e) => {
+                warn!(session = %name, error = %e, "writing the failed start failed");
+                tokio::time::sleep(inner.config.status_throttle).await;
+            }
+        }
+    }
+    inner.event(
+        fresh,
+        true,
+        failure.reason.as_str(),
+        failure.message.clone(),
+    );
+    warn!(session = %name, reason = %failure.reason, message = %failure.message, "session failed to start");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ssm_reason_names_cluster_node_and_actor_within_256_chars() {
+        let r = ssm_reason("prod", "ip-10-0-0-1", "alice@example.com", "shell-1");
+        assert_eq!(
+            r,
+            "nodeshell: cluster prod, node ip-10-0-0-1, by alice@example.com, session shell-1"
+        );
+        let long = ssm_reason(&"c".repeat(300), "n\nx", "a", "s");
+        assert_eq!(long.chars().count(), 256);
+        assert!(!ssm_reason("c", "n\nx", "a", "s").contains('\n'));
+    }
+}

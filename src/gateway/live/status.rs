@@ -1,0 +1,284 @@
+//! The gateway's part of a session's status, and how it is written: server-side apply on the
+//! status subresource with field manager `nodeshell-gateway`. Every apply carries every field
+//! the gateway owns (an omitted field would be removed), so the live session keeps one
+//! snapshot and sends it whole. Builders are pure; [`StatusApi`] does the writes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource};
+
+use crate::api::{
+    NodeShellSession, NodeShellSessionStatus, SessionAuditRecord, SessionGateway, SessionPhase,
+    SessionTranscript,
+};
+
+/// Field manager of every write the gateway makes.
+pub const FIELD_MANAGER: &str = "nodeshell-gateway";
+
+/// What the status says about a running session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActiveFacts {
+    /// This gateway's pod.
+    pub pod: String,
+    /// The SSM session.
+    pub ssm_session_id: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// The node, for the message.
+    pub node: String,
+}
+
+/// The status written when the session becomes Active.
+pub fn active_status(
+    facts: &ActiveFacts,
+    now: Timestamp,
+    audit: Vec<SessionAuditRecord>,
+    transcript: Option<SessionTranscript>,
+) -> NodeShellSessionStatus {
+    NodeShellSessionStatus {
+        phase: Some(SessionPhase::Active),
+        message: Some(format!(
+            "shell open on {} through gateway {}",
+            facts.node, facts.pod
+        )),
+        ssm_session_id: Some(facts.ssm_session_id.clone()),
+        started_at: Some(Time(facts.started_at)),
+        last_activity_at: Some(Time(facts.started_at)),
+        bytes_in: Some(0),
+        bytes_out: Some(0),
+        gateway: Some(SessionGateway {
+            pod: facts.pod.clone(),
+            heartbeat_at: Some(Time(now)),
+        }),
+        transcript,
+        audit,
+        ..NodeShellSessionStatus::default()
+    }
+}
+
+/// Counters carried by heartbeats and the close.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes typed.
+    pub bytes_in: u64,
+    /// Bytes printed.
+    pub bytes_out: u64,
+}
+
+/// A heartbeat: the Active snapshot with a new heartbeat time, activity and counters.
+pub fn heartbeat(
+    snapshot: &mut NodeShellSessionStatus,
+    now: Timestamp,
+    last_activity: Timestamp,
+    traffic: Traffic,
+    transcript: Option<SessionTranscript>,
+) {
+    if let Some(gateway) = snapshot.gateway.as_mut() {
+        gateway.heartbeat_at = Some(Time(now));
+    }
+    snapshot.last_activity_at = Some(Time(last_activity));
+    snapshot.bytes_in = Some(to_i64(traffic.bytes_in));
+    snapshot.bytes_out = Some(to_i64(traffic.bytes_out));
+    if transcript.is_some() {
+        snapshot.transcript = transcript;
+    }
+}
+
+/// How a session ended, for the final status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClosedFacts {
+    /// `status.reason`.
+    pub reason: String,
+    /// `status.message`.
+    pub message: String,
+    /// When it ended.
+    pub ended_at: Timestamp,
+    /// The shell's exit code.
+    pub exit_code: Option<i32>,
+}
+
+/// The final snapshot: Closed with the end facts. When someone else (the controller)
+/// already closed the session, its phase, reason, message and end time are left to them.
+pub fn closed_status(
+    snapshot: &NodeShellSessionStatus,
+    facts: &ClosedFacts,
+    already_closed: bool,
+) -> NodeShellSessionStatus {
+    let mut status = snapshot.clone();
+    status.exit_code = facts.exit_code;
+    if let Some(gateway) = status.gateway.as_mut() {
+        gateway.heartbeat_at = Some(Time(facts.ended_at));
+    }
+    if already_closed {
+        status.phase = None;
+        status.reason = None;
+        status.message = None;
+        status.ended_at = None;
+        status.duration_seconds = None;
+    } else {
+        status.phase = Some(SessionPhase::Closed);
+        status.reason = Some(facts.reason.clone());
+        status.message = Some(facts.message.clone());
+        status.ended_at = Some(Time(facts.ended_at));
+        status.duration_seconds = status
+            .started_at
+            .as_ref()
+            .map(|s| (facts.ended_at.as_second() - s.0.as_second()).max(0));
+    }
+    status
+}
+
+/// The status of a session that failed to start: Closed with the failure's reason.
+pub fn start_failed_status(
+    pod: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    audit: Vec<SessionAuditRecord>,
+) -> NodeShellSessionStatus {
+    NodeShellSessionStatus {
+        phase: Some(SessionPhase::Closed),
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        ended_at: Some(Time(now)),
+        gateway: Some(SessionGateway {
+            pod: pod.to_string(),
+            heartbeat_at: Some(Time(now)),
+        }),
+        audit,
+        ..NodeShellSessionStatus::default()
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// How an apply is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Take fields from other managers, on the condition that the object is still at the
+    /// given resourceVersion (when one is passed).
+    Force,
+    /// Fail with 409 when a field another manager owns (the controller's `phase` once it
+    /// set Closing) would change: that is how a heartbeat learns of a takeover.
+    NoForce,
+}
+
+/// Status writes for sessions.
+#[derive(Clone)]
+pub struct StatusApi {
+    api: Api<NodeShellSession>,
+}
+
+impl StatusApi {
+    /// Writes through `client`.
+    pub fn new(client: Client) -> Self {
+        Self {
+            api: Api::all(client),
+        }
+    }
+
+    /// Reads a session.
+    pub async fn get(&self, name: &str) -> Result<NodeShellSession, kube::Error> {
+        self.api.get(name).await
+    }
+
+    /// Applies the gateway's status snapshot.
+    pub async fn apply(
+        &self,
+        name: &str,
+        status: &NodeShellSessionStatus,
+        mode: ApplyMode,
+        resource_version: Option<&str>,
+    ) -> Result<NodeShellSession, kube::Error> {
+        let mut metadata = serde_json::json!({ "name": name });
+        if let Some(rv) = resource_version {
+            metadata["resourceVersion"] = rv.into();
+        }
+        let patch = serde_json::json!({
+            "apiVersion": NodeShellSession::api_version(&()),
+            "kind": NodeShellSession::kind(&()),
+            "metadata": metadata,
+            "status": status,
+        });
+        let params = match mode {
+            ApplyMode::Force => PatchParams::apply(FIELD_MANAGER).force(),
+            ApplyMode::NoForce => PatchParams::apply(FIELD_MANAGER),
+        };
+        self.api
+            .patch_status(name, &params, &Patch::Apply(&patch))
+            .await
+    }
+}
+
+/// Whether a kube error is an HTTP status with this code.
+pub fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).expect("ts")
+    }
+
+    fn facts() -> ActiveFacts {
+        ActiveFacts {
+            pod: "gw-0".into(),
+            ssm_session_id: "ns-alice-abc".into(),
+            started_at: ts(1000),
+            node: "n1".into(),
+        }
+    }
+
+    #[test]
+    fn active_then_heartbeat_then_closed() {
+        let mut s = active_status(&facts(), ts(1000), vec![], None);
+        assert_eq!(s.phase, Some(SessionPhase::Active));
+        assert_eq!(s.gateway.as_ref().map(|g| g.pod.as_str()), Some("gw-0"));
+        heartbeat(
+            &mut s,
+            ts(1005),
+            ts(1003),
+            Traffic {
+                bytes_in: 3,
+                bytes_out: 40,
+            },
+            None,
+        );
+        assert_eq!(
+            s.gateway.as_ref().and_then(|g| g.heartbeat_at.clone()),
+            Some(Time(ts(1005)))
+        );
+        assert_eq!(s.last_activity_at, Some(Time(ts(1003))));
+        assert_eq!((s.bytes_in, s.bytes_out), (Some(3), Some(40)));
+        let end = ClosedFacts {
+            reason: "UserExit".into(),
+            message: "the shell exited".into(),
+            ended_at: ts(1090),
+            exit_code: Some(0),
+        };
+        let closed = closed_status(&s, &end, false);
+        assert_eq!(closed.phase, Some(SessionPhase::Closed));
+        assert_eq!(closed.duration_seconds, Some(90));
+        assert_eq!(closed.exit_code, Some(0));
+        assert_eq!(closed.ssm_session_id.as_deref(), Some("ns-alice-abc"));
+        // The controller already closed it: leave its phase and reason alone.
+        let late = closed_status(&s, &end, true);
+        assert_eq!(late.phase, None);
+        assert_eq!(late.reason, None);
+        assert_eq!(late.exit_code, Some(0));
+        assert_eq!(late.bytes_out, Some(40));
+    }
+
+    #[test]
+    fn status_json_holds_no_credentials() {
+        let s = active_status(&facts(), ts(1000), vec![], None);
+        let text = serde_json::to_string(&s).expect("json").to_lowercase();
+        assert!(!text.contains("secret") && !text.contains("token"));
+    }
+}

@@ -1,0 +1,296 @@
+//! Encoding a session as an asciicast v2 recording: a header line, then one JSON array per
+//! event (`[t, "o", data]` output, `[t, "i", data]` input when captured, `[t, "r", "COLSxROWS"]`
+//! resize, `[t, "m", text]` marker). Pure: the caller passes times and bytes.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The first line of a recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AsciicastHeader {
+    /// Terminal columns at the start.
+    pub width: u16,
+    /// Terminal rows at the start.
+    pub height: u16,
+    /// Unix time (seconds) of the start; event times count from here.
+    pub timestamp: i64,
+    /// Shown by players.
+    pub title: String,
+    /// The remote `TERM`.
+    pub term: String,
+}
+
+#[derive(Serialize)]
+struct HeaderLine<'a> {
+    version: u8,
+    width: u16,
+    height: u16,
+    timestamp: i64,
+    title: &'a str,
+    env: EnvLine<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+struct EnvLine<'a> {
+    term: &'a str,
+}
+
+/// What a recording amounts to so far, for `status.transcript` and the audit row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsciicastSummary {
+    /// Terminal bytes recorded (output, plus input when captured), before encoding.
+    pub terminal_bytes: u64,
+    /// True once `maxBytes` was reached.
+    pub truncated: bool,
+    /// Bytes of asciicast text produced (uncompressed).
+    pub encoded_bytes: u64,
+    /// Hex SHA-256 of the asciicast text produced so far.
+    pub sha256: String,
+}
+
+/// Turns terminal traffic into asciicast lines, capped at `max_bytes` of terminal data.
+/// Each call returns the text to append to the recording; the writer keeps the running
+/// hash and counts, never the text itself.
+#[derive(Clone, Debug)]
+pub struct AsciicastWriter {
+    max_bytes: u64,
+    capture_input: bool,
+    terminal_bytes: u64,
+    truncated: bool,
+    encoded_bytes: u64,
+    hasher: Sha256,
+    output_carry: Vec<u8>,
+    input_carry: Vec<u8>,
+}
+
+impl AsciicastWriter {
+    /// A writer and the header line that starts the recording.
+    pub fn start(header: &AsciicastHeader, max_bytes: u64, capture_input: bool) -> (Self, Vec<u8>) {
+        let mut writer = Self {
+            max_bytes,
+            capture_input,
+            terminal_bytes: 0,
+            truncated: false,
+            encoded_bytes: 0,
+            hasher: Sha256::new(),
+            output_carry: Vec::new(),
+            input_carry: Vec::new(),
+        };
+        let line = HeaderLine {
+            version: 2,
+            width: header.width,
+            height: header.height,
+            timestamp: header.timestamp,
+            title: &header.title,
+            env: EnvLine { term: &header.term },
+        };
+        let mut text = serde_json::to_vec(&line).unwrap_or_default();
+        text.push(b'\n');
+        writer.account(&text);
+        (writer, text)
+    }
+
+    /// Output printed by the node at `t` seconds.
+    pub fn output(&mut self, t: f64, data: &[u8]) -> Vec<u8> {
+        self.terminal(t, "o", data, true)
+    }
+
+    /// Input typed at `t` seconds; recorded only when the policy captures input.
+    pub fn input(&mut self, t: f64, data: &[u8]) -> Vec<u8> {
+        if !self.capture_input {
+            return Vec::new();
+        }
+        self.terminal(t, "i", data, false)
+    }
+
+    /// The terminal was resized at `t` seconds.
+    pub fn resize(&mut self, t: f64, cols: u16, rows: u16) -> Vec<u8> {
+        if self.truncated {
+            return Vec::new();
+        }
+        let text = event_line(t, "r", &format!("{cols}x{rows}"));
+        self.account(&text);
+        text
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> AsciicastSummary {
+        AsciicastSummary {
+            terminal_bytes: self.terminal_bytes,
+            truncated: self.truncated,
+            encoded_bytes: self.encoded_bytes,
+            sha256: hex::encode(self.hasher.clone().finalize()),
+        }
+    }
+
+    fn terminal(&mut self, t: f64, kind: &str, data: &[u8], output: bool) -> Vec<u8> {
+        if self.truncated || data.is_empty() {
+            return Vec::new();
+        }
+        let allowed = self.max_bytes.saturating_sub(self.terminal_bytes);
+        let take = usize::try_from(allowed)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let kept = data.get(..take).unwrap_or_default();
+        self.terminal_bytes += take as u64;
+        let carry = if output {
+            &mut self.output_carry
+        } else {
+            &mut self.input_carry
+        };
+        let mut pending = std::mem::take(carry);
+        pending.extend_from_slice(kept);
+        let cut = incomplete_tail_start(&pending);
+        let tail = pending.split_off(cut);
+        *carry = tail;
+        let mut text = Vec::new();
+        if !pending.is_empty() {
+            text = event_line(t, kind, &String::from_utf8_lossy(&pending));
+        }
+        if take < data.len() {
+            self.truncated = true;
+            self.output_carry.clear();
+            self.input_carry.clear();
+            text.extend(event_line(
+                t,
+                "m",
+                &format!(
+                    "transcript truncated: the policy's transcript.maxBytes ({}) was reached",
+                    self.max_bytes
+                ),
+            ));
+        }
+        self.account(&text);
+        text
+    }
+
+    fn account(&mut self, text: &[u8]) {
+        self.hasher.update(text);
+        self.encoded_bytes += text.len() as u64;
+    }
+}
+
+fn event_line(t: f64, kind: &str, data: &str) -> Vec<u8> {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "\"\"".into());
+    format!("[{t:.6}, \"{kind}\", {data}]\n").into_bytes()
+}
+
+/// Where an incomplete UTF-8 sequence at the end of `bytes` starts (`bytes.len()` when the
+/// end is complete), so a character split between two SSM messages is not mangled.
+fn incomplete_tail_start(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for i in (len.saturating_sub(3)..len).rev() {
+        let b = bytes[i];
+        if b & 0b1100_0000 == 0b1000_0000 {
+            continue; // a continuation byte: look further back for its lead
+        }
+        let needed = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if i + needed > len { i } else { len };
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> AsciicastHeader {
+        AsciicastHeader {
+            width: 80,
+            height: 24,
+            timestamp: 1_800_000_000,
+            title: "n1 shell-1".into(),
+            term: "xterm-256color".into(),
+        }
+    }
+
+    fn lines(text: &[u8]) -> Vec<serde_json::Value> {
+        std::str::from_utf8(text)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    #[test]
+    fn header_and_events_are_asciicast_v2() {
+        let (mut w, mut text) = AsciicastWriter::start(&header(), 1024, false);
+        text.extend(w.output(0.5, b"$ ls\r\n"));
+        text.extend(w.input(0.6, b"ls\r"));
+        text.extend(w.resize(1.25, 120, 40));
+        let l = lines(&text);
+        assert_eq!(
+            l[0],
+            serde_json::json!({"version":2,"width":80,"height":24,"timestamp":1_800_000_000i64,
+                               "title":"n1 shell-1","env":{"TERM":"xterm-256color"}})
+        );
+        assert_eq!(l[1], serde_json::json!([0.5, "o", "$ ls\r\n"]));
+        // Input is not captured by default.
+        assert_eq!(l[2], serde_json::json!([1.25, "r", "120x40"]));
+        assert_eq!(l.len(), 3);
+        let s = w.summary();
+        assert_eq!(s.terminal_bytes, 6);
+        assert_eq!(s.encoded_bytes, text.len() as u64);
+        assert_eq!(s.sha256, hex::encode(Sha256::digest(&text)));
+        assert!(!s.truncated);
+    }
+
+    #[test]
+    fn input_is_recorded_when_captured() {
+        let (mut w, mut text) = AsciicastWriter::start(&header(), 1024, true);
+        text.extend(w.input(0.1, b"id\r"));
+        assert_eq!(lines(&text)[1], serde_json::json!([0.1, "i", "id\r"]));
+        assert_eq!(w.summary().terminal_bytes, 3);
+    }
+
+    #[test]
+    fn the_cap_truncates_with_a_final_marker() {
+        let (mut w, mut text) = AsciicastWriter::start(&header(), 10, false);
+        text.extend(w.output(1.0, b"12345678"));
+        text.extend(w.output(2.0, b"abcdef"));
+        text.extend(w.output(3.0, b"ignored"));
+        text.extend(w.resize(3.5, 1, 1));
+        let l = lines(&text);
+        assert_eq!(l[1], serde_json::json!([1.0, "o", "12345678"]));
+        assert_eq!(l[2], serde_json::json!([2.0, "o", "ab"]));
+        assert_eq!(l[3][1], "m");
+        assert!(l[3][2].as_str().expect("text").contains("truncated"));
+        assert_eq!(l.len(), 4);
+        let s = w.summary();
+        assert!(s.truncated);
+        assert_eq!(s.terminal_bytes, 10);
+        assert_eq!(s.sha256, hex::encode(Sha256::digest(&text)));
+    }
+
+    #[test]
+    fn a_character_split_across_messages_is_kept_whole() {
+        let (mut w, _) = AsciicastWriter::start(&header(), 1024, false);
+        let euro = "€".as_bytes();
+        let first = w.output(0.1, &[b'a', euro[0], euro[1]]);
+        let second = w.output(0.2, &[euro[2], b'b']);
+        assert_eq!(lines(&first)[0], serde_json::json!([0.1, "o", "a"]));
+        assert_eq!(lines(&second)[0], serde_json::json!([0.2, "o", "€b"]));
+    }
+
+    #[test]
+    fn invalid_bytes_become_replacement_characters() {
+        let (mut w, _) = AsciicastWriter::start(&header(), 1024, false);
+        let text = w.output(0.1, &[b'x', 0xFF, b'y']);
+        assert_eq!(lines(&text)[0], serde_json::json!([0.1, "o", "x\u{FFFD}y"]));
+    }
+
+    #[test]
+    fn incomplete_tails_are_found() {
+        assert_eq!(incomplete_tail_start(b"abc"), 3);
+        assert_eq!(incomplete_tail_start(&[b'a', 0xE2, 0x82]), 1);
+        assert_eq!(incomplete_tail_start(&[0xE2, 0x82, 0xAC]), 3);
+        assert_eq!(incomplete_tail_start(&[b'a', 0xF0]), 1);
+        assert_eq!(incomplete_tail_start(&[]), 0);
+    }
+}

@@ -1,0 +1,253 @@
+//! Transcript chunks as Secrets in the operator's namespace: `<session>-transcript-<n>`,
+//! labelled with the session, owned by it (so the garbage collector removes them with it),
+//! each holding one gzip member under [`CHUNK_DATA_KEY`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+
+use super::chunks::{Chunk, gunzip_chunks};
+use crate::api::{LABEL_SESSION, NodeShellSession, label_value};
+
+/// `status.transcript.format` of stored transcripts.
+pub const TRANSCRIPT_FORMAT: &str = "asciicast-v2+gzip";
+/// Key of the gzip member in each Secret.
+pub const CHUNK_DATA_KEY: &str = "asciicast.gz";
+/// Annotation holding the chunk's position (0, 1, …).
+pub const CHUNK_ANNOTATION: &str = "nodeshell.periscope.io/transcript-chunk";
+/// Secret type of transcript chunks, so they are easy to tell from other Secrets.
+pub const SECRET_TYPE: &str = "nodeshell.periscope.io/transcript";
+/// Field manager of the gateway's writes.
+const FIELD_MANAGER: &str = "nodeshell-gateway";
+
+/// Why storing or loading a transcript failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptError {
+    /// The apiserver refused or could not be reached.
+    #[error("transcript storage: {0}")]
+    Kube(#[from] kube::Error),
+    /// No chunk exists for the session (no transcript, or retention removed it).
+    #[error("no transcript is stored for session {0}")]
+    NotFound(String),
+    /// A chunk is missing from the sequence.
+    #[error("transcript of session {session} is incomplete: chunk {index} is missing")]
+    MissingChunk {
+        /// The session.
+        session: String,
+        /// The first missing chunk.
+        index: usize,
+    },
+    /// A chunk does not decompress.
+    #[error("transcript chunk {name} is corrupt: {source}")]
+    Corrupt {
+        /// The Secret.
+        name: String,
+        /// What gzip said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The session has no uid (it was never stored), so nothing can be owned by it.
+    #[error("session {0} has no uid; it must be read from the apiserver first")]
+    NoOwner(String),
+}
+
+/// The `status.transcript.ref` of a session: the prefix of its chunk Secrets' names.
+pub fn transcript_ref(session_name: &str) -> String {
+    format!("{session_name}-transcript")
+}
+
+/// The name of chunk `index` of a session's transcript.
+pub fn chunk_secret_name(session_name: &str, index: usize) -> String {
+    format!("{}-{index}", transcript_ref(session_name))
+}
+
+/// The Secret holding one chunk, owned by the session.
+pub fn chunk_secret(
+    session: &NodeShellSession,
+    namespace: &str,
+    chunk: &Chunk,
+) -> Result<Secret, TranscriptError> {
+    let name = session.name_any();
+    let uid = session
+        .meta()
+        .uid
+        .clone()
+        .ok_or_else(|| TranscriptError::NoOwner(name.clone()))?;
+    let owner = OwnerReference {
+        api_version: NodeShellSession::api_version(&()).into_owned(),
+        kind: NodeShellSession::kind(&()).into_owned(),
+        name: name.clone(),
+        uid,
+        controller: Some(true),
+        block_owner_deletion: None,
+    };
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(chunk_secret_name(&name, chunk.index)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                LABEL_SESSION.to_string(),
+                label_value(&name),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                CHUNK_ANNOTATION.to_string(),
+                chunk.index.to_string(),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(SECRET_TYPE.to_string()),
+        data: Some(BTreeMap::from([(
+            CHUNK_DATA_KEY.to_string(),
+            ByteString(chunk.gz.clone()),
+        )])),
+        ..Secret::default()
+    })
+}
+
+/// Writes transcript chunks (server-side apply, field manager `nodeshell-gateway`).
+#[derive(Clone)]
+pub struct TranscriptStore {
+    api: Api<Secret>,
+    namespace: String,
+}
+
+impl TranscriptStore {
+    /// A store for Secrets in `namespace`.
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// Writes (or rewrites) the given chunks in order; stops at the first failure.
+    pub async fn store(
+        &self,
+        session: &NodeShellSession,
+        chunks: &[Chunk],
+    ) -> Result<(), TranscriptError> {
+        for chunk in chunks {
+            let secret = chunk_secret(session, &self.namespace, chunk)?;
+            let name = chunk_secret_name(&session.name_any(), chunk.index);
+            self.api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole uncompressed asciicast recording of a session, from its chunk Secrets.
+pub async fn load_transcript(
+    client: Client,
+    namespace: &str,
+    session_name: &str,
+) -> Result<Vec<u8>, TranscriptError> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let selector = format!("{LABEL_SESSION}={}", label_value(session_name));
+    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    let prefix = format!("{}-", transcript_ref(session_name));
+    let mut chunks: BTreeMap<usize, (String, Vec<u8>)> = BTreeMap::new();
+    for secret in list.items {
+        let name = secret.name_any();
+        // The label value may be shortened for long names; the name prefix is exact.
+        let Some(index) = name
+            .strip_prefix(&prefix)
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let data = secret
+            .data
+            .and_then(|mut d| d.remove(CHUNK_DATA_KEY))
+            .map(|b| b.0)
+            .unwrap_or_default();
+        chunks.insert(index, (name, data));
+    }
+    if chunks.is_empty() {
+        return Err(TranscriptError::NotFound(session_name.to_string()));
+    }
+    let mut out = Vec::new();
+    for (expected, (index, (name, gz))) in chunks.iter().enumerate() {
+        if *index != expected {
+            return Err(TranscriptError::MissingChunk {
+                session: session_name.to_string(),
+                index: expected,
+            });
+        }
+        let text = gunzip_chunks([gz.as_slice()]).map_err(|source| TranscriptError::Corrupt {
+            name: name.clone(),
+            source,
+        })?;
+        out.extend(text);
+    }
+    Ok(out)
+}
+
+/// The stored chunks of a session's transcript as they are kept: gzip members in order, whose
+/// concatenation is one valid (multi-member) gzip file of the recording.
+pub async fn load_transcript_gzip(
+    client: Client,
+    namespace: &str,
+    session_name: &str,
+) -> Result<Vec<u8>, TranscriptError> {
+    let text = load_transcript(client, namespace, session_name).await?;
+    Ok(super::chunks::gzip(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::NodeShellSessionSpec;
+
+    #[test]
+    fn chunk_secrets_are_owned_labelled_and_named() {
+        let mut session = NodeShellSession::new("shell-7fq2k", NodeShellSessionSpec::default());
+        let chunk = Chunk {
+            index: 2,
+            gz: vec![1, 2, 3],
+            sealed: false,
+        };
+        assert!(matches!(
+            chunk_secret(&session, "ns", &chunk),
+            Err(TranscriptError::NoOwner(_))
+        ));
+        session.metadata.uid = Some("uid-1".into());
+        let secret = chunk_secret(&session, "nodeshell-system", &chunk).expect("secret");
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("shell-7fq2k-transcript-2")
+        );
+        assert_eq!(
+            secret.metadata.namespace.as_deref(),
+            Some("nodeshell-system")
+        );
+        assert_eq!(
+            secret
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SESSION))
+                .map(String::as_str),
+            Some("shell-7fq2k")
+        );
+        let owner = &secret.metadata.owner_references.as_ref().expect("owners")[0];
+        assert_eq!(owner.kind, "NodeShellSession");
+        assert_eq!(owner.api_version, "nodeshell.periscope.io/v1alpha1");
+        assert_eq!(owner.uid, "uid-1");
+        assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
+        let json = serde_json::to_value(&secret).expect("json");
+        assert_eq!(json["apiVersion"], "v1");
+        assert_eq!(json["kind"], "Secret");
+        assert_eq!(transcript_ref("shell-7fq2k"), "shell-7fq2k-transcript");
+    }
+}
