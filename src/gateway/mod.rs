@@ -12,7 +12,6 @@ pub mod config;
 pub mod contract;
 pub mod error;
 pub mod live;
-mod live_adapter;
 pub mod metrics;
 pub mod nodes;
 pub mod routes;
@@ -26,4 +25,11 @@ pub mod transcript;
 pub use config::{GatewayArgs, GatewayConfig};
 pub use server::{GatewayError, run};
 
-pub use live_adapter::live_runtime;
+/// The live side this build runs with.
+pub fn live_runtime(
+    _config: &GatewayConfig,
+    _client: kube::Client,
+    _metrics: metrics::GatewayMetrics,
+) -> runtime::Runtime {
+    runtime::Runtime::none()
+}
