@@ -13,7 +13,6 @@
 //! the number of sessions.
 
 #[path = "../e2e/tests/gateway_support.rs"]
-#[allow(dead_code, unused_imports)]
 mod gateway_support;
 #[path = "support/proc_stats.rs"]
 #[allow(dead_code, unused_imports)]
