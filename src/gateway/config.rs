@@ -459,10 +459,47 @@ mod tests {
     }
 
     #[test]
+    fn flags_parse_and_a_json_file_is_yaml_too() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: GatewayArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--oidc-issuer",
+            "http://127.0.0.1:9",
+            "--oidc-client-id",
+            "c",
+            "--allowed-origins",
+            "https://a.example,https://b.example",
+        ])
+        .expect("parse");
+        assert_eq!(cli.args.allowed_origins.len(), 2);
+        let json = r#"{"listen": "127.0.0.1:0", "clusterName": "e2e",
+            "oidc": {"issuerUrl": "http://127.0.0.1:9", "clientId": "nodeshell", "groupsClaim": "groups"},
+            "tierOrder": ["admin", "engineer"], "groupTiers": {"sre": "engineer"},
+            "adminTiers": ["admin"], "allowedOrigins": ["http://127.0.0.1"],
+            "allowMissingOrigin": false, "roleSessionPrefix": "nodeshell",
+            "aws": {"region": "", "stsEndpoint": "http://127.0.0.1:1", "ssmEndpoint": "http://127.0.0.1:2"},
+            "ticketTtlSeconds": 30, "admissionTimeoutSeconds": 15}"#;
+        let config = GatewayConfig::resolve(&cli.args, parse_file(json).expect("json")).unwrap();
+        assert_eq!(config.aws.region, "", "an empty region means none");
+        assert_eq!(config.aws.sts_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(config.admission_timeout, Duration::from_secs(15));
+        assert_eq!(config.oidc.client_id, "c", "flags win over the file");
+    }
+
+    #[test]
     fn origins() {
-        let mut file = GatewayFile::default();
-        file.allowed_origins = vec!["https://a.example/".into()];
-        file.allow_missing_origin = Some(false);
+        let file = GatewayFile {
+            allowed_origins: vec!["https://a.example/".into()],
+            allow_missing_origin: Some(false),
+            ..GatewayFile::default()
+        };
         let config = GatewayConfig::resolve(&args(), file).unwrap();
         assert!(config.origin_allowed(Some("https://a.example")));
         assert!(!config.origin_allowed(Some("https://evil.example")));

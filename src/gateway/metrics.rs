@@ -43,6 +43,11 @@ impl MetricsRegistry {
         self.lock().register(name, help, metric);
     }
 
+    /// Runs `f` with the registry itself (for code that registers into a `&mut Registry`).
+    pub fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self.lock())
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -67,31 +72,15 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
-/// Label: why a session closed.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// The session reason.
-    pub reason: String,
-}
-
-/// Label: traffic direction.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
-    /// `in` (browser → node) or `out` (node → browser).
-    pub direction: String,
-}
-
-/// The gateway's own metrics.
+/// The control side's metrics. Closes by reason and terminal bytes are counted by the live
+/// side (`nodeshell_gateway_live_ends_total`, `…_live_bytes_in_total`, `…_live_bytes_out_total`)
+/// in the same registry.
 #[derive(Clone, Debug)]
 pub struct GatewayMetrics {
     /// The shared registry.
     pub registry: MetricsRegistry,
     /// `POST …/shell` attempts by outcome.
     pub opens: Family<OutcomeLabels, Counter>,
-    /// Sessions closed, by reason (the live side counts these).
-    pub closes: Family<ReasonLabels, Counter>,
-    /// Terminal bytes, by direction (the live side counts these).
-    pub bytes: Family<DirectionLabels, Counter>,
     /// Session objects by phase, as last listed.
     pub sessions: Family<PhaseLabels, Gauge>,
     /// Seconds from `POST …/shell` to the answer.
@@ -110,13 +99,9 @@ impl GatewayMetrics {
     /// Registers the control side's metrics in `registry`.
     pub fn new(registry: MetricsRegistry) -> Self {
         let opens = Family::<OutcomeLabels, Counter>::default();
-        let closes = Family::<ReasonLabels, Counter>::default();
-        let bytes = Family::<DirectionLabels, Counter>::default();
         let sessions = Family::<PhaseLabels, Gauge>::default();
         let open_latency = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         registry.register("opens", "Shell open attempts by outcome", opens.clone());
-        registry.register("closes", "Sessions closed by reason", closes.clone());
-        registry.register("bytes", "Terminal bytes by direction", bytes.clone());
         registry.register(
             "sessions",
             "NodeShellSession objects by phase",
@@ -130,8 +115,6 @@ impl GatewayMetrics {
         Self {
             registry,
             opens,
-            closes,
-            bytes,
             sessions,
             open_latency,
         }
@@ -144,26 +127,6 @@ impl GatewayMetrics {
                 outcome: outcome.into(),
             })
             .inc();
-    }
-
-    /// Counts one closed session.
-    pub fn closed(&self, reason: &str) {
-        self.closes
-            .get_or_create(&ReasonLabels {
-                reason: reason.into(),
-            })
-            .inc();
-    }
-
-    /// Adds terminal bytes in (browser → node) and out.
-    pub fn traffic(&self, bytes_in: u64, bytes_out: u64) {
-        for (direction, n) in [("in", bytes_in), ("out", bytes_out)] {
-            self.bytes
-                .get_or_create(&DirectionLabels {
-                    direction: direction.into(),
-                })
-                .inc_by(n);
-        }
     }
 
     /// Replaces the per-phase session gauges.
@@ -189,8 +152,6 @@ mod tests {
         let m = GatewayMetrics::default();
         m.open("admitted");
         m.open("E_CAP_USER");
-        m.closed("UserExit");
-        m.traffic(3, 5);
         m.set_sessions_by_phase(&[("Active".into(), 2)]);
         m.open_latency.observe(0.2);
         let extra = Counter::<u64>::default();
@@ -201,8 +162,6 @@ mod tests {
         for needle in [
             "nodeshell_gateway_opens_total{outcome=\"admitted\"} 1",
             "nodeshell_gateway_opens_total{outcome=\"E_CAP_USER\"} 1",
-            "nodeshell_gateway_closes_total{reason=\"UserExit\"} 1",
-            "nodeshell_gateway_bytes_total{direction=\"out\"} 5",
             "nodeshell_gateway_sessions{phase=\"Active\"} 2",
             "nodeshell_gateway_open_latency_seconds_count 1",
             "nodeshell_gateway_live_extra_total 1",

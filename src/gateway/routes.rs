@@ -1033,9 +1033,9 @@ async fn attach(
                 ),
             )
         })?;
-    // A session that already ran on a socket is a reattach: the live side then expects the
-    // browser's resume frame.
-    let resume = grant.reattach && phase == SessionPhase::Active;
+    // A session that runs here, or already ran on a socket, is a reattach: the live side
+    // then expects the browser's resume frame (and refuses when it does not run it).
+    let resume = state.runtime.live.is_running(&name) || phase == SessionPhase::Active;
     let attach_grant = AttachGrant {
         caller: grant.caller,
         id_token: grant.id_token,

@@ -19,6 +19,11 @@ pub trait LiveRuntime: Send + Sync + 'static {
     fn attach(&self, grant: AttachGrant, socket: WebSocket, resume: bool)
     -> BoxFuture<'static, ()>;
 
+    /// Whether this replica runs the session (an attach to it is then a reattach).
+    fn is_running(&self, _session_name: &str) -> bool {
+        false
+    }
+
     /// Asks the live session (if this replica runs it) to end with reason AdminTerminated.
     fn request_terminate(&self, session_name: &str);
 
