@@ -93,8 +93,14 @@ pub struct AuditRow {
     pub bytes_in: Option<u64>,
     /// Bytes printed (close rows).
     pub bytes_out: Option<u64>,
-    /// The transcript (close rows of recorded sessions).
-    pub transcript: Option<AuditTranscript>,
+    /// `status.transcript.ref` (close rows of recorded sessions).
+    pub transcript_ref: Option<String>,
+    /// Terminal bytes recorded in the transcript.
+    pub transcript_bytes: Option<u64>,
+    /// Whether the transcript stopped at `maxBytes`.
+    pub transcript_truncated: Option<bool>,
+    /// Hex SHA-256 of the uncompressed asciicast recording (= `status.transcript.sha256`).
+    pub sha256: Option<String>,
 }
 
 impl AuditRow {
@@ -248,12 +254,10 @@ mod tests {
             message: Some("the shell exited".into()),
             bytes_in: Some(10),
             bytes_out: Some(200),
-            transcript: Some(AuditTranscript {
-                reference: "shell-1-transcript".into(),
-                bytes: 200,
-                sha256: "ab".into(),
-                truncated: false,
-            }),
+            transcript_ref: Some("shell-1-transcript".into()),
+            transcript_bytes: Some(200),
+            transcript_truncated: Some(false),
+            sha256: Some("ab".into()),
         }
     }
 
@@ -281,7 +285,10 @@ mod tests {
             "reason",
             "bytes_in",
             "bytes_out",
-            "transcript",
+            "transcript_ref",
+            "transcript_bytes",
+            "transcript_truncated",
+            "sha256",
         ] {
             assert!(value.get(key).is_some(), "missing {key}");
         }
@@ -290,7 +297,8 @@ mod tests {
             value["actor"],
             serde_json::json!({"sub":"alice","email":"alice@example.com","groups":["sre"],"tier":"engineer"})
         );
-        assert_eq!(value["transcript"]["ref"], "shell-1-transcript");
+        assert_eq!(value["transcript_ref"], "shell-1-transcript");
+        assert_eq!(value["sha256"], "ab");
         assert_eq!(value["duration_ms"], 60_000);
     }
 

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::frames::{ClientFrame, ServerFrame};
 
 /// Frames queued towards one browser.
-pub const OUTBOUND_QUEUE: usize = 16;
+pub const OUTBOUND_QUEUE: usize = 4;
 /// Browser events queued towards the session.
 pub const EVENT_QUEUE: usize = 32;
 /// How long a reattaching browser has to send its `resume` frame.

@@ -33,7 +33,10 @@ use crate::gateway::transcript::{Chunk, Transcript, TranscriptError, transcript_
 use crate::ssm::{ChannelInput, ChannelOutput, DataChannel};
 
 /// Largest binary frame sent to the browser.
-const MAX_FRAME: usize = 32 * 1024;
+const MAX_FRAME: usize = 16 * 1024;
+/// Output handed to the bridge but possibly not yet on the browser's screen (the bridge's
+/// queue plus the frame being written). Kept in the ring so a reattach can replay it.
+const IN_FLIGHT: u64 = ((super::bridge::OUTBOUND_QUEUE + 1) * MAX_FRAME) as u64;
 /// Keystroke chunks queued towards the channel.
 const INPUT_QUEUE: usize = 16;
 /// Sealed transcript chunks allowed to wait for storage before output reading pauses.
@@ -255,6 +258,7 @@ impl Driver {
             }
             self.cursor = start.offset();
         }
+        self.retry_pending_output();
     }
 
     fn detach(&mut self) {
@@ -266,10 +270,21 @@ impl Driver {
         debug!(session = %self.info.name, "browser detached; waiting for a reattach");
     }
 
-    /// Takes an output chunk into the ring (when it has room for it beyond the bytes the
-    /// browser has not been sent), the transcript and the counters.
+    /// The oldest output byte the ring must keep. Attached: what was not sent yet plus what
+    /// may still be in flight. Detached: everything held, since the browser may have lost
+    /// any of the bytes in flight when it dropped; output reading stops once the ring is full.
+    fn keep_from(&self) -> u64 {
+        if self.out.is_some() {
+            self.cursor.saturating_sub(IN_FLIGHT)
+        } else {
+            self.ring.start()
+        }
+    }
+
+    /// Takes an output chunk into the ring (when it has room for it without evicting bytes
+    /// still needed), the transcript and the counters.
     fn take_output(&mut self, chunk: Bytes, force: bool) -> bool {
-        if !force && self.ring.room(self.cursor) < chunk.len().min(self.ring.capacity()) {
+        if !force && self.ring.room(self.keep_from()) < chunk.len().min(self.ring.capacity()) {
             self.pending_output = Some(chunk);
             return false;
         }
@@ -525,6 +540,7 @@ impl Driver {
     /// close row, status Closed, the `closed` frame.
     async fn finish(mut self, reason: EndReason, writer: JoinHandle<()>) {
         let name = self.info.name.clone();
+        let ended_at = Timestamp::now();
         // With the person's own credentials; an already ended session is fine.
         if let Err(e) = self.ssm.terminate_session(&self.info.ssm_session_id).await
             && !matches!(e, SsmCallError::DoesNotExist(_))
@@ -565,7 +581,6 @@ impl Driver {
 
         let mut message = reason.message();
         let transcript_audit = self.final_flush(&name, &mut message).await;
-        let ended_at = Timestamp::now();
         let duration_ms =
             u64::try_from(ended_at.as_millisecond() - self.info.started_at.as_millisecond())
                 .unwrap_or(0);
@@ -591,7 +606,10 @@ impl Driver {
             message: Some(message.clone()),
             bytes_in: Some(self.traffic.bytes_in),
             bytes_out: Some(self.traffic.bytes_out),
-            transcript: transcript_audit,
+            transcript_ref: transcript_audit.as_ref().map(|t| t.reference.clone()),
+            transcript_bytes: transcript_audit.as_ref().map(|t| t.bytes),
+            transcript_truncated: transcript_audit.as_ref().map(|t| t.truncated),
+            sha256: transcript_audit.map(|t| t.sha256),
         };
         if let Err(e) = self.inner.config.audit.emit(&row) {
             warn!(session = %name, error = %e, "writing the close audit row failed");

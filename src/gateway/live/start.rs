@@ -178,7 +178,10 @@ pub(super) fn open_row(
         message: None,
         bytes_in: None,
         bytes_out: None,
-        transcript: None,
+        transcript_ref: None,
+        transcript_bytes: None,
+        transcript_truncated: None,
+        sha256: None,
     }
 }
 
