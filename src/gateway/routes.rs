@@ -156,6 +156,27 @@ fn kube_error(e: &kube::Error, what: &str) -> ApiError {
     }
 }
 
+/// Longest wait for one Kubernetes API call made while answering a request: past it the
+/// apiserver counts as unreachable and the request fails closed.
+const KUBE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one Kubernetes API call with [`KUBE_CALL_TIMEOUT`].
+async fn kube_call<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(KUBE_CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(|e| kube_error(&e, what)),
+        Err(_) => {
+            tracing::warn!(what, "Kubernetes API call timed out");
+            Err(ApiError::new(
+                ErrorCode::Internal,
+                "cannot reach the Kubernetes API (no answer within 10 s); no session was opened or changed; try again shortly",
+            ))
+        }
+    }
+}
+
 fn nodes_api(state: &AppState) -> Api<Node> {
     Api::all(state.kube.clone())
 }
@@ -165,39 +186,33 @@ fn sessions_api(state: &AppState) -> Api<NodeShellSession> {
 }
 
 async fn policies(state: &AppState) -> Result<Vec<NodeShellPolicy>, ApiError> {
-    Api::<NodeShellPolicy>::all(state.kube.clone())
-        .list(&ListParams::default())
+    let api = Api::<NodeShellPolicy>::all(state.kube.clone());
+    kube_call("policies", api.list(&ListParams::default()))
         .await
         .map(|l| l.items)
-        .map_err(|e| kube_error(&e, "policies"))
 }
 
 async fn sessions(state: &AppState) -> Result<Vec<NodeShellSession>, ApiError> {
-    sessions_api(state)
-        .list(&ListParams::default())
+    let api = sessions_api(state);
+    kube_call("sessions", api.list(&ListParams::default()))
         .await
         .map(|l| l.items)
-        .map_err(|e| kube_error(&e, "sessions"))
 }
 
 async fn node(state: &AppState, name: &str) -> Result<Node, ApiError> {
-    nodes_api(state)
-        .get_opt(name)
-        .await
-        .map_err(|e| kube_error(&e, "node"))?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                format!("no node named {name:?}; list nodes with GET /api/v1/nodes"),
-            )
-        })
+    let api = nodes_api(state);
+    kube_call("node", api.get_opt(name)).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("no node named {name:?}; list nodes with GET /api/v1/nodes"),
+        )
+    })
 }
 
 async fn session(state: &AppState, name: &str) -> Result<NodeShellSession, ApiError> {
-    sessions_api(state)
-        .get_opt(name)
-        .await
-        .map_err(|e| kube_error(&e, "session"))?
+    let api = sessions_api(state);
+    kube_call("session", api.get_opt(name))
+        .await?
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
@@ -387,10 +402,9 @@ async fn list_nodes(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let auth = authenticate(&state, &headers).await?;
-    let nodes = nodes_api(&state)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| kube_error(&e, "nodes"))?
+    let api = nodes_api(&state);
+    let nodes = kube_call("nodes", api.list(&ListParams::default()))
+        .await?
         .items;
     let policies = policies(&state).await?;
     let sessions = sessions(&state).await?;
@@ -717,9 +731,15 @@ async fn create_session(
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PostParams::default()
     };
-    let created = sessions_api(state)
-        .create(&pp, &object)
+    let api = sessions_api(state);
+    let created = tokio::time::timeout(KUBE_CALL_TIMEOUT, api.create(&pp, &object))
         .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Internal,
+                "cannot reach the Kubernetes API (no answer within 10 s); no session was opened",
+            )
+        })?
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 422 || s.code == 400 => ApiError::new(
                 ErrorCode::BadRequest,
@@ -747,14 +767,14 @@ async fn await_decision(state: &AppState, name: &str) -> Result<NodeShellSession
         )),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, session = name, "watching the session failed");
-            let _ = request_terminate(state, name).await;
+            let _ = kube_call("session", request_terminate(state, name)).await;
             Err(ApiError::new(
                 ErrorCode::Internal,
                 "cannot reach the Kubernetes API; no session was opened",
             ))
         }
         Err(_) => {
-            let _ = request_terminate(state, name).await;
+            let _ = kube_call("session", request_terminate(state, name)).await;
             Err(ApiError::new(
                 ErrorCode::Internal,
                 format!(
@@ -903,9 +923,7 @@ async fn delete_session(
         return Err(not_yours(&state, &auth.caller, &name));
     }
     if !s.phase().is_terminal() && !s.spec.terminate {
-        request_terminate(&state, &name)
-            .await
-            .map_err(|e| kube_error(&e, "session"))?;
+        kube_call("session", request_terminate(&state, &name)).await?;
     }
     state.runtime.live.request_terminate(&name);
     tracing::info!(
@@ -1020,10 +1038,9 @@ async fn attach(
             format!("session {name} is {phase} and cannot be attached; open a new shell"),
         ));
     }
-    let policy = Api::<NodeShellPolicy>::all(state.kube.clone())
-        .get_opt(&session.spec.policy_name)
-        .await
-        .map_err(|e| kube_error(&e, "policy"))?
+    let policies_api = Api::<NodeShellPolicy>::all(state.kube.clone());
+    let policy = kube_call("policy", policies_api.get_opt(&session.spec.policy_name))
+        .await?
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NodeShellDisabled,
