@@ -375,18 +375,19 @@ async fn an_expired_token_at_attach_asks_to_sign_in_again() -> anyhow::Result<()
     let error = term.find_control("error").cloned().unwrap_or_default();
     assert_eq!(error["code"], "E_REAUTH_REQUIRED", "{error}");
     assert_eq!(error["retryable"], false, "{error}");
-    // The ticket endpoint refuses the expired token too, so the browser signs in again.
-    let answer = api
-        .post(
-            &format!("/api/v1/sessions/{}/ticket", opened.session),
-            json!({}),
-        )
-        .await?;
-    assert_eq!(answer.status, 401, "{}", answer.body);
+    // Nothing started on the node, and the session does not stay open.
+    let cr = world.wait_closed(&opened.session, T).await?;
+    assert!(cr["status"]["ssmSessionId"].is_null(), "{}", cr["status"]);
     assert!(
-        matches!(answer.code(), "E_AUTH" | "E_REAUTH_REQUIRED"),
-        "{}",
-        answer.body
+        !world
+            .sim
+            .calls()
+            .iter()
+            .any(|c| c.operation == "StartSession"
+                && c.principal_arn
+                    .as_deref()
+                    .is_some_and(|p| p.ends_with(&format!("/{SESSION_PREFIX}-{sub}")))),
+        "no StartSession for {sub}"
     );
     world.cleanup(&scope).await
 }
