@@ -12,6 +12,7 @@ pub mod config;
 pub mod contract;
 pub mod error;
 pub mod live;
+mod live_adapter;
 pub mod metrics;
 pub mod nodes;
 pub mod routes;
@@ -25,11 +26,4 @@ pub mod transcript;
 pub use config::{GatewayArgs, GatewayConfig};
 pub use server::{GatewayError, run};
 
-/// The live side this build runs with.
-pub fn live_runtime(
-    _config: &GatewayConfig,
-    _client: kube::Client,
-    _metrics: metrics::GatewayMetrics,
-) -> runtime::Runtime {
-    runtime::Runtime::none()
-}
+pub use live_adapter::live_runtime;
