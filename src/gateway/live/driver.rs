@@ -428,11 +428,7 @@ impl Driver {
             let pump = self.pump.clone();
             tokio::select! {
                 biased;
-                ctl = control_rx.recv() => {
-                    if let Some(Control::End(reason)) = ctl {
-                        return reason;
-                    }
-                }
+                Some(Control::End(reason)) = control_rx.recv() => return reason,
                 Some(attachment) = attach_rx.recv() => self.attach(attachment),
                 reason = self.input.closed(), if self.output_done => {
                     self.exit_code = reason.exit_code;
