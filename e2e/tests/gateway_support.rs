@@ -790,6 +790,7 @@ impl NodeshellProcess {
         let _ = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid.to_string())
+            .stderr(Stdio::null())
             .status();
     }
 
