@@ -599,13 +599,36 @@ async fn firehose_ours(
 }
 
 /// aws-ssm-bridge attached to the same kind of session (its data channel only, as for the
-/// other two peers; StartSession is not timed for anyone).
+/// other two peers; StartSession is not timed for anyone). Retries a run whose output began
+/// before the bench could subscribe (see [`firehose_bridge_once`]).
 async fn firehose_bridge(
     ssm: &SsmSessions,
     len: usize,
     expected: &[u8; 32],
     meter: impl Fn() -> Meter,
 ) -> anyhow::Result<FirehoseRun> {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        if let Some(run) = firehose_bridge_once(ssm, len, expected, &meter).await? {
+            return Ok(run);
+        }
+        println!(
+            "  aws-ssm-bridge: output began before the bench subscribed (attempt {attempt} of {ATTEMPTS}); retrying"
+        );
+    }
+    bail!("aws-ssm-bridge: output began before the bench could subscribe in {ATTEMPTS} attempts")
+}
+
+/// One bridge firehose; `None` when the first chunk seen is not the start of the stream.
+/// The bridge drops output that arrives while a session has no subscriber, and its reader
+/// task starts inside `attach`; a descheduled bench thread can subscribe a chunk late. That
+/// is the harness's race, not the bridge losing data, so it is retried rather than failed.
+async fn firehose_bridge_once(
+    ssm: &SsmSessions,
+    len: usize,
+    expected: &[u8; 32],
+    meter: &impl Fn() -> Meter,
+) -> anyhow::Result<Option<FirehoseRun>> {
     let stream = start_firehose(ssm, len).await?;
     let mut config = SessionConfig::new(INSTANCE);
     // The simulator's loopback ws:// URL is not an AWS endpoint.
@@ -622,13 +645,19 @@ async fn firehose_bridge(
         config,
     )
     .await?;
-    // Subscribe before yielding: output that arrives before a subscriber exists is dropped.
+    // Subscribe before yielding, to keep the race above as narrow as it can be.
     let mut output = session.output();
     loop {
         let chunk = tokio::time::timeout(STALL, output.recv())
             .await
             .with_context(|| format!("aws-ssm-bridge: stalled after {} bytes", check.received))?;
         let Some(chunk) = chunk else { break };
+        if check.received == 0 && !is_firehose_start(&chunk) {
+            let _ = session.terminate().await;
+            // An attached bridge session cannot call TerminateSession; free the agent here.
+            let _ = ssm.terminate_session(&stream.session_id).await;
+            return Ok(None);
+        }
         check.feed(&chunk);
     }
     let m = meter.stop();
@@ -640,13 +669,20 @@ async fn firehose_bridge(
     }
     check.finish()?;
     let _ = tokio::time::timeout(Duration::from_secs(10), session.closed()).await;
-    Ok(FirehoseRun {
+    Ok(Some(FirehoseRun {
         bytes: len,
         seconds: m.seconds,
         cpu_s: m.own_cpu_s,
         hash_cpu_s: 0.0,
         sim_cpu_s: m.sim_cpu_s,
-    })
+    }))
+}
+
+/// Whether `chunk` is the first bytes of the firehose.
+fn is_firehose_start(chunk: &[u8]) -> bool {
+    let mut want = vec![0u8; chunk.len()];
+    fill_firehose(0, &mut want);
+    want == chunk
 }
 
 // === impl PluginPeer ===
