@@ -22,7 +22,7 @@ use super::bridge::{Attachment, ClientEvent, Outbound};
 use super::close::{EndReason, end_from_channel, takeover};
 use super::frames::ServerFrame;
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
-use super::replay::{ReplayRing, ReplayStart};
+use super::replay::{ReplayRing, ReplayStart, keep_from};
 use super::status::{ApplyMode, ClosedFacts, Traffic, closed_status, heartbeat, is_status};
 use super::{Control, Inner};
 use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits, SessionPhase};
@@ -274,11 +274,12 @@ impl Driver {
     /// may still be in flight. Detached: everything held, since the browser may have lost
     /// any of the bytes in flight when it dropped; output reading stops once the ring is full.
     fn keep_from(&self) -> u64 {
-        if self.out.is_some() {
-            self.cursor.saturating_sub(IN_FLIGHT)
-        } else {
-            self.ring.start()
-        }
+        keep_from(
+            self.out.is_some(),
+            self.cursor,
+            IN_FLIGHT,
+            self.ring.start(),
+        )
     }
 
     /// Takes an output chunk into the ring (when it has room for it without evicting bytes
