@@ -119,6 +119,14 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
             addr: addr.to_string(),
             source,
         })?;
+    // Load the issuer's keys before announcing the port, so the first request verifies; an
+    // issuer that is down does not stop the start (the refresh loop keeps trying, /readyz
+    // says why).
+    match tokio::time::timeout(Duration::from_secs(10), state.auth.keys().refresh()).await {
+        Ok(Ok(keys)) => tracing::info!(keys = keys.len(), "loaded the issuer's keys"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the issuer's keys yet"),
+        Err(_) => tracing::warn!("the issuer did not answer within 10 s; keys not loaded yet"),
+    }
     let stop = CancellationToken::new();
     let background = spawn_background(&state, stop.clone());
     let app = routes::router(state.clone());

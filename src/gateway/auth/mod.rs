@@ -130,8 +130,14 @@ impl Authenticator {
     /// Verifies an `Authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Authenticated, ApiError> {
         let raw = bearer(header).map_err(|e| e.to_api())?;
-        let Some(keys) = self.keys.current() else {
-            return Err(self.keys_unavailable());
+        let keys = match self.keys.current() {
+            Some(keys) => keys,
+            // Not loaded yet (start-up, issuer down): try now, at most once per floor.
+            None => self
+                .keys
+                .refetch_for_unknown_kid()
+                .await
+                .ok_or_else(|| self.keys_unavailable())?,
         };
         let now = unix_now();
         let verified = match token::verify(raw, &keys, &self.rules, now) {
@@ -175,8 +181,14 @@ impl Authenticator {
 
     /// Refreshes the keys forever: every `every` once loaded, every `retry` until then.
     pub async fn refresh_loop(self, every: Duration, retry: Duration) {
+        let mut wait = if self.keys.is_loaded() {
+            every
+        } else {
+            Duration::ZERO
+        };
         loop {
-            let wait = match self.keys.refresh().await {
+            tokio::time::sleep(wait).await;
+            wait = match self.keys.refresh().await {
                 Ok(set) => {
                     tracing::debug!(keys = set.len(), "refreshed the issuer's keys");
                     every
@@ -186,7 +198,6 @@ impl Authenticator {
                     retry
                 }
             };
-            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -270,9 +281,10 @@ mod tests {
         });
         let cache = KeyCache::new(fetch, Duration::ZERO);
         let auth = Authenticator::new(&oidc("https://issuer.test"), tiers(), cache);
+        // Keys not loaded yet: the first request loads them.
         let before = auth.authenticate(Some("Bearer x.y.z")).await.unwrap_err();
-        assert_eq!(before.code, ErrorCode::Internal, "keys not loaded yet");
-        auth.keys().refresh().await.unwrap();
+        assert_eq!(before.code, ErrorCode::Auth, "{}", before.message);
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
         ring.write()
             .unwrap()
             .rotate(Duration::from_secs(60))
@@ -287,7 +299,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.caller.sub, "alice");
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "one refetch for the new kid"
+        );
         assert!(
             !format!("{ok:?}").contains(&token),
             "Debug never shows the token"
