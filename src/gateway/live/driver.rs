@@ -30,7 +30,7 @@ use crate::aws::{SsmCallError, SsmSessions};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditTranscript, VERB_CLOSE};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::transcript::{Chunk, Transcript, TranscriptError, transcript_ref};
-use crate::ssm::{ChannelInput, ChannelOutput, DataChannel};
+use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel};
 
 /// Largest binary frame sent to the browser.
 const MAX_FRAME: usize = 16 * 1024;
@@ -101,6 +101,9 @@ struct Driver {
     pending_output: Option<Bytes>,
     pending_input: Option<Bytes>,
     output_done: bool,
+    /// How the channel ended, once it has; its remaining output is then read without
+    /// back-pressure (there is no agent left to hold back).
+    channel_end: Option<CloseReason>,
     out: Option<mpsc::Sender<Outbound>>,
     events: Option<mpsc::Receiver<ClientEvent>>,
     detached_since: Option<Instant>,
@@ -156,6 +159,7 @@ pub(super) async fn run(
         pending_output: None,
         pending_input: None,
         output_done: false,
+        channel_end: None,
         out: None,
         events: None,
         detached_since: None,
@@ -324,6 +328,9 @@ impl Driver {
     }
 
     fn can_read_output(&self) -> bool {
+        if self.channel_end.is_some() {
+            return !self.output_done;
+        }
         !self.output_done
             && self.pending_output.is_none()
             && self
@@ -431,9 +438,15 @@ impl Driver {
                 biased;
                 Some(Control::End(reason)) = control_rx.recv() => return reason,
                 Some(attachment) = attach_rx.recv() => self.attach(attachment),
-                reason = self.input.closed(), if self.output_done => {
+                reason = self.input.closed(), if self.channel_end.is_none() => {
                     self.exit_code = reason.exit_code;
-                    return end_from_channel(&reason);
+                    if self.output_done {
+                        return end_from_channel(&reason);
+                    }
+                    if let Some(chunk) = self.pending_output.take() {
+                        self.take_output(chunk, true);
+                    }
+                    self.channel_end = Some(reason);
                 }
                 ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
                     Some(ClientEvent::Input(bytes)) => self.on_input(bytes),
@@ -469,9 +482,15 @@ impl Driver {
                 },
                 chunk = self.output.recv(), if can_read => match chunk {
                     Some(chunk) => {
-                        self.take_output(chunk, false);
+                        let ended = self.channel_end.is_some();
+                        self.take_output(chunk, ended);
                     }
-                    None => self.output_done = true,
+                    None => {
+                        self.output_done = true;
+                        if let Some(reason) = &self.channel_end {
+                            return end_from_channel(reason);
+                        }
+                    }
                 },
                 Some(ev) = watch.next() => {
                     if let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = &ev
@@ -561,15 +580,18 @@ impl Driver {
         let exit_code = self
             .exit_code
             .or_else(|| self.input.close_reason().and_then(|r| r.exit_code));
-        // Forward what the browser has not seen yet, best effort.
-        if let Some(out) = &self.out {
-            while self.cursor < self.ring.end() {
-                let data = self.ring.read(self.cursor, MAX_FRAME);
-                self.cursor += data.len() as u64;
-                if out.try_send(Outbound::Binary(Bytes::from(data))).is_err() {
-                    break;
+        // Forward what the browser has not seen yet, for a short while at most.
+        if let Some(out) = self.out.clone() {
+            let forward = async {
+                while self.cursor < self.ring.end() {
+                    let data = self.ring.read(self.cursor, MAX_FRAME);
+                    self.cursor += data.len() as u64;
+                    if out.send(Outbound::Binary(Bytes::from(data))).await.is_err() {
+                        break;
+                    }
                 }
-            }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), forward).await;
         }
 
         // No more heartbeats: the final write below is the last word.
