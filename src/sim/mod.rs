@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -276,6 +277,13 @@ impl Simulator {
             shutdown: CancellationToken::new(),
         });
         let serve = |listener: TcpListener, router: axum::Router, stop: CancellationToken| {
+            // Nagle plus the peer's delayed ACK holds a small frame written right after
+            // another (an input ack, then the echo) for up to 40 ms: send every write at once.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY on an accepted socket");
+                }
+            });
             tokio::spawn(async move {
                 let _ = axum::serve(listener, router)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
