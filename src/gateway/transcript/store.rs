@@ -10,6 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
+use sha2::{Digest, Sha256};
+
 use super::chunks::{Chunk, gunzip_chunks};
 use crate::api::{LABEL_SESSION, NodeShellSession, label_value};
 
@@ -55,9 +57,27 @@ pub enum TranscriptError {
     NoOwner(String),
 }
 
-/// The `status.transcript.ref` of a session: the prefix of its chunk Secrets' names.
+/// Longest Secret name (a DNS subdomain).
+const MAX_NAME: usize = 253;
+/// Room kept after the prefix for `-<chunk index>`.
+const INDEX_ROOM: usize = 8;
+
+/// The `status.transcript.ref` of a session: the prefix of its chunk Secrets' names,
+/// `<session>-transcript`. A session name too long for that (and a chunk index) to stay a
+/// valid Secret name is cut and followed by 10 hex characters of its SHA-256.
 pub fn transcript_ref(session_name: &str) -> String {
-    format!("{session_name}-transcript")
+    const SUFFIX: &str = "-transcript";
+    if session_name.len() + SUFFIX.len() + INDEX_ROOM <= MAX_NAME {
+        return format!("{session_name}{SUFFIX}");
+    }
+    let hash = hex::encode(Sha256::digest(session_name.as_bytes()));
+    let keep = MAX_NAME - SUFFIX.len() - INDEX_ROOM - 11;
+    // Session names are DNS subdomains (ASCII), so byte slicing cannot split a character.
+    let head = session_name
+        .get(..keep)
+        .unwrap_or(session_name)
+        .trim_end_matches(['-', '.']);
+    format!("{head}-{}{SUFFIX}", hash.get(..10).unwrap_or(&hash))
 }
 
 /// The name of chunk `index` of a session's transcript.
@@ -249,5 +269,15 @@ mod tests {
         assert_eq!(json["apiVersion"], "v1");
         assert_eq!(json["kind"], "Secret");
         assert_eq!(transcript_ref("shell-7fq2k"), "shell-7fq2k-transcript");
+    }
+
+    #[test]
+    fn long_session_names_still_give_valid_secret_names() {
+        let long = format!("{}-abcde", "n".repeat(247));
+        let name = chunk_secret_name(&long, 9999);
+        assert!(name.len() <= 253, "{} chars", name.len());
+        assert!(name.ends_with("-transcript-9999"));
+        let other = chunk_secret_name(&format!("{}-fghij", "n".repeat(247)), 0);
+        assert_ne!(name.trim_end_matches("-9999"), other.trim_end_matches("-0"));
     }
 }
