@@ -2,7 +2,7 @@
 //!
 //! [`LiveSessions::attach`] exchanges the person's id_token for AWS credentials, starts the
 //! SSM session, opens the data channel and bridges it to the browser's WebSocket. Each
-//! running session is driven by one task ([`driver`]) that owns the channel, the replay ring,
+//! running session is driven by one task (`driver`) that owns the channel, the replay ring,
 //! the idle and max-duration clocks, the transcript and the status heartbeats; a browser is
 //! only a bridge ([`bridge`]) that can come and go within the reattach grace. The decisions
 //! are pure ([`idle`], [`replay`], [`close`], [`frames`], [`status`]).
