@@ -43,6 +43,8 @@ const INPUT_QUEUE: usize = 16;
 const MAX_UNSTORED_SEALED: usize = 2;
 /// How long the end waits for the channel's remaining output after TerminateSession.
 const DRAIN: Duration = Duration::from_secs(3);
+/// Longest wait for TerminateSession at the end (the session's close must not hang on SSM).
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts at the final transcript flush and the Closed status write.
 const FINAL_ATTEMPTS: usize = 5;
 
@@ -558,10 +560,13 @@ impl Driver {
         let name = self.info.name.clone();
         let ended_at = Timestamp::now();
         // With the person's own credentials; an already ended session is fine.
-        if let Err(e) = self.ssm.terminate_session(&self.info.ssm_session_id).await
-            && !matches!(e, SsmCallError::DoesNotExist(_))
-        {
-            warn!(session = %name, error = %e, "TerminateSession failed");
+        let terminate = self.ssm.terminate_session(&self.info.ssm_session_id);
+        match tokio::time::timeout(TERMINATE_TIMEOUT, terminate).await {
+            Ok(Err(e)) if !matches!(e, SsmCallError::DoesNotExist(_)) => {
+                warn!(session = %name, error = %e, "TerminateSession failed");
+            }
+            Err(_) => warn!(session = %name, "TerminateSession did not answer in time"),
+            Ok(_) => {}
         }
         if let Some(chunk) = self.pending_output.take() {
             self.take_output(chunk, true);
