@@ -283,15 +283,23 @@ impl Driver {
         keep_from(
             self.out.is_some(),
             self.cursor,
-            IN_FLIGHT,
+            self.in_flight(),
             self.ring.start(),
         )
+    }
+
+    /// [`IN_FLIGHT`], but never more than half the ring, so a small ring still has room
+    /// for new output once the browser has caught up.
+    fn in_flight(&self) -> u64 {
+        IN_FLIGHT.min(self.ring.capacity() as u64 / 2)
     }
 
     /// Takes an output chunk into the ring (when it has room for it without evicting bytes
     /// still needed), the transcript and the counters.
     fn take_output(&mut self, chunk: Bytes, force: bool) -> bool {
-        if !force && self.ring.room(self.keep_from()) < chunk.len().min(self.ring.capacity()) {
+        // A chunk larger than the ring can ever free up is let in once the browser caught up.
+        let fits = self.ring.capacity() - usize::try_from(self.in_flight()).unwrap_or(0);
+        if !force && self.ring.room(self.keep_from()) < chunk.len().min(fits) {
             self.pending_output = Some(chunk);
             return false;
         }
