@@ -524,3 +524,94 @@ async fn no_credential_is_written_anywhere() -> anyhow::Result<()> {
     }
     world.cleanup(&scope).await
 }
+
+#[tokio::test]
+async fn output_printed_just_before_exit_reaches_the_browser_and_the_transcript()
+-> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let scope = world
+        .scope("lastwords", 1, json!({"transcript": {"maxBytes": 4194304}}))
+        .await?;
+    let api = world.client(&engineer(5));
+    let opened = api.open_ok(&scope.nodes[0]).await?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    term.hello().await?;
+    term.expect_output("$ ", T).await?;
+    // About 300 KB printed, then the shell exits at once.
+    term.send_input(b"seq -f 'last-%g' 1 30000; exit 7\r")
+        .await?;
+    let closed = term.control("closed", Duration::from_secs(120)).await?;
+    assert_eq!(closed["exitCode"], 7, "{closed}");
+    let text = String::from_utf8_lossy(&term.output).into_owned();
+    let got = text.matches("last-").count();
+    assert!(
+        text.contains("last-30000\r\n"),
+        "the last lines before exit were lost: {got} of 30000 lines (+1 echo) arrived, tail {:?}",
+        term.output_tail(200)
+    );
+    let cr = world
+        .wait_session(&opened.session, "Closed with a transcript", T, |s| {
+            s["status"]["phase"] == "Closed" && !s["status"]["transcript"]["sha256"].is_null()
+        })
+        .await?;
+    assert_eq!(cr["status"]["exitCode"], 7);
+    let recording = String::from_utf8(gunzip(&secret_bytes(
+        &transcript_secrets(world, &opened.session).await?,
+    ))?)?;
+    let (_, output) = asciicast_output(&recording)?;
+    assert!(
+        output.contains("last-30000\r\n"),
+        "the transcript lost the last lines"
+    );
+
+    // The same with a browser that is slow to read while the shell prints and exits.
+    let opened = api.open_ok(&scope.nodes[0]).await?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    term.hello().await?;
+    term.expect_output("$ ", T).await?;
+    term.send_input(b"seq -f 'slow-%g' 1 30000; exit 9\r")
+        .await?;
+    tokio::time::sleep(Duration::from_secs(8)).await; // the browser reads nothing meanwhile
+    let closed = term.control("closed", Duration::from_secs(120)).await?;
+    assert_eq!(closed["exitCode"], 9, "{closed}");
+    let text = String::from_utf8_lossy(&term.output).into_owned();
+    assert!(
+        text.contains("slow-30000\r\n"),
+        "a slow browser lost the last lines before exit: {} of 30000 arrived, tail {:?}",
+        text.matches("slow-").count().saturating_sub(1),
+        term.output_tail(120)
+    );
+    world.cleanup(&scope).await
+}
+
+#[tokio::test]
+async fn a_fast_stream_arrives_complete_before_the_closed_frame() -> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let scope = world
+        .scope(
+            "fastexit",
+            1,
+            json!({"aws": {"documentName": nodeshell::sim::FIREHOSE_DOCUMENT}}),
+        )
+        .await?;
+    let api = world.client(&engineer(6));
+    let opened = api.open_ok(&scope.nodes[0]).await?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    term.hello().await?;
+    // The simulator's firehose: 1 MiB as fast as acknowledgements allow, then exit code 0.
+    let closed = term.control("closed", Duration::from_secs(120)).await?;
+    let _ = term
+        .read_until("the socket to close", T, |t| t.closed)
+        .await;
+    let cr = world.wait_closed(&opened.session, T).await?;
+    let want = nodeshell::sim::firehose_bytes(1024 * 1024);
+    assert_eq!(closed["exitCode"], 0, "{closed}");
+    assert!(
+        term.output == want,
+        "the browser got {} of {} bytes (status.bytesOut {}) before `closed`",
+        term.output.len(),
+        want.len(),
+        cr["status"]["bytesOut"]
+    );
+    world.cleanup(&scope).await
+}
