@@ -122,6 +122,7 @@ fn bench_dir() -> PathBuf {
 
 async fn run(size: Size) -> anyhow::Result<()> {
     let ticks = proc_stats::ticks_per_second();
+    let source = SourceState::read();
     let dir = bench_dir();
     std::fs::create_dir_all(&dir)?;
     check_fd_limit(size.idle_sessions);
@@ -186,6 +187,7 @@ async fn run(size: Size) -> anyhow::Result<()> {
         bridge: &bridge,
         plugin: &plugin_run,
         plugin_version: plugin.as_ref().ok().map(|p| p.version.clone()),
+        source: &source,
         plugin_rss: &plugin_rss,
         idle: &idle,
         rtt_ms: &rtt_ms,
@@ -201,6 +203,34 @@ async fn run(size: Size) -> anyhow::Result<()> {
         println!("ssm bench (smoke size, nothing written): {figures}");
     }
     Ok(())
+}
+
+/// Which source the figures belong to (the checkout is shared, so say it).
+struct SourceState {
+    /// `git rev-parse --short HEAD`, when git answers.
+    head: Option<String>,
+    /// Whether `src/ssm` or `src/sim` differ from HEAD (the figures then describe local edits).
+    dirty: Option<bool>,
+}
+
+impl SourceState {
+    /// Asks git once, before any CPU meter runs (a spawned child counts as child CPU).
+    fn read() -> Self {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        Self {
+            head: git(&["rev-parse", "--short", "HEAD"]),
+            dirty: git(&["status", "--porcelain", "--", "src/ssm", "src/sim"])
+                .map(|s| !s.is_empty()),
+        }
+    }
 }
 
 /// Warns when this process may run out of file descriptors: each idle session holds a
@@ -1125,6 +1155,7 @@ struct Report<'a> {
     bridge: &'a FirehoseRun,
     plugin: &'a Result<FirehoseRun, String>,
     plugin_version: Option<String>,
+    source: &'a SourceState,
     plugin_rss: &'a Result<u64, String>,
     idle: &'a IdleResult,
     rtt_ms: &'a [f64],
@@ -1201,6 +1232,8 @@ impl Report<'_> {
                 "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
                 "bytes_per_run": self.size.firehose_bytes,
                 "ours_version": env!("CARGO_PKG_VERSION"),
+                "git_head": self.source.head,
+                "client_or_simulator_source_uncommitted": self.source.dirty,
                 "bridge_version": BRIDGE_VERSION,
                 "plugin_version": self.plugin_version,
                 "plugin_not_measured": self.plugin.as_ref().err(),
