@@ -32,6 +32,9 @@ pub const INPUT_CHUNK_SIZE: usize = 1024;
 /// The plugin version we claim compatibility with in the open frame and handshake.
 pub const CLIENT_VERSION: &str = "1.2.707.0";
 
+/// Smallest websocket read buffer `dial` uses, whatever the options say.
+const MIN_READ_BUFFER: usize = 4 * 1024;
+
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Backoff for reconnecting through `ssm:ResumeSession`.
@@ -86,6 +89,10 @@ pub struct DataChannelOptions {
     pub final_flush: Duration,
     /// Largest websocket message accepted.
     pub max_message_size: usize,
+    /// Websocket read buffer per connection (at least 4 KiB). Every session touches all of it
+    /// on its first read, and a frame is about 1.2 KiB, so it is kept small; tungstenite's
+    /// own default (128 KiB) made up most of an idle session's memory.
+    pub read_buffer_size: usize,
     /// Limit on opening the websocket (TCP, TLS and upgrade).
     pub connect_timeout: Duration,
 }
@@ -108,6 +115,7 @@ impl DataChannelOptions {
             close_drain: Duration::from_secs(2),
             final_flush: Duration::from_secs(5),
             max_message_size: 1024 * 1024,
+            read_buffer_size: 16 * 1024,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -352,7 +360,11 @@ async fn dial(
         url: url.to_owned(),
         message,
     };
-    let config = WebSocketConfig::default().max_message_size(Some(options.max_message_size));
+    // The write buffer needs no bound of ours: it grows only to what one flush holds, and
+    // every message is sent with a flush.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(options.max_message_size))
+        .read_buffer_size(options.read_buffer_size.max(MIN_READ_BUFFER));
     let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (mut socket, _) = tokio::time::timeout(options.connect_timeout, connecting)
         .await
