@@ -292,7 +292,7 @@ async fn assume_role(
         .map_err(|e| assume_role_error(&e, target))
 }
 
-fn assume_role_error(e: &AssumeRoleError, target: &ShellTarget) -> ApiError {
+pub(crate) fn assume_role_error(e: &AssumeRoleError, target: &ShellTarget) -> ApiError {
     let role = &target.role_arn;
     match e {
         AssumeRoleError::AccessDenied(m) => ApiError::new(
@@ -354,7 +354,7 @@ fn ssm_error(e: &SsmCallError, target: &ShellTarget) -> ApiError {
     )
 }
 
-fn ping_error(ping: &AgentPing, target: &ShellTarget) -> Option<ApiError> {
+pub(crate) fn ping_error(ping: &AgentPing, target: &ShellTarget) -> Option<ApiError> {
     let status = match ping {
         AgentPing::Online => return None,
         AgentPing::ConnectionLost => "ConnectionLost".to_string(),

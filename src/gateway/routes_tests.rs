@@ -412,3 +412,53 @@ fn rejections_map_to_cap_and_policy_codes() {
     assert_eq!(rejected("PolicyDenied").code, ErrorCode::NodeShellDisabled);
     assert_eq!(rejected("Something").code, ErrorCode::Internal);
 }
+
+#[test]
+fn aws_refusals_map_to_their_codes() {
+    use crate::aws::{AgentPing, AssumeRoleError};
+    use crate::gateway::nodes::ShellTarget;
+    let mut policy = NodeShellPolicy::new("p", Default::default());
+    policy.spec.aws.oidc_audience = Some("nodeshell".into());
+    let target = ShellTarget {
+        node_name: "n1".into(),
+        instance_id: "i-0123456789abcdef0".into(),
+        region: "eu-west-1".into(),
+        policy,
+        role_arn: "arn:aws:iam::123456789012:role/r".into(),
+    };
+    let code = |e: AssumeRoleError| routes::assume_role_error(&e, &target).code;
+    assert_eq!(
+        code(AssumeRoleError::AccessDenied("no".into())),
+        ErrorCode::TrustDenied
+    );
+    let aud = routes::assume_role_error(
+        &AssumeRoleError::InvalidIdentityToken("Incorrect token audience".into()),
+        &target,
+    );
+    assert_eq!(
+        (aud.code, aud.extra["expected_aud"].clone()),
+        (ErrorCode::AudMismatch, json!("nodeshell"))
+    );
+    assert_eq!(
+        code(AssumeRoleError::InvalidIdentityToken(
+            "No OpenIDConnect provider".into()
+        )),
+        ErrorCode::TrustDenied
+    );
+    assert_eq!(
+        code(AssumeRoleError::ExpiredToken("x".into())),
+        ErrorCode::ReauthRequired
+    );
+    assert_eq!(
+        code(AssumeRoleError::Transport("down".into())),
+        ErrorCode::StartFailed
+    );
+    assert!(routes::ping_error(&AgentPing::Online, &target).is_none());
+    let offline = routes::ping_error(&AgentPing::ConnectionLost, &target).unwrap();
+    assert_eq!(offline.code, ErrorCode::AgentOffline);
+    assert!(
+        offline.message.contains("ConnectionLost"),
+        "{}",
+        offline.message
+    );
+}
