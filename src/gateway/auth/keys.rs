@@ -368,4 +368,52 @@ mod tests {
         cache.refetch_for_unknown_kid().await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
+    /// The HTTP fetcher against a tiny issuer on loopback: discovery → jwks_uri, and a
+    /// discovery document naming another issuer is refused.
+    #[tokio::test]
+    async fn http_fetcher_follows_discovery_and_checks_the_issuer() {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let ring = crate::sim::jwt::KeyRing::generate().unwrap();
+        let jwks = ring.jwks();
+        let issuer = base.clone();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || {
+                    let issuer = issuer.clone();
+                    async move {
+                        axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}))
+                    }
+                }),
+            )
+            .route(
+                "/keys",
+                get(move || async move { axum::Json(jwks.clone()) }),
+            )
+            .route(
+                "/other/.well-known/openid-configuration",
+                get(|| async {
+                    axum::Json(json!({"issuer": "https://elsewhere", "jwks_uri": "x"}))
+                }),
+            );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+        let set = (http_fetcher(http.clone(), base.clone()))().await.unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(
+            set.find(Some(&ring.active_kid()), Algorithm::RS256)
+                .is_some()
+        );
+        let err = (http_fetcher(http.clone(), format!("{base}/other")))()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KeysError::Malformed(_)), "{err}");
+        let err = (http_fetcher(http, format!("{base}/missing")))()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KeysError::Fetch(_)), "{err}");
+        server.abort();
+    }
 }
