@@ -29,7 +29,7 @@ use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits, Session
 use crate::aws::{SsmCallError, SsmSessions};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditTranscript, VERB_CLOSE};
 use crate::gateway::error::ErrorCode;
-use crate::gateway::transcript::{Chunk, Transcript, TranscriptError, transcript_ref};
+use crate::gateway::transcript::{Segment, Transcript, TranscriptError, compress, transcript_ref};
 use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel};
 
 /// Largest binary frame sent to the browser.
@@ -39,8 +39,12 @@ const MAX_FRAME: usize = 16 * 1024;
 const IN_FLIGHT: u64 = ((super::bridge::OUTBOUND_QUEUE + 1) * MAX_FRAME) as u64;
 /// Keystroke chunks queued towards the channel.
 const INPUT_QUEUE: usize = 16;
-/// Sealed transcript chunks allowed to wait for storage before output reading pauses.
-const MAX_UNSTORED_SEALED: usize = 2;
+/// Sealed transcript segments (508 KiB each) allowed to wait for storage before output
+/// reading pauses: a required transcript keeps pace with storage closely; otherwise a
+/// slow or failing apiserver may fall further behind before the terminal slows down.
+const MAX_UNSTORED_SEALED_REQUIRED: usize = 2;
+/// See [`MAX_UNSTORED_SEALED_REQUIRED`].
+const MAX_UNSTORED_SEALED: usize = 8;
 /// How long the end waits for the channel's remaining output after TerminateSession.
 const DRAIN: Duration = Duration::from_secs(3);
 /// Longest wait for TerminateSession at the end (the session's close must not hang on SSM).
@@ -75,7 +79,7 @@ pub(super) struct Started {
 }
 
 type FlushResult = (
-    Vec<Chunk>,
+    Vec<Segment>,
     Option<crate::api::SessionTranscript>,
     Result<(), TranscriptError>,
 );
@@ -337,6 +341,14 @@ impl Driver {
         }
     }
 
+    fn max_unstored_sealed(&self) -> usize {
+        if self.info.transcript_required {
+            MAX_UNSTORED_SEALED_REQUIRED
+        } else {
+            MAX_UNSTORED_SEALED
+        }
+    }
+
     fn can_read_output(&self) -> bool {
         if self.channel_end.is_some() {
             return !self.output_done;
@@ -346,7 +358,7 @@ impl Driver {
             && self
                 .transcript
                 .as_ref()
-                .is_none_or(|t| t.unstored_sealed() < MAX_UNSTORED_SEALED)
+                .is_none_or(|t| t.unstored_sealed() < self.max_unstored_sealed())
     }
 
     fn next_deadline(&self) -> Instant {
@@ -355,8 +367,15 @@ impl Driver {
             .next_deadline()
             .min(self.max_deadline)
             .min(self.next_heartbeat);
-        if self.transcript.is_some() && self.flush_task.is_none() {
-            deadline = deadline.min(self.next_flush);
+        if let Some(t) = &self.transcript
+            && self.flush_task.is_none()
+        {
+            // A sealed segment is stored at once: output reading waits on it.
+            deadline = if t.unstored_sealed() > 0 {
+                Instant::now()
+            } else {
+                deadline.min(self.next_flush)
+            };
         }
         if let Some(since) = self.detached_since {
             deadline = deadline.min(since + self.inner.config.reattach_grace);
@@ -400,8 +419,9 @@ impl Driver {
         let store = self.inner.store.clone();
         let session = self.info.session.clone();
         self.flush_task = Some(tokio::spawn(async move {
-            let result = store.store(&session, &chunks).await;
-            (chunks, Some(status), result)
+            let (segments, compressed) = compress(chunks).await;
+            let result = store.store(&session, &compressed).await;
+            (segments, Some(status), result)
         }));
     }
 
@@ -555,7 +575,14 @@ impl Driver {
             self.next_heartbeat = now + self.inner.config.heartbeat_interval;
             self.push_status();
         }
-        if self.transcript.is_some() && self.flush_task.is_none() && now >= self.next_flush {
+        let sealed_waiting = self
+            .transcript
+            .as_ref()
+            .is_some_and(|t| t.unstored_sealed() > 0);
+        if self.transcript.is_some()
+            && self.flush_task.is_none()
+            && (now >= self.next_flush || sealed_waiting)
+        {
             self.next_flush = now + self.inner.config.transcript_flush_interval;
             self.start_flush();
         }
@@ -707,7 +734,13 @@ impl Driver {
                 stored = true;
                 break;
             }
-            match self.inner.store.store(&self.info.session, &chunks).await {
+            let (chunks, compressed) = compress(chunks).await;
+            match self
+                .inner
+                .store
+                .store(&self.info.session, &compressed)
+                .await
+            {
                 Ok(()) => {
                     stored = true;
                     break;

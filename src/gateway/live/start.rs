@@ -10,10 +10,10 @@ use std::time::Instant;
 use axum::extract::ws::WebSocket;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use super::bridge::{self, Attachment};
+use super::bridge::{self, Attachment, ClientEvent, Outbound};
 use super::close::{
     StartFailure, assume_role_failure, channel_failure, start_session_failure,
     transcript_start_failure,
@@ -27,7 +27,7 @@ use crate::aws::{self, AwsEndpoints, SsmSessions, WebIdentityRequest};
 use crate::gateway::audit::{AuditActor, AuditRow, VERB_OPEN};
 use crate::gateway::contract::AttachGrant;
 use crate::gateway::error::ErrorCode;
-use crate::gateway::transcript::{AsciicastHeader, Transcript, transcript_ref};
+use crate::gateway::transcript::{AsciicastHeader, Transcript, compress, transcript_ref};
 use crate::ssm::{DataChannel, DataChannelOptions};
 
 /// Longest `Reason` StartSession accepts.
@@ -85,6 +85,32 @@ pub(super) async fn first_attach(inner: Arc<Inner>, grant: AttachGrant, socket: 
             return;
         }
     }
+    // The start runs in its own task: once AWS calls begin, it must finish (and either run
+    // the session or close it) even if this attach is dropped.
+    let (answer_tx, answer_rx) = oneshot::channel();
+    tokio::spawn(start_and_run(inner.clone(), grant, answer_tx));
+    match answer_rx.await {
+        Ok(Ok((out_rx, events_tx))) => bridge::run(socket, out_rx, events_tx).await,
+        Ok(Err(frame)) => bridge::refuse(socket, frame).await,
+        Err(_) => {
+            bridge::refuse(
+                socket,
+                ServerFrame::error(ErrorCode::Internal, "the session start stopped", true),
+            )
+            .await;
+        }
+    }
+}
+
+/// What the attach gets back: the bridge's ends of a running session, or the refusal.
+type StartAnswer = Result<(mpsc::Receiver<Outbound>, mpsc::Sender<ClientEvent>), ServerFrame>;
+
+async fn start_and_run(
+    inner: Arc<Inner>,
+    grant: AttachGrant,
+    answer: oneshot::Sender<StartAnswer>,
+) {
+    let name = grant.session.name_any();
     match start(&inner, &grant).await {
         Ok(started) => {
             let (attachment, out_rx, events_tx) = Attachment::new(None);
@@ -104,15 +130,10 @@ pub(super) async fn first_attach(inner: Arc<Inner>, grant: AttachGrant, socket: 
             {
                 let _ = control_tx.try_send(Control::End(super::EndReason::GatewayShutdown));
             }
-            tokio::spawn(driver::run(
-                inner.clone(),
-                started,
-                attachment,
-                attach_rx,
-                control_rx,
-                done_tx,
-            ));
-            bridge::run(socket, out_rx, events_tx).await;
+            // A dropped attach leaves a session without a browser: it waits for a reattach
+            // within the grace, like any other.
+            let _ = answer.send(Ok((out_rx, events_tx)));
+            driver::run(inner, started, attachment, attach_rx, control_rx, done_tx).await;
         }
         Err(refusal) => {
             inner.slots().remove(&name);
@@ -123,7 +144,7 @@ pub(super) async fn first_attach(inner: Arc<Inner>, grant: AttachGrant, socket: 
             if let ServerFrame::Error { code, .. } = &frame {
                 inner.config.metrics.start(code);
             }
-            bridge::refuse(socket, frame).await;
+            let _ = answer.send(Err(frame));
         }
     }
 }
@@ -244,8 +265,8 @@ async fn start_admitted(
             u64::try_from(policy.transcript.max_bytes).unwrap_or(0),
             policy.transcript.capture_input,
         );
-        let chunks = t.take_dirty();
-        match inner.store.store(fresh, &chunks).await {
+        let (chunks, compressed) = compress(t.take_dirty()).await;
+        match inner.store.store(fresh, &compressed).await {
             Ok(()) => transcript_stored = true,
             Err(e) if policy.transcript.required => {
                 inner.config.metrics.transcript_failures.inc();

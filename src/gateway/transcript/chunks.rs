@@ -1,7 +1,8 @@
 //! Splitting a recording into Secret-sized gzip chunks. Each chunk is a complete gzip member
 //! of one segment of the asciicast text, so every stored chunk decodes on its own and their
-//! concatenation is the whole recording. Only the current segment is held uncompressed;
-//! sealed chunks are held compressed until they are stored. Pure (compression is CPU only).
+//! concatenation is the whole recording. Segments wait uncompressed until a flush takes
+//! them; the flush compresses them off the session's task (compression is CPU work), so
+//! sealing a segment costs the session nothing. Pure.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -15,6 +16,28 @@ pub const MAX_CHUNK_BYTES: usize = 512 * 1024;
 /// Uncompressed bytes per segment. Deflate's worst case (stored blocks) adds 5 bytes per
 /// 16 KiB plus the 18-byte gzip frame, so this leaves ample room under [`MAX_CHUNK_BYTES`].
 pub const SEGMENT_BYTES: usize = MAX_CHUNK_BYTES - 4 * 1024;
+
+/// One segment of the recording's text, to compress and store as chunk `index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Position in the recording, from 0.
+    pub index: usize,
+    /// The asciicast text of the segment (at most one segment limit).
+    pub text: Vec<u8>,
+    /// Whether more segments follow it (a sealed segment never changes again).
+    pub sealed: bool,
+}
+
+impl Segment {
+    /// The segment as a stored chunk (one complete gzip member).
+    pub fn compress(&self) -> Chunk {
+        Chunk {
+            index: self.index,
+            gz: gzip(&self.text),
+            sealed: self.sealed,
+        }
+    }
+}
 
 /// One compressed chunk to store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +56,7 @@ pub struct ChunkedRecording {
     segment: Vec<u8>,
     segment_limit: usize,
     index: usize,
-    unstored_sealed: VecDeque<Chunk>,
+    unstored_sealed: VecDeque<Segment>,
     current_dirty: bool,
     /// Whether the first chunk was handed out once (it is written even when empty, so a
     /// required transcript fails before the session opens).
@@ -75,13 +98,11 @@ impl ChunkedRecording {
     }
 
     fn seal(&mut self) {
-        let gz = gzip(&self.segment);
-        self.unstored_sealed.push_back(Chunk {
+        self.unstored_sealed.push_back(Segment {
             index: self.index,
-            gz,
+            text: std::mem::take(&mut self.segment),
             sealed: true,
         });
-        self.segment.clear();
         self.index += 1;
         self.current_dirty = false;
     }
@@ -101,15 +122,15 @@ impl ChunkedRecording {
         self.current_dirty || !self.handed_out || !self.unstored_sealed.is_empty()
     }
 
-    /// The chunks to (re)write now: every sealed chunk not stored yet, then the current
-    /// chunk if it changed. Hand them back with [`ChunkedRecording::restore`] when storing
+    /// The segments to (re)write now: every sealed segment not stored yet, then the current
+    /// one if it changed. Hand them back with [`ChunkedRecording::restore`] when storing
     /// fails.
-    pub fn take_dirty(&mut self) -> Vec<Chunk> {
-        let mut chunks: Vec<Chunk> = self.unstored_sealed.drain(..).collect();
+    pub fn take_dirty(&mut self) -> Vec<Segment> {
+        let mut chunks: Vec<Segment> = self.unstored_sealed.drain(..).collect();
         if self.current_dirty || !self.handed_out {
-            chunks.push(Chunk {
+            chunks.push(Segment {
                 index: self.index,
-                gz: gzip(&self.segment),
+                text: self.segment.clone(),
                 sealed: false,
             });
             self.current_dirty = false;
@@ -118,8 +139,8 @@ impl ChunkedRecording {
         chunks
     }
 
-    /// Puts back chunks whose storing failed, so the next flush tries them again.
-    pub fn restore(&mut self, chunks: Vec<Chunk>) {
+    /// Puts back segments whose storing failed, so the next flush tries them again.
+    pub fn restore(&mut self, chunks: Vec<Segment>) {
         for chunk in chunks.into_iter().rev() {
             if chunk.sealed {
                 self.unstored_sealed.push_front(chunk);
@@ -152,13 +173,17 @@ pub fn gunzip_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> std::io:
 mod tests {
     use super::*;
 
-    fn restore_all(rec: &ChunkedRecording, stored: &mut Vec<Option<Vec<u8>>>, chunks: Vec<Chunk>) {
+    fn restore_all(
+        rec: &ChunkedRecording,
+        stored: &mut Vec<Option<Vec<u8>>>,
+        chunks: Vec<Segment>,
+    ) {
         let _ = rec;
         for c in chunks {
             if stored.len() <= c.index {
                 stored.resize(c.index + 1, None);
             }
-            stored[c.index] = Some(c.gz);
+            stored[c.index] = Some(c.compress().gz);
         }
     }
 
@@ -204,10 +229,8 @@ mod tests {
         let mut rec = ChunkedRecording::default();
         let chunks = rec.take_dirty();
         assert_eq!(chunks.len(), 1);
-        assert_eq!(
-            gunzip_chunks([chunks[0].gz.as_slice()]).expect("gunzip"),
-            b""
-        );
+        let gz = chunks[0].compress().gz;
+        assert_eq!(gunzip_chunks([gz.as_slice()]).expect("gunzip"), b"");
     }
 
     #[test]
@@ -217,7 +240,7 @@ mod tests {
         rand::rng().fill_bytes(&mut data);
         let mut rec = ChunkedRecording::default();
         rec.append(&data);
-        let chunks = rec.take_dirty();
+        let chunks: Vec<Chunk> = rec.take_dirty().iter().map(Segment::compress).collect();
         assert_eq!(chunks.len(), 3);
         assert!(chunks.iter().all(|c| c.gz.len() <= MAX_CHUNK_BYTES));
         let all = gunzip_chunks(chunks.iter().map(|c| c.gz.as_slice())).expect("gunzip");

@@ -9,7 +9,7 @@ pub mod chunks;
 pub mod store;
 
 pub use asciicast::{AsciicastHeader, AsciicastSummary, AsciicastWriter};
-pub use chunks::{Chunk, ChunkedRecording, MAX_CHUNK_BYTES, gunzip_chunks, gzip};
+pub use chunks::{Chunk, ChunkedRecording, MAX_CHUNK_BYTES, Segment, gunzip_chunks, gzip};
 pub use store::{
     CHUNK_ANNOTATION, CHUNK_DATA_KEY, SECRET_TYPE, TRANSCRIPT_FORMAT, TranscriptError,
     TranscriptStore, chunk_secret, chunk_secret_name, load_transcript, load_transcript_gzip,
@@ -73,12 +73,12 @@ impl Transcript {
     }
 
     /// See [`ChunkedRecording::take_dirty`].
-    pub fn take_dirty(&mut self) -> Vec<Chunk> {
+    pub fn take_dirty(&mut self) -> Vec<Segment> {
         self.chunks.take_dirty()
     }
 
     /// See [`ChunkedRecording::restore`].
-    pub fn restore(&mut self, chunks: Vec<Chunk>) {
+    pub fn restore(&mut self, chunks: Vec<Segment>) {
         self.chunks.restore(chunks);
     }
 
@@ -103,6 +103,16 @@ impl Transcript {
             sha256: Some(summary.sha256),
         }
     }
+}
+
+/// Compresses segments on a blocking thread (a full segment is hundreds of KiB of CPU
+/// work) and hands them back with their chunks, so a failed store can restore them.
+pub async fn compress(segments: Vec<Segment>) -> (Vec<Segment>, Vec<Chunk>) {
+    let job = tokio::task::spawn_blocking(move || {
+        let chunks = segments.iter().map(Segment::compress).collect();
+        (segments, chunks)
+    });
+    job.await.unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -133,7 +143,7 @@ mod tests {
                     if stored.len() <= c.index {
                         stored.resize(c.index + 1, Vec::new());
                     }
-                    stored[c.index] = c.gz;
+                    stored[c.index] = c.compress().gz;
                 }
             }
         }
@@ -141,7 +151,7 @@ mod tests {
             if stored.len() <= c.index {
                 stored.resize(c.index + 1, Vec::new());
             }
-            stored[c.index] = c.gz;
+            stored[c.index] = c.compress().gz;
         }
         assert!(stored.len() > 3);
         let text = gunzip_chunks(stored.iter().map(Vec::as_slice)).expect("gunzip");
