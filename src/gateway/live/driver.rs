@@ -116,6 +116,8 @@ struct Driver {
     next_heartbeat: Instant,
     next_flush: Instant,
     flush_task: Option<JoinHandle<FlushResult>>,
+    /// The last flush failed: wait for the flush interval before trying again.
+    flush_failed: bool,
     exit_code: Option<i32>,
 }
 
@@ -170,6 +172,7 @@ pub(super) async fn run(
         events: None,
         detached_since: None,
         flush_task: None,
+        flush_failed: false,
         exit_code: None,
         info: started.info,
     };
@@ -371,7 +374,7 @@ impl Driver {
             && self.flush_task.is_none()
         {
             // A sealed segment is stored at once: output reading waits on it.
-            deadline = if t.unstored_sealed() > 0 {
+            deadline = if t.unstored_sealed() > 0 && !self.flush_failed {
                 Instant::now()
             } else {
                 deadline.min(self.next_flush)
@@ -432,12 +435,14 @@ impl Driver {
         let (chunks, status, result) = result?;
         match result {
             Ok(()) => {
+                self.flush_failed = false;
                 self.transcript_stored = true;
                 self.snapshot.transcript = status;
                 self.retry_pending_output();
                 None
             }
             Err(e) => {
+                self.flush_failed = true;
                 self.inner.config.metrics.transcript_failures.inc();
                 warn!(session = %self.info.name, error = %e, "transcript flush failed");
                 if let Some(t) = self.transcript.as_mut() {
@@ -578,7 +583,7 @@ impl Driver {
         let sealed_waiting = self
             .transcript
             .as_ref()
-            .is_some_and(|t| t.unstored_sealed() > 0);
+            .is_some_and(|t| t.unstored_sealed() > 0 && !self.flush_failed);
         if self.transcript.is_some()
             && self.flush_task.is_none()
             && (now >= self.next_flush || sealed_waiting)
