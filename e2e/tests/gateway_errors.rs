@@ -220,7 +220,7 @@ async fn policy_and_node_gates_answer_their_codes() -> anyhow::Result<()> {
         pre.body
     );
 
-    // The role may not call SSM: StartSession fails.
+    // The role may not call SSM: the agent check at open already fails.
     world
         .apply_policy(
             &scope.policy,
@@ -233,6 +233,32 @@ async fn policy_and_node_gates_answer_their_codes() -> anyhow::Result<()> {
     if let Surfaced::Http(a) = &surfaced {
         assert_eq!(a.status, 502);
     }
+
+    // SSM refuses StartSession itself (a document it does not know): the open is admitted,
+    // the attach gets the error frame and the session ends as StartFailed.
+    world
+        .apply_policy(
+            &scope.policy,
+            &scope.name,
+            json!({"aws": {"roleArn": world.sim.default_role_arn(), "documentName": "NoSuch-Document"}}),
+        )
+        .await?;
+    let answer = wait_for("an admitted open", T, || async {
+        let a = eng.open(&node, json!({})).await?;
+        Ok((a.status == 201).then_some(a))
+    })
+    .await?;
+    let opened = Opened::from_body(&eng.base, &answer.body)?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    let error = term.control("error", T).await?;
+    assert_eq!(error["code"], "E_NODE_SHELL_START_FAILED", "{error}");
+    assert!(term.find_control("hello").is_none(), "{:?}", term.controls);
+    let cr = world.wait_closed(&opened.session, T).await?;
+    assert_eq!(cr["status"]["reason"], "StartFailed", "{}", cr["status"]);
+    let refused = world.sim.calls().into_iter().any(|c| {
+        c.operation == "StartSession" && c.error_code.as_deref() == Some("InvalidDocument")
+    });
+    assert!(refused, "the simulator refused StartSession");
     world.cleanup(&scope).await
 }
 
