@@ -69,7 +69,13 @@ pub struct RetransmitQueue {
     role: Role,
     config: RetransmitConfig,
     next_sequence: i64,
+    /// Held messages in sequence order (enqueue numbers them in increasing order).
     entries: VecDeque<Outstanding>,
+    /// Index of the oldest never-sent entry (`entries.len()` when all were sent). Unsent
+    /// messages are always a suffix: appended at the back, sent front to back, and all
+    /// marked unsent together by `rewind`; keeping the index makes the per-message calls
+    /// O(1) instead of a scan of up to `max_messages` entries.
+    first_unsent: usize,
     bytes: usize,
     rto: RtoEstimator,
     paused: bool,
@@ -84,6 +90,7 @@ impl RetransmitQueue {
             config,
             next_sequence: 0,
             entries: VecDeque::new(),
+            first_unsent: 0,
             bytes: 0,
             rto: RtoEstimator::new(config.rto),
             paused: false,
@@ -139,7 +146,12 @@ impl RetransmitQueue {
             self.last_retransmit = Some(now);
             self.entries.front_mut()
         } else {
-            self.entries.iter_mut().find(|e| e.last_sent.is_none())
+            let index = self.first_unsent;
+            let entry = self.entries.get_mut(index);
+            if entry.is_some() {
+                self.first_unsent = index + 1;
+            }
+            entry
         }?;
         entry.last_sent = Some(now);
         entry.transmissions = entry.transmissions.saturating_add(1);
@@ -152,7 +164,7 @@ impl RetransmitQueue {
         if self.paused {
             return None;
         }
-        if self.entries.iter().any(|e| e.last_sent.is_none()) {
+        if self.first_unsent < self.entries.len() {
             return Some(now);
         }
         let sent = self.entries.front()?.last_sent?;
@@ -162,16 +174,23 @@ impl RetransmitQueue {
     /// Retires the first held message with this sequence number (what official peers match
     /// on) and feeds the RTO a sample if it was sent exactly once since the last resend.
     pub fn acknowledge(&mut self, sequence_number: i64, now: Instant) -> AckOutcome {
-        let Some(pos) = self
+        // Entries are in sequence order, so the first match is found by bisection.
+        let pos = self
             .entries
-            .iter()
-            .position(|e| e.sequence_number == sequence_number)
-        else {
+            .partition_point(|e| e.sequence_number < sequence_number);
+        if self
+            .entries
+            .get(pos)
+            .is_none_or(|e| e.sequence_number != sequence_number)
+        {
             return AckOutcome::Unknown;
-        };
+        }
         let Some(entry) = self.entries.remove(pos) else {
             return AckOutcome::Unknown;
         };
+        if pos < self.first_unsent {
+            self.first_unsent -= 1;
+        }
         self.bytes -= entry.wire.len();
         // Karn: only messages sent once, and after the last resend (earlier ones may have
         // been refused by the peer and would give inflated samples).
@@ -202,6 +221,7 @@ impl RetransmitQueue {
         for e in &mut self.entries {
             e.last_sent = None;
         }
+        self.first_unsent = 0;
     }
 
     /// How many times the head has been put on the wire (0 when empty).
@@ -423,5 +443,120 @@ mod tests {
             .map(|w| seq_of(&w))
             .collect();
         assert_eq!(sent, vec![1, 2]);
+    }
+
+    fn drain_new(q: &mut RetransmitQueue, now: Instant) -> Vec<i64> {
+        std::iter::from_fn(|| q.poll_transmit(now))
+            .map(|w| seq_of(&w))
+            .collect()
+    }
+
+    #[test]
+    fn first_unsent_index_follows_acks_on_both_sides_of_it_and_rewinds() {
+        let t0 = Instant::now();
+        let mut q = queue();
+        for _ in 0..6 {
+            q.enqueue(PayloadType::Output, Bytes::from_static(b"x"))
+                .unwrap();
+        }
+        for expected in 0..3 {
+            assert_eq!(seq_of(&q.poll_transmit(t0).unwrap()), expected);
+        }
+        // An ack below the index moves it down with the entries.
+        q.acknowledge(1, t0);
+        assert_eq!(q.next_deadline(t0), Some(t0));
+        assert_eq!(seq_of(&q.poll_transmit(t0).unwrap()), 3);
+        // An ack of a message not sent on this connection (sent before a reconnect) leaves it.
+        q.acknowledge(5, t0);
+        assert_eq!(drain_new(&mut q, t0), vec![4]);
+        assert_eq!(q.next_deadline(t0), Some(t0 + q.current_timeout()));
+        q.rewind();
+        assert_eq!(q.next_deadline(t0), Some(t0));
+        assert_eq!(seq_of(&q.poll_transmit(t0).unwrap()), 0);
+        q.acknowledge(0, t0);
+        q.acknowledge(3, t0);
+        q.enqueue(PayloadType::Output, Bytes::from_static(b"x"))
+            .unwrap();
+        assert_eq!(drain_new(&mut q, t0), vec![2, 4, 6]);
+        q.acknowledge(2, t0);
+        q.acknowledge(4, t0);
+        q.acknowledge(6, t0);
+        assert!(q.is_empty());
+        assert_eq!(q.next_deadline(t0), None);
+        assert_eq!(q.poll_transmit(t0), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Enqueue,
+        Poll,
+        Ack(u8),
+        Rewind,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => Just(Op::Enqueue),
+            3 => Just(Op::Poll),
+            3 => (0u8..40).prop_map(Op::Ack),
+            1 => Just(Op::Rewind),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a model that scans for the first unsent message, as the queue once did:
+        /// any mix of queueing, sending, acks (of sent, unsent and unknown messages) and
+        /// rewinds sends the same messages in the same order and reports the same deadline.
+        #[test]
+        fn first_unsent_index_matches_a_scanning_model(
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let t0 = Instant::now();
+            let mut q = queue();
+            // (sequence number, sent on this connection)
+            let mut model: Vec<(i64, bool)> = Vec::new();
+            let mut next = 0i64;
+            for op in ops {
+                match op {
+                    Op::Enqueue => {
+                        if q.enqueue(PayloadType::Output, Bytes::from_static(b"x")).is_ok() {
+                            model.push((next, false));
+                            next += 1;
+                        }
+                    }
+                    Op::Poll => {
+                        let got = q.poll_transmit(t0).map(|w| seq_of(&w));
+                        let want = model.iter_mut().find(|(_, sent)| !*sent).map(|e| {
+                            e.1 = true;
+                            e.0
+                        });
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                    Op::Ack(seq) => {
+                        let seq = i64::from(seq);
+                        let known = model.iter().position(|(s, _)| *s == seq);
+                        let outcome = q.acknowledge(seq, t0);
+                        proptest::prop_assert_eq!(known.is_some(), outcome != AckOutcome::Unknown);
+                        if let Some(pos) = known {
+                            model.remove(pos);
+                        }
+                    }
+                    Op::Rewind => {
+                        q.rewind();
+                        model.iter_mut().for_each(|e| e.1 = false);
+                    }
+                }
+                let want_deadline = if model.iter().any(|(_, sent)| !*sent) {
+                    Some(t0)
+                } else if model.is_empty() {
+                    None
+                } else {
+                    Some(t0 + q.current_timeout())
+                };
+                proptest::prop_assert_eq!(q.next_deadline(t0), want_deadline);
+                proptest::prop_assert_eq!(q.len(), model.len());
+            }
+        }
     }
 }
