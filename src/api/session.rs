@@ -269,7 +269,8 @@ pub struct SessionGateway {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionTranscript {
-    /// Reference to the stored transcript (for Secrets: `<namespace>/<name>` of the first part).
+    /// Where the transcript is stored: the name prefix of its Secrets in the operator's
+    /// namespace (`<ref>-0`, `<ref>-1`, …, each a gzip member of the recording).
     #[serde(rename = "ref")]
     pub reference: String,
 
@@ -285,7 +286,7 @@ pub struct SessionTranscript {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
 
-    /// Hex SHA-256 of the stored (compressed) transcript.
+    /// Hex SHA-256 of the whole recording, uncompressed (the asciicast v2 text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
 }
