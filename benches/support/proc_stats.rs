@@ -27,7 +27,11 @@ pub fn parse(stat: &str, status: &str, ticks_per_s: f64) -> Option<ProcSample> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?;
-    Some(ProcSample { cpu_s, children_cpu_s, rss_bytes: rss_kib * 1024 })
+    Some(ProcSample {
+        cpu_s,
+        children_cpu_s,
+        rss_bytes: rss_kib * 1024,
+    })
 }
 
 /// Samples a live process (`"self"` or a pid).
