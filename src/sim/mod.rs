@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod config;
 pub mod faults;
+mod issued;
 pub mod jwt;
 mod oidc;
 pub mod output;
@@ -34,6 +35,7 @@ pub use config::{
     InstanceConfig, IssuerConfig, PingStatus, PortsConfig, RoleConfig, SimConfig, TestUser,
 };
 pub use faults::FaultKnobs;
+pub use issued::IssuedCredentials;
 pub use jwt::BadToken;
 pub use output::firehose_bytes;
 pub use ssm_api::{FIREHOSE_DOCUMENT, SHELL_DOCUMENT};
