@@ -2,15 +2,19 @@
 //! live side, serves the API on one listener, and on SIGTERM/SIGINT stops accepting, closes
 //! every live session cleanly, then exits.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::{Listener, ListenerExt};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::NodeShellSession;
+use crate::gateway::audit::AuditError;
 use crate::gateway::auth::{Authenticator, KeyCache, keys};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
@@ -46,6 +50,17 @@ pub enum GatewayError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The audit file could not be opened for appending.
+    #[error(
+        "cannot open the audit file {path}: {source}; point --audit-file (NODESHELL_GATEWAY_AUDIT_FILE, auditFile) at a writable file, or unset it to write audit rows to stdout only"
+    )]
+    AuditFile {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: AuditError,
     },
     /// Signal handlers could not be installed.
     #[error("cannot wait for signals: {0}")]
@@ -96,10 +111,19 @@ pub fn app_state(
 /// Runs `nodeshell gateway` until SIGTERM or SIGINT.
 pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let config = GatewayConfig::load(&args)?;
+    for warning in config.live.warnings() {
+        tracing::warn!("{warning}");
+    }
     let kube = kube_client(&config).await?;
     let registry = MetricsRegistry::new();
     let metrics = GatewayMetrics::new(registry);
-    let runtime = crate::gateway::live_runtime(&config, kube.clone(), metrics.clone());
+    let runtime =
+        crate::gateway::live_runtime(&config, kube.clone(), metrics.clone()).map_err(|source| {
+            GatewayError::AuditFile {
+                path: config.live.audit_file.clone().unwrap_or_default(),
+                source,
+            }
+        })?;
     let state = app_state(config, kube, runtime, metrics)?;
     serve(state).await
 }
@@ -131,6 +155,7 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     let background = spawn_background(&state, stop.clone());
     let app = routes::router(state.clone());
     let shutdown = stop.clone();
+    let listener = no_delay(listener);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -164,6 +189,17 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     }
     tracing::info!("nodeshell gateway stopped");
     Ok(())
+}
+
+/// Accepts connections with TCP_NODELAY set. A keystroke and its echo are a few bytes each:
+/// with Nagle's algorithm on, the echo waits for the browser's delayed ACK of the previous
+/// segment (~40 ms per key), which makes typing through the gateway feel sluggish.
+fn no_delay(listener: TcpListener) -> impl Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    })
 }
 
 /// Key refresh, ticket sweeping and the session gauges.
@@ -204,5 +240,25 @@ async fn wait_for_signal() -> Result<(), GatewayError> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.map_err(GatewayError::Signal),
         _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_no_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = no_delay(listener);
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, peer) = listener.accept().await;
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY on the accepted socket"
+        );
     }
 }
