@@ -16,7 +16,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::agent::{self, AgentEvent, Outbound};
-use super::faults::{FaultDice, FrameFate};
+use super::faults::{FaultDice, FaultKnobs, FrameFate};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
 use crate::ssm::message::MessageType;
@@ -174,39 +174,84 @@ fn is_ack(bytes: &[u8]) -> bool {
     bytes.get(4..15) == Some(b"acknowledge".as_slice())
 }
 
+/// Most queued items written between two flushes (and two reads of the fault knobs), so a
+/// knob change still takes effect within a bounded number of frames.
+const WRITE_BATCH: usize = 64;
+
+/// What the write loop does after writing one item.
+enum Written {
+    Continue,
+    /// The socket was closed on purpose (or broke): stop.
+    Stop,
+}
+
 async fn write_loop(
     session: Arc<SessionEntry>,
     seed: u64,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outbound>,
 ) {
-    let mut dice = FaultDice::new(seed, session.ordinal);
-    let mut held: Option<Bytes> = None;
-    let mut stream_frames = 0u64;
-    while let Some(item) = rx.recv().await {
-        let knobs = lock(&session.knobs).clone();
+    let mut writer = FrameWriter {
+        dice: FaultDice::new(seed, session.ordinal),
+        session,
+        held: None,
+        stream_frames: 0,
+    };
+    while let Some(first) = rx.recv().await {
+        // One knob read and one flush (one write to the socket) per batch of queued frames,
+        // instead of per 1 KiB frame.
+        let knobs = lock(&writer.session.knobs).clone();
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(item) = next.take() {
+            if matches!(writer.write(&mut sink, &knobs, item).await, Written::Stop) {
+                return;
+            }
+            written += 1;
+            if written < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The relay's writing half towards one client socket: fault dice, the frame held back for
+/// reordering, and the count behind `closeAfterFrames`.
+struct FrameWriter {
+    session: Arc<SessionEntry>,
+    dice: FaultDice,
+    held: Option<Bytes>,
+    stream_frames: u64,
+}
+
+impl FrameWriter {
+    /// Queues one item on the socket without flushing it (a close is flushed at once).
+    async fn write(
+        &mut self,
+        sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+        knobs: &FaultKnobs,
+        item: Outbound,
+    ) -> Written {
         let mut batch: Vec<Bytes> = Vec::with_capacity(3);
         match item {
             Outbound::Control(wire) => batch.push(wire),
             Outbound::Close => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: 1000,
-                        reason: "Bye".into(),
-                    })))
-                    .await;
-                return;
+                let _ = sink.send(bye()).await;
+                return Written::Stop;
             }
             Outbound::Stream(wire) => {
-                stream_frames += 1;
-                match dice.fate(&knobs) {
+                self.stream_frames += 1;
+                match self.dice.fate(knobs) {
                     FrameFate::Deliver => batch.push(wire),
                     FrameFate::Drop => {}
                     FrameFate::Duplicate => {
                         batch.push(wire.clone());
                         batch.push(wire);
                     }
-                    FrameFate::Reorder if held.is_none() => held = Some(wire),
+                    FrameFate::Reorder if self.held.is_none() => self.held = Some(wire),
                     FrameFate::Reorder => batch.push(wire),
                     FrameFate::Corrupt => {
                         let mut bad = wire.to_vec();
@@ -219,20 +264,20 @@ async fn write_loop(
             }
         }
         if !batch.is_empty()
-            && let Some(late) = held.take()
+            && let Some(late) = self.held.take()
         {
             batch.push(late);
         }
         for wire in batch {
-            if sink.send(Message::Binary(wire)).await.is_err() {
-                return;
+            if sink.feed(Message::Binary(wire)).await.is_err() {
+                return Written::Stop;
             }
         }
         if let Some(limit) = knobs.close_after_frames
-            && stream_frames >= limit
+            && self.stream_frames >= limit
         {
             let fire = {
-                let mut state = lock(&session.state);
+                let mut state = lock(&self.session.state);
                 let allowed = knobs.close_times.max(1);
                 if state.closes_done < allowed {
                     state.closes_done += 1;
@@ -242,14 +287,18 @@ async fn write_loop(
                 }
             };
             if fire {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: 1000,
-                        reason: "Bye".into(),
-                    })))
-                    .await;
-                return;
+                // `send` flushes the frames fed before the close.
+                let _ = sink.send(bye()).await;
+                return Written::Stop;
             }
         }
+        Written::Continue
     }
+}
+
+fn bye() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: 1000,
+        reason: "Bye".into(),
+    }))
 }
