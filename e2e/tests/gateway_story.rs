@@ -517,10 +517,40 @@ async fn no_credential_is_written_anywhere() -> anyhow::Result<()> {
         haystacks.iter().any(|(w, _)| w.starts_with("secret")),
         "transcript Secrets were scanned"
     );
+    haystacks.push((
+        "the browser's terminal and frames".into(),
+        format!(
+            "{}\n{:?}",
+            String::from_utf8_lossy(&term.output),
+            term.controls
+        ),
+    ));
+
+    // The exact values STS handed out (to this person, at the open's checks and at attach,
+    // and to every other test of this binary), not only their shape.
+    let issued = world.sim.issued_credentials();
+    let mine = format!("/{SESSION_PREFIX}-{user}");
+    assert!(
+        issued.iter().any(|c| c.principal_arn.ends_with(&mine)),
+        "the simulator issued credentials to {user}: {issued:?}"
+    );
     for (what, text) in &haystacks {
         let leaks = credential_like(text);
         assert!(leaks.is_empty(), "{what} holds AWS credentials: {leaks:?}");
         assert!(!text.contains(&token), "{what} holds the person's id_token");
+        for set in &issued {
+            // The message names the set by its redacting Debug, never the value found.
+            for (part, value) in [
+                ("access key id", &set.access_key_id),
+                ("secret access key", &set.secret_access_key),
+                ("session token", &set.session_token),
+            ] {
+                assert!(
+                    !text.contains(value.as_str()),
+                    "{what} holds the {part} of {set:?}"
+                );
+            }
+        }
     }
     world.cleanup(&scope).await
 }
