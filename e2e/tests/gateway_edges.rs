@@ -201,6 +201,18 @@ async fn a_required_transcript_that_cannot_be_stored_refuses_the_shell_an_option
     assert_eq!(row["outcome"], "failure", "{row}");
     assert_eq!(row["reason"], "StartFailed", "{row}");
     assert!(row["session_id"].is_null(), "{row}");
+    let session = opened.session.clone();
+    let event = wait_for("a StartFailed Warning event", T, || {
+        let session = session.clone();
+        async move {
+            Ok(world.events().await?.into_iter().find(|e| {
+                e.involved_object.name.as_deref() == Some(session.as_str())
+                    && e.reason.as_deref() == Some("StartFailed")
+            }))
+        }
+    })
+    .await?;
+    assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
 
     // Optional: the shell opens and works; the failures are counted, logged and said at
     // the close, and nothing pretends a transcript exists.
