@@ -1,9 +1,10 @@
 //! Gateway paths the other `gateway_*` tests leave alone: a required transcript that cannot
 //! be stored (fail closed before any AWS call) and an optional one (the shell opens, the
-//! failure is recorded); a reattach with a wrong resume token; a Closing phase set by the
-//! controller; a transcript split over several Secrets and one cut at a small cap; and a
-//! browser that never comes back within the reattach grace. Real kube-apiserver, simulator,
-//! `nodeshell controller` and `nodeshell gateway` processes.
+//! failure is recorded); a required transcript whose storage is revoked mid-session; a
+//! reattach with a wrong resume token; a Closing phase set by the controller; a transcript
+//! split over several Secrets and one cut at a small cap; and a browser that never comes
+//! back within the reattach grace. Real kube-apiserver, simulator, `nodeshell controller`
+//! and `nodeshell gateway` processes.
 
 #[path = "gateway_support.rs"]
 mod gateway_support;
@@ -269,6 +270,102 @@ async fn a_required_transcript_that_cannot_be_stored_refuses_the_shell_an_option
 
     world.cleanup(&required).await?;
     world.cleanup(&optional).await
+}
+
+#[tokio::test]
+async fn a_required_transcript_that_stops_being_stored_ends_the_session() -> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    // A namespace of this test only, where the gateway's identity may write Secrets through
+    // one RoleBinding; deleting it mid-session makes the next flush fail with a 403.
+    let namespace = format!(
+        "nodeshell-edges-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    world
+        .cluster
+        .apply_yaml(&format!(
+            r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {namespace}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: transcripts
+  namespace: {namespace}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["create", "get", "list", "patch", "update"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: gateway-transcripts
+  namespace: {namespace}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: transcripts
+subjects:
+  - kind: ServiceAccount
+    name: nodeshell-gateway
+    namespace: {SYSTEM_NAMESPACE}
+"#
+        ))
+        .await?;
+    let gw = world
+        .start_gateway(GatewayOptions {
+            patch: json!({"namespace": namespace, "transcriptFlushIntervalSeconds": 1}),
+            ..GatewayOptions::named("gw-revoked")
+        })
+        .await?;
+    let scope = world
+        .scope("tr-revoked", 1, json!({"transcript": {"required": true}}))
+        .await?;
+    let sub = engineer(47);
+    let (opened, mut term, hello) = attach(world, &gw, &scope, &sub).await?;
+    let ssm = ssm_id(&hello);
+    term.run("echo stored-while-allowed", T).await?;
+    world
+        .wait_session(&opened.session, "Active with a stored transcript", T, |s| {
+            s["status"]["phase"] == "Active" && !s["status"]["transcript"]["sha256"].is_null()
+        })
+        .await?;
+    let stored = secrets_named_after(world, &namespace, &opened.session).await?;
+    assert!(!stored.is_empty(), "the first chunk is in {namespace}");
+
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(world.cluster.client(Identity::Admin).await?, &namespace);
+    bindings
+        .delete("gateway-transcripts", &Default::default())
+        .await?;
+    // Output after the revocation makes the transcript dirty, so the next flush is tried.
+    term.send_input(b"echo typed-after-the-revocation\r")
+        .await?;
+    let closed = term.control("closed", T).await?;
+    assert_eq!(closed["reason"], "TranscriptFailed", "{closed}");
+    let cr = world.wait_closed(&opened.session, T).await?;
+    let st = &cr["status"];
+    assert_eq!(st["reason"], "TranscriptFailed", "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("transcript could not be stored")),
+        "{st}"
+    );
+    expect_terminated_by_owner(world, &ssm, &sub).await?;
+    let row = audit_row(&gw, &opened.session, "ssm_session_close").await?;
+    assert_eq!(row["reason"], "TranscriptFailed", "{row}");
+    assert_eq!(row["outcome"], "error", "{row}");
+    world.cleanup(&scope).await?;
+    // Best effort: this control plane runs no namespace controller to finish the deletion,
+    // but the namespace is marked for it and the cluster dies with the test binary.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
+        Api::all(world.cluster.client(Identity::Admin).await?);
+    let _ = namespaces.delete(&namespace, &Default::default()).await;
+    Ok(())
 }
 
 #[tokio::test]
