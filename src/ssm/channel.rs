@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{SinkExt, Stream, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -31,6 +31,14 @@ use super::retransmit::{RetransmitConfig, RetransmitQueue};
 pub const INPUT_CHUNK_SIZE: usize = 1024;
 /// The plugin version we claim compatibility with in the open frame and handshake.
 pub const CLIENT_VERSION: &str = "1.2.707.0";
+
+/// Largest chunk handed to the consumer: in-order payloads that are ready together are
+/// joined up to this size, so a fast stream wakes the consumer once per batch instead of
+/// once per ≤1 KiB message. The output queue holds at most `output_buffer` such chunks.
+pub const OUTPUT_CHUNK_MAX: usize = 16 * 1024;
+/// Most websocket messages handled in one turn of the channel task (those already read
+/// from the socket), so their acks share one flush and their payloads one chunk.
+const READ_BATCH: usize = 64;
 
 /// Smallest websocket read buffer `dial` uses, whatever the options say.
 const MIN_READ_BUFFER: usize = 4 * 1024;
@@ -378,6 +386,38 @@ async fn dial(
     Ok(socket)
 }
 
+/// Takes the consecutive in-order output payloads that are ready, joined into one chunk
+/// of at most [`OUTPUT_CHUNK_MAX`] bytes (a single larger payload goes alone, uncopied).
+fn take_output_run(window: &mut ReceiveWindow, handshake: &mut ClientHandshake) -> Bytes {
+    let mut single: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    while let Some(next) = window.peek_ready() {
+        if !is_terminal_output(next.payload_type) {
+            break;
+        }
+        let held = single.as_ref().map_or(joined.len(), Bytes::len);
+        if held > 0 && held + next.payload.len() > OUTPUT_CHUNK_MAX {
+            break;
+        }
+        let Some(frame) = window.pop_ready() else {
+            break;
+        };
+        handshake.on_output();
+        if frame.payload.is_empty() {
+            continue;
+        }
+        if held == 0 {
+            single = Some(frame.payload);
+        } else {
+            if let Some(first) = single.take() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&frame.payload);
+        }
+    }
+    single.unwrap_or_else(|| joined.freeze())
+}
+
 /// How one websocket connection ended.
 enum ConnectionEnd {
     /// The channel is over.
@@ -481,16 +521,28 @@ impl<R: SessionResumer> ChannelTask<R> {
                 _ = tokio::time::sleep_until(deadline) => Event::Timer,
             };
             match event {
-                Event::Socket(message) => {
+                Event::Socket(first) => {
                     self.last_inbound = Instant::now();
-                    match message {
-                        Some(Ok(message)) => {
-                            if let Some(end) = self.on_message(message, socket).await {
-                                return end;
-                            }
+                    let mut next = Some(first);
+                    let mut handled = 0;
+                    while let Some(message) = next.take() {
+                        let message = match message {
+                            Some(Ok(message)) => message,
+                            Some(Err(e)) => return ConnectionEnd::Lost(e.to_string()),
+                            None => return ConnectionEnd::Lost("the websocket ended".into()),
+                        };
+                        if let Some(end) = self.on_message(message, socket).await {
+                            return end;
                         }
-                        Some(Err(e)) => return ConnectionEnd::Lost(e.to_string()),
-                        None => return ConnectionEnd::Lost("the websocket ended".into()),
+                        handled += 1;
+                        if handled < READ_BATCH {
+                            // What the last socket read already brought, without waiting.
+                            next = socket.next().now_or_never();
+                        }
+                    }
+                    // The batch's acks leave in one write.
+                    if let Err(e) = socket.flush().await {
+                        return ConnectionEnd::Lost(e.to_string());
                     }
                 }
                 Event::OutputSpace => {}
@@ -561,12 +613,9 @@ impl<R: SessionResumer> ChannelTask<R> {
                 let Ok(permit) = self.output_tx.try_reserve() else {
                     break;
                 };
-                let Some(frame) = self.window.pop_ready() else {
-                    break;
-                };
-                self.handshake.on_output();
-                if !frame.payload.is_empty() {
-                    permit.send(frame.payload);
+                let chunk = take_output_run(&mut self.window, &mut self.handshake);
+                if !chunk.is_empty() {
+                    permit.send(chunk);
                 }
             } else if let Some(frame) = self.window.pop_ready() {
                 self.process(frame);
@@ -582,11 +631,16 @@ impl<R: SessionResumer> ChannelTask<R> {
                 self.pending_size = Some(size);
             }
         }
+        let mut fed = false;
         while let Some(wire) = self.queue.poll_transmit(Instant::now().into_std()) {
             socket
-                .send(Message::Binary(wire))
+                .feed(Message::Binary(wire))
                 .await
                 .map_err(|e| e.to_string())?;
+            fed = true;
+        }
+        if fed {
+            socket.flush().await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -651,7 +705,8 @@ impl<R: SessionResumer> ChannelTask<R> {
                 if self.window.offer(frame).should_ack() {
                     match ack.encode() {
                         Ok(wire) => {
-                            if let Err(e) = socket.send(Message::Binary(wire)).await {
+                            // Flushed by the caller once the batch of messages is handled.
+                            if let Err(e) = socket.feed(Message::Binary(wire)).await {
                                 return Some(ConnectionEnd::Lost(e.to_string()));
                             }
                         }

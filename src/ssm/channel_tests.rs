@@ -12,7 +12,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::channel::{CloseCause, DataChannel, DataChannelOptions};
+use super::channel::{CloseCause, DataChannel, DataChannelOptions, OUTPUT_CHUNK_MAX};
 use super::frame::Frame;
 use super::handshake::{ActionStatus, HandshakeError, HandshakeResponse};
 use super::message::{MessageType, PayloadType, Role};
@@ -404,6 +404,7 @@ async fn kms_handshake_is_answered_unsupported_and_surfaces_a_typed_error() {
 
 #[tokio::test]
 async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
+    const BIG: usize = OUTPUT_CHUNK_MAX / 2 + 1;
     let agent = AgentDouble::bind().await;
     let url = agent.url.clone();
     let mut options = fast_options();
@@ -421,9 +422,11 @@ async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
     let mut channel = connect.await.unwrap();
     let agent_task = tokio::spawn(async move {
         let mut side = AgentSide::new(ws);
+        // Larger than half an output chunk, so each chunk carries exactly one message and
+        // the bound below counts messages.
         for i in 0..30u8 {
             side.queue
-                .enqueue(PayloadType::Output, Bytes::from(vec![b'a' + i % 26; 10]))
+                .enqueue(PayloadType::Output, Bytes::from(vec![b'a' + i % 26; BIG]))
                 .unwrap();
         }
         side.transmit().await;
@@ -436,8 +439,8 @@ async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
         accepted_while_stalled.len()
     });
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let received = read_exactly(&mut channel, 300).await;
-    let expected: Vec<u8> = (0..30u8).flat_map(|i| vec![b'a' + i % 26; 10]).collect();
+    let received = read_exactly(&mut channel, 30 * BIG).await;
+    let expected: Vec<u8> = (0..30u8).flat_map(|i| vec![b'a' + i % 26; BIG]).collect();
     assert_eq!(received, expected);
     let accepted_while_stalled = timeout(LIMIT, agent_task).await.unwrap().unwrap();
     // window (4) plus the output buffer (2): the rest waited at the agent
@@ -445,6 +448,40 @@ async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
         accepted_while_stalled <= 6,
         "accepted {accepted_while_stalled}"
     );
+}
+
+#[tokio::test]
+async fn output_ready_together_reaches_the_consumer_in_one_chunk() {
+    let agent = AgentDouble::bind().await;
+    let url = agent.url.clone();
+    let connect = tokio::spawn(async move {
+        DataChannel::connect(&url, "tok", fast_options(), NoResume)
+            .await
+            .unwrap()
+    });
+    let (ws, _) = agent.accept().await;
+    let mut channel = connect.await.unwrap();
+    let mut side = AgentSide::new(ws);
+    // Early messages wait in the window until the gap is filled; then all are ready at once.
+    for seq in 1..20i64 {
+        let body = Bytes::from(vec![b'a' + u8::try_from(seq).unwrap(); 100]);
+        side.send_frame(&Frame::stream(Role::Agent, seq, PayloadType::Output, body))
+            .await;
+    }
+    side.until(|s| s.acked.len() >= 19).await;
+    side.send_frame(&Frame::stream(
+        Role::Agent,
+        0,
+        PayloadType::Output,
+        Bytes::from(vec![b'a'; 100]),
+    ))
+    .await;
+    let chunk = timeout(LIMIT, channel.output().recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let expected: Vec<u8> = (0..20u8).flat_map(|i| vec![b'a' + i; 100]).collect();
+    assert_eq!(chunk.as_ref(), expected.as_slice());
 }
 
 async fn connected(options: DataChannelOptions) -> (AgentDouble, AgentSide, DataChannel) {
