@@ -1,6 +1,7 @@
 //! Gateway paths the other `gateway_*` tests leave alone: a required transcript that cannot
-//! be stored (fail closed before any AWS call) and an optional one (the shell opens, the
-//! failure is recorded); a required transcript whose storage is revoked mid-session; a
+//! be stored (fail closed before any AWS call, with a message that says what to do and no
+//! apiserver dump) and an optional one (the shell opens, the failure is recorded, the close
+//! is not held back by retries); a required transcript whose storage is revoked mid-session; a
 //! reattach with a wrong resume token; a Closing phase set by the controller; a transcript
 //! split over several Secrets and one cut at a small cap; and a browser that never comes
 //! back within the reattach grace. Real kube-apiserver, simulator, `nodeshell controller`
@@ -18,6 +19,36 @@ use nodeshell::localcluster::{Identity, SYSTEM_NAMESPACE};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
+/// From `exit` to the `closed` frame when the transcript store refuses every write: one
+/// final attempt, no pauses between retries (five of them at the 1 s status throttle took
+/// about 5 s).
+const PROMPT_CLOSE: Duration = Duration::from_secs(2);
+
+/// Checks that `text` (`what` says where it was read) tells the person the transcript
+/// namespace `namespace` refuses the gateway and what to ask for, without the apiserver's
+/// own error: no `Status` dump, no HTTP code, no service-account name.
+fn assert_names_the_refusal_plainly(what: &str, text: &str, namespace: &str) {
+    assert!(
+        text.contains(&format!(
+            "the gateway may not write Secrets in namespace {namespace}"
+        )),
+        "{what} names the cause: {text:?}"
+    );
+    assert!(
+        text.contains("Ask your platform team to grant the gateway's service account create/patch on secrets there (see docs/gateway.md, RBAC)"),
+        "{what} says what to do: {text:?}"
+    );
+    for leak in [
+        "Status {",
+        "code: 403",
+        "Forbidden",
+        "system:serviceaccount",
+        "nodeshell-gateway",
+        "ApiError",
+    ] {
+        assert!(!text.contains(leak), "{what} carries {leak:?}: {text:?}");
+    }
+}
 
 /// Opens and attaches a shell through `gw` for `sub`; waits for the prompt. Returns the open
 /// answer, the terminal and the `hello` frame.
@@ -167,24 +198,24 @@ async fn a_required_transcript_that_cannot_be_stored_refuses_the_shell_an_option
     let mut term = Terminal::connect(&opened.attach_url).await?;
     let error = term.control("error", T).await?;
     assert_eq!(error["code"], "E_INTERNAL", "{error}");
-    assert_eq!(error["retryable"], true, "{error}");
+    assert_eq!(
+        error["retryable"], false,
+        "a 403 fails the same way on every retry: {error}"
+    );
     let message = error["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("transcript could not be stored") && message.contains("requires one"),
-        "the error says the transcript storage failed: {error}"
+        message.starts_with("transcripts for this policy are required")
+            && message.contains("no session was opened"),
+        "the error says the shell was refused for its transcript: {error}"
     );
+    assert_names_the_refusal_plainly("the error frame", message, "default");
     assert!(term.find_control("hello").is_none(), "{:?}", term.controls);
     term.read_until("the socket to close", T, |t| t.closed)
         .await?;
     let cr = world.wait_closed(&opened.session, T).await?;
     let st = &cr["status"];
     assert_eq!(st["reason"], "StartFailed", "{st}");
-    assert!(
-        st["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("transcript could not be stored")),
-        "{st}"
-    );
+    assert_eq!(st["message"].as_str(), Some(message), "{st}");
     assert!(st["ssmSessionId"].is_null(), "no SSM session: {st}");
     assert!(st["transcript"].is_null(), "nothing stored: {st}");
     let shown = api
@@ -201,6 +232,7 @@ async fn a_required_transcript_that_cannot_be_stored_refuses_the_shell_an_option
     let row = audit_row(&gw, &opened.session, "ssm_session_open").await?;
     assert_eq!(row["outcome"], "failure", "{row}");
     assert_eq!(row["reason"], "StartFailed", "{row}");
+    assert_eq!(row["message"].as_str(), Some(message), "{row}");
     assert!(row["session_id"].is_null(), "{row}");
     let session = opened.session.clone();
     let event = wait_for("a StartFailed Warning event", T, || {
@@ -214,6 +246,18 @@ async fn a_required_transcript_that_cannot_be_stored_refuses_the_shell_an_option
     })
     .await?;
     assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
+    assert_names_the_refusal_plainly(
+        "the Event",
+        event.message.as_deref().unwrap_or_default(),
+        "default",
+    );
+    // The apiserver's own answer goes to the gateway's log, for its operators.
+    let log = gw.process.stderr_text();
+    assert!(
+        log.contains("the policy requires a transcript, so the session is refused")
+            && log.contains("forbidden"),
+        "the raw refusal is logged"
+    );
 
     // Optional: the shell opens and works; the failures are counted, logged and said at
     // the close, and nothing pretends a transcript exists.
@@ -238,21 +282,23 @@ async fn a_required_transcript_that_cannot_be_stored_refuses_the_shell_an_option
         .await?;
     assert!(live["status"]["transcript"].is_null(), "{}", live["status"]);
     term.send_input(b"exit 0\r").await?;
-    let closed = term.control("closed", T).await?;
+    // A store that refuses (403) is tried once at the end, not five times a second apart.
+    let closed = term.control("closed", PROMPT_CLOSE).await?;
     assert_eq!(closed["reason"], "UserExit", "{closed}");
     let cr = world.wait_closed(&opened.session, T).await?;
     let st = &cr["status"];
     assert_eq!(st["reason"], "UserExit", "{st}");
     assert_eq!(st["ssmSessionId"], ssm_id(&hello).as_str(), "{st}");
     assert!(st["transcript"].is_null(), "{st}");
+    let message = st["message"].as_str().unwrap_or_default();
     assert!(
-        st["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("transcript could not be stored")),
-        "the close says the transcript was not stored: {st}"
+        message.starts_with("the shell exited; no transcript was stored: "),
+        "the close says no transcript exists, not that its end is missing: {st}"
     );
+    assert_names_the_refusal_plainly("the close message", message, "default");
     let row = audit_row(&gw, &opened.session, "ssm_session_close").await?;
     assert!(row["transcript_ref"].is_null(), "{row}");
+    assert_eq!(row["message"].as_str(), Some(message), "{row}");
     for namespace in [SYSTEM_NAMESPACE, "default"] {
         let names = secrets_named_after(world, namespace, &opened.session).await?;
         assert!(names.is_empty(), "{namespace}: {names:?}");
@@ -349,16 +395,18 @@ subjects:
     let cr = world.wait_closed(&opened.session, T).await?;
     let st = &cr["status"];
     assert_eq!(st["reason"], "TranscriptFailed", "{st}");
+    let message = st["message"].as_str().unwrap_or_default();
     assert!(
-        st["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("transcript could not be stored")),
+        message.starts_with("the transcript could not be stored and the policy requires one: ")
+            && message.contains("the session was closed"),
         "{st}"
     );
+    assert_names_the_refusal_plainly("the TranscriptFailed message", message, &namespace);
     expect_terminated_by_owner(world, &ssm, &sub).await?;
     let row = audit_row(&gw, &opened.session, "ssm_session_close").await?;
     assert_eq!(row["reason"], "TranscriptFailed", "{row}");
     assert_eq!(row["outcome"], "error", "{row}");
+    assert_eq!(row["message"].as_str(), Some(message), "{row}");
     world.cleanup(&scope).await?;
     // Best effort: this control plane runs no namespace controller to finish the deletion,
     // but the namespace is marked for it and the cluster dies with the test binary.

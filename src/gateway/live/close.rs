@@ -4,6 +4,7 @@
 use crate::api::SessionReason;
 use crate::aws::{AssumeRoleError, SsmCallError};
 use crate::gateway::error::ErrorCode;
+use crate::gateway::transcript::StorageFailure;
 use crate::ssm::{ChannelError, CloseCause, CloseReason};
 
 /// Why a running session ended.
@@ -23,8 +24,8 @@ pub enum EndReason {
     AdminTerminated,
     /// This gateway is shutting down.
     GatewayShutdown,
-    /// `transcript.required` and a transcript flush failed.
-    TranscriptFailed,
+    /// `transcript.required` and a transcript flush failed, for this reason.
+    TranscriptFailed(StorageFailure),
     /// The data channel failed and could not be resumed.
     ChannelLost,
     /// The controller moved the session to Closing with this reason.
@@ -42,7 +43,7 @@ impl EndReason {
             Self::MaxDuration => SessionReason::MaxDuration.as_str(),
             Self::AdminTerminated => SessionReason::AdminTerminated.as_str(),
             Self::GatewayShutdown => SessionReason::GatewayShutdown.as_str(),
-            Self::TranscriptFailed => "TranscriptFailed",
+            Self::TranscriptFailed(_) => "TranscriptFailed",
             Self::ChannelLost => "ChannelLost",
             Self::Controller(reason) => reason,
         }
@@ -60,9 +61,11 @@ impl EndReason {
             Self::MaxDuration => "closed at the policy's maximum session duration".into(),
             Self::AdminTerminated => "termination was requested".into(),
             Self::GatewayShutdown => "the gateway shut down; open a new session".into(),
-            Self::TranscriptFailed => {
-                "the transcript could not be stored and the policy requires one".into()
-            }
+            Self::TranscriptFailed(failure) => format!(
+                "the transcript could not be stored and the policy requires one: {}; the session was closed. {}",
+                failure.cause(),
+                failure.remedy()
+            ),
             Self::ChannelLost => {
                 "the SSM data channel failed and could not be reconnected; open a new session"
                     .into()
@@ -74,7 +77,7 @@ impl EndReason {
     /// The audit row's `outcome`: `success` for an orderly end, `error` when something failed.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::TranscriptFailed | Self::ChannelLost => "error",
+            Self::TranscriptFailed(_) | Self::ChannelLost => "error",
             _ => "success",
         }
     }
@@ -158,16 +161,43 @@ pub fn channel_failure(e: &ChannelError) -> StartFailure {
     }
 }
 
-/// The first transcript write failed and the policy requires a transcript.
-pub fn transcript_start_failure(detail: &str) -> StartFailure {
+/// The first transcript write failed and the policy requires a transcript. Retryable only
+/// when the store was unavailable: a refusal (403, missing namespace) fails the same way
+/// on every attempt until the platform team changes something.
+pub fn transcript_start_failure(failure: &StorageFailure) -> StartFailure {
     StartFailure {
         code: ErrorCode::Internal,
         reason: SessionReason::StartFailed,
         message: format!(
-            "the transcript could not be stored and the policy requires one ({detail}); the session was not opened"
+            "transcripts for this policy are required, but {}; no session was opened. {}",
+            failure.cause(),
+            failure.remedy()
         ),
-        retryable: true,
+        retryable: failure.retryable(),
     }
+}
+
+/// What the close message adds when the final transcript flush failed: "no transcript was
+/// stored" when no chunk ever was (nothing exists to read), otherwise that its end is
+/// missing. The remedy is named only for refusals, which need the platform team.
+pub fn transcript_loss_note(ever_stored: bool, failure: &StorageFailure) -> String {
+    let what = if ever_stored {
+        "the end of the transcript could not be stored"
+    } else {
+        "no transcript was stored"
+    };
+    let mut note = format!("; {what}: {}", failure.cause());
+    if !failure.retryable() {
+        note.push_str(". ");
+        note.push_str(&failure.remedy());
+    }
+    note
+}
+
+/// Whether the final flush tries again after `failure`: only when the store was
+/// unavailable; a refusal would fail identically and only delay the close.
+pub fn retry_final_flush(failure: &StorageFailure) -> bool {
+    failure.retryable()
 }
 
 #[cfg(test)]
@@ -203,7 +233,10 @@ mod tests {
             EndReason::Controller("MaxDuration".into()).as_str(),
             "MaxDuration"
         );
-        assert_eq!(EndReason::TranscriptFailed.outcome(), "error");
+        assert_eq!(
+            EndReason::TranscriptFailed(StorageFailure::Unavailable).outcome(),
+            "error"
+        );
         assert_eq!(EndReason::GatewayShutdown.outcome(), "success");
     }
 
@@ -219,9 +252,82 @@ mod tests {
         let other = start_session_failure(&SsmCallError::InvalidDocument("x".into()));
         assert_eq!(other.code, ErrorCode::StartFailed);
         assert_eq!(other.reason, SessionReason::StartFailed);
-        let t = transcript_start_failure("forbidden");
+    }
+
+    fn forbidden() -> StorageFailure {
+        StorageFailure::Forbidden {
+            namespace: "default".into(),
+        }
+    }
+
+    #[test]
+    fn a_refused_required_transcript_says_what_to_do_and_is_not_retryable() {
+        let t = transcript_start_failure(&forbidden());
         assert_eq!(t.code, ErrorCode::Internal);
         assert_eq!(t.reason, SessionReason::StartFailed);
+        assert!(!t.retryable);
+        assert_eq!(
+            t.message,
+            "transcripts for this policy are required, but the gateway may not write Secrets in \
+             namespace default; no session was opened. Ask your platform team to grant the \
+             gateway's service account create/patch on secrets there (see docs/gateway.md, RBAC)."
+        );
+        let missing = transcript_start_failure(&StorageFailure::NamespaceMissing {
+            namespace: "gone".into(),
+        });
+        assert!(!missing.retryable);
+        assert!(
+            missing.message.contains("namespace gone does not exist"),
+            "{}",
+            missing.message
+        );
+    }
+
+    #[test]
+    fn an_unavailable_store_at_the_start_is_retryable() {
+        let t = transcript_start_failure(&StorageFailure::Unavailable);
+        assert!(t.retryable);
+        assert_eq!(
+            t.message,
+            "transcripts for this policy are required, but the transcript store (Kubernetes \
+             API) is unavailable; no session was opened. Try again in a moment."
+        );
+    }
+
+    #[test]
+    fn a_transcript_failed_close_names_the_cause() {
+        let end = EndReason::TranscriptFailed(forbidden());
+        assert_eq!(end.as_str(), "TranscriptFailed");
+        let message = end.message();
+        assert!(
+            message.starts_with("the transcript could not be stored and the policy requires one: the gateway may not write Secrets in namespace default; the session was closed."),
+            "{message}"
+        );
+        assert!(message.contains("create/patch on secrets"), "{message}");
+    }
+
+    #[test]
+    fn the_close_note_tells_a_missing_transcript_from_a_missing_end() {
+        assert_eq!(
+            transcript_loss_note(false, &forbidden()),
+            "; no transcript was stored: the gateway may not write Secrets in namespace \
+             default. Ask your platform team to grant the gateway's service account \
+             create/patch on secrets there (see docs/gateway.md, RBAC)."
+        );
+        assert_eq!(
+            transcript_loss_note(true, &StorageFailure::Unavailable),
+            "; the end of the transcript could not be stored: the transcript store (Kubernetes \
+             API) is unavailable"
+        );
+    }
+
+    #[test]
+    fn only_an_unavailable_store_is_retried_at_the_end() {
+        assert!(retry_final_flush(&StorageFailure::Unavailable));
+        assert!(!retry_final_flush(&forbidden()));
+        assert!(!retry_final_flush(&StorageFailure::Rejected {
+            http_status: Some(422)
+        }));
     }
 }
 

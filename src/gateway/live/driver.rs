@@ -19,7 +19,9 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
 use super::bridge::{Attachment, ClientEvent, Outbound};
-use super::close::{EndReason, end_from_channel, takeover};
+use super::close::{
+    EndReason, end_from_channel, retry_final_flush, takeover, transcript_loss_note,
+};
 use super::frames::ServerFrame;
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
 use super::replay::{ReplayRing, ReplayStart, keep_from};
@@ -29,7 +31,9 @@ use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits, Session
 use crate::aws::{SsmCallError, SsmSessions};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditTranscript, VERB_CLOSE};
 use crate::gateway::error::ErrorCode;
-use crate::gateway::transcript::{Segment, Transcript, TranscriptError, compress, transcript_ref};
+use crate::gateway::transcript::{
+    Segment, StorageFailure, Transcript, TranscriptError, compress, transcript_ref,
+};
 use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel};
 
 /// Largest binary frame sent to the browser.
@@ -49,7 +53,8 @@ const MAX_UNSTORED_SEALED: usize = 8;
 const DRAIN: Duration = Duration::from_secs(3);
 /// Longest wait for TerminateSession at the end (the session's close must not hang on SSM).
 const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts at the final transcript flush and the Closed status write.
+/// Attempts at the final transcript flush (while the store is only unavailable) and the
+/// Closed status write.
 const FINAL_ATTEMPTS: usize = 5;
 
 /// What a running session knows about itself and never changes.
@@ -98,6 +103,7 @@ struct Driver {
     max_deadline: Instant,
     origin: Instant,
     transcript: Option<Transcript>,
+    /// Some chunk was stored at least once.
     transcript_stored: bool,
     traffic: Traffic,
     reported: Traffic,
@@ -444,13 +450,14 @@ impl Driver {
             Err(e) => {
                 self.flush_failed = true;
                 self.inner.config.metrics.transcript_failures.inc();
-                warn!(session = %self.info.name, error = %e, "transcript flush failed");
+                let failure = StorageFailure::classify(&e, self.inner.store.namespace());
+                warn!(session = %self.info.name, error = %e, retryable = failure.retryable(), "transcript flush failed");
                 if let Some(t) = self.transcript.as_mut() {
                     t.restore(chunks);
                 }
                 self.info
                     .transcript_required
-                    .then_some(EndReason::TranscriptFailed)
+                    .then_some(EndReason::TranscriptFailed(failure))
             }
         }
     }
@@ -644,7 +651,7 @@ impl Driver {
         let _ = writer.await;
 
         let mut message = reason.message();
-        let transcript_audit = self.final_flush(&name, &mut message).await;
+        let transcript_audit = self.final_flush(&name, &reason, &mut message).await;
         let duration_ms =
             u64::try_from(ended_at.as_millisecond() - self.info.started_at.as_millisecond())
                 .unwrap_or(0);
@@ -724,19 +731,26 @@ impl Driver {
         info!(session = %name, reason = reason.as_str(), exit_code, "session closed");
     }
 
-    /// Stores what the transcript holds; returns the audit row's transcript part.
-    async fn final_flush(&mut self, name: &str, message: &mut String) -> Option<AuditTranscript> {
+    /// Stores what the transcript holds; returns the audit row's transcript part. Tries
+    /// again only while the store is unavailable: a refusal (403, missing namespace) would
+    /// fail identically and only hold back the close.
+    async fn final_flush(
+        &mut self,
+        name: &str,
+        reason: &EndReason,
+        message: &mut String,
+    ) -> Option<AuditTranscript> {
         if let Some(task) = self.flush_task.take() {
             let result = tokio::time::timeout(Duration::from_secs(10), task).await;
             let _ = self.flush_done(result.ok().and_then(Result::ok));
         }
         let t = self.transcript.as_mut()?;
         let reference = transcript_ref(name);
-        let mut stored = false;
+        let mut failure = None;
         for attempt in 0..FINAL_ATTEMPTS {
             let chunks = t.take_dirty();
             if chunks.is_empty() {
-                stored = true;
+                failure = None;
                 break;
             }
             let (chunks, compressed) = compress(chunks).await;
@@ -747,22 +761,33 @@ impl Driver {
                 .await
             {
                 Ok(()) => {
-                    stored = true;
+                    failure = None;
                     break;
                 }
                 Err(e) => {
                     self.inner.config.metrics.transcript_failures.inc();
-                    warn!(session = %name, attempt, error = %e, "final transcript flush failed");
+                    let classified = StorageFailure::classify(&e, self.inner.store.namespace());
+                    warn!(session = %name, attempt, error = %e, retryable = classified.retryable(), "final transcript flush failed");
                     t.restore(chunks);
+                    let again = retry_final_flush(&classified) && attempt + 1 < FINAL_ATTEMPTS;
+                    failure = Some(classified);
+                    if !again {
+                        break;
+                    }
                     tokio::time::sleep(self.inner.config.status_throttle).await;
                 }
             }
         }
-        if stored {
-            self.transcript_stored = true;
-            self.snapshot.transcript = Some(t.status(&reference));
-        } else {
-            message.push_str("; the end of the transcript could not be stored");
+        match failure {
+            None => {
+                self.transcript_stored = true;
+                self.snapshot.transcript = Some(t.status(&reference));
+            }
+            // A TranscriptFailed end already says why in its message.
+            Some(_) if matches!(reason, EndReason::TranscriptFailed(_)) => {}
+            Some(failure) => {
+                message.push_str(&transcript_loss_note(self.transcript_stored, &failure));
+            }
         }
         let summary = t.summary();
         self.transcript_stored.then_some(AuditTranscript {

@@ -27,7 +27,9 @@ use crate::aws::{self, AwsEndpoints, SsmSessions, WebIdentityRequest};
 use crate::gateway::audit::{AuditActor, AuditRow, VERB_OPEN};
 use crate::gateway::contract::AttachGrant;
 use crate::gateway::error::ErrorCode;
-use crate::gateway::transcript::{AsciicastHeader, Transcript, compress, transcript_ref};
+use crate::gateway::transcript::{
+    AsciicastHeader, StorageFailure, Transcript, compress, transcript_ref,
+};
 use crate::ssm::{DataChannel, DataChannelOptions};
 
 /// Longest `Reason` StartSession accepts.
@@ -268,13 +270,16 @@ async fn start_admitted(
         let (chunks, compressed) = compress(t.take_dirty()).await;
         match inner.store.store(fresh, &compressed).await {
             Ok(()) => transcript_stored = true,
-            Err(e) if policy.transcript.required => {
-                inner.config.metrics.transcript_failures.inc();
-                return Err(Refusal::Failed(transcript_start_failure(&e.to_string())));
-            }
             Err(e) => {
                 inner.config.metrics.transcript_failures.inc();
-                warn!(session = %name, error = %e, "first transcript write failed; retrying at the next flush");
+                let failure = StorageFailure::classify(&e, inner.store.namespace());
+                // The apiserver's text (a Status dump naming our service account) is for
+                // operators only; the person and the records get the classified cause.
+                if policy.transcript.required {
+                    warn!(session = %name, error = %e, retryable = failure.retryable(), "first transcript write failed; the policy requires a transcript, so the session is refused");
+                    return Err(Refusal::Failed(transcript_start_failure(&failure)));
+                }
+                warn!(session = %name, error = %e, retryable = failure.retryable(), "first transcript write failed; retrying at the next flush");
                 t.restore(chunks);
             }
         }

@@ -2,14 +2,16 @@
 //! policy captures input) as an asciicast v2 recording, capped at the policy's `maxBytes`,
 //! gzip-compressed, stored in Secrets owned by the session and split into chunks of at most
 //! 512 KiB, flushed periodically. [`Transcript`] is the pure recorder; [`store`] writes and
-//! reads the Secrets.
+//! reads the Secrets; [`failure`] says why a write failed in words a person can act on.
 
 pub mod asciicast;
 pub mod chunks;
+pub mod failure;
 pub mod store;
 
 pub use asciicast::{AsciicastHeader, AsciicastSummary, AsciicastWriter};
 pub use chunks::{Chunk, ChunkedRecording, MAX_CHUNK_BYTES, Segment, gunzip_chunks, gzip};
+pub use failure::StorageFailure;
 pub use store::{
     CHUNK_ANNOTATION, CHUNK_DATA_KEY, SECRET_TYPE, TRANSCRIPT_FORMAT, TranscriptError,
     TranscriptStore, chunk_secret, chunk_secret_name, load_transcript, load_transcript_gzip,

@@ -145,6 +145,11 @@ impl TranscriptStore {
         }
     }
 
+    /// The namespace the chunks are written to (named in failure messages).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// Writes (or rewrites) the given chunks in order; stops at the first failure.
     pub async fn store(
         &self,
