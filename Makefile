@@ -4,6 +4,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 export NODESHELL_CONTROLPLANE_BIN ?= $(CURDIR)/e2e/.bin
+# Tests run `kubectl`: use the one built with the apiserver (same version), not whatever the
+# machine may or may not have.
+export PATH := $(CURDIR)/e2e/.bin:$(PATH)
 # The interop tests and benchmarks drive AWS's plugin from here (built by `make ssm-plugin`).
 export NODESHELL_SSM_PLUGIN ?= $(CURDIR)/e2e/.bin/session-manager-plugin
 
