@@ -317,7 +317,13 @@ impl Driver {
             return false;
         }
         let now = Instant::now();
-        self.ring.push(&chunk);
+        if force {
+            // Never evict bytes the browser (attached, or coming back) has not received:
+            // evicting them would shift its stream, sending some bytes twice and losing others.
+            self.ring.push_keeping(&chunk, self.keep_from());
+        } else {
+            self.ring.push(&chunk);
+        }
         let t = self.seconds();
         if let Some(tr) = self.transcript.as_mut() {
             tr.output(t, &chunk);

@@ -83,6 +83,21 @@ impl ReplayRing {
         self.bytes.extend(data.get(skip..).unwrap_or_default());
     }
 
+    /// Appends output evicting only bytes before `keep_from`, even if that leaves the ring
+    /// over its capacity for a while. Used once the channel has ended, when its remaining
+    /// output (bounded by the data channel's own queues) must be taken without dropping a
+    /// byte the browser has not received yet; the next plain [`push`](Self::push) trims the
+    /// ring back to its capacity.
+    pub fn push_keeping(&mut self, data: &[u8], keep_from: u64) {
+        let over = (self.bytes.len() + data.len()).saturating_sub(self.capacity);
+        let evictable = usize::try_from(keep_from.clamp(self.start, self.end()) - self.start)
+            .unwrap_or(usize::MAX);
+        let evict = over.min(evictable);
+        self.bytes.drain(..evict);
+        self.start += evict as u64;
+        self.bytes.extend(data);
+    }
+
     /// Where a browser that holds `offset` bytes continues. An offset beyond the end (a
     /// confused client) continues at the end.
     pub fn replay_from(&self, offset: u64) -> ReplayStart {
@@ -129,6 +144,20 @@ mod tests {
         // Detached: nothing may be evicted, so reading stops.
         assert_eq!(ring.room(keep_from(false, 100, 20, ring.start())), 0);
         assert_eq!(keep_from(true, 10, 20, 0), 0);
+    }
+
+    #[test]
+    fn a_kept_push_never_evicts_bytes_still_needed() {
+        let mut ring = ReplayRing::new(8);
+        ring.push(b"abcdefgh");
+        // The browser has been sent up to offset 3: "defgh" must stay.
+        ring.push_keeping(b"ijkl", 3);
+        assert_eq!((ring.start(), ring.end()), (3, 12));
+        assert_eq!(ring.read(3, 100), b"defghijkl".to_vec());
+        // Once the browser caught up, a plain push trims back to the capacity.
+        ring.push(b"m");
+        assert_eq!((ring.start(), ring.end()), (5, 13));
+        assert_eq!(ring.read(5, 100), b"fghijklm".to_vec());
     }
 
     #[test]
