@@ -10,6 +10,7 @@ mod gateway_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use gateway_support::*;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -114,7 +115,11 @@ async fn sigterm_closes_every_session_with_its_audit_row() -> anyhow::Result<()>
     }
     gw.process.signal("TERM");
     for (opened, term, ssm_id) in &mut live {
-        let closed = term.control("closed", T).await?;
+        // The gateway's own account of the shutdown, for when a browser misses its frame.
+        let closed = term
+            .control("closed", T)
+            .await
+            .with_context(|| gw.process.logs())?;
         assert_eq!(closed["reason"], "GatewayShutdown", "{closed}");
         let cr = world
             .wait_session(&opened.session, "Closed with a transcript", T, |s| {

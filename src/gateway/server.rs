@@ -173,6 +173,10 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     wait_for_signal().await?;
     tracing::info!("shutting down: closing live sessions");
     stop.cancel();
+    // Returns once every session has closed and every browser connection has written its
+    // `closed` frame. Those connections are not the server's to wait for (axum spawns their
+    // tasks on upgrade), so the server's graceful shutdown alone would let the process exit
+    // with those frames still queued.
     state.runtime.live.shutdown().await;
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Err(source))) => {

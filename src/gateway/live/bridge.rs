@@ -19,6 +19,10 @@ pub const OUTBOUND_QUEUE: usize = 4;
 pub const EVENT_QUEUE: usize = 32;
 /// How long a reattaching browser has to send its `resume` frame.
 pub const RESUME_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a bridge that sent its Close frame waits for the browser's. Closing the TCP
+/// connection with the browser's frames still unread makes the kernel reset it, and a reset
+/// discards whatever of our last frames has not left yet.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// A frame for the browser.
 #[derive(Debug)]
@@ -83,7 +87,7 @@ fn to_message(frame: Outbound) -> Message {
 }
 
 /// Runs the bridge until the browser leaves or the session drops its end of the queue
-/// (after its final frame).
+/// (after its final frame, which is then written, followed by a Close frame).
 pub async fn run(
     socket: WebSocket,
     mut out_rx: mpsc::Receiver<Outbound>,
@@ -93,13 +97,14 @@ pub async fn run(
     let writer = async {
         while let Some(frame) = out_rx.recv().await {
             if sink.send(to_message(frame)).await.is_err() {
-                return;
+                return false;
             }
         }
         let _ = sink.send(Message::Close(None)).await;
-        let _ = sink.close().await;
+        sink.close().await.is_ok()
     };
     let reader = async {
+        let mut session_listens = true;
         while let Some(Ok(message)) = stream.next().await {
             let event = match message {
                 Message::Binary(bytes) => ClientEvent::Input(bytes),
@@ -114,15 +119,27 @@ pub async fn run(
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
-            if events_tx.send(event).await.is_err() {
-                break;
+            // A session that stopped listening is ending: keep the socket open so the
+            // writer can still deliver its last frames (the `closed` frame among them).
+            if session_listens && events_tx.send(event).await.is_err() {
+                session_listens = false;
             }
         }
         debug!("browser left");
     };
-    tokio::select! {
-        () = writer => {}
-        () = reader => {}
+    let closed_by_us = tokio::select! {
+        sent = writer => sent,
+        () = reader => false,
+    };
+    if closed_by_us {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 

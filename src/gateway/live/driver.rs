@@ -127,14 +127,13 @@ struct Driver {
     exit_code: Option<i32>,
 }
 
-/// Runs a session to its end, then reports `done`.
+/// Runs a session to its end, then frees its slot.
 pub(super) async fn run(
     inner: Arc<Inner>,
     started: Started,
     first: Attachment,
     mut attach_rx: mpsc::Receiver<Attachment>,
     mut control_rx: mpsc::Receiver<Control>,
-    done: watch::Sender<bool>,
 ) {
     let name = started.info.name.clone();
     inner.config.metrics.live.inc();
@@ -195,9 +194,8 @@ pub(super) async fn run(
     drop(watch);
     info!(session = %name, reason = reason.as_str(), "session ending");
     driver.finish(reason, writer).await;
-    inner.slots().remove(&name);
     inner.config.metrics.live.dec();
-    let _ = done.send(true);
+    inner.release(&name);
 }
 
 fn session_watch(

@@ -117,7 +117,6 @@ struct LiveHandle {
     control: mpsc::Sender<Control>,
     attach: mpsc::Sender<Attachment>,
     resume_token: String,
-    done: watch::Receiver<bool>,
 }
 
 enum Slot {
@@ -133,6 +132,12 @@ pub(crate) struct Inner {
     recorder: Recorder,
     sessions: Mutex<HashMap<String, Slot>>,
     shutting_down: AtomicBool,
+    /// Bumped each time a slot is freed, so shutdown can wait for every session, including
+    /// those still in their start when the signal came.
+    released: watch::Sender<()>,
+    /// Browser connections being served. Their tasks are spawned by axum's `on_upgrade`,
+    /// which the server's graceful shutdown does not wait for: shutdown counts them itself.
+    connections: watch::Sender<usize>,
 }
 
 impl Inner {
@@ -140,6 +145,12 @@ impl Inner {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Frees a session's slot (its start failed, or it ended) and wakes a waiting shutdown.
+    fn release(&self, name: &str) {
+        self.slots().remove(name);
+        self.released.send_replace(());
     }
 
     /// Mirrors a lifecycle step as a Kubernetes Event on the session, off the session's path.
@@ -194,6 +205,8 @@ impl LiveSessions {
                 config,
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                released: watch::Sender::new(()),
+                connections: watch::Sender::new(0),
             }),
         }
     }
@@ -218,6 +231,7 @@ impl LiveSessions {
     /// `{"type":"resume","resumeToken","offset"}` for a session running here. Returns when
     /// the browser leaves or the session ends.
     pub async fn attach(&self, grant: AttachGrant, socket: WebSocket, resume: bool) {
+        let _counted = Connection::new(self.inner.clone());
         if resume {
             self.reattach(grant, socket).await;
         } else {
@@ -303,39 +317,82 @@ impl LiveSessions {
     }
 
     /// Closes every running session with reason GatewayShutdown (closed frame, TerminateSession,
-    /// transcript, close row, status Closed), concurrently, waiting at most the configured
-    /// shutdown timeout. New attaches are refused from now on.
+    /// transcript, close row, status Closed), concurrently, and returns once each browser
+    /// connection has written its last frames, waiting at most the configured shutdown
+    /// timeout. New attaches are refused from now on.
+    ///
+    /// A session ending only queues its `closed` frame for the browser's bridge; the process
+    /// exits when this returns, so returning before the bridges have written and closed their
+    /// sockets would cut those frames off.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let handles: Vec<(String, LiveHandle)> = self
-            .inner
-            .slots()
-            .iter()
-            .filter_map(|(name, slot)| match slot {
-                Slot::Live(h) => Some((name.clone(), h.clone())),
-                Slot::Starting => None,
-            })
-            .collect();
+        let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
+        // Subscribed before the slots are read, so no release between the two is missed.
+        let mut released = self.inner.released.subscribe();
+        let (handles, starting) = {
+            let slots = self.inner.slots();
+            let handles: Vec<LiveHandle> = slots
+                .values()
+                .filter_map(|slot| match slot {
+                    Slot::Live(h) => Some(h.clone()),
+                    Slot::Starting => None,
+                })
+                .collect();
+            let starting = slots.len() - handles.len();
+            (handles, starting)
+        };
         info!(
             sessions = handles.len(),
-            "closing live sessions for shutdown"
+            starting, "closing live sessions for shutdown"
         );
-        let waits = handles.into_iter().map(|(name, h)| async move {
-            let _ = h
-                .control
-                .send(Control::End(EndReason::GatewayShutdown))
-                .await;
-            let mut done = h.done.clone();
-            let _ = done.wait_for(|d| *d).await;
-            debug!(session = %name, "closed for shutdown");
-        });
-        let all = futures::future::join_all(waits);
-        if tokio::time::timeout(self.inner.config.shutdown_timeout, all)
+        // A session still starting is asked to end by its start once it runs (the start
+        // checks `shutting_down` after taking its slot), or frees its slot when it fails.
+        let sessions = async {
+            futures::future::join_all(
+                handles
+                    .iter()
+                    .map(|h| h.control.send(Control::End(EndReason::GatewayShutdown))),
+            )
+            .await;
+            while !self.inner.slots().is_empty() {
+                if released.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout_at(deadline, sessions).await.is_err() {
+            warn!(
+                sessions = self.inner.slots().len(),
+                "some sessions did not close within the shutdown timeout"
+            );
+        }
+        let mut connections = self.inner.connections.subscribe();
+        if tokio::time::timeout_at(deadline, connections.wait_for(|n| *n == 0))
             .await
             .is_err()
         {
-            warn!("some sessions did not close within the shutdown timeout");
+            warn!(
+                connections = *connections.borrow(),
+                "some browser connections had not written their last frames within the shutdown timeout"
+            );
         }
+        debug!("live sessions closed for shutdown");
+    }
+}
+
+/// Counts one browser connection in [`Inner::connections`] while its attach runs.
+struct Connection(Arc<Inner>);
+
+impl Connection {
+    fn new(inner: Arc<Inner>) -> Self {
+        inner.connections.send_modify(|n| *n += 1);
+        Self(inner)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.connections.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::extract::ws::WebSocket;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::bridge::{self, Attachment, ClientEvent, Outbound};
@@ -118,12 +118,10 @@ async fn start_and_run(
             let (attachment, out_rx, events_tx) = Attachment::new(None);
             let (control_tx, control_rx) = mpsc::channel(4);
             let (attach_tx, attach_rx) = mpsc::channel(2);
-            let (done_tx, done_rx) = watch::channel(false);
             let handle = LiveHandle {
                 control: control_tx.clone(),
                 attach: attach_tx,
                 resume_token: started.info.resume_token.clone(),
-                done: done_rx,
             };
             inner.slots().insert(name.clone(), Slot::Live(handle));
             if inner
@@ -135,10 +133,10 @@ async fn start_and_run(
             // A dropped attach leaves a session without a browser: it waits for a reattach
             // within the grace, like any other.
             let _ = answer.send(Ok((out_rx, events_tx)));
-            driver::run(inner, started, attachment, attach_rx, control_rx, done_tx).await;
+            driver::run(inner, started, attachment, attach_rx, control_rx).await;
         }
         Err(refusal) => {
-            inner.slots().remove(&name);
+            inner.release(&name);
             let frame = match refusal {
                 Refusal::Frame(frame) => frame,
                 Refusal::Failed(f) => ServerFrame::error(f.code, f.message, f.retryable),
