@@ -209,11 +209,13 @@ pub(super) fn open_row(
 async fn start(inner: &Arc<Inner>, grant: &AttachGrant) -> Result<Started, Refusal> {
     let name = grant.session.name_any();
     let fresh = inner.status.get(&name).await.map_err(|e| {
-        Refusal::Frame(ServerFrame::error(
-            ErrorCode::Internal,
-            format!("reading session {name}: {e}"),
-            true,
-        ))
+        // The apiserver's text (a Status dump, a connection error) is for operators only.
+        warn!(session = %name, error = %e, "reading the session before starting it failed");
+        let http_status = match &e {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        };
+        Refusal::Frame(session_read_refusal(&name, http_status))
     })?;
     if fresh.phase() != SessionPhase::Admitted {
         return Err(Refusal::Frame(not_admitted(&fresh)));
@@ -446,6 +448,34 @@ async fn start_admitted(
     })
 }
 
+/// The answer when the session cannot be read before its start (`http_status` of the
+/// apiserver's answer, if it gave one): nothing was started, and what to do about it.
+fn session_read_refusal(name: &str, http_status: Option<u16>) -> ServerFrame {
+    match http_status {
+        Some(404) => ServerFrame::error(
+            ErrorCode::NotFound,
+            format!(
+                "session {name} no longer exists; the session was not started; open a new session"
+            ),
+            false,
+        ),
+        Some(code @ (401 | 403)) => ServerFrame::error(
+            ErrorCode::Internal,
+            format!(
+                "the Kubernetes API refused the gateway access to session {name} (HTTP {code}); the session was not started; ask your platform team to check the gateway's RBAC (see docs/gateway.md, RBAC)"
+            ),
+            false,
+        ),
+        _ => ServerFrame::error(
+            ErrorCode::Internal,
+            format!(
+                "cannot reach the Kubernetes API to read session {name}; the session was not started; try again"
+            ),
+            true,
+        ),
+    }
+}
+
 fn not_admitted(session: &NodeShellSession) -> ServerFrame {
     let reason = session
         .status
@@ -537,5 +567,38 @@ mod tests {
         let long = ssm_reason(&"c".repeat(300), "n\nx", "a", "s");
         assert_eq!(long.chars().count(), 256);
         assert!(!ssm_reason("c", "n\nx", "a", "s").contains('\n'));
+    }
+
+    #[test]
+    fn a_failed_session_read_says_nothing_started_and_what_to_do() {
+        assert_eq!(
+            session_read_refusal("shell-1", None),
+            ServerFrame::error(
+                ErrorCode::Internal,
+                "cannot reach the Kubernetes API to read session shell-1; the session was not started; try again",
+                true,
+            )
+        );
+        assert_eq!(
+            session_read_refusal("shell-1", Some(503)),
+            session_read_refusal("shell-1", None)
+        );
+        let refused = session_read_refusal("shell-1", Some(403));
+        assert_eq!(
+            refused,
+            ServerFrame::error(
+                ErrorCode::Internal,
+                "the Kubernetes API refused the gateway access to session shell-1 (HTTP 403); the session was not started; ask your platform team to check the gateway's RBAC (see docs/gateway.md, RBAC)",
+                false,
+            )
+        );
+        assert_eq!(
+            session_read_refusal("shell-1", Some(404)),
+            ServerFrame::error(
+                ErrorCode::NotFound,
+                "session shell-1 no longer exists; the session was not started; open a new session",
+                false,
+            )
+        );
     }
 }
