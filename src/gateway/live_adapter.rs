@@ -75,12 +75,27 @@ impl SecretTranscripts {
     }
 }
 
+/// What a caller is told when the transcript Secrets cannot be read: what happened and what
+/// to do, never the apiserver's own text (that goes to the log).
+fn read_failure(error: &kube::Error, namespace: &str) -> TranscriptLoadError {
+    tracing::warn!(namespace, error = %error, "reading transcript Secrets failed");
+    TranscriptLoadError::Storage(match error {
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => format!(
+            "the gateway may not read Secrets in namespace {namespace}; ask your platform team \
+             to grant the gateway's service account get on secrets there"
+        ),
+        _ => "the transcript store (Kubernetes API) is unavailable; try again in a moment"
+            .to_string(),
+    })
+}
+
 impl TranscriptSource for SecretTranscripts {
     fn load(
         &self,
         session: &NodeShellSession,
     ) -> BoxFuture<'static, Result<Vec<u8>, TranscriptLoadError>> {
         let api = self.api.clone();
+        let namespace = self.api.namespace().unwrap_or_default().to_string();
         let name = session.name_any();
         let recorded = session
             .status
@@ -94,7 +109,7 @@ impl TranscriptSource for SecretTranscripts {
                 let secret = api
                     .get_opt(&chunk_secret_name(&name, index))
                     .await
-                    .map_err(|e| TranscriptLoadError::Storage(e.to_string()))?;
+                    .map_err(|e| read_failure(&e, &namespace))?;
                 let Some(secret) = secret else { break };
                 if let Some(data) = secret.data.and_then(|mut d| d.remove(CHUNK_DATA_KEY)) {
                     out.extend_from_slice(&data.0);
@@ -174,6 +189,36 @@ mod tests {
     use crate::gateway::audit::{AuditActor, AuditRow, VERB_CLOSE, VERB_OPEN};
     use crate::gateway::config::tests::{CHILD, run_child_test};
     use crate::gateway::config::{GatewayArgs, GatewayFile, LiveSettings, parse_file};
+
+    #[test]
+    fn transcript_read_failures_say_what_to_do_without_the_apiservers_text() {
+        let raw = r#"secrets "s-transcript-0" is forbidden: User "system:serviceaccount:nodeshell-system:nodeshell-gateway" cannot get resource "secrets""#;
+        let denied = kube::Error::Api(
+            kube::core::Status::failure(raw, "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let TranscriptLoadError::Storage(m) = read_failure(&denied, "nodeshell-system") else {
+            panic!("a refusal is a storage failure");
+        };
+        assert!(
+            m.contains("may not read Secrets in namespace nodeshell-system"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("system:serviceaccount") && !m.contains("forbidden:"),
+            "{m}"
+        );
+        let down = kube::Error::Api(
+            kube::core::Status::failure("etcdserver: request timed out", "InternalError")
+                .with_code(500)
+                .boxed(),
+        );
+        let TranscriptLoadError::Storage(m) = read_failure(&down, "nodeshell-system") else {
+            panic!("an outage is a storage failure");
+        };
+        assert!(m.contains("try again") && !m.contains("etcdserver"), "{m}");
+    }
 
     #[derive(clap::Parser)]
     struct Cli {

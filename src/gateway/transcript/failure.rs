@@ -38,10 +38,7 @@ impl StorageFailure {
     pub fn classify(error: &TranscriptError, namespace: &str) -> Self {
         match error {
             TranscriptError::Kube(e) => Self::from_kube(e, namespace),
-            TranscriptError::NotFound(_)
-            | TranscriptError::MissingChunk { .. }
-            | TranscriptError::Corrupt { .. }
-            | TranscriptError::NoOwner(_) => Self::Rejected { http_status: None },
+            TranscriptError::NoOwner(_) => Self::Rejected { http_status: None },
         }
     }
 

@@ -14,8 +14,7 @@ pub use chunks::{Chunk, ChunkedRecording, MAX_CHUNK_BYTES, Segment, gunzip_chunk
 pub use failure::StorageFailure;
 pub use store::{
     CHUNK_ANNOTATION, CHUNK_DATA_KEY, SECRET_TYPE, TRANSCRIPT_FORMAT, TranscriptError,
-    TranscriptStore, chunk_secret, chunk_secret_name, load_transcript, load_transcript_gzip,
-    transcript_ref,
+    TranscriptStore, chunk_secret, chunk_secret_name, transcript_ref,
 };
 
 use crate::api::SessionTranscript;

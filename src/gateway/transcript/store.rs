@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
 use sha2::{Digest, Sha256};
 
-use super::chunks::{Chunk, gunzip_chunks};
+use super::chunks::Chunk;
 use crate::api::{LABEL_SESSION, NodeShellSession, label_value};
 
 /// `status.transcript.format` of stored transcripts.
@@ -26,32 +26,12 @@ pub const SECRET_TYPE: &str = "nodeshell.periscope.io/transcript";
 /// Field manager of the gateway's writes.
 const FIELD_MANAGER: &str = "nodeshell-gateway";
 
-/// Why storing or loading a transcript failed.
+/// Why storing a transcript failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptError {
     /// The apiserver refused or could not be reached.
     #[error("transcript storage: {0}")]
     Kube(#[from] kube::Error),
-    /// No chunk exists for the session (no transcript, or retention removed it).
-    #[error("no transcript is stored for session {0}")]
-    NotFound(String),
-    /// A chunk is missing from the sequence.
-    #[error("transcript of session {session} is incomplete: chunk {index} is missing")]
-    MissingChunk {
-        /// The session.
-        session: String,
-        /// The first missing chunk.
-        index: usize,
-    },
-    /// A chunk does not decompress.
-    #[error("transcript chunk {name} is corrupt: {source}")]
-    Corrupt {
-        /// The Secret.
-        name: String,
-        /// What gzip said.
-        #[source]
-        source: std::io::Error,
-    },
     /// The session has no uid (it was never stored), so nothing can be owned by it.
     #[error("session {0} has no uid; it must be read from the apiserver first")]
     NoOwner(String),
@@ -169,64 +149,6 @@ impl TranscriptStore {
         }
         Ok(())
     }
-}
-
-/// The whole uncompressed asciicast recording of a session, from its chunk Secrets.
-pub async fn load_transcript(
-    client: Client,
-    namespace: &str,
-    session_name: &str,
-) -> Result<Vec<u8>, TranscriptError> {
-    let api: Api<Secret> = Api::namespaced(client, namespace);
-    let selector = format!("{LABEL_SESSION}={}", label_value(session_name));
-    let list = api.list(&ListParams::default().labels(&selector)).await?;
-    let prefix = format!("{}-", transcript_ref(session_name));
-    let mut chunks: BTreeMap<usize, (String, Vec<u8>)> = BTreeMap::new();
-    for secret in list.items {
-        let name = secret.name_any();
-        // The label value may be shortened for long names; the name prefix is exact.
-        let Some(index) = name
-            .strip_prefix(&prefix)
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let data = secret
-            .data
-            .and_then(|mut d| d.remove(CHUNK_DATA_KEY))
-            .map(|b| b.0)
-            .unwrap_or_default();
-        chunks.insert(index, (name, data));
-    }
-    if chunks.is_empty() {
-        return Err(TranscriptError::NotFound(session_name.to_string()));
-    }
-    let mut out = Vec::new();
-    for (expected, (index, (name, gz))) in chunks.iter().enumerate() {
-        if *index != expected {
-            return Err(TranscriptError::MissingChunk {
-                session: session_name.to_string(),
-                index: expected,
-            });
-        }
-        let text = gunzip_chunks([gz.as_slice()]).map_err(|source| TranscriptError::Corrupt {
-            name: name.clone(),
-            source,
-        })?;
-        out.extend(text);
-    }
-    Ok(out)
-}
-
-/// The stored chunks of a session's transcript as they are kept: gzip members in order, whose
-/// concatenation is one valid (multi-member) gzip file of the recording.
-pub async fn load_transcript_gzip(
-    client: Client,
-    namespace: &str,
-    session_name: &str,
-) -> Result<Vec<u8>, TranscriptError> {
-    let text = load_transcript(client, namespace, session_name).await?;
-    Ok(super::chunks::gzip(&text))
 }
 
 #[cfg(test)]
