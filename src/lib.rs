@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod cluster_client;
 pub mod controller;
 pub mod dev;
 pub mod gateway;

@@ -142,18 +142,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 }
 
 async fn client(args: &ControllerArgs) -> Result<Client, Error> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
+    crate::cluster_client::client(args.kubeconfig.as_deref()).await
 }
 
 /// Keeps a cache of every object of kind K and pokes `changed` on every change.

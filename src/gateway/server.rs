@@ -69,18 +69,7 @@ pub enum GatewayError {
 
 /// Builds the Kubernetes client from `--kubeconfig`, else KUBECONFIG / in-cluster.
 pub async fn kube_client(config: &GatewayConfig) -> Result<Client, GatewayError> {
-    let kube_config = match &config.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(Client::try_from(kube_config)?)
+    crate::cluster_client::client(config.kubeconfig.as_deref()).await
 }
 
 /// Builds the shared state from a resolved configuration, a client and a live side.
