@@ -85,6 +85,15 @@ impl<'a> SessionAdmission<'a> {
         ledger
     }
 
+    /// Sets the policies sessions are decided against (replacing any given to `new`), for a
+    /// ledger whose sessions were counted before the policies were read.
+    pub fn set_policies<P>(&mut self, policies: P)
+    where
+        P: IntoIterator<Item = &'a NodeShellPolicy>,
+    {
+        self.policies = policies.into_iter().map(|p| (p.name_any(), p)).collect();
+    }
+
     /// Counts one live session (for building the ledger page by page).
     pub fn record_live(&mut self, session: &NodeShellSession) {
         let policy = session.spec.policy_name.clone();

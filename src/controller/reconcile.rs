@@ -339,8 +339,8 @@ impl Engine {
         // far, by this replica or a previous leader, which the watch cache may not yet. Its
         // pages all come from the snapshot of the first, so the counts are consistent; only
         // counts and the pending sessions are kept, not every object.
-        let policies = self.policies_api.list(&ListParams::default()).await?.items;
-        let mut ledger = SessionAdmission::new(policies.iter(), std::iter::empty());
+        let policies: Vec<NodeShellPolicy>;
+        let mut ledger = SessionAdmission::new(std::iter::empty(), std::iter::empty());
         let mut pending = Vec::new();
         let mut params = ListParams::default().limit(LIST_PAGE);
         loop {
@@ -357,6 +357,11 @@ impl Engine {
                 _ => break,
             }
         }
+        // Policies after sessions: every listed session was created against a policy that
+        // existed then, so this LIST holds it unless it was really deleted since. Listed
+        // first, a policy created just before a click could be missing and refuse the shell.
+        policies = self.policies_api.list(&ListParams::default()).await?.items;
+        ledger.set_policies(policies.iter());
         pending.sort_by(admission_order);
         let mut confirmed_at = Instant::now();
         if !leader.confirm().await {
@@ -861,8 +866,8 @@ mod tests {
         assert_eq!(
             calls,
             [
-                format!("GET {base}/nodeshellpolicies"),
                 format!("GET {base}/nodeshellsessions"),
+                format!("GET {base}/nodeshellpolicies"),
                 format!("PATCH {base}/nodeshellsessions/s1/status"),
                 format!("PATCH {base}/nodeshellsessions/s2/status"),
                 format!("PATCH {base}/nodeshellsessions/s3/status"),
