@@ -339,7 +339,6 @@ impl Engine {
         // far, by this replica or a previous leader, which the watch cache may not yet. Its
         // pages all come from the snapshot of the first, so the counts are consistent; only
         // counts and the pending sessions are kept, not every object.
-        let policies: Vec<NodeShellPolicy>;
         let mut ledger = SessionAdmission::new(std::iter::empty(), std::iter::empty());
         let mut pending = Vec::new();
         let mut params = ListParams::default().limit(LIST_PAGE);
@@ -360,7 +359,7 @@ impl Engine {
         // Policies after sessions: every listed session was created against a policy that
         // existed then, so this LIST holds it unless it was really deleted since. Listed
         // first, a policy created just before a click could be missing and refuse the shell.
-        policies = self.policies_api.list(&ListParams::default()).await?.items;
+        let policies = self.policies_api.list(&ListParams::default()).await?.items;
         ledger.set_policies(policies.iter());
         pending.sort_by(admission_order);
         let mut confirmed_at = Instant::now();
