@@ -19,9 +19,12 @@ run: controlplane
 	$(CARGO) build --bin nodeshell
 	./target/debug/nodeshell dev
 
-## test: the whole suite — lint, unit, property, integration against a real apiserver and the simulator
+## test: the whole suite — lint, fuzz smoke, unit, property, integration against a real apiserver
+## and the simulator; ends with one "N passed, N failed" line over every test binary
 test: tools lint fuzz-smoke
-	$(CARGO) test --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2}
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2} 2>&1 | tee target/test.log
+	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "nodeshell: %d passed, %d failed\n", p, f}' target/test.log
 
 ## test-unit: pure-logic tests only (no control plane)
 test-unit:
