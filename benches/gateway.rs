@@ -22,9 +22,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use gateway_support::*;
-use nodeshell::aws::{
-    AwsEndpoints, SsmSessions, WebIdentityRequest, assume_role_with_web_identity,
-};
+use nodeshell::aws::{SsmSessions, WebIdentityRequest, assume_role_with_web_identity};
 use nodeshell::sim::FIREHOSE_DOCUMENT;
 use nodeshell::ssm::{DataChannel, DataChannelOptions, ReceiveConfig};
 use serde_json::json;
@@ -226,11 +224,7 @@ async fn bench(sessions: usize, runs: usize, keystrokes: usize) -> anyhow::Resul
 async fn client_alone(world: &GatewayWorld, instance: &str, runs: usize) -> anyhow::Result<f64> {
     let sim = world.sim;
     world.set_ping(instance, nodeshell::sim::PingStatus::Online);
-    let endpoints = AwsEndpoints {
-        region: sim.region().to_string(),
-        sts_url: Some(sim.urls().sts.clone()),
-        ssm_url: Some(sim.urls().ssm.clone()),
-    };
+    let endpoints = sim.aws_endpoints();
     let creds = assume_role_with_web_identity(
         &endpoints,
         &WebIdentityRequest {

@@ -17,11 +17,7 @@ use nodeshell::sim::{
 const INSTANCE: &str = "i-0123456789abcdef0";
 
 fn endpoints(sim: &SimHandle) -> AwsEndpoints {
-    AwsEndpoints {
-        region: sim.region().to_string(),
-        sts_url: Some(sim.urls().sts.clone()),
-        ssm_url: Some(sim.urls().ssm.clone()),
-    }
+    sim.aws_endpoints()
 }
 
 fn request(sim: &SimHandle, role: &str, token: String) -> WebIdentityRequest {

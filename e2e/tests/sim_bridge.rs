@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_ssm_bridge::{EndpointPolicy, SessionBuilder, SessionManager};
 use futures::StreamExt;
-use nodeshell::aws::{AwsEndpoints, WebIdentityRequest, assume_role_with_web_identity};
+use nodeshell::aws::{WebIdentityRequest, assume_role_with_web_identity};
 use nodeshell::sim::{SimConfig, Simulator};
 
 #[tokio::test]
@@ -14,11 +14,7 @@ async fn aws_ssm_bridge_runs_a_command_on_the_simulator() {
     let sim = Simulator::start(SimConfig::for_tests())
         .await
         .expect("simulator starts");
-    let endpoints = AwsEndpoints {
-        region: sim.region().to_string(),
-        sts_url: Some(sim.urls().sts.clone()),
-        ssm_url: Some(sim.urls().ssm.clone()),
-    };
+    let endpoints = sim.aws_endpoints();
     let request = WebIdentityRequest {
         role_arn: sim.default_role_arn(),
         role_session_name: "ns-bridge".to_string(),

@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use nodeshell::aws::{
-    AwsEndpoints, SsmSessions, WebIdentityRequest, assume_role_with_web_identity,
-};
+use nodeshell::aws::{SsmSessions, WebIdentityRequest, assume_role_with_web_identity};
 use nodeshell::sim::{
     CallRecord, FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes,
 };
@@ -21,11 +19,7 @@ async fn start() -> (SimHandle, SsmSessions) {
     let sim = Simulator::start(SimConfig::for_tests())
         .await
         .expect("simulator starts");
-    let endpoints = AwsEndpoints {
-        region: sim.region().to_string(),
-        sts_url: Some(sim.urls().sts.clone()),
-        ssm_url: Some(sim.urls().ssm.clone()),
-    };
+    let endpoints = sim.aws_endpoints();
     let request = WebIdentityRequest {
         role_arn: sim.default_role_arn(),
         role_session_name: "ns-alice".to_string(),

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nodeshell::aws::{
-    AwsEndpoints, SsmSessions, WebIdentityRequest, assume_role_with_web_identity,
-};
+use nodeshell::aws::{SsmSessions, WebIdentityRequest, assume_role_with_web_identity};
 use nodeshell::sim::{CallRecord, FaultKnobs, SimConfig, Simulator};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,11 +54,7 @@ async fn run_plugin(knobs: FaultKnobs) -> Option<Vec<CallRecord>> {
         .expect("simulator starts");
     sim.set_instance_faults(INSTANCE, knobs)
         .expect("instance exists");
-    let endpoints = AwsEndpoints {
-        region: sim.region().to_string(),
-        sts_url: Some(sim.urls().sts.clone()),
-        ssm_url: Some(sim.urls().ssm.clone()),
-    };
+    let endpoints = sim.aws_endpoints();
     let request = WebIdentityRequest {
         role_arn: sim.default_role_arn(),
         role_session_name: "ns-plugin".to_string(),

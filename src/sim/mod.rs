@@ -314,6 +314,15 @@ impl SimHandle {
         &self.shared.config.region
     }
 
+    /// Where the `aws` module's STS and SSM calls reach this simulator.
+    pub fn aws_endpoints(&self) -> crate::aws::AwsEndpoints {
+        crate::aws::AwsEndpoints {
+            region: self.region().to_string(),
+            sts_url: Some(self.urls().sts.clone()),
+            ssm_url: Some(self.urls().ssm.clone()),
+        }
+    }
+
     /// The account id in ARNs.
     pub fn account_id(&self) -> &str {
         &self.shared.config.account_id
