@@ -248,6 +248,20 @@ fn endpoints(state: &AppState, region: &str) -> AwsEndpoints {
 }
 
 /// Whether the caller owns the session or holds an admin tier.
+/// The caller and session `name`, when the caller owns it or holds an admin tier.
+async fn managed_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<(Authenticated, NodeShellSession), ApiError> {
+    let auth = authenticate(state, headers).await?;
+    let s = session(state, name).await?;
+    if !may_manage(state, &auth.caller, &s) {
+        return Err(not_yours(state, &auth.caller, name));
+    }
+    Ok((auth, s))
+}
+
 fn may_manage(state: &AppState, caller: &Caller, session: &NodeShellSession) -> bool {
     session.spec.user.sub == caller.sub || state.auth.tiers().is_admin(caller.tier.as_deref())
 }
@@ -889,11 +903,7 @@ async fn get_session(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let auth = authenticate(&state, &headers).await?;
-    let s = session(&state, &name).await?;
-    if !may_manage(&state, &auth.caller, &s) {
-        return Err(not_yours(&state, &auth.caller, &name));
-    }
+    let (_, s) = managed_session(&state, &headers, &name).await?;
     Ok(axum::Json(session_view(&s)).into_response())
 }
 
@@ -917,11 +927,7 @@ async fn delete_session(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let auth = authenticate(&state, &headers).await?;
-    let s = session(&state, &name).await?;
-    if !may_manage(&state, &auth.caller, &s) {
-        return Err(not_yours(&state, &auth.caller, &name));
-    }
+    let (auth, s) = managed_session(&state, &headers, &name).await?;
     if !s.phase().is_terminal() && !s.spec.terminate {
         kube_call("session", request_terminate(&state, &name)).await?;
     }
@@ -1075,11 +1081,7 @@ async fn transcript(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let auth = authenticate(&state, &headers).await?;
-    let s = session(&state, &name).await?;
-    if !may_manage(&state, &auth.caller, &s) {
-        return Err(not_yours(&state, &auth.caller, &name));
-    }
+    let (_, s) = managed_session(&state, &headers, &name).await?;
     let bytes = state
         .runtime
         .transcripts
