@@ -9,19 +9,23 @@ export NODESHELL_CONTROLPLANE_BIN ?= $(CURDIR)/e2e/.bin
 export PATH := $(CURDIR)/e2e/.bin:$(PATH)
 # The interop tests and benchmarks drive AWS's plugin from here (built by `make ssm-plugin`).
 export NODESHELL_SSM_PLUGIN ?= $(CURDIR)/e2e/.bin/session-manager-plugin
+# The chart tests run helm built from the Go module proxy (`make helm`).
+export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
+# The browser test drives Debian's Chromium (`make browser` installs it).
+export NODESHELL_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin fuzz clean-cache
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm browser web image fuzz clean-cache
 
 all: test
 
-## run: the local demo (control plane, simulator, controller) on this machine
-run: controlplane
+## run: the local demo (control plane, simulator, controller, gateway and web console)
+run: controlplane web
 	$(CARGO) build --bin nodeshell
 	./target/debug/nodeshell dev
 
 ## test: the whole suite — lint, fuzz smoke, unit, property, integration against a real apiserver
 ## and the simulator; ends with one "N passed, N failed" line over every test binary
-test: tools lint fuzz-smoke
+test: tools web lint fuzz-smoke
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2} 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "nodeshell: %d passed, %d failed\n", p, f}' target/test.log
@@ -55,14 +59,29 @@ e2e-up: controlplane
 e2e-down:
 	e2e/scripts/e2e-down.sh
 
-## tools: build the real kube-apiserver/etcd and AWS's session-manager-plugin (cached)
-tools: controlplane ssm-plugin
+## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin and helm (cached),
+## and install Chromium for the browser test
+tools: controlplane ssm-plugin helm browser
 
 controlplane:
 	@e2e/scripts/build-controlplane.sh >/dev/null
 
 ssm-plugin:
 	@e2e/scripts/build-ssm-plugin.sh >/dev/null
+
+helm:
+	@e2e/scripts/build-helm.sh >/dev/null
+
+browser:
+	@e2e/scripts/install-browser.sh
+
+## web: build the web console (npm packages, bundled into web/dist and embedded in the binary)
+web:
+	@web/build.sh
+
+## image: the container image (multi-stage Dockerfile; not built by this repository's CI)
+image:
+	docker build -t nodeshell:dev .
 
 ## fuzz: run the frame-decoder fuzz target (needs a nightly toolchain and cargo-fuzz)
 fuzz:

@@ -1,0 +1,1 @@
+//! Tests of issue 5 (console_browser); being written.

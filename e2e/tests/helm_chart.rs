@@ -1,0 +1,1 @@
+//! Tests of issue 5 (helm_chart); being written.
