@@ -1,1 +1,301 @@
-//! Tests of issue 5 (docs_consistency); being written.
+//! The docs stay true to the code (issue 5): every gateway error code is explained in
+//! docs/troubleshooting.md and docs/api.md, every session reason in docs/troubleshooting.md,
+//! every relative link in README.md and docs/*.md reaches a file, and every `make <target>`
+//! the README names exists. No cluster needed; each failure lists everything missing.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use nodeshell::api::SessionReason;
+use nodeshell::gateway::error::ErrorCode;
+use nodeshell::gateway::live::EndReason;
+use nodeshell::gateway::transcript::StorageFailure;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    let path = repo().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Every reason the controller or the gateway writes to `status.reason`.
+fn session_reasons() -> BTreeSet<String> {
+    use SessionReason as R;
+    let declared = [
+        R::CapPerUser,
+        R::CapTotal,
+        R::PolicyDenied,
+        R::NodeNotEligible,
+        R::AttachTimeout,
+        R::UserExit,
+        R::ClientDisconnected,
+        R::IdleTimeout,
+        R::MaxDuration,
+        R::AdminTerminated,
+        R::GatewayShutdown,
+        R::GatewayLost,
+        R::AssumeRoleDenied,
+        R::AgentOffline,
+        R::StartFailed,
+    ];
+    // No wildcard arm: a new reason stops this test compiling until it is listed above.
+    for reason in declared {
+        match reason {
+            R::CapPerUser
+            | R::CapTotal
+            | R::PolicyDenied
+            | R::NodeNotEligible
+            | R::AttachTimeout
+            | R::UserExit
+            | R::ClientDisconnected
+            | R::IdleTimeout
+            | R::MaxDuration
+            | R::AdminTerminated
+            | R::GatewayShutdown
+            | R::GatewayLost
+            | R::AssumeRoleDenied
+            | R::AgentOffline
+            | R::StartFailed => {}
+        }
+    }
+    // The live side adds reasons of its own (status.reason is an open string).
+    let ends = [
+        EndReason::UserExit,
+        EndReason::UserClosed,
+        EndReason::ClientDisconnected,
+        EndReason::IdleTimeout,
+        EndReason::MaxDuration,
+        EndReason::AdminTerminated,
+        EndReason::GatewayShutdown,
+        EndReason::TranscriptFailed(StorageFailure::Unavailable),
+        EndReason::ChannelLost,
+    ];
+    for end in &ends {
+        match end {
+            EndReason::UserExit
+            | EndReason::UserClosed
+            | EndReason::ClientDisconnected
+            | EndReason::IdleTimeout
+            | EndReason::MaxDuration
+            | EndReason::AdminTerminated
+            | EndReason::GatewayShutdown
+            | EndReason::TranscriptFailed(_)
+            | EndReason::ChannelLost
+            // Echoes a reason the controller chose, one of the SessionReasons above.
+            | EndReason::Controller(_) => {}
+        }
+    }
+    declared
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .chain(ends.iter().map(|e| e.as_str().to_string()))
+        .collect()
+}
+
+/// The names in `names` that `doc` never shows in backticks.
+fn missing_in(doc: &str, names: impl IntoIterator<Item = String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|name| !doc.contains(&format!("`{name}`")))
+        .collect()
+}
+
+#[test]
+fn every_error_code_is_in_troubleshooting_and_api() {
+    let codes: Vec<String> = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_string())
+        .collect();
+    assert_eq!(codes.len(), 16, "ErrorCode::ALL changed size: {codes:?}");
+    let mut problems = Vec::new();
+    for doc in ["docs/troubleshooting.md", "docs/api.md"] {
+        let missing = missing_in(&read(doc), codes.clone());
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{doc} never names these error codes in backticks: {}",
+                missing.join(", ")
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_session_reason_is_in_troubleshooting() {
+    let reasons = session_reasons();
+    assert!(
+        reasons.contains("UserExit") && reasons.contains("TranscriptFailed"),
+        "{reasons:?}"
+    );
+    let missing = missing_in(&read("docs/troubleshooting.md"), reasons);
+    assert!(
+        missing.is_empty(),
+        "docs/troubleshooting.md never names these status.reason values in backticks: {}",
+        missing.join(", ")
+    );
+}
+
+/// Markdown link targets `[text](target)` outside fenced code blocks and code spans.
+fn link_targets(markdown: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        // Drop code spans so `a[i](x)` in code is not read as a link.
+        let prose: String = line
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(_, part)| part)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let Some(end) = after.find(')') else { break };
+            targets.push(after[..end].trim().to_string());
+            rest = &after[end..];
+        }
+    }
+    targets
+}
+
+/// Files whose relative links are checked: README.md and every docs/*.md.
+fn markdown_files() -> Vec<PathBuf> {
+    let mut files = vec![repo().join("README.md")];
+    let docs = std::fs::read_dir(repo().join("docs")).unwrap();
+    let mut md: Vec<PathBuf> = docs
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    md.sort();
+    files.extend(md);
+    files
+}
+
+fn is_external(target: &str) -> bool {
+    target.is_empty()
+        || target.starts_with('#')
+        || target.contains("://")
+        || target.starts_with("mailto:")
+}
+
+#[test]
+fn link_parser_finds_links_and_skips_code() {
+    let md = "see [a](docs/a.md#x) and [b](https://e.x) `[c](nope.md)`\n```\n[d](no.md)\n```\n[e](../e.md)";
+    assert_eq!(
+        link_targets(md),
+        ["docs/a.md#x", "https://e.x", "../e.md"].map(String::from)
+    );
+}
+
+#[test]
+fn every_relative_link_reaches_a_file() {
+    let root = repo();
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let dir = file.parent().unwrap_or(Path::new("."));
+        for target in link_targets(&text) {
+            if is_external(&target) {
+                continue;
+            }
+            let path = target.split('#').next().unwrap_or_default();
+            checked += 1;
+            if !dir.join(path).exists() {
+                broken.push(format!(
+                    "{}: link to {target:?} (no file {})",
+                    file.strip_prefix(&root).unwrap_or(&file).display(),
+                    dir.join(path).display()
+                ));
+            }
+        }
+    }
+    assert!(
+        checked > 10,
+        "only {checked} relative links found: is the parser broken?"
+    );
+    assert!(
+        broken.is_empty(),
+        "broken relative links:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// Targets defined in the Makefile (`name:` rules, not `NAME :=` variables).
+fn make_targets(makefile: &str) -> BTreeSet<String> {
+    makefile
+        .lines()
+        .filter(|l| !l.starts_with(['\t', '#', ' ', '.']))
+        .filter_map(|l| l.split_once(':').filter(|(_, rest)| !rest.starts_with('=')))
+        .flat_map(|(names, _)| names.split_whitespace().map(String::from))
+        .collect()
+}
+
+/// Targets of `make <target>` commands: code spans and fenced lines that start with `make `.
+fn make_mentions(markdown: &str) -> BTreeSet<String> {
+    let mut commands = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if fenced {
+            commands.push(line.trim_start());
+        } else {
+            commands.extend(line.split('`').skip(1).step_by(2));
+        }
+    }
+    commands
+        .into_iter()
+        .filter_map(|c| c.strip_prefix("make "))
+        .filter_map(|args| args.split_whitespace().next())
+        .filter(|t| {
+            t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn make_parsers_read_rules_and_commands() {
+    let makefile = "X := 1\n.PHONY: a\nrun: web\n\t$(CARGO) build\ne2e-up e2e-down: tools\n";
+    assert_eq!(
+        make_targets(makefile),
+        ["run", "e2e-up", "e2e-down"].map(String::from).into()
+    );
+    let readme = "to make sure, run `make crds`\n```sh\nmake run   # demo\n```\n";
+    assert_eq!(
+        make_mentions(readme),
+        ["crds", "run"].map(String::from).into()
+    );
+}
+
+#[test]
+fn every_make_target_in_the_readme_exists() {
+    let targets = make_targets(&read("Makefile"));
+    assert!(
+        targets.contains("test") && targets.contains("run"),
+        "{targets:?}"
+    );
+    let named = make_mentions(&read("README.md"));
+    assert!(
+        named.contains("test"),
+        "README names no `make test`? {named:?}"
+    );
+    let missing: Vec<_> = named.difference(&targets).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "README.md names make targets the Makefile does not define: {}",
+        missing.join(", ")
+    );
+}
