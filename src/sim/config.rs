@@ -72,6 +72,11 @@ pub struct IssuerConfig {
     /// Extra audiences the registered OIDC provider accepts (its "client id list");
     /// every role's audience is accepted as well.
     pub extra_audiences: Vec<String>,
+    /// Signs this user in at once when a browser reaches `/authorize` (the demo user of
+    /// `nodeshell dev`); without it `/authorize` shows a page to pick a configured user.
+    pub auto_login: Option<String>,
+    /// Redirect URIs `/authorize` accepts; empty accepts any loopback `http` URI.
+    pub redirect_uris: Vec<String>,
 }
 
 impl Default for IssuerConfig {
@@ -80,6 +85,8 @@ impl Default for IssuerConfig {
             client_id: "nodeshell".to_string(),
             token_ttl_seconds: 3600,
             extra_audiences: Vec::new(),
+            auto_login: None,
+            redirect_uris: Vec::new(),
         }
     }
 }
@@ -210,6 +217,8 @@ mod tests {
         let text = include_str!("../../config/sim.example.yaml");
         let config: SimConfig = serde_saphyr::from_str(text).unwrap();
         assert_eq!(config.users.len(), 2);
+        assert_eq!(config.issuer.auto_login, None);
+        assert!(config.issuer.redirect_uris.is_empty());
         assert_eq!(
             config.roles[1].allowed_subs.as_deref(),
             Some(&["alice".to_string()][..])

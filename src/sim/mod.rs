@@ -10,6 +10,7 @@ pub mod config;
 pub mod faults;
 mod issued;
 pub mod jwt;
+mod login;
 mod oidc;
 pub mod output;
 mod relay;
@@ -277,6 +278,7 @@ impl Simulator {
             calls: Mutex::new(Vec::new()),
             ordinal: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            codes: Mutex::new(login::CodeBook::default()),
         });
         let serve = |listener: TcpListener, router: axum::Router, stop: CancellationToken| {
             // Nagle plus the peer's delayed ACK holds a small frame written right after

@@ -1,28 +1,67 @@
-//! The OIDC issuer's HTTP side: discovery, JWKS, a token endpoint for the configured test
-//! users, and test-only routes for bad tokens and key rotation.
+//! The OIDC issuer's HTTP side: discovery, JWKS, the browser login (`/authorize` with PKCE,
+//! then `/token` with the code), direct minting for the configured test users, and
+//! test-only routes for bad tokens and key rotation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde_json::json;
 
+use super::config::TestUser;
 use super::jwt::{BadToken, JwtError, user_claims};
-use super::state::{Shared, read, write};
+use super::login::{
+    AuthorizeRefusal, AuthorizeRequest, CodeExchange, OAuthError, check_authorize, html_escape,
+    redirect_location,
+};
+use super::state::{Shared, lock, read, write};
 
 /// Routes of the issuer.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    // The console runs on the gateway's origin and calls these three from the browser.
+    let cross_origin = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/keys", get(jwks))
         .route("/token", post(token_form).get(token_query))
+        .layer(middleware::from_fn(cors));
+    Router::new()
+        .merge(cross_origin)
+        .route("/authorize", get(authorize))
         .route("/test/rotate-keys", post(rotate))
         .with_state(shared)
+}
+
+/// Lets any origin read the response, and answers preflights itself.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    response
 }
 
 async fn discovery(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
@@ -32,12 +71,14 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value>
         "jwks_uri": format!("{iss}/keys"),
         "token_endpoint": format!("{iss}/token"),
         "authorization_endpoint": format!("{iss}/authorize"),
-        "response_types_supported": ["id_token"],
+        "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["openid", "email", "profile", "groups"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "email", "name", "groups"],
-        "grant_types_supported": ["password"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "email", "name", "groups"],
+        "grant_types_supported": ["authorization_code", "password"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none"],
     }))
 }
 
@@ -67,12 +108,8 @@ pub(crate) fn mint(
     ttl: Option<u64>,
     bad: Option<BadToken>,
 ) -> Result<String, TokenError> {
-    let person = shared
-        .config
-        .users
-        .iter()
-        .find(|u| u.sub == user || u.email == user)
-        .ok_or_else(|| TokenError::UnknownUser(user.to_string()))?;
+    let person =
+        find_user(shared, user).ok_or_else(|| TokenError::UnknownUser(user.to_string()))?;
     let aud = audience.unwrap_or(&shared.config.issuer.client_id);
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
     let ttl = ttl.unwrap_or(shared.config.issuer.token_ttl_seconds);
@@ -85,6 +122,18 @@ pub(crate) fn mint(
 }
 
 fn token_response(shared: &Shared, params: &HashMap<String, String>) -> Response {
+    match params.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => return exchange_code(shared, params),
+        None | Some("password") => {}
+        Some(other) => {
+            return oauth_refusal(&OAuthError {
+                error: "unsupported_grant_type",
+                description: format!(
+                    "grant_type {other:?} is not supported; use authorization_code (with PKCE) or password"
+                ),
+            });
+        }
+    }
     let user = params
         .get("sub")
         .or_else(|| params.get("username"))
@@ -121,6 +170,182 @@ fn oauth_error(e: &TokenError) -> Response {
         .into_response()
 }
 
+/// JSON error of the token endpoint.
+fn oauth_refusal(error: &OAuthError) -> Response {
+    let status = if error.error == "invalid_client" {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (status, no_store(), Json(error.to_json())).into_response()
+}
+
+fn no_store() -> [(header::HeaderName, &'static str); 2] {
+    [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::PRAGMA, "no-cache"),
+    ]
+}
+
+/// The authorization-code grant: spends the code, then mints an id_token for its user with
+/// the client as audience and the login's nonce.
+fn exchange_code(shared: &Shared, params: &HashMap<String, String>) -> Response {
+    let redeemed = lock(&shared.codes).redeem(&CodeExchange::from_params(params), Instant::now());
+    let issued = match redeemed {
+        Ok(issued) => issued,
+        Err(error) => return oauth_refusal(&error),
+    };
+    let Some(person) = find_user(shared, &issued.sub) else {
+        return oauth_refusal(&OAuthError {
+            error: "invalid_grant",
+            description: format!("user {:?} is no longer configured", issued.sub),
+        });
+    };
+    let ttl = shared.config.issuer.token_ttl_seconds;
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let mut claims = user_claims(
+        person,
+        &shared.urls.issuer,
+        &issued.request.client_id,
+        now,
+        ttl,
+    );
+    if let Some(nonce) = &issued.request.nonce {
+        claims["nonce"] = json!(nonce);
+    }
+    match read(&shared.keys).sign_claims(&claims) {
+        Ok(token) => (
+            no_store(),
+            Json(json!({"id_token": token, "token_type": "Bearer", "expires_in": ttl})),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn find_user<'a>(shared: &'a Shared, user: &str) -> Option<&'a TestUser> {
+    shared
+        .config
+        .users
+        .iter()
+        .find(|u| u.sub == user || u.email == user)
+}
+
+/// `/authorize`: checks the request, then signs in `sim_user` (the picker's choice) or the
+/// configured `autoLogin` user and redirects with a code; with neither, shows the picker.
+async fn authorize(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let issuer = &shared.config.issuer;
+    let request =
+        match check_authorize(&params, &shared.accepted_audiences(), &issuer.redirect_uris) {
+            Ok(request) => request,
+            Err(AuthorizeRefusal::Here(error)) => {
+                return (StatusCode::BAD_REQUEST, Json(error.to_json())).into_response();
+            }
+            Err(AuthorizeRefusal::Redirect {
+                redirect_uri,
+                state,
+                error,
+            }) => {
+                let mut pairs = vec![
+                    ("error", error.error),
+                    ("error_description", error.description.as_str()),
+                ];
+                if let Some(state) = &state {
+                    pairs.push(("state", state));
+                }
+                return found(&redirect_location(&redirect_uri, &pairs));
+            }
+        };
+    let chosen = params.get("sim_user").or(issuer.auto_login.as_ref());
+    match chosen.and_then(|sub| find_user(&shared, sub)) {
+        Some(person) => {
+            let code = lock(&shared.codes).issue(&person.sub, request.clone(), Instant::now());
+            let mut pairs = vec![("code", code.as_str())];
+            if let Some(state) = &request.state {
+                pairs.push(("state", state));
+            }
+            found(&redirect_location(&request.redirect_uri, &pairs))
+        }
+        None => picker(
+            &shared.config.users,
+            &params,
+            chosen.map(String::as_str),
+            &request,
+        ),
+    }
+}
+
+/// A 302 to `location` (what OAuth clients expect from `/authorize`).
+fn found(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::FOUND, [(header::LOCATION, value)]).into_response(),
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            "redirect_uri is not a valid header value",
+        )
+            .into_response(),
+    }
+}
+
+/// The "who are you" page: one button per configured user, resubmitting the request.
+fn picker(
+    users: &[TestUser],
+    params: &HashMap<String, String>,
+    unknown: Option<&str>,
+    request: &AuthorizeRequest,
+) -> Response {
+    let mut hidden = String::new();
+    let mut names: Vec<&String> = params.keys().filter(|k| *k != "sim_user").collect();
+    names.sort();
+    for name in names {
+        let value = params.get(name).map(String::as_str).unwrap_or_default();
+        hidden.push_str(&format!(
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
+            html_escape(name),
+            html_escape(value)
+        ));
+    }
+    let mut buttons = String::new();
+    for user in users {
+        let groups = user.groups.join(", ");
+        buttons.push_str(&format!(
+            "<button type=\"submit\" name=\"sim_user\" value=\"{sub}\" data-user=\"{sub}\">{name} <small>{sub} · {groups}</small></button>\n",
+            sub = html_escape(&user.sub),
+            name = html_escape(&user.name),
+            groups = html_escape(&groups),
+        ));
+    }
+    let warning = unknown
+        .map(|u| {
+            format!(
+                "<p role=\"alert\">No configured user {:?}; pick one below.</p>",
+                html_escape(u)
+            )
+        })
+        .unwrap_or_default();
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in (nodeshell simulator)</title>\n\
+         <style>body{{font-family:sans-serif;max-width:28rem;margin:4rem auto}}button{{display:block;width:100%;margin:.5rem 0;padding:.6rem;text-align:left}}</style></head>\n\
+         <body><h1>Sign in</h1><p>The simulator's issuer signs you in as a configured test user for <code>{client}</code>.</p>\n{warning}\
+         <form method=\"get\" action=\"/authorize\">\n{hidden}{buttons}</form></body></html>\n",
+        client = html_escape(&request.client_id),
+    );
+    (
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(page),
+    )
+        .into_response()
+}
+
 async fn token_form(
     State(shared): State<Arc<Shared>>,
     Form(params): Form<HashMap<String, String>>,
@@ -146,5 +371,288 @@ async fn rotate(
     match write(&shared.keys).rotate(Duration::from_secs(overlap)) {
         Ok(kid) => Json(json!({"kid": kid})).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex, RwLock};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::Value;
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt;
+
+    use super::super::config::{SimConfig, TestUser};
+    use super::super::jwt::KeyRing;
+    use super::super::login::{CodeBook, s256_challenge};
+    use super::super::state::{Shared, SimUrls};
+
+    const ISSUER: &str = "http://127.0.0.1:1";
+    const CALLBACK: &str = "http://127.0.0.1:8080/callback";
+    const VERIFIER: &str = "a-verifier-of-at-least-forty-three-characters-long";
+
+    fn shared(auto_login: Option<&str>) -> Arc<Shared> {
+        let mut config = SimConfig::for_tests();
+        config.issuer.client_id = "nodeshell-dev".to_string();
+        config.issuer.auto_login = auto_login.map(str::to_string);
+        config.users.push(TestUser {
+            sub: "demo".to_string(),
+            email: "demo@example.com".to_string(),
+            name: "Demo <User>".to_string(),
+            groups: vec!["platform-admins".to_string()],
+        });
+        Arc::new(Shared {
+            config,
+            urls: SimUrls {
+                issuer: ISSUER.to_string(),
+                sts: String::new(),
+                ssm: String::new(),
+                messages: String::new(),
+            },
+            keys: RwLock::new(KeyRing::generate().unwrap()),
+            credentials: Mutex::new(HashMap::new()),
+            instances: Mutex::new(BTreeMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Vec::new()),
+            ordinal: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+            codes: Mutex::new(CodeBook::default()),
+        })
+    }
+
+    fn authorize_uri(extra: &[(&str, &str)]) -> String {
+        let challenge = s256_challenge(VERIFIER);
+        let mut pairs = vec![
+            ("response_type", "code"),
+            ("client_id", "nodeshell-dev"),
+            ("redirect_uri", CALLBACK),
+            ("scope", "openid profile email groups"),
+            ("state", "st-1"),
+            ("nonce", "nonce-1"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        pairs.extend_from_slice(extra);
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        format!("/authorize?{query}")
+    }
+
+    async fn send(shared: &Arc<Shared>, request: Request<Body>) -> (StatusCode, HeaderMapText) {
+        let response = super::router(shared.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            HeaderMapText {
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            },
+        )
+    }
+
+    struct HeaderMapText {
+        headers: HashMap<String, String>,
+        body: String,
+    }
+
+    impl HeaderMapText {
+        fn json(&self) -> Value {
+            serde_json::from_str(&self.body).unwrap()
+        }
+        fn location_params(&self) -> HashMap<String, String> {
+            let location = url::Url::parse(&self.headers["location"]).unwrap();
+            location.query_pairs().into_owned().collect()
+        }
+    }
+
+    fn get(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    fn token_request(pairs: &[(&str, &str)]) -> Request<Body> {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        Request::post("/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, "http://127.0.0.1:8080")
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    fn exchange<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", CALLBACK),
+            ("client_id", "nodeshell-dev"),
+            ("code_verifier", verifier),
+        ]
+    }
+
+    async fn login_code(shared: &Arc<Shared>) -> String {
+        let (status, answer) = send(shared, get(&authorize_uri(&[]))).await;
+        assert_eq!(status, StatusCode::FOUND, "{}", answer.body);
+        let params = answer.location_params();
+        assert_eq!(params["state"], "st-1");
+        params["code"].clone()
+    }
+
+    fn claims(id_token: &str) -> Value {
+        let payload = id_token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn auto_login_redirects_and_the_code_buys_an_id_token_with_the_nonce() {
+        let shared = shared(Some("demo"));
+        let code = login_code(&shared).await;
+        let (status, answer) = send(&shared, token_request(&exchange(&code, VERIFIER))).await;
+        assert_eq!(status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.headers["access-control-allow-origin"], "*");
+        assert_eq!(answer.headers["cache-control"], "no-store");
+        let body = answer.json();
+        assert_eq!(body["token_type"], "Bearer");
+        let claims = claims(body["id_token"].as_str().unwrap());
+        assert_eq!(claims["sub"], "demo");
+        assert_eq!(claims["aud"], "nodeshell-dev");
+        assert_eq!(claims["iss"], ISSUER);
+        assert_eq!(claims["nonce"], "nonce-1");
+        assert_eq!(claims["groups"][0], "platform-admins");
+    }
+
+    #[tokio::test]
+    async fn a_code_is_single_use() {
+        let shared = shared(Some("demo"));
+        let code = login_code(&shared).await;
+        let (first, _) = send(&shared, token_request(&exchange(&code, VERIFIER))).await;
+        assert_eq!(first, StatusCode::OK);
+        let (second, answer) = send(&shared, token_request(&exchange(&code, VERIFIER))).await;
+        assert_eq!(second, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.json()["error"], "invalid_grant");
+        assert!(
+            answer.json()["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("already redeemed"),
+            "{}",
+            answer.body
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_verifier_or_redirect_uri_is_refused() {
+        let shared = shared(Some("demo"));
+        let code = login_code(&shared).await;
+        let wrong = "b".repeat(50);
+        let (status, answer) = send(&shared, token_request(&exchange(&code, &wrong))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.json()["error"], "invalid_grant");
+        assert!(answer.body.contains("code_verifier"), "{}", answer.body);
+
+        let code = login_code(&shared).await;
+        let mut moved = exchange(&code, VERIFIER);
+        moved[2] = ("redirect_uri", "http://127.0.0.1:8080/other");
+        let (status, answer) = send(&shared, token_request(&moved)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(answer.body.contains("redirect_uri"), "{}", answer.body);
+
+        let (status, answer) = send(
+            &shared,
+            token_request(&[("grant_type", "client_credentials")]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.json()["error"], "unsupported_grant_type");
+    }
+
+    #[tokio::test]
+    async fn authorize_refuses_foreign_redirects_here_and_bad_pkce_by_redirect() {
+        let shared = shared(Some("demo"));
+        let (status, answer) = send(
+            &shared,
+            get(&authorize_uri(&[]).replace("127.0.0.1%3A8080", "evil.example")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.json()["error"], "invalid_request");
+        assert!(!answer.headers.contains_key("location"));
+
+        let uri = authorize_uri(&[]).replace("S256", "plain");
+        let (status, answer) = send(&shared, get(&uri)).await;
+        assert_eq!(status, StatusCode::FOUND);
+        let params = answer.location_params();
+        assert_eq!(params["error"], "invalid_request");
+        assert_eq!(params["state"], "st-1");
+        assert!(!params.contains_key("code"));
+    }
+
+    #[tokio::test]
+    async fn without_auto_login_a_picker_page_lists_the_users() {
+        let shared = shared(None);
+        let (status, answer) = send(&shared, get(&authorize_uri(&[]))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(answer.headers["content-type"].starts_with("text/html"));
+        assert!(answer.body.contains("value=\"alice\""), "{}", answer.body);
+        assert!(answer.body.contains("Demo &lt;User&gt;"), "{}", answer.body);
+        assert!(answer.body.contains("name=\"nonce\" value=\"nonce-1\""));
+        // Choosing a user resubmits the same request with sim_user.
+        let (status, answer) = send(&shared, get(&authorize_uri(&[("sim_user", "alice")]))).await;
+        assert_eq!(status, StatusCode::FOUND);
+        let code = answer.location_params()["code"].clone();
+        let (_, answer) = send(&shared, token_request(&exchange(&code, VERIFIER))).await;
+        assert_eq!(
+            claims(answer.json()["id_token"].as_str().unwrap())["sub"],
+            "alice"
+        );
+    }
+
+    #[tokio::test]
+    async fn discovery_advertises_the_code_flow_and_answers_preflights() {
+        let shared = shared(None);
+        let (status, answer) = send(&shared, get("/.well-known/openid-configuration")).await;
+        assert_eq!(status, StatusCode::OK);
+        let doc = answer.json();
+        assert_eq!(doc["authorization_endpoint"], format!("{ISSUER}/authorize"));
+        assert_eq!(doc["token_endpoint"], format!("{ISSUER}/token"));
+        assert_eq!(doc["code_challenge_methods_supported"][0], "S256");
+        assert!(
+            doc["grant_types_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("authorization_code"))
+        );
+        assert_eq!(answer.headers["access-control-allow-origin"], "*");
+        let preflight = Request::builder()
+            .method("OPTIONS")
+            .uri("/token")
+            .header(header::ORIGIN, "http://127.0.0.1:8080")
+            .header("access-control-request-method", "POST")
+            .body(Body::empty())
+            .unwrap();
+        let (status, answer) = send(&shared, preflight).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(answer.headers["access-control-allow-methods"].contains("POST"));
+        let (_, keys) = send(&shared, get("/keys")).await;
+        assert_eq!(keys.headers["access-control-allow-origin"], "*");
     }
 }

@@ -16,6 +16,7 @@ use super::agent::AgentEvent;
 use super::config::{InstanceConfig, RoleConfig, SimConfig};
 use super::faults::FaultKnobs;
 use super::jwt::KeyRing;
+use super::login::CodeBook;
 
 /// The URLs the simulator serves on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,6 +109,8 @@ pub(crate) struct Shared {
     pub calls: Mutex<Vec<CallRecord>>,
     pub ordinal: AtomicU64,
     pub shutdown: CancellationToken,
+    /// Authorization codes of the browser login.
+    pub codes: Mutex<CodeBook>,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (state stays usable for tests).
