@@ -2,13 +2,14 @@
 //! AWS credentials and streams them to the browser (design §4–§5, §7).
 //!
 //! Control side (who may open what): [`config`], [`error`], [`auth`], [`tickets`],
-//! [`nodes`], [`routes`], [`server`], [`metrics`]. Live side (a running shell): `live`,
+//! [`nodes`], [`routes`], [`server`], [`metrics`]; the web console: [`console`]. Live side (a running shell): `live`,
 //! `transcript`, `audit`. The two meet in [`contract`] (the types a route hands over) and
 //! [`runtime`] (what a route asks of the live side).
 
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod contract;
 pub mod error;
 pub mod live;

@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .merge(crate::gateway::console::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)

@@ -1,0 +1,281 @@
+// The terminal drawer: one live node shell, its banners and its reconnects. The connection's
+// decisions are lib/shell.js's; this file only does the DOM, the socket and the timers.
+
+import { h, replace } from './dom.js';
+import { createTerminal, refit, bufferText } from './terminal.js';
+import { initialShell, step, idleSecondsLeft } from '../lib/shell.js';
+import { socketUrl, needsSignIn } from '../lib/api.js';
+import { closedText, idleText, errorText } from '../lib/format.js';
+
+/** The drawer at the bottom of the page that holds the live shell. */
+export class ShellDrawer {
+  constructor(root, api, { onSignInNeeded = () => {}, onChange = () => {} } = {}) {
+    this.root = root;
+    this.api = api;
+    this.onSignInNeeded = onSignInNeeded;
+    this.onChange = onChange;
+    this.state = null;
+    this.socket = null;
+    this.term = null;
+    this.fit = null;
+    this.idleTimer = null;
+    this.encoder = new TextEncoder();
+    window.addEventListener('resize', () => this.fitSoon());
+  }
+
+  /** Whether a shell is open and not ended. */
+  get busy() {
+    return Boolean(this.state && !['closed', 'failed'].includes(this.state.phase));
+  }
+
+  /** The live (or last) session's name. */
+  sessionName() {
+    return this.state ? this.state.session : null;
+  }
+
+  /** The terminal's text. */
+  text() {
+    return bufferText(this.term);
+  }
+
+  /** Opens a shell on `node`. */
+  async open(node, reason) {
+    if (this.busy) {
+      this.show();
+      this.setNotice('A shell is already open; close it (✕) before opening another.');
+      return;
+    }
+    this.teardown();
+    this.build(node);
+    this.show();
+    this.term.write(`\x1b[2mOpening a node shell on ${node}…\x1b[0m\r\n`);
+    const request = { cols: this.term.cols, rows: this.term.rows };
+    if (reason && reason.trim()) request.reason = reason.trim();
+    let answer;
+    try {
+      answer = await this.api.openShell(node, request);
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    this.state = initialShell(answer.session);
+    this.state.size = { cols: this.term.cols, rows: this.term.rows };
+    this.els.sessionName.textContent = answer.session;
+    this.connect(answer.attachUrl);
+    this.onChange();
+  }
+
+  build(node) {
+    const els = {};
+    els.tab = h('span', { class: 'tab', dataset: { testid: 'terminal-tab' }, role: 'tab', 'aria-selected': 'true' }, 'node shell');
+    els.node = h('span', { class: 'tab-node' }, node);
+    els.toggle = h('button', { class: 'icon', type: 'button', title: 'Minimise', 'aria-label': 'Minimise the terminal', onclick: () => this.toggle() }, '▾');
+    els.close = h('button', { class: 'icon', type: 'button', title: 'Close the shell', 'aria-label': 'Close the shell', dataset: { testid: 'terminal-close' }, onclick: () => this.close() }, '✕');
+    els.sessionName = h('dd', { dataset: { testid: 'session-name' } }, '—');
+    els.instance = h('dd', { dataset: { testid: 'instance-id' } }, '—');
+    els.ssm = h('dd', { dataset: { testid: 'ssm-session-id' } }, '—');
+    els.idleLimit = h('dd', {}, '—');
+    els.info = h('details', { class: 'session-info', dataset: { testid: 'session-info' } },
+      h('summary', {}, 'Session details'),
+      h('dl', {},
+        h('dt', {}, 'Node'), h('dd', { dataset: { testid: 'info-node' } }, node),
+        h('dt', {}, 'Instance'), els.instance,
+        h('dt', {}, 'SSM session'), els.ssm,
+        h('dt', {}, 'Session'), els.sessionName,
+        h('dt', {}, 'Idle limit'), els.idleLimit));
+    els.banners = h('div', { class: 'banners', 'aria-live': 'polite' });
+    els.terminal = h('div', { class: 'terminal', dataset: { testid: 'terminal' } });
+    replace(this.root,
+      h('div', { class: 'drawer-bar', role: 'tablist' }, els.tab, els.node, h('span', { class: 'spacer' }), els.toggle, els.close),
+      els.info, els.banners, els.terminal);
+    this.els = els;
+    const { term, fit } = createTerminal(els.terminal);
+    this.term = term;
+    this.fit = fit;
+    term.onData((data) => this.input(data));
+    term.onResize(({ cols, rows }) => this.dispatch({ type: 'resize', cols, rows }));
+    this.resizeObserver = new ResizeObserver(() => this.fitSoon());
+    this.resizeObserver.observe(els.terminal);
+  }
+
+  show() {
+    this.root.hidden = false;
+    this.root.classList.remove('minimised');
+    document.body.classList.add('with-drawer');
+    this.fitSoon();
+    if (this.term) this.term.focus();
+  }
+
+  toggle() {
+    const minimised = this.root.classList.toggle('minimised');
+    this.els.toggle.textContent = minimised ? '▴' : '▾';
+    this.els.toggle.setAttribute('aria-label', minimised ? 'Restore the terminal' : 'Minimise the terminal');
+    if (!minimised) this.fitSoon();
+  }
+
+  fitSoon() {
+    if (!this.fit || this.fitPending) return;
+    this.fitPending = true;
+    requestAnimationFrame(() => {
+      this.fitPending = false;
+      if (!this.root.hidden && !this.root.classList.contains('minimised')) refit(this.fit);
+    });
+  }
+
+  connect(attachUrl) {
+    let socket;
+    try {
+      socket = new WebSocket(socketUrl(attachUrl, window.location));
+    } catch (error) {
+      this.dispatch({ type: 'socketClosed', now: Date.now() });
+      return;
+    }
+    socket.binaryType = 'arraybuffer';
+    this.socket = socket;
+    socket.onopen = () => this.socket === socket && this.dispatch({ type: 'open' });
+    socket.onmessage = (event) => {
+      if (this.socket !== socket) return;
+      if (typeof event.data === 'string') {
+        this.dispatch({ type: 'text', text: event.data, now: Date.now() });
+      } else {
+        const bytes = new Uint8Array(event.data);
+        this.term.write(bytes);
+        this.dispatch({ type: 'output', length: bytes.length });
+      }
+    };
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.dispatch({ type: 'socketClosed', now: Date.now() });
+    };
+  }
+
+  input(data) {
+    if (!this.state || this.state.phase !== 'live' || !this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    this.socket.send(this.encoder.encode(data));
+    if (this.state.idle) this.dispatch({ type: 'input' });
+  }
+
+  dispatch(event) {
+    if (!this.state) return;
+    const before = this.state.phase;
+    const { state, effects } = step(this.state, event);
+    this.state = state;
+    for (const effect of effects) {
+      if (effect.type === 'send' && this.socket && this.socket.readyState === WebSocket.OPEN) {
+        this.socket.send(JSON.stringify(effect.frame));
+      } else if (effect.type === 'reattach') {
+        clearTimeout(this.reattachTimer);
+        this.reattachTimer = setTimeout(() => this.reattach(), effect.delayMs);
+      } else if (effect.type === 'disconnect' && this.socket) {
+        const socket = this.socket;
+        this.socket = null;
+        socket.close();
+      }
+    }
+    if (state.phase === 'failed' && needsSignIn(state.failure)) this.onSignInNeeded(state.failure);
+    this.render();
+    if (before !== state.phase) this.onChange();
+  }
+
+  async reattach() {
+    if (!this.state || this.state.phase !== 'reconnecting') return;
+    try {
+      const answer = await this.api.newTicket(this.state.session, { cols: this.term.cols, rows: this.term.rows });
+      this.connect(answer.attachUrl);
+    } catch (error) {
+      this.dispatch({ type: 'reattachFailed', error: { code: error.code, message: error.message }, now: Date.now() });
+    }
+  }
+
+  render() {
+    const s = this.state;
+    if (!s || !this.els) return;
+    if (s.info) {
+      this.els.instance.textContent = s.info.instanceId || '—';
+      this.els.ssm.textContent = s.info.ssmSessionId || '—';
+      this.els.sessionName.textContent = s.info.session || s.session;
+      this.els.idleLimit.textContent = s.info.idleSeconds ? `${s.info.idleSeconds} s without input` : '—';
+    }
+    const banners = [];
+    if (s.phase === 'reconnecting') {
+      banners.push(h('div', { class: 'banner warn', role: 'status', dataset: { testid: 'reconnecting-banner' } },
+        'Connection lost — reconnecting to the same shell…'));
+    }
+    const left = idleSecondsLeft(s.idle, Date.now());
+    if (left !== null && s.phase === 'live') {
+      banners.push(h('div', { class: 'banner warn', role: 'alert', dataset: { testid: 'idle-banner' } }, idleText(left)));
+    }
+    if (s.phase === 'closed') {
+      banners.push(h('div', { class: 'banner closed', role: 'status', dataset: { testid: 'closed-banner' } }, closedText(s.closed)));
+    }
+    if (s.phase === 'failed') {
+      banners.push(h('div', { class: 'banner error', role: 'alert', dataset: { testid: 'error-banner' } }, errorText(s.failure)));
+    } else if (s.notice && s.phase === 'live') {
+      banners.push(h('div', { class: 'banner info', role: 'status', dataset: { testid: 'notice-banner' } }, s.notice));
+    }
+    replace(this.els.banners, banners);
+    this.tickIdle(left !== null && s.phase === 'live');
+    if (s.phase === 'closed' || s.phase === 'failed') {
+      this.term.options.cursorBlink = false;
+      this.els.close.title = 'Hide the terminal';
+      this.els.close.setAttribute('aria-label', 'Hide the terminal');
+    }
+    this.fitSoon();
+  }
+
+  tickIdle(counting) {
+    if (counting && !this.idleTimer) {
+      this.idleTimer = setInterval(() => this.render(), 1000);
+    } else if (!counting && this.idleTimer) {
+      clearInterval(this.idleTimer);
+      this.idleTimer = null;
+    }
+  }
+
+  setNotice(text) {
+    if (this.state) {
+      this.state = { ...this.state, notice: text };
+      this.render();
+    }
+  }
+
+  /** A failure before any session existed (the open was refused). */
+  fail(error) {
+    this.state = { ...initialShell(null), phase: 'failed', failure: { code: error.code, message: error.message } };
+    this.term.write(`\x1b[31m${errorText(error)}\x1b[0m\r\n`);
+    if (needsSignIn(error)) this.onSignInNeeded(error);
+    this.render();
+    this.onChange();
+  }
+
+  /** ✕: ends a live shell (the gateway closes it as UserClosed); hides an ended one. */
+  close() {
+    if (this.busy) {
+      // Without a socket the close frame cannot go; ask the API to end the session instead.
+      if (this.state.phase !== 'live' && this.state.session) {
+        this.api.endSession(this.state.session).catch(() => {});
+      }
+      this.dispatch({ type: 'userClose' });
+      return;
+    }
+    this.teardown();
+    this.root.hidden = true;
+    document.body.classList.remove('with-drawer');
+  }
+
+  teardown() {
+    clearTimeout(this.reattachTimer);
+    this.tickIdle(false);
+    if (this.socket) {
+      const socket = this.socket;
+      this.socket = null;
+      socket.close();
+    }
+    if (this.resizeObserver) this.resizeObserver.disconnect();
+    if (this.term) this.term.dispose();
+    this.term = null;
+    this.fit = null;
+    this.state = null;
+  }
+}
