@@ -1,1 +1,747 @@
-//! Tests of issue 5 (helm_chart); being written.
+//! The Helm chart in charts/nodeshell, checked with the real `helm` (built from the Go module
+//! proxy by `make helm`) and a real kube-apiserver of this binary's own: lint, the values
+//! schema, a server-side dry run, then a real install whose RBAC `kubectl auth can-i`
+//! proves and whose admission policy refuses sessions from anyone but the gateway.
+
+mod cluster_support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cluster_support::{kubectl, kubectl_ok, session_json};
+use nodeshell::gateway::GatewayArgs;
+use nodeshell::gateway::config::{GatewayConfig, parse_file};
+use nodeshell::localcluster::apply::parse_documents;
+use nodeshell::localcluster::{Identity, LocalCluster, Options};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+/// Namespace and release the real install uses; not the shared cluster's `nodeshell-system`,
+/// so every name in the chart has to come from the release.
+const NAMESPACE: &str = "shell-ops";
+const RELEASE: &str = "nodeshell";
+const GATEWAY_SA: &str = "system:serviceaccount:shell-ops:nodeshell-gateway";
+const CONTROLLER_SA: &str = "system:serviceaccount:shell-ops:nodeshell-controller";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/nodeshell")
+}
+
+fn multi_account_values() -> PathBuf {
+    root().join("config/helm-multi-account.yaml")
+}
+
+/// `NODESHELL_HELM`, else `e2e/.bin/helm`; a missing binary names the make target.
+fn helm() -> PathBuf {
+    let path = std::env::var_os("NODESHELL_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("e2e/.bin/helm"));
+    assert!(
+        path.is_file(),
+        "helm not found at {}: run `make helm` (builds it from the Go module proxy) or set NODESHELL_HELM",
+        path.display()
+    );
+    path
+}
+
+struct HelmRun {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run_helm(args: &[&str]) -> anyhow::Result<HelmRun> {
+    let output = tokio::process::Command::new(helm())
+        .args(args)
+        // No cluster or repository of the user's: helm renders offline.
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("nodeshell-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("nodeshell-helm-config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("nodeshell-helm-data"),
+        )
+        .output()
+        .await?;
+    Ok(HelmRun {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// `helm template` for the install release; `extra` adds `-f`/`--set` arguments.
+async fn template(extra: &[&str]) -> anyhow::Result<String> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        "1.35.4",
+    ];
+    args.extend_from_slice(extra);
+    let run = run_helm(&args).await?;
+    anyhow::ensure!(run.success, "helm template failed: {}", run.stderr);
+    Ok(run.stdout)
+}
+
+async fn rendered(extra: &[&str]) -> anyhow::Result<Vec<Value>> {
+    Ok(parse_documents(&template(extra).await?)?)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn names_of(docs: &[Value], kind: &str) -> Vec<String> {
+    docs.iter()
+        .filter(|d| d["kind"] == kind)
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn gateway_file(docs: &[Value]) -> String {
+    find(docs, "ConfigMap", "nodeshell-gateway")["data"]["gateway.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+// === chart files ===
+
+#[test]
+fn chart_crds_are_the_generated_crds_byte_for_byte() {
+    let generated = root().join("crds");
+    let mut names: Vec<_> = std::fs::read_dir(&generated)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut copied: Vec<_> = std::fs::read_dir(chart().join("crds"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    copied.sort();
+    assert_eq!(
+        names, copied,
+        "charts/nodeshell/crds must hold exactly the files of crds/"
+    );
+    for name in names {
+        let want = std::fs::read(generated.join(&name)).unwrap();
+        let have = std::fs::read(chart().join("crds").join(&name)).unwrap();
+        assert!(
+            want == have,
+            "charts/nodeshell/crds/{} differs from crds/: copy it again after `make crds`",
+            name.to_string_lossy()
+        );
+    }
+}
+
+#[tokio::test]
+async fn helm_lint_passes_with_default_and_multi_account_values() -> anyhow::Result<()> {
+    let chart = chart();
+    let values = multi_account_values();
+    for args in [
+        vec!["lint", "--strict", chart.to_str().unwrap()],
+        vec![
+            "lint",
+            "--strict",
+            chart.to_str().unwrap(),
+            "-f",
+            values.to_str().unwrap(),
+        ],
+    ] {
+        let run = run_helm(&args).await?;
+        assert!(run.success, "helm {args:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("0 chart(s) failed"), "{}", run.stdout);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn values_schema_rejects_bad_values_with_helms_error() -> anyhow::Result<()> {
+    let chart = chart();
+    let cases = [
+        (
+            "nodeShell.idleSeconds=-1",
+            "/nodeShell/idleSeconds",
+            "minimum",
+        ),
+        (
+            "nodeShell.maxSessionsPerUser=two",
+            "/nodeShell/maxSessionsPerUser",
+            "want integer",
+        ),
+        (
+            "nodeShell.awsRoleArn=nodeshell-users",
+            "/nodeShell/awsRoleArn",
+            "does not match pattern",
+        ),
+        (
+            "gateway.heartbeatIntervalSeconds=60",
+            "/gateway/heartbeatIntervalSeconds",
+            "maximum",
+        ),
+        (
+            "gateway.replayBufferBytes=1024",
+            "/gateway/replayBufferBytes",
+            "minimum",
+        ),
+        (
+            "gateway.oidc.clientID=typo",
+            "/gateway/oidc",
+            "'clientID' not allowed",
+        ),
+    ];
+    for (set, location, complaint) in cases {
+        let run = run_helm(&[
+            "template",
+            "x",
+            chart.to_str().unwrap(),
+            "--kube-version",
+            "1.35.4",
+            "--set",
+            set,
+        ])
+        .await?;
+        assert!(!run.success, "--set {set} was accepted");
+        assert!(
+            run.stderr
+                .contains("values don't meet the specifications of the schema")
+                && run.stderr.contains(location)
+                && run.stderr.contains(complaint),
+            "--set {set}: {}",
+            run.stderr
+        );
+    }
+    // A name the default policy holds cannot be reused for an override.
+    let run = run_helm(&[
+        "template",
+        "x",
+        chart.to_str().unwrap(),
+        "--kube-version",
+        "1.35.4",
+        "--set",
+        "nodeShell.awsRoleArn=arn:aws:iam::123456789012:role/a",
+        "--set",
+        "nodeShell.clusters.default.awsRoleArn=arn:aws:iam::123456789012:role/b",
+        "--set",
+        "nodeShell.clusters.default.nodeSelector.matchLabels.a=b",
+    ])
+    .await?;
+    assert!(!run.success);
+    assert!(
+        run.stderr
+            .contains("nodeShell.clusters.default: the name is taken"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
+
+// === rendered objects ===
+
+#[tokio::test]
+async fn gateway_config_is_what_the_gateway_parses() -> anyhow::Result<()> {
+    let docs = rendered(&["-f", multi_account_values().to_str().unwrap()]).await?;
+    let file = parse_file(&gateway_file(&docs)).map_err(anyhow::Error::msg)?;
+    let config = GatewayConfig::resolve(&GatewayArgs::default(), file)?;
+    assert_eq!(
+        config.oidc.issuer_url,
+        "https://login.example.com/realms/ops"
+    );
+    assert_eq!(config.oidc.client_id, "nodeshell");
+    assert_eq!(config.oidc.groups_claim, "groups");
+    assert_eq!(config.namespace, NAMESPACE);
+    assert_eq!(config.cluster_name, "platform-eu");
+    assert_eq!(config.tiers.order, ["admin", "engineer", "viewer"]);
+    assert_eq!(config.tiers.groups["sre"], "engineer");
+    assert_eq!(config.tiers.admin, ["admin"]);
+    // The Ingress host with TLS becomes an https origin on its own.
+    assert_eq!(config.allowed_origins, ["https://nodeshell.example.com"]);
+    assert_eq!(config.listen.port(), 8443);
+    assert_eq!(config.live.shutdown_timeout, Duration::from_secs(20));
+
+    // With the defaults the file parses, and the gateway says what is missing.
+    let defaults = rendered(&[]).await?;
+    let file = parse_file(&gateway_file(&defaults)).map_err(anyhow::Error::msg)?;
+    let error = GatewayConfig::resolve(&GatewayArgs::default(), file).unwrap_err();
+    assert!(error.to_string().contains("oidc.issuerUrl"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> {
+    let docs = rendered(&["--set", "gateway.shutdownTimeoutSeconds=45"]).await?;
+    for (name, probe_port, args) in [
+        (
+            "nodeshell-controller",
+            "metrics",
+            json!([
+                "controller",
+                "--metrics-addr=0.0.0.0:9090",
+                "--lease-name=nodeshell-controller"
+            ]),
+        ),
+        (
+            "nodeshell-gateway",
+            "http",
+            json!(["gateway", "--config", "/etc/nodeshell/gateway.yaml"]),
+        ),
+    ] {
+        let deployment = find(&docs, "Deployment", name);
+        assert_eq!(deployment["spec"]["replicas"], 2, "{name}");
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], name);
+        let container = &pod["containers"][0];
+        assert_eq!(container["image"], "ghcr.io/periscope/nodeshell:0.1.0");
+        assert_eq!(container["args"], args, "{name}");
+        let security = &container["securityContext"];
+        assert_eq!(security["runAsNonRoot"], true, "{name}");
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        assert_eq!(
+            security["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            assert_eq!(container[probe]["httpGet"]["path"], path, "{name} {probe}");
+            assert_eq!(
+                container[probe]["httpGet"]["port"], probe_port,
+                "{name} {probe}"
+            );
+        }
+        assert!(
+            container["resources"]["requests"]["cpu"].is_string(),
+            "{name}"
+        );
+        assert!(
+            container["resources"]["limits"]["memory"].is_string(),
+            "{name}"
+        );
+        let pdb = find(&docs, "PodDisruptionBudget", name);
+        assert_eq!(pdb["spec"]["minAvailable"], 1);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+    }
+    let gateway = &find(&docs, "Deployment", "nodeshell-gateway")["spec"]["template"]["spec"];
+    assert!(
+        gateway["terminationGracePeriodSeconds"].as_u64().unwrap() > 45,
+        "the pod must outlive the gateway's shutdownTimeoutSeconds"
+    );
+    let service = find(&docs, "Service", "nodeshell-gateway");
+    assert_eq!(service["spec"]["sessionAffinity"], "ClientIP");
+
+    // Nothing optional by default: no policy, no Ingress, no ServiceMonitor, no people bound.
+    for kind in [
+        "NodeShellPolicy",
+        "Ingress",
+        "ServiceMonitor",
+        "ClusterRoleBinding",
+    ] {
+        let names = names_of(&docs, kind);
+        let components = ["nodeshell-controller", "nodeshell-gateway"];
+        assert!(
+            names.iter().all(|n| components.contains(&n.as_str())),
+            "{kind}: {names:?}"
+        );
+    }
+    assert!(names_of(&docs, "NodeShellPolicy").is_empty());
+    assert!(!names_of(&docs, "Role").contains(&"nodeshell-transcript-reader".to_owned()));
+
+    let monitored = rendered(&["--set", "serviceMonitor.enabled=true"]).await?;
+    assert_eq!(
+        names_of(&monitored, "ServiceMonitor"),
+        ["nodeshell-controller", "nodeshell-gateway"]
+    );
+    Ok(())
+}
+
+// === against a real apiserver ===
+
+/// This binary's own control plane with the chart (multi-account values, one auditor group,
+/// one session-admin user) installed for real. Not the shared cluster: the admission
+/// policy would refuse the sessions other tests create.
+struct Installed {
+    cluster: LocalCluster,
+    /// NOTES.txt of `helm install --dry-run` with the default values, taken before the install.
+    notes_defaults: String,
+    /// NOTES.txt with the multi-account values.
+    notes_multi_account: String,
+}
+
+async fn installed() -> anyhow::Result<&'static Installed> {
+    static INSTALLED: OnceCell<Installed> = OnceCell::const_new();
+    INSTALLED
+        .get_or_try_init(|| async {
+            let cluster = LocalCluster::start(Options::default()).await?;
+            cluster.apply_manifests(&chart().join("crds")).await?;
+            kubectl_ok(
+                &cluster,
+                Identity::Admin,
+                &["create", "namespace", NAMESPACE],
+            )
+            .await?;
+            // Before the install: a dry run refuses objects another release owns.
+            let notes_defaults = notes(&cluster, &[]).await?;
+            let values = multi_account_values();
+            let notes_multi_account = notes(&cluster, &["-f", values.to_str().unwrap()]).await?;
+            let manifest = template(&as_strs(&install_values())).await?;
+            let file = cluster.work_dir().join("chart.yaml");
+            std::fs::write(&file, manifest)?;
+            kubectl_ok(
+                &cluster,
+                Identity::Admin,
+                &["apply", "--server-side", "-f", file.to_str().unwrap()],
+            )
+            .await?;
+            Ok(Installed {
+                cluster,
+                notes_defaults,
+                notes_multi_account,
+            })
+        })
+        .await
+}
+
+/// What `helm install --dry-run` prints after `NOTES:` (helm needs a cluster for it).
+async fn notes(cluster: &LocalCluster, extra: &[&str]) -> anyhow::Result<String> {
+    let chart = chart();
+    let kubeconfig = cluster.kubeconfig_path(Identity::Admin);
+    let mut args = vec![
+        "install",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--dry-run=client",
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = run_helm(&args).await?;
+    anyhow::ensure!(run.success, "helm install --dry-run: {}", run.stderr);
+    let start = run.stdout.find("NOTES:").unwrap_or(0);
+    Ok(run.stdout[start..].to_owned())
+}
+
+/// The values of the real install: the multi-account example, a session-admin user, a
+/// transcript reader and two limits changed on the command line.
+fn install_values() -> Vec<String> {
+    [
+        "-f",
+        multi_account_values().to_str().unwrap(),
+        "--set",
+        "rbac.sessionAdmins[0].kind=User,rbac.sessionAdmins[0].name=oncall-olga,rbac.sessionAdmins[0].apiGroup=rbac.authorization.k8s.io",
+        "--set",
+        "rbac.transcriptReaders[0].kind=User,rbac.transcriptReaders[0].name=investigator-ian,rbac.transcriptReaders[0].apiGroup=rbac.authorization.k8s.io",
+        "--set",
+        "nodeShell.transcriptMaxBytes=2097152,nodeShell.maxSessionsTotal=25",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// `kubectl auth can-i` as `user` (with `groups`) through the admin's impersonation.
+async fn can_i(
+    cluster: &LocalCluster,
+    user: &str,
+    groups: &[&str],
+    ask: &str,
+) -> anyhow::Result<bool> {
+    let as_user = format!("--as={user}");
+    let mut args = vec!["auth", "can-i", "-n", NAMESPACE, as_user.as_str()];
+    let group_flags: Vec<String> = groups.iter().map(|g| format!("--as-group={g}")).collect();
+    args.extend(group_flags.iter().map(String::as_str));
+    // kubectl reads "resource/x" as a name, so a subresource goes through its own flag.
+    for word in ask.split_whitespace() {
+        match word.split_once('/') {
+            Some((resource, subresource)) if !word.starts_with('-') => {
+                args.push(resource);
+                args.push("--subresource");
+                args.push(subresource);
+            }
+            _ => args.push(word),
+        }
+    }
+    let output = kubectl(cluster, Identity::Admin, &args).await?;
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    anyhow::ensure!(
+        answer == "yes" || answer == "no",
+        "kubectl {args:?} said {answer:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(answer == "yes")
+}
+
+#[tokio::test]
+async fn rendered_chart_passes_a_server_side_dry_run() -> anyhow::Result<()> {
+    let cluster = &installed().await?.cluster;
+    let policy_and_ingress = [
+        "--set",
+        "nodeShell.awsRoleArn=arn:aws:iam::123456789012:role/x,nodeShell.tiers={engineer}",
+        "--set",
+        "ingress.enabled=true,ingress.hosts[0].host=shell.example.org",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for extra in [vec![], install_values(), policy_and_ingress] {
+        let manifest = template(&as_strs(&extra)).await?;
+        let file = cluster.work_dir().join("dry-run.yaml");
+        std::fs::write(&file, &manifest)?;
+        let out = kubectl_ok(
+            cluster,
+            Identity::Admin,
+            &[
+                "apply",
+                "--dry-run=server",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await?;
+        let applied = out.lines().count();
+        let rendered = parse_documents(&manifest)?.len();
+        assert_eq!(applied, rendered, "{extra:?}: {out}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_identity_has_its_grants_and_nothing_more() -> anyhow::Result<()> {
+    let cluster = &installed().await?.cluster;
+    let sa = &["system:serviceaccounts", "system:serviceaccounts:shell-ops"][..];
+    let auditor = ("audrey", &["platform-auditors"][..]);
+    let oncall = ("oncall-olga", &[][..]);
+    let investigator = ("investigator-ian", &[][..]);
+    let nobody = ("mallory", &[][..]);
+    let cases: &[(&str, &[&str], &str, bool)] = &[
+        (GATEWAY_SA, sa, "create nodeshellsessions", true),
+        (GATEWAY_SA, sa, "patch nodeshellsessions/status", true),
+        (GATEWAY_SA, sa, "update nodeshellsessions", false),
+        (GATEWAY_SA, sa, "update nodeshellsessions/status", false),
+        (GATEWAY_SA, sa, "delete nodeshellsessions", false),
+        (GATEWAY_SA, sa, "list nodeshellpolicies", true),
+        (GATEWAY_SA, sa, "update nodeshellpolicies", false),
+        (GATEWAY_SA, sa, "create secrets", true),
+        (GATEWAY_SA, sa, "get secrets", true),
+        (GATEWAY_SA, sa, "patch secrets", true),
+        (GATEWAY_SA, sa, "list secrets", false),
+        (GATEWAY_SA, sa, "get secrets -n default", false),
+        (GATEWAY_SA, sa, "list nodes", true),
+        (CONTROLLER_SA, sa, "update nodeshellsessions/status", true),
+        (CONTROLLER_SA, sa, "patch nodeshellpolicies/status", true),
+        (CONTROLLER_SA, sa, "create nodeshellsessions", false),
+        (CONTROLLER_SA, sa, "update leases.coordination.k8s.io", true),
+        (
+            CONTROLLER_SA,
+            sa,
+            "update leases.coordination.k8s.io -n default",
+            false,
+        ),
+        (CONTROLLER_SA, sa, "delete secrets", true),
+        (CONTROLLER_SA, sa, "get secrets", false),
+        (CONTROLLER_SA, sa, "update nodeshellpolicies", false),
+        (auditor.0, auditor.1, "list nodeshellsessions", true),
+        (auditor.0, auditor.1, "watch nodeshellsessions", true),
+        (auditor.0, auditor.1, "get nodeshellpolicies", true),
+        (auditor.0, auditor.1, "get secrets", false),
+        (auditor.0, auditor.1, "patch nodeshellsessions", false),
+        (auditor.0, auditor.1, "create nodeshellsessions", false),
+        (oncall.0, oncall.1, "patch nodeshellsessions", true),
+        (oncall.0, oncall.1, "update nodeshellsessions", false),
+        (oncall.0, oncall.1, "patch nodeshellsessions/status", false),
+        (oncall.0, oncall.1, "get secrets", false),
+        (investigator.0, investigator.1, "get secrets", true),
+        (investigator.0, investigator.1, "list secrets", false),
+        (
+            investigator.0,
+            investigator.1,
+            "get secrets -n default",
+            false,
+        ),
+        (
+            investigator.0,
+            investigator.1,
+            "list nodeshellsessions",
+            false,
+        ),
+        (nobody.0, nobody.1, "list nodeshellsessions", false),
+        (nobody.0, nobody.1, "get secrets", false),
+    ];
+    let mut wrong = Vec::new();
+    for (user, groups, ask, want) in cases {
+        if can_i(cluster, user, groups, ask).await? != *want {
+            wrong.push(format!(
+                "{user} {ask}: expected {}",
+                if *want { "yes" } else { "no" }
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    Ok(())
+}
+
+/// Creates a session through `kubectl create` as `as_user` (impersonated by the admin, or
+/// the admin itself when `None`).
+async fn create_session(
+    cluster: &LocalCluster,
+    name: &str,
+    as_args: &[&str],
+) -> anyhow::Result<(bool, String)> {
+    let file = cluster.work_dir().join(format!("{name}.json"));
+    std::fs::write(&file, serde_json::to_vec(&session_json(name, "frank"))?)?;
+    let mut args = vec!["create", "-f", file.to_str().unwrap()];
+    args.extend_from_slice(as_args);
+    let output = kubectl(cluster, Identity::Admin, &args).await?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn only_the_gateway_creates_sessions() -> anyhow::Result<()> {
+    let cluster = &installed().await?.cluster;
+    // The apiserver loads a new admission policy a moment after it is stored.
+    let mut attempt = 0;
+    let refusal = loop {
+        attempt += 1;
+        let name = format!("by-admin-{attempt}");
+        let (created, stderr) = create_session(cluster, &name, &[]).await?;
+        if !created {
+            break stderr;
+        }
+        kubectl_ok(cluster, Identity::Admin, &["delete", "nss", &name]).await?;
+        anyhow::ensure!(attempt < 60, "the admission policy never took effect");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        refusal.contains("denied request")
+            && refusal.contains("may only be created by the nodeshell gateway")
+            && refusal.contains(GATEWAY_SA),
+        "{refusal}"
+    );
+    for (name, as_args) in [
+        (
+            "by-other-admin",
+            vec!["--as=mallory", "--as-group=system:masters"],
+        ),
+        (
+            "by-controller",
+            vec!["--as", CONTROLLER_SA, "--as-group=system:masters"],
+        ),
+    ] {
+        let (created, stderr) = create_session(cluster, name, &as_args).await?;
+        assert!(!created, "{name} was created");
+        assert!(stderr.contains(GATEWAY_SA), "{name}: {stderr}");
+    }
+    let (created, stderr) = create_session(cluster, "by-gateway", &["--as", GATEWAY_SA]).await?;
+    assert!(created, "the gateway was refused: {stderr}");
+    let user = kubectl_ok(
+        cluster,
+        Identity::Admin,
+        &[
+            "get",
+            "nss",
+            "by-gateway",
+            "-o",
+            "jsonpath={.spec.user.name}",
+        ],
+    )
+    .await?;
+    assert_eq!(user, "frank");
+    Ok(())
+}
+
+#[tokio::test]
+async fn policies_from_values_are_stored_with_those_values() -> anyhow::Result<()> {
+    let cluster = &installed().await?.cluster;
+    let get = |name: &'static str| async move {
+        let text = kubectl_ok(
+            cluster,
+            Identity::Admin,
+            &["get", "nsp", name, "-o", "json"],
+        )
+        .await?;
+        anyhow::Ok(serde_json::from_str::<Value>(&text)?["spec"].clone())
+    };
+    let default = get("default").await?;
+    assert_eq!(default["enabled"], true);
+    assert_eq!(default["tiers"], json!(["admin", "engineer"]));
+    assert_eq!(
+        default["aws"]["roleArn"],
+        "arn:aws:iam::111111111111:role/nodeshell-users"
+    );
+    // oidcAudience and region fall back to the gateway's client id and region.
+    assert_eq!(default["aws"]["oidcAudience"], "nodeshell");
+    assert_eq!(default["aws"]["region"], "eu-west-1");
+    assert_eq!(default["limits"]["idleSeconds"], 900);
+    assert_eq!(default["limits"]["maxSessionsPerUser"], 1);
+    assert_eq!(default["limits"]["maxSessionsTotal"], 25);
+    assert_eq!(default["transcript"]["maxBytes"], 2097152);
+    assert_eq!(default["priority"], 0);
+    assert_eq!(
+        default["nodeSelector"]["matchExpressions"][0]["operator"],
+        "DoesNotExist"
+    );
+
+    let payments = get("payments").await?;
+    assert_eq!(
+        payments["aws"]["roleArn"],
+        "arn:aws:iam::222222222222:role/nodeshell-users"
+    );
+    assert_eq!(payments["aws"]["region"], "eu-central-1");
+    assert_eq!(payments["aws"]["oidcAudience"], "nodeshell");
+    assert_eq!(payments["tiers"], json!(["admin"]));
+    assert_eq!(payments["priority"], 10);
+    assert_eq!(
+        payments["nodeSelector"]["matchLabels"]["nodeshell.periscope.io/account"],
+        "222222222222"
+    );
+    assert_eq!(payments["limits"]["idleSeconds"], 900);
+    let analytics = get("analytics").await?;
+    assert_eq!(analytics["aws"]["oidcAudience"], "nodeshell-analytics");
+    assert_eq!(analytics["aws"]["region"], "eu-west-1");
+    assert_eq!(analytics["tiers"], json!(["admin", "engineer"]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn notes_say_whether_a_policy_was_installed() -> anyhow::Result<()> {
+    let installed = installed().await?;
+    let bare = &installed.notes_defaults;
+    assert!(bare.contains("No NodeShellPolicy was installed"), "{bare}");
+    assert!(bare.contains("gateway.oidc.issuerUrl"), "{bare}");
+    let full = &installed.notes_multi_account;
+    assert!(
+        full.contains("NodeShellPolicies installed: analytics, default, payments"),
+        "{full}"
+    );
+    assert!(!full.contains("WARNING"), "{full}");
+    assert!(full.contains(GATEWAY_SA), "{full}");
+    Ok(())
+}

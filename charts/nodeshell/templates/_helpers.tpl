@@ -1,0 +1,86 @@
+{{/* Object name prefix: the release name, or "<release>-nodeshell" when it lacks "nodeshell". */}}
+{{- define "nodeshell.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "nodeshell.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ default .Chart.Name .Values.nameOverride }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component; call with (dict "root" . "component" "gateway"). */}}
+{{- define "nodeshell.selectorLabels" -}}
+app.kubernetes.io/name: {{ default .root.Chart.Name .root.Values.nameOverride }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "nodeshell.controllerName" -}}
+{{ include "nodeshell.fullname" . }}-controller
+{{- end -}}
+
+{{- define "nodeshell.gatewayName" -}}
+{{ include "nodeshell.fullname" . }}-gateway
+{{- end -}}
+
+{{/* The username the apiserver gives the gateway's ServiceAccount tokens. */}}
+{{- define "nodeshell.gatewayUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "nodeshell.gatewayName" . }}
+{{- end -}}
+
+{{- define "nodeshell.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* The container hardening both components share. */}}
+{{- define "nodeshell.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "nodeshell.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Origins the gateway accepts: the configured ones and every Ingress host. */}}
+{{- define "nodeshell.allowedOrigins" -}}
+{{- $origins := list -}}
+{{- range .Values.gateway.allowedOrigins -}}
+{{- $origins = append $origins . -}}
+{{- end -}}
+{{- if .Values.ingress.enabled -}}
+{{- $tlsHosts := list -}}
+{{- range .Values.ingress.tls -}}
+{{- $tlsHosts = concat $tlsHosts (.hosts | default list) -}}
+{{- end -}}
+{{- range .Values.ingress.hosts -}}
+{{- $scheme := ternary "https" "http" (has .host $tlsHosts) -}}
+{{- $origins = append $origins (printf "%s://%s" $scheme .host) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (uniq $origins) -}}
+{{- end -}}
