@@ -197,6 +197,56 @@ fn link_parser_finds_links_and_skips_code() {
     );
 }
 
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Anchors of every heading of a markdown text (duplicates get `-1`, `-2`, … as on GitHub).
+fn anchors(markdown: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        }
+        let title = line.trim_start_matches('#');
+        if fenced || title.len() == line.len() || !title.starts_with(' ') {
+            continue;
+        }
+        let base = anchor(title);
+        let mut slug = base.clone();
+        let mut n = 0;
+        while found.contains(&slug) {
+            n += 1;
+            slug = format!("{base}-{n}");
+        }
+        found.insert(slug);
+    }
+    found
+}
+
+#[test]
+fn anchors_follow_github() {
+    let md = "#!/bin/sh\n# Setup mistakes\n## `E_AUTH` and tickets (401)\n## Setup mistakes\n```\n# not a heading\n```";
+    assert_eq!(
+        anchors(md),
+        [
+            "setup-mistakes",
+            "e_auth-and-tickets-401",
+            "setup-mistakes-1"
+        ]
+        .map(String::from)
+        .into()
+    );
+}
+
 #[test]
 fn every_relative_link_reaches_a_file() {
     let root = repo();
@@ -205,18 +255,38 @@ fn every_relative_link_reaches_a_file() {
     for file in markdown_files() {
         let text = std::fs::read_to_string(&file).unwrap();
         let dir = file.parent().unwrap_or(Path::new("."));
+        let shown = file
+            .strip_prefix(&root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         for target in link_targets(&text) {
-            if is_external(&target) {
+            if is_external(&target) && !target.starts_with('#') {
                 continue;
             }
-            let path = target.split('#').next().unwrap_or_default();
             checked += 1;
-            if !dir.join(path).exists() {
+            let (path, fragment) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path)
+            };
+            if !resolved.exists() {
                 broken.push(format!(
-                    "{}: link to {target:?} (no file {})",
-                    file.strip_prefix(&root).unwrap_or(&file).display(),
-                    dir.join(path).display()
+                    "{shown}: link to {target:?} (no file {})",
+                    resolved.display()
                 ));
+                continue;
+            }
+            let is_markdown = resolved.extension().is_some_and(|x| x == "md");
+            if !fragment.is_empty() && is_markdown {
+                let heads = anchors(&std::fs::read_to_string(&resolved).unwrap());
+                if !heads.contains(fragment) {
+                    broken.push(format!(
+                        "{shown}: link to {target:?} (no heading with anchor #{fragment} in {})",
+                        resolved.display()
+                    ));
+                }
             }
         }
     }
