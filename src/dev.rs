@@ -1,16 +1,19 @@
 //! `nodeshell dev`: everything at once on this machine. It starts a real kube-apiserver and
 //! etcd ([`crate::localcluster`]), installs the CRDs and RBAC, creates a sample policy and
-//! EC2-like nodes, runs `nodeshell controller` as a child, and writes kubeconfigs under the
-//! run directory until Ctrl-C (or SIGTERM from `e2e/scripts/e2e-down.sh`) stops it all.
+//! EC2-like nodes, runs `nodeshell sim`, `nodeshell controller` and `nodeshell gateway` as
+//! children, writes kubeconfigs under the run directory and prints the web console's URL,
+//! until Ctrl-C (or SIGTERM from `e2e/scripts/e2e-down.sh`) stops it all.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::localcluster::processes::{Output, ProcessSpec, SupervisedProcess};
+use crate::localcluster::processes::{Output, ProcessSpec, SupervisedProcess, free_port};
 use crate::localcluster::{self, Identity, LocalCluster, Options, SYSTEM_NAMESPACE};
 
 /// The demo policy (`e2e/manifests/samples/policy.yaml`).
@@ -18,8 +21,24 @@ pub const SAMPLE_POLICY_YAML: &str = include_str!("../e2e/manifests/samples/poli
 /// Three EC2-like nodes and one on-premises node (`e2e/manifests/samples/nodes.yaml`).
 pub const SAMPLE_NODES_YAML: &str = include_str!("../e2e/manifests/samples/nodes.yaml");
 
+/// The simulator's configuration: the sample policy's account, role, audience and region,
+/// one instance per EC2-like sample node, and the demo users (`config/dev/sim.yaml`).
+pub const DEV_SIM_CONFIG_YAML: &str = include_str!("../config/dev/sim.yaml");
+/// The gateway's configuration: tiers and client id matching the simulator
+/// (`config/dev/gateway.yaml`).
+pub const DEV_GATEWAY_CONFIG_YAML: &str = include_str!("../config/dev/gateway.yaml");
+
 /// Name of the marker file written once everything is up; scripts wait for it.
 pub const READY_FILE: &str = "dev.ready";
+
+/// Where the gateway and console listen unless `--listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+// The simulator writes its URLs within a second; the gateway is ready once its caches sync.
+const SIM_START_TIMEOUT: Duration = Duration::from_secs(30);
+const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(60);
+// The wrapper of each child sends SIGKILL 10 s after SIGTERM anyway.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 // How often children are checked for an unexpected exit.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -56,6 +75,35 @@ pub enum Error {
     /// Signal handlers could not be installed.
     #[error("could not listen for Ctrl-C/SIGTERM: {0}")]
     Signals(#[source] std::io::Error),
+    /// The console's address is taken by another program.
+    #[error(
+        "cannot listen on {addr} for the gateway and web console: {source}; stop what uses it, or pass --listen 127.0.0.1:0 to take any free port"
+    )]
+    ListenBusy {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A child did not get ready in time.
+    #[error("{component} was not ready within {timeout:?}; its log is {log}")]
+    NotReady {
+        /// `simulator` or `gateway`.
+        component: &'static str,
+        /// How long we waited.
+        timeout: Duration,
+        /// Its log file.
+        log: String,
+    },
+    /// The simulator's URLs file is not what `nodeshell sim --urls-file` writes.
+    #[error("cannot read the simulator's URLs from {path}: {message}")]
+    SimUrls {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
 }
 
 impl Error {
@@ -87,6 +135,78 @@ pub struct DevArgs {
     /// Keep the control plane's working directory (etcd data, certificates, logs) on exit.
     #[arg(long)]
     pub keep_work_dir: bool,
+    /// Address of the gateway, which serves the API and the web console (port 0 takes any
+    /// free port).
+    #[arg(long, env = "NODESHELL_DEV_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+/// The simulator's endpoints, as `nodeshell sim --urls-file` writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimEndpoints {
+    /// OIDC issuer URL (the `iss` of its tokens).
+    pub issuer: String,
+    /// STS endpoint.
+    pub sts: String,
+    /// SSM endpoint.
+    pub ssm: String,
+    /// Region its SigV4 scopes name.
+    pub region: String,
+    /// The issuer's client id (the console's and the gateway's).
+    pub client_id: String,
+}
+
+/// Where the gateway listens and the URL a browser opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleAddress {
+    /// The gateway's `--listen` (a concrete port).
+    pub listen: SocketAddr,
+    /// `http://127.0.0.1:<port>`: the console's origin, as a browser names it.
+    pub origin: String,
+}
+
+impl ConsoleAddress {
+    /// The address for `--listen`: port 0 becomes a free port now, because the gateway's
+    /// allowed origins must name it; a taken port is refused before anything starts.
+    pub fn choose(listen: SocketAddr) -> Result<Self, Error> {
+        let listen = if listen.port() == 0 {
+            let port = free_port()?;
+            SocketAddr::new(listen.ip(), port)
+        } else {
+            // Binding and letting go tells a busy port apart before the gateway fails on it.
+            std::net::TcpListener::bind(listen).map_err(|source| Error::ListenBusy {
+                addr: listen,
+                source,
+            })?;
+            listen
+        };
+        let host = match listen.ip() {
+            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        };
+        let origin = match host {
+            IpAddr::V4(v4) => format!("http://{v4}:{}", listen.port()),
+            IpAddr::V6(v6) => format!("http://[{v6}]:{}", listen.port()),
+        };
+        Ok(Self { listen, origin })
+    }
+
+    /// The origins the gateway accepts WebSockets from: the printed one, and `localhost`
+    /// for someone who types that instead.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        let mut origins = vec![self.origin.clone()];
+        if self.listen.ip().is_loopback() || self.listen.ip().is_unspecified() {
+            origins.push(format!("http://localhost:{}", self.listen.port()));
+        }
+        origins.dedup();
+        origins
+    }
+
+    /// The URL to open.
+    pub fn url(&self) -> String {
+        format!("{}/", self.origin)
+    }
 }
 
 /// Files of one run, all under the run directory except a relocated admin kubeconfig.
@@ -106,11 +226,30 @@ impl RunFiles {
         self.dir.join(READY_FILE)
     }
 
-    // The kubeconfigs point at a cluster that is gone once we stop; leave none behind.
+    fn sim_config(&self) -> PathBuf {
+        self.dir.join("sim.yaml")
+    }
+
+    fn gateway_config(&self) -> PathBuf {
+        self.dir.join("gateway.yaml")
+    }
+
+    fn sim_urls(&self) -> PathBuf {
+        self.dir.join("sim-urls.json")
+    }
+
+    fn log(&self, component: &str) -> PathBuf {
+        self.dir.join(format!("{component}.log"))
+    }
+
+    // The kubeconfigs and URLs point at servers that are gone once we stop; leave none behind.
     fn remove(&self) {
         let _ = std::fs::remove_file(self.ready());
         let _ = std::fs::remove_file(&self.admin_kubeconfig);
         let _ = std::fs::remove_dir_all(self.dir.join("kubeconfigs"));
+        let _ = std::fs::remove_file(self.sim_urls());
+        let _ = std::fs::remove_file(self.sim_config());
+        let _ = std::fs::remove_file(self.gateway_config());
     }
 }
 
@@ -133,14 +272,16 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     };
 
     tracing::info!("stopping");
-    for child in children.iter_mut() {
-        child.request_stop();
-    }
-    for mut child in children {
-        child.stop(Duration::from_secs(15));
-    }
-    // Stopping waits on child processes; keep that off the async workers.
-    let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
+    // Last started, first stopped: the gateway closes its sessions (GatewayShutdown) while
+    // the controller, the simulator and the apiserver still answer. Stopping waits on child
+    // processes; keep that off the async workers.
+    let _ = tokio::task::spawn_blocking(move || {
+        while let Some(mut child) = children.pop() {
+            child.stop(STOP_GRACE);
+        }
+        drop(cluster);
+    })
+    .await;
     files.remove();
     outcome
 }
@@ -155,24 +296,53 @@ async fn bring_up(
     cluster.install_crds().await?;
     cluster.install_rbac().await?;
     publish_kubeconfigs(cluster, files)?;
+    let mut console = None;
     if !args.control_plane_only {
+        let address = ConsoleAddress::choose(args.listen)?;
         create_samples(cluster).await?;
+        write_file(&files.sim_config(), DEV_SIM_CONFIG_YAML)?;
+        write_file(&files.gateway_config(), DEV_GATEWAY_CONFIG_YAML)?;
         let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
-        for spec in components(&exe, files) {
+        tracing::info!(component = "simulator", "starting");
+        children.push(SupervisedProcess::spawn(simulator(&exe, files))?);
+        let sim = wait_for_sim(files, children).await?;
+        for spec in components(&exe, files, &sim, &address) {
             tracing::info!(component = %spec.name, "starting");
             children.push(SupervisedProcess::spawn(spec)?);
         }
+        wait_for_gateway(&address, files, children).await?;
+        console = Some(address);
     }
     std::fs::write(files.ready(), format!("{}\n", cluster.server()))
         .map_err(|e| Error::io(format!("write {}", files.ready().display()), e))?;
-    print_banner(cluster, files, args);
+    print_banner(cluster, files, console.as_ref());
     Ok(())
 }
 
-/// The processes `nodeshell dev` runs beside the control plane, each tied to our lifetime.
-/// The AWS simulator (`nodeshell sim`) and the gateway join this list as they land: each is
-/// one more spec whose environment points it at the others.
-fn components(exe: &Path, files: &RunFiles) -> Vec<ProcessSpec> {
+fn write_file(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
+/// `nodeshell sim` with the dev configuration, on ports the OS chooses, reporting them in
+/// the URLs file.
+fn simulator(exe: &Path, files: &RunFiles) -> ProcessSpec {
+    ProcessSpec::new("simulator", exe, Output::LogFile(files.log("simulator")))
+        .arg("sim")
+        .arg("--config")
+        .arg(files.sim_config())
+        .arg("--urls-file")
+        .arg(files.sim_urls())
+}
+
+/// The processes `nodeshell dev` runs beside the control plane and the simulator, in start
+/// order, each tied to our lifetime: the controller, then the gateway pointed at the
+/// simulator's issuer, STS and SSM and serving the console at `console`.
+fn components(
+    exe: &Path,
+    files: &RunFiles,
+    sim: &SimEndpoints,
+    console: &ConsoleAddress,
+) -> Vec<ProcessSpec> {
     let controller = ProcessSpec::new("controller", exe, Output::Inherit)
         .arg("controller")
         .arg("--kubeconfig")
@@ -182,7 +352,107 @@ fn components(exe: &Path, files: &RunFiles) -> Vec<ProcessSpec> {
         // Any free port: a second `nodeshell dev` or another local service may hold 9090.
         .arg("--metrics-addr")
         .arg("127.0.0.1:0");
-    vec![controller]
+    // Its audit rows and logs would bury the console URL; they go to a file.
+    let gateway = ProcessSpec::new("gateway", exe, Output::LogFile(files.log("gateway")))
+        .arg("gateway")
+        .arg("--config")
+        .arg(files.gateway_config())
+        .arg("--kubeconfig")
+        .arg(files.identity_kubeconfig(Identity::Gateway))
+        .arg("--namespace")
+        .arg(SYSTEM_NAMESPACE)
+        .arg("--listen")
+        .arg(console.listen.to_string())
+        .arg("--oidc-issuer")
+        .arg(&sim.issuer)
+        .arg("--oidc-client-id")
+        .arg(&sim.client_id)
+        .arg("--region")
+        .arg(&sim.region)
+        .arg("--sts-endpoint")
+        .arg(&sim.sts)
+        .arg("--ssm-endpoint")
+        .arg(&sim.ssm)
+        .arg("--allowed-origins")
+        .arg(console.allowed_origins().join(","))
+        .env("POD_NAME", "nodeshell-dev-gateway");
+    vec![controller, gateway]
+}
+
+/// Waits for the simulator's URLs file; fails with its log if it exits first.
+async fn wait_for_sim(
+    files: &RunFiles,
+    children: &mut [SupervisedProcess],
+) -> Result<SimEndpoints, Error> {
+    let path = files.sim_urls();
+    let deadline = Instant::now() + SIM_START_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(endpoints) = serde_json::from_str::<SimEndpoints>(&text)
+        {
+            return Ok(endpoints);
+        }
+        check_children(children)?;
+        if Instant::now() >= deadline {
+            return Err(match std::fs::read_to_string(&path) {
+                Ok(text) => Error::SimUrls {
+                    path,
+                    message: serde_json::from_str::<SimEndpoints>(&text)
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
+                },
+                Err(_) => Error::NotReady {
+                    component: "simulator",
+                    timeout: SIM_START_TIMEOUT,
+                    log: files.log("simulator").display().to_string(),
+                },
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the gateway's `/readyz` answers 200; fails with its log if it exits first.
+async fn wait_for_gateway(
+    console: &ConsoleAddress,
+    files: &RunFiles,
+    children: &mut [SupervisedProcess],
+) -> Result<(), Error> {
+    let url = format!("{}/readyz", console.origin);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .map_err(|e| Error::io("build an HTTP client", std::io::Error::other(e)))?;
+    let deadline = Instant::now() + GATEWAY_START_TIMEOUT;
+    loop {
+        if let Ok(response) = http.get(&url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        check_children(children)?;
+        if Instant::now() >= deadline {
+            return Err(Error::NotReady {
+                component: "gateway",
+                timeout: GATEWAY_START_TIMEOUT,
+                log: files.log("gateway").display().to_string(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The first child that exited, as an error with the end of its log.
+fn check_children(children: &mut [SupervisedProcess]) -> Result<(), Error> {
+    match children
+        .iter_mut()
+        .find_map(SupervisedProcess::exited_error)
+    {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
 }
 
 async fn supervise(
@@ -223,8 +493,9 @@ fn prepare_run_dir(args: &DevArgs) -> Result<RunFiles, Error> {
         dir,
         admin_kubeconfig,
     };
-    // A marker from a run that was killed would tell scripts we are ready before we are.
+    // A marker or URLs from a run that was killed would tell us we are ready before we are.
     let _ = std::fs::remove_file(files.ready());
+    let _ = std::fs::remove_file(files.sim_urls());
     Ok(files)
 }
 
@@ -288,10 +559,17 @@ async fn create_samples(cluster: &LocalCluster) -> Result<(), Error> {
     Ok(())
 }
 
-fn print_banner(cluster: &LocalCluster, files: &RunFiles, args: &DevArgs) {
+fn print_banner(cluster: &LocalCluster, files: &RunFiles, console: Option<&ConsoleAddress>) {
     let kubeconfig = files.admin_kubeconfig.display();
     let others = files.dir.join("kubeconfigs");
-    println!("nodeshell dev: control plane ready at {}", cluster.server());
+    match console {
+        Some(console) => {
+            println!("nodeshell dev is ready. The web console, signed in as the demo user:");
+            println!();
+            println!("  open {}", console.url());
+        }
+        None => println!("nodeshell dev: control plane ready at {}", cluster.server()),
+    }
     println!();
     println!("  export KUBECONFIG={kubeconfig}");
     println!("  kubectl get nodeshellpolicies,nodes");
@@ -305,13 +583,19 @@ fn print_banner(cluster: &LocalCluster, files: &RunFiles, args: &DevArgs) {
         "  apiserver log: {}",
         cluster.log_path("kube-apiserver").display()
     );
-    if args.control_plane_only {
-        println!("  control plane only: no sample objects, no controller");
-    } else {
-        println!(
-            "  controller runs as {} (its log is this terminal)",
-            Identity::Controller.user_name()
-        );
+    match console {
+        None => println!("  control plane only: no sample objects, no controller"),
+        Some(_) => {
+            println!(
+                "  simulator log: {}, gateway log: {}",
+                files.log("simulator").display(),
+                files.log("gateway").display()
+            );
+            println!(
+                "  controller runs as {} (its log is this terminal)",
+                Identity::Controller.user_name()
+            );
+        }
     }
     println!();
     println!("Ctrl-C stops everything.");
@@ -334,5 +618,102 @@ impl Signals {
             _ = tokio::signal::ctrl_c() => {}
             _ = self.terminate.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod tests {
+    use super::*;
+    use crate::api::NodeShellPolicy;
+    use crate::gateway::config::GatewayFile;
+    use crate::sim::{PingStatus, SimConfig};
+
+    #[test]
+    fn a_taken_port_is_refused_with_what_to_do() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let error = ConsoleAddress::choose(addr).unwrap_err();
+        assert!(matches!(error, Error::ListenBusy { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&addr.to_string()), "{message}");
+        assert!(message.contains("--listen 127.0.0.1:0"), "{message}");
+    }
+
+    #[test]
+    fn port_zero_becomes_a_concrete_origin() {
+        let console = ConsoleAddress::choose("0.0.0.0:0".parse().unwrap()).unwrap();
+        let port = console.listen.port();
+        assert_ne!(port, 0);
+        assert_eq!(console.url(), format!("http://127.0.0.1:{port}/"));
+        assert_eq!(
+            console.allowed_origins(),
+            vec![
+                format!("http://127.0.0.1:{port}"),
+                format!("http://localhost:{port}")
+            ]
+        );
+    }
+
+    fn sim_config() -> SimConfig {
+        serde_saphyr::from_str(DEV_SIM_CONFIG_YAML).unwrap()
+    }
+
+    #[test]
+    fn the_simulator_matches_the_sample_policy_and_nodes() {
+        let sim = sim_config();
+        let policy: NodeShellPolicy = serde_saphyr::from_str(SAMPLE_POLICY_YAML).unwrap();
+        let aws = &policy.spec.aws;
+        let role = &sim.roles[0];
+        assert_eq!(
+            aws.role_arn.as_deref(),
+            Some(format!("arn:aws:iam::{}:role/{}", sim.account_id, role.name).as_str())
+        );
+        assert_eq!(aws.oidc_audience.as_deref(), Some(role.audience.as_str()));
+        assert_eq!(
+            aws.oidc_audience.as_deref(),
+            Some(sim.issuer.client_id.as_str())
+        );
+        assert_eq!(aws.region.as_deref(), Some(sim.region.as_str()));
+        // Every EC2-like sample node has an instance; the first one a live shell.
+        let ids: Vec<&str> = SAMPLE_NODES_YAML
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("providerID: aws:///"))
+            .filter_map(|p| p.rsplit('/').next())
+            .collect();
+        assert_eq!(ids.len(), 3);
+        for id in &ids {
+            assert!(sim.instances.iter().any(|i| i.id == *id), "{id}");
+        }
+        let first = sim.instances.iter().find(|i| i.id == ids[0]).unwrap();
+        assert_eq!(first.ping_status, PingStatus::Online);
+    }
+
+    #[test]
+    fn the_demo_user_is_an_admin_and_alice_and_bob_are_not() {
+        let sim = sim_config();
+        let gateway: GatewayFile = serde_saphyr::from_str(DEV_GATEWAY_CONFIG_YAML).unwrap();
+        assert_eq!(
+            gateway.oidc.client_id.as_deref(),
+            Some(sim.issuer.client_id.as_str())
+        );
+        let tier_of = |sub: &str| {
+            let user = sim.users.iter().find(|u| u.sub == sub).unwrap();
+            // The first tier in tierOrder that one of the user's groups maps to.
+            gateway
+                .tier_order
+                .iter()
+                .find(|tier| {
+                    user.groups
+                        .iter()
+                        .any(|g| gateway.group_tiers.get(g) == Some(*tier))
+                })
+                .cloned()
+        };
+        assert_eq!(sim.issuer.auto_login.as_deref(), Some("demo"));
+        assert_eq!(tier_of("demo").as_deref(), Some("admin"));
+        assert!(gateway.admin_tiers.contains(&"admin".to_string()));
+        assert_eq!(tier_of("alice").as_deref(), Some("engineer"));
+        assert_eq!(tier_of("bob").as_deref(), Some("viewer"));
     }
 }
