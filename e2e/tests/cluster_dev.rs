@@ -1,14 +1,22 @@
-//! `nodeshell dev` as a user runs it: it brings up the control plane with the sample objects
-//! and the controller, writes kubeconfigs, and leaves nothing behind when stopped, even by
-//! SIGKILL.
+//! `nodeshell dev` as a user runs it: it brings up the control plane with the sample objects,
+//! the controller, the simulator and the gateway, prints the web console's URL, lets the demo
+//! user sign in through the simulator's login, and leaves nothing behind when stopped, even
+//! by SIGKILL.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use nodeshell::api::NodeShellPolicy;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -30,9 +38,57 @@ fn start_dev(run_dir: &Path, extra: &[&str]) -> anyhow::Result<Child> {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/.bin"),
         )
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?)
+}
+
+/// Every line `nodeshell dev` prints on stdout, read on a thread so the pipe never fills.
+fn stdout_lines(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("stdout is not piped"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Waits for the `open http://…/` line and returns the URL, with the lines seen so far.
+fn wait_for_url(
+    child: &mut Child,
+    lines: &mpsc::Receiver<String>,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let url = line.trim().strip_prefix("open ").map(str::to_owned);
+                seen.push(line);
+                if let Some(url) = url {
+                    return Ok((url, seen));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("nodeshell dev closed stdout without a URL: {seen:#?}")
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("nodeshell dev exited before printing its URL: {status}; {seen:#?}");
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nodeshell dev printed no URL within {READY_TIMEOUT:?}: {seen:#?}"
+        );
+    }
 }
 
 /// Waits for the ready marker and returns the apiserver URL it holds.
@@ -85,11 +141,145 @@ async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
+/// What the browser gets from the console's OIDC login, done by hand.
+struct Login {
+    id_token: String,
+    claims: Value,
+}
+
+/// The console's login as the contract describes it: config.json, discovery, `/authorize`
+/// with PKCE (the simulator's autoLogin answers at once), then `/token` with the code.
+async fn scripted_login(console: &str) -> anyhow::Result<Login> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()?;
+    let config: Value = http
+        .get(format!("{console}console/config.json"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let issuer = config["issuer"].as_str().unwrap_or_default();
+    let client_id = config["clientId"].as_str().unwrap_or_default();
+    anyhow::ensure!(client_id == "nodeshell-dev", "config.json: {config}");
+    let discovery: Value = http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let state = uuid::Uuid::new_v4().simple().to_string();
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let redirect_uri = format!("{console}callback");
+    let authorize = http
+        .get(
+            discovery["authorization_endpoint"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", &redirect_uri),
+            ("scope", config["scopes"].as_str().unwrap_or("openid")),
+            ("state", &state),
+            ("nonce", &nonce),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(
+        authorize.status() == reqwest::StatusCode::FOUND,
+        "/authorize answered {}",
+        authorize.status()
+    );
+    let location = url::Url::parse(
+        authorize
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default(),
+    )?;
+    assert!(
+        location.as_str().starts_with(&redirect_uri),
+        "redirected to {location}"
+    );
+    let params: HashMap<String, String> = location.query_pairs().into_owned().collect();
+    assert_eq!(params.get("state"), Some(&state), "{location}");
+    let code = params.get("code").cloned().unwrap_or_default();
+    let token: Value = http
+        .post(discovery["token_endpoint"].as_str().unwrap_or_default())
+        .header(reqwest::header::ORIGIN, console.trim_end_matches('/'))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &redirect_uri),
+            ("client_id", client_id),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id_token = token["id_token"].as_str().unwrap_or_default().to_owned();
+    let payload = id_token.split('.').nth(1).unwrap_or_default();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload)?)?;
+    assert_eq!(claims["nonce"], nonce.as_str());
+    Ok(Login { id_token, claims })
+}
+
 #[tokio::test]
-async fn dev_creates_samples_and_cleans_up_on_sigterm() -> anyhow::Result<()> {
+async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm()
+-> anyhow::Result<()> {
     let run_dir = run_dir("full");
-    let mut child = start_dev(&run_dir, &[])?;
+    let mut child = start_dev(&run_dir, &["--listen", "127.0.0.1:0"])?;
+    let lines = stdout_lines(&mut child)?;
+    let (console, banner) = wait_for_url(&mut child, &lines)?;
     let server = wait_ready(&mut child, &run_dir)?;
+    assert!(
+        console.starts_with("http://127.0.0.1:") && console.ends_with('/'),
+        "{console}"
+    );
+    let urls = banner.iter().filter(|l| l.contains("http://")).count();
+    assert_eq!(urls, 1, "one URL in the banner: {banner:#?}");
+
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let ready = http.get(format!("{console}readyz")).send().await?;
+    assert!(ready.status().is_success(), "/readyz: {}", ready.status());
+    let index = http.get(&console).send().await?;
+    assert!(index.status().is_success(), "/: {}", index.status());
+    let content_type = index
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let html = index.text().await?;
+    assert!(html.to_lowercase().contains("<!doctype html"), "{html}");
+
+    let login = scripted_login(&console).await?;
+    assert_eq!(login.claims["sub"], "demo");
+    let whoami: Value = http
+        .get(format!("{console}api/v1/whoami"))
+        .bearer_auth(&login.id_token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(whoami["sub"], "demo", "{whoami}");
+    assert_eq!(whoami["tier"], "admin", "{whoami}");
 
     let admin = admin_client(&run_dir.join("kubeconfig")).await?;
     let nodes: Api<Node> = Api::all(admin.clone());
@@ -164,6 +354,12 @@ async fn dev_creates_samples_and_cleans_up_on_sigterm() -> anyhow::Result<()> {
     );
     assert!(!run_dir.join(nodeshell::dev::READY_FILE).exists());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port_of(&server))).is_err());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port_of(console.trim_end_matches('/'))))
+            .is_err(),
+        "the gateway still listens"
+    );
+    assert!(!run_dir.join("sim-urls.json").exists());
     let _ = std::fs::remove_dir_all(&run_dir);
     Ok(())
 }
