@@ -745,3 +745,54 @@ async fn notes_say_whether_a_policy_was_installed() -> anyhow::Result<()> {
     assert!(full.contains(GATEWAY_SA), "{full}");
     Ok(())
 }
+
+// === docs ===
+
+/// Dotted paths of every value in values.yaml; free-form maps (resources) count as one.
+fn value_paths(prefix: &str, value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() && !prefix.ends_with(".resources") => {
+            for (key, child) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                value_paths(&path, child, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn setup_guide_documents_every_value_and_no_other() {
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
+            .unwrap();
+    let mut paths = Vec::new();
+    value_paths("", &values, &mut paths);
+    let guide = std::fs::read_to_string(root().join("docs/setup.md")).unwrap();
+    let rows: Vec<&str> = guide
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|line| line.split_once('`').map(|(name, _)| name))
+        .collect();
+    let missing: Vec<_> = paths
+        .iter()
+        .filter(|p| !rows.contains(&p.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/setup.md has no row for {missing:?}"
+    );
+    let unknown: Vec<_> = rows
+        .iter()
+        .filter(|row| row.contains('.') || paths.iter().any(|p| p == *row))
+        .filter(|row| !paths.iter().any(|p| p == *row))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/setup.md documents values the chart lacks: {unknown:?}"
+    );
+}
