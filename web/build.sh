@@ -22,6 +22,7 @@ node_modules/.bin/esbuild src/main.js --bundle --format=esm --target=es2022 --mi
 node_modules/.bin/esbuild src/styles.css --bundle --minify --log-level=warning \
   --outfile="$out/assets/console.css"
 cp index.html "$out/index.html"
+cp favicon.svg "$out/assets/favicon.svg"
 
 # Copy only what changed: an unchanged web/dist keeps cargo from rebuilding the crate.
 mkdir -p dist

@@ -48,6 +48,8 @@ export class ShellDrawer {
     this.teardown();
     this.build(node);
     this.show();
+    // Fit now, not on the next frame: the open request carries the terminal's size.
+    refit(this.fit);
     this.term.write(`\x1b[2mOpening a node shell on ${node}…\x1b[0m\r\n`);
     const request = { cols: this.term.cols, rows: this.term.rows };
     if (reason && reason.trim()) request.reason = reason.trim();

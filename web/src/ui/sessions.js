@@ -50,7 +50,7 @@ export async function sessionsPage(main, { api, whoami }) {
   function row(s) {
     const st = s.status || {};
     const user = s.user || {};
-    const hasTranscript = Boolean(st.transcript && st.transcript.reference);
+    const hasTranscript = Boolean(st.transcript && st.transcript.ref);
     return h('tr', { dataset: { testid: 'session-row', session: s.name } },
       h('td', { class: 'nowrap' }, formatTime(st.startedAt || s.createdAt)),
       h('th', { scope: 'row', class: 'mono' }, s.name),
