@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cluster_support::{kubectl, kubectl_ok, session_json};
+use nodeshell::api::{NodeShellPolicy, validate_policy};
 use nodeshell::gateway::GatewayArgs;
 use nodeshell::gateway::config::{GatewayConfig, parse_file};
 use nodeshell::localcluster::apply::parse_documents;
@@ -385,6 +386,8 @@ struct Installed {
     notes_defaults: String,
     /// NOTES.txt with the multi-account values.
     notes_multi_account: String,
+    /// NOTES.txt with a role but no tiers.
+    notes_no_tiers: String,
 }
 
 async fn installed() -> anyhow::Result<&'static Installed> {
@@ -403,6 +406,14 @@ async fn installed() -> anyhow::Result<&'static Installed> {
             let notes_defaults = notes(&cluster, &[]).await?;
             let values = multi_account_values();
             let notes_multi_account = notes(&cluster, &["-f", values.to_str().unwrap()]).await?;
+            let notes_no_tiers = notes(
+                &cluster,
+                &[
+                    "--set",
+                    "nodeShell.awsRoleArn=arn:aws:iam::123456789012:role/x",
+                ],
+            )
+            .await?;
             let manifest = template(&as_strs(&install_values())).await?;
             let file = cluster.work_dir().join("chart.yaml");
             std::fs::write(&file, manifest)?;
@@ -416,6 +427,7 @@ async fn installed() -> anyhow::Result<&'static Installed> {
                 cluster,
                 notes_defaults,
                 notes_multi_account,
+                notes_no_tiers,
             })
         })
         .await
@@ -678,6 +690,30 @@ async fn only_the_gateway_creates_sessions() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn rendered_policies_pass_the_controllers_checks() -> anyhow::Result<()> {
+    // What the controller reports as Ready=False would reject every session under it.
+    let docs = rendered(&["-f", multi_account_values().to_str().unwrap()]).await?;
+    let mut names = Vec::new();
+    for doc in docs.iter().filter(|d| d["kind"] == "NodeShellPolicy") {
+        let policy: NodeShellPolicy = serde_json::from_value(doc.clone())?;
+        assert_eq!(
+            validate_policy(&policy.spec),
+            vec![],
+            "{}",
+            doc["metadata"]["name"]
+        );
+        names.push(doc["metadata"]["name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(names, ["default", "analytics", "payments"]);
+    // Empty tiers (the chart's default) are rendered as given and reported by the controller.
+    let bare = rendered(&["--set", "nodeShell.awsRoleArn=arn:aws:iam::123456789012:role/x,gateway.aws.region=us-east-1,gateway.oidc.clientId=c"]).await?;
+    let policy: NodeShellPolicy =
+        serde_json::from_value(find(&bare, "NodeShellPolicy", "default").clone())?;
+    assert!(!validate_policy(&policy.spec).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn policies_from_values_are_stored_with_those_values() -> anyhow::Result<()> {
     let cluster = &installed().await?.cluster;
     let get = |name: &'static str| async move {
@@ -743,6 +779,12 @@ async fn notes_say_whether_a_policy_was_installed() -> anyhow::Result<()> {
     );
     assert!(!full.contains("WARNING"), "{full}");
     assert!(full.contains(GATEWAY_SA), "{full}");
+    let no_tiers = &installed.notes_no_tiers;
+    assert!(
+        no_tiers.contains("NodeShellPolicies installed: default")
+            && no_tiers.contains("nodeShell.tiers is empty"),
+        "{no_tiers}"
+    );
     Ok(())
 }
 
