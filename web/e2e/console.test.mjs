@@ -1,0 +1,187 @@
+// The web console in a real browser: Debian's Chromium driven by playwright-core (no browser
+// download) against a running `nodeshell dev`. e2e/tests/console_browser.rs starts dev and
+// runs this script; by hand:
+//   NODESHELL_CONSOLE_URL=http://127.0.0.1:8080/ node web/e2e/console.test.mjs
+// Environment: NODESHELL_CONSOLE_URL (required), NODESHELL_SCREENSHOTS (directory, default
+// target/screenshots), NODESHELL_CHROMIUM (default /usr/bin/chromium), NODESHELL_NODE (the
+// node with an Online instance, default ip-10-0-1-17.ec2.internal).
+// On success the last line is `SESSION <name>` so the caller can check the session object.
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const consoleUrl = process.env.NODESHELL_CONSOLE_URL;
+const shots = process.env.NODESHELL_SCREENSHOTS || 'target/screenshots';
+const node = process.env.NODESHELL_NODE || 'ip-10-0-1-17.ec2.internal';
+const STEP_TIMEOUT = 30_000;
+
+if (!consoleUrl) {
+  console.error('console.test: set NODESHELL_CONSOLE_URL to the URL `nodeshell dev` printed');
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+
+let page;
+let shotCount = 0;
+
+function step(what) {
+  console.log(`step: ${what}`);
+}
+
+async function screenshot(name) {
+  shotCount += 1;
+  const path = join(shots, `${String(shotCount).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path, fullPage: false });
+  console.log(`screenshot: ${path}`);
+}
+
+/** Polls `probe` until it returns a truthy value; fails with `what` and the last value. */
+async function until(what, probe, timeout = STEP_TIMEOUT) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (last) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}; last saw: ${JSON.stringify(last)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+const terminalLines = async () =>
+  (await page.evaluate(() => window.nodeshellConsole.terminalText())).split('\n').map((l) => l.trimEnd());
+
+/** The `rows cols` answers of `stty size` in the terminal so far. */
+async function sttyAnswers() {
+  return (await terminalLines()).map((l) => l.trim()).filter((l) => /^\d+ \d+$/.test(l));
+}
+
+/** The answers so far, or null while there are none (for `until`). */
+async function someSttyAnswers() {
+  const answers = await sttyAnswers();
+  return answers.length > 0 ? answers : null;
+}
+
+/** Types a command line into the terminal. */
+async function run(command) {
+  await page.locator('[data-testid=terminal]').click();
+  await page.keyboard.type(command, { delay: 10 });
+  await page.keyboard.press('Enter');
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.NODESHELL_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    // Root in a container: Chromium's sandbox needs user namespaces it may not have.
+    args: ['--no-sandbox', '--disable-dev-shm-usage'],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    page = await context.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    page.on('pageerror', (error) => console.log(`page error: ${error.message}`));
+    page.on('console', (message) => {
+      if (message.type() === 'error') console.log(`browser console: ${message.text()}`);
+    });
+
+    step('open the console; the simulator signs the demo user in');
+    await page.goto(consoleUrl);
+    await until('the signed-in user in the header', async () =>
+      (await page.locator('[data-testid=user]').textContent()).trim());
+    const user = (await page.locator('[data-testid=user]').textContent()).trim();
+    if (!/demo/i.test(user)) throw new Error(`the header names ${JSON.stringify(user)}, not the demo user`);
+    if (new URL(page.url()).search.includes('code=')) throw new Error(`the code stayed in the address bar: ${page.url()}`);
+    const row = page.locator(`[data-testid=node-row][data-node="${node}"]`);
+    await row.waitFor();
+    const eligibility = (await row.locator('[data-testid=node-eligibility]').textContent()).trim();
+    if (eligibility !== 'eligible') throw new Error(`${node} shows ${JSON.stringify(eligibility)}, not eligible`);
+    await screenshot('nodes');
+
+    step(`click "node shell" on ${node}`);
+    const button = row.locator('[data-testid=node-shell]');
+    if ((await button.textContent()).trim() !== 'node shell') throw new Error('the button is not labelled "node shell"');
+    await button.click();
+    await page.locator('[data-testid=terminal-drawer]').waitFor({ state: 'visible' });
+    const tab = (await page.locator('[data-testid=terminal-tab]').textContent()).trim();
+    if (tab !== 'node shell') throw new Error(`the terminal tab says ${JSON.stringify(tab)}`);
+
+    step('type `echo hello`, see hello');
+    // The agent starts the shell a second after the channel opens; wait for its prompt.
+    await until('a shell prompt', async () => (await terminalLines()).some((l) => /[$#] ?$/.test(l)));
+    await run('echo hello');
+    await until('a line reading exactly "hello"', async () => (await terminalLines()).includes('hello'));
+    await screenshot('echo-hello');
+
+    step('open the session info and see the SSM session id');
+    await page.locator('[data-testid=session-info] summary').click();
+    const ssmId = await until('the SSM session id', async () => {
+      const text = (await page.locator('[data-testid=ssm-session-id]').textContent()).trim();
+      return text && text !== '—' ? text : null;
+    });
+    console.log(`ssm session: ${ssmId}`);
+    await screenshot('session-info');
+
+    step('`stty size`, resize the window, `stty size` again');
+    await run('stty size');
+    const before = (await until('the first `stty size` answer', someSttyAnswers))[0];
+    await page.setViewportSize({ width: 900, height: 640 });
+    let after;
+    await until('`stty size` to change after the resize', async () => {
+      const answers = await sttyAnswers();
+      after = answers[answers.length - 1];
+      if (after !== before) return true;
+      // The resize message may still be on its way: ask again.
+      await run('stty size');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      return false;
+    });
+    console.log(`stty size: ${before} -> ${after}`);
+    await screenshot('resized');
+
+    step('`exit`, see the closed banner with exit code 0');
+    const session = await page.evaluate(() => window.nodeshellConsole.sessionName());
+    if (!session) throw new Error('window.nodeshellConsole.sessionName() is empty');
+    await run('exit');
+    const banner = page.locator('[data-testid=closed-banner]');
+    await banner.waitFor({ state: 'visible' });
+    const bannerText = (await banner.textContent()).trim();
+    if (!bannerText.includes('exit code 0')) throw new Error(`closed banner: ${JSON.stringify(bannerText)}`);
+    await screenshot('closed');
+
+    step('Sessions page: the session is Closed by UserExit with a transcript');
+    await page.locator('[data-testid=nav-sessions]').click();
+    const sessionRow = page.locator(`[data-testid=session-row][data-session="${session}"]`);
+    await until(`row ${session} Closed, UserExit, with a transcript`, async () => {
+      if (await sessionRow.count() === 1) {
+        const text = await sessionRow.textContent();
+        const hasReplay = await sessionRow.locator('[data-testid=transcript-open]').count() === 1;
+        if (text.includes('Closed') && text.includes('UserExit') && hasReplay) return true;
+      }
+      await page.getByRole('button', { name: 'Refresh' }).click();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      return false;
+    });
+    await screenshot('sessions');
+
+    step('open the transcript and see hello');
+    await sessionRow.locator('[data-testid=transcript-open]').click();
+    await page.locator('[data-testid=transcript-view]').waitFor({ state: 'visible' });
+    await until('hello in the transcript replay', async () =>
+      (await page.evaluate(() => window.nodeshellConsole.transcriptText())).split('\n').some((l) => l.trim() === 'hello'));
+    await screenshot('transcript');
+    console.log(`SESSION ${session}`);
+  } catch (error) {
+    if (page) await screenshot('failure').catch(() => {});
+    throw error;
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(`console.test failed: ${error.stack || error}`);
+  process.exit(1);
+});
