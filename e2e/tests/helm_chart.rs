@@ -288,6 +288,14 @@ async fn gateway_config_is_what_the_gateway_parses() -> anyhow::Result<()> {
 #[tokio::test]
 async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> {
     let docs = rendered(&["--set", "gateway.shutdownTimeoutSeconds=45"]).await?;
+    let chart_yaml: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("Chart.yaml"))?)?;
+    let app_version = chart_yaml["appVersion"].as_str().unwrap();
+    assert_eq!(
+        app_version,
+        env!("CARGO_PKG_VERSION"),
+        "the chart's appVersion is the crate's version"
+    );
     for (name, probe_port, args) in [
         (
             "nodeshell-controller",
@@ -309,7 +317,10 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
         let pod = &deployment["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], name);
         let container = &pod["containers"][0];
-        assert_eq!(container["image"], "ghcr.io/periscope/nodeshell:0.1.0");
+        assert_eq!(
+            container["image"],
+            format!("ghcr.io/periscope/nodeshell:{app_version}")
+        );
         assert_eq!(container["args"], args, "{name}");
         let security = &container["securityContext"];
         assert_eq!(security["runAsNonRoot"], true, "{name}");
