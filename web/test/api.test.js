@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createApi, socketUrl, errorFrom, needsSignIn, ApiError } from '../src/lib/api.js';
+
+function fakeFetch(answers) {
+  const calls = [];
+  const impl = async (url, init) => {
+    calls.push({ url, init });
+    const a = answers.shift();
+    if (a instanceof Error) throw a;
+    return new Response(a.body === undefined ? null : (typeof a.body === 'string' ? a.body : JSON.stringify(a.body)), { status: a.status || 200 });
+  };
+  return { impl, calls };
+}
+
+test('calls send the bearer token in a header, never in the URL', async () => {
+  const { impl, calls } = fakeFetch([{ status: 201, body: { session: 's1', attachUrl: '/api/v1/sessions/s1/attach?ticket=t', ticket: 't' } }]);
+  const api = createApi({ token: () => 'id.tok.en', fetchImpl: impl });
+  const answer = await api.openShell('ip-10-0-1-17.ec2.internal', { cols: 100, rows: 30, reason: 'INC-1' });
+  assert.equal(answer.session, 's1');
+  assert.equal(calls[0].url, '/api/v1/nodes/ip-10-0-1-17.ec2.internal/shell');
+  assert.equal(calls[0].init.method, 'POST');
+  assert.equal(calls[0].init.headers.Authorization, 'Bearer id.tok.en');
+  assert.deepEqual(JSON.parse(calls[0].init.body), { cols: 100, rows: 30, reason: 'INC-1' });
+  assert.ok(!calls[0].url.includes('tok'));
+});
+
+test('API errors keep their code and message; E_AUTH asks for a new sign-in', async () => {
+  let asked = null;
+  const { impl } = fakeFetch([
+    { status: 429, body: { code: 'E_CAP_USER', message: 'you hold 2 sessions; close one', limit: 2 } },
+    { status: 401, body: { code: 'E_AUTH', message: 'token expired; sign in again' } },
+  ]);
+  const api = createApi({ token: () => 't', fetchImpl: impl, onSignInNeeded: (e) => { asked = e; } });
+  await assert.rejects(api.openShell('n', {}), (e) => e instanceof ApiError && e.code === 'E_CAP_USER' && e.status === 429 && e.body.limit === 2);
+  assert.equal(asked, null);
+  await assert.rejects(api.nodes(), { code: 'E_AUTH' });
+  assert.equal(asked.code, 'E_AUTH');
+  assert.ok(needsSignIn({ code: 'E_REAUTH_REQUIRED' }) && !needsSignIn({ code: 'E_FORBIDDEN' }));
+});
+
+test('answers without a JSON error and unreachable gateways still give a readable error', async () => {
+  const e = await errorFrom(new Response('<html>bad gateway</html>', { status: 502 }));
+  assert.equal(e.code, 'E_HTTP');
+  assert.match(e.message, /HTTP 502/);
+  const { impl } = fakeFetch([new TypeError('Failed to fetch')]);
+  const api = createApi({ token: () => null, fetchImpl: impl });
+  await assert.rejects(api.sessions(), { code: 'E_NETWORK' });
+});
+
+test('lists unwrap items; the transcript comes back as bytes', async () => {
+  const { impl, calls } = fakeFetch([{ body: { items: [{ name: 'a' }] } }, { body: 'gz' }]);
+  const api = createApi({ token: () => 't', fetchImpl: impl });
+  assert.deepEqual(await api.sessions(), [{ name: 'a' }]);
+  const bytes = await api.transcript('a b');
+  assert.deepEqual([...bytes], [...new TextEncoder().encode('gz')]);
+  assert.equal(calls[1].url, '/api/v1/sessions/a%20b/transcript');
+});
+
+test('the WebSocket URL is built on the page host with ws or wss', () => {
+  const http = { protocol: 'http:', host: '127.0.0.1:8443' };
+  assert.equal(socketUrl('/api/v1/sessions/s1/attach?ticket=abc', http), 'ws://127.0.0.1:8443/api/v1/sessions/s1/attach?ticket=abc');
+  const https = { protocol: 'https:', host: 'shell.example.com' };
+  assert.equal(socketUrl('/api/v1/sessions/s1/attach?ticket=abc', https), 'wss://shell.example.com/api/v1/sessions/s1/attach?ticket=abc');
+  assert.throws(() => socketUrl('https://evil.example/attach?ticket=x', https), { code: 'E_BAD_ATTACH' });
+});

@@ -1,0 +1,148 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { initialShell, step, backoffMs, idleSecondsLeft, DEFAULT_GRACE_MS } from '../src/lib/shell.js';
+
+const hello = (token = 'tok-1') => JSON.stringify({
+  type: 'hello', session: 's1', node: 'n1', instanceId: 'i-0abc', ssmSessionId: 'ssm-1', idleSeconds: 600, resumeToken: token,
+});
+
+/** Runs events through the machine; returns the final state and every effect. */
+function run(events, state = initialShell('s1')) {
+  const effects = [];
+  for (const e of events) {
+    const out = step(state, e);
+    state = out.state;
+    effects.push(...out.effects);
+  }
+  return { state, effects };
+}
+
+test('hello makes the shell live and records what the info expander shows', () => {
+  const { state, effects } = run([{ type: 'open' }, { type: 'text', text: hello() }]);
+  assert.equal(state.phase, 'live');
+  assert.deepEqual(state.info, { session: 's1', node: 'n1', instanceId: 'i-0abc', ssmSessionId: 'ssm-1', idleSeconds: 600 });
+  assert.deepEqual(effects, [], 'a first attach sends no resume frame');
+});
+
+test('output bytes are counted for the resume offset', () => {
+  const { state } = run([{ type: 'text', text: hello() }, { type: 'output', length: 10 }, { type: 'output', length: 5 }]);
+  assert.equal(state.offset, 15);
+});
+
+test('a dropped connection reattaches and resumes from the byte offset with the hello token', () => {
+  let { state, effects } = run([{ type: 'text', text: hello('tok-A') }, { type: 'output', length: 42 }, { type: 'socketClosed', now: 1000 }]);
+  assert.equal(state.phase, 'reconnecting');
+  assert.deepEqual(effects, [{ type: 'reattach', delayMs: backoffMs(0) }]);
+  ({ state, effects } = run([{ type: 'open' }], state));
+  assert.deepEqual(effects, [{ type: 'send', frame: { type: 'resume', resumeToken: 'tok-A', offset: 42 } }]);
+  ({ state, effects } = run([{ type: 'text', text: hello('tok-B') }], state));
+  assert.equal(state.phase, 'live');
+  assert.equal(state.resumeToken, 'tok-B', 'the newest token is the one to present next time');
+  assert.equal(state.notice, 'Reconnected.');
+});
+
+test('after a reconnect the terminal size is sent again', () => {
+  const { state } = run([{ type: 'text', text: hello() }, { type: 'resize', cols: 100, rows: 30 }, { type: 'socketClosed', now: 0 }]);
+  const { effects } = run([{ type: 'text', text: hello() }], state);
+  assert.deepEqual(effects, [{ type: 'send', frame: { type: 'resize', cols: 100, rows: 30 } }]);
+});
+
+test('reattach retries back off and give up after the grace window with a clear message', () => {
+  let { state } = run([{ type: 'text', text: hello() }, { type: 'socketClosed', now: 0 }]);
+  let effects;
+  ({ state, effects } = run([{ type: 'reattachFailed', now: 1000, error: { code: 'E_NETWORK', message: 'down' } }], state));
+  assert.equal(state.phase, 'reconnecting');
+  assert.deepEqual(effects, [{ type: 'reattach', delayMs: backoffMs(1) }]);
+  assert.ok(backoffMs(1) > backoffMs(0) && backoffMs(10) === 3000);
+  // A reattach socket that closes before hello counts as a failed try too.
+  ({ state, effects } = run([{ type: 'socketClosed', now: 2000 }], state));
+  assert.equal(state.attempts, 2);
+  assert.equal(effects[0].type, 'reattach');
+  ({ state, effects } = run([{ type: 'reattachFailed', now: DEFAULT_GRACE_MS + 1, error: { code: 'E_NETWORK', message: 'down' } }], state));
+  assert.equal(state.phase, 'failed');
+  assert.deepEqual(effects, []);
+  assert.equal(state.failure.code, 'E_RECONNECT_GAVE_UP');
+  assert.match(state.failure.message, /could not be restored within 30 s/);
+});
+
+test('a reattach the API refuses for good fails at once with its message', () => {
+  let { state } = run([{ type: 'text', text: hello() }, { type: 'socketClosed', now: 0 }]);
+  ({ state } = run([{ type: 'reattachFailed', now: 10, error: { code: 'E_BAD_REQUEST', message: 'session s1 is Closed and cannot be attached; open a new shell' } }], state));
+  assert.equal(state.phase, 'failed');
+  assert.equal(state.failure.code, 'E_BAD_REQUEST');
+  assert.match(state.failure.message, /cannot be restored: session s1 is Closed/);
+});
+
+test('closed frame ends the shell with exit code and reason; the later socket close changes nothing', () => {
+  const { state, effects } = run([
+    { type: 'text', text: hello() },
+    { type: 'text', text: JSON.stringify({ type: 'closed', exitCode: 0, reason: 'UserExit' }) },
+    { type: 'socketClosed', now: 5 },
+  ]);
+  assert.equal(state.phase, 'closed');
+  assert.deepEqual(state.closed, { exitCode: 0, reason: 'UserExit' });
+  assert.deepEqual(effects, [], 'no reattach after a clean close');
+  const noCode = run([{ type: 'text', text: hello() }, { type: 'text', text: JSON.stringify({ type: 'closed', exitCode: null, reason: 'IdleTimeout' }) }]);
+  assert.deepEqual(noCode.state.closed, { exitCode: null, reason: 'IdleTimeout' });
+});
+
+test('an error frame followed by the socket closing fails with that error; without a close the shell stays up', () => {
+  const error = JSON.stringify({ type: 'error', code: 'E_REAUTH_REQUIRED', message: 'sign in again', retryable: false });
+  const fatal = run([{ type: 'text', text: error }, { type: 'socketClosed', now: 0 }]);
+  assert.equal(fatal.state.phase, 'failed');
+  assert.deepEqual(fatal.state.failure, { code: 'E_REAUTH_REQUIRED', message: 'sign in again', retryable: false });
+  const benign = run([
+    { type: 'text', text: hello() },
+    { type: 'text', text: JSON.stringify({ type: 'error', code: 'E_BAD_REQUEST', message: 'unreadable control frame', retryable: false }) },
+    { type: 'output', length: 3 },
+    { type: 'socketClosed', now: 0 },
+  ]);
+  assert.equal(benign.state.phase, 'reconnecting', 'output after the error showed it was not fatal');
+});
+
+test('a socket that closes before any hello fails without reattaching', () => {
+  const { state, effects } = run([{ type: 'open' }, { type: 'socketClosed', now: 0 }]);
+  assert.equal(state.phase, 'failed');
+  assert.equal(state.failure.code, 'E_ATTACH');
+  assert.deepEqual(effects, []);
+});
+
+test('idle warning counts down and clears on input', () => {
+  let { state } = run([{ type: 'text', text: hello() }, { type: 'text', text: JSON.stringify({ type: 'idle_warn', secondsRemaining: 30 }), now: 10_000 }]);
+  assert.equal(idleSecondsLeft(state.idle, 10_000), 30);
+  assert.equal(idleSecondsLeft(state.idle, 22_500), 17.5);
+  assert.equal(idleSecondsLeft(state.idle, 99_000), 0);
+  ({ state } = run([{ type: 'input' }], state));
+  assert.equal(state.idle, null);
+  assert.equal(idleSecondsLeft(null, 0), null);
+});
+
+test('resize sends a frame only when live and only when the size changed', () => {
+  const before = run([{ type: 'resize', cols: 80, rows: 24 }]);
+  assert.deepEqual(before.effects, [], 'not live yet: the open request carried the size');
+  const { effects } = run([
+    { type: 'text', text: hello() },
+    { type: 'resize', cols: 120, rows: 40 },
+    { type: 'resize', cols: 120, rows: 40 },
+    { type: 'resize', cols: 100, rows: 40 },
+  ], before.state);
+  assert.deepEqual(effects, [
+    { type: 'send', frame: { type: 'resize', cols: 120, rows: 40 } },
+    { type: 'send', frame: { type: 'resize', cols: 100, rows: 40 } },
+  ]);
+});
+
+test('closing a live shell sends the close frame; closing while reconnecting disconnects', () => {
+  let { state, effects } = run([{ type: 'text', text: hello() }, { type: 'userClose' }]);
+  assert.deepEqual(effects, [{ type: 'send', frame: { type: 'close' } }]);
+  ({ state } = run([{ type: 'socketClosed', now: 0 }], state));
+  assert.equal(state.phase, 'closed', 'a socket closing after our close frame is no drop');
+  const dropped = run([{ type: 'text', text: hello() }, { type: 'socketClosed', now: 0 }, { type: 'userClose' }]);
+  assert.equal(dropped.state.phase, 'closed');
+  assert.deepEqual(dropped.effects.at(-1), { type: 'disconnect' });
+});
+
+test('unreadable text frames are ignored', () => {
+  const { state } = run([{ type: 'text', text: hello() }, { type: 'text', text: 'not json' }, { type: 'text', text: '{"type":"mystery"}' }]);
+  assert.equal(state.phase, 'live');
+});
