@@ -1,1 +1,240 @@
-//! Tests of issue 5 (console_browser); being written.
+//! The web console in a real browser against `nodeshell dev`: Debian's Chromium, driven by
+//! playwright-core from `web/e2e/console.test.mjs`, signs in as the demo user, opens a node
+//! shell, types, resizes, exits and replays the transcript. This test starts dev, runs the
+//! script, then checks the session through the apiserver. It builds nothing: `make browser`
+//! (e2e/scripts/install-browser.sh) installs Chromium and the npm packages, `make web` the
+//! console the binary embeds.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kube::api::Api;
+use nodeshell::api::{NodeShellSession, SessionPhase};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `nodeshell dev` on a free port; stopped with SIGTERM on drop, even when an assert fails.
+struct Dev {
+    child: Child,
+    run_dir: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Dev {
+    fn start() -> anyhow::Result<Self> {
+        let run_dir = std::env::temp_dir().join(format!(
+            "nodeshell-console-browser-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nodeshell"))
+            .arg("dev")
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("NODESHELL_CONTROLPLANE_BIN", repo().join("e2e/.bin"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("stdout is not piped"))?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            run_dir,
+            lines,
+        })
+    }
+
+    /// The URL from the `open http://…/` line.
+    fn console_url(&mut self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                if let Some(url) = line.trim().strip_prefix("open ") {
+                    return Ok(url.to_owned());
+                }
+                seen.push(line);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("nodeshell dev exited before printing its URL: {status}; {seen:#?}");
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nodeshell dev printed no URL within {READY_TIMEOUT:?}: {seen:#?}"
+            );
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nodeshell dev did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// Runs the playwright-core script; its whole output is in the error when it fails.
+fn run_browser_script(console: &str) -> anyhow::Result<String> {
+    let chromium =
+        std::env::var("NODESHELL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    anyhow::ensure!(
+        Path::new(&chromium).is_file(),
+        "no Chromium at {chromium}: run `make browser` (e2e/scripts/install-browser.sh)"
+    );
+    anyhow::ensure!(
+        repo().join("web/node_modules/playwright-core").is_dir(),
+        "web/node_modules/playwright-core is missing: run `make browser`"
+    );
+    let screenshots = std::env::var("NODESHELL_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target/screenshots"));
+    let mut script = Command::new("node")
+        .arg(repo().join("web/e2e/console.test.mjs"))
+        .current_dir(repo())
+        .env("NODESHELL_CONSOLE_URL", console)
+        .env("NODESHELL_SCREENSHOTS", &screenshots)
+        .env("NODESHELL_CHROMIUM", &chromium)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Output is read on threads so a chatty browser cannot block the script on a full pipe.
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(
+        script
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = read(
+        script
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = script.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = script.kill();
+            let _ = script.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let output = format!(
+        "{}{}",
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default()
+    );
+    match status {
+        Some(status) if status.success() => Ok(output),
+        Some(status) => anyhow::bail!(
+            "the browser test failed ({status}); screenshots in {}:\n{output}",
+            screenshots.display()
+        ),
+        None => anyhow::bail!("the browser test ran over {SCRIPT_TIMEOUT:?}:\n{output}"),
+    }
+}
+
+async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+#[tokio::test]
+async fn a_person_opens_a_node_shell_in_the_console_and_replays_it() -> anyhow::Result<()> {
+    let mut dev = Dev::start()?;
+    let console = dev.console_url()?;
+    let script_console = console.clone();
+    let output = tokio::task::spawn_blocking(move || run_browser_script(&script_console)).await??;
+    let session_name = output
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("SESSION "))
+        .map(str::trim)
+        .ok_or_else(|| anyhow::anyhow!("the script named no session:\n{output}"))?
+        .to_owned();
+
+    // What the browser showed is what the cluster recorded.
+    let admin = admin_client(&dev.run_dir.join("kubeconfig")).await?;
+    let sessions: Api<NodeShellSession> = Api::all(admin);
+    let session = sessions.get(&session_name).await?;
+    assert_eq!(session.spec.user.sub, "demo", "{session:?}");
+    let status = session.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(SessionPhase::Closed), "{status:?}");
+    assert_eq!(status.reason.as_deref(), Some("UserExit"), "{status:?}");
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    assert!(
+        status.ssm_session_id.is_some_and(|id| !id.is_empty()),
+        "no SSM session id"
+    );
+    assert!(
+        status.transcript.is_some_and(|t| !t.reference.is_empty()),
+        "no transcript ref"
+    );
+
+    let exit = dev.stop()?;
+    assert!(exit.success(), "nodeshell dev exited with {exit}");
+    assert!(
+        std::net::TcpStream::connect(console.trim_start_matches("http://").trim_end_matches('/'))
+            .is_err(),
+        "the console still answers after dev stopped"
+    );
+    Ok(())
+}
