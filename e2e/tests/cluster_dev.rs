@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use nodeshell::api::NodeShellPolicy;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -238,6 +241,59 @@ async fn scripted_login(console: &str) -> anyhow::Result<Login> {
     Ok(Login { id_token, claims })
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a shell on `node` as the token's owner and attaches from the console's origin.
+async fn open_shell(console: &str, token: &str, node: &str) -> anyhow::Result<Socket> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let opened: Value = http
+        .post(format!("{console}api/v1/nodes/{node}/shell"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"cols": 100, "rows": 30}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let attach = opened["attachUrl"].as_str().unwrap_or_default();
+    let ws_url = format!(
+        "ws://{}{attach}",
+        console.trim_start_matches("http://").trim_end_matches('/')
+    );
+    let mut request = ws_url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("origin", console.trim_end_matches('/').parse()?);
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(socket)
+}
+
+/// Reads frames until a text frame of `kind` arrives, collecting terminal output.
+async fn next_control(
+    socket: &mut Socket,
+    kind: &str,
+    output: &mut String,
+) -> anyhow::Result<Value> {
+    let read = async {
+        while let Some(message) = socket.next().await {
+            match message? {
+                Message::Binary(bytes) => output.push_str(&String::from_utf8_lossy(&bytes)),
+                Message::Text(text) => {
+                    let frame: Value = serde_json::from_str(&text)?;
+                    if frame["type"] == kind {
+                        return Ok(frame);
+                    }
+                    anyhow::ensure!(frame["type"] != "error", "error frame: {frame}");
+                }
+                _ => {}
+            }
+        }
+        anyhow::bail!("the socket closed before a {kind} frame; output: {output:?}")
+    };
+    tokio::time::timeout(Duration::from_secs(60), read).await?
+}
+
 #[tokio::test]
 async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm()
 -> anyhow::Result<()> {
@@ -280,6 +336,26 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
         .await?;
     assert_eq!(whoami["sub"], "demo", "{whoami}");
     assert_eq!(whoami["tier"], "admin", "{whoami}");
+
+    // A live shell on the sample node with an Online instance, attached from the console's
+    // origin: stopping dev must close it as GatewayShutdown, not as a lost connection.
+    let mut socket = open_shell(&console, &login.id_token, "ip-10-0-1-17.ec2.internal").await?;
+    let mut output = String::new();
+    let hello = next_control(&mut socket, "hello", &mut output).await?;
+    assert_eq!(hello["instanceId"], "i-0123456789abcdef0", "{hello}");
+    socket
+        .send(Message::Binary("echo dev-shell-$((6*7))\n".into()))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !output.contains("dev-shell-42") {
+        anyhow::ensure!(Instant::now() < deadline, "no shell output: {output:?}");
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), socket.next()).await
+            && let Message::Binary(bytes) = message?
+        {
+            output.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
 
     let admin = admin_client(&run_dir.join("kubeconfig")).await?;
     let nodes: Api<Node> = Api::all(admin.clone());
@@ -336,6 +412,8 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
     }
 
     signal(&child, "TERM")?;
+    let closed = next_control(&mut socket, "closed", &mut output).await?;
+    assert_eq!(closed["reason"], "GatewayShutdown", "{closed}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -360,6 +438,14 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
         "the gateway still listens"
     );
     assert!(!run_dir.join("sim-urls.json").exists());
+    // The gateway stopped while the apiserver still answered: its close row is in its log.
+    let gateway_log = std::fs::read_to_string(run_dir.join("gateway.log"))?;
+    assert!(
+        gateway_log
+            .lines()
+            .any(|l| l.contains("GatewayShutdown") && l.contains("ssm_session_close")),
+        "no GatewayShutdown close row in the gateway log:\n{gateway_log}"
+    );
     let _ = std::fs::remove_dir_all(&run_dir);
     Ok(())
 }
