@@ -176,6 +176,16 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
         "  token for alice: curl -s -d sub=alice {}/token",
         urls.issuer
     );
+    match &handle.shared.config.issuer.auto_login {
+        Some(user) => println!(
+            "  browser login   {}/authorize signs in {user} at once",
+            urls.issuer
+        ),
+        None => println!(
+            "  browser login   {}/authorize shows a page to pick a user",
+            urls.issuer
+        ),
+    }
     if let Some(path) = &args.urls_file {
         write_urls(&handle, path)?;
     }
