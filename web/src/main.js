@@ -87,6 +87,7 @@ async function start() {
     terminalText: () => drawer.text(),
     transcriptText: () => transcriptText(),
     sessionName: () => drawer.sessionName(),
+    dropConnection: () => drawer.dropConnection(),
   };
 
   async function route() {

@@ -38,6 +38,11 @@ export class ShellDrawer {
     return bufferText(this.term);
   }
 
+  /** Drops the connection as a network failure would (test hook; the shell stays up). */
+  dropConnection() {
+    if (this.socket) this.socket.close();
+  }
+
   /** Opens a shell on `node`. */
   async open(node, reason) {
     if (this.busy) {
