@@ -257,6 +257,11 @@ impl RunFiles {
 pub async fn run(args: DevArgs) -> Result<(), Error> {
     let files = prepare_run_dir(&args)?;
     let mut signals = Signals::install()?;
+    // A taken port is reported before the control plane spends seconds starting.
+    let console = match args.control_plane_only {
+        true => None,
+        false => Some(ConsoleAddress::choose(args.listen)?),
+    };
 
     tracing::info!("starting etcd and kube-apiserver (first start takes ~10 s)");
     let cluster = LocalCluster::start(Options {
@@ -266,7 +271,7 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     })
     .await?;
     let mut children = Vec::new();
-    let outcome = match bring_up(&args, &cluster, &files, &mut children).await {
+    let outcome = match bring_up(console.as_ref(), &cluster, &files, &mut children).await {
         Ok(()) => supervise(&cluster, &mut children, &mut signals).await,
         Err(error) => Err(error),
     };
@@ -288,7 +293,7 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
 
 /// CRDs, RBAC, kubeconfigs, samples and components, then the ready marker and banner.
 async fn bring_up(
-    args: &DevArgs,
+    console: Option<&ConsoleAddress>,
     cluster: &LocalCluster,
     files: &RunFiles,
     children: &mut Vec<SupervisedProcess>,
@@ -296,9 +301,7 @@ async fn bring_up(
     cluster.install_crds().await?;
     cluster.install_rbac().await?;
     publish_kubeconfigs(cluster, files)?;
-    let mut console = None;
-    if !args.control_plane_only {
-        let address = ConsoleAddress::choose(args.listen)?;
+    if let Some(address) = console {
         create_samples(cluster).await?;
         write_file(&files.sim_config(), DEV_SIM_CONFIG_YAML)?;
         write_file(&files.gateway_config(), DEV_GATEWAY_CONFIG_YAML)?;
@@ -306,16 +309,15 @@ async fn bring_up(
         tracing::info!(component = "simulator", "starting");
         children.push(SupervisedProcess::spawn(simulator(&exe, files))?);
         let sim = wait_for_sim(files, children).await?;
-        for spec in components(&exe, files, &sim, &address) {
+        for spec in components(&exe, files, &sim, address) {
             tracing::info!(component = %spec.name, "starting");
             children.push(SupervisedProcess::spawn(spec)?);
         }
-        wait_for_gateway(&address, files, children).await?;
-        console = Some(address);
+        wait_for_gateway(address, files, children).await?;
     }
     std::fs::write(files.ready(), format!("{}\n", cluster.server()))
         .map_err(|e| Error::io(format!("write {}", files.ready().display()), e))?;
-    print_banner(cluster, files, console.as_ref());
+    print_banner(cluster, files, console);
     Ok(())
 }
 

@@ -469,3 +469,34 @@ async fn the_control_plane_dies_with_a_killed_dev() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&run_dir);
     Ok(())
 }
+
+#[test]
+fn a_taken_console_port_is_refused_before_anything_starts() -> anyhow::Result<()> {
+    let held = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = held.local_addr()?.to_string();
+    let run_dir = run_dir("busy");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_nodeshell"))
+        .args(["dev", "--listen", &addr, "--run-dir"])
+        .arg(&run_dir)
+        .env(
+            "NODESHELL_CONTROLPLANE_BIN",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/.bin"),
+        )
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "dev started on a taken port");
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(stderr.contains("--listen 127.0.0.1:0"), "{stderr}");
+    // Refused up front: no control plane was started and stopped first.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!run_dir.join("kubeconfig").exists());
+    let _ = std::fs::remove_dir_all(&run_dir);
+    Ok(())
+}
