@@ -258,9 +258,10 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     let files = prepare_run_dir(&args)?;
     let mut signals = Signals::install()?;
     // A taken port is reported before the control plane spends seconds starting.
-    let console = match args.control_plane_only {
-        true => None,
-        false => Some(ConsoleAddress::choose(args.listen)?),
+    let console = if args.control_plane_only {
+        None
+    } else {
+        Some(ConsoleAddress::choose(args.listen)?)
     };
 
     tracing::info!("starting etcd and kube-apiserver (first start takes ~10 s)");
@@ -271,9 +272,15 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     })
     .await?;
     let mut children = Vec::new();
-    let outcome = match bring_up(console.as_ref(), &cluster, &files, &mut children).await {
-        Ok(()) => supervise(&cluster, &mut children, &mut signals).await,
-        Err(error) => Err(error),
+    // Ctrl-C while the components start stops what has started so far.
+    let started = tokio::select! {
+        up = bring_up(console.as_ref(), &cluster, &files, &mut children) => Some(up),
+        _ = signals.next() => None,
+    };
+    let outcome = match started {
+        Some(Ok(())) => supervise(&cluster, &mut children, &mut signals).await,
+        Some(Err(error)) => Err(error),
+        None => Ok(()),
     };
 
     tracing::info!("stopping");
