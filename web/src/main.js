@@ -90,7 +90,12 @@ async function start() {
     dropConnection: () => drawer.dropConnection(),
   };
 
+  let leave = null;
+  let shown = 0;
   async function route() {
+    const mine = ++shown;
+    if (leave) leave();
+    leave = null;
     const page = (window.location.hash || '#/nodes').replace(/^#\/?/, '').split('/')[0] || 'nodes';
     for (const link of document.querySelectorAll('nav a')) {
       const current = link.getAttribute('href') === `#/${page}`;
@@ -99,7 +104,10 @@ async function start() {
     }
     if (page === 'sessions') {
       document.title = 'Sessions · nodeshell';
-      await sessionsPage(main, { api, whoami });
+      const dispose = await sessionsPage(main, { api, whoami });
+      // The person may have moved on while the list loaded.
+      if (mine === shown) leave = dispose;
+      else dispose();
     } else {
       document.title = 'Nodes · nodeshell';
       await nodesPage(main, { api, drawer });

@@ -37,7 +37,7 @@ const REASONS = {
   UserClosed: 'closed from the console',
   IdleTimeout: 'closed after no input for the idle limit',
   MaxDuration: 'reached the longest session the policy allows',
-  AdminTerminated: 'ended by an administrator',
+  AdminTerminated: 'ended on request (End, the API or kubectl)',
   ClientDisconnected: 'the browser did not come back within the reattach window',
   GatewayLost: 'the gateway that ran it stopped answering',
   ConnectionLost: 'the connection to the node was lost',

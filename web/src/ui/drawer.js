@@ -74,7 +74,7 @@ export class ShellDrawer {
 
   build(node) {
     const els = {};
-    els.tab = h('span', { class: 'tab', dataset: { testid: 'terminal-tab' }, role: 'tab', 'aria-selected': 'true' }, 'node shell');
+    els.tab = h('span', { class: 'tab', dataset: { testid: 'terminal-tab' } }, 'node shell');
     els.node = h('span', { class: 'tab-node' }, node);
     els.toggle = h('button', { class: 'icon', type: 'button', title: 'Minimise', 'aria-label': 'Minimise the terminal', onclick: () => this.toggle() }, '▾');
     els.close = h('button', { class: 'icon', type: 'button', title: 'Close the shell', 'aria-label': 'Close the shell', dataset: { testid: 'terminal-close' }, onclick: () => this.close() }, '✕');
@@ -93,7 +93,7 @@ export class ShellDrawer {
     els.banners = h('div', { class: 'banners', 'aria-live': 'polite' });
     els.terminal = h('div', { class: 'terminal', dataset: { testid: 'terminal' } });
     replace(this.root,
-      h('div', { class: 'drawer-bar', role: 'tablist' }, els.tab, els.node, h('span', { class: 'spacer' }), els.toggle, els.close),
+      h('div', { class: 'drawer-bar' }, els.tab, els.node, h('span', { class: 'spacer' }), els.toggle, els.close),
       els.info, els.banners, els.terminal);
     this.els = els;
     const { term, fit } = createTerminal(els.terminal);

@@ -41,7 +41,7 @@ export async function sessionsPage(main, { api, whoami }) {
   }
 
   function table(sessions) {
-    const cols = ['Started', 'Session', 'User', 'Node', 'Phase', 'Reason', 'Outcome', 'Duration', 'Exit code', 'Transcript'];
+    const cols = ['Session', 'User', 'Node', 'Phase', 'Reason', 'Outcome', 'Duration', 'Exit code', 'Actions'];
     return h('table', { class: 'grid', dataset: { testid: 'sessions-table' } },
       h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, sessions.map(row)));
@@ -52,18 +52,34 @@ export async function sessionsPage(main, { api, whoami }) {
     const user = s.user || {};
     const hasTranscript = Boolean(st.transcript && st.transcript.ref);
     return h('tr', { dataset: { testid: 'session-row', session: s.name } },
-      h('td', { class: 'nowrap' }, formatTime(st.startedAt || s.createdAt)),
-      h('th', { scope: 'row', class: 'mono' }, s.name),
+      h('th', { scope: 'row' },
+        h('div', { class: 'mono' }, s.name),
+        h('div', { class: 'sub' }, `started ${formatTime(st.startedAt || s.createdAt)}`)),
       h('td', { dataset: { testid: 'session-user' }, title: user.sub || '' }, user.name || user.email || user.sub || '—'),
       h('td', { class: 'mono', dataset: { testid: 'session-node' } }, s.node),
       h('td', {}, h('span', { class: `pill phase-${(s.phase || '').toLowerCase()}`, dataset: { testid: 'session-phase' } }, s.phase)),
-      h('td', { dataset: { testid: 'session-reason' } }, s.reason || '—'),
-      h('td', { dataset: { testid: 'session-outcome' }, title: s.message || '' }, s.statusReason ? reasonText(s.statusReason) : (isLive(s.phase) ? 'running' : '—')),
+      h('td', { class: 'wrap', dataset: { testid: 'session-reason' } }, s.reason || '—'),
+      h('td', { class: 'wrap', dataset: { testid: 'session-outcome' }, title: s.message || '' }, s.statusReason ? reasonText(s.statusReason) : (isLive(s.phase) ? 'running' : '—')),
       h('td', { class: 'nowrap', dataset: { testid: 'session-duration' } }, formatDuration(sessionDuration(s, Date.now()))),
       h('td', { dataset: { testid: 'session-exit-code' } }, exitCodeText(st.exitCode)),
-      h('td', {}, hasTranscript
-        ? h('button', { type: 'button', class: 'secondary', dataset: { testid: 'transcript-open' }, onclick: () => openReplay(s) }, 'Replay')
-        : h('span', { class: 'muted' }, '—')));
+      h('td', { class: 'actions' },
+        hasTranscript
+          ? h('button', { type: 'button', class: 'secondary', dataset: { testid: 'transcript-open' }, onclick: () => openReplay(s) }, 'Replay')
+          : h('span', { class: 'muted' }, '—'),
+        isLive(s.phase) && !s.terminate
+          ? h('button', { type: 'button', class: 'danger', dataset: { testid: 'session-end' }, title: `End ${s.name} now (recorded as ended by you)`, onclick: (e) => end(s, e.target) }, 'End')
+          : null));
+  }
+
+  async function end(session, button) {
+    button.disabled = true;
+    try {
+      await api.endSession(session.name);
+      status.textContent = `Asked to end ${session.name}.`;
+    } catch (error) {
+      status.textContent = errorText(error);
+    }
+    await load();
   }
 
   async function openReplay(session) {
@@ -127,6 +143,14 @@ export async function sessionsPage(main, { api, whoami }) {
   }
 
   await load();
+  // Keeps phases and durations current while the page is shown.
+  const timer = setInterval(() => {
+    if (document.visibilityState === 'visible') load();
+  }, 10_000);
+  return () => {
+    clearInterval(timer);
+    closeReplay();
+  };
 }
 
 function closeReplay() {
