@@ -85,11 +85,11 @@ export class ShellDrawer {
     els.info = h('details', { class: 'session-info', dataset: { testid: 'session-info' } },
       h('summary', {}, 'Session details'),
       h('dl', {},
-        h('dt', {}, 'Node'), h('dd', { dataset: { testid: 'info-node' } }, node),
-        h('dt', {}, 'Instance'), els.instance,
-        h('dt', {}, 'SSM session'), els.ssm,
-        h('dt', {}, 'Session'), els.sessionName,
-        h('dt', {}, 'Idle limit'), els.idleLimit));
+        h('div', {}, h('dt', {}, 'Node'), h('dd', { dataset: { testid: 'info-node' } }, node)),
+        h('div', {}, h('dt', {}, 'Instance'), els.instance),
+        h('div', {}, h('dt', {}, 'SSM session'), els.ssm),
+        h('div', {}, h('dt', {}, 'Session'), els.sessionName),
+        h('div', {}, h('dt', {}, 'Idle limit'), els.idleLimit)));
     els.banners = h('div', { class: 'banners', 'aria-live': 'polite' });
     els.terminal = h('div', { class: 'terminal', dataset: { testid: 'terminal' } });
     replace(this.root,

@@ -41,8 +41,8 @@ export async function nodesPage(main, { api, drawer }) {
   function table(nodes) {
     return h('table', { class: 'grid', dataset: { testid: 'nodes-table' } },
       h('thead', {}, h('tr', {},
-        h('th', { scope: 'col' }, 'Node'), h('th', { scope: 'col' }, 'Instance'), h('th', { scope: 'col' }, 'Zone'),
-        h('th', { scope: 'col' }, 'Policy'), h('th', { scope: 'col' }, 'Eligibility'), h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, 'Actions')))),
+        h('th', { scope: 'col' }, 'Node'), h('th', { scope: 'col' }, 'Instance'), h('th', { scope: 'col', class: 'optional' }, 'Zone'),
+        h('th', { scope: 'col', class: 'optional' }, 'Policy'), h('th', { scope: 'col' }, 'Eligibility'), h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, 'Actions')))),
       h('tbody', {}, nodes.map(row)));
   }
 
@@ -52,8 +52,8 @@ export async function nodesPage(main, { api, drawer }) {
     return h('tr', { dataset: { testid: 'node-row', node: node.name } },
       h('th', { scope: 'row', class: 'mono' }, node.name),
       h('td', { class: 'mono' }, node.instanceId || '—'),
-      h('td', {}, node.zone || node.region || '—'),
-      h('td', {}, node.policy || '—'),
+      h('td', { class: 'optional' }, node.zone || node.region || '—'),
+      h('td', { class: 'optional' }, node.policy || '—'),
       h('td', {},
         h('span', { class: `pill ${eligible ? 'ok' : 'no'}`, dataset: { testid: 'node-eligibility' }, title: code || '' },
           eligibilityText(node))),
