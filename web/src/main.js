@@ -104,7 +104,7 @@ async function start() {
     }
     if (page === 'sessions') {
       document.title = 'Sessions · nodeshell';
-      const dispose = await sessionsPage(main, { api, whoami });
+      const dispose = await sessionsPage(main, { api, whoami, drawer });
       // The person may have moved on while the list loaded.
       if (mine === shown) leave = dispose;
       else dispose();

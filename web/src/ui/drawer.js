@@ -108,13 +108,20 @@ export class ShellDrawer {
   show() {
     this.root.hidden = false;
     this.root.classList.remove('minimised');
+    document.body.classList.remove('drawer-minimised');
     document.body.classList.add('with-drawer');
     this.fitSoon();
     if (this.term) this.term.focus();
   }
 
+  /** Folds the drawer down to its bar (it keeps running), e.g. to make room for a replay. */
+  minimise() {
+    if (!this.root.hidden && !this.root.classList.contains('minimised')) this.toggle();
+  }
+
   toggle() {
     const minimised = this.root.classList.toggle('minimised');
+    document.body.classList.toggle('drawer-minimised', minimised);
     this.els.toggle.textContent = minimised ? '▴' : '▾';
     this.els.toggle.setAttribute('aria-label', minimised ? 'Restore the terminal' : 'Minimise the terminal');
     if (!minimised) this.fitSoon();
@@ -268,7 +275,7 @@ export class ShellDrawer {
     }
     this.teardown();
     this.root.hidden = true;
-    document.body.classList.remove('with-drawer');
+    document.body.classList.remove('with-drawer', 'drawer-minimised');
   }
 
   teardown() {

@@ -14,7 +14,7 @@ export function transcriptText() {
 }
 
 /** Renders the Sessions page into `main`. */
-export async function sessionsPage(main, { api, whoami }) {
+export async function sessionsPage(main, { api, whoami, drawer }) {
   const status = h('p', { class: 'muted', role: 'status' }, 'Loading sessions…');
   const body = h('div', { class: 'table-wrap' });
   const viewer = h('section', { class: 'transcript', dataset: { testid: 'transcript-view' }, hidden: true, 'aria-label': 'Transcript' });
@@ -84,6 +84,7 @@ export async function sessionsPage(main, { api, whoami }) {
 
   async function openReplay(session) {
     closeReplay();
+    if (drawer) drawer.minimise();
     viewer.hidden = false;
     const note = h('p', { class: 'muted', role: 'status' }, 'Loading the transcript…');
     const screen = h('div', { class: 'terminal replay' });
