@@ -101,9 +101,10 @@ test('an error frame followed by the socket closing fails with that error; witho
 });
 
 test('a socket that closes before any hello fails without reattaching', () => {
-  const { state, effects } = run([{ type: 'open' }, { type: 'socketClosed', now: 0 }]);
+  const { state, effects } = run([{ type: 'open' }, { type: 'socketClosed', now: 0, origin: 'https://shell.example.com' }]);
   assert.equal(state.phase, 'failed');
   assert.equal(state.failure.code, 'E_ATTACH');
+  assert.match(state.failure.message, /allowedOrigins lists https:\/\/shell\.example\.com/);
   assert.deepEqual(effects, []);
 });
 

@@ -71,7 +71,11 @@ export function step(state, event) {
         s.failure = s.pendingError;
       } else if (!s.resumeToken) {
         s.phase = 'failed';
-        s.failure = { code: 'E_ATTACH', message: 'The gateway closed the connection before the shell started; open a new shell.' };
+        const origin = event.origin ? ` lists ${event.origin}` : ' lists this page\'s origin';
+        s.failure = {
+          code: 'E_ATTACH',
+          message: `The terminal connection closed before the shell started; open a new shell. If it keeps happening, check that the gateway's allowedOrigins${origin}.`,
+        };
       } else if (s.phase === 'reconnecting') {
         // A reattach socket that closed before its hello is one more failed try.
         s.idle = null;

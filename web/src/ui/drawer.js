@@ -160,7 +160,11 @@ export class ShellDrawer {
     socket.onclose = () => {
       if (this.socket !== socket) return;
       this.socket = null;
-      this.dispatch({ type: 'socketClosed', now: Date.now() });
+      this.dispatch({ type: 'socketClosed', now: Date.now(), origin: window.location.origin });
+      // A shell that never attached would wait for its attach timeout; end it now.
+      if (this.state && this.state.phase === 'failed' && this.state.failure.code === 'E_ATTACH') {
+        this.api.endSession(this.state.session).catch(() => {});
+      }
     };
   }
 
