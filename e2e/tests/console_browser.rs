@@ -202,7 +202,23 @@ async fn a_person_opens_a_node_shell_in_the_console_and_replays_it() -> anyhow::
     let mut dev = Dev::start()?;
     let console = dev.console_url()?;
     let script_console = console.clone();
-    let output = tokio::task::spawn_blocking(move || run_browser_script(&script_console)).await??;
+    let script = tokio::task::spawn_blocking(move || run_browser_script(&script_console)).await?;
+    let output = script.map_err(|error| {
+        // The run directory goes with `dev`; keep the end of the server logs in the failure.
+        let tail = |name: &str| {
+            let text = std::fs::read_to_string(dev.run_dir.join(name)).unwrap_or_default();
+            let start = text.len().saturating_sub(4096);
+            let start = (start..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
+            format!("--- end of {name} ---\n{}", &text[start..])
+        };
+        anyhow::anyhow!(
+            "{error:#}\n{}\n{}",
+            tail("gateway.log"),
+            tail("simulator.log")
+        )
+    })?;
     let session_name = output
         .lines()
         .rev()
