@@ -83,7 +83,7 @@ export class ShellDrawer {
     els.ssm = h('dd', { dataset: { testid: 'ssm-session-id' } }, '—');
     els.idleLimit = h('dd', {}, '—');
     els.info = h('details', { class: 'session-info', dataset: { testid: 'session-info' } },
-      h('summary', {}, 'Session details'),
+      h('summary', { title: 'Session details' }, h('span', { class: 'info-dot', 'aria-hidden': 'true' }, 'i'), node, h('span', { class: 'muted-dark' }, ' (node)')),
       h('dl', {},
         h('div', {}, h('dt', {}, 'Node'), h('dd', { dataset: { testid: 'info-node' } }, node)),
         h('div', {}, h('dt', {}, 'Instance'), els.instance),
@@ -177,8 +177,13 @@ export class ShellDrawer {
   dispatch(event) {
     if (!this.state) return;
     const before = this.state.phase;
+    const firstHello = !this.state.info;
     const { state, effects } = step(this.state, event);
     this.state = state;
+    if (firstHello && state.info && state.info.ssmSessionId) {
+      // What AWS's own client prints first, so the session id is in the scrollback too.
+      this.term.write(`\x1b[2mStarting session with SessionId: ${state.info.ssmSessionId}\x1b[0m\r\n`);
+    }
     for (const effect of effects) {
       if (effect.type === 'send' && this.socket && this.socket.readyState === WebSocket.OPEN) {
         this.socket.send(JSON.stringify(effect.frame));
