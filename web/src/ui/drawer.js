@@ -25,7 +25,7 @@ export class ShellDrawer {
 
   /** Whether a shell is open and not ended. */
   get busy() {
-    return Boolean(this.state && !['closed', 'failed'].includes(this.state.phase));
+    return this.opening || Boolean(this.state && !['closed', 'failed'].includes(this.state.phase));
   }
 
   /** The live (or last) session's name. */
@@ -58,11 +58,20 @@ export class ShellDrawer {
     this.term.write(`\x1b[2mOpening a node shell on ${node}…\x1b[0m\r\n`);
     const request = { cols: this.term.cols, rows: this.term.rows };
     if (reason && reason.trim()) request.reason = reason.trim();
+    const term = this.term;
     let answer;
+    this.opening = true;
     try {
       answer = await this.api.openShell(node, request);
     } catch (error) {
-      this.fail(error);
+      if (this.term === term) this.fail(error);
+      return;
+    } finally {
+      this.opening = false;
+    }
+    if (this.term !== term) {
+      // Closed (✕) while the gateway was still admitting it: end the session it made.
+      this.api.endSession(answer.session).catch(() => {});
       return;
     }
     this.state = initialShell(answer.session);
@@ -274,7 +283,7 @@ export class ShellDrawer {
 
   /** ✕: ends a live shell (the gateway closes it as UserClosed); hides an ended one. */
   close() {
-    if (this.busy) {
+    if (this.state && this.busy) {
       // Without a socket the close frame cannot go; ask the API to end the session instead.
       if (this.state.phase !== 'live' && this.state.session) {
         this.api.endSession(this.state.session).catch(() => {});
