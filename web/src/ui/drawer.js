@@ -231,22 +231,22 @@ export class ShellDrawer {
     }
     const banners = [];
     if (s.phase === 'reconnecting') {
-      banners.push(h('div', { class: 'banner warn', role: 'status', dataset: { testid: 'reconnecting-banner' } },
-        'Connection lost — reconnecting to the same shell…'));
+      banners.push({ testid: 'reconnecting-banner', kind: 'warn', role: 'status', text: 'Connection lost — reconnecting to the same shell…' });
     }
     const left = idleSecondsLeft(s.idle, Date.now());
     if (left !== null && s.phase === 'live') {
-      banners.push(h('div', { class: 'banner warn', role: 'alert', dataset: { testid: 'idle-banner' } }, idleText(left)));
+      // role=timer is not a live region: the countdown is announced once, not every second.
+      banners.push({ testid: 'idle-banner', kind: 'warn', role: 'timer', text: idleText(left) });
     }
     if (s.phase === 'closed') {
-      banners.push(h('div', { class: 'banner closed', role: 'status', dataset: { testid: 'closed-banner' } }, closedText(s.closed)));
+      banners.push({ testid: 'closed-banner', kind: 'closed', role: 'status', text: closedText(s.closed) });
     }
     if (s.phase === 'failed') {
-      banners.push(h('div', { class: 'banner error', role: 'alert', dataset: { testid: 'error-banner' } }, errorText(s.failure)));
+      banners.push({ testid: 'error-banner', kind: 'error', role: 'alert', text: errorText(s.failure) });
     } else if (s.notice && s.phase === 'live') {
-      banners.push(h('div', { class: 'banner info', role: 'status', dataset: { testid: 'notice-banner' } }, s.notice));
+      banners.push({ testid: 'notice-banner', kind: 'info', role: 'status', text: s.notice });
     }
-    replace(this.els.banners, banners);
+    this.syncBanners(banners);
     this.tickIdle(left !== null && s.phase === 'live');
     if (s.phase === 'closed' || s.phase === 'failed') {
       this.term.options.cursorBlink = false;
@@ -254,6 +254,19 @@ export class ShellDrawer {
       this.els.close.setAttribute('aria-label', 'Hide the terminal');
     }
     this.fitSoon();
+  }
+
+  /** Shows exactly `banners`, keeping the elements that stay so they are not re-announced. */
+  syncBanners(banners) {
+    const box = this.els.banners;
+    const existing = new Map([...box.children].map((el) => [el.dataset.testid, el]));
+    const wanted = banners.map((b) => {
+      const el = existing.get(b.testid) || h('div', { class: `banner ${b.kind}`, role: b.role, dataset: { testid: b.testid } });
+      if (el.textContent !== b.text) el.textContent = b.text;
+      return el;
+    });
+    const same = wanted.length === box.children.length && wanted.every((el, i) => box.children[i] === el);
+    if (!same) box.replaceChildren(...wanted);
   }
 
   tickIdle(counting) {
