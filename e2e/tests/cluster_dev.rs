@@ -4,10 +4,8 @@
 //! by SIGKILL.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -21,78 +19,8 @@ use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn run_dir(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "nodeshell-dev-test-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ))
-}
-
-fn start_dev(run_dir: &Path, extra: &[&str]) -> anyhow::Result<Child> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_nodeshell"))
-        .arg("dev")
-        .arg("--run-dir")
-        .arg(run_dir)
-        .args(extra)
-        .env(
-            "NODESHELL_CONTROLPLANE_BIN",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/.bin"),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?)
-}
-
-/// Every line `nodeshell dev` prints on stdout, read on a thread so the pipe never fills.
-fn stdout_lines(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("stdout is not piped"))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
-}
-
-/// Waits for the `open http://…/` line and returns the URL, with the lines seen so far.
-fn wait_for_url(
-    child: &mut Child,
-    lines: &mpsc::Receiver<String>,
-) -> anyhow::Result<(String, Vec<String>)> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let mut seen = Vec::new();
-    loop {
-        match lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let url = line.trim().strip_prefix("open ").map(str::to_owned);
-                seen.push(line);
-                if let Some(url) = url {
-                    return Ok((url, seen));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                anyhow::bail!("nodeshell dev closed stdout without a URL: {seen:#?}")
-            }
-        }
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("nodeshell dev exited before printing its URL: {status}; {seen:#?}");
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "nodeshell dev printed no URL within {READY_TIMEOUT:?}: {seen:#?}"
-        );
-    }
-}
+mod dev_support;
+use dev_support::{READY_TIMEOUT, admin_client, run_dir, start_dev, stdout_lines, wait_for_url};
 
 /// Waits for the ready marker and returns the apiserver URL it holds.
 fn wait_ready(child: &mut Child, run_dir: &Path) -> anyhow::Result<String> {
@@ -135,13 +63,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what} within {timeout:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// What the browser gets from the console's OIDC login, done by hand.

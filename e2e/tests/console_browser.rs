@@ -5,7 +5,6 @@
 //! (e2e/scripts/install-browser.sh) installs Chromium and the npm packages, `make web` the
 //! console the binary embeds.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -14,7 +13,9 @@ use std::time::{Duration, Instant};
 use kube::api::Api;
 use nodeshell::api::{NodeShellSession, SessionPhase};
 
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+mod dev_support;
+use dev_support::{admin_client, run_dir, start_dev, stdout_lines, wait_for_url};
+
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -31,32 +32,9 @@ struct Dev {
 
 impl Dev {
     fn start() -> anyhow::Result<Self> {
-        let run_dir = std::env::temp_dir().join(format!(
-            "nodeshell-console-browser-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nodeshell"))
-            .arg("dev")
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("NODESHELL_CONTROLPLANE_BIN", repo().join("e2e/.bin"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("stdout is not piped"))?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let run_dir = run_dir("console-browser");
+        let mut child = start_dev(&run_dir, &["--listen", "127.0.0.1:0"])?;
+        let lines = stdout_lines(&mut child)?;
         Ok(Self {
             child,
             run_dir,
@@ -66,23 +44,7 @@ impl Dev {
 
     /// The URL from the `open http://…/` line.
     fn console_url(&mut self) -> anyhow::Result<String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut seen = Vec::new();
-        loop {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                if let Some(url) = line.trim().strip_prefix("open ") {
-                    return Ok(url.to_owned());
-                }
-                seen.push(line);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!("nodeshell dev exited before printing its URL: {status}; {seen:#?}");
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "nodeshell dev printed no URL within {READY_TIMEOUT:?}: {seen:#?}"
-            );
-        }
+        Ok(wait_for_url(&mut self.child, &self.lines)?.0)
     }
 
     /// SIGTERM, then the exit status.
@@ -188,13 +150,6 @@ fn run_browser_script(console: &str) -> anyhow::Result<String> {
         ),
         None => anyhow::bail!("the browser test ran over {SCRIPT_TIMEOUT:?}:\n{output}"),
     }
-}
-
-async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
 }
 
 #[tokio::test]
