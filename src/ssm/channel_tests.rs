@@ -232,16 +232,7 @@ async fn output_arrives_in_order_exactly_once_and_is_acked() {
 
 #[tokio::test]
 async fn input_is_chunked_and_acked_and_resize_is_delivered() {
-    let agent = AgentDouble::bind().await;
-    let url = agent.url.clone();
-    let connect = tokio::spawn(async move {
-        DataChannel::connect(&url, "tok", fast_options(), NoResume)
-            .await
-            .unwrap()
-    });
-    let (ws, _) = agent.accept().await;
-    let mut channel = connect.await.unwrap();
-    let mut side = AgentSide::new(ws);
+    let (_agent, mut side, mut channel) = connected(fast_options()).await;
     channel.resize(100, 30).unwrap();
     // input waits until the session is known to be a shell (first output)
     side.send_stream(PayloadType::Output, b"$ ").await;
@@ -281,16 +272,7 @@ async fn input_is_chunked_and_acked_and_resize_is_delivered() {
 
 #[tokio::test]
 async fn exit_code_and_channel_closed_end_the_channel_with_the_reason() {
-    let agent = AgentDouble::bind().await;
-    let url = agent.url.clone();
-    let connect = tokio::spawn(async move {
-        DataChannel::connect(&url, "tok", fast_options(), NoResume)
-            .await
-            .unwrap()
-    });
-    let (ws, _) = agent.accept().await;
-    let mut channel = connect.await.unwrap();
-    let mut side = AgentSide::new(ws);
+    let (_agent, mut side, mut channel) = connected(fast_options()).await;
     side.send_stream(PayloadType::Output, b"bye\n").await;
     side.send_stream(PayloadType::ExitCode, &exit_code_payload(7))
         .await;
@@ -371,16 +353,7 @@ async fn resume_reporting_a_timed_out_session_ends_the_channel() {
 
 #[tokio::test]
 async fn kms_handshake_is_answered_unsupported_and_surfaces_a_typed_error() {
-    let agent = AgentDouble::bind().await;
-    let url = agent.url.clone();
-    let connect = tokio::spawn(async move {
-        DataChannel::connect(&url, "tok", fast_options(), NoResume)
-            .await
-            .unwrap()
-    });
-    let (ws, _) = agent.accept().await;
-    let channel = connect.await.unwrap();
-    let mut side = AgentSide::new(ws);
+    let (_agent, mut side, channel) = connected(fast_options()).await;
     let request = br#"{"AgentVersion":"3.3.0.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":{"SessionType":"Standard_Stream","Properties":null}},{"ActionType":"KMSEncryption","ActionParameters":{"KMSKeyId":"alias/ssm","Challenge":"AAAA"}}]}"#;
     side.send_stream(PayloadType::HandshakeRequest, request)
         .await;
@@ -405,23 +378,14 @@ async fn kms_handshake_is_answered_unsupported_and_surfaces_a_typed_error() {
 #[tokio::test]
 async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
     const BIG: usize = OUTPUT_CHUNK_MAX / 2 + 1;
-    let agent = AgentDouble::bind().await;
-    let url = agent.url.clone();
     let mut options = fast_options();
     options.receive = ReceiveConfig {
         max_messages: 4,
         max_bytes: 1 << 20,
     };
     options.output_buffer = 2;
-    let connect = tokio::spawn(async move {
-        DataChannel::connect(&url, "tok", options, NoResume)
-            .await
-            .unwrap()
-    });
-    let (ws, _) = agent.accept().await;
-    let mut channel = connect.await.unwrap();
+    let (_agent, mut side, mut channel) = connected(options).await;
     let agent_task = tokio::spawn(async move {
-        let mut side = AgentSide::new(ws);
         // Larger than half an output chunk, so each chunk carries exactly one message and
         // the bound below counts messages.
         for i in 0..30u8 {
@@ -452,16 +416,7 @@ async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn output_ready_together_reaches_the_consumer_in_one_chunk() {
-    let agent = AgentDouble::bind().await;
-    let url = agent.url.clone();
-    let connect = tokio::spawn(async move {
-        DataChannel::connect(&url, "tok", fast_options(), NoResume)
-            .await
-            .unwrap()
-    });
-    let (ws, _) = agent.accept().await;
-    let mut channel = connect.await.unwrap();
-    let mut side = AgentSide::new(ws);
+    let (_agent, mut side, mut channel) = connected(fast_options()).await;
     // Early messages wait in the window until the gap is filled; then all are ready at once.
     for seq in 1..20i64 {
         let body = Bytes::from(vec![b'a' + u8::try_from(seq).unwrap(); 100]);
