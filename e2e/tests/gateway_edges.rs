@@ -50,22 +50,14 @@ fn assert_names_the_refusal_plainly(what: &str, text: &str, namespace: &str) {
     }
 }
 
-/// Opens and attaches a shell through `gw` for `sub`; waits for the prompt. Returns the open
-/// answer, the terminal and the `hello` frame.
+/// Opens and attaches a shell through `gw` for `sub`; waits for the prompt.
 async fn attach(
     world: &GatewayWorld,
     gw: &GatewayProcess,
     scope: &Scope,
     sub: &str,
 ) -> anyhow::Result<(Opened, Terminal, Value)> {
-    let opened = gw
-        .client(&world.token(sub))
-        .open_ok(&scope.nodes[0])
-        .await?;
-    let mut term = Terminal::connect(&opened.attach_url).await?;
-    let hello = term.hello().await?;
-    term.expect_output("$ ", T).await?;
-    Ok((opened, term, hello))
+    world.attach_shell(gw, scope, sub, T).await
 }
 
 /// The `ssmSessionId` of a `hello` frame.

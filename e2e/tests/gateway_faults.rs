@@ -18,20 +18,15 @@ use tokio::sync::watch;
 
 const T: Duration = Duration::from_secs(30);
 
-/// Opens and attaches a shell through `gw`; waits for the prompt.
+/// Opens and attaches a shell through `gw`; waits for the prompt. Returns the SSM session id
+/// from the `hello` frame.
 async fn attach(
     world: &GatewayWorld,
     gw: &GatewayProcess,
     scope: &Scope,
     sub: &str,
 ) -> anyhow::Result<(Opened, Terminal, String)> {
-    let opened = gw
-        .client(&world.token(sub))
-        .open_ok(&scope.nodes[0])
-        .await?;
-    let mut term = Terminal::connect(&opened.attach_url).await?;
-    let hello = term.hello().await?;
-    term.expect_output("$ ", T).await?;
+    let (opened, term, hello) = world.attach_shell(gw, scope, sub, T).await?;
     let ssm_id = hello["ssmSessionId"]
         .as_str()
         .unwrap_or_default()

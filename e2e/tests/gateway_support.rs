@@ -509,6 +509,22 @@ impl GatewayWorld {
         Ok(name)
     }
 
+    /// Opens and attaches a shell on the scope's first node through `gw` for `sub`, and
+    /// waits for the prompt. Returns the open answer, the terminal and the `hello` frame.
+    pub async fn attach_shell(
+        &self,
+        gw: &GatewayProcess,
+        scope: &Scope,
+        sub: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(Opened, Terminal, Value)> {
+        let opened = gw.client(&self.token(sub)).open_ok(&scope.nodes[0]).await?;
+        let mut term = Terminal::connect(&opened.attach_url).await?;
+        let hello = term.hello().await?;
+        term.expect_output("$ ", timeout).await?;
+        Ok((opened, term, hello))
+    }
+
     /// A valid id_token for `sub`.
     pub fn token(&self, sub: &str) -> String {
         self.sim
