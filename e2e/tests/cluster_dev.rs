@@ -258,6 +258,38 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
     assert_eq!(whoami["sub"], "demo", "{whoami}");
     assert_eq!(whoami["tier"], "admin", "{whoami}");
 
+    // The demo's nodes show each case the Nodes page can: a shell, a pool no policy covers,
+    // and a node that is not an EC2 instance (refused for that, not for a missing policy).
+    let nodes: Value = http
+        .get(format!("{console}api/v1/nodes"))
+        .bearer_auth(&login.id_token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let code_of = |name: &str| {
+        nodes["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|n| n["name"] == name))
+            .map(|n| n["error"]["code"].clone())
+    };
+    assert_eq!(
+        code_of("ip-10-0-1-17.ec2.internal"),
+        Some(Value::Null),
+        "{nodes}"
+    );
+    assert_eq!(
+        code_of("ip-10-0-3-99.ec2.internal"),
+        Some(Value::from("E_NODE_SHELL_DISABLED")),
+        "{nodes}"
+    );
+    assert_eq!(
+        code_of("onprem-rack7-node3"),
+        Some(Value::from("E_NODE_NOT_EC2")),
+        "{nodes}"
+    );
+
     // A live shell on the sample node with an Online instance, attached from the console's
     // origin: stopping dev must close it as GatewayShutdown, not as a lost connection.
     let mut socket = open_shell(&console, &login.id_token, "ip-10-0-1-17.ec2.internal").await?;
