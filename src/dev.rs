@@ -4,6 +4,7 @@
 //! children, writes kubeconfigs under the run directory and prints the web console's URL,
 //! until Ctrl-C (or SIGTERM from `e2e/scripts/e2e-down.sh`) stops it all.
 
+use crate::shutdown::StopSignals;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -256,7 +257,7 @@ impl RunFiles {
 /// Runs `nodeshell dev` until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<(), Error> {
     let files = prepare_run_dir(&args)?;
-    let mut signals = Signals::install()?;
+    let mut signals = StopSignals::install().map_err(Error::Signals)?;
     // A taken port is reported before the control plane spends seconds starting.
     let console = if args.control_plane_only {
         None
@@ -467,7 +468,7 @@ fn check_children(children: &mut [SupervisedProcess]) -> Result<(), Error> {
 async fn supervise(
     cluster: &LocalCluster,
     children: &mut [SupervisedProcess],
-    signals: &mut Signals,
+    signals: &mut StopSignals,
 ) -> Result<(), Error> {
     let mut reported = vec![false; children.len()];
     let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
@@ -608,26 +609,6 @@ fn print_banner(cluster: &LocalCluster, files: &RunFiles, console: Option<&Conso
     }
     println!();
     println!("Ctrl-C stops everything.");
-}
-
-/// Ctrl-C and SIGTERM, whichever comes first.
-struct Signals {
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self, Error> {
-        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(Error::Signals)?;
-        Ok(Signals { terminate })
-    }
-
-    async fn next(&mut self) {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::AwsEndpoints;
-use crate::controller::parse_duration;
+use crate::duration::parse_duration;
 
 /// Errors while assembling the configuration.
 #[derive(Debug, thiserror::Error)]

@@ -228,12 +228,9 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
 }
 
 async fn wait_for_signal() -> Result<(), GatewayError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(GatewayError::Signal)?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(GatewayError::Signal),
-        _ = term.recv() => Ok(()),
-    }
+    crate::shutdown::stop_requested()
+        .await
+        .map_err(GatewayError::Signal)
 }
 
 #[cfg(test)]

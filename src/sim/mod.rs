@@ -221,12 +221,7 @@ fn write_urls(handle: &SimHandle, path: &std::path::Path) -> Result<(), Error> {
 
 /// Waits for Ctrl-C or SIGTERM (how `nodeshell dev` stops its children).
 async fn wait_for_stop() -> Result<(), Error> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(Error::Signal)?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(Error::Signal),
-        _ = term.recv() => Ok(()),
-    }
+    crate::shutdown::stop_requested().await.map_err(Error::Signal)
 }
 
 /// Starts simulators.
