@@ -27,8 +27,12 @@ run: controlplane web
 ## and the simulator; ends with one "N passed, N failed" line over every test binary
 test: tools web lint fuzz-smoke
 	@mkdir -p target
-	set -o pipefail; $(CARGO) test --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2} 2>&1 | tee target/test.log
-	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "nodeshell: %d passed, %d failed\n", p, f}' target/test.log
+	@# --no-fail-fast: every test binary runs even after one fails, so the closing line counts
+	@# the whole suite; the target still fails when any test (or a build) failed.
+	set -o pipefail; $(CARGO) test --no-fail-fast --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2} 2>&1 | tee target/test.log; \
+	  status=$$?; \
+	  awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "nodeshell: %d passed, %d failed\n", p, f}' target/test.log; \
+	  exit $$status
 
 ## test-unit: pure-logic tests only (no control plane)
 test-unit:

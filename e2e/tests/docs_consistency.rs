@@ -40,6 +40,9 @@ fn session_reasons() -> BTreeSet<String> {
         R::AssumeRoleDenied,
         R::AgentOffline,
         R::StartFailed,
+        R::UserClosed,
+        R::TranscriptFailed,
+        R::ChannelLost,
     ];
     // No wildcard arm: a new reason stops this test compiling until it is listed above.
     for reason in declared {
@@ -58,10 +61,13 @@ fn session_reasons() -> BTreeSet<String> {
             | R::GatewayLost
             | R::AssumeRoleDenied
             | R::AgentOffline
-            | R::StartFailed => {}
+            | R::StartFailed
+            | R::UserClosed
+            | R::TranscriptFailed
+            | R::ChannelLost => {}
         }
     }
-    // The live side adds reasons of its own (status.reason is an open string).
+    // Every way a live session ends maps to one of the reasons above.
     let ends = [
         EndReason::UserExit,
         EndReason::UserClosed,

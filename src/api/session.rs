@@ -341,6 +341,12 @@ pub enum SessionReason {
     AgentOffline,
     /// StartSession or the data channel failed.
     StartFailed,
+    /// The person closed the terminal.
+    UserClosed,
+    /// `transcript.required` and the transcript could not be stored.
+    TranscriptFailed,
+    /// The data channel failed and could not be resumed.
+    ChannelLost,
 }
 
 // === impl SessionReason ===
@@ -364,6 +370,9 @@ impl SessionReason {
             Self::AssumeRoleDenied => "AssumeRoleDenied",
             Self::AgentOffline => "AgentOffline",
             Self::StartFailed => "StartFailed",
+            Self::UserClosed => "UserClosed",
+            Self::TranscriptFailed => "TranscriptFailed",
+            Self::ChannelLost => "ChannelLost",
         }
     }
 }

@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::api::SessionAuditRecord;
+use kube::ResourceExt;
+
+use crate::api::{NodeShellSession, SessionAuditRecord};
 
 /// Verb of the row written when an SSM session opens (or fails to).
 pub const VERB_OPEN: &str = "ssm_session_open";
@@ -103,7 +105,129 @@ pub struct AuditRow {
     pub sha256: Option<String>,
 }
 
+/// The facts every row of one SSM session shares: who, where, and which AWS identities.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditSubject<'a> {
+    /// Who, as the session's spec records them.
+    pub actor: &'a AuditActor,
+    /// The cluster's name (gateway configuration).
+    pub cluster: &'a str,
+    /// The session the row is about.
+    pub session: &'a NodeShellSession,
+    /// The SSM session id, once StartSession answered.
+    pub ssm_session_id: Option<&'a str>,
+    /// The assumed-role ARN, once STS answered.
+    pub assumed_role_arn: Option<&'a str>,
+}
+
+/// What a close row adds to the subject.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditClose {
+    /// When the SSM session started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub ended_at: Timestamp,
+    /// The shell's exit code, when known.
+    pub exit_code: Option<i32>,
+    /// `success` or `error`.
+    pub outcome: &'static str,
+    /// The session's `status.reason`.
+    pub reason: String,
+    /// A sentence about the outcome.
+    pub message: String,
+    /// Bytes typed.
+    pub bytes_in: u64,
+    /// Bytes printed.
+    pub bytes_out: u64,
+    /// The stored transcript, when one was stored.
+    pub transcript: Option<AuditTranscript>,
+}
+
+impl AuditActor {
+    /// The actor as the session's spec records the person.
+    pub fn of(session: &NodeShellSession) -> Self {
+        let user = &session.spec.user;
+        Self {
+            sub: user.sub.clone(),
+            email: user.email.clone(),
+            groups: user.groups.clone(),
+            tier: user.tier.clone(),
+        }
+    }
+}
+
 impl AuditRow {
+    /// The `ssm_session_open` row at `now`: a success unless the caller marks it a failure
+    /// with [`AuditRow::failed`].
+    pub fn opened(subject: AuditSubject<'_>, now: Timestamp) -> Self {
+        let mut row = Self::blank(subject, VERB_OPEN, now);
+        row.started_at = subject.ssm_session_id.map(|_| now.to_string());
+        row
+    }
+
+    /// The open row turned into the record of a session that did not open.
+    pub fn failed(mut self, reason: &str, message: &str) -> Self {
+        self.outcome = "failure";
+        self.reason = Some(reason.to_string());
+        self.message = Some(message.to_string());
+        self
+    }
+
+    /// The `ssm_session_close` row.
+    pub fn closed(subject: AuditSubject<'_>, close: AuditClose) -> Self {
+        let mut row = Self::blank(subject, VERB_CLOSE, close.ended_at);
+        let duration_ms =
+            u64::try_from(close.ended_at.as_millisecond() - close.started_at.as_millisecond())
+                .unwrap_or(0);
+        row.started_at = Some(close.started_at.to_string());
+        row.ended_at = Some(close.ended_at.to_string());
+        row.duration_ms = Some(duration_ms);
+        row.exit_code = close.exit_code;
+        row.outcome = close.outcome;
+        row.reason = Some(close.reason);
+        row.message = Some(close.message);
+        row.bytes_in = Some(close.bytes_in);
+        row.bytes_out = Some(close.bytes_out);
+        if let Some(t) = close.transcript {
+            row.transcript_ref = Some(t.reference);
+            row.transcript_bytes = Some(t.bytes);
+            row.transcript_truncated = Some(t.truncated);
+            row.sha256 = Some(t.sha256);
+        }
+        row
+    }
+
+    fn blank(subject: AuditSubject<'_>, event: &'static str, time: Timestamp) -> Self {
+        let spec = &subject.session.spec;
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            event,
+            time: time.to_string(),
+            actor: subject.actor.clone(),
+            cluster: subject.cluster.to_string(),
+            session: subject.session.name_any(),
+            node: spec.node_name.clone(),
+            instance_id: spec.instance_id.clone(),
+            session_id: subject.ssm_session_id.map(str::to_string),
+            role_session_name: spec.role_session_name.clone(),
+            assumed_role_arn: subject.assumed_role_arn.map(str::to_string),
+            region: spec.region.clone(),
+            started_at: None,
+            ended_at: None,
+            duration_ms: None,
+            exit_code: None,
+            outcome: "success",
+            reason: None,
+            message: None,
+            bytes_in: None,
+            bytes_out: None,
+            transcript_ref: None,
+            transcript_bytes: None,
+            transcript_truncated: None,
+            sha256: None,
+        }
+    }
+
     /// The row's entry in `status.audit[]`.
     pub fn record(&self, time: Timestamp) -> SessionAuditRecord {
         SessionAuditRecord {

@@ -6,6 +6,10 @@
 //! `transcript`, `audit`. The two meet in [`contract`] (the types a route hands over) and
 //! [`runtime`] (what a route asks of the live side).
 
+/// The field manager of every write the gateway makes (session spec and status, transcript
+/// Secrets), so server-side apply tells its fields from the controller's.
+pub const FIELD_MANAGER: &str = "nodeshell-gateway";
+
 pub mod audit;
 pub mod auth;
 pub mod config;

@@ -24,6 +24,7 @@ use crate::api::{
     session_labels,
 };
 use crate::aws::{self, AgentPing, AssumeRoleError, AwsEndpoints, SsmCallError, SsmSessions};
+use crate::gateway::FIELD_MANAGER;
 use crate::gateway::auth::{Authenticated, Authenticator};
 use crate::gateway::config::GatewayConfig;
 use crate::gateway::contract::{AttachGrant, Caller};
@@ -34,9 +35,6 @@ use crate::gateway::nodes::{
 };
 use crate::gateway::runtime::{Runtime, TranscriptLoadError};
 use crate::gateway::tickets::{TicketBook, TicketGrant};
-
-/// Field manager of the gateway's writes.
-pub const FIELD_MANAGER: &str = "nodeshell-gateway";
 
 /// Every route the gateway serves (method, path), as docs/api.md and /openapi.json list them.
 pub const ROUTES: [(&str, &str); 14] = [

@@ -221,7 +221,9 @@ fn write_urls(handle: &SimHandle, path: &std::path::Path) -> Result<(), Error> {
 
 /// Waits for Ctrl-C or SIGTERM (how `nodeshell dev` stops its children).
 async fn wait_for_stop() -> Result<(), Error> {
-    crate::shutdown::stop_requested().await.map_err(Error::Signal)
+    crate::shutdown::stop_requested()
+        .await
+        .map_err(Error::Signal)
 }
 
 /// Starts simulators.

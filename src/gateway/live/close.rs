@@ -37,14 +37,14 @@ impl EndReason {
     pub fn as_str(&self) -> &str {
         match self {
             Self::UserExit => SessionReason::UserExit.as_str(),
-            Self::UserClosed => "UserClosed",
+            Self::UserClosed => SessionReason::UserClosed.as_str(),
             Self::ClientDisconnected => SessionReason::ClientDisconnected.as_str(),
             Self::IdleTimeout => SessionReason::IdleTimeout.as_str(),
             Self::MaxDuration => SessionReason::MaxDuration.as_str(),
             Self::AdminTerminated => SessionReason::AdminTerminated.as_str(),
             Self::GatewayShutdown => SessionReason::GatewayShutdown.as_str(),
-            Self::TranscriptFailed(_) => "TranscriptFailed",
-            Self::ChannelLost => "ChannelLost",
+            Self::TranscriptFailed(_) => SessionReason::TranscriptFailed.as_str(),
+            Self::ChannelLost => SessionReason::ChannelLost.as_str(),
             Self::Controller(reason) => reason,
         }
     }

@@ -29,7 +29,7 @@ use super::status::{ApplyMode, ClosedFacts, Traffic, closed_status, heartbeat, i
 use super::{Control, Inner};
 use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits, SessionPhase};
 use crate::aws::{SsmCallError, SsmSessions};
-use crate::gateway::audit::{AuditActor, AuditRow, AuditTranscript, VERB_CLOSE};
+use crate::gateway::audit::{AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::transcript::{
     Segment, StorageFailure, Transcript, TranscriptError, compress, transcript_ref,
@@ -656,36 +656,26 @@ impl Driver {
 
         let mut message = reason.message();
         let transcript_audit = self.final_flush(&name, &reason, &mut message).await;
-        let duration_ms =
-            u64::try_from(ended_at.as_millisecond() - self.info.started_at.as_millisecond())
-                .unwrap_or(0);
-        let row = AuditRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            event: VERB_CLOSE,
-            time: ended_at.to_string(),
-            actor: self.info.actor.clone(),
-            cluster: self.info.cluster.clone(),
-            session: name.clone(),
-            node: self.info.session.spec.node_name.clone(),
-            instance_id: self.info.session.spec.instance_id.clone(),
-            session_id: Some(self.info.ssm_session_id.clone()),
-            role_session_name: self.info.session.spec.role_session_name.clone(),
-            assumed_role_arn: self.info.assumed_role_arn.clone(),
-            region: self.info.session.spec.region.clone(),
-            started_at: Some(self.info.started_at.to_string()),
-            ended_at: Some(ended_at.to_string()),
-            duration_ms: Some(duration_ms),
-            exit_code,
-            outcome: reason.outcome(),
-            reason: Some(reason.as_str().to_string()),
-            message: Some(message.clone()),
-            bytes_in: Some(self.traffic.bytes_in),
-            bytes_out: Some(self.traffic.bytes_out),
-            transcript_ref: transcript_audit.as_ref().map(|t| t.reference.clone()),
-            transcript_bytes: transcript_audit.as_ref().map(|t| t.bytes),
-            transcript_truncated: transcript_audit.as_ref().map(|t| t.truncated),
-            sha256: transcript_audit.map(|t| t.sha256),
-        };
+        let row = AuditRow::closed(
+            AuditSubject {
+                actor: &self.info.actor,
+                cluster: &self.info.cluster,
+                session: &self.info.session,
+                ssm_session_id: Some(&self.info.ssm_session_id),
+                assumed_role_arn: self.info.assumed_role_arn.as_deref(),
+            },
+            AuditClose {
+                started_at: self.info.started_at,
+                ended_at,
+                exit_code,
+                outcome: reason.outcome(),
+                reason: reason.as_str().to_string(),
+                message: message.clone(),
+                bytes_in: self.traffic.bytes_in,
+                bytes_out: self.traffic.bytes_out,
+                transcript: transcript_audit,
+            },
+        );
         if let Err(e) = self.inner.config.audit.emit(&row) {
             warn!(session = %name, error = %e, "writing the close audit row failed");
         }

@@ -193,7 +193,7 @@ impl LiveSessions {
         let recorder = Recorder::new(
             config.client.clone(),
             Reporter {
-                controller: status::FIELD_MANAGER.into(),
+                controller: crate::gateway::FIELD_MANAGER.into(),
                 instance: Some(config.pod_name.clone()),
             },
         );

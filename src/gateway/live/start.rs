@@ -24,7 +24,7 @@ use super::status::{ActiveFacts, ApplyMode, active_status, is_status, start_fail
 use super::{Control, Inner, LiveHandle, Slot};
 use crate::api::{NodeShellSession, SessionPhase};
 use crate::aws::{self, AwsEndpoints, SsmSessions, WebIdentityRequest};
-use crate::gateway::audit::{AuditActor, AuditRow, VERB_OPEN};
+use crate::gateway::audit::{AuditActor, AuditRow, AuditSubject};
 use crate::gateway::contract::AttachGrant;
 use crate::gateway::error::ErrorCode;
 use crate::gateway::transcript::{
@@ -149,16 +149,6 @@ async fn start_and_run(
     }
 }
 
-fn actor(grant: &AttachGrant) -> AuditActor {
-    let user = &grant.session.spec.user;
-    AuditActor {
-        sub: user.sub.clone(),
-        email: user.email.clone(),
-        groups: user.groups.clone(),
-        tier: user.tier.clone(),
-    }
-}
-
 /// The `Reason` of StartSession: cluster, node and actor, one line, ≤ 256 characters.
 pub(super) fn ssm_reason(cluster: &str, node: &str, actor: &str, session: &str) -> String {
     let text = format!("nodeshell: cluster {cluster}, node {node}, by {actor}, session {session}");
@@ -176,34 +166,17 @@ pub(super) fn open_row(
     session_id: Option<&str>,
     assumed_role_arn: Option<&str>,
 ) -> AuditRow {
-    let spec = &grant.session.spec;
-    AuditRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        event: VERB_OPEN,
-        time: now.to_string(),
-        actor: actor(grant),
-        cluster: inner.config.cluster_name.clone(),
-        session: grant.session.name_any(),
-        node: spec.node_name.clone(),
-        instance_id: spec.instance_id.clone(),
-        session_id: session_id.map(str::to_string),
-        role_session_name: spec.role_session_name.clone(),
-        assumed_role_arn: assumed_role_arn.map(str::to_string),
-        region: spec.region.clone(),
-        started_at: session_id.map(|_| now.to_string()),
-        ended_at: None,
-        duration_ms: None,
-        exit_code: None,
-        outcome: "success",
-        reason: None,
-        message: None,
-        bytes_in: None,
-        bytes_out: None,
-        transcript_ref: None,
-        transcript_bytes: None,
-        transcript_truncated: None,
-        sha256: None,
-    }
+    let actor = AuditActor::of(&grant.session);
+    AuditRow::opened(
+        AuditSubject {
+            actor: &actor,
+            cluster: &inner.config.cluster_name,
+            session: &grant.session,
+            ssm_session_id: session_id,
+            assumed_role_arn,
+        },
+        now,
+    )
 }
 
 async fn start(inner: &Arc<Inner>, grant: &AttachGrant) -> Result<Started, Refusal> {
@@ -429,7 +402,7 @@ async fn start_admitted(
         info: Arc::new(SessionInfo {
             name,
             session: written,
-            actor: actor(grant),
+            actor: AuditActor::of(&grant.session),
             cluster: inner.config.cluster_name.clone(),
             ssm_session_id: stream.session_id,
             assumed_role_arn: progress.assumed_role_arn.clone(),
@@ -505,16 +478,14 @@ async fn record_failure(
 ) {
     let name = fresh.name_any();
     let now = Timestamp::now();
-    let mut row = open_row(
+    let row = open_row(
         inner,
         grant,
         now,
         progress.session_id.as_deref(),
         progress.assumed_role_arn.as_deref(),
-    );
-    row.outcome = "failure";
-    row.reason = Some(failure.reason.as_str().to_string());
-    row.message = Some(failure.message.clone());
+    )
+    .failed(failure.reason.as_str(), &failure.message);
     if let Err(e) = inner.config.audit.emit(&row) {
         warn!(session = %name, error = %e, "writing the audit row failed");
     }

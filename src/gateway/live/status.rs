@@ -12,9 +12,7 @@ use crate::api::{
     NodeShellSession, NodeShellSessionStatus, SessionAuditRecord, SessionGateway, SessionPhase,
     SessionTranscript,
 };
-
-/// Field manager of every write the gateway makes.
-pub const FIELD_MANAGER: &str = "nodeshell-gateway";
+use crate::gateway::FIELD_MANAGER;
 
 /// What the status says about a running session.
 #[derive(Clone, Debug, PartialEq)]

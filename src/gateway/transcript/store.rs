@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::chunks::Chunk;
 use crate::api::{LABEL_SESSION, NodeShellSession, label_value};
+use crate::gateway::FIELD_MANAGER;
 
 /// `status.transcript.format` of stored transcripts.
 pub const TRANSCRIPT_FORMAT: &str = "asciicast-v2+gzip";
@@ -23,9 +24,6 @@ pub const CHUNK_DATA_KEY: &str = "asciicast.gz";
 pub const CHUNK_ANNOTATION: &str = "nodeshell.periscope.io/transcript-chunk";
 /// Secret type of transcript chunks, so they are easy to tell from other Secrets.
 pub const SECRET_TYPE: &str = "nodeshell.periscope.io/transcript";
-/// Field manager of the gateway's writes.
-const FIELD_MANAGER: &str = "nodeshell-gateway";
-
 /// Why storing a transcript failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptError {
