@@ -13,9 +13,13 @@ pub enum PolicyMatch<'a> {
     /// This policy governs: it is enabled, selects the node and allows the tier, and no other
     /// such policy has a higher priority (ties go to the alphabetically first name).
     Governed(&'a NodeShellPolicy),
-    /// Enabled policies select the node but none allows the tier; these tiers would be allowed.
+    /// Enabled policies select the node, but none of those at the highest priority among
+    /// them allows the tier. Lower-priority policies do not count: a stricter policy that
+    /// outranks a broader one is not side-stepped by the broader one.
     TierNotAllowed {
-        /// Union of the tiers the node's enabled policies allow, sorted.
+        /// The policy in charge of the node: the first by name at the highest priority.
+        policy: &'a NodeShellPolicy,
+        /// Union of the tiers the enabled policies at that priority allow, sorted.
         allowed_tiers: Vec<String>,
     },
     /// Only disabled policies select the node (node shells are switched off for it).
@@ -41,9 +45,11 @@ pub fn selects_node(policy: &NodeShellPolicy, node_labels: &BTreeMap<String, Str
 
 /// Finds the policy that governs a shell on a node (by its labels) for a tier.
 ///
-/// A policy matches when it is enabled, its `nodeSelector` selects the node and its `tiers`
-/// contain the tier. The highest `priority` wins; ties go to the alphabetically first name, so
-/// every gateway replica picks the same policy.
+/// Among the enabled policies whose `nodeSelector` selects the node, only those at the
+/// highest `priority` count. Of those, the first by name whose `tiers` contain the tier
+/// governs, so every gateway replica picks the same policy. When none at that priority lists
+/// the tier, the answer is [`PolicyMatch::TierNotAllowed`], even if a lower-priority policy
+/// would allow it.
 pub fn governing_policy<'a, I>(
     node_labels: &BTreeMap<String, String>,
     tier: &str,
@@ -63,21 +69,33 @@ where
             .cmp(&a.spec.priority)
             .then_with(|| a.name_any().cmp(&b.name_any()))
     });
-    if let Some(policy) = selecting
+    let enabled: Vec<&'a NodeShellPolicy> = selecting
         .iter()
-        .find(|p| p.spec.enabled && p.spec.tiers.iter().any(|t| t == tier))
-    {
-        return PolicyMatch::Governed(policy);
-    }
-    let enabled: Vec<&&NodeShellPolicy> = selecting.iter().filter(|p| p.spec.enabled).collect();
-    if !enabled.is_empty() {
-        let mut allowed_tiers: Vec<String> = enabled
+        .copied()
+        .filter(|p| p.spec.enabled)
+        .collect();
+    if let Some(top) = enabled.first() {
+        let at_top: Vec<&'a NodeShellPolicy> = enabled
+            .iter()
+            .copied()
+            .take_while(|p| p.spec.priority == top.spec.priority)
+            .collect();
+        if let Some(policy) = at_top
+            .iter()
+            .find(|p| p.spec.tiers.iter().any(|t| t == tier))
+        {
+            return PolicyMatch::Governed(policy);
+        }
+        let mut allowed_tiers: Vec<String> = at_top
             .iter()
             .flat_map(|p| p.spec.tiers.iter().cloned())
             .collect();
         allowed_tiers.sort();
         allowed_tiers.dedup();
-        return PolicyMatch::TierNotAllowed { allowed_tiers };
+        return PolicyMatch::TierNotAllowed {
+            policy: top,
+            allowed_tiers,
+        };
     }
     match selecting.first() {
         Some(policy) => PolicyMatch::Disabled { policy },
@@ -163,11 +181,96 @@ mod tests {
         let web = labels(&[("pool", "web")]);
         assert_eq!(name(&governing_policy(&gpu, "admin", &policies)), "gpu");
         assert_eq!(name(&governing_policy(&web, "admin", &policies)), "base");
-        assert_eq!(
+        assert!(matches!(
             governing_policy(&web, "dev", &policies),
-            PolicyMatch::TierNotAllowed {
-                allowed_tiers: vec!["admin".into()]
-            }
+            PolicyMatch::TierNotAllowed { policy, allowed_tiers }
+                if policy.name_any() == "base" && allowed_tiers == vec!["admin".to_string()]
+        ));
+    }
+
+    #[test]
+    fn a_lower_priority_policy_does_not_let_a_tier_past_a_higher_one() {
+        let policies = vec![
+            policy("strict", 100, &["admin"], pool("gpu"), true),
+            policy("broad", 0, &["admin", "engineer"], None, true),
+        ];
+        let gpu = labels(&[("pool", "gpu")]);
+        assert!(matches!(
+            governing_policy(&gpu, "engineer", &policies),
+            PolicyMatch::TierNotAllowed { policy, allowed_tiers }
+                if policy.name_any() == "strict" && allowed_tiers == vec!["admin".to_string()]
+        ));
+        assert_eq!(name(&governing_policy(&gpu, "admin", &policies)), "strict");
+        // Off the GPU pool the broad policy is the highest that selects the node.
+        assert_eq!(
+            name(&governing_policy(&labels(&[]), "engineer", &policies)),
+            "broad"
+        );
+    }
+
+    #[test]
+    fn policies_at_the_same_top_priority_pool_their_tiers_and_ties_go_by_name() {
+        let policies = vec![
+            policy("b-engineers", 10, &["engineer"], None, true),
+            policy("a-admins", 10, &["admin"], None, true),
+            policy("low", 0, &["viewer"], None, true),
+        ];
+        assert_eq!(
+            name(&governing_policy(&labels(&[]), "engineer", &policies)),
+            "b-engineers"
+        );
+        assert!(matches!(
+            governing_policy(&labels(&[]), "viewer", &policies),
+            PolicyMatch::TierNotAllowed { policy, allowed_tiers }
+                if policy.name_any() == "a-admins"
+                    && allowed_tiers == vec!["admin".to_string(), "engineer".to_string()]
+        ));
+    }
+
+    #[test]
+    fn a_disabled_higher_policy_leaves_the_node_to_the_enabled_ones() {
+        let policies = vec![
+            policy("break-glass", 1000, &["incident"], None, false),
+            policy("default", 0, &["engineer"], None, true),
+        ];
+        assert_eq!(
+            name(&governing_policy(&labels(&[]), "engineer", &policies)),
+            "default"
+        );
+    }
+
+    /// The shipped examples: an engineer on a GPU node is governed by `gpu-admins` (admins
+    /// only), not let in by `default`.
+    #[test]
+    fn the_shipped_gpu_policy_keeps_engineers_out_of_gpu_nodes() {
+        let load = |text: &str| -> NodeShellPolicy {
+            serde_saphyr::from_str(text).expect("a shipped policy parses")
+        };
+        let policies = vec![
+            load(include_str!("../../config/policy-default.yaml")),
+            load(include_str!("../../config/policy-gpu-admins.yaml")),
+            load(include_str!("../../config/policy-break-glass.yaml")),
+        ];
+        let gpu = labels(&[
+            ("node.kubernetes.io/pool", "gpu"),
+            ("environment", "staging"),
+        ]);
+        assert!(matches!(
+            governing_policy(&gpu, "engineer", &policies),
+            PolicyMatch::TierNotAllowed { policy, allowed_tiers }
+                if policy.name_any() == "gpu-admins" && allowed_tiers == vec!["admin".to_string()]
+        ));
+        assert_eq!(
+            name(&governing_policy(&gpu, "admin", &policies)),
+            "gpu-admins"
+        );
+        let web = labels(&[
+            ("node.kubernetes.io/pool", "web"),
+            ("environment", "staging"),
+        ]);
+        assert_eq!(
+            name(&governing_policy(&web, "engineer", &policies)),
+            "default"
         );
     }
 

@@ -209,7 +209,7 @@ pub fn node_gates(
 
     // tier
     let allowed_tiers: Vec<String> = match &matched {
-        PolicyMatch::TierNotAllowed { allowed_tiers } => allowed_tiers.clone(),
+        PolicyMatch::TierNotAllowed { allowed_tiers, .. } => allowed_tiers.clone(),
         PolicyMatch::Governed(p) => p.spec.tiers.clone(),
         _ => Vec::new(),
     };
@@ -219,9 +219,17 @@ pub fn node_gates(
             errors.push((0, forbidden(&msg, None, &allowed_tiers)));
             Gate::fail("tier", msg)
         }
-        (Some(t), PolicyMatch::TierNotAllowed { allowed_tiers }) => {
+        (
+            Some(t),
+            PolicyMatch::TierNotAllowed {
+                policy,
+                allowed_tiers,
+            },
+        ) => {
             let msg = format!(
-                "tier {t:?} may not open shells on {node_name}; allowed tiers: {}",
+                "tier {t:?} may not open shells on {node_name}: policy {} (priority {}) governs it and allows tiers: {}",
+                policy.name_any(),
+                policy.spec.priority,
                 allowed_tiers.join(", ")
             );
             errors.push((0, forbidden(&msg, Some(t), allowed_tiers)));
