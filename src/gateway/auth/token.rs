@@ -1,5 +1,7 @@
-//! Verifying one id_token against a key set: the algorithm allow-list, the key's fit, the
-//! signature, then `iss`, `aud`, `exp` and `nbf`. Pure: the caller supplies keys and time.
+//! Verifying one id_token against a key set: its size and header (algorithm allow-list, no
+//! unknown `crit`), the key's fit, the signature, then `iss`, `aud`/`azp`, `exp`, `nbf` and
+//! `iat` as OIDC Core 3.1.3.7, RFC 7519 and RFC 7515 say. Pure: the caller supplies keys and
+//! time.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,6 +20,10 @@ pub const ALLOWED_ALGORITHMS: [Algorithm; 5] = [
     Algorithm::ES256,
     Algorithm::ES384,
 ];
+
+/// Longest id_token accepted, checked before any parsing: issuers mint a few KiB at most, and
+/// a bound keeps a hostile token from making the gateway decode megabytes.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// What a token must satisfy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +101,29 @@ pub enum TokenError {
     /// A required claim is missing or has the wrong type.
     #[error("the id_token lacks a valid {0:?} claim")]
     MissingClaim(String),
+    /// Longer than [`MAX_TOKEN_BYTES`].
+    #[error(
+        "the bearer token is {0} bytes, over the {MAX_TOKEN_BYTES}-byte limit for id_tokens; send the id_token itself"
+    )]
+    TooLarge(usize),
+    /// The header lists extensions in `crit` that must be understood; this gateway knows none.
+    #[error(
+        "the id_token's header marks {0} as critical, which this gateway does not implement; the issuer must not require it"
+    )]
+    CriticalHeader(String),
+    /// `azp` names another client, or several audiences come without `azp` naming ours.
+    #[error(
+        "the id_token was issued to client {got:?}, not to this gateway's client {expected:?}; sign in through the nodeshell client"
+    )]
+    WrongAuthorizedParty {
+        /// The token's `azp` (empty when absent).
+        got: String,
+        /// Configured client id.
+        expected: String,
+    },
+    /// `exp`, `nbf` or `iat` is not an integer number of seconds.
+    #[error("the id_token's {0:?} claim must be an integer number of seconds since the epoch")]
+    BadTimeClaim(String),
 }
 
 // === impl TokenError ===
@@ -167,6 +196,19 @@ pub fn header_alg_kid(token: &str) -> Result<(Algorithm, Option<String>), TokenE
     if !ALLOWED_ALGORITHMS.contains(&parsed) {
         return Err(TokenError::AlgorithmRefused(alg.to_string()));
     }
+    // RFC 7515 §4.1.11: a recipient must refuse extensions it does not understand, and an
+    // empty or malformed list is itself invalid. We implement none.
+    if let Some(crit) = header.get("crit") {
+        let names = match crit {
+            Value::Array(list) if !list.is_empty() => list
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => format!("a malformed crit ({other})"),
+        };
+        return Err(TokenError::CriticalHeader(names));
+    }
     let kid = header
         .get("kid")
         .and_then(Value::as_str)
@@ -181,6 +223,9 @@ pub fn verify(
     rules: &TokenRules,
     now: u64,
 ) -> Result<VerifiedClaims, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::TooLarge(token.len()));
+    }
     let (alg, kid) = header_alg_kid(token)?;
     let key = keys
         .find(kid.as_deref(), alg)
@@ -204,12 +249,24 @@ pub fn verify(
     let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)
         .map_err(|e| map_library_error(e.kind(), token, rules))?;
     let claims = data.claims;
-    let number = |name: &str| claims.get(name).and_then(Value::as_u64);
-    let exp = number("exp").ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+    // One string equal to the issuer (the library also takes a list).
+    if claims.get("iss").and_then(Value::as_str) != Some(rules.issuer.as_str()) {
+        return Err(TokenError::WrongIssuer {
+            got: claims
+                .get("iss")
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .unwrap_or_default(),
+            expected: rules.issuer.clone(),
+        });
+    }
+    check_authorized_party(&claims, &rules.audience)?;
+    let exp = time_claim(&claims, "exp")?.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+    let nbf = time_claim(&claims, "nbf")?;
+    time_claim(&claims, "iat")?;
     if exp.saturating_add(rules.leeway_seconds) <= now {
         return Err(TokenError::Expired);
     }
-    if let Some(nbf) = number("nbf")
+    if let Some(nbf) = nbf
         && nbf > now.saturating_add(rules.leeway_seconds)
     {
         return Err(TokenError::NotYetValid);
@@ -226,6 +283,41 @@ pub fn verify(
         claims,
         expires_at: exp,
     })
+}
+
+/// OIDC Core 3.1.3.7 (4, 5): with several audiences, `azp` must name our client; an `azp`
+/// naming another client is refused whatever `aud` says.
+fn check_authorized_party(
+    claims: &serde_json::Map<String, Value>,
+    client_id: &str,
+) -> Result<(), TokenError> {
+    let azp = claims.get("azp");
+    let several = audiences(claims).len() > 1;
+    match azp {
+        Some(Value::String(a)) if a == client_id => Ok(()),
+        None if !several => Ok(()),
+        other => Err(TokenError::WrongAuthorizedParty {
+            got: other
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .unwrap_or_default(),
+            expected: client_id.to_string(),
+        }),
+    }
+}
+
+/// A NumericDate claim (RFC 7519 §2) that must be an integer when present: a float or a
+/// string is refused, never skipped.
+fn time_claim(
+    claims: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<u64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| TokenError::BadTimeClaim(name.to_string())),
+    }
 }
 
 fn map_library_error(
@@ -368,6 +460,8 @@ pub(crate) mod tests {
         let (ring, keys) = ring();
         let mut c = claims();
         c["aud"] = json!(["other", "nodeshell"]);
+        // Several audiences are accepted only with azp naming us (OIDC Core 3.1.3.7).
+        c["azp"] = json!("nodeshell");
         let token = ring.sign_claims(&c).unwrap();
         let v = verify(&token, &keys, &rules(), NOW).unwrap();
         assert_eq!(v.audiences.len(), 2);
@@ -385,10 +479,17 @@ pub(crate) mod tests {
     }
 
     fn es256_token(pair: &EcdsaKeyPair, kid: &str, claims: &Value) -> String {
-        let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid});
+        es256_token_with(
+            pair,
+            &json!({"alg": "ES256", "typ": "JWT", "kid": kid}),
+            claims,
+        )
+    }
+
+    fn es256_token_with(pair: &EcdsaKeyPair, header: &Value, claims: &Value) -> String {
         let input = format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap()),
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
         );
         let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
@@ -421,5 +522,123 @@ pub(crate) mod tests {
             verify(&rs, &keys, &rules(), NOW).unwrap_err(),
             TokenError::KeyMismatch { .. }
         ));
+    }
+
+    fn ec_keys() -> (EcdsaKeyPair, KeySet) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let (x, y) = pair.public_key().as_ref()[1..].split_at(32);
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "ec-1", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        }]});
+        (pair, KeySet::from_jwks(&jwks).unwrap())
+    }
+
+    #[test]
+    fn iss_must_be_one_string_equal_to_the_issuer() {
+        let (ring, keys) = ring();
+        let mut c = claims();
+        c["iss"] = json!([ISS]);
+        let token = ring.sign_claims(&c).unwrap();
+        assert!(matches!(
+            verify(&token, &keys, &rules(), NOW).unwrap_err(),
+            TokenError::WrongIssuer { .. }
+        ));
+    }
+
+    #[test]
+    fn several_audiences_need_azp_naming_our_client() {
+        let (ring, keys) = ring();
+        let verdict = |aud: Value, azp: Option<&str>| {
+            let mut c = claims();
+            c["aud"] = aud;
+            if let Some(azp) = azp {
+                c["azp"] = json!(azp);
+            }
+            verify(&ring.sign_claims(&c).unwrap(), &keys, &rules(), NOW)
+        };
+        let several = json!(["nodeshell", "dashboard"]);
+        assert!(matches!(
+            verdict(several.clone(), None).unwrap_err(),
+            TokenError::WrongAuthorizedParty { ref got, .. } if got.is_empty()
+        ));
+        assert!(matches!(
+            verdict(several.clone(), Some("dashboard")).unwrap_err(),
+            TokenError::WrongAuthorizedParty { ref got, .. } if got == "dashboard"
+        ));
+        assert!(verdict(several, Some("nodeshell")).is_ok());
+        // One audience: azp may be absent, but if present it must be ours.
+        assert!(verdict(json!("nodeshell"), None).is_ok());
+        assert!(matches!(
+            verdict(json!("nodeshell"), Some("console-spa")).unwrap_err(),
+            TokenError::WrongAuthorizedParty { .. }
+        ));
+        let err = verdict(json!("nodeshell"), Some("console-spa")).unwrap_err();
+        assert_eq!(err.to_api().code, ErrorCode::Auth);
+    }
+
+    #[test]
+    fn time_claims_must_be_integers() {
+        let (ring, keys) = ring();
+        for (claim, value) in [
+            ("exp", json!((NOW + 600) as f64 + 0.5)),
+            ("exp", json!((NOW + 600).to_string())),
+            ("nbf", json!(NOW as f64 + 0.5)),
+            ("nbf", json!(NOW.to_string())),
+            ("iat", json!("yesterday")),
+            ("iat", json!(-5)),
+        ] {
+            let mut c = claims();
+            c[claim] = value.clone();
+            let token = ring.sign_claims(&c).unwrap();
+            let err = verify(&token, &keys, &rules(), NOW).unwrap_err();
+            assert_eq!(
+                err,
+                TokenError::BadTimeClaim(claim.to_string()),
+                "{claim} = {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_critical_header_is_refused() {
+        let (pair, keys) = ec_keys();
+        let ok = es256_token_with(&pair, &json!({"alg": "ES256", "kid": "ec-1"}), &claims());
+        assert!(verify(&ok, &keys, &rules(), NOW).is_ok());
+        for crit in [json!(["exp"]), json!(["b64"]), json!([]), json!("b64")] {
+            let token = es256_token_with(
+                &pair,
+                &json!({"alg": "ES256", "kid": "ec-1", "crit": crit, "b64": true, "exp": 1}),
+                &claims(),
+            );
+            assert!(
+                matches!(
+                    verify(&token, &keys, &rules(), NOW).unwrap_err(),
+                    TokenError::CriticalHeader(_)
+                ),
+                "crit {crit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_over_16_kib_is_refused_before_parsing() {
+        let (ring, keys) = ring();
+        let mut c = claims();
+        c["padding"] = json!("x".repeat(MAX_TOKEN_BYTES));
+        let token = ring.sign_claims(&c).unwrap();
+        assert_eq!(
+            verify(&token, &keys, &rules(), NOW).unwrap_err(),
+            TokenError::TooLarge(token.len())
+        );
+        // Not even a well-formed token: refused for its size, not its shape.
+        let junk = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(
+            verify(&junk, &keys, &rules(), NOW).unwrap_err(),
+            TokenError::TooLarge(MAX_TOKEN_BYTES + 1)
+        );
     }
 }
