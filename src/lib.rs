@@ -10,11 +10,11 @@
 
 pub mod api;
 pub mod aws;
-pub mod cluster_client;
 pub mod controller;
 pub mod dev;
 pub mod duration;
 pub mod gateway;
+pub mod kube_client;
 pub mod localcluster;
 pub mod shutdown;
 pub mod sim;

@@ -142,7 +142,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 }
 
 async fn client(args: &ControllerArgs) -> Result<Client, Error> {
-    crate::cluster_client::client(args.kubeconfig.as_deref()).await
+    crate::kube_client::client(args.kubeconfig.as_deref()).await
 }
 
 /// Keeps a cache of every object of kind K and pokes `changed` on every change.
