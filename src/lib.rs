@@ -20,3 +20,5 @@ pub mod shutdown;
 pub mod sim;
 pub mod ssm;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;

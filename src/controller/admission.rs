@@ -197,63 +197,11 @@ fn deny(message: String) -> AdmissionDecision {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::api::{
-        NodeShellPolicySpec, NodeShellSessionSpec, NodeShellSessionStatus, PolicyAws, SessionUser,
-    };
+    use crate::testing::{policy, session};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
-
-    pub(crate) fn policy(name: &str, per_user: i32, total: i32) -> NodeShellPolicy {
-        let mut spec = NodeShellPolicySpec {
-            tiers: vec!["admin".into()],
-            aws: PolicyAws {
-                role_arn: Some("arn:aws:iam::123456789012:role/shell".into()),
-                oidc_audience: Some("nodeshell".into()),
-                region: Some("eu-west-1".into()),
-                ..PolicyAws::default()
-            },
-            ..NodeShellPolicySpec::default()
-        };
-        spec.limits.max_sessions_per_user = per_user;
-        spec.limits.max_sessions_total = total;
-        NodeShellPolicy::new(name, spec)
-    }
-
-    pub(crate) fn session(
-        name: &str,
-        user: &str,
-        policy: &str,
-        created: i64,
-        phase: Option<SessionPhase>,
-    ) -> NodeShellSession {
-        let mut s = NodeShellSession::new(
-            name,
-            NodeShellSessionSpec {
-                node_name: "node-1".into(),
-                instance_id: "i-0123456789abcdef0".into(),
-                region: "eu-west-1".into(),
-                policy_name: policy.into(),
-                user: SessionUser {
-                    sub: user.into(),
-                    name: user.into(),
-                    tier: "admin".into(),
-                    ..SessionUser::default()
-                },
-                role_arn: "arn:aws:iam::123456789012:role/shell".into(),
-                role_session_name: format!("ns-{user}"),
-                document_name: "SSM-SessionManagerRunShell".into(),
-                ..NodeShellSessionSpec::default()
-            },
-        );
-        s.metadata.creation_timestamp = Timestamp::from_second(created).ok().map(Time);
-        s.status = phase.map(|phase| NodeShellSessionStatus {
-            phase: Some(phase),
-            ..NodeShellSessionStatus::default()
-        });
-        s
-    }
 
     /// Runs the whole admission of a snapshot the way the reconciler does: decide, record, next.
     fn admit_all(

@@ -490,7 +490,7 @@ mod tests {
     use super::*;
     use crate::api::SessionPhase;
     use crate::controller::leader::AlwaysLeader;
-    use crate::controller::admission::tests::{policy, session};
+    use crate::testing::{policy, session};
     use bytes::Bytes;
     use http::{Request, Response, StatusCode};
     use kube::runtime::reflector;
