@@ -2,7 +2,10 @@
 //! order, under each policy's caps. Pure: the reconciler feeds it a consistent list of
 //! sessions and writes each decision before asking for the next.
 
-use crate::api::{NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason, validate_policy};
+use crate::api::{
+    CapCount, CapVerdict, NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason,
+    holds_cap_slot, validate_policy,
+};
 use kube::ResourceExt;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -78,7 +81,7 @@ impl<'a> SessionAdmission<'a> {
             ..Self::default()
         };
         for session in sessions {
-            if session.phase().is_live() {
+            if holds_cap_slot(session) {
                 ledger.record_live(session);
             }
         }
@@ -122,6 +125,14 @@ impl<'a> SessionAdmission<'a> {
             .unwrap_or_default()
     }
 
+    /// Live sessions under a policy: one user's (`sub`) and everyone's.
+    pub fn cap_count(&self, policy: &str, sub: &str) -> CapCount {
+        CapCount {
+            per_user: self.live_for_user(policy, sub),
+            total: self.live_total(policy),
+        }
+    }
+
     /// Decides one Pending session and, when admitted, counts it.
     ///
     /// Rejections, in the order checked: the policy is missing, being deleted, disabled,
@@ -161,28 +172,26 @@ impl<'a> SessionAdmission<'a> {
             ));
         }
         let limits = &policy.spec.limits;
-        let sub = &session.spec.user.sub;
-        let mine = self.live_for_user(name, sub);
-        if mine >= i64::from(limits.max_sessions_per_user) {
-            return AdmissionDecision::Reject {
-                reason: SessionReason::CapPerUser,
-                message: format!(
-                    "you already have {mine} open node shell(s) under policy {name:?}, the most one person may hold \
-                     ({} per person): close one (exit the shell or delete its session) and try again",
-                    limits.max_sessions_per_user
-                ),
-            };
-        }
-        let total = self.live_total(name);
-        if total >= i64::from(limits.max_sessions_total) {
-            return AdmissionDecision::Reject {
-                reason: SessionReason::CapTotal,
-                message: format!(
-                    "policy {name:?} already has {total} open node shell(s), its limit in total ({}): try again when \
-                     one closes, or ask a platform admin to raise limits.maxSessionsTotal",
-                    limits.max_sessions_total
-                ),
-            };
+        match self.cap_count(name, &session.spec.user.sub).verdict(limits) {
+            CapVerdict::Within => {}
+            CapVerdict::PerUser { held, limit } => {
+                return AdmissionDecision::Reject {
+                    reason: SessionReason::CapPerUser,
+                    message: format!(
+                        "you already have {held} open node shell(s) under policy {name:?}, the most one person may hold \
+                         ({limit} per person): close one (exit the shell or delete its session) and try again"
+                    ),
+                };
+            }
+            CapVerdict::Total { held, limit } => {
+                return AdmissionDecision::Reject {
+                    reason: SessionReason::CapTotal,
+                    message: format!(
+                        "policy {name:?} already has {held} open node shell(s), its limit in total ({limit}): try again when \
+                         one closes, or ask a platform admin to raise limits.maxSessionsTotal"
+                    ),
+                };
+            }
         }
         self.record_live(session);
         AdmissionDecision::Admit

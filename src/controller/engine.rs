@@ -15,7 +15,9 @@ use super::metrics::{Metrics, PolicyLabels};
 use super::policy_status::{desired_policy_status, policy_status_changed};
 use super::status::{action_status, admission_status};
 use super::{Error, FIELD_MANAGER};
-use crate::api::{LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus};
+use crate::api::{
+    LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus, holds_cap_slot,
+};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -164,7 +166,7 @@ impl Engine {
         loop {
             let page = self.sessions_api.list(&params).await?;
             for session in page.items {
-                if session.phase().is_live() {
+                if holds_cap_slot(&session) {
                     ledger.record_live(&session);
                 } else if awaits_admission(&session) {
                     pending.push(session);
@@ -384,7 +386,7 @@ impl Engine {
             Some(counts) => counts.clone(),
             None => {
                 let mut counts: HashMap<String, i64> = HashMap::new();
-                for s in self.sessions.state().iter().filter(|s| s.phase().is_live()) {
+                for s in self.sessions.state().iter().filter(|s| holds_cap_slot(s)) {
                     *counts.entry(s.spec.policy_name.clone()).or_default() += 1;
                 }
                 counts
