@@ -10,13 +10,15 @@
 
 pub mod api;
 pub mod aws;
-pub mod cluster_client;
 pub mod controller;
 pub mod dev;
 pub mod duration;
 pub mod gateway;
+pub mod kube_client;
 pub mod localcluster;
 pub mod shutdown;
 pub mod sim;
 pub mod ssm;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;

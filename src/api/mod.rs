@@ -5,12 +5,14 @@
 //! The schemas carry the validation the apiserver enforces (ranges, patterns, CEL rules such
 //! as the immutable session spec); [`validate_policy`] checks what CEL cannot.
 
+mod caps;
 mod labels;
 mod matching;
 mod policy;
 mod session;
 mod validation;
 
+pub use caps::{CapCount, CapVerdict, holds_cap_slot};
 pub use labels::{
     LABEL_NODE, LABEL_POLICY, LABEL_SESSION, LABEL_USER, label_value, session_labels,
 };

@@ -195,24 +195,12 @@ pub fn is_region(region: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::policy::{PolicyAws, PolicyLimits};
-
-    fn good() -> NodeShellPolicySpec {
-        NodeShellPolicySpec {
-            tiers: vec!["admin".into()],
-            aws: PolicyAws {
-                role_arn: Some("arn:aws:iam::123456789012:role/node-shell".into()),
-                oidc_audience: Some("nodeshell".into()),
-                region: Some("eu-west-1".into()),
-                ..PolicyAws::default()
-            },
-            ..NodeShellPolicySpec::default()
-        }
-    }
+    use crate::api::policy::PolicyLimits;
+    use crate::testing::policy_spec;
 
     #[test]
     fn a_complete_policy_is_valid() {
-        assert_eq!(validate_policy(&good()), vec![]);
+        assert_eq!(validate_policy(&policy_spec()), vec![]);
     }
 
     #[test]
@@ -231,7 +219,7 @@ mod tests {
 
     #[test]
     fn cross_field_rules_are_checked() {
-        let mut spec = good();
+        let mut spec = policy_spec();
         spec.aws.session_duration_seconds = 900;
         spec.limits = PolicyLimits {
             max_duration_seconds: 3600,

@@ -2,7 +2,10 @@
 //! order, under each policy's caps. Pure: the reconciler feeds it a consistent list of
 //! sessions and writes each decision before asking for the next.
 
-use crate::api::{NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason, validate_policy};
+use crate::api::{
+    CapCount, CapVerdict, NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason,
+    holds_cap_slot, validate_policy,
+};
 use kube::ResourceExt;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -78,7 +81,7 @@ impl<'a> SessionAdmission<'a> {
             ..Self::default()
         };
         for session in sessions {
-            if session.phase().is_live() {
+            if holds_cap_slot(session) {
                 ledger.record_live(session);
             }
         }
@@ -122,6 +125,14 @@ impl<'a> SessionAdmission<'a> {
             .unwrap_or_default()
     }
 
+    /// Live sessions under a policy: one user's (`sub`) and everyone's.
+    pub fn cap_count(&self, policy: &str, sub: &str) -> CapCount {
+        CapCount {
+            per_user: self.live_for_user(policy, sub),
+            total: self.live_total(policy),
+        }
+    }
+
     /// Decides one Pending session and, when admitted, counts it.
     ///
     /// Rejections, in the order checked: the policy is missing, being deleted, disabled,
@@ -161,28 +172,26 @@ impl<'a> SessionAdmission<'a> {
             ));
         }
         let limits = &policy.spec.limits;
-        let sub = &session.spec.user.sub;
-        let mine = self.live_for_user(name, sub);
-        if mine >= i64::from(limits.max_sessions_per_user) {
-            return AdmissionDecision::Reject {
-                reason: SessionReason::CapPerUser,
-                message: format!(
-                    "you already have {mine} open node shell(s) under policy {name:?}, the most one person may hold \
-                     ({} per person): close one (exit the shell or delete its session) and try again",
-                    limits.max_sessions_per_user
-                ),
-            };
-        }
-        let total = self.live_total(name);
-        if total >= i64::from(limits.max_sessions_total) {
-            return AdmissionDecision::Reject {
-                reason: SessionReason::CapTotal,
-                message: format!(
-                    "policy {name:?} already has {total} open node shell(s), its limit in total ({}): try again when \
-                     one closes, or ask a platform admin to raise limits.maxSessionsTotal",
-                    limits.max_sessions_total
-                ),
-            };
+        match self.cap_count(name, &session.spec.user.sub).verdict(limits) {
+            CapVerdict::Within => {}
+            CapVerdict::PerUser { held, limit } => {
+                return AdmissionDecision::Reject {
+                    reason: SessionReason::CapPerUser,
+                    message: format!(
+                        "you already have {held} open node shell(s) under policy {name:?}, the most one person may hold \
+                         ({limit} per person): close one (exit the shell or delete its session) and try again"
+                    ),
+                };
+            }
+            CapVerdict::Total { held, limit } => {
+                return AdmissionDecision::Reject {
+                    reason: SessionReason::CapTotal,
+                    message: format!(
+                        "policy {name:?} already has {held} open node shell(s), its limit in total ({limit}): try again when \
+                         one closes, or ask a platform admin to raise limits.maxSessionsTotal"
+                    ),
+                };
+            }
         }
         self.record_live(session);
         AdmissionDecision::Admit
@@ -197,63 +206,11 @@ fn deny(message: String) -> AdmissionDecision {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::api::{
-        NodeShellPolicySpec, NodeShellSessionSpec, NodeShellSessionStatus, PolicyAws, SessionUser,
-    };
+    use crate::testing::{policy, session};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
-
-    pub(crate) fn policy(name: &str, per_user: i32, total: i32) -> NodeShellPolicy {
-        let mut spec = NodeShellPolicySpec {
-            tiers: vec!["admin".into()],
-            aws: PolicyAws {
-                role_arn: Some("arn:aws:iam::123456789012:role/shell".into()),
-                oidc_audience: Some("nodeshell".into()),
-                region: Some("eu-west-1".into()),
-                ..PolicyAws::default()
-            },
-            ..NodeShellPolicySpec::default()
-        };
-        spec.limits.max_sessions_per_user = per_user;
-        spec.limits.max_sessions_total = total;
-        NodeShellPolicy::new(name, spec)
-    }
-
-    pub(crate) fn session(
-        name: &str,
-        user: &str,
-        policy: &str,
-        created: i64,
-        phase: Option<SessionPhase>,
-    ) -> NodeShellSession {
-        let mut s = NodeShellSession::new(
-            name,
-            NodeShellSessionSpec {
-                node_name: "node-1".into(),
-                instance_id: "i-0123456789abcdef0".into(),
-                region: "eu-west-1".into(),
-                policy_name: policy.into(),
-                user: SessionUser {
-                    sub: user.into(),
-                    name: user.into(),
-                    tier: "admin".into(),
-                    ..SessionUser::default()
-                },
-                role_arn: "arn:aws:iam::123456789012:role/shell".into(),
-                role_session_name: format!("ns-{user}"),
-                document_name: "SSM-SessionManagerRunShell".into(),
-                ..NodeShellSessionSpec::default()
-            },
-        );
-        s.metadata.creation_timestamp = Timestamp::from_second(created).ok().map(Time);
-        s.status = phase.map(|phase| NodeShellSessionStatus {
-            phase: Some(phase),
-            ..NodeShellSessionStatus::default()
-        });
-        s
-    }
 
     /// Runs the whole admission of a snapshot the way the reconciler does: decide, record, next.
     fn admit_all(

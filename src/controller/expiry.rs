@@ -309,7 +309,7 @@ impl Clock {
 mod tests {
     use super::*;
     use crate::api::{NodeShellSessionStatus, SessionGateway};
-    use crate::controller::admission::tests::{policy, session};
+    use crate::testing::{policy, session};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     const T0: i64 = 1_800_000_000;

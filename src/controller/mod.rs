@@ -4,14 +4,16 @@
 //!
 //! Every replica keeps watching sessions and policies; only the holder of a coordination
 //! Lease writes. Decisions are pure functions ([`admission`], [`expiry`], [`policy_status`],
-//! [`status`]); [`reconcile`] only reads, calls them and writes.
+//! [`status`]); [`engine`] runs one pass (reads, calls them, writes) and [`runner`] wires the
+//! process around it (caches, leader election, the loop, shutdown, the admin server).
 
 pub mod admission;
+pub mod engine;
 pub mod expiry;
 pub mod leader;
 pub mod metrics;
 pub mod policy_status;
-pub mod reconcile;
+pub mod runner;
 pub mod status;
 
 pub use admission::{AdmissionDecision, SessionAdmission, admission_order, pending_in_order};
@@ -163,7 +165,7 @@ impl ControllerArgs {
 
 /// Runs `nodeshell controller` until SIGINT or SIGTERM.
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
-    reconcile::run(args).await
+    runner::run(args).await
 }
 
 #[cfg(test)]

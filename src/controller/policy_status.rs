@@ -54,7 +54,7 @@ pub fn policy_status_changed(policy: &NodeShellPolicy, desired: &NodeShellPolicy
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::admission::tests::policy;
+    use crate::testing::policy;
 
     #[test]
     fn ready_follows_validation_and_keeps_its_transition_time() {

@@ -116,7 +116,7 @@ pub fn action_status(
 mod tests {
     use super::*;
     use crate::api::SessionReason;
-    use crate::controller::admission::tests::session;
+    use crate::testing::session;
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_800_000_000).expect("ts")

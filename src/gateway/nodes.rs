@@ -357,27 +357,19 @@ pub fn audience_error(policy: &NodeShellPolicy, token_audiences: &[String]) -> O
     )
 }
 
-/// Live sessions under a policy: the caller's and everyone's.
-pub fn live_counts(sessions: &[NodeShellSession], policy: &str, sub: &str) -> (usize, usize) {
-    let live: Vec<&NodeShellSession> = sessions
-        .iter()
-        .filter(|s| s.spec.policy_name == policy && s.phase().is_live())
-        .collect();
-    let mine = live.iter().filter(|s| s.spec.user.sub == sub).count();
-    (mine, live.len())
-}
-
-/// The caps gate, as the controller will count at admission.
+/// The caps gate, as the controller counts at admission.
 pub fn caps_gate(
     policy: &NodeShellPolicy,
     sessions: &[NodeShellSession],
     sub: &str,
 ) -> (Gate, Option<ApiError>) {
     let name = policy.name_any();
-    let (mine, total) = live_counts(sessions, &name, sub);
+    let count = crate::api::CapCount::of(sessions, &name, sub);
+    let (mine, total) = (count.per_user, count.total);
     let per_user = usize::try_from(policy.spec.limits.max_sessions_per_user).unwrap_or(0);
     let max_total = usize::try_from(policy.spec.limits.max_sessions_total).unwrap_or(0);
-    if mine >= per_user {
+    let verdict = count.verdict(&policy.spec.limits);
+    if let crate::api::CapVerdict::PerUser { .. } = verdict {
         let msg = format!(
             "you already hold {mine} live sessions under policy {name} (limit {per_user}); close one and try again"
         );
@@ -386,7 +378,7 @@ pub fn caps_gate(
             Some(ApiError::new(ErrorCode::CapUser, msg).with("limit", per_user)),
         );
     }
-    if total >= max_total {
+    if let crate::api::CapVerdict::Total { .. } = verdict {
         let msg = format!(
             "policy {name} already has {total} live sessions (limit {max_total}); try again when one closes"
         );

@@ -69,7 +69,7 @@ pub enum GatewayError {
 
 /// Builds the Kubernetes client from `--kubeconfig`, else KUBECONFIG / in-cluster.
 pub async fn kube_client(config: &GatewayConfig) -> Result<Client, GatewayError> {
-    crate::cluster_client::client(config.kubeconfig.as_deref()).await
+    crate::kube_client::client(config.kubeconfig.as_deref()).await
 }
 
 /// Builds the shared state from a resolved configuration, a client and a live side.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+pub use super::agent_messages::{AgentEvent, Outbound};
 use super::output::{complete_utf8_prefix, fill_firehose};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
@@ -23,38 +24,6 @@ use crate::ssm::rto::RtoConfig;
 pub const CHUNK: usize = 1024;
 /// How long the agent waits for its output to be acknowledged after the shell exits.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-
-/// What the relay tells the agent.
-#[derive(Debug)]
-pub enum AgentEvent {
-    /// A client socket is attached: send through `out` (publication starts).
-    Attached {
-        /// Connection number.
-        conn: u64,
-        /// Where frames for the client go.
-        out: mpsc::Sender<Outbound>,
-    },
-    /// The client socket `conn` went away (publication pauses).
-    Detached {
-        /// Connection number.
-        conn: u64,
-    },
-    /// A frame from the client, as received.
-    Inbound(Bytes),
-    /// TerminateSession was called.
-    Terminate,
-}
-
-/// What the agent (or the relay on its behalf) sends to the client socket.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A stream data frame (subject to the fault knobs).
-    Stream(Bytes),
-    /// An ack or service message (never tampered with).
-    Control(Bytes),
-    /// Close the socket after what was queued.
-    Close,
-}
 
 /// What goes into the shell's PTY, in arrival order.
 enum PtyInput {

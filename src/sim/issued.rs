@@ -1,8 +1,7 @@
 //! What the simulator's STS handed out, for tests that must prove no credential leaked: the
 //! exact access key ids, secret keys and session tokens, not just their shape.
 
-use super::SimHandle;
-use super::state::lock;
+use super::state::{Shared, lock};
 
 /// One set of temporary credentials the simulator's STS issued
 /// (`AssumeRoleWithWebIdentity`). Its `Debug` shows the access key id's first characters and
@@ -32,29 +31,26 @@ impl std::fmt::Debug for IssuedCredentials {
     }
 }
 
-impl SimHandle {
-    /// Every credential set STS issued since the simulator started (expired ones included;
-    /// the simulator never forgets one), ordered by access key id.
-    pub fn issued_credentials(&self) -> Vec<IssuedCredentials> {
-        let mut all: Vec<IssuedCredentials> = lock(&self.shared.credentials)
-            .iter()
-            .map(|(access_key_id, c)| IssuedCredentials {
-                access_key_id: access_key_id.clone(),
-                secret_access_key: c.secret_access_key.clone(),
-                session_token: c.session_token.clone(),
-                principal_arn: c.principal_arn.clone(),
-            })
-            .collect();
-        all.sort_by(|a, b| a.access_key_id.cmp(&b.access_key_id));
-        all
-    }
+/// Every credential set STS issued since the simulator started (expired ones included; the
+/// simulator never forgets one), ordered by access key id.
+pub(super) fn issued_credentials(shared: &Shared) -> Vec<IssuedCredentials> {
+    let mut all: Vec<IssuedCredentials> = lock(&shared.credentials)
+        .iter()
+        .map(|(access_key_id, c)| IssuedCredentials {
+            access_key_id: access_key_id.clone(),
+            secret_access_key: c.secret_access_key.clone(),
+            session_token: c.session_token.clone(),
+            principal_arn: c.principal_arn.clone(),
+        })
+        .collect();
+    all.sort_by(|a, b| a.access_key_id.cmp(&b.access_key_id));
+    all
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
-    use super::*;
-    use crate::sim::{SimConfig, Simulator};
+    use crate::sim::{SimConfig, SimHandle, Simulator};
 
     /// Calls the simulator's STS over HTTP, as a client would; returns the response body.
     async fn assume(sim: &SimHandle, token: &str) -> String {

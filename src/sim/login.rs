@@ -247,7 +247,7 @@ impl CodeBook {
         // Redeemed and expired codes are kept one extra lifetime so reuse gets a precise answer.
         self.codes
             .retain(|_, c| now.saturating_duration_since(c.issued_at) < 2 * CODE_LIFETIME);
-        let code = super::state::random_alnum(32);
+        let code = super::ids::random_alnum(32);
         self.codes.insert(
             code.clone(),
             IssuedCode {

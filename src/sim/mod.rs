@@ -6,8 +6,10 @@
 //! `nodeshell sim` subcommand with [`run`].
 
 pub mod agent;
+mod agent_messages;
 pub mod config;
 pub mod faults;
+mod ids;
 mod issued;
 pub mod jwt;
 mod login;
@@ -390,6 +392,12 @@ impl SimHandle {
     /// Every API call recorded so far, oldest first.
     pub fn calls(&self) -> Vec<CallRecord> {
         lock(&self.shared.calls).clone()
+    }
+
+    /// Every credential set STS issued since the simulator started (expired ones included;
+    /// the simulator never forgets one), ordered by access key id.
+    pub fn issued_credentials(&self) -> Vec<IssuedCredentials> {
+        issued::issued_credentials(&self.shared)
     }
 
     /// Adds or replaces a managed instance.

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::agent::{self, AgentEvent, Outbound};
+use super::agent;
+use super::agent_messages::{AgentEvent, Outbound};
 use super::faults::{FaultDice, FaultKnobs, FrameFate};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;

@@ -14,12 +14,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::agent::AgentEvent;
+use super::agent_messages::AgentEvent;
 use super::config::PingStatus;
+use super::ids::{new_session_id, random_alnum};
 use super::sigv4::{self, ReceivedRequest, SigV4Error};
-use super::state::{
-    CallRecord, SessionEntry, SessionMut, Shared, lock, new_session_id, random_alnum,
-};
+use super::state::{CallRecord, SessionEntry, SessionMut, Shared, lock};
 
 /// Shell document (the default).
 pub const SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";

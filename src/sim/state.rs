@@ -6,13 +6,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::AgentEvent;
+use super::agent_messages::AgentEvent;
 use super::config::{InstanceConfig, RoleConfig, SimConfig};
 use super::faults::FaultKnobs;
 use super::jwt::KeyRing;
@@ -124,25 +122,6 @@ pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Random string from an alphabet-filtered generator.
-pub(crate) fn random_alnum(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
-}
-
-/// `<session name>-<26 lowercase alphanumerics>`.
-pub(crate) fn new_session_id(role_session_name: &str) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let suffix: String = (0..26)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect();
-    format!("{role_session_name}-{suffix}")
 }
 
 impl Shared {

@@ -13,7 +13,8 @@ use chrono::{SecondsFormat, Utc};
 use quick_xml::escape::escape;
 use sha2::{Digest, Sha256};
 
-use super::state::{CallRecord, IssuedCredentials, Shared, lock, random_alnum, read};
+use super::ids::random_alnum;
+use super::state::{CallRecord, IssuedCredentials, Shared, lock, read};
 use super::trust::{
     RegisteredIssuer, StsErrorCode, StsRejection, check_duration, check_role_session_name,
     check_trust_policy, parse_role_arn, validate_token,

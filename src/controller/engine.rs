@@ -1,5 +1,6 @@
-//! The controller's I/O: caches, leader election, the pass loop, writes, events and the admin
-//! server. Every decision is made by the pure functions of the sibling modules.
+//! One pass of the controller: the admission pass, the expiry and retention pass and the
+//! policy statuses, with the writes and Events they make. The decisions are the pure
+//! functions of the sibling modules; this only lists, calls them and writes.
 //!
 //! Race-freedom of admission: only the lease holder writes; each admission pass decides from a
 //! fresh, consistent LIST (not the watch cache), decides sessions one at a time in creation
@@ -9,24 +10,24 @@
 
 use super::admission::{AdmissionDecision, SessionAdmission, admission_order, awaits_admission};
 use super::expiry::{Action, Timeouts, next_action};
-use super::leader::{AlwaysLeader, Leadership, LeaseLeadership};
-use super::metrics::{Metrics, PolicyLabels, admin_server};
+use super::leader::Leadership;
+use super::metrics::{Metrics, PolicyLabels};
 use super::policy_status::{desired_policy_status, policy_status_changed};
 use super::status::{action_status, admission_status};
-use super::{ControllerArgs, Error, FIELD_MANAGER};
-use crate::api::{LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus};
-use futures::StreamExt;
+use super::{Error, FIELD_MANAGER};
+use crate::api::{
+    LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus, holds_cap_slot,
+};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// Pause before a pass that follows a conflict, so the watch cache can catch up.
@@ -37,173 +38,9 @@ const LIST_PAGE: u32 = 500;
 const RECONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// Pause after an unexpected API error.
 const ERROR_RETRY: Duration = Duration::from_secs(2);
-/// Events waiting to be published; beyond this, events are dropped rather than slowing decisions.
-const EVENT_QUEUE: usize = 1024;
-
-/// Runs the controller until SIGINT/SIGTERM.
-pub async fn run(args: ControllerArgs) -> Result<(), Error> {
-    let client = client(&args).await?;
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        format!(
-            "nodeshell-controller-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        )
-    });
-    let metrics = Arc::new(Metrics::new());
-
-    let (addr, serve) = admin_server(args.metrics_addr, metrics.clone())
-        .await
-        .map_err(|source| Error::Admin {
-            addr: args.metrics_addr,
-            source,
-        })?;
-    info!(%addr, "admin server listening (/metrics, /healthz, /readyz)");
-    tokio::spawn(async move {
-        if let Err(e) = serve.await {
-            warn!(error = %e, "admin server stopped");
-        }
-    });
-
-    let changed = Arc::new(Notify::new());
-    let sessions = watch_into_store::<NodeShellSession>(client.clone(), changed.clone());
-    let policies = watch_into_store::<NodeShellPolicy>(client.clone(), changed.clone());
-
-    let mut leadership: Box<dyn Leadership> = if args.no_leader_election {
-        Box::new(AlwaysLeader)
-    } else {
-        Box::new(
-            LeaseLeadership::start(
-                client.clone(),
-                &args.namespace,
-                &args.lease_name,
-                &identity,
-                args.lease_duration.as_secs(),
-                args.lease_renew_grace.as_secs(),
-                FIELD_MANAGER,
-            )
-            .await?,
-        )
-    };
-    info!(%identity, lease = %args.lease_name, namespace = %args.namespace, "joined leader election");
-
-    sessions
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("NodeShellSession"))?;
-    policies
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped("NodeShellPolicy"))?;
-    metrics.set_ready(true);
-    info!("caches synced");
-
-    let events = spawn_event_publisher(client.clone(), &identity);
-    let mut engine = Engine::new(
-        client.clone(),
-        &args.namespace,
-        sessions,
-        policies,
-        args.timeouts(),
-        &identity,
-        metrics.clone(),
-        events,
-    );
-
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    let mut next_pass = Instant::now();
-    let mut was_leader = false;
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = changed.notified() => {}
-            _ = leadership.changed() => {}
-            _ = tokio::time::sleep_until(next_pass.into()) => {}
-        }
-        let leader = leadership.is_leader();
-        if leader != was_leader {
-            info!(%identity, leader, "leadership changed");
-            metrics.leader.set(i64::from(leader));
-            was_leader = leader;
-        }
-        if !leader {
-            next_pass = Instant::now() + args.resync_interval;
-            continue;
-        }
-        let started = Instant::now();
-        let wait = engine.pass(leadership.as_ref()).await;
-        metrics
-            .pass_duration
-            .observe(started.elapsed().as_secs_f64());
-        next_pass = Instant::now() + wait.min(args.resync_interval);
-    }
-    info!("shutting down: releasing the lease");
-    leadership.release().await;
-    Ok(())
-}
-
-async fn client(args: &ControllerArgs) -> Result<Client, Error> {
-    crate::cluster_client::client(args.kubeconfig.as_deref()).await
-}
-
-/// Keeps a cache of every object of kind K and pokes `changed` on every change.
-fn watch_into_store<K>(client: Client, changed: Arc<Notify>) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    // managedFields are most of an object's size and no decision reads them.
-    let events = watcher(Api::<K>::all(client), watcher::Config::default())
-        .default_backoff()
-        .modify(|o| {
-            o.meta_mut().managed_fields = None;
-        });
-    let stream = reflector(writer, events).touched_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                warn!(kind = %K::kind(&()), error = %e, "watch error (retrying)");
-            }
-            changed.notify_one();
-        }
-    });
-    reader
-}
-
-async fn shutdown_signal() {
-    if crate::shutdown::stop_requested().await.is_err() {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
 
 /// Where the engine queues Kubernetes Events for publishing.
 pub type EventSender = mpsc::Sender<(ObjectReference, Event)>;
-
-/// Publishes Kubernetes Events off the decision path.
-fn spawn_event_publisher(client: Client, identity: &str) -> EventSender {
-    let (tx, mut rx) = mpsc::channel::<(ObjectReference, Event)>(EVENT_QUEUE);
-    let recorder = Recorder::new(
-        client,
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(identity.to_string()),
-        },
-    );
-    tokio::spawn(async move {
-        while let Some((reference, event)) = rx.recv().await {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                debug!(error = %e, "publishing event failed");
-            }
-        }
-    });
-    tx
-}
 
 /// The writer: one per process, used only while leading.
 pub struct Engine {
@@ -329,7 +166,7 @@ impl Engine {
         loop {
             let page = self.sessions_api.list(&params).await?;
             for session in page.items {
-                if session.phase().is_live() {
+                if holds_cap_slot(&session) {
                     ledger.record_live(&session);
                 } else if awaits_admission(&session) {
                     pending.push(session);
@@ -549,7 +386,7 @@ impl Engine {
             Some(counts) => counts.clone(),
             None => {
                 let mut counts: HashMap<String, i64> = HashMap::new();
-                for s in self.sessions.state().iter().filter(|s| s.phase().is_live()) {
+                for s in self.sessions.state().iter().filter(|s| holds_cap_slot(s)) {
                     *counts.entry(s.spec.policy_name.clone()).or_default() += 1;
                 }
                 counts
@@ -654,9 +491,11 @@ mod tests {
 
     use super::*;
     use crate::api::SessionPhase;
-    use crate::controller::admission::tests::{policy, session};
+    use crate::controller::leader::AlwaysLeader;
+    use crate::testing::{policy, session};
     use bytes::Bytes;
     use http::{Request, Response, StatusCode};
+    use kube::runtime::reflector;
     use kube::runtime::watcher::Event as WatchEvent;
     use std::sync::Mutex;
 

@@ -1,0 +1,185 @@
+//! The controller process: the admin server, the session and policy caches, leader
+//! election, the pass loop and shutdown. Each pass is the [`Engine`]'s; every decision is made
+//! by the pure functions of the sibling modules.
+
+use super::engine::{Engine, EventSender};
+use super::leader::{AlwaysLeader, Leadership, LeaseLeadership};
+use super::metrics::{Metrics, admin_server};
+use super::{ControllerArgs, Error, FIELD_MANAGER};
+use crate::api::{NodeShellPolicy, NodeShellSession};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::Api;
+use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info, warn};
+
+/// Events waiting to be published; beyond this, events are dropped rather than slowing decisions.
+const EVENT_QUEUE: usize = 1024;
+
+/// Runs the controller until SIGINT/SIGTERM.
+pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+    let client = client(&args).await?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "nodeshell-controller-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    });
+    let metrics = Arc::new(Metrics::new());
+
+    let (addr, serve) = admin_server(args.metrics_addr, metrics.clone())
+        .await
+        .map_err(|source| Error::Admin {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    info!(%addr, "admin server listening (/metrics, /healthz, /readyz)");
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            warn!(error = %e, "admin server stopped");
+        }
+    });
+
+    let changed = Arc::new(Notify::new());
+    let sessions = watch_into_store::<NodeShellSession>(client.clone(), changed.clone());
+    let policies = watch_into_store::<NodeShellPolicy>(client.clone(), changed.clone());
+
+    let mut leadership: Box<dyn Leadership> = if args.no_leader_election {
+        Box::new(AlwaysLeader)
+    } else {
+        Box::new(
+            LeaseLeadership::start(
+                client.clone(),
+                &args.namespace,
+                &args.lease_name,
+                &identity,
+                args.lease_duration.as_secs(),
+                args.lease_renew_grace.as_secs(),
+                FIELD_MANAGER,
+            )
+            .await?,
+        )
+    };
+    info!(%identity, lease = %args.lease_name, namespace = %args.namespace, "joined leader election");
+
+    sessions
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheStopped("NodeShellSession"))?;
+    policies
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheStopped("NodeShellPolicy"))?;
+    metrics.set_ready(true);
+    info!("caches synced");
+
+    let events = spawn_event_publisher(client.clone(), &identity);
+    let mut engine = Engine::new(
+        client.clone(),
+        &args.namespace,
+        sessions,
+        policies,
+        args.timeouts(),
+        &identity,
+        metrics.clone(),
+        events,
+    );
+
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut next_pass = Instant::now();
+    let mut was_leader = false;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = changed.notified() => {}
+            _ = leadership.changed() => {}
+            _ = tokio::time::sleep_until(next_pass.into()) => {}
+        }
+        let leader = leadership.is_leader();
+        if leader != was_leader {
+            info!(%identity, leader, "leadership changed");
+            metrics.leader.set(i64::from(leader));
+            was_leader = leader;
+        }
+        if !leader {
+            next_pass = Instant::now() + args.resync_interval;
+            continue;
+        }
+        let started = Instant::now();
+        let wait = engine.pass(leadership.as_ref()).await;
+        metrics
+            .pass_duration
+            .observe(started.elapsed().as_secs_f64());
+        next_pass = Instant::now() + wait.min(args.resync_interval);
+    }
+    info!("shutting down: releasing the lease");
+    leadership.release().await;
+    Ok(())
+}
+
+async fn client(args: &ControllerArgs) -> Result<Client, Error> {
+    crate::kube_client::client(args.kubeconfig.as_deref()).await
+}
+
+/// Keeps a cache of every object of kind K and pokes `changed` on every change.
+fn watch_into_store<K>(client: Client, changed: Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    // managedFields are most of an object's size and no decision reads them.
+    let events = watcher(Api::<K>::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(|o| {
+            o.meta_mut().managed_fields = None;
+        });
+    let stream = reflector(writer, events).touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                warn!(kind = %K::kind(&()), error = %e, "watch error (retrying)");
+            }
+            changed.notify_one();
+        }
+    });
+    reader
+}
+
+async fn shutdown_signal() {
+    if crate::shutdown::stop_requested().await.is_err() {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Publishes Kubernetes Events off the decision path.
+fn spawn_event_publisher(client: Client, identity: &str) -> EventSender {
+    let (tx, mut rx) = mpsc::channel::<(ObjectReference, Event)>(EVENT_QUEUE);
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity.to_string()),
+        },
+    );
+    tokio::spawn(async move {
+        while let Some((reference, event)) = rx.recv().await {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                debug!(error = %e, "publishing event failed");
+            }
+        }
+    });
+    tx
+}

@@ -1,0 +1,67 @@
+//! Fixtures shared by the unit tests: a usable policy and a session under it, built the same
+//! way in every test module that decides about them.
+
+use crate::api::{
+    NodeShellPolicy, NodeShellPolicySpec, NodeShellSession, NodeShellSessionSpec,
+    NodeShellSessionStatus, PolicyAws, SessionPhase, SessionUser,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+/// A policy spec that passes validation: tier `admin`, a role, an audience and a region.
+pub(crate) fn policy_spec() -> NodeShellPolicySpec {
+    NodeShellPolicySpec {
+        tiers: vec!["admin".into()],
+        aws: PolicyAws {
+            role_arn: Some("arn:aws:iam::123456789012:role/shell".into()),
+            oidc_audience: Some("nodeshell".into()),
+            region: Some("eu-west-1".into()),
+            ..PolicyAws::default()
+        },
+        ..NodeShellPolicySpec::default()
+    }
+}
+
+/// A valid policy `name` with caps of `per_user` live sessions per person and `total` in all.
+pub(crate) fn policy(name: &str, per_user: i32, total: i32) -> NodeShellPolicy {
+    let mut spec = policy_spec();
+    spec.limits.max_sessions_per_user = per_user;
+    spec.limits.max_sessions_total = total;
+    NodeShellPolicy::new(name, spec)
+}
+
+/// A session `name` of `user` (sub and name, tier `admin`) under `policy`, created at
+/// `created` (Unix seconds), with `phase` (no status at all for `None`, i.e. Pending).
+pub(crate) fn session(
+    name: &str,
+    user: &str,
+    policy: &str,
+    created: i64,
+    phase: Option<SessionPhase>,
+) -> NodeShellSession {
+    let mut s = NodeShellSession::new(
+        name,
+        NodeShellSessionSpec {
+            node_name: "node-1".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            region: "eu-west-1".into(),
+            policy_name: policy.into(),
+            user: SessionUser {
+                sub: user.into(),
+                name: user.into(),
+                tier: "admin".into(),
+                ..SessionUser::default()
+            },
+            role_arn: "arn:aws:iam::123456789012:role/shell".into(),
+            role_session_name: format!("ns-{user}"),
+            document_name: "SSM-SessionManagerRunShell".into(),
+            ..NodeShellSessionSpec::default()
+        },
+    );
+    s.metadata.creation_timestamp = Timestamp::from_second(created).ok().map(Time);
+    s.status = phase.map(|phase| NodeShellSessionStatus {
+        phase: Some(phase),
+        ..NodeShellSessionStatus::default()
+    });
+    s
+}
