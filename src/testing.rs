@@ -5,8 +5,23 @@ use crate::api::{
     NodeShellPolicy, NodeShellPolicySpec, NodeShellSession, NodeShellSessionSpec,
     NodeShellSessionStatus, PolicyAws, SessionPhase, SessionUser,
 };
+use crate::controller::admission::NodeView;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use std::collections::BTreeMap;
+
+/// The providerID of `node-1`, the node every fixture session runs on.
+pub(crate) const NODE_PROVIDER_ID: &str = "aws:///eu-west-1a/i-0123456789abcdef0";
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// `node-1` as the controller reads it: no labels, the EC2 instance the sessions name.
+pub(crate) fn node_view() -> NodeView<'static> {
+    NodeView::Found {
+        labels: &NO_LABELS,
+        provider_id: Some(NODE_PROVIDER_ID),
+    }
+}
 
 /// A policy spec that passes validation: tier `admin`, a role, an audience and a region.
 pub(crate) fn policy_spec() -> NodeShellPolicySpec {

@@ -6,6 +6,7 @@
 //! as the immutable session spec); [`validate_policy`] checks what CEL cannot.
 
 mod caps;
+mod ec2;
 mod labels;
 mod matching;
 mod policy;
@@ -13,6 +14,7 @@ mod session;
 mod validation;
 
 pub use caps::{CapCount, CapVerdict, holds_cap_slot};
+pub use ec2::{Ec2Instance, parse_provider_id, region_of_zone};
 pub use labels::{
     LABEL_NODE, LABEL_POLICY, LABEL_SESSION, LABEL_USER, label_value, session_labels,
 };

@@ -4,7 +4,7 @@
 
 use crate::api::{
     CapCount, CapVerdict, NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason,
-    holds_cap_slot, validate_policy,
+    holds_cap_slot, parse_provider_id, region_of_zone, selects_node, validate_policy,
 };
 use kube::ResourceExt;
 use std::cmp::Ordering;
@@ -22,6 +22,99 @@ pub enum AdmissionDecision {
         /// What happened and what to do about it.
         message: String,
     },
+}
+
+/// The session's node as the pass read it, for the spec check.
+#[derive(Clone, Copy, Debug)]
+pub enum NodeView<'a> {
+    /// No node of that name exists (any more).
+    Missing,
+    /// The node's labels and `spec.providerID` now.
+    Found {
+        /// `metadata.labels`.
+        labels: &'a BTreeMap<String, String>,
+        /// `spec.providerID`, when set.
+        provider_id: Option<&'a str>,
+    },
+}
+
+/// Whether a Pending session's spec is what its policy and its node say now: the node
+/// exists and is the EC2 instance the spec names, in the spec's region; the policy selects
+/// the node and names the spec's role and document. The gateway writes the spec from the
+/// same facts, so a mismatch means the facts changed since, or someone else wrote the
+/// session (the ValidatingAdmissionPolicy should stop that; this check does not rely on it).
+pub fn spec_conformance(
+    session: &NodeShellSession,
+    policy: &NodeShellPolicy,
+    node: NodeView<'_>,
+) -> Result<(), AdmissionDecision> {
+    let spec = &session.spec;
+    let node_name = &spec.node_name;
+    let not_eligible = |why: String| AdmissionDecision::Reject {
+        reason: SessionReason::NodeNotEligible,
+        message: format!("{why}; open the shell again from the node's current state"),
+    };
+    let NodeView::Found {
+        labels,
+        provider_id,
+    } = node
+    else {
+        return Err(not_eligible(format!("node {node_name:?} does not exist")));
+    };
+    let Some(instance) = provider_id.and_then(parse_provider_id) else {
+        return Err(not_eligible(format!(
+            "node {node_name:?} is not backed by an EC2 instance (providerID {})",
+            provider_id.unwrap_or("unset")
+        )));
+    };
+    if instance.instance_id != spec.instance_id {
+        return Err(not_eligible(format!(
+            "spec.instanceId {} is not the instance behind node {node_name:?} ({})",
+            spec.instance_id, instance.instance_id
+        )));
+    }
+    let zone_region = instance.zone.as_deref().and_then(region_of_zone);
+    if let Some(region) = &zone_region
+        && *region != spec.region
+    {
+        return Err(not_eligible(format!(
+            "spec.region {} is not the region of node {node_name:?} ({region})",
+            spec.region
+        )));
+    }
+    let name = policy.metadata.name.as_deref().unwrap_or_default();
+    let denied = |why: String| AdmissionDecision::Reject {
+        reason: SessionReason::PolicyDenied,
+        message: format!("{why}; open the shell again to use the policy as it is now"),
+    };
+    if !selects_node(policy, labels) {
+        return Err(denied(format!(
+            "NodeShellPolicy {name:?} does not select node {node_name:?}"
+        )));
+    }
+    let aws = &policy.spec.aws;
+    if aws.role_arn.as_deref() != Some(spec.role_arn.as_str()) {
+        return Err(denied(format!(
+            "spec.roleArn {} is not the role of NodeShellPolicy {name:?} ({})",
+            spec.role_arn,
+            aws.role_arn.as_deref().unwrap_or("none")
+        )));
+    }
+    if aws.document_name != spec.document_name {
+        return Err(denied(format!(
+            "spec.documentName {} is not the document of NodeShellPolicy {name:?} ({})",
+            spec.document_name, aws.document_name
+        )));
+    }
+    if let Some(region) = aws.region.as_deref()
+        && region != spec.region
+    {
+        return Err(denied(format!(
+            "spec.region {} is not the region of NodeShellPolicy {name:?} ({region})",
+            spec.region
+        )));
+    }
+    Ok(())
 }
 
 /// Creation order: `metadata.creationTimestamp`, then name (timestamps have one-second
@@ -138,8 +231,9 @@ impl<'a> SessionAdmission<'a> {
     /// Rejections, in the order checked: the policy is missing, being deleted, disabled,
     /// invalid or does not allow the tier (PolicyDenied); the user holds the per-user cap
     /// (CapPerUser, checked first because closing one of their own sessions is the remedy);
-    /// the policy holds the total cap (CapTotal).
-    pub fn decide(&mut self, session: &NodeShellSession) -> AdmissionDecision {
+    /// the policy holds the total cap (CapTotal). Before the caps, [`spec_conformance`]
+    /// checks the spec against the policy and `node` (NodeNotEligible or PolicyDenied).
+    pub fn decide(&mut self, session: &NodeShellSession, node: NodeView<'_>) -> AdmissionDecision {
         let name = &session.spec.policy_name;
         let Some(policy) = self.policies.get(name).copied() else {
             return deny(format!(
@@ -170,6 +264,9 @@ impl<'a> SessionAdmission<'a> {
                 "tier {tier:?} may not open shells under NodeShellPolicy {name:?} (allowed: {})",
                 policy.spec.tiers.join(", ")
             ));
+        }
+        if let Err(refusal) = spec_conformance(session, policy, node) {
+            return refusal;
         }
         let limits = &policy.spec.limits;
         match self.cap_count(name, &session.spec.user.sub).verdict(limits) {
@@ -208,7 +305,7 @@ fn deny(message: String) -> AdmissionDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{policy, session};
+    use crate::testing::{node_view, policy, session};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
@@ -220,7 +317,7 @@ mod tests {
         let mut ledger = SessionAdmission::new(policies, sessions);
         pending_in_order(sessions)
             .into_iter()
-            .map(|s| (s.name_any(), ledger.decide(s)))
+            .map(|s| (s.name_any(), ledger.decide(s, node_view())))
             .collect()
     }
 
@@ -397,7 +494,7 @@ mod tests {
                 let limits = &policies.iter().find(|p| p.name_any() == name).expect("policy").spec.limits;
                 let before_user = counts.live_for_user(name, &s.spec.user.sub);
                 let before_total = counts.live_total(name);
-                if ledger.decide(s) == AdmissionDecision::Admit {
+                if ledger.decide(s, node_view()) == AdmissionDecision::Admit {
                     proptest::prop_assert!(before_user < i64::from(limits.max_sessions_per_user));
                     proptest::prop_assert!(before_total < i64::from(limits.max_sessions_total));
                     counts.record_live(s);
@@ -419,5 +516,96 @@ mod tests {
         d.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
         let sessions = [t, d];
         assert!(pending_in_order(&sessions).is_empty());
+    }
+
+    #[test]
+    fn a_session_whose_spec_no_longer_fits_its_policy_or_node_is_refused() {
+        let p = policy("p", 5, 5);
+        let good = session("s", "alice", "p", 0, None);
+        assert_eq!(spec_conformance(&good, &p, node_view()), Ok(()));
+        let refusal = |s: &NodeShellSession, node: NodeView<'_>| match spec_conformance(s, &p, node)
+        {
+            Err(AdmissionDecision::Reject { reason, message }) => (reason, message),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // The node is gone, not EC2, or another instance / region than the spec says.
+        let (reason, message) = refusal(&good, NodeView::Missing);
+        assert_eq!(reason, SessionReason::NodeNotEligible);
+        assert!(message.contains("\"node-1\" does not exist"), "{message}");
+        let labels = BTreeMap::new();
+        let on = |provider_id| NodeView::Found {
+            labels: &labels,
+            provider_id,
+        };
+        for provider in [
+            None,
+            Some("kind://docker/kind/n1"),
+            Some("aws:///eu-west-1a/i-0fffffffffffffff0"),
+            Some("aws:///us-east-1a/i-0123456789abcdef0"),
+        ] {
+            assert_eq!(
+                refusal(&good, on(provider)).0,
+                SessionReason::NodeNotEligible,
+                "{provider:?}"
+            );
+        }
+        // The spec names another role, document or region than the policy.
+        let mut other_role = good.clone();
+        other_role.spec.role_arn = "arn:aws:iam::123456789012:role/admin".into();
+        let mut other_document = good.clone();
+        other_document.spec.document_name = "AWS-StartPortForwardingSession".into();
+        for s in [&other_role, &other_document] {
+            let (reason, message) = refusal(s, node_view());
+            assert_eq!(reason, SessionReason::PolicyDenied);
+            assert!(message.contains("NodeShellPolicy \"p\""), "{message}");
+        }
+        let mut other_region = good.clone();
+        other_region.spec.region = "us-east-1".into();
+        // The node's zone says eu-west-1 first.
+        assert_eq!(
+            refusal(&other_region, node_view()).0,
+            SessionReason::NodeNotEligible
+        );
+        // Without a zone, the policy's region decides.
+        assert_eq!(
+            refusal(&other_region, on(Some("aws:///i-0123456789abcdef0"))).0,
+            SessionReason::PolicyDenied
+        );
+        // A policy that no longer selects the node.
+        let mut narrow = p.clone();
+        narrow.spec.node_selector = Some(
+            serde_json::from_value(serde_json::json!({"matchLabels": {"pool": "gpu"}}))
+                .expect("a selector"),
+        );
+        assert!(matches!(
+            spec_conformance(&good, &narrow, node_view()),
+            Err(AdmissionDecision::Reject {
+                reason: SessionReason::PolicyDenied,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_spec_check_runs_before_the_caps_are_counted() {
+        let policies = [policy("p", 1, 1)];
+        let sessions = [
+            session("a", "alice", "p", 0, None),
+            session("b", "bob", "p", 1, None),
+        ];
+        let mut ledger = SessionAdmission::new(&policies, &sessions);
+        let refused = ledger.decide(&sessions[0], NodeView::Missing);
+        assert!(matches!(
+            refused,
+            AdmissionDecision::Reject {
+                reason: SessionReason::NodeNotEligible,
+                ..
+            }
+        ));
+        // The refused session took no slot: the next one is admitted under a cap of one.
+        assert_eq!(
+            ledger.decide(&sessions[1], node_view()),
+            AdmissionDecision::Admit
+        );
     }
 }

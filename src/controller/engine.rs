@@ -8,7 +8,9 @@
 //! resourceVersion as a precondition. Any conflict ends the pass and a new one starts from a
 //! new LIST, so no decision is ever based on a view that misses an earlier one.
 
-use super::admission::{AdmissionDecision, SessionAdmission, admission_order, awaits_admission};
+use super::admission::{
+    AdmissionDecision, NodeView, SessionAdmission, admission_order, awaits_admission,
+};
 use super::expiry::{Action, Timeouts, next_action};
 use super::leader::Leadership;
 use super::metrics::{Metrics, PolicyLabels};
@@ -18,7 +20,7 @@ use super::{Error, FIELD_MANAGER};
 use crate::api::{
     LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus, holds_cap_slot,
 };
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
@@ -37,6 +39,9 @@ const LIST_PAGE: u32 = 500;
 /// How long an admission pass trusts its last lease confirmation.
 const RECONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// Pause after an unexpected API error.
+/// Labels of a node that has none.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
 const ERROR_RETRY: Duration = Duration::from_secs(2);
 
 /// Where the engine queues Kubernetes Events for publishing.
@@ -46,6 +51,7 @@ pub type EventSender = mpsc::Sender<(ObjectReference, Event)>;
 pub struct Engine {
     sessions_api: Api<NodeShellSession>,
     policies_api: Api<NodeShellPolicy>,
+    nodes_api: Api<Node>,
     secrets_api: Api<Secret>,
     sessions: Store<NodeShellSession>,
     policies: Store<NodeShellPolicy>,
@@ -93,6 +99,7 @@ impl Engine {
         Self {
             sessions_api: Api::all(client.clone()),
             policies_api: Api::all(client.clone()),
+            nodes_api: Api::all(client.clone()),
             secrets_api: Api::namespaced(client, namespace),
             sessions,
             policies,
@@ -187,6 +194,7 @@ impl Engine {
         if !leader.confirm().await {
             return Err(Stop::NotLeader);
         }
+        let mut nodes: HashMap<String, Option<Node>> = HashMap::new();
         for session in &pending {
             if !leader.is_leader() {
                 return Err(Stop::NotLeader);
@@ -198,7 +206,20 @@ impl Engine {
                 }
                 confirmed_at = Instant::now();
             }
-            let decision = ledger.decide(session);
+            // The node as it is now, read once per pass for all its sessions.
+            let node_name = &session.spec.node_name;
+            if !nodes.contains_key(node_name) {
+                let node = self.nodes_api.get_opt(node_name).await?;
+                nodes.insert(node_name.clone(), node);
+            }
+            let node = match nodes.get(node_name) {
+                Some(Some(node)) => NodeView::Found {
+                    labels: node.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+                    provider_id: node.spec.as_ref().and_then(|s| s.provider_id.as_deref()),
+                },
+                _ => NodeView::Missing,
+            };
+            let decision = ledger.decide(session, node);
             self.decisions += 1;
             let decided_by = format!(
                 "{FIELD_MANAGER} replica {} (decision {})",
@@ -504,6 +525,7 @@ mod tests {
     struct FakeApi {
         sessions: Vec<NodeShellSession>,
         policies: Vec<NodeShellPolicy>,
+        nodes: Vec<Node>,
         /// (method, path) of every request.
         calls: Vec<(String, String)>,
         /// Patches to answer with 409 Conflict, by session name.
@@ -535,6 +557,12 @@ mod tests {
             body: &[u8],
         ) -> (StatusCode, serde_json::Value) {
             self.calls.push((method.to_string(), path.to_string()));
+            if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
+                return match self.nodes.iter().find(|n| n.name_any() == name) {
+                    Some(node) => (StatusCode::OK, serde_json::json!(node)),
+                    None => (StatusCode::NOT_FOUND, status_error(404, "NotFound")),
+                };
+            }
             let base = "/apis/nodeshell.periscope.io/v1alpha1/";
             let rest = path.strip_prefix(base).unwrap_or(path);
             match (method, rest.split('/').collect::<Vec<_>>().as_slice()) {
@@ -622,6 +650,14 @@ mod tests {
         let api = Arc::new(Mutex::new(FakeApi {
             sessions: sessions.clone(),
             policies: policies.clone(),
+            nodes: vec![
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": { "name": "node-1" },
+                    "spec": { "providerID": crate::testing::NODE_PROVIDER_ID },
+                }))
+                .expect("a node"),
+            ],
             conflict_on: conflict_on.iter().map(|s| s.to_string()).collect(),
             next_rv: 10,
             ..FakeApi::default()
@@ -690,6 +726,8 @@ mod tests {
             [
                 format!("GET {base}/nodeshellsessions"),
                 format!("GET {base}/nodeshellpolicies"),
+                // The sessions' node, read once for the whole pass.
+                "GET /api/v1/nodes/node-1".to_string(),
                 format!("PATCH {base}/nodeshellsessions/s1/status"),
                 format!("PATCH {base}/nodeshellsessions/s2/status"),
                 format!("PATCH {base}/nodeshellsessions/s3/status"),
