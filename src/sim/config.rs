@@ -120,8 +120,11 @@ impl Default for TestUser {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RoleConfig {
-    /// Role name (the last part of `arn:aws:iam::<acct>:role/<name>`).
+    /// Role name (the last part of `arn:aws:iam::<acct>:role/<path><name>`).
     pub name: String,
+    /// IAM path, `/` or `/<segments>/`: STS takes the role's ARN with it, and an ARN that
+    /// leaves it out (or names another) does not name this role.
+    pub path: String,
     /// The trust policy's `aud` condition.
     pub audience: String,
     /// The trust policy's optional `sub` condition (any `sub` when absent).
@@ -136,6 +139,7 @@ impl Default for RoleConfig {
     fn default() -> Self {
         Self {
             name: "nodeshell-user".to_string(),
+            path: "/".to_string(),
             audience: "nodeshell".to_string(),
             allowed_subs: None,
             max_session_duration_seconds: 43200,

@@ -288,6 +288,7 @@ impl Simulator {
             ordinal: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             codes: Mutex::new(login::CodeBook::default()),
+            idp_unreachable: std::sync::atomic::AtomicBool::new(false),
         });
         let serve = |listener: TcpListener, router: axum::Router, stop: CancellationToken| {
             // Nagle plus the peer's delayed ACK holds a small frame written right after
@@ -403,6 +404,14 @@ impl SimHandle {
     /// Adds or replaces a managed instance.
     pub fn add_instance(&self, instance: InstanceConfig) {
         lock(&self.shared.instances).insert(instance.id.clone(), instance);
+    }
+
+    /// Fault knob (off by default): STS answers every AssumeRoleWithWebIdentity with
+    /// `IDPCommunicationError`, as AWS does when it cannot reach the issuer to check a token.
+    pub fn set_idp_unreachable(&self, unreachable: bool) {
+        self.shared
+            .idp_unreachable
+            .store(unreachable, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Changes an instance's agent connectivity.

@@ -424,6 +424,7 @@ mod tests {
             ordinal: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             codes: Mutex::new(CodeBook::default()),
+            idp_unreachable: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

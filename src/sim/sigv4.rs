@@ -16,15 +16,22 @@ pub enum SigV4Error {
     /// The credential scope names another service or region, or the date is off.
     #[error("{0}")]
     BadScope(String),
-    /// X-Amz-Date is more than 15 minutes away from the server's clock.
-    #[error("Signature expired: {0} is now earlier than the allowed window")]
+    /// X-Amz-Date is more than [`MAX_CLOCK_SKEW`] away from the server's clock.
+    #[error("Signature expired: {0}")]
     Stale(String),
+    /// `x-amz-content-sha256` is not the SHA-256 of the body that arrived.
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    BodyMismatch,
     /// The recomputed signature differs.
     #[error(
         "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
     )]
     Mismatch,
 }
+
+/// How far `X-Amz-Date` may be from the server's clock: AWS refuses a signed request that
+/// does not reach it within five minutes of its time stamp.
+pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// The parts of `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,8 +289,26 @@ pub fn verify(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.".to_string(),
         ));
     }
-    if (now - when).num_seconds().abs() > 15 * 60 {
-        return Err(SigV4Error::Stale(amz_date.to_string()));
+    if now - when > MAX_CLOCK_SKEW {
+        let floor = (now - MAX_CLOCK_SKEW).format("%Y%m%dT%H%M%SZ");
+        let current = now.format("%Y%m%dT%H%M%SZ");
+        return Err(SigV4Error::Stale(format!(
+            "{amz_date} is now earlier than {floor} ({current} - 5 min.)"
+        )));
+    }
+    if when - now > MAX_CLOCK_SKEW {
+        let ceiling = (now + MAX_CLOCK_SKEW).format("%Y%m%dT%H%M%SZ");
+        let current = now.format("%Y%m%dT%H%M%SZ");
+        return Err(SigV4Error::Stale(format!(
+            "{amz_date} is now later than {ceiling} ({current} + 5 min.)"
+        )));
+    }
+    // The canonical request hashes the body that arrived; a header claiming another hash is
+    // refused rather than trusted (it would let a changed body keep its signature).
+    if let Some(claimed) = req.header("x-amz-content-sha256")
+        && claimed != sha256_hex(req.body)
+    {
+        return Err(SigV4Error::BodyMismatch);
     }
     if !auth.signed_headers.iter().any(|h| h == "host") {
         return Err(SigV4Error::Incomplete(
@@ -366,11 +391,50 @@ mod tests {
             verify(&req, &auth, SECRET, "ssm", "us-east-1", now),
             Err(SigV4Error::BadScope(_))
         ));
-        let later = parse_amz_date("20150830T130000Z").unwrap();
-        assert!(matches!(
+        // Five minutes either way, not fifteen.
+        let within = parse_amz_date("20150830T124100Z").unwrap();
+        assert_eq!(
+            verify(&req, &auth, SECRET, "service", "us-east-1", within),
+            Ok(())
+        );
+        let later = parse_amz_date("20150830T124101Z").unwrap();
+        assert_eq!(
             verify(&req, &auth, SECRET, "service", "us-east-1", later),
-            Err(SigV4Error::Stale(_))
+            Err(SigV4Error::Stale(
+                "20150830T123600Z is now earlier than 20150830T123601Z (20150830T124101Z - 5 min.)"
+                    .into()
+            ))
+        );
+        let earlier = parse_amz_date("20150830T123059Z").unwrap();
+        assert!(matches!(
+            verify(&req, &auth, SECRET, "service", "us-east-1", earlier),
+            Err(SigV4Error::Stale(m)) if m.contains("later than")
         ));
+    }
+
+    #[test]
+    fn a_body_that_differs_from_its_claimed_hash_is_refused() {
+        let mut headers = vanilla_headers();
+        headers.push((
+            "x-amz-content-sha256".to_string(),
+            sha256_hex(b"{\"Target\":\"i-0123456789abcdef0\"}"),
+        ));
+        let req = ReceivedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: b"{\"Target\":\"i-0fffffffffffffff0\"}",
+        };
+        let auth = parse_authorization(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=00",
+        )
+        .unwrap();
+        let now = parse_amz_date("20150830T123600Z").unwrap();
+        assert_eq!(
+            verify(&req, &auth, SECRET, "service", "us-east-1", now),
+            Err(SigV4Error::BodyMismatch)
+        );
     }
 
     #[test]

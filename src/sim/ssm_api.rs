@@ -50,9 +50,10 @@ impl From<SigV4Error> for SsmError {
         let code = match e {
             SigV4Error::Missing => "MissingAuthenticationTokenException",
             SigV4Error::Incomplete(_) => "IncompleteSignatureException",
-            SigV4Error::BadScope(_) | SigV4Error::Stale(_) | SigV4Error::Mismatch => {
-                "InvalidSignatureException"
-            }
+            SigV4Error::BadScope(_)
+            | SigV4Error::Stale(_)
+            | SigV4Error::Mismatch
+            | SigV4Error::BodyMismatch => "InvalidSignatureException",
         };
         let status = if code == "MissingAuthenticationTokenException" {
             403
@@ -276,6 +277,25 @@ fn start_session(
     let input: StartInput =
         serde_json::from_value(input).map_err(|e| err("ValidationException", e.to_string()))?;
     call.reason = input.reason.clone();
+    // SessionReason: 1–256 characters of `^.{1,256}$`, so no line breaks either.
+    if let Some(reason) = &input.reason {
+        let length = reason.chars().count();
+        if length == 0 || length > 256 {
+            let constraint = if length == 0 {
+                "Member must have length greater than or equal to 1"
+            } else {
+                "Member must have length less than or equal to 256"
+            };
+            return Err(validation_error("reason", reason, constraint));
+        }
+        if reason.contains(['\n', '\r']) {
+            return Err(validation_error(
+                "reason",
+                reason,
+                "Member must satisfy regular expression pattern: ^.{1,256}$",
+            ));
+        }
+    }
     let target = input
         .target
         .ok_or_else(|| err("ValidationException", "1 validation error detected: Value null at 'target' failed to satisfy constraint: Member must not be null"))?;
@@ -398,7 +418,50 @@ fn is_instance_id(id: &str) -> bool {
     }
 }
 
-/// Filters of DescribeInstanceInformation, from either list form.
+/// Keys of the legacy `InstanceInformationFilterList` (an enum in the service model).
+const LEGACY_FILTER_KEYS: [&str; 8] = [
+    "InstanceIds",
+    "AgentVersion",
+    "PingStatus",
+    "PlatformTypes",
+    "ActivationIds",
+    "IamRole",
+    "ResourceType",
+    "AssociationStatus",
+];
+
+/// Keys of `Filters` besides `tag-key` and `tag:<name>` (the service model's documentation of
+/// `InstanceInformationStringFilter.Key`).
+const FILTER_KEYS: [&str; 10] = [
+    "ActivationIds",
+    "AgentVersion",
+    "AssociationStatus",
+    "IamRole",
+    "InstanceIds",
+    "PingStatus",
+    "PlatformTypes",
+    "ResourceType",
+    "SourceIds",
+    "SourceTypes",
+];
+
+/// `MaxResults` of DescribeInstanceInformation: the model's `MaxResultsEC2Compatible` range
+/// and its documented default.
+const MAX_RESULTS: std::ops::RangeInclusive<i64> = 5..=50;
+const DEFAULT_MAX_RESULTS: i64 = 10;
+
+/// A JSON 1.1 service's member-constraint refusal, worded as AWS words them.
+fn validation_error(member: &str, value: &str, constraint: &str) -> SsmError {
+    err(
+        "ValidationException",
+        format!(
+            "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {constraint}"
+        ),
+    )
+}
+
+/// Filters of DescribeInstanceInformation, from either list form (not both: the API
+/// reference says combining them raises an error).
 fn filters(input: &Value) -> Result<Vec<(String, Vec<String>)>, SsmError> {
     let mut out = Vec::new();
     let strings = |v: &Value| -> Vec<String> {
@@ -410,23 +473,17 @@ fn filters(input: &Value) -> Result<Vec<(String, Vec<String>)>, SsmError> {
             })
             .unwrap_or_default()
     };
-    for f in input["InstanceInformationFilterList"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    let legacy = input["InstanceInformationFilterList"].as_array();
+    let current = input["Filters"].as_array();
+    if legacy.is_some_and(|l| !l.is_empty()) && current.is_some_and(|l| !l.is_empty()) {
+        return Err(err(
+            "InvalidInstanceInformationFilterValue",
+            "InstanceInformationFilterList and Filters cannot be used together; use Filters.",
+        ));
+    }
+    for f in legacy.into_iter().flatten() {
         let key = f["key"].as_str().unwrap_or_default().to_string();
-        const KEYS: [&str; 8] = [
-            "InstanceIds",
-            "AgentVersion",
-            "PingStatus",
-            "PlatformTypes",
-            "ActivationIds",
-            "IamRole",
-            "ResourceType",
-            "AssociationStatus",
-        ];
-        if !KEYS.contains(&key.as_str()) {
+        if !LEGACY_FILTER_KEYS.contains(&key.as_str()) {
             return Err(err(
                 "InvalidFilterKey",
                 format!("The filter key {key} is not valid."),
@@ -434,16 +491,60 @@ fn filters(input: &Value) -> Result<Vec<(String, Vec<String>)>, SsmError> {
         }
         out.push((key, strings(&f["valueSet"])));
     }
-    for f in input["Filters"].as_array().into_iter().flatten() {
-        out.push((
-            f["Key"].as_str().unwrap_or_default().to_string(),
-            strings(&f["Values"]),
-        ));
+    for f in current.into_iter().flatten() {
+        let key = f["Key"].as_str().unwrap_or_default().to_string();
+        let tag = key == "tag-key" || key.strip_prefix("tag:").is_some_and(|k| !k.is_empty());
+        if !tag && !FILTER_KEYS.contains(&key.as_str()) {
+            return Err(err(
+                "InvalidFilterKey",
+                format!("The filter key {key} is not valid."),
+            ));
+        }
+        out.push((key, strings(&f["Values"])));
     }
     Ok(out)
 }
 
+/// The `NextToken` for a page starting at `offset`: opaque to the caller, refused when
+/// altered or made up.
+fn next_token(offset: usize) -> String {
+    let check = &sigv4::sha256_hex(format!("sim-describe-page:{offset}").as_bytes())[..16];
+    format!("{offset}.{check}")
+}
+
+fn page_offset(token: Option<&str>) -> Result<usize, SsmError> {
+    let Some(token) = token else {
+        return Ok(0);
+    };
+    token
+        .split_once('.')
+        .and_then(|(offset, _)| offset.parse::<usize>().ok())
+        .filter(|offset| next_token(*offset) == token)
+        .ok_or_else(|| err("InvalidNextToken", "The specified token isn't valid."))
+}
+
 fn describe_instances(shared: &Shared, input: &Value) -> Result<Value, SsmError> {
+    let max_results = match &input["MaxResults"] {
+        Value::Null => DEFAULT_MAX_RESULTS,
+        v => match v.as_i64() {
+            Some(n) if MAX_RESULTS.contains(&n) => n,
+            Some(n) if n < *MAX_RESULTS.start() => {
+                return Err(validation_error(
+                    "maxResults",
+                    &n.to_string(),
+                    "Member must have value greater than or equal to 5",
+                ));
+            }
+            _ => {
+                return Err(validation_error(
+                    "maxResults",
+                    &v.to_string(),
+                    "Member must have value less than or equal to 50",
+                ));
+            }
+        },
+    };
+    let offset = page_offset(input["NextToken"].as_str())?;
     let filters = filters(input)?;
     for (key, values) in &filters {
         if key == "InstanceIds"
@@ -495,7 +596,13 @@ fn describe_instances(shared: &Shared, input: &Value) -> Result<Value, SsmError>
             })
         })
         .collect();
-    Ok(json!({"InstanceInformationList": list}))
+    let size = usize::try_from(max_results).unwrap_or(10);
+    let page: Vec<Value> = list.iter().skip(offset).take(size).cloned().collect();
+    let mut answer = json!({"InstanceInformationList": page});
+    if offset + size < list.len() {
+        answer["NextToken"] = json!(next_token(offset + size));
+    }
+    Ok(answer)
 }
 
 #[cfg(test)]
@@ -509,6 +616,46 @@ mod tests {
         assert!(is_instance_id("i-01234567"));
         assert!(!is_instance_id("i-0123"));
         assert!(!is_instance_id("node-1"));
+    }
+
+    #[test]
+    fn both_filter_lists_and_unknown_keys_are_refused() {
+        let both = json!({
+            "InstanceInformationFilterList": [{"key": "PingStatus", "valueSet": ["Online"]}],
+            "Filters": [{"Key": "PingStatus", "Values": ["Online"]}],
+        });
+        assert_eq!(
+            filters(&both).unwrap_err().code,
+            "InvalidInstanceInformationFilterValue"
+        );
+        let unknown = json!({"Filters": [{"Key": "Colour", "Values": ["blue"]}]});
+        assert_eq!(filters(&unknown).unwrap_err().code, "InvalidFilterKey");
+        let tags = json!({"Filters": [
+            {"Key": "tag:team", "Values": ["sre"]},
+            {"Key": "tag-key", "Values": ["team"]},
+        ]});
+        assert_eq!(filters(&tags).unwrap().len(), 2);
+        let empty_tag = json!({"Filters": [{"Key": "tag:", "Values": ["x"]}]});
+        assert_eq!(filters(&empty_tag).unwrap_err().code, "InvalidFilterKey");
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_made_up_ones_are_refused() {
+        assert_eq!(page_offset(None).unwrap(), 0);
+        assert_eq!(page_offset(Some(&next_token(20))).unwrap(), 20);
+        for bogus in [
+            "",
+            "20",
+            "20.0000000000000000",
+            "abc.def",
+            &next_token(20)[1..],
+        ] {
+            assert_eq!(
+                page_offset(Some(bogus)).unwrap_err().code,
+                "InvalidNextToken",
+                "{bogus:?}"
+            );
+        }
     }
 
     #[test]

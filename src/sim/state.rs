@@ -2,7 +2,7 @@
 //! log, and the issuer's keys.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Authorization codes of the browser login.
     pub codes: Mutex<CodeBook>,
+    /// Fault knob: STS cannot reach the identity provider (answers IDPCommunicationError).
+    pub idp_unreachable: AtomicBool,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (state stays usable for tests).

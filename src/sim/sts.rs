@@ -98,14 +98,27 @@ fn assume(shared: &Shared, params: &HashMap<String, String>) -> Result<Issued, S
         code: StsErrorCode::AccessDenied,
         message: "Not authorized to perform sts:AssumeRoleWithWebIdentity".to_string(),
     };
-    let (account, role_name) = parse_role_arn(role_arn).ok_or_else(|| StsRejection {
+    let (account, path, role_name) = parse_role_arn(role_arn).ok_or_else(|| StsRejection {
         code: StsErrorCode::ValidationError,
         message: format!("{role_arn} is invalid"),
     })?;
     if account != shared.config.account_id {
         return Err(denied());
     }
-    let role = shared.role(role_name).ok_or_else(denied)?;
+    // The ARN names a role by path and name: the right name under another path is no role.
+    let role = shared
+        .role(role_name)
+        .filter(|r| r.path == path)
+        .ok_or_else(denied)?;
+    if shared
+        .idp_unreachable
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(StsRejection {
+            code: StsErrorCode::IdpCommunicationError,
+            message: "The request could not be fulfilled because the identity provider could not be reached; retry shortly".to_string(),
+        });
+    }
     let audiences = shared.accepted_audiences();
     let identity = {
         let keys = read(&shared.keys);

@@ -21,6 +21,8 @@ pub enum StsErrorCode {
     ValidationError,
     /// The operation is not known (400).
     InvalidAction,
+    /// STS could not reach the token's issuer (400, transient).
+    IdpCommunicationError,
 }
 
 impl StsErrorCode {
@@ -32,6 +34,7 @@ impl StsErrorCode {
             Self::ExpiredTokenException => "ExpiredTokenException",
             Self::ValidationError => "ValidationError",
             Self::InvalidAction => "InvalidAction",
+            Self::IdpCommunicationError => "IDPCommunicationError",
         }
     }
 
@@ -230,15 +233,22 @@ pub fn check_duration(requested: Option<&str>, role_max: u32) -> Result<u32, Sts
 }
 
 /// Splits `arn:aws:iam::<acct>:role/<path/>name` into (account, role name).
-pub fn parse_role_arn(arn: &str) -> Option<(&str, &str)> {
+pub fn parse_role_arn(arn: &str) -> Option<(&str, String, &str)> {
     let rest = arn.strip_prefix("arn:aws:iam::")?;
     let (account, resource) = rest.split_once(':')?;
-    let path = resource.strip_prefix("role/")?;
-    let name = path.rsplit('/').next()?;
-    if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) || name.is_empty() {
+    let path_and_name = resource.strip_prefix("role/")?;
+    let (path, name) = match path_and_name.rsplit_once('/') {
+        Some((path, name)) => (format!("/{path}/"), name),
+        None => ("/".to_string(), path_and_name),
+    };
+    if account.len() != 12
+        || !account.chars().all(|c| c.is_ascii_digit())
+        || name.is_empty()
+        || path.contains("//")
+    {
         return None;
     }
-    Some((account, name))
+    Some((account, path, name))
 }
 
 #[cfg(test)]
@@ -351,8 +361,17 @@ mod tests {
     fn role_arns() {
         assert_eq!(
             parse_role_arn("arn:aws:iam::123456789012:role/ops/nodeshell-user"),
-            Some(("123456789012", "nodeshell-user"))
+            Some(("123456789012", "/ops/".to_string(), "nodeshell-user"))
         );
+        assert_eq!(
+            parse_role_arn("arn:aws:iam::123456789012:role/nodeshell-user"),
+            Some(("123456789012", "/".to_string(), "nodeshell-user"))
+        );
+        assert_eq!(
+            parse_role_arn("arn:aws:iam::123456789012:role/a/b/nodeshell-user").map(|r| r.1),
+            Some("/a/b/".to_string())
+        );
+        assert_eq!(parse_role_arn("arn:aws:iam::123456789012:role//x"), None);
         assert_eq!(parse_role_arn("arn:aws:iam::123:role/x"), None);
         assert_eq!(parse_role_arn("arn:aws:iam::123456789012:user/x"), None);
     }
