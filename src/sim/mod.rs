@@ -340,9 +340,14 @@ impl SimHandle {
         &self.shared.config.account_id
     }
 
-    /// `arn:aws:iam::<acct>:role/<name>`.
+    /// `arn:aws:iam::<acct>:role/<path><name>`, with the configured role's IAM path (`/` for
+    /// a role that is not configured).
     pub fn role_arn(&self, name: &str) -> String {
-        format!("arn:aws:iam::{}:role/{name}", self.shared.config.account_id)
+        let path = self.shared.role(name).map_or("/", |r| r.path.as_str());
+        format!(
+            "arn:aws:iam::{}:role{path}{name}",
+            self.shared.config.account_id
+        )
     }
 
     /// ARN of the first configured role.
