@@ -3,13 +3,12 @@
 //! agree; role session names are attributed and sanitised; no AWS credential is written
 //! anywhere. Real kube-apiserver, simulator, `nodeshell controller` and `nodeshell gateway`.
 
-#[path = "gateway_support.rs"]
-mod gateway_support;
+mod support;
 
 use std::time::Duration;
 
-use gateway_support::*;
 use serde_json::{Value, json};
+use support::*;
 
 const T: Duration = Duration::from_secs(30);
 
