@@ -7,15 +7,13 @@
 //! back within the reattach grace. Real kube-apiserver, simulator, `nodeshell controller`
 //! and `nodeshell gateway` processes.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use kube::api::{Api, Patch, PatchParams};
 use nodeshell::api::NodeShellSession;
 use nodeshell::localcluster::{Identity, SYSTEM_NAMESPACE};
 use serde_json::{Value, json};
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 /// From `exit` to the `closed` frame when the transcript store refuses every write: one

@@ -1,13 +1,11 @@
 //! Every error code of design §5, provoked through the real gateway, controller, apiserver and
 //! simulator, with the HTTP status and the extra fields a client relies on.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use nodeshell::sim::{BadToken, PingStatus};
 use serde_json::{Value, json};
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 

@@ -3,12 +3,10 @@
 //! agree; role session names are attributed and sanitised; no AWS credential is written
 //! anywhere. Real kube-apiserver, simulator, `nodeshell controller` and `nodeshell gateway`.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 
