@@ -6,10 +6,9 @@
 //! and writes `target/bench/controller.json`; under `cargo test` it runs a small smoke size
 //! and writes nothing. It prints figures and never fails on time.
 
-#[path = "../e2e/tests/controller_support.rs"]
-mod controller_support;
+#[path = "../e2e/tests/support/mod.rs"]
+mod support;
 
-use controller_support::{ControllerProcess, apply_policy, session};
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -20,6 +19,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{ControllerProcess, apply_policy, gateway_session, http_get};
 
 /// Sizes of one run.
 struct Size {
@@ -103,7 +103,7 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
         gateway
             .create(
                 &PostParams::default(),
-                &session(&name, &format!("lat{}", i % 50), "bench-live")?,
+                &gateway_session(&name, &format!("lat{}", i % 50), "bench-live")?,
             )
             .await?;
         let deadline = t0 + Duration::from_secs(60);
@@ -127,7 +127,7 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
     let (p50, p99) = (pct(0.50), pct(0.99));
     // The controller's own view: how long its passes take (the rest is watch and API latency).
     let addr = controller.admin_addr().await?;
-    let (_, metrics) = controller_support::http_get(&addr, "/metrics").await?;
+    let (_, metrics) = http_get(&addr, "/metrics").await?;
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("nodeshell_controller_pass_duration_seconds_"))
@@ -148,7 +148,7 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
     );
     // Let the cache settle after the last writes before measuring memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss = rss_bytes(controller.pid()).unwrap_or(0);
+    let rss = controller.rss_bytes().unwrap_or(0);
 
     let figures = json!({
         "admission_p50_ms": p50,
@@ -187,7 +187,7 @@ async fn create_many(
             let prefix = prefix.to_string();
             let policy = policy.to_string();
             async move {
-                let s = session(
+                let s = gateway_session(
                     &format!("{prefix}-{i:05}"),
                     &format!("{prefix}{}", i % 100),
                     &policy,
@@ -220,12 +220,4 @@ async fn wait_decided(api: &Api<NodeShellSession>, expected: usize) -> anyhow::R
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// VmRSS of a process, from /proc.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

@@ -12,20 +12,20 @@
 //! `cargo test --bench gateway`) it runs a smoke size. `NODESHELL_BENCH_SESSIONS` overrides
 //! the number of sessions.
 
-#[path = "../e2e/tests/gateway_support.rs"]
-mod gateway_support;
 #[path = "support/proc_stats.rs"]
 #[allow(dead_code, unused_imports)]
 mod proc_stats;
+#[path = "../e2e/tests/support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use gateway_support::*;
 use nodeshell::aws::{SsmSessions, WebIdentityRequest, assume_role_with_web_identity};
 use nodeshell::sim::FIREHOSE_DOCUMENT;
 use nodeshell::ssm::{DataChannel, DataChannelOptions, ReceiveConfig};
 use serde_json::json;
+use support::*;
 
 /// Size of the simulator's firehose when the document gets no `bytes` parameter (the gateway
 /// passes none).

@@ -1007,7 +1007,7 @@ async fn open_shell(ssm: &SsmSessions) -> anyhow::Result<DataChannel> {
     )
     .await?;
     let mut seen = Vec::new();
-    wait_for(&mut channel, &mut seen, |s| {
+    read_output_until(&mut channel, &mut seen, |s| {
         s.windows(2).any(|w| w == b"$ ")
     })
     .await
@@ -1016,7 +1016,7 @@ async fn open_shell(ssm: &SsmSessions) -> anyhow::Result<DataChannel> {
 }
 
 /// Reads output until `done(all output so far)`; a stall or an ended channel is an error.
-async fn wait_for(
+async fn read_output_until(
     channel: &mut DataChannel,
     seen: &mut Vec<u8>,
     done: impl Fn(&[u8]) -> bool,
@@ -1049,12 +1049,12 @@ async fn keystroke_rtt(ssm: &SsmSessions, samples: usize) -> anyhow::Result<Vec<
         let mut seen = Vec::new();
         let started = Instant::now();
         channel.send_input(b"x").await?;
-        wait_for(&mut channel, &mut seen, |s| s.contains(&b'x')).await?;
+        read_output_until(&mut channel, &mut seen, |s| s.contains(&b'x')).await?;
         rtts.push(started.elapsed().as_secs_f64() * 1e3);
         // DEL: readline answers with a backspace sequence.
         channel.send_input(&[0x7f]).await?;
         let mut erased = Vec::new();
-        wait_for(&mut channel, &mut erased, |s| s.contains(&0x08)).await?;
+        read_output_until(&mut channel, &mut erased, |s| s.contains(&0x08)).await?;
     }
     channel.send_input(b"exit\r").await?;
     let reason = tokio::time::timeout(Duration::from_secs(20), channel.closed()).await?;

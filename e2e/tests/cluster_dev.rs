@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -19,17 +19,19 @@ use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-mod dev_support;
-use dev_support::{READY_TIMEOUT, admin_client, run_dir, start_dev, stdout_lines, wait_for_url};
+mod support;
+use support::{
+    NodeshellProcess, READY_TIMEOUT, admin_client, run_dir, start_dev, wait_console_url,
+};
 
 /// Waits for the ready marker and returns the apiserver URL it holds.
-fn wait_ready(child: &mut Child, run_dir: &Path) -> anyhow::Result<String> {
+fn wait_ready(dev: &NodeshellProcess, run_dir: &Path) -> anyhow::Result<String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(server) = std::fs::read_to_string(run_dir.join(nodeshell::dev::READY_FILE)) {
             return Ok(server.trim().to_owned());
         }
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = dev.try_wait()? {
             anyhow::bail!("nodeshell dev exited before it was ready: {status}");
         }
         anyhow::ensure!(
@@ -38,15 +40,6 @@ fn wait_ready(child: &mut Child, run_dir: &Path) -> anyhow::Result<String> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn signal(child: &Child, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()?;
-    anyhow::ensure!(status.success(), "kill -{name} failed");
-    Ok(())
 }
 
 fn port_of(server: &str) -> u16 {
@@ -219,10 +212,10 @@ async fn next_control(
 async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm()
 -> anyhow::Result<()> {
     let run_dir = run_dir("full");
-    let mut child = start_dev(&run_dir, &["--listen", "127.0.0.1:0"])?;
-    let lines = stdout_lines(&mut child)?;
-    let (console, banner) = wait_for_url(&mut child, &lines)?;
-    let server = wait_ready(&mut child, &run_dir)?;
+    let dev = start_dev(&run_dir, &["--listen", "127.0.0.1:0"])?;
+    let lines = dev.stdout_lines()?;
+    let (console, banner) = wait_console_url(&dev, &lines)?;
+    let server = wait_ready(&dev, &run_dir)?;
     assert!(
         console.starts_with("http://127.0.0.1:") && console.ends_with('/'),
         "{console}"
@@ -364,12 +357,12 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
         );
     }
 
-    signal(&child, "TERM")?;
+    dev.send_signal("TERM")?;
     let closed = next_control(&mut socket, "closed", &mut output).await?;
     assert_eq!(closed["reason"], "GatewayShutdown", "{closed}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = dev.try_wait()? {
             break status;
         }
         assert!(
@@ -406,14 +399,14 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
 #[tokio::test]
 async fn the_control_plane_dies_with_a_killed_dev() -> anyhow::Result<()> {
     let run_dir = run_dir("killed");
-    let mut child = start_dev(&run_dir, &["--control-plane-only"])?;
-    let server = wait_ready(&mut child, &run_dir)?;
+    let dev = start_dev(&run_dir, &["--control-plane-only"])?;
+    let server = wait_ready(&dev, &run_dir)?;
     let port = port_of(&server);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 
     // No destructor runs after SIGKILL: only the lifeline pipes can stop the children.
-    signal(&child, "KILL")?;
-    child.wait()?;
+    dev.send_signal("KILL")?;
+    dev.wait()?;
     wait_until(
         "the apiserver stops listening",
         Duration::from_secs(30),

@@ -1,15 +1,15 @@
 //! What an auditor sees with the real `kubectl`: the printer columns of both kinds, the
 //! short names, and field documentation through `kubectl explain`.
 
-mod cluster_support;
+mod support;
 
 use std::time::Duration;
 
-use cluster_support::{cluster, create_policy, create_session, kubectl, kubectl_ok, policy_json};
 use kube::api::{Api, Patch, PatchParams};
 use nodeshell::api::NodeShellSession;
 use nodeshell::localcluster::Identity;
 use serde_json::json;
+use support::{cluster, create_policy, create_session, kubectl, kubectl_ok, policy_json};
 
 fn header(table: &str) -> Vec<String> {
     table

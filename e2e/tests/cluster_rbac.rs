@@ -1,17 +1,17 @@
 //! The RBAC manifests in e2e/manifests/rbac, checked with real requests and with
 //! `kubectl auth can-i`: auditors read, components do their part, a plain user gets nothing.
 
-mod cluster_support;
+mod support;
 
-use cluster_support::{
-    cluster, create_policy, create_session, kubectl, policy_json, session_json, status_code,
-};
 use futures::TryStreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use nodeshell::api::{NodeShellPolicy, NodeShellSession};
 use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
 use serde_json::json;
+use support::{
+    cluster, create_policy, create_session, kubectl, policy_json, session_json, status_code,
+};
 
 async fn can_i(cluster: &LocalCluster, identity: Identity, args: &[&str]) -> anyhow::Result<bool> {
     let mut full = vec!["auth", "can-i"];

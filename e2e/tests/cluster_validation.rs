@@ -1,13 +1,13 @@
 //! The apiserver itself enforces the CRDs' rules: an invalid NodeShellPolicy is refused, a
 //! session's spec cannot change after creation, and `terminate` only goes false → true.
 
-mod cluster_support;
+mod support;
 
-use cluster_support::{cluster, create_policy, create_session, message, policy_json, status_code};
 use kube::api::{Api, Patch, PatchParams};
 use nodeshell::api::NodeShellSession;
 use nodeshell::localcluster::Identity;
 use serde_json::json;
+use support::{cluster, create_policy, create_session, message, policy_json, status_code};
 
 #[tokio::test]
 async fn a_valid_policy_is_accepted() -> anyhow::Result<()> {

@@ -6,15 +6,15 @@
 //! console the binary embeds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kube::api::Api;
 use nodeshell::api::{NodeShellSession, SessionPhase};
 
-mod dev_support;
-use dev_support::{admin_client, run_dir, start_dev, stdout_lines, wait_for_url};
+mod support;
+use support::{NodeshellProcess, admin_client, run_dir, start_dev, wait_console_url};
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,7 +25,7 @@ fn repo() -> &'static Path {
 
 /// `nodeshell dev` on a free port; stopped with SIGTERM on drop, even when an assert fails.
 struct Dev {
-    child: Child,
+    process: NodeshellProcess,
     run_dir: PathBuf,
     lines: mpsc::Receiver<String>,
 }
@@ -33,10 +33,10 @@ struct Dev {
 impl Dev {
     fn start() -> anyhow::Result<Self> {
         let run_dir = run_dir("console-browser");
-        let mut child = start_dev(&run_dir, &["--listen", "127.0.0.1:0"])?;
-        let lines = stdout_lines(&mut child)?;
+        let process = start_dev(&run_dir, &["--listen", "127.0.0.1:0"])?;
+        let lines = process.stdout_lines()?;
         Ok(Self {
-            child,
+            process,
             run_dir,
             lines,
         })
@@ -44,22 +44,18 @@ impl Dev {
 
     /// The URL from the `open http://…/` line.
     fn console_url(&mut self) -> anyhow::Result<String> {
-        Ok(wait_for_url(&mut self.child, &self.lines)?.0)
+        Ok(wait_console_url(&self.process, &self.lines)?.0)
     }
 
     /// SIGTERM, then the exit status.
     fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
+        if let Some(status) = self.process.try_wait()? {
             return Ok(status);
         }
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()?;
-        anyhow::ensure!(sent.success(), "kill -TERM failed");
+        self.process.send_signal("TERM")?;
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.process.try_wait()? {
                 return Ok(status);
             }
             anyhow::ensure!(

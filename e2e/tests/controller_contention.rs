@@ -2,12 +2,8 @@
 //! processes running, caps 2 per user and 10 in total. Exactly the sessions the caps allow are
 //! admitted and every other one is Rejected with the right reason, round after round.
 
-mod controller_support;
+mod support;
 
-use controller_support::{
-    ControllerProcess, apply_policy, cluster, decided_by, http_get, lease_holder, session,
-    sessions_with_prefix, status_managers, wait_for,
-};
 use futures::future::join_all;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -16,6 +12,10 @@ use nodeshell::localcluster::Identity;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
+use support::{
+    ControllerProcess, apply_policy, cluster, decided_by, gateway_session, http_get, lease_holder,
+    sessions_with_prefix, status_managers, wait_for,
+};
 
 const LEASE: &str = "controller-contention";
 const POLICY: &str = "contention";
@@ -60,7 +60,7 @@ async fn two_controllers_never_admit_more_than_the_caps() -> anyhow::Result<()> 
             let gateway = gateway.clone();
             let prefix = prefix.clone();
             async move {
-                let s = session(
+                let s = gateway_session(
                     &format!("{prefix}s{i:03}"),
                     &format!("user{}", i % USERS),
                     POLICY,

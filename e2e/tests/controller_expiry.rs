@@ -3,12 +3,8 @@
 //! deletion after retention (with the session's transcript Secret), policy status, events and
 //! metrics.
 
-mod controller_support;
+mod support;
 
-use controller_support::{
-    ControllerProcess, apply_policy, cluster, create_session, gateway_status, http_get,
-    time_from_now, wait_for, wait_phase,
-};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -19,6 +15,10 @@ use nodeshell::api::{LABEL_SESSION, NodeShellPolicy, NodeShellSession, SessionPh
 use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
 use serde_json::json;
 use std::time::Duration;
+use support::{
+    ControllerProcess, apply_policy, cluster, create_gateway_session, gateway_status, http_get,
+    time_from_now, wait_for, wait_phase,
+};
 
 const LEASE: &str = "controller-expiry";
 const POLICY: &str = "expiry";
@@ -118,7 +118,7 @@ async fn admitted(
     name: &str,
     user: &str,
 ) -> anyhow::Result<NodeShellSession> {
-    create_session(cluster, name, user, POLICY).await?;
+    create_gateway_session(cluster, name, user, POLICY).await?;
     wait_phase(cluster, name, SessionPhase::Admitted, None, WAIT).await
 }
 
@@ -357,7 +357,7 @@ async fn policy_status(cluster: &LocalCluster) -> anyhow::Result<()> {
     .await?;
     assert_eq!(bad.reason, "MissingRegion");
     assert!(bad.message.contains("aws.region"), "{}", bad.message);
-    create_session(cluster, "x-denied", "denied", "expiry-no-region").await?;
+    create_gateway_session(cluster, "x-denied", "denied", "expiry-no-region").await?;
     let denied = wait_phase(
         cluster,
         "x-denied",

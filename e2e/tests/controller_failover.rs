@@ -2,15 +2,15 @@
 //! the lease duration and admission continues. Every decision is written by whichever replica
 //! held the lease at the time, never by two.
 
-mod controller_support;
+mod support;
 
-use controller_support::{
-    ControllerProcess, apply_policy, cluster, create_session, decided_by, lease_holder,
-    status_managers, wait_for, wait_phase,
-};
 use nodeshell::api::SessionPhase;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use support::{
+    ControllerProcess, apply_policy, cluster, create_gateway_session, decided_by, lease_holder,
+    status_managers, wait_for, wait_phase,
+};
 
 const LEASE: &str = "controller-failover";
 const POLICY: &str = "failover";
@@ -37,7 +37,7 @@ async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
 
     // Before the failure: the holder admits.
     for i in 0..3 {
-        create_session(cluster, &format!("before-{i}"), &format!("u{i}"), POLICY).await?;
+        create_gateway_session(cluster, &format!("before-{i}"), &format!("u{i}"), POLICY).await?;
     }
     for i in 0..3 {
         let s = wait_phase(
@@ -66,7 +66,7 @@ async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
 
     // Sessions created while nobody leads wait, then the standby admits them.
     for i in 0..3 {
-        create_session(cluster, &format!("after-{i}"), &format!("u{i}"), POLICY).await?;
+        create_gateway_session(cluster, &format!("after-{i}"), &format!("u{i}"), POLICY).await?;
     }
     let second = wait_for(
         "the standby to take the lease",
@@ -106,7 +106,7 @@ async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
         Some(standby.clone()),
         "no flapping"
     );
-    create_session(cluster, "later-0", "u9", POLICY).await?;
+    create_gateway_session(cluster, "later-0", "u9", POLICY).await?;
     let s = wait_phase(
         cluster,
         "later-0",
@@ -145,7 +145,7 @@ async fn the_standby_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
         },
     )
     .await?;
-    create_session(cluster, "later-1", "u8", POLICY).await?;
+    create_gateway_session(cluster, "later-1", "u8", POLICY).await?;
     let s = wait_phase(
         cluster,
         "later-1",

@@ -2,14 +2,13 @@
 //! at the same moment never get more sessions than the policy's caps, and every refusal is a
 //! 429 with the cap's code.
 
-#[path = "gateway_support.rs"]
-mod gateway_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gateway_support::*;
 use serde_json::json;
+use support::*;
 
 const USERS: usize = 12;
 const CLICKS_PER_USER: usize = 3;

@@ -7,12 +7,9 @@
 //! back within the reattach grace. Real kube-apiserver, simulator, `nodeshell controller`
 //! and `nodeshell gateway` processes.
 
-#[path = "gateway_support.rs"]
-mod gateway_support;
-
 use std::time::{Duration, Instant};
 
-use gateway_support::*;
+use crate::support::*;
 use kube::api::{Api, Patch, PatchParams};
 use nodeshell::api::NodeShellSession;
 use nodeshell::localcluster::{Identity, SYSTEM_NAMESPACE};

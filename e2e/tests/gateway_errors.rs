@@ -1,12 +1,9 @@
 //! Every error code of design §5, provoked through the real gateway, controller, apiserver and
 //! simulator, with the HTTP status and the extra fields a client relies on.
 
-#[path = "gateway_support.rs"]
-mod gateway_support;
-
 use std::time::Duration;
 
-use gateway_support::*;
+use crate::support::*;
 use nodeshell::sim::{BadToken, PingStatus};
 use serde_json::{Value, json};
 

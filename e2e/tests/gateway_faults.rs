@@ -4,15 +4,14 @@
 //! reading (the gateway's memory stays bounded), and an unreachable apiserver (no session
 //! opens; the error says why).
 
-#[path = "gateway_support.rs"]
-mod gateway_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gateway_support::*;
 use serde_json::json;
+use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 

@@ -5,16 +5,15 @@
 //! The CRD allows no idle or maximum duration under 60 s, so these tests run on a 60 s clock
 //! and in parallel with each other.
 
-#[path = "gateway_support.rs"]
-mod gateway_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use gateway_support::*;
 use kube::api::{Api, Patch, PatchParams};
 use nodeshell::api::NodeShellSession;
 use nodeshell::localcluster::Identity;
 use serde_json::json;
+use support::*;
 
 const T: Duration = Duration::from_secs(30);
 /// How far from the configured second a cut may land (polling, a busy 2-core machine).

@@ -3,12 +3,9 @@
 //! agree; role session names are attributed and sanitised; no AWS credential is written
 //! anywhere. Real kube-apiserver, simulator, `nodeshell controller` and `nodeshell gateway`.
 
-#[path = "gateway_support.rs"]
-mod gateway_support;
-
 use std::time::Duration;
 
-use gateway_support::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);

@@ -3,18 +3,18 @@
 //! schema, a server-side dry run, then a real install whose RBAC `kubectl auth can-i`
 //! proves and whose admission policy refuses sessions from anyone but the gateway.
 
-mod cluster_support;
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cluster_support::{kubectl, kubectl_ok, session_json};
 use nodeshell::api::{NodeShellPolicy, validate_policy};
 use nodeshell::gateway::GatewayArgs;
 use nodeshell::gateway::config::{GatewayConfig, parse_file};
 use nodeshell::localcluster::apply::parse_documents;
 use nodeshell::localcluster::{Identity, LocalCluster, Options};
 use serde_json::{Value, json};
+use support::{kubectl, kubectl_ok, session_json};
 use tokio::sync::OnceCell;
 
 /// Namespace and release the real install uses; not the shared cluster's `nodeshell-system`,

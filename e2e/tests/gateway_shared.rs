@@ -1,0 +1,18 @@
+//! The gateway tests that share one default [`support::GatewayWorld`] (one controller, one
+//! gateway) and never stop, signal or replace its processes, linked as one binary so that they
+//! pay for one link and one world instead of three:
+//!
+//! * [`gateway_story`]: the gateway as a person sees it;
+//! * [`gateway_errors`]: every error code, with its HTTP status and fields;
+//! * [`gateway_edges`]: transcript failures, resume tokens, Closing, large transcripts,
+//!   reattach grace.
+//!
+//! Binaries whose tests kill or restart shared processes (`gateway_faults`,
+//! `gateway_lifecycle`) or need another world shape (`gateway_caps`) stay on their own.
+//! Run one part with a filter: `cargo test --test gateway_shared -- gateway_errors::`.
+
+mod support;
+
+mod gateway_edges;
+mod gateway_errors;
+mod gateway_story;
