@@ -19,7 +19,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{ControllerProcess, apply_policy, gateway_session, http_get};
+use support::{ControllerProcess, apply_policy, ensure_session_node, gateway_session, http_get};
 
 /// Sizes of one run.
 struct Size {
@@ -57,6 +57,7 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
     let cluster = LocalCluster::start(Options::default()).await?;
     cluster.install_rbac().await?;
     cluster.install_crds().await?;
+    ensure_session_node(&cluster).await?;
     apply_policy(
         &cluster,
         "bench-live",

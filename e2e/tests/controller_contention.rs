@@ -13,8 +13,8 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 use support::{
-    ControllerProcess, apply_policy, cluster, decided_by, gateway_session, http_get, lease_holder,
-    sessions_with_prefix, status_managers, wait_for,
+    ControllerProcess, apply_policy, cluster, decided_by, ensure_session_node, gateway_session,
+    http_get, lease_holder, sessions_with_prefix, status_managers, wait_for,
 };
 
 const LEASE: &str = "controller-contention";
@@ -28,6 +28,7 @@ const ROUNDS: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_never_admit_more_than_the_caps() -> anyhow::Result<()> {
     let cluster = cluster().await?;
+    ensure_session_node(cluster).await?;
     apply_policy(
         cluster,
         POLICY,

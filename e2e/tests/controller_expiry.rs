@@ -16,8 +16,8 @@ use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
 use serde_json::json;
 use std::time::Duration;
 use support::{
-    ControllerProcess, apply_policy, cluster, create_gateway_session, gateway_status, http_get,
-    time_from_now, wait_for, wait_phase,
+    ControllerProcess, apply_policy, cluster, create_gateway_session, ensure_session_node,
+    gateway_session, gateway_status, http_get, time_from_now, wait_for, wait_phase,
 };
 
 const LEASE: &str = "controller-expiry";
@@ -58,9 +58,10 @@ async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result
         max_duration_backstop(cluster),
         terminate(cluster),
         policy_status(cluster),
+        spec_recheck(cluster),
     );
     let failures: Vec<String> = [
-        results.0, results.1, results.2, results.3, results.4, results.5,
+        results.0, results.1, results.2, results.3, results.4, results.5, results.6,
     ]
     .into_iter()
     .filter_map(Result::err)
@@ -372,5 +373,35 @@ async fn policy_status(cluster: &LocalCluster) -> anyhow::Result<()> {
             .and_then(|s| s.message)
             .is_some_and(|m| m.contains("aws.region"))
     );
+    Ok(())
+}
+
+/// A session whose spec is not what its node and policy say now is refused at admission,
+/// whoever wrote it: another instance than the node's (NodeNotEligible), a node that does
+/// not exist (NodeNotEligible), another role than the policy's (PolicyDenied).
+async fn spec_recheck(cluster: &LocalCluster) -> anyhow::Result<()> {
+    ensure_session_node(cluster).await?;
+    let api: Api<NodeShellSession> = Api::all(cluster.client(Identity::Gateway).await?);
+    let mut other_instance = gateway_session("x-spec-instance", "spec1", POLICY)?;
+    other_instance.spec.instance_id = "i-0fffffffffffffff0".into();
+    let mut no_node = gateway_session("x-spec-node", "spec2", POLICY)?;
+    no_node.spec.node_name = "ip-10-9-9-9.ec2.internal".into();
+    let mut other_role = gateway_session("x-spec-role", "spec3", POLICY)?;
+    other_role.spec.role_arn = "arn:aws:iam::123456789012:role/cluster-admin".into();
+    for s in [&other_instance, &no_node, &other_role] {
+        api.create(&PostParams::default(), s).await?;
+    }
+    for (name, reason, words) in [
+        ("x-spec-instance", "NodeNotEligible", "i-0fffffffffffffff0"),
+        ("x-spec-node", "NodeNotEligible", "does not exist"),
+        ("x-spec-role", "PolicyDenied", "cluster-admin"),
+    ] {
+        let s = wait_phase(cluster, name, SessionPhase::Rejected, Some(reason), WAIT).await?;
+        let message = s.status.and_then(|st| st.message).unwrap_or_default();
+        anyhow::ensure!(message.contains(words), "{name}: {message}");
+    }
+    // The same spec, as the gateway writes it, is admitted.
+    create_gateway_session(cluster, "x-spec-good", "spec4", POLICY).await?;
+    wait_phase(cluster, "x-spec-good", SessionPhase::Admitted, None, WAIT).await?;
     Ok(())
 }

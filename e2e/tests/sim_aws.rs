@@ -425,3 +425,190 @@ async fn issuer_tokens_verify_with_jsonwebtoken_against_the_published_jwks() {
     );
     sim.shutdown().await;
 }
+
+/// An SSM client of AWS's own SDK, signing with credentials the simulator's STS issued.
+fn sdk_ssm(sim: &SimHandle, creds: &TemporaryCredentials) -> aws_sdk_ssm::Client {
+    let endpoints = endpoints(sim);
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new(endpoints.region.clone()))
+        .endpoint_url(endpoints.ssm_url.clone().expect("the simulator's SSM url"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            creds.access_key_id.clone(),
+            creds.secret_access_key().to_string(),
+            Some(creds.session_token().to_string()),
+            None,
+            "simulator",
+        ))
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
+fn code_of<E, R>(e: &aws_sdk_ssm::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_ssm::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .unwrap_or("not a service error")
+        .to_string()
+}
+
+#[tokio::test]
+async fn describe_instance_information_checks_its_members_and_pages_as_aws_does() {
+    let sim = start().await;
+    for n in 0..12 {
+        sim.add_instance(InstanceConfig {
+            id: format!("i-0bbbbbbbbbbbbbb{n:02x}"),
+            ..InstanceConfig::default()
+        });
+    }
+    let creds = assume(&sim, "nodeshell-user").await;
+    let ssm = sdk_ssm(&sim, &creds);
+    // MaxResults outside 5–50.
+    for bad in [4, 51] {
+        let e = ssm
+            .describe_instance_information()
+            .max_results(bad)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(&e), "ValidationException", "MaxResults {bad}");
+    }
+    // Pages of five, with a NextToken until the last.
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ssm
+            .describe_instance_information()
+            .max_results(5)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(page.instance_information_list().len() <= 5);
+        seen.extend(
+            page.instance_information_list()
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string)),
+        );
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no instance twice across pages");
+    assert_eq!(seen.len(), 14, "two configured instances and twelve added");
+    // The default page is ten.
+    let first = ssm.describe_instance_information().send().await.unwrap();
+    assert_eq!(first.instance_information_list().len(), 10);
+    assert!(first.next_token().is_some());
+    // A made-up token, both filter lists, an unknown key.
+    let e = ssm
+        .describe_instance_information()
+        .next_token("not-a-token")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "InvalidNextToken");
+    let legacy = aws_sdk_ssm::types::InstanceInformationFilter::builder()
+        .key(aws_sdk_ssm::types::InstanceInformationFilterKey::PingStatus)
+        .value_set("Online")
+        .build()
+        .unwrap();
+    let current = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+        .key("PingStatus")
+        .values("Online")
+        .build()
+        .unwrap();
+    let e = ssm
+        .describe_instance_information()
+        .instance_information_filter_list(legacy)
+        .filters(current)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "InvalidInstanceInformationFilterValue");
+    let unknown = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+        .key("Colour")
+        .values("blue")
+        .build()
+        .unwrap();
+    let e = ssm
+        .describe_instance_information()
+        .filters(unknown)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "InvalidFilterKey");
+}
+
+#[tokio::test]
+async fn start_session_checks_the_reason_as_aws_does() {
+    let sim = start().await;
+    let creds = assume(&sim, "nodeshell-user").await;
+    let ssm = SsmSessions::new(&endpoints(&sim), &creds);
+    for reason in [String::new(), "x".repeat(257), "two\nlines".to_string()] {
+        let e = ssm
+            .start_session(INSTANCE, None, Some(&reason), HashMap::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SsmCallError::Other { code, message }
+                if code == "ValidationException" && message.contains("'reason'")),
+            "{reason:?}: {e}"
+        );
+    }
+    let fine = "é".repeat(256);
+    assert!(
+        ssm.start_session(INSTANCE, None, Some(&fine), HashMap::new())
+            .await
+            .is_ok(),
+        "256 characters (not bytes) are allowed"
+    );
+}
+
+#[tokio::test]
+async fn sts_matches_the_role_path_and_can_report_the_issuer_unreachable() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut config = SimConfig::for_tests();
+    config.roles.push(RoleConfig {
+        name: "pathed".to_string(),
+        path: "/ops/".to_string(),
+        ..RoleConfig::default()
+    });
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    let arn = sim.role_arn("pathed");
+    assert!(arn.ends_with(":role/ops/pathed"), "{arn}");
+    let token = || sim.mint_token("alice").expect("token");
+    let with_arn = |role_arn: &str| WebIdentityRequest {
+        role_arn: role_arn.to_string(),
+        role_session_name: "ns-alice".to_string(),
+        web_identity_token: token(),
+        duration_seconds: Some(900),
+    };
+    assert!(
+        assume_role_with_web_identity(&endpoints(&sim), &with_arn(&arn))
+            .await
+            .is_ok()
+    );
+    let no_path = "arn:aws:iam::123456789012:role/pathed";
+    assert!(matches!(
+        assume_role_with_web_identity(&endpoints(&sim), &with_arn(no_path)).await,
+        Err(AssumeRoleError::AccessDenied(_))
+    ));
+    sim.set_idp_unreachable(true);
+    assert!(matches!(
+        assume_role_with_web_identity(&endpoints(&sim), &with_arn(&arn)).await,
+        Err(AssumeRoleError::IdpCommunication(_))
+    ));
+    sim.set_idp_unreachable(false);
+    assert!(
+        assume_role_with_web_identity(&endpoints(&sim), &with_arn(&arn))
+            .await
+            .is_ok()
+    );
+}

@@ -6,13 +6,14 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use nodeshell::api::{NodeShellPolicy, NodeShellSession, SessionPhase};
 use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
 use serde_json::{Value, json};
 
-use super::json::{gateway_session, merge, session_json};
+use super::json::{SESSION_INSTANCE, SESSION_NODE, gateway_session, merge, session_json};
 
 /// The shared cluster with nodeshell's CRDs and RBAC installed.
 pub async fn cluster() -> anyhow::Result<&'static LocalCluster> {
@@ -151,13 +152,31 @@ pub async fn apply_policy(
         .await?)
 }
 
-/// Creates a [`gateway_session`] as the gateway.
+/// The node a [`gateway_session`] runs on: an EC2-backed node with the instance and zone its
+/// spec names, since the controller re-reads the node at admission. Idempotent.
+pub async fn ensure_session_node(cluster: &LocalCluster) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(cluster.client(Identity::Admin).await?);
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": SESSION_NODE },
+        "spec": { "providerID": format!("aws:///us-east-1a/{SESSION_INSTANCE}") },
+    }))?;
+    match api.create(&PostParams::default(), &node).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a [`gateway_session`] as the gateway (and its node, when missing).
 pub async fn create_gateway_session(
     cluster: &LocalCluster,
     name: &str,
     user: &str,
     policy: &str,
 ) -> anyhow::Result<NodeShellSession> {
+    ensure_session_node(cluster).await?;
     let api: Api<NodeShellSession> = Api::all(cluster.client(Identity::Gateway).await?);
     Ok(api
         .create(

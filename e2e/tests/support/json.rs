@@ -46,8 +46,8 @@ pub fn session_json(name: &str, user: &str) -> Value {
         "kind": "NodeShellSession",
         "metadata": { "name": name },
         "spec": {
-            "nodeName": "ip-10-0-1-17.ec2.internal",
-            "instanceId": "i-0123456789abcdef0",
+            "nodeName": SESSION_NODE,
+            "instanceId": SESSION_INSTANCE,
             "region": "us-east-1",
             "policyName": "default",
             "user": {
@@ -65,6 +65,11 @@ pub fn session_json(name: &str, user: &str) -> Value {
     })
 }
 
+/// The node every [`gateway_session`] runs on.
+pub const SESSION_NODE: &str = "ip-10-0-1-17.ec2.internal";
+/// The EC2 instance behind [`SESSION_NODE`].
+pub const SESSION_INSTANCE: &str = "i-0123456789abcdef0";
+
 /// A session governed by `policy` as the gateway would create it (the controller tests').
 pub fn gateway_session(name: &str, user: &str, policy: &str) -> anyhow::Result<NodeShellSession> {
     Ok(serde_json::from_value(json!({
@@ -72,8 +77,8 @@ pub fn gateway_session(name: &str, user: &str, policy: &str) -> anyhow::Result<N
         "kind": "NodeShellSession",
         "metadata": { "name": name },
         "spec": {
-            "nodeName": "ip-10-0-1-17.ec2.internal",
-            "instanceId": "i-0123456789abcdef0",
+            "nodeName": SESSION_NODE,
+            "instanceId": SESSION_INSTANCE,
             "region": "us-east-1",
             "policyName": policy,
             "user": { "sub": format!("{user}-sub"), "name": user, "tier": "engineer" },
