@@ -187,8 +187,8 @@ mod tests {
     use tower::ServiceExt;
 
     use crate::gateway::config::{GatewayArgs, parse_file};
+    use crate::gateway::handover::LiveSide;
     use crate::gateway::metrics::GatewayMetrics;
-    use crate::gateway::runtime::Runtime;
 
     fn app() -> Router {
         let file = parse_file(
@@ -202,7 +202,7 @@ mod tests {
         let state = crate::gateway::server::app_state(
             config,
             kube,
-            Runtime::none(),
+            LiveSide::none(),
             GatewayMetrics::default(),
         )
         .unwrap();

@@ -1,5 +1,5 @@
 //! Plugs the live side ([`crate::gateway::live::LiveSessions`]) and the transcript Secrets
-//! into the control side's [`LiveRuntime`] and [`TranscriptSource`].
+//! into the control side's [`LiveShells`] and [`TranscriptSource`].
 
 use std::sync::Arc;
 
@@ -12,17 +12,17 @@ use kube::{Client, ResourceExt};
 use crate::api::NodeShellSession;
 use crate::gateway::audit::{AuditError, AuditSink};
 use crate::gateway::config::GatewayConfig;
-use crate::gateway::contract::AttachGrant;
+use crate::gateway::handover::AttachGrant;
+use crate::gateway::handover::{LiveShells, LiveSide, TranscriptLoadError, TranscriptSource};
 use crate::gateway::live::{LiveConfig, LiveSessions};
 use crate::gateway::metrics::GatewayMetrics;
-use crate::gateway::runtime::{LiveRuntime, Runtime, TranscriptLoadError, TranscriptSource};
 use crate::gateway::transcript::store::{CHUNK_DATA_KEY, chunk_secret_name};
 
 /// Most chunk Secrets read for one transcript (the policy caps a recording at 64 MiB, stored
 /// in chunks of at most 512 KiB).
 const MAX_CHUNKS: usize = 1024;
 
-impl LiveRuntime for LiveSessions {
+impl LiveShells for LiveSessions {
     fn attach(
         &self,
         grant: AttachGrant,
@@ -166,14 +166,14 @@ pub fn live_runtime(
     config: &GatewayConfig,
     client: Client,
     metrics: GatewayMetrics,
-) -> Result<Runtime, AuditError> {
+) -> Result<LiveSide, AuditError> {
     let live_config = live_config(config, client.clone(), audit_sink(config)?);
     metrics
         .registry
         .with(|registry| live_config.metrics.register(registry));
     let live = LiveSessions::new(live_config);
-    Ok(Runtime {
-        live: Arc::new(live),
+    Ok(LiveSide {
+        shells: Arc::new(live),
         transcripts: Arc::new(SecretTranscripts::new(client, &config.namespace)),
     })
 }

@@ -3,8 +3,8 @@
 //!
 //! Control side (who may open what): [`config`], [`error`], [`auth`], [`tickets`],
 //! [`nodes`], [`routes`], [`server`], [`metrics`]; the web console: [`console`]. Live side (a running shell): `live`,
-//! `transcript`, `audit`. The two meet in [`contract`] (the types a route hands over) and
-//! [`runtime`] (what a route asks of the live side).
+//! `transcript`, `audit`. The two meet in [`handover`] (the types a route hands over and
+//! what it asks of the live side).
 
 /// The field manager of every write the gateway makes (session spec and status, transcript
 /// Secrets), so server-side apply tells its fields from the controller's.
@@ -14,8 +14,8 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod console;
-pub mod contract;
 pub mod error;
+pub mod handover;
 pub mod live;
 mod live_adapter;
 pub mod metrics;
@@ -23,7 +23,6 @@ pub mod nodes;
 pub mod routes;
 #[cfg(test)]
 mod routes_tests;
-pub mod runtime;
 pub mod server;
 pub mod tickets;
 pub mod transcript;

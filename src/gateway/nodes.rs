@@ -9,8 +9,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::{NodeShellPolicy, NodeShellSession, PolicyMatch, governing_policy, is_region};
-use crate::gateway::contract::Caller;
 use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::handover::Caller;
 
 /// The EC2 instance behind a node.
 #[derive(Debug, Clone, PartialEq, Eq)]

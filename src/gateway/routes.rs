@@ -27,13 +27,13 @@ use crate::aws::{self, AgentPing, AssumeRoleError, AwsEndpoints, SsmCallError, S
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::auth::{Authenticated, Authenticator};
 use crate::gateway::config::GatewayConfig;
-use crate::gateway::contract::{AttachGrant, Caller};
 use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::handover::{AttachGrant, Caller};
+use crate::gateway::handover::{LiveSide, TranscriptLoadError};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::nodes::{
     Gate, GateStatus, ShellTarget, audience_error, caps_gate, node_gates, role_session_name,
 };
-use crate::gateway::runtime::{Runtime, TranscriptLoadError};
 use crate::gateway::tickets::{TicketBook, TicketGrant};
 
 /// Every route the gateway serves (method, path), as docs/api.md and /openapi.json list them.
@@ -69,7 +69,7 @@ pub struct AppState {
     /// The Kubernetes API.
     pub kube: kube::Client,
     /// The live side.
-    pub runtime: Runtime,
+    pub live: LiveSide,
     /// Metrics.
     pub metrics: GatewayMetrics,
 }
@@ -930,7 +930,7 @@ async fn delete_session(
     if !s.phase().is_terminal() && !s.spec.terminate {
         kube_call("session", request_terminate(&state, &name)).await?;
     }
-    state.runtime.live.request_terminate(&name);
+    state.live.shells.request_terminate(&name);
     tracing::info!(
         session = name,
         by = auth.caller.sub,
@@ -1057,7 +1057,7 @@ async fn attach(
         })?;
     // A session that runs here, or already ran on a socket, is a reattach: the live side
     // then expects the browser's resume frame (and refuses when it does not run it).
-    let resume = state.runtime.live.is_running(&name) || phase == SessionPhase::Active;
+    let resume = state.live.shells.is_running(&name) || phase == SessionPhase::Active;
     let attach_grant = AttachGrant {
         caller: grant.caller,
         id_token: grant.id_token,
@@ -1066,7 +1066,7 @@ async fn attach(
         cols: grant.cols,
         rows: grant.rows,
     };
-    let live = state.runtime.live.clone();
+    let live = state.live.shells.clone();
     tracing::info!(session = name, resume, "attaching");
     Ok(upgrade
         .on_upgrade(move |socket| live.attach(attach_grant, socket, resume))
@@ -1081,18 +1081,13 @@ async fn transcript(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (_, s) = managed_session(&state, &headers, &name).await?;
-    let bytes = state
-        .runtime
-        .transcripts
-        .load(&s)
-        .await
-        .map_err(|e| match e {
-            TranscriptLoadError::Missing(m) => ApiError::new(ErrorCode::NotFound, m),
-            TranscriptLoadError::Storage(m) => ApiError::new(
-                ErrorCode::Internal,
-                format!("cannot read the transcript of {name}: {m}"),
-            ),
-        })?;
+    let bytes = state.live.transcripts.load(&s).await.map_err(|e| match e {
+        TranscriptLoadError::Missing(m) => ApiError::new(ErrorCode::NotFound, m),
+        TranscriptLoadError::Storage(m) => ApiError::new(
+            ErrorCode::Internal,
+            format!("cannot read the transcript of {name}: {m}"),
+        ),
+    })?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/gzip".to_string()),

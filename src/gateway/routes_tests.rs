@@ -16,11 +16,11 @@ use crate::api::NodeShellPolicy;
 use crate::gateway::auth::keys::KeyFetcher;
 use crate::gateway::auth::{KeyCache, KeySet};
 use crate::gateway::config::{GatewayArgs, GatewayConfig, parse_file};
-use crate::gateway::contract::{Caller, IdToken};
 use crate::gateway::error::ErrorCode;
+use crate::gateway::handover::LiveSide;
+use crate::gateway::handover::{Caller, IdToken};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::routes::{self, AppState, OPENAPI, ROUTES};
-use crate::gateway::runtime::Runtime;
 use crate::gateway::tickets::TicketGrant;
 use crate::sim::jwt::{BadToken, KeyRing};
 
@@ -65,9 +65,13 @@ async fn fixture() -> Fixture {
     // Port 1 on loopback refuses connections: the apiserver is "down".
     let kube =
         kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
-    let mut state =
-        crate::gateway::server::app_state(config, kube, Runtime::none(), GatewayMetrics::default())
-            .unwrap();
+    let mut state = crate::gateway::server::app_state(
+        config,
+        kube,
+        LiveSide::none(),
+        GatewayMetrics::default(),
+    )
+    .unwrap();
     let cache = KeyCache::new(fetch, Duration::from_secs(10));
     cache.refresh().await.unwrap();
     state.auth = crate::gateway::auth::Authenticator::new(

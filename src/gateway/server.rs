@@ -17,9 +17,9 @@ use crate::api::NodeShellSession;
 use crate::gateway::audit::AuditError;
 use crate::gateway::auth::{Authenticator, KeyCache, keys};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
+use crate::gateway::handover::LiveSide;
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
 use crate::gateway::routes::{self, AppState};
-use crate::gateway::runtime::Runtime;
 use crate::gateway::tickets::TicketBook;
 
 /// Errors that stop the gateway.
@@ -76,7 +76,7 @@ pub async fn kube_client(config: &GatewayConfig) -> Result<Client, GatewayError>
 pub fn app_state(
     config: GatewayConfig,
     kube: Client,
-    runtime: Runtime,
+    live: LiveSide,
     metrics: GatewayMetrics,
 ) -> Result<AppState, GatewayError> {
     let http = reqwest::Client::builder()
@@ -92,7 +92,7 @@ pub fn app_state(
         config: Arc::new(config),
         auth,
         kube,
-        runtime,
+        live,
         metrics,
     })
 }
@@ -106,14 +106,14 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let kube = kube_client(&config).await?;
     let registry = MetricsRegistry::new();
     let metrics = GatewayMetrics::new(registry);
-    let runtime =
+    let live =
         crate::gateway::live_runtime(&config, kube.clone(), metrics.clone()).map_err(|source| {
             GatewayError::AuditFile {
                 path: config.live.audit_file.clone().unwrap_or_default(),
                 source,
             }
         })?;
-    let state = app_state(config, kube, runtime, metrics)?;
+    let state = app_state(config, kube, live, metrics)?;
     serve(state).await
 }
 
@@ -166,7 +166,7 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     // `closed` frame. Those connections are not the server's to wait for (axum spawns their
     // tasks on upgrade), so the server's graceful shutdown alone would let the process exit
     // with those frames still queued.
-    state.runtime.live.shutdown().await;
+    state.live.shells.shutdown().await;
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Err(source))) => {
             return Err(GatewayError::Serve {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::gateway::contract::{Caller, IdToken};
+use crate::gateway::handover::{Caller, IdToken};
 
 /// What a ticket stands for, handed back at redemption.
 #[derive(Clone, Debug)]

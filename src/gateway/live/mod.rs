@@ -38,8 +38,8 @@ pub use replay::{ReplayRing, ReplayStart};
 use crate::api::NodeShellSession;
 use crate::aws::AwsEndpoints;
 use crate::gateway::audit::AuditSink;
-use crate::gateway::contract::AttachGrant;
 use crate::gateway::error::ErrorCode;
+use crate::gateway::handover::AttachGrant;
 use crate::gateway::transcript::TranscriptStore;
 
 use bridge::Attachment;
