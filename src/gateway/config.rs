@@ -266,8 +266,8 @@ pub struct GatewayConfig {
     pub live: LiveSettings,
 }
 
-/// The live side's settings after defaults, copied into
-/// [`LiveConfig`](crate::gateway::live::LiveConfig) when the gateway builds it.
+/// The live side's settings after defaults, the one home of their defaults and checks;
+/// [`LiveConfig`](crate::gateway::live::LiveConfig) carries them as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSettings {
     /// How long a session waits for its browser to reattach.
@@ -275,7 +275,7 @@ pub struct LiveSettings {
     /// How often `status.gateway.heartbeatAt` is written.
     pub heartbeat_interval: Duration,
     /// Least time between two status writes of a session.
-    pub status_write_throttle: Duration,
+    pub status_throttle: Duration,
     /// How often the transcript's last chunk is stored.
     pub transcript_flush_interval: Duration,
     /// Output kept per session for reattaching browsers.
@@ -287,12 +287,12 @@ pub struct LiveSettings {
 }
 
 impl Default for LiveSettings {
-    /// The defaults of design §4, the same as `LiveConfig::new`'s.
+    /// The defaults of design §4.
     fn default() -> Self {
         Self {
             reattach_grace: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
-            status_write_throttle: Duration::from_secs(1),
+            status_throttle: Duration::from_secs(1),
             transcript_flush_interval: Duration::from_secs(5),
             replay_buffer_bytes: 256 * 1024,
             shutdown_timeout: Duration::from_secs(20),
@@ -349,10 +349,10 @@ impl LiveSettings {
                 file.heartbeat_interval_seconds,
                 defaults.heartbeat_interval,
             ),
-            status_write_throttle: pick(
+            status_throttle: pick(
                 args.status_write_throttle,
                 file.status_write_throttle_seconds,
-                defaults.status_write_throttle,
+                defaults.status_throttle,
             ),
             transcript_flush_interval: pick(
                 args.transcript_flush_interval,
@@ -388,7 +388,7 @@ impl LiveSettings {
                 "5s",
             ),
             (
-                self.status_write_throttle,
+                self.status_throttle,
                 "--status-write-throttle (NODESHELL_GATEWAY_STATUS_WRITE_THROTTLE) or statusWriteThrottleSeconds",
                 "1s",
             ),
@@ -414,10 +414,10 @@ impl LiveSettings {
                 self.heartbeat_interval, CONTROLLER_HEARTBEAT_TIMEOUT
             )));
         }
-        if self.status_write_throttle > self.heartbeat_interval {
+        if self.status_throttle > self.heartbeat_interval {
             return Err(ConfigError::Invalid(format!(
                 "status write throttle {:?} is longer than the heartbeat interval {:?}, so heartbeats could not be written that often: lower --status-write-throttle (statusWriteThrottleSeconds) or raise --heartbeat-interval (heartbeatIntervalSeconds)",
-                self.status_write_throttle, self.heartbeat_interval
+                self.status_throttle, self.heartbeat_interval
             )));
         }
         Ok(())
@@ -763,7 +763,7 @@ pub(crate) mod tests {
             LiveSettings {
                 reattach_grace: Duration::from_secs(30),
                 heartbeat_interval: Duration::from_secs(5),
-                status_write_throttle: Duration::from_secs(1),
+                status_throttle: Duration::from_secs(1),
                 transcript_flush_interval: Duration::from_secs(5),
                 replay_buffer_bytes: 256 * 1024,
                 shutdown_timeout: Duration::from_secs(20),
@@ -788,7 +788,7 @@ pub(crate) mod tests {
             LiveSettings {
                 reattach_grace: Duration::from_secs(45),
                 heartbeat_interval: Duration::from_secs(10),
-                status_write_throttle: Duration::from_secs(2),
+                status_throttle: Duration::from_secs(2),
                 transcript_flush_interval: Duration::from_secs(15),
                 replay_buffer_bytes: 1024 * 1024,
                 shutdown_timeout: Duration::from_secs(40),
@@ -823,7 +823,7 @@ pub(crate) mod tests {
             LiveSettings {
                 reattach_grace: Duration::from_secs(120),
                 heartbeat_interval: Duration::from_secs(3),
-                status_write_throttle: Duration::from_millis(500),
+                status_throttle: Duration::from_millis(500),
                 transcript_flush_interval: Duration::from_secs(1),
                 replay_buffer_bytes: 64 * 1024,
                 shutdown_timeout: Duration::from_secs(25),
@@ -851,7 +851,7 @@ pub(crate) mod tests {
             LiveSettings {
                 reattach_grace: Duration::from_secs(90),
                 heartbeat_interval: Duration::from_secs(2),
-                status_write_throttle: Duration::from_millis(250),
+                status_throttle: Duration::from_millis(250),
                 transcript_flush_interval: Duration::from_secs(3),
                 replay_buffer_bytes: 32 * 1024,
                 shutdown_timeout: Duration::from_secs(30),

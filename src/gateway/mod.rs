@@ -17,7 +17,6 @@ pub mod console;
 pub mod error;
 pub mod handover;
 pub mod live;
-mod live_adapter;
 pub mod metrics;
 pub mod nodes;
 pub mod routes;
@@ -29,5 +28,3 @@ pub mod transcript;
 
 pub use config::{GatewayArgs, GatewayConfig};
 pub use server::{GatewayError, run};
-
-pub use live_adapter::live_runtime;

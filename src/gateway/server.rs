@@ -1,5 +1,5 @@
 //! `nodeshell gateway`: builds the configuration, the Kubernetes client, the key cache and the
-//! live side, serves the API on one listener, and on SIGTERM/SIGINT stops accepting, closes
+//! live side (wiring only), serves the API on one listener, and on SIGTERM/SIGINT stops accepting, closes
 //! every live session cleanly, then exits.
 
 use std::net::SocketAddr;
@@ -14,13 +14,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::NodeShellSession;
-use crate::gateway::audit::AuditError;
+use crate::gateway::audit::{AuditError, AuditSink};
 use crate::gateway::auth::{Authenticator, KeyCache, keys};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
 use crate::gateway::handover::LiveSide;
+use crate::gateway::live::{LiveConfig, LiveSessions};
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
 use crate::gateway::routes::{self, AppState};
 use crate::gateway::tickets::TicketBook;
+use crate::gateway::transcript::TranscriptStore;
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,30 @@ pub fn app_state(
     })
 }
 
+/// Where audit rows go: always stdout (logs are on stderr), and appended to the configured
+/// audit file when there is one (design §7).
+pub fn audit_sink(config: &GatewayConfig) -> Result<AuditSink, AuditError> {
+    AuditSink::new(true, config.live.audit_file.as_deref())
+}
+
+/// The live side a gateway runs with: [`LiveSessions`] with its metrics in the gateway's
+/// registry and audit rows on stdout (and in the audit file, when configured), and the
+/// transcript Secrets. Fails only when the audit file cannot be opened for appending.
+pub fn live_side(
+    config: &GatewayConfig,
+    client: Client,
+    metrics: &GatewayMetrics,
+) -> Result<LiveSide, AuditError> {
+    let live_config = LiveConfig::new(config, client.clone(), audit_sink(config)?);
+    metrics
+        .registry
+        .with(|registry| live_config.metrics.register(registry));
+    Ok(LiveSide {
+        shells: Arc::new(LiveSessions::new(live_config)),
+        transcripts: Arc::new(TranscriptStore::new(client, &config.namespace)),
+    })
+}
+
 /// Runs `nodeshell gateway` until SIGTERM or SIGINT.
 pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let config = GatewayConfig::load(&args)?;
@@ -107,11 +133,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let registry = MetricsRegistry::new();
     let metrics = GatewayMetrics::new(registry);
     let live =
-        crate::gateway::live_runtime(&config, kube.clone(), metrics.clone()).map_err(|source| {
-            GatewayError::AuditFile {
-                path: config.live.audit_file.clone().unwrap_or_default(),
-                source,
-            }
+        live_side(&config, kube.clone(), &metrics).map_err(|source| GatewayError::AuditFile {
+            path: config.live.audit_file.clone().unwrap_or_default(),
+            source,
         })?;
     let state = app_state(config, kube, live, metrics)?;
     serve(state).await
@@ -236,7 +260,180 @@ async fn wait_for_signal() -> Result<(), GatewayError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
     use super::*;
+    use crate::gateway::audit::{AuditActor, AuditRow, VERB_CLOSE, VERB_OPEN};
+    use crate::gateway::config::parse_file;
+    use crate::gateway::config::tests::{CHILD, run_child_test};
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    fn gateway_config(flags: &[&str], yaml: &str) -> GatewayConfig {
+        let mut argv = vec![
+            "gateway",
+            "--oidc-issuer",
+            "https://issuer.example",
+            "--oidc-client-id",
+            "nodeshell",
+        ];
+        argv.extend_from_slice(flags);
+        let cli = Cli::try_parse_from(argv).expect("flags");
+        GatewayConfig::resolve(&cli.args, parse_file(yaml).expect("yaml")).expect("config")
+    }
+
+    fn client() -> Client {
+        Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn file_and_flags_reach_the_live_config() {
+        let config = gateway_config(
+            &[
+                "--heartbeat-interval",
+                "4s",
+                "--replay-buffer-bytes",
+                "131072",
+            ],
+            "reattachGraceSeconds: 12\nheartbeatIntervalSeconds: 9\nstatusWriteThrottleSeconds: 2\n\
+             transcriptFlushIntervalSeconds: 7\nshutdownTimeoutSeconds: 33\n\
+             namespace: audit-ns\nclusterName: prod\n",
+        );
+        let live = LiveConfig::new(&config, client(), AuditSink::capture());
+        assert_eq!(live.reattach_grace, Duration::from_secs(12));
+        assert_eq!(live.heartbeat_interval, Duration::from_secs(4), "flag wins");
+        assert_eq!(live.status_throttle, Duration::from_secs(2));
+        assert_eq!(live.transcript_flush_interval, Duration::from_secs(7));
+        assert_eq!(live.replay_buffer_bytes, 128 * 1024, "flag");
+        assert_eq!(live.shutdown_timeout, Duration::from_secs(33));
+        assert_eq!(live.namespace, "audit-ns");
+        assert_eq!(live.cluster_name, "prod");
+        assert_eq!(live.pod_name, config.pod_name);
+    }
+
+    /// The child half of [`environment_reaches_the_live_config`].
+    #[tokio::test]
+    async fn environment_child() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        let config = gateway_config(&[], "");
+        let live = LiveConfig::new(&config, client(), AuditSink::capture());
+        assert_eq!(live.reattach_grace, Duration::from_secs(75));
+        assert_eq!(live.heartbeat_interval, Duration::from_millis(1500));
+        assert_eq!(live.status_throttle, Duration::from_millis(200));
+        assert_eq!(live.transcript_flush_interval, Duration::from_secs(2));
+        assert_eq!(live.replay_buffer_bytes, 512 * 1024);
+        assert_eq!(live.shutdown_timeout, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn environment_reaches_the_live_config() {
+        run_child_test(
+            "gateway::server::tests::environment_child",
+            &[
+                ("NODESHELL_GATEWAY_REATTACH_GRACE", "75s"),
+                ("NODESHELL_GATEWAY_HEARTBEAT_INTERVAL", "1500ms"),
+                ("NODESHELL_GATEWAY_STATUS_WRITE_THROTTLE", "200ms"),
+                ("NODESHELL_GATEWAY_TRANSCRIPT_FLUSH_INTERVAL", "2s"),
+                ("NODESHELL_GATEWAY_REPLAY_BUFFER_BYTES", "524288"),
+                ("NODESHELL_GATEWAY_SHUTDOWN_TIMEOUT", "45s"),
+            ],
+        );
+    }
+
+    fn row(event: &'static str, id: &str) -> AuditRow {
+        AuditRow {
+            id: id.into(),
+            event,
+            time: "2026-11-23T07:00:00Z".into(),
+            actor: AuditActor {
+                sub: "alice".into(),
+                email: None,
+                groups: vec!["sre".into()],
+                tier: "engineer".into(),
+            },
+            cluster: "dev".into(),
+            session: "shell-1".into(),
+            node: "n1".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            session_id: Some("nodeshell-alice-0a1b".into()),
+            role_session_name: "nodeshell-alice".into(),
+            assumed_role_arn: None,
+            region: "eu-west-1".into(),
+            started_at: Some("2026-11-23T06:59:00Z".into()),
+            ended_at: None,
+            duration_ms: None,
+            exit_code: None,
+            outcome: "success",
+            reason: None,
+            message: None,
+            bytes_in: None,
+            bytes_out: None,
+            transcript_ref: None,
+            transcript_bytes: None,
+            transcript_truncated: None,
+            sha256: None,
+        }
+    }
+
+    /// The child half of [`audit_file_gets_the_lines_stdout_gets`]: writes two rows through
+    /// the sink the gateway builds from its configuration.
+    #[tokio::test]
+    async fn audit_child() {
+        let Some(path) = std::env::var_os("NODESHELL_TEST_AUDIT_FILE") else {
+            return;
+        };
+        let config = gateway_config(&["--audit-file", path.to_str().unwrap()], "");
+        let live = LiveConfig::new(&config, client(), audit_sink(&config).unwrap());
+        live.audit.emit(&row(VERB_OPEN, "row-1")).unwrap();
+        live.audit.emit(&row(VERB_CLOSE, "row-2")).unwrap();
+    }
+
+    #[test]
+    fn audit_file_gets_the_lines_stdout_gets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // Rows already in the file stay: the sink appends.
+        std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
+        let stdout = run_child_test(
+            "gateway::server::tests::audit_child",
+            &[("NODESHELL_TEST_AUDIT_FILE", path.to_str().unwrap())],
+        );
+        // libtest prints `test <name> ... ` before the test's own output, on the same line.
+        let on_stdout: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.find("{\"id\":").map(|at| &l[at..]))
+            .collect();
+        let expected = [
+            row(VERB_OPEN, "row-1").to_json_line(),
+            row(VERB_CLOSE, "row-2").to_json_line(),
+        ];
+        assert_eq!(on_stdout, expected, "stdout:\n{stdout}");
+        let file = std::fs::read_to_string(&path).unwrap();
+        let in_file: Vec<&str> = file.lines().collect();
+        assert_eq!(in_file[0], "{\"earlier\":true}");
+        assert_eq!(
+            in_file[1..],
+            on_stdout[..],
+            "the file has the rows stdout has"
+        );
+        assert!(file.ends_with('\n'));
+    }
+
+    #[test]
+    fn an_audit_file_that_cannot_be_opened_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("audit.jsonl");
+        let config = gateway_config(&["--audit-file", missing.to_str().unwrap()], "");
+        assert!(audit_sink(&config).is_err());
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_no_delay() {
