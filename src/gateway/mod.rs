@@ -10,6 +10,7 @@
 /// Secrets), so server-side apply tells its fields from the controller's.
 pub const FIELD_MANAGER: &str = "nodeshell-gateway";
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod config;

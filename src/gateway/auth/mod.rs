@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::gateway::config::{OidcSettings, TierMap};
+use crate::gateway::access::tiers::TierMap;
+use crate::gateway::config::OidcSettings;
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::{Caller, IdToken};
 
