@@ -12,7 +12,6 @@ pub const FIELD_MANAGER: &str = "nodeshell-gateway";
 
 pub mod access;
 pub mod audit;
-pub mod auth;
 pub mod config;
 pub mod console;
 pub mod error;
@@ -24,7 +23,6 @@ pub mod routes;
 #[cfg(test)]
 mod routes_tests;
 pub mod server;
-pub mod tickets;
 pub mod transcript;
 
 pub use config::{GatewayArgs, GatewayConfig};

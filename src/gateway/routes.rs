@@ -25,7 +25,8 @@ use crate::api::{
 };
 use crate::aws::{self, AgentPing, AssumeRoleError, AwsEndpoints, SsmCallError, SsmSessions};
 use crate::gateway::FIELD_MANAGER;
-use crate::gateway::auth::{Authenticated, Authenticator};
+use crate::gateway::access::auth::{Authenticated, Authenticator};
+use crate::gateway::access::tickets::{TicketBook, TicketGrant};
 use crate::gateway::config::GatewayConfig;
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::{AttachGrant, Caller};
@@ -34,7 +35,6 @@ use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::nodes::{
     Gate, GateStatus, ShellTarget, audience_error, caps_gate, node_gates, role_session_name,
 };
-use crate::gateway::tickets::{TicketBook, TicketGrant};
 
 /// Every route the gateway serves (method, path), as docs/api.md and /openapi.json list them.
 pub const ROUTES: [(&str, &str); 14] = [

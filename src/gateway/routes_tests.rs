@@ -13,15 +13,15 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::api::NodeShellPolicy;
-use crate::gateway::auth::keys::KeyFetcher;
-use crate::gateway::auth::{KeyCache, KeySet};
+use crate::gateway::access::auth::keys::KeyFetcher;
+use crate::gateway::access::auth::{KeyCache, KeySet};
+use crate::gateway::access::tickets::TicketGrant;
 use crate::gateway::config::{GatewayArgs, GatewayConfig, parse_file};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::LiveSide;
 use crate::gateway::handover::{Caller, IdToken};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::routes::{self, AppState, OPENAPI, ROUTES};
-use crate::gateway::tickets::TicketGrant;
 use crate::sim::jwt::{BadToken, KeyRing};
 
 const ISS: &str = "https://issuer.test";
@@ -74,7 +74,7 @@ async fn fixture() -> Fixture {
     .unwrap();
     let cache = KeyCache::new(fetch, Duration::from_secs(10));
     cache.refresh().await.unwrap();
-    state.auth = crate::gateway::auth::Authenticator::new(
+    state.auth = crate::gateway::access::auth::Authenticator::new(
         &state.config.oidc,
         state.config.tiers.clone(),
         cache,

@@ -14,14 +14,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::NodeShellSession;
+use crate::gateway::access::auth::{Authenticator, KeyCache, keys};
+use crate::gateway::access::tickets::TicketBook;
 use crate::gateway::audit::{AuditError, AuditSink};
-use crate::gateway::auth::{Authenticator, KeyCache, keys};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
 use crate::gateway::handover::LiveSide;
 use crate::gateway::live::{LiveConfig, LiveSessions};
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
 use crate::gateway::routes::{self, AppState};
-use crate::gateway::tickets::TicketBook;
 use crate::gateway::transcript::TranscriptStore;
 
 /// Errors that stop the gateway.

@@ -2,4 +2,6 @@
 //! ([`tiers`]), and the decisions and Kubernetes calls behind each route. No HTTP here: the
 //! routes in `http` ask, this answers.
 
+pub mod auth;
+pub mod tickets;
 pub mod tiers;
