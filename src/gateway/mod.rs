@@ -18,7 +18,6 @@ pub mod error;
 pub mod handover;
 pub mod live;
 pub mod metrics;
-pub mod nodes;
 pub mod routes;
 #[cfg(test)]
 mod routes_tests;

@@ -1,5 +1,5 @@
 //! The HTTP and WebSocket routes of design §5. Handlers authenticate, fetch, call the pure
-//! gates in [`crate::gateway::nodes`] and write; they never log a token or a ticket.
+//! gates in [`crate::gateway::access::eligibility`] and write; they never log a token or a ticket.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,15 +26,15 @@ use crate::api::{
 use crate::aws::{self, AgentPing, AssumeRoleError, AwsEndpoints, SsmCallError, SsmSessions};
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::access::auth::{Authenticated, Authenticator};
+use crate::gateway::access::eligibility::{
+    Gate, GateStatus, ShellTarget, audience_error, caps_gate, node_gates, role_session_name,
+};
 use crate::gateway::access::tickets::{TicketBook, TicketGrant};
 use crate::gateway::config::GatewayConfig;
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::{AttachGrant, Caller};
 use crate::gateway::handover::{LiveSide, TranscriptLoadError};
 use crate::gateway::metrics::GatewayMetrics;
-use crate::gateway::nodes::{
-    Gate, GateStatus, ShellTarget, audience_error, caps_gate, node_gates, role_session_name,
-};
 
 /// Every route the gateway serves (method, path), as docs/api.md and /openapi.json list them.
 pub const ROUTES: [(&str, &str); 14] = [
@@ -225,7 +225,7 @@ fn evaluate(
     node: &Node,
     caller: &Caller,
     policies: &[NodeShellPolicy],
-) -> crate::gateway::nodes::NodeGates {
+) -> crate::gateway::access::eligibility::NodeGates {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
     node_gates(
@@ -433,7 +433,7 @@ async fn list_nodes(
         let provider = node.spec.as_ref().and_then(|s| s.provider_id.clone());
         let instance = provider
             .as_deref()
-            .and_then(crate::gateway::nodes::parse_provider_id);
+            .and_then(crate::gateway::access::eligibility::parse_provider_id);
         items.push(json!({
             "name": node.name_any(),
             "providerID": provider,

@@ -358,7 +358,7 @@ async fn session_routes_fail_closed_without_the_apiserver() {
 
 #[test]
 fn the_session_object_carries_spec_and_labels() {
-    use crate::gateway::nodes::ShellTarget;
+    use crate::gateway::access::eligibility::ShellTarget;
     let mut policy = NodeShellPolicy::new("default", Default::default());
     policy.spec.aws.document_name = "SSM-SessionManagerRunShell".into();
     let target = ShellTarget {
@@ -420,7 +420,7 @@ fn rejections_map_to_cap_and_policy_codes() {
 #[test]
 fn aws_refusals_map_to_their_codes() {
     use crate::aws::{AgentPing, AssumeRoleError};
-    use crate::gateway::nodes::ShellTarget;
+    use crate::gateway::access::eligibility::ShellTarget;
     let mut policy = NodeShellPolicy::new("p", Default::default());
     policy.spec.aws.oidc_audience = Some("nodeshell".into());
     let target = ShellTarget {

@@ -3,5 +3,6 @@
 //! routes in `http` ask, this answers.
 
 pub mod auth;
+pub mod eligibility;
 pub mod tickets;
 pub mod tiers;
