@@ -1,10 +1,19 @@
 //! `nodeshell gateway`: the HTTP/WebSocket API that opens node shells with the caller's own
 //! AWS credentials and streams them to the browser (design §4–§5, §7).
 //!
-//! Control side (who may open what): [`config`], [`error`], [`auth`], [`tickets`],
-//! [`nodes`], [`routes`], [`server`], [`metrics`]; the web console: [`console`]. Live side (a running shell): `live`,
-//! `transcript`, `audit`. The two meet in [`handover`] (the types a route hands over and
-//! what it asks of the live side).
+//! The wings, and which may use which:
+//!
+//! * [`http`]: the routes and the web console, the only axum code; asks [`access`] and, through
+//!   [`handover`], the live side.
+//! * [`access`]: the control side (tokens, tiers, eligibility, session rules, the Kubernetes
+//!   calls, the open use case, tickets); never uses `http` or `live`.
+//! * [`live`], [`transcript`], [`audit`]: the live side (a running shell, its recording, its
+//!   audit rows).
+//! * [`handover`]: where the two sides meet (the types a route hands over, the traits it asks
+//!   of the live side).
+//! * [`refusals`]: AWS and Kubernetes failures in the API's words, for both sides;
+//!   [`error`]: the `E_*` codes.
+//! * [`config`]: flags and file; [`metrics`]; [`server`]: the wiring.
 
 /// The field manager of every write the gateway makes (session spec and status, transcript
 /// Secrets), so server-side apply tells its fields from the controller's.
@@ -13,14 +22,12 @@ pub const FIELD_MANAGER: &str = "nodeshell-gateway";
 pub mod access;
 pub mod audit;
 pub mod config;
-pub mod console;
 pub mod error;
 pub mod handover;
+pub mod http;
 pub mod live;
 pub mod metrics;
-pub mod routes;
-#[cfg(test)]
-mod routes_tests;
+pub mod refusals;
 pub mod server;
 pub mod transcript;
 

@@ -9,19 +9,20 @@ use std::time::{Duration, Instant};
 
 use axum::serve::{Listener, ListenerExt};
 use kube::Client;
-use kube::api::{Api, ListParams};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::NodeShellSession;
+use crate::gateway::access::Access;
 use crate::gateway::access::auth::{Authenticator, KeyCache, keys};
+use crate::gateway::access::cluster::Cluster;
+use crate::gateway::access::sessions::phase_counts;
 use crate::gateway::access::tickets::TicketBook;
 use crate::gateway::audit::{AuditError, AuditSink};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
 use crate::gateway::handover::LiveSide;
+use crate::gateway::http::{self, AppState};
 use crate::gateway::live::{LiveConfig, LiveSessions};
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
-use crate::gateway::routes::{self, AppState};
 use crate::gateway::transcript::TranscriptStore;
 
 /// Errors that stop the gateway.
@@ -89,11 +90,14 @@ pub fn app_state(
         config.oidc.jwks_min_refetch,
     );
     let auth = Authenticator::new(&config.oidc, config.tiers.clone(), cache);
-    Ok(AppState {
+    let access = Access {
         tickets: TicketBook::new(config.ticket_ttl),
         config: Arc::new(config),
         auth,
-        kube,
+        cluster: Cluster::new(kube),
+    };
+    Ok(AppState {
+        access,
         live,
         metrics,
     })
@@ -143,7 +147,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
 
 /// Serves `state` until a signal, then shuts the live side down.
 pub async fn serve(state: AppState) -> Result<(), GatewayError> {
-    let addr = state.config.listen;
+    let addr = state.access.config.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| GatewayError::Serve {
@@ -159,14 +163,14 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     // Load the issuer's keys before announcing the port, so the first request verifies; an
     // issuer that is down does not stop the start (the refresh loop keeps trying, /readyz
     // says why).
-    match tokio::time::timeout(Duration::from_secs(10), state.auth.keys().refresh()).await {
+    match tokio::time::timeout(Duration::from_secs(10), state.access.auth.keys().refresh()).await {
         Ok(Ok(keys)) => tracing::info!(keys = keys.len(), "loaded the issuer's keys"),
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the issuer's keys yet"),
         Err(_) => tracing::warn!("the issuer did not answer within 10 s; keys not loaded yet"),
     }
     let stop = CancellationToken::new();
     let background = spawn_background(&state, stop.clone());
-    let app = routes::router(state.clone());
+    let app = http::router(state.clone());
     let shutdown = stop.clone();
     let listener = no_delay(listener);
     let server = tokio::spawn(async move {
@@ -179,8 +183,8 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     eprintln!("listening on http://{bound}");
     tracing::info!(
         address = %bound,
-        pod = state.config.pod_name,
-        issuer = state.config.oidc.issuer_url,
+        pod = state.access.config.pod_name,
+        issuer = state.access.config.oidc.issuer_url,
         "nodeshell gateway serving"
     );
     wait_for_signal().await?;
@@ -221,10 +225,10 @@ fn no_delay(listener: TcpListener) -> impl Listener<Io = tokio::net::TcpStream, 
 
 /// Key refresh, ticket sweeping and the session gauges.
 fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-    let auth = state.auth.clone();
-    let every = state.config.oidc.jwks_refresh;
+    let auth = state.access.auth.clone();
+    let every = state.access.config.oidc.jwks_refresh;
     let keys = tokio::spawn(auth.refresh_loop(every, Duration::from_secs(5)));
-    let tickets = state.tickets.clone();
+    let tickets = state.access.tickets.clone();
     let sweep_stop = stop.clone();
     let sweep = tokio::spawn(async move {
         loop {
@@ -234,13 +238,12 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
             }
         }
     });
-    let kube = state.kube.clone();
+    let cluster = state.access.cluster.clone();
     let metrics = state.metrics.clone();
     let gauges = tokio::spawn(async move {
-        let api: Api<NodeShellSession> = Api::all(kube);
         loop {
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                metrics.set_sessions_by_phase(&routes::phase_counts(&list.items));
+            if let Ok(sessions) = cluster.sessions().await {
+                metrics.set_sessions_by_phase(&phase_counts(&sessions));
             }
             tokio::select! {
                 () = stop.cancelled() => return,

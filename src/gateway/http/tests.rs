@@ -20,8 +20,8 @@ use crate::gateway::config::{GatewayArgs, GatewayConfig, parse_file};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::LiveSide;
 use crate::gateway::handover::{Caller, IdToken};
+use crate::gateway::http::{self, AppState, OPENAPI, ROUTES};
 use crate::gateway::metrics::GatewayMetrics;
-use crate::gateway::routes::{self, AppState, OPENAPI, ROUTES};
 use crate::sim::jwt::{BadToken, KeyRing};
 
 const ISS: &str = "https://issuer.test";
@@ -74,9 +74,9 @@ async fn fixture() -> Fixture {
     .unwrap();
     let cache = KeyCache::new(fetch, Duration::from_secs(10));
     cache.refresh().await.unwrap();
-    state.auth = crate::gateway::access::auth::Authenticator::new(
-        &state.config.oidc,
-        state.config.tiers.clone(),
+    state.access.auth = crate::gateway::access::auth::Authenticator::new(
+        &state.access.config.oidc,
+        state.access.config.tiers.clone(),
         cache,
     );
     Fixture { state, ring }
@@ -97,7 +97,7 @@ async fn call(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let response = routes::router(state.clone())
+    let response = http::router(state.clone())
         .oneshot(req.body(Body::from(body.to_string())).unwrap())
         .await
         .unwrap();
@@ -131,7 +131,7 @@ fn openapi_parses_and_lists_every_route() {
 
 #[test]
 fn api_doc_names_every_route_and_code() {
-    let doc = include_str!("../../docs/api.md");
+    let doc = include_str!("../../../docs/api.md");
     for (method, path) in ROUTES {
         assert!(
             doc.contains(&format!("{method} {path}")),
@@ -281,7 +281,12 @@ fn grant(session: &str) -> TicketGrant {
 async fn attach_checks_origin_then_ticket() {
     let f = fixture().await;
     let ok_origin = [("origin", "https://console.example")];
-    let ticket = f.state.tickets.issue(grant("s1"), Instant::now()).unwrap();
+    let ticket = f
+        .state
+        .access
+        .tickets
+        .issue(grant("s1"), Instant::now())
+        .unwrap();
     let uri = format!("/api/v1/sessions/s1/attach?ticket={ticket}");
     // A foreign origin is refused before the ticket is touched.
     let (status, body) = call(
@@ -303,7 +308,7 @@ async fn attach_checks_origin_then_ticket() {
         StatusCode::FORBIDDEN,
         "no Origin, and allowMissingOrigin is false"
     );
-    assert_eq!(f.state.tickets.len(), 1);
+    assert_eq!(f.state.access.tickets.len(), 1);
     // No ticket, an unknown ticket, a ticket for another session (which burns it).
     for uri in [
         "/api/v1/sessions/s1/attach".to_string(),
@@ -318,9 +323,14 @@ async fn attach_checks_origin_then_ticket() {
             "{uri}: {body}"
         );
     }
-    assert!(f.state.tickets.is_empty());
+    assert!(f.state.access.tickets.is_empty());
     // A good ticket on a plain GET is not a WebSocket request.
-    let ticket = f.state.tickets.issue(grant("s1"), Instant::now()).unwrap();
+    let ticket = f
+        .state
+        .access
+        .tickets
+        .issue(grant("s1"), Instant::now())
+        .unwrap();
     let (status, body) = call(
         &f.state,
         "GET",
@@ -375,7 +385,7 @@ fn the_session_object_carries_spec_and_labels() {
         groups: vec!["sre".into()],
         tier: Some("engineer".into()),
     };
-    let s = routes::session_object(
+    let s = crate::gateway::access::open::session_object(
         &caller,
         &target,
         "nodeshell-auth0-alice".into(),
@@ -405,7 +415,7 @@ fn rejections_map_to_cap_and_policy_codes() {
             message: Some("close one and try again".into()),
             ..Default::default()
         });
-        routes::decision_error(&s, &policy)
+        crate::gateway::refusals::decision_error(&s, &policy)
     };
     let e = rejected("CapPerUser");
     assert_eq!(
@@ -430,12 +440,12 @@ fn aws_refusals_map_to_their_codes() {
         policy,
         role_arn: "arn:aws:iam::123456789012:role/r".into(),
     };
-    let code = |e: AssumeRoleError| routes::assume_role_error(&e, &target).code;
+    let code = |e: AssumeRoleError| crate::gateway::refusals::assume_role_error(&e, &target).code;
     assert_eq!(
         code(AssumeRoleError::AccessDenied("no".into())),
         ErrorCode::TrustDenied
     );
-    let aud = routes::assume_role_error(
+    let aud = crate::gateway::refusals::assume_role_error(
         &AssumeRoleError::InvalidIdentityToken("Incorrect token audience".into()),
         &target,
     );
@@ -457,8 +467,9 @@ fn aws_refusals_map_to_their_codes() {
         code(AssumeRoleError::Transport("down".into())),
         ErrorCode::StartFailed
     );
-    assert!(routes::ping_error(&AgentPing::Online, &target).is_none());
-    let offline = routes::ping_error(&AgentPing::ConnectionLost, &target).unwrap();
+    assert!(crate::gateway::refusals::ping_error(&AgentPing::Online, &target).is_none());
+    let offline =
+        crate::gateway::refusals::ping_error(&AgentPing::ConnectionLost, &target).unwrap();
     assert_eq!(offline.code, ErrorCode::AgentOffline);
     assert!(
         offline.message.contains("ConnectionLost"),
