@@ -215,3 +215,121 @@ pub fn transcript_error(e: TranscriptLoadError, name: &str) -> ApiError {
         ),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::api::{NodeShellPolicySpec, SessionReason};
+    use crate::gateway::live::close::{assume_role_failure, start_session_failure};
+
+    fn target() -> ShellTarget {
+        let mut spec = NodeShellPolicySpec::default();
+        spec.aws.oidc_audience = Some("nodeshell".into());
+        ShellTarget {
+            node_name: "n1".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            region: "eu-west-1".into(),
+            policy: NodeShellPolicy::new("p", spec),
+            role_arn: "arn:aws:iam::123456789012:role/r".into(),
+        }
+    }
+
+    /// Each STS refusal, with the code it must carry wherever it is met.
+    fn sts_refusals() -> Vec<(AssumeRoleError, ErrorCode)> {
+        vec![
+            (
+                AssumeRoleError::AccessDenied("not authorized".into()),
+                ErrorCode::TrustDenied,
+            ),
+            (
+                AssumeRoleError::InvalidIdentityToken("Incorrect token audience".into()),
+                ErrorCode::AudMismatch,
+            ),
+            (
+                AssumeRoleError::InvalidIdentityToken("No OpenIDConnect provider found".into()),
+                ErrorCode::TrustDenied,
+            ),
+            (
+                AssumeRoleError::ExpiredToken("expired".into()),
+                ErrorCode::ReauthRequired,
+            ),
+            (
+                AssumeRoleError::Validation("duration".into()),
+                ErrorCode::StartFailed,
+            ),
+            (
+                AssumeRoleError::IdpCommunication("down".into()),
+                ErrorCode::StartFailed,
+            ),
+            (
+                AssumeRoleError::Transport("eof".into()),
+                ErrorCode::StartFailed,
+            ),
+        ]
+    }
+
+    #[test]
+    fn an_sts_refusal_has_one_code_on_open_and_on_attach() {
+        for (e, code) in sts_refusals() {
+            assert_eq!(assume_role(&e).code, code, "{e:?}");
+            assert_eq!(assume_role_error(&e, &target()).code, code, "open: {e:?}");
+            let attach = assume_role_failure(&e);
+            assert_eq!(attach.code, code, "attach: {e:?}");
+            assert_eq!(attach.reason, SessionReason::AssumeRoleDenied);
+        }
+    }
+
+    #[test]
+    fn an_audience_refusal_at_attach_is_aud_mismatch_not_trust_denied() {
+        let e = AssumeRoleError::InvalidIdentityToken("Incorrect token audience".into());
+        let attach = assume_role_failure(&e);
+        assert_eq!(attach.code, ErrorCode::AudMismatch);
+        assert!(!attach.retryable);
+        assert!(
+            attach.message.contains("oidcAudience"),
+            "{}",
+            attach.message
+        );
+        let open = assume_role_error(&e, &target());
+        assert_eq!(open.extra["expected_aud"], "nodeshell");
+    }
+
+    #[test]
+    fn only_transient_sts_failures_are_retryable() {
+        for (e, _) in sts_refusals() {
+            let transient = matches!(
+                e,
+                AssumeRoleError::IdpCommunication(_)
+                    | AssumeRoleError::Transport(_)
+                    | AssumeRoleError::Other { .. }
+            );
+            assert_eq!(assume_role(&e).retryable, transient, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn start_session_refusals_name_an_offline_agent() {
+        let offline = start_session_failure(&SsmCallError::TargetNotConnected("i-1".into()));
+        assert_eq!(offline.code, ErrorCode::AgentOffline);
+        assert_eq!(offline.reason, SessionReason::AgentOffline);
+        assert!(offline.retryable);
+    }
+
+    #[test]
+    fn kubernetes_failures_keep_404_and_fail_closed_otherwise() {
+        let status = |code: u16| {
+            kube::Error::Api(
+                kube::core::Status::failure("boom", "Reason")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        assert_eq!(kube_error(&status(404), "node").code, ErrorCode::NotFound);
+        let down = kube_error(&status(500), "node");
+        assert_eq!(down.code, ErrorCode::Internal);
+        assert!(!down.message.contains("boom"), "{}", down.message);
+        assert_eq!(create_error(&status(422)).code, ErrorCode::BadRequest);
+        assert_eq!(create_error(&status(503)).code, ErrorCode::Internal);
+    }
+}
