@@ -477,3 +477,55 @@ fn aws_refusals_map_to_their_codes() {
         offline.message
     );
 }
+
+/// The issuer keys' HTTP fetcher against a tiny issuer on loopback (served by axum, hence
+/// here): discovery → jwks_uri, and a discovery document naming another issuer is refused.
+#[tokio::test]
+async fn http_fetcher_follows_discovery_and_checks_the_issuer() {
+    use axum::routing::get;
+    use jsonwebtoken::Algorithm;
+
+    use crate::gateway::access::auth::keys;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let ring = crate::sim::jwt::KeyRing::generate().unwrap();
+    let jwks = ring.jwks();
+    let issuer = base.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let issuer = issuer.clone();
+                async move {
+                    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}))
+                }
+            }),
+        )
+        .route(
+            "/keys",
+            get(move || async move { axum::Json(jwks.clone()) }),
+        )
+        .route(
+            "/other/.well-known/openid-configuration",
+            get(|| async { axum::Json(json!({"issuer": "https://elsewhere", "jwks_uri": "x"})) }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let set = (keys::http_fetcher(http.clone(), base.clone()))()
+        .await
+        .unwrap();
+    assert_eq!(set.len(), 1);
+    assert!(
+        set.find(Some(&ring.active_kid()), Algorithm::RS256)
+            .is_some()
+    );
+    let err = (keys::http_fetcher(http.clone(), format!("{base}/other")))()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, keys::KeysError::Malformed(_)), "{err}");
+    let err = (keys::http_fetcher(http, format!("{base}/missing")))()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, keys::KeysError::Fetch(_)), "{err}");
+    server.abort();
+}
