@@ -1,5 +1,5 @@
 //! The gateway's settings: command-line flags (each also read from the environment, [`args`])
-//! for what differs per deployment, and a YAML file ([`file`]) for the rest (tiers, origins,
+//! for what differs per deployment, and a YAML file ([`file`](mod@file)) for the rest (tiers, origins,
 //! timeouts). Flags win over the file; the file wins over the defaults. The live side's
 //! settings and their defaults are [`live`]'s.
 
