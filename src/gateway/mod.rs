@@ -1,34 +1,35 @@
 //! `nodeshell gateway`: the HTTP/WebSocket API that opens node shells with the caller's own
 //! AWS credentials and streams them to the browser (design §4–§5, §7).
 //!
-//! Control side (who may open what): [`config`], [`error`], [`auth`], [`tickets`],
-//! [`nodes`], [`routes`], [`server`], [`metrics`]; the web console: [`console`]. Live side (a running shell): `live`,
-//! `transcript`, `audit`. The two meet in [`contract`] (the types a route hands over) and
-//! [`runtime`] (what a route asks of the live side).
+//! The wings, and which may use which:
+//!
+//! * [`http`]: the routes and the web console, the only axum code; asks [`access`] and, through
+//!   [`handover`], the live side.
+//! * [`access`]: the control side (tokens, tiers, eligibility, session rules, the Kubernetes
+//!   calls, the open use case, tickets); never uses `http` or `live`.
+//! * [`live`], [`transcript`], [`audit`]: the live side (a running shell, its recording, its
+//!   audit rows).
+//! * [`handover`]: where the two sides meet (the types a route hands over, the traits it asks
+//!   of the live side).
+//! * [`refusals`]: AWS and Kubernetes failures in the API's words, for both sides;
+//!   [`error`]: the `E_*` codes.
+//! * [`config`]: flags and file; [`metrics`]; [`server`]: the wiring.
 
 /// The field manager of every write the gateway makes (session spec and status, transcript
 /// Secrets), so server-side apply tells its fields from the controller's.
 pub const FIELD_MANAGER: &str = "nodeshell-gateway";
 
+pub mod access;
 pub mod audit;
-pub mod auth;
 pub mod config;
-pub mod console;
-pub mod contract;
 pub mod error;
+pub mod handover;
+pub mod http;
 pub mod live;
-mod live_adapter;
 pub mod metrics;
-pub mod nodes;
-pub mod routes;
-#[cfg(test)]
-mod routes_tests;
-pub mod runtime;
+pub mod refusals;
 pub mod server;
-pub mod tickets;
 pub mod transcript;
 
 pub use config::{GatewayArgs, GatewayConfig};
 pub use server::{GatewayError, run};
-
-pub use live_adapter::live_runtime;

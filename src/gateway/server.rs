@@ -1,5 +1,5 @@
 //! `nodeshell gateway`: builds the configuration, the Kubernetes client, the key cache and the
-//! live side, serves the API on one listener, and on SIGTERM/SIGINT stops accepting, closes
+//! live side (wiring only), serves the API on one listener, and on SIGTERM/SIGINT stops accepting, closes
 //! every live session cleanly, then exits.
 
 use std::net::SocketAddr;
@@ -9,18 +9,21 @@ use std::time::{Duration, Instant};
 
 use axum::serve::{Listener, ListenerExt};
 use kube::Client;
-use kube::api::{Api, ListParams};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::NodeShellSession;
-use crate::gateway::audit::AuditError;
-use crate::gateway::auth::{Authenticator, KeyCache, keys};
+use crate::gateway::access::Access;
+use crate::gateway::access::auth::{Authenticator, KeyCache, keys};
+use crate::gateway::access::cluster::Cluster;
+use crate::gateway::access::sessions::phase_counts;
+use crate::gateway::access::tickets::TicketBook;
+use crate::gateway::audit::{AuditError, AuditSink};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
+use crate::gateway::handover::LiveSide;
+use crate::gateway::http::{self, AppState};
+use crate::gateway::live::{LiveConfig, LiveSessions};
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
-use crate::gateway::routes::{self, AppState};
-use crate::gateway::runtime::Runtime;
-use crate::gateway::tickets::TicketBook;
+use crate::gateway::transcript::TranscriptStore;
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +79,7 @@ pub async fn kube_client(config: &GatewayConfig) -> Result<Client, GatewayError>
 pub fn app_state(
     config: GatewayConfig,
     kube: Client,
-    runtime: Runtime,
+    live: LiveSide,
     metrics: GatewayMetrics,
 ) -> Result<AppState, GatewayError> {
     let http = reqwest::Client::builder()
@@ -87,13 +90,40 @@ pub fn app_state(
         config.oidc.jwks_min_refetch,
     );
     let auth = Authenticator::new(&config.oidc, config.tiers.clone(), cache);
-    Ok(AppState {
+    let access = Access {
         tickets: TicketBook::new(config.ticket_ttl),
         config: Arc::new(config),
         auth,
-        kube,
-        runtime,
+        cluster: Cluster::new(kube),
+    };
+    Ok(AppState {
+        access,
+        live,
         metrics,
+    })
+}
+
+/// Where audit rows go: always stdout (logs are on stderr), and appended to the configured
+/// audit file when there is one (design §7).
+pub fn audit_sink(config: &GatewayConfig) -> Result<AuditSink, AuditError> {
+    AuditSink::new(true, config.live.audit_file.as_deref())
+}
+
+/// The live side a gateway runs with: [`LiveSessions`] with its metrics in the gateway's
+/// registry and audit rows on stdout (and in the audit file, when configured), and the
+/// transcript Secrets. Fails only when the audit file cannot be opened for appending.
+pub fn live_side(
+    config: &GatewayConfig,
+    client: Client,
+    metrics: &GatewayMetrics,
+) -> Result<LiveSide, AuditError> {
+    let live_config = LiveConfig::new(config, client.clone(), audit_sink(config)?);
+    metrics
+        .registry
+        .with(|registry| live_config.metrics.register(registry));
+    Ok(LiveSide {
+        shells: Arc::new(LiveSessions::new(live_config)),
+        transcripts: Arc::new(TranscriptStore::new(client, &config.namespace)),
     })
 }
 
@@ -106,20 +136,18 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let kube = kube_client(&config).await?;
     let registry = MetricsRegistry::new();
     let metrics = GatewayMetrics::new(registry);
-    let runtime =
-        crate::gateway::live_runtime(&config, kube.clone(), metrics.clone()).map_err(|source| {
-            GatewayError::AuditFile {
-                path: config.live.audit_file.clone().unwrap_or_default(),
-                source,
-            }
+    let live =
+        live_side(&config, kube.clone(), &metrics).map_err(|source| GatewayError::AuditFile {
+            path: config.live.audit_file.clone().unwrap_or_default(),
+            source,
         })?;
-    let state = app_state(config, kube, runtime, metrics)?;
+    let state = app_state(config, kube, live, metrics)?;
     serve(state).await
 }
 
 /// Serves `state` until a signal, then shuts the live side down.
 pub async fn serve(state: AppState) -> Result<(), GatewayError> {
-    let addr = state.config.listen;
+    let addr = state.access.config.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| GatewayError::Serve {
@@ -135,14 +163,14 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     // Load the issuer's keys before announcing the port, so the first request verifies; an
     // issuer that is down does not stop the start (the refresh loop keeps trying, /readyz
     // says why).
-    match tokio::time::timeout(Duration::from_secs(10), state.auth.keys().refresh()).await {
+    match tokio::time::timeout(Duration::from_secs(10), state.access.auth.keys().refresh()).await {
         Ok(Ok(keys)) => tracing::info!(keys = keys.len(), "loaded the issuer's keys"),
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the issuer's keys yet"),
         Err(_) => tracing::warn!("the issuer did not answer within 10 s; keys not loaded yet"),
     }
     let stop = CancellationToken::new();
     let background = spawn_background(&state, stop.clone());
-    let app = routes::router(state.clone());
+    let app = http::router(state.clone());
     let shutdown = stop.clone();
     let listener = no_delay(listener);
     let server = tokio::spawn(async move {
@@ -155,8 +183,8 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     eprintln!("listening on http://{bound}");
     tracing::info!(
         address = %bound,
-        pod = state.config.pod_name,
-        issuer = state.config.oidc.issuer_url,
+        pod = state.access.config.pod_name,
+        issuer = state.access.config.oidc.issuer_url,
         "nodeshell gateway serving"
     );
     wait_for_signal().await?;
@@ -166,7 +194,7 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     // `closed` frame. Those connections are not the server's to wait for (axum spawns their
     // tasks on upgrade), so the server's graceful shutdown alone would let the process exit
     // with those frames still queued.
-    state.runtime.live.shutdown().await;
+    state.live.shells.shutdown().await;
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Err(source))) => {
             return Err(GatewayError::Serve {
@@ -197,10 +225,10 @@ fn no_delay(listener: TcpListener) -> impl Listener<Io = tokio::net::TcpStream, 
 
 /// Key refresh, ticket sweeping and the session gauges.
 fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-    let auth = state.auth.clone();
-    let every = state.config.oidc.jwks_refresh;
+    let auth = state.access.auth.clone();
+    let every = state.access.config.oidc.jwks_refresh;
     let keys = tokio::spawn(auth.refresh_loop(every, Duration::from_secs(5)));
-    let tickets = state.tickets.clone();
+    let tickets = state.access.tickets.clone();
     let sweep_stop = stop.clone();
     let sweep = tokio::spawn(async move {
         loop {
@@ -210,13 +238,12 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
             }
         }
     });
-    let kube = state.kube.clone();
+    let cluster = state.access.cluster.clone();
     let metrics = state.metrics.clone();
     let gauges = tokio::spawn(async move {
-        let api: Api<NodeShellSession> = Api::all(kube);
         loop {
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                metrics.set_sessions_by_phase(&routes::phase_counts(&list.items));
+            if let Ok(sessions) = cluster.sessions().await {
+                metrics.set_sessions_by_phase(&phase_counts(&sessions));
             }
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -236,7 +263,180 @@ async fn wait_for_signal() -> Result<(), GatewayError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
     use super::*;
+    use crate::gateway::audit::{AuditActor, AuditRow, VERB_CLOSE, VERB_OPEN};
+    use crate::gateway::config::parse_file;
+    use crate::gateway::config::tests::{CHILD, run_child_test};
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    fn gateway_config(flags: &[&str], yaml: &str) -> GatewayConfig {
+        let mut argv = vec![
+            "gateway",
+            "--oidc-issuer",
+            "https://issuer.example",
+            "--oidc-client-id",
+            "nodeshell",
+        ];
+        argv.extend_from_slice(flags);
+        let cli = Cli::try_parse_from(argv).expect("flags");
+        GatewayConfig::resolve(&cli.args, parse_file(yaml).expect("yaml")).expect("config")
+    }
+
+    fn client() -> Client {
+        Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn file_and_flags_reach_the_live_config() {
+        let config = gateway_config(
+            &[
+                "--heartbeat-interval",
+                "4s",
+                "--replay-buffer-bytes",
+                "131072",
+            ],
+            "reattachGraceSeconds: 12\nheartbeatIntervalSeconds: 9\nstatusWriteThrottleSeconds: 2\n\
+             transcriptFlushIntervalSeconds: 7\nshutdownTimeoutSeconds: 33\n\
+             namespace: audit-ns\nclusterName: prod\n",
+        );
+        let live = LiveConfig::new(&config, client(), AuditSink::capture());
+        assert_eq!(live.reattach_grace, Duration::from_secs(12));
+        assert_eq!(live.heartbeat_interval, Duration::from_secs(4), "flag wins");
+        assert_eq!(live.status_throttle, Duration::from_secs(2));
+        assert_eq!(live.transcript_flush_interval, Duration::from_secs(7));
+        assert_eq!(live.replay_buffer_bytes, 128 * 1024, "flag");
+        assert_eq!(live.shutdown_timeout, Duration::from_secs(33));
+        assert_eq!(live.namespace, "audit-ns");
+        assert_eq!(live.cluster_name, "prod");
+        assert_eq!(live.pod_name, config.pod_name);
+    }
+
+    /// The child half of [`environment_reaches_the_live_config`].
+    #[tokio::test]
+    async fn environment_child() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        let config = gateway_config(&[], "");
+        let live = LiveConfig::new(&config, client(), AuditSink::capture());
+        assert_eq!(live.reattach_grace, Duration::from_secs(75));
+        assert_eq!(live.heartbeat_interval, Duration::from_millis(1500));
+        assert_eq!(live.status_throttle, Duration::from_millis(200));
+        assert_eq!(live.transcript_flush_interval, Duration::from_secs(2));
+        assert_eq!(live.replay_buffer_bytes, 512 * 1024);
+        assert_eq!(live.shutdown_timeout, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn environment_reaches_the_live_config() {
+        run_child_test(
+            "gateway::server::tests::environment_child",
+            &[
+                ("NODESHELL_GATEWAY_REATTACH_GRACE", "75s"),
+                ("NODESHELL_GATEWAY_HEARTBEAT_INTERVAL", "1500ms"),
+                ("NODESHELL_GATEWAY_STATUS_WRITE_THROTTLE", "200ms"),
+                ("NODESHELL_GATEWAY_TRANSCRIPT_FLUSH_INTERVAL", "2s"),
+                ("NODESHELL_GATEWAY_REPLAY_BUFFER_BYTES", "524288"),
+                ("NODESHELL_GATEWAY_SHUTDOWN_TIMEOUT", "45s"),
+            ],
+        );
+    }
+
+    fn row(event: &'static str, id: &str) -> AuditRow {
+        AuditRow {
+            id: id.into(),
+            event,
+            time: "2026-11-23T07:00:00Z".into(),
+            actor: AuditActor {
+                sub: "alice".into(),
+                email: None,
+                groups: vec!["sre".into()],
+                tier: "engineer".into(),
+            },
+            cluster: "dev".into(),
+            session: "shell-1".into(),
+            node: "n1".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            session_id: Some("nodeshell-alice-0a1b".into()),
+            role_session_name: "nodeshell-alice".into(),
+            assumed_role_arn: None,
+            region: "eu-west-1".into(),
+            started_at: Some("2026-11-23T06:59:00Z".into()),
+            ended_at: None,
+            duration_ms: None,
+            exit_code: None,
+            outcome: "success",
+            reason: None,
+            message: None,
+            bytes_in: None,
+            bytes_out: None,
+            transcript_ref: None,
+            transcript_bytes: None,
+            transcript_truncated: None,
+            sha256: None,
+        }
+    }
+
+    /// The child half of [`audit_file_gets_the_lines_stdout_gets`]: writes two rows through
+    /// the sink the gateway builds from its configuration.
+    #[tokio::test]
+    async fn audit_child() {
+        let Some(path) = std::env::var_os("NODESHELL_TEST_AUDIT_FILE") else {
+            return;
+        };
+        let config = gateway_config(&["--audit-file", path.to_str().unwrap()], "");
+        let live = LiveConfig::new(&config, client(), audit_sink(&config).unwrap());
+        live.audit.emit(&row(VERB_OPEN, "row-1")).unwrap();
+        live.audit.emit(&row(VERB_CLOSE, "row-2")).unwrap();
+    }
+
+    #[test]
+    fn audit_file_gets_the_lines_stdout_gets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // Rows already in the file stay: the sink appends.
+        std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
+        let stdout = run_child_test(
+            "gateway::server::tests::audit_child",
+            &[("NODESHELL_TEST_AUDIT_FILE", path.to_str().unwrap())],
+        );
+        // libtest prints `test <name> ... ` before the test's own output, on the same line.
+        let on_stdout: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.find("{\"id\":").map(|at| &l[at..]))
+            .collect();
+        let expected = [
+            row(VERB_OPEN, "row-1").to_json_line(),
+            row(VERB_CLOSE, "row-2").to_json_line(),
+        ];
+        assert_eq!(on_stdout, expected, "stdout:\n{stdout}");
+        let file = std::fs::read_to_string(&path).unwrap();
+        let in_file: Vec<&str> = file.lines().collect();
+        assert_eq!(in_file[0], "{\"earlier\":true}");
+        assert_eq!(
+            in_file[1..],
+            on_stdout[..],
+            "the file has the rows stdout has"
+        );
+        assert!(file.ends_with('\n'));
+    }
+
+    #[test]
+    fn an_audit_file_that_cannot_be_opened_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("audit.jsonl");
+        let config = gateway_config(&["--audit-file", missing.to_str().unwrap()], "");
+        assert!(audit_sink(&config).is_err());
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_no_delay() {

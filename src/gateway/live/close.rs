@@ -4,6 +4,7 @@
 use crate::api::SessionReason;
 use crate::aws::{AssumeRoleError, SsmCallError};
 use crate::gateway::error::ErrorCode;
+use crate::gateway::refusals;
 use crate::gateway::transcript::StorageFailure;
 use crate::ssm::{ChannelError, CloseCause, CloseReason};
 
@@ -105,49 +106,29 @@ pub struct StartFailure {
     pub retryable: bool,
 }
 
-/// AssumeRoleWithWebIdentity failed.
+/// AssumeRoleWithWebIdentity failed: coded as on the open path ([`refusals::assume_role`]).
 pub fn assume_role_failure(e: &AssumeRoleError) -> StartFailure {
-    let (code, retryable, hint) = match e {
-        AssumeRoleError::AccessDenied(_) | AssumeRoleError::InvalidIdentityToken(_) => (
-            ErrorCode::TrustDenied,
-            false,
-            "ask the platform team to check the role's trust policy (issuer, audience, subject)",
-        ),
-        AssumeRoleError::ExpiredToken(_) => (ErrorCode::ReauthRequired, false, "sign in again"),
-        AssumeRoleError::Validation(_) => (
-            ErrorCode::StartFailed,
-            false,
-            "check the policy's role ARN and session duration",
-        ),
-        AssumeRoleError::IdpCommunication(_)
-        | AssumeRoleError::Other { .. }
-        | AssumeRoleError::Transport(_) => (ErrorCode::StartFailed, true, "try again shortly"),
-    };
+    let refusal = refusals::assume_role(e);
     StartFailure {
-        code,
+        code: refusal.code,
         reason: SessionReason::AssumeRoleDenied,
-        message: format!("{e}; {hint}"),
-        retryable,
+        message: format!("{e}; {}", refusal.hint),
+        retryable: refusal.retryable,
     }
 }
 
-/// StartSession failed.
+/// StartSession failed ([`refusals::start_session`]).
 pub fn start_session_failure(e: &SsmCallError) -> StartFailure {
-    match e {
-        SsmCallError::TargetNotConnected(_) => StartFailure {
-            code: ErrorCode::AgentOffline,
-            reason: SessionReason::AgentOffline,
-            message: format!(
-                "{e}; check that the SSM agent runs on the instance and reaches Systems Manager"
-            ),
-            retryable: true,
+    let refusal = refusals::start_session(e);
+    StartFailure {
+        reason: if refusal.code == ErrorCode::AgentOffline {
+            SessionReason::AgentOffline
+        } else {
+            SessionReason::StartFailed
         },
-        other => StartFailure {
-            code: ErrorCode::StartFailed,
-            reason: SessionReason::StartFailed,
-            message: format!("ssm:StartSession failed: {other}"),
-            retryable: other.is_transient(),
-        },
+        code: refusal.code,
+        message: refusal.message,
+        retryable: refusal.retryable,
     }
 }
 

@@ -14,13 +14,13 @@ pub mod frames;
 pub mod idle;
 pub mod metrics;
 pub mod replay;
+mod sessions;
 mod start;
 pub mod status;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
 use kube::Client;
@@ -38,16 +38,20 @@ pub use replay::{ReplayRing, ReplayStart};
 use crate::api::NodeShellSession;
 use crate::aws::AwsEndpoints;
 use crate::gateway::audit::AuditSink;
-use crate::gateway::contract::AttachGrant;
+use crate::gateway::config::{GatewayConfig, LiveSettings};
 use crate::gateway::error::ErrorCode;
+use crate::gateway::handover::AttachGrant;
 use crate::gateway::transcript::TranscriptStore;
 
 use bridge::Attachment;
 use status::StatusApi;
 
-/// Settings of the live side.
+/// Settings of the live side: the resolved [`LiveSettings`] (the one home of their
+/// defaults), and where the live side writes.
 #[derive(Clone)]
 pub struct LiveConfig {
+    /// Clocks, buffers and timeouts, as the gateway's configuration resolved them.
+    pub settings: LiveSettings,
     /// Kubernetes API access (sessions, their status, transcript Secrets, Events).
     pub client: Client,
     /// Namespace of the transcript Secrets.
@@ -58,18 +62,6 @@ pub struct LiveConfig {
     pub endpoints: AwsEndpoints,
     /// Cluster name for the SSM Reason and audit rows.
     pub cluster_name: String,
-    /// How often `status.gateway.heartbeatAt` is written.
-    pub heartbeat_interval: Duration,
-    /// Least time between two status writes of a session.
-    pub status_throttle: Duration,
-    /// How often the transcript's last chunk is rewritten.
-    pub transcript_flush_interval: Duration,
-    /// How long a session waits for its browser to reattach.
-    pub reattach_grace: Duration,
-    /// Output kept for reattaching browsers, per session.
-    pub replay_buffer_bytes: usize,
-    /// Longest time [`LiveSessions::shutdown`] waits for sessions to close.
-    pub shutdown_timeout: Duration,
     /// Where audit rows go.
     pub audit: AuditSink,
     /// The live side's metrics.
@@ -77,31 +69,28 @@ pub struct LiveConfig {
 }
 
 impl LiveConfig {
-    /// Defaults of design §4: heartbeat 5 s, status throttle 1 s, transcript flush 5 s,
-    /// reattach grace 30 s, replay 256 KiB, shutdown 20 s.
-    pub fn new(
-        client: Client,
-        namespace: impl Into<String>,
-        pod_name: impl Into<String>,
-        endpoints: AwsEndpoints,
-        cluster_name: impl Into<String>,
-        audit: AuditSink,
-    ) -> Self {
+    /// The live side of a gateway run with `config`, audit rows to `audit`.
+    pub fn new(config: &GatewayConfig, client: Client, audit: AuditSink) -> Self {
         Self {
+            settings: config.live.clone(),
             client,
-            namespace: namespace.into(),
-            pod_name: pod_name.into(),
-            endpoints,
-            cluster_name: cluster_name.into(),
-            heartbeat_interval: Duration::from_secs(5),
-            status_throttle: Duration::from_secs(1),
-            transcript_flush_interval: Duration::from_secs(5),
-            reattach_grace: Duration::from_secs(30),
-            replay_buffer_bytes: 256 * 1024,
-            shutdown_timeout: Duration::from_secs(20),
+            namespace: config.namespace.clone(),
+            pod_name: config.pod_name.clone(),
+            endpoints: config.aws.clone(),
+            cluster_name: config.cluster_name.clone(),
             audit,
             metrics: LiveMetrics::default(),
         }
+    }
+}
+
+/// The settings read through the config (`config.heartbeat_interval`), as the session task
+/// reads them.
+impl std::ops::Deref for LiveConfig {
+    type Target = LiveSettings;
+
+    fn deref(&self) -> &LiveSettings {
+        &self.settings
     }
 }
 

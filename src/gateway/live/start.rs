@@ -25,8 +25,8 @@ use super::{Control, Inner, LiveHandle, Slot};
 use crate::api::{NodeShellSession, SessionPhase};
 use crate::aws::{self, AwsEndpoints, SsmSessions, WebIdentityRequest};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditSubject};
-use crate::gateway::contract::AttachGrant;
 use crate::gateway::error::ErrorCode;
+use crate::gateway::handover::AttachGrant;
 use crate::gateway::transcript::{
     AsciicastHeader, StorageFailure, Transcript, compress, transcript_ref,
 };

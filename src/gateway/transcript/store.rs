@@ -10,11 +10,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::chunks::Chunk;
 use crate::api::{LABEL_SESSION, NodeShellSession, label_value};
 use crate::gateway::FIELD_MANAGER;
+use crate::gateway::handover::{TranscriptLoadError, TranscriptSource};
 
 /// `status.transcript.format` of stored transcripts.
 pub const TRANSCRIPT_FORMAT: &str = "asciicast-v2+gzip";
@@ -107,7 +109,13 @@ pub fn chunk_secret(
     })
 }
 
-/// Writes transcript chunks (server-side apply, field manager `nodeshell-gateway`).
+/// Most chunk Secrets read for one transcript (the policy caps a recording at 64 MiB, stored
+/// in chunks of at most 512 KiB).
+const MAX_CHUNKS: usize = 1024;
+
+/// Writes transcript chunks (server-side apply, field manager `nodeshell-gateway`) and reads
+/// them back by name (`<session>-transcript-<n>`, from 0), so the gateway needs only `get`
+/// and `patch` on Secrets.
 #[derive(Clone)]
 pub struct TranscriptStore {
     api: Api<Secret>,
@@ -147,6 +155,65 @@ impl TranscriptStore {
         }
         Ok(())
     }
+
+    /// The stored recording of `session`: the gzip members of its chunk Secrets, in order.
+    pub async fn load(&self, session: &NodeShellSession) -> Result<Vec<u8>, TranscriptLoadError> {
+        let name = session.name_any();
+        let mut out = Vec::new();
+        let mut chunks = 0;
+        for index in 0..MAX_CHUNKS {
+            let secret = self
+                .api
+                .get_opt(&chunk_secret_name(&name, index))
+                .await
+                .map_err(|e| read_failure(&e, &self.namespace))?;
+            let Some(secret) = secret else { break };
+            if let Some(data) = secret.data.and_then(|mut d| d.remove(CHUNK_DATA_KEY)) {
+                out.extend_from_slice(&data.0);
+            }
+            chunks += 1;
+        }
+        if chunks == 0 {
+            let recorded = session
+                .status
+                .as_ref()
+                .and_then(|s| s.transcript.as_ref())
+                .is_some();
+            return Err(TranscriptLoadError::Missing(if recorded {
+                format!("the transcript Secrets of session {name} are gone (retention?)")
+            } else {
+                format!(
+                    "session {name} has no stored transcript (recording disabled, or nothing flushed yet)"
+                )
+            }));
+        }
+        Ok(out)
+    }
+}
+
+impl TranscriptSource for TranscriptStore {
+    fn load(
+        &self,
+        session: &NodeShellSession,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TranscriptLoadError>> {
+        let store = self.clone();
+        let session = session.clone();
+        Box::pin(async move { store.load(&session).await })
+    }
+}
+
+/// What a caller is told when the transcript Secrets cannot be read: what happened and what
+/// to do, never the apiserver's own text (that goes to the log).
+fn read_failure(error: &kube::Error, namespace: &str) -> TranscriptLoadError {
+    tracing::warn!(namespace, error = %error, "reading transcript Secrets failed");
+    TranscriptLoadError::Storage(match error {
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => format!(
+            "the gateway may not read Secrets in namespace {namespace}; ask your platform team \
+             to grant the gateway's service account get on secrets there"
+        ),
+        _ => "the transcript store (Kubernetes API) is unavailable; try again in a moment"
+            .to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -204,5 +271,35 @@ mod tests {
         assert!(name.ends_with("-transcript-9999"));
         let other = chunk_secret_name(&format!("{}-fghij", "n".repeat(247)), 0);
         assert_ne!(name.trim_end_matches("-9999"), other.trim_end_matches("-0"));
+    }
+
+    #[test]
+    fn transcript_read_failures_say_what_to_do_without_the_apiservers_text() {
+        let raw = r#"secrets "s-transcript-0" is forbidden: User "system:serviceaccount:nodeshell-system:nodeshell-gateway" cannot get resource "secrets""#;
+        let denied = kube::Error::Api(
+            kube::core::Status::failure(raw, "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let TranscriptLoadError::Storage(m) = read_failure(&denied, "nodeshell-system") else {
+            panic!("a refusal is a storage failure");
+        };
+        assert!(
+            m.contains("may not read Secrets in namespace nodeshell-system"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("system:serviceaccount") && !m.contains("forbidden:"),
+            "{m}"
+        );
+        let down = kube::Error::Api(
+            kube::core::Status::failure("etcdserver: request timed out", "InternalError")
+                .with_code(500)
+                .boxed(),
+        );
+        let TranscriptLoadError::Storage(m) = read_failure(&down, "nodeshell-system") else {
+            panic!("an outage is a storage failure");
+        };
+        assert!(m.contains("try again") && !m.contains("etcdserver"), "{m}");
     }
 }

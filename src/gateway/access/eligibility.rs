@@ -1,6 +1,7 @@
-//! Whether a person may open a shell on a node, as pure functions: the EC2 instance behind a
-//! node's providerID, the region, the role session name, and the preflight gates with a
-//! pass/fail and a hint each. The routes fetch the inputs and make the AWS calls.
+//! Whether a person may open a shell on a node, as pure functions: the region, the role
+//! session name, and the preflight gates with a pass/fail and a hint each (the EC2 instance
+//! behind a providerID is `api::ec2`, shared with the controller). The routes fetch the
+//! inputs and make the AWS calls.
 
 use std::collections::BTreeMap;
 
@@ -9,10 +10,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::{NodeShellPolicy, NodeShellSession, PolicyMatch, governing_policy};
-use crate::gateway::contract::Caller;
 use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::handover::Caller;
 
-pub use crate::api::{Ec2Instance, parse_provider_id, region_of_zone};
+use crate::api::{parse_provider_id, region_of_zone};
 
 /// Longest role session name STS accepts.
 const MAX_ROLE_SESSION_NAME: usize = 64;

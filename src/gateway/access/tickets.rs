@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::gateway::contract::{Caller, IdToken};
+use crate::gateway::access::auth::Authenticated;
+use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::handover::{Caller, IdToken};
 
 /// What a ticket stands for, handed back at redemption.
 #[derive(Clone, Debug)]
@@ -151,6 +153,52 @@ impl TicketBook {
     /// True when no ticket is outstanding.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What `POST …/shell` and `POST …/ticket` answer: the session and how to attach to it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketOffer {
+    /// The session's name.
+    pub session: String,
+    /// The WebSocket path, ticket included.
+    pub attach_url: String,
+    /// The single-use ticket.
+    pub ticket: String,
+    /// When the ticket expires (RFC 3339).
+    pub expires_at: String,
+}
+
+impl TicketBook {
+    /// Issues a ticket for `auth`'s caller to attach `session` at `cols`×`rows`.
+    pub fn offer(
+        &self,
+        auth: &Authenticated,
+        session: &str,
+        cols: u16,
+        rows: u16,
+        reattach: bool,
+    ) -> Result<TicketOffer, ApiError> {
+        let grant = TicketGrant {
+            caller: auth.caller.clone(),
+            id_token: auth.id_token.clone(),
+            session: session.to_string(),
+            cols,
+            rows,
+            reattach,
+        };
+        let ticket = self
+            .issue(grant, Instant::now())
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let ttl = chrono::Duration::from_std(self.ttl()).unwrap_or_default();
+        Ok(TicketOffer {
+            session: session.to_string(),
+            attach_url: format!("/api/v1/sessions/{session}/attach?ticket={ticket}"),
+            ticket,
+            expires_at: (chrono::Utc::now() + ttl)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })
     }
 }
 

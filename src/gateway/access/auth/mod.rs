@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::gateway::config::{OidcSettings, TierMap};
-use crate::gateway::contract::{Caller, IdToken};
+use crate::gateway::access::tiers::TierMap;
+use crate::gateway::config::OidcSettings;
 use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::handover::{Caller, IdToken};
 
 pub use keys::{KeyCache, KeySet, KeysError};
 pub use token::{TokenError, TokenRules, VerifiedClaims};

@@ -1,18 +1,76 @@
-//! The control side's view of the live side: what a route needs from whatever runs attached
-//! shells (hand over a socket, ask for a termination, shut down, load a transcript). Routes
-//! depend on these traits only, so they are tested without a live side.
+//! Where the control side meets the live side: what a route hands over when a browser
+//! attaches (who the caller is, the admitted session, its governing policy, the id_token to
+//! exchange for AWS credentials; held in memory only, never serialised), and what a route
+//! asks of whatever runs attached shells and stores transcripts ([`LiveShells`],
+//! [`TranscriptSource`]). Routes depend on these traits only, so they are tested without a
+//! live side.
 
+use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::future::BoxFuture;
 
-use crate::api::NodeShellSession;
-use crate::gateway::contract::AttachGrant;
+use crate::api::{NodeShellPolicy, NodeShellSession};
 use crate::gateway::error::ErrorCode;
 
+/// A person, as verified from their OIDC id_token and mapped to a tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's `sub`: the stable identity that ends up in the role session name.
+    pub sub: String,
+    /// The token's `email`, when present.
+    pub email: Option<String>,
+    /// A display name (`name`, else `preferred_username`, else the email, else `sub`).
+    pub name: String,
+    /// Groups from the configured groups claim.
+    pub groups: Vec<String>,
+    /// The tier the groups map to (`groupTiers`), if any.
+    pub tier: Option<String>,
+}
+
+/// The caller's OIDC id_token, kept only to call `sts:AssumeRoleWithWebIdentity`.
+/// Its `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdToken(String);
+
+impl IdToken {
+    /// Wraps a raw compact JWT.
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    /// The raw token, for the STS call only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IdToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdToken(<redacted>)")
+    }
+}
+
+/// Everything the live side needs to run one admitted session for one browser.
+#[derive(Clone, Debug)]
+pub struct AttachGrant {
+    /// Who attaches (the session's owner).
+    pub caller: Caller,
+    /// The caller's id_token, exchanged for AWS credentials at attach.
+    pub id_token: IdToken,
+    /// The session as last read (phase Admitted on first attach).
+    pub session: NodeShellSession,
+    /// The policy that governs it (`spec.policyName`).
+    pub policy: NodeShellPolicy,
+    /// Initial terminal size asked for at open.
+    pub cols: u16,
+    /// Initial terminal rows asked for at open.
+    pub rows: u16,
+}
+
 /// Runs attached shells.
-pub trait LiveRuntime: Send + Sync + 'static {
+pub trait LiveShells: Send + Sync + 'static {
     /// Takes over an upgraded socket for an admitted session. `resume` is true when the
     /// session already ran on a socket (reattach): the browser's first text frame is then
     /// `{"type":"resume","resumeToken":…,"offset":N}`.
@@ -54,9 +112,9 @@ pub trait TranscriptSource: Send + Sync + 'static {
 /// Stand-in used where no live side runs (route tests, a build without it): every attach is
 /// answered with an `error` frame and closed, and nothing is stored.
 #[derive(Debug, Default, Clone)]
-pub struct NoLiveRuntime;
+pub struct NoLiveShells;
 
-impl LiveRuntime for NoLiveRuntime {
+impl LiveShells for NoLiveShells {
     fn attach(
         &self,
         _grant: AttachGrant,
@@ -82,7 +140,7 @@ impl LiveRuntime for NoLiveRuntime {
     }
 }
 
-impl TranscriptSource for NoLiveRuntime {
+impl TranscriptSource for NoLiveShells {
     fn load(
         &self,
         session: &NodeShellSession,
@@ -98,25 +156,25 @@ impl TranscriptSource for NoLiveRuntime {
 
 /// The live side and transcript source a gateway runs with.
 #[derive(Clone)]
-pub struct Runtime {
+pub struct LiveSide {
     /// Attached shells.
-    pub live: Arc<dyn LiveRuntime>,
+    pub shells: Arc<dyn LiveShells>,
     /// Stored transcripts.
     pub transcripts: Arc<dyn TranscriptSource>,
 }
 
-impl std::fmt::Debug for Runtime {
+impl std::fmt::Debug for LiveSide {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").finish_non_exhaustive()
+        f.debug_struct("LiveSide").finish_non_exhaustive()
     }
 }
 
-impl Runtime {
+impl LiveSide {
     /// No live side: attaches are refused, transcripts are missing.
     pub fn none() -> Self {
         Self {
-            live: Arc::new(NoLiveRuntime),
-            transcripts: Arc::new(NoLiveRuntime),
+            shells: Arc::new(NoLiveShells),
+            transcripts: Arc::new(NoLiveShells),
         }
     }
 }

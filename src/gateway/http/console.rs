@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use super::AppState;
 use crate::gateway::config::GatewayConfig;
 use crate::gateway::error::{ApiError, ErrorCode};
-use crate::gateway::routes::AppState;
 
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
@@ -125,7 +125,7 @@ async fn asset_file(State(state): State<AppState>, Path(file): Path<String>) -> 
 }
 
 async fn config_json(State(state): State<AppState>) -> Response {
-    let body = serde_json::to_vec(&ConsoleConfig::of(&state.config)).unwrap_or_default();
+    let body = serde_json::to_vec(&ConsoleConfig::of(&state.access.config)).unwrap_or_default();
     secured(&state, "application/json", body, "no-store")
 }
 
@@ -135,7 +135,7 @@ fn not_found(state: &AppState) -> Response {
         "no such console file; reload the console (the gateway may have been upgraded)",
     )
     .into_response();
-    add_security_headers(&mut response, &state.config);
+    add_security_headers(&mut response, &state.access.config);
     response
 }
 
@@ -154,7 +154,7 @@ fn secured(
         body.into(),
     )
         .into_response();
-    add_security_headers(&mut response, &state.config);
+    add_security_headers(&mut response, &state.access.config);
     response
 }
 
@@ -187,8 +187,8 @@ mod tests {
     use tower::ServiceExt;
 
     use crate::gateway::config::{GatewayArgs, parse_file};
+    use crate::gateway::handover::LiveSide;
     use crate::gateway::metrics::GatewayMetrics;
-    use crate::gateway::runtime::Runtime;
 
     fn app() -> Router {
         let file = parse_file(
@@ -202,11 +202,11 @@ mod tests {
         let state = crate::gateway::server::app_state(
             config,
             kube,
-            Runtime::none(),
+            LiveSide::none(),
             GatewayMetrics::default(),
         )
         .unwrap();
-        crate::gateway::routes::router(state)
+        crate::gateway::http::router(state)
     }
 
     async fn get(app: &Router, path: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {

@@ -13,15 +13,15 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::api::NodeShellPolicy;
-use crate::gateway::auth::keys::KeyFetcher;
-use crate::gateway::auth::{KeyCache, KeySet};
+use crate::gateway::access::auth::keys::KeyFetcher;
+use crate::gateway::access::auth::{KeyCache, KeySet};
+use crate::gateway::access::tickets::TicketGrant;
 use crate::gateway::config::{GatewayArgs, GatewayConfig, parse_file};
-use crate::gateway::contract::{Caller, IdToken};
 use crate::gateway::error::ErrorCode;
+use crate::gateway::handover::LiveSide;
+use crate::gateway::handover::{Caller, IdToken};
+use crate::gateway::http::{self, AppState, OPENAPI, ROUTES};
 use crate::gateway::metrics::GatewayMetrics;
-use crate::gateway::routes::{self, AppState, OPENAPI, ROUTES};
-use crate::gateway::runtime::Runtime;
-use crate::gateway::tickets::TicketGrant;
 use crate::sim::jwt::{BadToken, KeyRing};
 
 const ISS: &str = "https://issuer.test";
@@ -65,14 +65,18 @@ async fn fixture() -> Fixture {
     // Port 1 on loopback refuses connections: the apiserver is "down".
     let kube =
         kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
-    let mut state =
-        crate::gateway::server::app_state(config, kube, Runtime::none(), GatewayMetrics::default())
-            .unwrap();
+    let mut state = crate::gateway::server::app_state(
+        config,
+        kube,
+        LiveSide::none(),
+        GatewayMetrics::default(),
+    )
+    .unwrap();
     let cache = KeyCache::new(fetch, Duration::from_secs(10));
     cache.refresh().await.unwrap();
-    state.auth = crate::gateway::auth::Authenticator::new(
-        &state.config.oidc,
-        state.config.tiers.clone(),
+    state.access.auth = crate::gateway::access::auth::Authenticator::new(
+        &state.access.config.oidc,
+        state.access.config.tiers.clone(),
         cache,
     );
     Fixture { state, ring }
@@ -93,7 +97,7 @@ async fn call(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let response = routes::router(state.clone())
+    let response = http::router(state.clone())
         .oneshot(req.body(Body::from(body.to_string())).unwrap())
         .await
         .unwrap();
@@ -127,7 +131,7 @@ fn openapi_parses_and_lists_every_route() {
 
 #[test]
 fn api_doc_names_every_route_and_code() {
-    let doc = include_str!("../../docs/api.md");
+    let doc = include_str!("../../../docs/api.md");
     for (method, path) in ROUTES {
         assert!(
             doc.contains(&format!("{method} {path}")),
@@ -277,7 +281,12 @@ fn grant(session: &str) -> TicketGrant {
 async fn attach_checks_origin_then_ticket() {
     let f = fixture().await;
     let ok_origin = [("origin", "https://console.example")];
-    let ticket = f.state.tickets.issue(grant("s1"), Instant::now()).unwrap();
+    let ticket = f
+        .state
+        .access
+        .tickets
+        .issue(grant("s1"), Instant::now())
+        .unwrap();
     let uri = format!("/api/v1/sessions/s1/attach?ticket={ticket}");
     // A foreign origin is refused before the ticket is touched.
     let (status, body) = call(
@@ -299,7 +308,7 @@ async fn attach_checks_origin_then_ticket() {
         StatusCode::FORBIDDEN,
         "no Origin, and allowMissingOrigin is false"
     );
-    assert_eq!(f.state.tickets.len(), 1);
+    assert_eq!(f.state.access.tickets.len(), 1);
     // No ticket, an unknown ticket, a ticket for another session (which burns it).
     for uri in [
         "/api/v1/sessions/s1/attach".to_string(),
@@ -314,9 +323,14 @@ async fn attach_checks_origin_then_ticket() {
             "{uri}: {body}"
         );
     }
-    assert!(f.state.tickets.is_empty());
+    assert!(f.state.access.tickets.is_empty());
     // A good ticket on a plain GET is not a WebSocket request.
-    let ticket = f.state.tickets.issue(grant("s1"), Instant::now()).unwrap();
+    let ticket = f
+        .state
+        .access
+        .tickets
+        .issue(grant("s1"), Instant::now())
+        .unwrap();
     let (status, body) = call(
         &f.state,
         "GET",
@@ -354,7 +368,7 @@ async fn session_routes_fail_closed_without_the_apiserver() {
 
 #[test]
 fn the_session_object_carries_spec_and_labels() {
-    use crate::gateway::nodes::ShellTarget;
+    use crate::gateway::access::eligibility::ShellTarget;
     let mut policy = NodeShellPolicy::new("default", Default::default());
     policy.spec.aws.document_name = "SSM-SessionManagerRunShell".into();
     let target = ShellTarget {
@@ -371,7 +385,7 @@ fn the_session_object_carries_spec_and_labels() {
         groups: vec!["sre".into()],
         tier: Some("engineer".into()),
     };
-    let s = routes::session_object(
+    let s = crate::gateway::access::open::session_object(
         &caller,
         &target,
         "nodeshell-auth0-alice".into(),
@@ -401,7 +415,7 @@ fn rejections_map_to_cap_and_policy_codes() {
             message: Some("close one and try again".into()),
             ..Default::default()
         });
-        routes::decision_error(&s, &policy)
+        crate::gateway::refusals::decision_error(&s, &policy)
     };
     let e = rejected("CapPerUser");
     assert_eq!(
@@ -416,7 +430,7 @@ fn rejections_map_to_cap_and_policy_codes() {
 #[test]
 fn aws_refusals_map_to_their_codes() {
     use crate::aws::{AgentPing, AssumeRoleError};
-    use crate::gateway::nodes::ShellTarget;
+    use crate::gateway::access::eligibility::ShellTarget;
     let mut policy = NodeShellPolicy::new("p", Default::default());
     policy.spec.aws.oidc_audience = Some("nodeshell".into());
     let target = ShellTarget {
@@ -426,12 +440,12 @@ fn aws_refusals_map_to_their_codes() {
         policy,
         role_arn: "arn:aws:iam::123456789012:role/r".into(),
     };
-    let code = |e: AssumeRoleError| routes::assume_role_error(&e, &target).code;
+    let code = |e: AssumeRoleError| crate::gateway::refusals::assume_role_error(&e, &target).code;
     assert_eq!(
         code(AssumeRoleError::AccessDenied("no".into())),
         ErrorCode::TrustDenied
     );
-    let aud = routes::assume_role_error(
+    let aud = crate::gateway::refusals::assume_role_error(
         &AssumeRoleError::InvalidIdentityToken("Incorrect token audience".into()),
         &target,
     );
@@ -453,12 +467,65 @@ fn aws_refusals_map_to_their_codes() {
         code(AssumeRoleError::Transport("down".into())),
         ErrorCode::StartFailed
     );
-    assert!(routes::ping_error(&AgentPing::Online, &target).is_none());
-    let offline = routes::ping_error(&AgentPing::ConnectionLost, &target).unwrap();
+    assert!(crate::gateway::refusals::ping_error(&AgentPing::Online, &target).is_none());
+    let offline =
+        crate::gateway::refusals::ping_error(&AgentPing::ConnectionLost, &target).unwrap();
     assert_eq!(offline.code, ErrorCode::AgentOffline);
     assert!(
         offline.message.contains("ConnectionLost"),
         "{}",
         offline.message
     );
+}
+
+/// The issuer keys' HTTP fetcher against a tiny issuer on loopback (served by axum, hence
+/// here): discovery → jwks_uri, and a discovery document naming another issuer is refused.
+#[tokio::test]
+async fn http_fetcher_follows_discovery_and_checks_the_issuer() {
+    use axum::routing::get;
+    use jsonwebtoken::Algorithm;
+
+    use crate::gateway::access::auth::keys;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let ring = crate::sim::jwt::KeyRing::generate().unwrap();
+    let jwks = ring.jwks();
+    let issuer = base.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let issuer = issuer.clone();
+                async move {
+                    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}))
+                }
+            }),
+        )
+        .route(
+            "/keys",
+            get(move || async move { axum::Json(jwks.clone()) }),
+        )
+        .route(
+            "/other/.well-known/openid-configuration",
+            get(|| async { axum::Json(json!({"issuer": "https://elsewhere", "jwks_uri": "x"})) }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let set = (keys::http_fetcher(http.clone(), base.clone()))()
+        .await
+        .unwrap();
+    assert_eq!(set.len(), 1);
+    assert!(
+        set.find(Some(&ring.active_kid()), Algorithm::RS256)
+            .is_some()
+    );
+    let err = (keys::http_fetcher(http.clone(), format!("{base}/other")))()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, keys::KeysError::Malformed(_)), "{err}");
+    let err = (keys::http_fetcher(http, format!("{base}/missing")))()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, keys::KeysError::Fetch(_)), "{err}");
+    server.abort();
 }

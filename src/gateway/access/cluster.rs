@@ -1,0 +1,184 @@
+//! The control side's Kubernetes calls: nodes, policies and sessions read, a session
+//! created, terminated or waited on. Each call is bounded by [`KUBE_CALL_TIMEOUT`] and
+//! answers in the API's words ([`crate::gateway::refusals`]).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::api::{NodeShellPolicy, NodeShellSession, SessionPhase};
+use crate::gateway::FIELD_MANAGER;
+use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::refusals::{create_error, kube_error, kube_timeout};
+
+/// Longest wait for one Kubernetes API call made while answering a request: past it the
+/// apiserver counts as unreachable and the request fails closed.
+pub const KUBE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one Kubernetes API call with [`KUBE_CALL_TIMEOUT`].
+async fn call<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(KUBE_CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(|e| kube_error(&e, what)),
+        Err(_) => Err(kube_timeout(what)),
+    }
+}
+
+/// The Kubernetes API as the control side uses it. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// The cluster behind `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    fn sessions_api(&self) -> Api<NodeShellSession> {
+        Api::all(self.client.clone())
+    }
+
+    /// Every node.
+    pub async fn nodes(&self) -> Result<Vec<Node>, ApiError> {
+        let api = Api::<Node>::all(self.client.clone());
+        call("nodes", api.list(&ListParams::default()))
+            .await
+            .map(|l| l.items)
+    }
+
+    /// One node, or `E_NOT_FOUND`.
+    pub async fn node(&self, name: &str) -> Result<Node, ApiError> {
+        let api = Api::<Node>::all(self.client.clone());
+        call("node", api.get_opt(name)).await?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no node named {name:?}; list nodes with GET /api/v1/nodes"),
+            )
+        })
+    }
+
+    /// Every policy.
+    pub async fn policies(&self) -> Result<Vec<NodeShellPolicy>, ApiError> {
+        let api = Api::<NodeShellPolicy>::all(self.client.clone());
+        call("policies", api.list(&ListParams::default()))
+            .await
+            .map(|l| l.items)
+    }
+
+    /// One policy, if it exists.
+    pub async fn policy(&self, name: &str) -> Result<Option<NodeShellPolicy>, ApiError> {
+        let api = Api::<NodeShellPolicy>::all(self.client.clone());
+        call("policy", api.get_opt(name)).await
+    }
+
+    /// Every session.
+    pub async fn sessions(&self) -> Result<Vec<NodeShellSession>, ApiError> {
+        call("sessions", self.sessions_api().list(&ListParams::default()))
+            .await
+            .map(|l| l.items)
+    }
+
+    /// One session, or `E_NOT_FOUND`.
+    pub async fn session(&self, name: &str) -> Result<NodeShellSession, ApiError> {
+        call("session", self.sessions_api().get_opt(name))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no session named {name:?}; list yours with GET /api/v1/sessions"),
+                )
+            })
+    }
+
+    /// Creates a session object; returns the name the apiserver gave it.
+    pub async fn create_session(&self, object: &NodeShellSession) -> Result<String, ApiError> {
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        let created = tokio::time::timeout(
+            KUBE_CALL_TIMEOUT,
+            self.sessions_api().create(&pp, object),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Internal,
+                "cannot reach the Kubernetes API (no answer within 10 s); no session was opened",
+            )
+        })?
+        .map_err(|e| create_error(&e))?;
+        Ok(created.name_any())
+    }
+
+    /// Sets `spec.terminate` on a session.
+    pub async fn request_terminate(&self, name: &str) -> Result<(), ApiError> {
+        let patch = json!({"spec": {"terminate": true}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        let api = self.sessions_api();
+        call("session", api.patch(name, &params, &Patch::Merge(&patch)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits up to `timeout` for the controller to admit or reject; on timeout asks for
+    /// termination so the session never opens late, and fails closed.
+    pub async fn await_decision(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<NodeShellSession, ApiError> {
+        let decided =
+            |s: Option<&NodeShellSession>| s.is_none_or(|s| s.phase() != SessionPhase::Pending);
+        let wait = kube::runtime::wait::await_condition(self.sessions_api(), name, decided);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(Some(session))) => Ok(session),
+            Ok(Ok(None)) => Err(ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "session {name} was deleted before the controller decided; no session was opened"
+                ),
+            )),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, session = name, "watching the session failed");
+                let _ = self.request_terminate(name).await;
+                Err(ApiError::new(
+                    ErrorCode::Internal,
+                    "cannot reach the Kubernetes API; no session was opened",
+                ))
+            }
+            Err(_) => {
+                let _ = self.request_terminate(name).await;
+                Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "the controller did not admit session {name} within {} s (is `nodeshell controller` running?); no session was opened",
+                        timeout.as_secs()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Whether the apiserver answers within 3 s (for `/readyz`).
+    pub async fn reachable(&self) -> bool {
+        let probe = tokio::time::timeout(Duration::from_secs(3), self.client.apiserver_version());
+        matches!(probe.await, Ok(Ok(_)))
+    }
+}

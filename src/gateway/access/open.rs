@@ -1,0 +1,329 @@
+//! Opening a shell: the node list with each node's eligibility, the preflight that runs every
+//! gate, and `POST …/shell` (gates, STS and the agent's PingStatus with the caller's own
+//! credentials, the session object, the controller's decision, a ticket). The only AWS
+//! calls of the control side.
+
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+use serde::Deserialize;
+
+use super::Access;
+use super::auth::Authenticated;
+use super::eligibility::{
+    Gate, GateStatus, NodeGates, ShellTarget, audience_error, caps_gate, node_gates,
+    role_session_name,
+};
+use super::tickets::TicketOffer;
+use crate::api::{
+    NodeShellPolicy, NodeShellSession, NodeShellSessionSpec, SessionPhase, SessionUser,
+    session_labels,
+};
+use crate::aws::{self, AgentPing, AwsEndpoints, SsmSessions};
+use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::handover::Caller;
+use crate::gateway::refusals::{assume_role_error, decision_error, describe_error, ping_error};
+
+/// Body of `POST …/shell` and `POST …/ticket`; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequest {
+    /// Justification, recorded in `spec.reason`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Terminal columns.
+    #[serde(default)]
+    pub cols: Option<u16>,
+    /// Terminal rows.
+    #[serde(default)]
+    pub rows: Option<u16>,
+}
+
+/// Largest terminal dimension accepted.
+const MAX_TERMINAL: u16 = 1000;
+/// Longest `reason` (the CRD's limit).
+const MAX_REASON: usize = 1024;
+
+/// Parses and checks an open body (an empty body is every default).
+pub fn parse_open_request(body: &[u8]) -> Result<OpenRequest, ApiError> {
+    let request: OpenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        OpenRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("the body must be JSON {{\"reason\"?: string, \"cols\"?: 1-{MAX_TERMINAL}, \"rows\"?: 1-{MAX_TERMINAL}}}: {e}"),
+            )
+        })?
+    };
+    for (what, value) in [("cols", request.cols), ("rows", request.rows)] {
+        if let Some(v) = value
+            && !(1..=MAX_TERMINAL).contains(&v)
+        {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("{what} must be between 1 and {MAX_TERMINAL}, not {v}"),
+            ));
+        }
+    }
+    if request
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON)
+    {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("reason is longer than {MAX_REASON} characters"),
+        ));
+    }
+    Ok(request)
+}
+
+impl OpenRequest {
+    /// The terminal size asked for (80×24 by default).
+    pub fn size(&self) -> (u16, u16) {
+        (self.cols.unwrap_or(80), self.rows.unwrap_or(24))
+    }
+}
+
+/// The session object for a shell request.
+pub fn session_object(
+    caller: &Caller,
+    target: &ShellTarget,
+    role_session_name: String,
+    reason: Option<String>,
+) -> NodeShellSession {
+    let spec = NodeShellSessionSpec {
+        node_name: target.node_name.clone(),
+        instance_id: target.instance_id.clone(),
+        region: target.region.clone(),
+        policy_name: target.policy.name_any(),
+        user: SessionUser {
+            sub: caller.sub.clone(),
+            email: caller.email.clone(),
+            name: caller.name.clone(),
+            groups: caller.groups.clone(),
+            tier: caller.tier.clone().unwrap_or_default(),
+        },
+        role_arn: target.role_arn.clone(),
+        role_session_name,
+        document_name: target.policy.spec.aws.document_name.clone(),
+        reason: reason.filter(|r| !r.trim().is_empty()),
+        terminate: false,
+    };
+    // generateName keeps the node's name readable; the apiserver shortens long bases.
+    let base: String = target.node_name.chars().take(200).collect();
+    NodeShellSession {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{base}-")),
+            labels: Some(session_labels(&spec)),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// One node as the list shows it: its gates (caps included) and the first failure.
+#[derive(Debug)]
+pub struct NodeListing {
+    /// The node.
+    pub node: Node,
+    /// The node-side gates, then caps.
+    pub gates: NodeGates,
+    /// The first failure, if any.
+    pub error: Option<ApiError>,
+}
+
+/// The preflight of one node: every gate, and the first failure.
+#[derive(Debug)]
+pub struct Preflight {
+    /// Gates in display order.
+    pub gates: Vec<Gate>,
+    /// The first failure, if any.
+    pub error: Option<ApiError>,
+}
+
+fn gate(name: &'static str, status: GateStatus, hint: String) -> Gate {
+    Gate { name, status, hint }
+}
+
+fn ping_name(ping: &AgentPing) -> String {
+    match ping {
+        AgentPing::Online => "Online".into(),
+        AgentPing::ConnectionLost => "ConnectionLost".into(),
+        AgentPing::Inactive => "Inactive".into(),
+        AgentPing::NotManaged => "NotManaged".into(),
+        AgentPing::Other(s) => s.clone(),
+    }
+}
+
+// === impl Access ===
+
+impl Access {
+    fn evaluate(&self, node: &Node, caller: &Caller, policies: &[NodeShellPolicy]) -> NodeGates {
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+        node_gates(
+            &node.name_any(),
+            &labels,
+            provider_id,
+            caller,
+            policies,
+            &self.config.aws.region,
+        )
+    }
+
+    fn endpoints(&self, region: &str) -> AwsEndpoints {
+        AwsEndpoints {
+            region: region.to_string(),
+            sts_url: self.config.aws.sts_url.clone(),
+            ssm_url: self.config.aws.ssm_url.clone(),
+        }
+    }
+
+    /// AssumeRoleWithWebIdentity with the caller's token, as the attach will do it.
+    async fn assume_role(
+        &self,
+        auth: &Authenticated,
+        target: &ShellTarget,
+    ) -> Result<aws::TemporaryCredentials, ApiError> {
+        if let Some(e) = audience_error(&target.policy, &auth.audiences) {
+            return Err(e);
+        }
+        let request = aws::WebIdentityRequest {
+            role_arn: target.role_arn.clone(),
+            role_session_name: role_session_name(
+                &self.config.role_session_prefix,
+                &auth.caller.sub,
+            ),
+            web_identity_token: auth.id_token.expose().to_string(),
+            duration_seconds: Some(target.policy.spec.aws.session_duration_seconds),
+        };
+        aws::assume_role_with_web_identity(&self.endpoints(&target.region), &request)
+            .await
+            .map_err(|e| assume_role_error(&e, target))
+    }
+
+    /// The agent's PingStatus, asked with the caller's credentials.
+    async fn agent_ping(
+        &self,
+        creds: &aws::TemporaryCredentials,
+        target: &ShellTarget,
+    ) -> Result<AgentPing, ApiError> {
+        SsmSessions::new(&self.endpoints(&target.region), creds)
+            .describe_instance_ping_status(&target.instance_id)
+            .await
+            .map_err(|e| describe_error(&e, target))
+    }
+
+    /// Every node with its gates for the caller (no AWS call).
+    pub async fn node_listings(&self, auth: &Authenticated) -> Result<Vec<NodeListing>, ApiError> {
+        let nodes = self.cluster.nodes().await?;
+        let policies = self.cluster.policies().await?;
+        let sessions = self.cluster.sessions().await?;
+        let mut listings = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let mut gates = self.evaluate(&node, &auth.caller, &policies);
+            let mut error = gates.error.clone();
+            if let Some(target) = &gates.target {
+                let (gate, caps) = caps_gate(&target.policy, &sessions, &auth.caller.sub);
+                gates.gates.push(gate);
+                error = error.or(caps);
+            }
+            listings.push(NodeListing { node, gates, error });
+        }
+        Ok(listings)
+    }
+
+    /// Runs every gate of an open on `node_name`, the AWS ones with the caller's own
+    /// credentials, and reports each.
+    pub async fn preflight(
+        &self,
+        auth: &Authenticated,
+        node_name: &str,
+    ) -> Result<Preflight, ApiError> {
+        let node = self.cluster.node(node_name).await?;
+        let policies = self.cluster.policies().await?;
+        let sessions = self.cluster.sessions().await?;
+        let node_gates = self.evaluate(&node, &auth.caller, &policies);
+        let mut gates = node_gates.gates;
+        let mut error = node_gates.error;
+        let Some(target) = &node_gates.target else {
+            for name in ["assumeRole", "agent", "caps"] {
+                gates.push(Gate::skip(name, "an earlier gate failed"));
+            }
+            return Ok(Preflight { gates, error });
+        };
+        match self.assume_role(auth, target).await {
+            Err(e) => {
+                gates.push(gate("assumeRole", GateStatus::Fail, e.message.clone()));
+                gates.push(Gate::skip("agent", "needs AWS credentials from AssumeRole"));
+                error = error.or(Some(e));
+            }
+            Ok(creds) => {
+                gates.push(gate(
+                    "assumeRole",
+                    GateStatus::Pass,
+                    format!("assumed {}", creds.assumed_role_arn),
+                ));
+                let ping = self.agent_ping(&creds, target).await;
+                match ping.and_then(|p| ping_error(&p, target).map_or(Ok(p), Err)) {
+                    Err(e) => {
+                        gates.push(gate("agent", GateStatus::Fail, e.message.clone()));
+                        error = error.or(Some(e));
+                    }
+                    Ok(ping) => gates.push(gate(
+                        "agent",
+                        GateStatus::Pass,
+                        format!("PingStatus {}", ping_name(&ping)),
+                    )),
+                }
+            }
+        }
+        let (caps_gate, caps) = caps_gate(&target.policy, &sessions, &auth.caller.sub);
+        gates.push(caps_gate);
+        Ok(Preflight {
+            gates,
+            error: error.or(caps),
+        })
+    }
+
+    /// Opens a shell on `node_name`: repeats the gates, creates the session, waits for the
+    /// controller's decision and issues the first attach ticket.
+    pub async fn open(
+        &self,
+        auth: &Authenticated,
+        node_name: &str,
+        request: OpenRequest,
+    ) -> Result<TicketOffer, ApiError> {
+        let node = self.cluster.node(node_name).await?;
+        let policies = self.cluster.policies().await?;
+        let gates = self.evaluate(&node, &auth.caller, &policies);
+        if let Some(e) = gates.error {
+            return Err(e);
+        }
+        let target = gates.target.ok_or_else(|| {
+            ApiError::new(ErrorCode::Internal, "the gates passed without a target")
+        })?;
+        let creds = self.assume_role(auth, &target).await?;
+        let ping = self.agent_ping(&creds, &target).await?;
+        drop(creds);
+        if let Some(e) = ping_error(&ping, &target) {
+            return Err(e);
+        }
+        let rsn = role_session_name(&self.config.role_session_prefix, &auth.caller.sub);
+        let (cols, rows) = request.size();
+        let object = session_object(&auth.caller, &target, rsn, request.reason);
+        let name = self.cluster.create_session(&object).await?;
+        let decided = self
+            .cluster
+            .await_decision(&name, self.config.admission_timeout)
+            .await?;
+        match decided.phase() {
+            SessionPhase::Admitted | SessionPhase::Active => {}
+            _ => return Err(decision_error(&decided, &target.policy)),
+        }
+        self.tickets.offer(auth, &name, cols, rows, false)
+    }
+}

@@ -1,0 +1,94 @@
+//! The gateway's YAML file (a ConfigMap in the chart): tiers, origins, timeouts. Every key
+//! is optional.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The YAML file. Every key is optional; see `config/gateway.example.yaml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayFile {
+    /// Listen address.
+    pub listen: Option<SocketAddr>,
+    /// Cluster name for audit rows.
+    pub cluster_name: Option<String>,
+    /// Namespace of transcript Secrets.
+    pub namespace: Option<String>,
+    /// OIDC settings.
+    pub oidc: OidcFile,
+    /// Declared tier order, highest first: a caller whose groups map to several tiers gets
+    /// the first of them in this order.
+    pub tier_order: Vec<String>,
+    /// Group → tier.
+    pub group_tiers: BTreeMap<String, String>,
+    /// Tiers that may list, end and read the transcripts of everyone's sessions.
+    pub admin_tiers: Vec<String>,
+    /// Origins allowed to open the attach WebSocket (`https://console.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Accept attach requests without an `Origin` header (command-line clients; browsers
+    /// always send one).
+    pub allow_missing_origin: Option<bool>,
+    /// Prefix of role session names (`<prefix>-<sanitised sub>`).
+    pub role_session_prefix: Option<String>,
+    /// AWS region and endpoint overrides.
+    pub aws: AwsFile,
+    /// Lifetime of attach tickets, in seconds.
+    pub ticket_ttl_seconds: Option<u64>,
+    /// How long `POST …/shell` waits for the controller's decision, in seconds.
+    pub admission_timeout_seconds: Option<u64>,
+    /// How long a session waits for its browser to reattach, in seconds.
+    pub reattach_grace_seconds: Option<u64>,
+    /// How often each session writes its heartbeat, in seconds.
+    pub heartbeat_interval_seconds: Option<u64>,
+    /// Least time between two status writes of one session, in seconds.
+    pub status_write_throttle_seconds: Option<u64>,
+    /// How often the transcript's last chunk is stored, in seconds.
+    pub transcript_flush_interval_seconds: Option<u64>,
+    /// Output kept per session for a reattaching browser, in bytes.
+    pub replay_buffer_bytes: Option<u64>,
+    /// Longest wait on shutdown for the live sessions to close, in seconds.
+    pub shutdown_timeout_seconds: Option<u64>,
+    /// File the audit rows are also appended to.
+    pub audit_file: Option<PathBuf>,
+}
+
+/// OIDC part of the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcFile {
+    /// Issuer URL.
+    pub issuer_url: Option<String>,
+    /// Client id (expected `aud`).
+    pub client_id: Option<String>,
+    /// Groups claim name.
+    pub groups_claim: Option<String>,
+    /// Clock-skew leeway for `exp` and `nbf`, in seconds.
+    pub leeway_seconds: Option<u64>,
+    /// How often the JWKS is refreshed even when nothing asks, in seconds.
+    pub jwks_refresh_seconds: Option<u64>,
+    /// Least time between two refetches triggered by unknown key ids, in seconds.
+    pub jwks_min_refetch_seconds: Option<u64>,
+}
+
+/// AWS part of the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsFile {
+    /// Fallback region.
+    pub region: Option<String>,
+    /// STS endpoint override.
+    pub sts_endpoint: Option<String>,
+    /// SSM endpoint override.
+    pub ssm_endpoint: Option<String>,
+}
+
+/// Parses the YAML file.
+pub fn parse_file(text: &str) -> Result<GatewayFile, String> {
+    if text.trim().is_empty() {
+        return Ok(GatewayFile::default());
+    }
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}

@@ -1,0 +1,402 @@
+//! The live side's settings (clocks, buffers, timeouts, the audit file): the one home of
+//! their defaults and of the checks that refuse a setting the live side cannot work with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ConfigError, GatewayArgs, GatewayFile};
+
+/// The live side's settings after defaults, the one home of their defaults and checks;
+/// [`LiveConfig`](crate::gateway::live::LiveConfig) carries them as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSettings {
+    /// How long a session waits for its browser to reattach.
+    pub reattach_grace: Duration,
+    /// How often `status.gateway.heartbeatAt` is written.
+    pub heartbeat_interval: Duration,
+    /// Least time between two status writes of a session.
+    pub status_throttle: Duration,
+    /// How often the transcript's last chunk is stored.
+    pub transcript_flush_interval: Duration,
+    /// Output kept per session for reattaching browsers.
+    pub replay_buffer_bytes: usize,
+    /// Longest wait on shutdown for the live sessions to close.
+    pub shutdown_timeout: Duration,
+    /// File audit rows are appended to, besides stdout.
+    pub audit_file: Option<PathBuf>,
+}
+
+impl Default for LiveSettings {
+    /// The defaults of design §4.
+    fn default() -> Self {
+        Self {
+            reattach_grace: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            status_throttle: Duration::from_secs(1),
+            transcript_flush_interval: Duration::from_secs(5),
+            replay_buffer_bytes: 256 * 1024,
+            shutdown_timeout: Duration::from_secs(20),
+            audit_file: None,
+        }
+    }
+}
+
+/// The controller's default `--heartbeat-timeout`: a session whose heartbeat is older is
+/// closed as GatewayLost, so the gateway's interval must stay below it.
+pub const CONTROLLER_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Smallest replay buffer accepted: one output frame to the browser (16 KiB), below which a
+/// reattach could not even be sent the frame it missed.
+pub const MIN_REPLAY_BUFFER_BYTES: u64 = 16 * 1024;
+
+/// Shortest shutdown timeout that does not warn: a session's close takes up to 3 s for the
+/// channel's last output, then the transcript flush and the Closed write.
+const SHUTDOWN_TIMEOUT_WARN_BELOW: Duration = Duration::from_secs(5);
+
+// === impl LiveSettings ===
+
+impl LiveSettings {
+    /// Flags over the file over the defaults, then the checks that refuse a setting the live
+    /// side cannot work with.
+    pub(super) fn resolve(args: &GatewayArgs, file: &GatewayFile) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let pick = |flag: Option<Duration>, seconds: Option<u64>, default: Duration| {
+            flag.or(seconds.map(Duration::from_secs)).unwrap_or(default)
+        };
+        let replay = args
+            .replay_buffer_bytes
+            .or(file.replay_buffer_bytes)
+            .map_or(Ok(defaults.replay_buffer_bytes), |b| {
+                if b < MIN_REPLAY_BUFFER_BYTES {
+                    return Err(ConfigError::Invalid(format!(
+                        "replay buffer of {b} bytes is smaller than one output frame ({MIN_REPLAY_BUFFER_BYTES} bytes): set --replay-buffer-bytes (NODESHELL_GATEWAY_REPLAY_BUFFER_BYTES) or replayBufferBytes to at least {MIN_REPLAY_BUFFER_BYTES}, or leave it unset for 262144"
+                    )));
+                }
+                usize::try_from(b).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "replay buffer of {b} bytes does not fit in memory; set --replay-buffer-bytes or replayBufferBytes lower (default 262144)"
+                    ))
+                })
+            })?;
+        let settings = Self {
+            reattach_grace: pick(
+                args.reattach_grace,
+                file.reattach_grace_seconds,
+                defaults.reattach_grace,
+            ),
+            heartbeat_interval: pick(
+                args.heartbeat_interval,
+                file.heartbeat_interval_seconds,
+                defaults.heartbeat_interval,
+            ),
+            status_throttle: pick(
+                args.status_write_throttle,
+                file.status_write_throttle_seconds,
+                defaults.status_throttle,
+            ),
+            transcript_flush_interval: pick(
+                args.transcript_flush_interval,
+                file.transcript_flush_interval_seconds,
+                defaults.transcript_flush_interval,
+            ),
+            replay_buffer_bytes: replay,
+            shutdown_timeout: pick(
+                args.shutdown_timeout,
+                file.shutdown_timeout_seconds,
+                defaults.shutdown_timeout,
+            ),
+            audit_file: args
+                .audit_file
+                .clone()
+                .or_else(|| file.audit_file.clone())
+                .filter(|p| !p.as_os_str().is_empty()),
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let durations = [
+            (
+                self.reattach_grace,
+                "--reattach-grace (NODESHELL_GATEWAY_REATTACH_GRACE) or reattachGraceSeconds",
+                "30s",
+            ),
+            (
+                self.heartbeat_interval,
+                "--heartbeat-interval (NODESHELL_GATEWAY_HEARTBEAT_INTERVAL) or heartbeatIntervalSeconds",
+                "5s",
+            ),
+            (
+                self.status_throttle,
+                "--status-write-throttle (NODESHELL_GATEWAY_STATUS_WRITE_THROTTLE) or statusWriteThrottleSeconds",
+                "1s",
+            ),
+            (
+                self.transcript_flush_interval,
+                "--transcript-flush-interval (NODESHELL_GATEWAY_TRANSCRIPT_FLUSH_INTERVAL) or transcriptFlushIntervalSeconds",
+                "5s",
+            ),
+            (
+                self.shutdown_timeout,
+                "--shutdown-timeout (NODESHELL_GATEWAY_SHUTDOWN_TIMEOUT) or shutdownTimeoutSeconds",
+                "20s",
+            ),
+        ];
+        if let Some((_, setting, default)) = durations.iter().find(|(d, _, _)| d.is_zero()) {
+            return Err(ConfigError::Invalid(format!(
+                "{setting} is zero: set a positive duration, or leave it unset for the default {default}"
+            )));
+        }
+        if self.heartbeat_interval >= CONTROLLER_HEARTBEAT_TIMEOUT {
+            return Err(ConfigError::Invalid(format!(
+                "heartbeat interval {:?} is not shorter than the controller's default --heartbeat-timeout ({:?}), so the controller would close every session as GatewayLost: set --heartbeat-interval (NODESHELL_GATEWAY_HEARTBEAT_INTERVAL) or heartbeatIntervalSeconds well below the controller's timeout (default 5s)",
+                self.heartbeat_interval, CONTROLLER_HEARTBEAT_TIMEOUT
+            )));
+        }
+        if self.status_throttle > self.heartbeat_interval {
+            return Err(ConfigError::Invalid(format!(
+                "status write throttle {:?} is longer than the heartbeat interval {:?}, so heartbeats could not be written that often: lower --status-write-throttle (statusWriteThrottleSeconds) or raise --heartbeat-interval (heartbeatIntervalSeconds)",
+                self.status_throttle, self.heartbeat_interval
+            )));
+        }
+        Ok(())
+    }
+
+    /// Settings that work but risk losing sessions; the gateway logs each at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        // Fewer than three heartbeats per timeout leave no room for one slow or failed write.
+        if self.heartbeat_interval * 3 > CONTROLLER_HEARTBEAT_TIMEOUT {
+            warnings.push(format!(
+                "heartbeat interval {:?} fits fewer than three heartbeats in the controller's default --heartbeat-timeout ({:?}); one slow status write can get sessions closed as GatewayLost: lower --heartbeat-interval, or run the controller with --heartbeat-timeout of at least three times it",
+                self.heartbeat_interval, CONTROLLER_HEARTBEAT_TIMEOUT
+            ));
+        }
+        if self.shutdown_timeout < SHUTDOWN_TIMEOUT_WARN_BELOW {
+            warnings.push(format!(
+                "shutdown timeout {:?} may cut sessions before their transcript and Closed status are written (the close waits up to 3 s for the last output); raise --shutdown-timeout to at least {:?}",
+                self.shutdown_timeout, SHUTDOWN_TIMEOUT_WARN_BELOW
+            ));
+        }
+        warnings
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::gateway::config::tests::{CHILD, run_child_test};
+    use crate::gateway::config::{GatewayConfig, parse_file};
+
+    fn args() -> GatewayArgs {
+        GatewayArgs {
+            oidc_issuer: Some("https://issuer.example".into()),
+            oidc_client_id: Some("nodeshell".into()),
+            ..GatewayArgs::default()
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    #[test]
+    fn live_settings_default_to_the_design() {
+        let config = GatewayConfig::resolve(&args(), GatewayFile::default()).unwrap();
+        assert_eq!(
+            config.live,
+            LiveSettings {
+                reattach_grace: Duration::from_secs(30),
+                heartbeat_interval: Duration::from_secs(5),
+                status_throttle: Duration::from_secs(1),
+                transcript_flush_interval: Duration::from_secs(5),
+                replay_buffer_bytes: 256 * 1024,
+                shutdown_timeout: Duration::from_secs(20),
+                audit_file: None,
+            }
+        );
+        assert!(config.live.warnings().is_empty());
+    }
+
+    #[test]
+    fn live_settings_from_the_file_and_flags_over_it() {
+        use clap::Parser;
+        let file = parse_file(
+            "reattachGraceSeconds: 45\nheartbeatIntervalSeconds: 10\nstatusWriteThrottleSeconds: 2\n\
+             transcriptFlushIntervalSeconds: 15\nreplayBufferBytes: 1048576\n\
+             shutdownTimeoutSeconds: 40\nauditFile: /var/log/nodeshell/audit.jsonl\n",
+        )
+        .unwrap();
+        let config = GatewayConfig::resolve(&args(), file.clone()).unwrap();
+        assert_eq!(
+            config.live,
+            LiveSettings {
+                reattach_grace: Duration::from_secs(45),
+                heartbeat_interval: Duration::from_secs(10),
+                status_throttle: Duration::from_secs(2),
+                transcript_flush_interval: Duration::from_secs(15),
+                replay_buffer_bytes: 1024 * 1024,
+                shutdown_timeout: Duration::from_secs(40),
+                audit_file: Some("/var/log/nodeshell/audit.jsonl".into()),
+            }
+        );
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--oidc-issuer",
+            "https://issuer.example",
+            "--oidc-client-id",
+            "nodeshell",
+            "--reattach-grace",
+            "2m",
+            "--heartbeat-interval",
+            "3s",
+            "--status-write-throttle",
+            "500ms",
+            "--transcript-flush-interval",
+            "1s",
+            "--replay-buffer-bytes",
+            "65536",
+            "--shutdown-timeout",
+            "25s",
+            "--audit-file",
+            "/tmp/audit.jsonl",
+        ])
+        .expect("parse");
+        let config = GatewayConfig::resolve(&cli.args, file).unwrap();
+        assert_eq!(
+            config.live,
+            LiveSettings {
+                reattach_grace: Duration::from_secs(120),
+                heartbeat_interval: Duration::from_secs(3),
+                status_throttle: Duration::from_millis(500),
+                transcript_flush_interval: Duration::from_secs(1),
+                replay_buffer_bytes: 64 * 1024,
+                shutdown_timeout: Duration::from_secs(25),
+                audit_file: Some("/tmp/audit.jsonl".into()),
+            },
+            "flags win over the file"
+        );
+        assert!(
+            Cli::try_parse_from(["gateway", "--heartbeat-interval", "5 parsecs"]).is_err(),
+            "a duration flag takes 500ms, 30s, 5m…"
+        );
+    }
+
+    /// The child half of [`live_settings_from_the_environment`].
+    #[test]
+    fn live_settings_env_child() {
+        use clap::Parser;
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        let cli = Cli::try_parse_from(["gateway"]).expect("parse");
+        let config = GatewayConfig::resolve(&cli.args, GatewayFile::default()).unwrap();
+        assert_eq!(
+            config.live,
+            LiveSettings {
+                reattach_grace: Duration::from_secs(90),
+                heartbeat_interval: Duration::from_secs(2),
+                status_throttle: Duration::from_millis(250),
+                transcript_flush_interval: Duration::from_secs(3),
+                replay_buffer_bytes: 32 * 1024,
+                shutdown_timeout: Duration::from_secs(30),
+                audit_file: Some("/tmp/env-audit.jsonl".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn live_settings_from_the_environment() {
+        run_child_test(
+            "gateway::config::live::tests::live_settings_env_child",
+            &[
+                ("NODESHELL_OIDC_ISSUER", "https://issuer.example"),
+                ("NODESHELL_OIDC_CLIENT_ID", "nodeshell"),
+                ("NODESHELL_GATEWAY_REATTACH_GRACE", "90s"),
+                ("NODESHELL_GATEWAY_HEARTBEAT_INTERVAL", "2s"),
+                ("NODESHELL_GATEWAY_STATUS_WRITE_THROTTLE", "250ms"),
+                ("NODESHELL_GATEWAY_TRANSCRIPT_FLUSH_INTERVAL", "3"),
+                ("NODESHELL_GATEWAY_REPLAY_BUFFER_BYTES", "32768"),
+                ("NODESHELL_GATEWAY_SHUTDOWN_TIMEOUT", "30s"),
+                ("NODESHELL_GATEWAY_AUDIT_FILE", "/tmp/env-audit.jsonl"),
+            ],
+        );
+    }
+
+    #[test]
+    fn live_settings_that_cannot_work_are_refused() {
+        let refused = |yaml: &str| {
+            GatewayConfig::resolve(&args(), parse_file(yaml).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        for (key, flag) in [
+            ("reattachGraceSeconds", "--reattach-grace"),
+            ("heartbeatIntervalSeconds", "--heartbeat-interval"),
+            ("statusWriteThrottleSeconds", "--status-write-throttle"),
+            (
+                "transcriptFlushIntervalSeconds",
+                "--transcript-flush-interval",
+            ),
+            ("shutdownTimeoutSeconds", "--shutdown-timeout"),
+        ] {
+            let err = refused(&format!("{key}: 0\n"));
+            assert!(
+                err.contains(key) && err.contains(flag) && err.contains("is zero"),
+                "{err}"
+            );
+        }
+        let err = refused("heartbeatIntervalSeconds: 60\n");
+        assert!(
+            err.contains("--heartbeat-timeout") && err.contains("GatewayLost"),
+            "{err}"
+        );
+        let err = refused("heartbeatIntervalSeconds: 2\nstatusWriteThrottleSeconds: 3\n");
+        assert!(err.contains("lower --status-write-throttle"), "{err}");
+        let err = refused("replayBufferBytes: 1024\n");
+        assert!(
+            err.contains("--replay-buffer-bytes") && err.contains("16384"),
+            "{err}"
+        );
+        let zero_flag = GatewayArgs {
+            reattach_grace: Some(Duration::ZERO),
+            ..args()
+        };
+        let err = GatewayConfig::resolve(&zero_flag, GatewayFile::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--reattach-grace"), "{err}");
+        let empty_audit = GatewayArgs {
+            audit_file: Some(PathBuf::new()),
+            ..args()
+        };
+        let config = GatewayConfig::resolve(&empty_audit, GatewayFile::default()).unwrap();
+        assert_eq!(config.live.audit_file, None, "an empty path means none");
+    }
+
+    #[test]
+    fn risky_live_settings_warn() {
+        let config = GatewayConfig::resolve(
+            &args(),
+            parse_file("heartbeatIntervalSeconds: 30\nshutdownTimeoutSeconds: 2\n").unwrap(),
+        )
+        .unwrap();
+        let warnings = config.live.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("--heartbeat-timeout"), "{warnings:?}");
+        assert!(
+            warnings[1].contains("raise --shutdown-timeout"),
+            "{warnings:?}"
+        );
+        let config = GatewayConfig::resolve(
+            &args(),
+            parse_file("heartbeatIntervalSeconds: 20\n").unwrap(),
+        )
+        .unwrap();
+        assert!(config.live.warnings().is_empty());
+    }
+}

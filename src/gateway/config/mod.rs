@@ -1,0 +1,384 @@
+//! The gateway's settings: command-line flags (each also read from the environment, [`args`])
+//! for what differs per deployment, and a YAML file ([`file`](mod@file)) for the rest (tiers, origins,
+//! timeouts). Flags win over the file; the file wins over the defaults. The live side's
+//! settings and their defaults are [`live`]'s.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::aws::AwsEndpoints;
+use crate::gateway::access::tiers::TierMap;
+
+pub mod args;
+pub mod file;
+pub mod live;
+
+pub use args::GatewayArgs;
+pub use file::{AwsFile, GatewayFile, OidcFile, parse_file};
+pub use live::{CONTROLLER_HEARTBEAT_TIMEOUT, LiveSettings, MIN_REPLAY_BUFFER_BYTES};
+
+/// Errors while assembling the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read gateway config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid YAML for [`GatewayFile`].
+    #[error("invalid gateway config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A setting is missing or contradicts another.
+    #[error("gateway config: {0}")]
+    Invalid(String),
+}
+
+/// OIDC settings after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    /// Issuer URL, compared to `iss` exactly.
+    pub issuer_url: String,
+    /// Client id, the only accepted `aud`.
+    pub client_id: String,
+    /// Claim holding the groups.
+    pub groups_claim: String,
+    /// Clock-skew leeway.
+    pub leeway: Duration,
+    /// Periodic JWKS refresh.
+    pub jwks_refresh: Duration,
+    /// Floor between refetches on unknown key ids.
+    pub jwks_min_refetch: Duration,
+}
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Cluster name for audit rows.
+    pub cluster_name: String,
+    /// Namespace of transcript Secrets.
+    pub namespace: String,
+    /// This replica's pod name.
+    pub pod_name: String,
+    /// Kubeconfig file, if not in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// OIDC settings.
+    pub oidc: OidcSettings,
+    /// Group → tier mapping.
+    pub tiers: TierMap,
+    /// Allowed WebSocket origins.
+    pub allowed_origins: Vec<String>,
+    /// Whether an attach without `Origin` is accepted.
+    pub allow_missing_origin: bool,
+    /// Role session name prefix.
+    pub role_session_prefix: String,
+    /// Fallback region and endpoint overrides (region may be empty).
+    pub aws: AwsEndpoints,
+    /// Ticket lifetime.
+    pub ticket_ttl: Duration,
+    /// Admission wait.
+    pub admission_timeout: Duration,
+    /// Settings of the live side (running shells).
+    pub live: LiveSettings,
+}
+
+/// Default listen address: every interface, the chart's container port.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+// === impl GatewayConfig ===
+
+impl GatewayConfig {
+    /// Reads the file named by `--config` (if any) and applies the flags over it.
+    pub fn load(args: &GatewayArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                parse_file(&text).map_err(|message| ConfigError::Parse {
+                    path: path.clone(),
+                    message,
+                })?
+            }
+            None => GatewayFile::default(),
+        };
+        Self::resolve(args, file)
+    }
+
+    /// Applies flags over a parsed file and checks the result.
+    pub fn resolve(args: &GatewayArgs, file: GatewayFile) -> Result<Self, ConfigError> {
+        let default_listen: SocketAddr = DEFAULT_LISTEN
+            .parse()
+            .map_err(|_| ConfigError::Invalid("bad built-in listen address".into()))?;
+        let live = LiveSettings::resolve(args, &file)?;
+        let issuer_url = non_empty(args.oidc_issuer.clone())
+            .or(non_empty(file.oidc.issuer_url))
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "no OIDC issuer: set --oidc-issuer (NODESHELL_OIDC_ISSUER) or oidc.issuerUrl"
+                        .into(),
+                )
+            })?;
+        let client_id = non_empty(args.oidc_client_id.clone())
+            .or(non_empty(file.oidc.client_id))
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "no OIDC client id: set --oidc-client-id (NODESHELL_OIDC_CLIENT_ID) or oidc.clientId"
+                        .into(),
+                )
+            })?;
+        let tiers = TierMap::new(file.tier_order, file.group_tiers, file.admin_tiers)
+            .map_err(ConfigError::Invalid)?;
+        let mut allowed_origins = file.allowed_origins;
+        allowed_origins.extend(
+            args.allowed_origins
+                .iter()
+                .filter(|o| !o.is_empty())
+                .cloned(),
+        );
+        let allowed_origins = allowed_origins
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_string())
+            .collect();
+        let prefix = file
+            .role_session_prefix
+            .unwrap_or_else(|| "nodeshell".to_string());
+        if prefix.len() > 32 {
+            return Err(ConfigError::Invalid(format!(
+                "roleSessionPrefix {prefix:?} is longer than 32 characters; the role session name must leave room for the user"
+            )));
+        }
+        let ticket_ttl = Duration::from_secs(file.ticket_ttl_seconds.unwrap_or(30));
+        let admission_timeout = Duration::from_secs(file.admission_timeout_seconds.unwrap_or(10));
+        if ticket_ttl.is_zero() || admission_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "ticketTtlSeconds and admissionTimeoutSeconds must be positive".into(),
+            ));
+        }
+        Ok(Self {
+            listen: args.listen.or(file.listen).unwrap_or(default_listen),
+            cluster_name: non_empty(args.cluster_name.clone())
+                .or(non_empty(file.cluster_name))
+                .unwrap_or_else(|| "kubernetes".to_string()),
+            namespace: non_empty(args.namespace.clone())
+                .or(non_empty(file.namespace))
+                .unwrap_or_else(|| "nodeshell-system".to_string()),
+            pod_name: non_empty(args.pod_name.clone()).unwrap_or_else(|| {
+                format!(
+                    "nodeshell-gateway-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                )
+            }),
+            kubeconfig: args.kubeconfig.clone(),
+            oidc: OidcSettings {
+                issuer_url,
+                client_id,
+                groups_claim: non_empty(args.groups_claim.clone())
+                    .or(non_empty(file.oidc.groups_claim))
+                    .unwrap_or_else(|| "groups".to_string()),
+                leeway: Duration::from_secs(file.oidc.leeway_seconds.unwrap_or(30)),
+                jwks_refresh: Duration::from_secs(
+                    file.oidc.jwks_refresh_seconds.unwrap_or(300).max(10),
+                ),
+                jwks_min_refetch: Duration::from_secs(
+                    file.oidc.jwks_min_refetch_seconds.unwrap_or(10),
+                ),
+            },
+            tiers,
+            allowed_origins,
+            allow_missing_origin: file.allow_missing_origin.unwrap_or(true),
+            role_session_prefix: prefix,
+            aws: AwsEndpoints {
+                region: non_empty(args.region.clone())
+                    .or(non_empty(file.aws.region))
+                    .unwrap_or_default(),
+                sts_url: non_empty(args.sts_endpoint.clone()).or(non_empty(file.aws.sts_endpoint)),
+                ssm_url: non_empty(args.ssm_endpoint.clone()).or(non_empty(file.aws.ssm_endpoint)),
+            },
+            ticket_ttl,
+            admission_timeout,
+            live,
+        })
+    }
+
+    /// Whether an attach request with this `Origin` header (or none) may proceed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => self.allow_missing_origin,
+            Some(o) => {
+                let o = o.trim_end_matches('/');
+                self.allowed_origins.iter().any(|a| a == "*" || a == o)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn args() -> GatewayArgs {
+        GatewayArgs {
+            oidc_issuer: Some("https://issuer.example".into()),
+            oidc_client_id: Some("nodeshell".into()),
+            ..GatewayArgs::default()
+        }
+    }
+
+    #[test]
+    fn example_file_parses_and_resolves() {
+        let text = include_str!("../../../config/gateway.example.yaml");
+        let file = parse_file(text).expect("example parses");
+        let config = GatewayConfig::resolve(&GatewayArgs::default(), file).expect("resolves");
+        assert_eq!(config.oidc.groups_claim, "groups");
+        assert_eq!(config.ticket_ttl, Duration::from_secs(30));
+        assert_eq!(config.admission_timeout, Duration::from_secs(10));
+        assert!(config.tiers.is_admin(Some("admin")));
+        assert_eq!(
+            config
+                .tiers
+                .tier_for(&["platform-admins".into(), "sre".into()]),
+            Some("admin".into())
+        );
+        assert!(config.origin_allowed(Some("https://console.example.com")));
+        assert_eq!(config.live, LiveSettings::default());
+        let with_audit = text.replace("# auditFile:", "auditFile:");
+        let config =
+            GatewayConfig::resolve(&args(), parse_file(&with_audit).expect("parses")).unwrap();
+        assert_eq!(
+            config.live.audit_file,
+            Some(PathBuf::from("/var/log/nodeshell/audit.jsonl")),
+            "the commented auditFile key is a real key"
+        );
+    }
+
+    #[test]
+    fn defaults_and_flags_over_file() {
+        let file = parse_file(
+            "oidc:\n  issuerUrl: https://file.example\n  clientId: file\nlisten: 127.0.0.1:9000\n",
+        )
+        .unwrap();
+        let config = GatewayConfig::resolve(&args(), file).unwrap();
+        assert_eq!(config.oidc.issuer_url, "https://issuer.example");
+        assert_eq!(config.oidc.client_id, "nodeshell");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.role_session_prefix, "nodeshell");
+        assert_eq!(config.namespace, "nodeshell-system");
+        assert_eq!(config.oidc.leeway, Duration::from_secs(30));
+        let config = GatewayConfig::resolve(&args(), GatewayFile::default()).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn missing_issuer_and_unknown_keys_are_errors() {
+        let err = GatewayConfig::resolve(&GatewayArgs::default(), GatewayFile::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--oidc-issuer"), "{err}");
+        assert!(parse_file("listn: 1").is_err());
+    }
+
+    #[test]
+    fn group_tiers_must_name_declared_tiers() {
+        let file = parse_file("tierOrder: [admin]\ngroupTiers:\n  sre: engineer\n").unwrap();
+        let err = GatewayConfig::resolve(&args(), file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engineer"), "{err}");
+    }
+
+    #[test]
+    fn flags_parse_and_a_json_file_is_yaml_too() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: GatewayArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--oidc-issuer",
+            "http://127.0.0.1:9",
+            "--oidc-client-id",
+            "c",
+            "--allowed-origins",
+            "https://a.example,https://b.example",
+        ])
+        .expect("parse");
+        assert_eq!(cli.args.allowed_origins.len(), 2);
+        let json = r#"{"listen": "127.0.0.1:0", "clusterName": "e2e",
+            "oidc": {"issuerUrl": "http://127.0.0.1:9", "clientId": "nodeshell", "groupsClaim": "groups"},
+            "tierOrder": ["admin", "engineer"], "groupTiers": {"sre": "engineer"},
+            "adminTiers": ["admin"], "allowedOrigins": ["http://127.0.0.1"],
+            "allowMissingOrigin": false, "roleSessionPrefix": "nodeshell",
+            "aws": {"region": "", "stsEndpoint": "http://127.0.0.1:1", "ssmEndpoint": "http://127.0.0.1:2"},
+            "ticketTtlSeconds": 30, "admissionTimeoutSeconds": 15}"#;
+        let config = GatewayConfig::resolve(&cli.args, parse_file(json).expect("json")).unwrap();
+        assert_eq!(config.aws.region, "", "an empty region means none");
+        assert_eq!(config.aws.sts_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(config.admission_timeout, Duration::from_secs(15));
+        assert_eq!(config.oidc.client_id, "c", "flags win over the file");
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    /// Runs one test of this binary in a child process with `envs` set, since the crate
+    /// forbids the `unsafe` that setting variables in this process needs (and tests run in
+    /// parallel). The child test does its work only when [`CHILD`] is set. Returns the
+    /// child's stdout.
+    pub(crate) fn run_child_test(test: &str, envs: &[(&str, &str)]) -> String {
+        let exe = std::env::current_exe().expect("test binary");
+        let output = std::process::Command::new(exe)
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .envs(envs.iter().copied())
+            .output()
+            .expect("run the child test");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "child test {test} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    /// Set in the environment of a child test run by [`run_child_test`].
+    pub(crate) const CHILD: &str = "NODESHELL_TEST_CHILD";
+
+    #[test]
+    fn origins() {
+        let file = GatewayFile {
+            allowed_origins: vec!["https://a.example/".into()],
+            allow_missing_origin: Some(false),
+            ..GatewayFile::default()
+        };
+        let config = GatewayConfig::resolve(&args(), file).unwrap();
+        assert!(config.origin_allowed(Some("https://a.example")));
+        assert!(!config.origin_allowed(Some("https://evil.example")));
+        assert!(!config.origin_allowed(None));
+    }
+}

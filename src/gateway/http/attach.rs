@@ -1,0 +1,42 @@
+//! `GET /api/v1/sessions/{name}/attach`: the WebSocket handed to the live side.
+
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::gateway::access::sessions::is_reattach;
+use crate::gateway::error::{ApiError, ErrorCode};
+
+/// Query of the attach URL.
+#[derive(Debug, Deserialize)]
+pub(super) struct AttachQuery {
+    ticket: Option<String>,
+}
+
+/// Checks the origin and the ticket, then hands the socket to the live side.
+pub(super) async fn attach(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<AttachQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let ticket = state.access.admit_attach(&name, origin, query.ticket)?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("attach is a WebSocket endpoint: {e}"),
+        )
+    })?;
+    let grant = state.access.attach_grant(&name, ticket).await?;
+    let resume = is_reattach(state.live.shells.is_running(&name), grant.session.phase());
+    let shells = state.live.shells.clone();
+    tracing::info!(session = name, resume, "attaching");
+    Ok(upgrade
+        .on_upgrade(move |socket| shells.attach(grant, socket, resume))
+        .into_response())
+}

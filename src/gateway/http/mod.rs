@@ -1,0 +1,120 @@
+//! The HTTP and WebSocket routes of design §5, the gateway's only axum code. Handlers read
+//! the request, ask [`Access`] (or the live side) and write the answer; they hold no rule
+//! and never log a token or a ticket.
+
+mod attach;
+pub mod console;
+mod health;
+mod nodes;
+mod sessions;
+mod shells;
+#[cfg(test)]
+mod tests;
+pub mod views;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::gateway::access::Access;
+use crate::gateway::access::auth::Authenticated;
+use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::handover::LiveSide;
+use crate::gateway::metrics::GatewayMetrics;
+
+/// Every route the gateway serves (method, path), as docs/api.md and /openapi.json list them.
+pub const ROUTES: [(&str, &str); 14] = [
+    ("GET", "/api/v1/nodes"),
+    ("GET", "/api/v1/nodes/{node}/shell/preflight"),
+    ("POST", "/api/v1/nodes/{node}/shell"),
+    ("GET", "/api/v1/sessions"),
+    ("GET", "/api/v1/sessions/{name}"),
+    ("DELETE", "/api/v1/sessions/{name}"),
+    ("POST", "/api/v1/sessions/{name}/ticket"),
+    ("GET", "/api/v1/sessions/{name}/attach"),
+    ("GET", "/api/v1/sessions/{name}/transcript"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/api/v1/whoami"),
+];
+
+/// The OpenAPI 3 document of the API.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// Everything a handler needs: the control side, the live side, metrics.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The control side.
+    pub access: Access,
+    /// The live side.
+    pub live: LiveSide,
+    /// Metrics.
+    pub metrics: GatewayMetrics,
+}
+
+/// The router of every route, with state.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/whoami", get(sessions::whoami))
+        .route("/api/v1/nodes", get(nodes::list_nodes))
+        .route(
+            "/api/v1/nodes/{node}/shell/preflight",
+            get(nodes::preflight),
+        )
+        .route("/api/v1/nodes/{node}/shell", post(shells::open_shell))
+        .route("/api/v1/sessions", get(sessions::list_sessions))
+        .route(
+            "/api/v1/sessions/{name}",
+            get(sessions::get_session).delete(sessions::delete_session),
+        )
+        .route("/api/v1/sessions/{name}/ticket", post(shells::new_ticket))
+        .route("/api/v1/sessions/{name}/attach", get(attach::attach))
+        .route(
+            "/api/v1/sessions/{name}/transcript",
+            get(sessions::transcript),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .merge(console::router())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Logs method, path (never the query: it may hold a ticket), status and latency.
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such route; see /openapi.json for the API",
+    )
+}
+
+/// The caller of a request, from its `Authorization` header.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state.access.authenticate(header).await
+}

@@ -1,0 +1,84 @@
+//! The caller (`GET /api/v1/whoami`) and their sessions: list, get, end, transcript.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::views::{SessionView, session_view, whoami_view};
+use super::{AppState, authenticate};
+use crate::gateway::error::ApiError;
+use crate::gateway::refusals::transcript_error;
+
+/// Who the caller is, as the gateway maps them.
+pub(super) async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    Ok(Json(whoami_view(&state.access, &auth)).into_response())
+}
+
+/// The caller's sessions (everyone's for an admin), newest first.
+pub(super) async fn list_sessions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let sessions = state.access.visible_sessions(&auth).await?;
+    let items: Vec<SessionView> = sessions.iter().map(session_view).collect();
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+/// One session the caller may manage.
+pub(super) async fn get_session(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let session = state.access.managed_session(&auth, &name).await?;
+    Ok(Json(session_view(&session)).into_response())
+}
+
+/// Ends a session: `spec.terminate`, and at once if it runs here.
+pub(super) async fn delete_session(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let session = state.access.terminate(&auth, &name).await?;
+    state.live.shells.request_terminate(&name);
+    let body = json!({
+        "session": name,
+        "terminate": true,
+        "phase": session.phase().as_str(),
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The stored recording of a session, as a gzip download.
+pub(super) async fn transcript(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let session = state.access.managed_session(&auth, &name).await?;
+    let bytes = state
+        .live
+        .transcripts
+        .load(&session)
+        .await
+        .map_err(|e| transcript_error(e, &name))?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/gzip".to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}.cast.gz\""),
+        ),
+    ];
+    Ok((headers, bytes).into_response())
+}

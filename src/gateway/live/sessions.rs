@@ -1,0 +1,38 @@
+//! [`LiveSessions`] as the [`LiveShells`] the routes ask of the live side.
+
+use axum::extract::ws::WebSocket;
+use futures::future::BoxFuture;
+
+use super::LiveSessions;
+use crate::gateway::handover::{AttachGrant, LiveShells};
+
+impl LiveShells for LiveSessions {
+    fn attach(
+        &self,
+        grant: AttachGrant,
+        socket: WebSocket,
+        resume: bool,
+    ) -> BoxFuture<'static, ()> {
+        let live = self.clone();
+        Box::pin(async move { live.attach(grant, socket, resume).await })
+    }
+
+    fn is_running(&self, session_name: &str) -> bool {
+        self.is_live(session_name)
+    }
+
+    fn request_terminate(&self, session_name: &str) {
+        let live = self.clone();
+        let name = session_name.to_string();
+        // The CR's spec.terminate is the durable request; this only makes the local cut
+        // immediate, so it runs off the request's path.
+        tokio::spawn(async move {
+            live.request_terminate(&name).await;
+        });
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let live = self.clone();
+        Box::pin(async move { live.shutdown().await })
+    }
+}
