@@ -409,3 +409,40 @@ fn every_make_target_in_the_readme_and_docs_exists() {
         missing.join("\n")
     );
 }
+
+/// Every `.rs` file under `dir`, as a path relative to the repository.
+fn rust_files(dir: &Path, out: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).expect("a source folder").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let rel = path.strip_prefix(repo()).expect("under the repo");
+            out.insert(rel.to_string_lossy().into_owned());
+        }
+    }
+}
+
+#[test]
+fn the_architecture_module_map_lists_every_source_file() {
+    let doc = read("docs/architecture.md");
+    let section = doc
+        .split("## Module map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/architecture.md has a Module map section");
+    let listed: BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("src/") && w.ends_with(".rs"))
+        .map(str::to_string)
+        .collect();
+    let mut files = BTreeSet::new();
+    rust_files(&repo().join("src"), &mut files);
+    let missing: Vec<&String> = files.difference(&listed).collect();
+    let stale: Vec<&String> = listed.difference(&files).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/architecture.md's module map: add {missing:?}; remove {stale:?}"
+    );
+}
