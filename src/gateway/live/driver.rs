@@ -24,6 +24,7 @@ use super::close::{
 };
 use super::frames::ServerFrame;
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
+use super::metrics::PausedMark;
 use super::replay::{ReplayRing, ReplayStart, keep_from};
 use super::status::{ApplyMode, ClosedFacts, Traffic, closed_status, heartbeat, is_status};
 use super::{Control, Inner};
@@ -34,7 +35,7 @@ use crate::gateway::error::ErrorCode;
 use crate::gateway::transcript::{
     Segment, StorageFailure, Transcript, TranscriptError, compress, transcript_ref,
 };
-use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel};
+use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel, HeldShare};
 
 /// Largest binary frame sent to the browser.
 const MAX_FRAME: usize = 16 * 1024;
@@ -125,6 +126,10 @@ struct Driver {
     /// The last flush failed: wait for the flush interval before trying again.
     flush_failed: bool,
     exit_code: Option<i32>,
+    /// The ring's and the waiting chunk's bytes, in the gateway's held-output total.
+    held: HeldShare,
+    /// Whether output reading waits for the browser, in the paused-sessions gauge.
+    paused: PausedMark,
 }
 
 /// Runs a session to its end, then frees its slot.
@@ -179,6 +184,8 @@ pub(super) async fn run(
         flush_task: None,
         flush_failed: false,
         exit_code: None,
+        held: inner.config.metrics.output_held.share(),
+        paused: PausedMark::new(&inner.config.metrics.output_paused),
         info: started.info,
     };
     driver.attach(first);
@@ -334,6 +341,15 @@ impl Driver {
         true
     }
 
+    /// Updates the held-output total and the paused mark from the ring and the waiting chunk.
+    fn report_output(&mut self) {
+        let ring = usize::try_from(self.ring.end() - self.ring.start()).unwrap_or(usize::MAX);
+        let pending = self.pending_output.as_ref().map_or(0, Bytes::len);
+        self.held.set(ring + pending);
+        self.paused
+            .set(self.pending_output.is_some() && self.channel_end.is_none());
+    }
+
     fn retry_pending_output(&mut self) {
         if let Some(chunk) = self.pending_output.take() {
             self.take_output(chunk, false);
@@ -474,6 +490,7 @@ impl Driver {
         watch: &mut BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>>,
     ) -> EndReason {
         loop {
+            self.report_output();
             let deadline = self.next_deadline();
             let out = self.out.clone();
             let can_forward = out.is_some() && self.cursor < self.ring.end();
@@ -632,6 +649,7 @@ impl Driver {
                 () = tokio::time::sleep_until(drain_until) => break,
             }
         }
+        self.report_output();
         self.input.close();
         let exit_code = self
             .exit_code

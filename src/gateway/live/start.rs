@@ -301,10 +301,14 @@ async fn start_admitted(
         .await
         .map_err(|e| Refusal::Failed(start_session_failure(&e)))?;
     progress.session_id = Some(stream.session_id.clone());
+    let options = DataChannelOptions {
+        held: inner.config.metrics.output_held.clone(),
+        ..DataChannelOptions::new(&stream.session_id)
+    };
     let channel = match DataChannel::connect(
         &stream.stream_url,
         &stream.token_value,
-        DataChannelOptions::new(&stream.session_id),
+        options,
         ssm.clone(),
     )
     .await
