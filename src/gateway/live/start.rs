@@ -36,6 +36,11 @@ use crate::ssm::{DataChannel, DataChannelOptions};
 const MAX_SSM_REASON: usize = 256;
 /// Attempts at the Active write when the session changes underneath (heartbeat-free races).
 const ACTIVE_WRITE_ATTEMPTS: usize = 3;
+/// Output chunks (each at most [`crate::ssm::channel::OUTPUT_CHUNK_MAX`]) queued between the
+/// data channel and the session's task. The channel's receive window behind it is the real
+/// buffer (sized to what the agent sends unacknowledged), the replay ring in front of it
+/// the other: a longer queue only adds memory a stuck browser holds.
+const OUTPUT_QUEUE_CHUNKS: usize = 4;
 
 /// Why the start stopped: a refusal before anything was started, or a failure to record.
 enum Refusal {
@@ -302,6 +307,7 @@ async fn start_admitted(
         .map_err(|e| Refusal::Failed(start_session_failure(&e)))?;
     progress.session_id = Some(stream.session_id.clone());
     let options = DataChannelOptions {
+        output_buffer: OUTPUT_QUEUE_CHUNKS,
         held: inner.config.metrics.output_held.clone(),
         ..DataChannelOptions::new(&stream.session_id)
     };
