@@ -19,12 +19,12 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
 use super::bridge::{Attachment, ClientEvent, Outbound};
-use super::close::{
-    EndReason, end_from_channel, retry_final_flush, takeover, transcript_loss_note,
-};
 use super::frames::ServerFrame;
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
 use super::metrics::PausedMark;
+use super::reasons::{
+    EndReason, end_from_channel, retry_final_flush, takeover, transcript_loss_note,
+};
 use super::replay::{ReplayRing, ReplayStart, keep_from};
 use super::status::{ApplyMode, ClosedFacts, Traffic, closed_status, heartbeat, is_status};
 use super::{Control, Inner};

@@ -5,14 +5,14 @@
 //! running session is driven by one task (`driver`) that owns the channel, the replay ring,
 //! the idle and max-duration clocks, the transcript and the status heartbeats; a browser is
 //! only a bridge ([`bridge`]) that can come and go within the reattach grace. The decisions
-//! are pure ([`idle`], [`replay`], [`close`], [`frames`], [`status`]).
+//! are pure ([`idle`], [`replay`], [`reasons`], [`frames`], [`status`]).
 
 pub mod bridge;
-pub mod close;
 mod driver;
 pub mod frames;
 pub mod idle;
 pub mod metrics;
+pub mod reasons;
 pub mod replay;
 mod start;
 pub mod status;
@@ -29,10 +29,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-pub use close::{EndReason, StartFailure};
 pub use frames::{ClientFrame, ServerFrame};
 pub use idle::{IdleClock, IdleEvent};
 pub use metrics::LiveMetrics;
+pub use reasons::{EndReason, StartFailure};
 pub use replay::{ReplayRing, ReplayStart};
 
 use crate::api::NodeShellSession;

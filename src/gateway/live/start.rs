@@ -14,12 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::bridge::{self, Attachment, ClientEvent, Outbound};
-use super::close::{
+use super::driver::{self, SessionInfo, Started};
+use super::frames::ServerFrame;
+use super::reasons::{
     StartFailure, assume_role_failure, channel_failure, start_session_failure,
     transcript_start_failure,
 };
-use super::driver::{self, SessionInfo, Started};
-use super::frames::ServerFrame;
 use super::status::{ActiveFacts, ApplyMode, active_status, is_status, start_failed_status};
 use super::{Control, Inner, LiveHandle, Slot};
 use crate::api::{NodeShellSession, SessionPhase};
