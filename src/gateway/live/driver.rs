@@ -1,8 +1,9 @@
-//! One running session: the task that owns the data channel, the replay ring, the clocks,
-//! the transcript and the heartbeats, and serves whichever browser is attached. It never
-//! blocks on a single party: output is read only when the ring has room for it (so a slow
-//! or absent browser holds the agent back through the channel's bounded window), input goes
-//! through its own pump, status writes and transcript flushes run in their own tasks.
+//! One running session: the task that owns the data channel, the output window, the
+//! clocks, the transcript and the heartbeats, and serves whichever browser is attached.
+//! What to keep and when to read output is [`super::output`]. It never blocks on a single
+//! party: output is read only when the window has room for it (so a slow or absent browser
+//! holds the agent back through the channel's bounded window), input goes through its own
+//! pump, status writes and transcript flushes run in their own tasks.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +23,11 @@ use super::bridge::{Attachment, ClientEvent, Outbound};
 use super::frames::ServerFrame;
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
 use super::metrics::PausedMark;
+use super::output::OutputWindow;
 use super::reasons::{
     EndReason, end_from_channel, retry_final_flush, takeover, transcript_loss_note,
 };
-use super::replay::{ReplayRing, ReplayStart, keep_from};
+use super::replay::ReplayStart;
 use super::status::{ApplyMode, ClosedFacts, Traffic, closed_status, heartbeat, is_status};
 use super::{Control, Inner};
 use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits, SessionPhase};
@@ -37,11 +39,6 @@ use crate::gateway::transcript::{
 };
 use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel, HeldShare};
 
-/// Largest binary frame sent to the browser.
-const MAX_FRAME: usize = 16 * 1024;
-/// Output handed to the bridge but possibly not yet on the browser's screen (the bridge's
-/// queue plus the frame being written). Kept in the ring so a reattach can replay it.
-const IN_FLIGHT: u64 = ((super::bridge::OUTBOUND_QUEUE + 1) * MAX_FRAME) as u64;
 /// Keystroke chunks queued towards the channel.
 const INPUT_QUEUE: usize = 16;
 /// Sealed transcript segments (508 KiB each) allowed to wait for storage before output
@@ -97,9 +94,8 @@ struct Driver {
     input: ChannelInput,
     output: ChannelOutput,
     pump: mpsc::Sender<Bytes>,
-    ring: ReplayRing,
-    /// Next output offset to send to the attached browser (eviction floor while detached).
-    cursor: u64,
+    /// The output held for the browser, and whether more may be read.
+    window: OutputWindow,
     idle: IdleClock,
     max_deadline: Instant,
     origin: Instant,
@@ -111,7 +107,6 @@ struct Driver {
     last_activity_wall: Timestamp,
     snapshot: NodeShellSessionStatus,
     status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
-    pending_output: Option<Bytes>,
     pending_input: Option<Bytes>,
     output_done: bool,
     /// How the channel ended, once it has; its remaining output is then read without
@@ -157,7 +152,7 @@ pub(super) async fn run(
     let mut driver = Driver {
         idle: IdleClock::from_limits(&started.info.limits, now),
         max_deadline: max_duration_deadline(&started.info.limits, started.started),
-        ring: ReplayRing::new(inner.config.replay_buffer_bytes),
+        window: OutputWindow::new(inner.config.replay_buffer_bytes),
         next_heartbeat: now + inner.config.heartbeat_interval,
         next_flush: now + inner.config.transcript_flush_interval,
         inner: inner.clone(),
@@ -165,7 +160,6 @@ pub(super) async fn run(
         input,
         output,
         pump,
-        cursor: 0,
         origin: started.origin,
         transcript: started.transcript,
         transcript_stored: started.transcript_stored,
@@ -174,7 +168,6 @@ pub(super) async fn run(
         last_activity_wall: started.info.started_at,
         snapshot: started.snapshot,
         status_tx,
-        pending_output: None,
         pending_input: None,
         output_done: false,
         channel_end: None,
@@ -269,18 +262,14 @@ impl Driver {
             idle_seconds: u64::try_from(self.info.limits.idle_seconds).unwrap_or(0),
             resume_token: self.info.resume_token.clone(),
         });
-        if let Some(offset) = attachment.offset {
-            let start = self.ring.replay_from(offset);
-            if let ReplayStart::Gap { held_from, .. } = start {
-                self.send_control(ServerFrame::error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "output before byte {held_from} is no longer held; the terminal continues from there"
-                    ),
-                    false,
-                ));
-            }
-            self.cursor = start.offset();
+        if let Some(ReplayStart::Gap { held_from, .. }) = self.window.attach(attachment.offset) {
+            self.send_control(ServerFrame::error(
+                ErrorCode::BadRequest,
+                format!(
+                    "output before byte {held_from} is no longer held; the terminal continues from there"
+                ),
+                false,
+            ));
         }
         self.retry_pending_output();
     }
@@ -289,71 +278,57 @@ impl Driver {
         if self.out.take().is_some() {
             self.inner.config.metrics.attached.dec();
         }
+        self.window.detach();
         self.events = None;
         self.detached_since = Some(Instant::now());
         debug!(session = %self.info.name, "browser detached; waiting for a reattach");
     }
 
-    /// The oldest output byte the ring must keep. Attached: what was not sent yet plus what
-    /// may still be in flight. Detached: everything held, since the browser may have lost
-    /// any of the bytes in flight when it dropped; output reading stops once the ring is full.
-    fn keep_from(&self) -> u64 {
-        keep_from(
-            self.out.is_some(),
-            self.cursor,
-            self.in_flight(),
-            self.ring.start(),
-        )
-    }
-
-    /// [`IN_FLIGHT`], but never more than half the ring, so a small ring still has room
-    /// for new output once the browser has caught up.
-    fn in_flight(&self) -> u64 {
-        IN_FLIGHT.min(self.ring.capacity() as u64 / 2)
-    }
-
-    /// Takes an output chunk into the ring (when it has room for it without evicting bytes
-    /// still needed), the transcript and the counters.
-    fn take_output(&mut self, chunk: Bytes, force: bool) -> bool {
-        // A chunk larger than the ring can ever free up is let in once the browser caught up.
-        let fits = self.ring.capacity() - usize::try_from(self.in_flight()).unwrap_or(0);
-        if !force && self.ring.room(self.keep_from()) < chunk.len().min(fits) {
-            self.pending_output = Some(chunk);
-            return false;
-        }
-        let now = Instant::now();
-        if force {
-            // Never evict bytes the browser (attached, or coming back) has not received:
-            // evicting them would shift its stream, sending some bytes twice and losing others.
-            self.ring.push_keeping(&chunk, self.keep_from());
+    /// Takes an output chunk into the window (forced: whatever the room, once the channel
+    /// ended), then into the transcript and the counters; a chunk without room waits.
+    fn take_output(&mut self, chunk: Bytes, force: bool) {
+        let taken = if force {
+            Some(self.window.force(chunk))
         } else {
-            self.ring.push(&chunk);
+            self.window.offer(chunk)
+        };
+        if let Some(chunk) = taken {
+            self.record_output(&chunk);
         }
+    }
+
+    /// The waiting chunk, forced in (the channel ended).
+    fn take_forced_pending(&mut self) {
+        if let Some(chunk) = self.window.force_pending() {
+            self.record_output(&chunk);
+        }
+    }
+
+    fn retry_pending_output(&mut self) {
+        if let Some(chunk) = self.window.retry_pending() {
+            self.record_output(&chunk);
+        }
+    }
+
+    /// Output that went into the window: the transcript, the counters, the idle clock.
+    fn record_output(&mut self, chunk: &Bytes) {
+        let now = Instant::now();
         let t = self.seconds();
         if let Some(tr) = self.transcript.as_mut() {
-            tr.output(t, &chunk);
+            tr.output(t, chunk);
         }
         self.traffic.bytes_out += chunk.len() as u64;
         self.idle.output(now);
         if self.idle.last_activity() == now {
             self.last_activity_wall = Timestamp::now();
         }
-        true
     }
 
-    /// Updates the held-output total and the paused mark from the ring and the waiting chunk.
+    /// Updates the held-output total and the paused mark from the window.
     fn report_output(&mut self) {
-        let ring = usize::try_from(self.ring.end() - self.ring.start()).unwrap_or(usize::MAX);
-        let pending = self.pending_output.as_ref().map_or(0, Bytes::len);
-        self.held.set(ring + pending);
+        self.held.set(self.window.held_bytes());
         self.paused
-            .set(self.pending_output.is_some() && self.channel_end.is_none());
-    }
-
-    fn retry_pending_output(&mut self) {
-        if let Some(chunk) = self.pending_output.take() {
-            self.take_output(chunk, false);
-        }
+            .set(self.window.is_waiting() && self.channel_end.is_none());
     }
 
     fn on_input(&mut self, bytes: Bytes) {
@@ -383,7 +358,7 @@ impl Driver {
             return !self.output_done;
         }
         !self.output_done
-            && self.pending_output.is_none()
+            && !self.window.is_waiting()
             && self
                 .transcript
                 .as_ref()
@@ -493,7 +468,7 @@ impl Driver {
             self.report_output();
             let deadline = self.next_deadline();
             let out = self.out.clone();
-            let can_forward = out.is_some() && self.cursor < self.ring.end();
+            let can_forward = out.is_some() && self.window.has_unsent();
             let can_read = self.can_read_output();
             let has_pending_input = self.pending_input.is_some();
             let pump = self.pump.clone();
@@ -506,9 +481,7 @@ impl Driver {
                     if self.output_done {
                         return end_from_channel(&reason);
                     }
-                    if let Some(chunk) = self.pending_output.take() {
-                        self.take_output(chunk, true);
-                    }
+                    self.take_forced_pending();
                     self.channel_end = Some(reason);
                 }
                 ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
@@ -536,9 +509,7 @@ impl Driver {
                 },
                 permit = reserve_opt(out.as_ref()), if can_forward => match permit {
                     Some(permit) => {
-                        let data = self.ring.read(self.cursor, MAX_FRAME);
-                        self.cursor += data.len() as u64;
-                        permit.send(Outbound::Binary(Bytes::from(data)));
+                        permit.send(Outbound::Binary(self.window.next_frame()));
                         self.retry_pending_output();
                     }
                     None => self.detach(),
@@ -636,9 +607,7 @@ impl Driver {
             Err(_) => warn!(session = %name, "TerminateSession did not answer in time"),
             Ok(_) => {}
         }
-        if let Some(chunk) = self.pending_output.take() {
-            self.take_output(chunk, true);
-        }
+        self.take_forced_pending();
         let drain_until = tokio::time::Instant::now() + DRAIN;
         while !self.output_done {
             tokio::select! {
@@ -657,10 +626,9 @@ impl Driver {
         // Forward what the browser has not seen yet, for a short while at most.
         if let Some(out) = self.out.clone() {
             let forward = async {
-                while self.cursor < self.ring.end() {
-                    let data = self.ring.read(self.cursor, MAX_FRAME);
-                    self.cursor += data.len() as u64;
-                    if out.send(Outbound::Binary(Bytes::from(data))).await.is_err() {
+                while self.window.has_unsent() {
+                    let frame = self.window.next_frame();
+                    if out.send(Outbound::Binary(frame)).await.is_err() {
                         break;
                     }
                 }

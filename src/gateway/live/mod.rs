@@ -5,13 +5,14 @@
 //! running session is driven by one task (`driver`) that owns the channel, the replay ring,
 //! the idle and max-duration clocks, the transcript and the status heartbeats; a browser is
 //! only a bridge ([`bridge`]) that can come and go within the reattach grace. The decisions
-//! are pure ([`idle`], [`replay`], [`reasons`], [`frames`], [`status`]).
+//! are pure ([`idle`], [`output`], [`replay`], [`reasons`], [`frames`], [`status`]).
 
 pub mod bridge;
 mod driver;
 pub mod frames;
 pub mod idle;
 pub mod metrics;
+pub mod output;
 pub mod reasons;
 pub mod replay;
 mod start;
