@@ -113,8 +113,11 @@ impl OutputWindow {
         self.cursor < self.ring.end()
     }
 
-    /// The next frame for the browser (at most [`MAX_FRAME`] bytes), counted as sent.
+    /// The next frame for the browser (at most [`MAX_FRAME`] bytes), counted as sent. When a
+    /// chunk larger than the ring evicted bytes not sent yet, the browser continues at the
+    /// oldest byte held (counting from the old cursor would send some bytes twice).
     pub fn next_frame(&mut self) -> Bytes {
+        self.cursor = self.cursor.max(self.ring.start());
         let data = self.ring.read(self.cursor, MAX_FRAME);
         self.cursor += data.len() as u64;
         Bytes::from(data)
@@ -227,6 +230,8 @@ mod tests {
         // Caught up: it goes in, and the ring keeps its tail.
         assert_eq!(w.retry_pending().map(|c| c.len()), Some(100));
         assert_eq!(w.held_bytes(), 64);
+        // The browser gets the tail once, not the tail plus a repeat of its end.
+        assert_eq!(drain(&mut w), vec![2; 64]);
     }
 
     #[test]
