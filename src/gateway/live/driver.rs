@@ -28,9 +28,9 @@ use super::reasons::{
     EndReason, end_from_channel, retry_final_flush, takeover, transcript_loss_note,
 };
 use super::replay::ReplayStart;
-use super::status::{ApplyMode, ClosedFacts, Traffic, closed_status, heartbeat, is_status};
+use super::status::{ClosedFacts, Traffic, heartbeat, status_writer, write_closed};
 use super::{Control, Inner};
-use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits, SessionPhase};
+use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits};
 use crate::aws::{SsmCallError, SsmSessions};
 use crate::gateway::audit::{AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript};
 use crate::gateway::error::ErrorCode;
@@ -677,7 +677,7 @@ impl Driver {
             ended_at,
             exit_code,
         };
-        self.write_closed(&name, &facts).await;
+        write_closed(&self.inner, &name, &self.snapshot, &facts, FINAL_ATTEMPTS).await;
         self.inner.event(
             &self.info.session,
             reason.outcome() != "success",
@@ -777,92 +777,11 @@ impl Driver {
             truncated: summary.truncated,
         })
     }
-
-    async fn write_closed(&self, name: &str, facts: &ClosedFacts) {
-        for attempt in 0..FINAL_ATTEMPTS {
-            let current = match self.inner.status.get(name).await {
-                Ok(s) => s,
-                Err(e) if is_status(&e, 404) => return,
-                Err(e) => {
-                    warn!(session = %name, attempt, error = %e, "reading the session before closing it failed");
-                    tokio::time::sleep(self.inner.config.status_throttle).await;
-                    continue;
-                }
-            };
-            let already = current.phase().is_terminal();
-            let status = closed_status(&self.snapshot, facts, already);
-            match self
-                .inner
-                .status
-                .apply(name, &status, ApplyMode::Force, None)
-                .await
-            {
-                Ok(_) => return,
-                Err(e) if is_status(&e, 404) => return,
-                Err(e) => {
-                    self.inner.config.metrics.status_failures.inc();
-                    warn!(session = %name, attempt, error = %e, "writing Closed failed");
-                    tokio::time::sleep(self.inner.config.status_throttle).await;
-                }
-            }
-        }
-    }
 }
 
 async fn reserve_opt(out: Option<&mpsc::Sender<Outbound>>) -> Option<mpsc::Permit<'_, Outbound>> {
     match out {
         Some(out) => out.reserve().await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-/// Applies the latest status snapshot, throttled, retrying on errors. A field conflict (the
-/// controller took `phase` for Closing) or a vanished session is reported to the driver.
-async fn status_writer(
-    inner: Arc<Inner>,
-    name: String,
-    mut rx: watch::Receiver<Option<NodeShellSessionStatus>>,
-    conflicts: mpsc::Sender<Option<NodeShellSession>>,
-) {
-    let throttle = inner.config.status_throttle;
-    while rx.changed().await.is_ok() {
-        let Some(status) = rx.borrow_and_update().clone() else {
-            continue;
-        };
-        let mut mode = ApplyMode::NoForce;
-        loop {
-            match inner.status.apply(&name, &status, mode, None).await {
-                Ok(_) => break,
-                Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
-                    Ok(fresh) => {
-                        let still_ours = fresh.phase() == SessionPhase::Active;
-                        let _ = conflicts.send(Some(fresh)).await;
-                        if still_ours && mode == ApplyMode::NoForce {
-                            mode = ApplyMode::Force;
-                            continue;
-                        }
-                        break;
-                    }
-                    Err(e) if is_status(&e, 404) => {
-                        let _ = conflicts.send(None).await;
-                        return;
-                    }
-                    Err(_) => break,
-                },
-                Err(e) if is_status(&e, 404) => {
-                    let _ = conflicts.send(None).await;
-                    return;
-                }
-                Err(e) => {
-                    inner.config.metrics.status_failures.inc();
-                    debug!(session = %name, error = %e, "status write failed; retrying");
-                    tokio::time::sleep(throttle).await;
-                    if rx.has_changed().unwrap_or(false) {
-                        break;
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(throttle).await;
     }
 }

@@ -20,7 +20,10 @@ use super::reasons::{
     StartFailure, assume_role_failure, channel_failure, start_session_failure,
     transcript_start_failure,
 };
-use super::status::{ActiveFacts, ApplyMode, active_status, is_status, start_failed_status};
+use super::status::{
+    ActiveFacts, ApplyMode, RetryStep, StatusRetry, WriteFailure, active_status,
+    start_failed_status,
+};
 use super::{Control, Inner, LiveHandle, Slot};
 use crate::api::{NodeShellSession, SessionPhase};
 use crate::aws::{self, AwsEndpoints, SsmSessions, WebIdentityRequest};
@@ -354,11 +357,15 @@ async fn start_admitted(
             .filter(|_| transcript_stored)
             .map(|t| t.status(&reference)),
     );
+    let retry = StatusRetry {
+        attempts: Some(ACTIVE_WRITE_ATTEMPTS),
+        pause: inner.config.status_throttle,
+    };
     let mut current = fresh.clone();
     let mut written = None;
-    for _ in 0..ACTIVE_WRITE_ATTEMPTS {
+    for attempt in 0..ACTIVE_WRITE_ATTEMPTS {
         let rv = current.metadata.resource_version.clone();
-        match inner
+        let e = match inner
             .status
             .apply(&name, &snapshot, ApplyMode::Force, rv.as_deref())
             .await
@@ -367,7 +374,15 @@ async fn start_admitted(
                 written = Some(obj);
                 break;
             }
-            Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
+            Err(e) => e,
+        };
+        let failure = WriteFailure::of(&e);
+        if failure != WriteFailure::Conflict {
+            inner.config.metrics.status_failures.inc();
+            warn!(session = %name, error = %e, "writing Active failed; retrying");
+        }
+        match retry.after(attempt, failure) {
+            RetryStep::Reread => match inner.status.get(&name).await {
                 Ok(again) if again.phase() == SessionPhase::Admitted => current = again,
                 Ok(again) => {
                     channel.close();
@@ -376,11 +391,8 @@ async fn start_admitted(
                 }
                 Err(e) => warn!(session = %name, error = %e, "re-reading the session failed"),
             },
-            Err(e) => {
-                inner.config.metrics.status_failures.inc();
-                warn!(session = %name, error = %e, "writing Active failed; retrying");
-                tokio::time::sleep(inner.config.status_throttle).await;
-            }
+            RetryStep::Wait(pause) => tokio::time::sleep(pause).await,
+            RetryStep::GiveUp => break,
         }
     }
     let Some(written) = written else {
@@ -506,23 +518,31 @@ async fn record_failure(
         now,
         vec![row.record(now)],
     );
+    let retry = StatusRetry {
+        attempts: Some(ACTIVE_WRITE_ATTEMPTS),
+        pause: inner.config.status_throttle,
+    };
     let mut current = fresh.clone();
-    for _ in 0..ACTIVE_WRITE_ATTEMPTS {
+    for attempt in 0..ACTIVE_WRITE_ATTEMPTS {
         let rv = current.metadata.resource_version.clone();
-        match inner
+        let Err(e) = inner
             .status
             .apply(&name, &status, ApplyMode::Force, rv.as_deref())
             .await
-        {
-            Ok(_) => break,
-            Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
+        else {
+            break;
+        };
+        let failure = WriteFailure::of(&e);
+        if failure != WriteFailure::Conflict {
+            warn!(session = %name, error = %e, "writing the failed start failed");
+        }
+        match retry.after(attempt, failure) {
+            RetryStep::Reread => match inner.status.get(&name).await {
                 Ok(again) if again.phase() == SessionPhase::Admitted => current = again,
                 _ => break,
             },
-            Err(e) => {
-                warn!(session = %name, error = %e, "writing the failed start failed");
-                tokio::time::sleep(inner.config.status_throttle).await;
-            }
+            RetryStep::Wait(pause) => tokio::time::sleep(pause).await,
+            RetryStep::GiveUp => break,
         }
     }
     inner.event(
