@@ -1,17 +1,17 @@
 //! One running session: the task that owns the data channel, the output window, the
 //! clocks, the transcript and the heartbeats, and serves whichever browser is attached.
-//! What to keep and when to read output is [`super::output`]. It never blocks on a single
-//! party: output is read only when the window has room for it (so a slow or absent browser
-//! holds the agent back through the channel's bounded window), input goes through its own
-//! pump, status writes and transcript flushes run in their own tasks.
+//! This is its select loop; what to keep and when to read output is [`super::output`], the
+//! status and counters [`super::records`], the end [`super::finish`]. It never blocks on a
+//! single party: output is read only when the window has room for it (so a slow or absent
+//! browser holds the agent back through the channel's bounded window), input goes through
+//! its own pump, status writes and transcript flushes run in their own tasks.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
@@ -24,15 +24,13 @@ use super::frames::ServerFrame;
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
 use super::metrics::PausedMark;
 use super::output::OutputWindow;
-use super::reasons::{
-    EndReason, end_from_channel, retry_final_flush, takeover, transcript_loss_note,
-};
+use super::reasons::{EndReason, end_from_channel, takeover};
+use super::records::{Records, SessionInfo};
 use super::replay::ReplayStart;
-use super::status::{ClosedFacts, Traffic, heartbeat, status_writer, write_closed};
+use super::status::status_writer;
 use super::{Control, Inner};
-use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits};
-use crate::aws::{SsmCallError, SsmSessions};
-use crate::gateway::audit::{AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript};
+use crate::api::{NodeShellSession, NodeShellSessionStatus};
+use crate::aws::SsmSessions;
 use crate::gateway::error::ErrorCode;
 use crate::gateway::transcript::{
     Segment, StorageFailure, Transcript, TranscriptError, compress, transcript_ref,
@@ -47,28 +45,6 @@ const INPUT_QUEUE: usize = 16;
 const MAX_UNSTORED_SEALED_REQUIRED: usize = 2;
 /// See [`MAX_UNSTORED_SEALED_REQUIRED`].
 const MAX_UNSTORED_SEALED: usize = 8;
-/// How long the end waits for the channel's remaining output after TerminateSession.
-const DRAIN: Duration = Duration::from_secs(3);
-/// Longest wait for TerminateSession at the end (the session's close must not hang on SSM).
-const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts at the final transcript flush (while the store is only unavailable) and the
-/// Closed status write.
-const FINAL_ATTEMPTS: usize = 5;
-
-/// What a running session knows about itself and never changes.
-pub(super) struct SessionInfo {
-    pub name: String,
-    pub session: NodeShellSession,
-    pub actor: AuditActor,
-    pub cluster: String,
-    pub ssm_session_id: String,
-    pub assumed_role_arn: Option<String>,
-    pub started_at: Timestamp,
-    pub resume_token: String,
-    pub limits: PolicyLimits,
-    pub transcript_required: bool,
-}
-
 /// A session the start sequence brought up.
 pub(super) struct Started {
     pub info: Arc<SessionInfo>,
@@ -81,47 +57,45 @@ pub(super) struct Started {
     pub snapshot: NodeShellSessionStatus,
 }
 
-type FlushResult = (
+pub(super) type FlushResult = (
     Vec<Segment>,
     Option<crate::api::SessionTranscript>,
     Result<(), TranscriptError>,
 );
 
-struct Driver {
-    inner: Arc<Inner>,
-    info: Arc<SessionInfo>,
-    ssm: SsmSessions,
-    input: ChannelInput,
-    output: ChannelOutput,
+/// The running session's state, owned by its task.
+pub(super) struct Driver {
+    pub(super) inner: Arc<Inner>,
+    pub(super) info: Arc<SessionInfo>,
+    pub(super) ssm: SsmSessions,
+    pub(super) input: ChannelInput,
+    pub(super) output: ChannelOutput,
     pump: mpsc::Sender<Bytes>,
     /// The output held for the browser, and whether more may be read.
-    window: OutputWindow,
+    pub(super) window: OutputWindow,
     idle: IdleClock,
     max_deadline: Instant,
     origin: Instant,
-    transcript: Option<Transcript>,
+    pub(super) transcript: Option<Transcript>,
     /// Some chunk was stored at least once.
-    transcript_stored: bool,
-    traffic: Traffic,
-    reported: Traffic,
-    last_activity_wall: Timestamp,
-    snapshot: NodeShellSessionStatus,
-    status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
+    pub(super) transcript_stored: bool,
+    /// The status snapshot, counters and last activity.
+    pub(super) records: Records,
     pending_input: Option<Bytes>,
-    output_done: bool,
+    pub(super) output_done: bool,
     /// How the channel ended, once it has; its remaining output is then read without
     /// back-pressure (there is no agent left to hold back).
     channel_end: Option<CloseReason>,
-    out: Option<mpsc::Sender<Outbound>>,
+    pub(super) out: Option<mpsc::Sender<Outbound>>,
     events: Option<mpsc::Receiver<ClientEvent>>,
     detached_since: Option<Instant>,
     next_heartbeat: Instant,
     next_flush: Instant,
-    flush_task: Option<JoinHandle<FlushResult>>,
+    pub(super) flush_task: Option<JoinHandle<FlushResult>>,
     /// The last flush failed: wait for the flush interval before trying again.
     flush_failed: bool,
-    exit_code: Option<i32>,
-    /// The ring's and the waiting chunk's bytes, in the gateway's held-output total.
+    pub(super) exit_code: Option<i32>,
+    /// The window's bytes, in the gateway's held-output total.
     held: HeldShare,
     /// Whether output reading waits for the browser, in the paused-sessions gauge.
     paused: PausedMark,
@@ -163,11 +137,7 @@ pub(super) async fn run(
         origin: started.origin,
         transcript: started.transcript,
         transcript_stored: started.transcript_stored,
-        traffic: Traffic::default(),
-        reported: Traffic::default(),
-        last_activity_wall: started.info.started_at,
-        snapshot: started.snapshot,
-        status_tx,
+        records: Records::new(started.snapshot, status_tx, started.info.started_at),
         pending_input: None,
         output_done: false,
         channel_end: None,
@@ -286,7 +256,7 @@ impl Driver {
 
     /// Takes an output chunk into the window (forced: whatever the room, once the channel
     /// ended), then into the transcript and the counters; a chunk without room waits.
-    fn take_output(&mut self, chunk: Bytes, force: bool) {
+    pub(super) fn take_output(&mut self, chunk: Bytes, force: bool) {
         let taken = if force {
             Some(self.window.force(chunk))
         } else {
@@ -298,7 +268,7 @@ impl Driver {
     }
 
     /// The waiting chunk, forced in (the channel ended).
-    fn take_forced_pending(&mut self) {
+    pub(super) fn take_forced_pending(&mut self) {
         if let Some(chunk) = self.window.force_pending() {
             self.record_output(&chunk);
         }
@@ -317,15 +287,13 @@ impl Driver {
         if let Some(tr) = self.transcript.as_mut() {
             tr.output(t, chunk);
         }
-        self.traffic.bytes_out += chunk.len() as u64;
         self.idle.output(now);
-        if self.idle.last_activity() == now {
-            self.last_activity_wall = Timestamp::now();
-        }
+        self.records
+            .output(chunk.len(), self.idle.last_activity() == now);
     }
 
     /// Updates the held-output total and the paused mark from the window.
-    fn report_output(&mut self) {
+    pub(super) fn report_output(&mut self) {
         self.held.set(self.window.held_bytes());
         self.paused
             .set(self.window.is_waiting() && self.channel_end.is_none());
@@ -334,8 +302,7 @@ impl Driver {
     fn on_input(&mut self, bytes: Bytes) {
         let now = Instant::now();
         self.idle.input(now);
-        self.last_activity_wall = Timestamp::now();
-        self.traffic.bytes_in += bytes.len() as u64;
+        self.records.input(bytes.len());
         let t = self.seconds();
         if let Some(tr) = self.transcript.as_mut() {
             tr.input(t, &bytes);
@@ -388,27 +355,7 @@ impl Driver {
     }
 
     fn push_status(&mut self) {
-        let transcript = self.stored_transcript_status();
-        heartbeat(
-            &mut self.snapshot,
-            Timestamp::now(),
-            self.last_activity_wall,
-            self.traffic,
-            transcript,
-        );
-        self.status_tx.send_replace(Some(self.snapshot.clone()));
-        let metrics = &self.inner.config.metrics;
-        metrics
-            .bytes_in
-            .inc_by(self.traffic.bytes_in - self.reported.bytes_in);
-        metrics
-            .bytes_out
-            .inc_by(self.traffic.bytes_out - self.reported.bytes_out);
-        self.reported = self.traffic;
-    }
-
-    fn stored_transcript_status(&self) -> Option<crate::api::SessionTranscript> {
-        self.snapshot.transcript.clone()
+        self.records.heartbeat(&self.inner.config.metrics);
     }
 
     fn start_flush(&mut self) {
@@ -430,7 +377,7 @@ impl Driver {
     }
 
     /// Handles a finished flush; returns an end reason when a required transcript failed.
-    fn flush_done(&mut self, result: Option<FlushResult>) -> Option<EndReason> {
+    pub(super) fn flush_done(&mut self, result: Option<FlushResult>) -> Option<EndReason> {
         self.flush_task = None;
         self.next_flush = Instant::now() + self.inner.config.transcript_flush_interval;
         let (chunks, status, result) = result?;
@@ -438,7 +385,7 @@ impl Driver {
             Ok(()) => {
                 self.flush_failed = false;
                 self.transcript_stored = true;
-                self.snapshot.transcript = status;
+                self.records.snapshot.transcript = status;
                 self.retry_pending_output();
                 None
             }
@@ -591,191 +538,6 @@ impl Driver {
             self.start_flush();
         }
         None
-    }
-
-    /// The end: TerminateSession, the channel's last output, the final transcript flush, the
-    /// close row, status Closed, the `closed` frame.
-    async fn finish(mut self, reason: EndReason, writer: JoinHandle<()>) {
-        let name = self.info.name.clone();
-        let ended_at = Timestamp::now();
-        // With the person's own credentials; an already ended session is fine.
-        let terminate = self.ssm.terminate_session(&self.info.ssm_session_id);
-        match tokio::time::timeout(TERMINATE_TIMEOUT, terminate).await {
-            Ok(Err(e)) if !matches!(e, SsmCallError::DoesNotExist(_)) => {
-                warn!(session = %name, error = %e, "TerminateSession failed");
-            }
-            Err(_) => warn!(session = %name, "TerminateSession did not answer in time"),
-            Ok(_) => {}
-        }
-        self.take_forced_pending();
-        let drain_until = tokio::time::Instant::now() + DRAIN;
-        while !self.output_done {
-            tokio::select! {
-                chunk = self.output.recv() => match chunk {
-                    Some(chunk) => { self.take_output(chunk, true); }
-                    None => self.output_done = true,
-                },
-                () = tokio::time::sleep_until(drain_until) => break,
-            }
-        }
-        self.report_output();
-        self.input.close();
-        let exit_code = self
-            .exit_code
-            .or_else(|| self.input.close_reason().and_then(|r| r.exit_code));
-        // Forward what the browser has not seen yet, for a short while at most.
-        if let Some(out) = self.out.clone() {
-            let forward = async {
-                while self.window.has_unsent() {
-                    let frame = self.window.next_frame();
-                    if out.send(Outbound::Binary(frame)).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), forward).await;
-        }
-
-        // No more heartbeats: the final write below is the last word.
-        writer.abort();
-        let _ = writer.await;
-
-        let mut message = reason.message();
-        let transcript_audit = self.final_flush(&name, &reason, &mut message).await;
-        let row = AuditRow::closed(
-            AuditSubject {
-                actor: &self.info.actor,
-                cluster: &self.info.cluster,
-                session: &self.info.session,
-                ssm_session_id: Some(&self.info.ssm_session_id),
-                assumed_role_arn: self.info.assumed_role_arn.as_deref(),
-            },
-            AuditClose {
-                started_at: self.info.started_at,
-                ended_at,
-                exit_code,
-                outcome: reason.outcome(),
-                reason: reason.as_str().to_string(),
-                message: message.clone(),
-                bytes_in: self.traffic.bytes_in,
-                bytes_out: self.traffic.bytes_out,
-                transcript: transcript_audit,
-            },
-        );
-        if let Err(e) = self.inner.config.audit.emit(&row) {
-            warn!(session = %name, error = %e, "writing the close audit row failed");
-        }
-        self.snapshot.audit.push(row.record(ended_at));
-        self.snapshot.last_activity_at = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.last_activity_wall),
-        );
-        self.snapshot.bytes_in = Some(i64::try_from(self.traffic.bytes_in).unwrap_or(i64::MAX));
-        self.snapshot.bytes_out = Some(i64::try_from(self.traffic.bytes_out).unwrap_or(i64::MAX));
-        let facts = ClosedFacts {
-            reason: reason.as_str().to_string(),
-            message: message.clone(),
-            ended_at,
-            exit_code,
-        };
-        write_closed(&self.inner, &name, &self.snapshot, &facts, FINAL_ATTEMPTS).await;
-        self.inner.event(
-            &self.info.session,
-            reason.outcome() != "success",
-            reason.as_str(),
-            format!(
-                "SSM session {} ended: {message} (exit code {}, {} bytes in, {} bytes out)",
-                self.info.ssm_session_id,
-                exit_code.map_or_else(|| "none".to_string(), |c| c.to_string()),
-                self.traffic.bytes_in,
-                self.traffic.bytes_out
-            ),
-        );
-        let metrics = &self.inner.config.metrics;
-        metrics
-            .bytes_in
-            .inc_by(self.traffic.bytes_in - self.reported.bytes_in);
-        metrics
-            .bytes_out
-            .inc_by(self.traffic.bytes_out - self.reported.bytes_out);
-        metrics.end(reason.as_str());
-        if let Some(out) = self.out.take() {
-            metrics.attached.dec();
-            let frame = ServerFrame::Closed {
-                exit_code,
-                reason: reason.as_str().to_string(),
-            };
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), out.send(Outbound::Control(frame)))
-                    .await;
-        }
-        info!(session = %name, reason = reason.as_str(), exit_code, "session closed");
-    }
-
-    /// Stores what the transcript holds; returns the audit row's transcript part. Tries
-    /// again only while the store is unavailable: a refusal (403, missing namespace) would
-    /// fail identically and only hold back the close.
-    async fn final_flush(
-        &mut self,
-        name: &str,
-        reason: &EndReason,
-        message: &mut String,
-    ) -> Option<AuditTranscript> {
-        if let Some(task) = self.flush_task.take() {
-            let result = tokio::time::timeout(Duration::from_secs(10), task).await;
-            let _ = self.flush_done(result.ok().and_then(Result::ok));
-        }
-        let t = self.transcript.as_mut()?;
-        let reference = transcript_ref(name);
-        let mut failure = None;
-        for attempt in 0..FINAL_ATTEMPTS {
-            let chunks = t.take_dirty();
-            if chunks.is_empty() {
-                failure = None;
-                break;
-            }
-            let (chunks, compressed) = compress(chunks).await;
-            match self
-                .inner
-                .store
-                .store(&self.info.session, &compressed)
-                .await
-            {
-                Ok(()) => {
-                    failure = None;
-                    break;
-                }
-                Err(e) => {
-                    self.inner.config.metrics.transcript_failures.inc();
-                    let classified = StorageFailure::classify(&e, self.inner.store.namespace());
-                    warn!(session = %name, attempt, error = %e, retryable = classified.retryable(), "final transcript flush failed");
-                    t.restore(chunks);
-                    let again = retry_final_flush(&classified) && attempt + 1 < FINAL_ATTEMPTS;
-                    failure = Some(classified);
-                    if !again {
-                        break;
-                    }
-                    tokio::time::sleep(self.inner.config.status_throttle).await;
-                }
-            }
-        }
-        match failure {
-            None => {
-                self.transcript_stored = true;
-                self.snapshot.transcript = Some(t.status(&reference));
-            }
-            // A TranscriptFailed end already says why in its message.
-            Some(_) if matches!(reason, EndReason::TranscriptFailed(_)) => {}
-            Some(failure) => {
-                message.push_str(&transcript_loss_note(self.transcript_stored, &failure));
-            }
-        }
-        let summary = t.summary();
-        self.transcript_stored.then_some(AuditTranscript {
-            reference,
-            bytes: summary.terminal_bytes,
-            sha256: summary.sha256,
-            truncated: summary.truncated,
-        })
     }
 }
 

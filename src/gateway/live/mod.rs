@@ -9,11 +9,13 @@
 
 pub mod bridge;
 mod driver;
+mod finish;
 pub mod frames;
 pub mod idle;
 pub mod metrics;
 pub mod output;
 pub mod reasons;
+mod records;
 pub mod replay;
 mod start;
 pub mod status;

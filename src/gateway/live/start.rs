@@ -14,12 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::bridge::{self, Attachment, ClientEvent, Outbound};
-use super::driver::{self, SessionInfo, Started};
+use super::driver::{self, Started};
 use super::frames::ServerFrame;
 use super::reasons::{
     StartFailure, assume_role_failure, channel_failure, start_session_failure,
     transcript_start_failure,
 };
+use super::records::SessionInfo;
 use super::status::{
     ActiveFacts, ApplyMode, RetryStep, StatusRetry, WriteFailure, active_status,
     start_failed_status,
