@@ -1,11 +1,13 @@
 //! The live side of the gateway: running one admitted session for a browser (design §4–§5).
 //!
 //! [`LiveSessions::attach`] exchanges the person's id_token for AWS credentials, starts the
-//! SSM session, opens the data channel and bridges it to the browser's WebSocket. Each
-//! running session is driven by one task (`driver`) that owns the channel, the replay ring,
-//! the idle and max-duration clocks, the transcript and the status heartbeats; a browser is
-//! only a bridge ([`bridge`]) that can come and go within the reattach grace. The decisions
-//! are pure ([`idle`], [`output`], [`replay`], [`reasons`], [`frames`], [`status`]).
+//! SSM session (`start`, as named steps), opens the data channel and bridges it to the
+//! browser's WebSocket. Each running session is driven by one task (`driver`, its select
+//! loop) that owns the channel, the output window, the idle and max-duration clocks, the
+//! transcript and the status heartbeats, reports to its `records` and ends through
+//! `finish`; a browser is only a bridge ([`bridge`]) that can come and go within the
+//! reattach grace. The decisions are pure ([`idle`], [`output`], [`replay`], [`reasons`],
+//! [`frames`], and [`status`]'s builders and retry policy).
 
 pub mod bridge;
 mod driver;

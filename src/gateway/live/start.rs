@@ -282,7 +282,7 @@ async fn start_admitted(
     })
 }
 
-/// 1. The transcript's first write, before anything is started in AWS: a required
+/// Step 1: The transcript's first write, before anything is started in AWS: a required
 /// transcript that cannot be stored refuses the session; otherwise the next flush retries.
 /// Returns the transcript (when the policy records one) and whether that write succeeded.
 async fn first_transcript(
@@ -334,7 +334,7 @@ fn endpoints(inner: &Inner, fresh: &NodeShellSession) -> AwsEndpoints {
     }
 }
 
-/// 2. The person's own credentials, kept only inside the SSM client.
+/// Step 2: The person's own credentials, kept only inside the SSM client.
 async fn assume_role(
     inner: &Inner,
     grant: &AttachGrant,
@@ -366,7 +366,7 @@ fn actor_name(fresh: &NodeShellSession) -> String {
     user.email.clone().unwrap_or_else(|| user.name.clone())
 }
 
-/// 3. The SSM session.
+/// Step 3: The SSM session.
 async fn start_ssm_session(
     inner: &Inner,
     fresh: &NodeShellSession,
@@ -393,7 +393,7 @@ async fn start_ssm_session(
     Ok(stream)
 }
 
-/// 4. Its data channel, at the browser's size; the SSM session ends if it cannot open.
+/// Step 4: Its data channel, at the browser's size; the SSM session ends if it cannot open.
 async fn open_channel(
     inner: &Inner,
     grant: &AttachGrant,
@@ -450,7 +450,7 @@ fn first_snapshot(
     )
 }
 
-/// 5. Active, only if still Admitted (a Closed or Rejected session is never revived).
+/// Step 5: Active, only if still Admitted (a Closed or Rejected session is never revived).
 async fn mark_active(
     inner: &Inner,
     fresh: &NodeShellSession,
@@ -495,7 +495,7 @@ async fn mark_active(
     }))
 }
 
-/// 6. The open row, the Started event, the start metric and the log line.
+/// Step 6: The open row, the Started event, the start metric and the log line.
 fn announce(inner: &Inner, written: &NodeShellSession, row: &AuditRow, ssm_session_id: &str) {
     let name = written.name_any();
     let spec = &written.spec;
