@@ -57,6 +57,8 @@ pub(super) struct Started {
     pub snapshot: NodeShellSessionStatus,
 }
 
+/// What a transcript flush task hands back: the segments it took (restored when the store
+/// failed), the transcript status to record once stored, and the store's answer.
 pub(super) type FlushResult = (
     Vec<Segment>,
     Option<crate::api::SessionTranscript>,

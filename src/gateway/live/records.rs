@@ -18,24 +18,39 @@ use crate::gateway::audit::{AuditActor, AuditClose, AuditRow, AuditSubject, Audi
 
 /// What a running session knows about itself and never changes.
 pub(super) struct SessionInfo {
+    /// The NodeShellSession's name.
     pub name: String,
+    /// The session object as it was marked Active.
     pub session: NodeShellSession,
+    /// Who opened it, for audit rows.
     pub actor: AuditActor,
+    /// The cluster name in audit rows.
     pub cluster: String,
+    /// The SSM session.
     pub ssm_session_id: String,
+    /// The role session the person's credentials came from.
     pub assumed_role_arn: Option<String>,
+    /// When it became Active.
     pub started_at: Timestamp,
+    /// What a reattaching browser must present.
     pub resume_token: String,
+    /// The governing policy's limits (idle, max duration).
     pub limits: PolicyLimits,
+    /// Whether the policy requires a transcript.
     pub transcript_required: bool,
 }
 
 /// The close's facts for its audit row and Event.
 pub(super) struct CloseFacts<'a> {
+    /// Why the session ended.
     pub reason: &'a EndReason,
+    /// `status.message`, with any transcript-loss note.
     pub message: &'a str,
+    /// When it ended.
     pub ended_at: Timestamp,
+    /// The shell's exit code, when known.
     pub exit_code: Option<i32>,
+    /// The transcript part of the close row, when one was stored.
     pub transcript: Option<AuditTranscript>,
 }
 
