@@ -184,23 +184,13 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Send buffer asked for on accepted connections (Linux doubles it for its bookkeeping).
-/// Loopback and LAN autotuning grow it to several MiB, output a browser that stopped
-/// reading would leave queued in the kernel, on top of the gateway's own bounded buffers;
-/// this still carries about 10 Mbit/s to a browser 100 ms away.
-const SEND_BUFFER: usize = 64 * 1024;
-
-/// Accepts connections with TCP_NODELAY set and a small send buffer ([`SEND_BUFFER`]). A
-/// keystroke and its echo are a few bytes each: with Nagle's algorithm on, the echo waits
-/// for the browser's delayed ACK of the previous segment (~40 ms per key), which makes
-/// typing through the gateway feel sluggish.
+/// Accepts connections with TCP_NODELAY set. A keystroke and its echo are a few bytes each:
+/// with Nagle's algorithm on, the echo waits for the browser's delayed ACK of the previous
+/// segment (~40 ms per key), which makes typing through the gateway feel sluggish.
 fn no_delay(listener: TcpListener) -> impl Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
     listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-        }
-        if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER) {
-            tracing::debug!(error = %e, "cannot set SO_SNDBUF on an accepted connection");
         }
     })
 }
@@ -259,13 +249,6 @@ mod tests {
         assert!(
             accepted.nodelay().unwrap(),
             "TCP_NODELAY on the accepted socket"
-        );
-        let send_buffer = socket2::SockRef::from(&accepted)
-            .send_buffer_size()
-            .unwrap();
-        assert!(
-            send_buffer <= 2 * SEND_BUFFER,
-            "a small send buffer on the accepted socket, not {send_buffer}"
         );
     }
 }
