@@ -210,8 +210,37 @@ async fn a_dropped_browser_reattaches_without_losing_or_repeating_a_byte() -> an
 /// Sessions streaming at once into browsers that stopped reading (one PTY stream alone is
 /// too slow in a debug build to tell bounded buffers from unbounded growth).
 const NON_READERS: usize = 6;
-/// How long the browsers read nothing.
+/// Least time the browsers read nothing.
 const NOT_READING: Duration = Duration::from_secs(30);
+/// Longest wait, once the browsers stop reading, for back-pressure to engage fully (every
+/// session paused and the gateway's held output no longer growing): the kernel's socket
+/// buffers fill first, then the gateway's own, at the agents' pace, which load slows.
+const SETTLE_LIMIT: Duration = Duration::from_secs(150);
+/// How long the held output must stay within [`SETTLE_SLACK`] to count as no longer growing.
+const SETTLED_FOR: Duration = Duration::from_secs(3);
+/// Growth of the held output over [`SETTLED_FOR`] that still counts as flat.
+const SETTLE_SLACK: u64 = 64 << 10;
+/// RSS sampling once back-pressure is fully engaged (the late-growth check looks at it).
+const SAMPLE_SETTLED: Duration = Duration::from_secs(10);
+/// RSS and metrics sampling interval.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// Most output bytes the gateway holds for one stuck browser: the data channel's receive
+/// window (4 MiB of payload, plus one 1 KiB agent message it admits over that to fill a
+/// gap), its queue to the session's task (4 chunks of at most 16 KiB), the replay ring
+/// (256 KiB) and one chunk waiting for room in the ring (at most 16 KiB).
+const HELD_PER_SESSION: u64 = (4 << 20) + 1024 + 4 * (16 << 10) + (256 << 10) + (16 << 10);
+/// Gauge: output bytes held for browsers, all sessions together.
+const HELD_METRIC: &str = "nodeshell_gateway_output_held_bytes";
+/// Gauge: sessions whose output reading waits for their browser.
+const PAUSED_METRIC: &str = "nodeshell_gateway_output_paused_sessions";
+
+/// The value of the unlabelled metric `name` on `gw`'s `/metrics`.
+async fn gauge(gw: &GatewayProcess, name: &str) -> anyhow::Result<u64> {
+    let text = String::from_utf8(gw.client("").get("/metrics").await?.raw)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("{name} missing from /metrics:\n{text}"))
+}
 
 #[tokio::test]
 async fn a_browser_that_stops_reading_does_not_grow_the_gateway() -> anyhow::Result<()> {
@@ -243,23 +272,64 @@ async fn a_browser_that_stops_reading_does_not_grow_the_gateway() -> anyhow::Res
         }
     }
     let rate = offered as f64 / rate_started.elapsed().as_secs_f64();
-    // Now nobody reads.
+    // Now nobody reads. First wait until back-pressure is fully engaged, then watch RSS.
     let mut samples = Vec::new();
+    let mut held = Vec::new();
+    let flat_window = (SETTLED_FOR.as_millis() / SAMPLE_EVERY.as_millis()) as usize;
     let started = Instant::now();
-    while started.elapsed() < NOT_READING {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled_after = loop {
+        tokio::time::sleep(SAMPLE_EVERY).await;
         samples.push(gw.process.rss_bytes().unwrap_or(0));
+        let paused = gauge(&gw, PAUSED_METRIC).await?;
+        held.push(gauge(&gw, HELD_METRIC).await?);
+        let flat = held.len() > flat_window
+            && held[held.len() - 1] <= held[held.len() - 1 - flat_window] + SETTLE_SLACK;
+        if paused == NON_READERS as u64 && flat {
+            break started.elapsed();
+        }
+        anyhow::ensure!(
+            started.elapsed() < SETTLE_LIMIT,
+            "back-pressure did not engage fully within {SETTLE_LIMIT:?} of the browsers stopping: {paused} of {NON_READERS} sessions paused, held output {:?} KiB (last samples)",
+            held.iter()
+                .rev()
+                .take(12)
+                .rev()
+                .map(|b| b >> 10)
+                .collect::<Vec<_>>()
+        );
+    };
+    let settled_samples = samples.len();
+    let tail_len = (SAMPLE_SETTLED.as_millis() / SAMPLE_EVERY.as_millis()) as usize;
+    while started.elapsed() < NOT_READING
+        || started.elapsed() < settled_after + SAMPLE_SETTLED
+        || samples.len() < settled_samples + tail_len
+    {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        samples.push(gw.process.rss_bytes().unwrap_or(0));
+        held.push(gauge(&gw, HELD_METRIC).await?);
     }
+    let not_reading = started.elapsed();
     let peak = samples.iter().copied().max().unwrap_or(0);
+    let held_peak = held.iter().copied().max().unwrap_or(0);
     let mib = |b: u64| b >> 20;
-    let would_be = rate * NOT_READING.as_secs_f64();
+    let would_be = rate * not_reading.as_secs_f64();
     println!(
-        "{NON_READERS} streams at {:.1} MB/s together would pile up {:.0} MB in {NOT_READING:?}; gateway RSS baseline {} MiB, peak {} MiB, samples {:?} MiB",
+        "{NON_READERS} streams at {:.1} MB/s together would pile up {:.0} MB in {not_reading:.0?}; back-pressure fully engaged after {settled_after:.1?}; held output peak {} KiB ({} KiB per session, bound {} KiB), at the end {} KiB; gateway RSS baseline {} MiB, peak {} MiB, samples {:?} MiB (settled from sample {settled_samples})",
         rate / 1e6,
         would_be / 1e6,
+        held_peak >> 10,
+        (held_peak / NON_READERS as u64) >> 10,
+        HELD_PER_SESSION >> 10,
+        held.last().copied().unwrap_or(0) >> 10,
         mib(baseline),
         mib(peak),
         samples.iter().map(|b| mib(*b)).collect::<Vec<_>>()
+    );
+    assert!(
+        held_peak <= NON_READERS as u64 * HELD_PER_SESSION,
+        "the gateway held {} KiB per session for browsers that did not read (bound {} KiB)",
+        (held_peak / NON_READERS as u64) >> 10,
+        HELD_PER_SESSION >> 10
     );
     let growth = peak.saturating_sub(baseline);
     assert!(
@@ -267,8 +337,9 @@ async fn a_browser_that_stops_reading_does_not_grow_the_gateway() -> anyhow::Res
         "the gateway grew by {} MiB while browsers did not read",
         mib(growth)
     );
-    // Flat at the end: the last 10 s add little, whatever the streams could have produced.
-    let tail = &samples[samples.len() - 20..];
+    // Flat at the end: the last 10 s, all after back-pressure engaged fully, add little,
+    // whatever the streams could have produced.
+    let tail = &samples[samples.len() - tail_len..];
     let late_growth = tail.last().copied().unwrap_or(0).saturating_sub(tail[0]);
     assert!(
         (late_growth as f64) < (rate * 10.0 / 4.0).max(4.0 * 1024.0 * 1024.0),

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::frame::Frame;
 use super::handshake::{ClientHandshake, HandshakeError};
+use super::held::{HeldBytes, HeldShare};
 use super::message::{MessageType, PayloadType, Role};
 use super::payload::{
     Acknowledgement, ChannelClosed, OpenDataChannel, TerminalSize, is_terminal_output,
@@ -81,6 +82,10 @@ pub struct DataChannelOptions {
     pub receive: ReceiveConfig,
     /// Output chunks buffered between the channel task and the consumer.
     pub output_buffer: usize,
+    /// The total this channel adds the output it holds to: payloads in its receive window
+    /// and chunks queued for the consumer. Share one total across channels to watch them
+    /// together; the default is a counter of this channel's own.
+    pub held: HeldBytes,
     /// Input chunks buffered between `send_input` and the channel task.
     pub input_buffer: usize,
     /// Interval of websocket pings.
@@ -115,6 +120,7 @@ impl DataChannelOptions {
             retransmit: RetransmitConfig::default(),
             receive: ReceiveConfig::default(),
             output_buffer: 64,
+            held: HeldBytes::new(),
             input_buffer: 8,
             keepalive_interval: Duration::from_secs(30),
             peer_silence_timeout: Duration::from_secs(90),
@@ -250,16 +256,35 @@ impl ChannelInput {
     }
 }
 
+/// A chunk of output queued for the consumer, counted as held until it is taken (or
+/// dropped with the queue).
+#[derive(Debug)]
+struct QueuedChunk {
+    bytes: Bytes,
+    _held: HeldShare,
+}
+
+impl QueuedChunk {
+    fn new(bytes: Bytes, held: &HeldBytes) -> Self {
+        let mut share = held.share();
+        share.set(bytes.len());
+        Self {
+            bytes,
+            _held: share,
+        }
+    }
+}
+
 /// Terminal output in order, exactly once; ends (`None`) when the channel ends.
 #[derive(Debug)]
 pub struct ChannelOutput {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<QueuedChunk>,
 }
 
 impl ChannelOutput {
     /// The next chunk of output, or `None` once the channel ended and everything was read.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        self.rx.recv().await.map(|chunk| chunk.bytes)
     }
 }
 
@@ -267,7 +292,7 @@ impl Stream for ChannelOutput {
     type Item = Bytes;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_recv(cx).map(|c| c.map(|chunk| chunk.bytes))
     }
 }
 
@@ -298,6 +323,7 @@ impl DataChannel {
             stream_url: stream_url.to_owned(),
             queue: RetransmitQueue::new(Role::Client, options.retransmit),
             window: ReceiveWindow::new(options.receive),
+            window_held: options.held.share(),
             handshake: ClientHandshake::new(&options.client_version),
             options,
             resumer,
@@ -442,6 +468,8 @@ struct ChannelTask<R> {
     resumer: R,
     queue: RetransmitQueue,
     window: ReceiveWindow,
+    /// The window's payload bytes, in the options' held total.
+    window_held: HeldShare,
     handshake: ClientHandshake,
     exit_code: Option<i32>,
     input_rx: mpsc::Receiver<Bytes>,
@@ -451,7 +479,7 @@ struct ChannelTask<R> {
     pending_size: Option<TerminalSize>,
     close_rx: watch::Receiver<bool>,
     closing_since: Option<Instant>,
-    output_tx: mpsc::Sender<Bytes>,
+    output_tx: mpsc::Sender<QueuedChunk>,
     closed_tx: watch::Sender<Option<CloseReason>>,
     last_inbound: Instant,
     next_ping: Instant,
@@ -540,6 +568,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                             next = socket.next().now_or_never();
                         }
                     }
+                    self.window_held.set(self.window.held_bytes());
                     // The batch's acks leave in one write.
                     if let Err(e) = socket.flush().await {
                         return ConnectionEnd::Lost(e.to_string());
@@ -615,7 +644,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                 };
                 let chunk = take_output_run(&mut self.window, &mut self.handshake);
                 if !chunk.is_empty() {
-                    permit.send(chunk);
+                    permit.send(QueuedChunk::new(chunk, &self.options.held));
                 }
             } else if let Some(frame) = self.window.pop_ready() {
                 self.process(frame);
@@ -631,6 +660,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                 self.pending_size = Some(size);
             }
         }
+        self.window_held.set(self.window.held_bytes());
         let mut fed = false;
         while let Some(wire) = self.queue.poll_transmit(Instant::now().into_std()) {
             socket
@@ -803,8 +833,11 @@ impl<R: SessionResumer> ChannelTask<R> {
             if consumer_gone || frame.payload.is_empty() || self.output_tx.is_closed() {
                 continue;
             }
-            let sent = tokio::time::timeout_at(deadline, self.output_tx.send(frame.payload));
+            let chunk = QueuedChunk::new(frame.payload, &self.options.held);
+            self.window_held.set(self.window.held_bytes());
+            let sent = tokio::time::timeout_at(deadline, self.output_tx.send(chunk));
             consumer_gone = !matches!(sent.await, Ok(Ok(())));
         }
+        self.window_held.set(self.window.held_bytes());
     }
 }

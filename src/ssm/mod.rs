@@ -4,12 +4,14 @@
 //! (the gateway's client and the simulator's agent): [`frame`] (binary codec), [`message`]
 //! (header vocabulary), [`payload`] (JSON/text payloads), [`receive`] (in-order delivery
 //! window), [`retransmit`] and [`rto`] (unacked messages and their timeout), [`handshake`].
-//! [`channel`] is the thin websocket task around them; [`resume`] is the reconnect hook.
+//! [`channel`] is the thin websocket task around them; [`held`] counts the output it holds
+//! for its consumer; [`resume`] is the reconnect hook.
 //! No Kubernetes or HTTP-server code.
 
 pub mod channel;
 pub mod frame;
 pub mod handshake;
+pub mod held;
 pub mod message;
 pub mod payload;
 pub mod receive;
@@ -23,6 +25,7 @@ pub use channel::{
 };
 pub use frame::{Frame, FrameError};
 pub use handshake::{ClientHandshake, HandshakeError};
+pub use held::{HeldBytes, HeldShare};
 pub use message::{MessageType, PayloadType, Role};
 pub use receive::{Arrival, ReceiveConfig, ReceiveWindow};
 pub use resume::{NoResume, ResumeError, ScriptedResumer, SessionResumer};

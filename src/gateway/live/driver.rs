@@ -1,16 +1,17 @@
-//! One running session: the task that owns the data channel, the replay ring, the clocks,
-//! the transcript and the heartbeats, and serves whichever browser is attached. It never
-//! blocks on a single party: output is read only when the ring has room for it (so a slow
-//! or absent browser holds the agent back through the channel's bounded window), input goes
-//! through its own pump, status writes and transcript flushes run in their own tasks.
+//! One running session: the task that owns the data channel, the output window, the
+//! clocks, the transcript and the heartbeats, and serves whichever browser is attached.
+//! This is its select loop; what to keep and when to read output is [`super::output`], the
+//! status and counters [`super::records`], the end [`super::finish`]. It never blocks on a
+//! single party: output is read only when the window has room for it (so a slow or absent
+//! browser holds the agent back through the channel's bounded window), input goes through
+//! its own pump, status writes and transcript flushes run in their own tasks.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
@@ -19,28 +20,23 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
 use super::bridge::{Attachment, ClientEvent, Outbound};
-use super::close::{
-    EndReason, end_from_channel, retry_final_flush, takeover, transcript_loss_note,
-};
 use super::frames::ServerFrame;
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
-use super::replay::{ReplayRing, ReplayStart, keep_from};
-use super::status::{ApplyMode, ClosedFacts, Traffic, closed_status, heartbeat, is_status};
+use super::metrics::PausedMark;
+use super::output::OutputWindow;
+use super::reasons::{EndReason, end_from_channel, takeover};
+use super::records::{Records, SessionInfo};
+use super::replay::ReplayStart;
+use super::status::status_writer;
 use super::{Control, Inner};
-use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits, SessionPhase};
-use crate::aws::{SsmCallError, SsmSessions};
-use crate::gateway::audit::{AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript};
+use crate::api::{NodeShellSession, NodeShellSessionStatus};
+use crate::aws::SsmSessions;
 use crate::gateway::error::ErrorCode;
 use crate::gateway::transcript::{
     Segment, StorageFailure, Transcript, TranscriptError, compress, transcript_ref,
 };
-use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel};
+use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel, HeldShare};
 
-/// Largest binary frame sent to the browser.
-const MAX_FRAME: usize = 16 * 1024;
-/// Output handed to the bridge but possibly not yet on the browser's screen (the bridge's
-/// queue plus the frame being written). Kept in the ring so a reattach can replay it.
-const IN_FLIGHT: u64 = ((super::bridge::OUTBOUND_QUEUE + 1) * MAX_FRAME) as u64;
 /// Keystroke chunks queued towards the channel.
 const INPUT_QUEUE: usize = 16;
 /// Sealed transcript segments (508 KiB each) allowed to wait for storage before output
@@ -49,28 +45,6 @@ const INPUT_QUEUE: usize = 16;
 const MAX_UNSTORED_SEALED_REQUIRED: usize = 2;
 /// See [`MAX_UNSTORED_SEALED_REQUIRED`].
 const MAX_UNSTORED_SEALED: usize = 8;
-/// How long the end waits for the channel's remaining output after TerminateSession.
-const DRAIN: Duration = Duration::from_secs(3);
-/// Longest wait for TerminateSession at the end (the session's close must not hang on SSM).
-const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts at the final transcript flush (while the store is only unavailable) and the
-/// Closed status write.
-const FINAL_ATTEMPTS: usize = 5;
-
-/// What a running session knows about itself and never changes.
-pub(super) struct SessionInfo {
-    pub name: String,
-    pub session: NodeShellSession,
-    pub actor: AuditActor,
-    pub cluster: String,
-    pub ssm_session_id: String,
-    pub assumed_role_arn: Option<String>,
-    pub started_at: Timestamp,
-    pub resume_token: String,
-    pub limits: PolicyLimits,
-    pub transcript_required: bool,
-}
-
 /// A session the start sequence brought up.
 pub(super) struct Started {
     pub info: Arc<SessionInfo>,
@@ -83,48 +57,50 @@ pub(super) struct Started {
     pub snapshot: NodeShellSessionStatus,
 }
 
-type FlushResult = (
+/// What a transcript flush task hands back: the segments it took (restored when the store
+/// failed), the transcript status to record once stored, and the store's answer.
+pub(super) type FlushResult = (
     Vec<Segment>,
     Option<crate::api::SessionTranscript>,
     Result<(), TranscriptError>,
 );
 
-struct Driver {
-    inner: Arc<Inner>,
-    info: Arc<SessionInfo>,
-    ssm: SsmSessions,
-    input: ChannelInput,
-    output: ChannelOutput,
+/// The running session's state, owned by its task.
+pub(super) struct Driver {
+    pub(super) inner: Arc<Inner>,
+    pub(super) info: Arc<SessionInfo>,
+    pub(super) ssm: SsmSessions,
+    pub(super) input: ChannelInput,
+    pub(super) output: ChannelOutput,
     pump: mpsc::Sender<Bytes>,
-    ring: ReplayRing,
-    /// Next output offset to send to the attached browser (eviction floor while detached).
-    cursor: u64,
+    /// The output held for the browser, and whether more may be read.
+    pub(super) window: OutputWindow,
     idle: IdleClock,
     max_deadline: Instant,
     origin: Instant,
-    transcript: Option<Transcript>,
+    pub(super) transcript: Option<Transcript>,
     /// Some chunk was stored at least once.
-    transcript_stored: bool,
-    traffic: Traffic,
-    reported: Traffic,
-    last_activity_wall: Timestamp,
-    snapshot: NodeShellSessionStatus,
-    status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
-    pending_output: Option<Bytes>,
+    pub(super) transcript_stored: bool,
+    /// The status snapshot, counters and last activity.
+    pub(super) records: Records,
     pending_input: Option<Bytes>,
-    output_done: bool,
+    pub(super) output_done: bool,
     /// How the channel ended, once it has; its remaining output is then read without
     /// back-pressure (there is no agent left to hold back).
     channel_end: Option<CloseReason>,
-    out: Option<mpsc::Sender<Outbound>>,
+    pub(super) out: Option<mpsc::Sender<Outbound>>,
     events: Option<mpsc::Receiver<ClientEvent>>,
     detached_since: Option<Instant>,
     next_heartbeat: Instant,
     next_flush: Instant,
-    flush_task: Option<JoinHandle<FlushResult>>,
+    pub(super) flush_task: Option<JoinHandle<FlushResult>>,
     /// The last flush failed: wait for the flush interval before trying again.
     flush_failed: bool,
-    exit_code: Option<i32>,
+    pub(super) exit_code: Option<i32>,
+    /// The window's bytes, in the gateway's held-output total.
+    held: HeldShare,
+    /// Whether output reading waits for the browser, in the paused-sessions gauge.
+    paused: PausedMark,
 }
 
 /// Runs a session to its end, then frees its slot.
@@ -152,7 +128,7 @@ pub(super) async fn run(
     let mut driver = Driver {
         idle: IdleClock::from_limits(&started.info.limits, now),
         max_deadline: max_duration_deadline(&started.info.limits, started.started),
-        ring: ReplayRing::new(inner.config.replay_buffer_bytes),
+        window: OutputWindow::new(inner.config.replay_buffer_bytes),
         next_heartbeat: now + inner.config.heartbeat_interval,
         next_flush: now + inner.config.transcript_flush_interval,
         inner: inner.clone(),
@@ -160,16 +136,10 @@ pub(super) async fn run(
         input,
         output,
         pump,
-        cursor: 0,
         origin: started.origin,
         transcript: started.transcript,
         transcript_stored: started.transcript_stored,
-        traffic: Traffic::default(),
-        reported: Traffic::default(),
-        last_activity_wall: started.info.started_at,
-        snapshot: started.snapshot,
-        status_tx,
-        pending_output: None,
+        records: Records::new(started.snapshot, status_tx, started.info.started_at),
         pending_input: None,
         output_done: false,
         channel_end: None,
@@ -179,6 +149,8 @@ pub(super) async fn run(
         flush_task: None,
         flush_failed: false,
         exit_code: None,
+        held: inner.config.metrics.output_held.share(),
+        paused: PausedMark::new(&inner.config.metrics.output_paused),
         info: started.info,
     };
     driver.attach(first);
@@ -262,18 +234,14 @@ impl Driver {
             idle_seconds: u64::try_from(self.info.limits.idle_seconds).unwrap_or(0),
             resume_token: self.info.resume_token.clone(),
         });
-        if let Some(offset) = attachment.offset {
-            let start = self.ring.replay_from(offset);
-            if let ReplayStart::Gap { held_from, .. } = start {
-                self.send_control(ServerFrame::error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "output before byte {held_from} is no longer held; the terminal continues from there"
-                    ),
-                    false,
-                ));
-            }
-            self.cursor = start.offset();
+        if let Some(ReplayStart::Gap { held_from, .. }) = self.window.attach(attachment.offset) {
+            self.send_control(ServerFrame::error(
+                ErrorCode::BadRequest,
+                format!(
+                    "output before byte {held_from} is no longer held; the terminal continues from there"
+                ),
+                false,
+            ));
         }
         self.retry_pending_output();
     }
@@ -282,69 +250,61 @@ impl Driver {
         if self.out.take().is_some() {
             self.inner.config.metrics.attached.dec();
         }
+        self.window.detach();
         self.events = None;
         self.detached_since = Some(Instant::now());
         debug!(session = %self.info.name, "browser detached; waiting for a reattach");
     }
 
-    /// The oldest output byte the ring must keep. Attached: what was not sent yet plus what
-    /// may still be in flight. Detached: everything held, since the browser may have lost
-    /// any of the bytes in flight when it dropped; output reading stops once the ring is full.
-    fn keep_from(&self) -> u64 {
-        keep_from(
-            self.out.is_some(),
-            self.cursor,
-            self.in_flight(),
-            self.ring.start(),
-        )
-    }
-
-    /// [`IN_FLIGHT`], but never more than half the ring, so a small ring still has room
-    /// for new output once the browser has caught up.
-    fn in_flight(&self) -> u64 {
-        IN_FLIGHT.min(self.ring.capacity() as u64 / 2)
-    }
-
-    /// Takes an output chunk into the ring (when it has room for it without evicting bytes
-    /// still needed), the transcript and the counters.
-    fn take_output(&mut self, chunk: Bytes, force: bool) -> bool {
-        // A chunk larger than the ring can ever free up is let in once the browser caught up.
-        let fits = self.ring.capacity() - usize::try_from(self.in_flight()).unwrap_or(0);
-        if !force && self.ring.room(self.keep_from()) < chunk.len().min(fits) {
-            self.pending_output = Some(chunk);
-            return false;
-        }
-        let now = Instant::now();
-        if force {
-            // Never evict bytes the browser (attached, or coming back) has not received:
-            // evicting them would shift its stream, sending some bytes twice and losing others.
-            self.ring.push_keeping(&chunk, self.keep_from());
+    /// Takes an output chunk into the window (forced: whatever the room, once the channel
+    /// ended), then into the transcript and the counters; a chunk without room waits.
+    pub(super) fn take_output(&mut self, chunk: Bytes, force: bool) {
+        let taken = if force {
+            Some(self.window.force(chunk))
         } else {
-            self.ring.push(&chunk);
+            self.window.offer(chunk)
+        };
+        if let Some(chunk) = taken {
+            self.record_output(&chunk);
         }
-        let t = self.seconds();
-        if let Some(tr) = self.transcript.as_mut() {
-            tr.output(t, &chunk);
+    }
+
+    /// The waiting chunk, forced in (the channel ended).
+    pub(super) fn take_forced_pending(&mut self) {
+        if let Some(chunk) = self.window.force_pending() {
+            self.record_output(&chunk);
         }
-        self.traffic.bytes_out += chunk.len() as u64;
-        self.idle.output(now);
-        if self.idle.last_activity() == now {
-            self.last_activity_wall = Timestamp::now();
-        }
-        true
     }
 
     fn retry_pending_output(&mut self) {
-        if let Some(chunk) = self.pending_output.take() {
-            self.take_output(chunk, false);
+        if let Some(chunk) = self.window.retry_pending() {
+            self.record_output(&chunk);
         }
+    }
+
+    /// Output that went into the window: the transcript, the counters, the idle clock.
+    fn record_output(&mut self, chunk: &Bytes) {
+        let now = Instant::now();
+        let t = self.seconds();
+        if let Some(tr) = self.transcript.as_mut() {
+            tr.output(t, chunk);
+        }
+        self.idle.output(now);
+        self.records
+            .output(chunk.len(), self.idle.last_activity() == now);
+    }
+
+    /// Updates the held-output total and the paused mark from the window.
+    pub(super) fn report_output(&mut self) {
+        self.held.set(self.window.held_bytes());
+        self.paused
+            .set(self.window.is_waiting() && self.channel_end.is_none());
     }
 
     fn on_input(&mut self, bytes: Bytes) {
         let now = Instant::now();
         self.idle.input(now);
-        self.last_activity_wall = Timestamp::now();
-        self.traffic.bytes_in += bytes.len() as u64;
+        self.records.input(bytes.len());
         let t = self.seconds();
         if let Some(tr) = self.transcript.as_mut() {
             tr.input(t, &bytes);
@@ -367,7 +327,7 @@ impl Driver {
             return !self.output_done;
         }
         !self.output_done
-            && self.pending_output.is_none()
+            && !self.window.is_waiting()
             && self
                 .transcript
                 .as_ref()
@@ -397,27 +357,7 @@ impl Driver {
     }
 
     fn push_status(&mut self) {
-        let transcript = self.stored_transcript_status();
-        heartbeat(
-            &mut self.snapshot,
-            Timestamp::now(),
-            self.last_activity_wall,
-            self.traffic,
-            transcript,
-        );
-        self.status_tx.send_replace(Some(self.snapshot.clone()));
-        let metrics = &self.inner.config.metrics;
-        metrics
-            .bytes_in
-            .inc_by(self.traffic.bytes_in - self.reported.bytes_in);
-        metrics
-            .bytes_out
-            .inc_by(self.traffic.bytes_out - self.reported.bytes_out);
-        self.reported = self.traffic;
-    }
-
-    fn stored_transcript_status(&self) -> Option<crate::api::SessionTranscript> {
-        self.snapshot.transcript.clone()
+        self.records.heartbeat(&self.inner.config.metrics);
     }
 
     fn start_flush(&mut self) {
@@ -439,7 +379,7 @@ impl Driver {
     }
 
     /// Handles a finished flush; returns an end reason when a required transcript failed.
-    fn flush_done(&mut self, result: Option<FlushResult>) -> Option<EndReason> {
+    pub(super) fn flush_done(&mut self, result: Option<FlushResult>) -> Option<EndReason> {
         self.flush_task = None;
         self.next_flush = Instant::now() + self.inner.config.transcript_flush_interval;
         let (chunks, status, result) = result?;
@@ -447,7 +387,7 @@ impl Driver {
             Ok(()) => {
                 self.flush_failed = false;
                 self.transcript_stored = true;
-                self.snapshot.transcript = status;
+                self.records.snapshot.transcript = status;
                 self.retry_pending_output();
                 None
             }
@@ -474,9 +414,10 @@ impl Driver {
         watch: &mut BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>>,
     ) -> EndReason {
         loop {
+            self.report_output();
             let deadline = self.next_deadline();
             let out = self.out.clone();
-            let can_forward = out.is_some() && self.cursor < self.ring.end();
+            let can_forward = out.is_some() && self.window.has_unsent();
             let can_read = self.can_read_output();
             let has_pending_input = self.pending_input.is_some();
             let pump = self.pump.clone();
@@ -489,9 +430,7 @@ impl Driver {
                     if self.output_done {
                         return end_from_channel(&reason);
                     }
-                    if let Some(chunk) = self.pending_output.take() {
-                        self.take_output(chunk, true);
-                    }
+                    self.take_forced_pending();
                     self.channel_end = Some(reason);
                 }
                 ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
@@ -519,9 +458,7 @@ impl Driver {
                 },
                 permit = reserve_opt(out.as_ref()), if can_forward => match permit {
                     Some(permit) => {
-                        let data = self.ring.read(self.cursor, MAX_FRAME);
-                        self.cursor += data.len() as u64;
-                        permit.send(Outbound::Binary(Bytes::from(data)));
+                        permit.send(Outbound::Binary(self.window.next_frame()));
                         self.retry_pending_output();
                     }
                     None => self.detach(),
@@ -604,279 +541,11 @@ impl Driver {
         }
         None
     }
-
-    /// The end: TerminateSession, the channel's last output, the final transcript flush, the
-    /// close row, status Closed, the `closed` frame.
-    async fn finish(mut self, reason: EndReason, writer: JoinHandle<()>) {
-        let name = self.info.name.clone();
-        let ended_at = Timestamp::now();
-        // With the person's own credentials; an already ended session is fine.
-        let terminate = self.ssm.terminate_session(&self.info.ssm_session_id);
-        match tokio::time::timeout(TERMINATE_TIMEOUT, terminate).await {
-            Ok(Err(e)) if !matches!(e, SsmCallError::DoesNotExist(_)) => {
-                warn!(session = %name, error = %e, "TerminateSession failed");
-            }
-            Err(_) => warn!(session = %name, "TerminateSession did not answer in time"),
-            Ok(_) => {}
-        }
-        if let Some(chunk) = self.pending_output.take() {
-            self.take_output(chunk, true);
-        }
-        let drain_until = tokio::time::Instant::now() + DRAIN;
-        while !self.output_done {
-            tokio::select! {
-                chunk = self.output.recv() => match chunk {
-                    Some(chunk) => { self.take_output(chunk, true); }
-                    None => self.output_done = true,
-                },
-                () = tokio::time::sleep_until(drain_until) => break,
-            }
-        }
-        self.input.close();
-        let exit_code = self
-            .exit_code
-            .or_else(|| self.input.close_reason().and_then(|r| r.exit_code));
-        // Forward what the browser has not seen yet, for a short while at most.
-        if let Some(out) = self.out.clone() {
-            let forward = async {
-                while self.cursor < self.ring.end() {
-                    let data = self.ring.read(self.cursor, MAX_FRAME);
-                    self.cursor += data.len() as u64;
-                    if out.send(Outbound::Binary(Bytes::from(data))).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), forward).await;
-        }
-
-        // No more heartbeats: the final write below is the last word.
-        writer.abort();
-        let _ = writer.await;
-
-        let mut message = reason.message();
-        let transcript_audit = self.final_flush(&name, &reason, &mut message).await;
-        let row = AuditRow::closed(
-            AuditSubject {
-                actor: &self.info.actor,
-                cluster: &self.info.cluster,
-                session: &self.info.session,
-                ssm_session_id: Some(&self.info.ssm_session_id),
-                assumed_role_arn: self.info.assumed_role_arn.as_deref(),
-            },
-            AuditClose {
-                started_at: self.info.started_at,
-                ended_at,
-                exit_code,
-                outcome: reason.outcome(),
-                reason: reason.as_str().to_string(),
-                message: message.clone(),
-                bytes_in: self.traffic.bytes_in,
-                bytes_out: self.traffic.bytes_out,
-                transcript: transcript_audit,
-            },
-        );
-        if let Err(e) = self.inner.config.audit.emit(&row) {
-            warn!(session = %name, error = %e, "writing the close audit row failed");
-        }
-        self.snapshot.audit.push(row.record(ended_at));
-        self.snapshot.last_activity_at = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.last_activity_wall),
-        );
-        self.snapshot.bytes_in = Some(i64::try_from(self.traffic.bytes_in).unwrap_or(i64::MAX));
-        self.snapshot.bytes_out = Some(i64::try_from(self.traffic.bytes_out).unwrap_or(i64::MAX));
-        let facts = ClosedFacts {
-            reason: reason.as_str().to_string(),
-            message: message.clone(),
-            ended_at,
-            exit_code,
-        };
-        self.write_closed(&name, &facts).await;
-        self.inner.event(
-            &self.info.session,
-            reason.outcome() != "success",
-            reason.as_str(),
-            format!(
-                "SSM session {} ended: {message} (exit code {}, {} bytes in, {} bytes out)",
-                self.info.ssm_session_id,
-                exit_code.map_or_else(|| "none".to_string(), |c| c.to_string()),
-                self.traffic.bytes_in,
-                self.traffic.bytes_out
-            ),
-        );
-        let metrics = &self.inner.config.metrics;
-        metrics
-            .bytes_in
-            .inc_by(self.traffic.bytes_in - self.reported.bytes_in);
-        metrics
-            .bytes_out
-            .inc_by(self.traffic.bytes_out - self.reported.bytes_out);
-        metrics.end(reason.as_str());
-        if let Some(out) = self.out.take() {
-            metrics.attached.dec();
-            let frame = ServerFrame::Closed {
-                exit_code,
-                reason: reason.as_str().to_string(),
-            };
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), out.send(Outbound::Control(frame)))
-                    .await;
-        }
-        info!(session = %name, reason = reason.as_str(), exit_code, "session closed");
-    }
-
-    /// Stores what the transcript holds; returns the audit row's transcript part. Tries
-    /// again only while the store is unavailable: a refusal (403, missing namespace) would
-    /// fail identically and only hold back the close.
-    async fn final_flush(
-        &mut self,
-        name: &str,
-        reason: &EndReason,
-        message: &mut String,
-    ) -> Option<AuditTranscript> {
-        if let Some(task) = self.flush_task.take() {
-            let result = tokio::time::timeout(Duration::from_secs(10), task).await;
-            let _ = self.flush_done(result.ok().and_then(Result::ok));
-        }
-        let t = self.transcript.as_mut()?;
-        let reference = transcript_ref(name);
-        let mut failure = None;
-        for attempt in 0..FINAL_ATTEMPTS {
-            let chunks = t.take_dirty();
-            if chunks.is_empty() {
-                failure = None;
-                break;
-            }
-            let (chunks, compressed) = compress(chunks).await;
-            match self
-                .inner
-                .store
-                .store(&self.info.session, &compressed)
-                .await
-            {
-                Ok(()) => {
-                    failure = None;
-                    break;
-                }
-                Err(e) => {
-                    self.inner.config.metrics.transcript_failures.inc();
-                    let classified = StorageFailure::classify(&e, self.inner.store.namespace());
-                    warn!(session = %name, attempt, error = %e, retryable = classified.retryable(), "final transcript flush failed");
-                    t.restore(chunks);
-                    let again = retry_final_flush(&classified) && attempt + 1 < FINAL_ATTEMPTS;
-                    failure = Some(classified);
-                    if !again {
-                        break;
-                    }
-                    tokio::time::sleep(self.inner.config.status_throttle).await;
-                }
-            }
-        }
-        match failure {
-            None => {
-                self.transcript_stored = true;
-                self.snapshot.transcript = Some(t.status(&reference));
-            }
-            // A TranscriptFailed end already says why in its message.
-            Some(_) if matches!(reason, EndReason::TranscriptFailed(_)) => {}
-            Some(failure) => {
-                message.push_str(&transcript_loss_note(self.transcript_stored, &failure));
-            }
-        }
-        let summary = t.summary();
-        self.transcript_stored.then_some(AuditTranscript {
-            reference,
-            bytes: summary.terminal_bytes,
-            sha256: summary.sha256,
-            truncated: summary.truncated,
-        })
-    }
-
-    async fn write_closed(&self, name: &str, facts: &ClosedFacts) {
-        for attempt in 0..FINAL_ATTEMPTS {
-            let current = match self.inner.status.get(name).await {
-                Ok(s) => s,
-                Err(e) if is_status(&e, 404) => return,
-                Err(e) => {
-                    warn!(session = %name, attempt, error = %e, "reading the session before closing it failed");
-                    tokio::time::sleep(self.inner.config.status_throttle).await;
-                    continue;
-                }
-            };
-            let already = current.phase().is_terminal();
-            let status = closed_status(&self.snapshot, facts, already);
-            match self
-                .inner
-                .status
-                .apply(name, &status, ApplyMode::Force, None)
-                .await
-            {
-                Ok(_) => return,
-                Err(e) if is_status(&e, 404) => return,
-                Err(e) => {
-                    self.inner.config.metrics.status_failures.inc();
-                    warn!(session = %name, attempt, error = %e, "writing Closed failed");
-                    tokio::time::sleep(self.inner.config.status_throttle).await;
-                }
-            }
-        }
-    }
 }
 
 async fn reserve_opt(out: Option<&mpsc::Sender<Outbound>>) -> Option<mpsc::Permit<'_, Outbound>> {
     match out {
         Some(out) => out.reserve().await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-/// Applies the latest status snapshot, throttled, retrying on errors. A field conflict (the
-/// controller took `phase` for Closing) or a vanished session is reported to the driver.
-async fn status_writer(
-    inner: Arc<Inner>,
-    name: String,
-    mut rx: watch::Receiver<Option<NodeShellSessionStatus>>,
-    conflicts: mpsc::Sender<Option<NodeShellSession>>,
-) {
-    let throttle = inner.config.status_throttle;
-    while rx.changed().await.is_ok() {
-        let Some(status) = rx.borrow_and_update().clone() else {
-            continue;
-        };
-        let mut mode = ApplyMode::NoForce;
-        loop {
-            match inner.status.apply(&name, &status, mode, None).await {
-                Ok(_) => break,
-                Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
-                    Ok(fresh) => {
-                        let still_ours = fresh.phase() == SessionPhase::Active;
-                        let _ = conflicts.send(Some(fresh)).await;
-                        if still_ours && mode == ApplyMode::NoForce {
-                            mode = ApplyMode::Force;
-                            continue;
-                        }
-                        break;
-                    }
-                    Err(e) if is_status(&e, 404) => {
-                        let _ = conflicts.send(None).await;
-                        return;
-                    }
-                    Err(_) => break,
-                },
-                Err(e) if is_status(&e, 404) => {
-                    let _ = conflicts.send(None).await;
-                    return;
-                }
-                Err(e) => {
-                    inner.config.metrics.status_failures.inc();
-                    debug!(session = %name, error = %e, "status write failed; retrying");
-                    tokio::time::sleep(throttle).await;
-                    if rx.has_changed().unwrap_or(false) {
-                        break;
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(throttle).await;
     }
 }

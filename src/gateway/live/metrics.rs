@@ -1,11 +1,14 @@
 //! Metrics of the live side: sessions running and attached, starts and ends, traffic,
-//! storage and status-write failures.
+//! storage and status-write failures, and the output held back for browsers.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+use crate::ssm::HeldBytes;
 
 /// Label: an outcome or a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +38,11 @@ pub struct LiveMetrics {
     pub transcript_failures: Counter,
     /// Status writes that failed (retried).
     pub status_failures: Counter,
+    /// Output bytes held for browsers across sessions: replay rings, chunks waiting for
+    /// ring room, and what each data channel holds (receive window, queued chunks).
+    pub output_held: HeldBytes,
+    /// Sessions whose output reading is paused because their browser is behind.
+    pub output_paused: Gauge,
 }
 
 impl LiveMetrics {
@@ -81,6 +89,16 @@ impl LiveMetrics {
             "Session status writes that failed and were retried",
             self.status_failures.clone(),
         );
+        registry.register(
+            "output_held_bytes",
+            "Output bytes held for browsers across sessions (replay rings, waiting chunks, data channel windows and queues)",
+            self.output_held.clone(),
+        );
+        registry.register(
+            "output_paused_sessions",
+            "Sessions whose output reading is paused because their browser is behind",
+            self.output_paused.clone(),
+        );
     }
 
     pub(crate) fn start(&self, outcome: &str) {
@@ -100,6 +118,55 @@ impl LiveMetrics {
     }
 }
 
+/// [`HeldBytes`] read at scrape time: the gauge is the live total, never a stale copy.
+impl TypedMetric for HeldBytes {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for HeldBytes {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&(self.get() as u64))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
+/// One session's mark in [`LiveMetrics::output_paused`]; dropping it takes the mark off.
+#[derive(Debug)]
+pub(crate) struct PausedMark {
+    gauge: Gauge,
+    paused: bool,
+}
+
+impl PausedMark {
+    pub(crate) fn new(gauge: &Gauge) -> Self {
+        Self {
+            gauge: gauge.clone(),
+            paused: false,
+        }
+    }
+
+    /// Marks the session paused or not, counting each change once.
+    pub(crate) fn set(&mut self, paused: bool) {
+        if paused != self.paused {
+            if paused {
+                self.gauge.inc();
+            } else {
+                self.gauge.dec();
+            }
+            self.paused = paused;
+        }
+    }
+}
+
+impl Drop for PausedMark {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,10 +179,34 @@ mod tests {
         m.start("success");
         m.end("UserExit");
         m.bytes_out.inc_by(5);
+        let mut held = m.output_held.share();
+        held.set(1234);
+        let mut paused = PausedMark::new(&m.output_paused);
+        paused.set(true);
+        paused.set(true);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(text.contains("nodeshell_gateway_live_starts_total{value=\"success\"} 1"));
         assert!(text.contains("nodeshell_gateway_live_ends_total{value=\"UserExit\"} 1"));
         assert!(text.contains("nodeshell_gateway_live_bytes_out_total 5"));
+        assert!(
+            text.contains("nodeshell_gateway_output_held_bytes 1234"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nodeshell_gateway_output_paused_sessions 1"),
+            "{text}"
+        );
+        drop((held, paused));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains("nodeshell_gateway_output_held_bytes 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nodeshell_gateway_output_paused_sessions 0"),
+            "{text}"
+        );
     }
 }

@@ -1,18 +1,23 @@
 //! The live side of the gateway: running one admitted session for a browser (design §4–§5).
 //!
 //! [`LiveSessions::attach`] exchanges the person's id_token for AWS credentials, starts the
-//! SSM session, opens the data channel and bridges it to the browser's WebSocket. Each
-//! running session is driven by one task (`driver`) that owns the channel, the replay ring,
-//! the idle and max-duration clocks, the transcript and the status heartbeats; a browser is
-//! only a bridge ([`bridge`]) that can come and go within the reattach grace. The decisions
-//! are pure ([`idle`], [`replay`], [`close`], [`frames`], [`status`]).
+//! SSM session (`start`, as named steps), opens the data channel and bridges it to the
+//! browser's WebSocket. Each running session is driven by one task (`driver`, its select
+//! loop) that owns the channel, the output window, the idle and max-duration clocks, the
+//! transcript and the status heartbeats, reports to its `records` and ends through
+//! `finish`; a browser is only a bridge ([`bridge`]) that can come and go within the
+//! reattach grace. The decisions are pure ([`idle`], [`output`], [`replay`], [`reasons`],
+//! [`frames`], and [`status`]'s builders and retry policy).
 
 pub mod bridge;
-pub mod close;
 mod driver;
+mod finish;
 pub mod frames;
 pub mod idle;
 pub mod metrics;
+pub mod output;
+pub mod reasons;
+mod records;
 pub mod replay;
 mod sessions;
 mod start;
@@ -29,10 +34,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-pub use close::{EndReason, StartFailure};
 pub use frames::{ClientFrame, ServerFrame};
 pub use idle::{IdleClock, IdleEvent};
 pub use metrics::LiveMetrics;
+pub use reasons::{EndReason, StartFailure};
 pub use replay::{ReplayRing, ReplayStart};
 
 use crate::api::NodeShellSession;

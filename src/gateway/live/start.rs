@@ -14,16 +14,20 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::bridge::{self, Attachment, ClientEvent, Outbound};
-use super::close::{
+use super::driver::{self, Started};
+use super::frames::ServerFrame;
+use super::reasons::{
     StartFailure, assume_role_failure, channel_failure, start_session_failure,
     transcript_start_failure,
 };
-use super::driver::{self, SessionInfo, Started};
-use super::frames::ServerFrame;
-use super::status::{ActiveFacts, ApplyMode, active_status, is_status, start_failed_status};
+use super::records::SessionInfo;
+use super::status::{
+    ActiveFacts, ApplyMode, RetryStep, StatusRetry, WriteFailure, active_status,
+    start_failed_status,
+};
 use super::{Control, Inner, LiveHandle, Slot};
-use crate::api::{NodeShellSession, SessionPhase};
-use crate::aws::{self, AwsEndpoints, SsmSessions, WebIdentityRequest};
+use crate::api::{NodeShellSession, NodeShellSessionStatus, SessionPhase};
+use crate::aws::{self, AwsEndpoints, SessionStream, SsmSessions, WebIdentityRequest};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditSubject};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
@@ -36,6 +40,11 @@ use crate::ssm::{DataChannel, DataChannelOptions};
 const MAX_SSM_REASON: usize = 256;
 /// Attempts at the Active write when the session changes underneath (heartbeat-free races).
 const ACTIVE_WRITE_ATTEMPTS: usize = 3;
+/// Output chunks (each at most [`crate::ssm::channel::OUTPUT_CHUNK_MAX`]) queued between the
+/// data channel and the session's task. The channel's receive window behind it is the real
+/// buffer (sized to what the agent sends unacknowledged), the replay ring in front of it
+/// the other: a longer queue only adds memory a stuck browser holds.
+const OUTPUT_QUEUE_CHUNKS: usize = 4;
 
 /// Why the start stopped: a refusal before anything was started, or a failure to record.
 enum Refusal {
@@ -212,65 +221,135 @@ struct Progress {
     session_id: Option<String>,
 }
 
+/// The start of an Admitted session, step by step; `progress` keeps what was reached for
+/// the audit row of a failure.
 async fn start_admitted(
     inner: &Arc<Inner>,
     grant: &AttachGrant,
     fresh: &NodeShellSession,
     progress: &mut Progress,
 ) -> Result<Started, Refusal> {
-    let name = fresh.name_any();
-    let spec = &fresh.spec;
-    let policy = &grant.policy.spec;
     let origin = Instant::now();
-    let origin_wall = Timestamp::now();
-
-    // 1. The transcript's first write, before anything is started in AWS.
-    let mut transcript = None;
-    let mut transcript_stored = false;
-    if policy.transcript.enabled {
-        let header = AsciicastHeader {
-            width: grant.cols,
-            height: grant.rows,
-            timestamp: origin_wall.as_second(),
-            title: format!("{} {}", spec.node_name, name),
-            term: "xterm-256color".into(),
-        };
-        let mut t = Transcript::start(
-            &header,
-            u64::try_from(policy.transcript.max_bytes).unwrap_or(0),
-            policy.transcript.capture_input,
-        );
-        let (chunks, compressed) = compress(t.take_dirty()).await;
-        match inner.store.store(fresh, &compressed).await {
-            Ok(()) => transcript_stored = true,
-            Err(e) => {
-                inner.config.metrics.transcript_failures.inc();
-                let failure = StorageFailure::classify(&e, inner.store.namespace());
-                // The apiserver's text (a Status dump naming our service account) is for
-                // operators only; the person and the records get the classified cause.
-                if policy.transcript.required {
-                    warn!(session = %name, error = %e, retryable = failure.retryable(), "first transcript write failed; the policy requires a transcript, so the session is refused");
-                    return Err(Refusal::Failed(transcript_start_failure(&failure)));
-                }
-                warn!(session = %name, error = %e, retryable = failure.retryable(), "first transcript write failed; retrying at the next flush");
-                t.restore(chunks);
-            }
+    let (transcript, transcript_stored) = first_transcript(inner, grant, fresh).await?;
+    let ssm = assume_role(inner, grant, fresh, progress).await?;
+    let stream = start_ssm_session(inner, fresh, &ssm, progress).await?;
+    let channel = open_channel(inner, grant, fresh, &ssm, &stream).await?;
+    let now = Timestamp::now();
+    let row = open_row(
+        inner,
+        grant,
+        now,
+        Some(&stream.session_id),
+        progress.assumed_role_arn.as_deref(),
+    );
+    let snapshot = first_snapshot(
+        inner,
+        fresh,
+        &stream.session_id,
+        now,
+        &row,
+        transcript.as_ref().filter(|_| transcript_stored),
+    );
+    let written = match mark_active(inner, fresh, &snapshot).await {
+        Ok(written) => written,
+        Err(refusal) => {
+            channel.close();
+            let _ = ssm.terminate_session(&stream.session_id).await;
+            return Err(refusal);
         }
-        transcript = Some(t);
-    }
-
-    // 2. The person's own credentials.
-    let endpoints = AwsEndpoints {
-        region: spec.region.clone(),
-        ..inner.config.endpoints.clone()
     };
+    announce(inner, &written, &row, &stream.session_id);
+    Ok(Started {
+        info: Arc::new(SessionInfo {
+            name: fresh.name_any(),
+            session: written,
+            actor: AuditActor::of(&grant.session),
+            cluster: inner.config.cluster_name.clone(),
+            ssm_session_id: stream.session_id,
+            assumed_role_arn: progress.assumed_role_arn.clone(),
+            started_at: now,
+            resume_token: hex::encode(rand::random::<[u8; 32]>()),
+            limits: grant.policy.spec.limits.clone(),
+            transcript_required: grant.policy.spec.transcript.required,
+        }),
+        channel,
+        ssm,
+        transcript,
+        transcript_stored,
+        origin,
+        started: Instant::now(),
+        snapshot,
+    })
+}
+
+/// Step 1: The transcript's first write, before anything is started in AWS: a required
+/// transcript that cannot be stored refuses the session; otherwise the next flush retries.
+/// Returns the transcript (when the policy records one) and whether that write succeeded.
+async fn first_transcript(
+    inner: &Inner,
+    grant: &AttachGrant,
+    fresh: &NodeShellSession,
+) -> Result<(Option<Transcript>, bool), Refusal> {
+    let policy = &grant.policy.spec;
+    if !policy.transcript.enabled {
+        return Ok((None, false));
+    }
+    let name = fresh.name_any();
+    let header = AsciicastHeader {
+        width: grant.cols,
+        height: grant.rows,
+        timestamp: Timestamp::now().as_second(),
+        title: format!("{} {}", fresh.spec.node_name, name),
+        term: "xterm-256color".into(),
+    };
+    let mut t = Transcript::start(
+        &header,
+        u64::try_from(policy.transcript.max_bytes).unwrap_or(0),
+        policy.transcript.capture_input,
+    );
+    let (chunks, compressed) = compress(t.take_dirty()).await;
+    match inner.store.store(fresh, &compressed).await {
+        Ok(()) => Ok((Some(t), true)),
+        Err(e) => {
+            inner.config.metrics.transcript_failures.inc();
+            let failure = StorageFailure::classify(&e, inner.store.namespace());
+            // The apiserver's text (a Status dump naming our service account) is for
+            // operators only; the person and the records get the classified cause.
+            if policy.transcript.required {
+                warn!(session = %name, error = %e, retryable = failure.retryable(), "first transcript write failed; the policy requires a transcript, so the session is refused");
+                return Err(Refusal::Failed(transcript_start_failure(&failure)));
+            }
+            warn!(session = %name, error = %e, retryable = failure.retryable(), "first transcript write failed; retrying at the next flush");
+            t.restore(chunks);
+            Ok((Some(t), false))
+        }
+    }
+}
+
+/// The session's AWS endpoints: the configured ones in the session's region.
+fn endpoints(inner: &Inner, fresh: &NodeShellSession) -> AwsEndpoints {
+    AwsEndpoints {
+        region: fresh.spec.region.clone(),
+        ..inner.config.endpoints.clone()
+    }
+}
+
+/// Step 2: The person's own credentials, kept only inside the SSM client.
+async fn assume_role(
+    inner: &Inner,
+    grant: &AttachGrant,
+    fresh: &NodeShellSession,
+    progress: &mut Progress,
+) -> Result<SsmSessions, Refusal> {
+    let spec = &fresh.spec;
+    let endpoints = endpoints(inner, fresh);
     let credentials = aws::assume_role_with_web_identity(
         &endpoints,
         &WebIdentityRequest {
             role_arn: spec.role_arn.clone(),
             role_session_name: spec.role_session_name.clone(),
             web_identity_token: grant.id_token.expose().to_string(),
-            duration_seconds: Some(policy.aws.session_duration_seconds),
+            duration_seconds: Some(grant.policy.spec.aws.session_duration_seconds),
         },
     )
     .await
@@ -278,18 +357,28 @@ async fn start_admitted(
     progress.assumed_role_arn = Some(credentials.assumed_role_arn.clone());
     let ssm = SsmSessions::new(&endpoints, &credentials);
     drop(credentials);
+    Ok(ssm)
+}
 
-    // 3. The SSM session and its data channel.
-    let actor_name = spec
-        .user
-        .email
-        .clone()
-        .unwrap_or_else(|| spec.user.name.clone());
+/// Who the StartSession Reason and the Started event name: the person's email, else name.
+fn actor_name(fresh: &NodeShellSession) -> String {
+    let user = &fresh.spec.user;
+    user.email.clone().unwrap_or_else(|| user.name.clone())
+}
+
+/// Step 3: The SSM session.
+async fn start_ssm_session(
+    inner: &Inner,
+    fresh: &NodeShellSession,
+    ssm: &SsmSessions,
+    progress: &mut Progress,
+) -> Result<SessionStream, Refusal> {
+    let spec = &fresh.spec;
     let reason = ssm_reason(
         &inner.config.cluster_name,
         &spec.node_name,
-        &actor_name,
-        &name,
+        &actor_name(fresh),
+        &fresh.name_any(),
     );
     let stream = ssm
         .start_session(
@@ -301,10 +390,26 @@ async fn start_admitted(
         .await
         .map_err(|e| Refusal::Failed(start_session_failure(&e)))?;
     progress.session_id = Some(stream.session_id.clone());
+    Ok(stream)
+}
+
+/// Step 4: Its data channel, at the browser's size; the SSM session ends if it cannot open.
+async fn open_channel(
+    inner: &Inner,
+    grant: &AttachGrant,
+    fresh: &NodeShellSession,
+    ssm: &SsmSessions,
+    stream: &SessionStream,
+) -> Result<DataChannel, Refusal> {
+    let options = DataChannelOptions {
+        output_buffer: OUTPUT_QUEUE_CHUNKS,
+        held: inner.config.metrics.output_held.clone(),
+        ..DataChannelOptions::new(&stream.session_id)
+    };
     let channel = match DataChannel::connect(
         &stream.stream_url,
         &stream.token_value,
-        DataChannelOptions::new(&stream.session_id),
+        options,
         ssm.clone(),
     )
     .await
@@ -316,109 +421,101 @@ async fn start_admitted(
         }
     };
     if let Err(e) = channel.resize(u32::from(grant.cols), u32::from(grant.rows)) {
-        warn!(session = %name, error = %e, "initial resize failed");
+        warn!(session = %fresh.name_any(), error = %e, "initial resize failed");
     }
+    Ok(channel)
+}
 
-    // 4. Active, only if still Admitted.
-    let now = Timestamp::now();
-    let row = open_row(
-        inner,
-        grant,
-        now,
-        Some(&stream.session_id),
-        progress.assumed_role_arn.as_deref(),
-    );
+/// The Active status the session starts with: open row, and the transcript once stored.
+fn first_snapshot(
+    inner: &Inner,
+    fresh: &NodeShellSession,
+    ssm_session_id: &str,
+    now: Timestamp,
+    row: &AuditRow,
+    stored_transcript: Option<&Transcript>,
+) -> NodeShellSessionStatus {
     let facts = ActiveFacts {
         pod: inner.config.pod_name.clone(),
-        ssm_session_id: stream.session_id.clone(),
+        ssm_session_id: ssm_session_id.to_string(),
         started_at: now,
-        node: spec.node_name.clone(),
+        node: fresh.spec.node_name.clone(),
     };
-    let reference = transcript_ref(&name);
-    let snapshot = active_status(
+    let reference = transcript_ref(&fresh.name_any());
+    active_status(
         &facts,
         now,
         vec![row.record(now)],
-        transcript
-            .as_ref()
-            .filter(|_| transcript_stored)
-            .map(|t| t.status(&reference)),
-    );
+        stored_transcript.map(|t| t.status(&reference)),
+    )
+}
+
+/// Step 5: Active, only if still Admitted (a Closed or Rejected session is never revived).
+async fn mark_active(
+    inner: &Inner,
+    fresh: &NodeShellSession,
+    snapshot: &NodeShellSessionStatus,
+) -> Result<NodeShellSession, Refusal> {
+    let name = fresh.name_any();
+    let retry = StatusRetry {
+        attempts: Some(ACTIVE_WRITE_ATTEMPTS),
+        pause: inner.config.status_throttle,
+    };
     let mut current = fresh.clone();
-    let mut written = None;
-    for _ in 0..ACTIVE_WRITE_ATTEMPTS {
+    for attempt in 0..ACTIVE_WRITE_ATTEMPTS {
         let rv = current.metadata.resource_version.clone();
-        match inner
+        let e = match inner
             .status
-            .apply(&name, &snapshot, ApplyMode::Force, rv.as_deref())
+            .apply(&name, snapshot, ApplyMode::Force, rv.as_deref())
             .await
         {
-            Ok(obj) => {
-                written = Some(obj);
-                break;
-            }
-            Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
+            Ok(written) => return Ok(written),
+            Err(e) => e,
+        };
+        let failure = WriteFailure::of(&e);
+        if failure != WriteFailure::Conflict {
+            inner.config.metrics.status_failures.inc();
+            warn!(session = %name, error = %e, "writing Active failed; retrying");
+        }
+        match retry.after(attempt, failure) {
+            RetryStep::Reread => match inner.status.get(&name).await {
                 Ok(again) if again.phase() == SessionPhase::Admitted => current = again,
-                Ok(again) => {
-                    channel.close();
-                    let _ = ssm.terminate_session(&stream.session_id).await;
-                    return Err(Refusal::Frame(not_admitted(&again)));
-                }
+                Ok(again) => return Err(Refusal::Frame(not_admitted(&again))),
                 Err(e) => warn!(session = %name, error = %e, "re-reading the session failed"),
             },
-            Err(e) => {
-                inner.config.metrics.status_failures.inc();
-                warn!(session = %name, error = %e, "writing Active failed; retrying");
-                tokio::time::sleep(inner.config.status_throttle).await;
-            }
+            RetryStep::Wait(pause) => tokio::time::sleep(pause).await,
+            RetryStep::GiveUp => break,
         }
     }
-    let Some(written) = written else {
-        channel.close();
-        let _ = ssm.terminate_session(&stream.session_id).await;
-        return Err(Refusal::Failed(StartFailure {
-            code: ErrorCode::Internal,
-            reason: crate::api::SessionReason::StartFailed,
-            message: format!("the session {name} could not be marked Active; try again"),
-            retryable: true,
-        }));
-    };
-    if let Err(e) = inner.config.audit.emit(&row) {
+    Err(Refusal::Failed(StartFailure {
+        code: ErrorCode::Internal,
+        reason: crate::api::SessionReason::StartFailed,
+        message: format!("the session {name} could not be marked Active; try again"),
+        retryable: true,
+    }))
+}
+
+/// Step 6: The open row, the Started event, the start metric and the log line.
+fn announce(inner: &Inner, written: &NodeShellSession, row: &AuditRow, ssm_session_id: &str) {
+    let name = written.name_any();
+    let spec = &written.spec;
+    if let Err(e) = inner.config.audit.emit(row) {
         warn!(session = %name, error = %e, "writing the open audit row failed");
     }
     inner.event(
-        &written,
+        written,
         false,
         "SessionStarted",
         format!(
-            "SSM session {} started on {} ({}) for {} through gateway {}",
-            stream.session_id, spec.node_name, spec.instance_id, actor_name, inner.config.pod_name
+            "SSM session {ssm_session_id} started on {} ({}) for {} through gateway {}",
+            spec.node_name,
+            spec.instance_id,
+            actor_name(written),
+            inner.config.pod_name
         ),
     );
     inner.config.metrics.start("success");
-    info!(session = %name, ssm_session = %stream.session_id, node = %spec.node_name, "session started");
-    let resume_token = hex::encode(rand::random::<[u8; 32]>());
-    Ok(Started {
-        info: Arc::new(SessionInfo {
-            name,
-            session: written,
-            actor: AuditActor::of(&grant.session),
-            cluster: inner.config.cluster_name.clone(),
-            ssm_session_id: stream.session_id,
-            assumed_role_arn: progress.assumed_role_arn.clone(),
-            started_at: now,
-            resume_token,
-            limits: policy.limits.clone(),
-            transcript_required: policy.transcript.required,
-        }),
-        channel,
-        ssm,
-        transcript,
-        transcript_stored,
-        origin,
-        started: Instant::now(),
-        snapshot,
-    })
+    info!(session = %name, ssm_session = %ssm_session_id, node = %spec.node_name, "session started");
 }
 
 /// The answer when the session cannot be read before its start (`http_status` of the
@@ -496,23 +593,31 @@ async fn record_failure(
         now,
         vec![row.record(now)],
     );
+    let retry = StatusRetry {
+        attempts: Some(ACTIVE_WRITE_ATTEMPTS),
+        pause: inner.config.status_throttle,
+    };
     let mut current = fresh.clone();
-    for _ in 0..ACTIVE_WRITE_ATTEMPTS {
+    for attempt in 0..ACTIVE_WRITE_ATTEMPTS {
         let rv = current.metadata.resource_version.clone();
-        match inner
+        let Err(e) = inner
             .status
             .apply(&name, &status, ApplyMode::Force, rv.as_deref())
             .await
-        {
-            Ok(_) => break,
-            Err(e) if is_status(&e, 409) => match inner.status.get(&name).await {
+        else {
+            break;
+        };
+        let failure = WriteFailure::of(&e);
+        if failure != WriteFailure::Conflict {
+            warn!(session = %name, error = %e, "writing the failed start failed");
+        }
+        match retry.after(attempt, failure) {
+            RetryStep::Reread => match inner.status.get(&name).await {
                 Ok(again) if again.phase() == SessionPhase::Admitted => current = again,
                 _ => break,
             },
-            Err(e) => {
-                warn!(session = %name, error = %e, "writing the failed start failed");
-                tokio::time::sleep(inner.config.status_throttle).await;
-            }
+            RetryStep::Wait(pause) => tokio::time::sleep(pause).await,
+            RetryStep::GiveUp => break,
         }
     }
     inner.event(

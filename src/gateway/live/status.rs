@@ -1,13 +1,21 @@
 //! The gateway's part of a session's status, and how it is written: server-side apply on the
 //! status subresource with field manager `nodeshell-gateway`. Every apply carries every field
 //! the gateway owns (an omitted field would be removed), so the live session keeps one
-//! snapshot and sends it whole. Builders are pure; [`StatusApi`] does the writes.
+//! snapshot and sends it whole. Builders and the one retry policy every status write
+//! follows ([`StatusRetry`]) are pure; [`StatusApi`] does the writes, [`status_writer`] and
+//! [`write_closed`] are a running session's write loops.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
 
+use super::Inner;
 use crate::api::{
     NodeShellSession, NodeShellSessionStatus, SessionAuditRecord, SessionGateway, SessionPhase,
     SessionTranscript,
@@ -216,6 +224,177 @@ pub fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+// === retry policy ===
+
+/// What went wrong with a status write (or with the read before it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// 409: a field another manager owns, or a stale resourceVersion: re-read and decide.
+    Conflict,
+    /// 404: the session is gone; there is nothing left to write.
+    Gone,
+    /// Anything else (the apiserver unreachable, a 5xx): wait and try again.
+    Unavailable,
+}
+
+impl WriteFailure {
+    /// The failure a kube error stands for.
+    pub fn of(e: &kube::Error) -> Self {
+        if is_status(e, 409) {
+            Self::Conflict
+        } else if is_status(e, 404) {
+            Self::Gone
+        } else {
+            Self::Unavailable
+        }
+    }
+}
+
+/// What a status write does after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryStep {
+    /// Re-read the session and decide from what it says now (at once).
+    Reread,
+    /// Wait this long, then write again.
+    Wait(Duration),
+    /// Stop writing.
+    GiveUp,
+}
+
+/// The one retry policy of status writes: a vanished session ends the write, a conflict is
+/// re-read at once (what the session says now decides), any other failure waits the status
+/// throttle and writes again, for a number of attempts (or, for the heartbeat writer, until
+/// a newer snapshot replaces the one being written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRetry {
+    /// Attempts in all; None: no limit.
+    pub attempts: Option<usize>,
+    /// Wait after a failure that is not a conflict.
+    pub pause: Duration,
+}
+
+impl StatusRetry {
+    /// After attempt `attempt` (counted from 0) failed with `failure`.
+    pub fn after(&self, attempt: usize, failure: WriteFailure) -> RetryStep {
+        let last = self.attempts.is_some_and(|n| attempt + 1 >= n);
+        match failure {
+            WriteFailure::Gone => RetryStep::GiveUp,
+            WriteFailure::Conflict => RetryStep::Reread,
+            WriteFailure::Unavailable if last => RetryStep::GiveUp,
+            WriteFailure::Unavailable => RetryStep::Wait(self.pause),
+        }
+    }
+}
+
+// === write loops ===
+
+/// Applies the latest status snapshot, throttled, retrying on errors. A field conflict (the
+/// controller took `phase` for Closing) or a vanished session is reported to the driver.
+pub(super) async fn status_writer(
+    inner: Arc<Inner>,
+    name: String,
+    mut rx: watch::Receiver<Option<NodeShellSessionStatus>>,
+    conflicts: mpsc::Sender<Option<NodeShellSession>>,
+) {
+    let throttle = inner.config.status_throttle;
+    let retry = StatusRetry {
+        attempts: None,
+        pause: throttle,
+    };
+    while rx.changed().await.is_ok() {
+        let Some(status) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let mut mode = ApplyMode::NoForce;
+        for attempt in 0.. {
+            let Err(e) = inner.status.apply(&name, &status, mode, None).await else {
+                break;
+            };
+            match retry.after(attempt, WriteFailure::of(&e)) {
+                RetryStep::Reread => match inner.status.get(&name).await {
+                    Ok(fresh) => {
+                        let still_ours = fresh.phase() == SessionPhase::Active;
+                        let _ = conflicts.send(Some(fresh)).await;
+                        if still_ours && mode == ApplyMode::NoForce {
+                            mode = ApplyMode::Force;
+                            continue;
+                        }
+                        break;
+                    }
+                    Err(e) if is_status(&e, 404) => {
+                        let _ = conflicts.send(None).await;
+                        return;
+                    }
+                    Err(_) => break,
+                },
+                RetryStep::Wait(pause) => {
+                    inner.config.metrics.status_failures.inc();
+                    debug!(session = %name, error = %e, "status write failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    if rx.has_changed().unwrap_or(false) {
+                        break;
+                    }
+                }
+                RetryStep::GiveUp => {
+                    let _ = conflicts.send(None).await;
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(throttle).await;
+    }
+}
+
+/// Writes the final Closed status built from `snapshot` and `facts`, re-reading the session
+/// first each time (a session the controller already closed keeps its own reason).
+pub(super) async fn write_closed(
+    inner: &Inner,
+    name: &str,
+    snapshot: &NodeShellSessionStatus,
+    facts: &ClosedFacts,
+    attempts: usize,
+) {
+    let retry = StatusRetry {
+        attempts: Some(attempts),
+        pause: inner.config.status_throttle,
+    };
+    for attempt in 0..attempts {
+        let failure = match inner.status.get(name).await {
+            Ok(current) => {
+                let already = current.phase().is_terminal();
+                let status = closed_status(snapshot, facts, already);
+                match inner
+                    .status
+                    .apply(name, &status, ApplyMode::Force, None)
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(e) => {
+                        let failure = WriteFailure::of(&e);
+                        if failure != WriteFailure::Gone {
+                            inner.config.metrics.status_failures.inc();
+                            warn!(session = %name, attempt, error = %e, "writing Closed failed");
+                        }
+                        failure
+                    }
+                }
+            }
+            Err(e) => {
+                let failure = WriteFailure::of(&e);
+                if failure != WriteFailure::Gone {
+                    warn!(session = %name, attempt, error = %e, "reading the session before closing it failed");
+                }
+                failure
+            }
+        };
+        match retry.after(attempt, failure) {
+            RetryStep::GiveUp => return,
+            RetryStep::Reread => {}
+            RetryStep::Wait(pause) => tokio::time::sleep(pause).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +450,36 @@ mod tests {
         assert_eq!(late.reason, None);
         assert_eq!(late.exit_code, Some(0));
         assert_eq!(late.bytes_out, Some(40));
+    }
+
+    #[test]
+    fn one_retry_policy_rereads_conflicts_waits_on_outages_and_stops_when_gone() {
+        let pause = Duration::from_secs(1);
+        let limited = StatusRetry {
+            attempts: Some(3),
+            pause,
+        };
+        assert_eq!(limited.after(0, WriteFailure::Conflict), RetryStep::Reread);
+        assert_eq!(
+            limited.after(1, WriteFailure::Unavailable),
+            RetryStep::Wait(pause)
+        );
+        assert_eq!(limited.after(0, WriteFailure::Gone), RetryStep::GiveUp);
+        // The last attempt does not wait for a next one.
+        assert_eq!(
+            limited.after(2, WriteFailure::Unavailable),
+            RetryStep::GiveUp
+        );
+        assert_eq!(limited.after(2, WriteFailure::Conflict), RetryStep::Reread);
+        let unbounded = StatusRetry {
+            attempts: None,
+            pause,
+        };
+        assert_eq!(
+            unbounded.after(1_000_000, WriteFailure::Unavailable),
+            RetryStep::Wait(pause)
+        );
+        assert_eq!(unbounded.after(3, WriteFailure::Gone), RetryStep::GiveUp);
     }
 
     #[test]

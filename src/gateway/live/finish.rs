@@ -1,0 +1,198 @@
+//! The close sequence of a running session: TerminateSession, the channel's last output, the
+//! final transcript flush, the close row, status Closed, the Event, the `closed` frame.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::bridge::Outbound;
+use super::driver::Driver;
+use super::frames::ServerFrame;
+use super::reasons::{EndReason, retry_final_flush, transcript_loss_note};
+use super::records::CloseFacts;
+use super::status::{ClosedFacts, write_closed};
+use crate::aws::SsmCallError;
+use crate::gateway::audit::AuditTranscript;
+use crate::gateway::transcript::{StorageFailure, compress, transcript_ref};
+
+/// How long the end waits for the channel's remaining output after TerminateSession.
+const DRAIN: Duration = Duration::from_secs(3);
+/// Longest wait for TerminateSession at the end (the session's close must not hang on SSM).
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the end forwards output the browser has not seen yet, and waits to queue the
+/// `closed` frame.
+const LAST_FRAMES: Duration = Duration::from_secs(2);
+/// Attempts at the final transcript flush (while the store is only unavailable) and the
+/// Closed status write.
+const FINAL_ATTEMPTS: usize = 5;
+
+impl Driver {
+    /// The end: TerminateSession, the channel's last output, the final transcript flush, the
+    /// close row, status Closed, the `closed` frame.
+    pub(super) async fn finish(mut self, reason: EndReason, writer: JoinHandle<()>) {
+        let name = self.info.name.clone();
+        let ended_at = Timestamp::now();
+        self.terminate(&name).await;
+        self.drain_channel().await;
+        self.input.close();
+        let exit_code = self
+            .exit_code
+            .or_else(|| self.input.close_reason().and_then(|r| r.exit_code));
+        self.forward_rest().await;
+
+        // No more heartbeats: the final write below is the last word.
+        writer.abort();
+        let _ = writer.await;
+
+        let mut message = reason.message();
+        let transcript = self.final_flush(&name, &reason, &mut message).await;
+        let close = CloseFacts {
+            reason: &reason,
+            message: &message,
+            ended_at,
+            exit_code,
+            transcript,
+        };
+        self.records.close(&self.inner, &self.info, &close);
+        let facts = ClosedFacts {
+            reason: reason.as_str().to_string(),
+            message: message.clone(),
+            ended_at,
+            exit_code,
+        };
+        write_closed(
+            &self.inner,
+            &name,
+            &self.records.snapshot,
+            &facts,
+            FINAL_ATTEMPTS,
+        )
+        .await;
+        self.records.close_event(&self.inner, &self.info, &close);
+        let metrics = &self.inner.config.metrics;
+        self.records.count_traffic(metrics);
+        metrics.end(reason.as_str());
+        if let Some(out) = self.out.take() {
+            metrics.attached.dec();
+            let frame = ServerFrame::Closed {
+                exit_code,
+                reason: reason.as_str().to_string(),
+            };
+            let _ = tokio::time::timeout(LAST_FRAMES, out.send(Outbound::Control(frame))).await;
+        }
+        info!(session = %name, reason = reason.as_str(), exit_code, "session closed");
+    }
+
+    /// TerminateSession with the person's own credentials; an already ended session is fine.
+    async fn terminate(&self, name: &str) {
+        let terminate = self.ssm.terminate_session(&self.info.ssm_session_id);
+        match tokio::time::timeout(TERMINATE_TIMEOUT, terminate).await {
+            Ok(Err(e)) if !matches!(e, SsmCallError::DoesNotExist(_)) => {
+                warn!(session = %name, error = %e, "TerminateSession failed");
+            }
+            Err(_) => warn!(session = %name, "TerminateSession did not answer in time"),
+            Ok(_) => {}
+        }
+    }
+
+    /// Takes the channel's remaining output, without back-pressure, for [`DRAIN`] at most.
+    async fn drain_channel(&mut self) {
+        self.take_forced_pending();
+        let drain_until = tokio::time::Instant::now() + DRAIN;
+        while !self.output_done {
+            tokio::select! {
+                chunk = self.output.recv() => match chunk {
+                    Some(chunk) => self.take_output(chunk, true),
+                    None => self.output_done = true,
+                },
+                () = tokio::time::sleep_until(drain_until) => break,
+            }
+        }
+        self.report_output();
+    }
+
+    /// Forwards what the browser has not seen yet, for a short while at most.
+    async fn forward_rest(&mut self) {
+        let Some(out) = self.out.clone() else {
+            return;
+        };
+        let forward = async {
+            while self.window.has_unsent() {
+                let frame = self.window.next_frame();
+                if out.send(Outbound::Binary(frame)).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LAST_FRAMES, forward).await;
+    }
+
+    /// Stores what the transcript holds; returns the audit row's transcript part. Tries
+    /// again only while the store is unavailable: a refusal (403, missing namespace) would
+    /// fail identically and only hold back the close.
+    async fn final_flush(
+        &mut self,
+        name: &str,
+        reason: &EndReason,
+        message: &mut String,
+    ) -> Option<AuditTranscript> {
+        if let Some(task) = self.flush_task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(10), task).await;
+            let _ = self.flush_done(result.ok().and_then(Result::ok));
+        }
+        let t = self.transcript.as_mut()?;
+        let reference = transcript_ref(name);
+        let mut failure = None;
+        for attempt in 0..FINAL_ATTEMPTS {
+            let chunks = t.take_dirty();
+            if chunks.is_empty() {
+                failure = None;
+                break;
+            }
+            let (chunks, compressed) = compress(chunks).await;
+            match self
+                .inner
+                .store
+                .store(&self.info.session, &compressed)
+                .await
+            {
+                Ok(()) => {
+                    failure = None;
+                    break;
+                }
+                Err(e) => {
+                    self.inner.config.metrics.transcript_failures.inc();
+                    let classified = StorageFailure::classify(&e, self.inner.store.namespace());
+                    warn!(session = %name, attempt, error = %e, retryable = classified.retryable(), "final transcript flush failed");
+                    t.restore(chunks);
+                    let again = retry_final_flush(&classified) && attempt + 1 < FINAL_ATTEMPTS;
+                    failure = Some(classified);
+                    if !again {
+                        break;
+                    }
+                    tokio::time::sleep(self.inner.config.status_throttle).await;
+                }
+            }
+        }
+        match failure {
+            None => {
+                self.transcript_stored = true;
+                self.records.snapshot.transcript = Some(t.status(&reference));
+            }
+            // A TranscriptFailed end already says why in its message.
+            Some(_) if matches!(reason, EndReason::TranscriptFailed(_)) => {}
+            Some(failure) => {
+                message.push_str(&transcript_loss_note(self.transcript_stored, &failure));
+            }
+        }
+        let summary = t.summary();
+        self.transcript_stored.then_some(AuditTranscript {
+            reference,
+            bytes: summary.terminal_bytes,
+            sha256: summary.sha256,
+            truncated: summary.truncated,
+        })
+    }
+}

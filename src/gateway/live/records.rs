@@ -1,0 +1,176 @@
+//! What a running session reports to: its status snapshot (handed whole to the status
+//! writer), the traffic counters and last activity behind heartbeats and metrics, and at
+//! the close the audit row and the Kubernetes Event.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::Inner;
+use super::metrics::LiveMetrics;
+use super::reasons::EndReason;
+use super::status::{Traffic, heartbeat};
+use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits};
+use crate::gateway::audit::{AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript};
+
+/// What a running session knows about itself and never changes.
+pub(super) struct SessionInfo {
+    /// The NodeShellSession's name.
+    pub name: String,
+    /// The session object as it was marked Active.
+    pub session: NodeShellSession,
+    /// Who opened it, for audit rows.
+    pub actor: AuditActor,
+    /// The cluster name in audit rows.
+    pub cluster: String,
+    /// The SSM session.
+    pub ssm_session_id: String,
+    /// The role session the person's credentials came from.
+    pub assumed_role_arn: Option<String>,
+    /// When it became Active.
+    pub started_at: Timestamp,
+    /// What a reattaching browser must present.
+    pub resume_token: String,
+    /// The governing policy's limits (idle, max duration).
+    pub limits: PolicyLimits,
+    /// Whether the policy requires a transcript.
+    pub transcript_required: bool,
+}
+
+/// The close's facts for its audit row and Event.
+pub(super) struct CloseFacts<'a> {
+    /// Why the session ended.
+    pub reason: &'a EndReason,
+    /// `status.message`, with any transcript-loss note.
+    pub message: &'a str,
+    /// When it ended.
+    pub ended_at: Timestamp,
+    /// The shell's exit code, when known.
+    pub exit_code: Option<i32>,
+    /// The transcript part of the close row, when one was stored.
+    pub transcript: Option<AuditTranscript>,
+}
+
+/// A running session's status snapshot and counters.
+pub(super) struct Records {
+    /// Every status field the gateway owns, as last written (or about to be).
+    pub snapshot: NodeShellSessionStatus,
+    status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
+    /// Bytes typed and printed so far.
+    pub traffic: Traffic,
+    /// Traffic already added to the metrics.
+    reported: Traffic,
+    /// Wall-clock time of the last activity, for `status.lastActivityAt`.
+    pub last_activity_wall: Timestamp,
+}
+
+impl Records {
+    /// Records starting from the Active `snapshot`, sending heartbeats to `status_tx`.
+    pub fn new(
+        snapshot: NodeShellSessionStatus,
+        status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
+        started_at: Timestamp,
+    ) -> Self {
+        Self {
+            snapshot,
+            status_tx,
+            traffic: Traffic::default(),
+            reported: Traffic::default(),
+            last_activity_wall: started_at,
+        }
+    }
+
+    /// Counts typed bytes: always activity.
+    pub fn input(&mut self, bytes: usize) {
+        self.traffic.bytes_in += bytes as u64;
+        self.last_activity_wall = Timestamp::now();
+    }
+
+    /// Counts printed bytes; `activity` when the idle clock counted them as activity.
+    pub fn output(&mut self, bytes: usize, activity: bool) {
+        self.traffic.bytes_out += bytes as u64;
+        if activity {
+            self.last_activity_wall = Timestamp::now();
+        }
+    }
+
+    /// A heartbeat: the snapshot with a fresh time, activity and counters goes to the status
+    /// writer, and the new traffic to the metrics.
+    pub fn heartbeat(&mut self, metrics: &LiveMetrics) {
+        let transcript = self.snapshot.transcript.clone();
+        heartbeat(
+            &mut self.snapshot,
+            Timestamp::now(),
+            self.last_activity_wall,
+            self.traffic,
+            transcript,
+        );
+        self.status_tx.send_replace(Some(self.snapshot.clone()));
+        self.count_traffic(metrics);
+    }
+
+    /// Adds the traffic not yet counted to the metrics.
+    pub fn count_traffic(&mut self, metrics: &LiveMetrics) {
+        metrics
+            .bytes_in
+            .inc_by(self.traffic.bytes_in - self.reported.bytes_in);
+        metrics
+            .bytes_out
+            .inc_by(self.traffic.bytes_out - self.reported.bytes_out);
+        self.reported = self.traffic;
+    }
+
+    /// The close: the audit row (emitted, and listed in the snapshot), the snapshot's final
+    /// activity and counters, ready for the Closed write.
+    pub fn close(&mut self, inner: &Inner, info: &SessionInfo, close: &CloseFacts<'_>) {
+        let row = AuditRow::closed(
+            AuditSubject {
+                actor: &info.actor,
+                cluster: &info.cluster,
+                session: &info.session,
+                ssm_session_id: Some(&info.ssm_session_id),
+                assumed_role_arn: info.assumed_role_arn.as_deref(),
+            },
+            AuditClose {
+                started_at: info.started_at,
+                ended_at: close.ended_at,
+                exit_code: close.exit_code,
+                outcome: close.reason.outcome(),
+                reason: close.reason.as_str().to_string(),
+                message: close.message.to_string(),
+                bytes_in: self.traffic.bytes_in,
+                bytes_out: self.traffic.bytes_out,
+                transcript: close.transcript.clone(),
+            },
+        );
+        if let Err(e) = inner.config.audit.emit(&row) {
+            warn!(session = %info.name, error = %e, "writing the close audit row failed");
+        }
+        self.snapshot.audit.push(row.record(close.ended_at));
+        self.snapshot.last_activity_at = Some(Time(self.last_activity_wall));
+        self.snapshot.bytes_in = Some(i64::try_from(self.traffic.bytes_in).unwrap_or(i64::MAX));
+        self.snapshot.bytes_out = Some(i64::try_from(self.traffic.bytes_out).unwrap_or(i64::MAX));
+    }
+
+    /// The close's Kubernetes Event (a Warning unless the end was orderly).
+    pub fn close_event(&self, inner: &Arc<Inner>, info: &SessionInfo, close: &CloseFacts<'_>) {
+        inner.event(
+            &info.session,
+            close.reason.outcome() != "success",
+            close.reason.as_str(),
+            format!(
+                "SSM session {} ended: {} (exit code {}, {} bytes in, {} bytes out)",
+                info.ssm_session_id,
+                close.message,
+                close
+                    .exit_code
+                    .map_or_else(|| "none".to_string(), |c| c.to_string()),
+                self.traffic.bytes_in,
+                self.traffic.bytes_out
+            ),
+        );
+    }
+}
