@@ -221,7 +221,7 @@ pub fn transcript_error(e: TranscriptLoadError, name: &str) -> ApiError {
 mod tests {
     use super::*;
     use crate::api::{NodeShellPolicySpec, SessionReason};
-    use crate::gateway::live::close::{assume_role_failure, start_session_failure};
+    use crate::gateway::live::reasons::{assume_role_failure, start_session_failure};
 
     fn target() -> ShellTarget {
         let mut spec = NodeShellPolicySpec::default();

@@ -309,12 +309,19 @@ mod tests {
              namespace: audit-ns\nclusterName: prod\n",
         );
         let live = LiveConfig::new(&config, client(), AuditSink::capture());
-        assert_eq!(live.reattach_grace, Duration::from_secs(12));
-        assert_eq!(live.heartbeat_interval, Duration::from_secs(4), "flag wins");
-        assert_eq!(live.status_throttle, Duration::from_secs(2));
-        assert_eq!(live.transcript_flush_interval, Duration::from_secs(7));
-        assert_eq!(live.replay_buffer_bytes, 128 * 1024, "flag");
-        assert_eq!(live.shutdown_timeout, Duration::from_secs(33));
+        assert_eq!(live.settings.reattach_grace, Duration::from_secs(12));
+        assert_eq!(
+            live.settings.heartbeat_interval,
+            Duration::from_secs(4),
+            "flag wins"
+        );
+        assert_eq!(live.settings.status_throttle, Duration::from_secs(2));
+        assert_eq!(
+            live.settings.transcript_flush_interval,
+            Duration::from_secs(7)
+        );
+        assert_eq!(live.settings.replay_buffer_bytes, 128 * 1024, "flag");
+        assert_eq!(live.settings.shutdown_timeout, Duration::from_secs(33));
         assert_eq!(live.namespace, "audit-ns");
         assert_eq!(live.cluster_name, "prod");
         assert_eq!(live.pod_name, config.pod_name);
@@ -328,12 +335,18 @@ mod tests {
         }
         let config = gateway_config(&[], "");
         let live = LiveConfig::new(&config, client(), AuditSink::capture());
-        assert_eq!(live.reattach_grace, Duration::from_secs(75));
-        assert_eq!(live.heartbeat_interval, Duration::from_millis(1500));
-        assert_eq!(live.status_throttle, Duration::from_millis(200));
-        assert_eq!(live.transcript_flush_interval, Duration::from_secs(2));
-        assert_eq!(live.replay_buffer_bytes, 512 * 1024);
-        assert_eq!(live.shutdown_timeout, Duration::from_secs(45));
+        assert_eq!(live.settings.reattach_grace, Duration::from_secs(75));
+        assert_eq!(
+            live.settings.heartbeat_interval,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(live.settings.status_throttle, Duration::from_millis(200));
+        assert_eq!(
+            live.settings.transcript_flush_interval,
+            Duration::from_secs(2)
+        );
+        assert_eq!(live.settings.replay_buffer_bytes, 512 * 1024);
+        assert_eq!(live.settings.shutdown_timeout, Duration::from_secs(45));
     }
 
     #[test]

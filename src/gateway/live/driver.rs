@@ -12,8 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
@@ -128,9 +127,9 @@ pub(super) async fn run(
     let mut driver = Driver {
         idle: IdleClock::from_limits(&started.info.limits, now),
         max_deadline: max_duration_deadline(&started.info.limits, started.started),
-        window: OutputWindow::new(inner.config.replay_buffer_bytes),
-        next_heartbeat: now + inner.config.heartbeat_interval,
-        next_flush: now + inner.config.transcript_flush_interval,
+        window: OutputWindow::new(inner.config.settings.replay_buffer_bytes),
+        next_heartbeat: now + inner.config.settings.heartbeat_interval,
+        next_flush: now + inner.config.settings.transcript_flush_interval,
         inner: inner.clone(),
         ssm: started.ssm,
         input,
@@ -154,7 +153,7 @@ pub(super) async fn run(
         info: started.info,
     };
     driver.attach(first);
-    let mut watch = session_watch(&inner, &name);
+    let mut watch = inner.status.watch(&name);
     let reason = driver
         .serve(
             &mut attach_rx,
@@ -168,15 +167,6 @@ pub(super) async fn run(
     driver.finish(reason, writer).await;
     inner.config.metrics.live.dec();
     inner.release(&name);
-}
-
-fn session_watch(
-    inner: &Inner,
-    name: &str,
-) -> BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>> {
-    let api: Api<NodeShellSession> = Api::all(inner.config.client.clone());
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher(api, config).default_backoff().boxed()
 }
 
 async fn input_pump(input: ChannelInput, mut rx: mpsc::Receiver<Bytes>) {
@@ -351,7 +341,7 @@ impl Driver {
             };
         }
         if let Some(since) = self.detached_since {
-            deadline = deadline.min(since + self.inner.config.reattach_grace);
+            deadline = deadline.min(since + self.inner.config.settings.reattach_grace);
         }
         deadline
     }
@@ -381,7 +371,7 @@ impl Driver {
     /// Handles a finished flush; returns an end reason when a required transcript failed.
     pub(super) fn flush_done(&mut self, result: Option<FlushResult>) -> Option<EndReason> {
         self.flush_task = None;
-        self.next_flush = Instant::now() + self.inner.config.transcript_flush_interval;
+        self.next_flush = Instant::now() + self.inner.config.settings.transcript_flush_interval;
         let (chunks, status, result) = result?;
         match result {
             Ok(()) => {
@@ -520,12 +510,12 @@ impl Driver {
             None => {}
         }
         if let Some(since) = self.detached_since
-            && now >= since + self.inner.config.reattach_grace
+            && now >= since + self.inner.config.settings.reattach_grace
         {
             return Some(EndReason::ClientDisconnected);
         }
         if now >= self.next_heartbeat {
-            self.next_heartbeat = now + self.inner.config.heartbeat_interval;
+            self.next_heartbeat = now + self.inner.config.settings.heartbeat_interval;
             self.push_status();
         }
         let sealed_waiting = self
@@ -536,7 +526,7 @@ impl Driver {
             && self.flush_task.is_none()
             && (now >= self.next_flush || sealed_waiting)
         {
-            self.next_flush = now + self.inner.config.transcript_flush_interval;
+            self.next_flush = now + self.inner.config.settings.transcript_flush_interval;
             self.start_flush();
         }
         None

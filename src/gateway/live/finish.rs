@@ -172,7 +172,7 @@ impl Driver {
                     if !again {
                         break;
                     }
-                    tokio::time::sleep(self.inner.config.status_throttle).await;
+                    tokio::time::sleep(self.inner.config.settings.status_throttle).await;
                 }
             }
         }

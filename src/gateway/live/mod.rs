@@ -91,14 +91,6 @@ impl LiveConfig {
 
 /// The settings read through the config (`config.heartbeat_interval`), as the session task
 /// reads them.
-impl std::ops::Deref for LiveConfig {
-    type Target = LiveSettings;
-
-    fn deref(&self) -> &LiveSettings {
-        &self.settings
-    }
-}
-
 /// Asks a running session to end.
 #[derive(Debug)]
 pub(crate) enum Control {
@@ -320,7 +312,7 @@ impl LiveSessions {
     /// sockets would cut those frames off.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + self.inner.config.settings.shutdown_timeout;
         // Subscribed before the slots are read, so no release between the two is missed.
         let mut released = self.inner.released.subscribe();
         let (handles, starting) = {

@@ -459,7 +459,7 @@ async fn mark_active(
     let name = fresh.name_any();
     let retry = StatusRetry {
         attempts: Some(ACTIVE_WRITE_ATTEMPTS),
-        pause: inner.config.status_throttle,
+        pause: inner.config.settings.status_throttle,
     };
     let mut current = fresh.clone();
     for attempt in 0..ACTIVE_WRITE_ATTEMPTS {
@@ -595,7 +595,7 @@ async fn record_failure(
     );
     let retry = StatusRetry {
         attempts: Some(ACTIVE_WRITE_ATTEMPTS),
-        pause: inner.config.status_throttle,
+        pause: inner.config.settings.status_throttle,
     };
     let mut current = fresh.clone();
     for attempt in 0..ACTIVE_WRITE_ATTEMPTS {

@@ -5,6 +5,9 @@
 //! follows ([`StatusRetry`]) are pure; [`StatusApi`] does the writes, [`status_writer`] and
 //! [`write_closed`] are a running session's write loops.
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kube::runtime::{WatchStreamExt, watcher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,6 +189,15 @@ impl StatusApi {
         }
     }
 
+    /// Watches one session (its takeovers by the controller and its deletion).
+    pub fn watch(
+        &self,
+        name: &str,
+    ) -> BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        watcher(self.api.clone(), config).default_backoff().boxed()
+    }
+
     /// Reads a session.
     pub async fn get(&self, name: &str) -> Result<NodeShellSession, kube::Error> {
         self.api.get(name).await
@@ -296,7 +308,7 @@ pub(super) async fn status_writer(
     mut rx: watch::Receiver<Option<NodeShellSessionStatus>>,
     conflicts: mpsc::Sender<Option<NodeShellSession>>,
 ) {
-    let throttle = inner.config.status_throttle;
+    let throttle = inner.config.settings.status_throttle;
     let retry = StatusRetry {
         attempts: None,
         pause: throttle,
@@ -356,7 +368,7 @@ pub(super) async fn write_closed(
 ) {
     let retry = StatusRetry {
         attempts: Some(attempts),
-        pause: inner.config.status_throttle,
+        pause: inner.config.settings.status_throttle,
     };
     for attempt in 0..attempts {
         let failure = match inner.status.get(name).await {
