@@ -11,6 +11,7 @@
 
 pub mod bridge;
 mod driver;
+mod failed_start;
 mod finish;
 pub mod frames;
 pub mod idle;

@@ -15,16 +15,14 @@ use tracing::{info, warn};
 
 use super::bridge::{self, Attachment, ClientEvent, Outbound};
 use super::driver::{self, Started};
+use super::failed_start::{not_admitted, record_failure, session_read_refusal};
 use super::frames::ServerFrame;
 use super::reasons::{
     StartFailure, assume_role_failure, channel_failure, start_session_failure,
     transcript_start_failure,
 };
 use super::records::SessionInfo;
-use super::status::{
-    ActiveFacts, ApplyMode, RetryStep, StatusRetry, WriteFailure, active_status,
-    start_failed_status,
-};
+use super::status::{ActiveFacts, ApplyMode, RetryStep, StatusRetry, WriteFailure, active_status};
 use super::{Control, Inner, LiveHandle, Slot};
 use crate::api::{NodeShellSession, NodeShellSessionStatus, SessionPhase};
 use crate::aws::{self, AwsEndpoints, SessionStream, SsmSessions, WebIdentityRequest};
@@ -39,7 +37,7 @@ use crate::ssm::{DataChannel, DataChannelOptions};
 /// Longest `Reason` StartSession accepts.
 const MAX_SSM_REASON: usize = 256;
 /// Attempts at the Active write when the session changes underneath (heartbeat-free races).
-const ACTIVE_WRITE_ATTEMPTS: usize = 3;
+pub(super) const ACTIVE_WRITE_ATTEMPTS: usize = 3;
 /// Output chunks (each at most [`crate::ssm::channel::OUTPUT_CHUNK_MAX`]) queued between the
 /// data channel and the session's task. The channel's receive window behind it is the real
 /// buffer (sized to what the agent sends unacknowledged), the replay ring in front of it
@@ -216,9 +214,11 @@ async fn start(inner: &Arc<Inner>, grant: &AttachGrant) -> Result<Started, Refus
 
 /// What the start reached before a failure, for the audit row.
 #[derive(Default)]
-struct Progress {
-    assumed_role_arn: Option<String>,
-    session_id: Option<String>,
+pub(super) struct Progress {
+    /// The assumed role, once STS answered.
+    pub assumed_role_arn: Option<String>,
+    /// The SSM session, once StartSession answered.
+    pub session_id: Option<String>,
 }
 
 /// The start of an Admitted session, step by step; `progress` keeps what was reached for
@@ -516,117 +516,6 @@ fn announce(inner: &Inner, written: &NodeShellSession, row: &AuditRow, ssm_sessi
     );
     inner.config.metrics.start("success");
     info!(session = %name, ssm_session = %ssm_session_id, node = %spec.node_name, "session started");
-}
-
-/// The answer when the session cannot be read before its start (`http_status` of the
-/// apiserver's answer, if it gave one): nothing was started, and what to do about it.
-fn session_read_refusal(name: &str, http_status: Option<u16>) -> ServerFrame {
-    match http_status {
-        Some(404) => ServerFrame::error(
-            ErrorCode::NotFound,
-            format!(
-                "session {name} no longer exists; the session was not started; open a new session"
-            ),
-            false,
-        ),
-        Some(code @ (401 | 403)) => ServerFrame::error(
-            ErrorCode::Internal,
-            format!(
-                "the Kubernetes API refused the gateway access to session {name} (HTTP {code}); the session was not started; ask your platform team to check the gateway's RBAC (see docs/gateway.md, RBAC)"
-            ),
-            false,
-        ),
-        _ => ServerFrame::error(
-            ErrorCode::Internal,
-            format!(
-                "cannot reach the Kubernetes API to read session {name}; the session was not started; try again"
-            ),
-            true,
-        ),
-    }
-}
-
-fn not_admitted(session: &NodeShellSession) -> ServerFrame {
-    let reason = session
-        .status
-        .as_ref()
-        .and_then(|s| s.reason.clone())
-        .map(|r| format!(" ({r})"))
-        .unwrap_or_default();
-    ServerFrame::error(
-        ErrorCode::BadRequest,
-        format!(
-            "session {} is {}{reason}, not Admitted; open a new session",
-            session.name_any(),
-            session.phase()
-        ),
-        false,
-    )
-}
-
-/// Closes a session that failed to start: audit row (outcome failure), status Closed with
-/// the failure's reason (only while still Admitted), a Warning event.
-async fn record_failure(
-    inner: &Arc<Inner>,
-    grant: &AttachGrant,
-    fresh: &NodeShellSession,
-    failure: &StartFailure,
-    progress: &Progress,
-) {
-    let name = fresh.name_any();
-    let now = Timestamp::now();
-    let row = open_row(
-        inner,
-        grant,
-        now,
-        progress.session_id.as_deref(),
-        progress.assumed_role_arn.as_deref(),
-    )
-    .failed(failure.reason.as_str(), &failure.message);
-    if let Err(e) = inner.config.audit.emit(&row) {
-        warn!(session = %name, error = %e, "writing the audit row failed");
-    }
-    let status = start_failed_status(
-        &inner.config.pod_name,
-        failure.reason.as_str(),
-        &failure.message,
-        now,
-        vec![row.record(now)],
-    );
-    let retry = StatusRetry {
-        attempts: Some(ACTIVE_WRITE_ATTEMPTS),
-        pause: inner.config.settings.status_throttle,
-    };
-    let mut current = fresh.clone();
-    for attempt in 0..ACTIVE_WRITE_ATTEMPTS {
-        let rv = current.metadata.resource_version.clone();
-        let Err(e) = inner
-            .status
-            .apply(&name, &status, ApplyMode::Force, rv.as_deref())
-            .await
-        else {
-            break;
-        };
-        let failure = WriteFailure::of(&e);
-        if failure != WriteFailure::Conflict {
-            warn!(session = %name, error = %e, "writing the failed start failed");
-        }
-        match retry.after(attempt, failure) {
-            RetryStep::Reread => match inner.status.get(&name).await {
-                Ok(again) if again.phase() == SessionPhase::Admitted => current = again,
-                _ => break,
-            },
-            RetryStep::Wait(pause) => tokio::time::sleep(pause).await,
-            RetryStep::GiveUp => break,
-        }
-    }
-    inner.event(
-        fresh,
-        true,
-        failure.reason.as_str(),
-        failure.message.clone(),
-    );
-    warn!(session = %name, reason = %failure.reason, message = %failure.message, "session failed to start");
 }
 
 #[cfg(test)]
