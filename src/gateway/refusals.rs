@@ -7,9 +7,40 @@ use kube::ResourceExt;
 
 use crate::api::{NodeShellPolicy, NodeShellSession};
 use crate::aws::{AgentPing, AssumeRoleError, SsmCallError};
-use crate::gateway::access::eligibility::ShellTarget;
+use crate::gateway::access::eligibility::{Ineligible, ShellTarget};
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::TranscriptLoadError;
+
+/// A node-side refusal (tier, policy, EC2, role, region, audience, caps) in the API's words.
+pub fn ineligible(reason: &Ineligible) -> ApiError {
+    let message = reason.message();
+    match reason {
+        Ineligible::Tier {
+            tier,
+            allowed_tiers,
+            ..
+        } => ApiError::new(ErrorCode::Forbidden, message)
+            .with(
+                "tier",
+                tier.as_deref()
+                    .map_or(serde_json::Value::Null, serde_json::Value::from),
+            )
+            .with("allowed_tiers", allowed_tiers.clone()),
+        Ineligible::Disabled { .. } => ApiError::new(ErrorCode::NodeShellDisabled, message),
+        Ineligible::NotEc2 { .. } => ApiError::new(ErrorCode::NodeNotEc2, message),
+        Ineligible::NoRole { .. } => ApiError::new(ErrorCode::NoRole, message),
+        Ineligible::NoRegion { .. } => ApiError::new(ErrorCode::NoRegion, message),
+        Ineligible::Audience { expected, .. } => {
+            ApiError::new(ErrorCode::AudMismatch, message).with("expected_aud", expected.clone())
+        }
+        Ineligible::CapPerUser { limit, .. } => {
+            ApiError::new(ErrorCode::CapUser, message).with("limit", *limit)
+        }
+        Ineligible::CapTotal { limit, .. } => {
+            ApiError::new(ErrorCode::CapTotal, message).with("limit", *limit)
+        }
+    }
+}
 
 /// What the API says about a failed Kubernetes API call: 404 stays 404 (`what` not found),
 /// everything else fails closed.

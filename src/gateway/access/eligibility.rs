@@ -10,7 +10,6 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::{NodeShellPolicy, NodeShellSession, PolicyMatch, governing_policy};
-use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::Caller;
 
 use crate::api::{parse_provider_id, region_of_zone};
@@ -100,6 +99,78 @@ impl Gate {
     }
 }
 
+/// Why a person may not open a shell on a node: the decision, with the facts the answer
+/// names. [`crate::gateway::refusals::ineligible`] puts it in the API's words.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ineligible {
+    /// The caller's groups map to no tier, or the tier is not one the governing policy allows.
+    Tier {
+        /// What happened and what to do.
+        message: String,
+        /// The caller's tier, when they have one.
+        tier: Option<String>,
+        /// The tiers that may open shells here.
+        allowed_tiers: Vec<String>,
+    },
+    /// No enabled policy selects the node.
+    Disabled {
+        /// What happened and what to do.
+        message: String,
+    },
+    /// The node is not backed by an EC2 instance.
+    NotEc2 {
+        /// What happened and what to do.
+        message: String,
+    },
+    /// The governing policy names no role.
+    NoRole {
+        /// What happened and what to do.
+        message: String,
+    },
+    /// No region for the node.
+    NoRegion {
+        /// What happened and what to do.
+        message: String,
+    },
+    /// The caller's token is not for the audience the role trusts.
+    Audience {
+        /// What happened and what to do.
+        message: String,
+        /// The audience the policy expects.
+        expected: String,
+    },
+    /// The caller holds the policy's per-person cap.
+    CapPerUser {
+        /// What happened and what to do.
+        message: String,
+        /// `maxSessionsPerUser`.
+        limit: usize,
+    },
+    /// The policy holds its total cap.
+    CapTotal {
+        /// What happened and what to do.
+        message: String,
+        /// `maxSessionsTotal`.
+        limit: usize,
+    },
+}
+
+impl Ineligible {
+    /// The sentence the gate and the answer show.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Tier { message, .. }
+            | Self::Disabled { message }
+            | Self::NotEc2 { message }
+            | Self::NoRole { message }
+            | Self::NoRegion { message }
+            | Self::Audience { message, .. }
+            | Self::CapPerUser { message, .. }
+            | Self::CapTotal { message, .. } => message,
+        }
+    }
+}
+
 /// Where a shell on the node would go, when the node-side gates pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShellTarget {
@@ -124,8 +195,8 @@ pub struct NodeGates {
     pub gates: Vec<Gate>,
     /// The target when every gate passed.
     pub target: Option<ShellTarget>,
-    /// The first failure as an API error.
-    pub error: Option<ApiError>,
+    /// The first failure.
+    pub error: Option<Ineligible>,
 }
 
 /// Evaluates the node-side gates for `caller` on a node with these labels and providerID.
@@ -137,7 +208,7 @@ pub fn node_gates(
     policies: &[NodeShellPolicy],
     fallback_region: &str,
 ) -> NodeGates {
-    let mut errors: Vec<(u8, ApiError)> = Vec::new();
+    let mut errors: Vec<(u8, Ineligible)> = Vec::new();
     let tier = caller.tier.as_deref().unwrap_or("");
     let matched = governing_policy(labels, tier, policies);
 
@@ -151,14 +222,14 @@ pub fn node_gates(
                 "node shells are disabled on {node_name}: policy {} selects it but is disabled",
                 policy.name_any()
             );
-            errors.push((1, ApiError::new(ErrorCode::NodeShellDisabled, &msg)));
+            errors.push((1, Ineligible::Disabled { message: msg.clone() }));
             Gate::fail("enabled", msg)
         }
         PolicyMatch::NoPolicy => {
             let msg = format!(
                 "node shells are disabled on {node_name}: no enabled NodeShellPolicy selects it"
             );
-            errors.push((1, ApiError::new(ErrorCode::NodeShellDisabled, &msg)));
+            errors.push((1, Ineligible::Disabled { message: msg.clone() }));
             Gate::fail("enabled", msg)
         }
     };
@@ -204,7 +275,7 @@ pub fn node_gates(
                 "node {node_name} is not backed by an EC2 instance (providerID {}); node shells need `aws:///<zone>/<instance-id>`",
                 pid.map_or_else(|| "absent".to_string(), |p| format!("{p:?}"))
             );
-            errors.push((2, ApiError::new(ErrorCode::NodeNotEc2, &msg)));
+            errors.push((2, Ineligible::NotEc2 { message: msg.clone() }));
             Gate::fail("ec2", msg)
         }
     };
@@ -232,7 +303,7 @@ pub fn node_gates(
                     let msg = format!(
                         "policy {name} sets no aws.roleArn; a platform admin must set the IAM role to assume"
                     );
-                    errors.push((4, ApiError::new(ErrorCode::NoRole, &msg)));
+                    errors.push((4, Ineligible::NoRole { message: msg.clone() }));
                     Gate::fail("role", msg)
                 }
             };
@@ -250,7 +321,7 @@ pub fn node_gates(
                     let msg = format!(
                         "no AWS region for {node_name}: policy {name} sets no aws.region and the providerID names no zone"
                     );
-                    errors.push((5, ApiError::new(ErrorCode::NoRegion, &msg)));
+                    errors.push((5, Ineligible::NoRegion { message: msg.clone() }));
                     Gate::fail("region", msg)
                 }
             };
@@ -287,30 +358,29 @@ pub fn node_gates(
     }
 }
 
-fn forbidden(message: &str, tier: Option<&str>, allowed: &[String]) -> ApiError {
-    ApiError::new(ErrorCode::Forbidden, message)
-        .with("tier", tier.map_or(serde_json::Value::Null, |t| t.into()))
-        .with("allowed_tiers", allowed.to_vec())
+fn forbidden(message: &str, tier: Option<&str>, allowed: &[String]) -> Ineligible {
+    Ineligible::Tier {
+        message: message.to_string(),
+        tier: tier.map(str::to_string),
+        allowed_tiers: allowed.to_vec(),
+    }
 }
 
 /// The aud check done before calling STS: the role trusts `oidcAudience`, so a token without
 /// it would be refused with a message that does not say why.
-pub fn audience_error(policy: &NodeShellPolicy, token_audiences: &[String]) -> Option<ApiError> {
+pub fn audience_error(policy: &NodeShellPolicy, token_audiences: &[String]) -> Option<Ineligible> {
     let expected = policy.spec.aws.oidc_audience.as_deref()?.trim();
     if expected.is_empty() || token_audiences.iter().any(|a| a == expected) {
         return None;
     }
-    Some(
-        ApiError::new(
-            ErrorCode::AudMismatch,
-            format!(
-                "policy {} expects id_tokens for audience {expected:?} but yours is for {:?}; the gateway's OIDC client id and the role's trusted audience must match",
-                policy.name_any(),
-                token_audiences
-            ),
-        )
-        .with("expected_aud", expected),
-    )
+    Some(Ineligible::Audience {
+        message: format!(
+            "policy {} expects id_tokens for audience {expected:?} but yours is for {:?}; the gateway's OIDC client id and the role's trusted audience must match",
+            policy.name_any(),
+            token_audiences
+        ),
+        expected: expected.to_string(),
+    })
 }
 
 /// The caps gate, as the controller counts at admission.
@@ -318,7 +388,7 @@ pub fn caps_gate(
     policy: &NodeShellPolicy,
     sessions: &[NodeShellSession],
     sub: &str,
-) -> (Gate, Option<ApiError>) {
+) -> (Gate, Option<Ineligible>) {
     let name = policy.name_any();
     let count = crate::api::CapCount::of(sessions, &name, sub);
     let (mine, total) = (count.per_user, count.total);
@@ -331,7 +401,10 @@ pub fn caps_gate(
         );
         return (
             Gate::fail("caps", &msg),
-            Some(ApiError::new(ErrorCode::CapUser, msg).with("limit", per_user)),
+            Some(Ineligible::CapPerUser {
+                message: msg,
+                limit: per_user,
+            }),
         );
     }
     if let crate::api::CapVerdict::Total { .. } = verdict {
@@ -340,7 +413,10 @@ pub fn caps_gate(
         );
         return (
             Gate::fail("caps", &msg),
-            Some(ApiError::new(ErrorCode::CapTotal, msg).with("limit", max_total)),
+            Some(Ineligible::CapTotal {
+                message: msg,
+                limit: max_total,
+            }),
         );
     }
     (
@@ -356,6 +432,8 @@ pub fn caps_gate(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::gateway::error::ErrorCode;
+    use crate::gateway::refusals::ineligible;
     use crate::api::{NodeShellPolicySpec, NodeShellSessionSpec, SessionPhase, SessionUser};
 
     #[test]
@@ -430,8 +508,9 @@ mod tests {
     const PID: &str = "aws:///eu-west-1a/i-0123456789abcdef0";
     const ROLE: &str = "arn:aws:iam::123456789012:role/nodeshell-user";
 
+    /// The answer a refusal becomes (the mapping is `refusals::ineligible`).
     fn code(g: &NodeGates) -> Option<ErrorCode> {
-        g.error.as_ref().map(|e| e.code)
+        g.error.as_ref().map(|e| ineligible(e).code)
     }
 
     #[test]
@@ -473,7 +552,7 @@ mod tests {
             std::slice::from_ref(&ok),
             "",
         );
-        let err = g.error.unwrap();
+        let err = ineligible(&g.error.unwrap());
         assert_eq!(err.code, ErrorCode::Forbidden);
         assert_eq!(err.extra["tier"], "viewer");
         assert_eq!(err.extra["allowed_tiers"], serde_json::json!(["engineer"]));
@@ -545,7 +624,7 @@ mod tests {
     fn audience_check_names_the_expected_aud() {
         let p = policy("p", true, Some(ROLE), None);
         assert!(audience_error(&p, &["nodeshell".into()]).is_none());
-        let e = audience_error(&p, &["other".into()]).unwrap();
+        let e = ineligible(&audience_error(&p, &["other".into()]).unwrap());
         assert_eq!(e.code, ErrorCode::AudMismatch);
         assert_eq!(e.extra["expected_aud"], "nodeshell");
     }
@@ -585,10 +664,10 @@ mod tests {
         assert!(err.is_none());
         sessions.push(session("alice", "p", Some(SessionPhase::Closing)));
         let (_, err) = caps_gate(&p, &sessions, "alice");
-        let err = err.unwrap();
+        let err = ineligible(&err.unwrap());
         assert_eq!(err.code, ErrorCode::CapUser);
         assert_eq!(err.extra["limit"], 2);
         let (_, err) = caps_gate(&p, &sessions, "carol");
-        assert_eq!(err.unwrap().code, ErrorCode::CapTotal);
+        assert_eq!(ineligible(&err.unwrap()).code, ErrorCode::CapTotal);
     }
 }

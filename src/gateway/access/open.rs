@@ -22,7 +22,9 @@ use crate::api::{
 use crate::aws::{self, AgentPing, AwsEndpoints, SsmSessions};
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::Caller;
-use crate::gateway::refusals::{assume_role_error, decision_error, describe_error, ping_error};
+use crate::gateway::refusals::{
+    assume_role_error, decision_error, describe_error, ineligible, ping_error,
+};
 
 /// Body of `POST …/shell` and `POST …/ticket`; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -189,7 +191,7 @@ impl Access {
         target: &ShellTarget,
     ) -> Result<aws::TemporaryCredentials, ApiError> {
         if let Some(e) = audience_error(&target.policy, &auth.audiences) {
-            return Err(e);
+            return Err(ineligible(&e));
         }
         let request = aws::WebIdentityRequest {
             role_arn: target.role_arn.clone(),
@@ -225,11 +227,11 @@ impl Access {
         let mut listings = Vec::with_capacity(nodes.len());
         for node in nodes {
             let mut gates = self.evaluate(&node, &auth.caller, &policies);
-            let mut error = gates.error.clone();
+            let mut error = gates.error.as_ref().map(ineligible);
             if let Some(target) = &gates.target {
                 let (gate, caps) = caps_gate(&target.policy, &sessions, &auth.caller.sub);
                 gates.gates.push(gate);
-                error = error.or(caps);
+                error = error.or(caps.as_ref().map(ineligible));
             }
             listings.push(NodeListing { node, gates, error });
         }
@@ -248,7 +250,7 @@ impl Access {
         let sessions = self.cluster.sessions().await?;
         let node_gates = self.evaluate(&node, &auth.caller, &policies);
         let mut gates = node_gates.gates;
-        let mut error = node_gates.error;
+        let mut error = node_gates.error.as_ref().map(ineligible);
         let Some(target) = &node_gates.target else {
             for name in ["assumeRole", "agent", "caps"] {
                 gates.push(Gate::skip(name, "an earlier gate failed"));
@@ -285,7 +287,7 @@ impl Access {
         gates.push(caps_gate);
         Ok(Preflight {
             gates,
-            error: error.or(caps),
+            error: error.or(caps.as_ref().map(ineligible)),
         })
     }
 
@@ -300,8 +302,8 @@ impl Access {
         let node = self.cluster.node(node_name).await?;
         let policies = self.cluster.policies().await?;
         let gates = self.evaluate(&node, &auth.caller, &policies);
-        if let Some(e) = gates.error {
-            return Err(e);
+        if let Some(e) = &gates.error {
+            return Err(ineligible(e));
         }
         let target = gates.target.ok_or_else(|| {
             ApiError::new(ErrorCode::Internal, "the gates passed without a target")
