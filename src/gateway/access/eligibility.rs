@@ -222,14 +222,24 @@ pub fn node_gates(
                 "node shells are disabled on {node_name}: policy {} selects it but is disabled",
                 policy.name_any()
             );
-            errors.push((1, Ineligible::Disabled { message: msg.clone() }));
+            errors.push((
+                1,
+                Ineligible::Disabled {
+                    message: msg.clone(),
+                },
+            ));
             Gate::fail("enabled", msg)
         }
         PolicyMatch::NoPolicy => {
             let msg = format!(
                 "node shells are disabled on {node_name}: no enabled NodeShellPolicy selects it"
             );
-            errors.push((1, Ineligible::Disabled { message: msg.clone() }));
+            errors.push((
+                1,
+                Ineligible::Disabled {
+                    message: msg.clone(),
+                },
+            ));
             Gate::fail("enabled", msg)
         }
     };
@@ -275,7 +285,12 @@ pub fn node_gates(
                 "node {node_name} is not backed by an EC2 instance (providerID {}); node shells need `aws:///<zone>/<instance-id>`",
                 pid.map_or_else(|| "absent".to_string(), |p| format!("{p:?}"))
             );
-            errors.push((2, Ineligible::NotEc2 { message: msg.clone() }));
+            errors.push((
+                2,
+                Ineligible::NotEc2 {
+                    message: msg.clone(),
+                },
+            ));
             Gate::fail("ec2", msg)
         }
     };
@@ -303,7 +318,12 @@ pub fn node_gates(
                     let msg = format!(
                         "policy {name} sets no aws.roleArn; a platform admin must set the IAM role to assume"
                     );
-                    errors.push((4, Ineligible::NoRole { message: msg.clone() }));
+                    errors.push((
+                        4,
+                        Ineligible::NoRole {
+                            message: msg.clone(),
+                        },
+                    ));
                     Gate::fail("role", msg)
                 }
             };
@@ -321,7 +341,12 @@ pub fn node_gates(
                     let msg = format!(
                         "no AWS region for {node_name}: policy {name} sets no aws.region and the providerID names no zone"
                     );
-                    errors.push((5, Ineligible::NoRegion { message: msg.clone() }));
+                    errors.push((
+                        5,
+                        Ineligible::NoRegion {
+                            message: msg.clone(),
+                        },
+                    ));
                     Gate::fail("region", msg)
                 }
             };
@@ -432,9 +457,9 @@ pub fn caps_gate(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::api::{NodeShellPolicySpec, NodeShellSessionSpec, SessionPhase, SessionUser};
     use crate::gateway::error::ErrorCode;
     use crate::gateway::refusals::ineligible;
-    use crate::api::{NodeShellPolicySpec, NodeShellSessionSpec, SessionPhase, SessionUser};
 
     #[test]
     fn role_session_names() {
