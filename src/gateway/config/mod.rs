@@ -202,7 +202,8 @@ impl GatewayConfig {
             },
             tiers,
             allowed_origins,
-            allow_missing_origin: file.allow_missing_origin.unwrap_or(true),
+            // Off unless asked for: a stolen ticket then also needs an allowed Origin.
+            allow_missing_origin: file.allow_missing_origin.unwrap_or(false),
             role_session_prefix: prefix,
             aws: AwsEndpoints {
                 region: non_empty(args.region.clone())
@@ -284,6 +285,18 @@ pub(crate) mod tests {
         assert_eq!(config.oidc.leeway, Duration::from_secs(30));
         let config = GatewayConfig::resolve(&args(), GatewayFile::default()).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        // An attach without Origin is refused unless the file asks for it.
+        assert!(!config.allow_missing_origin);
+        assert!(!config.origin_allowed(None));
+        let file = parse_file(
+            "oidc:\n  issuerUrl: https://file.example\n  clientId: file\nallowMissingOrigin: true\n",
+        )
+        .unwrap();
+        assert!(
+            GatewayConfig::resolve(&args(), file)
+                .unwrap()
+                .origin_allowed(None)
+        );
     }
 
     #[test]
