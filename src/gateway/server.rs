@@ -268,7 +268,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::gateway::audit::{AuditActor, AuditRow, VERB_CLOSE, VERB_OPEN};
+    use crate::gateway::audit::{AuditActor, AuditRow, AuditSubject, VERB_CLOSE, VERB_OPEN};
     use crate::gateway::config::parse_file;
     use crate::gateway::config::tests::{CHILD, run_child_test};
 
@@ -364,39 +364,22 @@ mod tests {
         );
     }
 
+    /// A fixed row (same id and time on every call, so the child's and the parent's agree).
     fn row(event: &'static str, id: &str) -> AuditRow {
-        AuditRow {
-            id: id.into(),
-            event,
-            time: "2026-11-23T07:00:00Z".into(),
-            actor: AuditActor {
-                sub: "alice".into(),
-                email: None,
-                groups: vec!["sre".into()],
-                tier: "engineer".into(),
-            },
-            cluster: "dev".into(),
-            session: "shell-1".into(),
-            node: "n1".into(),
-            instance_id: "i-0123456789abcdef0".into(),
-            session_id: Some("nodeshell-alice-0a1b".into()),
-            role_session_name: "nodeshell-alice".into(),
+        let session = crate::testing::session("shell-1", "alice", "default", 0, None);
+        let actor = AuditActor::of(&session);
+        let subject = AuditSubject {
+            actor: &actor,
+            cluster: "dev",
+            session: &session,
+            ssm_session_id: Some("nodeshell-alice-0a1b"),
             assumed_role_arn: None,
-            region: "eu-west-1".into(),
-            started_at: Some("2026-11-23T06:59:00Z".into()),
-            ended_at: None,
-            duration_ms: None,
-            exit_code: None,
-            outcome: "success",
-            reason: None,
-            message: None,
-            bytes_in: None,
-            bytes_out: None,
-            transcript_ref: None,
-            transcript_bytes: None,
-            transcript_truncated: None,
-            sha256: None,
-        }
+        };
+        let at = k8s_openapi::jiff::Timestamp::from_second(1_795_000_000).unwrap();
+        let mut row = AuditRow::opened(subject, at);
+        row.id = id.into();
+        row.event = event;
+        row
     }
 
     /// The child half of [`audit_file_gets_the_lines_stdout_gets`]: writes two rows through

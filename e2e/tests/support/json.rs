@@ -72,21 +72,9 @@ pub const SESSION_INSTANCE: &str = "i-0123456789abcdef0";
 
 /// A session governed by `policy` as the gateway would create it (the controller tests').
 pub fn gateway_session(name: &str, user: &str, policy: &str) -> anyhow::Result<NodeShellSession> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "nodeshell.periscope.io/v1alpha1",
-        "kind": "NodeShellSession",
-        "metadata": { "name": name },
-        "spec": {
-            "nodeName": SESSION_NODE,
-            "instanceId": SESSION_INSTANCE,
-            "region": "us-east-1",
-            "policyName": policy,
-            "user": { "sub": format!("{user}-sub"), "name": user, "tier": "engineer" },
-            "roleArn": "arn:aws:iam::123456789012:role/nodeshell-test",
-            "roleSessionName": format!("nodeshell-{user}"),
-            "documentName": "SSM-SessionManagerRunShell"
-        }
-    }))?)
+    let mut session = session_json(name, user);
+    session["spec"]["policyName"] = json!(policy);
+    Ok(serde_json::from_value(session)?)
 }
 
 /// A timestamp `offset` from now, as the API writes it.
