@@ -19,7 +19,7 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
 use super::bridge::{Attachment, ClientEvent, Outbound};
-use super::frames::ServerFrame;
+use super::frames::{LastSize, ServerFrame};
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
 use super::metrics::PausedMark;
 use super::output::OutputWindow;
@@ -100,6 +100,8 @@ pub(super) struct Driver {
     held: HeldShare,
     /// Whether output reading waits for the browser, in the paused-sessions gauge.
     paused: PausedMark,
+    /// The terminal size last sent to the agent: an unchanged resize is dropped.
+    size: LastSize,
 }
 
 /// Runs a session to its end, then frees its slot.
@@ -150,6 +152,7 @@ pub(super) async fn run(
         exit_code: None,
         held: inner.config.metrics.output_held.share(),
         paused: PausedMark::new(&inner.config.metrics.output_paused),
+        size: LastSize::default(),
         info: started.info,
     };
     driver.attach(first);
@@ -425,13 +428,14 @@ impl Driver {
                 }
                 ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
                     Some(ClientEvent::Input(bytes)) => self.on_input(bytes),
-                    Some(ClientEvent::Resize { cols, rows }) => {
+                    Some(ClientEvent::Resize { cols, rows }) if self.size.changed(cols, rows) => {
                         let _ = self.input.resize(u32::from(cols), u32::from(rows));
                         let t = self.seconds();
                         if let Some(tr) = self.transcript.as_mut() {
                             tr.resize(t, cols, rows);
                         }
                     }
+                    Some(ClientEvent::Resize { .. }) => {}
                     Some(ClientEvent::Close) => return EndReason::UserClosed,
                     Some(ClientEvent::BadFrame(message)) => {
                         self.send_control(ServerFrame::error(ErrorCode::BadRequest, message, false));

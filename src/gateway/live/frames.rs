@@ -105,6 +105,23 @@ impl ClientFrame {
     }
 }
 
+/// The terminal size last applied, so a resize that changes nothing is dropped: it is
+/// neither sent to the agent nor recorded in the transcript (a browser firing the same
+/// size again and again would otherwise fill both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastSize(Option<(u16, u16)>);
+
+impl LastSize {
+    /// Whether `cols`×`rows` differs from the size last applied; remembers it when it does.
+    pub fn changed(&mut self, cols: u16, rows: u16) -> bool {
+        if self.0 == Some((cols, rows)) {
+            return false;
+        }
+        self.0 = Some((cols, rows));
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +191,18 @@ mod tests {
         );
         assert!(ClientFrame::parse(r#"{"type":"resize","cols":-1,"rows":2}"#).is_err());
         assert!(ClientFrame::parse("not json").is_err());
+    }
+
+    #[test]
+    fn a_resize_to_the_size_already_applied_is_dropped() {
+        let mut last = LastSize::default();
+        assert!(last.changed(120, 40), "the first size is applied");
+        assert!(!last.changed(120, 40), "the same size again is dropped");
+        assert!(last.changed(100, 40));
+        assert!(
+            last.changed(120, 40),
+            "a size seen earlier but not last is applied"
+        );
+        assert!(!last.changed(120, 40));
     }
 }
