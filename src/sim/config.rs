@@ -77,6 +77,32 @@ pub struct IssuerConfig {
     pub auto_login: Option<String>,
     /// Redirect URIs `/authorize` accepts; empty accepts any loopback `http` URI.
     pub redirect_uris: Vec<String>,
+    /// Confidential clients: each must prove its secret at `/token` (client_secret_basic or
+    /// client_secret_post) and gets refresh tokens. Every other accepted audience is a public
+    /// client (PKCE only, no secret, no refresh token).
+    pub clients: Vec<ClientRegistration>,
+}
+
+/// A confidential OAuth client of the issuer.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ClientRegistration {
+    /// Its client id (also an audience the provider accepts).
+    pub client_id: String,
+    /// Its secret; empty or absent makes the client public.
+    pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for ClientRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRegistration")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for IssuerConfig {
@@ -87,6 +113,7 @@ impl Default for IssuerConfig {
             extra_audiences: Vec::new(),
             auto_login: None,
             redirect_uris: Vec::new(),
+            clients: Vec::new(),
         }
     }
 }

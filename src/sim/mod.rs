@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod agent_messages;
+mod clients;
 pub mod config;
 pub mod faults;
 mod ids;
@@ -35,7 +36,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    InstanceConfig, IssuerConfig, PingStatus, PortsConfig, RoleConfig, SimConfig, TestUser,
+    ClientRegistration, InstanceConfig, IssuerConfig, PingStatus, PortsConfig, RoleConfig,
+    SimConfig, TestUser,
 };
 pub use faults::FaultKnobs;
 pub use issued::IssuedCredentials;
@@ -288,6 +290,8 @@ impl Simulator {
             ordinal: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             codes: Mutex::new(login::CodeBook::default()),
+            refresh_tokens: Mutex::new(clients::RefreshBook::default()),
+            disabled_users: Mutex::new(std::collections::HashSet::new()),
             idp_unreachable: std::sync::atomic::AtomicBool::new(false),
         });
         let serve = |listener: TcpListener, router: axum::Router, stop: CancellationToken| {
@@ -417,6 +421,18 @@ impl SimHandle {
         self.shared
             .idp_unreachable
             .store(unreachable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Knob (off by default): the identity provider disables (`true`) or re-enables a user.
+    /// A disabled user's refresh tokens and authorization codes answer `invalid_grant`, as an
+    /// IdP does once an account is deactivated.
+    pub fn set_user_disabled(&self, sub: &str, disabled: bool) {
+        let mut users = lock(&self.shared.disabled_users);
+        if disabled {
+            users.insert(sub.to_string());
+        } else {
+            users.remove(sub);
+        }
     }
 
     /// Changes an instance's agent connectivity.

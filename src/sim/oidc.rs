@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde_json::json;
 
+use super::clients::{self, ClientRefusal, KnownClient};
 use super::config::TestUser;
 use super::jwt::{BadToken, JwtError, user_claims};
 use super::login::{
@@ -24,7 +25,8 @@ use super::state::{Shared, lock, read, write};
 
 /// Routes of the issuer.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    // The console runs on the gateway's origin and calls these three from the browser.
+    // The console runs on the gateway's origin and calls these three from the browser (until
+    // it signs in through the gateway; then /token leaves this list).
     let cross_origin = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/keys", get(jwks))
@@ -76,9 +78,9 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value>
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["openid", "email", "profile", "groups"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "email", "name", "groups"],
-        "grant_types_supported": ["authorization_code", "password"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "password"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
     }))
 }
 
@@ -121,15 +123,20 @@ pub(crate) fn mint(
     })
 }
 
-fn token_response(shared: &Shared, params: &HashMap<String, String>) -> Response {
+fn token_response(
+    shared: &Shared,
+    authorization: Option<&str>,
+    params: &HashMap<String, String>,
+) -> Response {
     match params.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => return exchange_code(shared, params),
+        Some("authorization_code") => return exchange_code(shared, authorization, params),
+        Some("refresh_token") => return refresh(shared, authorization, params),
         None | Some("password") => {}
         Some(other) => {
             return oauth_refusal(&OAuthError {
                 error: "unsupported_grant_type",
                 description: format!(
-                    "grant_type {other:?} is not supported; use authorization_code (with PKCE) or password"
+                    "grant_type {other:?} is not supported; use authorization_code (with PKCE), refresh_token or password"
                 ),
             });
         }
@@ -187,40 +194,142 @@ fn no_store() -> [(header::HeaderName, &'static str); 2] {
     ]
 }
 
-/// The authorization-code grant: spends the code, then mints an id_token for its user with
-/// the client as audience and the login's nonce.
-fn exchange_code(shared: &Shared, params: &HashMap<String, String>) -> Response {
-    let redeemed = lock(&shared.codes).redeem(&CodeExchange::from_params(params), Instant::now());
-    let issued = match redeemed {
-        Ok(issued) => issued,
-        Err(error) => return oauth_refusal(&error),
-    };
-    let Some(person) = find_user(shared, &issued.sub) else {
+/// A client authentication failure: 401 with `WWW-Authenticate: Basic` when the client tried
+/// the `Authorization` header (RFC 6749 §5.2).
+fn client_refusal(refusal: &ClientRefusal) -> Response {
+    let mut response = oauth_refusal(&refusal.error);
+    if refusal.basic && refusal.error.error == "invalid_client" {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"token\""),
+        );
+    }
+    response
+}
+
+/// The calling client, identified from the request's credentials.
+fn calling_client(
+    shared: &Shared,
+    authorization: Option<&str>,
+    params: &HashMap<String, String>,
+) -> Result<KnownClient, ClientRefusal> {
+    let presented = clients::presented(authorization, params)?;
+    clients::identify(
+        &presented,
+        &shared.config.issuer.clients,
+        &shared.accepted_audiences(),
+    )
+}
+
+fn disabled(shared: &Shared, sub: &str) -> Option<Response> {
+    lock(&shared.disabled_users).contains(sub).then(|| {
+        oauth_refusal(&OAuthError {
+            error: "invalid_grant",
+            description: format!("user {sub:?} is disabled at the identity provider"),
+        })
+    })
+}
+
+/// Signs a fresh id_token for `sub` with `client_id` as audience; with a refresh token when
+/// given one.
+fn token_answer(
+    shared: &Shared,
+    sub: &str,
+    client_id: &str,
+    nonce: Option<&str>,
+    refresh_token: Option<String>,
+) -> Response {
+    let Some(person) = find_user(shared, sub) else {
         return oauth_refusal(&OAuthError {
             error: "invalid_grant",
-            description: format!("user {:?} is no longer configured", issued.sub),
+            description: format!("user {sub:?} is no longer configured"),
         });
     };
     let ttl = shared.config.issuer.token_ttl_seconds;
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-    let mut claims = user_claims(
-        person,
-        &shared.urls.issuer,
-        &issued.request.client_id,
-        now,
-        ttl,
-    );
-    if let Some(nonce) = &issued.request.nonce {
+    let mut claims = user_claims(person, &shared.urls.issuer, client_id, now, ttl);
+    if let Some(nonce) = nonce {
         claims["nonce"] = json!(nonce);
     }
     match read(&shared.keys).sign_claims(&claims) {
-        Ok(token) => (
-            no_store(),
-            Json(json!({"id_token": token, "token_type": "Bearer", "expires_in": ttl})),
-        )
-            .into_response(),
+        Ok(token) => {
+            let mut body = json!({"id_token": token, "token_type": "Bearer", "expires_in": ttl});
+            if let Some(refresh) = refresh_token {
+                body["refresh_token"] = json!(refresh);
+            }
+            (no_store(), Json(body)).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// The authorization-code grant: identifies the client (a confidential one proves its
+/// secret), spends the code, then mints an id_token for its user with the client as audience
+/// and the login's nonce; confidential clients also get a refresh token.
+fn exchange_code(
+    shared: &Shared,
+    authorization: Option<&str>,
+    params: &HashMap<String, String>,
+) -> Response {
+    let client = match calling_client(shared, authorization, params) {
+        Ok(client) => client,
+        Err(refusal) => return client_refusal(&refusal),
+    };
+    let mut exchange = CodeExchange::from_params(params);
+    exchange.client_id = Some(&client.client_id);
+    let redeemed = lock(&shared.codes).redeem(&exchange, Instant::now());
+    let issued = match redeemed {
+        Ok(issued) => issued,
+        Err(error) => return oauth_refusal(&error),
+    };
+    if let Some(refused) = disabled(shared, &issued.sub) {
+        return refused;
+    }
+    let refresh = client.confidential.then(|| {
+        lock(&shared.refresh_tokens).issue(&issued.sub, &client.client_id, Instant::now())
+    });
+    token_answer(
+        shared,
+        &issued.sub,
+        &client.client_id,
+        issued.request.nonce.as_deref(),
+        refresh,
+    )
+}
+
+/// The refresh-token grant (RFC 6749 §6), for confidential clients only: a fresh id_token
+/// while the user is still enabled.
+fn refresh(
+    shared: &Shared,
+    authorization: Option<&str>,
+    params: &HashMap<String, String>,
+) -> Response {
+    let client = match calling_client(shared, authorization, params) {
+        Ok(client) => client,
+        Err(refusal) => return client_refusal(&refusal),
+    };
+    if !client.confidential {
+        return oauth_refusal(&OAuthError {
+            error: "unauthorized_client",
+            description: "public clients get no refresh tokens; sign in again".to_string(),
+        });
+    }
+    let token = params.get("refresh_token").map(String::as_str);
+    let grant = match lock(&shared.refresh_tokens).redeem(token, &client.client_id, Instant::now())
+    {
+        Ok(grant) => grant,
+        Err(error) => return oauth_refusal(&error),
+    };
+    if let Some(refused) = disabled(shared, &grant.sub) {
+        return refused;
+    }
+    token_answer(
+        shared,
+        &grant.sub,
+        &client.client_id,
+        None,
+        token.map(str::to_string),
+    )
 }
 
 fn find_user<'a>(shared: &'a Shared, user: &str) -> Option<&'a TestUser> {
@@ -346,18 +455,26 @@ fn picker(
         .into_response()
 }
 
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
 async fn token_form(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Form(params): Form<HashMap<String, String>>,
 ) -> Response {
-    token_response(&shared, &params)
+    token_response(&shared, authorization(&headers), &params)
 }
 
 async fn token_query(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    token_response(&shared, &params)
+    token_response(&shared, authorization(&headers), &params)
 }
 
 async fn rotate(
@@ -384,7 +501,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode, header};
     use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     use serde_json::Value;
     use tokio_util::sync::CancellationToken;
     use tower::ServiceExt;
@@ -392,16 +509,25 @@ mod tests {
     use super::super::config::{SimConfig, TestUser};
     use super::super::jwt::KeyRing;
     use super::super::login::{CodeBook, s256_challenge};
-    use super::super::state::{Shared, SimUrls};
+    use super::super::state::{Shared, SimUrls, lock};
 
     const ISSUER: &str = "http://127.0.0.1:1";
     const CALLBACK: &str = "http://127.0.0.1:8080/callback";
     const VERIFIER: &str = "a-verifier-of-at-least-forty-three-characters-long";
+    const GATEWAY: &str = "nodeshell-gateway";
+    const SECRET: &str = "gateway-secret";
 
     fn shared(auto_login: Option<&str>) -> Arc<Shared> {
         let mut config = SimConfig::for_tests();
         config.issuer.client_id = "nodeshell-dev".to_string();
         config.issuer.auto_login = auto_login.map(str::to_string);
+        config
+            .issuer
+            .clients
+            .push(super::super::config::ClientRegistration {
+                client_id: GATEWAY.to_string(),
+                client_secret: Some(SECRET.to_string()),
+            });
         config.users.push(TestUser {
             sub: "demo".to_string(),
             email: "demo@example.com".to_string(),
@@ -424,6 +550,8 @@ mod tests {
             ordinal: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             codes: Mutex::new(CodeBook::default()),
+            refresh_tokens: Mutex::new(super::super::clients::RefreshBook::default()),
+            disabled_users: Mutex::new(std::collections::HashSet::new()),
             idp_unreachable: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -531,6 +659,10 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{}", answer.body);
         assert_eq!(answer.headers["access-control-allow-origin"], "*");
         assert_eq!(answer.headers["cache-control"], "no-store");
+        assert!(
+            answer.json().get("refresh_token").is_none(),
+            "a public client gets no refresh token"
+        );
         let body = answer.json();
         assert_eq!(body["token_type"], "Bearer");
         let claims = claims(body["id_token"].as_str().unwrap());
@@ -627,6 +759,89 @@ mod tests {
         );
     }
 
+    async fn confidential_code(shared: &Arc<Shared>) -> String {
+        let uri = authorize_uri(&[]).replace("nodeshell-dev", GATEWAY);
+        let (status, answer) = send(shared, get(&uri)).await;
+        assert_eq!(status, StatusCode::FOUND, "{}", answer.body);
+        answer.location_params()["code"].clone()
+    }
+
+    fn confidential_exchange<'a>(code: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut pairs = exchange(code, VERIFIER);
+        pairs[3] = ("client_id", GATEWAY);
+        pairs
+    }
+
+    fn with_basic(mut request: Request<Body>, secret: &str) -> Request<Body> {
+        let value = format!("Basic {}", STANDARD.encode(format!("{GATEWAY}:{secret}")));
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, value.parse().unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn a_confidential_client_needs_its_secret_at_the_token_endpoint() {
+        let shared = shared(Some("demo"));
+        // No secret: invalid_client, 401, and the code is not spent by the refusal.
+        let code = confidential_code(&shared).await;
+        let (status, answer) = send(&shared, token_request(&confidential_exchange(&code))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+        assert_eq!(answer.json()["error"], "invalid_client");
+        // A wrong secret by Basic: invalid_client with a Basic challenge (RFC 6749 §5.2).
+        let request = with_basic(token_request(&confidential_exchange(&code)), "guess");
+        let (status, answer) = send(&shared, request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+        assert_eq!(answer.json()["error"], "invalid_client");
+        assert!(answer.headers["www-authenticate"].starts_with("Basic"));
+        // The right secret by Basic: an id_token for the gateway and a refresh token.
+        let request = with_basic(token_request(&confidential_exchange(&code)), SECRET);
+        let (status, answer) = send(&shared, request).await;
+        assert_eq!(status, StatusCode::OK, "{}", answer.body);
+        let body = answer.json();
+        assert_eq!(claims(body["id_token"].as_str().unwrap())["aud"], GATEWAY);
+        assert!(
+            body["refresh_token"]
+                .as_str()
+                .is_some_and(|t| t.len() >= 32)
+        );
+        // client_secret_post works too.
+        let code = confidential_code(&shared).await;
+        let mut pairs = confidential_exchange(&code);
+        pairs.push(("client_secret", SECRET));
+        let (status, answer) = send(&shared, token_request(&pairs)).await;
+        assert_eq!(status, StatusCode::OK, "{}", answer.body);
+    }
+
+    #[tokio::test]
+    async fn refresh_gives_a_fresh_id_token_until_the_user_is_disabled() {
+        let shared = shared(Some("demo"));
+        let code = confidential_code(&shared).await;
+        let request = with_basic(token_request(&confidential_exchange(&code)), SECRET);
+        let (_, answer) = send(&shared, request).await;
+        let refresh = answer.json()["refresh_token"].as_str().unwrap().to_string();
+        let grant = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+        ];
+        let (status, answer) = send(&shared, with_basic(token_request(&grant), SECRET)).await;
+        assert_eq!(status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(
+            claims(answer.json()["id_token"].as_str().unwrap())["sub"],
+            "demo"
+        );
+        // Without the secret the refresh token is worth nothing.
+        let mut public = grant.to_vec();
+        public.push(("client_id", GATEWAY));
+        let (status, _) = send(&shared, token_request(&public)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        lock(&shared.disabled_users).insert("demo".to_string());
+        let (status, answer) = send(&shared, with_basic(token_request(&grant), SECRET)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.json()["error"], "invalid_grant");
+        assert!(answer.body.contains("disabled"), "{}", answer.body);
+    }
+
     #[tokio::test]
     async fn discovery_advertises_the_code_flow_and_answers_preflights() {
         let shared = shared(None);
@@ -645,14 +860,14 @@ mod tests {
         assert_eq!(answer.headers["access-control-allow-origin"], "*");
         let preflight = Request::builder()
             .method("OPTIONS")
-            .uri("/token")
+            .uri("/keys")
             .header(header::ORIGIN, "http://127.0.0.1:8080")
-            .header("access-control-request-method", "POST")
+            .header("access-control-request-method", "GET")
             .body(Body::empty())
             .unwrap();
         let (status, answer) = send(&shared, preflight).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        assert!(answer.headers["access-control-allow-methods"].contains("POST"));
+        assert!(answer.headers["access-control-allow-methods"].contains("GET"));
         let (_, keys) = send(&shared, get("/keys")).await;
         assert_eq!(keys.headers["access-control-allow-origin"], "*");
     }

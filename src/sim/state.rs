@@ -1,7 +1,7 @@
 //! The simulator's shared in-memory state: issued credentials, sessions, instances, the call
 //! log, and the issuer's keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::agent_messages::AgentEvent;
+use super::clients::RefreshBook;
 use super::config::{InstanceConfig, RoleConfig, SimConfig};
 use super::faults::FaultKnobs;
 use super::jwt::KeyRing;
@@ -109,6 +110,10 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Authorization codes of the browser login.
     pub codes: Mutex<CodeBook>,
+    /// Refresh tokens issued to confidential clients.
+    pub refresh_tokens: Mutex<RefreshBook>,
+    /// Users the identity provider has disabled (knob).
+    pub disabled_users: Mutex<HashSet<String>>,
     /// Fault knob: STS cannot reach the identity provider (answers IDPCommunicationError).
     pub idp_unreachable: AtomicBool,
 }
@@ -135,10 +140,18 @@ impl Shared {
         lock(&self.calls).push(call);
     }
 
-    /// The provider's client-id list: the issuer's client id, extras, every role's audience.
+    /// The provider's client-id list: the issuer's client id, extras, the registered
+    /// confidential clients, every role's audience.
     pub fn accepted_audiences(&self) -> Vec<String> {
         let mut auds = vec![self.config.issuer.client_id.clone()];
         auds.extend(self.config.issuer.extra_audiences.iter().cloned());
+        auds.extend(
+            self.config
+                .issuer
+                .clients
+                .iter()
+                .map(|c| c.client_id.clone()),
+        );
         auds.extend(self.config.roles.iter().map(|r| r.audience.clone()));
         auds
     }
