@@ -9,6 +9,7 @@ mod caps;
 mod ec2;
 mod labels;
 mod matching;
+mod names;
 mod policy;
 mod session;
 mod validation;
@@ -19,6 +20,7 @@ pub use labels::{
     LABEL_NODE, LABEL_POLICY, LABEL_SESSION, LABEL_USER, label_value, session_labels,
 };
 pub use matching::{PolicyMatch, governing_policy, selects_node};
+pub use names::{MAX_SUBDOMAIN, subdomain_problem};
 pub use policy::{
     DEFAULT_DOCUMENT_NAME, IdleActivity, NodeShellPolicy, NodeShellPolicySpec,
     NodeShellPolicyStatus, PolicyAws, PolicyLimits, PolicyRetention, PolicyTranscript,

@@ -61,6 +61,7 @@ impl Cluster {
 
     /// One node, or `E_NOT_FOUND`.
     pub async fn node(&self, name: &str) -> Result<Node, ApiError> {
+        valid_name("node", name)?;
         let api = Api::<Node>::all(self.client.clone());
         call("node", api.get_opt(name)).await?.ok_or_else(|| {
             ApiError::new(
@@ -93,6 +94,7 @@ impl Cluster {
 
     /// One session, or `E_NOT_FOUND`.
     pub async fn session(&self, name: &str) -> Result<NodeShellSession, ApiError> {
+        valid_name("session", name)?;
         call("session", self.sessions_api().get_opt(name))
             .await?
             .ok_or_else(|| {
@@ -180,5 +182,20 @@ impl Cluster {
     pub async fn reachable(&self) -> bool {
         let probe = tokio::time::timeout(Duration::from_secs(3), self.client.apiserver_version());
         matches!(probe.await, Ok(Ok(_)))
+    }
+}
+
+/// `E_BAD_REQUEST` naming the rule when a name from a URL is no DNS-1123 subdomain, so it never
+/// reaches the apiserver.
+fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    match crate::api::subdomain_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "the {kind} name in the URL {problem}; {kind} names are DNS-1123 subdomains \
+                 (lowercase letters, digits, '-' and '.', at most 253 characters)"
+            ),
+        )),
     }
 }

@@ -529,3 +529,44 @@ async fn http_fetcher_follows_discovery_and_checks_the_issuer() {
     assert!(matches!(err, keys::KeysError::Fetch(_)), "{err}");
     server.abort();
 }
+
+#[tokio::test]
+async fn names_from_urls_are_checked_before_the_apiserver() {
+    // The apiserver is down in this fixture: a 400 proves the name never reached it.
+    let f = fixture().await;
+    let token = f.ring.sign_claims(&claims("alice", &["sre"])).unwrap();
+    let long = "a".repeat(254);
+    for (method, path, kind) in [
+        (
+            "GET",
+            "/api/v1/nodes/Node_1/shell/preflight".to_string(),
+            "node",
+        ),
+        ("POST", "/api/v1/nodes/n..1/shell".to_string(), "node"),
+        ("POST", format!("/api/v1/nodes/{long}/shell"), "node"),
+        ("GET", "/api/v1/sessions/Shell-1".to_string(), "session"),
+        ("DELETE", "/api/v1/sessions/-s1".to_string(), "session"),
+        (
+            "POST",
+            "/api/v1/sessions/s%2F1/ticket".to_string(),
+            "session",
+        ),
+        (
+            "GET",
+            "/api/v1/sessions/s%201/transcript".to_string(),
+            "session",
+        ),
+    ] {
+        let (status, body) = call(&f.state, method, &path, Some(&token), "", &[]).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("E_BAD_REQUEST")),
+            "{method} {path}: {body}"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{kind} names are DNS-1123 subdomains")),
+            "{message}"
+        );
+    }
+}
