@@ -766,7 +766,7 @@ mod tests {
         answer.location_params()["code"].clone()
     }
 
-    fn confidential_exchange<'a>(code: &'a str) -> Vec<(&'a str, &'a str)> {
+    fn confidential_exchange(code: &str) -> Vec<(&str, &str)> {
         let mut pairs = exchange(code, VERIFIER);
         pairs[3] = ("client_id", GATEWAY);
         pairs
