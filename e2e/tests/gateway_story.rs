@@ -391,6 +391,43 @@ async fn ssm_calls_are_attributed_to_the_person_with_sanitised_session_names() -
                 "{sub}: {op} {call:?}"
             );
         }
+        // Auditors see the sub (the default identity claim) in the USER column, the
+        // SessionStarted event and the StartSession Reason AWS records.
+        assert_eq!(cr["spec"]["user"]["name"], sub.as_str(), "{cr}");
+        if sub.len() < 50 {
+            let start = world
+                .sim
+                .calls()
+                .into_iter()
+                .find(|c| {
+                    c.operation == "StartSession"
+                        && c.session_id.as_deref() == Some(ssm_id.as_str())
+                })
+                .ok_or_else(|| anyhow::anyhow!("no StartSession of {ssm_id}"))?;
+            assert!(
+                start
+                    .reason
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(&format!("by {sub},")),
+                "{start:?}"
+            );
+            let started = wait_for("the SessionStarted event", T, || {
+                let session = session.clone();
+                async move {
+                    Ok(world.events().await?.into_iter().find(|e| {
+                        e.involved_object.name.as_deref() == Some(session.as_str())
+                            && e.reason.as_deref() == Some("SessionStarted")
+                    }))
+                }
+            })
+            .await?;
+            let message = started.message.unwrap_or_default();
+            assert!(
+                message.contains(&format!(" for {sub} through")),
+                "{message}"
+            );
+        }
         // Both audit rows carry the SSM id and the role session name.
         let rows = wait_for("audit rows", T, || {
             let rows: Vec<Value> = world
