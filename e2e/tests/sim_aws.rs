@@ -661,6 +661,70 @@ async fn sdk_assume(
     }
 }
 
+/// An id_token through the issuer's browser login, as a person (public client, no secret) or
+/// the gateway (confidential client, its secret) would get one: /authorize with PKCE (the
+/// auto-login user answers at once), then the code at /token.
+async fn login(sim: &SimHandle, client_id: &str, secret: Option<&str>) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let verifier = "a-verifier-of-at-least-forty-three-characters-long";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let callback = "http://127.0.0.1:9/callback";
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let authorize = http
+        .get(format!("{}/authorize", sim.urls().issuer))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", callback),
+            ("scope", "openid"),
+            ("state", "s"),
+            ("nonce", "n"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = authorize.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {location}"));
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", callback),
+        ("client_id", client_id),
+        ("code_verifier", verifier),
+    ];
+    if let Some(secret) = secret {
+        form.push(("client_secret", secret));
+    }
+    let answer: serde_json::Value = http
+        .post(format!("{}/token", sim.urls().issuer))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["id_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id_token: {answer}"))
+        .to_string()
+}
+
 #[tokio::test]
 async fn the_recommended_trust_policy_refuses_wrong_aud_sub_and_session_name() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -685,6 +749,7 @@ async fn the_recommended_trust_policy_refuses_wrong_aud_sub_and_session_name() {
         email: "bob@example.com".to_string(),
         ..nodeshell::sim::TestUser::default()
     });
+    config.issuer.auto_login = Some("alice".to_string());
     let sim = Simulator::start(config).await.expect("simulator starts");
     sim.set_trust_policy("nodeshell-user", &recommended_trust_policy(&sim))
         .unwrap();
@@ -692,18 +757,16 @@ async fn the_recommended_trust_policy_refuses_wrong_aud_sub_and_session_name() {
         sim.mint_token_with(sub, "nodeshell-gateway", 900)
             .expect("token")
     };
-    let alice = gateway_token("alice");
-
-    // The gateway's own exchange: its client's token, the name `<prefix>-<sub>`.
+    // The gateway's own exchange: its confidential client's code flow, the name
+    // `<prefix>-<sub>`.
+    let alice = login(&sim, "nodeshell-gateway", Some("gateway-secret")).await;
     assert_eq!(
         sdk_assume(&sim, &alice, "nodeshell-alice").await,
         Ok("arn:aws:sts::123456789012:assumed-role/nodeshell-user/nodeshell-alice".to_string())
     );
     let denied = Err(("AccessDenied".to_string(), 403));
-    // A token of the public client: a person's own, from the console's login.
-    let public = sim
-        .mint_token_with("alice", "nodeshell-console", 900)
-        .unwrap();
+    // What a person obtains on their own: the public client's login, no secret needed.
+    let public = login(&sim, "nodeshell-console", None).await;
     assert_eq!(sdk_assume(&sim, &public, "nodeshell-alice").await, denied);
     // Someone else's sub under alice's name, and alice's token under a name of her choosing.
     let bob = gateway_token("bob");
