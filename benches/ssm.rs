@@ -276,7 +276,12 @@ impl SimProcess {
     async fn start(log: &Path) -> anyhow::Result<Self> {
         let mut config = tempfile::Builder::new().suffix(".yaml").tempfile()?;
         // The agent's one-second start delay would only add a constant to every session.
-        std::io::Write::write_all(&mut config, b"agentStartDelayMs: 0\n")?;
+        // The bench fetches alice's token over HTTP from the separate simulator process, so it
+        // turns the test password grant on.
+        std::io::Write::write_all(
+            &mut config,
+            b"agentStartDelayMs: 0\nissuer:\n  testPasswordGrant: true\n",
+        )?;
         let log_file = std::fs::File::create(log)?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_nodeshell"))
             .arg("sim")

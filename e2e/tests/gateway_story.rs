@@ -297,16 +297,18 @@ async fn a_person_opens_a_shell_runs_commands_resizes_and_exits_3() -> anyhow::R
     world.cleanup(&scope).await
 }
 
-/// The documented sanitising: characters outside `[\w+=,.@-]` become `-` (runs collapsed);
-/// names over 64 characters keep their head and end in `-<first 8 hex of sha256(sub)>`.
+/// The documented naming: `nodeshell-<sub>` verbatim when it fits `[\w+=,.@-]` and 64
+/// characters; otherwise characters outside the alphabet become `-` (runs collapsed), the head
+/// is cut to 47 characters, and `-<first 16 hex of sha256(sub)>` is appended.
 fn expected_role_session_name(sub: &str) -> String {
+    let hash = &sha256_hex(sub.as_bytes())[..16];
     match sub {
-        SUB_PIPE => "nodeshell-auth0-5f8a9b2c".to_string(),
-        SUB_SPACES => "nodeshell-Jane-Q-Public".to_string(),
-        SUB_UNICODE => "nodeshell-j-rgen.m-ller@-.jp".to_string(),
-        s if s.len() > 50 => {
+        SUB_PIPE => format!("nodeshell-auth0-5f8a9b2c-{hash}"),
+        SUB_SPACES => format!("nodeshell-Jane-Q-Public-{hash}"),
+        SUB_UNICODE => format!("nodeshell-j-rgen.m-ller@-.jp-{hash}"),
+        s if s.len() > 54 => {
             let full = format!("nodeshell-{s}");
-            format!("{}-{}", &full[..55], &sha256_hex(s.as_bytes())[..8])
+            format!("{}-{hash}", full[..47].trim_end_matches('-'))
         }
         s => format!("nodeshell-{s}"),
     }
@@ -387,6 +389,43 @@ async fn ssm_calls_are_attributed_to_the_person_with_sanitised_session_names() -
                 call.principal_arn.as_deref(),
                 Some(principal.as_str()),
                 "{sub}: {op} {call:?}"
+            );
+        }
+        // Auditors see the sub (the default identity claim) in the USER column, the
+        // SessionStarted event and the StartSession Reason AWS records.
+        assert_eq!(cr["spec"]["user"]["name"], sub.as_str(), "{cr}");
+        if sub.len() < 50 {
+            let start = world
+                .sim
+                .calls()
+                .into_iter()
+                .find(|c| {
+                    c.operation == "StartSession"
+                        && c.session_id.as_deref() == Some(ssm_id.as_str())
+                })
+                .ok_or_else(|| anyhow::anyhow!("no StartSession of {ssm_id}"))?;
+            assert!(
+                start
+                    .reason
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(&format!("by {sub},")),
+                "{start:?}"
+            );
+            let started = wait_for("the SessionStarted event", T, || {
+                let session = session.clone();
+                async move {
+                    Ok(world.events().await?.into_iter().find(|e| {
+                        e.involved_object.name.as_deref() == Some(session.as_str())
+                            && e.reason.as_deref() == Some("SessionStarted")
+                    }))
+                }
+            })
+            .await?;
+            let message = started.message.unwrap_or_default();
+            assert!(
+                message.contains(&format!(" for {sub} through")),
+                "{message}"
             );
         }
         // Both audit rows carry the SSM id and the role session name.

@@ -207,6 +207,16 @@ async fn values_schema_rejects_bad_values_with_helms_error() -> anyhow::Result<(
             "/gateway/oidc",
             "'clientID' not allowed",
         ),
+        (
+            "gateway.oidc.jwksMinRefetchSeconds=1",
+            "/gateway/oidc/jwksMinRefetchSeconds",
+            "minimum",
+        ),
+        (
+            "gateway.oidc.issuerUrl=http://login.example.com",
+            "/gateway/oidc/issuerUrl",
+            "does not match pattern",
+        ),
     ];
     for (set, location, complaint) in cases {
         let run = run_helm(&[

@@ -336,17 +336,15 @@ async fn issuer_tokens_verify_with_jsonwebtoken_against_the_published_jwks() {
         validation.set_issuer(&[sim.urls().issuer.as_str()]);
         jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map(|d| d.claims)
     };
-    // The token endpoint, as a browser-less test client would use it.
-    let minted: serde_json::Value = http
+    // Minted in process: the token endpoint's password grant is a knob, off by default.
+    let refused = http
         .post(format!("{}/token", sim.urls().issuer))
         .form(&[("sub", "alice")])
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    let token = minted["id_token"].as_str().unwrap().to_string();
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    let token = sim.mint_token("alice").unwrap();
     let jwks: serde_json::Value = http
         .get(&jwks_uri)
         .send()
@@ -611,4 +609,234 @@ async fn sts_matches_the_role_path_and_can_report_the_issuer_unreachable() {
             .await
             .is_ok()
     );
+}
+
+/// The trust policy docs/setup.md recommends, for the simulator's provider: `aud` is the
+/// gateway's confidential client and the role session name is bound to `nodeshell-${sub}`.
+fn recommended_trust_policy(sim: &SimHandle) -> serde_json::Value {
+    let provider = sim.provider_name();
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": sim.provider_arn()},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {
+                "StringEquals": {
+                    format!("{provider}:aud"): "nodeshell-gateway",
+                    "sts:RoleSessionName": format!("nodeshell-${{{provider}:sub}}"),
+                },
+            },
+        }],
+    })
+}
+
+/// AssumeRoleWithWebIdentity through AWS's own STS client, unsigned as the SDK sends it;
+/// the error's code and HTTP status when refused.
+async fn sdk_assume(
+    sim: &SimHandle,
+    token: &str,
+    session_name: &str,
+) -> Result<String, (String, u16)> {
+    let endpoints = endpoints(sim);
+    let config = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new(endpoints.region.clone()))
+        .endpoint_url(endpoints.sts_url.clone().expect("the simulator's STS url"))
+        .build();
+    let out = aws_sdk_sts::Client::from_conf(config)
+        .assume_role_with_web_identity()
+        .role_arn(sim.role_arn("nodeshell-user"))
+        .role_session_name(session_name)
+        .web_identity_token(token)
+        .send()
+        .await;
+    match out {
+        Ok(out) => Ok(out.assumed_role_user().unwrap().arn().to_string()),
+        Err(e) => {
+            use aws_sdk_sts::error::ProvideErrorMetadata;
+            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
+            Err((e.code().unwrap_or("no code").to_string(), status))
+        }
+    }
+}
+
+/// An id_token through the issuer's browser login, as a person (public client, no secret) or
+/// the gateway (confidential client, its secret) would get one: /authorize with PKCE (the
+/// auto-login user answers at once), then the code at /token.
+async fn login(sim: &SimHandle, client_id: &str, secret: Option<&str>) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let verifier = "a-verifier-of-at-least-forty-three-characters-long";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let callback = "http://127.0.0.1:9/callback";
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let authorize = http
+        .get(format!("{}/authorize", sim.urls().issuer))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", callback),
+            ("scope", "openid"),
+            ("state", "s"),
+            ("nonce", "n"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = authorize.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {location}"));
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", callback),
+        ("client_id", client_id),
+        ("code_verifier", verifier),
+    ];
+    if let Some(secret) = secret {
+        form.push(("client_secret", secret));
+    }
+    let answer: serde_json::Value = http
+        .post(format!("{}/token", sim.urls().issuer))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["id_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id_token: {answer}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_recommended_trust_policy_refuses_wrong_aud_sub_and_session_name() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut config = SimConfig::for_tests();
+    // The gateway's confidential client, and the public client a person can sign in to.
+    config
+        .issuer
+        .clients
+        .push(nodeshell::sim::ClientRegistration {
+            client_id: "nodeshell-gateway".to_string(),
+            client_secret: Some("gateway-secret".to_string()),
+        });
+    config
+        .issuer
+        .clients
+        .push(nodeshell::sim::ClientRegistration {
+            client_id: "nodeshell-console".to_string(),
+            client_secret: None,
+        });
+    config.users.push(nodeshell::sim::TestUser {
+        sub: "bob".to_string(),
+        email: "bob@example.com".to_string(),
+        ..nodeshell::sim::TestUser::default()
+    });
+    config.issuer.auto_login = Some("alice".to_string());
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    sim.set_trust_policy("nodeshell-user", &recommended_trust_policy(&sim))
+        .unwrap();
+    let gateway_token = |sub: &str| {
+        sim.mint_token_with(sub, "nodeshell-gateway", 900)
+            .expect("token")
+    };
+    // The gateway's own exchange: its confidential client's code flow, the name
+    // `<prefix>-<sub>`.
+    let alice = login(&sim, "nodeshell-gateway", Some("gateway-secret")).await;
+    assert_eq!(
+        sdk_assume(&sim, &alice, "nodeshell-alice").await,
+        Ok("arn:aws:sts::123456789012:assumed-role/nodeshell-user/nodeshell-alice".to_string())
+    );
+    let denied = Err(("AccessDenied".to_string(), 403));
+    // What a person obtains on their own: the public client's login, no secret needed.
+    let public = login(&sim, "nodeshell-console", None).await;
+    assert_eq!(sdk_assume(&sim, &public, "nodeshell-alice").await, denied);
+    // Someone else's sub under alice's name, and alice's token under a name of her choosing.
+    let bob = gateway_token("bob");
+    assert_eq!(sdk_assume(&sim, &bob, "nodeshell-alice").await, denied);
+    for name in [
+        "nodeshell-bob",
+        "alice",
+        "nodeshell-alice2",
+        "Nodeshell-alice",
+    ] {
+        assert_eq!(sdk_assume(&sim, &alice, name).await, denied, "{name}");
+    }
+    assert!(sdk_assume(&sim, &bob, "nodeshell-bob").await.is_ok());
+
+    // Without the policy the role's simple config (aud `nodeshell` only) still applies, and
+    // a document the simulator cannot evaluate is refused up front.
+    let unparsable = serde_json::json!({"Statement": {"Effect": "Allow", "Principal": "*",
+        "Action": "*", "Condition": {"DateLessThan": {"aws:CurrentTime": "2030-01-01"}}}});
+    assert!(sim.set_trust_policy("nodeshell-user", &unparsable).is_err());
+    assert!(
+        sim.set_trust_policy("no-such-role", &recommended_trust_policy(&sim))
+            .is_err()
+    );
+    let failures: Vec<_> = sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "AssumeRoleWithWebIdentity")
+        .filter_map(|c| c.error_code)
+        .collect();
+    assert_eq!(failures.len(), 6, "{failures:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_configured_trust_policy_document_is_evaluated() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // A fixed issuer port, so the document can name the provider before start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let provider = format!("127.0.0.1:{port}");
+    let mut config = SimConfig::for_tests();
+    config.ports.oidc = port;
+    config.roles[0].trust_policy = Some(serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow",
+             "Principal": {"Federated": format!("arn:aws:iam::123456789012:oidc-provider/{provider}")},
+             "Action": "sts:AssumeRoleWithWebIdentity",
+             "Condition": {"ForAnyValue:StringLike": {format!("{provider}:aud"): "nodeshell*"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "sts:*",
+             "Condition": {"StringLike": {"sts:RoleSessionName": "*-blocked"}}},
+        ],
+    }));
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    let token = sim.mint_token("alice").unwrap();
+    assert!(sdk_assume(&sim, &token, "ns-alice").await.is_ok());
+    assert_eq!(
+        sdk_assume(&sim, &token, "ns-blocked").await,
+        Err(("AccessDenied".to_string(), 403)),
+        "an explicit Deny wins over the Allow"
+    );
+    sim.shutdown().await;
+
+    let mut config = SimConfig::for_tests();
+    config.roles[0].trust_policy = Some(serde_json::json!({"Statement": [{"Effect": "Allow"}]}));
+    let Err(err) = Simulator::start(config).await else {
+        panic!("a trust policy without Principal and Action must be refused at start");
+    };
+    assert!(err.to_string().contains("nodeshell-user"), "{err}");
 }

@@ -11,6 +11,7 @@ mod labels;
 mod matching;
 mod names;
 mod policy;
+mod printable;
 mod session;
 mod validation;
 
@@ -25,6 +26,7 @@ pub use policy::{
     DEFAULT_DOCUMENT_NAME, IdleActivity, NodeShellPolicy, NodeShellPolicySpec,
     NodeShellPolicyStatus, PolicyAws, PolicyLimits, PolicyRetention, PolicyTranscript,
 };
+pub use printable::printable;
 pub use session::{
     NodeShellSession, NodeShellSessionSpec, NodeShellSessionStatus, SessionAuditRecord,
     SessionGateway, SessionPhase, SessionReason, SessionTranscript, SessionUser,

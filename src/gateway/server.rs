@@ -82,9 +82,7 @@ pub fn app_state(
     live: LiveSide,
     metrics: GatewayMetrics,
 ) -> Result<AppState, GatewayError> {
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("nodeshell-gateway/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let http = keys::issuer_http_client()?;
     let cache = KeyCache::new(
         keys::http_fetcher(http, config.oidc.issuer_url.clone()),
         config.oidc.jwks_min_refetch,

@@ -77,10 +77,20 @@ pub struct IssuerConfig {
     pub auto_login: Option<String>,
     /// Redirect URIs `/authorize` accepts; empty accepts any loopback `http` URI.
     pub redirect_uris: Vec<String>,
-    /// Confidential clients: each must prove its secret at `/token` (client_secret_basic or
-    /// client_secret_post) and gets refresh tokens. Every other accepted audience is a public
-    /// client (PKCE only, no secret, no refresh token).
+    /// Registered clients. One with a secret is confidential: it must prove the secret at
+    /// `/token` (client_secret_basic or client_secret_post) and gets refresh tokens. One
+    /// without is public (PKCE only, no secret, no refresh token), as is every other accepted
+    /// audience: the kind of client whose tokens any person can obtain, for negative tests.
     pub clients: Vec<ClientRegistration>,
+    /// Knob (off by default): `/token` without `grant_type`, or with `grant_type=password`,
+    /// mints an id_token for any configured user and any audience with no secret and no
+    /// login. No real issuer does this; tests in the same process use
+    /// `SimHandle::mint_token` instead.
+    pub test_password_grant: bool,
+    /// Knob (off by default): `/token` answers cross-origin requests
+    /// (`Access-Control-Allow-Origin: *`), so a page script can exchange a code and read the
+    /// tokens. Discovery and JWKS are public documents and always answer cross-origin.
+    pub cross_origin_token: bool,
 }
 
 /// A confidential OAuth client of the issuer.
@@ -114,6 +124,8 @@ impl Default for IssuerConfig {
             auto_login: None,
             redirect_uris: Vec::new(),
             clients: Vec::new(),
+            test_password_grant: false,
+            cross_origin_token: false,
         }
     }
 }
@@ -152,10 +164,17 @@ pub struct RoleConfig {
     /// IAM path, `/` or `/<segments>/`: STS takes the role's ARN with it, and an ARN that
     /// leaves it out (or names another) does not name this role.
     pub path: String,
-    /// The trust policy's `aud` condition.
+    /// The trust policy's `aud` condition (also an audience the provider accepts). Without
+    /// `trustPolicy`, the role trusts the issuer's provider when `aud` equals it.
     pub audience: String,
-    /// The trust policy's optional `sub` condition (any `sub` when absent).
+    /// The trust policy's optional `sub` condition (any `sub` when absent; ignored when
+    /// `trustPolicy` is set).
     pub allowed_subs: Option<Vec<String>>,
+    /// A real IAM trust-policy document (JSON, as a YAML map or a JSON string), evaluated as
+    /// IAM does; when absent, the role's trust policy is the one `audience` and
+    /// `allowedSubs` stand for. The provider is named by the issuer URL without its scheme,
+    /// so with an OS-chosen issuer port set it after start with `SimHandle::set_trust_policy`.
+    pub trust_policy: Option<serde_json::Value>,
     /// The role's maximum session duration, in seconds (3600–43200 in IAM).
     pub max_session_duration_seconds: u32,
     /// Whether the role's permission policy allows the SSM session calls.
@@ -169,6 +188,7 @@ impl Default for RoleConfig {
             path: "/".to_string(),
             audience: "nodeshell".to_string(),
             allowed_subs: None,
+            trust_policy: None,
             max_session_duration_seconds: 43200,
             ssm_allowed: true,
         }
@@ -250,6 +270,10 @@ mod tests {
         assert_eq!(config.users.len(), 2);
         assert_eq!(config.issuer.auto_login, None);
         assert!(config.issuer.redirect_uris.is_empty());
+        assert_eq!(config.issuer.clients.len(), 2);
+        assert!(config.issuer.clients[1].client_secret.is_none());
+        assert!(!config.issuer.test_password_grant);
+        assert!(!config.issuer.cross_origin_token);
         assert_eq!(
             config.roles[1].allowed_subs.as_deref(),
             Some(&["alice".to_string()][..])
@@ -260,6 +284,17 @@ mod tests {
             config.instances[2].env.get("NODE_ROLE").map(String::as_str),
             Some("worker")
         );
+    }
+
+    #[test]
+    fn a_trust_policy_document_reads_from_yaml_or_json_text() {
+        let yaml = "roles:\n  - name: r\n    trustPolicy:\n      Version: \"2012-10-17\"\n      Statement:\n        - Effect: Allow\n          Principal: \"*\"\n          Action: sts:AssumeRoleWithWebIdentity\n  - name: s\n    trustPolicy: '{\"Statement\": []}'\n";
+        let config: SimConfig = serde_saphyr::from_str(yaml).unwrap();
+        let doc = config.roles[0].trust_policy.as_ref().unwrap();
+        assert_eq!(doc["Statement"][0]["Effect"], "Allow");
+        assert!(super::super::trust_policy::TrustPolicy::parse(doc).is_ok());
+        let text = config.roles[1].trust_policy.as_ref().unwrap();
+        assert!(super::super::trust_policy::TrustPolicy::parse(text).is_ok());
     }
 
     #[test]

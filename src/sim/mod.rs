@@ -22,6 +22,7 @@ mod ssm_api;
 pub mod state;
 mod sts;
 pub mod trust;
+pub mod trust_policy;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -84,7 +85,7 @@ pub enum Error {
     /// No instance or session with that id.
     #[error("no such {kind} {id:?}")]
     NotFound {
-        /// `instance` or `session`.
+        /// `instance`, `session` or `role`.
         kind: &'static str,
         /// Id asked for.
         id: String,
@@ -96,6 +97,14 @@ pub enum Error {
         path: PathBuf,
         /// Cause.
         source: std::io::Error,
+    },
+    /// A role's trust policy is not a document the simulator can evaluate.
+    #[error("role {role:?}: {source}")]
+    TrustPolicy {
+        /// Role name.
+        role: String,
+        /// What is wrong with it.
+        source: trust_policy::PolicyError,
     },
     /// Waiting for Ctrl-C failed.
     #[error("cannot wait for a shutdown signal: {0}")]
@@ -176,10 +185,12 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     for role in &handle.shared.config.roles {
         println!("  role            {}", handle.role_arn(&role.name));
     }
-    println!(
-        "  token for alice: curl -s -d sub=alice {}/token",
-        urls.issuer
-    );
+    if handle.shared.config.issuer.test_password_grant {
+        println!(
+            "  token for alice: curl -s -d sub=alice {}/token",
+            urls.issuer
+        );
+    }
     match &handle.shared.config.issuer.auto_login {
         Some(user) => println!(
             "  browser login   {}/authorize signs in {user} at once",
@@ -271,6 +282,14 @@ impl Simulator {
             ssm: format!("http://{ssm_a}"),
             messages: format!("ws://{msg_a}"),
         };
+        for role in &config.roles {
+            trust::role_trust_policy(role, &config.account_id, &urls.issuer).map_err(|source| {
+                Error::TrustPolicy {
+                    role: role.name.clone(),
+                    source,
+                }
+            })?;
+        }
         let instances = config
             .instances
             .iter()
@@ -293,6 +312,7 @@ impl Simulator {
             refresh_tokens: Mutex::new(clients::RefreshBook::default()),
             disabled_users: Mutex::new(std::collections::HashSet::new()),
             idp_unreachable: std::sync::atomic::AtomicBool::new(false),
+            trust_policies: Mutex::new(HashMap::new()),
         });
         let serve = |listener: TcpListener, router: axum::Router, stop: CancellationToken| {
             // Nagle plus the peer's delayed ACK holds a small frame written right after
@@ -421,6 +441,36 @@ impl SimHandle {
         self.shared
             .idp_unreachable
             .store(unreachable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Replaces a role's trust policy with an IAM policy document (JSON), evaluated as IAM
+    /// does from the next AssumeRoleWithWebIdentity on. The provider in it is
+    /// [`Self::provider_name`], known only once the issuer's port is.
+    pub fn set_trust_policy(&self, role: &str, document: &serde_json::Value) -> Result<(), Error> {
+        if self.shared.role(role).is_none() {
+            return Err(Error::NotFound {
+                kind: "role",
+                id: role.to_string(),
+            });
+        }
+        let policy =
+            trust_policy::TrustPolicy::parse(document).map_err(|source| Error::TrustPolicy {
+                role: role.to_string(),
+                source,
+            })?;
+        lock(&self.shared.trust_policies).insert(role.to_string(), policy);
+        Ok(())
+    }
+
+    /// The name IAM gives the issuer's provider (its URL without the scheme), the prefix of
+    /// the `<provider>:aud` and `<provider>:sub` condition keys.
+    pub fn provider_name(&self) -> String {
+        trust_policy::provider_name(&self.shared.urls.issuer)
+    }
+
+    /// The ARN of the issuer's OIDC provider, for a policy's `Principal.Federated`.
+    pub fn provider_arn(&self) -> String {
+        trust_policy::provider_arn(&self.shared.config.account_id, &self.shared.urls.issuer)
     }
 
     /// Knob (off by default): the identity provider disables (`true`) or re-enables a user.

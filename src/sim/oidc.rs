@@ -25,15 +25,19 @@ use super::state::{Shared, lock, read, write};
 
 /// Routes of the issuer.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    // The console runs on the gateway's origin and calls these three from the browser (until
-    // it signs in through the gateway; then /token leaves this list).
-    let cross_origin = Router::new()
+    // Discovery and JWKS are public documents any page may read; `/token` answers other
+    // origins only with the `crossOriginToken` knob, since no page script should hold a token.
+    let public_documents = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/keys", get(jwks))
-        .route("/token", post(token_form).get(token_query))
         .layer(middleware::from_fn(cors));
+    let mut token = Router::new().route("/token", post(token_form).get(token_query));
+    if shared.config.issuer.cross_origin_token {
+        token = token.layer(middleware::from_fn(cors));
+    }
     Router::new()
-        .merge(cross_origin)
+        .merge(public_documents)
+        .merge(token)
         .route("/authorize", get(authorize))
         .route("/test/rotate-keys", post(rotate))
         .with_state(shared)
@@ -78,7 +82,11 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value>
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["openid", "email", "profile", "groups"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "email", "name", "groups"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "password"],
+        "grant_types_supported": if shared.config.issuer.test_password_grant {
+            json!(["authorization_code", "refresh_token", "password"])
+        } else {
+            json!(["authorization_code", "refresh_token"])
+        },
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
     }))
@@ -131,12 +139,23 @@ fn token_response(
     match params.get("grant_type").map(String::as_str) {
         Some("authorization_code") => return exchange_code(shared, authorization, params),
         Some("refresh_token") => return refresh(shared, authorization, params),
-        None | Some("password") => {}
+        None | Some("password") if shared.config.issuer.test_password_grant => {}
+        None => {
+            return oauth_refusal(&OAuthError {
+                error: "invalid_request",
+                description: "grant_type is required; use authorization_code (with PKCE) or refresh_token (the test password grant is off: issuer.testPasswordGrant)".to_string(),
+            });
+        }
         Some(other) => {
             return oauth_refusal(&OAuthError {
                 error: "unsupported_grant_type",
                 description: format!(
-                    "grant_type {other:?} is not supported; use authorization_code (with PKCE), refresh_token or password"
+                    "grant_type {other:?} is not supported; use authorization_code (with PKCE) or refresh_token{}",
+                    if other == "password" {
+                        " (the test password grant is off: issuer.testPasswordGrant)"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }
@@ -518,6 +537,10 @@ mod tests {
     const SECRET: &str = "gateway-secret";
 
     fn shared(auto_login: Option<&str>) -> Arc<Shared> {
+        shared_with(auto_login, |_| {})
+    }
+
+    fn shared_with(auto_login: Option<&str>, knobs: impl FnOnce(&mut SimConfig)) -> Arc<Shared> {
         let mut config = SimConfig::for_tests();
         config.issuer.client_id = "nodeshell-dev".to_string();
         config.issuer.auto_login = auto_login.map(str::to_string);
@@ -534,6 +557,7 @@ mod tests {
             name: "Demo <User>".to_string(),
             groups: vec!["platform-admins".to_string()],
         });
+        knobs(&mut config);
         Arc::new(Shared {
             config,
             urls: SimUrls {
@@ -553,6 +577,7 @@ mod tests {
             refresh_tokens: Mutex::new(super::super::clients::RefreshBook::default()),
             disabled_users: Mutex::new(std::collections::HashSet::new()),
             idp_unreachable: std::sync::atomic::AtomicBool::new(false),
+            trust_policies: Mutex::new(HashMap::new()),
         })
     }
 
@@ -657,7 +682,8 @@ mod tests {
         let code = login_code(&shared).await;
         let (status, answer) = send(&shared, token_request(&exchange(&code, VERIFIER))).await;
         assert_eq!(status, StatusCode::OK, "{}", answer.body);
-        assert_eq!(answer.headers["access-control-allow-origin"], "*");
+        // No page script of another origin may read the tokens (crossOriginToken is off).
+        assert!(!answer.headers.contains_key("access-control-allow-origin"));
         assert_eq!(answer.headers["cache-control"], "no-store");
         assert!(
             answer.json().get("refresh_token").is_none(),
@@ -870,5 +896,59 @@ mod tests {
         assert!(answer.headers["access-control-allow-methods"].contains("GET"));
         let (_, keys) = send(&shared, get("/keys")).await;
         assert_eq!(keys.headers["access-control-allow-origin"], "*");
+    }
+
+    #[tokio::test]
+    async fn the_password_grant_is_a_knob_off_by_default() {
+        let direct = [("sub", "alice"), ("aud", "anything")];
+        let shared = shared(None);
+        let (status, answer) = send(&shared, token_request(&direct)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        assert_eq!(answer.json()["error"], "invalid_request");
+        assert!(answer.body.contains("testPasswordGrant"), "{}", answer.body);
+        let password = [("grant_type", "password"), ("username", "alice")];
+        let (status, answer) = send(&shared, token_request(&password)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.json()["error"], "unsupported_grant_type");
+        let (_, doc) = send(&shared, get("/.well-known/openid-configuration")).await;
+        assert!(
+            !doc.json()["grant_types_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("password"))
+        );
+
+        let shared = shared_with(None, |c| c.issuer.test_password_grant = true);
+        let (status, answer) = send(&shared, token_request(&direct)).await;
+        assert_eq!(status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(
+            claims(answer.json()["id_token"].as_str().unwrap())["aud"],
+            "anything"
+        );
+        let (status, _) = send(&shared, token_request(&password)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_cross_origin_token_endpoint_is_a_knob_off_by_default() {
+        let preflight = || {
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/token")
+                .header(header::ORIGIN, "http://127.0.0.1:8080")
+                .header("access-control-request-method", "POST")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let (status, answer) = send(&shared(None), preflight()).await;
+        assert_ne!(status, StatusCode::NO_CONTENT);
+        assert!(!answer.headers.contains_key("access-control-allow-origin"));
+        let open = shared_with(Some("demo"), |c| c.issuer.cross_origin_token = true);
+        let (status, answer) = send(&open, preflight()).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(answer.headers["access-control-allow-origin"], "*");
+        let code = login_code(&open).await;
+        let (_, answer) = send(&open, token_request(&exchange(&code, VERIFIER))).await;
+        assert_eq!(answer.headers["access-control-allow-origin"], "*");
     }
 }

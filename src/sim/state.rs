@@ -16,6 +16,7 @@ use super::config::{InstanceConfig, RoleConfig, SimConfig};
 use super::faults::FaultKnobs;
 use super::jwt::KeyRing;
 use super::login::CodeBook;
+use super::trust_policy::TrustPolicy;
 
 /// The URLs the simulator serves on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -116,6 +117,9 @@ pub(crate) struct Shared {
     pub disabled_users: Mutex<HashSet<String>>,
     /// Fault knob: STS cannot reach the identity provider (answers IDPCommunicationError).
     pub idp_unreachable: AtomicBool,
+    /// Trust policies set after start (`SimHandle::set_trust_policy`), by role name; they
+    /// replace the role's configured one.
+    pub trust_policies: Mutex<HashMap<String, TrustPolicy>>,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (state stays usable for tests).

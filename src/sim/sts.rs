@@ -17,8 +17,9 @@ use super::ids::random_alnum;
 use super::state::{CallRecord, IssuedCredentials, Shared, lock, read};
 use super::trust::{
     RegisteredIssuer, StsErrorCode, StsRejection, check_duration, check_role_session_name,
-    check_trust_policy, parse_role_arn, validate_token,
+    check_trust_policy, parse_role_arn, role_trust_policy, validate_token,
 };
+use super::trust_policy::{provider_name, web_identity_request};
 
 const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
@@ -131,7 +132,24 @@ fn assume(shared: &Shared, params: &HashMap<String, String>) -> Result<Issued, S
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
         validate_token(token, &issuer, now)?
     };
-    check_trust_policy(role, &identity)?;
+    let override_policy = lock(&shared.trust_policies).get(&role.name).cloned();
+    let policy = match override_policy {
+        Some(policy) => policy,
+        // Checked at start, so a broken document cannot reach here; refuse if it did.
+        None => role_trust_policy(role, &shared.config.account_id, &shared.urls.issuer)
+            .map_err(|_| denied())?,
+    };
+    let request = web_identity_request(
+        &shared.config.account_id,
+        &shared.urls.issuer,
+        identity
+            .authorized_party
+            .as_deref()
+            .unwrap_or(&identity.audience),
+        &identity.subject,
+        session_name,
+    );
+    check_trust_policy(&policy, &request)?;
     let duration = check_duration(
         params.get("DurationSeconds").map(String::as_str),
         role.max_session_duration_seconds,
@@ -150,12 +168,7 @@ fn assume(shared: &Shared, params: &HashMap<String, String>) -> Result<Issued, S
     };
     lock(&shared.credentials).insert(access_key_id.clone(), credentials.clone());
     let role_id_hash = hex::encode(Sha256::digest(role.name.as_bytes())).to_ascii_uppercase();
-    let provider = shared
-        .urls
-        .issuer
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .to_string();
+    let provider = provider_name(&shared.urls.issuer);
     Ok(Issued {
         access_key_id,
         credentials,

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use super::config::RoleConfig;
+use super::trust_policy::{PolicyError, TrustDecision, TrustPolicy, TrustRequest, simple_policy};
 
 /// STS error codes the simulator returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,9 @@ pub struct WebIdentity {
     pub subject: String,
     /// The `aud` value that matched.
     pub audience: String,
+    /// `azp`, when the token carries one: IAM's `<provider>:aud` condition key reads it
+    /// instead of `aud` then (IAM user guide, "IAM and AWS STS condition context keys").
+    pub authorized_party: Option<String>,
 }
 
 /// The registered OIDC provider STS trusts.
@@ -168,26 +172,41 @@ pub fn validate_token(
         issuer: iss.to_string(),
         subject,
         audience: (*audience).to_string(),
+        authorized_party: claims["azp"].as_str().map(str::to_string),
     })
 }
 
-/// The role's trust policy conditions on `aud` and `sub`.
-pub fn check_trust_policy(role: &RoleConfig, identity: &WebIdentity) -> Result<(), StsRejection> {
-    let denied = || {
-        reject(
+/// The role's trust policy: its `trustPolicy` document, or the policy its `audience` and
+/// `allowedSubs` stand for (trusting the account's provider for `issuer_url`).
+pub fn role_trust_policy(
+    role: &RoleConfig,
+    account_id: &str,
+    issuer_url: &str,
+) -> Result<TrustPolicy, PolicyError> {
+    match &role.trust_policy {
+        Some(document) => TrustPolicy::parse(document),
+        None => TrustPolicy::parse(&simple_policy(
+            account_id,
+            issuer_url,
+            &role.audience,
+            role.allowed_subs.as_deref(),
+        )),
+    }
+}
+
+/// The role's trust policy against this call. An explicit and an implicit deny get the same
+/// answer: STS does not say which statement refused.
+pub fn check_trust_policy(
+    policy: &TrustPolicy,
+    request: &TrustRequest,
+) -> Result<(), StsRejection> {
+    match policy.evaluate(request) {
+        TrustDecision::Allowed => Ok(()),
+        TrustDecision::ExplicitDeny | TrustDecision::ImplicitDeny => Err(reject(
             StsErrorCode::AccessDenied,
             "Not authorized to perform sts:AssumeRoleWithWebIdentity",
-        )
-    };
-    if identity.audience != role.audience {
-        return Err(denied());
+        )),
     }
-    if let Some(subs) = &role.allowed_subs
-        && !subs.iter().any(|s| s == &identity.subject)
-    {
-        return Err(denied());
-    }
-    Ok(())
 }
 
 /// RoleSessionName: 2–64 characters of `[\w+=,.@-]`.
@@ -318,28 +337,46 @@ mod tests {
     }
 
     #[test]
-    fn trust_policy_conditions() {
+    fn trust_policy_of_a_simple_role_and_of_a_document() {
+        use super::super::trust_policy::web_identity_request;
         let role = RoleConfig {
             allowed_subs: Some(vec!["alice".to_string()]),
             ..RoleConfig::default()
         };
-        let mut id = WebIdentity {
-            issuer: ISS.to_string(),
-            subject: "alice".to_string(),
-            audience: "nodeshell".to_string(),
+        let policy = role_trust_policy(&role, "123456789012", ISS).unwrap();
+        let call =
+            |aud: &str, sub: &str| web_identity_request("123456789012", ISS, aud, sub, "ns-alice");
+        assert!(check_trust_policy(&policy, &call("nodeshell", "alice")).is_ok());
+        let denied = check_trust_policy(&policy, &call("nodeshell", "mallory")).unwrap_err();
+        assert_eq!(denied.code, StsErrorCode::AccessDenied);
+        assert_eq!(
+            denied.message,
+            "Not authorized to perform sts:AssumeRoleWithWebIdentity"
+        );
+        assert_eq!(
+            check_trust_policy(&policy, &call("other", "alice"))
+                .unwrap_err()
+                .code,
+            StsErrorCode::AccessDenied
+        );
+        // A document replaces the simple conditions; a malformed one is refused.
+        let role = RoleConfig {
+            trust_policy: Some(serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": {"Effect": "Allow", "Principal": "*",
+                              "Action": "sts:AssumeRoleWithWebIdentity",
+                              "Condition": {"StringEquals": {"127.0.0.1:1:sub": "bob"}}},
+            })),
+            ..role
         };
-        assert!(check_trust_policy(&role, &id).is_ok());
-        id.subject = "mallory".to_string();
-        assert_eq!(
-            check_trust_policy(&role, &id).unwrap_err().code,
-            StsErrorCode::AccessDenied
-        );
-        id.subject = "alice".to_string();
-        id.audience = "other".to_string();
-        assert_eq!(
-            check_trust_policy(&role, &id).unwrap_err().code,
-            StsErrorCode::AccessDenied
-        );
+        let policy = role_trust_policy(&role, "123456789012", ISS).unwrap();
+        assert!(check_trust_policy(&policy, &call("any", "bob")).is_ok());
+        assert!(check_trust_policy(&policy, &call("nodeshell", "alice")).is_err());
+        let broken = RoleConfig {
+            trust_policy: Some(serde_json::json!({"Statement": "nope"})),
+            ..RoleConfig::default()
+        };
+        assert!(role_trust_policy(&broken, "123456789012", ISS).is_err());
     }
 
     #[test]

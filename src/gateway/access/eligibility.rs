@@ -17,10 +17,16 @@ use crate::api::{parse_provider_id, region_of_zone};
 /// Longest role session name STS accepts.
 const MAX_ROLE_SESSION_NAME: usize = 64;
 
-/// `<prefix>-<sanitised sub>`: 2–64 characters of `[\w+=,.@-]` (what STS accepts and
-/// CloudTrail shows). Other characters (`|`, spaces, non-ASCII) become `-`, runs of `-`
-/// collapse; a name that had to be cut keeps 55 characters plus `-` and 8 hex characters of
-/// the SHA-256 of the sub, so two long subs stay apart.
+/// Hex characters of the sub's SHA-256 appended to a name that is not the sub verbatim: 64
+/// bits, so two subs that sanitise alike stay apart.
+const ROLE_SESSION_HASH_HEX: usize = 16;
+
+/// `<prefix>-<sub>` when that is already 2–64 characters of `[\w+=,.@-]` (what STS accepts
+/// and CloudTrail shows), so a trust policy can bind `sts:RoleSessionName` to
+/// `<prefix>-${<provider>:sub}`. Otherwise characters outside the alphabet (`|`, spaces,
+/// non-ASCII) become `-`, runs of `-` collapse, the head is cut to fit, and `-` plus 16 hex
+/// characters of the SHA-256 of the sub are appended: whenever anything was replaced, merged
+/// or cut, so two different subs never share a name (injective up to a 64-bit hash).
 pub fn role_session_name(prefix: &str, sub: &str) -> String {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c);
     let raw = if prefix.is_empty() {
@@ -28,6 +34,9 @@ pub fn role_session_name(prefix: &str, sub: &str) -> String {
     } else {
         format!("{prefix}-{sub}")
     };
+    if (2..=MAX_ROLE_SESSION_NAME).contains(&raw.len()) && raw.chars().all(allowed) {
+        return raw;
+    }
     let mut name = String::with_capacity(raw.len());
     for c in raw.chars() {
         let c = if allowed(c) { c } else { '-' };
@@ -36,19 +45,15 @@ pub fn role_session_name(prefix: &str, sub: &str) -> String {
         }
         name.push(c);
     }
-    let name = name.trim_end_matches('-').to_string();
     let hash = hex::encode(Sha256::digest(sub.as_bytes()));
-    let suffix = hash.get(..8).unwrap_or(&hash);
-    if name.len() > MAX_ROLE_SESSION_NAME {
-        // All ASCII by now, so byte slicing is character slicing.
-        let keep = MAX_ROLE_SESSION_NAME - 1 - suffix.len();
-        let head = name.get(..keep).unwrap_or(&name).trim_end_matches('-');
-        return format!("{head}-{suffix}");
-    }
-    if name.len() < 2 {
+    let suffix = hash.get(..ROLE_SESSION_HASH_HEX).unwrap_or(&hash);
+    // All ASCII by now, so byte slicing is character slicing.
+    let keep = MAX_ROLE_SESSION_NAME - 1 - suffix.len();
+    let head = name.get(..keep).unwrap_or(&name).trim_matches('-');
+    if head.is_empty() {
         return format!("u-{suffix}");
     }
-    name
+    format!("{head}-{suffix}")
 }
 
 /// One gate's outcome.
@@ -461,36 +466,77 @@ mod tests {
     use crate::gateway::error::ErrorCode;
     use crate::gateway::refusals::ineligible;
 
+    fn sub_hash(sub: &str) -> String {
+        hex::encode(Sha256::digest(sub.as_bytes()))[..16].to_string()
+    }
+
+    fn valid_session_name(n: &str) -> bool {
+        (2..=64).contains(&n.len())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+    }
+
     #[test]
-    fn role_session_names() {
-        assert_eq!(
-            role_session_name("nodeshell", "auth0|abc"),
-            "nodeshell-auth0-abc"
-        );
+    fn a_sub_that_fits_the_alphabet_is_kept_verbatim() {
+        // What a trust policy binding sts:RoleSessionName to `<prefix>-${sub}` compares.
         assert_eq!(
             role_session_name("nodeshell", "alice@example.com"),
             "nodeshell-alice@example.com"
         );
-        assert_eq!(role_session_name("ns", "Bob  Smith "), "ns-Bob-Smith");
-        assert_eq!(role_session_name("ns", "élodie"), "ns-lodie");
+        assert_eq!(
+            role_session_name("nodeshell", "248289761001"),
+            "nodeshell-248289761001"
+        );
+        assert_eq!(role_session_name("", "ab"), "ab");
+        let longest = "x".repeat(64 - "nodeshell-".len());
+        assert_eq!(
+            role_session_name("nodeshell", &longest),
+            format!("nodeshell-{longest}")
+        );
+    }
+
+    #[test]
+    fn any_replaced_character_appends_the_hash() {
+        // Before: `auth0|abc` and `auth0-abc` both became `nodeshell-auth0-abc`.
+        assert_eq!(
+            role_session_name("nodeshell", "auth0|abc"),
+            format!("nodeshell-auth0-abc-{}", sub_hash("auth0|abc"))
+        );
+        assert_eq!(
+            role_session_name("nodeshell", "auth0-abc"),
+            "nodeshell-auth0-abc"
+        );
+        assert_eq!(
+            role_session_name("ns", "Bob  Smith "),
+            format!("ns-Bob-Smith-{}", sub_hash("Bob  Smith "))
+        );
+        assert_eq!(
+            role_session_name("ns", "élodie"),
+            format!("ns-lodie-{}", sub_hash("élodie"))
+        );
+        // Collapsing a run of valid `-` also changes the name, so it too is hashed.
+        assert_ne!(
+            role_session_name("ns", "a--b"),
+            role_session_name("ns", "a-b")
+        );
+        assert_ne!(role_session_name("ns", "a-"), role_session_name("ns", "a"));
+    }
+
+    #[test]
+    fn cut_and_empty_names_carry_the_hash() {
         let long = role_session_name("nodeshell", &"x".repeat(100));
         assert_eq!(long.len(), 64);
+        assert!(long.ends_with(&sub_hash(&"x".repeat(100))), "{long}");
         assert_ne!(
             long,
             role_session_name("nodeshell", &format!("{}y", "x".repeat(100)))
         );
-        assert_eq!(
-            role_session_name("", "|"),
-            format!("u-{}", &hex::encode(Sha256::digest(b"|"))[..8])
-        );
-        let valid = |n: &str| {
-            (2..=64).contains(&n.len())
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
-        };
-        for sub in ["a", "日本語", "a b|c", &"é".repeat(80), "x"] {
+        assert_eq!(role_session_name("", "|"), format!("u-{}", sub_hash("|")));
+        assert_eq!(role_session_name("", "a"), format!("a-{}", sub_hash("a")));
+        assert_ne!(role_session_name("", "|"), role_session_name("", "||"));
+        for sub in ["a", "日本語", "a b|c", &"é".repeat(80), "x", "", "-"] {
             let n = role_session_name("nodeshell", sub);
-            assert!(valid(&n), "{sub:?} -> {n:?}");
+            assert!(valid_session_name(&n), "{sub:?} -> {n:?}");
         }
     }
 
@@ -498,8 +544,35 @@ mod tests {
         #[test]
         fn any_sub_gives_a_valid_name(sub in ".{0,200}", prefix in "[a-z]{0,12}") {
             let n = role_session_name(&prefix, &sub);
-            proptest::prop_assert!((2..=64).contains(&n.len()), "{:?}", n);
-            proptest::prop_assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
+            proptest::prop_assert!(valid_session_name(&n), "{:?}", n);
+        }
+
+        #[test]
+        fn distinct_subs_give_distinct_names(
+            // Pairs that sanitise alike: one skeleton, each `-` spelled as `-`, `|`, ` `, `é`
+            // or `--` independently in the two subs, and long enough to be cut.
+            skeleton in "[ab-]{0,70}",
+            left in proptest::collection::vec(0usize..5, 70),
+            right in proptest::collection::vec(0usize..5, 70),
+            prefix in "(|nodeshell)",
+        ) {
+            let spell = |choices: &[usize]| -> String {
+                skeleton
+                    .chars()
+                    .zip(choices)
+                    .map(|(c, &k)| match c {
+                        '-' => ["-", "|", " ", "é", "--"][k].to_string(),
+                        c => c.to_string(),
+                    })
+                    .collect()
+            };
+            let (a, b) = (spell(&left), spell(&right));
+            proptest::prop_assume!(a != b);
+            proptest::prop_assert_ne!(
+                role_session_name(&prefix, &a),
+                role_session_name(&prefix, &b),
+                "{:?} and {:?}", a, b
+            );
         }
     }
 

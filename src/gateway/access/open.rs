@@ -110,7 +110,10 @@ pub fn session_object(
         role_arn: target.role_arn.clone(),
         role_session_name,
         document_name: target.policy.spec.aws.document_name.clone(),
-        reason: reason.filter(|r| !r.trim().is_empty()),
+        // Shown by `kubectl describe`: no control character reaches an auditor's terminal.
+        reason: reason
+            .map(|r| crate::api::printable(&r))
+            .filter(|r| !r.trim().is_empty()),
         terminate: false,
     };
     // generateName keeps the node's name readable; the apiserver shortens long bases.

@@ -69,8 +69,11 @@ pub struct OidcFile {
     pub leeway_seconds: Option<u64>,
     /// How often the JWKS is refreshed even when nothing asks, in seconds.
     pub jwks_refresh_seconds: Option<u64>,
-    /// Least time between two refetches triggered by unknown key ids, in seconds.
+    /// Least time between two refetches triggered by unknown key ids, in seconds (at least 5).
     pub jwks_min_refetch_seconds: Option<u64>,
+    /// Claim naming the person to auditors (`spec.user.name`, the user label, Events);
+    /// default `sub`.
+    pub identity_claim: Option<String>,
 }
 
 /// AWS part of the file.

@@ -13,6 +13,7 @@ use crate::gateway::access::tiers::TierMap;
 pub mod args;
 pub mod file;
 pub mod live;
+pub mod oidc;
 
 pub use args::GatewayArgs;
 pub use file::{AwsFile, GatewayFile, OidcFile, parse_file};
@@ -56,8 +57,10 @@ pub struct OidcSettings {
     pub leeway: Duration,
     /// Periodic JWKS refresh.
     pub jwks_refresh: Duration,
-    /// Floor between refetches on unknown key ids.
+    /// Floor between refetches on unknown key ids (at least [`oidc::MIN_JWKS_REFETCH_SECONDS`]).
     pub jwks_min_refetch: Duration,
+    /// Claim that names the person to auditors (`spec.user.name`, the user label, Events).
+    pub identity_claim: String,
 }
 
 /// The whole resolved configuration.
@@ -135,6 +138,11 @@ impl GatewayConfig {
                         .into(),
                 )
             })?;
+        oidc::check_issuer_url(&issuer_url).map_err(ConfigError::Invalid)?;
+        let jwks_min_refetch = oidc::jwks_min_refetch(file.oidc.jwks_min_refetch_seconds)
+            .map_err(ConfigError::Invalid)?;
+        let identity_claim =
+            oidc::identity_claim(file.oidc.identity_claim.clone()).map_err(ConfigError::Invalid)?;
         let client_id = non_empty(args.oidc_client_id.clone())
             .or(non_empty(file.oidc.client_id))
             .ok_or_else(|| {
@@ -196,9 +204,8 @@ impl GatewayConfig {
                 jwks_refresh: Duration::from_secs(
                     file.oidc.jwks_refresh_seconds.unwrap_or(300).max(10),
                 ),
-                jwks_min_refetch: Duration::from_secs(
-                    file.oidc.jwks_min_refetch_seconds.unwrap_or(10),
-                ),
+                jwks_min_refetch,
+                identity_claim,
             },
             tiers,
             allowed_origins,
@@ -306,6 +313,24 @@ pub(crate) mod tests {
             .to_string();
         assert!(err.contains("--oidc-issuer"), "{err}");
         assert!(parse_file("listn: 1").is_err());
+    }
+
+    #[test]
+    fn issuer_refetch_floor_and_identity_claim_are_checked() {
+        let with = |oidc: &str| {
+            let file = parse_file(&format!("oidc:\n  clientId: c\n{oidc}")).unwrap();
+            GatewayConfig::resolve(&GatewayArgs::default(), file).map_err(|e| e.to_string())
+        };
+        let err = with("  issuerUrl: http://login.example.com\n").unwrap_err();
+        assert!(err.contains("must use https"), "{err}");
+        assert!(with("  issuerUrl: http://127.0.0.1:9000\n").is_ok());
+        let err = with("  issuerUrl: https://i.example\n  jwksMinRefetchSeconds: 0\n").unwrap_err();
+        assert!(err.contains("jwksMinRefetchSeconds is 0"), "{err}");
+        let config = with("  issuerUrl: https://i.example\n").unwrap();
+        assert_eq!(config.oidc.jwks_min_refetch, Duration::from_secs(10));
+        assert_eq!(config.oidc.identity_claim, "sub");
+        let config = with("  issuerUrl: https://i.example\n  identityClaim: email\n").unwrap();
+        assert_eq!(config.oidc.identity_claim, "email");
     }
 
     #[test]

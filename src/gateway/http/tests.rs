@@ -400,6 +400,17 @@ fn the_session_object_carries_spec_and_labels() {
     assert_eq!(s.spec.reason, None, "a blank reason is no reason");
     let labels = s.metadata.labels.unwrap();
     assert_eq!(labels[crate::api::LABEL_USER], "Alice");
+    let s = crate::gateway::access::open::session_object(
+        &caller,
+        &target,
+        "nodeshell-auth0-alice".into(),
+        Some("disk full\r\n\u{1b}[2J\u{1b}]0;hidden\u{7}".into()),
+    );
+    assert_eq!(
+        s.spec.reason.as_deref(),
+        Some("disk full [2J]0;hidden"),
+        "no control character reaches kubectl describe"
+    );
 }
 
 #[test]

@@ -360,10 +360,10 @@ async fn assume_role(
     Ok(ssm)
 }
 
-/// Who the StartSession Reason and the Started event name: the person's email, else name.
+/// Who the StartSession Reason and the Started event name: `spec.user.name`, the gateway's
+/// identity claim (default the `sub`), the same name the USER column shows.
 fn actor_name(fresh: &NodeShellSession) -> String {
-    let user = &fresh.spec.user;
-    user.email.clone().unwrap_or_else(|| user.name.clone())
+    fresh.spec.user.name.clone()
 }
 
 /// Step 3: The SSM session.

@@ -7,6 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+
+use crate::gateway::config::oidc::secure_or_loopback;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
@@ -265,8 +267,31 @@ impl KeyCache {
     }
 }
 
+/// Most redirects followed for one discovery or JWKS fetch.
+const MAX_REDIRECTS: usize = 5;
+
+/// The HTTP client for discovery and JWKS. It follows a redirect only to the same origin
+/// (scheme, host and port) as the URL first asked for, at most [`MAX_REDIRECTS`] times: a
+/// redirect elsewhere could hand the gateway keys nobody at the issuer published.
+pub fn issuer_http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("nodeshell-gateway/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let first = attempt.previous().first().map(reqwest::Url::origin);
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if first.as_ref() == Some(&attempt.url().origin()) {
+                attempt.follow()
+            } else {
+                let to = attempt.url().to_string();
+                attempt.error(format!("refused a redirect to another origin ({to})"))
+            }
+        }))
+        .build()
+}
+
 /// A fetcher that reads `<issuer>/.well-known/openid-configuration`, checks its `issuer`,
-/// then loads `jwks_uri`.
+/// then loads `jwks_uri` (https, or http on loopback). Give it [`issuer_http_client`].
 pub fn http_fetcher(http: reqwest::Client, issuer: String) -> KeyFetcher {
     Arc::new(move || {
         let http = http.clone();
@@ -287,6 +312,12 @@ pub fn http_fetcher(http: reqwest::Client, issuer: String) -> KeyFetcher {
                 .get("jwks_uri")
                 .and_then(Value::as_str)
                 .ok_or_else(|| KeysError::Malformed(format!("{url} has no jwks_uri")))?;
+            let secure = reqwest::Url::parse(jwks_uri).is_ok_and(|u| secure_or_loopback(&u));
+            if !secure {
+                return Err(KeysError::Malformed(format!(
+                    "{url} names jwks_uri {jwks_uri:?}, which is not an https URL (http is accepted only on loopback)"
+                )));
+            }
             let jwks = get_json(&http, jwks_uri).await?;
             KeySet::from_jwks(&jwks)
         })
@@ -299,7 +330,7 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, KeysError>
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| KeysError::Fetch(format!("GET {url}: {e}")))?;
+        .map_err(|e| KeysError::Fetch(format!("GET {url}: {}", error_chain(&e))))?;
     if !response.status().is_success() {
         return Err(KeysError::Fetch(format!(
             "GET {url}: HTTP {}",
@@ -310,6 +341,18 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, KeysError>
         .json()
         .await
         .map_err(|e| KeysError::Malformed(format!("GET {url}: {e}")))
+}
+
+/// An error and its sources in one line (reqwest keeps the redirect refusal in a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -367,5 +410,114 @@ mod tests {
         cache.refetch_for_unknown_kid().await;
         cache.refetch_for_unknown_kid().await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// A loopback HTTP server: `answer(base, path)` gives each raw response; counts requests.
+    async fn canned_server(
+        answer: impl Fn(&str, &str) -> String + Send + 'static,
+    ) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (counter, me) = (hits.clone(), base.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let _ = socket.write_all(answer(&me, &path).as_bytes()).await;
+            }
+        });
+        (base, hits, task)
+    }
+
+    fn redirect(to: &str) -> String {
+        format!(
+            "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+    }
+
+    fn json_answer(body: &Value) -> String {
+        let body = body.to_string();
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn not_found() -> String {
+        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string()
+    }
+
+    #[tokio::test]
+    async fn discovery_follows_redirects_only_within_the_issuers_origin() {
+        let jwks = crate::sim::jwt::KeyRing::generate().unwrap().jwks();
+        let fetch = |issuer: &str| {
+            let fetcher = http_fetcher(issuer_http_client().unwrap(), issuer.to_string());
+            async move { fetcher().await }
+        };
+        // Another origin, ready to serve keys for anyone sent its way.
+        let keys = jwks.clone();
+        let (elsewhere, elsewhere_hits, t1) = canned_server(move |_, path| match path {
+            "/keys" => json_answer(&keys),
+            _ => not_found(),
+        })
+        .await;
+        // The issuer moved its discovery within its origin, and its JWKS to the other origin.
+        let target = elsewhere.clone();
+        let (issuer, _, t2) = canned_server(move |me, path| match path {
+            "/.well-known/openid-configuration" => redirect("/v2/.well-known/openid-configuration"),
+            "/v2/.well-known/openid-configuration" => {
+                json_answer(&json!({"issuer": me, "jwks_uri": format!("{me}/keys")}))
+            }
+            "/keys" => redirect(&format!("{target}/keys")),
+            _ => not_found(),
+        })
+        .await;
+        let err = fetch(&issuer).await.unwrap_err();
+        assert!(
+            matches!(&err, KeysError::Fetch(m) if m.contains("another origin")),
+            "{err}"
+        );
+        assert_eq!(
+            elsewhere_hits.load(Ordering::SeqCst),
+            0,
+            "the other origin was never asked"
+        );
+        // The same issuer with its keys in its own origin loads after the same-origin hop.
+        let keys = jwks.clone();
+        let (good, _, t3) = canned_server(move |me, path| match path {
+            "/.well-known/openid-configuration" => redirect("/v2/.well-known/openid-configuration"),
+            "/v2/.well-known/openid-configuration" => {
+                json_answer(&json!({"issuer": me, "jwks_uri": format!("{me}/keys")}))
+            }
+            "/keys" => json_answer(&keys),
+            _ => not_found(),
+        })
+        .await;
+        assert_eq!(fetch(&good).await.unwrap().len(), 1);
+        // A redirect loop within the origin stops after the limit.
+        let (looping, hits, t4) = canned_server(|_, _| redirect("/again")).await;
+        assert!(fetch(&looping).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), MAX_REDIRECTS + 1);
+        // A discovery document naming a plain-http JWKS off loopback is refused.
+        let (plain, _, t5) = canned_server(|me, path| match path {
+            "/.well-known/openid-configuration" => {
+                json_answer(&json!({"issuer": me, "jwks_uri": "http://keys.example.com/keys"}))
+            }
+            _ => not_found(),
+        })
+        .await;
+        let err = fetch(&plain).await.unwrap_err();
+        assert!(
+            matches!(&err, KeysError::Malformed(m) if m.contains("not an https URL")),
+            "{err}"
+        );
+        for t in [t1, t2, t3, t4, t5] {
+            t.abort();
+        }
     }
 }

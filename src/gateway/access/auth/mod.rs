@@ -31,10 +31,23 @@ pub struct Authenticated {
     pub expires_at: u64,
 }
 
-/// Builds the [`Caller`] from verified claims.
+/// Builds the [`Caller`] from verified claims, named by `sub` (see [`caller_from_claims_as`]).
 pub fn caller_from_claims(
     claims: &serde_json::Map<String, Value>,
     groups_claim: &str,
+    tiers: &TierMap,
+) -> Caller {
+    caller_from_claims_as(claims, groups_claim, "sub", tiers)
+}
+
+/// Builds the [`Caller`] from verified claims. `email` is kept only when `email_verified` is
+/// true (anyone can type an address at some issuers). The name auditors see (`spec.user.name`,
+/// the user label, Events) is the `identity_claim` (a string; an unverified `email` does not
+/// count), else the `sub`; control characters are stripped from it.
+pub fn caller_from_claims_as(
+    claims: &serde_json::Map<String, Value>,
+    groups_claim: &str,
+    identity_claim: &str,
     tiers: &TierMap,
 ) -> Caller {
     let text = |name: &str| {
@@ -45,11 +58,16 @@ pub fn caller_from_claims(
             .map(str::to_string)
     };
     let sub = text("sub").unwrap_or_default();
-    let email = text("email");
-    let name = text("name")
-        .or_else(|| text("preferred_username"))
-        .or_else(|| email.clone())
-        .unwrap_or_else(|| sub.clone());
+    // Some issuers send the flag as the string "true".
+    let email_verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
+        || claims.get("email_verified").and_then(Value::as_str) == Some("true");
+    let email = text("email").filter(|_| email_verified);
+    let named = if identity_claim == "email" {
+        email.clone()
+    } else {
+        text(identity_claim)
+    };
+    let name = crate::api::printable(&named.unwrap_or_else(|| sub.clone()));
     let groups: Vec<String> = match claims.get(groups_claim) {
         Some(Value::Array(list)) => list
             .iter()
@@ -92,6 +110,7 @@ fn unix_now() -> u64 {
 pub struct Authenticator {
     rules: TokenRules,
     groups_claim: String,
+    identity_claim: String,
     tiers: Arc<TierMap>,
     keys: KeyCache,
 }
@@ -108,6 +127,7 @@ impl Authenticator {
                 leeway_seconds: oidc.leeway.as_secs(),
             },
             groups_claim: oidc.groups_claim.clone(),
+            identity_claim: oidc.identity_claim.clone(),
             tiers: Arc::new(tiers),
             keys,
         }
@@ -155,7 +175,12 @@ impl Authenticator {
         }
         .map_err(|e| e.to_api())?;
         Ok(Authenticated {
-            caller: caller_from_claims(&verified.claims, &self.groups_claim, &self.tiers),
+            caller: caller_from_claims_as(
+                &verified.claims,
+                &self.groups_claim,
+                &self.identity_claim,
+                &self.tiers,
+            ),
             id_token: IdToken::new(raw),
             audiences: verified.audiences,
             expires_at: verified.expires_at,
@@ -231,6 +256,7 @@ mod tests {
             leeway: Duration::from_secs(30),
             jwks_refresh: Duration::from_secs(300),
             jwks_min_refetch: Duration::from_secs(10),
+            identity_claim: "sub".into(),
         }
     }
 
@@ -239,7 +265,7 @@ mod tests {
         serde_json::json!({
             "iss": "https://issuer.test", "sub": sub, "aud": "nodeshell",
             "iat": now, "nbf": now, "exp": now + 600, "name": "Alice",
-            "email": "alice@example.com", "groups": ["sre", "other"],
+            "email": "alice@example.com", "email_verified": true, "groups": ["sre", "other"],
         })
     }
 
@@ -248,15 +274,50 @@ mod tests {
         let c = claims_now("auth0|alice");
         let caller = caller_from_claims(c.as_object().unwrap(), "groups", &tiers());
         assert_eq!(caller.sub, "auth0|alice");
-        assert_eq!(caller.name, "Alice");
+        // Auditors see the sub by default: it never changes and is what IAM sees.
+        assert_eq!(caller.name, "auth0|alice");
+        assert_eq!(caller.email.as_deref(), Some("alice@example.com"));
         assert_eq!(caller.tier.as_deref(), Some("engineer"));
+        let named = caller_from_claims_as(c.as_object().unwrap(), "groups", "name", &tiers());
+        assert_eq!(named.name, "Alice");
+        let by_mail = caller_from_claims_as(c.as_object().unwrap(), "groups", "email", &tiers());
+        assert_eq!(by_mail.name, "alice@example.com");
         let mut c = claims_now("bob");
-        c.as_object_mut().unwrap().remove("name");
         c["roles"] = serde_json::json!("root");
         let caller = caller_from_claims(c.as_object().unwrap(), "roles", &tiers());
-        assert_eq!(caller.name, "alice@example.com");
         assert_eq!(caller.groups, vec!["root".to_string()]);
         assert_eq!(caller.tier.as_deref(), Some("admin"));
+        // A claim that is absent or not a string falls back to the sub.
+        let caller = caller_from_claims_as(c.as_object().unwrap(), "roles", "upn", &tiers());
+        assert_eq!(caller.name, "bob");
+    }
+
+    #[test]
+    fn an_unverified_email_is_never_shown() {
+        for flag in [
+            serde_json::json!(false),
+            serde_json::json!("false"),
+            serde_json::Value::Null,
+        ] {
+            let mut c = claims_now("mallory");
+            c["email"] = serde_json::json!("ceo@example.com");
+            c["email_verified"] = flag.clone();
+            let caller = caller_from_claims_as(c.as_object().unwrap(), "groups", "email", &tiers());
+            assert_eq!(caller.email, None, "{flag}");
+            assert_eq!(caller.name, "mallory", "{flag}");
+        }
+        let mut c = claims_now("carol");
+        c["email_verified"] = serde_json::json!("true");
+        let caller = caller_from_claims_as(c.as_object().unwrap(), "groups", "email", &tiers());
+        assert_eq!(caller.name, "alice@example.com");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_name() {
+        let mut c = claims_now("eve");
+        c["name"] = serde_json::json!("Eve\u{1b}[1A\rroot\u{202e}");
+        let caller = caller_from_claims_as(c.as_object().unwrap(), "groups", "name", &tiers());
+        assert_eq!(caller.name, "Eve[1A root");
     }
 
     #[test]

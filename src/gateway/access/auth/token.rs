@@ -271,10 +271,12 @@ pub fn verify(
     {
         return Err(TokenError::NotYetValid);
     }
+    // A control character in the sub would reach kubectl (spec.user.sub) and could rewrite an
+    // auditor's terminal; OIDC Core 2 makes the sub an ASCII identifier, never text to print.
     if claims
         .get("sub")
         .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
+        .is_none_or(|sub| sub.is_empty() || sub.chars().any(char::is_control))
     {
         return Err(TokenError::MissingClaim("sub".into()));
     }
@@ -472,6 +474,16 @@ pub(crate) mod tests {
             verify(&token, &keys, &rules(), NOW).unwrap_err(),
             TokenError::MissingClaim(_)
         ));
+        for sub in ["alice\u{1b}[2J", "bob\r\nroot", "x\u{9b}"] {
+            let mut c = claims();
+            c["sub"] = json!(sub);
+            let token = ring.sign_claims(&c).unwrap();
+            assert_eq!(
+                verify(&token, &keys, &rules(), NOW).unwrap_err(),
+                TokenError::MissingClaim("sub".into()),
+                "{sub:?}"
+            );
+        }
         assert!(matches!(
             verify("garbage", &keys, &rules(), NOW).unwrap_err(),
             TokenError::Malformed(_)
