@@ -274,3 +274,65 @@ async fn concurrent_opens_through_two_gateways_never_exceed_the_caps() -> anyhow
     }
     world.cleanup(&scope).await
 }
+
+#[tokio::test]
+async fn a_burst_of_a_thousand_resizes_is_coalesced_and_the_last_size_wins() -> anyhow::Result<()> {
+    const T: Duration = Duration::from_secs(30);
+    let world = GatewayWorld::shared_with(world_options()).await?;
+    let scope = world.scope("resizes", 1, json!({})).await?;
+    let (opened, mut term, _) = world
+        .attach_shell(world.gateway(), &scope, &engineer(54), T)
+        .await?;
+    let size = |i: u16| (60 + i % 100, 20 + i % 30);
+    let burst = std::time::Instant::now();
+    for i in 0..1000u16 {
+        let (cols, rows) = size(i);
+        term.resize(cols, rows).await?;
+    }
+    let burst_seconds = burst.elapsed().as_secs_f64();
+    let (cols, rows) = size(999);
+    let want = format!("{rows} {cols}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let shown = term.run("stty size", T).await?;
+        if shown.contains(&want) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stty size says {shown:?}, not the last size sent ({want})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The gateway handled the whole burst by now (frames arrive in order).
+    let handled_seconds = burst.elapsed().as_secs_f64();
+    term.close().await?;
+    world.wait_closed(&opened.session, T).await?;
+    let cast = String::from_utf8(gunzip(&secret_bytes(
+        &transcript_secrets(world, &opened.session).await?,
+    ))?)?;
+    let resizes: Vec<Value> = cast
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e[1] == "r")
+        .collect();
+    // At most one resize per 100 ms reaches the agent and the transcript while the burst is
+    // handled, plus the first and the last.
+    let bound = (2 + (handled_seconds * 10.0).ceil() as usize).min(100);
+    println!(
+        "1,000 resizes sent in {burst_seconds:.2} s, handled within {handled_seconds:.2} s: {} resize lines (bound {bound})",
+        resizes.len()
+    );
+    assert!(
+        resizes.len() <= bound,
+        "{} resize lines for 1,000 resizes handled within {handled_seconds:.2} s",
+        resizes.len()
+    );
+    assert_eq!(
+        resizes.last().map(|e| e[2].clone()),
+        Some(json!(format!("{cols}x{rows}"))),
+        "the transcript's last resize is the last size sent"
+    );
+    world.cleanup(&scope).await
+}

@@ -192,7 +192,8 @@ pub struct PolicyTranscript {
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// Terminal bytes recorded at most; the transcript is marked truncated beyond.
+    /// Terminal bytes recorded at most, resize and marker lines counted with them; the
+    /// transcript is marked truncated beyond.
     #[serde(default = "default_transcript_max_bytes")]
     #[schemars(range(min = 1024, max = 67108864))]
     pub max_bytes: i64,
