@@ -396,3 +396,54 @@ impl Access {
         self.tickets.offer(auth, &name, cols, rows, false)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn opens_beyond_the_rate_are_rate_limited_with_retry_after() {
+        let limits = OpenLimits::new(2);
+        assert!(limits.take("alice").is_ok());
+        assert!(limits.take("alice").is_ok());
+        let refused = limits.take("alice").unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        let after = refused.extra[RETRY_AFTER].as_u64().unwrap();
+        assert!((1..=30).contains(&after), "{after}");
+        assert!(
+            refused.message.contains("try again in"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            limits.take("bob").is_ok(),
+            "another person has their own rate"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_persons_opens_take_turns_and_others_do_not_wait() {
+        let limits = OpenLimits::new(10);
+        let first = limits.turn("alice").await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), limits.turn("alice")).await;
+        assert!(
+            waiting.is_err(),
+            "a second open of alice waits for the first"
+        );
+        let bob = tokio::time::timeout(Duration::from_millis(50), limits.turn("bob")).await;
+        assert!(bob.is_ok(), "bob does not wait for alice");
+        drop(bob);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(1), limits.turn("alice")).await;
+        assert!(
+            second.is_ok(),
+            "alice's next open runs once the first is done"
+        );
+        drop(second);
+        // Nobody holds a turn: the next call keeps only the caller's entry.
+        let _carol = limits.turn("carol").await;
+        assert_eq!(limits.turns.lock().unwrap().len(), 1);
+    }
+}
