@@ -1,7 +1,7 @@
 //! Expiry, backstops and retention on a short clock, against a real apiserver: AttachTimeout,
 //! GatewayLost, the idle and max-duration backstops, a Closing nobody finishes, terminate,
-//! deletion after retention (with the session's transcript Secret), policy status, events and
-//! metrics.
+//! deletion after retention (with the session's transcript Secret), the short retention of
+//! Rejected sessions, policy status, events and metrics.
 
 mod support;
 
@@ -59,9 +59,10 @@ async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result
         terminate(cluster),
         policy_status(cluster),
         spec_recheck(cluster),
+        rejected_retention(cluster),
     );
     let failures: Vec<String> = [
-        results.0, results.1, results.2, results.3, results.4, results.5, results.6,
+        results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7,
     ]
     .into_iter()
     .filter_map(Result::err)
@@ -403,5 +404,55 @@ async fn spec_recheck(cluster: &LocalCluster) -> anyhow::Result<()> {
     // The same spec, as the gateway writes it, is admitted.
     create_gateway_session(cluster, "x-spec-good", "spec4", POLICY).await?;
     wait_phase(cluster, "x-spec-good", SessionPhase::Admitted, None, WAIT).await?;
+    Ok(())
+}
+
+/// A Rejected session goes after the policy's `retention.rejectedSessionSeconds` (2 s here),
+/// while a Closed one of the same policy keeps its `closedSessionSeconds` (an hour).
+async fn rejected_retention(cluster: &LocalCluster) -> anyhow::Result<()> {
+    const REJECTING: &str = "expiry-rejected";
+    apply_policy(
+        cluster,
+        REJECTING,
+        json!({
+            "limits": { "maxSessionsPerUser": 1 },
+            "retention": { "closedSessionSeconds": 3600, "rejectedSessionSeconds": 2 }
+        }),
+    )
+    .await?;
+    create_gateway_session(cluster, "x-rej-first", "rej", REJECTING).await?;
+    wait_phase(cluster, "x-rej-first", SessionPhase::Admitted, None, WAIT).await?;
+    create_gateway_session(cluster, "x-rej-second", "rej", REJECTING).await?;
+    wait_phase(
+        cluster,
+        "x-rej-second",
+        SessionPhase::Rejected,
+        Some("CapPerUser"),
+        WAIT,
+    )
+    .await?;
+    wait_phase(
+        cluster,
+        "x-rej-first",
+        SessionPhase::Closed,
+        Some("AttachTimeout"),
+        WAIT,
+    )
+    .await?;
+    let sessions: Api<NodeShellSession> = Api::all(cluster.client(Identity::Admin).await?);
+    wait_for("the Rejected session deleted after 2 s", WAIT, || async {
+        Ok(sessions
+            .get_opt("x-rej-second")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    // Longer than the rejected retention: the Closed one is still there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    anyhow::ensure!(
+        sessions.get_opt("x-rej-first").await?.is_some(),
+        "the Closed session went with the Rejected one's retention"
+    );
     Ok(())
 }

@@ -192,7 +192,8 @@ pub struct PolicyTranscript {
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// Terminal bytes recorded at most; the transcript is marked truncated beyond.
+    /// Terminal bytes recorded at most, resize and marker lines counted with them; the
+    /// transcript is marked truncated beyond.
     #[serde(default = "default_transcript_max_bytes")]
     #[schemars(range(min = 1024, max = 67108864))]
     pub max_bytes: i64,
@@ -210,10 +211,17 @@ pub struct PolicyTranscript {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRetention {
-    /// Seconds a Closed or Rejected session (and its transcript) is kept after it ended.
+    /// Seconds a Closed session (and its transcript) is kept after it ended.
     #[serde(default = "default_closed_session_seconds")]
     #[schemars(range(min = 0, max = 31536000))]
     pub closed_session_seconds: i64,
+
+    /// Seconds a Rejected session (an open the controller refused: caps, policy) is kept
+    /// after it was decided. Short, so refused opens cannot pile up objects; they never ran a
+    /// shell and hold no transcript.
+    #[serde(default = "default_rejected_session_seconds")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub rejected_session_seconds: i64,
 }
 
 /// Observed state of a policy, written by the controller.
@@ -263,6 +271,11 @@ fn default_transcript_max_bytes() -> i64 {
 }
 fn default_closed_session_seconds() -> i64 {
     7 * 24 * 3600
+}
+/// One hour: long enough to see why an open was refused, short enough that refusals cannot
+/// pile up.
+fn default_rejected_session_seconds() -> i64 {
+    3600
 }
 
 // === impl Default ===
@@ -322,6 +335,7 @@ impl Default for PolicyRetention {
     fn default() -> Self {
         Self {
             closed_session_seconds: default_closed_session_seconds(),
+            rejected_session_seconds: default_rejected_session_seconds(),
         }
     }
 }

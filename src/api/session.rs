@@ -167,7 +167,7 @@ pub enum SessionPhase {
     Closing,
     /// Ended. Kept for `retention.closedSessionSeconds`, then deleted.
     Closed,
-    /// Refused at admission (caps or policy). Kept like Closed sessions.
+    /// Refused at admission (caps or policy). Kept for `retention.rejectedSessionSeconds`.
     Rejected,
 }
 

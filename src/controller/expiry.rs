@@ -1,7 +1,7 @@
 //! Expiry and retention: what the controller does to a session that is not waiting for
 //! admission, and when to look at it again. Pure: the clock is an argument.
 
-use crate::api::{NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason};
+use crate::api::{NodeShellPolicy, NodeShellSession, PolicyRetention, SessionPhase, SessionReason};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
@@ -79,7 +79,8 @@ pub struct NextAction {
 ///   activity for `idleSeconds` + grace → Closing IdleTimeout; running `maxDurationSeconds`
 ///   + grace → Closing MaxDuration.
 /// * Closing: not finished within `closing_grace` (or its gateway went silent) → Closed.
-/// * Closed/Rejected: deleted `retention.closedSessionSeconds` after `endedAt`.
+/// * Closed: deleted [`retention_of`] after `endedAt`; Rejected likewise, with its own
+///   shorter retention.
 pub fn next_action(
     session: &NodeShellSession,
     policy: Option<&NodeShellPolicy>,
@@ -197,14 +198,8 @@ pub fn next_action(
                 Action::Nothing
             }
         }
-        SessionPhase::Closed | SessionPhase::Rejected => {
-            let keep = policy
-                .map(|p| {
-                    Duration::from_secs(
-                        u64::try_from(p.spec.retention.closed_session_seconds).unwrap_or(0),
-                    )
-                })
-                .unwrap_or(t.default_retention);
+        phase @ (SessionPhase::Closed | SessionPhase::Rejected) => {
+            let keep = retention_of(phase, policy, t);
             let ended = status.ended_at.clone().or_else(|| latest_known(session));
             if ended.as_ref().is_none_or(|e| clock.passed(e, keep)) {
                 Action::Delete
@@ -221,6 +216,27 @@ pub fn next_action(
     NextAction {
         action,
         requeue_after,
+    }
+}
+
+/// How long an ended session is kept: a Closed one `retention.closedSessionSeconds`, a
+/// Rejected one `retention.rejectedSessionSeconds` (one hour by default, so refused opens do
+/// not pile up). Without its policy: the controller's `--default-retention`, and for a
+/// Rejected one at most the one-hour default.
+pub fn retention_of(
+    phase: SessionPhase,
+    policy: Option<&NodeShellPolicy>,
+    t: &Timeouts,
+) -> Duration {
+    let seconds = |s: i64| Duration::from_secs(u64::try_from(s).unwrap_or(0));
+    let rejected = phase == SessionPhase::Rejected;
+    match policy {
+        Some(p) if rejected => seconds(p.spec.retention.rejected_session_seconds),
+        Some(p) => seconds(p.spec.retention.closed_session_seconds),
+        None if rejected => t
+            .default_retention
+            .min(seconds(PolicyRetention::default().rejected_session_seconds)),
+        None => t.default_retention,
     }
 }
 
@@ -501,10 +517,49 @@ mod tests {
             next_action(&s, None, now(1050), &timeouts()).action,
             Action::Delete
         );
-        let r = with_status(SessionPhase::Rejected, |st| st.ended_at = Some(at(0)));
+    }
+
+    #[test]
+    fn rejected_sessions_have_their_own_short_retention() {
+        let mut p = policy("p", 2, 10);
+        p.spec.retention.closed_session_seconds = 7 * 24 * 3600;
         assert_eq!(
-            next_action(&r, Some(&p), now(300), &timeouts()).action,
+            p.spec.retention.rejected_session_seconds, 3600,
+            "one hour by default"
+        );
+        let r = with_status(SessionPhase::Rejected, |st| st.ended_at = Some(at(0)));
+        let c = with_status(SessionPhase::Closed, |st| st.ended_at = Some(at(0)));
+        let n = next_action(&r, Some(&p), now(3599), &timeouts());
+        assert_eq!(n.action, Action::Nothing);
+        assert_eq!(n.requeue_after, Some(Duration::from_secs(1)));
+        assert_eq!(
+            next_action(&r, Some(&p), now(3600), &timeouts()).action,
             Action::Delete
+        );
+        assert_eq!(
+            next_action(&c, Some(&p), now(3600), &timeouts()).action,
+            Action::Nothing,
+            "a Closed session keeps its week"
+        );
+        p.spec.retention.rejected_session_seconds = 60;
+        assert_eq!(
+            next_action(&r, Some(&p), now(60), &timeouts()).action,
+            Action::Delete
+        );
+        // Without its policy: the controller's default, at most the one-hour default.
+        let short = timeouts();
+        assert_eq!(
+            retention_of(SessionPhase::Rejected, None, &short),
+            Duration::from_secs(1000)
+        );
+        let long = Timeouts::default();
+        assert_eq!(
+            retention_of(SessionPhase::Rejected, None, &long),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            retention_of(SessionPhase::Closed, None, &long),
+            Duration::from_secs(7 * 24 * 3600)
         );
     }
 

@@ -34,6 +34,10 @@ pub enum ErrorCode {
     CapUser,
     /// The cluster already has the maximum number of live sessions (+`limit`).
     CapTotal,
+    /// Too many requests of one kind in a short time: the caller's opens per minute, or the
+    /// replica's outstanding attach tickets (+`retry_after`, whole seconds; also the
+    /// `Retry-After` header).
+    RateLimited,
     /// `ssm:StartSession` or the data channel failed.
     StartFailed,
     /// The request is malformed.
@@ -59,6 +63,7 @@ impl ErrorCode {
             Self::AgentOffline => "E_AGENT_OFFLINE",
             Self::CapUser => "E_CAP_USER",
             Self::CapTotal => "E_CAP_TOTAL",
+            Self::RateLimited => "E_RATE_LIMITED",
             Self::StartFailed => "E_NODE_SHELL_START_FAILED",
             Self::BadRequest => "E_BAD_REQUEST",
             Self::Internal => "E_INTERNAL",
@@ -77,14 +82,14 @@ impl ErrorCode {
             Self::NodeNotEc2 | Self::NotFound => StatusCode::NOT_FOUND,
             Self::NoRegion | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::AgentOffline => StatusCode::CONFLICT,
-            Self::CapUser | Self::CapTotal => StatusCode::TOO_MANY_REQUESTS,
+            Self::CapUser | Self::CapTotal | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::StartFailed => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::Auth,
         Self::ReauthRequired,
         Self::Forbidden,
@@ -98,6 +103,7 @@ impl ErrorCode {
         Self::AgentOffline,
         Self::CapUser,
         Self::CapTotal,
+        Self::RateLimited,
         Self::StartFailed,
         Self::BadRequest,
         Self::Internal,
@@ -144,9 +150,18 @@ impl ApiError {
     }
 }
 
+/// Extra field (and `Retry-After` header) of an `E_RATE_LIMITED` answer: whole seconds.
+pub const RETRY_AFTER: &str = "retry_after";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.code.status(), axum::Json(self.body())).into_response()
+        let mut response = (self.code.status(), axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.extra.get(RETRY_AFTER).and_then(Value::as_u64) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -162,6 +177,18 @@ mod tests {
         assert_eq!(
             err.body(),
             serde_json::json!({"code": "E_CAP_USER", "message": "close one of your sessions first", "limit": 2})
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_answer_says_when_to_come_back() {
+        let response = ApiError::new(ErrorCode::RateLimited, "slow down")
+            .with(RETRY_AFTER, 7)
+            .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&axum::http::HeaderValue::from(7u64))
         );
     }
 

@@ -90,6 +90,7 @@ pub fn app_state(
     let auth = Authenticator::new(&config.oidc, config.tiers.clone(), cache);
     let access = Access {
         tickets: TicketBook::new(config.ticket_ttl),
+        opens: crate::gateway::access::open::OpenLimits::new(config.opens_per_minute),
         config: Arc::new(config),
         auth,
         cluster: Cluster::new(kube),

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cluster;
 pub mod eligibility;
 pub mod open;
+pub mod open_rate;
 pub mod sessions;
 pub mod tickets;
 pub mod tiers;
@@ -37,6 +38,8 @@ pub struct Access {
     pub tickets: TicketBook,
     /// The Kubernetes API.
     pub cluster: Cluster,
+    /// This replica's bounds on each person's opens.
+    pub opens: open::OpenLimits,
 }
 
 impl std::fmt::Debug for Access {

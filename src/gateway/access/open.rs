@@ -1,7 +1,15 @@
 //! Opening a shell: the node list with each node's eligibility, the preflight that runs every
-//! gate, and `POST …/shell` (gates, STS and the agent's PingStatus with the caller's own
-//! credentials, the session object, the controller's decision, a ticket). The only AWS
-//! calls of the control side.
+//! gate, and `POST …/shell` (the person's open rate, gates, caps, STS and the agent's
+//! PingStatus with the caller's own credentials, the session object, the controller's
+//! decision, a ticket). The only AWS calls of the control side.
+//!
+//! A refused open creates no object: the rate and the caps are checked before `create`, and
+//! one person's opens on a replica run one at a time, so each sees the sessions its
+//! predecessors got. The controller stays the authority for races between replicas.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
@@ -14,13 +22,14 @@ use super::eligibility::{
     Gate, GateStatus, NodeGates, ShellTarget, audience_error, caps_gate, node_gates,
     role_session_name,
 };
+use super::open_rate::{OpenRate, retry_after_seconds};
 use super::tickets::TicketOffer;
 use crate::api::{
     NodeShellPolicy, NodeShellSession, NodeShellSessionSpec, SessionPhase, SessionUser,
     session_labels,
 };
 use crate::aws::{self, AgentPing, AwsEndpoints, SsmSessions};
-use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::error::{ApiError, ErrorCode, RETRY_AFTER};
 use crate::gateway::handover::Caller;
 use crate::gateway::refusals::{
     assume_role_error, decision_error, describe_error, ineligible, ping_error,
@@ -126,6 +135,57 @@ pub fn session_object(
         },
         spec,
         status: None,
+    }
+}
+
+/// What bounds one person's opens on this replica: `opensPerMinute`, and one open at a time
+/// (a second waits for the first's decision, then counts the caps again). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct OpenLimits {
+    per_minute: u32,
+    rate: Arc<Mutex<OpenRate>>,
+    turns: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl OpenLimits {
+    /// Limits allowing `per_minute` opens per person.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            rate: Arc::new(Mutex::new(OpenRate::new(per_minute))),
+            turns: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Takes one of `sub`'s opens, or refuses with `E_RATE_LIMITED`.
+    pub fn take(&self, sub: &str) -> Result<(), ApiError> {
+        let taken = self
+            .rate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(sub, Instant::now());
+        taken.map_err(|wait| {
+            let seconds = retry_after_seconds(wait);
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "you opened {} shells in the last minute on this gateway (opensPerMinute); try again in {seconds} s",
+                    self.per_minute
+                ),
+            )
+            .with(RETRY_AFTER, seconds)
+        })
+    }
+
+    /// Waits for `sub`'s turn: their earlier open on this replica has its decision.
+    async fn turn(&self, sub: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+            // Nobody holds or waits for these any more.
+            turns.retain(|_, l| Arc::strong_count(l) > 1);
+            turns.entry(sub.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 }
 
@@ -294,14 +354,17 @@ impl Access {
         })
     }
 
-    /// Opens a shell on `node_name`: repeats the gates, creates the session, waits for the
-    /// controller's decision and issues the first attach ticket.
+    /// Opens a shell on `node_name`: takes one of the person's opens, repeats the gates and
+    /// the caps, creates the session, waits for the controller's decision and issues the
+    /// first attach ticket.
     pub async fn open(
         &self,
         auth: &Authenticated,
         node_name: &str,
         request: OpenRequest,
     ) -> Result<TicketOffer, ApiError> {
+        self.opens.take(&auth.caller.sub)?;
+        let _turn = self.opens.turn(&auth.caller.sub).await;
         let node = self.cluster.node(node_name).await?;
         let policies = self.cluster.policies().await?;
         let gates = self.evaluate(&node, &auth.caller, &policies);
@@ -311,6 +374,10 @@ impl Access {
         let target = gates.target.ok_or_else(|| {
             ApiError::new(ErrorCode::Internal, "the gates passed without a target")
         })?;
+        let sessions = self.cluster.sessions().await?;
+        if let (_, Some(refused)) = caps_gate(&target.policy, &sessions, &auth.caller.sub) {
+            return Err(ineligible(&refused));
+        }
         let creds = self.assume_role(auth, &target).await?;
         let ping = self.agent_ping(&creds, &target).await?;
         drop(creds);
@@ -330,5 +397,56 @@ impl Access {
             _ => return Err(decision_error(&decided, &target.policy)),
         }
         self.tickets.offer(auth, &name, cols, rows, false)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn opens_beyond_the_rate_are_rate_limited_with_retry_after() {
+        let limits = OpenLimits::new(2);
+        assert!(limits.take("alice").is_ok());
+        assert!(limits.take("alice").is_ok());
+        let refused = limits.take("alice").unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        let after = refused.extra[RETRY_AFTER].as_u64().unwrap();
+        assert!((1..=30).contains(&after), "{after}");
+        assert!(
+            refused.message.contains("try again in"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            limits.take("bob").is_ok(),
+            "another person has their own rate"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_persons_opens_take_turns_and_others_do_not_wait() {
+        let limits = OpenLimits::new(10);
+        let first = limits.turn("alice").await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), limits.turn("alice")).await;
+        assert!(
+            waiting.is_err(),
+            "a second open of alice waits for the first"
+        );
+        let bob = tokio::time::timeout(Duration::from_millis(50), limits.turn("bob")).await;
+        assert!(bob.is_ok(), "bob does not wait for alice");
+        drop(bob);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(1), limits.turn("alice")).await;
+        assert!(
+            second.is_ok(),
+            "alice's next open runs once the first is done"
+        );
+        drop(second);
+        // Nobody holds a turn: the next call keeps only the caller's entry.
+        let _carol = limits.turn("carol").await;
+        assert_eq!(limits.turns.lock().unwrap().len(), 1);
     }
 }

@@ -5,6 +5,12 @@
 //!
 //! Tickets live in the memory of the replica that issued them, so the Service in front of
 //! the gateways uses ClientIP session affinity (docs/gateway.md).
+//!
+//! The book is bounded, since each ticket holds an id_token: a person holds at most
+//! [`MAX_TICKETS_PER_USER`] (a new one evicts their own oldest, so only their own forgotten
+//! tickets are lost), and the replica at most [`MAX_TICKETS_TOTAL`] (beyond that a new one is
+//! refused with `E_RATE_LIMITED` until the oldest expires, so nobody's ticket is evicted by
+//! someone else).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::gateway::access::auth::Authenticated;
-use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::error::{ApiError, ErrorCode, RETRY_AFTER};
 use crate::gateway::handover::{Caller, IdToken};
 
 /// What a ticket stands for, handed back at redemption.
@@ -53,7 +59,20 @@ pub enum TicketError {
     /// The system's random generator failed.
     #[error("cannot generate a ticket")]
     Random,
+    /// The replica already holds [`MAX_TICKETS_TOTAL`] unexpired tickets.
+    #[error(
+        "this gateway holds too many outstanding attach tickets; try again in {retry_after_seconds} s"
+    )]
+    Full {
+        /// Whole seconds until the oldest ticket expires.
+        retry_after_seconds: u64,
+    },
 }
+
+/// Outstanding tickets one person may hold on a replica; a new one evicts their oldest.
+pub const MAX_TICKETS_PER_USER: usize = 8;
+/// Outstanding tickets a replica holds; beyond that new ones are refused until one expires.
+pub const MAX_TICKETS_TOTAL: usize = 4096;
 
 struct Entry {
     grant: TicketGrant,
@@ -64,6 +83,8 @@ struct Entry {
 #[derive(Clone)]
 pub struct TicketBook {
     ttl: Duration,
+    per_user: usize,
+    total: usize,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
@@ -87,10 +108,18 @@ pub fn new_ticket() -> Result<String, TicketError> {
 // === impl TicketBook ===
 
 impl TicketBook {
-    /// An empty book whose tickets live `ttl`.
+    /// An empty book whose tickets live `ttl`, with the default bounds.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_bounds(ttl, MAX_TICKETS_PER_USER, MAX_TICKETS_TOTAL)
+    }
+
+    /// An empty book holding at most `per_user` tickets of one person and `total` in all
+    /// (each at least 1).
+    pub fn with_bounds(ttl: Duration, per_user: usize, total: usize) -> Self {
         Self {
             ttl,
+            per_user: per_user.max(1),
+            total: total.max(1),
             entries: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -107,11 +136,31 @@ impl TicketBook {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Issues a ticket for `grant`, valid from `now` for the book's lifetime.
+    /// Issues a ticket for `grant`, valid from `now` for the book's lifetime. A person at
+    /// their bound loses their oldest ticket; a full book refuses ([`TicketError::Full`]).
     pub fn issue(&self, grant: TicketGrant, now: Instant) -> Result<String, TicketError> {
         let ticket = new_ticket()?;
         let mut entries = self.entries();
         entries.retain(|_, e| e.expires > now);
+        let sub = grant.caller.sub.as_str();
+        let mut theirs: Vec<(Instant, String)> = entries
+            .iter()
+            .filter(|(_, e)| e.grant.caller.sub == sub)
+            .map(|(t, e)| (e.expires, t.clone()))
+            .collect();
+        if theirs.len() >= self.per_user {
+            theirs.sort();
+            for (_, old) in theirs.iter().take(theirs.len() + 1 - self.per_user) {
+                entries.remove(old);
+            }
+        }
+        if entries.len() >= self.total {
+            let oldest = entries.values().map(|e| e.expires).min().unwrap_or(now);
+            let wait = oldest.saturating_duration_since(now);
+            return Err(TicketError::Full {
+                retry_after_seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            });
+        }
         entries.insert(
             ticket.clone(),
             Entry {
@@ -188,12 +237,22 @@ impl TicketBook {
             rows,
             reattach,
         };
-        let ticket = self
-            .issue(grant, Instant::now())
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        self.offer_grant(grant)
+    }
+
+    /// Issues a ticket for `grant` now, as the API answers it.
+    pub fn offer_grant(&self, grant: TicketGrant) -> Result<TicketOffer, ApiError> {
+        let session = grant.session.clone();
+        let ticket = self.issue(grant, Instant::now()).map_err(|e| match e {
+            TicketError::Full {
+                retry_after_seconds,
+            } => ApiError::new(ErrorCode::RateLimited, e.to_string())
+                .with(RETRY_AFTER, retry_after_seconds.max(1)),
+            _ => ApiError::new(ErrorCode::Internal, e.to_string()),
+        })?;
         let ttl = chrono::Duration::from_std(self.ttl()).unwrap_or_default();
         Ok(TicketOffer {
-            session: session.to_string(),
+            session: session.clone(),
             attach_url: format!("/api/v1/sessions/{session}/attach?ticket={ticket}"),
             ticket,
             expires_at: (chrono::Utc::now() + ttl)
@@ -208,9 +267,13 @@ mod tests {
     use super::*;
 
     fn grant(session: &str) -> TicketGrant {
+        grant_of("alice", session)
+    }
+
+    fn grant_of(sub: &str, session: &str) -> TicketGrant {
         TicketGrant {
             caller: Caller {
-                sub: "alice".into(),
+                sub: sub.into(),
                 email: None,
                 name: "Alice".into(),
                 groups: vec![],
@@ -279,6 +342,72 @@ mod tests {
             book.redeem(&t, "s-1", now).unwrap_err(),
             TicketError::Unknown
         );
+    }
+
+    #[test]
+    fn a_person_at_their_bound_loses_their_own_oldest_ticket() {
+        let book = TicketBook::with_bounds(Duration::from_secs(30), 3, 100);
+        let start = Instant::now();
+        let bob = book.issue(grant_of("bob", "b-1"), start).unwrap();
+        let alice: Vec<String> = (0..10u64)
+            .map(|i| {
+                book.issue(grant("s-1"), start + Duration::from_millis(i))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(book.len(), 4, "three of alice's and bob's one");
+        let now = start + Duration::from_secs(1);
+        for old in &alice[..7] {
+            assert_eq!(
+                book.redeem(old, "s-1", now).unwrap_err(),
+                TicketError::Unknown
+            );
+        }
+        for newest in &alice[7..] {
+            assert_eq!(book.redeem(newest, "s-1", now).unwrap().caller.sub, "alice");
+        }
+        assert_eq!(book.redeem(&bob, "b-1", now).unwrap().caller.sub, "bob");
+    }
+
+    #[test]
+    fn a_full_book_refuses_until_the_oldest_ticket_expires() {
+        let book = TicketBook::with_bounds(Duration::from_secs(30), 2, 4);
+        let start = Instant::now();
+        let held: Vec<String> = (0..4u64)
+            .map(|i| {
+                book.issue(
+                    grant_of(&format!("user-{i}"), "s"),
+                    start + Duration::from_secs(i),
+                )
+                .unwrap()
+            })
+            .collect();
+        let at = start + Duration::from_secs(10);
+        assert_eq!(
+            book.issue(grant_of("carol", "s"), at).unwrap_err(),
+            TicketError::Full {
+                retry_after_seconds: 20
+            },
+            "the oldest (issued at 0 s) expires at 30 s"
+        );
+        assert_eq!(book.len(), 4, "nobody else's ticket was evicted");
+        assert_eq!(book.redeem(&held[0], "s", at).unwrap().caller.sub, "user-0");
+        book.issue(grant_of("carol", "s"), at).unwrap();
+        let later = start + Duration::from_secs(31);
+        book.issue(grant_of("dave", "s"), later).unwrap();
+        assert_eq!(book.len(), 4, "expired tickets made room");
+    }
+
+    #[test]
+    fn a_full_book_answers_rate_limited_with_retry_after() {
+        let book = TicketBook::with_bounds(Duration::from_secs(30), 1, 1);
+        book.issue(grant_of("bob", "s"), Instant::now()).unwrap();
+        let g = grant("s-1");
+        let err = book.offer_grant(g).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RateLimited);
+        let after = err.extra[RETRY_AFTER].as_u64().unwrap();
+        assert!((1..=30).contains(&after), "{after}");
+        assert!(err.message.contains("try again"), "{}", err.message);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct GatewayFile {
     pub ticket_ttl_seconds: Option<u64>,
     /// How long `POST …/shell` waits for the controller's decision, in seconds.
     pub admission_timeout_seconds: Option<u64>,
+    /// Opens (`POST …/shell`) one person may make per minute on one replica, as a burst that
+    /// refills at this rate.
+    pub opens_per_minute: Option<u32>,
     /// How long a session waits for its browser to reattach, in seconds.
     pub reattach_grace_seconds: Option<u64>,
     /// How often each session writes its heartbeat, in seconds.

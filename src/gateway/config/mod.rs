@@ -92,9 +92,14 @@ pub struct GatewayConfig {
     pub ticket_ttl: Duration,
     /// Admission wait.
     pub admission_timeout: Duration,
+    /// Opens one person may make per minute on this replica (`opensPerMinute`).
+    pub opens_per_minute: u32,
     /// Settings of the live side (running shells).
     pub live: LiveSettings,
 }
+
+/// Default `opensPerMinute`: far more than a person clicks, far fewer than a script tries.
+pub const DEFAULT_OPENS_PER_MINUTE: u32 = 20;
 
 /// Default listen address: every interface, the chart's container port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
@@ -174,6 +179,12 @@ impl GatewayConfig {
         }
         let ticket_ttl = Duration::from_secs(file.ticket_ttl_seconds.unwrap_or(30));
         let admission_timeout = Duration::from_secs(file.admission_timeout_seconds.unwrap_or(10));
+        let opens_per_minute = file.opens_per_minute.unwrap_or(DEFAULT_OPENS_PER_MINUTE);
+        if opens_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "opensPerMinute must be positive (it bounds each person's opens; 0 would refuse them all)".into(),
+            ));
+        }
         if ticket_ttl.is_zero() || admission_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "ticketTtlSeconds and admissionTimeoutSeconds must be positive".into(),
@@ -221,6 +232,7 @@ impl GatewayConfig {
             },
             ticket_ttl,
             admission_timeout,
+            opens_per_minute,
             live,
         })
     }
@@ -258,6 +270,7 @@ pub(crate) mod tests {
         assert_eq!(config.oidc.groups_claim, "groups");
         assert_eq!(config.ticket_ttl, Duration::from_secs(30));
         assert_eq!(config.admission_timeout, Duration::from_secs(10));
+        assert_eq!(config.opens_per_minute, DEFAULT_OPENS_PER_MINUTE);
         assert!(config.tiers.is_admin(Some("admin")));
         assert_eq!(
             config

@@ -54,6 +54,8 @@ pub(super) struct Started {
     pub origin: Instant,
     pub started: Instant,
     pub snapshot: NodeShellSessionStatus,
+    /// The terminal size the start sequence applied.
+    pub size: (u16, u16),
 }
 
 /// What a transcript flush task hands back: the segments it took (restored when the store
@@ -100,7 +102,8 @@ pub(super) struct Driver {
     held: HeldShare,
     /// Whether output reading waits for the browser, in the paused-sessions gauge.
     paused: PausedMark,
-    /// The terminal size last sent to the agent: an unchanged resize is dropped.
+    /// The terminal size last sent to the agent and the one waiting for its slot: an
+    /// unchanged resize is dropped, a burst coalesced.
     size: LastSize,
 }
 
@@ -152,7 +155,7 @@ pub(super) async fn run(
         exit_code: None,
         held: inner.config.metrics.output_held.share(),
         paused: PausedMark::new(&inner.config.metrics.output_paused),
-        size: LastSize::default(),
+        size: LastSize::opened_at(started.size.0, started.size.1),
         info: started.info,
     };
     driver.attach(first);
@@ -307,6 +310,15 @@ impl Driver {
         }
     }
 
+    /// Sends a size to the agent and records it.
+    fn apply_size(&mut self, (cols, rows): (u16, u16)) {
+        let _ = self.input.resize(u32::from(cols), u32::from(rows));
+        let t = self.seconds();
+        if let Some(tr) = self.transcript.as_mut() {
+            tr.resize(t, cols, rows);
+        }
+    }
+
     fn max_unstored_sealed(&self) -> usize {
         if self.info.transcript_required {
             MAX_UNSTORED_SEALED_REQUIRED
@@ -345,6 +357,9 @@ impl Driver {
         }
         if let Some(since) = self.detached_since {
             deadline = deadline.min(since + self.inner.config.settings.reattach_grace);
+        }
+        if let Some(due) = self.size.due_at() {
+            deadline = deadline.min(due);
         }
         deadline
     }
@@ -428,14 +443,11 @@ impl Driver {
                 }
                 ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
                     Some(ClientEvent::Input(bytes)) => self.on_input(bytes),
-                    Some(ClientEvent::Resize { cols, rows }) if self.size.changed(cols, rows) => {
-                        let _ = self.input.resize(u32::from(cols), u32::from(rows));
-                        let t = self.seconds();
-                        if let Some(tr) = self.transcript.as_mut() {
-                            tr.resize(t, cols, rows);
+                    Some(ClientEvent::Resize { cols, rows }) => {
+                        if let Some(size) = self.size.request(cols, rows, Instant::now()) {
+                            self.apply_size(size);
                         }
                     }
-                    Some(ClientEvent::Resize { .. }) => {}
                     Some(ClientEvent::Close) => return EndReason::UserClosed,
                     Some(ClientEvent::BadFrame(message)) => {
                         self.send_control(ServerFrame::error(ErrorCode::BadRequest, message, false));
@@ -503,6 +515,9 @@ impl Driver {
 
     fn on_timer(&mut self) -> Option<EndReason> {
         let now = Instant::now();
+        if let Some(size) = self.size.take_due(now) {
+            self.apply_size(size);
+        }
         if now >= self.max_deadline {
             return Some(EndReason::MaxDuration);
         }

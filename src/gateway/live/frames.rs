@@ -1,6 +1,8 @@
 //! The WebSocket control frames of an attached shell (design §5). Binary frames are raw
 //! terminal bytes both ways; text frames are these JSON objects, tagged by `type`.
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
 use crate::gateway::error::ErrorCode;
@@ -105,20 +107,64 @@ impl ClientFrame {
     }
 }
 
-/// The terminal size last applied, so a resize that changes nothing is dropped: it is
-/// neither sent to the agent nor recorded in the transcript (a browser firing the same
-/// size again and again would otherwise fill both).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LastSize(Option<(u16, u16)>);
+/// Least time between two resizes that reach the agent and the transcript: at most ten a
+/// second, however fast a browser fires them (dragging a window edge fires hundreds).
+pub const RESIZE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The terminal size: the one last applied (sent to the agent and recorded) and the one
+/// waiting for the next slot. A resize to the size already applied is dropped; a burst is
+/// coalesced to one resize per [`RESIZE_INTERVAL`], and the last size of a burst is always
+/// applied when its slot comes, so no size is lost at the end. Pure: the clock is an argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastSize {
+    applied: (u16, u16),
+    waiting: Option<(u16, u16)>,
+    next_slot: Option<Instant>,
+}
 
 impl LastSize {
-    /// Whether `cols`×`rows` differs from the size last applied; remembers it when it does.
-    pub fn changed(&mut self, cols: u16, rows: u16) -> bool {
-        if self.0 == Some((cols, rows)) {
-            return false;
+    /// Starts at the size the session opened with (the start sequence applied it), so a
+    /// browser repeating that size changes nothing.
+    pub fn opened_at(cols: u16, rows: u16) -> Self {
+        Self {
+            applied: (cols, rows),
+            waiting: None,
+            next_slot: None,
         }
-        self.0 = Some((cols, rows));
-        true
+    }
+
+    /// The size applied last.
+    pub fn applied(&self) -> (u16, u16) {
+        self.applied
+    }
+
+    /// A resize asked for at `now`: the size to apply now, or `None` when it changes nothing
+    /// or waits for its slot (see [`LastSize::due_at`]).
+    pub fn request(&mut self, cols: u16, rows: u16, now: Instant) -> Option<(u16, u16)> {
+        if (cols, rows) == self.applied {
+            // Back to the size applied: whatever waited is void.
+            self.waiting = None;
+            return None;
+        }
+        self.waiting = Some((cols, rows));
+        self.take_due(now)
+    }
+
+    /// When the waiting size is to be applied, if one waits.
+    pub fn due_at(&self) -> Option<Instant> {
+        self.waiting.and(self.next_slot)
+    }
+
+    /// The waiting size, once its slot has come at `now`.
+    pub fn take_due(&mut self, now: Instant) -> Option<(u16, u16)> {
+        let size = self.waiting?;
+        if self.next_slot.is_some_and(|slot| now < slot) {
+            return None;
+        }
+        self.waiting = None;
+        self.applied = size;
+        self.next_slot = Some(now + RESIZE_INTERVAL);
+        Some(size)
     }
 }
 
@@ -195,14 +241,84 @@ mod tests {
 
     #[test]
     fn a_resize_to_the_size_already_applied_is_dropped() {
-        let mut last = LastSize::default();
-        assert!(last.changed(120, 40), "the first size is applied");
-        assert!(!last.changed(120, 40), "the same size again is dropped");
-        assert!(last.changed(100, 40));
-        assert!(
-            last.changed(120, 40),
+        let t0 = Instant::now();
+        let at = |n: u32| t0 + RESIZE_INTERVAL * n;
+        let mut last = LastSize::opened_at(80, 24);
+        assert_eq!(
+            last.request(120, 40, at(0)),
+            Some((120, 40)),
+            "a new size is applied"
+        );
+        assert_eq!(
+            last.request(120, 40, at(1)),
+            None,
+            "the same size again is dropped"
+        );
+        assert_eq!(last.request(100, 40, at(2)), Some((100, 40)));
+        assert_eq!(
+            last.request(120, 40, at(3)),
+            Some((120, 40)),
             "a size seen earlier but not last is applied"
         );
-        assert!(!last.changed(120, 40));
+        assert_eq!(last.request(120, 40, at(4)), None);
+        assert_eq!(last.due_at(), None, "nothing waits");
+    }
+
+    #[test]
+    fn the_size_the_session_opened_with_is_already_applied() {
+        let mut last = LastSize::opened_at(100, 30);
+        assert_eq!(last.request(100, 30, Instant::now()), None);
+        assert_eq!(last.applied(), (100, 30));
+    }
+
+    #[test]
+    fn a_burst_is_coalesced_and_its_last_size_wins() {
+        let t0 = Instant::now();
+        let mut last = LastSize::opened_at(80, 24);
+        let mut applied = Vec::new();
+        // 1,000 resizes within one second, each a new size.
+        for i in 0..1000u32 {
+            let now = t0 + Duration::from_millis(u64::from(i));
+            if let Some(due) = last.due_at()
+                && due <= now
+                && let Some(size) = last.take_due(now)
+            {
+                applied.push(size);
+            }
+            let cols = 81 + u16::try_from(i % 200).expect("small");
+            if let Some(size) = last.request(cols, 24, now) {
+                applied.push(size);
+            }
+        }
+        let due = last.due_at().expect("the last size waits for its slot");
+        applied.extend(last.take_due(due));
+        assert!(
+            applied.len() <= 11,
+            "{} resizes applied in one second",
+            applied.len()
+        );
+        assert_eq!(
+            applied.last(),
+            Some(&(81 + 999 % 200, 24)),
+            "the last size sent is the last applied"
+        );
+        assert_eq!(last.applied(), (81 + 999 % 200, 24));
+        assert_eq!(last.due_at(), None);
+    }
+
+    #[test]
+    fn going_back_to_the_applied_size_voids_the_waiting_one() {
+        let t0 = Instant::now();
+        let mut last = LastSize::opened_at(80, 24);
+        assert_eq!(last.request(100, 30, t0), Some((100, 30)));
+        assert_eq!(last.request(90, 30, t0 + Duration::from_millis(10)), None);
+        assert!(last.due_at().is_some());
+        assert_eq!(last.request(100, 30, t0 + Duration::from_millis(20)), None);
+        assert_eq!(
+            last.due_at(),
+            None,
+            "the browser is back at the applied size"
+        );
+        assert_eq!(last.take_due(t0 + RESIZE_INTERVAL), None);
     }
 }

@@ -272,6 +272,7 @@ async fn start_admitted(
             limits: grant.policy.spec.limits.clone(),
             transcript_required: grant.policy.spec.transcript.required,
         }),
+        size: (grant.cols, grant.rows),
         channel,
         ssm,
         transcript,

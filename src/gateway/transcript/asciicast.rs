@@ -41,6 +41,9 @@ struct EnvLine<'a> {
 pub struct AsciicastSummary {
     /// Terminal bytes recorded (output, plus input when captured), before encoding.
     pub terminal_bytes: u64,
+    /// Bytes of resize and marker lines; they count against `maxBytes` with the terminal
+    /// bytes, so a storm of resizes cannot grow a recording past its cap.
+    pub event_bytes: u64,
     /// True once `maxBytes` was reached.
     pub truncated: bool,
     /// Bytes of asciicast text produced (uncompressed).
@@ -49,7 +52,8 @@ pub struct AsciicastSummary {
     pub sha256: String,
 }
 
-/// Turns terminal traffic into asciicast lines, capped at `max_bytes` of terminal data.
+/// Turns terminal traffic into asciicast lines, capped at `max_bytes` of terminal data plus
+/// resize and marker lines (only the one truncation marker may pass the cap).
 /// Each call returns the text to append to the recording; the writer keeps the running
 /// hash and counts, never the text itself.
 #[derive(Clone, Debug)]
@@ -57,6 +61,7 @@ pub struct AsciicastWriter {
     max_bytes: u64,
     capture_input: bool,
     terminal_bytes: u64,
+    event_bytes: u64,
     truncated: bool,
     encoded_bytes: u64,
     hasher: Sha256,
@@ -71,6 +76,7 @@ impl AsciicastWriter {
             max_bytes,
             capture_input,
             terminal_bytes: 0,
+            event_bytes: 0,
             truncated: false,
             encoded_bytes: 0,
             hasher: Sha256::new(),
@@ -104,20 +110,51 @@ impl AsciicastWriter {
         self.terminal(t, "i", data, false)
     }
 
-    /// The terminal was resized at `t` seconds.
+    /// The terminal was resized at `t` seconds. The line counts against `maxBytes`; one that
+    /// does not fit truncates the recording.
     pub fn resize(&mut self, t: f64, cols: u16, rows: u16) -> Vec<u8> {
         if self.truncated {
             return Vec::new();
         }
         let text = event_line(t, "r", &format!("{cols}x{rows}"));
+        if self.used() + text.len() as u64 > self.max_bytes {
+            let marker = self.truncate(t);
+            self.account(&marker);
+            return marker;
+        }
+        self.event_bytes += text.len() as u64;
         self.account(&text);
         text
+    }
+
+    /// Bytes counted against `maxBytes` so far.
+    fn used(&self) -> u64 {
+        self.terminal_bytes + self.event_bytes
+    }
+
+    /// Stops the recording: the marker line that says so (counted, and the only line allowed
+    /// past the cap).
+    fn truncate(&mut self, t: f64) -> Vec<u8> {
+        self.truncated = true;
+        self.output_carry.clear();
+        self.input_carry.clear();
+        let marker = event_line(
+            t,
+            "m",
+            &format!(
+                "transcript truncated: the policy's transcript.maxBytes ({}) was reached",
+                self.max_bytes
+            ),
+        );
+        self.event_bytes += marker.len() as u64;
+        marker
     }
 
     /// The summary so far.
     pub fn summary(&self) -> AsciicastSummary {
         AsciicastSummary {
             terminal_bytes: self.terminal_bytes,
+            event_bytes: self.event_bytes,
             truncated: self.truncated,
             encoded_bytes: self.encoded_bytes,
             sha256: hex::encode(self.hasher.clone().finalize()),
@@ -128,7 +165,7 @@ impl AsciicastWriter {
         if self.truncated || data.is_empty() {
             return Vec::new();
         }
-        let allowed = self.max_bytes.saturating_sub(self.terminal_bytes);
+        let allowed = self.max_bytes.saturating_sub(self.used());
         let take = usize::try_from(allowed)
             .unwrap_or(usize::MAX)
             .min(data.len());
@@ -149,17 +186,7 @@ impl AsciicastWriter {
             text = event_line(t, kind, &String::from_utf8_lossy(&pending));
         }
         if take < data.len() {
-            self.truncated = true;
-            self.output_carry.clear();
-            self.input_carry.clear();
-            text.extend(event_line(
-                t,
-                "m",
-                &format!(
-                    "transcript truncated: the policy's transcript.maxBytes ({}) was reached",
-                    self.max_bytes
-                ),
-            ));
+            text.extend(self.truncate(t));
         }
         self.account(&text);
         text
@@ -266,6 +293,62 @@ mod tests {
         assert!(s.truncated);
         assert_eq!(s.terminal_bytes, 10);
         assert_eq!(s.sha256, hex::encode(Sha256::digest(&text)));
+    }
+
+    #[test]
+    fn resize_lines_count_against_the_cap() {
+        const MAX: u64 = 4096;
+        let (mut w, header_text) = AsciicastWriter::start(&header(), MAX, false);
+        let mut text = Vec::new();
+        text.extend(w.output(0.1, b"$ "));
+        for i in 0..1000u16 {
+            text.extend(w.resize(1.0 + f64::from(i) / 1000.0, 80 + i % 50, 24));
+        }
+        text.extend(w.output(3.0, b"after the storm"));
+        let l = lines(&text);
+        let resizes = l.iter().filter(|e| e[1] == "r").count();
+        assert!(
+            (100..200).contains(&resizes),
+            "{resizes} resize lines in a 4 KiB recording"
+        );
+        let last = l.last().expect("lines");
+        assert_eq!(
+            last[1], "m",
+            "the recording ends with the truncation marker"
+        );
+        assert!(last[2].as_str().expect("text").contains("maxBytes (4096)"));
+        let s = w.summary();
+        assert!(s.truncated);
+        assert_eq!(
+            s.terminal_bytes, 2,
+            "the output after the storm was not recorded"
+        );
+        // Only the marker (under 128 bytes) passes the cap; the one output line's JSON
+        // framing is not counted.
+        assert!(
+            s.terminal_bytes + s.event_bytes <= MAX + 128,
+            "{} + {} counted under a {MAX}-byte cap",
+            s.terminal_bytes,
+            s.event_bytes
+        );
+        assert!(
+            (text.len() as u64) <= MAX + 128 + 32,
+            "{} bytes",
+            text.len()
+        );
+        assert_eq!(s.encoded_bytes, (header_text.len() + text.len()) as u64);
+    }
+
+    #[test]
+    fn output_and_resizes_share_one_budget() {
+        let (mut w, _) = AsciicastWriter::start(&header(), 40, false);
+        let resize = w.resize(0.5, 100, 30);
+        assert_eq!(resize.len(), 26, "{}", String::from_utf8_lossy(&resize));
+        let out = w.output(1.0, &[b'x'; 20]);
+        let l = lines(&out);
+        assert_eq!(l[0], serde_json::json!([1.0, "o", "x".repeat(14)]));
+        assert_eq!(l[1][1], "m");
+        assert_eq!(w.summary().terminal_bytes, 14);
     }
 
     #[test]

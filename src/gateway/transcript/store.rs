@@ -109,10 +109,6 @@ pub fn chunk_secret(
     })
 }
 
-/// Most chunk Secrets read for one transcript (the policy caps a recording at 64 MiB, stored
-/// in chunks of at most 512 KiB).
-const MAX_CHUNKS: usize = 1024;
-
 /// Writes transcript chunks (server-side apply, field manager `nodeshell-gateway`) and reads
 /// them back by name (`<session>-transcript-<n>`, from 0), so the gateway needs only `get`
 /// and `patch` on Secrets.
@@ -156,23 +152,27 @@ impl TranscriptStore {
         Ok(())
     }
 
-    /// The stored recording of `session`: the gzip members of its chunk Secrets, in order.
+    /// The stored recording of `session`: the gzip members of its chunk Secrets, in order,
+    /// every one of them (chunks 0, 1, … up to the first that does not exist).
     pub async fn load(&self, session: &NodeShellSession) -> Result<Vec<u8>, TranscriptLoadError> {
         let name = session.name_any();
-        let mut out = Vec::new();
-        let mut chunks = 0;
-        for index in 0..MAX_CHUNKS {
-            let secret = self
-                .api
-                .get_opt(&chunk_secret_name(&name, index))
-                .await
-                .map_err(|e| read_failure(&e, &self.namespace))?;
-            let Some(secret) = secret else { break };
-            if let Some(data) = secret.data.and_then(|mut d| d.remove(CHUNK_DATA_KEY)) {
-                out.extend_from_slice(&data.0);
+        let (out, chunks) = read_chunks(|index| {
+            let secret_name = chunk_secret_name(&name, index);
+            async move {
+                let secret = self
+                    .api
+                    .get_opt(&secret_name)
+                    .await
+                    .map_err(|e| read_failure(&e, &self.namespace))?;
+                Ok(secret.map(|s| {
+                    s.data
+                        .and_then(|mut d| d.remove(CHUNK_DATA_KEY))
+                        .map(|b| b.0)
+                        .unwrap_or_default()
+                }))
             }
-            chunks += 1;
-        }
+        })
+        .await?;
         if chunks == 0 {
             let recorded = session
                 .status
@@ -189,6 +189,23 @@ impl TranscriptStore {
         }
         Ok(out)
     }
+}
+
+/// Reads chunk 0, 1, … through `fetch` until the first that does not exist and returns their
+/// bytes in order with how many there were. There is no count limit: a download holds every
+/// chunk or fails with the first read error, never a silently shortened recording.
+async fn read_chunks<F, Fut>(mut fetch: F) -> Result<(Vec<u8>, usize), TranscriptLoadError>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Vec<u8>>, TranscriptLoadError>>,
+{
+    let mut out = Vec::new();
+    let mut index = 0;
+    while let Some(data) = fetch(index).await? {
+        out.extend_from_slice(&data);
+        index += 1;
+    }
+    Ok((out, index))
 }
 
 impl TranscriptSource for TranscriptStore {
@@ -261,6 +278,37 @@ mod tests {
         assert_eq!(json["apiVersion"], "v1");
         assert_eq!(json["kind"], "Secret");
         assert_eq!(transcript_ref("shell-7fq2k"), "shell-7fq2k-transcript");
+    }
+
+    #[tokio::test]
+    async fn every_chunk_is_read_however_many_there_are() {
+        // More chunks than the 1,024 the store once stopped at without a word.
+        const STORED: usize = 3000;
+        let (bytes, count) = read_chunks(|i| async move {
+            Ok((i < STORED).then(|| u32::try_from(i).expect("small").to_be_bytes().to_vec()))
+        })
+        .await
+        .expect("read");
+        assert_eq!(count, STORED);
+        assert_eq!(bytes.len(), STORED * 4);
+        assert_eq!(bytes[bytes.len() - 4..], 2999u32.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_cannot_be_read_fails_the_download() {
+        let result = read_chunks(|i| async move {
+            if i == 1500 {
+                return Err(TranscriptLoadError::Storage(
+                    "the store is unavailable".into(),
+                ));
+            }
+            Ok(Some(vec![1]))
+        })
+        .await;
+        assert!(
+            matches!(result, Err(TranscriptLoadError::Storage(ref m)) if m.contains("unavailable")),
+            "{result:?}"
+        );
     }
 
     #[test]
