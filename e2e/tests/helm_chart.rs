@@ -275,6 +275,11 @@ async fn gateway_config_is_what_the_gateway_parses() -> anyhow::Result<()> {
     // The Ingress host with TLS becomes an https origin on its own.
     assert_eq!(config.allowed_origins, ["https://nodeshell.example.com"]);
     assert_eq!(config.listen.port(), 8443);
+    assert_eq!(config.admin_listen.port(), 9090);
+    assert_eq!(
+        config.http,
+        nodeshell::gateway::config::HttpLimits::default()
+    );
     assert_eq!(config.live.shutdown_timeout, Duration::from_secs(20));
 
     // With the defaults the file parses, and the gateway says what is missing.
@@ -308,7 +313,7 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
         ),
         (
             "nodeshell-gateway",
-            "http",
+            "admin",
             json!(["gateway", "--config", "/etc/nodeshell/gateway.yaml"]),
         ),
     ] {
@@ -360,6 +365,20 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
     );
     let service = find(&docs, "Service", "nodeshell-gateway");
     assert_eq!(service["spec"]["sessionAffinity"], "ClientIP");
+    // The Service the Ingress routes carries the API only; /metrics, /healthz and /readyz
+    // are on the admin port, behind a Service of their own.
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}])
+    );
+    let ports = &gateway["containers"][0]["ports"];
+    assert_eq!(ports[1]["name"], "admin");
+    assert_eq!(ports[1]["containerPort"], 9090);
+    let admin_service = find(&docs, "Service", "nodeshell-gateway-metrics");
+    assert_eq!(
+        admin_service["spec"]["ports"],
+        json!([{"name": "metrics", "port": 9090, "targetPort": "admin", "protocol": "TCP"}])
+    );
 
     // Nothing optional by default: no policy, no Ingress, no ServiceMonitor, no people bound.
     for kind in [

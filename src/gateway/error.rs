@@ -38,6 +38,10 @@ pub enum ErrorCode {
     StartFailed,
     /// The request is malformed.
     BadRequest,
+    /// A request body or a WebSocket message is larger than the gateway accepts (+`limit`).
+    PayloadTooLarge,
+    /// The request body did not arrive within the body read timeout.
+    RequestTimeout,
     /// Something failed on our side (the apiserver is unreachable, storage failed…).
     Internal,
 }
@@ -61,6 +65,8 @@ impl ErrorCode {
             Self::CapTotal => "E_CAP_TOTAL",
             Self::StartFailed => "E_NODE_SHELL_START_FAILED",
             Self::BadRequest => "E_BAD_REQUEST",
+            Self::PayloadTooLarge => "E_PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "E_REQUEST_TIMEOUT",
             Self::Internal => "E_INTERNAL",
         }
     }
@@ -79,12 +85,14 @@ impl ErrorCode {
             Self::AgentOffline => StatusCode::CONFLICT,
             Self::CapUser | Self::CapTotal => StatusCode::TOO_MANY_REQUESTS,
             Self::StartFailed => StatusCode::BAD_GATEWAY,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::Auth,
         Self::ReauthRequired,
         Self::Forbidden,
@@ -100,6 +108,8 @@ impl ErrorCode {
         Self::CapTotal,
         Self::StartFailed,
         Self::BadRequest,
+        Self::PayloadTooLarge,
+        Self::RequestTimeout,
         Self::Internal,
     ];
 }
