@@ -19,7 +19,7 @@ pub struct GatewayArgs {
     pub listen: Option<SocketAddr>,
     /// Address to serve /metrics, /healthz and /readyz on, apart from the API so the Ingress
     /// never routes them (port 0 picks a free port; printed as `admin on http://…`).
-    /// Default 0.0.0.0:9090.
+    /// Default 127.0.0.1:9090, as the controller's; the chart sets 0.0.0.0:9090.
     #[arg(long, env = "NODESHELL_GATEWAY_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// OIDC issuer URL (`iss` of accepted id_tokens, exactly).

@@ -101,9 +101,9 @@ pub struct GatewayConfig {
 
 /// Default listen address: every interface, the chart's container port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
-/// Default admin listen address: every interface, the chart's admin port (the controller's
-/// admin server uses the same port in its own pod).
-pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9090";
+/// Default admin listen address: loopback only, as the controller's `--metrics-addr`; the
+/// chart listens on every interface so the kubelet's probes and Prometheus reach it.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
@@ -290,7 +290,11 @@ pub(crate) mod tests {
             HttpLimits::default(),
             "the example shows the defaults"
         );
-        assert_eq!(config.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(
+            config.admin_listen.to_string(),
+            "0.0.0.0:9090",
+            "as the chart sets it"
+        );
         let with_audit = text.replace("# auditFile:", "auditFile:");
         let config =
             GatewayConfig::resolve(&args(), parse_file(&with_audit).expect("parses")).unwrap();
