@@ -164,7 +164,7 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     let (admin_listener, admin_bound) = bind(state.access.config.admin_listen).await?;
     // Load the issuer's keys before announcing the port, so the first request verifies; an
     // issuer that is down does not stop the start (the refresh loop keeps trying, /readyz
-    // says why).
+    // says not ready, the log says why).
     match tokio::time::timeout(Duration::from_secs(10), state.access.auth.keys().refresh()).await {
         Ok(Ok(keys)) => tracing::info!(keys = keys.len(), "loaded the issuer's keys"),
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the issuer's keys yet"),
