@@ -8,7 +8,7 @@ use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -22,6 +22,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::config::HttpLimits;
+
+/// Least time between two warnings about refused connections (each one is counted).
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The connection counts the API listener reports.
 #[derive(Clone, Debug, Default)]
@@ -61,6 +64,7 @@ impl ApiListener {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout);
+        let mut warned_at: Option<Instant> = None;
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
@@ -77,10 +81,14 @@ impl ApiListener {
             };
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                 self.metrics.refused.inc();
-                tracing::debug!(
-                    limit = self.limits.max_connections,
-                    "connection refused: maxConnections are open"
-                );
+                if warned_at.is_none_or(|at| at.elapsed() >= REFUSAL_WARN_EVERY) {
+                    warned_at = Some(Instant::now());
+                    tracing::warn!(
+                        limit = self.limits.max_connections,
+                        refused_total = self.metrics.refused.get(),
+                        "refusing connections: http.maxConnections are open (warned at most once a minute)"
+                    );
+                }
                 drop(tcp);
                 continue;
             };
