@@ -402,6 +402,36 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
         names_of(&monitored, "ServiceMonitor"),
         ["nodeshell-controller", "nodeshell-gateway"]
     );
+    // Each ServiceMonitor scrapes the `metrics` port, which only the metrics Services carry.
+    for component in ["nodeshell-controller", "nodeshell-gateway"] {
+        let monitor = find(&monitored, "ServiceMonitor", component);
+        assert_eq!(
+            monitor["spec"]["endpoints"][0]["port"], "metrics",
+            "{component}"
+        );
+        let service = find(&monitored, "Service", &format!("{component}-metrics"));
+        assert_eq!(
+            service["spec"]["ports"][0]["name"], "metrics",
+            "{component}"
+        );
+    }
+    // The Ingress routes the API port only, never the admin port.
+    let with_ingress = rendered(&["-f", multi_account_values().to_str().unwrap()]).await?;
+    let ingress = find(&with_ingress, "Ingress", "nodeshell-gateway");
+    let backends: Vec<&Value> = ingress["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["http"]["paths"].as_array().unwrap())
+        .map(|path| &path["backend"]["service"])
+        .collect();
+    assert!(!backends.is_empty(), "{ingress}");
+    for backend in backends {
+        assert_eq!(
+            *backend,
+            json!({"name": "nodeshell-gateway", "port": {"name": "http"}})
+        );
+    }
     Ok(())
 }
 
