@@ -165,6 +165,9 @@ pub struct ConsoleAddress {
     pub listen: SocketAddr,
     /// `http://127.0.0.1:<port>`: the console's origin, as a browser names it.
     pub origin: String,
+    /// The gateway's `--admin-listen` (`/readyz`, `/metrics`): a free loopback port, since
+    /// the console's port no longer serves them.
+    pub admin: SocketAddr,
 }
 
 impl ConsoleAddress {
@@ -190,7 +193,12 @@ impl ConsoleAddress {
             IpAddr::V4(v4) => format!("http://{v4}:{}", listen.port()),
             IpAddr::V6(v6) => format!("http://[{v6}]:{}", listen.port()),
         };
-        Ok(Self { listen, origin })
+        let admin = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()?);
+        Ok(Self {
+            listen,
+            origin,
+            admin,
+        })
     }
 
     /// The origins the gateway accepts WebSockets from: the printed one, and `localhost`
@@ -373,6 +381,8 @@ fn components(
         .arg(SYSTEM_NAMESPACE)
         .arg("--listen")
         .arg(console.listen.to_string())
+        .arg("--admin-listen")
+        .arg(console.admin.to_string())
         .arg("--oidc-issuer")
         .arg(&sim.issuer)
         .arg("--oidc-client-id")
@@ -423,13 +433,14 @@ async fn wait_for_sim(
     }
 }
 
-/// Waits until the gateway's `/readyz` answers 200; fails with its log if it exits first.
+/// Waits until the gateway's `/readyz` (on its admin port) answers 200; fails with its log if
+/// it exits first.
 async fn wait_for_gateway(
     console: &ConsoleAddress,
     files: &RunFiles,
     children: &mut [SupervisedProcess],
 ) -> Result<(), Error> {
-    let url = format!("{}/readyz", console.origin);
+    let url = format!("http://{}/readyz", console.admin);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .no_proxy()
@@ -636,6 +647,13 @@ mod tests {
         let port = console.listen.port();
         assert_ne!(port, 0);
         assert_eq!(console.url(), format!("http://127.0.0.1:{port}/"));
+        assert!(console.admin.ip().is_loopback());
+        assert_ne!(console.admin.port(), 0);
+        assert_ne!(
+            console.admin.port(),
+            port,
+            "readiness is not on the console's port"
+        );
         assert_eq!(
             console.allowed_origins(),
             vec![

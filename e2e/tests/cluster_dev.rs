@@ -224,8 +224,16 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
     assert_eq!(urls, 1, "one URL in the banner: {banner:#?}");
 
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let ready = http.get(format!("{console}readyz")).send().await?;
-    assert!(ready.status().is_success(), "/readyz: {}", ready.status());
+    // Readiness and metrics are on the gateway's admin port only (`nodeshell dev` waited
+    // for its /readyz before printing the URL); the console's port does not serve them.
+    for path in ["readyz", "metrics", "healthz"] {
+        let answer = http.get(format!("{console}{path}")).send().await?;
+        assert_eq!(
+            answer.status().as_u16(),
+            404,
+            "/{path} on the console's port"
+        );
+    }
     let index = http.get(&console).send().await?;
     assert!(index.status().is_success(), "/: {}", index.status());
     let content_type = index

@@ -130,7 +130,7 @@ async fn audit_row(gw: &GatewayProcess, session: &str, verb: &str) -> anyhow::Re
 
 /// The sum of the samples of metric `name` (every label set) on `gw`'s `/metrics`.
 async fn metric(gw: &GatewayProcess, name: &str) -> anyhow::Result<f64> {
-    let text = String::from_utf8(gw.client("").get("/metrics").await?.raw)?;
+    let text = gw.metrics_text().await?;
     Ok(text
         .lines()
         .filter(|l| {

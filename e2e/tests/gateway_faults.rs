@@ -236,7 +236,7 @@ const PAUSED_METRIC: &str = "nodeshell_gateway_output_paused_sessions";
 
 /// The value of the unlabelled metric `name` on `gw`'s `/metrics`.
 async fn gauge(gw: &GatewayProcess, name: &str) -> anyhow::Result<u64> {
-    let text = String::from_utf8(gw.client("").get("/metrics").await?.raw)?;
+    let text = gw.metrics_text().await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .with_context(|| format!("{name} missing from /metrics:\n{text}"))
@@ -470,11 +470,14 @@ async fn an_unreachable_apiserver_opens_no_session_and_says_why() -> anyhow::Res
             term.controls
         );
     }
-    let readyz = reqwest::get(format!("{}/readyz", gw.base)).await?;
+    let (status, readyz) = gw.admin_get("/readyz").await?;
+    assert_eq!(status, 503, "/readyz reports the apiserver unreachable");
+    // A fixed phrase per failing check: no address, no error text from the client.
+    assert_eq!(readyz, "Kubernetes API unreachable");
     assert_eq!(
-        readyz.status(),
-        503,
-        "/readyz reports the apiserver unreachable"
+        reqwest::get(format!("{}/readyz", gw.base)).await?.status(),
+        404,
+        "the API port does not serve /readyz"
     );
     assert_eq!(
         world.sessions_of(&scope.policy).await?.len(),

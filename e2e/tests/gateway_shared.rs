@@ -5,7 +5,9 @@
 //! * [`gateway_story`]: the gateway as a person sees it;
 //! * [`gateway_errors`]: every error code, with its HTTP status and fields;
 //! * [`gateway_edges`]: transcript failures, resume tokens, Closing, large transcripts,
-//!   reattach grace.
+//!   reattach grace;
+//! * [`gateway_limits`]: slow and oversized requests, the connection limit, oversized
+//!   WebSocket messages, the admin listener.
 //!
 //! Binaries whose tests kill or restart shared processes (`gateway_faults`,
 //! `gateway_lifecycle`) or need another world shape (`gateway_caps`) stay on their own.
@@ -15,4 +17,5 @@ mod support;
 
 mod gateway_edges;
 mod gateway_errors;
+mod gateway_limits;
 mod gateway_story;

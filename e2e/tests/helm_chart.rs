@@ -285,6 +285,11 @@ async fn gateway_config_is_what_the_gateway_parses() -> anyhow::Result<()> {
     // The Ingress host with TLS becomes an https origin on its own.
     assert_eq!(config.allowed_origins, ["https://nodeshell.example.com"]);
     assert_eq!(config.listen.port(), 8443);
+    assert_eq!(config.admin_listen.port(), 9090);
+    assert_eq!(
+        config.http,
+        nodeshell::gateway::config::HttpLimits::default()
+    );
     assert_eq!(config.live.shutdown_timeout, Duration::from_secs(20));
 
     // With the defaults the file parses, and the gateway says what is missing.
@@ -318,7 +323,7 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
         ),
         (
             "nodeshell-gateway",
-            "http",
+            "admin",
             json!(["gateway", "--config", "/etc/nodeshell/gateway.yaml"]),
         ),
     ] {
@@ -370,6 +375,20 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
     );
     let service = find(&docs, "Service", "nodeshell-gateway");
     assert_eq!(service["spec"]["sessionAffinity"], "ClientIP");
+    // The Service the Ingress routes carries the API only; /metrics, /healthz and /readyz
+    // are on the admin port, behind a Service of their own.
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}])
+    );
+    let ports = &gateway["containers"][0]["ports"];
+    assert_eq!(ports[1]["name"], "admin");
+    assert_eq!(ports[1]["containerPort"], 9090);
+    let admin_service = find(&docs, "Service", "nodeshell-gateway-metrics");
+    assert_eq!(
+        admin_service["spec"]["ports"],
+        json!([{"name": "metrics", "port": 9090, "targetPort": "admin", "protocol": "TCP"}])
+    );
 
     // Nothing optional by default: no policy, no Ingress, no ServiceMonitor, no people bound.
     for kind in [
@@ -393,6 +412,36 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
         names_of(&monitored, "ServiceMonitor"),
         ["nodeshell-controller", "nodeshell-gateway"]
     );
+    // Each ServiceMonitor scrapes the `metrics` port, which only the metrics Services carry.
+    for component in ["nodeshell-controller", "nodeshell-gateway"] {
+        let monitor = find(&monitored, "ServiceMonitor", component);
+        assert_eq!(
+            monitor["spec"]["endpoints"][0]["port"], "metrics",
+            "{component}"
+        );
+        let service = find(&monitored, "Service", &format!("{component}-metrics"));
+        assert_eq!(
+            service["spec"]["ports"][0]["name"], "metrics",
+            "{component}"
+        );
+    }
+    // The Ingress routes the API port only, never the admin port.
+    let with_ingress = rendered(&["-f", multi_account_values().to_str().unwrap()]).await?;
+    let ingress = find(&with_ingress, "Ingress", "nodeshell-gateway");
+    let backends: Vec<&Value> = ingress["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["http"]["paths"].as_array().unwrap())
+        .map(|path| &path["backend"]["service"])
+        .collect();
+    assert!(!backends.is_empty(), "{ingress}");
+    for backend in backends {
+        assert_eq!(
+            *backend,
+            json!({"name": "nodeshell-gateway", "port": {"name": "http"}})
+        );
+    }
     Ok(())
 }
 

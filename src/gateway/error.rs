@@ -42,6 +42,10 @@ pub enum ErrorCode {
     StartFailed,
     /// The request is malformed.
     BadRequest,
+    /// A request body or a WebSocket message is larger than the gateway accepts (+`limit`).
+    PayloadTooLarge,
+    /// The request body did not arrive within the body read timeout.
+    RequestTimeout,
     /// Something failed on our side (the apiserver is unreachable, storage failed…).
     Internal,
 }
@@ -66,6 +70,8 @@ impl ErrorCode {
             Self::RateLimited => "E_RATE_LIMITED",
             Self::StartFailed => "E_NODE_SHELL_START_FAILED",
             Self::BadRequest => "E_BAD_REQUEST",
+            Self::PayloadTooLarge => "E_PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "E_REQUEST_TIMEOUT",
             Self::Internal => "E_INTERNAL",
         }
     }
@@ -84,12 +90,14 @@ impl ErrorCode {
             Self::AgentOffline => StatusCode::CONFLICT,
             Self::CapUser | Self::CapTotal | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::StartFailed => StatusCode::BAD_GATEWAY,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::Auth,
         Self::ReauthRequired,
         Self::Forbidden,
@@ -106,6 +114,8 @@ impl ErrorCode {
         Self::RateLimited,
         Self::StartFailed,
         Self::BadRequest,
+        Self::PayloadTooLarge,
+        Self::RequestTimeout,
         Self::Internal,
     ];
 }

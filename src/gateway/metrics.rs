@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::gateway::connections::ConnectionMetrics;
+
 /// A registry shared by both sides of the gateway, every name prefixed `nodeshell_gateway_`.
 #[derive(Clone, Debug)]
 pub struct MetricsRegistry {
@@ -85,6 +87,8 @@ pub struct GatewayMetrics {
     pub sessions: Family<PhaseLabels, Gauge>,
     /// Seconds from `POST …/shell` to the answer.
     pub open_latency: Histogram,
+    /// The API listener's open and refused connections.
+    pub connections: ConnectionMetrics,
 }
 
 impl Default for GatewayMetrics {
@@ -112,11 +116,23 @@ impl GatewayMetrics {
             "Seconds from a shell request to its answer (admission included)",
             open_latency.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "http_connections",
+            "Connections open on the API listener (WebSockets included)",
+            connections.open.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Connections closed on accept because http.maxConnections were open",
+            connections.refused.clone(),
+        );
         Self {
             registry,
             opens,
             sessions,
             open_latency,
+            connections,
         }
     }
 
@@ -165,6 +181,8 @@ mod tests {
             "nodeshell_gateway_sessions{phase=\"Active\"} 2",
             "nodeshell_gateway_open_latency_seconds_count 1",
             "nodeshell_gateway_live_extra_total 1",
+            "nodeshell_gateway_http_connections 0",
+            "nodeshell_gateway_http_connections_refused_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

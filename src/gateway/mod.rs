@@ -13,7 +13,8 @@
 //!   of the live side).
 //! * [`refusals`]: AWS and Kubernetes failures in the API's words, for both sides;
 //!   [`error`]: the `E_*` codes.
-//! * [`config`]: flags and file; [`metrics`]; [`server`]: the wiring.
+//! * [`config`]: flags and file; [`metrics`]; [`connections`]: the API listener's limits;
+//!   [`server`]: the wiring.
 
 /// The field manager of every write the gateway makes (session spec and status, transcript
 /// Secrets), so server-side apply tells its fields from the controller's.
@@ -22,6 +23,7 @@ pub const FIELD_MANAGER: &str = "nodeshell-gateway";
 pub mod access;
 pub mod audit;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod handover;
 pub mod http;

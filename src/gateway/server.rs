@@ -1,13 +1,12 @@
 //! `nodeshell gateway`: builds the configuration, the Kubernetes client, the key cache and the
-//! live side (wiring only), serves the API on one listener, and on SIGTERM/SIGINT stops accepting, closes
+//! live side (wiring only), serves the API on one listener (with its limits) and `/metrics`,
+//! `/healthz`, `/readyz` on the admin listener, and on SIGTERM/SIGINT stops accepting, closes
 //! every live session cleanly, then exits.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::serve::{Listener, ListenerExt};
 use kube::Client;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +18,7 @@ use crate::gateway::access::sessions::phase_counts;
 use crate::gateway::access::tickets::TicketBook;
 use crate::gateway::audit::{AuditError, AuditSink};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
+use crate::gateway::connections::ApiListener;
 use crate::gateway::handover::LiveSide;
 use crate::gateway::http::{self, AppState};
 use crate::gateway::live::{LiveConfig, LiveSessions};
@@ -144,24 +144,26 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     serve(state).await
 }
 
+/// Binds `addr`, naming it in the error.
+async fn bind(
+    addr: std::net::SocketAddr,
+) -> Result<(TcpListener, std::net::SocketAddr), GatewayError> {
+    let serve_error = |source| GatewayError::Serve {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(serve_error)?;
+    let bound = listener.local_addr().map_err(serve_error)?;
+    Ok((listener, bound))
+}
+
 /// Serves `state` until a signal, then shuts the live side down.
 pub async fn serve(state: AppState) -> Result<(), GatewayError> {
-    let addr = state.access.config.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| GatewayError::Serve {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| GatewayError::Serve {
-            addr: addr.to_string(),
-            source,
-        })?;
+    let (listener, bound) = bind(state.access.config.listen).await?;
+    let (admin_listener, admin_bound) = bind(state.access.config.admin_listen).await?;
     // Load the issuer's keys before announcing the port, so the first request verifies; an
     // issuer that is down does not stop the start (the refresh loop keeps trying, /readyz
-    // says why).
+    // says not ready, the log says why).
     match tokio::time::timeout(Duration::from_secs(10), state.access.auth.keys().refresh()).await {
         Ok(Ok(keys)) => tracing::info!(keys = keys.len(), "loaded the issuer's keys"),
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the issuer's keys yet"),
@@ -169,19 +171,21 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     }
     let stop = CancellationToken::new();
     let background = spawn_background(&state, stop.clone());
-    let app = http::router(state.clone());
-    let shutdown = stop.clone();
-    let listener = no_delay(listener);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    });
-    // A plain line (not a log record) so supervisors and tests find the port whatever the
-    // log format.
+    let api = ApiListener::new(
+        listener,
+        state.access.config.http.clone(),
+        state.metrics.connections.clone(),
+    );
+    let server = tokio::spawn(api.serve(http::router(state.clone()), stop.clone()));
+    let admin_app = http::admin_router(state.clone());
+    let admin = tokio::spawn(async move { axum::serve(admin_listener, admin_app).await });
+    // Plain lines (not log records) so supervisors and tests find the ports whatever the
+    // log format. The admin line must not contain the API's `listening on`.
+    eprintln!("admin on http://{admin_bound}");
     eprintln!("listening on http://{bound}");
     tracing::info!(
         address = %bound,
+        admin = %admin_bound,
         pod = state.access.config.pod_name,
         issuer = state.access.config.oidc.issuer_url,
         "nodeshell gateway serving"
@@ -190,36 +194,20 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     tracing::info!("shutting down: closing live sessions");
     stop.cancel();
     // Returns once every session has closed and every browser connection has written its
-    // `closed` frame. Those connections are not the server's to wait for (axum spawns their
-    // tasks on upgrade), so the server's graceful shutdown alone would let the process exit
-    // with those frames still queued.
+    // `closed` frame; the API listener then waits for those connections to close as well.
     state.live.shells.shutdown().await;
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Err(source))) => {
-            return Err(GatewayError::Serve {
-                addr: bound.to_string(),
-                source,
-            });
-        }
-        Ok(_) => {}
-        Err(_) => tracing::warn!("connections still open after 10 s; exiting anyway"),
+    if tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 10 s; exiting anyway");
     }
+    admin.abort();
     for task in background {
         task.abort();
     }
     tracing::info!("nodeshell gateway stopped");
     Ok(())
-}
-
-/// Accepts connections with TCP_NODELAY set. A keystroke and its echo are a few bytes each:
-/// with Nagle's algorithm on, the echo waits for the browser's delayed ACK of the previous
-/// segment (~40 ms per key), which makes typing through the gateway feel sluggish.
-fn no_delay(listener: TcpListener) -> impl Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-        }
-    })
 }
 
 /// Key refresh, ticket sweeping and the session gauges.
@@ -431,19 +419,5 @@ mod tests {
         let missing = dir.path().join("no-such-dir").join("audit.jsonl");
         let config = gateway_config(&["--audit-file", missing.to_str().unwrap()], "");
         assert!(audit_sink(&config).is_err());
-    }
-
-    #[tokio::test]
-    async fn accepted_connections_have_no_delay() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut listener = no_delay(listener);
-        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (accepted, peer) = listener.accept().await;
-        assert_eq!(peer, client.local_addr().unwrap());
-        assert!(
-            accepted.nodelay().unwrap(),
-            "TCP_NODELAY on the accepted socket"
-        );
     }
 }

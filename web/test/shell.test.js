@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { initialShell, step, backoffMs, idleSecondsLeft, DEFAULT_GRACE_MS } from '../src/lib/shell.js';
+import {
+  initialShell, step, backoffMs, idleSecondsLeft, DEFAULT_GRACE_MS, inputMessages, MAX_INPUT_MESSAGE,
+} from '../src/lib/shell.js';
 
 const hello = (token = 'tok-1') => JSON.stringify({
   type: 'hello', session: 's1', node: 'n1', instanceId: 'i-0abc', ssmSessionId: 'ssm-1', idleSeconds: 600, resumeToken: token,
@@ -146,4 +148,15 @@ test('closing a live shell sends the close frame; closing while reconnecting dis
 test('unreadable text frames are ignored', () => {
   const { state } = run([{ type: 'text', text: hello() }, { type: 'text', text: 'not json' }, { type: 'text', text: '{"type":"mystery"}' }]);
   assert.equal(state.phase, 'live');
+});
+
+test('a paste goes in messages under the gateway\'s 64 KiB bound, whole and in order', () => {
+  assert.ok(MAX_INPUT_MESSAGE <= 64 * 1024);
+  const paste = new Uint8Array(200_000).map((_, i) => i % 251);
+  const messages = inputMessages(paste);
+  assert.equal(messages.length, Math.ceil(paste.length / MAX_INPUT_MESSAGE));
+  assert.ok(messages.every((m) => m.length > 0 && m.length <= MAX_INPUT_MESSAGE));
+  assert.deepEqual(Buffer.concat(messages), Buffer.from(paste));
+  assert.equal(inputMessages(new Uint8Array(3)).length, 1, 'a keystroke is one message');
+  assert.deepEqual(inputMessages(new Uint8Array(0)), []);
 });

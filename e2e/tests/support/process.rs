@@ -225,9 +225,19 @@ impl NodeshellProcess {
 
     /// `http://127.0.0.1:PORT` from the `listening on` line, once printed.
     pub fn listening_url(&self) -> Option<String> {
+        self.printed_url("listening on ")
+    }
+
+    /// `http://127.0.0.1:PORT` of a gateway's admin listener, from its `admin on` line.
+    pub fn admin_url(&self) -> Option<String> {
+        self.printed_url("admin on ")
+    }
+
+    /// The `http://127.0.0.1:PORT` printed after `prefix`, once printed.
+    fn printed_url(&self, prefix: &str) -> Option<String> {
         let text = format!("{}\n{}", self.stdout_text(), self.stderr_text());
-        let at = text.find("listening on http://127.0.0.1:")?;
-        let rest = &text[at + "listening on ".len()..];
+        let at = text.find(&format!("{prefix}http://127.0.0.1:"))?;
+        let rest = &text[at + prefix.len()..];
         let end = rest
             .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.')))
             .unwrap_or(rest.len());
@@ -400,8 +410,10 @@ impl ControllerProcess {
 pub struct GatewayProcess {
     /// Its name (pod name).
     pub name: String,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`: the API and the console.
     pub base: String,
+    /// `http://127.0.0.1:PORT`: the admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: String,
     /// The process.
     pub process: NodeshellProcess,
 }
@@ -415,6 +427,20 @@ impl GatewayProcess {
     /// Audit rows (JSON lines with an `event` or `verb` field) printed on stdout so far.
     pub fn audit_rows(&self) -> Vec<Value> {
         audit_rows(&self.process.stdout_text())
+    }
+
+    /// GET `path` on the admin listener: status and body text.
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let answer = reqwest::get(format!("{}{path}", self.admin)).await?;
+        let status = answer.status().as_u16();
+        Ok((status, answer.text().await?))
+    }
+
+    /// The text of `/metrics` (on the admin listener).
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        let (status, text) = self.admin_get("/metrics").await?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}: {text}");
+        Ok(text)
     }
 }
 

@@ -276,13 +276,13 @@ impl GatewayWorld {
             &args,
             &[("RUST_LOG", "info"), ("POD_NAME", options.name.as_str())],
         )?;
-        let base = wait_for("gateway listening", Duration::from_secs(60), || {
-            let found = process.listening_url();
+        let (base, admin) = wait_for("gateway listening", Duration::from_secs(60), || {
+            let found = process.listening_url().zip(process.admin_url());
             let exited = process.has_exited();
             let logs = process.logs();
             async move {
-                if let Some(url) = found {
-                    return Ok(Some(url));
+                if let Some(urls) = found {
+                    return Ok(Some(urls));
                 }
                 anyhow::ensure!(!exited, "gateway exited before listening:\n{logs}");
                 Ok(None)
@@ -292,6 +292,7 @@ impl GatewayWorld {
         Ok(GatewayProcess {
             name: options.name,
             base,
+            admin,
             process,
         })
     }
@@ -301,6 +302,7 @@ impl GatewayWorld {
         let urls = self.sim.urls();
         let mut config = json!({
             "listen": "127.0.0.1:0",
+            "adminListen": "127.0.0.1:0",
             "clusterName": "e2e",
             "namespace": SYSTEM_NAMESPACE,
             "oidc": {

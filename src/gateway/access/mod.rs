@@ -180,19 +180,21 @@ impl Access {
         })
     }
 
-    /// What keeps this replica from serving, if anything (for `/readyz`).
+    /// What keeps this replica from serving, if anything (for `/readyz`): one fixed phrase
+    /// per failing check, since the answer may reach whoever can probe the pod; the cause
+    /// goes to the log.
     pub async fn readiness_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !self.auth.keys().is_loaded() {
-            problems.push(format!(
-                "issuer keys not loaded ({})",
-                self.auth
-                    .keys()
-                    .last_error()
-                    .unwrap_or_else(|| "not fetched yet".into())
-            ));
+            let cause = self.auth.keys().last_error();
+            tracing::warn!(
+                cause = cause.as_deref().unwrap_or("not fetched yet"),
+                "not ready: the issuer's keys are not loaded"
+            );
+            problems.push("issuer keys not loaded".to_string());
         }
         if !self.cluster.reachable().await {
+            tracing::warn!("not ready: the Kubernetes API did not answer within 3 s");
             problems.push("Kubernetes API unreachable".to_string());
         }
         problems

@@ -13,10 +13,15 @@ pub struct GatewayArgs {
     /// YAML configuration file (tiers, origins, timeouts; see config/gateway.example.yaml).
     #[arg(long, env = "NODESHELL_GATEWAY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to serve the API, /healthz, /readyz and /metrics on (port 0 picks a free
-    /// port; the bound address is printed as `listening on http://…`). Default 0.0.0.0:8443.
+    /// Address to serve the API and the web console on (port 0 picks a free port; the bound
+    /// address is printed as `listening on http://…`). Default 0.0.0.0:8443.
     #[arg(long, env = "NODESHELL_GATEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address to serve /metrics, /healthz and /readyz on, apart from the API so the Ingress
+    /// never routes them (port 0 picks a free port; printed as `admin on http://…`).
+    /// Default 127.0.0.1:9090, as the controller's; the chart sets 0.0.0.0:9090.
+    #[arg(long, env = "NODESHELL_GATEWAY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// OIDC issuer URL (`iss` of accepted id_tokens, exactly).
     #[arg(long, env = "NODESHELL_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,

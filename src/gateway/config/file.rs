@@ -7,12 +7,18 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::http::HttpFile;
+
 /// The YAML file. Every key is optional; see `config/gateway.example.yaml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayFile {
-    /// Listen address.
+    /// Listen address of the API and the web console.
     pub listen: Option<SocketAddr>,
+    /// Listen address of `/metrics`, `/healthz` and `/readyz` (never routed by the Ingress).
+    pub admin_listen: Option<SocketAddr>,
+    /// The API listener's limits.
+    pub http: HttpFile,
     /// Cluster name for audit rows.
     pub cluster_name: Option<String>,
     /// Namespace of transcript Secrets.

@@ -12,11 +12,13 @@ use crate::gateway::access::tiers::TierMap;
 
 pub mod args;
 pub mod file;
+pub mod http;
 pub mod live;
 pub mod oidc;
 
 pub use args::GatewayArgs;
 pub use file::{AwsFile, GatewayFile, OidcFile, parse_file};
+pub use http::{HttpFile, HttpLimits, WEBSOCKET_MAX_MESSAGE_BYTES};
 pub use live::{CONTROLLER_HEARTBEAT_TIMEOUT, LiveSettings, MIN_REPLAY_BUFFER_BYTES};
 
 /// Errors while assembling the configuration.
@@ -66,8 +68,12 @@ pub struct OidcSettings {
 /// The whole resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
-    /// Listen address.
+    /// Listen address of the API and the web console.
     pub listen: SocketAddr,
+    /// Listen address of `/metrics`, `/healthz` and `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// The API listener's limits.
+    pub http: HttpLimits,
     /// Cluster name for audit rows.
     pub cluster_name: String,
     /// Namespace of transcript Secrets.
@@ -103,6 +109,9 @@ pub const DEFAULT_OPENS_PER_MINUTE: u32 = 20;
 
 /// Default listen address: every interface, the chart's container port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Default admin listen address: loopback only, as the controller's `--metrics-addr`; the
+/// chart listens on every interface so the kubelet's probes and Prometheus reach it.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
@@ -134,7 +143,11 @@ impl GatewayConfig {
         let default_listen: SocketAddr = DEFAULT_LISTEN
             .parse()
             .map_err(|_| ConfigError::Invalid("bad built-in listen address".into()))?;
+        let default_admin: SocketAddr = DEFAULT_ADMIN_LISTEN
+            .parse()
+            .map_err(|_| ConfigError::Invalid("bad built-in admin listen address".into()))?;
         let live = LiveSettings::resolve(args, &file)?;
+        let http = HttpLimits::resolve(&file.http)?;
         let issuer_url = non_empty(args.oidc_issuer.clone())
             .or(non_empty(file.oidc.issuer_url))
             .ok_or_else(|| {
@@ -190,8 +203,20 @@ impl GatewayConfig {
                 "ticketTtlSeconds and admissionTimeoutSeconds must be positive".into(),
             ));
         }
+        let listen = args.listen.or(file.listen).unwrap_or(default_listen);
+        let admin_listen = args
+            .admin_listen
+            .or(file.admin_listen)
+            .unwrap_or(default_admin);
+        if listen.port() != 0 && listen == admin_listen {
+            return Err(ConfigError::Invalid(format!(
+                "the API and the admin endpoints both listen on {listen}; give --admin-listen (NODESHELL_GATEWAY_ADMIN_LISTEN, adminListen) another port, so the Ingress can route the API without /metrics and /readyz"
+            )));
+        }
         Ok(Self {
-            listen: args.listen.or(file.listen).unwrap_or(default_listen),
+            listen,
+            admin_listen,
+            http,
             cluster_name: non_empty(args.cluster_name.clone())
                 .or(non_empty(file.cluster_name))
                 .unwrap_or_else(|| "kubernetes".to_string()),
@@ -280,6 +305,16 @@ pub(crate) mod tests {
         );
         assert!(config.origin_allowed(Some("https://console.example.com")));
         assert_eq!(config.live, LiveSettings::default());
+        assert_eq!(
+            config.http,
+            HttpLimits::default(),
+            "the example shows the defaults"
+        );
+        assert_eq!(
+            config.admin_listen.to_string(),
+            "0.0.0.0:9090",
+            "as the chart sets it"
+        );
         let with_audit = text.replace("# auditFile:", "auditFile:");
         let config =
             GatewayConfig::resolve(&args(), parse_file(&with_audit).expect("parses")).unwrap();
@@ -305,6 +340,8 @@ pub(crate) mod tests {
         assert_eq!(config.oidc.leeway, Duration::from_secs(30));
         let config = GatewayConfig::resolve(&args(), GatewayFile::default()).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(config.http, HttpLimits::default());
         // An attach without Origin is refused unless the file asks for it.
         assert!(!config.allow_missing_origin);
         assert!(!config.origin_allowed(None));
@@ -316,6 +353,29 @@ pub(crate) mod tests {
             GatewayConfig::resolve(&args(), file)
                 .unwrap()
                 .origin_allowed(None)
+        );
+    }
+
+    #[test]
+    fn admin_listen_from_flag_or_file_and_never_the_api_port() {
+        let file = parse_file("adminListen: 127.0.0.1:9191\nhttp:\n  maxConnections: 7\n").unwrap();
+        let config = GatewayConfig::resolve(&args(), file.clone()).unwrap();
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9191");
+        assert_eq!(config.http.max_connections, 7);
+        let flagged = GatewayArgs {
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..args()
+        };
+        let config = GatewayConfig::resolve(&flagged, file).unwrap();
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:0", "flag wins");
+        let same = parse_file("listen: 127.0.0.1:9191\nadminListen: 127.0.0.1:9191\n").unwrap();
+        let err = GatewayConfig::resolve(&args(), same)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--admin-listen"), "{err}");
+        assert!(
+            parse_file("http:\n  maxConnection: 1\n").is_err(),
+            "unknown http key"
         );
     }
 

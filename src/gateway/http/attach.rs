@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::gateway::access::sessions::is_reattach;
+use crate::gateway::config::WEBSOCKET_MAX_MESSAGE_BYTES;
 use crate::gateway::error::{ApiError, ErrorCode};
 
 /// Query of the attach URL.
@@ -26,12 +27,17 @@ pub(super) async fn attach(
 ) -> Result<Response, ApiError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let ticket = state.access.admit_attach(&name, origin, query.ticket)?;
-    let upgrade = upgrade.map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("attach is a WebSocket endpoint: {e}"),
-        )
-    })?;
+    // A larger message closes the socket with 1009 and an E_PAYLOAD_TOO_LARGE frame, and
+    // only this much of it is ever held in memory.
+    let upgrade = upgrade
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("attach is a WebSocket endpoint: {e}"),
+            )
+        })?
+        .max_message_size(WEBSOCKET_MAX_MESSAGE_BYTES)
+        .max_frame_size(WEBSOCKET_MAX_MESSAGE_BYTES);
     let grant = state.access.attach_grant(&name, ticket).await?;
     let resume = is_reattach(state.live.shells.is_running(&name), grant.session.phase());
     let shells = state.live.shells.clone();

@@ -5,6 +5,7 @@
 mod attach;
 pub mod console;
 mod health;
+mod limits;
 mod nodes;
 mod sessions;
 mod shells;
@@ -25,8 +26,9 @@ use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::LiveSide;
 use crate::gateway::metrics::GatewayMetrics;
 
-/// Every route the gateway serves (method, path), as docs/api.md and /openapi.json list them.
-pub const ROUTES: [(&str, &str); 14] = [
+/// Every route the API listener serves (method, path), as docs/api.md and /openapi.json
+/// list them. `/metrics`, `/healthz` and `/readyz` are on the admin listener ([`admin_router`]).
+pub const ROUTES: [(&str, &str); 11] = [
     ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/nodes/{node}/shell/preflight"),
     ("POST", "/api/v1/nodes/{node}/shell"),
@@ -36,9 +38,6 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("POST", "/api/v1/sessions/{name}/ticket"),
     ("GET", "/api/v1/sessions/{name}/attach"),
     ("GET", "/api/v1/sessions/{name}/transcript"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/api/v1/whoami"),
 ];
@@ -57,7 +56,10 @@ pub struct AppState {
     pub metrics: GatewayMetrics,
 }
 
-/// The router of every route, with state.
+pub use health::admin_router;
+
+/// The router of every API route and the console, with state; request bodies are bounded
+/// ([`limits`]).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/whoami", get(sessions::whoami))
@@ -78,12 +80,13 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/sessions/{name}/transcript",
             get(sessions::transcript),
         )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .merge(console::router())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::bounded_body,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }

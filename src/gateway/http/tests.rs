@@ -58,7 +58,8 @@ async fn fixture() -> Fixture {
          groupTiers: {root: admin, sre: engineer}\n\
          adminTiers: [admin]\n\
          allowedOrigins: ['https://console.example']\n\
-         allowMissingOrigin: false\n",
+         allowMissingOrigin: false\n\
+         http: {bodyReadTimeoutSeconds: 1, maxBodyBytes: 2048}\n",
     )
     .unwrap();
     let config = GatewayConfig::resolve(&GatewayArgs::default(), file).unwrap();
@@ -147,31 +148,165 @@ fn api_doc_names_every_route_and_code() {
     }
 }
 
+/// GET `uri` on the admin router.
+async fn admin_get(state: &AppState, uri: &str) -> (StatusCode, String) {
+    let response = http::admin_router(state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 #[tokio::test]
-async fn health_openapi_metrics_and_unknown_routes() {
+async fn openapi_on_the_api_health_and_metrics_on_the_admin_listener_only() {
     let f = fixture().await;
-    assert_eq!(
-        call(&f.state, "GET", "/healthz", None, "", &[]).await.0,
-        StatusCode::OK
-    );
     let (status, body) = call(&f.state, "GET", "/openapi.json", None, "", &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["paths"].is_object());
-    let (status, body) = call(&f.state, "GET", "/readyz", None, "", &[]).await;
+    for path in ["/healthz", "/readyz", "/metrics", "/nope"] {
+        let (status, body) = call(&f.state, "GET", path, None, "", &[]).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("E_NOT_FOUND")),
+            "{path} on the API listener"
+        );
+    }
+    assert_eq!(admin_get(&f.state, "/healthz").await.0, StatusCode::OK);
+    let (status, body) = admin_get(&f.state, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body.as_str().unwrap().contains("Kubernetes API"), "{body}");
-    let (status, body) = call(&f.state, "GET", "/nope", None, "", &[]).await;
+    assert_eq!(body, "Kubernetes API unreachable", "a fixed phrase only");
+    let (status, body) = admin_get(&f.state, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("nodeshell_gateway_open_latency_seconds"));
+    assert!(body.contains("nodeshell_gateway_http_connections"));
+}
+
+#[tokio::test]
+async fn readyz_names_failing_checks_without_their_causes() {
+    let mut f = fixture().await;
+    let fetch: KeyFetcher =
+        Arc::new(|| Box::pin(async { KeySet::from_jwks(&json!({"keys": "not-a-list"})) }));
+    let cause = KeySet::from_jwks(&json!({"keys": "not-a-list"}))
+        .err()
+        .unwrap()
+        .to_string();
+    let cache = KeyCache::new(fetch, Duration::from_secs(10));
+    assert!(cache.refresh().await.is_err());
+    f.state.access.auth = crate::gateway::access::auth::Authenticator::new(
+        &f.state.access.config.oidc,
+        f.state.access.config.tiers.clone(),
+        cache,
+    );
+    let (status, body) = admin_get(&f.state, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "issuer keys not loaded; Kubernetes API unreachable");
+    assert!(!body.contains(&cause), "{body:?} carries {cause:?}");
+}
+
+/// A request to `uri` whose body is `body`, with `headers`, through the API router, answered
+/// within 5 s (a handler waiting for a body that never comes fails the test).
+async fn send_body(
+    state: &AppState,
+    uri: &str,
+    token: Option<&str>,
+    body: Body,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut req = Request::post(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        http::router(state.clone()).oneshot(req.body(body).unwrap()),
+    )
+    .await
+    .expect("answered without waiting for the body")
+    .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A body that never sends a byte.
+fn never() -> Body {
+    Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>())
+}
+
+#[tokio::test]
+async fn bodies_are_authenticated_first_then_bounded_in_size_and_time() {
+    let f = fixture().await;
+    let token = f.ring.sign_claims(&claims("alice", &["sre"])).unwrap();
+    let path = "/api/v1/nodes/n1/shell";
+    // No token: refused before a byte of the (never sent) body is awaited.
+    let (status, body) =
+        send_body(&f.state, path, None, never(), &[("content-length", "100")]).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("E_NOT_FOUND"))
+        (StatusCode::UNAUTHORIZED, Some("E_AUTH"))
     );
-    let (status, body) = call(&f.state, "GET", "/metrics", None, "", &[]).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        body.as_str()
-            .unwrap()
-            .contains("nodeshell_gateway_open_latency_seconds")
+    // Declared over the limit: refused unread, even with a token.
+    let (status, body) = send_body(
+        &f.state,
+        path,
+        Some(&token),
+        never(),
+        &[("content-length", "2049")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("E_PAYLOAD_TOO_LARGE"))
     );
+    assert_eq!(body["limit"], 2048);
+    assert!(body["message"].as_str().unwrap().contains("2048 bytes"));
+    // Chunked, so no length is declared: cut when it passes the limit.
+    let chunks = futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1000])));
+    let (status, body) = send_body(
+        &f.state,
+        path,
+        Some(&token),
+        Body::from_stream(chunks),
+        &[("transfer-encoding", "chunked")],
+    )
+    .await;
+    assert_eq!(body["code"], "E_PAYLOAD_TOO_LARGE", "{status}");
+    // Announced but never sent: cut after the body read timeout (1 s here).
+    let (status, body) = send_body(
+        &f.state,
+        path,
+        Some(&token),
+        never(),
+        &[("content-length", "100")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::REQUEST_TIMEOUT, Some("E_REQUEST_TIMEOUT"))
+    );
+    // Within the limits the open goes on (and fails closed: no apiserver).
+    let good = r#"{"reason":"disk"}"#;
+    let (status, body) = send_body(
+        &f.state,
+        path,
+        Some(&token),
+        Body::from(good),
+        &[("content-length", &good.len().to_string())],
+    )
+    .await;
+    assert_eq!(body["code"], "E_INTERNAL", "{status}");
 }
 
 #[tokio::test]

@@ -5,17 +5,20 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::frames::{ClientFrame, ServerFrame};
+use crate::gateway::error::ErrorCode;
 
 /// Frames queued towards one browser.
 pub const OUTBOUND_QUEUE: usize = 4;
-/// Browser events queued towards the session.
+/// Browser events queued towards the session. Each holds at most one WebSocket message,
+/// which the attach route bounds to `WEBSOCKET_MAX_MESSAGE_BYTES` (64 KiB), so this queue
+/// holds at most 2 MiB per browser (docs/gateway.md, byte budgets).
 pub const EVENT_QUEUE: usize = 32;
 /// How long a reattaching browser has to send its `resume` frame.
 pub const RESUME_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,6 +89,14 @@ fn to_message(frame: Outbound) -> Message {
     }
 }
 
+/// How the browser's side of a bridge ended.
+enum BrowserEnd {
+    /// It closed the socket or the connection dropped.
+    Left,
+    /// It sent a message over the size limit: the socket is closed with 1009 and why.
+    TooLarge(String),
+}
+
 /// Runs the bridge until the browser leaves or the session drops its end of the queue
 /// (after its final frame, which is then written, followed by a Close frame).
 pub async fn run(
@@ -105,7 +116,12 @@ pub async fn run(
     };
     let reader = async {
         let mut session_listens = true;
-        while let Some(Ok(message)) = stream.next().await {
+        loop {
+            let message = match stream.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return browser_error(e),
+                None => break,
+            };
             let event = match message {
                 Message::Binary(bytes) => ClientEvent::Input(bytes),
                 Message::Text(text) => match ClientFrame::parse(text.as_str()) {
@@ -126,10 +142,26 @@ pub async fn run(
             }
         }
         debug!("browser left");
+        BrowserEnd::Left
     };
     let closed_by_us = tokio::select! {
         sent = writer => sent,
-        () = reader => false,
+        end = reader => {
+            if let BrowserEnd::TooLarge(message) = end {
+                let frame = ServerFrame::error(ErrorCode::PayloadTooLarge, message, false);
+                let _ = sink.send(Message::Text(frame.to_json().into())).await;
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::SIZE,
+                        reason: "message too big".into(),
+                    })))
+                    .await;
+                // The browser's surplus is unread: dropping the socket now would reset the
+                // connection and could discard these two frames before they leave.
+                tokio::time::sleep(CLOSE_LINGER).await;
+            }
+            false
+        }
     };
     if closed_by_us {
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
@@ -140,6 +172,26 @@ pub async fn run(
             }
         })
         .await;
+    }
+}
+
+/// A read error from the browser: a message over the size limit is named (the socket then
+/// closes with 1009); anything else is a browser that left.
+fn browser_error(error: axum::Error) -> BrowserEnd {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    let inner = error.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { max_size, .. })) => {
+            tracing::info!(max_size, "browser sent a WebSocket message over the limit");
+            BrowserEnd::TooLarge(format!(
+                "a WebSocket message or frame was larger than {max_size} bytes, so this connection is closed; terminal input goes in smaller messages (the console sends pastes in chunks); reattach to go on"
+            ))
+        }
+        _ => {
+            debug!(error = %inner, "browser connection failed");
+            BrowserEnd::Left
+        }
     }
 }
 

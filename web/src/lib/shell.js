@@ -5,6 +5,20 @@
 /** How long after a drop the console keeps trying to reattach (the gateway's default grace). */
 export const DEFAULT_GRACE_MS = 30_000;
 
+/**
+ * Largest WebSocket message of terminal input the console sends. The gateway closes the
+ * socket (1009, E_PAYLOAD_TOO_LARGE) on a message over 64 KiB, so a paste goes in pieces
+ * well under it.
+ */
+export const MAX_INPUT_MESSAGE = 16 * 1024;
+
+/** Terminal input bytes as the messages to send, in order, each at most `max` bytes. */
+export function inputMessages(bytes, max = MAX_INPUT_MESSAGE) {
+  const messages = [];
+  for (let at = 0; at < bytes.length; at += max) messages.push(bytes.subarray(at, at + max));
+  return messages;
+}
+
 /** Codes of a reattach refusal that no retry can fix. */
 const FINAL_REATTACH_CODES = new Set([
   'E_AUTH', 'E_REAUTH_REQUIRED', 'E_FORBIDDEN', 'E_NOT_FOUND', 'E_BAD_REQUEST', 'E_NODE_SHELL_DISABLED',

@@ -3,7 +3,7 @@
 
 import { h, replace } from './dom.js';
 import { createTerminal, refit, bufferText } from './terminal.js';
-import { initialShell, step, idleSecondsLeft } from '../lib/shell.js';
+import { initialShell, step, idleSecondsLeft, inputMessages } from '../lib/shell.js';
 import { socketUrl, needsSignIn } from '../lib/api.js';
 import { closedText, idleText, errorText } from '../lib/format.js';
 
@@ -179,7 +179,7 @@ export class ShellDrawer {
 
   input(data) {
     if (!this.state || this.state.phase !== 'live' || !this.socket || this.socket.readyState !== WebSocket.OPEN) return;
-    this.socket.send(this.encoder.encode(data));
+    for (const message of inputMessages(this.encoder.encode(data))) this.socket.send(message);
     if (this.state.idle) this.dispatch({ type: 'input' });
   }
 
