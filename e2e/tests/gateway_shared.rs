@@ -5,7 +5,10 @@
 //! * [`gateway_story`]: the gateway as a person sees it;
 //! * [`gateway_errors`]: every error code, with its HTTP status and fields;
 //! * [`gateway_edges`]: transcript failures, resume tokens, Closing, large transcripts,
-//!   reattach grace.
+//!   reattach grace;
+//! * [`gateway_login`]: the console's sign-in through the gateway (own gateways that share
+//!   the world's simulator and controller), and STS refusing every token a person can get on
+//!   their own.
 //!
 //! Binaries whose tests kill or restart shared processes (`gateway_faults`,
 //! `gateway_lifecycle`) or need another world shape (`gateway_caps`) stay on their own.
@@ -15,4 +18,5 @@ mod support;
 
 mod gateway_edges;
 mod gateway_errors;
+mod gateway_login;
 mod gateway_story;

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     CapTotal,
     /// `ssm:StartSession` or the data channel failed.
     StartFailed,
+    /// A write with the console's cookie came from another origin or without the CSRF header.
+    Csrf,
     /// The request is malformed.
     BadRequest,
     /// Something failed on our side (the apiserver is unreachable, storage failed…).
@@ -60,6 +62,7 @@ impl ErrorCode {
             Self::CapUser => "E_CAP_USER",
             Self::CapTotal => "E_CAP_TOTAL",
             Self::StartFailed => "E_NODE_SHELL_START_FAILED",
+            Self::Csrf => "E_CSRF",
             Self::BadRequest => "E_BAD_REQUEST",
             Self::Internal => "E_INTERNAL",
         }
@@ -73,7 +76,8 @@ impl ErrorCode {
             | Self::NodeShellDisabled
             | Self::NoRole
             | Self::AudMismatch
-            | Self::TrustDenied => StatusCode::FORBIDDEN,
+            | Self::TrustDenied
+            | Self::Csrf => StatusCode::FORBIDDEN,
             Self::NodeNotEc2 | Self::NotFound => StatusCode::NOT_FOUND,
             Self::NoRegion | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::AgentOffline => StatusCode::CONFLICT,
@@ -84,7 +88,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::Auth,
         Self::ReauthRequired,
         Self::Forbidden,
@@ -99,6 +103,7 @@ impl ErrorCode {
         Self::CapUser,
         Self::CapTotal,
         Self::StartFailed,
+        Self::Csrf,
         Self::BadRequest,
         Self::Internal,
     ];

@@ -6,9 +6,13 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod console_sessions;
 pub mod eligibility;
+pub mod identity;
+pub mod login;
 pub mod open;
 pub mod sessions;
+pub mod sign_in;
 pub mod tickets;
 pub mod tiers;
 
@@ -22,7 +26,9 @@ use crate::gateway::handover::AttachGrant;
 
 use auth::{Authenticated, Authenticator};
 use cluster::Cluster;
+use identity::IdentityWatch;
 use open::OpenRequest;
+use sign_in::ConsoleLogin;
 use tickets::{TicketBook, TicketGrant, TicketOffer};
 
 /// What every route asks: the configuration, token verification, this replica's tickets and
@@ -37,6 +43,10 @@ pub struct Access {
     pub tickets: TicketBook,
     /// The Kubernetes API.
     pub cluster: Cluster,
+    /// The console's sign-in through the gateway, when configured.
+    pub console: Option<ConsoleLogin>,
+    /// Live shells opened from console sessions, for the identity re-check.
+    pub identity: IdentityWatch,
 }
 
 impl std::fmt::Debug for Access {
@@ -167,6 +177,15 @@ impl Access {
                     ),
                 )
             })?;
+        if let Some(key) = self.console_session_of(&grant.id_token) {
+            self.identity.watch(
+                name,
+                &key,
+                &session.spec.policy_name,
+                &policy.spec.tiers,
+                Instant::now(),
+            );
+        }
         Ok(AttachGrant {
             caller: grant.caller,
             id_token: grant.id_token,

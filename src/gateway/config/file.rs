@@ -53,6 +53,13 @@ pub struct GatewayFile {
     pub shutdown_timeout_seconds: Option<u64>,
     /// File the audit rows are also appended to.
     pub audit_file: Option<PathBuf>,
+    /// How often a live shell's person is checked again at the issuer, in seconds
+    /// (console sessions only; default 300).
+    pub identity_check_seconds: Option<u64>,
+    /// A console session unused this long ends, in seconds (default 3600).
+    pub console_session_idle_seconds: Option<u64>,
+    /// A console session ends this long after sign-in, in seconds (default 43200).
+    pub console_session_max_seconds: Option<u64>,
 }
 
 /// OIDC part of the file.
@@ -71,6 +78,11 @@ pub struct OidcFile {
     pub jwks_refresh_seconds: Option<u64>,
     /// Least time between two refetches triggered by unknown key ids, in seconds.
     pub jwks_min_refetch_seconds: Option<u64>,
+    /// File holding the confidential client's secret (a mounted Kubernetes Secret); turns
+    /// on the console's sign-in through the gateway.
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the issuer sends the browser back: `https://<gateway host>/auth/callback`.
+    pub redirect_url: Option<String>,
 }
 
 /// AWS part of the file.

@@ -13,10 +13,12 @@ use crate::gateway::access::tiers::TierMap;
 pub mod args;
 pub mod file;
 pub mod live;
+pub mod login;
 
 pub use args::GatewayArgs;
 pub use file::{AwsFile, GatewayFile, OidcFile, parse_file};
 pub use live::{CONTROLLER_HEARTBEAT_TIMEOUT, LiveSettings, MIN_REPLAY_BUFFER_BYTES};
+pub use login::{ClientSecret, IdentityCheck, LoginSettings};
 
 /// Errors while assembling the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,10 @@ pub struct GatewayConfig {
     pub admission_timeout: Duration,
     /// Settings of the live side (running shells).
     pub live: LiveSettings,
+    /// The console's sign-in through the gateway (a confidential client), when configured.
+    pub login: Option<LoginSettings>,
+    /// How often a live shell's person is checked again.
+    pub identity_check: IdentityCheck,
 }
 
 /// Default listen address: every interface, the chart's container port.
@@ -127,6 +133,8 @@ impl GatewayConfig {
             .parse()
             .map_err(|_| ConfigError::Invalid("bad built-in listen address".into()))?;
         let live = LiveSettings::resolve(args, &file)?;
+        let login = login::resolve_login(args, &file)?;
+        let identity_check = login::resolve_identity_check(&file)?;
         let issuer_url = non_empty(args.oidc_issuer.clone())
             .or(non_empty(file.oidc.issuer_url))
             .ok_or_else(|| {
@@ -215,6 +223,8 @@ impl GatewayConfig {
             ticket_ttl,
             admission_timeout,
             live,
+            login,
+            identity_check,
         })
     }
 
@@ -227,6 +237,21 @@ impl GatewayConfig {
                 self.allowed_origins.iter().any(|a| a == "*" || a == o)
             }
         }
+    }
+
+    /// Origins a cookie-authenticated write may come from: the allowed origins (never `*`)
+    /// and the gateway's own public origin.
+    pub fn write_origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .filter(|o| o.as_str() != "*")
+            .cloned()
+            .collect();
+        if let Some(login) = &self.login {
+            origins.push(login.public_origin.clone());
+        }
+        origins
     }
 }
 

@@ -15,8 +15,8 @@ use crate::gateway::error::{ApiError, ErrorCode};
 
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
-/// Scopes the console asks the issuer for.
-pub const SCOPES: &str = "openid profile email groups";
+/// Scopes asked of the issuer at sign-in.
+pub use crate::gateway::access::login::SCOPES;
 
 /// Paths answered with the console's `index.html`: the app, the OIDC redirect target and
 /// deep links (the app routes with `#/…`, so these only matter for bookmarks).
