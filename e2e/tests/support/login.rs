@@ -90,7 +90,10 @@ impl ConsoleBrowser {
         let (cookie, header) = set_cookie(&callback, "nodeshell-session").ok_or_else(|| {
             anyhow::anyhow!("/auth/callback answered {status} without a session cookie")
         })?;
-        anyhow::ensure!(location(&callback)? == "/", "callback went elsewhere");
+        anyhow::ensure!(
+            location(&callback)? == "/?signed-in=1",
+            "callback went elsewhere"
+        );
         Ok((
             Self {
                 base: base.to_string(),

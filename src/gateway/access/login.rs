@@ -21,6 +21,11 @@ pub const CSRF_HEADER: &str = "x-nodeshell-csrf";
 pub const SCOPES: &str = "openid profile email groups";
 /// Path of the route that starts a sign-in.
 pub const LOGIN_PATH: &str = "/auth/login";
+/// Path of the route that ends a console session.
+pub const LOGOUT_PATH: &str = "/auth/logout";
+/// Where the callback sends the browser: the console, with a marker that tells it the
+/// sign-in just happened (so a cookie the browser refused is explained, not looped on).
+pub const AFTER_SIGN_IN: &str = "/?signed-in=1";
 /// Path of the route the issuer sends the browser back to.
 pub const CALLBACK_PATH: &str = "/auth/callback";
 

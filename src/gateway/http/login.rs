@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AppState, csrf_marker, origin, session_key};
 use crate::gateway::access::login::{
-    binding_cookie_name, clear_binding_cookie, clear_session_cookie, cookie_value,
+    AFTER_SIGN_IN, binding_cookie_name, clear_binding_cookie, clear_session_cookie, cookie_value,
 };
 use crate::gateway::access::sign_in::CallbackParams;
 use crate::gateway::error::{ApiError, ErrorCode};
@@ -51,7 +51,7 @@ pub(super) async fn callback(
         .filter_map(|v| v.to_str().ok());
     let binding = cookie_value(cookies, binding_cookie_name(secure));
     let cookie = state.access.finish_login(params, binding).await?;
-    redirect("/", &[cookie, clear_binding_cookie(secure)])
+    redirect(AFTER_SIGN_IN, &[cookie, clear_binding_cookie(secure)])
 }
 
 /// Signs out: ends the console session and removes the cookie.

@@ -143,7 +143,7 @@ async fn sign_in(state: &AppState) -> String {
     let callback = at_issuer(&authorize).await;
     let r = send(state, "GET", &callback, &[("cookie", binding.as_str())]).await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
-    assert_eq!(r.location(), "/");
+    assert_eq!(r.location(), "/?signed-in=1");
     r.cookie("nodeshell-session")
 }
 
