@@ -228,13 +228,15 @@ impl GatewayConfig {
         })
     }
 
-    /// Whether an attach request with this `Origin` header (or none) may proceed.
+    /// Whether an attach request with this `Origin` header (or none) may proceed: one of
+    /// `allowedOrigins`, or the console's own origin (of `oidc.redirectUrl`).
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {
             None => self.allow_missing_origin,
             Some(o) => {
                 let o = o.trim_end_matches('/');
                 self.allowed_origins.iter().any(|a| a == "*" || a == o)
+                    || self.login.as_ref().is_some_and(|l| l.public_origin == o)
             }
         }
     }
@@ -418,5 +420,22 @@ pub(crate) mod tests {
         assert!(config.origin_allowed(Some("https://a.example")));
         assert!(!config.origin_allowed(Some("https://evil.example")));
         assert!(!config.origin_allowed(None));
+        assert!(!config.origin_allowed(Some("https://ns.example")));
+        assert_eq!(config.write_origins(), ["https://a.example"]);
+        // The console's own origin (of the redirect URL) may attach and write.
+        let mut with_login = args();
+        with_login.oidc_client_secret = Some(ClientSecret::new("s"));
+        with_login.oidc_redirect_url = Some("https://ns.example/auth/callback".into());
+        let file = GatewayFile {
+            allowed_origins: vec!["https://a.example/".into(), "*".into()],
+            ..GatewayFile::default()
+        };
+        let config = GatewayConfig::resolve(&with_login, file).unwrap();
+        assert!(config.origin_allowed(Some("https://ns.example")));
+        assert_eq!(
+            config.write_origins(),
+            ["https://a.example", "https://ns.example"],
+            "never `*` for cookie writes"
+        );
     }
 }
