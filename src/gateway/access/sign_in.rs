@@ -376,12 +376,27 @@ impl Access {
     }
 
     /// Checks a live shell's person again: refreshes their console session's tokens and maps
-    /// their groups to a tier again.
+    /// their groups to a tier again. A running shell counts as use of its console session,
+    /// so a shell in use does not lose it to the idle limit.
     pub async fn recheck_identity(&self, key: &str) -> IdentityVerdict {
-        match &self.console {
-            Some(console) => self.refresh_console_session(console, key).await,
-            None => IdentityVerdict::Unknown("no console sign-in".into()),
+        let Some(console) = &self.console else {
+            return IdentityVerdict::Unknown("no console sign-in".into());
+        };
+        if let Err(gone) = console.sessions.touch(key, Instant::now()) {
+            return IdentityVerdict::Revoked(
+                match gone {
+                    SessionGone::Unknown => {
+                        "the console session it was opened from ended (signed out, or replaced by newer sign-ins)"
+                    }
+                    SessionGone::Idle => "the console session it was opened from ended after being idle",
+                    SessionGone::TooOld => {
+                        "the console session it was opened from reached its maximum age (consoleSessionMaxSeconds)"
+                    }
+                }
+                .to_string(),
+            );
         }
+        self.refresh_console_session(console, key).await
     }
 
     /// Drops idle and too old console sessions and expired sign-ins.
