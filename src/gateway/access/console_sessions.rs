@@ -56,6 +56,15 @@ pub struct ConsoleSession {
     pub previous_id_token: Option<IdToken>,
     started: Instant,
     last_used: Instant,
+    refreshed: Option<Instant>,
+}
+
+impl ConsoleSession {
+    /// Whether its tokens were refreshed less than `within` before `now`.
+    pub fn refreshed_within(&self, within: Duration, now: Instant) -> bool {
+        self.refreshed
+            .is_some_and(|at| now.saturating_duration_since(at) < within)
+    }
 }
 
 /// Why a cookie does not lead to a session.
@@ -157,6 +166,7 @@ impl ConsoleSessions {
                 previous_id_token: None,
                 started: now,
                 last_used: now,
+                refreshed: None,
             },
         );
         key
@@ -180,9 +190,11 @@ impl ConsoleSessions {
         self.lock().get(key).cloned()
     }
 
-    /// Stores refreshed tokens; a refresh that brought no new refresh token keeps the old.
-    pub fn replace_tokens(&self, key: &str, mut tokens: Tokens) {
+    /// Stores tokens refreshed at `now`; a refresh that brought no new refresh token keeps
+    /// the old.
+    pub fn replace_tokens(&self, key: &str, mut tokens: Tokens, now: Instant) {
         if let Some(session) = self.lock().get_mut(key) {
+            session.refreshed = Some(now);
             if tokens.refresh_token.is_none() {
                 tokens.refresh_token = session.tokens.refresh_token.take();
             }
@@ -297,6 +309,12 @@ mod tests {
         let book = ConsoleSessions::new(limits());
         let t0 = Instant::now();
         let k = book.create("alice", tokens("a"), t0);
+        assert!(
+            !book
+                .peek(&k)
+                .unwrap()
+                .refreshed_within(Duration::from_secs(5), t0)
+        );
         book.replace_tokens(
             &k,
             Tokens {
@@ -304,8 +322,11 @@ mod tests {
                 refresh_token: None,
                 expires_at: 9,
             },
+            t0,
         );
         let s = book.peek(&k).unwrap();
+        assert!(s.refreshed_within(Duration::from_secs(5), t0 + Duration::from_secs(4)));
+        assert!(!s.refreshed_within(Duration::from_secs(5), t0 + Duration::from_secs(5)));
         assert_eq!(s.tokens.id_token.expose(), "a2");
         assert_eq!(s.tokens.refresh_token.as_ref().unwrap().expose(), "r-a");
         assert_eq!(book.key_of_token(&IdToken::new("a")), Some(k.clone()));

@@ -5,7 +5,8 @@
 //! identity re-check of a live shell. The rules are in [`login`](super::login) and
 //! [`console_sessions`](super::console_sessions).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -26,6 +27,8 @@ use crate::gateway::handover::{Caller, IdToken};
 
 /// A console session's id_token is refreshed when it has less than this left.
 const REFRESH_MARGIN_SECONDS: u64 = 60;
+/// Tokens refreshed this recently (by a concurrent call) are used as they are.
+const FRESH_ENOUGH: Duration = Duration::from_secs(5);
 
 /// The console's sign-in: settings, sign-ins in progress, console sessions, the issuer.
 #[derive(Clone, Debug)]
@@ -38,6 +41,9 @@ pub struct ConsoleLogin {
     pub sessions: ConsoleSessions,
     /// The confidential client at the issuer.
     pub issuer: IssuerClient,
+    /// One refresh at a time: issuers that rotate refresh tokens treat a second use of the
+    /// same one as theft and revoke the sign-in.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ConsoleLogin {
@@ -59,6 +65,7 @@ impl ConsoleLogin {
             book: LoginBook::new(PENDING_LOGIN_TTL, MAX_PENDING_LOGINS),
             sessions: ConsoleSessions::new(limits),
             issuer: client,
+            refreshing: Arc::default(),
         })
     }
 }
@@ -247,7 +254,7 @@ impl Access {
                 })
             })?;
         let id_token = if session.tokens.expires_at <= unix_now() + REFRESH_MARGIN_SECONDS {
-            match self.refresh_console_session(console, key).await {
+            match self.refresh_console_session(console, key, true).await {
                 IdentityVerdict::Valid(_) => console
                     .sessions
                     .peek(key)
@@ -273,14 +280,25 @@ impl Access {
 
     /// Refreshes the tokens of console session `key` at the issuer. A refusal ends the
     /// console session.
+    /// With `reuse_fresh`, tokens another call refreshed a moment ago are used as they are
+    /// (the API path); the identity re-check always asks the issuer.
     pub async fn refresh_console_session(
         &self,
         console: &ConsoleLogin,
         key: &str,
+        reuse_fresh: bool,
     ) -> IdentityVerdict {
+        let _one_at_a_time = console.refreshing.lock().await;
         let Some(session) = console.sessions.peek(key) else {
             return IdentityVerdict::Revoked("the console session ended".into());
         };
+        if reuse_fresh && session.refreshed_within(FRESH_ENOUGH, Instant::now()) {
+            // Another call refreshed these tokens a moment ago: the issuer said yes then.
+            return match self.auth.verify(session.tokens.id_token.expose()).await {
+                Ok((auth, _)) => IdentityVerdict::Valid(auth.caller),
+                Err(e) => IdentityVerdict::Unknown(e.message),
+            };
+        }
         let Some(refresh) = session.tokens.refresh_token.clone() else {
             console.sessions.end(key);
             return IdentityVerdict::Revoked(
@@ -306,9 +324,11 @@ impl Access {
         let verified = self.auth.verify(&answer.id_token).await;
         match verified {
             Ok((auth, _)) if auth.caller.sub == session.sub => {
-                console
-                    .sessions
-                    .replace_tokens(key, tokens_of(answer, auth.expires_at));
+                console.sessions.replace_tokens(
+                    key,
+                    tokens_of(answer, auth.expires_at),
+                    Instant::now(),
+                );
                 IdentityVerdict::Valid(auth.caller)
             }
             Ok(_) => {
@@ -396,7 +416,7 @@ impl Access {
                 .to_string(),
             );
         }
-        self.refresh_console_session(console, key).await
+        self.refresh_console_session(console, key, false).await
     }
 
     /// Drops idle and too old console sessions and expired sign-ins.

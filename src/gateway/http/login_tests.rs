@@ -555,3 +555,29 @@ async fn without_a_client_secret_there_is_no_console_sign_in() {
     .await;
     assert_eq!(r.code(), "E_AUTH");
 }
+
+#[tokio::test]
+async fn a_refresh_moments_after_another_reuses_its_tokens_instead_of_asking_again() {
+    use crate::gateway::access::sign_in::IdentityVerdict;
+    let sim = sim().await;
+    let state = state(&sim, SECRET);
+    let cookie = sign_in(&state).await;
+    let key = cookie.split_once('=').unwrap().1.to_string();
+    let console = state.access.console.as_ref().unwrap();
+    let first = state
+        .access
+        .refresh_console_session(console, &key, true)
+        .await;
+    assert!(matches!(first, IdentityVerdict::Valid(_)), "{first:?}");
+    // The issuer would refuse now; a concurrent API call's refresh does not ask it again
+    // (issuers that rotate refresh tokens revoke a sign-in whose token is used twice)...
+    sim.set_user_disabled("alice", true);
+    let again = state
+        .access
+        .refresh_console_session(console, &key, true)
+        .await;
+    assert!(matches!(again, IdentityVerdict::Valid(_)), "{again:?}");
+    // ...while the identity re-check always does.
+    let check = state.access.recheck_identity(&key).await;
+    assert!(matches!(check, IdentityVerdict::Revoked(_)), "{check:?}");
+}
