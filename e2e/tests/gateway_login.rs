@@ -210,3 +210,31 @@ async fn a_disabled_persons_live_shell_ends_as_identity_revoked_within_the_check
     );
     world.cleanup(&scope).await
 }
+
+#[tokio::test]
+async fn signing_out_ends_the_shells_opened_from_that_console_session() -> anyhow::Result<()> {
+    const CHECK_SECONDS: u64 = 2;
+    let world = GatewayWorld::shared().await?;
+    let scope = world.scope("bff-signout", 1, json!({})).await?;
+    let gw = world
+        .start_console_gateway(
+            "gw-bff-signout",
+            json!({"identityCheckSeconds": CHECK_SECONDS}),
+        )
+        .await?;
+    let (browser, _) = ConsoleBrowser::sign_in(&gw.base, CONSOLE_USERS[3]).await?;
+    let opened = browser.open_ok(&scope.nodes[0]).await?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    term.hello().await?;
+    term.expect_output("$ ", PROMPT_TIMEOUT).await?;
+    let out = browser.logout().await?;
+    assert_eq!(out.status, 204, "{}", out.body);
+    let closed = term
+        .control("closed", Duration::from_secs(CHECK_SECONDS + 1 + 10))
+        .await?;
+    assert_eq!(closed["reason"], "IdentityRevoked", "{closed}");
+    let session = world.wait_closed(&opened.session, PROMPT_TIMEOUT).await?;
+    let message = session["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("signed out"), "{message}");
+    world.cleanup(&scope).await
+}

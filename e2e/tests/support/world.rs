@@ -59,7 +59,7 @@ pub const GATEWAY_CLIENT_SECRET: &str = "e2e-gateway-client-secret";
 /// A public client of the issuer (PKCE, no secret): what anyone can sign in to on their own.
 pub const PUBLIC_CLIENT: &str = "nodeshell-public";
 /// Engineers who sign in through the console in the sign-in tests.
-pub const CONSOLE_USERS: [&str; 3] = ["console-01", "console-02", "console-03"];
+pub const CONSOLE_USERS: [&str; 4] = ["console-01", "console-02", "console-03", "console-04"];
 
 /// A 100-character sub.
 pub fn long_sub() -> String {
