@@ -23,7 +23,13 @@ const PUBLIC_URL: &str = "http://127.0.0.1:18443";
 const ORIGIN: &str = "http://127.0.0.1:18443";
 
 async fn sim() -> SimHandle {
+    sim_with_ttl(3600).await
+}
+
+/// The simulator's issuer signing id_tokens that live `ttl` seconds.
+async fn sim_with_ttl(ttl: u64) -> SimHandle {
     let mut config = SimConfig::for_tests();
+    config.issuer.token_ttl_seconds = ttl;
     config.issuer.client_id = CLIENT.into();
     config.issuer.auto_login = Some("alice".into());
     config.issuer.clients = vec![ClientRegistration {
@@ -580,4 +586,58 @@ async fn a_refresh_moments_after_another_reuses_its_tokens_instead_of_asking_aga
     // ...while the identity re-check always does.
     let check = state.access.recheck_identity(&key).await;
     assert!(matches!(check, IdentityVerdict::Revoked(_)), "{check:?}");
+}
+
+#[tokio::test]
+async fn an_id_token_about_to_expire_is_renewed_on_the_next_call_and_a_refusal_ends_the_session() {
+    // Tokens of 30 s are always within the renewal margin: every call renews.
+    let sim = sim_with_ttl(30).await;
+    let state = state(&sim, SECRET);
+    let cookie = sign_in(&state).await;
+    let key = cookie.split_once('=').unwrap().1.to_string();
+    let console = state.access.console.as_ref().unwrap();
+    let signed_in = console.sessions.peek(&key).unwrap();
+    assert!(
+        !signed_in.refreshed_within(std::time::Duration::from_secs(5), std::time::Instant::now())
+    );
+    let who = send(
+        &state,
+        "GET",
+        "/api/v1/whoami",
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!(who.status, StatusCode::OK, "{}", who.body);
+    assert!(
+        console
+            .sessions
+            .peek(&key)
+            .unwrap()
+            .refreshed_within(std::time::Duration::from_secs(5), std::time::Instant::now()),
+        "the call renewed the tokens"
+    );
+    // Another sign-in, then the person is disabled before its first call: the renewal is
+    // refused, the call says to sign in again, and the console session is gone.
+    let cookie = sign_in(&state).await;
+    sim.set_user_disabled("alice", true);
+    let r = send(
+        &state,
+        "GET",
+        "/api/v1/whoami",
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "E_REAUTH_REQUIRED"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["message"].as_str().unwrap().contains("disabled"),
+        "{}",
+        r.body
+    );
+    let key = cookie.split_once('=').unwrap().1;
+    assert!(console.sessions.peek(key).is_none());
 }
