@@ -243,6 +243,10 @@ impl RunFiles {
         self.dir.join("gateway.yaml")
     }
 
+    fn client_secret(&self) -> PathBuf {
+        self.dir.join("oidc-client-secret")
+    }
+
     fn sim_urls(&self) -> PathBuf {
         self.dir.join("sim-urls.json")
     }
@@ -259,6 +263,7 @@ impl RunFiles {
         let _ = std::fs::remove_file(self.sim_urls());
         let _ = std::fs::remove_file(self.sim_config());
         let _ = std::fs::remove_file(self.gateway_config());
+        let _ = std::fs::remove_file(self.client_secret());
     }
 }
 
@@ -319,7 +324,9 @@ async fn bring_up(
     publish_kubeconfigs(cluster, files)?;
     if let Some(address) = console {
         create_samples(cluster).await?;
-        write_file(&files.sim_config(), DEV_SIM_CONFIG_YAML)?;
+        let secret = crate::gateway::access::login::random_token(32);
+        write_file(&files.sim_config(), &dev_sim_config(&secret))?;
+        write_secret(&files.client_secret(), &secret)?;
         write_file(&files.gateway_config(), DEV_GATEWAY_CONFIG_YAML)?;
         let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
         tracing::info!(component = "simulator", "starting");
@@ -335,6 +342,29 @@ async fn bring_up(
         .map_err(|e| Error::io(format!("write {}", files.ready().display()), e))?;
     print_banner(cluster, files, console);
     Ok(())
+}
+
+/// The simulator's dev configuration with the gateway's client secret of this run.
+pub fn dev_sim_config(client_secret: &str) -> String {
+    DEV_SIM_CONFIG_YAML.replace(CLIENT_SECRET_PLACEHOLDER, client_secret)
+}
+
+/// Where `config/dev/sim.yaml` holds the gateway's client secret.
+const CLIENT_SECRET_PLACEHOLDER: &str = "@CLIENT_SECRET@";
+
+/// Writes the client secret readable by its owner only.
+fn write_secret(path: &Path, secret: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    file.write_all(secret.as_bytes())
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), Error> {
@@ -387,6 +417,10 @@ fn components(
         .arg(&sim.issuer)
         .arg("--oidc-client-id")
         .arg(&sim.client_id)
+        .arg("--oidc-client-secret-file")
+        .arg(files.client_secret())
+        .arg("--oidc-redirect-url")
+        .arg(format!("{}/auth/callback", console.origin))
         .arg("--region")
         .arg(&sim.region)
         .arg("--sts-endpoint")
@@ -664,7 +698,17 @@ mod tests {
     }
 
     fn sim_config() -> SimConfig {
-        serde_saphyr::from_str(DEV_SIM_CONFIG_YAML).unwrap()
+        serde_saphyr::from_str(&dev_sim_config("s3cret")).unwrap()
+    }
+
+    #[test]
+    fn the_gateway_is_the_only_client_with_the_secret_of_this_run() {
+        let sim = sim_config();
+        assert_eq!(sim.issuer.clients.len(), 1);
+        let client = &sim.issuer.clients[0];
+        assert_eq!(client.client_id, sim.issuer.client_id);
+        assert_eq!(client.client_secret.as_deref(), Some("s3cret"));
+        assert!(!DEV_SIM_CONFIG_YAML.contains("s3cret"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ enum Command {
     /// Run the controller: admission, expiry, retention, policy status (leader-elected).
     Controller(nodeshell::controller::ControllerArgs),
     /// Run the gateway: the HTTP/WebSocket API that opens and streams node shells.
-    Gateway(nodeshell::gateway::GatewayArgs),
+    Gateway(Box<nodeshell::gateway::GatewayArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
     /// Run the AWS simulator (OIDC issuer, STS, SSM, ssmmessages) on loopback.
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::Controller(args) => nodeshell::controller::run(args).await?,
-        Command::Gateway(args) => nodeshell::gateway::run(args).await?,
+        Command::Gateway(args) => nodeshell::gateway::run(*args).await?,
         Command::Crds => print!("{}", nodeshell::api::crds_yaml()?),
         Command::Sim(args) => nodeshell::sim::run(args).await?,
         Command::Dev(args) => nodeshell::dev::run(args).await?,

@@ -1,21 +1,18 @@
 //! `nodeshell dev` as a user runs it: it brings up the control plane with the sample objects,
 //! the controller, the simulator and the gateway, prints the web console's URL, lets the demo
-//! user sign in through the simulator's login, and leaves nothing behind when stopped, even
-//! by SIGKILL.
+//! user sign in through the gateway (the simulator's issuer signs them in at once), and leaves
+//! nothing behind when stopped, even by SIGKILL.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use nodeshell::api::NodeShellPolicy;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -58,112 +55,102 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// What the browser gets from the console's OIDC login, done by hand.
+/// What the browser gets from the console's sign-in through the gateway, done by hand: the
+/// session cookie (`name=value`), never a token.
 struct Login {
-    id_token: String,
-    claims: Value,
+    cookie: String,
 }
 
-/// The console's login as the contract describes it: config.json, discovery, `/authorize`
-/// with PKCE (the simulator's autoLogin answers at once), then `/token` with the code.
+/// The console's sign-in as the contract describes it: `/auth/login` sends the browser to
+/// the issuer's `/authorize` (code, PKCE, state, nonce; the simulator's autoLogin answers at
+/// once), which sends it back to `/auth/callback`; the gateway exchanges the code with its
+/// client secret and answers with an HttpOnly session cookie.
 async fn scripted_login(console: &str) -> anyhow::Result<Login> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()?;
-    let config: Value = http
-        .get(format!("{console}console/config.json"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let issuer = config["issuer"].as_str().unwrap_or_default();
-    let client_id = config["clientId"].as_str().unwrap_or_default();
-    anyhow::ensure!(client_id == "nodeshell-dev", "config.json: {config}");
-    let discovery: Value = http
-        .get(format!("{issuer}/.well-known/openid-configuration"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
+    let location = |r: &reqwest::Response| {
+        r.headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let cookie = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    let login = http.get(format!("{console}auth/login")).send().await?;
+    anyhow::ensure!(
+        login.status() == reqwest::StatusCode::FOUND,
+        "/auth/login answered {}",
+        login.status()
     );
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    let state = uuid::Uuid::new_v4().simple().to_string();
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let redirect_uri = format!("{console}callback");
-    let authorize = http
-        .get(
-            discovery["authorization_endpoint"]
-                .as_str()
-                .unwrap_or_default(),
-        )
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", &redirect_uri),
-            ("scope", config["scopes"].as_str().unwrap_or("openid")),
-            ("state", &state),
-            ("nonce", &nonce),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ])
+    let binding = cookie(&login, "nodeshell-login")
+        .and_then(|c| c.split(';').next().map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("/auth/login set no binding cookie"))?;
+    let authorize = url::Url::parse(&location(&login))?;
+    let params: HashMap<String, String> = authorize.query_pairs().into_owned().collect();
+    assert_eq!(
+        params.get("client_id").map(String::as_str),
+        Some("nodeshell-dev")
+    );
+    assert_eq!(
+        params.get("code_challenge_method").map(String::as_str),
+        Some("S256")
+    );
+    assert_eq!(
+        params.get("redirect_uri").cloned(),
+        Some(format!("{console}auth/callback"))
+    );
+    let back = http.get(authorize.as_str()).send().await?;
+    anyhow::ensure!(
+        back.status() == reqwest::StatusCode::FOUND,
+        "/authorize answered {}",
+        back.status()
+    );
+    let callback = location(&back);
+    assert!(
+        callback.starts_with(&format!("{console}auth/callback?")),
+        "redirected to {callback}"
+    );
+    let done = http
+        .get(&callback)
+        .header(reqwest::header::COOKIE, &binding)
         .send()
         .await?;
     anyhow::ensure!(
-        authorize.status() == reqwest::StatusCode::FOUND,
-        "/authorize answered {}",
-        authorize.status()
+        done.status() == reqwest::StatusCode::FOUND,
+        "/auth/callback answered {}",
+        done.status()
     );
-    let location = url::Url::parse(
-        authorize
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .unwrap_or_default(),
-    )?;
+    let session = cookie(&done, "nodeshell-session")
+        .ok_or_else(|| anyhow::anyhow!("/auth/callback set no session cookie"))?;
     assert!(
-        location.as_str().starts_with(&redirect_uri),
-        "redirected to {location}"
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
     );
-    let params: HashMap<String, String> = location.query_pairs().into_owned().collect();
-    assert_eq!(params.get("state"), Some(&state), "{location}");
-    let code = params.get("code").cloned().unwrap_or_default();
-    let token: Value = http
-        .post(discovery["token_endpoint"].as_str().unwrap_or_default())
-        .header(reqwest::header::ORIGIN, console.trim_end_matches('/'))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &redirect_uri),
-            ("client_id", client_id),
-            ("code_verifier", &verifier),
-        ])
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let id_token = token["id_token"].as_str().unwrap_or_default().to_owned();
-    let payload = id_token.split('.').nth(1).unwrap_or_default();
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload)?)?;
-    assert_eq!(claims["nonce"], nonce.as_str());
-    Ok(Login { id_token, claims })
+    let value = session.split(';').next().unwrap_or_default().to_owned();
+    assert!(!value.contains("eyJ"), "no token in the cookie: {value}");
+    Ok(Login { cookie: value })
 }
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens a shell on `node` as the token's owner and attaches from the console's origin.
-async fn open_shell(console: &str, token: &str, node: &str) -> anyhow::Result<Socket> {
+/// Opens a shell on `node` as the cookie's owner, from the console's origin, and attaches.
+async fn open_shell(console: &str, cookie: &str, node: &str) -> anyhow::Result<Socket> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let opened: Value = http
         .post(format!("{console}api/v1/nodes/{node}/shell"))
-        .bearer_auth(token)
+        .header(reqwest::header::COOKIE, cookie)
+        .header(reqwest::header::ORIGIN, console.trim_end_matches('/'))
+        .header("x-nodeshell-csrf", "1")
         .json(&serde_json::json!({"cols": 100, "rows": 30}))
         .send()
         .await?
@@ -247,10 +234,9 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
     assert!(html.to_lowercase().contains("<!doctype html"), "{html}");
 
     let login = scripted_login(&console).await?;
-    assert_eq!(login.claims["sub"], "demo");
     let whoami: Value = http
         .get(format!("{console}api/v1/whoami"))
-        .bearer_auth(&login.id_token)
+        .header(reqwest::header::COOKIE, &login.cookie)
         .send()
         .await?
         .error_for_status()?
@@ -263,7 +249,7 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
     // and a node that is not an EC2 instance (refused for that, not for a missing policy).
     let nodes: Value = http
         .get(format!("{console}api/v1/nodes"))
-        .bearer_auth(&login.id_token)
+        .header(reqwest::header::COOKIE, &login.cookie)
         .send()
         .await?
         .error_for_status()?
@@ -293,7 +279,7 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
 
     // A live shell on the sample node with an Online instance, attached from the console's
     // origin: stopping dev must close it as GatewayShutdown, not as a lost connection.
-    let mut socket = open_shell(&console, &login.id_token, "ip-10-0-1-17.ec2.internal").await?;
+    let mut socket = open_shell(&console, &login.cookie, "ip-10-0-1-17.ec2.internal").await?;
     let mut output = String::new();
     let hello = next_control(&mut socket, "hello", &mut output).await?;
     assert_eq!(hello["instanceId"], "i-0123456789abcdef0", "{hello}");

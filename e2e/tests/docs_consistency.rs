@@ -43,6 +43,7 @@ fn session_reasons() -> BTreeSet<String> {
         R::UserClosed,
         R::TranscriptFailed,
         R::ChannelLost,
+        R::IdentityRevoked,
     ];
     // No wildcard arm: a new reason stops this test compiling until it is listed above.
     for reason in declared {
@@ -64,7 +65,8 @@ fn session_reasons() -> BTreeSet<String> {
             | R::StartFailed
             | R::UserClosed
             | R::TranscriptFailed
-            | R::ChannelLost => {}
+            | R::ChannelLost
+            | R::IdentityRevoked => {}
         }
     }
     // Every way a live session ends maps to one of the reasons above.
@@ -78,6 +80,7 @@ fn session_reasons() -> BTreeSet<String> {
         EndReason::GatewayShutdown,
         EndReason::TranscriptFailed(StorageFailure::Unavailable),
         EndReason::ChannelLost,
+        EndReason::IdentityRevoked(String::new()),
     ];
     for end in &ends {
         match end {
@@ -90,6 +93,7 @@ fn session_reasons() -> BTreeSet<String> {
             | EndReason::GatewayShutdown
             | EndReason::TranscriptFailed(_)
             | EndReason::ChannelLost
+            | EndReason::IdentityRevoked(_)
             // Echoes a reason the controller chose, one of the SessionReasons above.
             | EndReason::Controller(_) => {}
         }

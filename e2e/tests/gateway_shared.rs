@@ -8,6 +8,9 @@
 //!   reattach grace;
 //! * [`gateway_limits`]: slow and oversized requests, the connection limit, oversized
 //!   WebSocket messages, the admin listener.
+//! * [`gateway_login`]: the console's sign-in through the gateway (own gateways that share
+//!   the world's simulator and controller), and STS refusing every token a person can get on
+//!   their own.
 //!
 //! Binaries whose tests kill or restart shared processes (`gateway_faults`,
 //! `gateway_lifecycle`) or need another world shape (`gateway_caps`) stay on their own.
@@ -18,4 +21,5 @@ mod support;
 mod gateway_edges;
 mod gateway_errors;
 mod gateway_limits;
+mod gateway_login;
 mod gateway_story;

@@ -300,6 +300,52 @@ async fn gateway_config_is_what_the_gateway_parses() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The console's sign-in: the client secret comes from an existing Secret mounted as a file
+/// (never a value in the ConfigMap), the redirect URL from the value or the first Ingress host.
+#[tokio::test]
+async fn the_client_secret_is_a_mounted_secret_file() -> anyhow::Result<()> {
+    let docs = rendered(&[
+        "-f",
+        multi_account_values().to_str().unwrap(),
+        "--set",
+        "gateway.oidc.clientSecret.existingSecret=nodeshell-oidc",
+    ])
+    .await?;
+    let text = gateway_file(&docs);
+    let file = parse_file(&text).map_err(anyhow::Error::msg)?;
+    let path = file
+        .oidc
+        .client_secret_file
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no clientSecretFile in {text}"))?;
+    assert_eq!(
+        file.oidc.redirect_url.as_deref(),
+        Some("https://nodeshell.example.com/auth/callback"),
+        "from the Ingress host"
+    );
+    assert_eq!(file.identity_check_seconds, Some(300));
+    let deployment = find(&docs, "Deployment", "nodeshell-gateway");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| {
+            v.iter()
+                .find(|v| v["secret"]["secretName"] == "nodeshell-oidc")
+        })
+        .ok_or_else(|| anyhow::anyhow!("no volume of the Secret: {pod}"))?;
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == volume["name"]))
+        .ok_or_else(|| anyhow::anyhow!("the Secret is not mounted: {pod}"))?;
+    assert_eq!(mount["readOnly"], true);
+    let dir = mount["mountPath"].as_str().unwrap_or_default();
+    assert_eq!(path, std::path::Path::new(dir).join("client-secret"));
+    // Without the value, no sign-in and no mount.
+    let plain = rendered(&["-f", multi_account_values().to_str().unwrap()]).await?;
+    assert!(!gateway_file(&plain).contains("clientSecretFile"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> {
     let docs = rendered(&["--set", "gateway.shutdownTimeoutSeconds=45"]).await?;

@@ -347,6 +347,10 @@ pub enum SessionReason {
     TranscriptFailed,
     /// The data channel failed and could not be resumed.
     ChannelLost,
+    /// The person's identity no longer holds during the session: the identity provider
+    /// refused to renew their sign-in (disabled, consent revoked), or their groups no longer
+    /// map to a tier the session's policy allows.
+    IdentityRevoked,
 }
 
 // === impl SessionReason ===
@@ -373,6 +377,7 @@ impl SessionReason {
             Self::UserClosed => "UserClosed",
             Self::TranscriptFailed => "TranscriptFailed",
             Self::ChannelLost => "ChannelLost",
+            Self::IdentityRevoked => "IdentityRevoked",
         }
     }
 }

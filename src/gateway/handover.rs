@@ -85,6 +85,10 @@ pub trait LiveShells: Send + Sync + 'static {
     /// Asks the live session (if this replica runs it) to end with reason AdminTerminated.
     fn request_terminate(&self, session_name: &str);
 
+    /// Ends the live session (if this replica runs it) with reason IdentityRevoked: the
+    /// person's identity was checked again and no longer holds (`why`).
+    fn revoke_identity(&self, _session_name: &str, _why: String) {}
+
     /// Ends every live session (reason GatewayShutdown), writing close rows and transcripts.
     fn shutdown(&self) -> BoxFuture<'static, ()>;
 }

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::gateway::access::Access;
 use crate::gateway::access::auth::{Authenticator, KeyCache, keys};
 use crate::gateway::access::cluster::Cluster;
+use crate::gateway::access::identity::IdentityWatch;
 use crate::gateway::access::sessions::phase_counts;
+use crate::gateway::access::sign_in::ConsoleLogin;
 use crate::gateway::access::tickets::TicketBook;
 use crate::gateway::audit::{AuditError, AuditSink};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
@@ -88,7 +90,17 @@ pub fn app_state(
         config.oidc.jwks_min_refetch,
     );
     let auth = Authenticator::new(&config.oidc, config.tiers.clone(), cache);
+    let console = match &config.login {
+        Some(login) => Some(ConsoleLogin::new(
+            login.clone(),
+            &config.oidc.issuer_url,
+            &config.oidc.client_id,
+        )?),
+        None => None,
+    };
     let access = Access {
+        console,
+        identity: IdentityWatch::default(),
         tickets: TicketBook::new(config.ticket_ttl),
         opens: crate::gateway::access::open::OpenLimits::new(config.opens_per_minute),
         config: Arc::new(config),
@@ -216,15 +228,20 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
     let every = state.access.config.oidc.jwks_refresh;
     let keys = tokio::spawn(auth.refresh_loop(every, Duration::from_secs(5)));
     let tickets = state.access.tickets.clone();
+    let sweep_access = state.access.clone();
     let sweep_stop = stop.clone();
     let sweep = tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = sweep_stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(10)) => tickets.sweep(Instant::now()),
+                () = tokio::time::sleep(Duration::from_secs(10)) => {
+                    tickets.sweep(Instant::now());
+                    sweep_access.sweep_console();
+                }
             }
         }
     });
+    let identity_stop = stop.clone();
     let cluster = state.access.cluster.clone();
     let metrics = state.metrics.clone();
     let gauges = tokio::spawn(async move {
@@ -238,7 +255,21 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
             }
         }
     });
-    vec![keys, sweep, gauges]
+    let access = state.access.clone();
+    let shells = state.live.shells.clone();
+    // Polls often enough to honour a short identityCheckSeconds; each console session is
+    // still checked at most once per interval.
+    let tick = (access.config.identity_check.every / 2)
+        .clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let identities = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = identity_stop.cancelled() => return,
+                () = tokio::time::sleep(tick) => access.check_identities(shells.as_ref()).await,
+            }
+        }
+    });
+    vec![keys, sweep, gauges, identities]
 }
 
 async fn wait_for_signal() -> Result<(), GatewayError> {

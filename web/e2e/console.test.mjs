@@ -5,6 +5,8 @@
 // Environment: NODESHELL_CONSOLE_URL (required), NODESHELL_SCREENSHOTS (directory, default
 // target/screenshots), NODESHELL_CHROMIUM (default /usr/bin/chromium), NODESHELL_NODE (the
 // node with an Online instance, default ip-10-0-1-17.ec2.internal).
+// It also checks that no JWT is ever readable by the page (localStorage, sessionStorage,
+// document.cookie): the console signs in through the gateway, which keeps the tokens.
 // On success the last line is `SESSION <name>` so the caller can check the session object.
 
 import { mkdirSync } from 'node:fs';
@@ -64,6 +66,26 @@ async function someSttyAnswers() {
   return answers.length > 0 ? answers : null;
 }
 
+/** A JWT: three base64url parts, the first starting `eyJ` (`{"`). */
+const JWT = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/;
+
+/** Fails when any storage a page script can read holds a JWT (the gateway keeps the tokens). */
+async function noTokenInTheBrowser(when) {
+  const readable = await page.evaluate(() => {
+    const dump = (storage) => Object.keys(storage).map((k) => `${k}=${storage.getItem(k)}`).join('\n');
+    return { local: dump(window.localStorage), session: dump(window.sessionStorage), cookie: document.cookie };
+  });
+  for (const [where, text] of Object.entries(readable)) {
+    if (JWT.test(text)) throw new Error(`${when}: a JWT is readable by page scripts in ${where}`);
+  }
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name.endsWith('nodeshell-session'));
+  if (!session) throw new Error(`${when}: no session cookie (${cookies.map((c) => c.name).join(', ')})`);
+  if (!session.httpOnly || session.sameSite !== 'Strict') throw new Error(`${when}: the session cookie is not HttpOnly and SameSite=Strict: ${JSON.stringify({ ...session, value: '…' })}`);
+  if (JWT.test(session.value)) throw new Error(`${when}: the session cookie holds a JWT`);
+  console.log(`${when}: no JWT in localStorage, sessionStorage or document.cookie; the session cookie is HttpOnly`);
+}
+
 /** Types a command line into the terminal. */
 async function run(command) {
   await page.locator('[data-testid=terminal]').click();
@@ -94,6 +116,7 @@ async function main() {
     const user = (await page.locator('[data-testid=user]').textContent()).trim();
     if (!/demo/i.test(user)) throw new Error(`the header names ${JSON.stringify(user)}, not the demo user`);
     if (new URL(page.url()).search.includes('code=')) throw new Error(`the code stayed in the address bar: ${page.url()}`);
+    await noTokenInTheBrowser('after sign-in');
     const row = page.locator(`[data-testid=node-row][data-node="${node}"]`);
     await row.waitFor();
     const eligibility = (await row.locator('[data-testid=node-eligibility]').textContent()).trim();
@@ -172,6 +195,14 @@ async function main() {
     await until('hello in the transcript replay', async () =>
       (await page.evaluate(() => window.nodeshellConsole.transcriptText())).split('\n').some((l) => l.trim() === 'hello'));
     await screenshot('transcript');
+    await noTokenInTheBrowser('after the shell and the transcript');
+
+    step('sign out: the console says so and the API no longer answers for this browser');
+    await page.locator('[data-testid=sign-out]').click();
+    await page.locator('[data-testid=signed-out]').waitFor({ state: 'visible' });
+    const status = await page.evaluate(async () => (await fetch('/api/v1/whoami', { credentials: 'same-origin' })).status);
+    if (status !== 401) throw new Error(`whoami after sign-out answered ${status}, not 401`);
+    await screenshot('signed-out');
     console.log(`SESSION ${session}`);
   } catch (error) {
     if (page) await screenshot('failure').catch(() => {});

@@ -1,88 +1,83 @@
-// The nodeshell console: signs in (OIDC code flow with PKCE), then shows the Nodes and
-// Sessions pages and the terminal drawer.
+// The nodeshell console: signs in through the gateway (which keeps the tokens and gives the
+// browser an HttpOnly cookie), then shows the Nodes and Sessions pages and the terminal drawer.
 
-import { Auth } from './ui/auth.js';
 import { h, replace } from './ui/dom.js';
 import { ShellDrawer } from './ui/drawer.js';
 import { nodesPage } from './ui/nodes.js';
 import { sessionsPage, transcriptText } from './ui/sessions.js';
 import { createApi, needsSignIn } from './lib/api.js';
-import { displayName, safeReturnRoute } from './lib/oidc.js';
+import { SIGN_IN_PATH, displayName, onSignedOut, withoutMarker } from './lib/signin.js';
 import { errorText } from './lib/format.js';
 
 const main = document.getElementById('page');
 const signin = document.getElementById('signin');
 const user = document.querySelector('[data-testid=user]');
+const signOutButton = document.querySelector('[data-testid=sign-out]');
 
 function showFatal(error) {
   replace(main,
     h('div', { class: 'banner error', role: 'alert', dataset: { testid: 'page-error' } }, errorText(error)),
-    h('p', {}, h('button', { type: 'button', onclick: () => retrySignIn() }, 'Sign in again')));
+    h('p', {}, h('button', { type: 'button', onclick: () => signIn() }, 'Sign in again')));
 }
 
-let auth = null;
-
-function retrySignIn() {
-  if (!auth) {
-    window.location.reload();
-    return;
-  }
-  auth.forget();
-  auth.startLogin(window.location.hash).catch(showFatal);
+function signIn() {
+  window.location.assign(SIGN_IN_PATH);
 }
 
 function askSignIn(error) {
   replace(signin,
     h('span', {}, `${errorText(error)} `),
-    h('button', { type: 'button', dataset: { testid: 'sign-in-again' }, onclick: () => retrySignIn() }, 'Sign in again'));
+    h('button', { type: 'button', dataset: { testid: 'sign-in-again' }, onclick: () => signIn() }, 'Sign in again'));
   signin.hidden = false;
 }
 
+function showSignedOut() {
+  user.textContent = '';
+  signOutButton.hidden = true;
+  replace(main,
+    h('p', { dataset: { testid: 'signed-out' } }, 'You are signed out.'),
+    h('p', {}, h('button', { type: 'button', onclick: () => signIn() }, 'Sign in')));
+}
+
 async function start() {
-  let config;
+  const api = createApi({ onSignInNeeded: askSignIn });
+  let whoami;
   try {
-    const response = await fetch('/console/config.json', { cache: 'no-store' });
-    if (!response.ok) throw new Error(String(response.status));
-    config = await response.json();
-  } catch {
-    showFatal({ code: 'E_CONSOLE_CONFIG', message: 'Cannot load /console/config.json from the gateway; reload the page.' });
-    return;
-  }
-  auth = new Auth(config);
-  if (window.location.pathname === '/callback') {
-    let route = '#/nodes';
-    try {
-      route = await auth.completeLogin(window.location.search);
-    } catch (error) {
-      window.history.replaceState(null, '', '/');
+    whoami = await api.whoami();
+  } catch (error) {
+    if (!needsSignIn(error)) {
       showFatal(error);
       return;
     }
-    // The one-time code must not stay in the address bar or the history.
-    window.history.replaceState(null, '', `/${route}`);
-  }
-  if (!auth.token()) {
-    try {
-      await auth.startLogin(safeReturnRoute(window.location.hash));
-    } catch (error) {
-      showFatal(error);
+    if (onSignedOut(window.location.search) === 'redirect') {
+      signIn();
+      return;
     }
+    showFatal({
+      code: error.code,
+      message: 'You signed in, but this browser did not keep the session cookie (cookies blocked for this site, or the console opened on an address other than the gateway\'s redirect URL). Allow cookies for this site or use that address, then sign in again.',
+    });
     return;
   }
-  const api = createApi({ token: () => auth.token(), onSignInNeeded: askSignIn });
-  const claims = auth.claims();
-  user.textContent = displayName(claims || {});
-  user.title = claims && claims.email ? claims.email : '';
-  const drawer = new ShellDrawer(document.getElementById('drawer'), api, { onSignInNeeded: askSignIn });
-  let whoami = null;
-  api.whoami().then((who) => {
-    whoami = who;
-    user.textContent = who.name || who.email || who.sub;
-    if (who.tier) user.title = `${who.email || who.sub} · tier ${who.tier}`;
-  }).catch((error) => {
-    if (!needsSignIn(error)) user.title = errorText(error);
+  window.history.replaceState(null, '', withoutMarker(window.location));
+  user.textContent = displayName(whoami);
+  user.title = `${whoami.email || whoami.sub}${whoami.tier ? ` · tier ${whoami.tier}` : ''}`;
+  signOutButton.hidden = false;
+  signOutButton.addEventListener('click', async () => {
+    signOutButton.disabled = true;
+    try {
+      await api.signOut();
+    } catch (error) {
+      if (!needsSignIn(error)) {
+        askSignIn(error);
+        signOutButton.disabled = false;
+        return;
+      }
+    }
+    document.getElementById('drawer').hidden = true;
+    showSignedOut();
   });
-
+  const drawer = new ShellDrawer(document.getElementById('drawer'), api, { onSignInNeeded: askSignIn });
   window.nodeshellConsole = {
     terminalText: () => drawer.text(),
     transcriptText: () => transcriptText(),

@@ -13,16 +13,32 @@ function fakeFetch(answers) {
   return { impl, calls };
 }
 
-test('calls send the bearer token in a header, never in the URL', async () => {
-  const { impl, calls } = fakeFetch([{ status: 201, body: { session: 's1', attachUrl: '/api/v1/sessions/s1/attach?ticket=t', ticket: 't' } }]);
-  const api = createApi({ token: () => 'id.tok.en', fetchImpl: impl });
+test('calls ride on the same-origin session cookie: no token, the CSRF header on writes only', async () => {
+  const { impl, calls } = fakeFetch([
+    { status: 201, body: { session: 's1', attachUrl: '/api/v1/sessions/s1/attach?ticket=t', ticket: 't' } },
+    { body: { items: [] } },
+    { status: 202, body: {} },
+    { status: 204 },
+  ]);
+  const api = createApi({ fetchImpl: impl });
   const answer = await api.openShell('ip-10-0-1-17.ec2.internal', { cols: 100, rows: 30, reason: 'INC-1' });
   assert.equal(answer.session, 's1');
   assert.equal(calls[0].url, '/api/v1/nodes/ip-10-0-1-17.ec2.internal/shell');
   assert.equal(calls[0].init.method, 'POST');
-  assert.equal(calls[0].init.headers.Authorization, 'Bearer id.tok.en');
+  assert.equal(calls[0].init.credentials, 'same-origin');
+  assert.equal(calls[0].init.headers['X-Nodeshell-Csrf'], '1');
+  assert.equal(calls[0].init.headers.Authorization, undefined);
   assert.deepEqual(JSON.parse(calls[0].init.body), { cols: 100, rows: 30, reason: 'INC-1' });
-  assert.ok(!calls[0].url.includes('tok'));
+  await api.nodes();
+  assert.equal(calls[1].init.headers['X-Nodeshell-Csrf'], undefined, 'reads need no CSRF header');
+  assert.equal(calls[1].init.credentials, 'same-origin');
+  await api.endSession('s1');
+  assert.equal(calls[2].init.method, 'DELETE');
+  assert.equal(calls[2].init.headers['X-Nodeshell-Csrf'], '1');
+  await api.signOut();
+  assert.equal(calls[3].url, '/auth/logout');
+  assert.equal(calls[3].init.method, 'POST');
+  assert.equal(calls[3].init.headers['X-Nodeshell-Csrf'], '1');
 });
 
 test('API errors keep their code and message; E_AUTH asks for a new sign-in', async () => {
@@ -31,7 +47,7 @@ test('API errors keep their code and message; E_AUTH asks for a new sign-in', as
     { status: 429, body: { code: 'E_CAP_USER', message: 'you hold 2 sessions; close one', limit: 2 } },
     { status: 401, body: { code: 'E_AUTH', message: 'token expired; sign in again' } },
   ]);
-  const api = createApi({ token: () => 't', fetchImpl: impl, onSignInNeeded: (e) => { asked = e; } });
+  const api = createApi({ fetchImpl: impl, onSignInNeeded: (e) => { asked = e; } });
   await assert.rejects(api.openShell('n', {}), (e) => e instanceof ApiError && e.code === 'E_CAP_USER' && e.status === 429 && e.body.limit === 2);
   assert.equal(asked, null);
   await assert.rejects(api.nodes(), { code: 'E_AUTH' });
@@ -44,13 +60,13 @@ test('answers without a JSON error and unreachable gateways still give a readabl
   assert.equal(e.code, 'E_HTTP');
   assert.match(e.message, /HTTP 502/);
   const { impl } = fakeFetch([new TypeError('Failed to fetch')]);
-  const api = createApi({ token: () => null, fetchImpl: impl });
+  const api = createApi({ fetchImpl: impl });
   await assert.rejects(api.sessions(), { code: 'E_NETWORK' });
 });
 
 test('lists unwrap items; the transcript comes back as bytes', async () => {
   const { impl, calls } = fakeFetch([{ body: { items: [{ name: 'a' }] } }, { body: 'gz' }]);
-  const api = createApi({ token: () => 't', fetchImpl: impl });
+  const api = createApi({ fetchImpl: impl });
   assert.deepEqual(await api.sessions(), [{ name: 'a' }]);
   const bytes = await api.transcript('a b');
   assert.deepEqual([...bytes], [...new TextEncoder().encode('gz')]);

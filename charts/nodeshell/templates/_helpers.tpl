@@ -84,3 +84,14 @@ seccompProfile:
 {{- end -}}
 {{- toJson (uniq $origins) -}}
 {{- end -}}
+
+{{/* The console's sign-in redirect URL: gateway.oidc.redirectUrl, else the first Ingress host. */}}
+{{- define "nodeshell.redirectUrl" -}}
+{{- if .Values.gateway.oidc.redirectUrl -}}
+{{- .Values.gateway.oidc.redirectUrl -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts -}}
+{{- printf "https://%s/auth/callback" (index .Values.ingress.hosts 0).host -}}
+{{- else -}}
+{{- fail "gateway.oidc.clientSecret.existingSecret needs gateway.oidc.redirectUrl (or an Ingress host)" -}}
+{{- end -}}
+{{- end -}}

@@ -7,6 +7,8 @@
 //! * [`world`]: a [`GatewayWorld`] per gateway test binary (control plane, simulator,
 //!   controllers, gateways) and per-test [`Scope`]s;
 //! * [`http`]: the gateway's HTTP API with id_tokens minted by the simulator, and a plain GET;
+//! * [`login`]: the console's sign-in through the gateway as a browser does it, and the
+//!   issuer's public flow anyone can run;
 //! * [`terminal`]: a WebSocket [`Terminal`] that speaks the gateway's frame protocol;
 //! * [`transcript`]: gunzip, asciicast and transcript Secret helpers;
 //! * [`wait`]: polling until something holds;
@@ -19,6 +21,7 @@
 pub mod cluster;
 pub mod http;
 pub mod json;
+pub mod login;
 pub mod process;
 pub mod terminal;
 pub mod transcript;
@@ -28,6 +31,7 @@ pub mod world;
 pub use cluster::*;
 pub use http::*;
 pub use json::*;
+pub use login::*;
 pub use process::*;
 pub use terminal::*;
 pub use transcript::*;

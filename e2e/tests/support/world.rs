@@ -14,7 +14,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use nodeshell::api::{NodeShellPolicy, NodeShellSession};
 use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
 use nodeshell::sim::{
-    InstanceConfig, PingStatus, RoleConfig, SimConfig, SimHandle, Simulator, TestUser,
+    ClientRegistration, InstanceConfig, PingStatus, RoleConfig, SimConfig, SimHandle, Simulator,
+    TestUser,
 };
 use serde_json::{Value, json};
 
@@ -52,6 +53,13 @@ pub const VIEWER: &str = "viewer-01";
 pub const ROLE_STRICT: &str = "nodeshell-strict";
 /// Role without SSM permissions.
 pub const ROLE_NO_SSM: &str = "nodeshell-nossm";
+/// The secret of the gateways' confidential client (the issuer's client id, `nodeshell`,
+/// which the default role's trust policy names as audience).
+pub const GATEWAY_CLIENT_SECRET: &str = "e2e-gateway-client-secret";
+/// A public client of the issuer (PKCE, no secret): what anyone can sign in to on their own.
+pub const PUBLIC_CLIENT: &str = "nodeshell-public";
+/// Engineers who sign in through the console in the sign-in tests.
+pub const CONSOLE_USERS: [&str; 4] = ["console-01", "console-02", "console-03", "console-04"];
 
 /// A 100-character sub.
 pub fn long_sub() -> String {
@@ -78,7 +86,15 @@ pub fn sim_config() -> SimConfig {
     for sub in [SUB_PIPE, SUB_SPACES, SUB_UNICODE, &long_sub()] {
         users.push(user(sub, &[ENGINEER_GROUP]));
     }
-    let base = SimConfig::for_tests();
+    for sub in CONSOLE_USERS {
+        users.push(user(sub, &[ENGINEER_GROUP]));
+    }
+    let mut base = SimConfig::for_tests();
+    base.issuer.clients = vec![ClientRegistration {
+        client_id: base.issuer.client_id.clone(),
+        client_secret: Some(GATEWAY_CLIENT_SECRET.to_string()),
+    }];
+    base.issuer.extra_audiences = vec![PUBLIC_CLIENT.to_string()];
     let default_role = RoleConfig::default();
     SimConfig {
         users,
@@ -295,6 +311,36 @@ impl GatewayWorld {
             admin,
             process,
         })
+    }
+
+    /// Starts a gateway whose console signs in through it (a confidential client with
+    /// [`GATEWAY_CLIENT_SECRET`]) on a port chosen now, since its redirect URL names it;
+    /// `patch` is merged into its config.
+    pub async fn start_console_gateway(
+        &self,
+        name: &str,
+        patch: Value,
+    ) -> anyhow::Result<GatewayProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let secret = self.dir.join(format!("{name}.client-secret"));
+        std::fs::write(&secret, format!("{GATEWAY_CLIENT_SECRET}\n"))?;
+        let mut config = json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "oidc": {
+                "clientSecretFile": secret.display().to_string(),
+                "redirectUrl": format!("{base}/auth/callback"),
+            },
+        });
+        merge(&mut config, patch);
+        self.start_gateway(GatewayOptions {
+            name: name.to_string(),
+            patch: config,
+            kubeconfig: None,
+        })
+        .await
     }
 
     /// The gateway configuration file for `options`.

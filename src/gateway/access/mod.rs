@@ -6,10 +6,14 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod console_sessions;
 pub mod eligibility;
+pub mod identity;
+pub mod login;
 pub mod open;
 pub mod open_rate;
 pub mod sessions;
+pub mod sign_in;
 pub mod tickets;
 pub mod tiers;
 
@@ -23,7 +27,9 @@ use crate::gateway::handover::AttachGrant;
 
 use auth::{Authenticated, Authenticator};
 use cluster::Cluster;
+use identity::IdentityWatch;
 use open::OpenRequest;
+use sign_in::ConsoleLogin;
 use tickets::{TicketBook, TicketGrant, TicketOffer};
 
 /// What every route asks: the configuration, token verification, this replica's tickets and
@@ -40,6 +46,10 @@ pub struct Access {
     pub cluster: Cluster,
     /// This replica's bounds on each person's opens.
     pub opens: open::OpenLimits,
+    /// The console's sign-in through the gateway, when configured.
+    pub console: Option<ConsoleLogin>,
+    /// Live shells opened from console sessions, for the identity re-check.
+    pub identity: IdentityWatch,
 }
 
 impl std::fmt::Debug for Access {
@@ -170,6 +180,15 @@ impl Access {
                     ),
                 )
             })?;
+        if let Some(key) = self.console_session_of(&grant.id_token) {
+            self.identity.watch(
+                name,
+                &key,
+                &session.spec.policy_name,
+                &policy.spec.tiers,
+                Instant::now(),
+            );
+        }
         Ok(AttachGrant {
             caller: grant.caller,
             id_token: grant.id_token,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::login::{ClientSecret, parse_client_secret};
 use crate::duration::parse_duration;
 
 /// Flags of `nodeshell gateway`. Each can also be set from the environment variable named.
@@ -28,6 +29,19 @@ pub struct GatewayArgs {
     /// OIDC client id: the `aud` accepted id_tokens must carry.
     #[arg(long, env = "NODESHELL_OIDC_CLIENT_ID")]
     pub oidc_client_id: Option<String>,
+    /// File holding the OIDC client secret (a mounted Kubernetes Secret): the gateway is then
+    /// a confidential client and the console signs in through it.
+    #[arg(long, env = "NODESHELL_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The OIDC client secret itself, from the environment only (never a flag's value,
+    /// which `ps` shows); wins over the file.
+    #[arg(long = "oidc-client-secret", env = "NODESHELL_OIDC_CLIENT_SECRET", hide = true,
+          hide_env_values = true, value_parser = parse_client_secret)]
+    pub oidc_client_secret: Option<ClientSecret>,
+    /// Where the issuer sends the browser back after sign-in:
+    /// `https://<gateway host>/auth/callback` (registered at the issuer).
+    #[arg(long, env = "NODESHELL_OIDC_REDIRECT_URL")]
+    pub oidc_redirect_url: Option<String>,
     /// Name of the claim that lists the caller's groups (default `groups`).
     #[arg(long, env = "NODESHELL_OIDC_GROUPS_CLAIM")]
     pub groups_claim: Option<String>,

@@ -62,6 +62,13 @@ pub struct GatewayFile {
     pub shutdown_timeout_seconds: Option<u64>,
     /// File the audit rows are also appended to.
     pub audit_file: Option<PathBuf>,
+    /// How often a live shell's person is checked again at the issuer, in seconds
+    /// (console sessions only; default 300).
+    pub identity_check_seconds: Option<u64>,
+    /// A console session unused this long ends, in seconds (default 3600).
+    pub console_session_idle_seconds: Option<u64>,
+    /// A console session ends this long after sign-in, in seconds (default 43200).
+    pub console_session_max_seconds: Option<u64>,
 }
 
 /// OIDC part of the file.
@@ -83,6 +90,11 @@ pub struct OidcFile {
     /// Claim naming the person to auditors (`spec.user.name`, the user label, Events);
     /// default `sub`.
     pub identity_claim: Option<String>,
+    /// File holding the confidential client's secret (a mounted Kubernetes Secret); turns
+    /// on the console's sign-in through the gateway.
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the issuer sends the browser back: `https://<gateway host>/auth/callback`.
+    pub redirect_url: Option<String>,
 }
 
 /// AWS part of the file.

@@ -15,11 +15,13 @@ pub mod file;
 pub mod http;
 pub mod live;
 pub mod oidc;
+pub mod login;
 
 pub use args::GatewayArgs;
 pub use file::{AwsFile, GatewayFile, OidcFile, parse_file};
 pub use http::{HttpFile, HttpLimits, WEBSOCKET_MAX_MESSAGE_BYTES};
 pub use live::{CONTROLLER_HEARTBEAT_TIMEOUT, LiveSettings, MIN_REPLAY_BUFFER_BYTES};
+pub use login::{ClientSecret, IdentityCheck, LoginSettings};
 
 /// Errors while assembling the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,10 @@ pub struct GatewayConfig {
     pub opens_per_minute: u32,
     /// Settings of the live side (running shells).
     pub live: LiveSettings,
+    /// The console's sign-in through the gateway (a confidential client), when configured.
+    pub login: Option<LoginSettings>,
+    /// How often a live shell's person is checked again.
+    pub identity_check: IdentityCheck,
 }
 
 /// Default `opensPerMinute`: far more than a person clicks, far fewer than a script tries.
@@ -148,6 +154,8 @@ impl GatewayConfig {
             .map_err(|_| ConfigError::Invalid("bad built-in admin listen address".into()))?;
         let live = LiveSettings::resolve(args, &file)?;
         let http = HttpLimits::resolve(&file.http)?;
+        let login = login::resolve_login(args, &file)?;
+        let identity_check = login::resolve_identity_check(&file)?;
         let issuer_url = non_empty(args.oidc_issuer.clone())
             .or(non_empty(file.oidc.issuer_url))
             .ok_or_else(|| {
@@ -259,18 +267,37 @@ impl GatewayConfig {
             admission_timeout,
             opens_per_minute,
             live,
+            login,
+            identity_check,
         })
     }
 
-    /// Whether an attach request with this `Origin` header (or none) may proceed.
+    /// Whether an attach request with this `Origin` header (or none) may proceed: one of
+    /// `allowedOrigins`, or the console's own origin (of `oidc.redirectUrl`).
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {
             None => self.allow_missing_origin,
             Some(o) => {
                 let o = o.trim_end_matches('/');
                 self.allowed_origins.iter().any(|a| a == "*" || a == o)
+                    || self.login.as_ref().is_some_and(|l| l.public_origin == o)
             }
         }
+    }
+
+    /// Origins a cookie-authenticated write may come from: the allowed origins (never `*`)
+    /// and the gateway's own public origin.
+    pub fn write_origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .filter(|o| o.as_str() != "*")
+            .cloned()
+            .collect();
+        if let Some(login) = &self.login {
+            origins.push(login.public_origin.clone());
+        }
+        origins
     }
 }
 
@@ -491,5 +518,22 @@ pub(crate) mod tests {
         assert!(config.origin_allowed(Some("https://a.example")));
         assert!(!config.origin_allowed(Some("https://evil.example")));
         assert!(!config.origin_allowed(None));
+        assert!(!config.origin_allowed(Some("https://ns.example")));
+        assert_eq!(config.write_origins(), ["https://a.example"]);
+        // The console's own origin (of the redirect URL) may attach and write.
+        let mut with_login = args();
+        with_login.oidc_client_secret = Some(ClientSecret::new("s"));
+        with_login.oidc_redirect_url = Some("https://ns.example/auth/callback".into());
+        let file = GatewayFile {
+            allowed_origins: vec!["https://a.example/".into(), "*".into()],
+            ..GatewayFile::default()
+        };
+        let config = GatewayConfig::resolve(&with_login, file).unwrap();
+        assert!(config.origin_allowed(Some("https://ns.example")));
+        assert_eq!(
+            config.write_origins(),
+            ["https://a.example", "https://ns.example"],
+            "never `*` for cookie writes"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The web console: the single-page app built from `web/` (embedded at build time by
 //! `build.rs`), served on the API's listener with strict security headers, and
-//! `/console/config.json`, which tells it where to sign in.
+//! `/console/config.json`, which tells it where to sign in and out (through the gateway).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -15,12 +15,11 @@ use crate::gateway::error::{ApiError, ErrorCode};
 
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
-/// Scopes the console asks the issuer for.
-pub const SCOPES: &str = "openid profile email groups";
+use crate::gateway::access::login::{LOGIN_PATH, LOGOUT_PATH};
 
-/// Paths answered with the console's `index.html`: the app, the OIDC redirect target and
-/// deep links (the app routes with `#/…`, so these only matter for bookmarks).
-pub const PAGES: [&str; 5] = ["/", "/index.html", "/callback", "/nodes", "/sessions"];
+/// Paths answered with the console's `index.html`: the app and deep links (the app routes
+/// with `#/…`, so these only matter for bookmarks).
+pub const PAGES: [&str; 4] = ["/", "/index.html", "/nodes", "/sessions"];
 
 /// One embedded file of `web/dist/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,26 +49,26 @@ pub fn is_built() -> bool {
     CONSOLE_BUILT
 }
 
-/// What the console reads at start: where to sign in and as which client (no secrets: the
-/// console is a public client using PKCE).
+/// What the console may read about signing in: the gateway's own routes (the console never
+/// talks to the issuer and never holds a token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsoleConfig {
-    /// The OIDC issuer URL.
-    pub issuer: String,
-    /// The OIDC client id (the audience the gateway accepts).
-    pub client_id: String,
-    /// Space-separated scopes.
-    pub scopes: String,
+    /// Where a sign-in starts; `None` when the gateway has no client secret configured.
+    pub sign_in: Option<&'static str>,
+    /// Where the console signs out (POST).
+    pub sign_out: &'static str,
+    /// The header every cookie-authenticated write carries.
+    pub csrf_header: &'static str,
 }
 
 impl ConsoleConfig {
     /// The console settings of a gateway configuration.
     pub fn of(config: &GatewayConfig) -> Self {
         Self {
-            issuer: config.oidc.issuer_url.clone(),
-            client_id: config.oidc.client_id.clone(),
-            scopes: SCOPES.to_string(),
+            sign_in: config.login.as_ref().map(|_| LOGIN_PATH),
+            sign_out: LOGOUT_PATH,
+            csrf_header: "X-Nodeshell-Csrf",
         }
     }
 }
@@ -84,20 +83,14 @@ pub fn origin_of(url: &str) -> Option<String> {
     origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
-/// The Content-Security-Policy of console responses: everything from this origin only, plus
-/// `connect-src` to the issuer (discovery and the token exchange run in the browser).
-pub fn content_security_policy(issuer_url: &str) -> String {
-    let issuer = origin_of(issuer_url)
-        .map(|o| format!(" {o}"))
-        .unwrap_or_default();
-    // xterm.js writes its own <style> elements at run time, so inline styles stay allowed;
-    // scripts never are.
-    format!(
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-         img-src 'self' data:; font-src 'self'; connect-src 'self'{issuer}; \
-         object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
-}
+/// The Content-Security-Policy of console responses: everything from this origin only (the
+/// sign-in is a navigation through the gateway; no page script talks to the issuer).
+// xterm.js writes its own <style> elements at run time, so inline styles stay allowed;
+// scripts never are.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 /// The routes of the console, merged into the API's router.
 pub fn router() -> Router<AppState> {
@@ -110,37 +103,36 @@ pub fn router() -> Router<AppState> {
         .route("/console/config.json", get(config_json))
 }
 
-async fn index(State(state): State<AppState>) -> Response {
+async fn index() -> Response {
     match asset("index.html") {
-        Some(page) => secured(&state, page.content_type, page.bytes, "no-cache"),
-        None => not_found(&state),
+        Some(page) => secured(page.content_type, page.bytes, "no-cache"),
+        None => not_found(),
     }
 }
 
-async fn asset_file(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+async fn asset_file(Path(file): Path<String>) -> Response {
     match asset(&format!("assets/{file}")) {
-        Some(found) => secured(&state, found.content_type, found.bytes, "no-cache"),
-        None => not_found(&state),
+        Some(found) => secured(found.content_type, found.bytes, "no-cache"),
+        None => not_found(),
     }
 }
 
 async fn config_json(State(state): State<AppState>) -> Response {
     let body = serde_json::to_vec(&ConsoleConfig::of(&state.access.config)).unwrap_or_default();
-    secured(&state, "application/json", body, "no-store")
+    secured("application/json", body, "no-store")
 }
 
-fn not_found(state: &AppState) -> Response {
+fn not_found() -> Response {
     let mut response = ApiError::new(
         ErrorCode::NotFound,
         "no such console file; reload the console (the gateway may have been upgraded)",
     )
     .into_response();
-    add_security_headers(&mut response, &state.access.config);
+    add_security_headers(&mut response);
     response
 }
 
 fn secured(
-    state: &AppState,
     content_type: &'static str,
     body: impl Into<axum::body::Body>,
     cache: &'static str,
@@ -154,15 +146,16 @@ fn secured(
         body.into(),
     )
         .into_response();
-    add_security_headers(&mut response, &state.access.config);
+    add_security_headers(&mut response);
     response
 }
 
-fn add_security_headers(response: &mut Response, config: &GatewayConfig) {
+fn add_security_headers(response: &mut Response) {
     let headers = response.headers_mut();
-    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(&config.oidc.issuer_url)) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -229,8 +222,8 @@ mod tests {
         assert!(csp.contains("script-src 'self';"), "{path}: {csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
         assert!(
-            csp.contains("connect-src 'self' https://login.example.test:8443;"),
-            "{path}: the issuer's origin, not its path: {csp}"
+            csp.contains("connect-src 'self';"),
+            "{path}: no page script talks to the issuer: {csp}"
         );
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
         assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{path}");
@@ -256,7 +249,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn config_json_names_the_issuer_and_client_id() {
+    async fn config_json_names_the_gateways_sign_in_routes_and_no_issuer() {
         let (status, headers, body) = get(&app(), "/console/config.json").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
@@ -265,11 +258,13 @@ mod tests {
         assert_eq!(
             config,
             serde_json::json!({
-                "issuer": "https://login.example.test:8443/realms/ops",
-                "clientId": "console-test",
-                "scopes": "openid profile email groups",
-            })
+                "signIn": null,
+                "signOut": "/auth/logout",
+                "csrfHeader": "X-Nodeshell-Csrf",
+            }),
+            "no client secret configured here: no sign-in"
         );
+        assert!(!String::from_utf8_lossy(&body).contains("login.example.test"));
     }
 
     #[tokio::test]
@@ -306,6 +301,5 @@ mod tests {
         );
         assert_eq!(origin_of("not a url"), None);
         assert_eq!(origin_of("file:///etc/passwd"), None);
-        assert!(!content_security_policy("garbage").contains("garbage"));
     }
 }

@@ -6,6 +6,9 @@ mod attach;
 pub mod console;
 mod health;
 mod limits;
+mod login;
+#[cfg(test)]
+mod login_tests;
 mod nodes;
 mod sessions;
 mod shells;
@@ -22,13 +25,14 @@ use axum::routing::{get, post};
 
 use crate::gateway::access::Access;
 use crate::gateway::access::auth::Authenticated;
+use crate::gateway::access::login::{CSRF_HEADER, cookie_value, session_cookie_name};
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::LiveSide;
 use crate::gateway::metrics::GatewayMetrics;
 
 /// Every route the API listener serves (method, path), as docs/api.md and /openapi.json
 /// list them. `/metrics`, `/healthz` and `/readyz` are on the admin listener ([`admin_router`]).
-pub const ROUTES: [(&str, &str); 11] = [
+pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/nodes/{node}/shell/preflight"),
     ("POST", "/api/v1/nodes/{node}/shell"),
@@ -40,6 +44,9 @@ pub const ROUTES: [(&str, &str); 11] = [
     ("GET", "/api/v1/sessions/{name}/transcript"),
     ("GET", "/openapi.json"),
     ("GET", "/api/v1/whoami"),
+    ("GET", "/auth/login"),
+    ("GET", "/auth/callback"),
+    ("POST", "/auth/logout"),
 ];
 
 /// The OpenAPI 3 document of the API.
@@ -80,6 +87,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/sessions/{name}/transcript",
             get(sessions::transcript),
         )
+        .route("/auth/login", get(login::login))
+        .route("/auth/callback", get(login::callback))
+        .route("/auth/logout", post(login::logout))
         .route("/openapi.json", get(health::openapi))
         .merge(console::router())
         .fallback(not_found)
@@ -114,10 +124,46 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// The caller of a request, from its `Authorization` header.
+/// The caller of a request, from its `Authorization` header, else its console cookie.
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state.access.authenticate(header).await
+    state
+        .access
+        .authenticate_request(header, session_key(state, headers))
+        .await
+}
+
+/// The caller of a state-changing request: [`authenticate`], then the CSRF check when it
+/// came with the console's cookie.
+async fn authenticate_write(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Authenticated, ApiError> {
+    let auth = authenticate(state, headers).await?;
+    state
+        .access
+        .check_write(&auth, origin(headers), csrf_marker(headers))?;
+    Ok(auth)
+}
+
+/// The console session key in the request's cookie, when the console's sign-in is on.
+fn session_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
+    let secure = state.access.secure_cookies()?;
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    cookie_value(cookies, session_cookie_name(secure))
+}
+
+/// The request's `Origin`.
+fn origin(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+}
+
+/// The request's CSRF header.
+fn csrf_marker(headers: &HeaderMap) -> Option<&str> {
+    headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok())
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::views::{SessionView, session_view, whoami_view};
-use super::{AppState, authenticate};
+use super::{AppState, authenticate, authenticate_write};
 use crate::gateway::error::ApiError;
 use crate::gateway::refusals::transcript_error;
 
@@ -48,7 +48,7 @@ pub(super) async fn delete_session(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let auth = authenticate(&state, &headers).await?;
+    let auth = authenticate_write(&state, &headers).await?;
     let session = state.access.terminate(&auth, &name).await?;
     state.live.shells.request_terminate(&name);
     let body = json!({

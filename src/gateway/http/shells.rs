@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, authenticate};
+use super::{AppState, authenticate_write};
 use crate::gateway::access::open::parse_open_request;
 use crate::gateway::access::tickets::TicketOffer;
 use crate::gateway::error::ApiError;
@@ -52,7 +52,7 @@ async fn open(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<TicketOffer, ApiError> {
-    let auth = authenticate(state, headers).await?;
+    let auth = authenticate_write(state, headers).await?;
     let request = parse_open_request(body)?;
     state.access.open(&auth, node, request).await
 }
@@ -64,7 +64,7 @@ pub(super) async fn new_ticket(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let auth = authenticate(&state, &headers).await?;
+    let auth = authenticate_write(&state, &headers).await?;
     let request = parse_open_request(&body)?;
     let offer = state.access.reticket(&auth, &name, &request).await?;
     Ok((StatusCode::CREATED, Json(offer)).into_response())

@@ -289,16 +289,18 @@ impl LiveSessions {
     /// Ends a session running here (the local DELETE path) with reason AdminTerminated.
     /// Returns false when the session does not run on this gateway.
     pub async fn request_terminate(&self, name: &str) -> bool {
+        self.end(name, EndReason::AdminTerminated).await
+    }
+
+    /// Ends a session running here with `reason`. Returns false when the session does not
+    /// run on this gateway.
+    pub async fn end(&self, name: &str, reason: EndReason) -> bool {
         let handle = match self.inner.slots().get(name) {
             Some(Slot::Live(handle)) => Some(handle.clone()),
             _ => None,
         };
         match handle {
-            Some(h) => h
-                .control
-                .send(Control::End(EndReason::AdminTerminated))
-                .await
-                .is_ok(),
+            Some(h) => h.control.send(Control::End(reason)).await.is_ok(),
             None => false,
         }
     }

@@ -31,6 +31,8 @@ pub enum EndReason {
     ChannelLost,
     /// The controller moved the session to Closing with this reason.
     Controller(String),
+    /// The person's identity no longer holds (the identity re-check said why).
+    IdentityRevoked(String),
 }
 
 impl EndReason {
@@ -47,6 +49,7 @@ impl EndReason {
             Self::TranscriptFailed(_) => SessionReason::TranscriptFailed.as_str(),
             Self::ChannelLost => SessionReason::ChannelLost.as_str(),
             Self::Controller(reason) => reason,
+            Self::IdentityRevoked(_) => SessionReason::IdentityRevoked.as_str(),
         }
     }
 
@@ -72,6 +75,9 @@ impl EndReason {
                     .into()
             }
             Self::Controller(reason) => format!("the controller closed the session ({reason})"),
+            Self::IdentityRevoked(why) => {
+                format!("the person's identity was checked again and no longer holds: {why}")
+            }
         }
     }
 

@@ -4,6 +4,7 @@ use axum::extract::ws::WebSocket;
 use futures::future::BoxFuture;
 
 use super::LiveSessions;
+use super::reasons::EndReason;
 use crate::gateway::handover::{AttachGrant, LiveShells};
 
 impl LiveShells for LiveSessions {
@@ -28,6 +29,14 @@ impl LiveShells for LiveSessions {
         // immediate, so it runs off the request's path.
         tokio::spawn(async move {
             live.request_terminate(&name).await;
+        });
+    }
+
+    fn revoke_identity(&self, session_name: &str, why: String) {
+        let live = self.clone();
+        let name = session_name.to_string();
+        tokio::spawn(async move {
+            live.end(&name, EndReason::IdentityRevoked(why)).await;
         });
     }
 

@@ -1,4 +1,5 @@
-// The gateway's HTTP API as the console uses it. The token never goes into a URL or a log.
+// The gateway's HTTP API as the console uses it: same-origin calls with the gateway's
+// HttpOnly session cookie (the browser never holds a token), and the CSRF header on writes.
 
 /** An error answer of the API (`{code, message}`), or a failure to reach it. */
 export class ApiError extends Error {
@@ -33,12 +34,14 @@ export async function errorFrom(response) {
   return new ApiError('E_HTTP', `The gateway answered HTTP ${response.status} without details; try again, and check the gateway's logs if it persists.`, response.status);
 }
 
-/** An API client: `token()` gives the current id_token; `fetchImpl` is the browser's fetch. */
-export function createApi({ token, fetchImpl = (...a) => globalThis.fetch(...a), onSignInNeeded = () => {} }) {
+/** The header the gateway wants on every cookie-authenticated write (its CSRF defence). */
+export const CSRF_HEADER = 'X-Nodeshell-Csrf';
+
+/** An API client over the session cookie; `fetchImpl` is the browser's fetch. */
+export function createApi({ fetchImpl = (...a) => globalThis.fetch(...a), onSignInNeeded = () => {} } = {}) {
   async function call(method, path, { body, raw = false } = {}) {
     const headers = { Accept: raw ? '*/*' : 'application/json' };
-    const t = token();
-    if (t) headers.Authorization = `Bearer ${t}`;
+    if (method !== 'GET') headers[CSRF_HEADER] = '1';
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let response;
     try {
@@ -46,7 +49,7 @@ export function createApi({ token, fetchImpl = (...a) => globalThis.fetch(...a),
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
-        credentials: 'omit',
+        credentials: 'same-origin',
         cache: 'no-store',
       });
     } catch {
@@ -69,6 +72,7 @@ export function createApi({ token, fetchImpl = (...a) => globalThis.fetch(...a),
     newTicket: (session, size) => call('POST', `/api/v1/sessions/${enc(session)}/ticket`, { body: size }),
     endSession: (session) => call('DELETE', `/api/v1/sessions/${enc(session)}`),
     transcript: (session) => call('GET', `/api/v1/sessions/${enc(session)}/transcript`, { raw: true }),
+    signOut: () => call('POST', '/auth/logout', { raw: true }),
   };
 }
 

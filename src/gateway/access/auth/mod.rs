@@ -2,6 +2,7 @@
 //! issuer's published keys ([`keys`]), checked by [`token`], and turned into a [`Caller`]
 //! with a tier.
 
+pub mod issuer;
 pub mod keys;
 pub mod token;
 
@@ -29,6 +30,17 @@ pub struct Authenticated {
     pub audiences: Vec<String>,
     /// The token's `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// How the request proved it: a bearer header, or the console's cookie.
+    pub via: Credential,
+}
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer <id_token>` (dashboards, server to server).
+    Bearer,
+    /// The console's session cookie; the key of its console session.
+    Cookie(String),
 }
 
 /// Builds the [`Caller`] from verified claims, named by `sub` (see [`caller_from_claims_as`]).
@@ -151,6 +163,14 @@ impl Authenticator {
     /// Verifies an `Authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Authenticated, ApiError> {
         let raw = bearer(header).map_err(|e| e.to_api())?;
+        self.verify(raw).await.map(|(auth, _)| auth)
+    }
+
+    /// Verifies a raw id_token; also returns its claims (the sign-in checks the nonce).
+    pub async fn verify(
+        &self,
+        raw: &str,
+    ) -> Result<(Authenticated, serde_json::Map<String, Value>), ApiError> {
         let keys = match self.keys.current() {
             Some(keys) => keys,
             // Not loaded yet (start-up, issuer down): try now, at most once per floor.
@@ -174,7 +194,7 @@ impl Authenticator {
             other => other,
         }
         .map_err(|e| e.to_api())?;
-        Ok(Authenticated {
+        let auth = Authenticated {
             caller: caller_from_claims_as(
                 &verified.claims,
                 &self.groups_claim,
@@ -184,7 +204,9 @@ impl Authenticator {
             id_token: IdToken::new(raw),
             audiences: verified.audiences,
             expires_at: verified.expires_at,
-        })
+            via: Credential::Bearer,
+        };
+        Ok((auth, verified.claims))
     }
 
     fn keys_unavailable(&self) -> ApiError {

@@ -1,0 +1,228 @@
+//! Identity stays true during a session: the live shells opened from a console session, and
+//! the periodic re-check of their person (a refresh of the console session's tokens at most
+//! every `identityCheckSeconds`, then their tier against the policy's tiers). A refusal ends
+//! the shell with reason IdentityRevoked. The verdict is [`revocation`], a pure function.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::Access;
+use super::sign_in::IdentityVerdict;
+use crate::gateway::handover::{Caller, LiveShells};
+
+/// A live shell tied to a console session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Watched {
+    /// The console session's key.
+    key: String,
+    /// The policy that governs the shell.
+    policy: String,
+    /// The tiers it allowed at attach (used when it cannot be read again).
+    tiers: Vec<String>,
+    /// When the shell was attached.
+    since: Instant,
+}
+
+/// Why a live shell's person no longer holds, if they do not: the re-check's verdict and the
+/// tiers the session's policy allows now. `None` keeps the shell (also when the identity
+/// provider could not be asked; the next check tries again).
+pub fn revocation(verdict: &IdentityVerdict, policy: &str, tiers: &[String]) -> Option<String> {
+    match verdict {
+        IdentityVerdict::Revoked(why) => Some(why.clone()),
+        IdentityVerdict::Unknown(_) => None,
+        IdentityVerdict::Valid(caller) => tier_refusal(caller, policy, tiers),
+    }
+}
+
+fn tier_refusal(caller: &Caller, policy: &str, tiers: &[String]) -> Option<String> {
+    match &caller.tier {
+        Some(tier) if tiers.iter().any(|t| t == tier) => None,
+        Some(tier) => Some(format!(
+            "their groups now map to tier {tier}, which policy {policy} does not allow ({})",
+            tiers.join(", ")
+        )),
+        None => Some(format!(
+            "their groups ({}) no longer map to any tier",
+            caller.groups.join(", ")
+        )),
+    }
+}
+
+/// The live shells of this replica opened from console sessions, and when each console
+/// session was last checked. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct IdentityWatch {
+    shells: Arc<Mutex<HashMap<String, Watched>>>,
+    checked: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A shell not running this long after its attach was never started or has ended.
+const START_GRACE: Duration = Duration::from_secs(60);
+
+// === impl IdentityWatch ===
+
+impl IdentityWatch {
+    /// Watches live shell `session`, attached from console session `key`.
+    pub fn watch(&self, session: &str, key: &str, policy: &str, tiers: &[String], now: Instant) {
+        lock(&self.checked).entry(key.to_string()).or_insert(now);
+        lock(&self.shells).insert(
+            session.to_string(),
+            Watched {
+                key: key.to_string(),
+                policy: policy.to_string(),
+                tiers: tiers.to_vec(),
+                since: now,
+            },
+        );
+    }
+
+    /// Shells watched.
+    pub fn len(&self) -> usize {
+        lock(&self.shells).len()
+    }
+
+    /// Whether none is watched.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets shells that no longer run; returns the console sessions due for a check
+    /// (last checked `every` ago or more) with their shells.
+    fn due(
+        &self,
+        running: impl Fn(&str) -> bool,
+        every: Duration,
+        now: Instant,
+    ) -> Vec<(String, Vec<(String, Watched)>)> {
+        let mut shells = lock(&self.shells);
+        shells.retain(|name, w| running(name) || now.duration_since(w.since) < START_GRACE);
+        let mut checked = lock(&self.checked);
+        checked.retain(|key, _| shells.values().any(|w| &w.key == key));
+        let mut due: HashMap<String, Vec<(String, Watched)>> = HashMap::new();
+        for (name, w) in shells.iter() {
+            let last = checked.get(&w.key).copied().unwrap_or(now);
+            if now.duration_since(last) >= every {
+                due.entry(w.key.clone())
+                    .or_default()
+                    .push((name.clone(), w.clone()));
+            }
+        }
+        for key in due.keys() {
+            checked.insert(key.clone(), now);
+        }
+        due.into_iter().collect()
+    }
+
+    fn forget(&self, session: &str) {
+        lock(&self.shells).remove(session);
+    }
+}
+
+// === impl Access: the identity re-check ===
+
+impl Access {
+    /// Checks again, once per console session that is due, the person of every live shell
+    /// opened from the console; ends the shells whose person no longer holds.
+    pub async fn check_identities(&self, shells: &dyn LiveShells) {
+        let every = self.config.identity_check.every;
+        let due = self
+            .identity
+            .due(|name| shells.is_running(name), every, Instant::now());
+        for (key, watched) in due {
+            let verdict = self.recheck_identity(&key).await;
+            if let IdentityVerdict::Unknown(why) = &verdict {
+                tracing::warn!(
+                    error = why,
+                    "cannot check a live shell's person again; will retry"
+                );
+            }
+            for (session, w) in watched {
+                let tiers = match self.cluster.policy(&w.policy).await {
+                    Ok(Some(policy)) => policy.spec.tiers.clone(),
+                    _ => w.tiers.clone(),
+                };
+                if let Some(why) = revocation(&verdict, &w.policy, &tiers) {
+                    tracing::info!(session, why, "identity revoked: ending the live shell");
+                    self.identity.forget(&session);
+                    shells.revoke_identity(&session, why);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn caller(tier: Option<&str>) -> Caller {
+        Caller {
+            sub: "alice".into(),
+            email: None,
+            name: "Alice".into(),
+            groups: vec!["sre".into()],
+            tier: tier.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_refusal_or_a_lost_tier_revokes_an_unreachable_issuer_does_not() {
+        let tiers = vec!["admin".to_string(), "engineer".to_string()];
+        let ok = IdentityVerdict::Valid(caller(Some("engineer")));
+        assert_eq!(revocation(&ok, "default", &tiers), None);
+        let demoted = IdentityVerdict::Valid(caller(Some("viewer")));
+        let why = revocation(&demoted, "default", &tiers).unwrap();
+        assert!(why.contains("viewer") && why.contains("default"), "{why}");
+        let none = IdentityVerdict::Valid(caller(None));
+        assert!(
+            revocation(&none, "default", &tiers)
+                .unwrap()
+                .contains("sre")
+        );
+        let refused = IdentityVerdict::Revoked("user disabled".into());
+        assert_eq!(
+            revocation(&refused, "default", &tiers).as_deref(),
+            Some("user disabled")
+        );
+        let down = IdentityVerdict::Unknown("connection refused".into());
+        assert_eq!(revocation(&down, "default", &tiers), None);
+    }
+
+    #[test]
+    fn a_console_session_is_checked_at_most_every_interval_for_all_its_shells() {
+        let watch = IdentityWatch::default();
+        let t0 = Instant::now();
+        let every = Duration::from_secs(300);
+        watch.watch("s1", "k1", "p", &[], t0);
+        watch.watch("s2", "k1", "p", &[], t0);
+        watch.watch("s3", "k2", "p", &[], t0 + Duration::from_secs(100));
+        let running = |_: &str| true;
+        assert!(
+            watch
+                .due(running, every, t0 + Duration::from_secs(299))
+                .is_empty()
+        );
+        let due = watch.due(running, every, t0 + Duration::from_secs(300));
+        assert_eq!(due.len(), 1, "one check for k1's two shells");
+        assert_eq!(due[0].0, "k1");
+        assert_eq!(due[0].1.len(), 2);
+        assert!(
+            watch
+                .due(running, every, t0 + Duration::from_secs(350))
+                .is_empty()
+        );
+        let due = watch.due(running, every, t0 + Duration::from_secs(400));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, "k2");
+        // A shell that stopped running is forgotten (after the start grace).
+        let stopped = |name: &str| name != "s1";
+        watch.due(stopped, every, t0 + Duration::from_secs(401));
+        assert_eq!(watch.len(), 2);
+    }
+}
