@@ -14,8 +14,8 @@ pub mod args;
 pub mod file;
 pub mod http;
 pub mod live;
-pub mod oidc;
 pub mod login;
+pub mod oidc;
 
 pub use args::GatewayArgs;
 pub use file::{AwsFile, GatewayFile, OidcFile, parse_file};
