@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod agent_messages;
+pub mod agent_outgoing;
 mod clients;
 pub mod config;
 pub mod faults;
@@ -487,11 +488,20 @@ impl SimHandle {
         Ok(())
     }
 
-    /// Whether a session has ended (terminated or its shell exited), and its exit code if any.
+    /// Whether a session has ended (terminated or its shell exited), and the shell's real exit
+    /// status if it exited (which the agent never sends to the client).
     pub fn session_status(&self, session_id: &str) -> Option<(bool, Option<i32>)> {
         let session = self.shared.session(session_id)?;
         let state = lock(&session.state);
         Some((state.terminated, state.exit_code))
+    }
+
+    /// The agent's send counters of a session: (messages resent by its resend loop, messages
+    /// that found its outgoing buffer full and were sent once, never resent).
+    pub fn agent_counters(&self, session_id: &str) -> Option<(u64, u64)> {
+        let session = self.shared.session(session_id)?;
+        let state = lock(&session.state);
+        Some((state.agent_resends, state.agent_not_kept))
     }
 
     /// Stops every listener and agent.

@@ -335,6 +335,8 @@ fn start_session(
             agent: None,
             closes_done: 0,
             exit_code: None,
+            agent_resends: 0,
+            agent_not_kept: 0,
         }),
     };
     lock(&shared.sessions).insert(id.clone(), Arc::new(entry));

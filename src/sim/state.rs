@@ -82,7 +82,12 @@ pub(crate) struct SessionMut {
     pub agent: Option<mpsc::Sender<AgentEvent>>,
     /// How many times the close-socket knob fired.
     pub closes_done: u32,
+    /// The shell's real exit status (never sent to the client: the PTY path has no EXIT_CODE).
     pub exit_code: Option<i32>,
+    /// Messages the agent's resend loop put on the wire again.
+    pub agent_resends: u64,
+    /// Messages that found the agent's outgoing buffer full (sent once, never resent).
+    pub agent_not_kept: u64,
 }
 
 /// One SSM session.
