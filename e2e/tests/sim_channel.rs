@@ -1,6 +1,7 @@
 //! Our data-channel client (`nodeshell::ssm`) against the simulator's relay and agent: a
 //! firehose arrives complete, in order and exactly once under each misbehaviour knob, and an
-//! interactive shell echoes, resizes and reports its exit code.
+//! interactive shell echoes, resizes and exits without reporting its exit status (the
+//! official agent's PTY path sends no EXIT_CODE).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -102,7 +103,10 @@ async fn firehose(name: &str, knobs: FaultKnobs, len: usize) -> Vec<CallRecord> 
         CloseCause::ChannelClosed,
         "{name}: {reason:?}"
     );
-    assert_eq!(reason.exit_code, Some(0), "{name}: {reason:?}");
+    assert_eq!(
+        reason.exit_code, None,
+        "{name}: no EXIT_CODE is sent: {reason:?}"
+    );
     let calls = sim.calls();
     sim.shutdown().await;
     calls
@@ -237,7 +241,7 @@ async fn read_until(channel: &mut DataChannel, seen: &mut String, needle: &str) 
 }
 
 #[tokio::test]
-async fn interactive_shell_echo_resize_and_exit_code() {
+async fn interactive_shell_echo_resize_and_an_exit_status_that_is_not_reported() {
     let (sim, ssm) = start().await;
     let stream = ssm
         .start_session(INSTANCE, None, Some("tests"), HashMap::new())
@@ -267,10 +271,14 @@ async fn interactive_shell_echo_resize_and_exit_code() {
         .await
         .expect("closed");
     assert_eq!(reason.cause, CloseCause::ChannelClosed, "{reason:?}");
-    assert_eq!(reason.exit_code, Some(3), "{reason:?}");
+    assert_eq!(
+        reason.exit_code, None,
+        "the shell document's agent sends no EXIT_CODE: {reason:?}"
+    );
     assert_eq!(
         sim.session_status(&stream.session_id),
-        Some((true, Some(3)))
+        Some((true, Some(3))),
+        "the shell did exit with 3 on the node"
     );
     sim.shutdown().await;
 }

@@ -16,7 +16,7 @@ use super::output::{complete_utf8_prefix, fill_firehose};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
 use crate::ssm::message::{MessageType, PayloadType};
-use crate::ssm::payload::{Acknowledgement, ChannelClosed, TerminalSize, exit_code_payload};
+use crate::ssm::payload::{Acknowledgement, ChannelClosed, TerminalSize};
 use crate::ssm::receive::{ReceiveConfig, ReceiveWindow};
 
 /// Largest output payload the agent sends.
@@ -270,8 +270,9 @@ impl Agent {
                         Step::Continue
                     }
                     Some(SourceEvent::Exited(code)) => {
+                        // The PTY path never sends EXIT_CODE (`executeCommandsWithPty` in
+                        // `agent/session/shell/shell.go`): the status stays in the simulator.
                         lock(&self.session.state).exit_code = Some(code);
-                        self.send_new(PayloadType::ExitCode, exit_code_payload(code)).await;
                         self.exit = Some(Instant::now());
                         Step::Continue
                     }

@@ -27,9 +27,9 @@ export function isLive(phase) {
   return LIVE_PHASES.has(phase);
 }
 
-/** Exit code for a table cell. */
+/** Exit code for a table cell; Session Manager's shell document does not report one. */
 export function exitCodeText(code) {
-  return typeof code === 'number' ? String(code) : '—';
+  return typeof code === 'number' ? String(code) : 'not reported';
 }
 
 const REASONS = {
@@ -57,9 +57,9 @@ export function reasonText(reason) {
   return meaning ? `${reason} — ${meaning}` : reason;
 }
 
-/** The closed banner: always says the exit code (or that there is none) and the reason. */
+/** The closed banner: always says the exit code (or that it was not reported) and the reason. */
 export function closedText({ exitCode, reason }) {
-  const code = typeof exitCode === 'number' ? `exit code ${exitCode}` : 'no exit code';
+  const code = typeof exitCode === 'number' ? `exit code ${exitCode}` : "the shell's exit status was not reported";
   const why = reason ? `: ${reasonText(reason)}` : '';
   return `Session closed — ${code}${why}`;
 }
