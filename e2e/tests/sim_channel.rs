@@ -381,7 +381,8 @@ async fn the_agent_resends_only_its_oldest_message_and_rewinds_nothing() {
     let (resends, not_kept) = sim
         .agent_counters(&stream.session_id)
         .expect("session exists");
-    assert!(resends >= 5, "{resends}");
+    // At least two resends of message 0 before the reattach and two after it.
+    assert!(resends >= 4, "{resends}");
     assert_eq!(not_kept, 0);
     sim.shutdown().await;
 }
