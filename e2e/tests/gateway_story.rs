@@ -665,3 +665,87 @@ async fn a_fast_stream_arrives_complete_before_the_closed_frame() -> anyhow::Res
     );
     world.cleanup(&scope).await
 }
+
+/// The same person ends the SSM session from outside nodeshell (the AWS CLI's
+/// `aws ssm terminate-session`), with their own role session.
+async fn terminate_from_outside(
+    world: &GatewayWorld,
+    session: &str,
+    sub: &str,
+    ssm_id: &str,
+) -> anyhow::Result<()> {
+    let cr = world
+        .session(session)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("session {session} is gone"))?;
+    let request = nodeshell::aws::WebIdentityRequest {
+        role_arn: cr["spec"]["roleArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        role_session_name: cr["spec"]["roleSessionName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        web_identity_token: world.sim.mint_token(sub)?,
+        duration_seconds: None,
+    };
+    let endpoints = world.sim.aws_endpoints();
+    let creds = nodeshell::aws::assume_role_with_web_identity(&endpoints, &request).await?;
+    nodeshell::aws::SsmSessions::new(&endpoints, &creds)
+        .terminate_session(ssm_id)
+        .await?;
+    Ok(())
+}
+
+/// Session Manager ends a live session by itself (its idle timeout, its maximum session
+/// duration, TerminateSession from outside): the gateway names each close with its own
+/// reason and AWS's text in `status.message`, never `UserExit`.
+#[tokio::test]
+async fn session_manager_closes_are_named_for_what_aws_did() -> anyhow::Result<()> {
+    use nodeshell::sim::service_limits::{DEFAULT_IDLE, ServiceLimits};
+    use nodeshell::ssm::service_close::{IDLE_TIMEOUT_TEXT, MAX_DURATION_TEXT, TERMINATED_TEXT};
+    let world = GatewayWorld::shared().await?;
+    let scope = world.scope("ssmcloses", 1, json!({})).await?;
+    let user = engineer(9);
+    let api = world.client(&user);
+    for (reason, text) in [
+        ("SsmIdleTimeout", IDLE_TIMEOUT_TEXT),
+        ("SsmMaxDuration", MAX_DURATION_TEXT),
+        ("SsmTerminated", TERMINATED_TEXT),
+    ] {
+        let opened = api.open_ok(&scope.nodes[0]).await?;
+        let mut term = Terminal::connect(&opened.attach_url).await?;
+        let hello = term.hello().await?;
+        let ssm_id = hello["ssmSessionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        term.expect_output("$ ", T).await?;
+        match reason {
+            "SsmIdleTimeout" => world.sim.set_session_limits(
+                &ssm_id,
+                ServiceLimits {
+                    idle: Duration::from_secs(2),
+                    max: None,
+                },
+            )?,
+            "SsmMaxDuration" => world.sim.set_session_limits(
+                &ssm_id,
+                ServiceLimits {
+                    idle: DEFAULT_IDLE,
+                    max: Some(Duration::from_secs(1)),
+                },
+            )?,
+            _ => terminate_from_outside(world, &opened.session, &user, &ssm_id).await?,
+        }
+        let closed = term.control("closed", T).await?;
+        assert_eq!(closed["reason"], reason, "{closed}");
+        let cr = world.wait_closed(&opened.session, T).await?;
+        let st = &cr["status"];
+        assert_eq!(st["reason"], reason, "{st}");
+        let message = st["message"].as_str().unwrap_or_default();
+        assert!(message.contains(text), "AWS's text in status.message: {st}");
+    }
+    world.cleanup(&scope).await
+}

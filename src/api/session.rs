@@ -347,6 +347,14 @@ pub enum SessionReason {
     TranscriptFailed,
     /// The data channel failed and could not be resumed.
     ChannelLost,
+    /// Session Manager's own idle timeout (the account's `idleSessionTimeout` preference)
+    /// closed the session.
+    SsmIdleTimeout,
+    /// Session Manager's maximum session duration (the account's `maxSessionDuration`
+    /// preference) closed the session.
+    SsmMaxDuration,
+    /// Someone outside nodeshell called `ssm:TerminateSession` on the SSM session.
+    SsmTerminated,
 }
 
 // === impl SessionReason ===
@@ -373,6 +381,9 @@ impl SessionReason {
             Self::UserClosed => "UserClosed",
             Self::TranscriptFailed => "TranscriptFailed",
             Self::ChannelLost => "ChannelLost",
+            Self::SsmIdleTimeout => "SsmIdleTimeout",
+            Self::SsmMaxDuration => "SsmMaxDuration",
+            Self::SsmTerminated => "SsmTerminated",
         }
     }
 }

@@ -18,11 +18,14 @@ use crate::ssm::frame::Frame;
 use crate::ssm::message::{MessageType, PayloadType};
 use crate::ssm::payload::{Acknowledgement, ChannelClosed, TerminalSize};
 use crate::ssm::receive::{ReceiveConfig, ReceiveWindow};
+use crate::ssm::service_close::TERMINATED_TEXT;
 
 /// Largest output payload the agent sends.
 pub const CHUNK: usize = 1024;
-/// How long the agent waits for its output to be acknowledged after the shell exits.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How long the agent waits for its output to be acknowledged after the shell exits
+/// (`PrepareToCloseChannel` in `agent/session/datachannel/datachannel.go`); what is still
+/// unacknowledged then is lost.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// The send window of the `fastRecovery` knob (not AWS).
 const FAST_RECOVERY_WINDOW: usize = 4096;
@@ -145,6 +148,8 @@ pub(crate) fn spawn(
         }),
         out: None,
         exit: None,
+        started: Instant::now(),
+        last_input: Instant::now(),
     };
     tokio::spawn(agent.run(events_rx, source_rx));
     Ok(events_tx)
@@ -233,6 +238,10 @@ struct Agent {
     out: Option<(u64, mpsc::Sender<Outbound>)>,
     /// When the program ended.
     exit: Option<Instant>,
+    /// When the agent started (the service's maximum-duration clock).
+    started: Instant,
+    /// Last input from the client (the service's idle clock).
+    last_input: Instant,
 }
 
 enum Step {
@@ -280,7 +289,7 @@ impl Agent {
                 },
                 _ = resend_tick.tick() => {
                     self.resend_oldest().await;
-                    Step::Continue
+                    self.service_limits().await
                 }
                 () = sleep_until_opt(drain_deadline) => self.finish("").await,
                 () = self.shared.shutdown.cancelled() => Step::Stop,
@@ -315,6 +324,19 @@ impl Agent {
         if let Some(wire) = self.outgoing.resend_due(Instant::now()) {
             self.counters();
             self.put_on_wire(wire).await;
+        }
+    }
+
+    /// Session Manager's own idle timeout and maximum duration (service-side; checked on the
+    /// resend tick): `channel_closed` with AWS's text, and the shell is killed.
+    async fn service_limits(&mut self) -> Step {
+        let limits = *lock(&self.session.limits);
+        match limits.due(Instant::now(), self.started, self.last_input) {
+            Some(close) => {
+                self.program = Program::Ended;
+                self.finish(close.text()).await
+            }
+            None => Step::Continue,
         }
     }
 
@@ -369,7 +391,7 @@ impl Agent {
             AgentEvent::Terminate => {
                 // Replacing the program drops the shell's kill switch.
                 self.program = Program::Ended;
-                self.finish("").await
+                self.finish(TERMINATED_TEXT).await
             }
             AgentEvent::Inbound(bytes) => {
                 self.on_frame(&bytes).await;
@@ -385,6 +407,7 @@ impl Agent {
         };
         match frame.message_type {
             MessageType::InputStreamData => {
+                self.last_input = Instant::now();
                 let ack = Acknowledgement::of(&frame).to_frame();
                 let arrival = self.window.offer(frame);
                 if arrival.should_ack() {

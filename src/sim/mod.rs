@@ -18,6 +18,7 @@ mod login;
 mod oidc;
 pub mod output;
 mod relay;
+pub mod service_limits;
 pub mod sigv4;
 mod ssm_api;
 pub mod state;
@@ -494,6 +495,24 @@ impl SimHandle {
         let session = self.shared.session(session_id)?;
         let state = lock(&session.state);
         Some((state.terminated, state.exit_code))
+    }
+
+    /// Changes Session Manager's own limits on a live session (its idle timeout and maximum
+    /// duration, which start as the account's preferences); checked every 100 ms.
+    pub fn set_session_limits(
+        &self,
+        session_id: &str,
+        limits: service_limits::ServiceLimits,
+    ) -> Result<(), Error> {
+        let session = self
+            .shared
+            .session(session_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "session",
+                id: session_id.to_string(),
+            })?;
+        *lock(&session.limits) = limits;
+        Ok(())
     }
 
     /// The agent's send counters of a session: (messages resent by its resend loop, messages

@@ -22,6 +22,7 @@ use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
 use crate::ssm::message::MessageType;
 use crate::ssm::payload::{ChannelClosed, OpenDataChannel};
+use crate::ssm::service_close::TERMINATED_TEXT;
 
 /// Offset of PayloadDigest in a frame header (fact sheet §3).
 const DIGEST_OFFSET: usize = 80;
@@ -137,7 +138,7 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
                 // Without an agent, the service itself closes the channel on termination.
                 if lock(&session.state).terminated {
                     if let Some(tx) = &orphan_out {
-                        if let Ok(wire) = ChannelClosed::frame(&session.id, "").encode() {
+                        if let Ok(wire) = ChannelClosed::frame(&session.id, TERMINATED_TEXT).encode() {
                             let _ = tx.send(Outbound::Control(wire)).await;
                         }
                         let _ = tx.send(Outbound::Close).await;

@@ -329,6 +329,7 @@ fn start_session(
         parameters: input.parameters,
         ordinal,
         knobs: Mutex::new(instance.faults.clone()),
+        limits: Mutex::new(shared.config.session_manager_preferences.limits()),
         state: Mutex::new(SessionMut {
             token: token.clone(),
             terminated: false,

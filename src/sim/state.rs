@@ -16,6 +16,7 @@ use super::config::{InstanceConfig, RoleConfig, SimConfig};
 use super::faults::FaultKnobs;
 use super::jwt::KeyRing;
 use super::login::CodeBook;
+use super::service_limits::ServiceLimits;
 
 /// The URLs the simulator serves on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,6 +100,9 @@ pub(crate) struct SessionEntry {
     pub parameters: BTreeMap<String, Vec<String>>,
     pub ordinal: u64,
     pub knobs: Mutex<FaultKnobs>,
+    /// Session Manager's own limits on this session (the account's preferences when it
+    /// started; tests may change them on a live session).
+    pub limits: Mutex<ServiceLimits>,
     pub state: Mutex<SessionMut>,
 }
 
