@@ -6,14 +6,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use nodeshell::aws::{SsmSessions, WebIdentityRequest, assume_role_with_web_identity};
 use nodeshell::sim::{
     CallRecord, FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes,
 };
 use nodeshell::ssm::channel::CLIENT_VERSION;
-use nodeshell::ssm::payload::OpenDataChannel;
+use nodeshell::ssm::payload::{Acknowledgement, OpenDataChannel};
 use nodeshell::ssm::{
-    CloseCause, DataChannel, DataChannelOptions, Frame, MessageType, ReceiveConfig,
+    CloseCause, DataChannel, DataChannelOptions, Frame, MessageType, PayloadType, ReceiveConfig,
+    Role,
 };
 use sha2::{Digest, Sha256};
 
@@ -307,6 +309,16 @@ impl WireClient {
 
     /// The sequence number of the next `output_stream_data` frame (None: socket ended).
     async fn next_output(&mut self) -> Option<i64> {
+        loop {
+            let frame = self.next_frame().await?;
+            if frame.message_type == MessageType::OutputStreamData {
+                return Some(frame.sequence_number);
+            }
+        }
+    }
+
+    /// The next frame from the service (None: socket ended).
+    async fn next_frame(&mut self) -> Option<Frame> {
         use futures::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -314,14 +326,39 @@ impl WireClient {
             let msg = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .expect("a frame within 30 s")?;
-            let Ok(Message::Binary(bytes)) = msg else {
-                return None;
-            };
-            let frame = Frame::decode(&bytes).expect("decodable frame");
-            if frame.message_type == MessageType::OutputStreamData {
-                return Some(frame.sequence_number);
+            match msg {
+                Ok(Message::Binary(bytes)) => {
+                    return Some(Frame::decode(&bytes).expect("decodable frame"));
+                }
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                _ => return None,
             }
         }
+    }
+
+    /// Sends one input stream message as a client would.
+    async fn send_input(&mut self, seq: i64, payload_type: PayloadType, payload: &'static [u8]) {
+        use futures::SinkExt;
+        let wire = Frame::stream(Role::Client, seq, payload_type, Bytes::from_static(payload))
+            .encode()
+            .expect("encode");
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Binary(wire))
+            .await
+            .expect("send");
+    }
+
+    /// The acknowledged sequence numbers, in arrival order, up to and including `last`.
+    async fn acks_until(&mut self, last: i64) -> Vec<i64> {
+        let mut acked = Vec::new();
+        while acked.last() != Some(&last) {
+            let frame = self.next_frame().await.expect("the socket stays open");
+            if frame.message_type == MessageType::Acknowledge {
+                let ack = Acknowledgement::from_payload(&frame.payload).expect("ack payload");
+                acked.push(ack.acknowledged_message_sequence_number);
+            }
+        }
+        acked
     }
 }
 
@@ -384,5 +421,106 @@ async fn the_agent_resends_only_its_oldest_message_and_rewinds_nothing() {
     // At least two resends of message 0 before the reattach and two after it.
     assert!(resends >= 4, "{resends}");
     assert_eq!(not_kept, 0);
+    sim.shutdown().await;
+}
+
+/// A size message the agent cannot parse is never acknowledged, and what follows it is
+/// acknowledged (as an early message) but never reaches the shell, as with the official agent;
+/// a well-formed one is acknowledged.
+#[tokio::test]
+async fn a_malformed_size_message_is_not_acknowledged() {
+    let (sim, ssm) = start().await;
+    for (size, acked_first) in [
+        (&br#"{"cols":132,"rows":43}"#[..], vec![0, 1]),
+        (&br#"{"cols":"wide","rows":43}"#[..], vec![1]),
+    ] {
+        let stream = ssm
+            .start_session(INSTANCE, None, None, HashMap::new())
+            .await
+            .expect("start");
+        let mut wire = WireClient::open(&stream.stream_url, &stream.token_value).await;
+        wire.send_input(0, PayloadType::Size, size).await;
+        wire.send_input(1, PayloadType::Output, b"echo after-$((40+2))\r")
+            .await;
+        // The agent handles one socket's frames in order: by the ack of 1, message 0 was
+        // handled too.
+        assert_eq!(
+            wire.acks_until(1).await,
+            acked_first,
+            "{}",
+            String::from_utf8_lossy(size)
+        );
+        if acked_first == [1] {
+            // Sent again, it is refused again.
+            wire.send_input(0, PayloadType::Size, size).await;
+            wire.send_input(2, PayloadType::Output, b"\r").await;
+            assert_eq!(wire.acks_until(2).await, vec![2]);
+        }
+        ssm.terminate_session(&stream.session_id)
+            .await
+            .expect("terminate");
+    }
+    sim.shutdown().await;
+}
+
+/// Input and acknowledgements lost by the knobs (not only output frames) are recovered by
+/// retransmission: every input frame and every ack is lost for a while, then the command
+/// still runs and its output arrives.
+#[tokio::test]
+async fn lost_input_and_lost_acks_are_recovered() {
+    let (sim, ssm) = start().await;
+    let stream = ssm
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await
+        .expect("start");
+    let mut channel = DataChannel::connect(
+        &stream.stream_url,
+        &stream.token_value,
+        DataChannelOptions::new(stream.session_id.clone()),
+        ssm.clone(),
+    )
+    .await
+    .expect("connect");
+    let mut seen = String::new();
+    read_until(&mut channel, &mut seen, "$ ").await;
+    // First every input frame is lost, then (input flowing) every ack in both directions; each
+    // phase lasts until the knob has provably fired, then the link heals.
+    let phases = [
+        FaultKnobs {
+            input_drop: 1.0,
+            ..FaultKnobs::default()
+        },
+        FaultKnobs {
+            ack_drop: 1.0,
+            ..FaultKnobs::default()
+        },
+    ];
+    for (phase, knobs) in phases.into_iter().enumerate() {
+        sim.set_session_faults(&stream.session_id, knobs)
+            .expect("session exists");
+        if phase == 0 {
+            channel
+                .send_input(b"echo lost-$((40+2))\r")
+                .await
+                .expect("input");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (input, acks) = sim
+                .input_faults_fired(&stream.session_id)
+                .expect("session exists");
+            if (phase == 0 && input >= 2) || (phase == 1 && acks >= 2) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "phase {phase}: the knobs lost {input} input frames and {acks} acks"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    sim.set_session_faults(&stream.session_id, FaultKnobs::default())
+        .expect("session exists");
+    read_until(&mut channel, &mut seen, "lost-42").await;
     sim.shutdown().await;
 }

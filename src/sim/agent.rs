@@ -408,11 +408,28 @@ impl Agent {
         match frame.message_type {
             MessageType::InputStreamData => {
                 self.last_input = Instant::now();
+                // The agent processes the expected message before acking it; a size it cannot
+                // parse fails processing, so it is neither acknowledged nor taken, and input
+                // stays stuck behind it (`InputStreamMessageHandler` in shell_unix.go,
+                // `handleStreamDataMessage` in datachannel.go).
+                let expected_now = frame.sequence_number == self.window.next_expected()
+                    && self.window.peek_ready().is_none();
+                if expected_now && is_malformed_size(&frame) {
+                    return;
+                }
                 let ack = Acknowledgement::of(&frame).to_frame();
                 let arrival = self.window.offer(frame);
                 if arrival.should_ack() {
-                    while let Some(ready) = self.window.pop_ready() {
-                        self.process_input(ready).await;
+                    // A malformed size that arrived early was acked like any early message,
+                    // and delivery stops at it for good, as in the agent.
+                    while self
+                        .window
+                        .peek_ready()
+                        .is_some_and(|f| !is_malformed_size(f))
+                    {
+                        if let Some(ready) = self.window.pop_ready() {
+                            self.process_input(ready).await;
+                        }
                     }
                     self.send_ack(ack).await;
                 }
@@ -462,9 +479,79 @@ impl Agent {
     }
 }
 
+/// Whether `frame` is a size message the official agent fails to read: Go's `json.Unmarshal`
+/// into `{Cols, Rows uint32}` (keys matched without regard to case, unknown keys and missing
+/// ones allowed) refuses anything but an object or `null`, and a field that is not a whole
+/// number from 0 to 2³²−1 (or `null`).
+fn is_malformed_size(frame: &Frame) -> bool {
+    if frame.payload_type != PayloadType::Size {
+        return false;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&frame.payload) else {
+        return true;
+    };
+    let object = match value {
+        serde_json::Value::Null => return false,
+        serde_json::Value::Object(object) => object,
+        _ => return true,
+    };
+    object.iter().any(|(key, v)| {
+        let field = key.eq_ignore_ascii_case("cols") || key.eq_ignore_ascii_case("rows");
+        field && !v.is_null() && v.as_u64().is_none_or(|n| n > u64::from(u32::MAX))
+    })
+}
+
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod tests {
+    use super::*;
+    use crate::ssm::message::Role;
+
+    fn size(payload: &'static str) -> Frame {
+        Frame::stream(
+            Role::Client,
+            0,
+            PayloadType::Size,
+            Bytes::from_static(payload.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn size_messages_are_malformed_where_go_would_refuse_them() {
+        for ok in [
+            r#"{"cols":80,"rows":24}"#,
+            r#"{"Cols":80,"ROWS":24,"extra":"x"}"#,
+            r#"{"cols":80}"#,
+            r#"{}"#,
+            "null",
+            r#"{"cols":null,"rows":4294967295}"#,
+        ] {
+            assert!(!is_malformed_size(&size(ok)), "{ok}");
+        }
+        for bad in [
+            "",
+            "not json",
+            r#"[80,24]"#,
+            r#"{"cols":-1,"rows":24}"#,
+            r#"{"cols":80.5,"rows":24}"#,
+            r#"{"cols":"80","rows":24}"#,
+            r#"{"cols":80,"rows":4294967296}"#,
+        ] {
+            assert!(is_malformed_size(&size(bad)), "{bad}");
+        }
+        let output = Frame::stream(
+            Role::Client,
+            0,
+            PayloadType::Output,
+            Bytes::from_static(b"["),
+        );
+        assert!(!is_malformed_size(&output), "only size messages are parsed");
     }
 }

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 
 /// Fault knobs of one instance (copied into each new session) or of one session.
 ///
-/// Probabilities are in `0.0..=1.0` and apply per frame flowing from the agent to the client;
-/// only stream data (`output_stream_data`) is ever dropped, duplicated, reordered or corrupted,
-/// so control messages (`channel_closed`, acks) keep their meaning.
+/// Probabilities are in `0.0..=1.0`. `drop`, `duplicate`, `reorder` and `corruptDigest` apply
+/// per `output_stream_data` frame flowing from the agent to the client; `inputDrop` loses
+/// `input_stream_data` frames from the client before the agent; `ackDrop` loses
+/// acknowledgements in both directions. `channel_closed` and publication messages are never
+/// touched, so they keep their meaning.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FaultKnobs {
@@ -20,6 +22,10 @@ pub struct FaultKnobs {
     pub reorder: f64,
     /// Probability that an output frame's payload digest is flipped in transit.
     pub corrupt_digest: f64,
+    /// Probability that an input frame (keystrokes, resize) from the client is lost.
+    pub input_drop: f64,
+    /// Probability that an acknowledgement is lost, in either direction.
+    pub ack_drop: f64,
     /// Delay added to every acknowledgement, both directions, in milliseconds.
     pub ack_delay_ms: u64,
     /// Close the client websocket after this many output frames on one connection.
@@ -73,6 +79,11 @@ impl FaultDice {
         }
     }
 
+    /// Whether an event of probability `p` happens on this roll (never for `p <= 0`).
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
     /// Decides the fate of one output frame.
     pub fn fate(&mut self, knobs: &FaultKnobs) -> FrameFate {
         if !knobs.any_frame_fault() {
@@ -110,6 +121,15 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(dice.fate(&FaultKnobs::default()), FrameFate::Deliver);
         }
+    }
+
+    #[test]
+    fn chance_never_fires_at_zero_and_always_at_one() {
+        let mut dice = FaultDice::new(5, 2);
+        assert!((0..200).all(|_| !dice.chance(0.0)));
+        assert!((0..200).all(|_| dice.chance(1.0)));
+        let hits = (0..1000).filter(|_| dice.chance(0.3)).count();
+        assert!((200..400).contains(&hits), "{hits}");
     }
 
     #[test]

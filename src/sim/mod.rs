@@ -497,6 +497,14 @@ impl SimHandle {
         Some((state.terminated, state.exit_code))
     }
 
+    /// What the input-side fault knobs lost in a session: (input frames from the client lost
+    /// by `inputDrop`, acknowledgements lost by `ackDrop` in either direction).
+    pub fn input_faults_fired(&self, session_id: &str) -> Option<(u64, u64)> {
+        let session = self.shared.session(session_id)?;
+        let state = lock(&session.state);
+        Some((state.input_dropped, state.acks_dropped))
+    }
+
     /// Changes Session Manager's own limits on a live session (its idle timeout and maximum
     /// duration, which start as the account's preferences); checked every 100 ms.
     pub fn set_session_limits(

@@ -338,6 +338,8 @@ fn start_session(
             exit_code: None,
             agent_resends: 0,
             agent_not_kept: 0,
+            input_dropped: 0,
+            acks_dropped: 0,
         }),
     };
     lock(&shared.sessions).insert(id.clone(), Arc::new(entry));

@@ -89,6 +89,10 @@ pub(crate) struct SessionMut {
     pub agent_resends: u64,
     /// Messages that found the agent's outgoing buffer full (sent once, never resent).
     pub agent_not_kept: u64,
+    /// Input frames from the client lost by the `inputDrop` knob.
+    pub input_dropped: u64,
+    /// Acknowledgements (either direction) lost by the `ackDrop` knob.
+    pub acks_dropped: u64,
 }
 
 /// One SSM session.
