@@ -232,7 +232,8 @@ struct Agent {
     /// Publication paused: no client socket is attached (the service sends
     /// `pause_publication`). Nothing is sent or resent and the shell is not read.
     paused: bool,
-    /// The `fastRecovery` knob (not AWS): a 4096-message send window and a burst on reattach.
+    /// The `fastRecovery` knob (not AWS): a 4096-message send window, a burst on reattach,
+    /// and the next overdue message resent as soon as an ack arrives.
     fast_recovery: bool,
     window: ReceiveWindow,
     out: Option<(u64, mpsc::Sender<Outbound>)>,
@@ -438,6 +439,10 @@ impl Agent {
                 if let Ok(ack) = Acknowledgement::from_payload(&frame.payload) {
                     self.outgoing
                         .acknowledge(ack.acknowledged_message_sequence_number, Instant::now());
+                    if self.fast_recovery {
+                        // Not AWS: the next overdue message goes at once, not on the next tick.
+                        self.resend_oldest().await;
+                    }
                 }
             }
             _ => {}

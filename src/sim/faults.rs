@@ -37,8 +37,9 @@ pub struct FaultKnobs {
     /// Pause between two output chunks of the agent, in milliseconds (a slow agent).
     pub slow_agent_ms: u64,
     /// Not AWS: the simulator's old convenient resend. The agent stops reading its source at
-    /// 4096 unacknowledged messages and resends every unacknowledged message at once when a
-    /// client attaches. Read when the agent starts. Off by default; the official agent has no
+    /// 4096 unacknowledged messages, resends every unacknowledged message at once when a
+    /// client attaches, and resends the next overdue message as soon as an ack arrives
+    /// instead of on the next 100 ms tick. Read when the agent starts. Off by default; the official agent has no
     /// send window and resends only its oldest message, once per 100 ms tick.
     pub fast_recovery: bool,
 }
