@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
         name = "Exit",
         type_ = "integer",
         json_path = ".status.exitCode",
-        description = "Exit code of the remote shell"
+        description = "Exit code of the remote shell, when the agent reported one"
     ),
     printcolumn(
         name = "Age",
@@ -221,7 +221,8 @@ pub struct NodeShellSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<i64>,
 
-    /// Exit code of the remote shell, when it exited.
+    /// Exit code of the remote shell, when the agent reported one. Absent for
+    /// `SSM-SessionManagerRunShell`: its agent never sends the shell's exit status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 
