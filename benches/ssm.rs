@@ -621,7 +621,8 @@ async fn firehose_ours(
     let m = meter.stop();
     let reason = channel.closed().await;
     check.finish()?;
-    if reason.cause != CloseCause::ChannelClosed || reason.exit_code != Some(0) {
+    // The agent sends no EXIT_CODE for the stream (as for the shell document's PTY path).
+    if reason.cause != CloseCause::ChannelClosed || reason.exit_code.is_some() {
         bail!("ours: the firehose ended badly: {reason:?}");
     }
     Ok(FirehoseRun {
@@ -741,7 +742,7 @@ struct PluginStdout<'a> {
 
 impl<'a> PluginStdout<'a> {
     /// The plugin prints `\nStarting session with SessionId: <id>\n`, then every payload
-    /// verbatim, then the exit-code line and `Exiting session ...`.
+    /// verbatim, then `Exiting session ...` (no exit-code line: the agent sends none).
     fn new(session_id: &str, check: FirehoseCheck<'a>) -> Self {
         Self {
             banner: Vec::new(),

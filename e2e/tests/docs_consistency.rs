@@ -11,6 +11,7 @@ use nodeshell::api::SessionReason;
 use nodeshell::gateway::error::ErrorCode;
 use nodeshell::gateway::live::EndReason;
 use nodeshell::gateway::transcript::StorageFailure;
+use nodeshell::ssm::service_close::ServiceClose;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,6 +45,9 @@ fn session_reasons() -> BTreeSet<String> {
         R::TranscriptFailed,
         R::ChannelLost,
         R::IdentityRevoked,
+        R::SsmIdleTimeout,
+        R::SsmMaxDuration,
+        R::SsmTerminated,
     ];
     // No wildcard arm: a new reason stops this test compiling until it is listed above.
     for reason in declared {
@@ -66,7 +70,10 @@ fn session_reasons() -> BTreeSet<String> {
             | R::UserClosed
             | R::TranscriptFailed
             | R::ChannelLost
-            | R::IdentityRevoked => {}
+            | R::IdentityRevoked
+            | R::SsmIdleTimeout
+            | R::SsmMaxDuration
+            | R::SsmTerminated => {}
         }
     }
     // Every way a live session ends maps to one of the reasons above.
@@ -81,6 +88,9 @@ fn session_reasons() -> BTreeSet<String> {
         EndReason::TranscriptFailed(StorageFailure::Unavailable),
         EndReason::ChannelLost,
         EndReason::IdentityRevoked(String::new()),
+        EndReason::Ssm(ServiceClose::IdleTimeout, String::new()),
+        EndReason::Ssm(ServiceClose::MaxDuration, String::new()),
+        EndReason::Ssm(ServiceClose::Terminated, String::new()),
     ];
     for end in &ends {
         match end {
@@ -94,6 +104,7 @@ fn session_reasons() -> BTreeSet<String> {
             | EndReason::TranscriptFailed(_)
             | EndReason::ChannelLost
             | EndReason::IdentityRevoked(_)
+            | EndReason::Ssm(..)
             // Echoes a reason the controller chose, one of the SessionReasons above.
             | EndReason::Controller(_) => {}
         }

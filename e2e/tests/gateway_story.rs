@@ -1,6 +1,6 @@
 //! The gateway end to end, as a person sees it: preflight, open, attach, a few commands, a
-//! resize, `exit 3`; the session object, audit rows, transcript and the simulator's call log
-//! agree; role session names are attributed and sanitised; no AWS credential is written
+//! resize, `exit 3` (which Session Manager does not report: no exit code anywhere); the
+//! session object, audit rows, transcript and the simulator's call log agree; role session names are attributed and sanitised; no AWS credential is written
 //! anywhere. Real kube-apiserver, simulator, `nodeshell controller` and `nodeshell gateway`.
 
 use std::time::Duration;
@@ -37,6 +37,16 @@ fn preflight_gates(body: &Value) -> Vec<(String, bool)> {
             (name, passed)
         })
         .collect()
+}
+
+/// The `closed` frame of a shell whose exit status Session Manager did not report: the key is
+/// there and null (the PTY path of the agent never sends EXIT_CODE).
+fn assert_no_exit_code(closed: &Value) {
+    assert_eq!(
+        closed.get("exitCode"),
+        Some(&Value::Null),
+        "no exit status is reported: {closed}"
+    );
 }
 
 /// Opens a shell for `sub` on `node`, attaches, checks the hello frame, runs `exit <code>`
@@ -173,10 +183,11 @@ async fn a_person_opens_a_shell_runs_commands_resizes_and_exits_3() -> anyhow::R
         world.gateway().name.as_str()
     );
 
-    // exit 3 ends it: closed frame, Closed/UserExit with exit code 3.
+    // exit 3 ends it: closed frame, Closed/UserExit. The shell document's agent never sends
+    // the exit status, so it is null in the frame and absent on the session.
     term.send_input(b"exit 3\r").await?;
     let closed = term.control("closed", T).await?;
-    assert_eq!(closed["exitCode"], 3, "{closed}");
+    assert_no_exit_code(&closed);
     assert_eq!(closed["reason"], "UserExit", "{closed}");
     let cr = world
         .wait_session(&session, "Closed with a transcript", T, |s| {
@@ -185,7 +196,15 @@ async fn a_person_opens_a_shell_runs_commands_resizes_and_exits_3() -> anyhow::R
         .await?;
     let st = &cr["status"];
     assert_eq!(st["reason"], "UserExit", "{st}");
-    assert_eq!(st["exitCode"], 3, "{st}");
+    assert!(
+        st.get("exitCode").is_none(),
+        "no exit status was reported: {st}"
+    );
+    assert_eq!(
+        world.sim.session_status(&ssm_id),
+        Some((true, Some(3))),
+        "the shell did exit with 3 on the node"
+    );
     assert_eq!(st["ssmSessionId"], ssm_id.as_str(), "{st}");
     assert!(
         !st["endedAt"].is_null() && !st["startedAt"].is_null(),
@@ -226,7 +245,11 @@ async fn a_person_opens_a_shell_runs_commands_resizes_and_exits_3() -> anyhow::R
     let (Some(open_row), Some(close_row)) = (open_row, close_row) else {
         panic!("open and close rows for {ssm_id}: {rows:?}");
     };
-    assert_eq!(close_row["exit_code"], 3, "{close_row}");
+    assert_eq!(
+        close_row.get("exit_code"),
+        Some(&Value::Null),
+        "{close_row}"
+    );
     assert_eq!(close_row["reason"], "UserExit", "{close_row}");
     assert_eq!(open_row["node"], node.as_str(), "{open_row}");
     assert_eq!(
@@ -342,7 +365,7 @@ async fn ssm_calls_are_attributed_to_the_person_with_sanitised_session_names() -
     let mut names = Vec::new();
     for sub in &subs {
         let (session, hello, closed, cr) = open_and_exit(world, &scope, sub, 0).await?;
-        assert_eq!(closed["exitCode"], 0, "{sub}: {closed}");
+        assert_no_exit_code(&closed);
         let rsn = cr["spec"]["roleSessionName"]
             .as_str()
             .unwrap_or_default()
@@ -607,7 +630,7 @@ async fn output_printed_just_before_exit_reaches_the_browser_and_the_transcript(
     term.send_input(b"seq -f 'last-%g' 1 30000; exit 7\r")
         .await?;
     let closed = term.control("closed", Duration::from_secs(120)).await?;
-    assert_eq!(closed["exitCode"], 7, "{closed}");
+    assert_no_exit_code(&closed);
     let text = String::from_utf8_lossy(&term.output).into_owned();
     let got = text.matches("last-").count();
     assert!(
@@ -620,7 +643,7 @@ async fn output_printed_just_before_exit_reaches_the_browser_and_the_transcript(
             s["status"]["phase"] == "Closed" && !s["status"]["transcript"]["sha256"].is_null()
         })
         .await?;
-    assert_eq!(cr["status"]["exitCode"], 7);
+    assert!(cr["status"].get("exitCode").is_none(), "{}", cr["status"]);
     let recording = String::from_utf8(gunzip(&secret_bytes(
         &transcript_secrets(world, &opened.session).await?,
     ))?)?;
@@ -639,7 +662,7 @@ async fn output_printed_just_before_exit_reaches_the_browser_and_the_transcript(
         .await?;
     tokio::time::sleep(Duration::from_secs(8)).await; // the browser reads nothing meanwhile
     let closed = term.control("closed", Duration::from_secs(120)).await?;
-    assert_eq!(closed["exitCode"], 9, "{closed}");
+    assert_no_exit_code(&closed);
     let text = String::from_utf8_lossy(&term.output).into_owned();
     assert!(
         text.contains("slow-30000\r\n"),
@@ -664,14 +687,14 @@ async fn a_fast_stream_arrives_complete_before_the_closed_frame() -> anyhow::Res
     let opened = api.open_ok(&scope.nodes[0]).await?;
     let mut term = Terminal::connect(&opened.attach_url).await?;
     term.hello().await?;
-    // The simulator's firehose: 1 MiB as fast as acknowledgements allow, then exit code 0.
+    // The simulator's firehose: 1 MiB as fast as the socket takes it, then the channel closes.
     let closed = term.control("closed", Duration::from_secs(120)).await?;
     let _ = term
         .read_until("the socket to close", T, |t| t.closed)
         .await;
     let cr = world.wait_closed(&opened.session, T).await?;
     let want = nodeshell::sim::firehose_bytes(1024 * 1024);
-    assert_eq!(closed["exitCode"], 0, "{closed}");
+    assert_no_exit_code(&closed);
     assert!(
         term.output == want,
         "the browser got {} of {} bytes (status.bytesOut {}) before `closed`",
@@ -679,5 +702,89 @@ async fn a_fast_stream_arrives_complete_before_the_closed_frame() -> anyhow::Res
         want.len(),
         cr["status"]["bytesOut"]
     );
+    world.cleanup(&scope).await
+}
+
+/// The same person ends the SSM session from outside nodeshell (the AWS CLI's
+/// `aws ssm terminate-session`), with their own role session.
+async fn terminate_from_outside(
+    world: &GatewayWorld,
+    session: &str,
+    sub: &str,
+    ssm_id: &str,
+) -> anyhow::Result<()> {
+    let cr = world
+        .session(session)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("session {session} is gone"))?;
+    let request = nodeshell::aws::WebIdentityRequest {
+        role_arn: cr["spec"]["roleArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        role_session_name: cr["spec"]["roleSessionName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        web_identity_token: world.sim.mint_token(sub)?,
+        duration_seconds: None,
+    };
+    let endpoints = world.sim.aws_endpoints();
+    let creds = nodeshell::aws::assume_role_with_web_identity(&endpoints, &request).await?;
+    nodeshell::aws::SsmSessions::new(&endpoints, &creds)
+        .terminate_session(ssm_id)
+        .await?;
+    Ok(())
+}
+
+/// Session Manager ends a live session by itself (its idle timeout, its maximum session
+/// duration, TerminateSession from outside): the gateway names each close with its own
+/// reason and AWS's text in `status.message`, never `UserExit`.
+#[tokio::test]
+async fn session_manager_closes_are_named_for_what_aws_did() -> anyhow::Result<()> {
+    use nodeshell::sim::service_limits::{DEFAULT_IDLE, ServiceLimits};
+    use nodeshell::ssm::service_close::{IDLE_TIMEOUT_TEXT, MAX_DURATION_TEXT, TERMINATED_TEXT};
+    let world = GatewayWorld::shared().await?;
+    let scope = world.scope("ssmcloses", 1, json!({})).await?;
+    let user = engineer(9);
+    let api = world.client(&user);
+    for (reason, text) in [
+        ("SsmIdleTimeout", IDLE_TIMEOUT_TEXT),
+        ("SsmMaxDuration", MAX_DURATION_TEXT),
+        ("SsmTerminated", TERMINATED_TEXT),
+    ] {
+        let opened = api.open_ok(&scope.nodes[0]).await?;
+        let mut term = Terminal::connect(&opened.attach_url).await?;
+        let hello = term.hello().await?;
+        let ssm_id = hello["ssmSessionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        term.expect_output("$ ", T).await?;
+        match reason {
+            "SsmIdleTimeout" => world.sim.set_session_limits(
+                &ssm_id,
+                ServiceLimits {
+                    idle: Duration::from_secs(2),
+                    max: None,
+                },
+            )?,
+            "SsmMaxDuration" => world.sim.set_session_limits(
+                &ssm_id,
+                ServiceLimits {
+                    idle: DEFAULT_IDLE,
+                    max: Some(Duration::from_secs(1)),
+                },
+            )?,
+            _ => terminate_from_outside(world, &opened.session, &user, &ssm_id).await?,
+        }
+        let closed = term.control("closed", T).await?;
+        assert_eq!(closed["reason"], reason, "{closed}");
+        let cr = world.wait_closed(&opened.session, T).await?;
+        let st = &cr["status"];
+        assert_eq!(st["reason"], reason, "{st}");
+        let message = st["message"].as_str().unwrap_or_default();
+        assert!(message.contains(text), "AWS's text in status.message: {st}");
+    }
     world.cleanup(&scope).await
 }

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
         name = "Exit",
         type_ = "integer",
         json_path = ".status.exitCode",
-        description = "Exit code of the remote shell"
+        description = "Exit code of the remote shell, when the agent reported one"
     ),
     printcolumn(
         name = "Age",
@@ -221,7 +221,8 @@ pub struct NodeShellSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<i64>,
 
-    /// Exit code of the remote shell, when it exited.
+    /// Exit code of the remote shell, when the agent reported one. Absent for
+    /// `SSM-SessionManagerRunShell`: its agent never sends the shell's exit status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 
@@ -351,6 +352,14 @@ pub enum SessionReason {
     /// refused to renew their sign-in (disabled, consent revoked), or their groups no longer
     /// map to a tier the session's policy allows.
     IdentityRevoked,
+    /// Session Manager's own idle timeout (the account's `idleSessionTimeout` preference)
+    /// closed the session.
+    SsmIdleTimeout,
+    /// Session Manager's maximum session duration (the account's `maxSessionDuration`
+    /// preference) closed the session.
+    SsmMaxDuration,
+    /// Someone outside nodeshell called `ssm:TerminateSession` on the SSM session.
+    SsmTerminated,
 }
 
 // === impl SessionReason ===
@@ -378,6 +387,9 @@ impl SessionReason {
             Self::TranscriptFailed => "TranscriptFailed",
             Self::ChannelLost => "ChannelLost",
             Self::IdentityRevoked => "IdentityRevoked",
+            Self::SsmIdleTimeout => "SsmIdleTimeout",
+            Self::SsmMaxDuration => "SsmMaxDuration",
+            Self::SsmTerminated => "SsmTerminated",
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The in-process SSM agent behind one session: a shell in a real PTY (or the firehose),
-//! speaking the data channel as the official agent does (fact sheet §9) through the pure
-//! machines of `crate::ssm`.
+//! speaking the data channel as the official agent does (fact sheet §9): its sending half is
+//! [`super::agent_outgoing`], its receiving half the pure window of `crate::ssm`.
 
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
@@ -11,19 +11,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 pub use super::agent_messages::{AgentEvent, Outbound};
+use super::agent_outgoing::{AgentOutgoing, RESEND_TICK};
 use super::output::{complete_utf8_prefix, fill_firehose};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
-use crate::ssm::message::{MessageType, PayloadType, Role};
-use crate::ssm::payload::{Acknowledgement, ChannelClosed, TerminalSize, exit_code_payload};
+use crate::ssm::message::{MessageType, PayloadType};
+use crate::ssm::payload::{Acknowledgement, ChannelClosed, TerminalSize};
 use crate::ssm::receive::{ReceiveConfig, ReceiveWindow};
-use crate::ssm::retransmit::{RetransmitConfig, RetransmitQueue};
-use crate::ssm::rto::RtoConfig;
+use crate::ssm::service_close::TERMINATED_TEXT;
 
 /// Largest output payload the agent sends.
 pub const CHUNK: usize = 1024;
-/// How long the agent waits for its output to be acknowledged after the shell exits.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How long the agent waits for its output to be acknowledged after the shell exits
+/// (`PrepareToCloseChannel` in `agent/session/datachannel/datachannel.go`); what is still
+/// unacknowledged then is lost.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// The send window of the `fastRecovery` knob (not AWS).
+const FAST_RECOVERY_WINDOW: usize = 4096;
 
 /// What goes into the shell's PTY, in arrival order.
 enum PtyInput {
@@ -66,17 +71,6 @@ enum Program {
     Firehose,
     /// Terminated: nothing runs any more.
     Ended,
-}
-
-fn agent_rto() -> RetransmitConfig {
-    RetransmitConfig {
-        max_messages: 4096,
-        max_bytes: 8 * 1024 * 1024,
-        rto: RtoConfig {
-            max_rto: Duration::from_secs(1),
-            ..RtoConfig::default()
-        },
-    }
 }
 
 /// Starts the agent task of `session`; returns its event sender.
@@ -140,17 +134,22 @@ pub(crate) fn spawn(
             _kill: kill_tx,
         }
     };
+    let fast_recovery = lock(&session.knobs).fast_recovery;
     let agent = Agent {
         shared,
         session,
         program,
-        queue: RetransmitQueue::new(Role::Agent, agent_rto()),
+        outgoing: AgentOutgoing::default(),
+        paused: true,
+        fast_recovery,
         window: ReceiveWindow::new(ReceiveConfig {
             max_messages: 10_000,
             max_bytes: 16 * 1024 * 1024,
         }),
         out: None,
         exit: None,
+        started: Instant::now(),
+        last_input: Instant::now(),
     };
     tokio::spawn(agent.run(events_rx, source_rx));
     Ok(events_tx)
@@ -229,11 +228,21 @@ struct Agent {
     shared: Arc<Shared>,
     session: Arc<SessionEntry>,
     program: Program,
-    queue: RetransmitQueue,
+    outgoing: AgentOutgoing,
+    /// Publication paused: no client socket is attached (the service sends
+    /// `pause_publication`). Nothing is sent or resent and the shell is not read.
+    paused: bool,
+    /// The `fastRecovery` knob (not AWS): a 4096-message send window, a burst on reattach,
+    /// and the next overdue message resent as soon as an ack arrives.
+    fast_recovery: bool,
     window: ReceiveWindow,
     out: Option<(u64, mpsc::Sender<Outbound>)>,
-    /// Set once the program ended: (exit code, when).
-    exit: Option<(i32, Instant)>,
+    /// When the program ended.
+    exit: Option<Instant>,
+    /// When the agent started (the service's maximum-duration clock).
+    started: Instant,
+    /// Last input from the client (the service's idle clock).
+    last_input: Instant,
 }
 
 enum Step {
@@ -247,21 +256,19 @@ impl Agent {
         mut events: mpsc::Receiver<AgentEvent>,
         mut source: mpsc::Receiver<SourceEvent>,
     ) {
-        self.queue.set_paused(true);
         let mut source_open = true;
+        let mut resend_tick = tokio::time::interval(RESEND_TICK);
+        resend_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let now = Instant::now();
-            let deadline = self
-                .queue
-                .next_deadline(now)
-                .map(tokio::time::Instant::from_std);
             let drain_deadline = self
                 .exit
-                .map(|(_, at)| tokio::time::Instant::from_std(at + DRAIN_LIMIT));
+                .map(|at| tokio::time::Instant::from_std(at + DRAIN_LIMIT));
+            // The agent reads the shell only while publication runs (`IsActive`), and keeps
+            // reading however many messages await an ack: it has no send window.
             let can_read = source_open
                 && self.exit.is_none()
-                && !self.queue.is_paused()
-                && self.queue.has_room(CHUNK);
+                && !self.paused
+                && (!self.fast_recovery || self.outgoing.len() < FAST_RECOVERY_WINDOW);
             let step = tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
@@ -269,26 +276,29 @@ impl Agent {
                 },
                 src = source.recv(), if can_read => match src {
                     Some(SourceEvent::Data(data)) => {
-                        let _ = self.queue.enqueue(PayloadType::Output, data);
+                        self.send_new(PayloadType::Output, data).await;
                         Step::Continue
                     }
                     Some(SourceEvent::Exited(code)) => {
+                        // The PTY path never sends EXIT_CODE (`executeCommandsWithPty` in
+                        // `agent/session/shell/shell.go`): the status stays in the simulator.
                         lock(&self.session.state).exit_code = Some(code);
-                        let _ = self.queue.enqueue(PayloadType::ExitCode, exit_code_payload(code));
-                        self.exit = Some((code, Instant::now()));
+                        self.exit = Some(Instant::now());
                         Step::Continue
                     }
                     None => { source_open = false; Step::Continue }
                 },
-                () = sleep_until_opt(deadline) => Step::Continue,
+                _ = resend_tick.tick() => {
+                    self.resend_oldest().await;
+                    self.service_limits().await
+                }
                 () = sleep_until_opt(drain_deadline) => self.finish("").await,
                 () = self.shared.shutdown.cancelled() => Step::Stop,
             };
             if matches!(step, Step::Stop) {
                 break;
             }
-            self.transmit().await;
-            if self.exit.is_some() && self.queue.is_empty() {
+            if self.exit.is_some() && self.outgoing.is_empty() {
                 self.finish("").await;
                 break;
             }
@@ -296,14 +306,53 @@ impl Agent {
         lock(&self.session.state).agent = None;
     }
 
-    async fn transmit(&mut self) {
-        let Some((_, out)) = &self.out else { return };
-        let out = out.clone();
-        while let Some(wire) = self.queue.poll_transmit(Instant::now()) {
-            if out.send(Outbound::Stream(wire)).await.is_err() {
-                break;
-            }
+    /// Numbers and keeps a new output message and puts it on the wire unless paused.
+    async fn send_new(&mut self, payload_type: PayloadType, data: Bytes) {
+        let Ok(wire) = self.outgoing.push(payload_type, data, Instant::now()) else {
+            return;
+        };
+        self.counters();
+        if !self.paused {
+            self.put_on_wire(wire).await;
         }
+    }
+
+    /// One tick of the resend loop: the oldest unacknowledged message, if overdue.
+    async fn resend_oldest(&mut self) {
+        if self.paused {
+            return;
+        }
+        if let Some(wire) = self.outgoing.resend_due(Instant::now()) {
+            self.counters();
+            self.put_on_wire(wire).await;
+        }
+    }
+
+    /// Session Manager's own idle timeout and maximum duration (service-side; checked on the
+    /// resend tick): `channel_closed` with AWS's text, and the shell is killed.
+    async fn service_limits(&mut self) -> Step {
+        let limits = *lock(&self.session.limits);
+        match limits.due(Instant::now(), self.started, self.last_input) {
+            Some(close) => {
+                self.program = Program::Ended;
+                self.finish(close.text()).await
+            }
+            None => Step::Continue,
+        }
+    }
+
+    /// A send into a socket that is gone is lost, as on the wire; the message stays kept.
+    async fn put_on_wire(&self, wire: Bytes) {
+        if let Some((_, out)) = &self.out {
+            let _ = out.send(Outbound::Stream(wire)).await;
+        }
+    }
+
+    /// Publishes the resend counters for tests and benchmarks.
+    fn counters(&self) {
+        let mut state = lock(&self.session.state);
+        state.agent_resends = self.outgoing.resends;
+        state.agent_not_kept = self.outgoing.not_kept;
     }
 
     /// The program ended and its output drained (or the drain limit passed): the service
@@ -322,22 +371,28 @@ impl Agent {
     async fn on_event(&mut self, ev: AgentEvent) -> Step {
         match ev {
             AgentEvent::Attached { conn, out } => {
+                // Publication starts again; nothing is rewound: what was lost in the old
+                // socket comes back only through the resend loop, oldest first.
                 self.out = Some((conn, out));
-                self.queue.set_paused(false);
-                self.queue.rewind();
+                self.paused = false;
+                if self.fast_recovery {
+                    for wire in self.outgoing.rewind(Instant::now()) {
+                        self.put_on_wire(wire).await;
+                    }
+                }
                 Step::Continue
             }
             AgentEvent::Detached { conn } => {
                 if self.out.as_ref().is_some_and(|(c, _)| *c == conn) {
                     self.out = None;
-                    self.queue.set_paused(true);
+                    self.paused = true;
                 }
                 Step::Continue
             }
             AgentEvent::Terminate => {
                 // Replacing the program drops the shell's kill switch.
                 self.program = Program::Ended;
-                self.finish("").await
+                self.finish(TERMINATED_TEXT).await
             }
             AgentEvent::Inbound(bytes) => {
                 self.on_frame(&bytes).await;
@@ -353,19 +408,41 @@ impl Agent {
         };
         match frame.message_type {
             MessageType::InputStreamData => {
+                self.last_input = Instant::now();
+                // The agent processes the expected message before acking it; a size it cannot
+                // parse fails processing, so it is neither acknowledged nor taken, and input
+                // stays stuck behind it (`InputStreamMessageHandler` in shell_unix.go,
+                // `handleStreamDataMessage` in datachannel.go).
+                let expected_now = frame.sequence_number == self.window.next_expected()
+                    && self.window.peek_ready().is_none();
+                if expected_now && is_malformed_size(&frame) {
+                    return;
+                }
                 let ack = Acknowledgement::of(&frame).to_frame();
                 let arrival = self.window.offer(frame);
                 if arrival.should_ack() {
-                    while let Some(ready) = self.window.pop_ready() {
-                        self.process_input(ready).await;
+                    // A malformed size that arrived early was acked like any early message,
+                    // and delivery stops at it for good, as in the agent.
+                    while self
+                        .window
+                        .peek_ready()
+                        .is_some_and(|f| !is_malformed_size(f))
+                    {
+                        if let Some(ready) = self.window.pop_ready() {
+                            self.process_input(ready).await;
+                        }
                     }
                     self.send_ack(ack).await;
                 }
             }
             MessageType::Acknowledge => {
                 if let Ok(ack) = Acknowledgement::from_payload(&frame.payload) {
-                    self.queue
+                    self.outgoing
                         .acknowledge(ack.acknowledged_message_sequence_number, Instant::now());
+                    if self.fast_recovery {
+                        // Not AWS: the next overdue message goes at once, not on the next tick.
+                        self.resend_oldest().await;
+                    }
                 }
             }
             _ => {}
@@ -407,9 +484,79 @@ impl Agent {
     }
 }
 
+/// Whether `frame` is a size message the official agent fails to read: Go's `json.Unmarshal`
+/// into `{Cols, Rows uint32}` (keys matched without regard to case, unknown keys and missing
+/// ones allowed) refuses anything but an object or `null`, and a field that is not a whole
+/// number from 0 to 2³²−1 (or `null`).
+fn is_malformed_size(frame: &Frame) -> bool {
+    if frame.payload_type != PayloadType::Size {
+        return false;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&frame.payload) else {
+        return true;
+    };
+    let object = match value {
+        serde_json::Value::Null => return false,
+        serde_json::Value::Object(object) => object,
+        _ => return true,
+    };
+    object.iter().any(|(key, v)| {
+        let field = key.eq_ignore_ascii_case("cols") || key.eq_ignore_ascii_case("rows");
+        field && !v.is_null() && v.as_u64().is_none_or(|n| n > u64::from(u32::MAX))
+    })
+}
+
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on purpose
+mod tests {
+    use super::*;
+    use crate::ssm::message::Role;
+
+    fn size(payload: &'static str) -> Frame {
+        Frame::stream(
+            Role::Client,
+            0,
+            PayloadType::Size,
+            Bytes::from_static(payload.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn size_messages_are_malformed_where_go_would_refuse_them() {
+        for ok in [
+            r#"{"cols":80,"rows":24}"#,
+            r#"{"Cols":80,"ROWS":24,"extra":"x"}"#,
+            r#"{"cols":80}"#,
+            r#"{}"#,
+            "null",
+            r#"{"cols":null,"rows":4294967295}"#,
+        ] {
+            assert!(!is_malformed_size(&size(ok)), "{ok}");
+        }
+        for bad in [
+            "",
+            "not json",
+            r#"[80,24]"#,
+            r#"{"cols":-1,"rows":24}"#,
+            r#"{"cols":80.5,"rows":24}"#,
+            r#"{"cols":"80","rows":24}"#,
+            r#"{"cols":80,"rows":4294967296}"#,
+        ] {
+            assert!(is_malformed_size(&size(bad)), "{bad}");
+        }
+        let output = Frame::stream(
+            Role::Client,
+            0,
+            PayloadType::Output,
+            Bytes::from_static(b"["),
+        );
+        assert!(!is_malformed_size(&output), "only size messages are parsed");
     }
 }

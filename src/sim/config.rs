@@ -29,6 +29,40 @@ pub struct SimConfig {
     /// Delay before the agent's shell output starts flowing, in milliseconds (the official
     /// agent waits one second after starting the shell).
     pub agent_start_delay_ms: u64,
+    /// The account's Session Manager preferences: the service's own idle timeout and maximum
+    /// session duration.
+    pub session_manager_preferences: SessionManagerPreferences,
+}
+
+/// Session Manager preferences of the simulated account (the inputs of its
+/// `SSM-SessionManagerRunShell` document). Times are in minutes, as AWS takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SessionManagerPreferences {
+    /// Minutes without input before the service closes a session (AWS: 1–60, default 20).
+    pub idle_session_timeout: u32,
+    /// Minutes after which the service closes any session (AWS: 1–1440; none by default).
+    pub max_session_duration: Option<u32>,
+}
+
+impl Default for SessionManagerPreferences {
+    fn default() -> Self {
+        Self {
+            idle_session_timeout: 20,
+            max_session_duration: None,
+        }
+    }
+}
+
+impl SessionManagerPreferences {
+    /// The limits every new session of the account gets.
+    pub fn limits(&self) -> super::service_limits::ServiceLimits {
+        let minutes = |m: u32| std::time::Duration::from_secs(u64::from(m) * 60);
+        super::service_limits::ServiceLimits {
+            idle: minutes(self.idle_session_timeout),
+            max: self.max_session_duration.map(minutes),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -43,6 +77,7 @@ impl Default for SimConfig {
             instances: vec![InstanceConfig::default()],
             seed: 1,
             agent_start_delay_ms: 1000,
+            session_manager_preferences: SessionManagerPreferences::default(),
         }
     }
 }
@@ -279,6 +314,14 @@ mod tests {
             Some(&["alice".to_string()][..])
         );
         assert_eq!(config.instances[1].ping_status, PingStatus::ConnectionLost);
+        assert_eq!(
+            config.session_manager_preferences,
+            SessionManagerPreferences::default()
+        );
+        assert_eq!(
+            config.session_manager_preferences.limits(),
+            super::super::service_limits::ServiceLimits::default()
+        );
         assert!((config.instances[2].faults.drop - 0.001).abs() < 1e-12);
         assert_eq!(
             config.instances[2].env.get("NODE_ROLE").map(String::as_str),

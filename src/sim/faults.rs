@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 
 /// Fault knobs of one instance (copied into each new session) or of one session.
 ///
-/// Probabilities are in `0.0..=1.0` and apply per frame flowing from the agent to the client;
-/// only stream data (`output_stream_data`) is ever dropped, duplicated, reordered or corrupted,
-/// so control messages (`channel_closed`, acks) keep their meaning.
+/// Probabilities are in `0.0..=1.0`. `drop`, `duplicate`, `reorder` and `corruptDigest` apply
+/// per `output_stream_data` frame flowing from the agent to the client; `inputDrop` loses
+/// `input_stream_data` frames from the client before the agent; `ackDrop` loses
+/// acknowledgements in both directions. `channel_closed` and publication messages are never
+/// touched, so they keep their meaning.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FaultKnobs {
@@ -20,6 +22,10 @@ pub struct FaultKnobs {
     pub reorder: f64,
     /// Probability that an output frame's payload digest is flipped in transit.
     pub corrupt_digest: f64,
+    /// Probability that an input frame (keystrokes, resize) from the client is lost.
+    pub input_drop: f64,
+    /// Probability that an acknowledgement is lost, in either direction.
+    pub ack_drop: f64,
     /// Delay added to every acknowledgement, both directions, in milliseconds.
     pub ack_delay_ms: u64,
     /// Close the client websocket after this many output frames on one connection.
@@ -30,6 +36,12 @@ pub struct FaultKnobs {
     pub agent_offline: bool,
     /// Pause between two output chunks of the agent, in milliseconds (a slow agent).
     pub slow_agent_ms: u64,
+    /// Not AWS: the simulator's old convenient resend. The agent stops reading its source at
+    /// 4096 unacknowledged messages, resends every unacknowledged message at once when a
+    /// client attaches, and resends the next overdue message as soon as an ack arrives
+    /// instead of on the next 100 ms tick. Read when the agent starts. Off by default; the official agent has no
+    /// send window and resends only its oldest message, once per 100 ms tick.
+    pub fast_recovery: bool,
 }
 
 impl FaultKnobs {
@@ -66,6 +78,11 @@ impl FaultDice {
         Self {
             rng: StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ordinal),
         }
+    }
+
+    /// Whether an event of probability `p` happens on this roll (never for `p <= 0`).
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
     }
 
     /// Decides the fate of one output frame.
@@ -105,6 +122,15 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(dice.fate(&FaultKnobs::default()), FrameFate::Deliver);
         }
+    }
+
+    #[test]
+    fn chance_never_fires_at_zero_and_always_at_one() {
+        let mut dice = FaultDice::new(5, 2);
+        assert!((0..200).all(|_| !dice.chance(0.0)));
+        assert!((0..200).all(|_| dice.chance(1.0)));
+        let hits = (0..1000).filter(|_| dice.chance(0.3)).count();
+        assert!((200..400).contains(&hits), "{hits}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod agent_messages;
+pub mod agent_outgoing;
 mod clients;
 pub mod config;
 pub mod faults;
@@ -17,6 +18,7 @@ mod login;
 mod oidc;
 pub mod output;
 mod relay;
+pub mod service_limits;
 pub mod sigv4;
 mod ssm_api;
 pub mod state;
@@ -537,11 +539,46 @@ impl SimHandle {
         Ok(())
     }
 
-    /// Whether a session has ended (terminated or its shell exited), and its exit code if any.
+    /// Whether a session has ended (terminated or its shell exited), and the shell's real exit
+    /// status if it exited (which the agent never sends to the client).
     pub fn session_status(&self, session_id: &str) -> Option<(bool, Option<i32>)> {
         let session = self.shared.session(session_id)?;
         let state = lock(&session.state);
         Some((state.terminated, state.exit_code))
+    }
+
+    /// What the input-side fault knobs lost in a session: (input frames from the client lost
+    /// by `inputDrop`, acknowledgements lost by `ackDrop` in either direction).
+    pub fn input_faults_fired(&self, session_id: &str) -> Option<(u64, u64)> {
+        let session = self.shared.session(session_id)?;
+        let state = lock(&session.state);
+        Some((state.input_dropped, state.acks_dropped))
+    }
+
+    /// Changes Session Manager's own limits on a live session (its idle timeout and maximum
+    /// duration, which start as the account's preferences); checked every 100 ms.
+    pub fn set_session_limits(
+        &self,
+        session_id: &str,
+        limits: service_limits::ServiceLimits,
+    ) -> Result<(), Error> {
+        let session = self
+            .shared
+            .session(session_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "session",
+                id: session_id.to_string(),
+            })?;
+        *lock(&session.limits) = limits;
+        Ok(())
+    }
+
+    /// The agent's send counters of a session: (messages resent by its resend loop, messages
+    /// that found its outgoing buffer full and were sent once, never resent).
+    pub fn agent_counters(&self, session_id: &str) -> Option<(u64, u64)> {
+        let session = self.shared.session(session_id)?;
+        let state = lock(&session.state);
+        Some((state.agent_resends, state.agent_not_kept))
     }
 
     /// Stops every listener and agent.

@@ -22,6 +22,7 @@ use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
 use crate::ssm::message::MessageType;
 use crate::ssm::payload::{ChannelClosed, OpenDataChannel};
+use crate::ssm::service_close::TERMINATED_TEXT;
 
 /// Offset of PayloadDigest in a frame header (fact sheet §3).
 const DIGEST_OFFSET: usize = 80;
@@ -129,6 +130,8 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
     // Kept only when no agent holds the sender, so the relay can still close the channel.
     let mut orphan_out = agent.is_none().then_some(out_tx);
     let mut watch = tokio::time::interval(Duration::from_millis(200));
+    // Its own dice, so the client's traffic does not shift the output frames' fates.
+    let mut inbound_dice = FaultDice::new(shared.config.seed ^ INBOUND_SEED, session.ordinal);
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
@@ -137,7 +140,7 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
                 // Without an agent, the service itself closes the channel on termination.
                 if lock(&session.state).terminated {
                     if let Some(tx) = &orphan_out {
-                        if let Ok(wire) = ChannelClosed::frame(&session.id, "").encode() {
+                        if let Ok(wire) = ChannelClosed::frame(&session.id, TERMINATED_TEXT).encode() {
                             let _ = tx.send(Outbound::Control(wire)).await;
                         }
                         let _ = tx.send(Outbound::Close).await;
@@ -154,7 +157,18 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
             Some(Ok(Message::Close(_)) | Err(_)) | None => break,
         };
         let Some(agent) = &agent else { continue };
-        let delay = lock(&session.knobs).ack_delay_ms;
+        let (delay, input_drop, ack_drop) = {
+            let knobs = lock(&session.knobs);
+            (knobs.ack_delay_ms, knobs.input_drop, knobs.ack_drop)
+        };
+        if is_input(&bytes) && inbound_dice.chance(input_drop) {
+            lock(&session.state).input_dropped += 1;
+            continue;
+        }
+        if is_ack(&bytes) && inbound_dice.chance(ack_drop) {
+            lock(&session.state).acks_dropped += 1;
+            continue;
+        }
         if delay > 0 && is_ack(&bytes) {
             let agent = agent.clone();
             tokio::spawn(async move {
@@ -169,6 +183,13 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
         let _ = agent.send(AgentEvent::Detached { conn }).await;
     }
     writer.abort();
+}
+
+/// Mixed into the seed of the dice for frames from the client.
+const INBOUND_SEED: u64 = 0x5EED_1A9F;
+
+fn is_input(bytes: &[u8]) -> bool {
+    bytes.get(4..21) == Some(b"input_stream_data".as_slice())
 }
 
 fn is_ack(bytes: &[u8]) -> bool {
@@ -238,6 +259,9 @@ impl FrameWriter {
     ) -> Written {
         let mut batch: Vec<Bytes> = Vec::with_capacity(3);
         match item {
+            Outbound::Control(wire) if is_ack(&wire) && self.dice.chance(knobs.ack_drop) => {
+                lock(&self.session.state).acks_dropped += 1;
+            }
             Outbound::Control(wire) => batch.push(wire),
             Outbound::Close => {
                 let _ = sink.send(bye()).await;

@@ -329,12 +329,17 @@ fn start_session(
         parameters: input.parameters,
         ordinal,
         knobs: Mutex::new(instance.faults.clone()),
+        limits: Mutex::new(shared.config.session_manager_preferences.limits()),
         state: Mutex::new(SessionMut {
             token: token.clone(),
             terminated: false,
             agent: None,
             closes_done: 0,
             exit_code: None,
+            agent_resends: 0,
+            agent_not_kept: 0,
+            input_dropped: 0,
+            acks_dropped: 0,
         }),
     };
     lock(&shared.sessions).insert(id.clone(), Arc::new(entry));

@@ -17,6 +17,7 @@ use super::faults::FaultKnobs;
 use super::jwt::KeyRing;
 use super::login::CodeBook;
 use super::trust_policy::TrustPolicy;
+use super::service_limits::ServiceLimits;
 
 /// The URLs the simulator serves on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,7 +84,16 @@ pub(crate) struct SessionMut {
     pub agent: Option<mpsc::Sender<AgentEvent>>,
     /// How many times the close-socket knob fired.
     pub closes_done: u32,
+    /// The shell's real exit status (never sent to the client: the PTY path has no EXIT_CODE).
     pub exit_code: Option<i32>,
+    /// Messages the agent's resend loop put on the wire again.
+    pub agent_resends: u64,
+    /// Messages that found the agent's outgoing buffer full (sent once, never resent).
+    pub agent_not_kept: u64,
+    /// Input frames from the client lost by the `inputDrop` knob.
+    pub input_dropped: u64,
+    /// Acknowledgements (either direction) lost by the `ackDrop` knob.
+    pub acks_dropped: u64,
 }
 
 /// One SSM session.
@@ -95,6 +105,9 @@ pub(crate) struct SessionEntry {
     pub parameters: BTreeMap<String, Vec<String>>,
     pub ordinal: u64,
     pub knobs: Mutex<FaultKnobs>,
+    /// Session Manager's own limits on this session (the account's preferences when it
+    /// started; tests may change them on a live session).
+    pub limits: Mutex<ServiceLimits>,
     pub state: Mutex<SessionMut>,
 }
 

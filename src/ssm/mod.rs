@@ -5,7 +5,8 @@
 //! (header vocabulary), [`payload`] (JSON/text payloads), [`receive`] (in-order delivery
 //! window), [`retransmit`] and [`rto`] (unacked messages and their timeout), [`handshake`].
 //! [`channel`] is the thin websocket task around them; [`held`] counts the output it holds
-//! for its consumer; [`resume`] is the reconnect hook.
+//! for its consumer; [`resume`] is the reconnect hook; [`service_close`] names the service's
+//! own closes from their `channel_closed` text.
 //! No Kubernetes or HTTP-server code.
 
 pub mod channel;
@@ -18,6 +19,7 @@ pub mod receive;
 pub mod resume;
 pub mod retransmit;
 pub mod rto;
+pub mod service_close;
 
 pub use channel::{
     ChannelError, ChannelInput, ChannelOutput, CloseCause, CloseReason, DataChannel,

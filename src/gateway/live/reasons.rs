@@ -6,6 +6,7 @@ use crate::aws::{AssumeRoleError, SsmCallError};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::refusals;
 use crate::gateway::transcript::StorageFailure;
+use crate::ssm::service_close::ServiceClose;
 use crate::ssm::{ChannelError, CloseCause, CloseReason};
 
 /// Why a running session ended.
@@ -29,6 +30,9 @@ pub enum EndReason {
     TranscriptFailed(StorageFailure),
     /// The data channel failed and could not be resumed.
     ChannelLost,
+    /// Session Manager closed the session by itself (its idle timeout, its maximum session
+    /// duration, or TerminateSession from outside), with the service's own text.
+    Ssm(ServiceClose, String),
     /// The controller moved the session to Closing with this reason.
     Controller(String),
     /// The person's identity no longer holds (the identity re-check said why).
@@ -48,6 +52,9 @@ impl EndReason {
             Self::GatewayShutdown => SessionReason::GatewayShutdown.as_str(),
             Self::TranscriptFailed(_) => SessionReason::TranscriptFailed.as_str(),
             Self::ChannelLost => SessionReason::ChannelLost.as_str(),
+            Self::Ssm(ServiceClose::IdleTimeout, _) => SessionReason::SsmIdleTimeout.as_str(),
+            Self::Ssm(ServiceClose::MaxDuration, _) => SessionReason::SsmMaxDuration.as_str(),
+            Self::Ssm(ServiceClose::Terminated, _) => SessionReason::SsmTerminated.as_str(),
             Self::Controller(reason) => reason,
             Self::IdentityRevoked(_) => SessionReason::IdentityRevoked.as_str(),
         }
@@ -74,6 +81,20 @@ impl EndReason {
                 "the SSM data channel failed and could not be reconnected; open a new session"
                     .into()
             }
+            Self::Ssm(close, text) => {
+                let what = match close {
+                    ServiceClose::IdleTimeout => {
+                        "Session Manager's idle timeout (the account's idleSessionTimeout preference) closed the session"
+                    }
+                    ServiceClose::MaxDuration => {
+                        "Session Manager's maximum session duration (the account's maxSessionDuration preference) closed the session"
+                    }
+                    ServiceClose::Terminated => {
+                        "the SSM session was terminated outside nodeshell (ssm:TerminateSession)"
+                    }
+                };
+                format!("{what}: {text}")
+            }
             Self::Controller(reason) => format!("the controller closed the session ({reason})"),
             Self::IdentityRevoked(why) => {
                 format!("the person's identity was checked again and no longer holds: {why}")
@@ -90,10 +111,15 @@ impl EndReason {
     }
 }
 
-/// The reason for a channel that ended by itself (not because we closed it).
+/// The reason for a channel that ended by itself (not because we closed it): the shell's exit
+/// has an empty `channel_closed` text; a text means the service closed it and says why.
 pub fn end_from_channel(reason: &CloseReason) -> EndReason {
     match reason.cause {
-        CloseCause::ChannelClosed | CloseCause::ClosedByClient => EndReason::UserExit,
+        CloseCause::ChannelClosed => match ServiceClose::from_output(&reason.message) {
+            Some(close) => EndReason::Ssm(close, reason.message.trim().to_string()),
+            None => EndReason::UserExit,
+        },
+        CloseCause::ClosedByClient => EndReason::UserExit,
         CloseCause::SessionTimedOut | CloseCause::Failed(_) => EndReason::ChannelLost,
     }
 }
@@ -210,6 +236,27 @@ mod tests {
             end_from_channel(&closed(CloseCause::Failed(ChannelError::Closed))),
             EndReason::ChannelLost
         );
+    }
+
+    #[test]
+    fn service_closes_are_named_with_aws_text_never_user_exit() {
+        use crate::ssm::service_close::{IDLE_TIMEOUT_TEXT, MAX_DURATION_TEXT, TERMINATED_TEXT};
+        let closed = |text: &str| CloseReason {
+            exit_code: None,
+            cause: CloseCause::ChannelClosed,
+            message: text.to_string(),
+        };
+        for (text, reason) in [
+            (IDLE_TIMEOUT_TEXT, "SsmIdleTimeout"),
+            (MAX_DURATION_TEXT, "SsmMaxDuration"),
+            (TERMINATED_TEXT, "SsmTerminated"),
+        ] {
+            let end = end_from_channel(&closed(text));
+            assert_eq!(end.as_str(), reason);
+            assert!(end.message().ends_with(text), "{}", end.message());
+            assert_eq!(end.outcome(), "success");
+        }
+        assert_eq!(end_from_channel(&closed("")), EndReason::UserExit);
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl Records {
                 close.message,
                 close
                     .exit_code
-                    .map_or_else(|| "none".to_string(), |c| c.to_string()),
+                    .map_or_else(|| "not reported".to_string(), |c| c.to_string()),
                 self.traffic.bytes_in,
                 self.traffic.bytes_out
             ),

@@ -27,9 +27,9 @@ export function isLive(phase) {
   return LIVE_PHASES.has(phase);
 }
 
-/** Exit code for a table cell. */
+/** Exit code for a table cell; Session Manager's shell document does not report one. */
 export function exitCodeText(code) {
-  return typeof code === 'number' ? String(code) : '—';
+  return typeof code === 'number' ? String(code) : 'not reported';
 }
 
 const REASONS = {
@@ -42,6 +42,9 @@ const REASONS = {
   GatewayLost: 'the gateway that ran it stopped answering',
   ConnectionLost: 'the connection to the node was lost',
   ChannelLost: 'the connection to the node was lost',
+  SsmIdleTimeout: "AWS Session Manager's idle timeout ended it",
+  SsmMaxDuration: "AWS Session Manager's maximum session duration ended it",
+  SsmTerminated: 'the SSM session was terminated outside nodeshell',
   StartFailed: 'the shell could not start',
   TranscriptFailed: 'the transcript could not be stored',
   AttachTimeout: 'no browser attached in time',
@@ -57,9 +60,9 @@ export function reasonText(reason) {
   return meaning ? `${reason} — ${meaning}` : reason;
 }
 
-/** The closed banner: always says the exit code (or that there is none) and the reason. */
+/** The closed banner: always says the exit code (or that it was not reported) and the reason. */
 export function closedText({ exitCode, reason }) {
-  const code = typeof exitCode === 'number' ? `exit code ${exitCode}` : 'no exit code';
+  const code = typeof exitCode === 'number' ? `exit code ${exitCode}` : "the shell's exit status was not reported";
   const why = reason ? `: ${reasonText(reason)}` : '';
   return `Session closed — ${code}${why}`;
 }
