@@ -40,6 +40,9 @@ pub struct Access {
     pub cluster: Cluster,
     /// This replica's bounds on each person's opens.
     pub opens: open::OpenLimits,
+    /// The gateway's one HTTP client for STS and SSM (each call brings the person's
+    /// credentials).
+    pub aws: crate::aws::AwsClients,
 }
 
 impl std::fmt::Debug for Access {
