@@ -869,7 +869,8 @@ async fn create_secret(
     ))
 }
 
-/// `DELETE` of the Secrets selected by `selector` (a deletecollection) as `as_user`.
+/// `DELETE` of the Secrets selected by `selector` (a deletecollection) as `as_user`: whether
+/// it succeeded, and all it printed (the answer on stdout, then stderr).
 async fn delete_secrets(
     cluster: &LocalCluster,
     selector: &str,
@@ -884,7 +885,11 @@ async fn delete_secrets(
     .await?;
     Ok((
         output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
     ))
 }
 
@@ -974,8 +979,9 @@ async fn the_gateway_writes_and_the_controller_deletes_only_transcript_secrets()
         "the gateway patched an Opaque Secret"
     );
 
-    // The controller's deletecollection of the Opaque Secret (same label) is refused and
-    // leaves it in place; of the transcript, admitted.
+    // The controller's deletecollection that also selects the Opaque Secret (same label) is
+    // refused, leaves it in place and answers with no object; of the transcript alone,
+    // admitted.
     let (deleted, stderr) = delete_secrets(
         cluster,
         "labelSelector=nodeshell.periscope.io/session%3Ds1",
@@ -987,7 +993,20 @@ async fn the_gateway_writes_and_the_controller_deletes_only_transcript_secrets()
         stderr.contains("may only delete transcript Secrets"),
         "{stderr}"
     );
+    assert!(!stderr.contains("app-credentials"), "{stderr}");
     assert!(secret_exists(cluster, "app-credentials").await?);
+    // Deletions are per object: the transcript it also selected may be gone already.
+    if !secret_exists(cluster, "s1-transcript-0").await? {
+        let (created, stderr) = create_secret(
+            cluster,
+            "s1-transcript-0",
+            Some(TYPE),
+            true,
+            Some(GATEWAY_SA),
+        )
+        .await?;
+        assert!(created, "{stderr}");
+    }
     let (deleted, stderr) = delete_secrets(
         cluster,
         "labelSelector=nodeshell.periscope.io/session%3Ds1&fieldSelector=type%3Dnodeshell.periscope.io%2Ftranscript",
