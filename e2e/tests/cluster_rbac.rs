@@ -287,6 +287,33 @@ async fn the_gateway_creates_sessions_and_the_controller_decides_them() -> anyho
         )
         .await?
     );
+    // Retention removes transcripts with one deletecollection by type and label: the
+    // controller may not read any Secret, nor delete one by name.
+    for (verb, want) in [
+        ("deletecollection", true),
+        ("get", false),
+        ("list", false),
+        ("watch", false),
+        ("delete", false),
+    ] {
+        assert_eq!(
+            can_i(
+                cluster,
+                admin,
+                &[
+                    verb,
+                    "secrets",
+                    "-n",
+                    SYSTEM_NAMESPACE,
+                    "--as",
+                    controller_user
+                ]
+            )
+            .await?,
+            want,
+            "controller {verb} secrets"
+        );
+    }
     Ok(())
 }
 

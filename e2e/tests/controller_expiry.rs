@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::SignedDuration;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
-use nodeshell::api::{LABEL_SESSION, NodeShellPolicy, NodeShellSession, SessionPhase};
+use nodeshell::api::{
+    LABEL_SESSION, NodeShellPolicy, NodeShellSession, SessionPhase, TRANSCRIPT_SECRET_TYPE,
+};
 use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
 use serde_json::json;
 use std::time::Duration;
@@ -140,7 +142,15 @@ async fn attach_timeout_then_retention(cluster: &LocalCluster) -> anyhow::Result
         uid: session.uid().unwrap_or_default(),
         ..OwnerReference::default()
     }]);
+    // Real transcripts carry their own type, which retention selects on (before, this fixture
+    // was an Opaque Secret, which the controller no longer may delete).
+    secret.type_ = Some(TRANSCRIPT_SECRET_TYPE.to_string());
     secrets.create(&PostParams::default(), &secret).await?;
+    // An Opaque Secret with the same label is not a transcript: retention leaves it alone.
+    let mut other = Secret::default();
+    other.metadata.name = Some("x-attach-not-a-transcript".into());
+    other.metadata.labels = secret.metadata.labels.clone();
+    secrets.create(&PostParams::default(), &other).await?;
 
     let closed = wait_phase(
         cluster,
@@ -170,6 +180,13 @@ async fn attach_timeout_then_retention(cluster: &LocalCluster) -> anyhow::Result
             .then_some(()))
     })
     .await?;
+    assert!(
+        secrets
+            .get_opt("x-attach-not-a-transcript")
+            .await?
+            .is_some(),
+        "retention deleted an Opaque Secret that only shares the session label"
+    );
     Ok(())
 }
 

@@ -347,6 +347,72 @@ async fn the_client_secret_is_a_mounted_secret_file() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_transcripts_namespace_moves_every_transcript_grant_there() -> anyhow::Result<()> {
+    let docs = rendered(&[
+        "--set",
+        "transcripts.namespace=audit-vault",
+        "--set",
+        "rbac.transcriptReaders[0].kind=User,rbac.transcriptReaders[0].name=ian",
+    ])
+    .await?;
+    // The gateway writes there and the controller's retention deletes there.
+    let file = parse_file(&gateway_file(&docs)).map_err(anyhow::Error::msg)?;
+    assert!(
+        file.namespace.as_deref() == Some("audit-vault"),
+        "{:?}",
+        file.namespace
+    );
+    let controller = find(&docs, "Deployment", "nodeshell-controller");
+    let env = &controller["spec"]["template"]["spec"]["containers"][0]["env"];
+    let transcript_ns = env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "NODESHELL_TRANSCRIPT_NAMESPACE");
+    assert_eq!(
+        transcript_ns.map(|e| e["value"].clone()),
+        Some(json!("audit-vault"))
+    );
+    // Every grant on Secrets is in that namespace, none in the release namespace.
+    let mut secret_roles = Vec::new();
+    for doc in docs.iter().filter(|d| d["kind"] == "Role") {
+        let on_secrets = doc["rules"].as_array().into_iter().flatten().any(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.contains(&json!("secrets")))
+        });
+        if on_secrets {
+            assert_eq!(doc["metadata"]["namespace"], "audit-vault", "{doc}");
+            secret_roles.push(
+                doc["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+    }
+    secret_roles.sort();
+    assert_eq!(
+        secret_roles,
+        [
+            "nodeshell-controller-transcripts",
+            "nodeshell-gateway-transcripts",
+            "nodeshell-transcript-reader"
+        ]
+    );
+    let policy = find(
+        &docs,
+        "ValidatingAdmissionPolicy",
+        "nodeshell-transcript-secrets",
+    );
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "audit-vault"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> {
     let docs = rendered(&["--set", "gateway.shutdownTimeoutSeconds=45"]).await?;
     let chart_yaml: Value =
@@ -690,8 +756,18 @@ async fn each_identity_has_its_grants_and_nothing_more() -> anyhow::Result<()> {
             "update leases.coordination.k8s.io -n default",
             false,
         ),
-        (CONTROLLER_SA, sa, "delete secrets", true),
+        (CONTROLLER_SA, sa, "deletecollection secrets", true),
+        (CONTROLLER_SA, sa, "delete secrets", false),
         (CONTROLLER_SA, sa, "get secrets", false),
+        (CONTROLLER_SA, sa, "list secrets", false),
+        (
+            CONTROLLER_SA,
+            sa,
+            "deletecollection secrets -n default",
+            false,
+        ),
+        (GATEWAY_SA, sa, "delete secrets", false),
+        (GATEWAY_SA, sa, "deletecollection secrets", false),
         (CONTROLLER_SA, sa, "update nodeshellpolicies", false),
         (auditor.0, auditor.1, "list nodeshellsessions", true),
         (auditor.0, auditor.1, "watch nodeshellsessions", true),
@@ -802,6 +878,190 @@ async fn only_the_gateway_creates_sessions() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(user, "frank");
+    Ok(())
+}
+
+/// Creates a Secret in the release namespace through `kubectl create` as `as_user` (the
+/// admin itself when `None`).
+async fn create_secret(
+    cluster: &LocalCluster,
+    name: &str,
+    type_: Option<&str>,
+    session_label: bool,
+    as_user: Option<&str>,
+) -> anyhow::Result<(bool, String)> {
+    let mut secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {"asciicast.gz": "H4sIAAAAAAAAAwMAAAAAAAAAAAA="},
+    });
+    if let Some(t) = type_ {
+        secret["type"] = json!(t);
+    }
+    if session_label {
+        secret["metadata"]["labels"] = json!({"nodeshell.periscope.io/session": "s1"});
+    }
+    let file = cluster.work_dir().join(format!("{name}.json"));
+    std::fs::write(&file, serde_json::to_vec(&secret)?)?;
+    let mut args = vec!["create", "-f", file.to_str().unwrap()];
+    if let Some(user) = as_user {
+        args.extend(["--as", user]);
+    }
+    let output = kubectl(cluster, Identity::Admin, &args).await?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// `DELETE` of the Secrets selected by `selector` (a deletecollection) as `as_user`: whether
+/// it succeeded, and all it printed (the answer on stdout, then stderr).
+async fn delete_secrets(
+    cluster: &LocalCluster,
+    selector: &str,
+    as_user: &str,
+) -> anyhow::Result<(bool, String)> {
+    let url = format!("/api/v1/namespaces/{NAMESPACE}/secrets?{selector}");
+    let output = kubectl(
+        cluster,
+        Identity::Admin,
+        &["delete", "--raw", &url, "--as", as_user],
+    )
+    .await?;
+    Ok((
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    ))
+}
+
+async fn secret_exists(cluster: &LocalCluster, name: &str) -> anyhow::Result<bool> {
+    let output = kubectl(
+        cluster,
+        Identity::Admin,
+        &["get", "secret", name, "-n", NAMESPACE, "-o", "name"],
+    )
+    .await?;
+    Ok(output.status.success())
+}
+
+#[tokio::test]
+async fn the_gateway_writes_and_the_controller_deletes_only_transcript_secrets()
+-> anyhow::Result<()> {
+    const TYPE: &str = "nodeshell.periscope.io/transcript";
+    let cluster = &installed().await?.cluster;
+    // The apiserver loads a new admission policy a moment after it is stored.
+    let mut attempt = 0;
+    let refusal = loop {
+        attempt += 1;
+        let name = format!("gw-opaque-{attempt}");
+        let (created, stderr) = create_secret(cluster, &name, None, true, Some(GATEWAY_SA)).await?;
+        if !created {
+            break stderr;
+        }
+        kubectl_ok(
+            cluster,
+            Identity::Admin,
+            &["delete", "secret", &name, "-n", NAMESPACE],
+        )
+        .await?;
+        anyhow::ensure!(attempt < 60, "the transcript policy never took effect");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        refusal.contains("denied request") && refusal.contains("may only write transcript Secrets"),
+        "{refusal}"
+    );
+    // A transcript-typed Secret without the session label is refused too.
+    let (created, stderr) = create_secret(
+        cluster,
+        "gw-unlabelled",
+        Some(TYPE),
+        false,
+        Some(GATEWAY_SA),
+    )
+    .await?;
+    assert!(!created, "an unlabelled Secret was admitted");
+    assert!(
+        stderr.contains("may only write transcript Secrets"),
+        "{stderr}"
+    );
+    // The transcript Secret the gateway writes is admitted.
+    let (created, stderr) = create_secret(
+        cluster,
+        "s1-transcript-0",
+        Some(TYPE),
+        true,
+        Some(GATEWAY_SA),
+    )
+    .await?;
+    assert!(created, "the gateway's transcript was refused: {stderr}");
+    // Patching an Opaque Secret someone else made is refused.
+    let (created, stderr) = create_secret(cluster, "app-credentials", None, true, None).await?;
+    assert!(created, "{stderr}");
+    let output = kubectl(
+        cluster,
+        Identity::Admin,
+        &[
+            "patch",
+            "secret",
+            "app-credentials",
+            "-n",
+            NAMESPACE,
+            "--type=merge",
+            "-p",
+            r#"{"data":{"password":"b3duZWQ="}}"#,
+            "--as",
+            GATEWAY_SA,
+        ],
+    )
+    .await?;
+    assert!(
+        !output.status.success(),
+        "the gateway patched an Opaque Secret"
+    );
+
+    // The controller's deletecollection that also selects the Opaque Secret (same label) is
+    // refused, leaves it in place and answers with no object; of the transcript alone,
+    // admitted.
+    let (deleted, stderr) = delete_secrets(
+        cluster,
+        "labelSelector=nodeshell.periscope.io/session%3Ds1",
+        CONTROLLER_SA,
+    )
+    .await?;
+    assert!(!deleted, "the controller deleted an Opaque Secret");
+    assert!(
+        stderr.contains("may only delete transcript Secrets"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("app-credentials"), "{stderr}");
+    assert!(secret_exists(cluster, "app-credentials").await?);
+    // Deletions are per object: the transcript it also selected may be gone already.
+    if !secret_exists(cluster, "s1-transcript-0").await? {
+        let (created, stderr) = create_secret(
+            cluster,
+            "s1-transcript-0",
+            Some(TYPE),
+            true,
+            Some(GATEWAY_SA),
+        )
+        .await?;
+        assert!(created, "{stderr}");
+    }
+    let (deleted, stderr) = delete_secrets(
+        cluster,
+        "labelSelector=nodeshell.periscope.io/session%3Ds1&fieldSelector=type%3Dnodeshell.periscope.io%2Ftranscript",
+        CONTROLLER_SA,
+    )
+    .await?;
+    assert!(deleted, "the controller's retention was refused: {stderr}");
+    assert!(!secret_exists(cluster, "s1-transcript-0").await?);
+    assert!(secret_exists(cluster, "app-credentials").await?);
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Labels the gateway puts on sessions (and on the Secrets that hold transcripts) so people
-//! and the controller can select them: by node, by policy, by user.
+//! and the controller can select them: by node, by policy, by user; and the transcript
+//! Secrets' type.
 
 use super::session::NodeShellSessionSpec;
 use sha2::{Digest, Sha256};
@@ -16,6 +17,11 @@ pub const LABEL_USER: &str = "nodeshell.periscope.io/user";
 /// Label on objects that belong to a session (transcript Secrets): the session's name. The
 /// controller deletes objects with this label when it deletes the session.
 pub const LABEL_SESSION: &str = "nodeshell.periscope.io/session";
+
+/// `type` of the Secrets that hold transcripts. The gateway writes only Secrets of this type
+/// with [`LABEL_SESSION`], the controller deletes only these (a field selector), and the Helm
+/// chart's admission policy holds both to it.
+pub const TRANSCRIPT_SECRET_TYPE: &str = "nodeshell.periscope.io/transcript";
 
 /// Longest label value Kubernetes accepts.
 const MAX_LABEL_VALUE: usize = 63;

@@ -18,7 +18,8 @@ mod validation;
 pub use caps::{CapCount, CapVerdict, holds_cap_slot};
 pub use ec2::{Ec2Instance, parse_provider_id, region_of_zone};
 pub use labels::{
-    LABEL_NODE, LABEL_POLICY, LABEL_SESSION, LABEL_USER, label_value, session_labels,
+    LABEL_NODE, LABEL_POLICY, LABEL_SESSION, LABEL_USER, TRANSCRIPT_SECRET_TYPE, label_value,
+    session_labels,
 };
 pub use matching::{PolicyMatch, governing_policy, selects_node};
 pub use names::{MAX_SUBDOMAIN, subdomain_problem};

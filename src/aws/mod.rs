@@ -1,7 +1,9 @@
 //! The STS and SSM calls the gateway makes with each person's own credentials: thin
 //! wrappers over the AWS SDK with a pinned behaviour version, an optional endpoint override
-//! (the simulator), typed errors, and credentials that never print.
+//! (the simulator), typed errors, and credentials that never print. The SDK clients are made
+//! per call from one [`AwsClients`] per gateway, so every call shares one HTTP client.
 
+mod clients;
 mod credentials;
 mod error;
 
@@ -11,6 +13,7 @@ use aws_sdk_ssm::types::{InstanceInformationStringFilter, PingStatus as SdkPingS
 use aws_sdk_sts::error::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 
+pub use clients::AwsClients;
 pub use credentials::TemporaryCredentials;
 pub use error::{AssumeRoleError, SsmCallError};
 
@@ -82,19 +85,22 @@ fn to_utc(t: &aws_sdk_sts::primitives::DateTime) -> DateTime<Utc> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
 }
 
-/// `sts:AssumeRoleWithWebIdentity`, sent unsigned (the token is the proof).
+/// `sts:AssumeRoleWithWebIdentity` on a client of its own (one-off callers: tests, benches);
+/// the gateway calls [`AwsClients::assume_role_with_web_identity`] on its shared one.
 pub async fn assume_role_with_web_identity(
     endpoints: &AwsEndpoints,
     request: &WebIdentityRequest,
 ) -> Result<TemporaryCredentials, AssumeRoleError> {
-    let mut config = aws_sdk_sts::Config::builder()
-        .behavior_version(behavior_version())
-        .region(aws_sdk_sts::config::Region::new(endpoints.region.clone()));
-    if let Some(url) = &endpoints.sts_url {
-        config = config.endpoint_url(url.clone());
-    }
-    // No credentials provider: the operation is optional-auth, so it goes out unsigned.
-    let client = aws_sdk_sts::Client::from_conf(config.build());
+    AwsClients::new()
+        .assume_role_with_web_identity(endpoints, request)
+        .await
+}
+
+/// `sts:AssumeRoleWithWebIdentity`, sent unsigned (the token is the proof).
+async fn assume_role(
+    client: aws_sdk_sts::Client,
+    request: &WebIdentityRequest,
+) -> Result<TemporaryCredentials, AssumeRoleError> {
     let out = client
         .assume_role_with_web_identity()
         .role_arn(&request.role_arn)
@@ -170,17 +176,20 @@ where
 }
 
 impl SsmSessions {
-    /// A client for `credentials` (SigV4, service `ssm`).
+    /// A client for `credentials` (SigV4, service `ssm`) with an HTTP client of its own
+    /// (one-off callers: tests, benches); the gateway uses [`SsmSessions::on`].
     pub fn new(endpoints: &AwsEndpoints, credentials: &TemporaryCredentials) -> Self {
-        let mut config = aws_sdk_ssm::Config::builder()
-            .behavior_version(behavior_version())
-            .region(aws_sdk_ssm::config::Region::new(endpoints.region.clone()))
-            .credentials_provider(credentials.to_sdk());
-        if let Some(url) = &endpoints.ssm_url {
-            config = config.endpoint_url(url.clone());
-        }
+        Self::on(&AwsClients::new(), endpoints, credentials)
+    }
+
+    /// A client for `credentials` (SigV4, service `ssm`) on the gateway's shared HTTP client.
+    pub fn on(
+        clients: &AwsClients,
+        endpoints: &AwsEndpoints,
+        credentials: &TemporaryCredentials,
+    ) -> Self {
         Self {
-            client: aws_sdk_ssm::Client::from_conf(config.build()),
+            client: clients.ssm(endpoints, credentials),
         }
     }
 

@@ -32,6 +32,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+/// Field selector of transcript Secrets (their dedicated type).
+fn transcript_type_field() -> String {
+    format!("type={}", crate::api::TRANSCRIPT_SECRET_TYPE)
+}
+
+/// Label selector of one session's transcript Secrets.
+fn transcript_selector(session_name: &str) -> String {
+    format!("{LABEL_SESSION}={}", crate::api::label_value(session_name))
+}
+
 /// Pause before a pass that follows a conflict, so the watch cache can catch up.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 /// Sessions per page of the admission pass's LIST (bounds the memory a pass needs).
@@ -374,25 +384,18 @@ impl Engine {
         info!(session = %name, "deleted after retention");
         self.metrics.decision("deleted", "");
         // ownerReferences let the garbage collector remove transcript Secrets; delete the
-        // labelled ones too, for clusters (or tests) without one.
-        let selector = format!("{LABEL_SESSION}={}", crate::api::label_value(&name));
-        match self
+        // session's ones too, for clusters (or tests) without one. One `deletecollection`
+        // selected by type and label: the controller may neither list nor get Secrets, and
+        // the chart's admission policy refuses it the deletion of any other Secret.
+        let params = ListParams::default()
+            .labels(&transcript_selector(&name))
+            .fields(&transcript_type_field());
+        if let Err(e) = self
             .secrets_api
-            .list(&ListParams::default().labels(&selector))
+            .delete_collection(&DeleteParams::background(), &params)
             .await
         {
-            Ok(list) => {
-                for secret in list {
-                    if let Err(e) = self
-                        .secrets_api
-                        .delete(&secret.name_any(), &DeleteParams::background())
-                        .await
-                    {
-                        debug!(secret = %secret.name_any(), error = %e, "deleting transcript secret failed");
-                    }
-                }
-            }
-            Err(e) => debug!(session = %name, error = %e, "listing transcript secrets failed"),
+            debug!(session = %name, error = %e, "deleting transcript secrets failed");
         }
         Ok(())
     }

@@ -88,9 +88,15 @@ pub struct ControllerArgs {
     #[arg(long, env = "NODESHELL_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Namespace of the leader Lease and of transcript Secrets.
+    /// Namespace of the leader Lease (and of transcript Secrets unless
+    /// `--transcript-namespace` names another).
     #[arg(long, env = "NODESHELL_NAMESPACE", default_value = "nodeshell-system")]
     pub namespace: String,
+
+    /// Namespace of transcript Secrets, whose retention deletes them (default: `--namespace`).
+    /// The gateway's `namespace` must name the same one.
+    #[arg(long, env = "NODESHELL_TRANSCRIPT_NAMESPACE")]
+    pub transcript_namespace: Option<String>,
 
     /// Name of the coordination.k8s.io Lease the replicas elect a leader with.
     #[arg(
@@ -160,6 +166,14 @@ impl ControllerArgs {
             closing_grace: self.closing_grace,
             default_retention: self.default_retention,
         }
+    }
+
+    /// Where transcript Secrets live: `--transcript-namespace`, else `--namespace`.
+    pub fn transcript_namespace_or_default(&self) -> &str {
+        self.transcript_namespace
+            .as_deref()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or(&self.namespace)
     }
 }
 

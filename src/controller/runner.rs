@@ -82,7 +82,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let events = spawn_event_publisher(client.clone(), &identity);
     let mut engine = Engine::new(
         client.clone(),
-        &args.namespace,
+        args.transcript_namespace_or_default(),
         sessions,
         policies,
         args.timeouts(),

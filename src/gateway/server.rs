@@ -11,6 +11,7 @@ use kube::Client;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::AwsClients;
 use crate::gateway::access::Access;
 use crate::gateway::access::auth::{Authenticator, KeyCache, keys};
 use crate::gateway::access::cluster::Cluster;
@@ -77,12 +78,24 @@ pub async fn kube_client(config: &GatewayConfig) -> Result<Client, GatewayError>
     crate::kube_client::client(config.kubeconfig.as_deref()).await
 }
 
-/// Builds the shared state from a resolved configuration, a client and a live side.
+/// Builds the shared state from a resolved configuration, a client and a live side, with
+/// an AWS client of its own (tests; `run` shares one with the live side).
 pub fn app_state(
     config: GatewayConfig,
     kube: Client,
     live: LiveSide,
     metrics: GatewayMetrics,
+) -> Result<AppState, GatewayError> {
+    app_state_with_aws(config, kube, live, metrics, AwsClients::new())
+}
+
+/// [`app_state`] whose opens call AWS through `aws`, the HTTP client the live side uses.
+pub fn app_state_with_aws(
+    config: GatewayConfig,
+    kube: Client,
+    live: LiveSide,
+    metrics: GatewayMetrics,
+    aws: AwsClients,
 ) -> Result<AppState, GatewayError> {
     let http = keys::issuer_http_client()?;
     let cache = KeyCache::new(
@@ -106,6 +119,7 @@ pub fn app_state(
         config: Arc::new(config),
         auth,
         cluster: Cluster::new(kube),
+        aws,
     };
     Ok(AppState {
         access,
@@ -122,13 +136,16 @@ pub fn audit_sink(config: &GatewayConfig) -> Result<AuditSink, AuditError> {
 
 /// The live side a gateway runs with: [`LiveSessions`] with its metrics in the gateway's
 /// registry and audit rows on stdout (and in the audit file, when configured), and the
-/// transcript Secrets. Fails only when the audit file cannot be opened for appending.
+/// transcript Secrets; its STS and SSM calls go through `aws`. Fails only when the audit file
+/// cannot be opened for appending.
 pub fn live_side(
     config: &GatewayConfig,
     client: Client,
     metrics: &GatewayMetrics,
+    aws: &AwsClients,
 ) -> Result<LiveSide, AuditError> {
-    let live_config = LiveConfig::new(config, client.clone(), audit_sink(config)?);
+    let mut live_config = LiveConfig::new(config, client.clone(), audit_sink(config)?);
+    live_config.aws = aws.clone();
     metrics
         .registry
         .with(|registry| live_config.metrics.register(registry));
@@ -147,12 +164,15 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let kube = kube_client(&config).await?;
     let registry = MetricsRegistry::new();
     let metrics = GatewayMetrics::new(registry);
-    let live =
-        live_side(&config, kube.clone(), &metrics).map_err(|source| GatewayError::AuditFile {
+    // One HTTP client (TLS roots, connection pool) for every person's STS and SSM calls.
+    let aws = AwsClients::new();
+    let live = live_side(&config, kube.clone(), &metrics, &aws).map_err(|source| {
+        GatewayError::AuditFile {
             path: config.live.audit_file.clone().unwrap_or_default(),
             source,
-        })?;
-    let state = app_state(config, kube, live, metrics)?;
+        }
+    })?;
+    let state = app_state_with_aws(config, kube, live, metrics, aws)?;
     serve(state).await
 }
 

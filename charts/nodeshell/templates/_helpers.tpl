@@ -40,6 +40,16 @@ app.kubernetes.io/component: {{ .component }}
 system:serviceaccount:{{ .Release.Namespace }}:{{ include "nodeshell.gatewayName" . }}
 {{- end -}}
 
+{{/* The username the apiserver gives the controller's ServiceAccount tokens. */}}
+{{- define "nodeshell.controllerUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "nodeshell.controllerName" . }}
+{{- end -}}
+
+{{/* Where transcript Secrets live: transcripts.namespace, else the release namespace. */}}
+{{- define "nodeshell.transcriptNamespace" -}}
+{{ .Values.transcripts.namespace | default .Release.Namespace }}
+{{- end -}}
+
 {{- define "nodeshell.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}

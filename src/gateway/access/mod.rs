@@ -50,6 +50,9 @@ pub struct Access {
     pub console: Option<ConsoleLogin>,
     /// Live shells opened from console sessions, for the identity re-check.
     pub identity: IdentityWatch,
+    /// The gateway's one HTTP client for STS and SSM (each call brings the person's
+    /// credentials).
+    pub aws: crate::aws::AwsClients,
 }
 
 impl std::fmt::Debug for Access {

@@ -265,7 +265,8 @@ impl Access {
             web_identity_token: auth.id_token.expose().to_string(),
             duration_seconds: Some(target.policy.spec.aws.session_duration_seconds),
         };
-        aws::assume_role_with_web_identity(&self.endpoints(&target.region), &request)
+        self.aws
+            .assume_role_with_web_identity(&self.endpoints(&target.region), &request)
             .await
             .map_err(|e| assume_role_error(&e, target))
     }
@@ -276,7 +277,7 @@ impl Access {
         creds: &aws::TemporaryCredentials,
         target: &ShellTarget,
     ) -> Result<AgentPing, ApiError> {
-        SsmSessions::new(&self.endpoints(&target.region), creds)
+        SsmSessions::on(&self.aws, &self.endpoints(&target.region), creds)
             .describe_instance_ping_status(&target.instance_id)
             .await
             .map_err(|e| describe_error(&e, target))

@@ -42,7 +42,7 @@ pub use reasons::{EndReason, StartFailure};
 pub use replay::{ReplayRing, ReplayStart};
 
 use crate::api::NodeShellSession;
-use crate::aws::AwsEndpoints;
+use crate::aws::{AwsClients, AwsEndpoints};
 use crate::gateway::audit::AuditSink;
 use crate::gateway::config::{GatewayConfig, LiveSettings};
 use crate::gateway::error::ErrorCode;
@@ -66,6 +66,8 @@ pub struct LiveConfig {
     pub pod_name: String,
     /// STS/SSM endpoint overrides (the simulator); the region comes from each session.
     pub endpoints: AwsEndpoints,
+    /// The gateway's one HTTP client for STS and SSM, shared with the API side.
+    pub aws: AwsClients,
     /// Cluster name for the SSM Reason and audit rows.
     pub cluster_name: String,
     /// Where audit rows go.
@@ -83,6 +85,7 @@ impl LiveConfig {
             namespace: config.namespace.clone(),
             pod_name: config.pod_name.clone(),
             endpoints: config.aws.clone(),
+            aws: AwsClients::new(),
             cluster_name: config.cluster_name.clone(),
             audit,
             metrics: LiveMetrics::default(),

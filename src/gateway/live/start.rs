@@ -25,7 +25,7 @@ use super::records::SessionInfo;
 use super::status::{ActiveFacts, ApplyMode, RetryStep, StatusRetry, WriteFailure, active_status};
 use super::{Control, Inner, LiveHandle, Slot};
 use crate::api::{NodeShellSession, NodeShellSessionStatus, SessionPhase};
-use crate::aws::{self, AwsEndpoints, SessionStream, SsmSessions, WebIdentityRequest};
+use crate::aws::{AwsEndpoints, SessionStream, SsmSessions, WebIdentityRequest};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditSubject};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
@@ -344,19 +344,22 @@ async fn assume_role(
 ) -> Result<SsmSessions, Refusal> {
     let spec = &fresh.spec;
     let endpoints = endpoints(inner, fresh);
-    let credentials = aws::assume_role_with_web_identity(
-        &endpoints,
-        &WebIdentityRequest {
-            role_arn: spec.role_arn.clone(),
-            role_session_name: spec.role_session_name.clone(),
-            web_identity_token: grant.id_token.expose().to_string(),
-            duration_seconds: Some(grant.policy.spec.aws.session_duration_seconds),
-        },
-    )
-    .await
-    .map_err(|e| Refusal::Failed(assume_role_failure(&e)))?;
+    let credentials = inner
+        .config
+        .aws
+        .assume_role_with_web_identity(
+            &endpoints,
+            &WebIdentityRequest {
+                role_arn: spec.role_arn.clone(),
+                role_session_name: spec.role_session_name.clone(),
+                web_identity_token: grant.id_token.expose().to_string(),
+                duration_seconds: Some(grant.policy.spec.aws.session_duration_seconds),
+            },
+        )
+        .await
+        .map_err(|e| Refusal::Failed(assume_role_failure(&e)))?;
     progress.assumed_role_arn = Some(credentials.assumed_role_arn.clone());
-    let ssm = SsmSessions::new(&endpoints, &credentials);
+    let ssm = SsmSessions::on(&inner.config.aws, &endpoints, &credentials);
     drop(credentials);
     Ok(ssm)
 }

@@ -24,8 +24,9 @@ pub const TRANSCRIPT_FORMAT: &str = "asciicast-v2+gzip";
 pub const CHUNK_DATA_KEY: &str = "asciicast.gz";
 /// Annotation holding the chunk's position (0, 1, …).
 pub const CHUNK_ANNOTATION: &str = "nodeshell.periscope.io/transcript-chunk";
-/// Secret type of transcript chunks, so they are easy to tell from other Secrets.
-pub const SECRET_TYPE: &str = "nodeshell.periscope.io/transcript";
+/// Secret type of transcript chunks, so they are easy to tell from other Secrets (and admission
+/// can hold the gateway to it).
+pub const SECRET_TYPE: &str = crate::api::TRANSCRIPT_SECRET_TYPE;
 /// Why storing a transcript failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptError {

@@ -1,0 +1,301 @@
+//! The AWS SDK pieces a gateway builds once and every person's calls share: one HTTPS client
+//! (one connection pool, TLS roots loaded once) inside one `SdkConfig`. Each call still gets
+//! its own STS or SSM client, which carries only that person's credentials and region.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_config::SdkConfig;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+
+use super::credentials::TemporaryCredentials;
+use super::{AssumeRoleError, AwsEndpoints, WebIdentityRequest, behavior_version};
+
+/// One per gateway: the shared HTTP client and SDK configuration every STS and SSM client is
+/// made from. Cheap to clone (clones share the client and its pool).
+#[derive(Clone)]
+pub struct AwsClients {
+    config: SdkConfig,
+    /// How many HTTP connectors (TLS setup and connection pool) the shared client has built.
+    connectors: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for AwsClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsClients")
+            .field("connectors_built", &self.connectors_built())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AwsClients {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AwsClients {
+    /// The shared client: the SDK's default HTTPS stack (hyper 1, rustls with aws-lc, proxy
+    /// from the environment), built once. It keeps one connector per timeout setting, and
+    /// every client made here uses the same settings, so one connector and one pool.
+    pub fn new() -> Self {
+        let connectors = Arc::new(AtomicUsize::new(0));
+        let counter = connectors.clone();
+        let http = Builder::new().build_with_connector_fn(move |settings, components| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let mut connector =
+                ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        });
+        let config = SdkConfig::builder()
+            .behavior_version(behavior_version())
+            .http_client(SharedHttpClient::new(BuiltOnce(http)))
+            .build();
+        Self { config, connectors }
+    }
+
+    /// How many HTTP connectors the shared client has built so far (1 once any call was
+    /// made, however many calls and people).
+    pub fn connectors_built(&self) -> usize {
+        self.connectors.load(Ordering::Relaxed)
+    }
+
+    /// `sts:AssumeRoleWithWebIdentity` with the person's token, on the shared HTTP client.
+    pub async fn assume_role_with_web_identity(
+        &self,
+        endpoints: &AwsEndpoints,
+        request: &WebIdentityRequest,
+    ) -> Result<TemporaryCredentials, AssumeRoleError> {
+        super::assume_role(self.sts(endpoints), request).await
+    }
+
+    /// An STS client for `endpoints`, without credentials (AssumeRoleWithWebIdentity is
+    /// optional-auth, so it goes out unsigned).
+    fn sts(&self, endpoints: &AwsEndpoints) -> aws_sdk_sts::Client {
+        let mut config = aws_sdk_sts::config::Builder::from(&self.config)
+            .region(aws_sdk_sts::config::Region::new(endpoints.region.clone()));
+        if let Some(url) = &endpoints.sts_url {
+            config = config.endpoint_url(url.clone());
+        }
+        aws_sdk_sts::Client::from_conf(config.build())
+    }
+
+    /// An SSM client for `endpoints` that signs with `credentials` (SigV4, service `ssm`).
+    pub(crate) fn ssm(
+        &self,
+        endpoints: &AwsEndpoints,
+        credentials: &TemporaryCredentials,
+    ) -> aws_sdk_ssm::Client {
+        let mut config = aws_sdk_ssm::config::Builder::from(&self.config)
+            .region(aws_sdk_ssm::config::Region::new(endpoints.region.clone()))
+            .credentials_provider(credentials.to_sdk());
+        if let Some(url) = &endpoints.ssm_url {
+            config = config.endpoint_url(url.clone());
+        }
+        aws_sdk_ssm::Client::from_conf(config.build())
+    }
+}
+
+/// The shared client as every per-call SDK client sees it. The SDK's own client builds a
+/// throwaway connector (loading the TLS roots again) each time an SDK client is made from it,
+/// to fail early; made once per gateway, it is checked by its first call instead.
+#[derive(Debug)]
+struct BuiltOnce(SharedHttpClient);
+
+impl HttpClient for BuiltOnce {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::{AgentPing, SsmSessions, WebIdentityRequest};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    const STS_OK: &str = r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Credentials>
+      <AccessKeyId>ASIAEXAMPLE</AccessKeyId>
+      <SecretAccessKey>secret</SecretAccessKey>
+      <SessionToken>token</SessionToken>
+      <Expiration>2030-01-01T00:00:00Z</Expiration>
+    </Credentials>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/shell/nodeshell-alice</Arn>
+      <AssumedRoleId>AROAEXAMPLE:nodeshell-alice</AssumedRoleId>
+    </AssumedRoleUser>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#;
+
+    /// A keep-alive HTTP/1.1 endpoint that answers STS (XML) and SSM (JSON) and counts the
+    /// TCP connections it accepts.
+    async fn stub_aws() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    loop {
+                        let (mut length, mut ssm) = (0usize, false);
+                        loop {
+                            let mut line = String::new();
+                            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap();
+                            }
+                            ssm |= lower.starts_with("x-amz-target:");
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        stream.read_exact(&mut body).await.unwrap();
+                        let (kind, answer) = if ssm {
+                            (
+                                "application/x-amz-json-1.1",
+                                r#"{"InstanceInformationList":[]}"#,
+                            )
+                        } else {
+                            ("text/xml", STS_OK)
+                        };
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        stream
+                            .get_mut()
+                            .write_all(response.as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn request() -> WebIdentityRequest {
+        WebIdentityRequest {
+            role_arn: "arn:aws:iam::123456789012:role/shell".into(),
+            role_session_name: "nodeshell-alice".into(),
+            web_identity_token: "id-token".into(),
+            duration_seconds: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_call_shares_one_connector_and_one_connection() {
+        let (url, accepted) = stub_aws().await;
+        let endpoints = AwsEndpoints {
+            region: "eu-west-1".into(),
+            sts_url: Some(url.clone()),
+            ssm_url: Some(url),
+        };
+        let clients = AwsClients::new();
+        // Two people's sessions: each assumes its role and asks SSM with its own credentials.
+        for _ in 0..2 {
+            let creds = clients
+                .assume_role_with_web_identity(&endpoints, &request())
+                .await
+                .unwrap();
+            let ping = SsmSessions::on(&clients, &endpoints, &creds)
+                .describe_instance_ping_status("i-0123456789abcdef0")
+                .await
+                .unwrap();
+            assert_eq!(ping, AgentPing::NotManaged);
+        }
+        assert_eq!(clients.connectors_built(), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one pooled connection");
+
+        // What each session paid before: its own client, its own connector and connection.
+        let before = accepted.load(Ordering::SeqCst);
+        for _ in 0..2 {
+            let own = AwsClients::new();
+            own.assume_role_with_web_identity(&endpoints, &request())
+                .await
+                .unwrap();
+            assert_eq!(own.connectors_built(), 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst) - before, 2);
+    }
+
+    /// Resident memory of this process.
+    fn rss_bytes() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
+    /// What each live session's SSM client (kept for resume and terminate) costs, after one
+    /// call, with its own HTTP client and with the shared one. A measurement for
+    /// docs/benchmarks.md, run by hand:
+    /// `cargo test --release --lib aws::clients -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a check"]
+    async fn memory_per_live_session_client() {
+        const SESSIONS: usize = 200;
+        let (url, _) = stub_aws().await;
+        let endpoints = AwsEndpoints {
+            region: "eu-west-1".into(),
+            sts_url: Some(url.clone()),
+            ssm_url: Some(url),
+        };
+        let creds = AwsClients::new()
+            .assume_role_with_web_identity(&endpoints, &request())
+            .await
+            .unwrap();
+        let clients = AwsClients::new();
+        let mut kept = Vec::new();
+        for (label, shared) in [("shared", true), ("own", false)] {
+            let before = rss_bytes();
+            for _ in 0..SESSIONS {
+                let ssm = if shared {
+                    SsmSessions::on(&clients, &endpoints, &creds)
+                } else {
+                    SsmSessions::new(&endpoints, &creds)
+                };
+                ssm.describe_instance_ping_status("i-0123456789abcdef0")
+                    .await
+                    .unwrap();
+                kept.push(ssm);
+            }
+            let per_session = (rss_bytes().saturating_sub(before)) / SESSIONS;
+            println!("{label}: {per_session} bytes of RSS per live session's SSM client");
+        }
+    }
+}
