@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 pub use super::agent_messages::{AgentEvent, Outbound};
+use super::handshake::{AgentHandshake, Inbound};
 use super::output::{complete_utf8_prefix, fill_firehose};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
@@ -140,11 +141,24 @@ pub(crate) fn spawn(
             _kill: kill_tx,
         }
     };
+    let mut queue = RetransmitQueue::new(Role::Agent, agent_rto());
+    // With a KMS key in the account's preferences the agent handshakes before the shell runs.
+    let handshake = match &shared.config.preferences.kms_key_id {
+        Some(key) => {
+            let (handshake, request) =
+                AgentHandshake::start(key, &session.id, &session.target, Instant::now())
+                    .map_err(std::io::Error::other)?;
+            let _ = queue.enqueue(PayloadType::HandshakeRequest, request);
+            Some(handshake)
+        }
+        None => None,
+    };
     let agent = Agent {
         shared,
         session,
         program,
-        queue: RetransmitQueue::new(Role::Agent, agent_rto()),
+        handshake,
+        queue,
         window: ReceiveWindow::new(ReceiveConfig {
             max_messages: 10_000,
             max_bytes: 16 * 1024 * 1024,
@@ -229,6 +243,8 @@ struct Agent {
     shared: Arc<Shared>,
     session: Arc<SessionEntry>,
     program: Program,
+    /// The KMS handshake and cipher, when the account's preferences name a key.
+    handshake: Option<AgentHandshake>,
     queue: RetransmitQueue,
     window: ReceiveWindow,
     out: Option<(u64, mpsc::Sender<Outbound>)>,
@@ -258,7 +274,16 @@ impl Agent {
             let drain_deadline = self
                 .exit
                 .map(|(_, at)| tokio::time::Instant::from_std(at + DRAIN_LIMIT));
+            let handshake_deadline = self
+                .handshake
+                .as_ref()
+                .and_then(AgentHandshake::deadline)
+                .map(tokio::time::Instant::from_std);
             let can_read = source_open
+                && self
+                    .handshake
+                    .as_ref()
+                    .is_none_or(AgentHandshake::is_complete)
                 && self.exit.is_none()
                 && !self.queue.is_paused()
                 && self.queue.has_room(CHUNK);
@@ -269,12 +294,14 @@ impl Agent {
                 },
                 src = source.recv(), if can_read => match src {
                     Some(SourceEvent::Data(data)) => {
+                        let data = self.seal(PayloadType::Output, data);
                         let _ = self.queue.enqueue(PayloadType::Output, data);
                         Step::Continue
                     }
                     Some(SourceEvent::Exited(code)) => {
                         lock(&self.session.state).exit_code = Some(code);
-                        let _ = self.queue.enqueue(PayloadType::ExitCode, exit_code_payload(code));
+                        let payload = self.seal(PayloadType::ExitCode, exit_code_payload(code));
+                        let _ = self.queue.enqueue(PayloadType::ExitCode, payload);
                         self.exit = Some((code, Instant::now()));
                         Step::Continue
                     }
@@ -282,9 +309,21 @@ impl Agent {
                 },
                 () = sleep_until_opt(deadline) => Step::Continue,
                 () = sleep_until_opt(drain_deadline) => self.finish("").await,
+                () = sleep_until_opt(handshake_deadline) => {
+                    if let Some(h) = self.handshake.as_mut() {
+                        h.on_timeout();
+                    }
+                    Step::Continue
+                }
                 () = self.shared.shutdown.cancelled() => Step::Stop,
             };
             if matches!(step, Step::Stop) {
+                break;
+            }
+            if let Some(reason) = self.handshake.as_ref().and_then(AgentHandshake::failure) {
+                let reason = reason.to_string();
+                self.program = Program::Ended;
+                self.finish(&reason).await;
                 break;
             }
             self.transmit().await;
@@ -372,7 +411,31 @@ impl Agent {
         }
     }
 
-    async fn process_input(&mut self, frame: Frame) {
+    /// Encrypts an outgoing payload once the KMS handshake set a cipher up.
+    fn seal(&self, payload_type: PayloadType, payload: Bytes) -> Bytes {
+        match &self.handshake {
+            Some(h) => h.seal(payload_type, payload),
+            None => payload,
+        }
+    }
+
+    async fn process_input(&mut self, mut frame: Frame) {
+        if let Some(h) = &mut self.handshake {
+            let inbound = h.on_inbound(
+                frame.payload_type,
+                &frame.payload,
+                &self.shared.kms,
+                Instant::now(),
+            );
+            match inbound {
+                Inbound::Deliver(payload) => frame.payload = payload,
+                Inbound::Reply(payload_type, payload) => {
+                    let _ = self.queue.enqueue(payload_type, payload);
+                    return;
+                }
+                Inbound::Ignore => return,
+            }
+        }
         let Program::Shell { pty, .. } = &mut self.program else {
             return;
         };

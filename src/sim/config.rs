@@ -29,6 +29,43 @@ pub struct SimConfig {
     /// Delay before the agent's shell output starts flowing, in milliseconds (the official
     /// agent waits one second after starting the shell).
     pub agent_start_delay_ms: u64,
+    /// The account's Session Manager preferences.
+    pub preferences: SessionPreferences,
+    /// The account's KMS keys (symmetric, `SYMMETRIC_DEFAULT`).
+    pub kms_keys: Vec<KmsKeyConfig>,
+}
+
+/// The account's Session Manager preferences (the `SSM-SessionManagerRunShell` document).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SessionPreferences {
+    /// `kmsKeyId`: when set, every session runs the handshake with a `KMSEncryption` action
+    /// naming this key (an id, key ARN, `alias/<name>` or alias ARN of a `kmsKeys` entry) and
+    /// its payloads are encrypted. Off (absent) by default, as in a new account.
+    pub kms_key_id: Option<String>,
+}
+
+/// One KMS key of the account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct KmsKeyConfig {
+    /// Key id (a UUID); the key's ARN is `arn:aws:kms:<region>:<account>:key/<id>`.
+    pub id: String,
+    /// Alias name without the `alias/` prefix, if any.
+    pub alias: Option<String>,
+    /// Knob (empty by default): names of roles the key policy denies every `kms:` action to
+    /// (an explicit `Deny` statement for their assumed-role sessions).
+    pub deny_roles: Vec<String>,
+}
+
+impl Default for KmsKeyConfig {
+    fn default() -> Self {
+        Self {
+            id: "1234abcd-12ab-34cd-56ef-1234567890ab".to_string(),
+            alias: Some("nodeshell-sessions".to_string()),
+            deny_roles: Vec::new(),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -43,6 +80,8 @@ impl Default for SimConfig {
             instances: vec![InstanceConfig::default()],
             seed: 1,
             agent_start_delay_ms: 1000,
+            preferences: SessionPreferences::default(),
+            kms_keys: Vec::new(),
         }
     }
 }
@@ -59,6 +98,8 @@ pub struct PortsConfig {
     pub ssm: u16,
     /// `ssmmessages` data-channel websockets.
     pub messages: u16,
+    /// KMS JSON 1.1 API.
+    pub kms: u16,
 }
 
 /// Settings of the built-in OIDC issuer.

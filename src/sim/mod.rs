@@ -10,9 +10,11 @@ mod agent_messages;
 mod clients;
 pub mod config;
 pub mod faults;
+mod handshake;
 mod ids;
 mod issued;
 pub mod jwt;
+mod kms;
 mod login;
 mod oidc;
 pub mod output;
@@ -106,6 +108,9 @@ pub enum Error {
         /// What is wrong with it.
         source: trust_policy::PolicyError,
     },
+    /// The KMS keys could not be made.
+    #[error("cannot create the simulated KMS keys: {0}")]
+    Kms(String),
     /// Waiting for Ctrl-C failed.
     #[error("cannot wait for a shutdown signal: {0}")]
     Signal(std::io::Error),
@@ -129,6 +134,9 @@ pub struct SimArgs {
     /// Port of the ssmmessages data channel (0 = any).
     #[arg(long, env = "NODESHELL_SIM_MESSAGES_PORT")]
     pub messages_port: Option<u16>,
+    /// Port of the KMS endpoint (0 = any).
+    #[arg(long, env = "NODESHELL_SIM_KMS_PORT")]
+    pub kms_port: Option<u16>,
     /// Seed of the fault knobs' random choices.
     #[arg(long, env = "NODESHELL_SIM_SEED")]
     pub seed: Option<u64>,
@@ -160,6 +168,7 @@ impl SimArgs {
             (self.sts_port, &mut ports.sts),
             (self.ssm_port, &mut ports.ssm),
             (self.messages_port, &mut ports.messages),
+            (self.kms_port, &mut ports.kms),
         ] {
             if let Some(p) = flag {
                 *port = p;
@@ -181,6 +190,7 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     println!("  STS             {}", urls.sts);
     println!("  SSM             {}", urls.ssm);
     println!("  ssmmessages     {}", urls.messages);
+    println!("  KMS             {}", urls.kms);
     println!("  region          {}", handle.region());
     for role in &handle.shared.config.roles {
         println!("  role            {}", handle.role_arn(&role.name));
@@ -224,6 +234,7 @@ fn write_urls(handle: &SimHandle, path: &std::path::Path) -> Result<(), Error> {
         "sts": urls.sts,
         "ssm": urls.ssm,
         "messages": urls.messages,
+        "kms": urls.kms,
         "region": handle.region(),
         "clientId": handle.shared.config.issuer.client_id,
         "roleArns": roles,
@@ -276,11 +287,13 @@ impl Simulator {
         let (sts_l, sts_a) = bind(config.ports.sts).await?;
         let (ssm_l, ssm_a) = bind(config.ports.ssm).await?;
         let (msg_l, msg_a) = bind(config.ports.messages).await?;
+        let (kms_l, kms_a) = bind(config.ports.kms).await?;
         let urls = SimUrls {
             issuer: format!("http://{oidc_a}"),
             sts: format!("http://{sts_a}"),
             ssm: format!("http://{ssm_a}"),
             messages: format!("ws://{msg_a}"),
+            kms: format!("http://{kms_a}"),
         };
         for role in &config.roles {
             trust::role_trust_policy(role, &config.account_id, &urls.issuer).map_err(|source| {
@@ -298,6 +311,7 @@ impl Simulator {
         let keys = tokio::task::spawn_blocking(jwt::KeyRing::generate)
             .await
             .map_err(|_| Error::Jwt(jwt::JwtError::KeyGeneration))??;
+        let kms = kms::KmsKeys::generate(&config).map_err(|e| Error::Kms(e.message))?;
         let shared = Arc::new(Shared {
             config,
             urls,
@@ -313,6 +327,7 @@ impl Simulator {
             disabled_users: Mutex::new(std::collections::HashSet::new()),
             idp_unreachable: std::sync::atomic::AtomicBool::new(false),
             trust_policies: Mutex::new(HashMap::new()),
+            kms,
         });
         let serve = |listener: TcpListener, router: axum::Router, stop: CancellationToken| {
             // Nagle plus the peer's delayed ACK holds a small frame written right after
@@ -333,6 +348,7 @@ impl Simulator {
             serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
             serve(sts_l, sts::router(shared.clone()), stop.clone()),
             serve(ssm_l, ssm_api::router(shared.clone()), stop.clone()),
+            serve(kms_l, kms::router(shared.clone()), stop.clone()),
             serve(msg_l, relay::router(shared.clone()), stop),
         ];
         Ok(SimHandle { shared, tasks })
