@@ -78,6 +78,7 @@ fn session_reasons() -> BTreeSet<String> {
         EndReason::GatewayShutdown,
         EndReason::TranscriptFailed(StorageFailure::Unavailable),
         EndReason::ChannelLost,
+        EndReason::KmsDenied(String::new()),
     ];
     for end in &ends {
         match end {
@@ -90,6 +91,7 @@ fn session_reasons() -> BTreeSet<String> {
             | EndReason::GatewayShutdown
             | EndReason::TranscriptFailed(_)
             | EndReason::ChannelLost
+            | EndReason::KmsDenied(_)
             // Echoes a reason the controller chose, one of the SessionReasons above.
             | EndReason::Controller(_) => {}
         }

@@ -40,6 +40,9 @@ pub enum ErrorCode {
     RateLimited,
     /// `ssm:StartSession` or the data channel failed.
     StartFailed,
+    /// The session is KMS-encrypted and the role may not call `kms:GenerateDataKey` on the
+    /// key; the message names the statement to add.
+    KmsDenied,
     /// The request is malformed.
     BadRequest,
     /// A request body or a WebSocket message is larger than the gateway accepts (+`limit`).
@@ -69,6 +72,7 @@ impl ErrorCode {
             Self::CapTotal => "E_CAP_TOTAL",
             Self::RateLimited => "E_RATE_LIMITED",
             Self::StartFailed => "E_NODE_SHELL_START_FAILED",
+            Self::KmsDenied => "E_KMS_DENIED",
             Self::BadRequest => "E_BAD_REQUEST",
             Self::PayloadTooLarge => "E_PAYLOAD_TOO_LARGE",
             Self::RequestTimeout => "E_REQUEST_TIMEOUT",
@@ -84,7 +88,8 @@ impl ErrorCode {
             | Self::NodeShellDisabled
             | Self::NoRole
             | Self::AudMismatch
-            | Self::TrustDenied => StatusCode::FORBIDDEN,
+            | Self::TrustDenied
+            | Self::KmsDenied => StatusCode::FORBIDDEN,
             Self::NodeNotEc2 | Self::NotFound => StatusCode::NOT_FOUND,
             Self::NoRegion | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::AgentOffline => StatusCode::CONFLICT,
@@ -97,7 +102,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::Auth,
         Self::ReauthRequired,
         Self::Forbidden,
@@ -113,6 +118,7 @@ impl ErrorCode {
         Self::CapTotal,
         Self::RateLimited,
         Self::StartFailed,
+        Self::KmsDenied,
         Self::BadRequest,
         Self::PayloadTooLarge,
         Self::RequestTimeout,

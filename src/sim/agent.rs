@@ -143,7 +143,8 @@ pub(crate) fn spawn(
     };
     let mut queue = RetransmitQueue::new(Role::Agent, agent_rto());
     // With a KMS key in the account's preferences the agent handshakes before the shell runs.
-    let handshake = match &shared.config.preferences.kms_key_id {
+    let kms_key = lock(&shared.preferences).kms_key_id.clone();
+    let handshake = match &kms_key {
         Some(key) => {
             let (handshake, request) =
                 AgentHandshake::start(key, &session.id, &session.target, Instant::now())

@@ -64,6 +64,8 @@ impl From<KmsError> for SsmError {
 /// One key with its material.
 struct Key {
     config: KmsKeyConfig,
+    /// The key policy's denied roles (starts as `config.deny_roles`; a knob at run time).
+    deny_roles: std::sync::Mutex<Vec<String>>,
     arn: String,
     alias_arn: Option<String>,
     material: LessSafeKey,
@@ -107,6 +109,7 @@ impl KmsKeys {
             keys.push(Key {
                 arn: format!("{prefix}:key/{}", key.id),
                 alias_arn: key.alias.as_ref().map(|a| format!("{prefix}:alias/{a}")),
+                deny_roles: std::sync::Mutex::new(key.deny_roles.clone()),
                 config: key.clone(),
                 material,
             });
@@ -141,7 +144,10 @@ impl KmsKeys {
     }
 
     fn check_policy(key: &Key, caller: KmsCaller<'_>, action: &str) -> Result<(), KmsError> {
-        if key.config.deny_roles.iter().any(|r| r == caller.role_name) {
+        if super::state::lock(&key.deny_roles)
+            .iter()
+            .any(|r| r == caller.role_name)
+        {
             return Err(kms_err(
                 "AccessDeniedException",
                 format!(
@@ -150,6 +156,13 @@ impl KmsKeys {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Replaces the roles the key policy of `key_ref` denies (knob).
+    pub fn set_deny_roles(&self, key_ref: &str, roles: Vec<String>) -> Result<(), KmsError> {
+        let key = self.resolve(key_ref)?;
+        *super::state::lock(&key.deny_roles) = roles;
         Ok(())
     }
 

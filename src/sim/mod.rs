@@ -313,6 +313,7 @@ impl Simulator {
             .map_err(|_| Error::Jwt(jwt::JwtError::KeyGeneration))??;
         let kms = kms::KmsKeys::generate(&config).map_err(|e| Error::Kms(e.message))?;
         let shared = Arc::new(Shared {
+            preferences: Mutex::new(config.preferences.clone()),
             config,
             urls,
             keys: RwLock::new(keys),
@@ -372,6 +373,7 @@ impl SimHandle {
             region: self.region().to_string(),
             sts_url: Some(self.urls().sts.clone()),
             ssm_url: Some(self.urls().ssm.clone()),
+            kms_url: Some(self.urls().kms.clone()),
         }
     }
 
@@ -499,6 +501,23 @@ impl SimHandle {
         } else {
             users.remove(sub);
         }
+    }
+
+    /// Knob: the account's Session Manager preferences name `key` (a `kmsKeys` entry) for
+    /// KMS encryption, or none; sessions started afterwards follow it.
+    pub fn set_session_kms_key(&self, key: Option<&str>) {
+        lock(&self.shared.preferences).kms_key_id = key.map(str::to_string);
+    }
+
+    /// Knob: the key policy of `key` denies these roles every `kms:` action from now on.
+    pub fn set_kms_denied_roles(&self, key: &str, roles: &[&str]) -> Result<(), Error> {
+        self.shared
+            .kms
+            .set_deny_roles(key, roles.iter().map(|r| r.to_string()).collect())
+            .map_err(|e| Error::NotFound {
+                kind: "KMS key",
+                id: e.message,
+            })
     }
 
     /// Changes an instance's agent connectivity.

@@ -581,6 +581,7 @@ mod tests {
             trust_policies: Mutex::new(HashMap::new()),
             kms: super::super::kms::KmsKeys::generate(&super::super::config::SimConfig::default())
                 .unwrap(),
+            preferences: Mutex::new(Default::default()),
         })
     }
 

@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     pub trust_policies: Mutex<HashMap<String, TrustPolicy>>,
     /// The account's KMS keys and their key material.
     pub kms: super::kms::KmsKeys,
+    /// The account's Session Manager preferences (from the config; a knob at run time).
+    pub preferences: Mutex<super::config::SessionPreferences>,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (state stays usable for tests).

@@ -324,6 +324,7 @@ impl GatewayWorld {
                 "region": self.sim.region(),
                 "stsEndpoint": urls.sts,
                 "ssmEndpoint": urls.ssm,
+                "kmsEndpoint": urls.kms,
             },
             "ticketTtlSeconds": 30,
             "admissionTimeoutSeconds": 15,

@@ -6,7 +6,7 @@ use crate::aws::{AssumeRoleError, SsmCallError};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::refusals;
 use crate::gateway::transcript::StorageFailure;
-use crate::ssm::{ChannelError, CloseCause, CloseReason};
+use crate::ssm::{ChannelError, CloseCause, CloseReason, HandshakeError};
 
 /// Why a running session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub enum EndReason {
     ChannelLost,
     /// The controller moved the session to Closing with this reason.
     Controller(String),
+    /// The session is KMS-encrypted and KMS refused the person's role the data key
+    /// (`E_KMS_DENIED`, with the statement to add).
+    KmsDenied(String),
 }
 
 impl EndReason {
@@ -47,6 +50,7 @@ impl EndReason {
             Self::TranscriptFailed(_) => SessionReason::TranscriptFailed.as_str(),
             Self::ChannelLost => SessionReason::ChannelLost.as_str(),
             Self::Controller(reason) => reason,
+            Self::KmsDenied(_) => SessionReason::StartFailed.as_str(),
         }
     }
 
@@ -72,13 +76,22 @@ impl EndReason {
                     .into()
             }
             Self::Controller(reason) => format!("the controller closed the session ({reason})"),
+            Self::KmsDenied(message) => message.clone(),
+        }
+    }
+
+    /// The `error` frame the browser gets before `closed`, for an end that has an `E_…` code.
+    pub fn error(&self) -> Option<(ErrorCode, &str)> {
+        match self {
+            Self::KmsDenied(message) => Some((ErrorCode::KmsDenied, message)),
+            _ => None,
         }
     }
 
     /// The audit row's `outcome`: `success` for an orderly end, `error` when something failed.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::TranscriptFailed(_) | Self::ChannelLost => "error",
+            Self::TranscriptFailed(_) | Self::ChannelLost | Self::KmsDenied(_) => "error",
             _ => "success",
         }
     }
@@ -86,8 +99,12 @@ impl EndReason {
 
 /// The reason for a channel that ended by itself (not because we closed it).
 pub fn end_from_channel(reason: &CloseReason) -> EndReason {
-    match reason.cause {
+    match &reason.cause {
         CloseCause::ChannelClosed | CloseCause::ClosedByClient => EndReason::UserExit,
+        CloseCause::Failed(ChannelError::Handshake(HandshakeError::KmsDenied {
+            key_id,
+            message,
+        })) => EndReason::KmsDenied(refusals::kms_denied(key_id, message).message),
         CloseCause::SessionTimedOut | CloseCause::Failed(_) => EndReason::ChannelLost,
     }
 }
@@ -204,6 +221,36 @@ mod tests {
             end_from_channel(&closed(CloseCause::Failed(ChannelError::Closed))),
             EndReason::ChannelLost
         );
+    }
+
+    #[test]
+    fn a_kms_denial_ends_with_e_kms_denied_naming_the_statement() {
+        let reason = CloseReason {
+            exit_code: None,
+            cause: CloseCause::Failed(ChannelError::Handshake(HandshakeError::KmsDenied {
+                key_id: "arn:aws:kms:eu-west-1:111111111111:key/k-1".into(),
+                message: "User: r is not authorized to perform: kms:GenerateDataKey".into(),
+            })),
+            message: String::new(),
+        };
+        let end = end_from_channel(&reason);
+        assert_eq!(end.as_str(), "StartFailed");
+        assert_eq!(end.outcome(), "error");
+        let (code, message) = end.error().expect("an error frame");
+        assert_eq!(code.as_str(), "E_KMS_DENIED");
+        assert!(
+            message.contains(r#""Action": "kms:GenerateDataKey", "Resource": "arn:aws:kms:eu-west-1:111111111111:key/k-1""#),
+            "{message}"
+        );
+        assert!(message.contains("User: r is not authorized"), "{message}");
+        assert_eq!(end.message(), message);
+        // Other handshake failures stay a lost channel without an error frame.
+        let other = CloseReason {
+            cause: CloseCause::Failed(ChannelError::Handshake(HandshakeError::UnexpectedChallenge)),
+            ..reason
+        };
+        assert_eq!(end_from_channel(&other), EndReason::ChannelLost);
+        assert_eq!(EndReason::ChannelLost.error(), None);
     }
 
     #[test]
