@@ -5,8 +5,8 @@
 //!
 //! The ciphertext blob binds the encryption context as AES-GCM additional data, so a
 //! `Decrypt` with another context fails with `InvalidCiphertextException`, as KMS's does.
-//! Shapes and error codes read from the KMS service model (botocore
-//! `kms/2014-11-01/service-2.json`).
+//! Shapes and error codes read from the KMS model as generated into `aws-sdk-kms` 1.129.0
+//! (`src/operation/{generate_data_key,decrypt}.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
