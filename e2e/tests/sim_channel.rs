@@ -471,3 +471,61 @@ async fn kms_endpoint_answers_the_aws_sdk_with_kms_shapes_and_codes() {
     assert_eq!(code(&too_big).as_deref(), Some("ValidationException"));
     sim.shutdown().await;
 }
+
+/// A client that opens the channel but never answers the handshake, as the agent's 15 s
+/// timeout sees it: the first stream message is the HandshakeRequest (no shell output before
+/// the handshake), and after 15 s the session ends with the agent's text.
+#[tokio::test]
+async fn a_client_that_never_answers_the_kms_handshake_is_closed_after_15_seconds() {
+    use futures::{SinkExt, StreamExt};
+    use nodeshell::ssm::frame::Frame;
+    use nodeshell::ssm::payload::{Acknowledgement, ChannelClosed, OpenDataChannel};
+    use nodeshell::ssm::{MessageType, PayloadType};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (sim, ssm) = start_with(kms_config(&[])).await;
+    let stream = ssm
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await
+        .expect("start");
+    let (mut ws, _) = tokio_tungstenite::connect_async(stream.stream_url.as_str())
+        .await
+        .expect("websocket");
+    let open = OpenDataChannel::client(&stream.token_value, "silent-client", "1.2.707.0");
+    ws.send(Message::text(open.to_json())).await.expect("open");
+    let started = std::time::Instant::now();
+    let mut stream_types = Vec::new();
+    let closed = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the agent gives up within 30 s")
+            .expect("socket open")
+            .expect("frame");
+        let Message::Binary(data) = message else {
+            continue;
+        };
+        let frame = Frame::decode(&data).expect("valid frame");
+        match frame.message_type {
+            MessageType::OutputStreamData => {
+                stream_types.push(frame.payload_type);
+                let ack = Acknowledgement::of(&frame)
+                    .to_frame()
+                    .encode()
+                    .expect("ack");
+                ws.send(Message::Binary(ack)).await.expect("ack sent");
+            }
+            MessageType::ChannelClosed => {
+                break ChannelClosed::from_payload(&frame.payload).expect("channel_closed");
+            }
+            _ => {}
+        }
+    };
+    let waited = started.elapsed();
+    assert_eq!(stream_types, vec![PayloadType::HandshakeRequest]);
+    assert!(waited >= Duration::from_secs(15), "closed after {waited:?}");
+    assert_eq!(
+        closed.output,
+        "Encountered error while initiating handshake. Handshake timed out. Please ensure that you have the latest version of the session manager plugin."
+    );
+    sim.shutdown().await;
+}
