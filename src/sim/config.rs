@@ -325,6 +325,11 @@ mod tests {
             config.instances[2].env.get("NODE_ROLE").map(String::as_str),
             Some("worker")
         );
+        assert_eq!(
+            config.kms_keys[0].alias.as_deref(),
+            Some("nodeshell-sessions")
+        );
+        assert_eq!(config.preferences.kms_key_id, None);
     }
 
     #[test]
