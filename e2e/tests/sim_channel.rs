@@ -389,7 +389,7 @@ async fn kms_key_policy_denying_the_role_ends_the_session_with_kms_denied() {
 /// context, and each refusal comes with KMS's code.
 #[tokio::test]
 async fn kms_endpoint_answers_the_aws_sdk_with_kms_shapes_and_codes() {
-    let sim = Simulator::start(kms_config(&["other-role"]))
+    let sim = Simulator::start(kms_config(&[]))
         .await
         .expect("simulator starts");
     let endpoints = sim.aws_endpoints();
@@ -469,6 +469,16 @@ async fn kms_endpoint_answers_the_aws_sdk_with_kms_shapes_and_codes() {
         .await
         .expect_err("too many bytes");
     assert_eq!(code(&too_big).as_deref(), Some("ValidationException"));
+    sim.set_kms_denied_roles(KMS_ALIAS, &["nodeshell-user"])
+        .expect("key exists");
+    let denied = kms
+        .generate_data_key()
+        .key_id(KMS_ALIAS)
+        .number_of_bytes(64)
+        .send()
+        .await
+        .expect_err("the key policy denies the role");
+    assert_eq!(code(&denied).as_deref(), Some("AccessDeniedException"));
     sim.shutdown().await;
 }
 
