@@ -364,6 +364,7 @@ impl SimProcess {
             region: self.region.clone(),
             sts_url: Some(self.sts_url.clone()),
             ssm_url: Some(self.ssm_url.clone()),
+            kms_url: None,
         }
     }
 

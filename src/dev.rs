@@ -152,6 +152,9 @@ pub struct SimEndpoints {
     pub sts: String,
     /// SSM endpoint.
     pub ssm: String,
+    /// KMS endpoint (for KMS-encrypted sessions).
+    #[serde(default)]
+    pub kms: String,
     /// Region its SigV4 scopes name.
     pub region: String,
     /// The issuer's client id (the console's and the gateway's).
@@ -427,6 +430,8 @@ fn components(
         .arg(&sim.sts)
         .arg("--ssm-endpoint")
         .arg(&sim.ssm)
+        .arg("--kms-endpoint")
+        .arg(&sim.kms)
         .arg("--allowed-origins")
         .arg(console.allowed_origins().join(","))
         .env("POD_NAME", "nodeshell-dev-gateway");

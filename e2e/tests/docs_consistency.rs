@@ -91,6 +91,7 @@ fn session_reasons() -> BTreeSet<String> {
         EndReason::Ssm(ServiceClose::IdleTimeout, String::new()),
         EndReason::Ssm(ServiceClose::MaxDuration, String::new()),
         EndReason::Ssm(ServiceClose::Terminated, String::new()),
+        EndReason::KmsDenied(String::new()),
     ];
     for end in &ends {
         match end {
@@ -105,6 +106,7 @@ fn session_reasons() -> BTreeSet<String> {
             | EndReason::ChannelLost
             | EndReason::IdentityRevoked(_)
             | EndReason::Ssm(..)
+            | EndReason::KmsDenied(_)
             // Echoes a reason the controller chose, one of the SessionReasons above.
             | EndReason::Controller(_) => {}
         }

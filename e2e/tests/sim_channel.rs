@@ -1,31 +1,36 @@
 //! Our data-channel client (`nodeshell::ssm`) against the simulator's relay and agent: a
 //! firehose arrives complete, in order and exactly once under each misbehaviour knob, and an
 //! interactive shell echoes, resizes and exits without reporting its exit status (the
-//! official agent's PTY path sends no EXIT_CODE).
+//! official agent's PTY path sends no EXIT_CODE); a KMS-encrypted session (the account's
+//! preferences name a key) works, and a role the key policy denies gets a typed error. The
+//! simulator's KMS endpoint answers AWS's own KMS client.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use nodeshell::aws::{SsmSessions, WebIdentityRequest, assume_role_with_web_identity};
+use nodeshell::sim::config::{KmsKeyConfig, SessionManagerPreferences};
 use nodeshell::sim::{
     CallRecord, FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes,
 };
 use nodeshell::ssm::channel::CLIENT_VERSION;
 use nodeshell::ssm::payload::{Acknowledgement, OpenDataChannel};
 use nodeshell::ssm::{
-    CloseCause, DataChannel, DataChannelOptions, Frame, MessageType, PayloadType, ReceiveConfig,
-    Role,
+    ChannelError, CloseCause, DataChannel, DataChannelOptions, Frame, HandshakeError, MessageType,
+    PayloadType, ReceiveConfig, Role,
 };
 use sha2::{Digest, Sha256};
 
 const INSTANCE: &str = "i-0123456789abcdef0";
 
 async fn start() -> (SimHandle, SsmSessions) {
+    start_with(SimConfig::for_tests()).await
+}
+
+async fn start_with(config: SimConfig) -> (SimHandle, SsmSessions) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let sim = Simulator::start(SimConfig::for_tests())
-        .await
-        .expect("simulator starts");
+    let sim = Simulator::start(config).await.expect("simulator starts");
     let endpoints = sim.aws_endpoints();
     let request = WebIdentityRequest {
         role_arn: sim.default_role_arn(),
@@ -522,5 +527,274 @@ async fn lost_input_and_lost_acks_are_recovered() {
     sim.set_session_faults(&stream.session_id, FaultKnobs::default())
         .expect("session exists");
     read_until(&mut channel, &mut seen, "lost-42").await;
+    sim.shutdown().await;
+}
+
+const KMS_ALIAS: &str = "alias/nodeshell-sessions";
+
+/// An account whose Session Manager preferences encrypt sessions with its one KMS key; the
+/// key policy denies `deny_roles`.
+fn kms_config(deny_roles: &[&str]) -> SimConfig {
+    SimConfig {
+        session_manager_preferences: SessionManagerPreferences {
+            kms_key_id: Some(KMS_ALIAS.to_string()),
+            ..SessionManagerPreferences::default()
+        },
+        kms_keys: vec![KmsKeyConfig {
+            deny_roles: deny_roles.iter().map(|r| r.to_string()).collect(),
+            ..KmsKeyConfig::default()
+        }],
+        ..SimConfig::for_tests()
+    }
+}
+
+async fn connect_kms(ssm: &SsmSessions, kms: bool) -> (DataChannel, String) {
+    let stream = ssm
+        .start_session(INSTANCE, None, Some("tests"), HashMap::new())
+        .await
+        .expect("start");
+    let mut options = DataChannelOptions::new(stream.session_id.clone());
+    if kms {
+        options.kms = Some(ssm.kms_options(INSTANCE));
+    }
+    let channel = DataChannel::connect(
+        &stream.stream_url,
+        &stream.token_value,
+        options,
+        ssm.clone(),
+    )
+    .await
+    .expect("connect");
+    (channel, stream.session_id)
+}
+
+#[tokio::test]
+async fn kms_encrypted_shell_echoes_and_generates_its_key_as_the_person() {
+    let (sim, ssm) = start_with(kms_config(&[])).await;
+    let (mut channel, session_id) = connect_kms(&ssm, true).await;
+    let mut seen = String::new();
+    channel
+        .send_input(b"echo sealed-$((40+2))\r")
+        .await
+        .expect("input");
+    read_until(&mut channel, &mut seen, "sealed-42").await;
+    channel.send_input(b"exit 0\r").await.expect("input");
+    let reason = tokio::time::timeout(Duration::from_secs(20), channel.closed())
+        .await
+        .expect("closed");
+    assert_eq!(reason.cause, CloseCause::ChannelClosed, "{reason:?}");
+    let calls = sim.calls();
+    let keys: Vec<&CallRecord> = calls
+        .iter()
+        .filter(|c| c.operation == "GenerateDataKey")
+        .collect();
+    assert_eq!(keys.len(), 1, "{calls:?}");
+    assert_eq!(keys[0].error_code, None);
+    assert_eq!(
+        keys[0].principal_arn.as_deref(),
+        Some("arn:aws:sts::123456789012:assumed-role/nodeshell-user/ns-alice")
+    );
+    assert!(
+        sim.session_status(&session_id)
+            .is_some_and(|(ended, _)| ended)
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn kms_session_without_a_kms_client_fails_the_handshake() {
+    let (sim, ssm) = start_with(kms_config(&[])).await;
+    let (channel, _) = connect_kms(&ssm, false).await;
+    let reason = tokio::time::timeout(Duration::from_secs(20), channel.closed())
+        .await
+        .expect("closed");
+    assert_eq!(
+        reason.cause,
+        CloseCause::Failed(ChannelError::Handshake(HandshakeError::KmsUnavailable {
+            key_id: KMS_ALIAS.to_string()
+        })),
+        "{reason:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn kms_key_policy_denying_the_role_ends_the_session_with_kms_denied() {
+    let (sim, ssm) = start_with(kms_config(&["nodeshell-user"])).await;
+    let (channel, _) = connect_kms(&ssm, true).await;
+    let reason = tokio::time::timeout(Duration::from_secs(20), channel.closed())
+        .await
+        .expect("closed");
+    let CloseCause::Failed(ChannelError::Handshake(HandshakeError::KmsDenied { key_id, message })) =
+        &reason.cause
+    else {
+        panic!("not a KMS denial: {reason:?}");
+    };
+    assert_eq!(key_id, KMS_ALIAS);
+    assert!(
+        message.contains("is not authorized to perform: kms:GenerateDataKey"),
+        "{message}"
+    );
+    let denied = sim
+        .calls()
+        .into_iter()
+        .find(|c| c.operation == "GenerateDataKey")
+        .expect("GenerateDataKey recorded");
+    assert_eq!(denied.error_code.as_deref(), Some("AccessDeniedException"));
+    sim.shutdown().await;
+}
+
+/// The simulator's KMS through AWS's own client: a data key round-trips only with its
+/// context, and each refusal comes with KMS's code.
+#[tokio::test]
+async fn kms_endpoint_answers_the_aws_sdk_with_kms_shapes_and_codes() {
+    let sim = Simulator::start(kms_config(&[]))
+        .await
+        .expect("simulator starts");
+    let endpoints = sim.aws_endpoints();
+    let request = WebIdentityRequest {
+        role_arn: sim.default_role_arn(),
+        role_session_name: "ns-alice".to_string(),
+        web_identity_token: sim.mint_token("alice").expect("token"),
+        duration_seconds: None,
+    };
+    let creds = assume_role_with_web_identity(&endpoints, &request)
+        .await
+        .expect("assume role");
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new(sim.region().to_string()))
+        .credentials_provider(aws_sdk_kms::config::Credentials::new(
+            creds.access_key_id.clone(),
+            creds.secret_access_key().to_string(),
+            Some(creds.session_token().to_string()),
+            None,
+            "test",
+        ))
+        .endpoint_url(sim.urls().kms.clone())
+        .build();
+    let kms = aws_sdk_kms::Client::from_conf(config);
+    let context = HashMap::from([
+        ("aws:ssm:SessionId".to_string(), "s-1".to_string()),
+        ("aws:ssm:TargetId".to_string(), INSTANCE.to_string()),
+    ]);
+    let key = kms
+        .generate_data_key()
+        .key_id(KMS_ALIAS)
+        .number_of_bytes(64)
+        .set_encryption_context(Some(context.clone()))
+        .send()
+        .await
+        .expect("GenerateDataKey");
+    let plain = key.plaintext().expect("plaintext").as_ref().to_vec();
+    assert_eq!(plain.len(), 64);
+    assert_eq!(
+        key.key_id(),
+        Some("arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    );
+    let blob = key.ciphertext_blob().expect("blob").clone();
+    let opened = kms
+        .decrypt()
+        .ciphertext_blob(blob.clone())
+        .set_encryption_context(Some(context.clone()))
+        .send()
+        .await
+        .expect("Decrypt");
+    assert_eq!(opened.plaintext().expect("plaintext").as_ref(), &plain[..]);
+    let code = |e: &dyn aws_sdk_kms::error::ProvideErrorMetadata| e.code().map(str::to_string);
+    let mut other = context.clone();
+    other.insert("aws:ssm:SessionId".to_string(), "s-2".to_string());
+    let wrong = kms
+        .decrypt()
+        .ciphertext_blob(blob)
+        .set_encryption_context(Some(other))
+        .send()
+        .await
+        .expect_err("another context");
+    assert_eq!(code(&wrong).as_deref(), Some("InvalidCiphertextException"));
+    let missing = kms
+        .generate_data_key()
+        .key_id("alias/none")
+        .number_of_bytes(64)
+        .send()
+        .await
+        .expect_err("unknown alias");
+    assert_eq!(code(&missing).as_deref(), Some("NotFoundException"));
+    let too_big = kms
+        .generate_data_key()
+        .key_id(KMS_ALIAS)
+        .number_of_bytes(2000)
+        .send()
+        .await
+        .expect_err("too many bytes");
+    assert_eq!(code(&too_big).as_deref(), Some("ValidationException"));
+    sim.set_kms_denied_roles(KMS_ALIAS, &["nodeshell-user"])
+        .expect("key exists");
+    let denied = kms
+        .generate_data_key()
+        .key_id(KMS_ALIAS)
+        .number_of_bytes(64)
+        .send()
+        .await
+        .expect_err("the key policy denies the role");
+    assert_eq!(code(&denied).as_deref(), Some("AccessDeniedException"));
+    sim.shutdown().await;
+}
+
+/// A client that opens the channel but never answers the handshake, as the agent's 15 s
+/// timeout sees it: the first stream message is the HandshakeRequest (no shell output before
+/// the handshake), and after 15 s the session ends with the agent's text.
+#[tokio::test]
+async fn a_client_that_never_answers_the_kms_handshake_is_closed_after_15_seconds() {
+    use futures::{SinkExt, StreamExt};
+    use nodeshell::ssm::frame::Frame;
+    use nodeshell::ssm::payload::{Acknowledgement, ChannelClosed, OpenDataChannel};
+    use nodeshell::ssm::{MessageType, PayloadType};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (sim, ssm) = start_with(kms_config(&[])).await;
+    let stream = ssm
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await
+        .expect("start");
+    let (mut ws, _) = tokio_tungstenite::connect_async(stream.stream_url.as_str())
+        .await
+        .expect("websocket");
+    let open = OpenDataChannel::client(&stream.token_value, "silent-client", "1.2.707.0");
+    ws.send(Message::text(open.to_json())).await.expect("open");
+    let started = std::time::Instant::now();
+    let mut stream_types = Vec::new();
+    let closed = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the agent gives up within 30 s")
+            .expect("socket open")
+            .expect("frame");
+        let Message::Binary(data) = message else {
+            continue;
+        };
+        let frame = Frame::decode(&data).expect("valid frame");
+        match frame.message_type {
+            MessageType::OutputStreamData => {
+                stream_types.push(frame.payload_type);
+                let ack = Acknowledgement::of(&frame)
+                    .to_frame()
+                    .encode()
+                    .expect("ack");
+                ws.send(Message::Binary(ack)).await.expect("ack sent");
+            }
+            MessageType::ChannelClosed => {
+                break ChannelClosed::from_payload(&frame.payload).expect("channel_closed");
+            }
+            _ => {}
+        }
+    };
+    let waited = started.elapsed();
+    assert_eq!(stream_types, vec![PayloadType::HandshakeRequest]);
+    assert!(waited >= Duration::from_secs(15), "closed after {waited:?}");
+    assert_eq!(
+        closed.output,
+        "Encountered error while initiating handshake. Handshake timed out. Please ensure that you have the latest version of the session manager plugin."
+    );
     sim.shutdown().await;
 }

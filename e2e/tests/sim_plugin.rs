@@ -1,12 +1,24 @@
 //! Interop: AWS's official `session-manager-plugin` runs a shell session on the simulator
 //! through pipes. The binary comes from `NODESHELL_SSM_PLUGIN`; without it the test says why
 //! it skipped.
+//!
+//! With KMS encryption on, the plugin calls `kms:GenerateDataKey` itself. Its aws-sdk-go
+//! (v1.54.10, vendored in `aws/session-manager-plugin`) has no endpoint override for KMS:
+//! `src/encryption/kmsservice.go` builds the client from `sdkutil.GetDefaultSession()` with an
+//! empty endpoint, and that SDK version reads neither `AWS_ENDPOINT_URL` nor
+//! `AWS_ENDPOINT_URL_KMS` (`aws/session/env_config.go`), so it always dials
+//! `https://kms.<region>.amazonaws.com`. It does honour `HTTPS_PROXY` (its transport uses
+//! `http.ProxyFromEnvironment`, `aws/session/custom_transport.go`) and `AWS_CA_BUNDLE`, so the
+//! test gives it a loopback CONNECT proxy that terminates TLS for that host name with a
+//! test certificate and forwards the (SigV4-signed, unchanged) requests to the simulator's
+//! KMS port.
 
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
 use nodeshell::aws::{SsmSessions, WebIdentityRequest, assume_role_with_web_identity};
+use nodeshell::sim::config::{KmsKeyConfig, SessionManagerPreferences};
 use nodeshell::sim::{CallRecord, FaultKnobs, SimConfig, Simulator};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,9 +51,144 @@ async fn session_manager_plugin_resumes_after_the_socket_is_closed() {
     }
 }
 
+/// With the account's Session Manager preferences naming a KMS key, the plugin runs the KMS
+/// handshake against the simulated agent: it generates the data key (through the proxy
+/// above), answers the challenge, and the encrypted shell works.
+#[tokio::test]
+async fn session_manager_plugin_runs_a_kms_encrypted_shell() {
+    let config = SimConfig {
+        session_manager_preferences: SessionManagerPreferences {
+            kms_key_id: Some("alias/nodeshell-sessions".to_string()),
+            ..SessionManagerPreferences::default()
+        },
+        kms_keys: vec![KmsKeyConfig::default()],
+        ..SimConfig::for_tests()
+    };
+    if let Some((calls, stdout)) = run_plugin_with(config, FaultKnobs::default(), true).await {
+        assert!(
+            stdout.contains("This session is encrypted using AWS KMS."),
+            "{stdout:?}"
+        );
+        let keys: Vec<&CallRecord> = calls
+            .iter()
+            .filter(|c| c.operation == "GenerateDataKey")
+            .collect();
+        assert_eq!(keys.len(), 1, "{calls:?}");
+        assert_eq!(keys[0].error_code, None, "{keys:?}");
+        assert_eq!(
+            keys[0].principal_arn.as_deref(),
+            Some("arn:aws:sts::123456789012:assumed-role/nodeshell-user/ns-plugin")
+        );
+    }
+}
+
+/// A CONNECT proxy on loopback for the plugin's KMS calls: TLS for `host` with a fresh
+/// self-signed certificate (returned as PEM for `AWS_CA_BUNDLE`), each request forwarded
+/// byte for byte to `upstream` and its answer back.
+fn kms_proxy(host: &str, upstream: std::net::SocketAddr) -> (std::net::SocketAddr, String) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("cert");
+    let pem = certified.cert.pem();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(certified.cert.der().to_vec())],
+                key,
+            )
+            .expect("TLS config"),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = proxy_connection(tcp, config, upstream) {
+                    println!("KMS proxy connection ended: {e}");
+                }
+            });
+        }
+    });
+    (addr, pem)
+}
+
+/// Reads an HTTP head (through the blank line); None at a clean end of stream.
+fn read_head(stream: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return if head.is_empty() {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        head.push(byte[0]);
+    }
+    Ok(Some(head))
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+fn proxy_connection(
+    mut tcp: std::net::TcpStream,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    upstream: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let connect = read_head(&mut tcp)?.unwrap_or_default();
+    if !connect.starts_with(b"CONNECT ") {
+        tcp.write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")?;
+        return Ok(());
+    }
+    tcp.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")?;
+    let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while let Some(head) = read_head(&mut tls)? {
+        let mut body = vec![0u8; content_length(&head)];
+        tls.read_exact(&mut body)?;
+        let mut up = std::net::TcpStream::connect(upstream)?;
+        up.write_all(&head)?;
+        up.write_all(&body)?;
+        let answer = read_head(&mut up)?.unwrap_or_default();
+        let mut answer_body = vec![0u8; content_length(&answer)];
+        up.read_exact(&mut answer_body)?;
+        tls.write_all(&answer)?;
+        tls.write_all(&answer_body)?;
+        tls.flush()?;
+    }
+    Ok(())
+}
+
 /// Runs one plugin session with `knobs` on the instance; returns the call log, or None when
 /// the plugin binary is not configured.
 async fn run_plugin(knobs: FaultKnobs) -> Option<Vec<CallRecord>> {
+    run_plugin_with(SimConfig::for_tests(), knobs, false)
+        .await
+        .map(|(calls, _)| calls)
+}
+
+/// As [`run_plugin`] with a simulator configuration; with `kms_proxy` the plugin reaches the
+/// simulator's KMS through [`kms_proxy`]. Returns the call log and the plugin's stdout.
+async fn run_plugin_with(
+    config: SimConfig,
+    knobs: FaultKnobs,
+    with_kms_proxy: bool,
+) -> Option<(Vec<CallRecord>, String)> {
     let Some(plugin) = std::env::var_os("NODESHELL_SSM_PLUGIN") else {
         println!(
             "skipped: NODESHELL_SSM_PLUGIN is not set (path to a session-manager-plugin binary)"
@@ -49,9 +196,7 @@ async fn run_plugin(knobs: FaultKnobs) -> Option<Vec<CallRecord>> {
         return None;
     };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let sim = Simulator::start(SimConfig::for_tests())
-        .await
-        .expect("simulator starts");
+    let sim = Simulator::start(config).await.expect("simulator starts");
     sim.set_instance_faults(INSTANCE, knobs)
         .expect("instance exists");
     let endpoints = sim.aws_endpoints();
@@ -77,14 +222,31 @@ async fn run_plugin(knobs: FaultKnobs) -> Option<Vec<CallRecord>> {
     .to_string();
     let params = json!({"Target": INSTANCE}).to_string();
     let home = tempfile::tempdir().expect("temp home");
-    let mut child = tokio::process::Command::new(&plugin)
+    let mut command = tokio::process::Command::new(&plugin);
+    command
         .arg(response)
         .arg(sim.region())
         .arg("StartSession")
         .arg("")
         .arg(params)
         .arg(&sim.urls().ssm)
-        .env_clear()
+        .env_clear();
+    if with_kms_proxy {
+        let host = format!("kms.{}.amazonaws.com", sim.region());
+        let upstream = sim
+            .urls()
+            .kms
+            .trim_start_matches("http://")
+            .parse()
+            .expect("KMS address");
+        let (proxy, pem) = kms_proxy(&host, upstream);
+        let bundle = home.path().join("kms-ca.pem");
+        std::fs::write(&bundle, pem).expect("write CA bundle");
+        command
+            .env("HTTPS_PROXY", format!("http://{proxy}"))
+            .env("AWS_CA_BUNDLE", &bundle);
+    }
+    let mut child = command
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home.path())
         .env("AWS_ACCESS_KEY_ID", &creds.access_key_id)
@@ -155,5 +317,5 @@ async fn run_plugin(knobs: FaultKnobs) -> Option<Vec<CallRecord>> {
     );
     let calls = sim.calls();
     sim.shutdown().await;
-    Some(calls)
+    Some((calls, seen))
 }

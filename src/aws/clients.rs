@@ -106,6 +106,22 @@ impl AwsClients {
         }
         aws_sdk_ssm::Client::from_conf(config.build())
     }
+
+    /// A KMS client for `endpoints` that signs with `credentials` (SigV4, service `kms`), for
+    /// the data key of a KMS-encrypted session.
+    pub(crate) fn kms(
+        &self,
+        endpoints: &AwsEndpoints,
+        credentials: &TemporaryCredentials,
+    ) -> aws_sdk_kms::Client {
+        let mut config = aws_sdk_kms::config::Builder::from(&self.config)
+            .region(aws_sdk_kms::config::Region::new(endpoints.region.clone()))
+            .credentials_provider(credentials.to_sdk());
+        if let Some(url) = &endpoints.kms_url {
+            config = config.endpoint_url(url.clone());
+        }
+        aws_sdk_kms::Client::from_conf(config.build())
+    }
 }
 
 /// The shared client as every per-call SDK client sees it. The SDK's own client builds a

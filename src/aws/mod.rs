@@ -1,4 +1,4 @@
-//! The STS and SSM calls the gateway makes with each person's own credentials: thin
+//! The STS, SSM and KMS calls the gateway makes with each person's own credentials: thin
 //! wrappers over the AWS SDK with a pinned behaviour version, an optional endpoint override
 //! (the simulator), typed errors, and credentials that never print. The SDK clients are made
 //! per call from one [`AwsClients`] per gateway, so every call shares one HTTP client.
@@ -6,6 +6,7 @@
 mod clients;
 mod credentials;
 mod error;
+mod kms;
 
 use std::collections::HashMap;
 
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 pub use clients::AwsClients;
 pub use credentials::TemporaryCredentials;
 pub use error::{AssumeRoleError, SsmCallError};
+pub use kms::KmsDataKeys;
 
 use crate::ssm::resume::{ResumeError, SessionResumer};
 
@@ -33,6 +35,8 @@ pub struct AwsEndpoints {
     pub sts_url: Option<String>,
     /// SSM endpoint override (`None` = the regional AWS endpoint).
     pub ssm_url: Option<String>,
+    /// KMS endpoint override (`None` = the regional AWS endpoint).
+    pub kms_url: Option<String>,
 }
 
 impl AwsEndpoints {
@@ -42,6 +46,7 @@ impl AwsEndpoints {
             region: region.into(),
             sts_url: None,
             ssm_url: None,
+            kms_url: None,
         }
     }
 }
@@ -161,10 +166,12 @@ pub enum AgentPing {
     Other(String),
 }
 
-/// SSM calls signed with one person's temporary credentials.
+/// SSM calls signed with one person's temporary credentials (and the KMS data keys of an
+/// encrypted session, with the same credentials).
 #[derive(Debug, Clone)]
 pub struct SsmSessions {
     client: aws_sdk_ssm::Client,
+    kms: KmsDataKeys,
 }
 
 fn ssm_error<E, R>(e: &aws_sdk_ssm::error::SdkError<E, R>) -> SsmCallError
@@ -190,6 +197,16 @@ impl SsmSessions {
     ) -> Self {
         Self {
             client: clients.ssm(endpoints, credentials),
+            kms: KmsDataKeys::from_client(clients.kms(endpoints, credentials)),
+        }
+    }
+
+    /// What a data channel to `target_id` needs to answer a KMS handshake with these
+    /// credentials.
+    pub fn kms_options(&self, target_id: &str) -> crate::ssm::handshake::KmsOptions {
+        crate::ssm::handshake::KmsOptions {
+            target_id: target_id.to_string(),
+            source: std::sync::Arc::new(self.kms.clone()),
         }
     }
 

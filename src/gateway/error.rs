@@ -42,6 +42,9 @@ pub enum ErrorCode {
     StartFailed,
     /// A write with the console's cookie came from another origin or without the CSRF header.
     Csrf,
+    /// The session is KMS-encrypted and the role may not call `kms:GenerateDataKey` on the
+    /// key; the message names the statement to add.
+    KmsDenied,
     /// The request is malformed.
     BadRequest,
     /// A request body or a WebSocket message is larger than the gateway accepts (+`limit`).
@@ -72,6 +75,7 @@ impl ErrorCode {
             Self::RateLimited => "E_RATE_LIMITED",
             Self::StartFailed => "E_NODE_SHELL_START_FAILED",
             Self::Csrf => "E_CSRF",
+            Self::KmsDenied => "E_KMS_DENIED",
             Self::BadRequest => "E_BAD_REQUEST",
             Self::PayloadTooLarge => "E_PAYLOAD_TOO_LARGE",
             Self::RequestTimeout => "E_REQUEST_TIMEOUT",
@@ -88,7 +92,8 @@ impl ErrorCode {
             | Self::NoRole
             | Self::AudMismatch
             | Self::TrustDenied
-            | Self::Csrf => StatusCode::FORBIDDEN,
+            | Self::Csrf,
+            | Self::KmsDenied => StatusCode::FORBIDDEN,
             Self::NodeNotEc2 | Self::NotFound => StatusCode::NOT_FOUND,
             Self::NoRegion | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::AgentOffline => StatusCode::CONFLICT,
@@ -101,7 +106,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::Auth,
         Self::ReauthRequired,
         Self::Forbidden,
@@ -118,6 +123,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::StartFailed,
         Self::Csrf,
+        Self::KmsDenied,
         Self::BadRequest,
         Self::PayloadTooLarge,
         Self::RequestTimeout,

@@ -11,6 +11,23 @@ use crate::gateway::access::eligibility::{Ineligible, ShellTarget};
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::TranscriptLoadError;
 
+/// KMS refused `kms:GenerateDataKey` on the session's key (Session Manager preferences
+/// require KMS encryption): what happened and the permission statement the role needs.
+pub fn kms_denied(key_id: &str, aws_message: &str) -> ApiError {
+    let resource = if key_id.starts_with("arn:aws:kms:") && key_id.contains(":key/") {
+        key_id.to_string()
+    } else {
+        // An alias or bare id: the statement must name the key's ARN, which KMS shows.
+        "arn:aws:kms:<region>:<account>:key/<key id>".to_string()
+    };
+    ApiError::new(
+        ErrorCode::KmsDenied,
+        format!(
+            "this instance's Session Manager sessions are encrypted with KMS key {key_id}, and the role may not use it ({aws_message}); add to the role's permission policy {{\"Effect\": \"Allow\", \"Action\": \"kms:GenerateDataKey\", \"Resource\": \"{resource}\"}} and allow the role in the key policy"
+        ),
+    )
+}
+
 /// A node-side refusal (tier, policy, EC2, role, region, audience, caps) in the API's words.
 pub fn ineligible(reason: &Ineligible) -> ApiError {
     let message = reason.message();

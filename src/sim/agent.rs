@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 pub use super::agent_messages::{AgentEvent, Outbound};
 use super::agent_outgoing::{AgentOutgoing, RESEND_TICK};
+use super::handshake::{AgentHandshake, Inbound};
 use super::output::{complete_utf8_prefix, fill_firehose};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
@@ -135,13 +136,28 @@ pub(crate) fn spawn(
         }
     };
     let fast_recovery = lock(&session.knobs).fast_recovery;
+    let mut outgoing = AgentOutgoing::default();
+    // With a KMS key in the account's preferences the agent handshakes before the shell runs;
+    // its request waits in the outgoing buffer until publication starts (the resend loop).
+    let kms_key = lock(&shared.preferences).kms_key_id.clone();
+    let handshake = match &kms_key {
+        Some(key) => {
+            let (handshake, request) =
+                AgentHandshake::start(key, &session.id, &session.target, Instant::now())
+                    .map_err(std::io::Error::other)?;
+            let _ = outgoing.push(PayloadType::HandshakeRequest, request, Instant::now());
+            Some(handshake)
+        }
+        None => None,
+    };
     let agent = Agent {
         shared,
         session,
         program,
-        outgoing: AgentOutgoing::default(),
+        outgoing: outgoing,
         paused: true,
         fast_recovery,
+        handshake,
         window: ReceiveWindow::new(ReceiveConfig {
             max_messages: 10_000,
             max_bytes: 16 * 1024 * 1024,
@@ -235,6 +251,8 @@ struct Agent {
     /// The `fastRecovery` knob (not AWS): a 4096-message send window, a burst on reattach,
     /// and the next overdue message resent as soon as an ack arrives.
     fast_recovery: bool,
+    /// The KMS handshake and cipher, when the account's preferences name a key.
+    handshake: Option<AgentHandshake>,
     window: ReceiveWindow,
     out: Option<(u64, mpsc::Sender<Outbound>)>,
     /// When the program ended.
@@ -263,9 +281,18 @@ impl Agent {
             let drain_deadline = self
                 .exit
                 .map(|at| tokio::time::Instant::from_std(at + DRAIN_LIMIT));
+            let handshake_deadline = self
+                .handshake
+                .as_ref()
+                .and_then(AgentHandshake::deadline)
+                .map(tokio::time::Instant::from_std);
             // The agent reads the shell only while publication runs (`IsActive`), and keeps
             // reading however many messages await an ack: it has no send window.
             let can_read = source_open
+                && self
+                    .handshake
+                    .as_ref()
+                    .is_none_or(AgentHandshake::is_complete)
                 && self.exit.is_none()
                 && !self.paused
                 && (!self.fast_recovery || self.outgoing.len() < FAST_RECOVERY_WINDOW);
@@ -276,6 +303,7 @@ impl Agent {
                 },
                 src = source.recv(), if can_read => match src {
                     Some(SourceEvent::Data(data)) => {
+                        let data = self.seal(PayloadType::Output, data);
                         self.send_new(PayloadType::Output, data).await;
                         Step::Continue
                     }
@@ -293,9 +321,21 @@ impl Agent {
                     self.service_limits().await
                 }
                 () = sleep_until_opt(drain_deadline) => self.finish("").await,
+                () = sleep_until_opt(handshake_deadline) => {
+                    if let Some(h) = self.handshake.as_mut() {
+                        h.on_timeout();
+                    }
+                    Step::Continue
+                }
                 () = self.shared.shutdown.cancelled() => Step::Stop,
             };
             if matches!(step, Step::Stop) {
+                break;
+            }
+            if let Some(reason) = self.handshake.as_ref().and_then(AgentHandshake::failure) {
+                let reason = reason.to_string();
+                self.program = Program::Ended;
+                self.finish(&reason).await;
                 break;
             }
             if self.exit.is_some() && self.outgoing.is_empty() {
@@ -449,7 +489,31 @@ impl Agent {
         }
     }
 
-    async fn process_input(&mut self, frame: Frame) {
+    /// Encrypts an outgoing payload once the KMS handshake set a cipher up.
+    fn seal(&self, payload_type: PayloadType, payload: Bytes) -> Bytes {
+        match &self.handshake {
+            Some(h) => h.seal(payload_type, payload),
+            None => payload,
+        }
+    }
+
+    async fn process_input(&mut self, mut frame: Frame) {
+        if let Some(h) = &mut self.handshake {
+            let inbound = h.on_inbound(
+                frame.payload_type,
+                &frame.payload,
+                &self.shared.kms,
+                Instant::now(),
+            );
+            match inbound {
+                Inbound::Deliver(payload) => frame.payload = payload,
+                Inbound::Reply(payload_type, payload) => {
+                    self.send_new(payload_type, payload).await;
+                    return;
+                }
+                Inbound::Ignore => return,
+            }
+        }
         let Program::Shell { pty, .. } = &mut self.program else {
             return;
         };

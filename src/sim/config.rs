@@ -30,19 +30,25 @@ pub struct SimConfig {
     /// agent waits one second after starting the shell).
     pub agent_start_delay_ms: u64,
     /// The account's Session Manager preferences: the service's own idle timeout and maximum
-    /// session duration.
+    /// session duration, and the KMS key that encrypts sessions.
     pub session_manager_preferences: SessionManagerPreferences,
+    /// The account's KMS keys (symmetric, `SYMMETRIC_DEFAULT`).
+    pub kms_keys: Vec<KmsKeyConfig>,
 }
 
 /// Session Manager preferences of the simulated account (the inputs of its
 /// `SSM-SessionManagerRunShell` document). Times are in minutes, as AWS takes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SessionManagerPreferences {
     /// Minutes without input before the service closes a session (AWS: 1–60, default 20).
     pub idle_session_timeout: u32,
     /// Minutes after which the service closes any session (AWS: 1–1440; none by default).
     pub max_session_duration: Option<u32>,
+    /// `kmsKeyId`: when set, every session runs the handshake with a `KMSEncryption` action
+    /// naming this key (an id, key ARN, `alias/<name>` or alias ARN of a `kmsKeys` entry) and
+    /// its payloads are encrypted. Off (absent) by default, as in a new account.
+    pub kms_key_id: Option<String>,
 }
 
 impl Default for SessionManagerPreferences {
@@ -50,6 +56,7 @@ impl Default for SessionManagerPreferences {
         Self {
             idle_session_timeout: 20,
             max_session_duration: None,
+            kms_key_id: None,
         }
     }
 }
@@ -61,6 +68,29 @@ impl SessionManagerPreferences {
         super::service_limits::ServiceLimits {
             idle: minutes(self.idle_session_timeout),
             max: self.max_session_duration.map(minutes),
+        }
+    }
+}
+
+/// One KMS key of the account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct KmsKeyConfig {
+    /// Key id (a UUID); the key's ARN is `arn:aws:kms:<region>:<account>:key/<id>`.
+    pub id: String,
+    /// Alias name without the `alias/` prefix, if any.
+    pub alias: Option<String>,
+    /// Knob (empty by default): names of roles the key policy denies every `kms:` action to
+    /// (an explicit `Deny` statement for their assumed-role sessions).
+    pub deny_roles: Vec<String>,
+}
+
+impl Default for KmsKeyConfig {
+    fn default() -> Self {
+        Self {
+            id: "1234abcd-12ab-34cd-56ef-1234567890ab".to_string(),
+            alias: Some("nodeshell-sessions".to_string()),
+            deny_roles: Vec::new(),
         }
     }
 }
@@ -78,6 +108,7 @@ impl Default for SimConfig {
             seed: 1,
             agent_start_delay_ms: 1000,
             session_manager_preferences: SessionManagerPreferences::default(),
+            kms_keys: Vec::new(),
         }
     }
 }
@@ -94,6 +125,8 @@ pub struct PortsConfig {
     pub ssm: u16,
     /// `ssmmessages` data-channel websockets.
     pub messages: u16,
+    /// KMS JSON 1.1 API.
+    pub kms: u16,
 }
 
 /// Settings of the built-in OIDC issuer.
@@ -327,6 +360,11 @@ mod tests {
             config.instances[2].env.get("NODE_ROLE").map(String::as_str),
             Some("worker")
         );
+        assert_eq!(
+            config.kms_keys[0].alias.as_deref(),
+            Some("nodeshell-sessions")
+        );
+        assert_eq!(config.session_manager_preferences.kms_key_id, None);
     }
 
     #[test]

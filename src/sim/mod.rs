@@ -11,9 +11,11 @@ pub mod agent_outgoing;
 mod clients;
 pub mod config;
 pub mod faults;
+mod handshake;
 mod ids;
 mod issued;
 pub mod jwt;
+mod kms;
 mod login;
 mod oidc;
 pub mod output;
@@ -108,6 +110,9 @@ pub enum Error {
         /// What is wrong with it.
         source: trust_policy::PolicyError,
     },
+    /// The KMS keys could not be made.
+    #[error("cannot create the simulated KMS keys: {0}")]
+    Kms(String),
     /// Waiting for Ctrl-C failed.
     #[error("cannot wait for a shutdown signal: {0}")]
     Signal(std::io::Error),
@@ -131,6 +136,9 @@ pub struct SimArgs {
     /// Port of the ssmmessages data channel (0 = any).
     #[arg(long, env = "NODESHELL_SIM_MESSAGES_PORT")]
     pub messages_port: Option<u16>,
+    /// Port of the KMS endpoint (0 = any).
+    #[arg(long, env = "NODESHELL_SIM_KMS_PORT")]
+    pub kms_port: Option<u16>,
     /// Seed of the fault knobs' random choices.
     #[arg(long, env = "NODESHELL_SIM_SEED")]
     pub seed: Option<u64>,
@@ -162,6 +170,7 @@ impl SimArgs {
             (self.sts_port, &mut ports.sts),
             (self.ssm_port, &mut ports.ssm),
             (self.messages_port, &mut ports.messages),
+            (self.kms_port, &mut ports.kms),
         ] {
             if let Some(p) = flag {
                 *port = p;
@@ -183,6 +192,7 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     println!("  STS             {}", urls.sts);
     println!("  SSM             {}", urls.ssm);
     println!("  ssmmessages     {}", urls.messages);
+    println!("  KMS             {}", urls.kms);
     println!("  region          {}", handle.region());
     for role in &handle.shared.config.roles {
         println!("  role            {}", handle.role_arn(&role.name));
@@ -226,6 +236,7 @@ fn write_urls(handle: &SimHandle, path: &std::path::Path) -> Result<(), Error> {
         "sts": urls.sts,
         "ssm": urls.ssm,
         "messages": urls.messages,
+        "kms": urls.kms,
         "region": handle.region(),
         "clientId": handle.shared.config.issuer.client_id,
         "roleArns": roles,
@@ -278,11 +289,13 @@ impl Simulator {
         let (sts_l, sts_a) = bind(config.ports.sts).await?;
         let (ssm_l, ssm_a) = bind(config.ports.ssm).await?;
         let (msg_l, msg_a) = bind(config.ports.messages).await?;
+        let (kms_l, kms_a) = bind(config.ports.kms).await?;
         let urls = SimUrls {
             issuer: format!("http://{oidc_a}"),
             sts: format!("http://{sts_a}"),
             ssm: format!("http://{ssm_a}"),
             messages: format!("ws://{msg_a}"),
+            kms: format!("http://{kms_a}"),
         };
         for role in &config.roles {
             trust::role_trust_policy(role, &config.account_id, &urls.issuer).map_err(|source| {
@@ -300,7 +313,9 @@ impl Simulator {
         let keys = tokio::task::spawn_blocking(jwt::KeyRing::generate)
             .await
             .map_err(|_| Error::Jwt(jwt::JwtError::KeyGeneration))??;
+        let kms = kms::KmsKeys::generate(&config).map_err(|e| Error::Kms(e.message))?;
         let shared = Arc::new(Shared {
+            preferences: Mutex::new(config.session_manager_preferences.clone()),
             config,
             urls,
             keys: RwLock::new(keys),
@@ -315,6 +330,7 @@ impl Simulator {
             disabled_users: Mutex::new(std::collections::HashSet::new()),
             idp_unreachable: std::sync::atomic::AtomicBool::new(false),
             trust_policies: Mutex::new(HashMap::new()),
+            kms,
         });
         let serve = |listener: TcpListener, router: axum::Router, stop: CancellationToken| {
             // Nagle plus the peer's delayed ACK holds a small frame written right after
@@ -335,6 +351,7 @@ impl Simulator {
             serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
             serve(sts_l, sts::router(shared.clone()), stop.clone()),
             serve(ssm_l, ssm_api::router(shared.clone()), stop.clone()),
+            serve(kms_l, kms::router(shared.clone()), stop.clone()),
             serve(msg_l, relay::router(shared.clone()), stop),
         ];
         Ok(SimHandle { shared, tasks })
@@ -358,6 +375,7 @@ impl SimHandle {
             region: self.region().to_string(),
             sts_url: Some(self.urls().sts.clone()),
             ssm_url: Some(self.urls().ssm.clone()),
+            kms_url: Some(self.urls().kms.clone()),
         }
     }
 
@@ -485,6 +503,23 @@ impl SimHandle {
         } else {
             users.remove(sub);
         }
+    }
+
+    /// Knob: the account's Session Manager preferences name `key` (a `kmsKeys` entry) for
+    /// KMS encryption, or none; sessions started afterwards follow it.
+    pub fn set_session_kms_key(&self, key: Option<&str>) {
+        lock(&self.shared.preferences).kms_key_id = key.map(str::to_string);
+    }
+
+    /// Knob: the key policy of `key` denies these roles every `kms:` action from now on.
+    pub fn set_kms_denied_roles(&self, key: &str, roles: &[&str]) -> Result<(), Error> {
+        self.shared
+            .kms
+            .set_deny_roles(key, roles.iter().map(|r| r.to_string()).collect())
+            .map_err(|e| Error::NotFound {
+                kind: "KMS key",
+                id: e.message,
+            })
     }
 
     /// Changes an instance's agent connectivity.

@@ -565,6 +565,7 @@ mod tests {
                 sts: String::new(),
                 ssm: String::new(),
                 messages: String::new(),
+                kms: String::new(),
             },
             keys: RwLock::new(KeyRing::generate().unwrap()),
             credentials: Mutex::new(HashMap::new()),
@@ -578,6 +579,9 @@ mod tests {
             disabled_users: Mutex::new(std::collections::HashSet::new()),
             idp_unreachable: std::sync::atomic::AtomicBool::new(false),
             trust_policies: Mutex::new(HashMap::new()),
+            kms: super::super::kms::KmsKeys::generate(&super::super::config::SimConfig::default())
+                .unwrap(),
+            preferences: Mutex::new(Default::default()),
         })
     }
 

@@ -94,10 +94,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(any(handle)).with_state(shared)
 }
 
-struct Caller {
-    principal_arn: String,
-    role_name: String,
-    role_session_name: String,
+/// The principal a SigV4-signed request came from.
+pub(crate) struct Caller {
+    pub principal_arn: String,
+    pub role_name: String,
+    pub role_session_name: String,
 }
 
 async fn handle(
@@ -147,8 +148,10 @@ async fn handle(
     }
 }
 
-fn authenticate(
+/// Verifies a request's SigV4 signature for `service` against the credentials STS issued.
+pub(crate) fn authenticate(
     shared: &Shared,
+    service: &str,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -195,7 +198,7 @@ fn authenticate(
         &req,
         &auth,
         &creds.secret_access_key,
-        "ssm",
+        service,
         &shared.config.region,
         Utc::now(),
     )?;
@@ -215,7 +218,7 @@ async fn dispatch(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, SsmError> {
-    let caller = authenticate(shared, method, uri, headers, body)?;
+    let caller = authenticate(shared, "ssm", method, uri, headers, body)?;
     call.principal_arn = Some(caller.principal_arn.clone());
     let input: Value = if body.is_empty() {
         json!({})

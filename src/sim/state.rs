@@ -30,6 +30,8 @@ pub struct SimUrls {
     pub ssm: String,
     /// Base of the `ssmmessages` data channel, e.g. `ws://127.0.0.1:41237`.
     pub messages: String,
+    /// KMS endpoint.
+    pub kms: String,
 }
 
 /// One API call as the simulator saw it: the tests' CloudTrail.
@@ -133,6 +135,10 @@ pub(crate) struct Shared {
     /// Trust policies set after start (`SimHandle::set_trust_policy`), by role name; they
     /// replace the role's configured one.
     pub trust_policies: Mutex<HashMap<String, TrustPolicy>>,
+    /// The account's KMS keys and their key material.
+    pub kms: super::kms::KmsKeys,
+    /// The account's Session Manager preferences (from the config; a knob at run time).
+    pub preferences: Mutex<super::config::SessionManagerPreferences>,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (state stays usable for tests).

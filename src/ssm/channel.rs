@@ -17,7 +17,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 use super::frame::Frame;
-use super::handshake::{ClientHandshake, HandshakeError};
+use super::handshake::{
+    ClientHandshake, DataKey, DataKeyError, HandshakeError, HandshakeReply, KmsOptions,
+};
 use super::held::{HeldBytes, HeldShare};
 use super::message::{MessageType, PayloadType, Role};
 use super::payload::{
@@ -108,6 +110,9 @@ pub struct DataChannelOptions {
     pub read_buffer_size: usize,
     /// Limit on opening the websocket (TCP, TLS and upgrade).
     pub connect_timeout: Duration,
+    /// How to answer a `KMSEncryption` handshake action; without it such a session fails
+    /// with [`HandshakeError::KmsUnavailable`].
+    pub kms: Option<KmsOptions>,
 }
 
 impl DataChannelOptions {
@@ -131,6 +136,7 @@ impl DataChannelOptions {
             max_message_size: 1024 * 1024,
             read_buffer_size: 16 * 1024,
             connect_timeout: Duration::from_secs(10),
+            kms: None,
         }
     }
 }
@@ -324,7 +330,12 @@ impl DataChannel {
             queue: RetransmitQueue::new(Role::Client, options.retransmit),
             window: ReceiveWindow::new(options.receive),
             window_held: options.held.share(),
-            handshake: ClientHandshake::new(&options.client_version),
+            handshake: match &options.kms {
+                Some(kms) => ClientHandshake::new(&options.client_version)
+                    .with_kms(&options.session_id, &kms.target_id),
+                None => ClientHandshake::new(&options.client_version),
+            },
+            data_key: None,
             options,
             resumer,
             exit_code: None,
@@ -459,7 +470,18 @@ enum Event {
     Input(Option<Bytes>),
     Resize(bool),
     Close(bool),
+    DataKey(Result<DataKey, DataKeyError>),
     Timer,
+}
+
+/// Waits for the data key being generated, if any.
+async fn data_key_ready(
+    pending: &mut Option<futures::future::BoxFuture<'static, Result<DataKey, DataKeyError>>>,
+) -> Result<DataKey, DataKeyError> {
+    match pending {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
 }
 
 struct ChannelTask<R> {
@@ -471,6 +493,8 @@ struct ChannelTask<R> {
     /// The window's payload bytes, in the options' held total.
     window_held: HeldShare,
     handshake: ClientHandshake,
+    /// The KMS data key being generated for the handshake.
+    data_key: Option<futures::future::BoxFuture<'static, Result<DataKey, DataKeyError>>>,
     exit_code: Option<i32>,
     input_rx: mpsc::Receiver<Bytes>,
     input_open: bool,
@@ -546,6 +570,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                 changed = self.close_rx.changed(), if self.closing_since.is_none() => {
                     Event::Close(changed.is_err() || *self.close_rx.borrow())
                 }
+                key = data_key_ready(&mut self.data_key), if self.data_key.is_some() => Event::DataKey(key),
                 _ = tokio::time::sleep_until(deadline) => Event::Timer,
             };
             match event {
@@ -584,6 +609,11 @@ impl<R: SessionResumer> ChannelTask<R> {
                 Event::Resize(false) => self.resize_open = false,
                 Event::Close(true) => self.closing_since = Some(Instant::now()),
                 Event::Close(false) => {}
+                Event::DataKey(key) => {
+                    self.data_key = None;
+                    let reply = self.handshake.on_data_key(key);
+                    self.send_handshake_reply(reply);
+                }
                 Event::Timer => {
                     if Instant::now() >= self.next_ping {
                         self.next_ping = Instant::now() + self.options.keepalive_interval;
@@ -681,9 +711,15 @@ impl<R: SessionResumer> ChannelTask<R> {
             PayloadType::Output | PayloadType::StdErr => self.handshake.on_output(),
             PayloadType::HandshakeRequest => {
                 let reply = self.handshake.on_request(&frame.payload);
-                self.enqueue(PayloadType::HandshakeResponse, reply.response.to_payload());
-                if let Some(error) = reply.error {
-                    self.failure = Some(error.into());
+                match (reply.data_key, &self.options.kms) {
+                    (Some(request), Some(kms)) => {
+                        // The response goes once the data key is in (Event::DataKey).
+                        self.data_key = Some(kms.source.generate_data_key(request));
+                    }
+                    _ => self.send_handshake_reply(HandshakeReply {
+                        data_key: None,
+                        ..reply
+                    }),
                 }
             }
             PayloadType::HandshakeComplete => {
@@ -691,9 +727,10 @@ impl<R: SessionResumer> ChannelTask<R> {
                     self.failure = Some(error.into());
                 }
             }
-            PayloadType::EncChallengeRequest => {
-                self.failure = Some(HandshakeError::UnexpectedChallenge.into());
-            }
+            PayloadType::EncChallengeRequest => match self.handshake.on_challenge(&frame.payload) {
+                Ok(answer) => self.enqueue(PayloadType::EncChallengeResponse, answer),
+                Err(error) => self.failure = Some(error.into()),
+            },
             PayloadType::ExitCode => match parse_exit_code(&frame.payload) {
                 Ok(code) => self.exit_code = Some(code),
                 Err(e) => tracing::debug!(error = %e, "ignoring malformed exit code payload"),
@@ -702,7 +739,22 @@ impl<R: SessionResumer> ChannelTask<R> {
         }
     }
 
+    fn send_handshake_reply(&mut self, reply: HandshakeReply) {
+        self.enqueue(PayloadType::HandshakeResponse, reply.response.to_payload());
+        if let Some(error) = reply.error {
+            self.failure = Some(error.into());
+        }
+    }
+
     fn enqueue(&mut self, payload_type: PayloadType, payload: Bytes) {
+        // A KMS-encrypted session seals terminal input (only PayloadType 1).
+        let payload = match self.handshake.seal(payload_type, payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                self.failure = Some(error.into());
+                return;
+            }
+        };
         if let Err(e) = self.queue.enqueue(payload_type, payload) {
             // Callers check has_room first; reaching this means a logic error, not data loss.
             tracing::warn!(error = %e, "could not queue an outgoing message");
@@ -720,7 +772,7 @@ impl<R: SessionResumer> ChannelTask<R> {
             }
             _ => return None,
         };
-        let frame = match Frame::decode(&data) {
+        let mut frame = match Frame::decode(&data) {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::debug!(error = %e, "dropping an invalid frame without ack");
@@ -731,6 +783,18 @@ impl<R: SessionResumer> ChannelTask<R> {
         match frame.message_type {
             MessageType::OutputStreamData => {
                 self.queue.set_paused(false);
+                // A KMS-encrypted session's output is opened here; what cannot be opened
+                // ends the session (the digest already proved the bytes are the agent's).
+                match self
+                    .handshake
+                    .open(frame.payload_type, frame.payload.clone())
+                {
+                    Ok(payload) => frame.payload = payload,
+                    Err(error) => {
+                        self.failure = Some(error.into());
+                        return None;
+                    }
+                }
                 let ack = Acknowledgement::of(&frame).to_frame();
                 if self.window.offer(frame).should_ack() {
                     match ack.encode() {

@@ -352,7 +352,7 @@ async fn resume_reporting_a_timed_out_session_ends_the_channel() {
 }
 
 #[tokio::test]
-async fn kms_handshake_is_answered_unsupported_and_surfaces_a_typed_error() {
+async fn kms_handshake_without_a_kms_client_is_answered_failed_and_surfaces_a_typed_error() {
     let (_agent, mut side, channel) = connected(fast_options()).await;
     let request = br#"{"AgentVersion":"3.3.0.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":{"SessionType":"Standard_Stream","Properties":null}},{"ActionType":"KMSEncryption","ActionParameters":{"KMSKeyId":"alias/ssm","Challenge":"AAAA"}}]}"#;
     side.send_stream(PayloadType::HandshakeRequest, request)
@@ -362,16 +362,14 @@ async fn kms_handshake_is_answered_unsupported_and_surfaces_a_typed_error() {
     let response = HandshakeResponse::from_payload(&side.input[0].payload).unwrap();
     assert_eq!(
         response.processed_client_actions[1].action_status,
-        ActionStatus::Unsupported
+        ActionStatus::Failed
     );
     let reason = timeout(LIMIT, channel.closed()).await.unwrap();
     assert_eq!(
         reason.cause,
-        CloseCause::Failed(ChannelError::Handshake(
-            HandshakeError::KmsEncryptionUnsupported {
-                key_id: "alias/ssm".into()
-            }
-        ))
+        CloseCause::Failed(ChannelError::Handshake(HandshakeError::KmsUnavailable {
+            key_id: "alias/ssm".into()
+        }))
     );
 }
 

@@ -3,13 +3,14 @@
 //! The protocol logic lives in pure, synchronous pieces usable by either end of the channel
 //! (the gateway's client and the simulator's agent): [`frame`] (binary codec), [`message`]
 //! (header vocabulary), [`payload`] (JSON/text payloads), [`receive`] (in-order delivery
-//! window), [`retransmit`] and [`rto`] (unacked messages and their timeout), [`handshake`].
+//! window), [`retransmit`] and [`rto`] (unacked messages and their timeout), [`handshake`], [`crypto`] (the KMS payload cipher).
 //! [`channel`] is the thin websocket task around them; [`held`] counts the output it holds
 //! for its consumer; [`resume`] is the reconnect hook; [`service_close`] names the service's
 //! own closes from their `channel_closed` text.
 //! No Kubernetes or HTTP-server code.
 
 pub mod channel;
+pub mod crypto;
 pub mod frame;
 pub mod handshake;
 pub mod held;

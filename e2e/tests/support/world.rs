@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use nodeshell::api::{NodeShellPolicy, NodeShellSession};
 use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
+use nodeshell::sim::config::KmsKeyConfig;
 use nodeshell::sim::{
     ClientRegistration, InstanceConfig, PingStatus, RoleConfig, SimConfig, SimHandle, Simulator,
     TestUser,
@@ -112,6 +113,9 @@ pub fn sim_config() -> SimConfig {
             },
         ],
         instances: Vec::new(),
+        // The account's KMS key; sessions use it only once a test turns the Session Manager
+        // preference on (`SimHandle::set_session_kms_key`), as `gateway_kms` does.
+        kms_keys: vec![KmsKeyConfig::default()],
         ..base
     }
 }
@@ -370,6 +374,7 @@ impl GatewayWorld {
                 "region": self.sim.region(),
                 "stsEndpoint": urls.sts,
                 "ssmEndpoint": urls.ssm,
+                "kmsEndpoint": urls.kms,
             },
             "ticketTtlSeconds": 30,
             "admissionTimeoutSeconds": 15,

@@ -244,6 +244,7 @@ impl Access {
             region: region.to_string(),
             sts_url: self.config.aws.sts_url.clone(),
             ssm_url: self.config.aws.ssm_url.clone(),
+            kms_url: self.config.aws.kms_url.clone(),
         }
     }
 

@@ -66,6 +66,9 @@ pub struct GatewayArgs {
     /// SSM endpoint override (the simulator, a VPC endpoint).
     #[arg(long, env = "NODESHELL_SSM_ENDPOINT")]
     pub ssm_endpoint: Option<String>,
+    /// KMS endpoint override (the simulator, a VPC endpoint), for KMS-encrypted sessions.
+    #[arg(long, env = "NODESHELL_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
     /// Allowed WebSocket origins, comma-separated (adds to the file's `allowedOrigins`).
     #[arg(long, env = "NODESHELL_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,

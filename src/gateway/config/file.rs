@@ -107,6 +107,8 @@ pub struct AwsFile {
     pub sts_endpoint: Option<String>,
     /// SSM endpoint override.
     pub ssm_endpoint: Option<String>,
+    /// KMS endpoint override.
+    pub kms_endpoint: Option<String>,
 }
 
 /// Parses the YAML file.

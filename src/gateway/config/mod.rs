@@ -262,6 +262,7 @@ impl GatewayConfig {
                     .unwrap_or_default(),
                 sts_url: non_empty(args.sts_endpoint.clone()).or(non_empty(file.aws.sts_endpoint)),
                 ssm_url: non_empty(args.ssm_endpoint.clone()).or(non_empty(file.aws.ssm_endpoint)),
+                kms_url: non_empty(args.kms_endpoint.clone()).or(non_empty(file.aws.kms_endpoint)),
             },
             ticket_ttl,
             admission_timeout,

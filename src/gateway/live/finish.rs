@@ -76,6 +76,10 @@ impl Driver {
         metrics.end(reason.as_str());
         if let Some(out) = self.out.take() {
             metrics.attached.dec();
+            if let Some((code, message)) = reason.error() {
+                let frame = ServerFrame::error(code, message, false);
+                let _ = tokio::time::timeout(LAST_FRAMES, out.send(Outbound::Control(frame))).await;
+            }
             let frame = ServerFrame::Closed {
                 exit_code,
                 reason: reason.as_str().to_string(),

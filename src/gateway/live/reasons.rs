@@ -7,7 +7,7 @@ use crate::gateway::error::ErrorCode;
 use crate::gateway::refusals;
 use crate::gateway::transcript::StorageFailure;
 use crate::ssm::service_close::ServiceClose;
-use crate::ssm::{ChannelError, CloseCause, CloseReason};
+use crate::ssm::{ChannelError, CloseCause, CloseReason, HandshakeError};
 
 /// Why a running session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,9 @@ pub enum EndReason {
     Controller(String),
     /// The person's identity no longer holds (the identity re-check said why).
     IdentityRevoked(String),
+    /// The session is KMS-encrypted and KMS refused the person's role the data key
+    /// (`E_KMS_DENIED`, with the statement to add).
+    KmsDenied(String),
 }
 
 impl EndReason {
@@ -57,6 +60,7 @@ impl EndReason {
             Self::Ssm(ServiceClose::Terminated, _) => SessionReason::SsmTerminated.as_str(),
             Self::Controller(reason) => reason,
             Self::IdentityRevoked(_) => SessionReason::IdentityRevoked.as_str(),
+            Self::KmsDenied(_) => SessionReason::StartFailed.as_str(),
         }
     }
 
@@ -99,13 +103,22 @@ impl EndReason {
             Self::IdentityRevoked(why) => {
                 format!("the person's identity was checked again and no longer holds: {why}")
             }
+            Self::KmsDenied(message) => message.clone(),
+        }
+    }
+
+    /// The `error` frame the browser gets before `closed`, for an end that has an `E_…` code.
+    pub fn error(&self) -> Option<(ErrorCode, &str)> {
+        match self {
+            Self::KmsDenied(message) => Some((ErrorCode::KmsDenied, message)),
+            _ => None,
         }
     }
 
     /// The audit row's `outcome`: `success` for an orderly end, `error` when something failed.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::TranscriptFailed(_) | Self::ChannelLost => "error",
+            Self::TranscriptFailed(_) | Self::ChannelLost | Self::KmsDenied(_) => "error",
             _ => "success",
         }
     }
@@ -114,12 +127,16 @@ impl EndReason {
 /// The reason for a channel that ended by itself (not because we closed it): the shell's exit
 /// has an empty `channel_closed` text; a text means the service closed it and says why.
 pub fn end_from_channel(reason: &CloseReason) -> EndReason {
-    match reason.cause {
+    match &reason.cause {
         CloseCause::ChannelClosed => match ServiceClose::from_output(&reason.message) {
             Some(close) => EndReason::Ssm(close, reason.message.trim().to_string()),
             None => EndReason::UserExit,
         },
         CloseCause::ClosedByClient => EndReason::UserExit,
+        CloseCause::Failed(ChannelError::Handshake(HandshakeError::KmsDenied {
+            key_id,
+            message,
+        })) => EndReason::KmsDenied(refusals::kms_denied(key_id, message).message),
         CloseCause::SessionTimedOut | CloseCause::Failed(_) => EndReason::ChannelLost,
     }
 }
@@ -257,6 +274,36 @@ mod tests {
             assert_eq!(end.outcome(), "success");
         }
         assert_eq!(end_from_channel(&closed("")), EndReason::UserExit);
+    }
+
+    #[test]
+    fn a_kms_denial_ends_with_e_kms_denied_naming_the_statement() {
+        let reason = CloseReason {
+            exit_code: None,
+            cause: CloseCause::Failed(ChannelError::Handshake(HandshakeError::KmsDenied {
+                key_id: "arn:aws:kms:eu-west-1:111111111111:key/k-1".into(),
+                message: "User: r is not authorized to perform: kms:GenerateDataKey".into(),
+            })),
+            message: String::new(),
+        };
+        let end = end_from_channel(&reason);
+        assert_eq!(end.as_str(), "StartFailed");
+        assert_eq!(end.outcome(), "error");
+        let (code, message) = end.error().expect("an error frame");
+        assert_eq!(code.as_str(), "E_KMS_DENIED");
+        assert!(
+            message.contains(r#""Action": "kms:GenerateDataKey", "Resource": "arn:aws:kms:eu-west-1:111111111111:key/k-1""#),
+            "{message}"
+        );
+        assert!(message.contains("User: r is not authorized"), "{message}");
+        assert_eq!(end.message(), message);
+        // Other handshake failures stay a lost channel without an error frame.
+        let other = CloseReason {
+            cause: CloseCause::Failed(ChannelError::Handshake(HandshakeError::UnexpectedChallenge)),
+            ..reason
+        };
+        assert_eq!(end_from_channel(&other), EndReason::ChannelLost);
+        assert_eq!(EndReason::ChannelLost.error(), None);
     }
 
     #[test]

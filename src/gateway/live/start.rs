@@ -408,6 +408,7 @@ async fn open_channel(
     let options = DataChannelOptions {
         output_buffer: OUTPUT_QUEUE_CHUNKS,
         held: inner.config.metrics.output_held.clone(),
+        kms: Some(ssm.kms_options(&fresh.spec.instance_id)),
         ..DataChannelOptions::new(&stream.session_id)
     };
     let channel = match DataChannel::connect(
