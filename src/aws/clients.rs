@@ -237,6 +237,7 @@ mod tests {
             region: "eu-west-1".into(),
             sts_url: Some(url.clone()),
             ssm_url: Some(url),
+            kms_url: None,
         };
         let clients = AwsClients::new();
         // Two people's sessions: each assumes its role and asks SSM with its own credentials.
@@ -290,6 +291,7 @@ mod tests {
             region: "eu-west-1".into(),
             sts_url: Some(url.clone()),
             ssm_url: Some(url),
+            kms_url: None,
         };
         let creds = AwsClients::new()
             .assume_role_with_web_identity(&endpoints, &request())

@@ -92,7 +92,7 @@ impl ErrorCode {
             | Self::NoRole
             | Self::AudMismatch
             | Self::TrustDenied
-            | Self::Csrf,
+            | Self::Csrf
             | Self::KmsDenied => StatusCode::FORBIDDEN,
             Self::NodeNotEc2 | Self::NotFound => StatusCode::NOT_FOUND,
             Self::NoRegion | Self::BadRequest => StatusCode::BAD_REQUEST,

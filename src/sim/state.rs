@@ -16,8 +16,8 @@ use super::config::{InstanceConfig, RoleConfig, SimConfig};
 use super::faults::FaultKnobs;
 use super::jwt::KeyRing;
 use super::login::CodeBook;
-use super::trust_policy::TrustPolicy;
 use super::service_limits::ServiceLimits;
+use super::trust_policy::TrustPolicy;
 
 /// The URLs the simulator serves on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
