@@ -463,3 +463,71 @@ fn the_architecture_module_map_lists_every_source_file() {
         "docs/architecture.md's module map: add {missing:?}; remove {stale:?}"
     );
 }
+
+/// Every test the threat model's attacker table cites: the names in backticks in its last
+/// column, each the last segment of a path (`module::test`, a `…` prefix allowed) or a test
+/// binary.
+fn threat_table_citations(markdown: &str) -> BTreeSet<String> {
+    let Some(start) = markdown.find("## Attacker classes") else {
+        return BTreeSet::new();
+    };
+    let section = &markdown[start..];
+    let section = section[3..]
+        .find("\n## ")
+        .map_or(section, |end| &section[..end + 3]);
+    let mut names = BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with('|')) {
+        let Some(last) = row.trim_end_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        for (i, part) in last.split('`').enumerate() {
+            if i % 2 == 0 {
+                continue;
+            }
+            for word in part.split_whitespace() {
+                let name = word
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or(word)
+                    .trim_start_matches('…');
+                if !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    names.insert(name.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_test_the_threat_model_cites_exists() {
+    let doc = read("docs/threat-model.md");
+    let cited = threat_table_citations(&doc);
+    assert!(
+        cited.len() > 20,
+        "the attacker table cites too few tests: {cited:?}"
+    );
+    let mut sources = String::new();
+    for dir in ["src", "e2e/tests"] {
+        let mut files = BTreeSet::new();
+        rust_files(&repo().join(dir), &mut files);
+        for file in files {
+            sources.push_str(&read(&file));
+        }
+    }
+    let missing: Vec<&String> = cited
+        .iter()
+        .filter(|name| {
+            !sources.contains(&format!("fn {name}("))
+                && !repo().join(format!("e2e/tests/{name}.rs")).is_file()
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/threat-model.md cites tests that do not exist: {missing:?}"
+    );
+}

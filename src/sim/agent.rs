@@ -154,7 +154,7 @@ pub(crate) fn spawn(
         shared,
         session,
         program,
-        outgoing: outgoing,
+        outgoing,
         paused: true,
         fast_recovery,
         handshake,
