@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(if full { 200 } else { 10 });
     let runs = if full { 10 } else { 2 };
     // Status writes are counted over this window (activity is written at most once a minute).
-    let status_window = Duration::from_secs(if full { 120 } else { 30 });
+    let status_window = Duration::from_secs(if full { 120 } else { 10 });
     let keystrokes = if full { 300 } else { 30 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
