@@ -5,7 +5,9 @@
 //!   live through one gateway, and the gateway's resident memory per live session;
 //! * firehose throughput through the full path (browser-side WebSocket ← gateway ← simulator)
 //!   against our `nodeshell::ssm` client reading the same firehose alone;
-//! * keystroke round trip through the gateway (a byte typed, its PTY echo back).
+//! * keystroke round trip through the gateway (a byte typed, its PTY echo back);
+//! * status writes per busy session and minute (shells printing a line a second, their
+//!   sessions' watch events counted over a window).
 //!
 //! Prints the figures and writes `target/bench/gateway.json`; never fails on a time.
 //! `cargo bench --bench gateway` runs the full size; without `--bench` (e.g.
@@ -38,14 +40,21 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 200 } else { 10 });
     let runs = if full { 10 } else { 2 };
+    // Status writes are counted over this window (activity is written at most once a minute).
+    let status_window = Duration::from_secs(if full { 120 } else { 10 });
     let keystrokes = if full { 300 } else { 30 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(bench(sessions, runs, keystrokes))
+    runtime.block_on(bench(sessions, runs, keystrokes, status_window))
 }
 
-async fn bench(sessions: usize, runs: usize, keystrokes: usize) -> anyhow::Result<()> {
+async fn bench(
+    sessions: usize,
+    runs: usize,
+    keystrokes: usize,
+    status_window: Duration,
+) -> anyhow::Result<()> {
     let world = GatewayWorld::shared().await?;
     let gw = world.gateway();
     println!("gateway bench: {sessions} sessions, {runs} firehose runs, {keystrokes} keystrokes");
@@ -64,6 +73,7 @@ async fn bench(sessions: usize, runs: usize, keystrokes: usize) -> anyhow::Resul
     let tokens: Vec<String> = users.iter().map(|u| world.token(u)).collect();
     let in_flight = 20;
     let mut terminals = Vec::with_capacity(sessions);
+    let mut names = Vec::with_capacity(sessions);
     let mut open_ms = Vec::with_capacity(sessions);
     let mut post_ms = Vec::with_capacity(sessions);
     let started = Instant::now();
@@ -77,11 +87,12 @@ async fn bench(sessions: usize, runs: usize, keystrokes: usize) -> anyhow::Resul
                 let post = t0.elapsed();
                 let mut term = Terminal::connect(&opened.attach_url).await?;
                 term.hello().await?;
-                anyhow::Ok((t0.elapsed(), post, term))
+                anyhow::Ok((t0.elapsed(), post, term, opened.session))
             }
         });
         for result in futures::future::join_all(opens).await {
-            let (open, post, term) = result?;
+            let (open, post, term, name) = result?;
+            names.push(name);
             open_ms.push(open.as_secs_f64() * 1000.0);
             post_ms.push(post.as_secs_f64() * 1000.0);
             terminals.push(term);
@@ -132,6 +143,14 @@ async fn bench(sessions: usize, runs: usize, keystrokes: usize) -> anyhow::Resul
         "keystroke round trip through the gateway: p50 {:.2} ms, p99 {:.2} ms",
         p(&rtt_ms, 50.0),
         p(&rtt_ms, 99.0)
+    );
+
+    // === status writes of busy sessions ===
+    let busy = terminals.len().min(5);
+    let status_writes_per_session_minute =
+        status_writes(world, &mut terminals[..busy], &names[..busy], status_window).await?;
+    println!(
+        "status writes: {status_writes_per_session_minute:.2} per busy session and minute ({busy} sessions printing every second for {status_window:?})"
     );
 
     // Close every session (the browser's close button) and clean up.
@@ -211,6 +230,7 @@ async fn bench(sessions: usize, runs: usize, keystrokes: usize) -> anyhow::Resul
         "rtt_p50_ms": p(&rtt_ms, 50.0),
         "rtt_p99_ms": p(&rtt_ms, 99.0),
         "keystrokes": keystrokes,
+        "status_writes_per_session_minute": status_writes_per_session_minute,
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -218,6 +238,74 @@ async fn bench(sessions: usize, runs: usize, keystrokes: usize) -> anyhow::Resul
     println!("{figures:#}");
     println!("wrote {}", dir.join("gateway.json").display());
     Ok(())
+}
+
+/// Starts a line a second in each shell of `terms`, then counts the status writes (watch
+/// events) of their sessions `names` over `window` while the browsers keep reading: writes per
+/// session and minute.
+async fn status_writes(
+    world: &GatewayWorld,
+    terms: &mut [Terminal],
+    names: &[String],
+    window: Duration,
+) -> anyhow::Result<f64> {
+    use futures::StreamExt as _;
+    use kube::api::{Api, WatchEvent, WatchParams};
+    use nodeshell::api::NodeShellSession;
+    let sessions: Api<NodeShellSession> = Api::all(
+        world
+            .cluster
+            .client(nodeshell::localcluster::Identity::Admin)
+            .await?,
+    );
+    for term in terms.iter_mut() {
+        term.send_input(b"while true; do echo tick; sleep 1; done\r")
+            .await?;
+        term.expect_output("tick", Duration::from_secs(30)).await?;
+    }
+    let counts = names.iter().map(|name| {
+        let sessions = sessions.clone();
+        async move {
+            let from = sessions
+                .get(name)
+                .await?
+                .metadata
+                .resource_version
+                .unwrap_or_default();
+            let params = WatchParams::default()
+                .fields(&format!("metadata.name={name}"))
+                .timeout(u32::try_from(window.as_secs()).unwrap_or(u32::MAX));
+            let mut events = sessions.watch(&params, &from).await?.boxed();
+            let mut writes = 0usize;
+            while let Some(event) = events.next().await {
+                if matches!(event?, WatchEvent::Modified(_)) {
+                    writes += 1;
+                }
+            }
+            anyhow::Ok(writes)
+        }
+    });
+    let pumps = terms.iter_mut().map(|term| async move {
+        let until = Instant::now() + window;
+        while Instant::now() < until && !term.closed {
+            term.pump(Duration::from_millis(500)).await?;
+        }
+        term.send_input(b"\x03").await?;
+        anyhow::Ok(())
+    });
+    let (counts, pumps) = tokio::join!(
+        futures::future::join_all(counts),
+        futures::future::join_all(pumps)
+    );
+    for pumped in pumps {
+        pumped?;
+    }
+    let mut writes = 0usize;
+    for count in counts {
+        writes += count?;
+    }
+    let minutes = window.as_secs_f64() / 60.0;
+    Ok(writes as f64 / names.len().max(1) as f64 / minutes.max(1e-9))
 }
 
 /// The same firehose read by our `nodeshell::ssm` client directly from the simulator.

@@ -271,6 +271,45 @@ async fn the_gateway_creates_sessions_and_the_controller_decides_them() -> anyho
         )
         .await?
     );
+    // The gateway keeps its own Lease (its liveness) in the operator's namespace, and only
+    // there; the controller reads the gateways' Leases from a watch.
+    for verb in ["create", "get", "patch", "update", "delete"] {
+        assert!(
+            can_i(
+                cluster,
+                admin,
+                &[verb, "leases", "-n", SYSTEM_NAMESPACE, "--as", gateway_user]
+            )
+            .await?,
+            "gateway {verb} leases"
+        );
+    }
+    assert!(
+        !can_i(
+            cluster,
+            admin,
+            &["create", "leases", "-n", "default", "--as", gateway_user]
+        )
+        .await?
+    );
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            can_i(
+                cluster,
+                admin,
+                &[
+                    verb,
+                    "leases",
+                    "-n",
+                    SYSTEM_NAMESPACE,
+                    "--as",
+                    controller_user
+                ]
+            )
+            .await?,
+            "controller {verb} leases"
+        );
+    }
     assert!(
         !can_i(
             cluster,

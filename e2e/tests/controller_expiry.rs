@@ -1,10 +1,11 @@
 //! Expiry, backstops and retention on a short clock, against a real apiserver: AttachTimeout,
-//! GatewayLost, the idle and max-duration backstops, a Closing nobody finishes, terminate,
+//! GatewayLost (a gateway Lease that runs out; a pre-Lease heartbeat that stops), the idle and max-duration backstops, a Closing nobody finishes, terminate,
 //! deletion after retention (with the session's transcript Secret), the short retention of
 //! Rejected sessions, policy status, events and metrics.
 
 mod support;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -16,7 +17,7 @@ use nodeshell::api::{
 };
 use nodeshell::localcluster::{Identity, LocalCluster, SYSTEM_NAMESPACE};
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::{
     ControllerProcess, apply_policy, cluster, create_gateway_session, ensure_session_node,
     gateway_session, gateway_status, http_get, time_from_now, wait_for, wait_phase,
@@ -56,6 +57,7 @@ async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result
     let results = tokio::join!(
         attach_timeout_then_retention(cluster),
         gateway_lost(cluster),
+        gateway_lease_runs_out(cluster),
         idle_backstop_then_closing_grace(cluster),
         max_duration_backstop(cluster),
         terminate(cluster),
@@ -65,6 +67,7 @@ async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result
     );
     let failures: Vec<String> = [
         results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7,
+        results.8,
     ]
     .into_iter()
     .filter_map(Result::err)
@@ -190,7 +193,90 @@ async fn attach_timeout_then_retention(cluster: &LocalCluster) -> anyhow::Result
     Ok(())
 }
 
-/// Active with a gateway that stops heartbeating: Closed GatewayLost.
+/// A Lease's renewTime `offset` from now (MicroTime: the apiserver wants microseconds).
+fn micro_time_from_now(offset: SignedDuration) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now().checked_add(offset)?,
+        ),
+    )?)
+}
+
+/// Active, held by a gateway pod whose Lease is renewed: it outlives the no-Lease grace
+/// (`--heartbeat-timeout`, 4 s) while the Lease is valid, and is Closed GatewayLost once the
+/// Lease runs out unrenewed.
+async fn gateway_lease_runs_out(cluster: &LocalCluster) -> anyhow::Result<()> {
+    admitted(cluster, "x-leased", "leased").await?;
+    let leases: Api<Lease> =
+        Api::namespaced(cluster.client(Identity::Admin).await?, SYSTEM_NAMESPACE);
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": nodeshell::api::gateway_lease_name("gateway-leased"),
+            "labels": { nodeshell::api::GATEWAY_LEASE_LABEL: "gateway" }
+        },
+        "spec": {
+            "holderIdentity": "gateway-leased",
+            "leaseDurationSeconds": 12,
+            "renewTime": micro_time_from_now(SignedDuration::ZERO)?,
+        }
+    });
+    leases
+        .patch(
+            &nodeshell::api::gateway_lease_name("gateway-leased"),
+            &PatchParams::apply("e2e-gateway").force(),
+            &Patch::Apply(&lease),
+        )
+        .await?;
+    let renewed = Instant::now();
+    gateway_status(
+        cluster,
+        "x-leased",
+        json!({
+            "phase": "Active",
+            "startedAt": time_from_now(SignedDuration::ZERO)?,
+            "lastActivityAt": time_from_now(SignedDuration::ZERO)?,
+            "gateway": { "pod": "gateway-leased" }
+        }),
+    )
+    .await?;
+    // Past the no-Lease grace: the Lease, still valid, keeps it Active.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let sessions: Api<NodeShellSession> = Api::all(cluster.client(Identity::Admin).await?);
+    let alive = sessions.get("x-leased").await?;
+    assert_eq!(
+        alive.phase(),
+        SessionPhase::Active,
+        "a renewed Lease keeps the session: {:?}",
+        alive.status
+    );
+    let closed = wait_phase(
+        cluster,
+        "x-leased",
+        SessionPhase::Closed,
+        Some("GatewayLost"),
+        WAIT,
+    )
+    .await?;
+    assert!(
+        renewed.elapsed() >= Duration::from_secs(11),
+        "not before the Lease ran out"
+    );
+    let message = closed
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("nodeshell-gateway-gateway-leased"),
+        "{message}"
+    );
+    Ok(())
+}
+
+/// Active with a gateway older than the Lease (a per-session heartbeat, no Lease) that stops
+/// heartbeating: Closed GatewayLost after `--heartbeat-timeout`.
 async fn gateway_lost(cluster: &LocalCluster) -> anyhow::Result<()> {
     admitted(cluster, "x-lost", "lost").await?;
     gateway_status(
@@ -235,8 +321,9 @@ async fn idle_backstop_then_closing_grace(cluster: &LocalCluster) -> anyhow::Res
         "x-idle",
         json!({
             "phase": "Active",
-            "startedAt": time_from_now(SignedDuration::from_secs(-700))?,
-            "lastActivityAt": time_from_now(SignedDuration::from_secs(-650))?,
+            "startedAt": time_from_now(SignedDuration::from_secs(-900))?,
+            // idleSeconds (600) + grace (1 s) + the lag lastActivityAt may have (180 s).
+            "lastActivityAt": time_from_now(SignedDuration::from_secs(-800))?,
             "gateway": { "pod": "gateway-0", "heartbeatAt": time_from_now(SignedDuration::ZERO)? }
         }),
     )
@@ -260,7 +347,7 @@ async fn idle_backstop_then_closing_grace(cluster: &LocalCluster) -> anyhow::Res
     let status = closed.status.unwrap_or_default();
     assert!(status.ended_at.is_some());
     assert!(
-        status.duration_seconds.is_some_and(|d| d >= 700),
+        status.duration_seconds.is_some_and(|d| d >= 900),
         "{:?}",
         status.duration_seconds
     );

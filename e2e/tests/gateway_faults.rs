@@ -1,6 +1,6 @@
-//! The gateway under faults: SIGKILL mid-session (the controller marks GatewayLost, the
-//! transcript up to the last flush survives), SIGTERM (every session closes with its audit
-//! row), a browser that drops and reattaches (no byte lost or repeated), a browser that stops
+//! The gateway under faults: SIGKILL mid-session (its Lease runs out, the controller marks
+//! GatewayLost, the transcript up to the last flush survives), SIGTERM (every session closes
+//! with its audit row, then the Lease is deleted), a browser that drops and reattaches (no byte lost or repeated), a browser that stops
 //! reading (the gateway's memory stays bounded), and an unreachable apiserver (no session
 //! opens; the error says why).
 
@@ -31,6 +31,23 @@ async fn attach(
         .unwrap_or_default()
         .to_string();
     Ok((opened, term, ssm_id))
+}
+
+/// The Lease gateway pod `pod` renews (None when there is none).
+async fn gateway_lease(
+    world: &GatewayWorld,
+    pod: &str,
+) -> anyhow::Result<Option<k8s_openapi::api::coordination::v1::Lease>> {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(
+        world
+            .cluster
+            .client(nodeshell::localcluster::Identity::Admin)
+            .await?,
+        nodeshell::localcluster::SYSTEM_NAMESPACE,
+    );
+    Ok(leases
+        .get_opt(&nodeshell::api::gateway_lease_name(pod))
+        .await?)
 }
 
 /// The recording stored in the session's transcript Secrets so far (None until one decodes).
@@ -65,12 +82,23 @@ async fn a_killed_gateway_is_marked_lost_and_keeps_the_flushed_transcript() -> a
         },
     )
     .await?;
-    world
-        .wait_session(&opened.session, "heartbeating", T, |s| {
+    let held = world
+        .wait_session(&opened.session, "held by gw-sigkill", T, |s| {
             s["status"]["gateway"]["pod"] == "gw-sigkill"
-                && !s["status"]["gateway"]["heartbeatAt"].is_null()
         })
         .await?;
+    assert!(
+        held["status"]["gateway"]["heartbeatAt"].is_null(),
+        "no per-session heartbeat: {}",
+        held["status"]
+    );
+    // The pod's liveness is its Lease, renewed while it runs.
+    let lease = gateway_lease(world, "gw-sigkill")
+        .await?
+        .context("the gateway's Lease exists while it runs")?;
+    let spec = lease.spec.unwrap_or_default();
+    assert_eq!(spec.holder_identity.as_deref(), Some("gw-sigkill"));
+    assert!(spec.renew_time.is_some() && spec.lease_duration_seconds.is_some());
     gw.process.signal("KILL");
     assert!(
         gw.process.wait_exit(Duration::from_secs(10)).await,
@@ -82,6 +110,13 @@ async fn a_killed_gateway_is_marked_lost_and_keeps_the_flushed_transcript() -> a
         .wait_closed(&opened.session, Duration::from_secs(60))
         .await?;
     assert_eq!(cr["status"]["reason"], "GatewayLost", "{}", cr["status"]);
+    assert!(
+        cr["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nodeshell-gateway-gw-sigkill")),
+        "the message names the Lease that ran out: {}",
+        cr["status"]
+    );
     let recording = stored_recording(world, &opened.session)
         .await?
         .unwrap_or_default();
@@ -107,6 +142,10 @@ async fn sigterm_closes_every_session_with_its_audit_row() -> anyhow::Result<()>
         term.run(&format!("echo user-{n}-was-here"), T).await?;
         live.push((opened, term, ssm_id));
     }
+    assert!(
+        gateway_lease(world, "gw-sigterm").await?.is_some(),
+        "the gateway's Lease exists while it runs"
+    );
     gw.process.signal("TERM");
     for (opened, term, ssm_id) in &mut live {
         // The gateway's own account of the shutdown, for when a browser misses its frame.
@@ -130,6 +169,10 @@ async fn sigterm_closes_every_session_with_its_audit_row() -> anyhow::Result<()>
     assert!(
         gw.process.wait_exit(Duration::from_secs(30)).await,
         "the gateway exits after closing"
+    );
+    assert!(
+        gateway_lease(world, "gw-sigterm").await?.is_none(),
+        "a clean shutdown deletes the gateway's Lease once its sessions are closed"
     );
     let rows = gw.audit_rows();
     for (_, _, ssm_id) in &live {

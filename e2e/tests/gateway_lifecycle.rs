@@ -215,3 +215,73 @@ async fn an_admin_ends_sessions_through_spec_terminate_and_delete() -> anyhow::R
     );
     world.cleanup(&scope).await
 }
+
+/// A shell printing a line a second for 70 s: its session's status is written for activity at
+/// most once a minute (so at most twice in the window), not every few seconds; the byte
+/// counters are exact at the close. Counted as watch events on the session.
+#[tokio::test]
+async fn a_busy_session_writes_its_status_at_most_once_a_minute() -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    use kube::api::{WatchEvent, WatchParams};
+    const WINDOW: u32 = 70;
+    let world = GatewayWorld::shared().await?;
+    let scope = world.scope("churn", 1, json!({})).await?;
+    let (opened, mut term) = attach(world, &scope, &engineer(23)).await?;
+    let sessions: Api<NodeShellSession> = Api::all(world.cluster.client(Identity::Admin).await?);
+    let active = world
+        .wait_session(&opened.session, "Active", T, |s| {
+            s["status"]["phase"] == "Active"
+        })
+        .await?;
+    let from = active["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    term.send_input(b"while true; do echo tick; sleep 1; done\r")
+        .await?;
+    term.expect_output("tick", T).await?;
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={}", opened.session))
+        .timeout(WINDOW);
+    let mut events = sessions.watch(&params, &from).await?.boxed();
+    let count = async {
+        let mut writes = Vec::new();
+        while let Some(event) = events.next().await {
+            if let WatchEvent::Modified(s) = event? {
+                let status = s.status.unwrap_or_default();
+                writes.push((status.phase, status.last_activity_at, status.bytes_out));
+            }
+        }
+        anyhow::Ok(writes)
+    };
+    let stream = async {
+        let until = Instant::now() + Duration::from_secs(u64::from(WINDOW));
+        while Instant::now() < until && !term.closed {
+            term.pump(Duration::from_millis(500)).await?;
+        }
+        anyhow::Ok(())
+    };
+    let (writes, streamed) = tokio::join!(count, stream);
+    let (writes, ()) = (writes?, streamed?);
+    let ticks = String::from_utf8_lossy(&term.output)
+        .matches("tick")
+        .count();
+    assert!(ticks > 50, "output kept streaming ({ticks} ticks)");
+    assert!(
+        writes.len() <= 2,
+        "{} status writes in {WINDOW} s of output (at most one a minute): {writes:?}",
+        writes.len()
+    );
+    // The counters are exact at the close.
+    term.send_input(b"\x03exit\r").await?;
+    let closed = world.wait_closed(&opened.session, T).await?;
+    let printed = String::from_utf8_lossy(&term.output)
+        .matches("tick")
+        .count();
+    let bytes_out = closed["status"]["bytesOut"].as_u64().unwrap_or(0);
+    assert!(
+        bytes_out >= (printed * "tick\r\n".len()) as u64,
+        "bytesOut {bytes_out} for {printed} ticks"
+    );
+    world.cleanup(&scope).await
+}

@@ -29,8 +29,10 @@ pub use policy::{
 };
 pub use printable::printable;
 pub use session::{
+    ACTIVITY_STATUS_LAG, ACTIVITY_WRITE_INTERVAL, GATEWAY_LEASE_LABEL, GATEWAY_LEASE_PREFIX,
     NodeShellSession, NodeShellSessionSpec, NodeShellSessionStatus, SessionAuditRecord,
     SessionGateway, SessionPhase, SessionReason, SessionTranscript, SessionUser,
+    gateway_lease_name,
 };
 pub use validation::{PolicyProblem, is_region, is_role_arn, validate_policy};
 

@@ -210,6 +210,8 @@ pub struct NodeShellSessionStatus {
     pub started_at: Option<Time>,
 
     /// Last terminal activity the gateway counted (input, or input and output, per the policy).
+    /// Written at most once every [`ACTIVITY_WRITE_INTERVAL`] (and at the close), so it may lag
+    /// the real last activity by up to [`ACTIVITY_STATUS_LAG`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_at: Option<Time>,
 
@@ -226,11 +228,13 @@ pub struct NodeShellSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 
-    /// Bytes typed by the person (browser to node).
+    /// Bytes typed by the person (browser to node). Exact at the close; while the session
+    /// runs, as of the last activity write (at most once a minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_in: Option<i64>,
 
-    /// Bytes printed by the node (node to browser).
+    /// Bytes printed by the node (node to browser). Exact at the close; while the session
+    /// runs, as of the last activity write (at most once a minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_out: Option<i64>,
 
@@ -257,14 +261,52 @@ pub struct NodeShellSessionStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionGateway {
-    /// Name of the gateway pod.
+    /// Name of the gateway pod. Its liveness is the coordination Lease
+    /// `nodeshell-gateway-<pod>` in the operator's namespace, renewed by that pod; when the
+    /// Lease is gone or not renewed within its duration, the controller closes the session
+    /// (GatewayLost).
     pub pod: String,
 
-    /// Last heartbeat of that gateway for this session. When it is older than the
-    /// controller's `--heartbeat-timeout`, the controller closes the session (GatewayLost).
+    /// Deprecated: the per-session heartbeat of gateways that predate the gateway Lease.
+    /// Gateways no longer write it; the controller reads it only for a session whose pod has
+    /// no Lease (a gateway of an older version during an upgrade), against its
+    /// `--heartbeat-timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_at: Option<Time>,
 }
+
+// === impl SessionGateway ===
+
+impl SessionGateway {
+    /// The name of the coordination Lease this gateway pod renews.
+    pub fn lease_name(&self) -> String {
+        gateway_lease_name(&self.pod)
+    }
+}
+
+/// The coordination Lease a gateway pod renews while it runs, in the operator's namespace:
+/// `nodeshell-gateway-<pod>` (holder: the pod's name).
+pub fn gateway_lease_name(pod: &str) -> String {
+    format!("{GATEWAY_LEASE_PREFIX}{pod}")
+}
+
+/// The prefix of every gateway Lease's name.
+pub const GATEWAY_LEASE_PREFIX: &str = "nodeshell-gateway-";
+
+/// The label every gateway Lease carries (value `gateway`), so the controller watches only
+/// those Leases.
+pub const GATEWAY_LEASE_LABEL: &str = "nodeshell.periscope.io/lease";
+
+/// A running session's status is written for activity at most this often
+/// (`lastActivityAt`, with the byte counters); phase changes and the close are written at once.
+pub const ACTIVITY_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How far `status.lastActivityAt` may lag the real last activity while a session runs: the
+/// value written may be up to one write interval and one status tick old when it is written,
+/// and the next write waits up to another interval and tick (ticks are at most 30 s, the
+/// gateway's `--heartbeat-interval` bound). The controller's idle backstop waits this much
+/// longer.
+pub const ACTIVITY_STATUS_LAG: std::time::Duration = std::time::Duration::from_secs(2 * (60 + 30));
 
 /// Where a session's transcript is stored and how to check it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -20,11 +20,12 @@ use super::{Error, FIELD_MANAGER};
 use crate::api::{
     LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus, holds_cap_slot,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct Engine {
     secrets_api: Api<Secret>,
     sessions: Store<NodeShellSession>,
     policies: Store<NodeShellPolicy>,
+    leases: Store<Lease>,
+    namespace: String,
     timeouts: Timeouts,
     identity: String,
     metrics: Arc<Metrics>,
@@ -94,13 +97,15 @@ impl From<kube::Error> for Stop {
 // === impl Engine ===
 
 impl Engine {
-    /// An engine writing through `client`, deciding from these caches.
+    /// An engine writing through `client`, deciding from these caches (`leases`: the
+    /// gateways' Leases in `namespace`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         namespace: &str,
         sessions: Store<NodeShellSession>,
         policies: Store<NodeShellPolicy>,
+        leases: Store<Lease>,
         timeouts: Timeouts,
         identity: &str,
         metrics: Arc<Metrics>,
@@ -113,6 +118,8 @@ impl Engine {
             secrets_api: Api::namespaced(client, namespace),
             sessions,
             policies,
+            leases,
+            namespace: namespace.to_string(),
             timeouts,
             identity: identity.to_string(),
             metrics,
@@ -303,7 +310,16 @@ impl Engine {
                 continue;
             }
             let policy = policies.get(&session.spec.policy_name).map(AsRef::as_ref);
-            let next = next_action(&session, policy, now, &self.timeouts);
+            // The owning gateway's Lease, from the cache (never one GET per session).
+            let lease = session
+                .status
+                .as_ref()
+                .and_then(|s| s.gateway.as_ref())
+                .and_then(|g| {
+                    self.leases
+                        .get(&ObjectRef::new(&g.lease_name()).within(&self.namespace))
+                });
+            let next = next_action(&session, policy, lease.as_deref(), now, &self.timeouts);
             if let Some(after) = next.requeue_after {
                 wait = wait.min(after);
             }
@@ -671,6 +687,7 @@ mod tests {
             "nodeshell-system",
             store(&sessions),
             store(&policies),
+            store(&[]),
             Timeouts::default(),
             "test-replica",
             Arc::new(Metrics::new()),

@@ -1,7 +1,12 @@
 //! Expiry and retention: what the controller does to a session that is not waiting for
-//! admission, and when to look at it again. Pure: the clock is an argument.
+//! admission, and when to look at it again. Pure: the clock and the owning gateway's Lease
+//! are arguments.
 
-use crate::api::{NodeShellPolicy, NodeShellSession, PolicyRetention, SessionPhase, SessionReason};
+use crate::api::{
+    ACTIVITY_STATUS_LAG, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus,
+    PolicyRetention, SessionGateway, SessionPhase, SessionReason,
+};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
@@ -15,11 +20,17 @@ pub const CONDITION_CLOSING: &str = "Closing";
 pub struct Timeouts {
     /// An Admitted session never attached within this is closed (AttachTimeout).
     pub attach: Duration,
-    /// A gateway whose heartbeat for a session is older than this is presumed gone (GatewayLost).
+    /// A session whose gateway pod has no Lease is presumed gone (GatewayLost) this long after
+    /// its start (or after the deprecated per-session `heartbeatAt` of an older gateway): the
+    /// grace for a Lease the cache has not seen yet. A gateway with a Lease is judged by the
+    /// Lease's own duration.
     pub heartbeat: Duration,
     /// The controller's idle and max-duration cuts come this long after the gateway's own,
     /// so the gateway (which warns the person and cuts precisely) normally acts first.
     pub backstop_grace: Duration,
+    /// How far `status.lastActivityAt` may lag the real last activity (the gateway writes it
+    /// at most once a minute): the idle backstop waits this much longer as well.
+    pub activity_lag: Duration,
     /// A Closing session no gateway finishes within this is marked Closed.
     pub closing_grace: Duration,
     /// Retention of ended sessions whose policy no longer exists.
@@ -32,6 +43,7 @@ impl Default for Timeouts {
             attach: Duration::from_secs(120),
             heartbeat: Duration::from_secs(60),
             backstop_grace: Duration::from_secs(30),
+            activity_lag: ACTIVITY_STATUS_LAG,
             closing_grace: Duration::from_secs(60),
             default_retention: Duration::from_secs(7 * 24 * 3600),
         }
@@ -70,20 +82,22 @@ pub struct NextAction {
     pub requeue_after: Option<Duration>,
 }
 
-/// Decides what to do with a session at `now`.
+/// Decides what to do with a session at `now`. `lease` is the coordination Lease of the
+/// gateway pod named in `status.gateway.pod` (None when there is none), see [`gateway_lost`].
 ///
 /// * Pending: nothing (admission decides), unless `spec.terminate` is set: Closed.
-/// * Admitted: terminate → Closed (Closing when a gateway holds it); stale gateway heartbeat →
+/// * Admitted: terminate → Closed (Closing when a gateway holds it); gateway lost →
 ///   Closed GatewayLost; not attached `attach` after admission → AttachTimeout.
-/// * Active: terminate → Closing AdminTerminated; stale heartbeat → Closed GatewayLost; no
-///   activity for `idleSeconds` + grace → Closing IdleTimeout; running `maxDurationSeconds`
-///   + grace → Closing MaxDuration.
-/// * Closing: not finished within `closing_grace` (or its gateway went silent) → Closed.
+/// * Active: terminate → Closing AdminTerminated; gateway lost → Closed GatewayLost; no
+///   activity for `idleSeconds` + grace + activity lag → Closing IdleTimeout; running
+///   `maxDurationSeconds` + grace → Closing MaxDuration.
+/// * Closing: not finished within `closing_grace` (or its gateway is lost) → Closed.
 /// * Closed: deleted [`retention_of`] after `endedAt`; Rejected likewise, with its own
 ///   shorter retention.
 pub fn next_action(
     session: &NodeShellSession,
     policy: Option<&NodeShellPolicy>,
+    lease: Option<&Lease>,
     now: Timestamp,
     t: &Timeouts,
 ) -> NextAction {
@@ -95,10 +109,6 @@ pub fn next_action(
     let created = session.metadata.creation_timestamp.as_ref();
     let admitted = status.admitted_at.as_ref().or(created);
     let started = status.started_at.as_ref().or(admitted);
-    let heartbeat = status
-        .gateway
-        .as_ref()
-        .and_then(|g| g.heartbeat_at.as_ref());
 
     let action = match session.phase() {
         SessionPhase::Pending if terminate => close(
@@ -113,15 +123,8 @@ pub fn next_action(
                     SessionReason::AdminTerminated,
                     "termination was requested".into(),
                 )
-            } else if heartbeat.is_some_and(|hb| clock.passed(hb, t.heartbeat)) {
-                gateway_lost(
-                    &status
-                        .gateway
-                        .as_ref()
-                        .map(|g| g.pod.clone())
-                        .unwrap_or_default(),
-                    t.heartbeat,
-                )
+            } else if let Some(lost) = gateway_lost(&status, admitted, lease, &mut clock, t) {
+                lost
             } else if admitted.is_some_and(|a| clock.passed(a, t.attach)) {
                 closing_or_closed(
                     gateway_held,
@@ -137,23 +140,15 @@ pub fn next_action(
         }
         SessionPhase::Active => {
             let last_activity = status.last_activity_at.as_ref().or(started);
-            let heartbeat_base = heartbeat.or(started);
-            let idle = secs(limits.idle_seconds) + t.backstop_grace;
+            let idle = secs(limits.idle_seconds) + t.backstop_grace + t.activity_lag;
             let max = secs(limits.max_duration_seconds) + t.backstop_grace;
             if terminate {
                 Action::StartClosing {
                     reason: SessionReason::AdminTerminated,
                     message: "termination was requested".into(),
                 }
-            } else if heartbeat_base.is_some_and(|hb| clock.passed(hb, t.heartbeat)) {
-                gateway_lost(
-                    &status
-                        .gateway
-                        .as_ref()
-                        .map(|g| g.pod.clone())
-                        .unwrap_or_default(),
-                    t.heartbeat,
-                )
+            } else if let Some(lost) = gateway_lost(&status, started, lease, &mut clock, t) {
+                lost
             } else if last_activity.is_some_and(|a| clock.passed(a, idle)) {
                 Action::StartClosing {
                     reason: SessionReason::IdleTimeout,
@@ -180,7 +175,7 @@ pub fn next_action(
                 .reason
                 .clone()
                 .unwrap_or_else(|| SessionReason::GatewayLost.to_string());
-            let silent = heartbeat.is_some_and(|hb| clock.passed(hb, t.heartbeat));
+            let silent = gateway_lost(&status, since.as_ref(), lease, &mut clock, t).is_some();
             if silent
                 || since
                     .as_ref()
@@ -290,14 +285,61 @@ fn closing_or_closed(gateway_held: bool, reason: SessionReason, message: String)
     }
 }
 
-fn gateway_lost(pod: &str, timeout: Duration) -> Action {
-    Action::Close {
+/// GatewayLost, when the gateway holding the session is gone: its pod's Lease is not held by
+/// the pod or was not renewed within its own `leaseDurationSeconds`; or, for a pod without a
+/// Lease, `t.heartbeat` passed since the deprecated `heartbeatAt` of an older gateway, else
+/// since `since` (the session's start: the grace for a Lease the cache has not seen yet).
+/// None while the gateway is alive, or when no gateway holds the session.
+fn gateway_lost(
+    status: &NodeShellSessionStatus,
+    since: Option<&Time>,
+    lease: Option<&Lease>,
+    clock: &mut Clock,
+    t: &Timeouts,
+) -> Option<Action> {
+    let gateway = status.gateway.as_ref()?;
+    let message = match lease.and_then(|l| l.spec.as_ref()) {
+        Some(spec) => {
+            let held = spec.holder_identity.as_deref() == Some(gateway.pod.as_str());
+            let duration = spec
+                .lease_duration_seconds
+                .map(|d| Duration::from_secs(u64::try_from(d).unwrap_or(0)));
+            let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref());
+            let expired = match (held, renewed, duration) {
+                (true, Some(renewed), Some(duration)) => clock.passed(&Time(renewed.0), duration),
+                _ => true,
+            };
+            if !expired {
+                return None;
+            }
+            format!(
+                "gateway {:?} did not renew its Lease {} within {}s",
+                gateway.pod,
+                gateway.lease_name(),
+                duration.unwrap_or_default().as_secs()
+            )
+        }
+        None => {
+            let base = gateway.heartbeat_at.as_ref().or(since)?;
+            if !clock.passed(base, t.heartbeat) {
+                return None;
+            }
+            no_lease_message(gateway, t.heartbeat)
+        }
+    };
+    Some(Action::Close {
         reason: SessionReason::GatewayLost.to_string(),
-        message: format!(
-            "gateway {pod:?} sent no heartbeat for {}s; the session is presumed gone: open the shell again",
-            timeout.as_secs()
-        ),
-    }
+        message: format!("{message}; the session is presumed gone: open the shell again"),
+    })
+}
+
+fn no_lease_message(gateway: &SessionGateway, timeout: Duration) -> String {
+    format!(
+        "gateway {:?} has had no Lease {} for {}s",
+        gateway.pod,
+        gateway.lease_name(),
+        timeout.as_secs()
+    )
 }
 
 /// `now` plus the soonest deadline seen that has not passed yet.
@@ -326,7 +368,8 @@ mod tests {
     use super::*;
     use crate::api::{NodeShellSessionStatus, SessionGateway};
     use crate::testing::{policy, session};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 
     const T0: i64 = 1_800_000_000;
 
@@ -343,9 +386,126 @@ mod tests {
             attach: Duration::from_secs(60),
             heartbeat: Duration::from_secs(30),
             backstop_grace: Duration::from_secs(10),
+            activity_lag: Duration::from_secs(20),
             closing_grace: Duration::from_secs(20),
             default_retention: Duration::from_secs(1000),
         }
+    }
+
+    /// The Lease of gateway pod `holder` (None: released), renewed at `renewed` for `seconds`.
+    fn lease(holder: Option<&str>, renewed: i64, seconds: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                renew_time: Some(MicroTime(at(renewed).0)),
+                lease_duration_seconds: Some(seconds),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    /// Active since 0, held by gateway pod gw-0, which writes no per-session heartbeat.
+    fn held_by_gw0(phase: SessionPhase) -> NodeShellSession {
+        with_status(phase, |st| {
+            st.started_at = Some(at(0));
+            st.last_activity_at = Some(at(0));
+            st.gateway = Some(SessionGateway {
+                pod: "gw-0".into(),
+                heartbeat_at: None,
+            });
+        })
+    }
+
+    fn message(a: &Action) -> String {
+        match a {
+            Action::StartClosing { message, .. } | Action::Close { message, .. } => message.clone(),
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn a_gateway_is_alive_while_its_lease_is_renewed_and_lost_when_it_is_not() {
+        let s = held_by_gw0(SessionPhase::Active);
+        let p = policy("p", 2, 10);
+        // Renewed at 100 for 30 s: alive until 130, long after the no-Lease grace (30 s from
+        // the start) would have run out.
+        let renewed = lease(Some("gw-0"), 100, 30);
+        let n = next_action(&s, Some(&p), Some(&renewed), now(129), &timeouts());
+        assert_eq!(n.action, Action::Nothing);
+        assert_eq!(
+            n.requeue_after,
+            Some(Duration::from_secs(1)),
+            "looks again when it expires"
+        );
+        let lost = next_action(&s, Some(&p), Some(&renewed), now(130), &timeouts()).action;
+        assert_eq!(reason(&lost), "Closed/GatewayLost");
+        assert!(
+            message(&lost).contains("nodeshell-gateway-gw-0") && message(&lost).contains("30s"),
+            "{lost:?}"
+        );
+        // The session's own fields do not keep it alive: only the Lease does.
+        let admitted = held_by_gw0(SessionPhase::Admitted);
+        assert_eq!(
+            reason(&next_action(&admitted, Some(&p), Some(&renewed), now(130), &timeouts()).action),
+            "Closed/GatewayLost"
+        );
+    }
+
+    #[test]
+    fn a_released_or_foreign_lease_means_the_gateway_is_gone() {
+        let s = held_by_gw0(SessionPhase::Active);
+        let p = policy("p", 2, 10);
+        for other in [lease(None, 100, 30), lease(Some("gw-1"), 100, 30)] {
+            assert_eq!(
+                reason(&next_action(&s, Some(&p), Some(&other), now(101), &timeouts()).action),
+                "Closed/GatewayLost"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_lease_the_session_is_lost_after_the_grace_from_its_start() {
+        let s = held_by_gw0(SessionPhase::Active);
+        let p = policy("p", 2, 10);
+        let n = next_action(&s, Some(&p), None, now(29), &timeouts());
+        assert_eq!(n.action, Action::Nothing);
+        assert_eq!(n.requeue_after, Some(Duration::from_secs(1)));
+        let lost = next_action(&s, Some(&p), None, now(30), &timeouts()).action;
+        assert_eq!(reason(&lost), "Closed/GatewayLost");
+        assert!(
+            message(&lost).contains("no Lease nodeshell-gateway-gw-0"),
+            "{lost:?}"
+        );
+    }
+
+    #[test]
+    fn a_closing_session_whose_gateway_lease_expired_is_closed_at_once() {
+        let s = with_status(SessionPhase::Closing, |st| {
+            st.reason = Some("IdleTimeout".into());
+            st.gateway = Some(SessionGateway {
+                pod: "gw-0".into(),
+                heartbeat_at: None,
+            });
+            st.conditions = vec![Condition {
+                type_: CONDITION_CLOSING.into(),
+                status: "True".into(),
+                reason: "IdleTimeout".into(),
+                message: String::new(),
+                last_transition_time: at(100),
+                observed_generation: None,
+            }];
+        });
+        let alive = lease(Some("gw-0"), 100, 30);
+        assert_eq!(
+            next_action(&s, None, Some(&alive), now(105), &timeouts()).action,
+            Action::Nothing
+        );
+        let expired = lease(Some("gw-0"), 70, 30);
+        assert_eq!(
+            reason(&next_action(&s, None, Some(&expired), now(105), &timeouts()).action),
+            "Closed/IdleTimeout"
+        );
     }
 
     fn with_status(
@@ -375,11 +535,11 @@ mod tests {
     #[test]
     fn attach_timeout() {
         let s = with_status(SessionPhase::Admitted, |_| {});
-        let n = next_action(&s, None, now(59), &timeouts());
+        let n = next_action(&s, None, None, now(59), &timeouts());
         assert_eq!(n.action, Action::Nothing);
         assert_eq!(n.requeue_after, Some(Duration::from_secs(1)));
         assert_eq!(
-            reason(&next_action(&s, None, now(60), &timeouts()).action),
+            reason(&next_action(&s, None, None, now(60), &timeouts()).action),
             "Closed/AttachTimeout"
         );
         let held = with_status(SessionPhase::Admitted, |st| {
@@ -389,7 +549,7 @@ mod tests {
             })
         });
         assert_eq!(
-            reason(&next_action(&held, None, now(61), &timeouts()).action),
+            reason(&next_action(&held, None, None, now(61), &timeouts()).action),
             "Closing/AttachTimeout"
         );
     }
@@ -406,11 +566,11 @@ mod tests {
         });
         let p = policy("p", 2, 10);
         assert_eq!(
-            next_action(&s, Some(&p), now(129), &timeouts()).action,
+            next_action(&s, Some(&p), None, now(129), &timeouts()).action,
             Action::Nothing
         );
         assert_eq!(
-            reason(&next_action(&s, Some(&p), now(130), &timeouts()).action),
+            reason(&next_action(&s, Some(&p), None, now(130), &timeouts()).action),
             "Closed/GatewayLost"
         );
     }
@@ -428,11 +588,12 @@ mod tests {
             st.started_at = Some(at(0));
             st.last_activity_at = Some(at(100));
         });
-        let n = next_action(&idle, Some(&p), now(709), &t);
+        // idleSeconds + grace + the lag of lastActivityAt (written at most once a minute).
+        let n = next_action(&idle, Some(&p), None, now(729), &t);
         assert_eq!(n.action, Action::Nothing);
         assert_eq!(n.requeue_after, Some(Duration::from_secs(1)));
         assert_eq!(
-            reason(&next_action(&idle, Some(&p), now(710), &t).action),
+            reason(&next_action(&idle, Some(&p), None, now(730), &t).action),
             "Closing/IdleTimeout"
         );
         let busy = with_status(SessionPhase::Active, |st| {
@@ -440,11 +601,11 @@ mod tests {
             st.last_activity_at = Some(at(3600));
         });
         assert_eq!(
-            next_action(&busy, Some(&p), now(3609), &t).action,
+            next_action(&busy, Some(&p), None, now(3609), &t).action,
             Action::Nothing
         );
         assert_eq!(
-            reason(&next_action(&busy, Some(&p), now(3610), &t).action),
+            reason(&next_action(&busy, Some(&p), None, now(3610), &t).action),
             "Closing/MaxDuration"
         );
     }
@@ -467,7 +628,7 @@ mod tests {
             });
             s.spec.terminate = true;
             assert_eq!(
-                reason(&next_action(&s, None, now(2), &timeouts()).action),
+                reason(&next_action(&s, None, None, now(2), &timeouts()).action),
                 want,
                 "{phase}"
             );
@@ -487,11 +648,11 @@ mod tests {
                 observed_generation: None,
             }];
         });
-        let n = next_action(&s, None, now(110), &timeouts());
+        let n = next_action(&s, None, None, now(110), &timeouts());
         assert_eq!(n.action, Action::Nothing);
         assert_eq!(n.requeue_after, Some(Duration::from_secs(10)));
         assert_eq!(
-            reason(&next_action(&s, None, now(120), &timeouts()).action),
+            reason(&next_action(&s, None, None, now(120), &timeouts()).action),
             "Closed/IdleTimeout"
         );
     }
@@ -501,20 +662,20 @@ mod tests {
         let mut p = policy("p", 2, 10);
         p.spec.retention.closed_session_seconds = 300;
         let s = with_status(SessionPhase::Closed, |st| st.ended_at = Some(at(50)));
-        let n = next_action(&s, Some(&p), now(349), &timeouts());
+        let n = next_action(&s, Some(&p), None, now(349), &timeouts());
         assert_eq!(n.action, Action::Nothing);
         assert_eq!(n.requeue_after, Some(Duration::from_secs(1)));
         assert_eq!(
-            next_action(&s, Some(&p), now(350), &timeouts()).action,
+            next_action(&s, Some(&p), None, now(350), &timeouts()).action,
             Action::Delete
         );
         // Without its policy, the controller's default retention applies.
         assert_eq!(
-            next_action(&s, None, now(349), &timeouts()).action,
+            next_action(&s, None, None, now(349), &timeouts()).action,
             Action::Nothing
         );
         assert_eq!(
-            next_action(&s, None, now(1050), &timeouts()).action,
+            next_action(&s, None, None, now(1050), &timeouts()).action,
             Action::Delete
         );
     }
@@ -529,21 +690,21 @@ mod tests {
         );
         let r = with_status(SessionPhase::Rejected, |st| st.ended_at = Some(at(0)));
         let c = with_status(SessionPhase::Closed, |st| st.ended_at = Some(at(0)));
-        let n = next_action(&r, Some(&p), now(3599), &timeouts());
+        let n = next_action(&r, Some(&p), None, now(3599), &timeouts());
         assert_eq!(n.action, Action::Nothing);
         assert_eq!(n.requeue_after, Some(Duration::from_secs(1)));
         assert_eq!(
-            next_action(&r, Some(&p), now(3600), &timeouts()).action,
+            next_action(&r, Some(&p), None, now(3600), &timeouts()).action,
             Action::Delete
         );
         assert_eq!(
-            next_action(&c, Some(&p), now(3600), &timeouts()).action,
+            next_action(&c, Some(&p), None, now(3600), &timeouts()).action,
             Action::Nothing,
             "a Closed session keeps its week"
         );
         p.spec.retention.rejected_session_seconds = 60;
         assert_eq!(
-            next_action(&r, Some(&p), now(60), &timeouts()).action,
+            next_action(&r, Some(&p), None, now(60), &timeouts()).action,
             Action::Delete
         );
         // Without its policy: the controller's default, at most the one-hour default.
@@ -567,7 +728,7 @@ mod tests {
     fn pending_is_left_to_admission() {
         let s = session("s", "alice", "p", T0, None);
         assert_eq!(
-            next_action(&s, None, now(10_000), &timeouts()),
+            next_action(&s, None, None, now(10_000), &timeouts()),
             NextAction {
                 action: Action::Nothing,
                 requeue_after: None

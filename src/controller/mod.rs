@@ -88,8 +88,8 @@ pub struct ControllerArgs {
     #[arg(long, env = "NODESHELL_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Namespace of the leader Lease (and of transcript Secrets unless
-    /// `--transcript-namespace` names another).
+    /// Namespace of the leader Lease and of the gateways' Leases (and of transcript Secrets
+    /// unless `--transcript-namespace` names another).
     #[arg(long, env = "NODESHELL_NAMESPACE", default_value = "nodeshell-system")]
     pub namespace: String,
 
@@ -127,7 +127,9 @@ pub struct ControllerArgs {
     #[arg(long, env = "NODESHELL_ATTACH_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     pub attach_timeout: Duration,
 
-    /// A session whose gateway heartbeat is older than this is closed (GatewayLost).
+    /// A session whose gateway pod has no Lease (`nodeshell-gateway-<pod>`) is closed
+    /// (GatewayLost) this long after it started (or after the per-session `heartbeatAt` of a
+    /// gateway older than the Lease). A gateway with a Lease is judged by the Lease's duration.
     #[arg(long, env = "NODESHELL_HEARTBEAT_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
 
@@ -163,6 +165,7 @@ impl ControllerArgs {
             attach: self.attach_timeout,
             heartbeat: self.heartbeat_timeout,
             backstop_grace: self.backstop_grace,
+            activity_lag: crate::api::ACTIVITY_STATUS_LAG,
             closing_grace: self.closing_grace,
             default_retention: self.default_retention,
         }

@@ -6,8 +6,9 @@ use super::engine::{Engine, EventSender};
 use super::leader::{AlwaysLeader, Leadership, LeaseLeadership};
 use super::metrics::{Metrics, admin_server};
 use super::{ControllerArgs, Error, FIELD_MANAGER};
-use crate::api::{NodeShellPolicy, NodeShellSession};
+use crate::api::{GATEWAY_LEASE_LABEL, NodeShellPolicy, NodeShellSession};
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::runtime::events::{Event, Recorder, Reporter};
@@ -49,6 +50,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let changed = Arc::new(Notify::new());
     let sessions = watch_into_store::<NodeShellSession>(client.clone(), changed.clone());
     let policies = watch_into_store::<NodeShellPolicy>(client.clone(), changed.clone());
+    let leases = watch_gateway_leases(client.clone(), &args.namespace);
 
     let mut leadership: Box<dyn Leadership> = if args.no_leader_election {
         Box::new(AlwaysLeader)
@@ -76,6 +78,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         .wait_until_ready()
         .await
         .map_err(|_| Error::CacheStopped("NodeShellPolicy"))?;
+    leases
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheStopped("Lease"))?;
     metrics.set_ready(true);
     info!("caches synced");
 
@@ -85,6 +91,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         args.transcript_namespace_or_default(),
         sessions,
         policies,
+        leases,
         args.timeouts(),
         &identity,
         metrics.clone(),
@@ -153,6 +160,29 @@ where
                 warn!(kind = %K::kind(&()), error = %e, "watch error (retrying)");
             }
             changed.notify_one();
+        }
+    });
+    reader
+}
+
+/// Keeps a cache of the gateways' Leases in `namespace` (those labelled
+/// [`GATEWAY_LEASE_LABEL`]). A renewal does not start a pass: each session's decision asks to
+/// be looked at again when its gateway's Lease would expire.
+fn watch_gateway_leases(client: Client, namespace: &str) -> Store<Lease> {
+    let (reader, writer) = reflector::store::<Lease>();
+    let config = watcher::Config::default().labels(&format!("{GATEWAY_LEASE_LABEL}=gateway"));
+    let events = watcher(Api::<Lease>::namespaced(client, namespace), config)
+        .default_backoff()
+        .modify(|o| {
+            o.meta_mut().managed_fields = None;
+        });
+    let stream = reflector(writer, events).touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                warn!(kind = "Lease", error = %e, "watch error (retrying)");
+            }
         }
     });
     reader

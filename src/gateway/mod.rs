@@ -14,10 +14,11 @@
 //! * [`refusals`]: AWS and Kubernetes failures in the API's words, for both sides;
 //!   [`error`]: the `E_*` codes.
 //! * [`config`]: flags and file; [`metrics`]; [`connections`]: the API listener's limits;
+//!   [`lease`]: this pod's coordination Lease (its liveness for the controller);
 //!   [`server`]: the wiring.
 
 /// The field manager of every write the gateway makes (session spec and status, transcript
-/// Secrets), so server-side apply tells its fields from the controller's.
+/// Secrets, its Lease), so server-side apply tells its fields from the controller's.
 pub const FIELD_MANAGER: &str = "nodeshell-gateway";
 
 pub mod access;
@@ -27,6 +28,7 @@ pub mod connections;
 pub mod error;
 pub mod handover;
 pub mod http;
+pub mod lease;
 pub mod live;
 pub mod metrics;
 pub mod refusals;

@@ -24,6 +24,7 @@ use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
 use crate::gateway::connections::ApiListener;
 use crate::gateway::handover::LiveSide;
 use crate::gateway::http::{self, AppState};
+use crate::gateway::lease::GatewayLease;
 use crate::gateway::live::{LiveConfig, LiveSessions};
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
 use crate::gateway::transcript::TranscriptStore;
@@ -172,8 +173,14 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
             source,
         }
     })?;
+    let lease = GatewayLease::new(
+        kube.clone(),
+        &config.lease_namespace,
+        &config.pod_name,
+        &config.live,
+    );
     let state = app_state_with_aws(config, kube, live, metrics, aws)?;
-    serve(state).await
+    serve(state, Some(lease)).await
 }
 
 /// Binds `addr`, naming it in the error.
@@ -189,8 +196,9 @@ async fn bind(
     Ok((listener, bound))
 }
 
-/// Serves `state` until a signal, then shuts the live side down.
-pub async fn serve(state: AppState) -> Result<(), GatewayError> {
+/// Serves `state` until a signal, then shuts the live side down. `lease`, this pod's Lease,
+/// is renewed from before the first request until every session is closed, then deleted.
+pub async fn serve(state: AppState, lease: Option<GatewayLease>) -> Result<(), GatewayError> {
     let (listener, bound) = bind(state.access.config.listen).await?;
     let (admin_listener, admin_bound) = bind(state.access.config.admin_listen).await?;
     // Load the issuer's keys before announcing the port, so the first request verifies; an
@@ -201,6 +209,10 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the issuer's keys yet"),
         Err(_) => tracing::warn!("the issuer did not answer within 10 s; keys not loaded yet"),
     }
+    let renewal = lease.as_ref().map(|l| {
+        tracing::info!(lease = l.name(), "renewing this gateway's Lease");
+        l.spawn()
+    });
     let stop = CancellationToken::new();
     let background = spawn_background(&state, stop.clone());
     let api = ApiListener::new(
@@ -228,6 +240,13 @@ pub async fn serve(state: AppState) -> Result<(), GatewayError> {
     // Returns once every session has closed and every browser connection has written its
     // `closed` frame; the API listener then waits for those connections to close as well.
     state.live.shells.shutdown().await;
+    // Every session is closed: the Lease has nothing left to vouch for.
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
+    if let Some(lease) = &lease {
+        lease.release().await;
+    }
     if tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .is_err()

@@ -76,10 +76,15 @@ pub struct GatewayArgs {
     /// with ClientDisconnected (`30s`; also `500ms`, `2m`).
     #[arg(long, env = "NODESHELL_GATEWAY_REATTACH_GRACE", value_parser = parse_duration)]
     pub reattach_grace: Option<Duration>,
-    /// How often each session writes `status.gateway.heartbeatAt` (`5s`). Must stay well
-    /// below the controller's `--heartbeat-timeout` (default 1m).
+    /// How often each session looks at whether its status needs a write (`5s`, at most
+    /// `30s`): activity is written at most once a minute.
     #[arg(long, env = "NODESHELL_GATEWAY_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
     pub heartbeat_interval: Option<Duration>,
+    /// `leaseDurationSeconds` of this pod's coordination Lease (`30s`, at least `3s`),
+    /// renewed every third of it; the controller closes the pod's sessions as GatewayLost
+    /// when it is not renewed within it.
+    #[arg(long, env = "NODESHELL_GATEWAY_LEASE_DURATION", value_parser = parse_duration)]
+    pub lease_duration: Option<Duration>,
     /// Least time between two status writes of one session, also the wait between retries
     /// of a failed write (`1s`).
     #[arg(long, env = "NODESHELL_GATEWAY_STATUS_WRITE_THROTTLE", value_parser = parse_duration)]

@@ -23,6 +23,9 @@ pub struct GatewayFile {
     pub cluster_name: Option<String>,
     /// Namespace of transcript Secrets.
     pub namespace: Option<String>,
+    /// Namespace of this pod's liveness Lease (where the controller watches them); default
+    /// `namespace`.
+    pub lease_namespace: Option<String>,
     /// OIDC settings.
     pub oidc: OidcFile,
     /// Declared tier order, highest first: a caller whose groups map to several tiers gets
@@ -50,8 +53,10 @@ pub struct GatewayFile {
     pub opens_per_minute: Option<u32>,
     /// How long a session waits for its browser to reattach, in seconds.
     pub reattach_grace_seconds: Option<u64>,
-    /// How often each session writes its heartbeat, in seconds.
+    /// How often each session looks at whether its status needs a write, in seconds.
     pub heartbeat_interval_seconds: Option<u64>,
+    /// `leaseDurationSeconds` of this pod's Lease, in seconds.
+    pub lease_duration_seconds: Option<u64>,
     /// Least time between two status writes of one session, in seconds.
     pub status_write_throttle_seconds: Option<u64>,
     /// How often the transcript's last chunk is stored, in seconds.

@@ -12,8 +12,12 @@ use super::{ConfigError, GatewayArgs, GatewayFile};
 pub struct LiveSettings {
     /// How long a session waits for its browser to reattach.
     pub reattach_grace: Duration,
-    /// How often `status.gateway.heartbeatAt` is written.
+    /// How often each session looks at whether its status needs a write (activity, at most
+    /// once a minute; the transcript reference).
     pub heartbeat_interval: Duration,
+    /// `leaseDurationSeconds` of this pod's Lease, renewed every third of it: the controller
+    /// closes this pod's sessions as GatewayLost when the Lease is not renewed within it.
+    pub lease_duration: Duration,
     /// Least time between two status writes of a session.
     pub status_throttle: Duration,
     /// How often the transcript's last chunk is stored.
@@ -32,6 +36,7 @@ impl Default for LiveSettings {
         Self {
             reattach_grace: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
+            lease_duration: Duration::from_secs(30),
             status_throttle: Duration::from_secs(1),
             transcript_flush_interval: Duration::from_secs(5),
             replay_buffer_bytes: 256 * 1024,
@@ -41,9 +46,17 @@ impl Default for LiveSettings {
     }
 }
 
-/// The controller's default `--heartbeat-timeout`: a session whose heartbeat is older is
-/// closed as GatewayLost, so the gateway's interval must stay below it.
-pub const CONTROLLER_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest session status tick: `lastActivityAt` may lag by two activity write intervals
+/// plus two ticks, and the controller's idle backstop allows for
+/// [`ACTIVITY_STATUS_LAG`](crate::api::ACTIVITY_STATUS_LAG) with ticks of at most this.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Shortest Lease duration accepted: renewed every third of it, at least once a second.
+pub const MIN_LEASE_DURATION: Duration = Duration::from_secs(3);
+
+/// Below this Lease duration the gateway warns: one slow renewal (an apiserver hiccup)
+/// would get every session of the pod closed as GatewayLost.
+const LEASE_DURATION_WARN_BELOW: Duration = Duration::from_secs(15);
 
 /// Smallest replay buffer accepted: one output frame to the browser (16 KiB), below which a
 /// reattach could not even be sent the frame it missed.
@@ -88,6 +101,11 @@ impl LiveSettings {
                 args.heartbeat_interval,
                 file.heartbeat_interval_seconds,
                 defaults.heartbeat_interval,
+            ),
+            lease_duration: pick(
+                args.lease_duration,
+                file.lease_duration_seconds,
+                defaults.lease_duration,
             ),
             status_throttle: pick(
                 args.status_write_throttle,
@@ -148,10 +166,16 @@ impl LiveSettings {
                 "{setting} is zero: set a positive duration, or leave it unset for the default {default}"
             )));
         }
-        if self.heartbeat_interval >= CONTROLLER_HEARTBEAT_TIMEOUT {
+        if self.heartbeat_interval > MAX_HEARTBEAT_INTERVAL {
             return Err(ConfigError::Invalid(format!(
-                "heartbeat interval {:?} is not shorter than the controller's default --heartbeat-timeout ({:?}), so the controller would close every session as GatewayLost: set --heartbeat-interval (NODESHELL_GATEWAY_HEARTBEAT_INTERVAL) or heartbeatIntervalSeconds well below the controller's timeout (default 5s)",
-                self.heartbeat_interval, CONTROLLER_HEARTBEAT_TIMEOUT
+                "heartbeat interval {:?} is longer than {:?}, so status.lastActivityAt could lag more than the controller's idle backstop allows and a busy session could be closed as IdleTimeout: set --heartbeat-interval (NODESHELL_GATEWAY_HEARTBEAT_INTERVAL) or heartbeatIntervalSeconds to at most {:?} (default 5s)",
+                self.heartbeat_interval, MAX_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL
+            )));
+        }
+        if self.lease_duration < MIN_LEASE_DURATION {
+            return Err(ConfigError::Invalid(format!(
+                "lease duration {:?} is shorter than {:?}: the Lease is renewed every third of it; set --lease-duration (NODESHELL_GATEWAY_LEASE_DURATION) or leaseDurationSeconds to at least {:?} (default 30s)",
+                self.lease_duration, MIN_LEASE_DURATION, MIN_LEASE_DURATION
             )));
         }
         if self.status_throttle > self.heartbeat_interval {
@@ -163,14 +187,18 @@ impl LiveSettings {
         Ok(())
     }
 
+    /// How often this pod's Lease is renewed: a third of its duration.
+    pub fn lease_renew_interval(&self) -> Duration {
+        self.lease_duration / 3
+    }
+
     /// Settings that work but risk losing sessions; the gateway logs each at start.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        // Fewer than three heartbeats per timeout leave no room for one slow or failed write.
-        if self.heartbeat_interval * 3 > CONTROLLER_HEARTBEAT_TIMEOUT {
+        if self.lease_duration < LEASE_DURATION_WARN_BELOW {
             warnings.push(format!(
-                "heartbeat interval {:?} fits fewer than three heartbeats in the controller's default --heartbeat-timeout ({:?}); one slow status write can get sessions closed as GatewayLost: lower --heartbeat-interval, or run the controller with --heartbeat-timeout of at least three times it",
-                self.heartbeat_interval, CONTROLLER_HEARTBEAT_TIMEOUT
+                "lease duration {:?} leaves little room for a slow renewal: one apiserver hiccup longer than two thirds of it gets every session of this gateway closed as GatewayLost; raise --lease-duration (leaseDurationSeconds) to at least {:?}",
+                self.lease_duration, LEASE_DURATION_WARN_BELOW
             ));
         }
         if self.shutdown_timeout < SHUTDOWN_TIMEOUT_WARN_BELOW {
@@ -212,6 +240,7 @@ mod tests {
             LiveSettings {
                 reattach_grace: Duration::from_secs(30),
                 heartbeat_interval: Duration::from_secs(5),
+                lease_duration: Duration::from_secs(30),
                 status_throttle: Duration::from_secs(1),
                 transcript_flush_interval: Duration::from_secs(5),
                 replay_buffer_bytes: 256 * 1024,
@@ -226,7 +255,8 @@ mod tests {
     fn live_settings_from_the_file_and_flags_over_it() {
         use clap::Parser;
         let file = parse_file(
-            "reattachGraceSeconds: 45\nheartbeatIntervalSeconds: 10\nstatusWriteThrottleSeconds: 2\n\
+            "reattachGraceSeconds: 45\nheartbeatIntervalSeconds: 10\nleaseDurationSeconds: 45\n\
+             statusWriteThrottleSeconds: 2\n\
              transcriptFlushIntervalSeconds: 15\nreplayBufferBytes: 1048576\n\
              shutdownTimeoutSeconds: 40\nauditFile: /var/log/nodeshell/audit.jsonl\n",
         )
@@ -237,6 +267,7 @@ mod tests {
             LiveSettings {
                 reattach_grace: Duration::from_secs(45),
                 heartbeat_interval: Duration::from_secs(10),
+                lease_duration: Duration::from_secs(45),
                 status_throttle: Duration::from_secs(2),
                 transcript_flush_interval: Duration::from_secs(15),
                 replay_buffer_bytes: 1024 * 1024,
@@ -254,6 +285,8 @@ mod tests {
             "2m",
             "--heartbeat-interval",
             "3s",
+            "--lease-duration",
+            "20s",
             "--status-write-throttle",
             "500ms",
             "--transcript-flush-interval",
@@ -272,6 +305,7 @@ mod tests {
             LiveSettings {
                 reattach_grace: Duration::from_secs(120),
                 heartbeat_interval: Duration::from_secs(3),
+                lease_duration: Duration::from_secs(20),
                 status_throttle: Duration::from_millis(500),
                 transcript_flush_interval: Duration::from_secs(1),
                 replay_buffer_bytes: 64 * 1024,
@@ -300,6 +334,7 @@ mod tests {
             LiveSettings {
                 reattach_grace: Duration::from_secs(90),
                 heartbeat_interval: Duration::from_secs(2),
+                lease_duration: Duration::from_secs(12),
                 status_throttle: Duration::from_millis(250),
                 transcript_flush_interval: Duration::from_secs(3),
                 replay_buffer_bytes: 32 * 1024,
@@ -318,6 +353,7 @@ mod tests {
                 ("NODESHELL_OIDC_CLIENT_ID", "nodeshell"),
                 ("NODESHELL_GATEWAY_REATTACH_GRACE", "90s"),
                 ("NODESHELL_GATEWAY_HEARTBEAT_INTERVAL", "2s"),
+                ("NODESHELL_GATEWAY_LEASE_DURATION", "12s"),
                 ("NODESHELL_GATEWAY_STATUS_WRITE_THROTTLE", "250ms"),
                 ("NODESHELL_GATEWAY_TRANSCRIPT_FLUSH_INTERVAL", "3"),
                 ("NODESHELL_GATEWAY_REPLAY_BUFFER_BYTES", "32768"),
@@ -350,9 +386,14 @@ mod tests {
                 "{err}"
             );
         }
-        let err = refused("heartbeatIntervalSeconds: 60\n");
+        let err = refused("heartbeatIntervalSeconds: 31\n");
         assert!(
-            err.contains("--heartbeat-timeout") && err.contains("GatewayLost"),
+            err.contains("--heartbeat-interval") && err.contains("IdleTimeout"),
+            "{err}"
+        );
+        let err = refused("leaseDurationSeconds: 2\n");
+        assert!(
+            err.contains("--lease-duration") && err.contains("leaseDurationSeconds"),
             "{err}"
         );
         let err = refused("heartbeatIntervalSeconds: 2\nstatusWriteThrottleSeconds: 3\n");
@@ -382,19 +423,22 @@ mod tests {
     fn risky_live_settings_warn() {
         let config = GatewayConfig::resolve(
             &args(),
-            parse_file("heartbeatIntervalSeconds: 30\nshutdownTimeoutSeconds: 2\n").unwrap(),
+            parse_file("leaseDurationSeconds: 10\nshutdownTimeoutSeconds: 2\n").unwrap(),
         )
         .unwrap();
         let warnings = config.live.warnings();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("--heartbeat-timeout"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("raise --lease-duration") && warnings[0].contains("GatewayLost"),
+            "{warnings:?}"
+        );
         assert!(
             warnings[1].contains("raise --shutdown-timeout"),
             "{warnings:?}"
         );
         let config = GatewayConfig::resolve(
             &args(),
-            parse_file("heartbeatIntervalSeconds: 20\n").unwrap(),
+            parse_file("heartbeatIntervalSeconds: 30\nleaseDurationSeconds: 15\n").unwrap(),
         )
         .unwrap();
         assert!(config.live.warnings().is_empty());

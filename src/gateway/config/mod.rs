@@ -20,7 +20,10 @@ pub mod oidc;
 pub use args::GatewayArgs;
 pub use file::{AwsFile, GatewayFile, OidcFile, parse_file};
 pub use http::{HttpFile, HttpLimits, WEBSOCKET_MAX_MESSAGE_BYTES};
-pub use live::{CONTROLLER_HEARTBEAT_TIMEOUT, LiveSettings, MIN_REPLAY_BUFFER_BYTES};
+pub use live::{
+    CONTROLLER_HEARTBEAT_TIMEOUT, LiveSettings, MAX_HEARTBEAT_INTERVAL, MIN_LEASE_DURATION,
+    MIN_REPLAY_BUFFER_BYTES,
+};
 pub use login::{ClientSecret, IdentityCheck, LoginSettings};
 
 /// Errors while assembling the configuration.
@@ -80,6 +83,9 @@ pub struct GatewayConfig {
     pub cluster_name: String,
     /// Namespace of transcript Secrets.
     pub namespace: String,
+    /// Namespace of this pod's liveness Lease (the controller's namespace, where it watches
+    /// them); defaults to `namespace`.
+    pub lease_namespace: String,
     /// This replica's pod name.
     pub pod_name: String,
     /// Kubeconfig file, if not in-cluster.
@@ -228,6 +234,10 @@ impl GatewayConfig {
             cluster_name: non_empty(args.cluster_name.clone())
                 .or(non_empty(file.cluster_name))
                 .unwrap_or_else(|| "kubernetes".to_string()),
+            lease_namespace: non_empty(file.lease_namespace)
+                .or(non_empty(args.namespace.clone()))
+                .or(non_empty(file.namespace.clone()))
+                .unwrap_or_else(|| "nodeshell-system".to_string()),
             namespace: non_empty(args.namespace.clone())
                 .or(non_empty(file.namespace))
                 .unwrap_or_else(|| "nodeshell-system".to_string()),

@@ -1,6 +1,7 @@
 //! What a running session reports to: its status snapshot (handed whole to the status
-//! writer), the traffic counters and last activity behind heartbeats and metrics, and at
-//! the close the audit row and the Kubernetes Event.
+//! writer when an activity write is due, at most once a minute), the traffic counters and
+//! last activity behind those writes and the metrics, and at the close the audit row and the
+//! Kubernetes Event.
 
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use tracing::warn;
 use super::Inner;
 use super::metrics::LiveMetrics;
 use super::reasons::EndReason;
-use super::status::{Traffic, heartbeat};
-use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyLimits};
+use super::status::{Traffic, Written, activity_update, activity_write_due};
+use crate::api::{ACTIVITY_WRITE_INTERVAL, NodeShellSession, NodeShellSessionStatus, PolicyLimits};
 use crate::gateway::audit::{AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript};
 
 /// What a running session knows about itself and never changes.
@@ -65,21 +66,30 @@ pub(super) struct Records {
     reported: Traffic,
     /// Wall-clock time of the last activity, for `status.lastActivityAt`.
     pub last_activity_wall: Timestamp,
+    /// What the last status write carried (the Active write to begin with).
+    written: Written,
 }
 
 impl Records {
-    /// Records starting from the Active `snapshot`, sending heartbeats to `status_tx`.
+    /// Records starting from the Active `snapshot` (already written), sending later writes to
+    /// `status_tx`.
     pub fn new(
         snapshot: NodeShellSessionStatus,
         status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
         started_at: Timestamp,
     ) -> Self {
+        let written = Written {
+            at: started_at,
+            activity: started_at,
+            transcript: snapshot.transcript.clone(),
+        };
         Self {
             snapshot,
             status_tx,
             traffic: Traffic::default(),
             reported: Traffic::default(),
             last_activity_wall: started_at,
+            written,
         }
     }
 
@@ -97,19 +107,35 @@ impl Records {
         }
     }
 
-    /// A heartbeat: the snapshot with a fresh time, activity and counters goes to the status
-    /// writer, and the new traffic to the metrics.
+    /// A status tick (every `--heartbeat-interval`): the new traffic goes to the metrics, and
+    /// when an activity write is due ([`activity_write_due`]: something changed and a minute
+    /// passed since the last write) the snapshot with the activity, counters and transcript
+    /// reference goes to the status writer. An idle session writes nothing.
     pub fn heartbeat(&mut self, metrics: &LiveMetrics) {
+        self.count_traffic(metrics);
+        let now = Timestamp::now();
+        if !activity_write_due(
+            &self.written,
+            self.last_activity_wall,
+            self.snapshot.transcript.as_ref(),
+            now,
+            ACTIVITY_WRITE_INTERVAL,
+        ) {
+            return;
+        }
         let transcript = self.snapshot.transcript.clone();
-        heartbeat(
+        activity_update(
             &mut self.snapshot,
-            Timestamp::now(),
             self.last_activity_wall,
             self.traffic,
-            transcript,
+            transcript.clone(),
         );
+        self.written = Written {
+            at: now,
+            activity: self.last_activity_wall,
+            transcript,
+        };
         self.status_tx.send_replace(Some(self.snapshot.clone()));
-        self.count_traffic(metrics);
     }
 
     /// Adds the traffic not yet counted to the metrics.

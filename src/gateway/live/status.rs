@@ -4,6 +4,12 @@
 //! snapshot and sends it whole. Builders and the one retry policy every status write
 //! follows ([`StatusRetry`]) are pure; [`StatusApi`] does the writes, [`status_writer`] and
 //! [`write_closed`] are a running session's write loops.
+//!
+//! A status is written when it means something: the phase changes (Active, Closed), and while
+//! the session runs, for activity at most once every
+//! [`ACTIVITY_WRITE_INTERVAL`](crate::api::ACTIVITY_WRITE_INTERVAL) ([`activity_write_due`]),
+//! carrying `lastActivityAt`, the byte counters and the transcript reference. The gateway's
+//! liveness is its pod's Lease ([`crate::gateway::lease`]), not a per-session heartbeat.
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -53,12 +59,12 @@ pub fn active_status(
         )),
         ssm_session_id: Some(facts.ssm_session_id.clone()),
         started_at: Some(Time(facts.started_at)),
-        last_activity_at: Some(Time(facts.started_at)),
+        last_activity_at: Some(Time(now)),
         bytes_in: Some(0),
         bytes_out: Some(0),
         gateway: Some(SessionGateway {
             pod: facts.pod.clone(),
-            heartbeat_at: Some(Time(now)),
+            heartbeat_at: None,
         }),
         transcript,
         audit,
@@ -66,7 +72,7 @@ pub fn active_status(
     }
 }
 
-/// Counters carried by heartbeats and the close.
+/// Counters carried by activity writes and the close.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
     /// Bytes typed.
@@ -75,23 +81,46 @@ pub struct Traffic {
     pub bytes_out: u64,
 }
 
-/// A heartbeat: the Active snapshot with a new heartbeat time, activity and counters.
-pub fn heartbeat(
+/// An activity write: the Active snapshot with the last activity, counters and transcript.
+pub fn activity_update(
     snapshot: &mut NodeShellSessionStatus,
-    now: Timestamp,
     last_activity: Timestamp,
     traffic: Traffic,
     transcript: Option<SessionTranscript>,
 ) {
-    if let Some(gateway) = snapshot.gateway.as_mut() {
-        gateway.heartbeat_at = Some(Time(now));
-    }
     snapshot.last_activity_at = Some(Time(last_activity));
     snapshot.bytes_in = Some(to_i64(traffic.bytes_in));
     snapshot.bytes_out = Some(to_i64(traffic.bytes_out));
     if transcript.is_some() {
         snapshot.transcript = transcript;
     }
+}
+
+/// What the last status write of a running session carried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    /// When it was written.
+    pub at: Timestamp,
+    /// The `lastActivityAt` it carried.
+    pub activity: Timestamp,
+    /// The transcript reference it carried.
+    pub transcript: Option<SessionTranscript>,
+}
+
+/// Whether a status tick at `now` writes the status of a running session: only when something
+/// a reader cares about changed since the last write (newer activity, a new transcript
+/// reference) and at least `every` has passed since that write. Counters alone never write:
+/// they ride along, and are exact at the close.
+pub fn activity_write_due(
+    written: &Written,
+    activity: Timestamp,
+    transcript: Option<&SessionTranscript>,
+    now: Timestamp,
+    every: Duration,
+) -> bool {
+    let changed = activity > written.activity || transcript != written.transcript.as_ref();
+    let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+    changed && now.as_millisecond() - written.at.as_millisecond() >= every_ms
 }
 
 /// How a session ended, for the final status.
@@ -116,9 +145,6 @@ pub fn closed_status(
 ) -> NodeShellSessionStatus {
     let mut status = snapshot.clone();
     status.exit_code = facts.exit_code;
-    if let Some(gateway) = status.gateway.as_mut() {
-        gateway.heartbeat_at = Some(Time(facts.ended_at));
-    }
     if already_closed {
         status.phase = None;
         status.reason = None;
@@ -153,7 +179,7 @@ pub fn start_failed_status(
         ended_at: Some(Time(now)),
         gateway: Some(SessionGateway {
             pod: pod.to_string(),
-            heartbeat_at: Some(Time(now)),
+            heartbeat_at: None,
         }),
         audit,
         ..NodeShellSessionStatus::default()
@@ -171,7 +197,8 @@ pub enum ApplyMode {
     /// given resourceVersion (when one is passed).
     Force,
     /// Fail with 409 when a field another manager owns (the controller's `phase` once it
-    /// set Closing) would change: that is how a heartbeat learns of a takeover.
+    /// set Closing) would change: how an activity write learns of a takeover the session's
+    /// watch has not reported yet.
     NoForce,
 }
 
@@ -275,7 +302,7 @@ pub enum RetryStep {
 
 /// The one retry policy of status writes: a vanished session ends the write, a conflict is
 /// re-read at once (what the session says now decides), any other failure waits the status
-/// throttle and writes again, for a number of attempts (or, for the heartbeat writer, until
+/// throttle and writes again, for a number of attempts (or, for the activity writer, until
 /// a newer snapshot replaces the one being written).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusRetry {
@@ -425,13 +452,12 @@ mod tests {
     }
 
     #[test]
-    fn active_then_heartbeat_then_closed() {
+    fn active_then_activity_then_closed() {
         let mut s = active_status(&facts(), ts(1000), vec![], None);
         assert_eq!(s.phase, Some(SessionPhase::Active));
         assert_eq!(s.gateway.as_ref().map(|g| g.pod.as_str()), Some("gw-0"));
-        heartbeat(
+        activity_update(
             &mut s,
-            ts(1005),
             ts(1003),
             Traffic {
                 bytes_in: 3,
@@ -441,7 +467,8 @@ mod tests {
         );
         assert_eq!(
             s.gateway.as_ref().and_then(|g| g.heartbeat_at.clone()),
-            Some(Time(ts(1005)))
+            None,
+            "liveness is the pod's Lease, not a per-session heartbeat"
         );
         assert_eq!(s.last_activity_at, Some(Time(ts(1003))));
         assert_eq!((s.bytes_in, s.bytes_out), (Some(3), Some(40)));
@@ -462,6 +489,70 @@ mod tests {
         assert_eq!(late.reason, None);
         assert_eq!(late.exit_code, Some(0));
         assert_eq!(late.bytes_out, Some(40));
+    }
+
+    #[test]
+    fn activity_is_written_at_most_once_a_minute_and_only_when_it_changed() {
+        let minute = Duration::from_secs(60);
+        let transcript = SessionTranscript::default();
+        let written = Written {
+            at: ts(1000),
+            activity: ts(1000),
+            transcript: None,
+        };
+        // Nothing new: no write, however long it has been (an idle shell is silent).
+        assert!(!activity_write_due(
+            &written,
+            ts(1000),
+            None,
+            ts(5000),
+            minute
+        ));
+        // New activity waits for the minute since the last write.
+        assert!(!activity_write_due(
+            &written,
+            ts(1001),
+            None,
+            ts(1059),
+            minute
+        ));
+        assert!(activity_write_due(
+            &written,
+            ts(1001),
+            None,
+            ts(1060),
+            minute
+        ));
+        // A new transcript reference likewise.
+        assert!(!activity_write_due(
+            &written,
+            ts(1000),
+            Some(&transcript),
+            ts(1030),
+            minute
+        ));
+        assert!(activity_write_due(
+            &written,
+            ts(1000),
+            Some(&transcript),
+            ts(1060),
+            minute
+        ));
+        // Continuous activity ticked every 5 s for ten minutes: at most one write a minute.
+        let mut last = written;
+        let mut writes = 0;
+        for tick in 1..=120 {
+            let now = ts(1000 + tick * 5);
+            if activity_write_due(&last, now, None, now, minute) {
+                writes += 1;
+                last = Written {
+                    at: now,
+                    activity: now,
+                    transcript: None,
+                };
+            }
+        }
+        assert_eq!(writes, 10);
     }
 
     #[test]
