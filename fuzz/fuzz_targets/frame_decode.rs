@@ -9,6 +9,9 @@ use libfuzzer_sys::fuzz_target;
 // crate's heavy dependencies stay out of the fuzz build. They sit at the crate root, where
 // their `super::` paths resolve to each other.
 #[allow(dead_code)]
+#[path = "../../src/ssm/crypto.rs"]
+mod crypto;
+#[allow(dead_code)]
 #[path = "../../src/ssm/frame.rs"]
 mod frame;
 #[allow(dead_code)]
