@@ -529,17 +529,27 @@ impl<R: SessionResumer> ChannelTask<R> {
                 );
             }
             let now = Instant::now();
+            // Reading stops while the consumer is behind and the window is full, so the
+            // service's sends back up in TCP instead of being refused (and resent) here.
+            let reading = self.window.wants_more();
+            if !reading {
+                // Silence we chose is not the peer's: its clock starts when reading resumes.
+                self.last_inbound = now;
+            }
             if let Some(end) = self.check_limits(now) {
                 return end;
             }
-            let deadline = self.next_deadline(now);
-            // Input already handed to send_input still goes out while closing.
-            let want_input = self.input_open
+            let deadline = self.next_deadline(now, reading);
+            // Input already handed to send_input still goes out while closing. Not while
+            // reading is stopped: a peer that blocks on sending to us may not read either,
+            // and a write that cannot finish would keep this task from ever reading again.
+            let want_input = reading
+                && self.input_open
                 && self.handshake.is_ready()
                 && self.queue.has_room(INPUT_CHUNK_SIZE);
             let want_output = self.window.peek_ready().is_some() && !self.output_tx.is_closed();
             let event = tokio::select! {
-                message = socket.next() => Event::Socket(message),
+                message = socket.next(), if reading => Event::Socket(message),
                 _ = self.output_tx.reserve(), if want_output => Event::OutputSpace,
                 chunk = self.input_rx.recv(), if want_input => Event::Input(chunk),
                 changed = self.resize_rx.changed(), if self.resize_open => Event::Resize(changed.is_ok()),
@@ -563,7 +573,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                             return end;
                         }
                         handled += 1;
-                        if handled < READ_BATCH {
+                        if handled < READ_BATCH && self.window.wants_more() {
                             // What the last socket read already brought, without waiting.
                             next = socket.next().now_or_never();
                         }
@@ -622,11 +632,16 @@ impl<R: SessionResumer> ChannelTask<R> {
         None
     }
 
-    fn next_deadline(&self, now: Instant) -> Instant {
+    fn next_deadline(&self, now: Instant, reading: bool) -> Instant {
         let mut deadline = self
             .next_ping
             .min(self.last_inbound + self.options.peer_silence_timeout);
-        if let Some(at) = self.queue.next_deadline(now.into_std()) {
+        if !reading {
+            // No resends while acks cannot be read; only never-sent input is due.
+            if self.queue.has_unsent() && !self.queue.is_paused() {
+                deadline = now;
+            }
+        } else if let Some(at) = self.queue.next_deadline(now.into_std()) {
             deadline = deadline.min(Instant::from_std(at));
         }
         if let Some(since) = self.closing_since {
@@ -662,7 +677,15 @@ impl<R: SessionResumer> ChannelTask<R> {
         }
         self.window_held.set(self.window.held_bytes());
         let mut fed = false;
-        while let Some(wire) = self.queue.poll_transmit(Instant::now().into_std()) {
+        // Not reading (the consumer is behind): acks stay unread, so resending the head
+        // would only add duplicates and count towards giving up; new input still goes out.
+        let reading = self.window.wants_more();
+        let now = Instant::now().into_std();
+        while let Some(wire) = if reading {
+            self.queue.poll_transmit(now)
+        } else {
+            self.queue.poll_unsent(now)
+        } {
             socket
                 .feed(Message::Binary(wire))
                 .await
