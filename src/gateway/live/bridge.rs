@@ -12,9 +12,11 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::frames::{ClientFrame, ServerFrame};
+use crate::ssm::{HeldBytes, HeldShare};
 
-/// Frames queued towards one browser.
-pub const OUTBOUND_QUEUE: usize = 4;
+/// Frames queued towards one browser (besides the one being written). Together with the
+/// browser window they bound what a browser that stops reading holds in the gateway.
+pub const OUTBOUND_QUEUE: usize = 2;
 /// Browser events queued towards the session.
 pub const EVENT_QUEUE: usize = 32;
 /// How long a reattaching browser has to send its `resume` frame.
@@ -27,8 +29,8 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// A frame for the browser.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Terminal output.
-    Binary(Bytes),
+    /// Terminal output, counted as held until written to the socket.
+    Binary(HeldFrame),
     /// A control frame.
     Control(ServerFrame),
 }
@@ -47,6 +49,8 @@ pub enum ClientEvent {
     },
     /// The person closed the terminal.
     Close,
+    /// The browser acknowledged this total of output bytes.
+    Ack(u64),
     /// A text frame that could not be understood (answered with an `E_BAD_REQUEST` frame).
     BadFrame(String),
 }
@@ -79,9 +83,34 @@ impl Attachment {
     }
 }
 
-fn to_message(frame: Outbound) -> Message {
+/// A frame of output on its way to the browser: its bytes stay in the gateway's held-output
+/// total until the socket took them (they are a copy of what the replay ring holds).
+#[derive(Debug)]
+pub struct HeldFrame {
+    bytes: Bytes,
+    _held: HeldShare,
+}
+
+impl HeldFrame {
+    /// `bytes`, counted in `held` while this frame lives.
+    pub fn new(bytes: Bytes, held: &HeldBytes) -> Self {
+        let mut share = held.share();
+        share.set(bytes.len());
+        Self {
+            bytes,
+            _held: share,
+        }
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+fn to_message(frame: &Outbound) -> Message {
     match frame {
-        Outbound::Binary(bytes) => Message::Binary(bytes),
+        Outbound::Binary(frame) => Message::Binary(frame.bytes.clone()),
         Outbound::Control(frame) => Message::Text(frame.to_json().into()),
     }
 }
@@ -96,9 +125,11 @@ pub async fn run(
     let (mut sink, mut stream) = socket.split();
     let writer = async {
         while let Some(frame) = out_rx.recv().await {
-            if sink.send(to_message(frame)).await.is_err() {
+            // The frame (and its share of the held total) lives until the socket took it.
+            if sink.send(to_message(&frame)).await.is_err() {
                 return false;
             }
+            drop(frame);
         }
         let _ = sink.send(Message::Close(None)).await;
         sink.close().await.is_ok()
@@ -111,6 +142,7 @@ pub async fn run(
                 Message::Text(text) => match ClientFrame::parse(text.as_str()) {
                     Ok(ClientFrame::Resize { cols, rows }) => ClientEvent::Resize { cols, rows },
                     Ok(ClientFrame::Close) => ClientEvent::Close,
+                    Ok(ClientFrame::Ack { bytes }) => ClientEvent::Ack(bytes),
                     Ok(ClientFrame::Resume { .. }) => {
                         ClientEvent::BadFrame("resume is only valid as the first frame".into())
                     }

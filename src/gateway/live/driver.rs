@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
-use super::bridge::{Attachment, ClientEvent, Outbound};
+use super::bridge::{Attachment, ClientEvent, HeldFrame, Outbound};
 use super::frames::{LastSize, ServerFrame};
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
 use super::metrics::PausedMark;
@@ -129,7 +129,10 @@ pub(super) async fn run(
     let mut driver = Driver {
         idle: IdleClock::from_limits(&started.info.limits, now),
         max_deadline: max_duration_deadline(&started.info.limits, started.started),
-        window: OutputWindow::new(inner.config.settings.replay_buffer_bytes),
+        window: OutputWindow::new(
+            inner.config.settings.replay_buffer_bytes,
+            inner.config.settings.browser_window_bytes,
+        ),
         next_heartbeat: now + inner.config.settings.heartbeat_interval,
         next_flush: now + inner.config.settings.transcript_flush_interval,
         inner: inner.clone(),
@@ -219,6 +222,7 @@ impl Driver {
         self.events = Some(attachment.events);
         self.detached_since = None;
         self.inner.config.metrics.attached.inc();
+        let start = self.window.attach(attachment.offset);
         self.send_control(ServerFrame::Hello {
             session: self.info.name.clone(),
             node: self.info.session.spec.node_name.clone(),
@@ -226,8 +230,9 @@ impl Driver {
             ssm_session_id: self.info.ssm_session_id.clone(),
             idle_seconds: u64::try_from(self.info.limits.idle_seconds).unwrap_or(0),
             resume_token: self.info.resume_token.clone(),
+            offset: self.window.cursor(),
         });
-        if let Some(ReplayStart::Gap { held_from, .. }) = self.window.attach(attachment.offset) {
+        if let Some(ReplayStart::Gap { held_from, .. }) = start {
             self.send_control(ServerFrame::error(
                 ErrorCode::BadRequest,
                 format!(
@@ -243,7 +248,6 @@ impl Driver {
         if self.out.take().is_some() {
             self.inner.config.metrics.attached.dec();
         }
-        self.window.detach();
         self.events = None;
         self.detached_since = Some(Instant::now());
         debug!(session = %self.info.name, "browser detached; waiting for a reattach");
@@ -410,7 +414,7 @@ impl Driver {
             self.report_output();
             let deadline = self.next_deadline();
             let out = self.out.clone();
-            let can_forward = out.is_some() && self.window.has_unsent();
+            let can_forward = out.is_some() && self.window.can_send();
             let can_read = self.can_read_output();
             let has_pending_input = self.pending_input.is_some();
             let pump = self.pump.clone();
@@ -437,6 +441,12 @@ impl Driver {
                     }
                     Some(ClientEvent::Resize { .. }) => {}
                     Some(ClientEvent::Close) => return EndReason::UserClosed,
+                    Some(ClientEvent::Ack(bytes)) => match self.window.ack(bytes) {
+                        Ok(()) => self.retry_pending_output(),
+                        Err(e) => {
+                            self.send_control(ServerFrame::error(ErrorCode::BadRequest, e.to_string(), false));
+                        }
+                    },
                     Some(ClientEvent::BadFrame(message)) => {
                         self.send_control(ServerFrame::error(ErrorCode::BadRequest, message, false));
                     }
@@ -452,7 +462,11 @@ impl Driver {
                 },
                 permit = reserve_opt(out.as_ref()), if can_forward => match permit {
                     Some(permit) => {
-                        permit.send(Outbound::Binary(self.window.next_frame()));
+                        let frame = self.window.next_frame();
+                        permit.send(Outbound::Binary(HeldFrame::new(
+                            frame,
+                            &self.inner.config.metrics.output_held,
+                        )));
                         self.retry_pending_output();
                     }
                     None => self.detach(),

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::bridge::Outbound;
+use super::bridge::{HeldFrame, Outbound};
 use super::driver::Driver;
 use super::frames::ServerFrame;
 use super::reasons::{EndReason, retry_final_flush, transcript_loss_note};
@@ -120,7 +120,10 @@ impl Driver {
         };
         let forward = async {
             while self.window.has_unsent() {
-                let frame = self.window.next_frame();
+                let frame = HeldFrame::new(
+                    self.window.last_frame(),
+                    &self.inner.config.metrics.output_held,
+                );
                 if out.send(Outbound::Binary(frame)).await.is_err() {
                     break;
                 }
