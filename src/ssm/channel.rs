@@ -208,6 +208,7 @@ pub struct ChannelInput {
     resize: Arc<watch::Sender<Option<TerminalSize>>>,
     close: Arc<watch::Sender<bool>>,
     closed: watch::Receiver<Option<CloseReason>>,
+    ending: watch::Receiver<bool>,
 }
 
 impl ChannelInput {
@@ -248,6 +249,15 @@ impl ChannelInput {
             cause: CloseCause::Failed(ChannelError::Closed),
             message: "the channel task stopped without a reason".into(),
         })
+    }
+
+    /// Waits until the connection is over and only output already received is left for the
+    /// consumer (the close reason follows once it was taken, or the final flush gave up).
+    /// There is no agent left to hold back: a consumer that pauses for back-pressure should
+    /// take the rest now, or it is lost after `final_flush`.
+    pub async fn ending(&self) {
+        let mut rx = self.ending.clone();
+        let _ = rx.wait_for(|ending| *ending).await;
     }
 
     /// The close reason if the channel has already ended.
@@ -318,6 +328,7 @@ impl DataChannel {
         let (resize_tx, resize_rx) = watch::channel(None);
         let (close_tx, close_rx) = watch::channel(false);
         let (closed_tx, closed_rx) = watch::channel(None);
+        let (ending_tx, ending_rx) = watch::channel(false);
         let now = Instant::now();
         let task = ChannelTask {
             stream_url: stream_url.to_owned(),
@@ -337,6 +348,7 @@ impl DataChannel {
             closing_since: None,
             output_tx,
             closed_tx,
+            ending_tx,
             last_inbound: now,
             next_ping: now,
             failure: None,
@@ -348,6 +360,7 @@ impl DataChannel {
                 resize: Arc::new(resize_tx),
                 close: Arc::new(close_tx),
                 closed: closed_rx,
+                ending: ending_rx,
             },
             output: ChannelOutput { rx: output_rx },
         })
@@ -481,6 +494,7 @@ struct ChannelTask<R> {
     closing_since: Option<Instant>,
     output_tx: mpsc::Sender<QueuedChunk>,
     closed_tx: watch::Sender<Option<CloseReason>>,
+    ending_tx: watch::Sender<bool>,
     last_inbound: Instant,
     next_ping: Instant,
     failure: Option<ChannelError>,
@@ -506,6 +520,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                 }
             }
         };
+        let _ = self.ending_tx.send(true);
         self.flush_output().await;
         let reason = CloseReason {
             exit_code: self.exit_code,

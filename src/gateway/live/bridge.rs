@@ -23,8 +23,9 @@ pub const EVENT_QUEUE: usize = 32;
 pub const RESUME_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a bridge that sent its Close frame waits for the browser's. Closing the TCP
 /// connection with the browser's frames still unread makes the kernel reset it, and a reset
-/// discards whatever of our last frames has not left yet.
-pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// discards whatever of our last frames has not left yet. A browser that is slow to read
+/// may still have most of a browser window in the socket's buffers, so it gets seconds.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// A frame for the browser.
 #[derive(Debug)]

@@ -87,6 +87,9 @@ pub(super) struct Driver {
     /// How the channel ended, once it has; its remaining output is then read without
     /// back-pressure (there is no agent left to hold back).
     channel_end: Option<CloseReason>,
+    /// The channel's connection is over and it hands over what it still holds: read it
+    /// without back-pressure too, or its final flush gives up on it.
+    channel_ending: bool,
     pub(super) out: Option<mpsc::Sender<Outbound>>,
     events: Option<mpsc::Receiver<ClientEvent>>,
     detached_since: Option<Instant>,
@@ -147,6 +150,7 @@ pub(super) async fn run(
         pending_input: None,
         output_done: false,
         channel_end: None,
+        channel_ending: false,
         out: None,
         events: None,
         detached_since: None,
@@ -295,7 +299,7 @@ impl Driver {
     pub(super) fn report_output(&mut self) {
         self.held.set(self.window.held_bytes());
         self.paused
-            .set(self.window.is_waiting() && self.channel_end.is_none());
+            .set(self.window.is_waiting() && !self.channel_over());
     }
 
     fn on_input(&mut self, bytes: Bytes) {
@@ -319,8 +323,13 @@ impl Driver {
         }
     }
 
+    /// Whether the channel's connection is over (output is then taken whatever the room).
+    fn channel_over(&self) -> bool {
+        self.channel_ending || self.channel_end.is_some()
+    }
+
     fn can_read_output(&self) -> bool {
-        if self.channel_end.is_some() {
+        if self.channel_over() {
             return !self.output_done;
         }
         !self.output_done
@@ -430,6 +439,10 @@ impl Driver {
                     self.take_forced_pending();
                     self.channel_end = Some(reason);
                 }
+                () = self.input.ending(), if !self.channel_ending => {
+                    self.channel_ending = true;
+                    self.take_forced_pending();
+                }
                 ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
                     Some(ClientEvent::Input(bytes)) => self.on_input(bytes),
                     Some(ClientEvent::Resize { cols, rows }) if self.size.changed(cols, rows) => {
@@ -473,7 +486,7 @@ impl Driver {
                 },
                 chunk = self.output.recv(), if can_read => match chunk {
                     Some(chunk) => {
-                        let ended = self.channel_end.is_some();
+                        let ended = self.channel_over();
                         self.take_output(chunk, ended);
                     }
                     None => {
