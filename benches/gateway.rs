@@ -8,6 +8,8 @@
 //! * keystroke round trip through the gateway (a byte typed, its PTY echo back);
 //! * status writes per busy session and minute (shells printing a line a second, their
 //!   sessions' watch events counted over a window).
+//! * output held per session whose browser stopped reading (`gateway_stuck_reader_bytes`,
+//!   the gateway's own held-output gauge, and the RSS it adds).
 //!
 //! Prints the figures and writes `target/bench/gateway.json`; never fails on a time.
 //! `cargo bench --bench gateway` runs the full size; without `--bench` (e.g.
@@ -213,6 +215,8 @@ async fn bench(
         FIREHOSE_LEN >> 10
     );
 
+    let stuck = stuck_readers(world, if runs > 2 { 60 } else { 10 }).await?;
+
     let figures = json!({
         "open_p50_ms": p(&open_ms, 50.0),
         "open_p99_ms": p(&open_ms, 99.0),
@@ -231,6 +235,10 @@ async fn bench(
         "rtt_p99_ms": p(&rtt_ms, 99.0),
         "keystrokes": keystrokes,
         "status_writes_per_session_minute": status_writes_per_session_minute,
+        "gateway_stuck_reader_bytes": stuck.held_per_session,
+        "gateway_stuck_reader_rss_bytes": stuck.rss_per_session,
+        "gateway_stuck_reader_sessions": STUCK_READERS,
+        "gateway_stuck_reader_seconds": stuck.seconds,
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -306,6 +314,79 @@ async fn status_writes(
     }
     let minutes = window.as_secs_f64() / 60.0;
     Ok(writes as f64 / names.len().max(1) as f64 / minutes.max(1e-9))
+}
+
+/// Sessions whose browser stops reading in the stuck-reader part.
+const STUCK_READERS: usize = 4;
+
+/// What the stuck-reader part measured.
+struct Stuck {
+    /// Peak of the gateway's held-output gauge over the stuck sessions, per session.
+    held_per_session: u64,
+    /// Peak RSS growth of the gateway over the same time, per session.
+    rss_per_session: u64,
+    /// How long the browsers read nothing.
+    seconds: u64,
+}
+
+/// The value of the unlabelled metric `name` on the gateway's `/metrics`.
+async fn gauge(gw: &GatewayProcess, name: &str) -> anyhow::Result<u64> {
+    let text = String::from_utf8(gw.client("").get("/metrics").await?.raw)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("{name} missing from /metrics"))
+}
+
+/// [`STUCK_READERS`] shells stream `yes` into browsers that neither read nor acknowledge
+/// for `seconds`; samples the held-output gauge and RSS every 500 ms.
+async fn stuck_readers(world: &GatewayWorld, seconds: u64) -> anyhow::Result<Stuck> {
+    let gw = world.gateway();
+    let scope = world
+        .scope(
+            "bench-stuck",
+            1,
+            json!({"limits": {"maxSessionsPerUser": 10, "maxSessionsTotal": 100}}),
+        )
+        .await?;
+    let mut terms = Vec::new();
+    for n in 0..STUCK_READERS {
+        let (opened, term, _) = world
+            .attach_shell(gw, &scope, &engineer(40 + n), Duration::from_secs(60))
+            .await?;
+        terms.push((opened, term));
+    }
+    let baseline = gw.process.rss_bytes().unwrap_or(0);
+    for (_, term) in terms.iter_mut() {
+        term.send_input(b"yes 'a line of output into a browser that stopped reading'\r")
+            .await?;
+    }
+    let (mut held_peak, mut rss_peak) = (0u64, baseline);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        held_peak = held_peak.max(gauge(gw, "nodeshell_gateway_output_held_bytes").await?);
+        rss_peak = rss_peak.max(gw.process.rss_bytes().unwrap_or(0));
+    }
+    let stuck = Stuck {
+        held_per_session: held_peak / STUCK_READERS as u64,
+        rss_per_session: rss_peak.saturating_sub(baseline) / STUCK_READERS as u64,
+        seconds,
+    };
+    println!(
+        "{STUCK_READERS} browsers not reading for {seconds} s: held output peak {} KiB per session, RSS +{} KiB per session",
+        stuck.held_per_session >> 10,
+        stuck.rss_per_session >> 10
+    );
+    for (opened, mut term) in terms {
+        term.send_control(json!({"type": "close"})).await.ok();
+        term.drop_connection();
+        world
+            .wait_closed(&opened.session, Duration::from_secs(60))
+            .await
+            .ok();
+    }
+    world.cleanup(&scope).await?;
+    Ok(stuck)
 }
 
 /// The same firehose read by our `nodeshell::ssm` client directly from the simulator.

@@ -170,16 +170,33 @@ async fn open_shell(console: &str, cookie: &str, node: &str) -> anyhow::Result<S
     Ok(socket)
 }
 
+/// Takes a binary frame of terminal output: collects it and acknowledges it, as every
+/// client does (`ack` with the total received; the gateway sends at most 256 KiB ahead).
+async fn take_output(
+    socket: &mut Socket,
+    bytes: &[u8],
+    output: &mut String,
+    received: &mut u64,
+) -> anyhow::Result<()> {
+    output.push_str(&String::from_utf8_lossy(bytes));
+    *received += bytes.len() as u64;
+    let ack = serde_json::json!({"type": "ack", "bytes": *received});
+    // A socket the gateway is closing may refuse it; the output still counts.
+    let _ = socket.send(Message::Text(ack.to_string().into())).await;
+    Ok(())
+}
+
 /// Reads frames until a text frame of `kind` arrives, collecting terminal output.
 async fn next_control(
     socket: &mut Socket,
     kind: &str,
     output: &mut String,
+    received: &mut u64,
 ) -> anyhow::Result<Value> {
     let read = async {
         while let Some(message) = socket.next().await {
             match message? {
-                Message::Binary(bytes) => output.push_str(&String::from_utf8_lossy(&bytes)),
+                Message::Binary(bytes) => take_output(socket, &bytes, output, received).await?,
                 Message::Text(text) => {
                     let frame: Value = serde_json::from_str(&text)?;
                     if frame["type"] == kind {
@@ -281,7 +298,8 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
     // origin: stopping dev must close it as GatewayShutdown, not as a lost connection.
     let mut socket = open_shell(&console, &login.cookie, "ip-10-0-1-17.ec2.internal").await?;
     let mut output = String::new();
-    let hello = next_control(&mut socket, "hello", &mut output).await?;
+    let mut received = 0;
+    let hello = next_control(&mut socket, "hello", &mut output, &mut received).await?;
     assert_eq!(hello["instanceId"], "i-0123456789abcdef0", "{hello}");
     socket
         .send(Message::Binary("echo dev-shell-$((6*7))\n".into()))
@@ -293,7 +311,7 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
             tokio::time::timeout(Duration::from_millis(500), socket.next()).await
             && let Message::Binary(bytes) = message?
         {
-            output.push_str(&String::from_utf8_lossy(&bytes));
+            take_output(&mut socket, &bytes, &mut output, &mut received).await?;
         }
     }
 
@@ -352,7 +370,7 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
     }
 
     dev.send_signal("TERM")?;
-    let closed = next_control(&mut socket, "closed", &mut output).await?;
+    let closed = next_control(&mut socket, "closed", &mut output, &mut received).await?;
     assert_eq!(closed["reason"], "GatewayShutdown", "{closed}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {

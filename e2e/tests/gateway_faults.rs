@@ -255,23 +255,20 @@ async fn a_dropped_browser_reattaches_without_losing_or_repeating_a_byte() -> an
 const NON_READERS: usize = 6;
 /// Least time the browsers read nothing.
 const NOT_READING: Duration = Duration::from_secs(30);
-/// Longest wait, once the browsers stop reading, for back-pressure to engage fully (every
-/// session paused and the gateway's held output no longer growing): the kernel's socket
-/// buffers fill first, then the gateway's own, at the agents' pace, which load slows.
+/// Longest wait, once the browsers stop reading, for every session to pause its output
+/// reading (a condition, not a timing: the kernel's socket buffers fill first, then the
+/// gateway's own, at the agents' pace, which load slows).
 const SETTLE_LIMIT: Duration = Duration::from_secs(150);
-/// How long the held output must stay within [`SETTLE_SLACK`] to count as no longer growing.
-const SETTLED_FOR: Duration = Duration::from_secs(3);
-/// Growth of the held output over [`SETTLED_FOR`] that still counts as flat.
-const SETTLE_SLACK: u64 = 64 << 10;
 /// RSS sampling once back-pressure is fully engaged (the late-growth check looks at it).
 const SAMPLE_SETTLED: Duration = Duration::from_secs(10);
 /// RSS and metrics sampling interval.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
-/// Most output bytes the gateway holds for one stuck browser: the data channel's receive
-/// window (4 MiB of payload, plus one 1 KiB agent message it admits over that to fill a
-/// gap), its queue to the session's task (4 chunks of at most 16 KiB), the replay ring
-/// (256 KiB) and one chunk waiting for room in the ring (at most 16 KiB).
-const HELD_PER_SESSION: u64 = (4 << 20) + 1024 + 4 * (16 << 10) + (256 << 10) + (16 << 10);
+/// Most output bytes the gateway may hold for one browser that neither reads nor
+/// acknowledges (issue 13): what `output::held_bound` sums for the default settings (the
+/// 256 KiB replay ring that holds every unacknowledged byte, a chunk waiting for room,
+/// the frames queued to the socket, the data channel's queue and its 128 KiB receive
+/// window) stays under it.
+const HELD_PER_SESSION: u64 = 512 << 10;
 /// Gauge: output bytes held for browsers, all sessions together.
 const HELD_METRIC: &str = "nodeshell_gateway_output_held_bytes";
 /// Gauge: sessions whose output reading waits for their browser.
@@ -330,19 +327,17 @@ async fn a_browser_that_stops_reading_does_not_grow_the_gateway() -> anyhow::Res
         }
     }
     let rate = offered as f64 / rate_started.elapsed().as_secs_f64();
-    // Now nobody reads. First wait until back-pressure is fully engaged, then watch RSS.
+    // Now nobody reads nor acknowledges. The held output stays under the bound at every
+    // sample; first wait until every session paused its reading, then watch RSS.
     let mut samples = Vec::new();
     let mut held = Vec::new();
-    let flat_window = (SETTLED_FOR.as_millis() / SAMPLE_EVERY.as_millis()) as usize;
     let started = Instant::now();
     let settled_after = loop {
         tokio::time::sleep(SAMPLE_EVERY).await;
         samples.push(gw.process.rss_bytes().unwrap_or(0));
         let paused = gauge(&gw, PAUSED_METRIC).await?;
         held.push(gauge(&gw, HELD_METRIC).await?);
-        let flat = held.len() > flat_window
-            && held[held.len() - 1] <= held[held.len() - 1 - flat_window] + SETTLE_SLACK;
-        if paused == NON_READERS as u64 && flat {
+        if paused == NON_READERS as u64 {
             break started.elapsed();
         }
         anyhow::ensure!(
@@ -426,6 +421,118 @@ async fn a_browser_that_stops_reading_does_not_grow_the_gateway() -> anyhow::Res
             .await?;
         assert!(answer.status < 300, "{}", answer.body);
     }
+    world.cleanup(&scope).await
+}
+
+/// The output of `seq 1 n` as the PTY prints it.
+fn seq_output(n: u32) -> String {
+    (1..=n).map(|i| format!("{i}\r\n")).collect()
+}
+
+/// The gateway's default browser window (`browserWindowBytes`).
+const BROWSER_WINDOW: u64 = 256 << 10;
+
+#[tokio::test]
+async fn a_browser_that_acknowledges_gets_a_large_output_byte_exact() -> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let gw = world
+        .start_gateway(GatewayOptions::named("gw-credit"))
+        .await?;
+    let scope = world.scope("credit", 1, json!({})).await?;
+    let (_, mut term, _) = attach(world, &gw, &scope, &engineer(57)).await?;
+    // About 1.5 MB: several browser windows, each released only by the terminal's acks.
+    let expected = seq_output(200_000);
+    let text = term.run("seq 1 200000", Duration::from_secs(240)).await?;
+    assert!(
+        text.contains(&expected),
+        "the output of seq is not all there, once and in order ({} bytes of {} received; tail {:?})",
+        text.len(),
+        expected.len(),
+        &text[text.len().saturating_sub(200)..]
+    );
+    assert!(term.find_control("error").is_none(), "{:?}", term.controls);
+    term.send_input(b"exit\r").await?;
+    term.control("closed", T).await?;
+    world.cleanup(&scope).await
+}
+
+#[tokio::test]
+async fn a_browser_that_stops_acknowledging_gets_one_window_then_everything_once_it_resumes()
+-> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let gw = world
+        .start_gateway(GatewayOptions::named("gw-stall"))
+        .await?;
+    let scope = world.scope("stall", 1, json!({})).await?;
+    let (_, mut term, _) = attach(world, &gw, &scope, &engineer(58)).await?;
+    // The terminal keeps reading but stops acknowledging before the output starts.
+    term.stop_acking();
+    let acked = term.received;
+    let from = term.output.len();
+    let expected = seq_output(300_000);
+    term.send_input(b"seq 1 300000; echo seq-done\r").await?;
+    term.read_until(
+        "one browser window of output",
+        Duration::from_secs(120),
+        |t| t.received - acked >= BROWSER_WINDOW,
+    )
+    .await?;
+    // Whatever more time passes, nothing beyond the window arrives.
+    let stalled = Instant::now();
+    while stalled.elapsed() < Duration::from_secs(2) {
+        term.pump(Duration::from_millis(200)).await?;
+    }
+    assert_eq!(
+        term.received - acked,
+        BROWSER_WINDOW,
+        "unacknowledged output sent beyond the browser window"
+    );
+    // Garbage acks are refused with E_BAD_REQUEST and release nothing (one at a time: an
+    // error frame finding the socket's queue full would not wait).
+    let refused = |t: &Terminal| {
+        t.controls
+            .iter()
+            .filter(|c| c["type"] == "error" && c["code"] == "E_BAD_REQUEST")
+            .count()
+    };
+    let garbage = [
+        json!({"type": "ack", "bytes": term.received + 1}),
+        json!({"type": "ack", "bytes": acked.saturating_sub(1)}),
+        json!({"type": "ack", "bytes": 1.5}),
+    ];
+    for (n, frame) in garbage.into_iter().enumerate() {
+        term.send_control(frame).await?;
+        term.read_until("a refusal", T, |t| refused(t) > n).await?;
+    }
+    let refusals: Vec<String> = term
+        .controls
+        .iter()
+        .filter_map(|c| c["message"].as_str().map(str::to_owned))
+        .collect();
+    assert!(refusals[0].contains("beyond"), "{refusals:?}");
+    assert!(refusals[1].contains("goes back"), "{refusals:?}");
+    let stalled = Instant::now();
+    while stalled.elapsed() < Duration::from_secs(1) {
+        term.pump(Duration::from_millis(200)).await?;
+    }
+    assert_eq!(
+        term.received - acked,
+        BROWSER_WINDOW,
+        "a refused ack moved the window"
+    );
+    // Acknowledging again releases the rest: every line once, in order.
+    term.resume_acking().await?;
+    term.expect_output_after(from, "\r\nseq-done", Duration::from_secs(240))
+        .await?;
+    let text = String::from_utf8_lossy(&term.output[from..]).into_owned();
+    assert!(
+        text.contains(&expected),
+        "output lost or repeated across the stall ({} bytes of {} received)",
+        text.len(),
+        expected.len()
+    );
+    term.send_input(b"exit\r").await?;
+    term.control("closed", T).await?;
     world.cleanup(&scope).await
 }
 

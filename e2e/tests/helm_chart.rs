@@ -268,7 +268,13 @@ async fn values_schema_rejects_bad_values_with_helms_error() -> anyhow::Result<(
 
 #[tokio::test]
 async fn gateway_config_is_what_the_gateway_parses() -> anyhow::Result<()> {
-    let docs = rendered(&["-f", multi_account_values().to_str().unwrap()]).await?;
+    let docs = rendered(&[
+        "-f",
+        multi_account_values().to_str().unwrap(),
+        "--set",
+        "gateway.browserWindowBytes=131072",
+    ])
+    .await?;
     let file = parse_file(&gateway_file(&docs)).map_err(anyhow::Error::msg)?;
     let config = GatewayConfig::resolve(&GatewayArgs::default(), file)?;
     assert_eq!(
@@ -291,6 +297,7 @@ async fn gateway_config_is_what_the_gateway_parses() -> anyhow::Result<()> {
         nodeshell::gateway::config::HttpLimits::default()
     );
     assert_eq!(config.live.shutdown_timeout, Duration::from_secs(20));
+    assert_eq!(config.live.browser_window_bytes, 128 * 1024);
 
     // With the defaults the file parses, and the gateway says what is missing.
     let defaults = rendered(&[]).await?;

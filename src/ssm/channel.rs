@@ -214,6 +214,7 @@ pub struct ChannelInput {
     resize: Arc<watch::Sender<Option<TerminalSize>>>,
     close: Arc<watch::Sender<bool>>,
     closed: watch::Receiver<Option<CloseReason>>,
+    ending: watch::Receiver<bool>,
 }
 
 impl ChannelInput {
@@ -254,6 +255,15 @@ impl ChannelInput {
             cause: CloseCause::Failed(ChannelError::Closed),
             message: "the channel task stopped without a reason".into(),
         })
+    }
+
+    /// Waits until the connection is over and only output already received is left for the
+    /// consumer (the close reason follows once it was taken, or the final flush gave up).
+    /// There is no agent left to hold back: a consumer that pauses for back-pressure should
+    /// take the rest now, or it is lost after `final_flush`.
+    pub async fn ending(&self) {
+        let mut rx = self.ending.clone();
+        let _ = rx.wait_for(|ending| *ending).await;
     }
 
     /// The close reason if the channel has already ended.
@@ -324,6 +334,7 @@ impl DataChannel {
         let (resize_tx, resize_rx) = watch::channel(None);
         let (close_tx, close_rx) = watch::channel(false);
         let (closed_tx, closed_rx) = watch::channel(None);
+        let (ending_tx, ending_rx) = watch::channel(false);
         let now = Instant::now();
         let task = ChannelTask {
             stream_url: stream_url.to_owned(),
@@ -348,6 +359,7 @@ impl DataChannel {
             closing_since: None,
             output_tx,
             closed_tx,
+            ending_tx,
             last_inbound: now,
             next_ping: now,
             failure: None,
@@ -359,6 +371,7 @@ impl DataChannel {
                 resize: Arc::new(resize_tx),
                 close: Arc::new(close_tx),
                 closed: closed_rx,
+                ending: ending_rx,
             },
             output: ChannelOutput { rx: output_rx },
         })
@@ -505,6 +518,7 @@ struct ChannelTask<R> {
     closing_since: Option<Instant>,
     output_tx: mpsc::Sender<QueuedChunk>,
     closed_tx: watch::Sender<Option<CloseReason>>,
+    ending_tx: watch::Sender<bool>,
     last_inbound: Instant,
     next_ping: Instant,
     failure: Option<ChannelError>,
@@ -530,6 +544,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                 }
             }
         };
+        let _ = self.ending_tx.send(true);
         self.flush_output().await;
         let reason = CloseReason {
             exit_code: self.exit_code,
@@ -553,17 +568,27 @@ impl<R: SessionResumer> ChannelTask<R> {
                 );
             }
             let now = Instant::now();
+            // Reading stops while the consumer is behind and the window is full, so the
+            // service's sends back up in TCP instead of being refused (and resent) here.
+            let reading = self.window.wants_more();
+            if !reading {
+                // Silence we chose is not the peer's: its clock starts when reading resumes.
+                self.last_inbound = now;
+            }
             if let Some(end) = self.check_limits(now) {
                 return end;
             }
-            let deadline = self.next_deadline(now);
-            // Input already handed to send_input still goes out while closing.
-            let want_input = self.input_open
+            let deadline = self.next_deadline(now, reading);
+            // Input already handed to send_input still goes out while closing. Not while
+            // reading is stopped: a peer that blocks on sending to us may not read either,
+            // and a write that cannot finish would keep this task from ever reading again.
+            let want_input = reading
+                && self.input_open
                 && self.handshake.is_ready()
                 && self.queue.has_room(INPUT_CHUNK_SIZE);
             let want_output = self.window.peek_ready().is_some() && !self.output_tx.is_closed();
             let event = tokio::select! {
-                message = socket.next() => Event::Socket(message),
+                message = socket.next(), if reading => Event::Socket(message),
                 _ = self.output_tx.reserve(), if want_output => Event::OutputSpace,
                 chunk = self.input_rx.recv(), if want_input => Event::Input(chunk),
                 changed = self.resize_rx.changed(), if self.resize_open => Event::Resize(changed.is_ok()),
@@ -588,7 +613,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                             return end;
                         }
                         handled += 1;
-                        if handled < READ_BATCH {
+                        if handled < READ_BATCH && self.window.wants_more() {
                             // What the last socket read already brought, without waiting.
                             next = socket.next().now_or_never();
                         }
@@ -652,11 +677,16 @@ impl<R: SessionResumer> ChannelTask<R> {
         None
     }
 
-    fn next_deadline(&self, now: Instant) -> Instant {
+    fn next_deadline(&self, now: Instant, reading: bool) -> Instant {
         let mut deadline = self
             .next_ping
             .min(self.last_inbound + self.options.peer_silence_timeout);
-        if let Some(at) = self.queue.next_deadline(now.into_std()) {
+        if !reading {
+            // No resends while acks cannot be read; only never-sent input is due.
+            if self.queue.has_unsent() && !self.queue.is_paused() {
+                deadline = now;
+            }
+        } else if let Some(at) = self.queue.next_deadline(now.into_std()) {
             deadline = deadline.min(Instant::from_std(at));
         }
         if let Some(since) = self.closing_since {
@@ -692,7 +722,15 @@ impl<R: SessionResumer> ChannelTask<R> {
         }
         self.window_held.set(self.window.held_bytes());
         let mut fed = false;
-        while let Some(wire) = self.queue.poll_transmit(Instant::now().into_std()) {
+        // Not reading (the consumer is behind): acks stay unread, so resending the head
+        // would only add duplicates and count towards giving up; new input still goes out.
+        let reading = self.window.wants_more();
+        let now = Instant::now().into_std();
+        while let Some(wire) = if reading {
+            self.queue.poll_transmit(now)
+        } else {
+            self.queue.poll_unsent(now)
+        } {
             socket
                 .feed(Message::Binary(wire))
                 .await

@@ -412,6 +412,55 @@ async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
     );
 }
 
+/// The real agent has no send window and resends only its oldest unacked message, once per
+/// timeout: a client that refuses what its consumer has no room for makes it crawl. So the
+/// channel stops reading instead, and the agent's sends wait in TCP.
+#[tokio::test]
+async fn a_stalled_consumer_stops_the_reading_so_nothing_is_refused() {
+    const BIG: usize = OUTPUT_CHUNK_MAX / 2 + 1;
+    const COUNT: u8 = 30;
+    let mut options = fast_options();
+    options.receive = ReceiveConfig {
+        max_messages: 4,
+        max_bytes: 1 << 20,
+    };
+    options.output_buffer = 2;
+    let (_agent, mut side, mut channel) = connected(options).await;
+    let agent_task = tokio::spawn(async move {
+        for i in 0..COUNT {
+            side.queue
+                .enqueue(PayloadType::Output, Bytes::from(vec![b'a' + i % 26; BIG]))
+                .unwrap();
+        }
+        // Every message once and never again: a refused one would be lost for good.
+        while let Some(wire) = side.queue.poll_unsent(std::time::Instant::now()) {
+            side.ws.send(Message::Binary(wire)).await.unwrap();
+        }
+        let mut acked = BTreeSet::new();
+        while acked.len() < usize::from(COUNT) {
+            let message = timeout(LIMIT, side.ws.next()).await;
+            let Ok(Some(Ok(message))) = message else {
+                panic!("no more acks after {acked:?}: {message:?}");
+            };
+            if let Message::Binary(data) = message {
+                let frame = Frame::decode(&data).unwrap();
+                if frame.message_type == MessageType::Acknowledge {
+                    let ack = Acknowledgement::from_payload(&frame.payload).unwrap();
+                    acked.insert(ack.acknowledged_message_sequence_number);
+                }
+            }
+        }
+        acked
+    });
+    // The consumer stalls well past the window and queue bounds, then reads everything.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let received = read_exactly(&mut channel, usize::from(COUNT) * BIG).await;
+    let expected: Vec<u8> = (0..COUNT).flat_map(|i| vec![b'a' + i % 26; BIG]).collect();
+    assert!(received == expected, "output lost or reordered");
+    let acked = timeout(LIMIT, agent_task).await.unwrap().unwrap();
+    assert_eq!(acked, (0..i64::from(COUNT)).collect::<BTreeSet<_>>());
+}
+
 #[tokio::test]
 async fn output_ready_together_reaches_the_consumer_in_one_chunk() {
     let (_agent, mut side, mut channel) = connected(fast_options()).await;

@@ -1,6 +1,8 @@
 //! The receiving half of a stream: in-order delivery, a bounded buffer for early messages,
-//! duplicate detection, and the acceptance rule that turns a slow consumer into
-//! back-pressure (refused messages are not acked, so the peer retransmits or pauses).
+//! duplicate detection, and the two rules that turn a slow consumer into back-pressure:
+//! [`ReceiveWindow::wants_more`] says when reading the connection can stop (so the peer's
+//! sends back up in TCP instead of in our memory), and the acceptance rule refuses what
+//! does not fit (refused messages are not acked, so the peer retransmits).
 
 use std::collections::BTreeMap;
 
@@ -12,8 +14,10 @@ pub struct ReceiveConfig {
     /// Most messages held (accepted but not yet taken by the consumer), counted in
     /// sequence space from the next one to deliver.
     pub max_messages: usize,
-    /// Most payload bytes held; a gap-filling message is admitted once beyond it when
-    /// nothing is deliverable, so a full buffer of early messages cannot deadlock.
+    /// Most payload bytes held. The next in-order message is admitted while the window
+    /// holds less than this (so it may end up one message over), and a gap-filling message
+    /// whatever the bytes when nothing is deliverable, so a full buffer of early messages
+    /// cannot deadlock.
     pub max_bytes: usize,
 }
 
@@ -82,9 +86,16 @@ impl ReceiveWindow {
             return Arrival::Refused;
         }
         let len = frame.payload.len();
-        let fills_gap_with_nothing_ready =
-            seq == self.next_expected && self.next_to_deliver == self.next_expected;
-        if self.held_bytes + len > self.config.max_bytes && !fills_gap_with_nothing_ready {
+        let in_order = seq == self.next_expected;
+        let fills_gap_with_nothing_ready = in_order && self.next_to_deliver == self.next_expected;
+        // In order: admitted while under the budget, so a reader that stops reading at the
+        // budget ([`Self::wants_more`]) never has an in-order message refused.
+        let fits = if in_order {
+            self.held_bytes < self.config.max_bytes
+        } else {
+            self.held_bytes + len <= self.config.max_bytes
+        };
+        if !fits && !fills_gap_with_nothing_ready {
             return Arrival::Refused;
         }
         self.held_bytes += len;
@@ -93,6 +104,21 @@ impl ReceiveWindow {
             self.next_expected = self.next_expected.saturating_add(1);
         }
         Arrival::Accepted
+    }
+
+    /// Whether reading more from the connection can make progress: the window is under
+    /// both its bounds, or nothing in it is deliverable (only the missing message can
+    /// unblock it, so the reader must keep looking for it). When this is false the
+    /// consumer is what holds things up, and the reader should stop reading the socket so
+    /// the peer's sends back up in TCP rather than be refused here: a refused message
+    /// costs the agent a retransmission timeout, since it resends only its oldest one.
+    pub fn wants_more(&self) -> bool {
+        if self.next_to_deliver == self.next_expected {
+            return true;
+        }
+        let span = u64::try_from(self.next_expected - self.next_to_deliver).unwrap_or(u64::MAX);
+        self.held_bytes < self.config.max_bytes
+            && span < u64::try_from(self.config.max_messages).unwrap_or(u64::MAX)
     }
 
     /// The next in-order message, if it has arrived, without taking it.
@@ -220,6 +246,55 @@ mod tests {
         assert_eq!(w.offer(msg(2, "z")), Arrival::Refused);
         assert_eq!(drain(&mut w), vec![0, 1]);
         assert_eq!(w.offer(msg(2, "z")), Arrival::Accepted);
+    }
+
+    #[test]
+    fn a_full_window_with_deliverable_output_stops_reading_until_the_consumer_takes_some() {
+        let mut w = ReceiveWindow::new(ReceiveConfig {
+            max_messages: 100,
+            max_bytes: 10,
+        });
+        assert!(w.wants_more());
+        for seq in 0..3 {
+            assert_eq!(w.offer(msg(seq, "abcd")), Arrival::Accepted);
+        }
+        // 12 bytes held, over the budget by less than one message: stop reading.
+        assert_eq!(w.held_bytes(), 12);
+        assert!(!w.wants_more());
+        // Had the reader gone on, the next message would be refused (and cost a resend).
+        assert_eq!(w.offer(msg(3, "abcd")), Arrival::Refused);
+        w.pop_ready();
+        assert!(w.wants_more());
+        assert_eq!(w.offer(msg(3, "abcd")), Arrival::Accepted);
+    }
+
+    #[test]
+    fn a_window_of_early_messages_keeps_reading_for_the_missing_one() {
+        let mut w = ReceiveWindow::new(ReceiveConfig {
+            max_messages: 100,
+            max_bytes: 8,
+        });
+        assert_eq!(w.offer(msg(1, "abcd")), Arrival::Accepted);
+        assert_eq!(w.offer(msg(2, "abcd")), Arrival::Accepted);
+        assert_eq!(w.offer(msg(3, "abcd")), Arrival::Refused);
+        // Full, but nothing deliverable: only reading on can bring seq 0.
+        assert!(w.wants_more());
+        assert_eq!(w.offer(msg(0, "abcd")), Arrival::Accepted);
+        assert!(!w.wants_more(), "now the consumer holds things up");
+        assert_eq!(drain(&mut w), vec![0, 1, 2]);
+        assert!(w.wants_more());
+    }
+
+    #[test]
+    fn the_message_bound_stops_reading_too() {
+        let mut w = ReceiveWindow::new(ReceiveConfig {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+        });
+        w.offer(msg(0, "a"));
+        assert!(w.wants_more());
+        w.offer(msg(1, "b"));
+        assert!(!w.wants_more());
     }
 
     proptest! {

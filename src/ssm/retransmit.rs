@@ -141,21 +141,36 @@ impl RetransmitQueue {
             .front()
             .and_then(|e| e.last_sent)
             .is_some_and(|sent| now.saturating_duration_since(sent) >= timeout);
-        let entry = if head_due {
-            self.rto.back_off();
-            self.last_retransmit = Some(now);
-            self.entries.front_mut()
-        } else {
-            let index = self.first_unsent;
-            let entry = self.entries.get_mut(index);
-            if entry.is_some() {
-                self.first_unsent = index + 1;
-            }
-            entry
-        }?;
+        if !head_due {
+            return self.poll_unsent(now);
+        }
+        self.rto.back_off();
+        self.last_retransmit = Some(now);
+        let entry = self.entries.front_mut()?;
         entry.last_sent = Some(now);
         entry.transmissions = entry.transmissions.saturating_add(1);
         Some(entry.wire.clone())
+    }
+
+    /// The oldest message never sent, marking it sent; no resend of the head. For a reader
+    /// that stopped reading the connection (its consumer is behind): it cannot see acks
+    /// meanwhile, so resending would only add duplicates and count transmissions towards
+    /// giving up. None while paused or when everything was sent.
+    pub fn poll_unsent(&mut self, now: Instant) -> Option<Bytes> {
+        if self.paused {
+            return None;
+        }
+        let index = self.first_unsent;
+        let entry = self.entries.get_mut(index)?;
+        self.first_unsent = index + 1;
+        entry.last_sent = Some(now);
+        entry.transmissions = entry.transmissions.saturating_add(1);
+        Some(entry.wire.clone())
+    }
+
+    /// Whether some held message was never sent.
+    pub fn has_unsent(&self) -> bool {
+        self.first_unsent < self.entries.len()
     }
 
     /// When the queue next needs attention: now if something was never sent, the head's
@@ -300,6 +315,25 @@ mod tests {
         let f = Frame::decode(&agent.poll_transmit(t0).unwrap()).unwrap();
         assert_eq!(f.message_type, super::super::MessageType::OutputStreamData);
         assert_eq!(f.flags, super::super::message::FLAG_SYN);
+    }
+
+    #[test]
+    fn a_reader_that_cannot_see_acks_sends_new_messages_but_never_resends() {
+        let t0 = Instant::now();
+        let mut q = queue();
+        q.enqueue(PayloadType::Output, Bytes::from_static(b"a"))
+            .unwrap();
+        assert!(q.has_unsent());
+        assert_eq!(q.poll_unsent(t0).map(|w| seq_of(&w)), Some(0));
+        assert!(!q.has_unsent());
+        // Long overdue, yet not resent: only what was never sent goes out.
+        assert_eq!(q.poll_unsent(t0 + ms(5_000)), None);
+        q.enqueue(PayloadType::Output, Bytes::from_static(b"b"))
+            .unwrap();
+        assert_eq!(q.poll_unsent(t0 + ms(5_000)).map(|w| seq_of(&w)), Some(1));
+        assert_eq!(q.head_transmissions(), 1);
+        // Reading again: the overdue head goes once more.
+        assert_eq!(q.poll_transmit(t0 + ms(5_000)).map(|w| seq_of(&w)), Some(0));
     }
 
     #[test]

@@ -138,6 +138,12 @@ async function main() {
     await until('a line reading exactly "hello"', async () => (await terminalLines()).includes('hello'));
     await screenshot('echo-hello');
 
+    step('a long output arrives whole: the console acknowledges what its terminal wrote');
+    // 400 KB, more than the gateway sends a browser that does not acknowledge; carriage
+    // returns only, so it stays on one line and scrolls nothing out of the replay below.
+    await run("yes x | head -c 400000 | tr '\\n' '\\r'; echo; echo long-end");
+    await until('the line after the long output', async () => (await terminalLines()).includes('long-end'), 120_000);
+
     step('open the session info and see the SSM session id');
     await page.locator('[data-testid=session-info] summary').click();
     const ssmId = await until('the SSM session id', async () => {

@@ -31,6 +31,57 @@ test('output bytes are counted for the resume offset', () => {
   assert.equal(state.offset, 15);
 });
 
+test('output the terminal consumed is acknowledged with the running total', () => {
+  const { state, effects } = run([
+    { type: 'text', text: hello() },
+    { type: 'output', length: 10 },
+    { type: 'output', length: 5 },
+    { type: 'consumed', offset: 10 },
+    { type: 'consumed', offset: 15 },
+  ]);
+  assert.deepEqual(effects, [
+    { type: 'send', frame: { type: 'ack', bytes: 10 } },
+    { type: 'send', frame: { type: 'ack', bytes: 15 } },
+  ]);
+  assert.equal(state.acked, 15);
+});
+
+test('an ack never goes backwards nor beyond what was received', () => {
+  const { effects } = run([
+    { type: 'text', text: hello() },
+    { type: 'output', length: 10 },
+    { type: 'consumed', offset: 10 },
+    { type: 'consumed', offset: 4 },
+    { type: 'consumed', offset: 10 },
+    { type: 'consumed', offset: 99 },
+  ]);
+  assert.deepEqual(effects, [{ type: 'send', frame: { type: 'ack', bytes: 10 } }]);
+});
+
+test('no ack while the connection is down; after a reattach the count goes on from hello', () => {
+  let { state, effects } = run([
+    { type: 'text', text: hello() },
+    { type: 'output', length: 42 },
+    { type: 'socketClosed', now: 0 },
+    { type: 'consumed', offset: 42 },
+  ]);
+  assert.deepEqual(effects, [{ type: 'reattach', delayMs: backoffMs(0) }]);
+  // The gateway no longer held bytes 42..50: output continues at 50.
+  const gap = JSON.stringify({ ...JSON.parse(hello()), offset: 50 });
+  ({ state, effects } = run([
+    { type: 'open' },
+    { type: 'text', text: gap },
+    { type: 'consumed', offset: 42 },
+    { type: 'output', length: 8 },
+    { type: 'consumed', offset: 58 },
+  ], state));
+  assert.equal(state.offset, 58);
+  assert.deepEqual(effects, [
+    { type: 'send', frame: { type: 'resume', resumeToken: 'tok-1', offset: 42 } },
+    { type: 'send', frame: { type: 'ack', bytes: 58 } },
+  ]);
+});
+
 test('a dropped connection reattaches and resumes from the byte offset with the hello token', () => {
   let { state, effects } = run([{ type: 'text', text: hello('tok-A') }, { type: 'output', length: 42 }, { type: 'socketClosed', now: 1000 }]);
   assert.equal(state.phase, 'reconnecting');

@@ -15,11 +15,17 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A browser-side terminal: binary frames are terminal bytes, text frames JSON control.
-/// Frames are read only when a method asks, so a test can stop reading on purpose.
+/// Frames are read only when a method asks, so a test can stop reading on purpose. Like the
+/// console, it acknowledges every output frame it reads (`ack` with its total of output
+/// bytes received, counted from the `hello` frame's `offset`), unless a test stops it.
 pub struct Terminal {
     ws: Ws,
     /// Every terminal byte received, in order.
     pub output: Vec<u8>,
+    /// The session's output offset reached: the total an `ack` carries.
+    pub received: u64,
+    /// Whether each output frame read is acknowledged.
+    pub acking: bool,
     /// Every control message received, in order.
     pub controls: Vec<Value>,
     /// Set once the socket closed.
@@ -47,6 +53,8 @@ impl Terminal {
         Ok(Self {
             ws,
             output: Vec::new(),
+            received: 0,
+            acking: true,
             controls: Vec::new(),
             closed: false,
         })
@@ -75,11 +83,23 @@ impl Terminal {
             }
             Ok(Some(Ok(message))) => {
                 match message {
-                    Message::Binary(bytes) => self.output.extend_from_slice(&bytes),
+                    Message::Binary(bytes) => {
+                        self.output.extend_from_slice(&bytes);
+                        self.received += bytes.len() as u64;
+                        // A socket the gateway is closing may refuse it; the read still counts.
+                        if self.acking {
+                            let _ = self.ack(self.received).await;
+                        }
+                    }
                     Message::Text(text) => {
-                        let value = serde_json::from_str(text.as_str()).unwrap_or_else(
+                        let value: Value = serde_json::from_str(text.as_str()).unwrap_or_else(
                             |_| json!({"type": "<not json>", "text": text.as_str()}),
                         );
+                        if value["type"] == "hello"
+                            && let Some(offset) = value["offset"].as_u64()
+                        {
+                            self.received = offset;
+                        }
                         self.controls.push(value);
                     }
                     Message::Close(_) => {
@@ -182,6 +202,23 @@ impl Terminal {
             .send(Message::Text(value.to_string().into()))
             .await?;
         Ok(())
+    }
+
+    /// `ack {bytes}`: credit for the output received (any number, for tests of garbage).
+    pub async fn ack(&mut self, bytes: u64) -> anyhow::Result<()> {
+        self.send_control(json!({"type": "ack", "bytes": bytes}))
+            .await
+    }
+
+    /// Stops acknowledging output (a browser that reads but never says so).
+    pub fn stop_acking(&mut self) {
+        self.acking = false;
+    }
+
+    /// Acknowledges everything received so far and every frame from now on.
+    pub async fn resume_acking(&mut self) -> anyhow::Result<()> {
+        self.acking = true;
+        self.ack(self.received).await
     }
 
     /// `resize {cols, rows}`.

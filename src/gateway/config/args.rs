@@ -96,6 +96,10 @@ pub struct GatewayArgs {
     /// Output kept per session for a reattaching browser, in bytes (262144).
     #[arg(long, env = "NODESHELL_GATEWAY_REPLAY_BUFFER_BYTES")]
     pub replay_buffer_bytes: Option<u64>,
+    /// Most output a browser may hold unacknowledged (sent, no `ack` frame yet), in bytes
+    /// (262144, at most the replay buffer); beyond it the session stops reading the shell.
+    #[arg(long, env = "NODESHELL_GATEWAY_BROWSER_WINDOW_BYTES")]
+    pub browser_window_bytes: Option<u64>,
     /// Longest wait on SIGTERM for the live sessions to close (`20s`); keep the pod's
     /// terminationGracePeriodSeconds above it.
     #[arg(long, env = "NODESHELL_GATEWAY_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]

@@ -63,6 +63,8 @@ pub struct GatewayFile {
     pub transcript_flush_interval_seconds: Option<u64>,
     /// Output kept per session for a reattaching browser, in bytes.
     pub replay_buffer_bytes: Option<u64>,
+    /// Most output a browser may hold unacknowledged, in bytes.
+    pub browser_window_bytes: Option<u64>,
     /// Longest wait on shutdown for the live sessions to close, in seconds.
     pub shutdown_timeout_seconds: Option<u64>,
     /// File the audit rows are also appended to.

@@ -24,6 +24,10 @@ pub struct LiveSettings {
     pub transcript_flush_interval: Duration,
     /// Output kept per session for reattaching browsers.
     pub replay_buffer_bytes: usize,
+    /// Most output a browser may hold unacknowledged (sent but not yet confirmed by an `ack`
+    /// frame); beyond it the session sends nothing more and, once its ring is full too,
+    /// stops reading the data channel. At most the replay buffer.
+    pub browser_window_bytes: usize,
     /// Longest wait on shutdown for the live sessions to close.
     pub shutdown_timeout: Duration,
     /// File audit rows are appended to, besides stdout.
@@ -40,6 +44,7 @@ impl Default for LiveSettings {
             status_throttle: Duration::from_secs(1),
             transcript_flush_interval: Duration::from_secs(5),
             replay_buffer_bytes: 256 * 1024,
+            browser_window_bytes: 256 * 1024,
             shutdown_timeout: Duration::from_secs(20),
             audit_file: None,
         }
@@ -57,6 +62,27 @@ pub const MIN_LEASE_DURATION: Duration = Duration::from_secs(3);
 /// Below this Lease duration the gateway warns: one slow renewal (an apiserver hiccup)
 /// would get every session of the pod closed as GatewayLost.
 const LEASE_DURATION_WARN_BELOW: Duration = Duration::from_secs(15);
+
+/// The data channel's receive window in the gateway: payload bytes it holds for a session
+/// whose browser is behind before it stops reading the channel's websocket (so the agent's
+/// output waits in TCP and at the agent, not here). Sized with the other per-session
+/// buffers under [`HELD_BOUND_PER_SESSION`] (the sum is `gateway::live::output::held_bound`).
+pub const SSM_RECEIVE_WINDOW_BYTES: usize = 128 * 1024;
+/// The receive window's bound in messages (the agent sends at most 1 KiB each, so the bytes
+/// bind first; this caps many small ones).
+pub const SSM_RECEIVE_WINDOW_MESSAGES: usize = 256;
+/// Output chunks (each at most [`crate::ssm::channel::OUTPUT_CHUNK_MAX`]) queued between the
+/// data channel and the session's task.
+pub const SSM_OUTPUT_QUEUE_CHUNKS: usize = 2;
+/// Largest payload the agent sends in one message (1 KiB read from the PTY plus a held-back
+/// partial UTF-8 sequence of up to 3 bytes): how far the receive window may overshoot.
+pub const AGENT_PAYLOAD_MAX: usize = 1027;
+/// What a session whose browser stopped reading may hold with the default settings.
+pub const HELD_BOUND_PER_SESSION: usize = 512 * 1024;
+
+/// Smallest browser window accepted: one output frame to the browser (16 KiB), below which
+/// not even one frame could be sent.
+pub const MIN_BROWSER_WINDOW_BYTES: u64 = 16 * 1024;
 
 /// Smallest replay buffer accepted: one output frame to the browser (16 KiB), below which a
 /// reattach could not even be sent the frame it missed.
@@ -91,6 +117,22 @@ impl LiveSettings {
                     ))
                 })
             })?;
+        let window = args
+            .browser_window_bytes
+            .or(file.browser_window_bytes)
+            .map_or(Ok(defaults.browser_window_bytes.min(replay)), |b| {
+                if b < MIN_BROWSER_WINDOW_BYTES {
+                    return Err(ConfigError::Invalid(format!(
+                        "browser window of {b} bytes is smaller than one output frame ({MIN_BROWSER_WINDOW_BYTES} bytes): set --browser-window-bytes (NODESHELL_GATEWAY_BROWSER_WINDOW_BYTES) or browserWindowBytes to at least {MIN_BROWSER_WINDOW_BYTES}, or leave it unset for 262144"
+                    )));
+                }
+                if b > u64::try_from(replay).unwrap_or(u64::MAX) {
+                    return Err(ConfigError::Invalid(format!(
+                        "browser window of {b} bytes is larger than the replay buffer ({replay} bytes), which must hold every byte a browser has not acknowledged: lower --browser-window-bytes (browserWindowBytes) or raise --replay-buffer-bytes (replayBufferBytes)"
+                    )));
+                }
+                Ok(usize::try_from(b).unwrap_or(replay))
+            })?;
         let settings = Self {
             reattach_grace: pick(
                 args.reattach_grace,
@@ -118,6 +160,7 @@ impl LiveSettings {
                 defaults.transcript_flush_interval,
             ),
             replay_buffer_bytes: replay,
+            browser_window_bytes: window,
             shutdown_timeout: pick(
                 args.shutdown_timeout,
                 file.shutdown_timeout_seconds,
@@ -244,6 +287,7 @@ mod tests {
                 status_throttle: Duration::from_secs(1),
                 transcript_flush_interval: Duration::from_secs(5),
                 replay_buffer_bytes: 256 * 1024,
+                browser_window_bytes: 256 * 1024,
                 shutdown_timeout: Duration::from_secs(20),
                 audit_file: None,
             }
@@ -257,7 +301,7 @@ mod tests {
         let file = parse_file(
             "reattachGraceSeconds: 45\nheartbeatIntervalSeconds: 10\nleaseDurationSeconds: 45\n\
              statusWriteThrottleSeconds: 2\n\
-             transcriptFlushIntervalSeconds: 15\nreplayBufferBytes: 1048576\n\
+             transcriptFlushIntervalSeconds: 15\nreplayBufferBytes: 1048576\nbrowserWindowBytes: 524288\n\
              shutdownTimeoutSeconds: 40\nauditFile: /var/log/nodeshell/audit.jsonl\n",
         )
         .unwrap();
@@ -271,6 +315,7 @@ mod tests {
                 status_throttle: Duration::from_secs(2),
                 transcript_flush_interval: Duration::from_secs(15),
                 replay_buffer_bytes: 1024 * 1024,
+                browser_window_bytes: 512 * 1024,
                 shutdown_timeout: Duration::from_secs(40),
                 audit_file: Some("/var/log/nodeshell/audit.jsonl".into()),
             }
@@ -293,6 +338,8 @@ mod tests {
             "1s",
             "--replay-buffer-bytes",
             "65536",
+            "--browser-window-bytes",
+            "32768",
             "--shutdown-timeout",
             "25s",
             "--audit-file",
@@ -309,6 +356,7 @@ mod tests {
                 status_throttle: Duration::from_millis(500),
                 transcript_flush_interval: Duration::from_secs(1),
                 replay_buffer_bytes: 64 * 1024,
+                browser_window_bytes: 32 * 1024,
                 shutdown_timeout: Duration::from_secs(25),
                 audit_file: Some("/tmp/audit.jsonl".into()),
             },
@@ -338,6 +386,7 @@ mod tests {
                 status_throttle: Duration::from_millis(250),
                 transcript_flush_interval: Duration::from_secs(3),
                 replay_buffer_bytes: 32 * 1024,
+                browser_window_bytes: 32 * 1024,
                 shutdown_timeout: Duration::from_secs(30),
                 audit_file: Some("/tmp/env-audit.jsonl".into()),
             }
@@ -402,6 +451,24 @@ mod tests {
         assert!(
             err.contains("--replay-buffer-bytes") && err.contains("16384"),
             "{err}"
+        );
+        let err = refused("browserWindowBytes: 1024\n");
+        assert!(
+            err.contains("--browser-window-bytes") && err.contains("16384"),
+            "{err}"
+        );
+        let err = refused("replayBufferBytes: 65536\nbrowserWindowBytes: 131072\n");
+        assert!(
+            err.contains("larger than the replay buffer") && err.contains("browserWindowBytes"),
+            "{err}"
+        );
+        let small_ring =
+            GatewayConfig::resolve(&args(), parse_file("replayBufferBytes: 65536\n").unwrap())
+                .unwrap();
+        assert_eq!(
+            small_ring.live.browser_window_bytes,
+            64 * 1024,
+            "the default window shrinks to a smaller replay buffer"
         );
         let zero_flag = GatewayArgs {
             reattach_grace: Some(Duration::ZERO),

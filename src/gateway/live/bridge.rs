@@ -13,9 +13,11 @@ use tracing::debug;
 
 use super::frames::{ClientFrame, ServerFrame};
 use crate::gateway::error::ErrorCode;
+use crate::ssm::{HeldBytes, HeldShare};
 
-/// Frames queued towards one browser.
-pub const OUTBOUND_QUEUE: usize = 4;
+/// Frames queued towards one browser (besides the one being written). Together with the
+/// browser window they bound what a browser that stops reading holds in the gateway.
+pub const OUTBOUND_QUEUE: usize = 2;
 /// Browser events queued towards the session. Each holds at most one WebSocket message,
 /// which the attach route bounds to `WEBSOCKET_MAX_MESSAGE_BYTES` (64 KiB), so this queue
 /// holds at most 2 MiB per browser (docs/gateway.md, byte budgets).
@@ -24,14 +26,15 @@ pub const EVENT_QUEUE: usize = 32;
 pub const RESUME_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a bridge that sent its Close frame waits for the browser's. Closing the TCP
 /// connection with the browser's frames still unread makes the kernel reset it, and a reset
-/// discards whatever of our last frames has not left yet.
-pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// discards whatever of our last frames has not left yet. A browser that is slow to read
+/// may still have most of a browser window in the socket's buffers, so it gets seconds.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// A frame for the browser.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Terminal output.
-    Binary(Bytes),
+    /// Terminal output, counted as held until written to the socket.
+    Binary(HeldFrame),
     /// A control frame.
     Control(ServerFrame),
 }
@@ -50,6 +53,8 @@ pub enum ClientEvent {
     },
     /// The person closed the terminal.
     Close,
+    /// The browser acknowledged this total of output bytes.
+    Ack(u64),
     /// A text frame that could not be understood (answered with an `E_BAD_REQUEST` frame).
     BadFrame(String),
 }
@@ -82,9 +87,34 @@ impl Attachment {
     }
 }
 
-fn to_message(frame: Outbound) -> Message {
+/// A frame of output on its way to the browser: its bytes stay in the gateway's held-output
+/// total until the socket took them (they are a copy of what the replay ring holds).
+#[derive(Debug)]
+pub struct HeldFrame {
+    bytes: Bytes,
+    _held: HeldShare,
+}
+
+impl HeldFrame {
+    /// `bytes`, counted in `held` while this frame lives.
+    pub fn new(bytes: Bytes, held: &HeldBytes) -> Self {
+        let mut share = held.share();
+        share.set(bytes.len());
+        Self {
+            bytes,
+            _held: share,
+        }
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+fn to_message(frame: &Outbound) -> Message {
     match frame {
-        Outbound::Binary(bytes) => Message::Binary(bytes),
+        Outbound::Binary(frame) => Message::Binary(frame.bytes.clone()),
         Outbound::Control(frame) => Message::Text(frame.to_json().into()),
     }
 }
@@ -107,9 +137,11 @@ pub async fn run(
     let (mut sink, mut stream) = socket.split();
     let writer = async {
         while let Some(frame) = out_rx.recv().await {
-            if sink.send(to_message(frame)).await.is_err() {
+            // The frame (and its share of the held total) lives until the socket took it.
+            if sink.send(to_message(&frame)).await.is_err() {
                 return false;
             }
+            drop(frame);
         }
         let _ = sink.send(Message::Close(None)).await;
         sink.close().await.is_ok()
@@ -127,6 +159,7 @@ pub async fn run(
                 Message::Text(text) => match ClientFrame::parse(text.as_str()) {
                     Ok(ClientFrame::Resize { cols, rows }) => ClientEvent::Resize { cols, rows },
                     Ok(ClientFrame::Close) => ClientEvent::Close,
+                    Ok(ClientFrame::Ack { bytes }) => ClientEvent::Ack(bytes),
                     Ok(ClientFrame::Resume { .. }) => {
                         ClientEvent::BadFrame("resume is only valid as the first frame".into())
                     }

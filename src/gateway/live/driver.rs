@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
-use super::bridge::{Attachment, ClientEvent, Outbound};
+use super::bridge::{Attachment, ClientEvent, HeldFrame, Outbound};
 use super::frames::{LastSize, ServerFrame};
 use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
 use super::metrics::PausedMark;
@@ -89,6 +89,9 @@ pub(super) struct Driver {
     /// How the channel ended, once it has; its remaining output is then read without
     /// back-pressure (there is no agent left to hold back).
     channel_end: Option<CloseReason>,
+    /// The channel's connection is over and it hands over what it still holds: read it
+    /// without back-pressure too, or its final flush gives up on it.
+    channel_ending: bool,
     pub(super) out: Option<mpsc::Sender<Outbound>>,
     events: Option<mpsc::Receiver<ClientEvent>>,
     detached_since: Option<Instant>,
@@ -132,7 +135,10 @@ pub(super) async fn run(
     let mut driver = Driver {
         idle: IdleClock::from_limits(&started.info.limits, now),
         max_deadline: max_duration_deadline(&started.info.limits, started.started),
-        window: OutputWindow::new(inner.config.settings.replay_buffer_bytes),
+        window: OutputWindow::new(
+            inner.config.settings.replay_buffer_bytes,
+            inner.config.settings.browser_window_bytes,
+        ),
         next_heartbeat: now + inner.config.settings.heartbeat_interval,
         next_flush: now + inner.config.settings.transcript_flush_interval,
         inner: inner.clone(),
@@ -147,6 +153,7 @@ pub(super) async fn run(
         pending_input: None,
         output_done: false,
         channel_end: None,
+        channel_ending: false,
         out: None,
         events: None,
         detached_since: None,
@@ -222,6 +229,7 @@ impl Driver {
         self.events = Some(attachment.events);
         self.detached_since = None;
         self.inner.config.metrics.attached.inc();
+        let start = self.window.attach(attachment.offset);
         self.send_control(ServerFrame::Hello {
             session: self.info.name.clone(),
             node: self.info.session.spec.node_name.clone(),
@@ -229,8 +237,9 @@ impl Driver {
             ssm_session_id: self.info.ssm_session_id.clone(),
             idle_seconds: u64::try_from(self.info.limits.idle_seconds).unwrap_or(0),
             resume_token: self.info.resume_token.clone(),
+            offset: self.window.cursor(),
         });
-        if let Some(ReplayStart::Gap { held_from, .. }) = self.window.attach(attachment.offset) {
+        if let Some(ReplayStart::Gap { held_from, .. }) = start {
             self.send_control(ServerFrame::error(
                 ErrorCode::BadRequest,
                 format!(
@@ -246,7 +255,6 @@ impl Driver {
         if self.out.take().is_some() {
             self.inner.config.metrics.attached.dec();
         }
-        self.window.detach();
         self.events = None;
         self.detached_since = Some(Instant::now());
         debug!(session = %self.info.name, "browser detached; waiting for a reattach");
@@ -294,7 +302,7 @@ impl Driver {
     pub(super) fn report_output(&mut self) {
         self.held.set(self.window.held_bytes());
         self.paused
-            .set(self.window.is_waiting() && self.channel_end.is_none());
+            .set(self.window.is_waiting() && !self.channel_over());
     }
 
     fn on_input(&mut self, bytes: Bytes) {
@@ -327,8 +335,13 @@ impl Driver {
         }
     }
 
+    /// Whether the channel's connection is over (output is then taken whatever the room).
+    fn channel_over(&self) -> bool {
+        self.channel_ending || self.channel_end.is_some()
+    }
+
     fn can_read_output(&self) -> bool {
-        if self.channel_end.is_some() {
+        if self.channel_over() {
             return !self.output_done;
         }
         !self.output_done
@@ -425,7 +438,7 @@ impl Driver {
             self.report_output();
             let deadline = self.next_deadline();
             let out = self.out.clone();
-            let can_forward = out.is_some() && self.window.has_unsent();
+            let can_forward = out.is_some() && self.window.can_send();
             let can_read = self.can_read_output();
             let has_pending_input = self.pending_input.is_some();
             let pump = self.pump.clone();
@@ -441,6 +454,10 @@ impl Driver {
                     self.take_forced_pending();
                     self.channel_end = Some(reason);
                 }
+                () = self.input.ending(), if !self.channel_ending => {
+                    self.channel_ending = true;
+                    self.take_forced_pending();
+                }
                 ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
                     Some(ClientEvent::Input(bytes)) => self.on_input(bytes),
                     Some(ClientEvent::Resize { cols, rows }) => {
@@ -449,6 +466,12 @@ impl Driver {
                         }
                     }
                     Some(ClientEvent::Close) => return EndReason::UserClosed,
+                    Some(ClientEvent::Ack(bytes)) => match self.window.ack(bytes) {
+                        Ok(()) => self.retry_pending_output(),
+                        Err(e) => {
+                            self.send_control(ServerFrame::error(ErrorCode::BadRequest, e.to_string(), false));
+                        }
+                    },
                     Some(ClientEvent::BadFrame(message)) => {
                         self.send_control(ServerFrame::error(ErrorCode::BadRequest, message, false));
                     }
@@ -464,14 +487,18 @@ impl Driver {
                 },
                 permit = reserve_opt(out.as_ref()), if can_forward => match permit {
                     Some(permit) => {
-                        permit.send(Outbound::Binary(self.window.next_frame()));
+                        let frame = self.window.next_frame();
+                        permit.send(Outbound::Binary(HeldFrame::new(
+                            frame,
+                            &self.inner.config.metrics.output_held,
+                        )));
                         self.retry_pending_output();
                     }
                     None => self.detach(),
                 },
                 chunk = self.output.recv(), if can_read => match chunk {
                     Some(chunk) => {
-                        let ended = self.channel_end.is_some();
+                        let ended = self.channel_over();
                         self.take_output(chunk, ended);
                     }
                     None => {

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::bridge::Outbound;
+use super::bridge::{HeldFrame, Outbound};
 use super::driver::Driver;
 use super::frames::ServerFrame;
 use super::reasons::{EndReason, retry_final_flush, transcript_loss_note};
@@ -21,9 +21,12 @@ use crate::gateway::transcript::{StorageFailure, compress, transcript_ref};
 const DRAIN: Duration = Duration::from_secs(3);
 /// Longest wait for TerminateSession at the end (the session's close must not hang on SSM).
 const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the end forwards output the browser has not seen yet, and waits to queue the
-/// `closed` frame.
-const LAST_FRAMES: Duration = Duration::from_secs(2);
+/// How long the end forwards output the browser has not seen yet and waits to queue the
+/// `closed` frame, together. After the records are written, so a browser that is slow to
+/// read holds up nothing but its own frames: since the browser window keeps the output
+/// sent ahead of it small, the rest of its output waits here (in the ring, bounded) for
+/// the browser to read it.
+const LAST_FRAMES: Duration = Duration::from_secs(10);
 /// Attempts at the final transcript flush (while the store is only unavailable) and the
 /// Closed status write.
 const FINAL_ATTEMPTS: usize = 5;
@@ -40,7 +43,6 @@ impl Driver {
         let exit_code = self
             .exit_code
             .or_else(|| self.input.close_reason().and_then(|r| r.exit_code));
-        self.forward_rest().await;
 
         // No more heartbeats: the final write below is the last word.
         writer.abort();
@@ -84,7 +86,9 @@ impl Driver {
                 exit_code,
                 reason: reason.as_str().to_string(),
             };
-            let _ = tokio::time::timeout(LAST_FRAMES, out.send(Outbound::Control(frame))).await;
+            let deadline = tokio::time::Instant::now() + LAST_FRAMES;
+            self.forward_rest(&out, deadline).await;
+            let _ = tokio::time::timeout_at(deadline, out.send(Outbound::Control(frame))).await;
         }
         info!(session = %name, reason = reason.as_str(), exit_code, "session closed");
     }
@@ -117,20 +121,24 @@ impl Driver {
         self.report_output();
     }
 
-    /// Forwards what the browser has not seen yet, for a short while at most.
-    async fn forward_rest(&mut self) {
-        let Some(out) = self.out.clone() else {
-            return;
-        };
+    /// Forwards what the browser has not seen yet, until `deadline` at most.
+    async fn forward_rest(
+        &mut self,
+        out: &tokio::sync::mpsc::Sender<Outbound>,
+        deadline: tokio::time::Instant,
+    ) {
         let forward = async {
             while self.window.has_unsent() {
-                let frame = self.window.next_frame();
+                let frame = HeldFrame::new(
+                    self.window.last_frame(),
+                    &self.inner.config.metrics.output_held,
+                );
                 if out.send(Outbound::Binary(frame)).await.is_err() {
                     break;
                 }
             }
         };
-        let _ = tokio::time::timeout(LAST_FRAMES, forward).await;
+        let _ = tokio::time::timeout_at(deadline, forward).await;
     }
 
     /// Stores what the transcript holds; returns the audit row's transcript part. Tries

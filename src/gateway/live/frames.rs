@@ -29,6 +29,11 @@ pub enum ServerFrame {
         idle_seconds: u64,
         /// Secret the browser presents to reattach within the grace window.
         resume_token: String,
+        /// The output offset the binary frames that follow start at: 0 on a first attach,
+        /// the `resume` offset on a reattach (or, when those bytes are gone, the oldest
+        /// held). The browser's count of received bytes, which its `ack` frames carry,
+        /// continues from it.
+        offset: u64,
     },
     /// The idle cut comes in this many seconds unless the person types.
     IdleWarn {
@@ -90,6 +95,13 @@ pub enum ClientFrame {
     },
     /// The person closed the terminal: end the session (reason `UserClosed`).
     Close,
+    /// Credit: the browser has received (and consumed) this many output bytes in all, the
+    /// same count as a `resume` offset. The gateway sends at most its browser window beyond
+    /// the last acknowledged total.
+    Ack {
+        /// Total output bytes received on this session so far.
+        bytes: u64,
+    },
     /// First frame of a reattach: the token from `hello` and the output bytes already held.
     Resume {
         /// The `resumeToken` of the `hello` frame.
@@ -186,11 +198,13 @@ mod tests {
             ssm_session_id: "ns-alice-abc".into(),
             idle_seconds: 600,
             resume_token: "tok".into(),
+            offset: 42,
         };
         assert_eq!(
             value(&hello),
             json!({"type":"hello","session":"shell-1","node":"n1","instanceId":"i-0",
-                   "ssmSessionId":"ns-alice-abc","idleSeconds":600,"resumeToken":"tok"})
+                   "ssmSessionId":"ns-alice-abc","idleSeconds":600,"resumeToken":"tok",
+                   "offset":42})
         );
         assert_eq!(
             value(&ServerFrame::IdleWarn {
@@ -235,6 +249,18 @@ mod tests {
                 offset: 42
             })
         );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"ack","bytes":65536}"#),
+            Ok(ClientFrame::Ack { bytes: 65536 })
+        );
+        for garbage in [
+            r#"{"type":"ack","bytes":-1}"#,
+            r#"{"type":"ack","bytes":1.5}"#,
+            r#"{"type":"ack","bytes":"12"}"#,
+            r#"{"type":"ack"}"#,
+        ] {
+            assert!(ClientFrame::parse(garbage).is_err(), "{garbage}");
+        }
         assert!(ClientFrame::parse(r#"{"type":"resize","cols":-1,"rows":2}"#).is_err());
         assert!(ClientFrame::parse("not json").is_err());
     }

@@ -119,32 +119,9 @@ impl ReplayRing {
     }
 }
 
-/// The oldest output offset the ring must keep for the browser. Attached: the bytes not
-/// sent yet plus `in_flight` bytes already handed to the socket but perhaps not received.
-/// Detached: everything held (`ring_start`), because the browser may have lost any of the
-/// bytes in flight when it dropped; output reading then stops once the ring is full.
-pub fn keep_from(attached: bool, cursor: u64, in_flight: u64, ring_start: u64) -> u64 {
-    if attached {
-        cursor.saturating_sub(in_flight)
-    } else {
-        ring_start
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detached_rings_keep_everything_attached_ones_keep_the_flight() {
-        let mut ring = ReplayRing::new(100);
-        ring.push(&[0; 100]);
-        // Attached, everything sent long ago: room for new output.
-        assert_eq!(ring.room(keep_from(true, 100, 20, ring.start())), 80);
-        // Detached: nothing may be evicted, so reading stops.
-        assert_eq!(ring.room(keep_from(false, 100, 20, ring.start())), 0);
-        assert_eq!(keep_from(true, 10, 20, 0), 0);
-    }
 
     #[test]
     fn a_kept_push_never_evicts_bytes_still_needed() {

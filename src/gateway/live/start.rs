@@ -27,22 +27,20 @@ use super::{Control, Inner, LiveHandle, Slot};
 use crate::api::{NodeShellSession, NodeShellSessionStatus, SessionPhase};
 use crate::aws::{AwsEndpoints, SessionStream, SsmSessions, WebIdentityRequest};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditSubject};
+use crate::gateway::config::live::{
+    SSM_OUTPUT_QUEUE_CHUNKS, SSM_RECEIVE_WINDOW_BYTES, SSM_RECEIVE_WINDOW_MESSAGES,
+};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
 use crate::gateway::transcript::{
     AsciicastHeader, StorageFailure, Transcript, compress, transcript_ref,
 };
-use crate::ssm::{DataChannel, DataChannelOptions};
+use crate::ssm::{DataChannel, DataChannelOptions, ReceiveConfig};
 
 /// Longest `Reason` StartSession accepts.
 const MAX_SSM_REASON: usize = 256;
 /// Attempts at the Active write when the session changes underneath (heartbeat-free races).
 pub(super) const ACTIVE_WRITE_ATTEMPTS: usize = 3;
-/// Output chunks (each at most [`crate::ssm::channel::OUTPUT_CHUNK_MAX`]) queued between the
-/// data channel and the session's task. The channel's receive window behind it is the real
-/// buffer (sized to what the agent sends unacknowledged), the replay ring in front of it
-/// the other: a longer queue only adds memory a stuck browser holds.
-const OUTPUT_QUEUE_CHUNKS: usize = 4;
 
 /// Why the start stopped: a refusal before anything was started, or a failure to record.
 enum Refusal {
@@ -405,8 +403,15 @@ async fn open_channel(
     ssm: &SsmSessions,
     stream: &SessionStream,
 ) -> Result<DataChannel, Refusal> {
+    // Small on purpose: a session whose browser is behind holds these, and beyond them the
+    // channel stops reading its websocket, so the agent is held back instead (see
+    // `output::held_bound` for the whole per-session sum).
     let options = DataChannelOptions {
-        output_buffer: OUTPUT_QUEUE_CHUNKS,
+        output_buffer: SSM_OUTPUT_QUEUE_CHUNKS,
+        receive: ReceiveConfig {
+            max_messages: SSM_RECEIVE_WINDOW_MESSAGES,
+            max_bytes: SSM_RECEIVE_WINDOW_BYTES,
+        },
         held: inner.config.metrics.output_held.clone(),
         kms: Some(ssm.kms_options(&fresh.spec.instance_id)),
         ..DataChannelOptions::new(&stream.session_id)

@@ -34,6 +34,7 @@ export function initialShell(session, { graceMs = DEFAULT_GRACE_MS } = {}) {
     phase: 'connecting',
     graceMs,
     offset: 0,
+    acked: 0,
     resumeToken: null,
     info: null,
     idle: null,
@@ -54,7 +55,10 @@ export function backoffMs(attempts) {
 }
 
 /**
- * Applies `event` to `state`; returns `{ state, effects }`. Effects:
+ * Applies `event` to `state`; returns `{ state, effects }`. Events include `output` (a
+ * binary frame of `length` bytes arrived: counted for the resume offset) and `consumed` (the
+ * terminal finished writing the output up to `offset`: acknowledged to the gateway with an
+ * `ack` frame, which is what lets it send more). Effects:
  * `{type: 'send', frame}` (a JSON control frame), `{type: 'reattach', delayMs}` (ask for a
  * ticket, then reconnect), `{type: 'disconnect'}` (close the socket).
  */
@@ -72,6 +76,14 @@ export function step(state, event) {
       s.offset += event.length;
       // Output after an error frame means that error did not end the shell.
       s.pendingError = null;
+      break;
+    case 'consumed':
+      // Credit for the gateway: the total written to the terminal, never backwards (a write
+      // from before a reattach ends after the resume offset already counted it).
+      if (s.phase === 'live' && event.offset > s.acked && event.offset <= s.offset) {
+        s.acked = event.offset;
+        effects.push({ type: 'send', frame: { type: 'ack', bytes: event.offset } });
+      }
       break;
     case 'text':
       return frame(s, event.text, event.now ?? 0);
@@ -162,6 +174,12 @@ function frame(s, text, now) {
       const wasReconnecting = s.phase === 'reconnecting';
       s.phase = 'live';
       s.resumeToken = f.resumeToken;
+      // Output continues at `offset` (the resume offset, or later when those bytes are gone):
+      // the count goes on from there, and it counts as acknowledged.
+      if (Number.isSafeInteger(f.offset) && f.offset >= 0) {
+        s.offset = f.offset;
+        s.acked = f.offset;
+      }
       s.info = { session: f.session, node: f.node, instanceId: f.instanceId, ssmSessionId: f.ssmSessionId, idleSeconds: f.idleSeconds };
       s.pendingError = null;
       s.droppedAt = null;

@@ -162,8 +162,10 @@ export class ShellDrawer {
         this.dispatch({ type: 'text', text: event.data, now: Date.now() });
       } else {
         const bytes = new Uint8Array(event.data);
-        this.term.write(bytes);
         this.dispatch({ type: 'output', length: bytes.length });
+        // Acknowledged once the terminal has written it, so a busy tab holds the gateway back.
+        const end = this.state ? this.state.offset : 0;
+        this.term.write(bytes, () => this.socket === socket && this.dispatch({ type: 'consumed', offset: end }));
       }
     };
     socket.onclose = () => {
