@@ -331,7 +331,7 @@ struct Stuck {
 
 /// The value of the unlabelled metric `name` on the gateway's `/metrics`.
 async fn gauge(gw: &GatewayProcess, name: &str) -> anyhow::Result<u64> {
-    let text = String::from_utf8(gw.client("").get("/metrics").await?.raw)?;
+    let text = gw.metrics_text().await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .ok_or_else(|| anyhow::anyhow!("{name} missing from /metrics"))

@@ -291,21 +291,6 @@ async fn a_browser_that_stops_reading_does_not_grow_the_gateway() -> anyhow::Res
     let scope = world
         .scope("slowreader", 1, json!({"limits": {"maxSessionsTotal": 20}}))
         .await?;
-    // With the official agent's resend the streams do not drain again within 180 s of the
-    // browsers reading: the agent has no send window, the gateway's receive window refuses
-    // what runs ahead of it, and a refused message only comes back as the agent's oldest,
-    // one per 100 ms tick (docs/benchmarks.md, "Recovery under the official agent's
-    // resend"; a finding for the receive side). Until the receive side fits the real
-    // resend, this test keeps the simulator's old 4096-message window by its named knob.
-    for instance in &scope.instances {
-        world.sim.set_instance_faults(
-            instance,
-            nodeshell::sim::FaultKnobs {
-                fast_recovery: true,
-                ..nodeshell::sim::FaultKnobs::default()
-            },
-        )?;
-    }
     let mut terms = Vec::new();
     for n in 0..NON_READERS {
         let (opened, term, _) = attach(world, &gw, &scope, &engineer(50 + n)).await?;
