@@ -212,11 +212,11 @@ fn plugin_binary() -> Option<std::ffi::OsString> {
 /// within the agent's RTO (e.g. a message sent while the plugin was still starting up).
 const MAX_RESENDS_WITHOUT_FAULTS: u64 = 5;
 
-/// Most agent resends a fault-free KMS session may cause. The plugin acknowledges the
-/// handshake request only after handling it, which includes its `GenerateDataKey` call
-/// through the proxy; meanwhile the agent resends the request once per RTO (2 observed on an
-/// idle machine, more under load). The agent gives the handshake 15 s and resends at most
-/// once per 100 ms tick, so 150 bounds that phase whatever the load.
+/// Most agent resends a fault-free KMS session may cause. Observed: 2, the handshake request
+/// (sequence 0) once and one output message near the end; the plain session has none. The
+/// agent resends at most one message per 100 ms tick and gives the handshake 15 s, so the
+/// request can be resent at most 150 times before the session fails; the rest gets the same
+/// allowance as a plain session.
 const MAX_RESENDS_WITH_KMS: u64 = 150 + MAX_RESENDS_WITHOUT_FAULTS;
 
 /// Runs one plugin session with `knobs` on the instance; returns the call log, or None when
