@@ -9,6 +9,9 @@ export NODESHELL_CONTROLPLANE_BIN ?= $(CURDIR)/e2e/.bin
 export PATH := $(CURDIR)/e2e/.bin:$(PATH)
 # The interop tests and benchmarks drive AWS's plugin from here (built by `make ssm-plugin`).
 export NODESHELL_SSM_PLUGIN ?= $(CURDIR)/e2e/.bin/session-manager-plugin
+# `make test` builds the peers first (tools), so a missing one fails its interop test
+# instead of skipping it.
+export NODESHELL_REQUIRE_PEERS ?= 1
 # The chart tests run helm built from the Go module proxy (`make helm`).
 export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
 # The browser test drives Debian's Chromium (`make browser` installs it).

@@ -1,5 +1,7 @@
 //! Interop: the independent `aws-ssm-bridge` client opens a shell session on the simulator,
-//! runs a command and reads its output.
+//! runs a command and reads its output. The bridge is a Rust dependency of this crate, so
+//! this peer is always there (nothing to skip). The run reports the simulated agent's resend
+//! counters and bounds them: with no fault knob the bridge acknowledges output as it comes.
 
 use std::time::Duration;
 
@@ -7,6 +9,10 @@ use aws_ssm_bridge::{EndpointPolicy, SessionBuilder, SessionManager};
 use futures::StreamExt;
 use nodeshell::aws::{WebIdentityRequest, assume_role_with_web_identity};
 use nodeshell::sim::{SimConfig, Simulator};
+
+/// Most agent resends a fault-free bridge session may cause (an ack later than the agent's
+/// RTO over loopback, e.g. while the bridge is still starting up).
+const MAX_RESENDS_WITHOUT_FAULTS: u64 = 5;
 
 #[tokio::test]
 async fn aws_ssm_bridge_runs_a_command_on_the_simulator() {
@@ -75,6 +81,15 @@ async fn aws_ssm_bridge_runs_a_command_on_the_simulator() {
     );
     // The shell document's agent sends no EXIT_CODE message, so no peer can know the status.
     assert_eq!(session.exit_code(), None);
+    let (resends, not_kept) = sim
+        .agent_counters(session.id())
+        .expect("the session is still known");
+    println!("agent resends: {resends}, sent once without keeping: {not_kept}");
+    assert_eq!(not_kept, 0, "the agent's outgoing buffer never filled");
+    assert!(
+        resends <= MAX_RESENDS_WITHOUT_FAULTS,
+        "{resends} agent resends in a fault-free bridge session"
+    );
     let calls = sim.calls();
     assert!(calls.iter().any(|c| c.operation == "StartSession"
         && c.principal_arn.as_deref()

@@ -1,6 +1,12 @@
 //! Interop: AWS's official `session-manager-plugin` runs a shell session on the simulator
 //! through pipes. The binary comes from `NODESHELL_SSM_PLUGIN`; without it the test says why
-//! it skipped.
+//! it skipped, unless `NODESHELL_REQUIRE_PEERS=1` (set by `make test`, which builds the
+//! plugin first): then a missing plugin fails the test.
+//!
+//! Each run reports the simulated agent's resend counters. With no fault knob the plugin
+//! acknowledges every output message at once, so the agent's resend loop (oldest unacked
+//! message, once its RTO passes) has next to nothing to do: the count is asserted small (with
+//! KMS, bounded by the handshake's 15 s, see [`MAX_RESENDS_WITH_KMS`]).
 //!
 //! With KMS encryption on, the plugin calls `kms:GenerateDataKey` itself. Its aws-sdk-go
 //! (v1.54.10, vendored in `aws/session-manager-plugin`) has no endpoint override for KMS:
@@ -174,6 +180,45 @@ fn proxy_connection(
     Ok(())
 }
 
+/// Under `make test` the interop peers must be there: a missing one fails instead of skipping.
+fn peers_required() -> bool {
+    std::env::var("NODESHELL_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// The plugin binary from `NODESHELL_SSM_PLUGIN`, or None (the test skips) when it is not
+/// configured or not there; with `NODESHELL_REQUIRE_PEERS=1` that panics instead.
+fn plugin_binary() -> Option<std::ffi::OsString> {
+    let problem = match std::env::var_os("NODESHELL_SSM_PLUGIN") {
+        None => {
+            "NODESHELL_SSM_PLUGIN is not set (path to a session-manager-plugin binary)".to_string()
+        }
+        Some(path) if !std::path::Path::new(&path).is_file() => format!(
+            "NODESHELL_SSM_PLUGIN names {}, which does not exist",
+            std::path::Path::new(&path).display()
+        ),
+        Some(path) => return Some(path),
+    };
+    assert!(
+        !peers_required(),
+        "NODESHELL_REQUIRE_PEERS=1 but the official plugin is missing: {problem}; \
+         build it with `make ssm-plugin` (or run the tests through `make test`)"
+    );
+    println!("skipped: {problem}");
+    None
+}
+
+/// Most agent resends a fault-free plugin session may cause. The plugin acks each output
+/// message on receipt over loopback; a resend happens only when an ack has not arrived
+/// within the agent's RTO (e.g. a message sent while the plugin was still starting up).
+const MAX_RESENDS_WITHOUT_FAULTS: u64 = 5;
+
+/// Most agent resends a fault-free KMS session may cause. Observed: 2, the handshake request
+/// (sequence 0) once and one output message near the end; the plain session has none. The
+/// agent resends at most one message per 100 ms tick and gives the handshake 15 s, so the
+/// request can be resent at most 150 times before the session fails; the rest gets the same
+/// allowance as a plain session.
+const MAX_RESENDS_WITH_KMS: u64 = 150 + MAX_RESENDS_WITHOUT_FAULTS;
+
 /// Runs one plugin session with `knobs` on the instance; returns the call log, or None when
 /// the plugin binary is not configured.
 async fn run_plugin(knobs: FaultKnobs) -> Option<Vec<CallRecord>> {
@@ -189,15 +234,10 @@ async fn run_plugin_with(
     knobs: FaultKnobs,
     with_kms_proxy: bool,
 ) -> Option<(Vec<CallRecord>, String)> {
-    let Some(plugin) = std::env::var_os("NODESHELL_SSM_PLUGIN") else {
-        println!(
-            "skipped: NODESHELL_SSM_PLUGIN is not set (path to a session-manager-plugin binary)"
-        );
-        return None;
-    };
+    let plugin = plugin_binary()?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let sim = Simulator::start(config).await.expect("simulator starts");
-    sim.set_instance_faults(INSTANCE, knobs)
+    sim.set_instance_faults(INSTANCE, knobs.clone())
         .expect("instance exists");
     let endpoints = sim.aws_endpoints();
     let request = WebIdentityRequest {
@@ -315,6 +355,22 @@ async fn run_plugin_with(
         sim.session_status(&stream.session_id),
         Some((true, Some(0)))
     );
+    let (resends, not_kept) = sim
+        .agent_counters(&stream.session_id)
+        .expect("the session is still known");
+    println!("agent resends: {resends}, sent once without keeping: {not_kept} (knobs {knobs:?})");
+    assert_eq!(not_kept, 0, "the agent's outgoing buffer never filled");
+    if knobs == FaultKnobs::default() {
+        let bound = if with_kms_proxy {
+            MAX_RESENDS_WITH_KMS
+        } else {
+            MAX_RESENDS_WITHOUT_FAULTS
+        };
+        assert!(
+            resends <= bound,
+            "{resends} agent resends in a fault-free plugin session (at most {bound})"
+        );
+    }
     let calls = sim.calls();
     sim.shutdown().await;
     Some((calls, seen))

@@ -354,4 +354,226 @@ mod tests {
         );
         assert_eq!(FlagMessage::from_payload(&[0, 2]), None);
     }
+
+    /// The seed corpus of `fuzz/fuzz_targets/frame_decode.rs` (see `e2e/scripts/fuzz.sh`):
+    /// one valid frame per shape the peers exchange, with fixed ids and times so the files are
+    /// stable. Valid frames pass the digest check, so the fuzzer starts inside the payload
+    /// parsers instead of spending its time guessing a SHA-256.
+    fn fuzz_seed_frames() -> Vec<(&'static str, Frame, PayloadType)> {
+        use crate::ssm::handshake::{HandshakeComplete, HandshakeRequest, RequestedClientAction};
+        use crate::ssm::message::{FLAGS_CONTROL, Role};
+        let fixed = |mut f: Frame, n: u128| {
+            f.created_date = 1_764_950_400_000;
+            f.message_id = Uuid::from_u128(0x6f1c_0d2e_4b7a_4c11_9a3e_0000_0000_0000 + n);
+            f
+        };
+        let output = |seq: i64, payload_type: PayloadType, payload: &[u8], n: u128| {
+            fixed(
+                Frame::stream(
+                    Role::Agent,
+                    seq,
+                    payload_type,
+                    Bytes::copy_from_slice(payload),
+                ),
+                n,
+            )
+        };
+        let input = |seq: i64, payload_type: PayloadType, payload: Bytes, n: u128| {
+            fixed(Frame::stream(Role::Client, seq, payload_type, payload), n)
+        };
+        let handshake_request = HandshakeRequest::session_type("3.3.1142.0", "Standard_Stream");
+        let mut kms_request = handshake_request.clone();
+        kms_request.requested_client_actions.insert(
+            0,
+            RequestedClientAction {
+                action_type: crate::ssm::handshake::ACTION_KMS_ENCRYPTION.into(),
+                action_parameters: serde_json::json!({
+                    "KMSKeyId": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+                }),
+            },
+        );
+        let complete = HandshakeComplete {
+            handshake_time_to_complete: 41_000_000,
+            customer_message: String::new(),
+        };
+        let first_output = output(0, PayloadType::Output, b"sh-5.2$ ", 1);
+        let mut ack = Acknowledgement::of(&first_output).to_frame();
+        ack = fixed(ack, 2);
+        let mut closed = ChannelClosed::frame(
+            "alice-0a1b2c3d4e5f67890",
+            "Your session timed out due to inactivity and has been terminated.",
+        );
+        let closed_id = Uuid::from_u128(0x6f1c_0d2e_4b7a_4c11_9a3e_0000_0000_0003);
+        closed = Frame {
+            payload: to_json(&ChannelClosed {
+                message_id: closed_id.to_string(),
+                created_date: "1764950400000".into(),
+                destination_id: String::new(),
+                session_id: "alice-0a1b2c3d4e5f67890".into(),
+                message_type: "channel_closed".into(),
+                schema_version: 1,
+                output: ChannelClosed::from_payload(&closed.payload).unwrap().output,
+            }),
+            ..fixed(closed, 3)
+        };
+        let control = |t: MessageType, n: u128| {
+            let mut f = fixed(Frame::control(t, Bytes::new()), n);
+            f.flags = FLAGS_CONTROL;
+            f
+        };
+        vec![
+            ("output_first", first_output, PayloadType::Output),
+            (
+                "output_utf8",
+                output(
+                    7,
+                    PayloadType::Output,
+                    "ls -l\r\n\u{1b}[1;34mdir\u{1b}[0m é\r\n".as_bytes(),
+                    4,
+                ),
+                PayloadType::Output,
+            ),
+            (
+                "stderr",
+                output(
+                    8,
+                    PayloadType::StdErr,
+                    b"bash: nope: command not found\n",
+                    5,
+                ),
+                PayloadType::StdErr,
+            ),
+            (
+                "exit_code",
+                output(9, PayloadType::ExitCode, &exit_code_payload(3), 6),
+                PayloadType::ExitCode,
+            ),
+            ("ack", ack, PayloadType::Undefined),
+            (
+                "input_keys",
+                input(0, PayloadType::Output, Bytes::from_static(b"echo hi\r"), 7),
+                PayloadType::Output,
+            ),
+            (
+                "input_size",
+                input(
+                    1,
+                    PayloadType::Size,
+                    TerminalSize {
+                        cols: 120,
+                        rows: 40,
+                    }
+                    .to_payload(),
+                    8,
+                ),
+                PayloadType::Size,
+            ),
+            (
+                "handshake_request",
+                output(
+                    0,
+                    PayloadType::HandshakeRequest,
+                    &handshake_request.to_payload(),
+                    9,
+                ),
+                PayloadType::HandshakeRequest,
+            ),
+            (
+                "handshake_request_kms",
+                output(
+                    0,
+                    PayloadType::HandshakeRequest,
+                    &kms_request.to_payload(),
+                    10,
+                ),
+                PayloadType::HandshakeRequest,
+            ),
+            (
+                "handshake_complete",
+                output(
+                    1,
+                    PayloadType::HandshakeComplete,
+                    &complete.to_payload(),
+                    11,
+                ),
+                PayloadType::HandshakeComplete,
+            ),
+            ("channel_closed", closed, PayloadType::Undefined),
+            (
+                "pause_publication",
+                control(MessageType::PausePublication, 12),
+                PayloadType::Undefined,
+            ),
+            (
+                "start_publication",
+                control(MessageType::StartPublication, 13),
+                PayloadType::Undefined,
+            ),
+        ]
+    }
+
+    /// Checks the committed seeds against the frames above (and that each one decodes and
+    /// parses); `NODESHELL_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seeds` rewrites them.
+    #[test]
+    fn fuzz_seeds_are_valid_frames_and_match_the_committed_corpus() {
+        use crate::ssm::handshake::{HandshakeComplete, HandshakeRequest};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/frame_decode");
+        let write = std::env::var_os("NODESHELL_WRITE_FUZZ_SEEDS").is_some();
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        let seeds = fuzz_seed_frames();
+        for (name, frame, payload_type) in &seeds {
+            let wire = frame.encode().unwrap();
+            let decoded = Frame::decode(&wire).unwrap();
+            assert_eq!(&decoded, frame, "{name} round-trips");
+            assert_eq!(&decoded.payload_type, payload_type, "{name}");
+            // Each seed reaches its parser and is accepted there.
+            let p = &decoded.payload;
+            match (&decoded.message_type, payload_type) {
+                (MessageType::Acknowledge, _) => drop(Acknowledgement::from_payload(p).unwrap()),
+                (MessageType::ChannelClosed, _) => {
+                    let c = ChannelClosed::from_payload(p).unwrap();
+                    assert!(c.output.contains("inactivity"), "{name}");
+                }
+                (_, PayloadType::Size) => drop(TerminalSize::from_payload(p).unwrap()),
+                (_, PayloadType::ExitCode) => assert_eq!(parse_exit_code(p).unwrap(), 3),
+                (_, PayloadType::HandshakeRequest) => {
+                    drop(HandshakeRequest::from_payload(p).unwrap())
+                }
+                (_, PayloadType::HandshakeComplete) => {
+                    drop(HandshakeComplete::from_payload(p).unwrap())
+                }
+                _ => {}
+            }
+            let path = dir.join(name);
+            if write {
+                std::fs::write(&path, &wire).unwrap();
+            } else {
+                let committed = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!(
+                        "{}: {e}; run NODESHELL_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seeds",
+                        path.display()
+                    )
+                });
+                assert_eq!(
+                    committed,
+                    wire.to_vec(),
+                    "{} is stale; run NODESHELL_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seeds",
+                    path.display()
+                );
+            }
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let mut expected: Vec<String> = seeds.iter().map(|(n, _, _)| (*n).to_string()).collect();
+        expected.sort();
+        assert_eq!(
+            on_disk, expected,
+            "fuzz/seeds/frame_decode holds exactly the seeds"
+        );
+    }
 }
