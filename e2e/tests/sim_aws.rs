@@ -47,6 +47,23 @@ async fn start() -> SimHandle {
         ssm_allowed: false,
         ..RoleConfig::default()
     });
+    // Partial IAM: the setup mistakes of the troubleshooting table.
+    config.roles.push(RoleConfig {
+        name: "instances-only".to_string(),
+        denied_documents: vec!["SSM-SessionManagerRunShell".to_string()],
+        ..RoleConfig::default()
+    });
+    for (name, action) in [
+        ("no-terminate", "ssm:TerminateSession"),
+        ("no-resume", "ssm:ResumeSession"),
+        ("no-describe", "ssm:DescribeInstanceInformation"),
+    ] {
+        config.roles.push(RoleConfig {
+            name: name.to_string(),
+            deny_actions: vec![action.to_string()],
+            ..RoleConfig::default()
+        });
+    }
     config.instances.push(InstanceConfig {
         id: "i-0aaaaaaaaaaaaaaa1".to_string(),
         ping_status: PingStatus::ConnectionLost,
@@ -839,4 +856,122 @@ async fn a_configured_trust_policy_document_is_evaluated() {
         panic!("a trust policy without Principal and Action must be refused at start");
     };
     assert!(err.to_string().contains("nodeshell-user"), "{err}");
+}
+
+fn message_of<E, R>(e: &aws_sdk_ssm::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_ssm::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.message())
+        .unwrap_or("no message")
+        .to_string()
+}
+
+/// IAM's implicit deny as SSM words it, for `action` on `resource`.
+fn implicit_deny(creds: &TemporaryCredentials, action: &str, resource: &str) -> String {
+    format!(
+        "User: {} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action",
+        creds.assumed_role_arn
+    )
+}
+
+#[tokio::test]
+async fn a_start_session_statement_naming_only_instances_is_refused_on_the_document() {
+    let sim = start().await;
+    let creds = assume(&sim, "instances-only").await;
+    let ssm = sdk_ssm(&sim, &creds);
+    let e = ssm
+        .start_session()
+        .target(INSTANCE)
+        .document_name("SSM-SessionManagerRunShell")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "AccessDeniedException");
+    let config = SimConfig::for_tests();
+    let document = format!(
+        "arn:aws:ssm:{}:{}:document/SSM-SessionManagerRunShell",
+        config.region, config.account_id
+    );
+    assert_eq!(
+        message_of(&e),
+        implicit_deny(&creds, "ssm:StartSession", &document)
+    );
+    // The instance itself is allowed: without DocumentName the default document runs
+    // with no document check, as AWS does unless ssm:SessionDocumentAccessCheck is set.
+    assert!(ssm.start_session().target(INSTANCE).send().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_role_without_terminate_session_cannot_end_its_own_session() {
+    let sim = start().await;
+    let creds = assume(&sim, "no-terminate").await;
+    let ssm = sdk_ssm(&sim, &creds);
+    let started = ssm.start_session().target(INSTANCE).send().await.unwrap();
+    let id = started.session_id().unwrap().to_string();
+    let e = ssm
+        .terminate_session()
+        .session_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "AccessDeniedException");
+    let config = SimConfig::for_tests();
+    let session = format!(
+        "arn:aws:ssm:{}:{}:session/{id}",
+        config.region, config.account_id
+    );
+    assert_eq!(
+        message_of(&e),
+        implicit_deny(&creds, "ssm:TerminateSession", &session)
+    );
+    // Only that action is missing: the session is still there to resume.
+    assert!(ssm.resume_session().session_id(&id).send().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_role_without_resume_session_cannot_reconnect_to_its_own_session() {
+    let sim = start().await;
+    let creds = assume(&sim, "no-resume").await;
+    let ssm = sdk_ssm(&sim, &creds);
+    let started = ssm.start_session().target(INSTANCE).send().await.unwrap();
+    let id = started.session_id().unwrap().to_string();
+    let e = ssm
+        .resume_session()
+        .session_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "AccessDeniedException");
+    let config = SimConfig::for_tests();
+    let session = format!(
+        "arn:aws:ssm:{}:{}:session/{id}",
+        config.region, config.account_id
+    );
+    assert_eq!(
+        message_of(&e),
+        implicit_deny(&creds, "ssm:ResumeSession", &session)
+    );
+    assert!(ssm.terminate_session().session_id(&id).send().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_role_without_describe_instance_information_cannot_look_up_the_node() {
+    let sim = start().await;
+    let creds = assume(&sim, "no-describe").await;
+    let ssm = sdk_ssm(&sim, &creds);
+    let e = ssm
+        .describe_instance_information()
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "AccessDeniedException");
+    let config = SimConfig::for_tests();
+    let account = format!("arn:aws:ssm:{}:{}:*", config.region, config.account_id);
+    assert_eq!(
+        message_of(&e),
+        implicit_deny(&creds, "ssm:DescribeInstanceInformation", &account)
+    );
+    assert!(ssm.start_session().target(INSTANCE).send().await.is_ok());
 }

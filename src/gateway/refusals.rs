@@ -190,12 +190,42 @@ pub fn start_session(e: &SsmCallError) -> StartSessionRefusal {
                 "{e}; check that the SSM agent runs on the instance and reaches Systems Manager"
             ),
         },
+        SsmCallError::AccessDenied(aws_message) => StartSessionRefusal {
+            code: ErrorCode::StartFailed,
+            retryable: false,
+            message: start_session_denied(aws_message),
+        },
         other => StartSessionRefusal {
             code: ErrorCode::StartFailed,
             retryable: other.is_transient(),
             message: format!("ssm:StartSession failed: {other}"),
         },
     }
+}
+
+/// IAM refused `ssm:StartSession`: the statement to add, on the resource IAM named (the
+/// instance, or the document, which needs a statement of its own with no tag condition).
+fn start_session_denied(aws_message: &str) -> String {
+    let resource = aws_message
+        .split_once(" on resource: ")
+        .map(|(_, rest)| rest.split_once(' ').map_or(rest, |(arn, _)| arn));
+    let statement = |resource: &str| {
+        format!(
+            "{{\"Effect\": \"Allow\", \"Action\": \"ssm:StartSession\", \"Resource\": \"{resource}\"}}"
+        )
+    };
+    let advice = match resource {
+        Some(document) if document.contains(":document/") => format!(
+            "add to the role's permission policy a statement of its own, with no condition (documents carry no instance tags), {}",
+            statement(document)
+        ),
+        Some(instance) => format!(
+            "add to the role's permission policy {} (or widen the instance statement's condition to match this node)",
+            statement(instance)
+        ),
+        None => "the role needs ssm:StartSession on both the instance and the Session Manager document (two statements, see setup.md)".to_string(),
+    };
+    format!("the assumed role may not start a Session Manager session ({aws_message}); {advice}")
 }
 
 /// DescribeInstanceInformation failed with the caller's credentials.
@@ -362,6 +392,46 @@ mod tests {
         assert_eq!(offline.code, ErrorCode::AgentOffline);
         assert_eq!(offline.reason, SessionReason::AgentOffline);
         assert!(offline.retryable);
+    }
+
+    #[test]
+    fn a_start_session_denied_on_the_document_names_the_statement_to_add() {
+        let document = "arn:aws:ssm:eu-west-1:123456789012:document/SSM-SessionManagerRunShell";
+        let aws = format!(
+            "User: arn:aws:sts::123456789012:assumed-role/r/ns-alice is not authorized to perform: ssm:StartSession on resource: {document} because no identity-based policy allows the ssm:StartSession action"
+        );
+        let refusal = start_session(&SsmCallError::AccessDenied(aws.clone()));
+        assert_eq!(refusal.code, ErrorCode::StartFailed);
+        assert!(!refusal.retryable);
+        assert!(refusal.message.contains(&aws), "{}", refusal.message);
+        assert!(
+            refusal.message.contains(&format!(
+                "{{\"Effect\": \"Allow\", \"Action\": \"ssm:StartSession\", \"Resource\": \"{document}\"}}"
+            )),
+            "{}",
+            refusal.message
+        );
+        assert!(
+            refusal.message.contains("no condition"),
+            "{}",
+            refusal.message
+        );
+
+        let instance = "arn:aws:ec2:eu-west-1:123456789012:instance/i-1";
+        let on_instance =
+            start_session(&SsmCallError::AccessDenied(aws.replace(document, instance)));
+        assert!(
+            on_instance
+                .message
+                .contains(&format!("\"Resource\": \"{instance}\"}}")),
+            "{}",
+            on_instance.message
+        );
+        let bare = start_session(&SsmCallError::AccessDenied("denied".into()));
+        assert!(
+            bare.message
+                .contains("both the instance and the Session Manager document")
+        );
     }
 
     #[test]

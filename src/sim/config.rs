@@ -247,6 +247,15 @@ pub struct RoleConfig {
     pub max_session_duration_seconds: u32,
     /// Whether the role's permission policy allows the SSM session calls.
     pub ssm_allowed: bool,
+    /// Knob (empty by default): actions the role's permission policy does not allow although
+    /// `ssmAllowed` is set, e.g. `ssm:TerminateSession`, `ssm:ResumeSession`,
+    /// `ssm:DescribeInstanceInformation` or `ssm:StartSession`; SSM answers
+    /// `AccessDeniedException` as IAM's implicit deny does.
+    pub deny_actions: Vec<String>,
+    /// Knob (empty by default): Session Manager documents the role's `ssm:StartSession`
+    /// statement does not name (it names the instances only); starting a session with one of
+    /// them is refused on the document's ARN.
+    pub denied_documents: Vec<String>,
 }
 
 impl Default for RoleConfig {
@@ -259,6 +268,8 @@ impl Default for RoleConfig {
             trust_policy: None,
             max_session_duration_seconds: 43200,
             ssm_allowed: true,
+            deny_actions: Vec::new(),
+            denied_documents: Vec::new(),
         }
     }
 }

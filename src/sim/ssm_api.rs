@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::agent_messages::AgentEvent;
-use super::config::PingStatus;
+use super::config::{PingStatus, RoleConfig, SimConfig};
 use super::ids::{new_session_id, random_alnum};
 use super::sigv4::{self, ReceivedRequest, SigV4Error};
 use super::state::{CallRecord, SessionEntry, SessionMut, Shared, lock};
@@ -226,17 +226,10 @@ async fn dispatch(
         serde_json::from_slice(body)
             .map_err(|_| err("SerializationException", "Request body is not valid JSON"))?
     };
-    let allowed = shared
-        .role(&caller.role_name)
-        .is_some_and(|r| r.ssm_allowed);
-    if !allowed {
-        return Err(err(
-            "AccessDeniedException",
-            format!(
-                "User: {} is not authorized to perform: ssm:{operation}",
-                caller.principal_arn
-            ),
-        ));
+    let action = format!("ssm:{operation}");
+    if !action_allowed(shared.role(&caller.role_name), &action) {
+        let resource = resource_of(&shared.config, operation, &input);
+        return Err(not_authorized(&caller.principal_arn, &action, &resource));
     }
     match operation {
         "StartSession" => start_session(shared, call, &caller, input),
@@ -248,6 +241,49 @@ async fn dispatch(
             format!("Unknown operation {other}"),
         )),
     }
+}
+
+/// Whether the caller's role allows `action` (`ssm:<Operation>`): the role exists, its
+/// policy allows the session calls, and `action` is not among its `denyActions`.
+fn action_allowed(role: Option<&RoleConfig>, action: &str) -> bool {
+    role.is_some_and(|r| r.ssm_allowed && !r.deny_actions.iter().any(|a| a == action))
+}
+
+/// The ARN IAM evaluates `operation` on: the target instance of StartSession, the session
+/// of ResumeSession and TerminateSession, the account's SSM resources otherwise (and when
+/// the request leaves the member out).
+fn resource_of(config: &SimConfig, operation: &str, input: &Value) -> String {
+    let (region, account) = (&config.region, &config.account_id);
+    match operation {
+        "StartSession" => input["Target"]
+            .as_str()
+            .map(|target| format!("arn:aws:ec2:{region}:{account}:instance/{target}")),
+        "ResumeSession" | "TerminateSession" => input["SessionId"]
+            .as_str()
+            .map(|id| format!("arn:aws:ssm:{region}:{account}:session/{id}")),
+        _ => None,
+    }
+    .unwrap_or_else(|| format!("arn:aws:ssm:{region}:{account}:*"))
+}
+
+/// A document's ARN: AWS-owned (`AWS-…`) documents have no account in it.
+fn document_arn(config: &SimConfig, name: &str) -> String {
+    let account = if name.starts_with("AWS-") {
+        ""
+    } else {
+        config.account_id.as_str()
+    };
+    format!("arn:aws:ssm:{}:{account}:document/{name}", config.region)
+}
+
+/// IAM's implicit deny, as SSM returns it.
+fn not_authorized(principal: &str, action: &str, resource: &str) -> SsmError {
+    err(
+        "AccessDeniedException",
+        format!(
+            "User: {principal} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action"
+        ),
+    )
 }
 
 #[derive(Deserialize)]
@@ -303,9 +339,25 @@ fn start_session(
         .target
         .ok_or_else(|| err("ValidationException", "1 validation error detected: Value null at 'target' failed to satisfy constraint: Member must not be null"))?;
     call.target = Some(target.clone());
+    // StartSession is evaluated on the instance and on a document the request names; a
+    // statement that names the instances only leaves the document denied. Without
+    // `DocumentName` the default document runs with no document check (AWS: "Enforce a
+    // session document permission check", unless `ssm:SessionDocumentAccessCheck`).
+    let named = input.document_name.is_some();
     let document = input
         .document_name
         .unwrap_or_else(|| SHELL_DOCUMENT.to_string());
+    if named
+        && shared
+            .role(&caller.role_name)
+            .is_some_and(|r| r.denied_documents.contains(&document))
+    {
+        return Err(not_authorized(
+            &caller.principal_arn,
+            "ssm:StartSession",
+            &document_arn(&shared.config, &document),
+        ));
+    }
     if document != SHELL_DOCUMENT && document != FIREHOSE_DOCUMENT {
         return Err(err(
             "InvalidDocument",
@@ -617,6 +669,45 @@ fn describe_instances(shared: &Shared, input: &Value) -> Result<Value, SsmError>
 #[allow(clippy::unwrap_used)] // tests fail loudly on purpose
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_iam_denies_only_the_listed_actions_with_awss_message() {
+        let role = RoleConfig {
+            deny_actions: vec!["ssm:TerminateSession".to_string()],
+            ..RoleConfig::default()
+        };
+        assert!(action_allowed(Some(&role), "ssm:StartSession"));
+        assert!(!action_allowed(Some(&role), "ssm:TerminateSession"));
+        assert!(!action_allowed(None, "ssm:StartSession"));
+        let config = SimConfig::default();
+        let resource = resource_of(
+            &config,
+            "TerminateSession",
+            &json!({"SessionId": "ns-alice-0abc"}),
+        );
+        assert_eq!(
+            resource,
+            "arn:aws:ssm:eu-west-1:123456789012:session/ns-alice-0abc"
+        );
+        assert_eq!(
+            resource_of(&config, "StartSession", &json!({"Target": "i-1"})),
+            "arn:aws:ec2:eu-west-1:123456789012:instance/i-1"
+        );
+        assert_eq!(
+            resource_of(&config, "DescribeInstanceInformation", &json!({})),
+            "arn:aws:ssm:eu-west-1:123456789012:*"
+        );
+        assert_eq!(
+            document_arn(&config, "AWS-StartSSHSession"),
+            "arn:aws:ssm:eu-west-1::document/AWS-StartSSHSession"
+        );
+        let e = not_authorized("arn:p", "ssm:TerminateSession", &resource);
+        assert_eq!(e.code, "AccessDeniedException");
+        assert_eq!(
+            e.message,
+            "User: arn:p is not authorized to perform: ssm:TerminateSession on resource: arn:aws:ssm:eu-west-1:123456789012:session/ns-alice-0abc because no identity-based policy allows the ssm:TerminateSession action"
+        );
+    }
 
     #[test]
     fn instance_id_pattern() {
