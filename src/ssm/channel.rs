@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use super::frame::Frame;
+use super::frame::{Frame, FrameError};
 use super::handshake::{
     ClientHandshake, DataKey, DataKeyError, HandshakeError, HandshakeReply, KmsOptions,
 };
@@ -88,6 +89,10 @@ pub struct DataChannelOptions {
     /// and chunks queued for the consumer. Share one total across channels to watch them
     /// together; the default is a counter of this channel's own.
     pub held: HeldBytes,
+    /// Where this channel counts what it refused (frames whose payload digest did not
+    /// match). Share one across channels to count them together; the default is this
+    /// channel's own.
+    pub stats: ChannelStats,
     /// Input chunks buffered between `send_input` and the channel task.
     pub input_buffer: usize,
     /// Interval of websocket pings.
@@ -126,6 +131,7 @@ impl DataChannelOptions {
             receive: ReceiveConfig::default(),
             output_buffer: 64,
             held: HeldBytes::new(),
+            stats: ChannelStats::default(),
             input_buffer: 8,
             keepalive_interval: Duration::from_secs(30),
             peer_silence_timeout: Duration::from_secs(90),
@@ -137,6 +143,31 @@ impl DataChannelOptions {
             read_buffer_size: 16 * 1024,
             connect_timeout: Duration::from_secs(10),
             kms: None,
+        }
+    }
+}
+
+/// Counts of what channels refused, as cheap shared totals (clones add to the same counts).
+///
+/// A frame whose SHA-256 payload digest does not match is dropped without an ack, as the
+/// official plugin does: the peer's retransmission recovers the message, so the session goes
+/// on, and the count is how corruption on the path becomes visible (see
+/// docs/ssm-data-channel.md, "Digest mismatches").
+#[derive(Clone, Debug, Default)]
+pub struct ChannelStats {
+    digest_mismatches: Arc<AtomicU64>,
+}
+
+impl ChannelStats {
+    /// Frames dropped (not acked, not delivered) because their payload digest did not match.
+    pub fn digest_mismatches(&self) -> u64 {
+        self.digest_mismatches.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused frame by why it was refused; only digest mismatches are counted.
+    pub(crate) fn count_refusal(&self, error: &FrameError) {
+        if *error == FrameError::DigestMismatch {
+            self.digest_mismatches.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -813,6 +844,8 @@ impl<R: SessionResumer> ChannelTask<R> {
         let mut frame = match Frame::decode(&data) {
             Ok(frame) => frame,
             Err(e) => {
+                // Not acked: the peer resends it, and the resend is what gets delivered.
+                self.options.stats.count_refusal(&e);
                 tracing::debug!(error = %e, "dropping an invalid frame without ack");
                 return None;
             }

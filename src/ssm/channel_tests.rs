@@ -599,3 +599,89 @@ async fn corrupted_frames_are_dropped_without_an_ack() {
     assert_eq!(read_exactly(&mut channel, 1).await, b"a");
     side.until(|s| s.acked == vec![0]).await;
 }
+
+/// Digest mismatches are counted and recovered, not fatal: a bad `output_stream_data` is
+/// neither acked nor delivered, the count says so, and the agent's resend is delivered once.
+#[tokio::test]
+async fn a_digest_mismatch_is_dropped_unacked_counted_and_recovered_by_the_resend() {
+    let options = fast_options();
+    let stats = options.stats.clone();
+    let (_agent, mut side, mut channel) = connected(options).await;
+    let good = Frame::stream(
+        Role::Agent,
+        0,
+        PayloadType::Output,
+        Bytes::from_static(b"hello"),
+    );
+    let mut bad = good.encode().unwrap().to_vec();
+    bad[122] ^= 0x20; // "heLlo": the digest no longer matches
+    for _ in 0..2 {
+        side.ws
+            .send(Message::Binary(Bytes::from(bad.clone())))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        side.step(Duration::from_millis(100)).await;
+    }
+    assert!(side.acked.is_empty(), "a corrupted frame was acked");
+    assert!(
+        timeout(Duration::from_millis(100), channel.output().recv())
+            .await
+            .is_err(),
+        "a corrupted frame was delivered"
+    );
+    assert_eq!(stats.digest_mismatches(), 2);
+    side.send_frame(&good).await;
+    side.send_frame(&good).await; // a duplicate resend: re-acked, not delivered again
+    side.until(|s| s.acked == vec![0, 0]).await;
+    assert_eq!(read_exactly(&mut channel, 5).await, b"hello");
+    assert!(
+        timeout(Duration::from_millis(100), channel.output().recv())
+            .await
+            .is_err()
+    );
+    assert_eq!(stats.digest_mismatches(), 2);
+    assert!(
+        timeout(Duration::from_millis(100), channel.closed())
+            .await
+            .is_err(),
+        "the channel ended"
+    );
+}
+
+/// The bridge's publication messages (empty payload, all-zero digest) are accepted and
+/// act: pause holds input back, start lets it go; nothing is counted as a mismatch.
+#[tokio::test]
+async fn publication_messages_with_a_zero_digest_pause_and_resume_input() {
+    let options = fast_options();
+    let stats = options.stats.clone();
+    let (_agent, mut side, mut channel) = connected(options).await;
+    side.send_stream(PayloadType::Output, b"$ ").await;
+    assert_eq!(read_exactly(&mut channel, 2).await, b"$ ");
+    let zero_digest = |message_type| {
+        let mut wire = Frame::control(message_type, Bytes::new())
+            .encode()
+            .unwrap()
+            .to_vec();
+        wire[80..112].fill(0);
+        Message::Binary(Bytes::from(wire))
+    };
+    side.ws
+        .send(zero_digest(MessageType::PausePublication))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    channel.send_input(b"a").await.unwrap();
+    for _ in 0..4 {
+        side.step(Duration::from_millis(100)).await;
+    }
+    assert!(side.input.is_empty(), "input was sent while paused");
+    side.ws
+        .send(zero_digest(MessageType::StartPublication))
+        .await
+        .unwrap();
+    side.until(|s| !s.input.is_empty()).await;
+    assert_eq!(side.input[0].payload.as_ref(), b"a");
+    assert_eq!(stats.digest_mismatches(), 0);
+}

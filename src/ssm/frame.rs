@@ -408,6 +408,45 @@ mod tests {
         assert!(Frame::decode(&wire).is_ok());
     }
 
+    /// The bridge's publication messages: empty payload, all-zero digest (accepted), and
+    /// the same messages with the digest of the empty payload (accepted).
+    #[test]
+    fn publication_messages_with_empty_payload_and_zero_or_correct_digest_are_accepted() {
+        for message_type in [MessageType::StartPublication, MessageType::PausePublication] {
+            let wire = Frame::control(message_type.clone(), Bytes::new())
+                .encode()
+                .unwrap()
+                .to_vec();
+            assert_eq!(&wire[80..112], payload_digest(b"").as_slice());
+            assert_eq!(Frame::decode(&wire).unwrap().message_type, message_type);
+            let mut zero = wire.clone();
+            zero[80..112].fill(0);
+            let decoded = Frame::decode(&zero).unwrap();
+            assert_eq!(decoded.message_type, message_type);
+            assert!(decoded.payload.is_empty());
+        }
+    }
+
+    /// Stream data is strict: a digest that does not match its payload is refused (the
+    /// channel drops it unacked and counts it), a zero digest included.
+    #[test]
+    fn output_stream_data_with_a_wrong_or_zero_digest_is_refused() {
+        let good = Frame::stream(
+            Role::Agent,
+            3,
+            PayloadType::Output,
+            Bytes::from_static(b"ls\r\n"),
+        );
+        let wire = good.encode().unwrap().to_vec();
+        assert_eq!(Frame::decode(&wire).unwrap(), good);
+        let mut zero = wire.clone();
+        zero[80..112].fill(0);
+        assert_eq!(Frame::decode(&zero), Err(FrameError::DigestMismatch));
+        let mut other = wire.clone();
+        other[80..112].copy_from_slice(&payload_digest(b"ls\r"));
+        assert_eq!(Frame::decode(&other), Err(FrameError::DigestMismatch));
+    }
+
     #[test]
     fn length_checks_are_strict() {
         let good = fact_sheet_frame().encode().unwrap().to_vec();

@@ -9,6 +9,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::ssm::HeldBytes;
+use crate::ssm::channel::ChannelStats;
 
 /// Label: an outcome or a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +44,9 @@ pub struct LiveMetrics {
     pub output_held: HeldBytes,
     /// Sessions whose output reading is paused because their browser is behind.
     pub output_paused: Gauge,
+    /// What the data channels of this gateway's sessions refused: frames whose payload
+    /// digest did not match (dropped unacked, recovered by the agent's resend).
+    pub ssm: ChannelStats,
 }
 
 impl LiveMetrics {
@@ -99,6 +103,11 @@ impl LiveMetrics {
             "Sessions whose output reading is paused because their browser is behind",
             self.output_paused.clone(),
         );
+        registry.register(
+            "ssm_digest_mismatches",
+            "SSM data-channel frames dropped unacked because their payload digest did not match",
+            DigestMismatches(self.ssm.clone()),
+        );
     }
 
     pub(crate) fn start(&self, outcome: &str) {
@@ -130,6 +139,27 @@ impl EncodeMetric for HeldBytes {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Gauge
+    }
+}
+
+/// The digest-mismatch count of [`ChannelStats`], read at scrape time as a counter.
+#[derive(Clone, Debug)]
+struct DigestMismatches(ChannelStats);
+
+impl TypedMetric for DigestMismatches {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for DigestMismatches {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+            &self.0.digest_mismatches(),
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
     }
 }
 
@@ -195,6 +225,20 @@ mod tests {
         );
         assert!(
             text.contains("nodeshell_gateway_output_paused_sessions 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nodeshell_gateway_ssm_digest_mismatches_total 0"),
+            "{text}"
+        );
+        // a channel sharing the gateway's stats counts into the metric; other refusals do not
+        let channel_stats = m.ssm.clone();
+        channel_stats.count_refusal(&crate::ssm::FrameError::DigestMismatch);
+        channel_stats.count_refusal(&crate::ssm::FrameError::MissingCreatedDate);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains("nodeshell_gateway_ssm_digest_mismatches_total 1"),
             "{text}"
         );
         drop((held, paused));

@@ -413,6 +413,7 @@ async fn open_channel(
             max_bytes: SSM_RECEIVE_WINDOW_BYTES,
         },
         held: inner.config.metrics.output_held.clone(),
+        stats: inner.config.metrics.ssm.clone(),
         kms: Some(ssm.kms_options(&fresh.spec.instance_id)),
         ..DataChannelOptions::new(&stream.session_id)
     };
