@@ -15,8 +15,8 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
 use axum::routing::any;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::{KmsKeyConfig, SimConfig};
-use super::ssm_api::{SsmError, authenticate};
+use super::ssm_api::{SsmError, authenticate, json_answer, json_operation};
 use super::state::{CallRecord, Shared};
 use crate::ssm::crypto::random_bytes;
 
@@ -255,23 +255,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(any(handle)).with_state(shared)
 }
 
-fn ok(value: &Value) -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                "application/x-amz-json-1.1".to_string(),
-            ),
-            (
-                header::HeaderName::from_static("x-amzn-requestid"),
-                uuid::Uuid::new_v4().to_string(),
-            ),
-        ],
-        value.to_string(),
-    )
-        .into_response()
-}
-
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -279,30 +262,12 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let operation = target
-        .strip_prefix("TrentService.")
-        .unwrap_or(&target)
-        .to_string();
+    let operation = json_operation(&headers, "TrentService.");
     let mut call = CallRecord::new(&operation);
     let result = dispatch(
         &shared, &mut call, &operation, &method, &uri, &headers, &body,
     );
-    match result {
-        Ok(value) => {
-            shared.record(call);
-            ok(&value)
-        }
-        Err(e) => {
-            call.error_code = Some(e.code.to_string());
-            shared.record(call);
-            e.into_response()
-        }
-    }
+    json_answer(&shared, call, result)
 }
 
 #[derive(Deserialize)]

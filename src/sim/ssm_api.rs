@@ -108,20 +108,30 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let operation = target
-        .strip_prefix("AmazonSSM.")
-        .unwrap_or(&target)
-        .to_string();
+    let operation = json_operation(&headers, "AmazonSSM.");
     let mut call = CallRecord::new(&operation);
     let result = dispatch(
         &shared, &mut call, &operation, &method, &uri, &headers, &body,
     )
     .await;
+    json_answer(&shared, call, result)
+}
+
+/// The operation a JSON 1.1 request names in `X-Amz-Target` (`<prefix><Operation>`).
+pub(crate) fn json_operation(headers: &HeaderMap, prefix: &str) -> String {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    target.strip_prefix(prefix).unwrap_or(target).to_string()
+}
+
+/// Records `call` (with its error code, if any) and answers as a JSON 1.1 service does.
+pub(crate) fn json_answer(
+    shared: &Shared,
+    mut call: CallRecord,
+    result: Result<Value, SsmError>,
+) -> Response {
     match result {
         Ok(value) => {
             shared.record(call);
