@@ -63,48 +63,67 @@ pub fn binding_cookie_name(secure: bool) -> &'static str {
 /// `Set-Cookie` of the console session: HttpOnly (no script reads it), SameSite=Strict (no
 /// other site's page sends it), Path=/, Secure under https.
 pub fn session_cookie(value: &str, secure: bool) -> String {
-    let mut cookie = format!(
-        "{}={value}; HttpOnly; SameSite=Strict; Path=/",
-        session_cookie_name(secure)
-    );
-    if secure {
-        cookie.push_str("; Secure");
-    }
-    cookie
+    set_cookie(
+        session_cookie_name(secure),
+        value,
+        "Strict",
+        "/",
+        None,
+        secure,
+    )
 }
 
 /// `Set-Cookie` that removes the console session cookie.
 pub fn clear_session_cookie(secure: bool) -> String {
-    let mut cookie = format!(
-        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-        session_cookie_name(secure)
-    );
-    if secure {
-        cookie.push_str("; Secure");
-    }
-    cookie
+    set_cookie(
+        session_cookie_name(secure),
+        "",
+        "Strict",
+        "/",
+        Some(0),
+        secure,
+    )
 }
 
 /// `Set-Cookie` of the sign-in binding: Lax, since the issuer's redirect back is a top-level
 /// navigation from another site; only sent to the callback; gone after `ttl`.
 pub fn binding_cookie(value: &str, secure: bool, ttl: Duration) -> String {
-    let mut cookie = format!(
-        "{}={value}; HttpOnly; SameSite=Lax; Path={CALLBACK_PATH}; Max-Age={}",
-        binding_cookie_name(secure),
-        ttl.as_secs()
-    );
-    if secure {
-        cookie.push_str("; Secure");
-    }
-    cookie
+    let name = binding_cookie_name(secure);
+    set_cookie(
+        name,
+        value,
+        "Lax",
+        CALLBACK_PATH,
+        Some(ttl.as_secs()),
+        secure,
+    )
 }
 
 /// `Set-Cookie` that removes the sign-in binding.
 pub fn clear_binding_cookie(secure: bool) -> String {
-    let mut cookie = format!(
-        "{}=; HttpOnly; SameSite=Lax; Path={CALLBACK_PATH}; Max-Age=0",
-        binding_cookie_name(secure)
-    );
+    set_cookie(
+        binding_cookie_name(secure),
+        "",
+        "Lax",
+        CALLBACK_PATH,
+        Some(0),
+        secure,
+    )
+}
+
+/// One `Set-Cookie` value: always HttpOnly; `Max-Age` when given; Secure under https.
+fn set_cookie(
+    name: &str,
+    value: &str,
+    same_site: &str,
+    path: &str,
+    max_age: Option<u64>,
+    secure: bool,
+) -> String {
+    let mut cookie = format!("{name}={value}; HttpOnly; SameSite={same_site}; Path={path}");
+    if let Some(seconds) = max_age {
+        cookie.push_str(&format!("; Max-Age={seconds}"));
+    }
     if secure {
         cookie.push_str("; Secure");
     }
