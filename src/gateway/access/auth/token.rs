@@ -39,8 +39,10 @@ pub struct TokenRules {
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// No `Authorization: Bearer` header.
-    #[error("no bearer token: send `Authorization: Bearer <id_token>`")]
+    /// Neither a console session cookie nor an `Authorization: Bearer` header.
+    #[error(
+        "not signed in: sign in to the console (it goes through /auth/login), or, from a server, send `Authorization: Bearer <id_token>`"
+    )]
     Missing,
     /// Not a compact JWS with a JSON header and claims.
     #[error("the bearer token is not a JWT id_token ({0})")]
