@@ -227,12 +227,12 @@ async function main() {
     });
     await screenshot('sessions');
 
-    step('open the recording in the player, play it at 8x and see hello');
+    step('open the recording in the player, play it at 2x and see hello');
     await sessionRow.locator('[data-testid=transcript-open]').click();
     await page.locator('[data-testid=transcript-view]').waitFor({ state: 'visible' });
     await page.locator('[data-testid=player-play]').waitFor({ state: 'visible' });
     if (!page.url().includes(`#/sessions/${session}/replay`)) throw new Error(`the player's address is ${page.url()}`);
-    await page.locator('[data-testid=player-speed]').selectOption('8');
+    await page.locator('[data-testid=player-speed]').selectOption('2');
     await page.locator('[data-testid=player-play]').click();
     await until('hello on the player\'s screen', async () =>
       (await page.evaluate(() => window.nodeshellConsole.transcriptText())).split('\n').some((l) => l.trim() === 'hello'));
