@@ -170,6 +170,14 @@ async function main() {
     await page.locator('[data-testid=font-smaller]').click();
     await page.locator('[data-testid=font-smaller]').click();
 
+    step('a dropped connection shows Reconnect while it comes back, then the shell goes on');
+    await page.evaluate(() => window.nodeshellConsole.dropConnection());
+    await page.locator('[data-testid=reconnect]').waitFor({ state: 'visible', timeout: 5_000 });
+    await page.locator('[data-testid=notice-banner]', { hasText: 'Reconnected.' }).waitFor({ state: 'visible' });
+    await page.locator('[data-testid=reconnect]').waitFor({ state: 'hidden' });
+    await run('echo after-drop');
+    await until('a line reading exactly "after-drop"', async () => (await terminalLines()).includes('after-drop'));
+
     step('a long output arrives whole: the console acknowledges what its terminal wrote');
     // 400 KB, more than the gateway sends a browser that does not acknowledge; carriage
     // returns only, so it stays on one line and scrolls nothing out of the replay below.
