@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
-import { parseCast, outputOf, markersOf, replaySteps, parseSize, gunzipText, GUNZIP_PIECE, CastError } from '../src/lib/asciicast.js';
+import { parseCast, outputOf, markersOf, parseSize, gunzipText, GUNZIP_PIECE, CastError } from '../src/lib/asciicast.js';
 
 const CAST = [
   JSON.stringify({ version: 2, width: 100, height: 30, timestamp: 1763890000 }),
@@ -30,13 +30,6 @@ test('a transcript that is not asciicast v2 is refused with a message', () => {
   assert.throws(() => parseCast('{"version":1}\n'), /not asciicast v2/);
   assert.throws(() => parseCast('[1,"o","x"]\n'), /not asciicast v2/);
   assert.throws(() => parseCast('hello\n'), /header/);
-});
-
-test('timed replay keeps output and resizes in order and caps long pauses', () => {
-  const steps = replaySteps(parseCast(CAST), { speed: 2, maxPauseS: 1 });
-  assert.deepEqual(steps.map((s) => s.code), ['o', 'o', 'r', 'o']);
-  assert.equal(steps[0].delayMs, 50);
-  assert.equal(steps[3].delayMs, 500, 'a 10-minute gap replays as 1 s at double speed');
 });
 
 test('concatenated gzip members (one per stored chunk) decompress in order', async () => {

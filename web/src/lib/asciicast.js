@@ -56,22 +56,6 @@ export function markersOf(cast) {
   return cast.events.filter((e) => e.code === 'm').map((e) => e.data);
 }
 
-/**
- * Replay steps with their delay from the previous step, pauses capped at `maxPauseS` (a
- * recording with a 10-minute idle gap should not replay one).
- */
-export function replaySteps(cast, { speed = 1, maxPauseS = 1 } = {}) {
-  const steps = [];
-  let last = 0;
-  for (const e of cast.events) {
-    if (e.code !== 'o' && e.code !== 'r') continue;
-    const gap = Math.min(Math.max(0, e.time - last), maxPauseS);
-    last = e.time;
-    steps.push({ delayMs: (gap * 1000) / speed, code: e.code, data: e.data });
-  }
-  return steps;
-}
-
 /** How much of the compressed transcript goes into the decompressor at a time. */
 export const GUNZIP_PIECE = 64 * 1024;
 
