@@ -1,6 +1,7 @@
 //! The web console in a real browser against `nodeshell dev`: Debian's Chromium, driven by
 //! playwright-core from `web/e2e/console.test.mjs`, signs in as the demo user, opens a node
-//! shell, types, resizes, exits and replays the transcript. This test starts dev, runs the
+//! shell, types, reloads the page (the shell comes back), drops the connection (Reconnect),
+//! resizes, exits and plays the recording (and its deep link). This test starts dev, runs the
 //! script, then checks the session through the apiserver. It builds nothing: `make browser`
 //! (e2e/scripts/install-browser.sh) installs Chromium and the npm packages, `make web` the
 //! console the binary embeds.

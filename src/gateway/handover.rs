@@ -82,6 +82,12 @@ pub trait LiveShells: Send + Sync + 'static {
         false
     }
 
+    /// The resume token of a session this replica runs (what a reattach's `resume` frame
+    /// must carry), for a reload of the console that attached it.
+    fn resume_token(&self, _session_name: &str) -> Option<String> {
+        None
+    }
+
     /// Asks the live session (if this replica runs it) to end with reason AdminTerminated.
     fn request_terminate(&self, session_name: &str);
 

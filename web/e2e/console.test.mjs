@@ -138,6 +138,46 @@ async function main() {
     await until('a line reading exactly "hello"', async () => (await terminalLines()).includes('hello'));
     await screenshot('echo-hello');
 
+    step('reload the page: the same shell comes back with its output, and typing goes on');
+    const reloaded = await page.evaluate(() => window.nodeshellConsole.sessionName());
+    await run('echo before-reload');
+    await until('before-reload printed', async () => (await terminalLines()).includes('before-reload'));
+    // Closing or reloading a tab with a live shell asks first; the test answers "leave".
+    const dialogs = [];
+    page.once('dialog', async (dialog) => {
+      dialogs.push(dialog.type());
+      await dialog.accept();
+    });
+    await page.reload();
+    if (!dialogs.includes('beforeunload')) throw new Error(`no beforeunload warning before the reload (dialogs: ${JSON.stringify(dialogs)})`);
+    await page.locator('[data-testid=terminal-drawer]').waitFor({ state: 'visible' });
+    await until('the same session back in the drawer', async () =>
+      (await page.evaluate(() => window.nodeshellConsole && window.nodeshellConsole.sessionName())) === reloaded);
+    await until('the output from before the reload, replayed', async () => (await terminalLines()).includes('before-reload'));
+    if (!(await terminalLines()).includes('hello')) throw new Error('the replay after the reload lost the earlier `hello`');
+    await run('echo after-reload');
+    await until('a line reading exactly "after-reload"', async () => (await terminalLines()).includes('after-reload'));
+    const renderer = await page.evaluate(() => window.nodeshellConsole.renderer());
+    console.log(`terminal renderer after the reload: ${renderer}`);
+    await screenshot('after-reload');
+
+    step('the font size control makes the text larger and the terminal refits');
+    const fontBefore = await page.evaluate(() => window.nodeshellConsole.fontSize());
+    await page.locator('[data-testid=font-larger]').click();
+    await page.locator('[data-testid=font-larger]').click();
+    const fontAfter = await page.evaluate(() => window.nodeshellConsole.fontSize());
+    if (fontAfter !== fontBefore + 2) throw new Error(`font size ${fontBefore} -> ${fontAfter}, not +2`);
+    await page.locator('[data-testid=font-smaller]').click();
+    await page.locator('[data-testid=font-smaller]').click();
+
+    step('a dropped connection shows Reconnect while it comes back, then the shell goes on');
+    await page.evaluate(() => window.nodeshellConsole.dropConnection());
+    await page.locator('[data-testid=reconnect]').waitFor({ state: 'visible', timeout: 5_000 });
+    await page.locator('[data-testid=notice-banner]', { hasText: 'Reconnected.' }).waitFor({ state: 'visible' });
+    await page.locator('[data-testid=reconnect]').waitFor({ state: 'hidden' });
+    await run('echo after-drop');
+    await until('a line reading exactly "after-drop"', async () => (await terminalLines()).includes('after-drop'));
+
     step('a long output arrives whole: the console acknowledges what its terminal wrote');
     // 400 KB, more than the gateway sends a browser that does not acknowledge; carriage
     // returns only, so it stays on one line and scrolls nothing out of the replay below.
@@ -195,12 +235,24 @@ async function main() {
     });
     await screenshot('sessions');
 
-    step('open the transcript and see hello');
+    step('open the recording in the player, play it at 2x and see hello');
     await sessionRow.locator('[data-testid=transcript-open]').click();
     await page.locator('[data-testid=transcript-view]').waitFor({ state: 'visible' });
-    await until('hello in the transcript replay', async () =>
+    await page.locator('[data-testid=player-play]').waitFor({ state: 'visible' });
+    if (!page.url().includes(`#/sessions/${session}/replay`)) throw new Error(`the player's address is ${page.url()}`);
+    await page.locator('[data-testid=player-speed]').selectOption('2');
+    await page.locator('[data-testid=player-play]').click();
+    await until('hello on the player\'s screen', async () =>
       (await page.evaluate(() => window.nodeshellConsole.transcriptText())).split('\n').some((l) => l.trim() === 'hello'));
     await screenshot('transcript');
+
+    step('the deep link opens the recording at a time');
+    await page.locator('[data-testid=player-play]').click();
+    await page.goto(`${new URL(page.url()).origin}/#/sessions/${session}/replay?at=2.5`);
+    await page.locator('[data-testid=player-play]').waitFor({ state: 'visible' });
+    const at = await until('the player positioned', async () => page.evaluate(() => window.nodeshellConsole.playerTime()));
+    if (Math.abs(at - 2.5) > 0.5) throw new Error(`the deep link at=2.5 opened the player at ${at} s`);
+    await page.locator('[data-testid=nav-sessions]').click();
     await noTokenInTheBrowser('after the shell and the transcript');
 
     step('sign out: the console says so and the API no longer answers for this browser');

@@ -4,7 +4,10 @@
 import { h, replace } from './ui/dom.js';
 import { ShellDrawer } from './ui/drawer.js';
 import { nodesPage } from './ui/nodes.js';
-import { sessionsPage, transcriptText } from './ui/sessions.js';
+import { sessionsPage, transcriptText, currentPlayer } from './ui/sessions.js';
+import { searchPage } from './ui/search.js';
+import { parseReplayRoute } from './lib/player.js';
+import { parseSearchRoute } from './lib/search.js';
 import { createApi, needsSignIn } from './lib/api.js';
 import { SIGN_IN_PATH, displayName, onSignedOut, withoutMarker } from './lib/signin.js';
 import { errorText } from './lib/format.js';
@@ -81,9 +84,15 @@ async function start() {
   window.nodeshellConsole = {
     terminalText: () => drawer.text(),
     transcriptText: () => transcriptText(),
+    playerTime: () => (currentPlayer() ? currentPlayer().recordingTime() : null),
     sessionName: () => drawer.sessionName(),
     dropConnection: () => drawer.dropConnection(),
+    renderer: () => drawer.renderer(),
+    fontSize: () => (drawer.term ? drawer.term.options.fontSize : null),
   };
+  // A shell this console session attached before a reload still runs: take it back.
+  const shells = Array.isArray(whoami.shells) ? whoami.shells : [];
+  if (shells.length > 0) drawer.resume(shells[0], { others: shells.slice(1) });
 
   let leave = null;
   let shown = 0;
@@ -91,7 +100,7 @@ async function start() {
     const mine = ++shown;
     if (leave) leave();
     leave = null;
-    const page = (window.location.hash || '#/nodes').replace(/^#\/?/, '').split('/')[0] || 'nodes';
+    const page = (window.location.hash || '#/nodes').replace(/^#\/?/, '').split(/[/?]/)[0] || 'nodes';
     for (const link of document.querySelectorAll('nav a')) {
       const current = link.getAttribute('href') === `#/${page}`;
       if (current) link.setAttribute('aria-current', 'page');
@@ -99,10 +108,14 @@ async function start() {
     }
     if (page === 'sessions') {
       document.title = 'Sessions · nodeshell';
-      const dispose = await sessionsPage(main, { api, whoami, drawer });
+      const open = parseReplayRoute(window.location.hash);
+      const dispose = await sessionsPage(main, { api, whoami, drawer, open });
       // The person may have moved on while the list loaded.
       if (mine === shown) leave = dispose;
       else dispose();
+    } else if (page === 'search') {
+      document.title = 'Search · nodeshell';
+      await searchPage(main, { api, filters: parseSearchRoute(window.location.hash) || {} });
     } else {
       document.title = 'Nodes · nodeshell';
       await nodesPage(main, { api, drawer });

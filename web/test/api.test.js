@@ -80,3 +80,22 @@ test('the WebSocket URL is built on the page host with ws or wss', () => {
   assert.equal(socketUrl('/api/v1/sessions/s1/attach?ticket=abc', https), 'wss://shell.example.com/api/v1/sessions/s1/attach?ticket=abc');
   assert.throws(() => socketUrl('https://evil.example/attach?ticket=x', https), { code: 'E_BAD_ATTACH' });
 });
+
+test('the ledger and the search are GETs on the contract\'s routes; a session without a ledger has no commands', async () => {
+  const ledger = { session: 's1', trust: 'cooperative', commands: [{ index: 0, command: 'false', exitStatus: 1, startSeconds: 4.5 }], forgedMarks: 0, shellExitStatus: 0 };
+  const { impl, calls } = fakeFetch([
+    { body: ledger },
+    { status: 404, body: { code: 'E_NOT_FOUND', message: 'session s2 has no ledger' } },
+    { status: 403, body: { code: 'E_FORBIDDEN', message: 'not yours' } },
+    { body: { hits: [], truncated: true } },
+  ]);
+  const api = createApi({ fetchImpl: impl });
+  assert.deepEqual((await api.ledger('s1')).commands, ledger.commands);
+  assert.equal(calls[0].url, '/api/v1/sessions/s1/ledger');
+  assert.equal(calls[0].init.method, 'GET');
+  assert.deepEqual(await api.ledger('s2'), { commands: [], missing: true });
+  await assert.rejects(api.ledger('s3'), { code: 'E_FORBIDDEN' }, 'other refusals are shown, not hidden');
+  assert.deepEqual(await api.search('q=false&exit=failed&limit=50'), { hits: [], truncated: true });
+  assert.equal(calls[3].url, '/api/v1/sessions/search?q=false&exit=failed&limit=50');
+  assert.equal(calls[3].init.headers['X-Nodeshell-Csrf'], undefined);
+});

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   initialShell, step, backoffMs, idleSecondsLeft, DEFAULT_GRACE_MS, inputMessages, MAX_INPUT_MESSAGE,
+  canReconnect, warnBeforeUnload,
 } from '../src/lib/shell.js';
 
 const hello = (token = 'tok-1') => JSON.stringify({
@@ -210,4 +211,52 @@ test('a paste goes in messages under the gateway\'s 64 KiB bound, whole and in o
   assert.deepEqual(Buffer.concat(messages), Buffer.from(paste));
   assert.equal(inputMessages(new Uint8Array(3)).length, 1, 'a keystroke is one message');
   assert.deepEqual(inputMessages(new Uint8Array(0)), []);
+});
+
+test('a reloaded page resumes its shell from byte 0 with the token the gateway gave with the ticket', () => {
+  const start = initialShell('s1', { resumeToken: 'tok-9' });
+  const opened = step(start, { type: 'open' });
+  assert.deepEqual(opened.effects, [{ type: 'send', frame: { type: 'resume', resumeToken: 'tok-9', offset: 0 } }]);
+  const withSize = { ...opened.state, size: { cols: 120, rows: 40 } };
+  // The gateway replays from the oldest byte it still holds (here 4096, with a gap notice).
+  const { state, effects } = run([
+    { type: 'text', text: JSON.stringify({ type: 'hello', session: 's1', node: 'n1', resumeToken: 'tok-9', offset: 4096 }) },
+  ], withSize);
+  assert.equal(state.phase, 'live');
+  assert.equal(state.offset, 4096, 'acks go on from where the replay starts');
+  assert.match(state.notice, /after the page reload/);
+  assert.deepEqual(effects, [{ type: 'send', frame: { type: 'resize', cols: 120, rows: 40 } }], 'the reloaded page says its size');
+  const fresh = initialShell('s2');
+  assert.equal(step(fresh, { type: 'open' }).effects.length, 0, 'a new shell still attaches without a resume frame');
+});
+
+test('Reconnect retries at once while reconnecting, and once more after a give-up, never after a final refusal', () => {
+  const live = run([{ type: 'text', text: hello() }]).state;
+  assert.equal(canReconnect(live), false, 'nothing to reconnect while live');
+  const dropped = run([{ type: 'socketClosed', now: 1000 }], live).state;
+  assert.equal(canReconnect(dropped), true);
+  assert.deepEqual(step(dropped, { type: 'reconnectNow', now: 1100 }).effects, [{ type: 'reattach', delayMs: 0 }]);
+  const gaveUp = run([{ type: 'reattachFailed', now: 1000 + DEFAULT_GRACE_MS, error: { code: 'E_NETWORK', message: 'down' } }], dropped).state;
+  assert.equal(gaveUp.phase, 'failed');
+  assert.equal(canReconnect(gaveUp), true);
+  const again = step(gaveUp, { type: 'reconnectNow', now: 50_000 });
+  assert.equal(again.state.phase, 'reconnecting');
+  assert.equal(again.state.failure, null);
+  assert.deepEqual(again.effects, [{ type: 'reattach', delayMs: 0 }]);
+  assert.equal(again.state.droppedAt, 50_000, 'a new grace window starts');
+  const refused = run([{ type: 'reattachFailed', now: 2000, error: { code: 'E_NOT_FOUND', message: 'ended' } }], dropped).state;
+  assert.equal(canReconnect(refused), false, 'the gateway said the shell is gone');
+  assert.deepEqual(step(refused, { type: 'reconnectNow', now: 3000 }).effects, []);
+  const closed = run([{ type: 'text', text: JSON.stringify({ type: 'closed', exitCode: 0, reason: 'UserExit' }) }], live).state;
+  assert.equal(canReconnect(closed), false);
+});
+
+test('closing the tab asks first only while a shell is open or coming back', () => {
+  assert.equal(warnBeforeUnload(null), false);
+  assert.equal(warnBeforeUnload(initialShell('s1')), true, 'connecting');
+  const live = run([{ type: 'text', text: hello() }]).state;
+  assert.equal(warnBeforeUnload(live), true);
+  assert.equal(warnBeforeUnload(run([{ type: 'socketClosed', now: 1 }], live).state), true, 'reconnecting');
+  assert.equal(warnBeforeUnload(run([{ type: 'text', text: JSON.stringify({ type: 'closed', exitCode: 0, reason: 'UserExit' }) }], live).state), false);
+  assert.equal(warnBeforeUnload({ ...initialShell(null), phase: 'failed' }), false, 'a refused open');
 });

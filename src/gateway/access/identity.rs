@@ -2,12 +2,15 @@
 //! the periodic re-check of their person (a refresh of the console session's tokens at most
 //! every `identityCheckSeconds`, then their tier against the policy's tiers). A refusal ends
 //! the shell with reason IdentityRevoked. The verdict is [`revocation`], a pure function.
+//! The same record says which console session attached each shell, so a reload of that
+//! console (and only that one) resumes it without the resume token ([`may_resume`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Access;
+use super::auth::{Authenticated, Credential};
 use super::sign_in::IdentityVerdict;
 use crate::gateway::handover::{Caller, LiveShells};
 
@@ -118,8 +121,62 @@ impl IdentityWatch {
         due.into_iter().collect()
     }
 
+    /// The shells attached from console session `key`, by name (those still running here
+    /// are what a reload of that console resumes).
+    pub fn shells_of(&self, key: &str) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.shells)
+            .iter()
+            .filter(|(_, w)| w.key == key)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The console session shell `session` was attached from, if any.
+    pub fn attached_from(&self, session: &str) -> Option<String> {
+        lock(&self.shells).get(session).map(|w| w.key.clone())
+    }
+
     fn forget(&self, session: &str) {
         lock(&self.shells).remove(session);
+    }
+}
+
+/// Whether a request may resume live shell `session` without its resume token: only with
+/// the cookie of the console session the shell was attached from (a reload of that tab), never
+/// with a bearer token or another console session's cookie, even the same person's.
+pub fn may_resume(via: &Credential, attached_from: Option<&str>) -> bool {
+    match (via, attached_from) {
+        (Credential::Cookie(key), Some(attached)) => key == attached,
+        _ => false,
+    }
+}
+
+// === impl Access: resuming after a reload ===
+
+impl Access {
+    /// Live shells (`running` says which run here) attached from the caller's console
+    /// session: what the console resumes after a reload. Empty for a bearer token.
+    pub fn resumable_shells(
+        &self,
+        auth: &Authenticated,
+        running: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        match &auth.via {
+            Credential::Cookie(key) => self
+                .identity
+                .shells_of(key)
+                .into_iter()
+                .filter(|name| running(name))
+                .collect(),
+            Credential::Bearer => Vec::new(),
+        }
+    }
+
+    /// Whether the caller may resume `session` without its resume token (see [`may_resume`]).
+    pub fn may_resume(&self, auth: &Authenticated, session: &str) -> bool {
+        may_resume(&auth.via, self.identity.attached_from(session).as_deref())
     }
 }
 
@@ -169,6 +226,33 @@ mod tests {
             groups: vec!["sre".into()],
             tier: tier.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn only_the_console_session_that_attached_a_shell_may_resume_it_after_a_reload() {
+        let watch = IdentityWatch::default();
+        let now = Instant::now();
+        watch.watch("s1", "console-a", "default", &[], now);
+        watch.watch("s2", "console-b", "default", &[], now);
+        watch.watch("s0", "console-a", "default", &[], now);
+        assert_eq!(watch.shells_of("console-a"), ["s0", "s1"]);
+        assert!(watch.shells_of("console-c").is_empty());
+        let a = Credential::Cookie("console-a".into());
+        let b = Credential::Cookie("console-b".into());
+        let attached = watch.attached_from("s1");
+        assert!(may_resume(&a, attached.as_deref()));
+        assert!(
+            !may_resume(&b, attached.as_deref()),
+            "another console session of the same person"
+        );
+        assert!(
+            !may_resume(&Credential::Bearer, attached.as_deref()),
+            "a bearer client keeps its own resume token"
+        );
+        assert!(
+            !may_resume(&a, watch.attached_from("unknown").as_deref()),
+            "a shell no console attached"
+        );
     }
 
     #[test]

@@ -217,6 +217,10 @@ pub struct TicketOffer {
     pub ticket: String,
     /// When the ticket expires (RFC 3339).
     pub expires_at: String,
+    /// The session's resume token, on a reattach ticket asked for by the console session the
+    /// shell was attached from (a reloaded page, which lost the one its `hello` frame gave).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
 }
 
 impl TicketBook {
@@ -257,6 +261,7 @@ impl TicketBook {
             ticket,
             expires_at: (chrono::Utc::now() + ttl)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            resume_token: None,
         })
     }
 }

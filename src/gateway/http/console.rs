@@ -86,8 +86,9 @@ pub fn origin_of(url: &str) -> Option<String> {
 /// The Content-Security-Policy of console responses: everything from this origin only (the
 /// sign-in is a navigation through the gateway; no page script talks to the issuer).
 // xterm.js writes its own <style> elements at run time, so inline styles stay allowed;
-// scripts never are.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+// scripts never are. 'wasm-unsafe-eval' lets the recording player (asciinema-player)
+// compile its bundled WebAssembly terminal; it allows no JavaScript eval.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; \
      connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
@@ -219,7 +220,15 @@ mod tests {
     fn assert_secured(headers: &axum::http::HeaderMap, path: &str) {
         let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
-        assert!(csp.contains("script-src 'self';"), "{path}: {csp}");
+        assert!(
+            csp.contains("script-src 'self' 'wasm-unsafe-eval';"),
+            "{path}: scripts from this origin only, WebAssembly for the player, no eval: {csp}"
+        );
+        assert!(!csp.contains("'unsafe-eval'"), "{path}: {csp}");
+        assert!(
+            !csp.contains("script-src 'self' 'unsafe-inline'"),
+            "{path}: {csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
         assert!(
             csp.contains("connect-src 'self';"),

@@ -17,7 +17,14 @@ pub(super) async fn whoami(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let auth = authenticate(&state, &headers).await?;
-    Ok(Json(whoami_view(&state.access, &auth)).into_response())
+    let mut view = whoami_view(&state.access, &auth);
+    let shells = &state.live.shells;
+    view["shells"] = json!(
+        state
+            .access
+            .resumable_shells(&auth, |name| shells.is_running(name))
+    );
+    Ok(Json(view).into_response())
 }
 
 /// The caller's sessions (everyone's for an admin), newest first.

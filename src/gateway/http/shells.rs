@@ -66,6 +66,9 @@ pub(super) async fn new_ticket(
 ) -> Result<Response, ApiError> {
     let auth = authenticate_write(&state, &headers).await?;
     let request = parse_open_request(&body)?;
-    let offer = state.access.reticket(&auth, &name, &request).await?;
+    let mut offer = state.access.reticket(&auth, &name, &request).await?;
+    if state.access.may_resume(&auth, &name) {
+        offer.resume_token = state.live.shells.resume_token(&name);
+    }
     Ok((StatusCode::CREATED, Json(offer)).into_response())
 }

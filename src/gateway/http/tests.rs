@@ -356,6 +356,11 @@ async fn whoami_maps_groups_to_a_tier() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["tier"], "admin");
     assert_eq!(body["admin"], true);
+    assert_eq!(
+        body["shells"],
+        json!([]),
+        "a bearer client is never offered a console session's shells to resume"
+    );
 }
 
 #[tokio::test]

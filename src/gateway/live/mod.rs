@@ -211,6 +211,14 @@ impl LiveSessions {
         matches!(self.inner.slots().get(name), Some(Slot::Live(_)))
     }
 
+    /// The resume token of a session running on this gateway.
+    pub fn resume_token(&self, name: &str) -> Option<String> {
+        match self.inner.slots().get(name) {
+            Some(Slot::Live(handle)) => Some(handle.resume_token.clone()),
+            _ => None,
+        }
+    }
+
     /// Names of the sessions running on this gateway.
     pub fn live_sessions(&self) -> Vec<String> {
         self.inner.slots().keys().cloned().collect()

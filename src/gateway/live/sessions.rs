@@ -22,6 +22,10 @@ impl LiveShells for LiveSessions {
         self.is_live(session_name)
     }
 
+    fn resume_token(&self, session_name: &str) -> Option<String> {
+        LiveSessions::resume_token(self, session_name)
+    }
+
     fn request_terminate(&self, session_name: &str) {
         let live = self.clone();
         let name = session_name.to_string();

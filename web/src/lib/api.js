@@ -72,8 +72,24 @@ export function createApi({ fetchImpl = (...a) => globalThis.fetch(...a), onSign
     newTicket: (session, size) => call('POST', `/api/v1/sessions/${enc(session)}/ticket`, { body: size }),
     endSession: (session) => call('DELETE', `/api/v1/sessions/${enc(session)}`),
     transcript: (session) => call('GET', `/api/v1/sessions/${enc(session)}/transcript`, { raw: true }),
+    ledger: (session) => ledgerOf(call('GET', `/api/v1/sessions/${enc(session)}/ledger`)),
+    search: (query) => call('GET', `/api/v1/sessions/search?${query}`),
     signOut: () => call('POST', '/auth/logout', { raw: true }),
   };
+}
+
+/**
+ * A session's command ledger, or `{ commands: [] }` when it has none (recorded with a
+ * document without shell integration, or by a gateway without the ledger: `E_NOT_FOUND`).
+ */
+export async function ledgerOf(answer) {
+  try {
+    const ledger = await answer;
+    return { ...ledger, commands: Array.isArray(ledger && ledger.commands) ? ledger.commands : [] };
+  } catch (error) {
+    if (error && error.code === 'E_NOT_FOUND') return { commands: [], missing: true };
+    throw error;
+  }
 }
 
 /** The WebSocket URL of a relative `attachUrl`, on the page's own host. */

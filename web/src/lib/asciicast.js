@@ -1,6 +1,8 @@
 // asciicast v2 (the transcript format): a JSON header line, then one JSON array per event:
 // [seconds, code, data] with code "o" output, "i" input, "r" resize ("COLSxROWS"), "m" marker.
 
+import { DecodeUTF8, Gunzip } from 'fflate';
+
 /** A transcript that cannot be read. */
 export class CastError extends Error {
   constructor(message) {
@@ -54,68 +56,26 @@ export function markersOf(cast) {
   return cast.events.filter((e) => e.code === 'm').map((e) => e.data);
 }
 
-/**
- * Replay steps with their delay from the previous step, pauses capped at `maxPauseS` (a
- * recording with a 10-minute idle gap should not replay one).
- */
-export function replaySteps(cast, { speed = 1, maxPauseS = 1 } = {}) {
-  const steps = [];
-  let last = 0;
-  for (const e of cast.events) {
-    if (e.code !== 'o' && e.code !== 'r') continue;
-    const gap = Math.min(Math.max(0, e.time - last), maxPauseS);
-    last = e.time;
-    steps.push({ delayMs: (gap * 1000) / speed, code: e.code, data: e.data });
-  }
-  return steps;
-}
+/** How much of the compressed transcript goes into the decompressor at a time. */
+export const GUNZIP_PIECE = 64 * 1024;
 
-/** One gzip member with the browser's DecompressionStream; null when it is not exactly one. */
-export async function inflateMember(bytes) {
+/**
+ * Decompresses a gzip transcript into text with fflate's streaming decompressor. The gateway
+ * stores one gzip member per chunk and serves them concatenated; the stream decodes every
+ * member in order (a browser's DecompressionStream stops after the first one).
+ */
+export async function gunzipText(bytes) {
+  const parts = [];
+  const text = new DecodeUTF8((part) => parts.push(part));
+  const gunzip = new Gunzip((chunk, final) => text.push(chunk, final));
   try {
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
-    return await new Response(stream).text();
+    if (bytes.length === 0) throw new Error('empty');
+    for (let at = 0; at < bytes.length; at += GUNZIP_PIECE) {
+      const end = Math.min(bytes.length, at + GUNZIP_PIECE);
+      gunzip.push(bytes.subarray(at, end), end === bytes.length);
+    }
   } catch {
-    return null;
+    throw new CastError('The transcript is not valid gzip; fetch it with the API and compare its SHA-256 with status.transcript.sha256.');
   }
-}
-
-/** Offsets at or after `from` where a gzip member header (1f 8b 08) could start. */
-export function memberStarts(bytes, from) {
-  const starts = [];
-  for (let i = from; i + 2 < bytes.length; i++) {
-    if (bytes[i] === 0x1f && bytes[i + 1] === 0x8b && bytes[i + 2] === 0x08) starts.push(i);
-  }
-  return starts;
-}
-
-/** The smallest gzip member: 10-byte header, 2 bytes of deflate, 8-byte trailer. */
-const MIN_MEMBER = 20;
-
-/**
- * Decompresses a gzip transcript into text. The gateway stores one gzip member per chunk and
- * serves them concatenated; browsers' DecompressionStream stops at the first member's end,
- * so members are split at header candidates, each split confirmed by `inflate` succeeding.
- */
-export async function gunzipText(bytes, inflate = inflateMember) {
-  let text = '';
-  let start = 0;
-  while (start < bytes.length) {
-    const rest = await inflate(bytes.subarray(start));
-    if (rest !== null) return text + rest;
-    let next = -1;
-    for (const candidate of memberStarts(bytes, start + MIN_MEMBER)) {
-      const member = await inflate(bytes.subarray(start, candidate));
-      if (member !== null) {
-        text += member;
-        next = candidate;
-        break;
-      }
-    }
-    if (next < 0) {
-      throw new CastError('The transcript is not valid gzip; fetch it with the API and compare its SHA-256 with status.transcript.sha256.');
-    }
-    start = next;
-  }
-  return text;
+  return parts.join('');
 }

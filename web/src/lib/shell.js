@@ -27,15 +27,18 @@ const FINAL_REATTACH_CODES = new Set([
 /**
  * A fresh connection state for `session` (name). Phases: connecting → live ⇄ reconnecting,
  * ending in closed (the shell ended; `closed` says how) or failed (`failure` says why).
+ * With `resumeToken` (a reloaded page resuming its shell: the gateway gave the token with
+ * the ticket) the first socket resumes from byte 0, so the output still held is replayed.
  */
-export function initialShell(session, { graceMs = DEFAULT_GRACE_MS } = {}) {
+export function initialShell(session, { graceMs = DEFAULT_GRACE_MS, resumeToken = null } = {}) {
   return {
     session,
     phase: 'connecting',
     graceMs,
     offset: 0,
     acked: 0,
-    resumeToken: null,
+    resumeToken,
+    resumed: Boolean(resumeToken),
     info: null,
     idle: null,
     closed: null,
@@ -144,6 +147,19 @@ export function step(state, event) {
       s.size = { cols: event.cols, rows: event.rows };
       if (s.phase === 'live') effects.push({ type: 'send', frame: { type: 'resize', cols: event.cols, rows: event.rows } });
       break;
+    case 'reconnectNow':
+      // The visible Reconnect: try at once instead of waiting for the next backoff step,
+      // or once more after a give-up that the gateway might not have reached yet.
+      if (!canReconnect(s)) break;
+      if (s.phase === 'failed') {
+        s.phase = 'reconnecting';
+        s.failure = null;
+        s.pendingError = null;
+        s.droppedAt = event.now ?? 0;
+        s.attempts = 0;
+      }
+      effects.push({ type: 'reattach', delayMs: 0 });
+      break;
     case 'userClose':
       if (ended) break;
       if (s.phase === 'live') {
@@ -171,7 +187,8 @@ function frame(s, text, now) {
   }
   switch (f && f.type) {
     case 'hello': {
-      const wasReconnecting = s.phase === 'reconnecting';
+      const afterReload = s.phase === 'connecting' && s.resumed;
+      const wasReconnecting = s.phase === 'reconnecting' || afterReload;
       s.phase = 'live';
       s.resumeToken = f.resumeToken;
       // Output continues at `offset` (the resume offset, or later when those bytes are gone):
@@ -184,7 +201,9 @@ function frame(s, text, now) {
       s.pendingError = null;
       s.droppedAt = null;
       s.attempts = 0;
-      s.notice = wasReconnecting ? 'Reconnected.' : null;
+      s.notice = afterReload
+        ? 'Back on the running shell after the page reload; the output the gateway still held is replayed above.'
+        : (wasReconnecting ? 'Reconnected.' : null);
       // The shell may have been told another size before the drop; say ours again.
       if (wasReconnecting && s.size) effects.push({ type: 'send', frame: { type: 'resize', cols: s.size.cols, rows: s.size.rows } });
       break;
@@ -207,6 +226,18 @@ function frame(s, text, now) {
       break;
   }
   return { state: s, effects };
+}
+
+/** Whether the Reconnect button shows: while reconnecting, or after a failure a retry may fix. */
+export function canReconnect(state) {
+  if (!state || !state.resumeToken) return false;
+  if (state.phase === 'reconnecting') return true;
+  return state.phase === 'failed' && Boolean(state.failure) && !FINAL_REATTACH_CODES.has(state.failure.code);
+}
+
+/** Whether closing or reloading the tab should ask first: a shell is open or coming back. */
+export function warnBeforeUnload(state) {
+  return Boolean(state && ['connecting', 'live', 'reconnecting'].includes(state.phase) && state.session);
 }
 
 /** Seconds left of an idle warning at `now` (ms), counting down from when it came. */

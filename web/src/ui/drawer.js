@@ -3,7 +3,8 @@
 
 import { h, replace } from './dom.js';
 import { createTerminal, refit, bufferText } from './terminal.js';
-import { initialShell, step, idleSecondsLeft, inputMessages } from '../lib/shell.js';
+import { initialShell, step, idleSecondsLeft, inputMessages, canReconnect, warnBeforeUnload } from '../lib/shell.js';
+import { DEFAULT_FONT_SIZE, nextFontSize, terminalShortcut } from '../lib/terminal_options.js';
 import { socketUrl, needsSignIn } from '../lib/api.js';
 import { closedText, idleText, errorText } from '../lib/format.js';
 
@@ -20,7 +21,56 @@ export class ShellDrawer {
     this.fit = null;
     this.idleTimer = null;
     this.encoder = new TextEncoder();
+    this.fontSize = DEFAULT_FONT_SIZE;
     window.addEventListener('resize', () => this.fitSoon());
+    // A reload keeps the shell (the gateway lets this console session resume it), but a
+    // closed tab leaves it to end after the reattach grace: ask first.
+    window.addEventListener('beforeunload', (event) => {
+      if (!warnBeforeUnload(this.state)) return;
+      event.preventDefault();
+      event.returnValue = '';
+    });
+  }
+
+  /** Which renderer draws the terminal ('webgl' or 'dom'), for the browser test. */
+  renderer() {
+    return this.rendererOf ? this.rendererOf() : null;
+  }
+
+  /**
+   * Resumes `session`, a shell this console session attached before the page was reloaded
+   * (`whoami.shells`): a fresh ticket that carries the resume token, then a reattach from
+   * byte 0, so the output the gateway still holds is replayed.
+   */
+  async resume(session, { others = [] } = {}) {
+    if (this.busy) return;
+    this.teardown();
+    this.build('…');
+    this.show();
+    refit(this.fit);
+    this.term.write(`\x1b[2mReconnecting to ${session} after the page reload…\x1b[0m\r\n`);
+    const term = this.term;
+    let answer;
+    this.opening = true;
+    try {
+      answer = await this.api.newTicket(session, { cols: this.term.cols, rows: this.term.rows });
+    } catch (error) {
+      if (this.term === term) this.fail(error);
+      return;
+    } finally {
+      this.opening = false;
+    }
+    if (this.term !== term) return;
+    if (!answer.resumeToken) {
+      this.fail({ code: 'E_FORBIDDEN', message: `The gateway did not let this page resume ${session}; end it from the Sessions page or open a new shell.` });
+      return;
+    }
+    this.state = initialShell(session, { resumeToken: answer.resumeToken });
+    this.state.size = { cols: this.term.cols, rows: this.term.rows };
+    if (others.length > 0) this.state.notice = `Also still running from this browser: ${others.join(', ')} (end them from the Sessions page).`;
+    this.els.sessionName.textContent = session;
+    this.connect(answer.attachUrl);
+    this.onChange();
   }
 
   /** Whether a shell is open and not ended. */
@@ -87,14 +137,23 @@ export class ShellDrawer {
     els.node = h('span', { class: 'tab-node' }, node);
     els.toggle = h('button', { class: 'icon', type: 'button', title: 'Minimise', 'aria-label': 'Minimise the terminal', onclick: () => this.toggle() }, '▾');
     els.close = h('button', { class: 'icon', type: 'button', title: 'Close the shell', 'aria-label': 'Close the shell', dataset: { testid: 'terminal-close' }, onclick: () => this.close() }, '✕');
+    els.smaller = h('button', { class: 'icon', type: 'button', title: 'Smaller text', 'aria-label': 'Smaller text', dataset: { testid: 'font-smaller' }, onclick: () => this.setFontSize(-1) }, 'A−');
+    els.larger = h('button', { class: 'icon', type: 'button', title: 'Larger text', 'aria-label': 'Larger text', dataset: { testid: 'font-larger' }, onclick: () => this.setFontSize(1) }, 'A+');
+    els.findToggle = h('button', { class: 'icon', type: 'button', title: 'Find in the scrollback (Ctrl+Shift+F)', 'aria-label': 'Find in the scrollback', dataset: { testid: 'terminal-find' }, onclick: () => this.toggleFind() }, '⌕');
+    els.find = h('input', { type: 'search', class: 'find', placeholder: 'Find in scrollback', 'aria-label': 'Find in the scrollback', dataset: { testid: 'terminal-find-input' }, hidden: true,
+      oninput: () => this.find(true), onkeydown: (e) => {
+        if (e.key === 'Enter') { e.preventDefault(); this.find(!e.shiftKey, true); }
+        if (e.key === 'Escape') { e.preventDefault(); this.toggleFind(false); }
+      } });
+    els.reconnect = h('button', { type: 'button', class: 'secondary reconnect', dataset: { testid: 'reconnect' }, hidden: true, onclick: () => this.dispatch({ type: 'reconnectNow', now: Date.now() }) }, 'Reconnect');
     els.sessionName = h('dd', { dataset: { testid: 'session-name' } }, '—');
     els.instance = h('dd', { dataset: { testid: 'instance-id' } }, '—');
     els.ssm = h('dd', { dataset: { testid: 'ssm-session-id' } }, '—');
     els.idleLimit = h('dd', {}, '—');
     els.info = h('details', { class: 'session-info', dataset: { testid: 'session-info' } },
-      h('summary', { title: 'Session details' }, h('span', { class: 'info-dot', 'aria-hidden': 'true' }, 'i'), node, h('span', { class: 'muted-dark' }, ' (node)')),
+      h('summary', { title: 'Session details' }, h('span', { class: 'info-dot', 'aria-hidden': 'true' }, 'i'), els.summaryNode = h('span', {}, node), h('span', { class: 'muted-dark' }, ' (node)')),
       h('dl', {},
-        h('div', {}, h('dt', {}, 'Node'), h('dd', { dataset: { testid: 'info-node' } }, node)),
+        h('div', {}, h('dt', {}, 'Node'), els.infoNode = h('dd', { dataset: { testid: 'info-node' } }, node)),
         h('div', {}, h('dt', {}, 'Instance'), els.instance),
         h('div', {}, h('dt', {}, 'SSM session'), els.ssm),
         h('div', {}, h('dt', {}, 'Session'), els.sessionName),
@@ -102,16 +161,55 @@ export class ShellDrawer {
     els.banners = h('div', { class: 'banners', 'aria-live': 'polite' });
     els.terminal = h('div', { class: 'terminal', dataset: { testid: 'terminal' } });
     replace(this.root,
-      h('div', { class: 'drawer-bar' }, els.tab, els.node, h('span', { class: 'spacer' }), els.toggle, els.close),
+      h('div', { class: 'drawer-bar' }, els.tab, els.node, h('span', { class: 'spacer' }), els.reconnect, els.find, els.findToggle, els.smaller, els.larger, els.toggle, els.close),
       els.info, els.banners, els.terminal);
     this.els = els;
-    const { term, fit } = createTerminal(els.terminal);
+    const { term, fit, search, renderer } = createTerminal(els.terminal, { fontSize: this.fontSize });
     this.term = term;
     this.fit = fit;
+    this.search = search;
+    this.rendererOf = renderer;
+    term.attachCustomKeyEventHandler((event) => {
+      const shortcut = terminalShortcut(event);
+      if (shortcut === 'copy' && term.hasSelection()) navigator.clipboard.writeText(term.getSelection()).catch(() => {});
+      if (shortcut === 'find') this.toggleFind(true);
+      if (shortcut) event.preventDefault();
+      return shortcut === null;
+    });
     term.onData((data) => this.input(data));
     term.onResize(({ cols, rows }) => this.dispatch({ type: 'resize', cols, rows }));
     this.resizeObserver = new ResizeObserver(() => this.fitSoon());
     this.resizeObserver.observe(els.terminal);
+  }
+
+  /** A− / A+: one pixel smaller or larger, then the terminal refits (and the shell is told). */
+  setFontSize(delta) {
+    this.fontSize = nextFontSize(this.fontSize, delta);
+    if (!this.term) return;
+    this.term.options.fontSize = this.fontSize;
+    this.fitSoon();
+  }
+
+  toggleFind(open = this.els.find.hidden) {
+    this.els.find.hidden = !open;
+    if (open) {
+      this.els.find.focus();
+      this.els.find.select();
+    } else {
+      this.search.clearDecorations();
+      if (this.term) this.term.focus();
+    }
+  }
+
+  find(forward, next = false) {
+    const text = this.els.find.value;
+    if (!text) {
+      this.search.clearDecorations();
+      return;
+    }
+    const options = { incremental: !next, decorations: { matchOverviewRuler: '#ffd866', activeMatchColorOverviewRuler: '#ff6e6e', matchBackground: '#5c4d00', activeMatchBackground: '#8a2f2f' } };
+    const found = forward ? this.search.findNext(text, options) : this.search.findPrevious(text, options);
+    this.els.find.classList.toggle('not-found', !found);
   }
 
   show() {
@@ -200,6 +298,12 @@ export class ShellDrawer {
         this.socket.send(JSON.stringify(effect.frame));
       } else if (effect.type === 'reattach') {
         clearTimeout(this.reattachTimer);
+        if (this.socket) {
+          // Reconnect pressed while a reattach socket waits for its hello: start over.
+          const socket = this.socket;
+          this.socket = null;
+          socket.close();
+        }
         this.reattachTimer = setTimeout(() => this.reattach(), effect.delayMs);
       } else if (effect.type === 'disconnect' && this.socket) {
         const socket = this.socket;
@@ -230,7 +334,12 @@ export class ShellDrawer {
       this.els.ssm.textContent = s.info.ssmSessionId || '—';
       this.els.sessionName.textContent = s.info.session || s.session;
       this.els.idleLimit.textContent = s.info.idleSeconds ? `${s.info.idleSeconds} s without input` : '—';
+      if (s.info.node && this.els.node.textContent !== s.info.node) {
+        // A shell resumed after a reload learns its node from the hello frame.
+        for (const el of [this.els.node, this.els.summaryNode, this.els.infoNode]) el.textContent = s.info.node;
+      }
     }
+    this.els.reconnect.hidden = !canReconnect(s);
     const banners = [];
     if (s.phase === 'reconnecting') {
       banners.push({ testid: 'reconnecting-banner', kind: 'warn', role: 'status', text: 'Connection lost — reconnecting to the same shell…' });

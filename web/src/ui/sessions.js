@@ -1,28 +1,39 @@
-// The Sessions page: sessions (yours, or everyone's for an admin tier) and transcript replay.
+// The Sessions page: sessions (yours, or everyone's for an admin tier) and the recording
+// player (`#/sessions/<name>/replay?at=<seconds>` opens it at that time).
 
 import { h, replace } from './dom.js';
-import { createTerminal, bufferText } from './terminal.js';
+import { RecordingPlayer } from './player.js';
 import { formatDuration, sessionDuration, exitCodeText, reasonText, errorText, formatTime, isLive } from '../lib/format.js';
-import { gunzipText, parseCast, outputOf, markersOf, replaySteps, parseSize } from '../lib/asciicast.js';
+import { gunzipText, parseCast, markersOf } from '../lib/asciicast.js';
+import { replayHash } from '../lib/player.js';
 
-/** The transcript replay currently shown (for the test hook). */
+/** The recording player currently shown (for the test hooks). */
 let replay = null;
 
-/** The replay terminal's text. */
+/** The text on the player's screen now. */
 export function transcriptText() {
-  return replay ? bufferText(replay.term) : '';
+  return replay ? replay.screenText() : '';
 }
 
-/** Renders the Sessions page into `main`. */
-export async function sessionsPage(main, { api, whoami, drawer }) {
+/** The player, for the browser test (`window.nodeshellConsole.player()`). */
+export function currentPlayer() {
+  return replay;
+}
+
+/**
+ * Renders the Sessions page into `main`; with `open` (`{ session, at }`, from the replay deep
+ * link) the recording player opens on that session at `at` recording seconds.
+ */
+export async function sessionsPage(main, { api, whoami, drawer, open = null }) {
   const status = h('p', { class: 'muted', role: 'status' }, 'Loading sessions…');
   const body = h('div', { class: 'table-wrap' });
   const viewer = h('section', { class: 'transcript', dataset: { testid: 'transcript-view' }, hidden: true, 'aria-label': 'Transcript' });
   const refresh = h('button', { type: 'button', class: 'secondary', onclick: () => load() }, 'Refresh');
+  let disposed = false;
   const scope = whoami && whoami.admin ? 'Every session (your tier may read all of them).' : 'Your sessions.';
   replace(main,
     h('div', { class: 'page-head' }, h('h1', {}, 'Sessions'), h('span', { class: 'spacer' }), refresh),
-    h('p', { class: 'lede' }, scope, ' Open a transcript to replay what was printed.'),
+    h('p', { class: 'lede' }, scope, ' Replay a recording, or find a command with ', h('a', { href: '#/search' }, 'Search'), '.'),
     status, body, viewer);
   closeReplay();
 
@@ -64,7 +75,7 @@ export async function sessionsPage(main, { api, whoami, drawer }) {
       h('td', { dataset: { testid: 'session-exit-code' } }, exitCodeText(st.exitCode)),
       h('td', { class: 'actions' },
         hasTranscript
-          ? h('button', { type: 'button', class: 'secondary', dataset: { testid: 'transcript-open' }, onclick: () => openReplay(s) }, 'Replay')
+          ? h('button', { type: 'button', class: 'secondary', dataset: { testid: 'transcript-open' }, onclick: () => { window.location.hash = replayHash(s.name); } }, 'Replay')
           : h('span', { class: 'muted' }, '—'),
         isLive(s.phase) && !s.terminate
           ? h('button', { type: 'button', class: 'danger', dataset: { testid: 'session-end' }, title: `End ${s.name} now (recorded as ended by you)`, onclick: (e) => end(s, e.target) }, 'End')
@@ -82,82 +93,56 @@ export async function sessionsPage(main, { api, whoami, drawer }) {
     await load();
   }
 
-  async function openReplay(session) {
+  async function openReplay(name, at) {
     closeReplay();
     if (drawer) drawer.minimise();
     viewer.hidden = false;
-    const note = h('p', { class: 'muted', role: 'status' }, 'Loading the transcript…');
-    const screen = h('div', { class: 'terminal replay' });
-    const play = h('button', { type: 'button', class: 'secondary', disabled: true, dataset: { testid: 'transcript-play' } }, 'Play with timing');
-    const close = h('button', { type: 'button', class: 'icon', 'aria-label': 'Close the transcript', onclick: () => { closeReplay(); viewer.hidden = true; } }, '✕');
+    const note = h('p', { class: 'muted', role: 'status', dataset: { testid: 'transcript-note' } }, 'Loading the recording…');
+    const screen = h('div', { class: 'player' , dataset: { testid: 'player' } });
+    const close = h('button', { type: 'button', class: 'icon', 'aria-label': 'Close the recording', dataset: { testid: 'transcript-close' }, onclick: () => { window.location.hash = '#/sessions'; } }, '✕');
     replace(viewer,
-      h('div', { class: 'drawer-bar' }, h('span', { class: 'tab' }, 'transcript'), h('span', { class: 'tab-node mono' }, session.name),
-        h('span', { class: 'spacer' }), play, close),
+      h('div', { class: 'drawer-bar' }, h('span', { class: 'tab' }, 'recording'), h('span', { class: 'tab-node mono', dataset: { testid: 'transcript-session' } }, name),
+        h('span', { class: 'spacer' }), close),
       note, screen);
     viewer.scrollIntoView({ block: 'nearest' });
+    let castText;
     let cast;
+    let ledger;
     try {
-      cast = parseCast(await gunzipText(await api.transcript(session.name)));
+      // The ledger is optional: without it the recording still plays, with no command marks.
+      [castText, ledger] = await Promise.all([
+        api.transcript(name).then(gunzipText),
+        api.ledger(name).catch((error) => ({ commands: [], missing: true, error })),
+      ]);
+      cast = parseCast(castText);
     } catch (error) {
       note.className = 'banner error';
       note.setAttribute('role', 'alert');
       note.textContent = errorText(error);
       return;
     }
-    const { term } = createTerminal(screen, { readOnly: true, cols: cast.header.width, rows: cast.header.height });
-    replay = { term, timer: null };
+    if (disposed) return;
     const markers = markersOf(cast);
-    note.textContent = [`Recorded ${formatTime(cast.header.timestamp ? new Date(cast.header.timestamp * 1000).toISOString() : null)}, ${cast.header.width}×${cast.header.height}.`, ...markers].join(' ');
-    term.write(outputOf(cast));
-    play.disabled = false;
-    play.onclick = () => playTimed(cast);
+    const recorded = formatTime(cast.header.timestamp ? new Date(cast.header.timestamp * 1000).toISOString() : null);
+    note.textContent = [`Recorded ${recorded}, ${cast.header.width}×${cast.header.height}.`, ...markers,
+      ledger.error ? `The command list could not be loaded: ${errorText(ledger.error)}` : ''].filter(Boolean).join(' ');
+    replay = new RecordingPlayer(screen, { session: name, castText, cast, ledger, at });
   }
 
-  function playTimed(cast) {
-    if (!replay) return;
-    clearTimeout(replay.timer);
-    const { term } = replay;
-    term.reset();
-    if (cast.header.width && cast.header.height) term.resize(cast.header.width, cast.header.height);
-    const steps = replaySteps(cast);
-    const apply = (step) => {
-      if (step.code === 'o') {
-        term.write(step.data);
-      } else {
-        const size = parseSize(step.data);
-        if (size) term.resize(size.cols, size.rows);
-      }
-    };
-    // Steps closer together than a few milliseconds go in one batch.
-    const run = (from) => {
-      if (!replay || replay.term !== term) return;
-      let i = from;
-      apply(steps[i]);
-      i++;
-      while (i < steps.length && steps[i].delayMs <= 4) {
-        apply(steps[i]);
-        i++;
-      }
-      if (i < steps.length) replay.timer = setTimeout(() => run(i), steps[i].delayMs);
-    };
-    if (steps.length > 0) run(0);
-  }
-
+  if (open) openReplay(open.session, open.at);
   await load();
   // Keeps phases and durations current while the page is shown.
   const timer = setInterval(() => {
     if (document.visibilityState === 'visible') load();
   }, 10_000);
   return () => {
+    disposed = true;
     clearInterval(timer);
     closeReplay();
   };
 }
 
 function closeReplay() {
-  if (replay) {
-    clearTimeout(replay.timer);
-    replay.term.dispose();
-  }
+  if (replay) replay.dispose();
   replay = null;
 }
