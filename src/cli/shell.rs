@@ -88,11 +88,59 @@ pub async fn open(gateway: &Gateway, node: &str, reason: Option<&str>) -> Result
         .ok_or_else(|| CliError::local("the gateway's answer has no attachUrl"))?
         .to_string();
     eprintln!("nodeshell: session {session} on {node} (end it with Enter ~.)");
+    // Watched from before raw mode on, so no signal finds the terminal raw and unhandled.
+    let mut signals = Signals::new()?;
     let mut raw = RawMode::enter()?;
     let mut shell = Shell::new(gateway.clone(), session, (cols, rows));
-    let result = shell.run(attach).await;
+    let result = shell.run(attach, &mut signals).await;
     raw.restore();
     result
+}
+
+/// The signals a running shell answers: SIGWINCH (resize) and those that end it (SIGTERM,
+/// SIGHUP, and SIGINT sent from elsewhere: in raw mode Ctrl-C is a byte for the remote shell).
+struct Signals {
+    winch: tokio::signal::unix::Signal,
+    stop: StopSignals,
+}
+
+/// The signals that end a shell.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, CliError> {
+        let watch =
+            |kind| signal(kind).map_err(|e| CliError::local(format!("cannot watch signals: {e}")));
+        Ok(Self {
+            winch: watch(SignalKind::window_change())?,
+            stop: StopSignals {
+                term: watch(SignalKind::terminate())?,
+                hangup: watch(SignalKind::hangup())?,
+                interrupt: watch(SignalKind::interrupt())?,
+            },
+        })
+    }
+}
+
+impl StopSignals {
+    /// Waits for a signal that ends the shell.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.hangup.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+fn interrupted() -> CliError {
+    CliError::local(
+        "interrupted by a signal while connecting; the shell ends when the gateway's reattach grace runs out",
+    )
 }
 
 struct Shell {
@@ -182,29 +230,43 @@ impl Shell {
         }
     }
 
-    async fn run(&mut self, first_attach: String) -> Result<Ended, CliError> {
+    async fn run(
+        &mut self,
+        first_attach: String,
+        signals: &mut Signals,
+    ) -> Result<Ended, CliError> {
         let mut attach = first_attach;
         loop {
-            let link = match self.connect(&attach).await {
-                Ok(ws) => self.pump(ws).await?,
+            let connected = tokio::select! {
+                c = self.connect(&attach) => Some(c),
+                () = signals.stop.recv() => None,
+            };
+            let Some(connected) = connected else {
+                return Err(interrupted());
+            };
+            let link = match connected {
+                Ok(ws) => self.pump(ws, signals).await?,
                 // Before the first hello there is nothing to reattach to.
                 Err(e) if self.resume_token.is_none() => return Err(e),
                 Err(_) => Link::Dropped,
             };
             match link {
                 Link::Ended(ended) => return Ok(ended),
-                Link::Dropped => attach = self.reattach().await?,
+                Link::Dropped => attach = self.reattach(signals).await?,
             }
         }
     }
 
     /// A fresh ticket after a drop, retried with [`backoff`] within [`REATTACH_GRACE`].
-    async fn reattach(&mut self) -> Result<String, CliError> {
+    async fn reattach(&mut self, signals: &mut Signals) -> Result<String, CliError> {
         notice("connection lost; reconnecting…");
         let dropped = Instant::now();
         let mut attempts = 0;
         loop {
-            tokio::time::sleep(backoff(attempts)).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff(attempts)) => {}
+                () = signals.stop.recv() => return Err(interrupted()),
+            }
             attempts += 1;
             let (cols, rows) = self.size;
             let ticket = self
@@ -248,7 +310,7 @@ impl Shell {
     }
 
     /// Runs one connection until the shell ends or the connection drops.
-    async fn pump(&mut self, mut ws: Ws) -> Result<Link, CliError> {
+    async fn pump(&mut self, mut ws: Ws, signals: &mut Signals) -> Result<Link, CliError> {
         if let Some(token) = &self.resume_token {
             let resume = json!({"type": "resume", "resumeToken": token, "offset": self.offset});
             if !Self::send_json(&mut ws, resume).await {
@@ -258,12 +320,6 @@ impl Shell {
         let mut live = false;
         let mut pending_error: Option<CliError> = None;
         let mut closing: Option<tokio::time::Instant> = None;
-        let mut winch = signal(SignalKind::window_change())
-            .map_err(|e| CliError::local(format!("cannot watch the terminal size: {e}")))?;
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| CliError::local(e.to_string()))?;
-        let mut hangup =
-            signal(SignalKind::hangup()).map_err(|e| CliError::local(e.to_string()))?;
         loop {
             let deadline =
                 closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
@@ -352,7 +408,7 @@ impl Shell {
                         }
                     }
                 }
-                _ = winch.recv() => {
+                _ = signals.winch.recv() => {
                     self.size = terminal::size();
                     if live && self.size != self.sent_size {
                         let (cols, rows) = self.size;
@@ -360,12 +416,8 @@ impl Shell {
                         self.sent_size = self.size;
                     }
                 }
-                _ = term.recv() => {
-                    closing.get_or_insert(tokio::time::Instant::now() + CLOSE_WAIT);
-                    let _ = Self::send_json(&mut ws, json!({"type": "close"})).await;
-                }
-                _ = hangup.recv() => {
-                    closing.get_or_insert(tokio::time::Instant::now() + CLOSE_WAIT);
+                () = signals.stop.recv(), if closing.is_none() => {
+                    closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
                     let _ = Self::send_json(&mut ws, json!({"type": "close"})).await;
                 }
                 _ = tokio::time::sleep_until(deadline), if closing.is_some() => {
