@@ -372,6 +372,23 @@ async fn ls_replay_preflight_grep_end_and_the_sign_in_errors_say_what_to_do() ->
     );
     std::fs::write(&file, good)?;
 
+    // A gateway without the console's sign-in says so at once, before any browser.
+    let plain = world.gateway().base.clone();
+    let (status, _, err) = plugin(
+        &bin,
+        &dir.path().join("other"),
+        &["--gateway", &plain, "login", "--no-browser"],
+        None,
+    )
+    .await?;
+    assert_eq!(status, 1, "{err}");
+    assert!(
+        err.contains("(E_INTERNAL)")
+            && err.contains("clientSecretFile")
+            && !err.contains("/auth/cli/login?"),
+        "{err}"
+    );
+
     // logout ends it at the gateway and forgets it here.
     let (status, out, err) = plugin(&bin, &config, &["logout"], None).await?;
     assert_eq!(status, 0, "{err}");

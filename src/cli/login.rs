@@ -183,6 +183,14 @@ pub async fn login(
         &challenge_of(&verifier),
         &state,
     );
+    // Ask once before sending anyone to the browser: a gateway without the console's sign-in
+    // (or that refuses this redirect) answers with its error instead of the issuer's address.
+    let probe = gateway
+        .call_anonymous(reqwest::Method::GET, &url[gateway.base().len()..], None)
+        .await?;
+    if probe.status != 302 {
+        return Err(super::api::refusal(&probe));
+    }
     eprintln!("Sign in to nodeshell in your browser:\n\n  {url}\n");
     if browser {
         open_browser(&url);

@@ -138,6 +138,11 @@ pub async fn run(args: Vec<OsString>) -> u8 {
 }
 
 async fn dispatch(mut args: CliArgs) -> Result<u8, CliError> {
+    if args.command.is_none() {
+        use clap::CommandFactory;
+        let _ = CliArgs::command().print_help();
+        return Ok(2);
+    }
     if let Some(CliCommand::Open(words)) = &args.command {
         let open = OpenArgs::try_parse_from(
             std::iter::once("kubectl nodeshell".to_string()).chain(words.iter().cloned()),
