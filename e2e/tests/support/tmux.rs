@@ -1,4 +1,4 @@
-//! A real terminal for tests: a private tmux server (its own socket, no user config) running
+//! A real terminal for tests: a private tmux server (its own socket and config) running
 //! one shell in a window of a chosen size, driven with `send-keys` and read with
 //! `capture-pane`. The server is killed when the [`Tmux`] is dropped.
 
@@ -21,18 +21,14 @@ impl Tmux {
     /// `env` (and a plain `$ ` prompt).
     pub fn start(dir: &Path, cols: u16, rows: u16, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let socket = dir.join("tmux.sock").display().to_string();
+        // Its own config (none of the user's): scrollback for the whole test, set before the
+        // window exists since it applies to new panes only.
+        let conf = dir.join("tmux.conf");
+        std::fs::write(&conf, "set -g history-limit 10000\n")?;
+        let conf = conf.display().to_string();
         let mut cmd = Command::new(TMUX);
-        cmd.args([
-            "-S",
-            &socket,
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-        ])
-        .args(["-x", &cols.to_string(), "-y", &rows.to_string()]);
+        cmd.args(["-S", &socket, "-f", &conf, "new-session", "-d", "-s", "t"])
+            .args(["-x", &cols.to_string(), "-y", &rows.to_string()]);
         // The shell's environment on its command line (tmux hands it to `sh -c`), so the
         // server's own environment cannot override it.
         let mut shell = String::from("env PS1='$ ' TERM=xterm-256color");
@@ -43,9 +39,7 @@ impl Tmux {
         cmd.arg(shell);
         let status = cmd.status()?;
         anyhow::ensure!(status.success(), "tmux new-session failed: {status}");
-        let tmux = Self { socket };
-        tmux.tmux(&["set-option", "-g", "history-limit", "10000"])?;
-        Ok(tmux)
+        Ok(Self { socket })
     }
 
     fn tmux(&self, args: &[&str]) -> anyhow::Result<String> {
