@@ -159,6 +159,8 @@ async fn kubectl_nodeshell_logs_in_opens_resizes_survives_a_drop_and_escapes() -
             ("PATH", path),
             ("XDG_CONFIG_HOME", config.display().to_string()),
             ("NODESHELL_GATEWAY", via.clone()),
+            // Set in the local shell only: `${NS_LOCAL:-remote}` tells which shell answered.
+            ("NS_LOCAL", "local".to_string()),
         ],
     )?;
     let saved = dir.path().join("stty.before");
@@ -175,28 +177,30 @@ async fn kubectl_nodeshell_logs_in_opens_resizes_survives_a_drop_and_escapes() -
         .await?;
 
     // Type, see the output.
-    tmux.line("echo CLI-$((6*7))")?;
-    tmux.wait_for_text("CLI-42", 1, STEP).await?;
+    tmux.line("echo CLI-${NS_LOCAL:-remote}-$((6*7))")?;
+    tmux.wait_for_text("CLI-remote-42", 1, STEP).await?;
 
     // Ctrl-C goes to the remote shell, which goes on.
     tmux.line("sleep 30")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     tmux.keys(&["C-c"])?;
-    tmux.line("echo AFTER-$((2+3))")?;
-    tmux.wait_for_text("AFTER-5", 1, STEP).await?;
+    tmux.line("echo AFTER-${NS_LOCAL:-remote}-$((2+3))")?;
+    tmux.wait_for_text("AFTER-remote-5", 1, STEP).await?;
 
     // Resize: the remote terminal follows.
     tmux.resize(120, 40)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    tmux.line("stty size")?;
-    tmux.wait_for_text("\n40 120", 1, STEP).await?;
+    tmux.line("echo SIZE-${NS_LOCAL:-remote} $(stty size)")?;
+    tmux.wait_for_text("SIZE-remote 40 120", 1, STEP).await?;
 
     // Drop the connection mid-output: it comes back and every line shows exactly once.
-    tmux.line("for i in $(seq 1 300); do echo line$i; sleep 0.01; done; echo LOOP-$((1+1))")?;
+    tmux.line(
+        "for i in $(seq 1 300); do echo line$i; sleep 0.01; done; echo LOOP-${NS_LOCAL:-remote}",
+    )?;
     tmux.wait_for_text("\nline40", 1, STEP).await?;
     proxy.sever();
     let screen = tmux
-        .wait_for_text("LOOP-2", 1, Duration::from_secs(40))
+        .wait_for_text("LOOP-remote", 1, Duration::from_secs(40))
         .await?;
     assert!(screen.contains("[nodeshell] reconnected"), "{screen}");
     let text = without_notices(&screen);
@@ -214,8 +218,8 @@ async fn kubectl_nodeshell_logs_in_opens_resizes_survives_a_drop_and_escapes() -
     );
 
     // The shell still answers after the reattach, then `~.` ends it.
-    tmux.line("echo BACK-$((3+4))")?;
-    tmux.wait_for_text("BACK-7", 1, STEP).await?;
+    tmux.line("echo BACK-${NS_LOCAL:-remote}-$((3+4))")?;
+    tmux.wait_for_text("BACK-remote-7", 1, STEP).await?;
     tmux.keys(&["Enter"])?;
     tmux.type_text("~.")?;
     let ended = tmux.wait_for_text(" ended (", 1, STEP).await?;
