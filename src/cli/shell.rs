@@ -67,6 +67,7 @@ impl Ended {
 }
 
 /// What one connection came to.
+#[derive(Debug, PartialEq, Eq)]
 enum Link {
     Ended(Ended),
     Dropped,
@@ -436,25 +437,62 @@ impl Shell {
     }
 
     fn socket_closed(&self, closing: bool, pending: Option<CliError>) -> Result<Link, CliError> {
-        if closing {
-            return Ok(Link::Ended(self.user_closed()));
-        }
-        if let Some(e) = pending {
-            return Err(e);
-        }
-        if self.resume_token.is_none() {
-            return Err(CliError::new(
-                codes::ATTACH,
-                "the terminal connection closed before the shell started",
-            ));
-        }
-        Ok(Link::Dropped)
+        after_close(closing, pending, self.resume_token.is_some(), || {
+            self.user_closed()
+        })
     }
+}
+
+/// What a socket that closed without a `closed` frame comes to: the person's own close when
+/// they asked for one (`~.`, a signal), the error frame that came before it, a failed attach
+/// when the shell never said hello, else a drop to reattach from.
+fn after_close(
+    closing: bool,
+    pending: Option<CliError>,
+    started: bool,
+    user_closed: impl FnOnce() -> Ended,
+) -> Result<Link, CliError> {
+    if closing {
+        return Ok(Link::Ended(user_closed()));
+    }
+    if let Some(e) = pending {
+        return Err(e);
+    }
+    if !started {
+        return Err(CliError::new(
+            codes::ATTACH,
+            "the terminal connection closed before the shell started",
+        ));
+    }
+    Ok(Link::Dropped)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_socket_is_a_close_an_error_a_failed_attach_or_a_drop() {
+        let mine = || Ended {
+            session: "s".into(),
+            exit_code: None,
+            reason: "UserClosed".into(),
+        };
+        let refused = CliError::new("E_REAUTH_REQUIRED", "sign in");
+        assert!(matches!(
+            after_close(true, Some(refused.clone()), true, mine),
+            Ok(Link::Ended(e)) if e.reason == "UserClosed"
+        ));
+        assert_eq!(
+            after_close(false, Some(refused.clone()), true, mine),
+            Err(refused)
+        );
+        assert_eq!(
+            after_close(false, None, false, mine).map_err(|e| e.code),
+            Err(codes::ATTACH.to_string())
+        );
+        assert_eq!(after_close(false, None, true, mine), Ok(Link::Dropped));
+    }
 
     #[test]
     fn reattach_backs_off_to_three_seconds() {
