@@ -38,7 +38,6 @@ pub fn invoked_as_plugin(argv0: Option<&std::ffi::OsStr>) -> bool {
     name = "kubectl nodeshell",
     bin_name = "kubectl nodeshell",
     version,
-    about,
     allow_external_subcommands = true,
     after_help = "Open a shell: kubectl nodeshell NODE [--reason TEXT]. In the shell, Enter ~. ends it and ~~ sends a ~."
 )]
