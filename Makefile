@@ -17,7 +17,7 @@ export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
 # The browser test drives Debian's Chromium (`make browser` installs it).
 export NODESHELL_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm browser web image fuzz clean-cache
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm browser terminal web image fuzz clean-cache
 
 all: test
 
@@ -67,8 +67,8 @@ e2e-down:
 	e2e/scripts/e2e-down.sh
 
 ## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin and helm (cached),
-## and install Chromium for the browser test
-tools: controlplane ssm-plugin helm browser
+## and install Chromium for the browser test and tmux for the kubectl plugin's terminal test
+tools: controlplane ssm-plugin helm browser terminal
 
 controlplane:
 	@e2e/scripts/build-controlplane.sh >/dev/null
@@ -81,6 +81,9 @@ helm:
 
 browser:
 	@e2e/scripts/install-browser.sh
+
+terminal:
+	@e2e/scripts/install-terminal.sh
 
 ## web: build the web console (npm packages, bundled into web/dist and embedded in the binary)
 web:

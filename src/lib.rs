@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod cli;
 pub mod controller;
 pub mod dev;
 pub mod duration;

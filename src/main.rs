@@ -41,6 +41,12 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     // kube and the AWS SDK both use rustls; one process-wide provider, chosen before either.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Run as `kubectl-nodeshell` (a link or a copy of this binary): the kubectl plugin.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if nodeshell::cli::invoked_as_plugin(argv.first().map(|a| a.as_os_str())) {
+        let status = nodeshell::cli::run(argv).await;
+        std::process::exit(i32::from(status));
+    }
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {

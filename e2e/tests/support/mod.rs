@@ -10,6 +10,8 @@
 //! * [`login`]: the console's sign-in through the gateway as a browser does it, and the
 //!   issuer's public flow anyone can run;
 //! * [`terminal`]: a WebSocket [`Terminal`] that speaks the gateway's frame protocol;
+//! * [`tmux`]: a real terminal ([`Tmux`]) for the kubectl plugin;
+//! * [`proxy`]: a TCP forwarder whose connections a test can sever;
 //! * [`transcript`]: gunzip, asciicast and transcript Secret helpers;
 //! * [`wait`]: polling until something holds;
 //! * [`json`]: the JSON merge and sample-object builders.
@@ -23,7 +25,9 @@ pub mod http;
 pub mod json;
 pub mod login;
 pub mod process;
+pub mod proxy;
 pub mod terminal;
+pub mod tmux;
 pub mod transcript;
 pub mod wait;
 pub mod world;
@@ -33,7 +37,9 @@ pub use http::*;
 pub use json::*;
 pub use login::*;
 pub use process::*;
+pub use proxy::*;
 pub use terminal::*;
+pub use tmux::*;
 pub use transcript::*;
 pub use wait::*;
 pub use world::*;

@@ -227,6 +227,8 @@ pub struct PendingLogin {
     pub verifier: String,
     /// The value of the binding cookie of the browser that started it.
     pub binding: String,
+    /// Set when `kubectl nodeshell login` started it: where the sign-in is handed over.
+    pub cli: Option<super::cli_login::CliTarget>,
     started: Instant,
 }
 
@@ -282,6 +284,15 @@ impl LoginBook {
 
     /// Starts a sign-in; refused when `max` are already in progress.
     pub fn begin(&self, now: Instant) -> Result<LoginStart, ApiError> {
+        self.begin_for(now, None)
+    }
+
+    /// Starts a sign-in, for the command line when `cli` is set.
+    pub fn begin_for(
+        &self,
+        now: Instant,
+        cli: Option<super::cli_login::CliTarget>,
+    ) -> Result<LoginStart, ApiError> {
         let mut pending = self.lock();
         let ttl = self.ttl;
         pending.retain(|_, p| now.duration_since(p.started) < ttl);
@@ -298,6 +309,7 @@ impl LoginBook {
             nonce: random_token(24),
             verifier: random_token(48),
             binding: random_token(24),
+            cli,
             started: now,
         };
         let state = random_token(24);

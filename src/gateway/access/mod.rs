@@ -5,6 +5,7 @@
 //! is never used from here.
 
 pub mod auth;
+pub mod cli_login;
 pub mod cluster;
 pub mod console_sessions;
 pub mod eligibility;

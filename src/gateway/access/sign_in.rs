@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::Access;
 use super::auth::issuer::{IssuerClient, IssuerRefusal, TokenAnswer};
 use super::auth::{Authenticated, Credential};
+use super::cli_login::{CliHandoffs, CliTarget, handoff_location, session_handle};
 use super::console_sessions::{ConsoleSessions, RefreshToken, SessionGone, SessionLimits, Tokens};
 use super::login::{
     AuthorizeRequest, LoginBook, SCOPES, authorize_url, binding_cookie, csrf_refusal,
@@ -41,6 +42,8 @@ pub struct ConsoleLogin {
     pub sessions: ConsoleSessions,
     /// The confidential client at the issuer.
     pub issuer: IssuerClient,
+    /// Finished command-line sign-ins waiting for the CLI's code exchange.
+    pub handoffs: CliHandoffs,
     /// One refresh at a time: issuers that rotate refresh tokens treat a second use of the
     /// same one as theft and revoke the sign-in.
     refreshing: Arc<tokio::sync::Mutex<()>>,
@@ -65,6 +68,7 @@ impl ConsoleLogin {
             book: LoginBook::new(PENDING_LOGIN_TTL, MAX_PENDING_LOGINS),
             sessions: ConsoleSessions::new(limits),
             issuer: client,
+            handoffs: CliHandoffs::default(),
             refreshing: Arc::default(),
         })
     }
@@ -77,6 +81,28 @@ pub struct LoginRedirect {
     pub location: String,
     /// `Set-Cookie` of the binding.
     pub binding_cookie: String,
+}
+
+/// How a finished sign-in leaves `/auth/callback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedIn {
+    /// The console's: `Set-Cookie` of the session cookie.
+    Cookie(String),
+    /// The command line's: where to send the browser (the CLI's loopback listener with a
+    /// one-time code).
+    Cli(String),
+}
+
+/// What `POST /auth/cli/token` answers: the session handle and how long it may live.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CliSession {
+    /// The handle, for `Authorization: Nodeshell-Session <handle>`.
+    pub session: String,
+    /// Seconds the handle may go unused before it ends.
+    pub idle_seconds: u64,
+    /// Seconds after sign-in it ends whatever the use.
+    pub max_seconds: u64,
 }
 
 /// The query of `/auth/callback`.
@@ -153,13 +179,18 @@ impl Access {
 
     /// Starts a sign-in: the issuer's authorization URL and the binding cookie.
     pub async fn begin_login(&self) -> Result<LoginRedirect, ApiError> {
+        self.begin_login_for(None).await
+    }
+
+    /// Starts a sign-in for the console, or for the command line when `cli` is set.
+    pub async fn begin_login_for(&self, cli: Option<CliTarget>) -> Result<LoginRedirect, ApiError> {
         let console = self.console_login()?;
         let endpoints = console
             .issuer
             .endpoints()
             .await
             .map_err(|e| issuer_error("the discovery document", e))?;
-        let start = console.book.begin(Instant::now())?;
+        let start = console.book.begin_for(Instant::now(), cli)?;
         let location = authorize_url(&AuthorizeRequest {
             endpoint: &endpoints.authorization,
             client_id: console.issuer.client_id(),
@@ -180,12 +211,13 @@ impl Access {
     }
 
     /// Finishes a sign-in: the state (single use, this browser's), the code exchanged with
-    /// the client secret, the id_token verified with its nonce. Returns the session cookie.
+    /// the client secret, the id_token verified with its nonce. Returns the session cookie,
+    /// or for a command-line sign-in where the browser goes next.
     pub async fn finish_login(
         &self,
         params: CallbackParams,
         binding: Option<&str>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<SignedIn, ApiError> {
         let console = self.console_login()?;
         let pending = console
             .book
@@ -222,8 +254,40 @@ impl Access {
         let key = console
             .sessions
             .create(&auth.caller.sub, tokens, Instant::now());
+        if let Some(target) = pending.cli {
+            let code = console
+                .handoffs
+                .issue(&target.challenge, &key, Instant::now())?;
+            tracing::info!(sub = auth.caller.sub, "signed in on the command line");
+            return Ok(SignedIn::Cli(handoff_location(&target, &code)));
+        }
         tracing::info!(sub = auth.caller.sub, "signed in to the console");
-        Ok(session_cookie(&key, console.settings.secure_cookies))
+        Ok(SignedIn::Cookie(session_cookie(
+            &key,
+            console.settings.secure_cookies,
+        )))
+    }
+
+    /// The command line's code exchange: the one-time code and the PKCE verifier of the CLI
+    /// that started the sign-in give its session handle.
+    pub fn exchange_cli_code(
+        &self,
+        code: Option<&str>,
+        verifier: Option<&str>,
+    ) -> Result<CliSession, ApiError> {
+        let console = self.console_login()?;
+        let (Some(code), Some(verifier)) = (code, verifier) else {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "the exchange needs code and code_verifier; run `kubectl nodeshell login`",
+            ));
+        };
+        let session = console.handoffs.redeem(code, verifier, Instant::now())?;
+        Ok(CliSession {
+            session,
+            idle_seconds: console.settings.session_idle.as_secs(),
+            max_seconds: console.settings.session_max.as_secs(),
+        })
     }
 
     /// Authenticates a request: its bearer header when it has one, else its console cookie.
@@ -232,8 +296,12 @@ impl Access {
         authorization: Option<&str>,
         session_key: Option<&str>,
     ) -> Result<Authenticated, ApiError> {
+        if let Some(handle) = session_handle(authorization) {
+            let console = self.console_login()?;
+            return self.cookie_session(console, handle, true).await;
+        }
         match (authorization, session_key, &self.console) {
-            (None, Some(key), Some(console)) => self.cookie_session(console, key).await,
+            (None, Some(key), Some(console)) => self.cookie_session(console, key, false).await,
             _ => self.authenticate(authorization).await,
         }
     }
@@ -242,7 +310,21 @@ impl Access {
         &self,
         console: &ConsoleLogin,
         key: &str,
+        handle: bool,
     ) -> Result<Authenticated, ApiError> {
+        let sign_in_again = |why: &str| {
+            if handle {
+                ApiError::new(
+                    ErrorCode::ReauthRequired,
+                    format!(
+                        "{}; run `kubectl nodeshell login` again",
+                        why.replace("console session", "command-line session")
+                    ),
+                )
+            } else {
+                sign_in_again(why)
+            }
+        };
         let session = console
             .sessions
             .touch(key, Instant::now())
@@ -274,7 +356,11 @@ impl Access {
             session.tokens.id_token
         };
         let (mut auth, _) = self.auth.verify(id_token.expose()).await?;
-        auth.via = Credential::Cookie(key.to_string());
+        auth.via = if handle {
+            Credential::Handle(key.to_string())
+        } else {
+            Credential::Cookie(key.to_string())
+        };
         Ok(auth)
     }
 
@@ -352,7 +438,8 @@ impl Access {
         marker: Option<&str>,
     ) -> Result<(), ApiError> {
         match auth.via {
-            Credential::Bearer => Ok(()),
+            // No browser sends either header on its own, so neither needs a CSRF check.
+            Credential::Bearer | Credential::Handle(_) => Ok(()),
             Credential::Cookie(_) => {
                 match csrf_refusal(origin, marker, &self.config.write_origins()) {
                     Some(e) => {
@@ -371,13 +458,23 @@ impl Access {
 
     /// Signs out: ends the console session of `key` (after the CSRF check of `origin` and
     /// `marker`). Without a session there is nothing to end.
+    /// A command-line session (`Authorization: Nodeshell-Session`) ends without the CSRF
+    /// check: no browser sends that header on its own.
     pub fn logout(
         &self,
         key: Option<&str>,
+        authorization: Option<&str>,
         origin: Option<&str>,
         marker: Option<&str>,
     ) -> Result<(), ApiError> {
         let console = self.console_login()?;
+        if let Some(handle) = session_handle(authorization) {
+            if let Some(session) = console.sessions.peek(handle) {
+                tracing::info!(sub = session.sub, "signed out on the command line");
+            }
+            console.sessions.end(handle);
+            return Ok(());
+        }
         if let Some(e) = csrf_refusal(origin, marker, &self.config.write_origins()) {
             return Err(e);
         }

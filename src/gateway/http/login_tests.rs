@@ -18,11 +18,11 @@ use crate::gateway::metrics::GatewayMetrics;
 use crate::sim::{ClientRegistration, SimConfig, SimHandle, Simulator, TestUser};
 
 const CLIENT: &str = "nodeshell";
-const SECRET: &str = "gateway-client-secret";
+pub(super) const SECRET: &str = "gateway-client-secret";
 const PUBLIC_URL: &str = "http://127.0.0.1:18443";
 const ORIGIN: &str = "http://127.0.0.1:18443";
 
-async fn sim() -> SimHandle {
+pub(super) async fn sim() -> SimHandle {
     sim_with_ttl(3600).await
 }
 
@@ -45,7 +45,7 @@ async fn sim_with_ttl(ttl: u64) -> SimHandle {
     Simulator::start(config).await.unwrap()
 }
 
-fn state(sim: &SimHandle, secret: &str) -> AppState {
+pub(super) fn state(sim: &SimHandle, secret: &str) -> AppState {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, secret).unwrap();
@@ -67,22 +67,22 @@ fn state(sim: &SimHandle, secret: &str) -> AppState {
 }
 
 /// One answer of the router: status, headers, body.
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: axum::http::HeaderMap,
+    pub(super) body: Value,
 }
 
 impl Reply {
-    fn code(&self) -> &str {
+    pub(super) fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
 
-    fn location(&self) -> String {
+    pub(super) fn location(&self) -> String {
         self.headers[header::LOCATION].to_str().unwrap().to_string()
     }
 
-    fn set_cookies(&self) -> Vec<String> {
+    pub(super) fn set_cookies(&self) -> Vec<String> {
         self.headers
             .get_all(header::SET_COOKIE)
             .iter()
@@ -100,7 +100,12 @@ impl Reply {
     }
 }
 
-async fn send(state: &AppState, method: &str, uri: &str, headers: &[(&str, &str)]) -> Reply {
+pub(super) async fn send(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -123,7 +128,7 @@ async fn send(state: &AppState, method: &str, uri: &str, headers: &[(&str, &str)
 }
 
 /// The issuer's answer to an authorization URL: the `/auth/callback?…` path and query.
-async fn at_issuer(authorize: &str) -> String {
+pub(super) async fn at_issuer(authorize: &str) -> String {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -144,7 +149,7 @@ async fn begin(state: &AppState) -> (String, String) {
 }
 
 /// A whole sign-in; returns the session cookie (`name=value`).
-async fn sign_in(state: &AppState) -> String {
+pub(super) async fn sign_in(state: &AppState) -> String {
     let (authorize, binding) = begin(state).await;
     let callback = at_issuer(&authorize).await;
     let r = send(state, "GET", &callback, &[("cookie", binding.as_str())]).await;

@@ -3,6 +3,8 @@
 //! and never log a token or a ticket.
 
 mod attach;
+#[cfg(test)]
+mod cli_login_tests;
 pub mod console;
 mod health;
 mod limits;
@@ -32,7 +34,7 @@ use crate::gateway::metrics::GatewayMetrics;
 
 /// Every route the API listener serves (method, path), as docs/api.md and /openapi.json
 /// list them. `/metrics`, `/healthz` and `/readyz` are on the admin listener ([`admin_router`]).
-pub const ROUTES: [(&str, &str); 14] = [
+pub const ROUTES: [(&str, &str); 16] = [
     ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/nodes/{node}/shell/preflight"),
     ("POST", "/api/v1/nodes/{node}/shell"),
@@ -47,6 +49,8 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/auth/login"),
     ("GET", "/auth/callback"),
     ("POST", "/auth/logout"),
+    ("GET", "/auth/cli/login"),
+    ("POST", "/auth/cli/token"),
 ];
 
 /// The OpenAPI 3 document of the API.
@@ -90,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", get(login::login))
         .route("/auth/callback", get(login::callback))
         .route("/auth/logout", post(login::logout))
+        .route("/auth/cli/login", get(login::cli_login))
+        .route("/auth/cli/token", post(login::cli_token))
         .route("/openapi.json", get(health::openapi))
         .merge(console::router())
         .fallback(not_found)

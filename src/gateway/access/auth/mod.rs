@@ -41,6 +41,9 @@ pub enum Credential {
     Bearer,
     /// The console's session cookie; the key of its console session.
     Cookie(String),
+    /// `Authorization: Nodeshell-Session <handle>` of `kubectl nodeshell`: the key of its
+    /// console session, in a header no browser sends on its own.
+    Handle(String),
 }
 
 /// Builds the [`Caller`] from verified claims, named by `sub` (see [`caller_from_claims_as`]).
