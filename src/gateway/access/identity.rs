@@ -157,7 +157,8 @@ pub fn may_resume(via: &Credential, attached_from: Option<&str>) -> bool {
 
 impl Access {
     /// Live shells (`running` says which run here) attached from the caller's console
-    /// session: what the console resumes after a reload. Empty for a bearer token.
+    /// session: what the console resumes after a reload. Empty for a bearer token or a
+    /// command-line handle.
     pub fn resumable_shells(
         &self,
         auth: &Authenticated,
@@ -170,7 +171,9 @@ impl Access {
                 .into_iter()
                 .filter(|name| running(name))
                 .collect(),
-            Credential::Bearer => Vec::new(),
+            // `kubectl nodeshell` keeps the resume token its `hello` frame gave; a bearer
+            // client keeps its own too.
+            Credential::Bearer | Credential::Handle(_) => Vec::new(),
         }
     }
 
@@ -248,6 +251,10 @@ mod tests {
         assert!(
             !may_resume(&Credential::Bearer, attached.as_deref()),
             "a bearer client keeps its own resume token"
+        );
+        assert!(
+            !may_resume(&Credential::Handle("console-a".into()), attached.as_deref()),
+            "kubectl nodeshell keeps its own resume token"
         );
         assert!(
             !may_resume(&a, watch.attached_from("unknown").as_deref()),
