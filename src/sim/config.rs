@@ -249,8 +249,9 @@ pub struct RoleConfig {
     pub ssm_allowed: bool,
     /// Knob (empty by default): actions the role's permission policy does not allow although
     /// `ssmAllowed` is set, e.g. `ssm:TerminateSession`, `ssm:ResumeSession`,
-    /// `ssm:DescribeInstanceInformation` or `ssm:StartSession`; SSM answers
-    /// `AccessDeniedException` as IAM's implicit deny does.
+    /// `ssm:DescribeInstanceInformation`, `ssm:StartSession`, `kms:GenerateDataKey` or
+    /// `kms:Decrypt`; SSM (or KMS, on the key's ARN) answers `AccessDeniedException` as IAM's
+    /// implicit deny does.
     pub deny_actions: Vec<String>,
     /// Knob (empty by default): Session Manager documents the role's `ssm:StartSession`
     /// statement does not name (it names the instances only); starting a session with one of
