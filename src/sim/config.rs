@@ -159,6 +159,11 @@ pub struct IssuerConfig {
     /// (`Access-Control-Allow-Origin: *`), so a page script can exchange a code and read the
     /// tokens. Discovery and JWKS are public documents and always answer cross-origin.
     pub cross_origin_token: bool,
+    /// Serve the issuer over https with a throw-away CA (`SimHandle::issuer_ca_pem`), as a
+    /// corporate issuer with an internal CA does; the gateway trusts it through
+    /// `oidc.caFile`. Off by default for now: the harnesses still use the http issuer (the
+    /// gateway allows http on loopback).
+    pub https: bool,
 }
 
 /// A confidential OAuth client of the issuer.
@@ -194,6 +199,7 @@ impl Default for IssuerConfig {
             clients: Vec::new(),
             test_password_grant: false,
             cross_origin_token: false,
+            https: false,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod faults;
 mod handshake;
 mod ids;
 mod issued;
+pub mod issuer_tls;
 pub mod jwt;
 mod kms;
 mod login;
@@ -83,6 +84,9 @@ pub enum Error {
     /// Key generation or signing failed.
     #[error(transparent)]
     Jwt(#[from] jwt::JwtError),
+    /// The issuer's TLS material could not be made (`issuer.https`).
+    #[error(transparent)]
+    IssuerTls(#[from] issuer_tls::IssuerTlsError),
     /// A token could not be minted (unknown user, …).
     #[error("cannot mint token: {0}")]
     Token(String),
@@ -262,6 +266,7 @@ pub struct Simulator;
 pub struct SimHandle {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    issuer_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for SimHandle {
@@ -290,8 +295,18 @@ impl Simulator {
         let (ssm_l, ssm_a) = bind(config.ports.ssm).await?;
         let (msg_l, msg_a) = bind(config.ports.messages).await?;
         let (kms_l, kms_a) = bind(config.ports.kms).await?;
+        let issuer_tls = if config.issuer.https {
+            Some(issuer_tls::IssuerTls::generate()?)
+        } else {
+            None
+        };
+        let issuer_scheme = if issuer_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let urls = SimUrls {
-            issuer: format!("http://{oidc_a}"),
+            issuer: format!("{issuer_scheme}://{oidc_a}"),
             sts: format!("http://{sts_a}"),
             ssm: format!("http://{ssm_a}"),
             messages: format!("ws://{msg_a}"),
@@ -347,14 +362,22 @@ impl Simulator {
             })
         };
         let stop = shared.shutdown.clone();
+        let issuer_task = match &issuer_tls {
+            Some(tls) => tls.serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
+            None => serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
+        };
         let tasks = vec![
-            serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
+            issuer_task,
             serve(sts_l, sts::router(shared.clone()), stop.clone()),
             serve(ssm_l, ssm_api::router(shared.clone()), stop.clone()),
             serve(kms_l, kms::router(shared.clone()), stop.clone()),
             serve(msg_l, relay::router(shared.clone()), stop),
         ];
-        Ok(SimHandle { shared, tasks })
+        Ok(SimHandle {
+            shared,
+            tasks,
+            issuer_ca_pem: issuer_tls.map(|tls| tls.ca_pem),
+        })
     }
 }
 
@@ -362,6 +385,12 @@ impl SimHandle {
     /// The URLs served.
     pub fn urls(&self) -> &SimUrls {
         &self.shared.urls
+    }
+
+    /// The CA certificate (PEM) of the issuer's https certificate (`issuer.https`), which a
+    /// client must trust to reach it (the gateway's `oidc.caFile`).
+    pub fn issuer_ca_pem(&self) -> Option<&str> {
+        self.issuer_ca_pem.as_deref()
     }
 
     /// The region SigV4 scopes must name.
