@@ -15,7 +15,7 @@ use nodeshell::gateway::config::live::{
     SSM_RECEIVE_EARLY_BYTES, SSM_RECEIVE_EARLY_MESSAGES, SSM_RECEIVE_WINDOW_BYTES,
     SSM_RECEIVE_WINDOW_MESSAGES,
 };
-use nodeshell::sim::config::{KmsKeyConfig, SessionManagerPreferences};
+use nodeshell::sim::config::{KmsKeyConfig, RoleConfig, SessionManagerPreferences};
 use nodeshell::sim::{
     CallRecord, FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes,
 };
@@ -776,6 +776,70 @@ async fn kms_endpoint_answers_the_aws_sdk_with_kms_shapes_and_codes() {
         .await
         .expect_err("the key policy denies the role");
     assert_eq!(code(&denied).as_deref(), Some("AccessDeniedException"));
+    sim.shutdown().await;
+}
+
+/// A role whose permission policy lacks the KMS statement (`denyActions:
+/// [kms:GenerateDataKey]`), through AWS's own KMS client: GenerateDataKey is refused with
+/// IAM's implicit deny on the key's ARN, and only that action.
+#[tokio::test]
+async fn kms_refuses_a_role_without_the_permission_with_iams_implicit_deny_through_the_sdk() {
+    let mut config = kms_config(&[]);
+    config.roles.push(RoleConfig {
+        name: "no-kms".to_string(),
+        deny_actions: vec!["kms:GenerateDataKey".to_string()],
+        ..RoleConfig::default()
+    });
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    let request = WebIdentityRequest {
+        role_arn: sim.role_arn("no-kms"),
+        role_session_name: "ns-alice".to_string(),
+        web_identity_token: sim.mint_token("alice").expect("token"),
+        duration_seconds: None,
+    };
+    let creds = assume_role_with_web_identity(&sim.aws_endpoints(), &request)
+        .await
+        .expect("assume role");
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::Config::builder()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new(sim.region().to_string()))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                creds.access_key_id.clone(),
+                creds.secret_access_key().to_string(),
+                Some(creds.session_token().to_string()),
+                None,
+                "test",
+            ))
+            .endpoint_url(sim.urls().kms.clone())
+            .build(),
+    );
+    let denied = kms
+        .generate_data_key()
+        .key_id(KMS_ALIAS)
+        .number_of_bytes(64)
+        .send()
+        .await
+        .expect_err("no kms:GenerateDataKey in the role's policy");
+    use aws_sdk_kms::error::ProvideErrorMetadata;
+    assert_eq!(denied.code(), Some("AccessDeniedException"));
+    assert_eq!(
+        denied.message(),
+        Some(
+            "User: arn:aws:sts::123456789012:assumed-role/no-kms/ns-alice is not authorized to \
+             perform: kms:GenerateDataKey on resource: \
+             arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab \
+             because no identity-based policy allows the kms:GenerateDataKey action"
+        )
+    );
+    // Decrypt is another action: refused only on the blob, not on permission.
+    let other = kms
+        .decrypt()
+        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(b"not a blob".to_vec()))
+        .send()
+        .await
+        .expect_err("not a blob");
+    assert_eq!(other.code(), Some("InvalidCiphertextException"));
     sim.shutdown().await;
 }
 
