@@ -193,6 +193,9 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     let urls = handle.urls();
     println!("nodeshell sim is serving on loopback:");
     println!("  OIDC issuer     {}", urls.issuer);
+    if handle.issuer_ca_pem().is_some() {
+        println!("  issuer CA       in the URLs file (--urls-file), key issuerCaPem");
+    }
     println!("  STS             {}", urls.sts);
     println!("  SSM             {}", urls.ssm);
     println!("  ssmmessages     {}", urls.messages);
@@ -244,6 +247,8 @@ fn write_urls(handle: &SimHandle, path: &std::path::Path) -> Result<(), Error> {
         "region": handle.region(),
         "clientId": handle.shared.config.issuer.client_id,
         "roleArns": roles,
+        // With `issuer.https`: the CA a client (the gateway's `oidc.caFile`) must trust.
+        "issuerCaPem": handle.issuer_ca_pem(),
     });
     std::fs::write(path, format!("{doc:#}\n")).map_err(|source| Error::WriteUrls {
         path: path.to_path_buf(),
