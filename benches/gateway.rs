@@ -416,6 +416,8 @@ async fn client_alone(world: &GatewayWorld, instance: &str, runs: usize) -> anyh
         options.receive = ReceiveConfig {
             max_messages: 10_000,
             max_bytes: 16 * 1024 * 1024,
+            max_early_messages: 10_000,
+            max_early_bytes: 16 * 1024 * 1024,
         };
         let t0 = Instant::now();
         let mut channel = DataChannel::connect(

@@ -4,7 +4,10 @@
 //!
 //! Figures: firehose throughput (MB/s) and CPU seconds per 100 MB for each peer; resident
 //! memory per idle interactive session of ours against the RSS of one idle plugin process;
-//! the keystroke round trip (one byte in, its echo back) through our client, p50/p99.
+//! the keystroke round trip (one byte in, its echo back) through our client, p50/p99;
+//! recovery from two dropped sockets during a firehose under the official agent's resend
+//! (its time, the messages our receive window refused and the agent's resends; this run
+//! uses a simulator inside this process, whose agent counters it reads).
 //!
 //! The simulator runs as a separate `nodeshell sim` process so that the CPU measured in this
 //! process is the client's alone: ours and the bridge run here (CPU delta of
@@ -18,6 +21,9 @@
 //!
 //! It prints the targets next to the figures and never fails on a time; it fails on a broken
 //! peer or wrong data (a firehose that arrives incomplete or with another SHA-256).
+
+// The report's one `json!` literal outgrows the default macro recursion limit.
+#![recursion_limit = "256"]
 
 // Under `cargo test`/`check` the shared file's `#[cfg(test)]` module is compiled without a
 // test harness here, which leaves its `use super::*` unused.
@@ -37,9 +43,13 @@ use nodeshell::aws::{
     AwsEndpoints, SessionStream, SsmSessions, TemporaryCredentials, WebIdentityRequest,
     assume_role_with_web_identity,
 };
-use nodeshell::sim::FIREHOSE_DOCUMENT;
+use nodeshell::gateway::config::live::{
+    SSM_RECEIVE_EARLY_BYTES, SSM_RECEIVE_EARLY_MESSAGES, SSM_RECEIVE_WINDOW_BYTES,
+    SSM_RECEIVE_WINDOW_MESSAGES,
+};
 use nodeshell::sim::output::fill_firehose;
-use nodeshell::ssm::{CloseCause, DataChannel, DataChannelOptions};
+use nodeshell::sim::{FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, Simulator};
+use nodeshell::ssm::{CloseCause, DataChannel, DataChannelOptions, ReceiveConfig};
 use proc_stats::ProcSample;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -173,6 +183,8 @@ async fn run(size: Size) -> anyhow::Result<()> {
         Err(why) => println!("  session-manager-plugin: not measured: {why}"),
     }
 
+    let recovery = recovery_run(size.firehose_bytes).await?;
+    recovery.print();
     let rtt_ms = keystroke_rtt(&ssm, size.rtt_samples).await?;
     let plugin_rss: Result<u64, String> = match &plugin {
         Ok(p) => p.idle_rss(&ssm).await,
@@ -191,6 +203,7 @@ async fn run(size: Size) -> anyhow::Result<()> {
         plugin_rss: &plugin_rss,
         idle: &idle,
         rtt_ms: &rtt_ms,
+        recovery: &recovery,
     };
     let figures = report.json();
     report.print();
@@ -632,6 +645,120 @@ async fn firehose_ours(
         cpu_s: m.own_cpu_s,
         hash_cpu_s: 0.0,
         sim_cpu_s: m.sim_cpu_s,
+    })
+}
+
+/// What a firehose with dropped sockets cost our client under the official agent's resend.
+struct Recovery {
+    bytes: usize,
+    /// Bytes that arrived (fewer when the stream ended before the lost messages came back).
+    arrived: usize,
+    close_after_frames: u64,
+    /// Successful ResumeSession calls (one per dropped socket).
+    resumes: usize,
+    seconds: f64,
+    /// Messages our receive window refused (each one resent only as the agent's oldest).
+    refused_messages: u64,
+    /// Messages the agent's resend loop put on the wire again.
+    agent_resends: u64,
+}
+
+impl Recovery {
+    fn print(&self) {
+        println!(
+            "  recovery: {} of {} bytes, 2 sockets closed after {} frames each, in {:.2} s: {} refused, {} agent resends",
+            self.arrived,
+            self.bytes,
+            self.close_after_frames,
+            self.seconds,
+            self.refused_messages,
+            self.agent_resends
+        );
+    }
+}
+
+/// A firehose of `len` bytes whose client socket the service closes twice (after 40 % of
+/// the stream on each connection), through our client with the gateway's receive window, in
+/// a default simulator started in this process so that its agent's resends can be read.
+async fn recovery_run(len: usize) -> anyhow::Result<Recovery> {
+    let sim = Simulator::start(SimConfig::for_tests()).await?;
+    let close_after_frames = u64::try_from(len / 1024 * 2 / 5).unwrap_or(u64::MAX).max(1);
+    sim.set_instance_faults(
+        INSTANCE,
+        FaultKnobs {
+            close_after_frames: Some(close_after_frames),
+            close_times: 2,
+            ..FaultKnobs::default()
+        },
+    )?;
+    let request = WebIdentityRequest {
+        role_arn: sim.default_role_arn(),
+        role_session_name: "ns-bench".to_string(),
+        web_identity_token: sim.mint_token("alice")?,
+        duration_seconds: None,
+    };
+    let creds = assume_role_with_web_identity(&sim.aws_endpoints(), &request).await?;
+    let ssm = SsmSessions::new(&sim.aws_endpoints(), &creds);
+    let stream = start_firehose(&ssm, len).await?;
+    let mut options = DataChannelOptions::new(stream.session_id.clone());
+    options.reconnect.retries = 10;
+    options.receive = ReceiveConfig {
+        max_messages: SSM_RECEIVE_WINDOW_MESSAGES,
+        max_bytes: SSM_RECEIVE_WINDOW_BYTES,
+        max_early_messages: SSM_RECEIVE_EARLY_MESSAGES,
+        max_early_bytes: SSM_RECEIVE_EARLY_BYTES,
+    };
+    let stats = options.stats.clone();
+    let mut hasher = Sha256::new();
+    let mut received = 0usize;
+    let t0 = Instant::now();
+    let mut channel = DataChannel::connect(
+        &stream.stream_url,
+        &stream.token_value,
+        options,
+        ssm.clone(),
+    )
+    .await?;
+    loop {
+        let chunk = tokio::time::timeout(STALL, channel.output().recv())
+            .await
+            .with_context(|| format!("recovery: stalled after {received} bytes"))?;
+        let Some(chunk) = chunk else { break };
+        received += chunk.len();
+        hasher.update(&chunk);
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let reason = channel.closed().await;
+    if reason.cause != CloseCause::ChannelClosed {
+        bail!("recovery: the firehose ended badly: {reason:?}");
+    }
+    // The agent closes 2 s after the program ends, with whatever is still unacknowledged
+    // lost (as the official agent does): a stream that ends while lost messages still come
+    // back one per tick arrives short. What arrived must be the stream's start, once each.
+    let whole = nodeshell::sim::firehose_bytes(len);
+    let prefix = whole
+        .get(..received)
+        .context("recovery: more bytes than sent")?;
+    if hasher.finalize().as_slice() != Sha256::digest(prefix).as_slice() {
+        bail!("recovery: the {received} bytes that arrived are not the stream's start");
+    }
+    let (agent_resends, _) = sim
+        .agent_counters(&stream.session_id)
+        .context("recovery: the simulator lost the session")?;
+    let resumes = sim
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "ResumeSession" && c.error_code.is_none())
+        .count();
+    sim.shutdown().await;
+    Ok(Recovery {
+        bytes: len,
+        arrived: received,
+        close_after_frames,
+        resumes,
+        seconds,
+        refused_messages: stats.refused_messages(),
+        agent_resends,
     })
 }
 
@@ -1166,6 +1293,7 @@ struct Report<'a> {
     plugin_rss: &'a Result<u64, String>,
     idle: &'a IdleResult,
     rtt_ms: &'a [f64],
+    recovery: &'a Recovery,
 }
 
 /// "met" / "not met" / "n/a".
@@ -1234,6 +1362,9 @@ impl Report<'_> {
             "plugin_process_rss_bytes": self.plugin_rss.as_ref().ok(),
             "ours_rtt_p50_ms": self.p50().map(|v| round(v, 3)),
             "ours_rtt_p99_ms": self.p99().map(|v| round(v, 3)),
+            "refused_messages": self.recovery.refused_messages,
+            "agent_resends": self.recovery.agent_resends,
+            "recovery_seconds": round(self.recovery.seconds, 2),
             "context": {
                 "date_utc": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -1272,6 +1403,18 @@ impl Report<'_> {
                 "rss_before_idle_bytes": self.idle.rss_before,
                 "rss_after_idle_bytes": self.idle.rss_after,
                 "rtt_samples": self.rtt_ms.len(),
+                "recovery": {
+                    "bytes": self.recovery.bytes,
+                    "bytes_arrived": self.recovery.arrived,
+                    "socket_closed_after_frames": self.recovery.close_after_frames,
+                    "sockets_closed": self.recovery.resumes,
+                    "receive_window": {
+                        "messages": SSM_RECEIVE_WINDOW_MESSAGES,
+                        "bytes": SSM_RECEIVE_WINDOW_BYTES,
+                        "early_messages": SSM_RECEIVE_EARLY_MESSAGES,
+                        "early_bytes": SSM_RECEIVE_EARLY_BYTES,
+                    },
+                },
                 "targets": {
                     "ours_vs_plugin_throughput": {"want": TARGET_VS_PLUGIN, "got": self.vs_plugin().map(|v| round(v, 2))},
                     "ours_vs_bridge_throughput": {"want": TARGET_VS_BRIDGE, "got": round(self.vs_bridge(), 2)},

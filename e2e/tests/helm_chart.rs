@@ -353,6 +353,42 @@ async fn the_client_secret_is_a_mounted_secret_file() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An issuer with an internal CA: the CA comes from an existing ConfigMap mounted read-only,
+/// and `oidc.caFile` names the mounted file; without the value, neither.
+#[tokio::test]
+async fn the_issuer_ca_is_a_mounted_config_map_file() -> anyhow::Result<()> {
+    let docs = rendered(&[
+        "-f",
+        multi_account_values().to_str().unwrap(),
+        "--set",
+        "gateway.oidc.ca.existingConfigMap=corp-ca",
+    ])
+    .await?;
+    let text = gateway_file(&docs);
+    let file = parse_file(&text).map_err(anyhow::Error::msg)?;
+    let path = file
+        .oidc
+        .ca_file
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no caFile in {text}"))?;
+    let deployment = find(&docs, "Deployment", "nodeshell-gateway");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["configMap"]["name"] == "corp-ca"))
+        .ok_or_else(|| anyhow::anyhow!("no volume of the ConfigMap: {pod}"))?;
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == volume["name"]))
+        .ok_or_else(|| anyhow::anyhow!("the ConfigMap is not mounted: {pod}"))?;
+    assert_eq!(mount["readOnly"], true);
+    let dir = mount["mountPath"].as_str().unwrap_or_default();
+    assert_eq!(path, std::path::Path::new(dir).join("ca.crt"));
+    let plain = rendered(&["-f", multi_account_values().to_str().unwrap()]).await?;
+    assert!(!gateway_file(&plain).contains("caFile"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_transcripts_namespace_moves_every_transcript_grant_there() -> anyhow::Result<()> {
     let docs = rendered(&[

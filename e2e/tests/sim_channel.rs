@@ -1,5 +1,6 @@
-//! Our data-channel client (`nodeshell::ssm`) against the simulator's relay and agent: a
-//! firehose arrives complete, in order and exactly once under each misbehaviour knob, and an
+//! Our data-channel client (`nodeshell::ssm`), with the receive window the gateway ships,
+//! against the simulator's relay and agent: a firehose arrives complete, in order and
+//! exactly once under each misbehaviour knob (two dropped sockets included), and an
 //! interactive shell echoes, resizes and exits without reporting its exit status (the
 //! official agent's PTY path sends no EXIT_CODE); a KMS-encrypted session (the account's
 //! preferences name a key) works, and a role the key policy denies gets a typed error. The
@@ -10,7 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nodeshell::aws::{SsmSessions, WebIdentityRequest, assume_role_with_web_identity};
-use nodeshell::sim::config::{KmsKeyConfig, SessionManagerPreferences};
+use nodeshell::gateway::config::live::{
+    SSM_RECEIVE_EARLY_BYTES, SSM_RECEIVE_EARLY_MESSAGES, SSM_RECEIVE_WINDOW_BYTES,
+    SSM_RECEIVE_WINDOW_MESSAGES,
+};
+use nodeshell::sim::config::{KmsKeyConfig, RoleConfig, SessionManagerPreferences};
 use nodeshell::sim::{
     CallRecord, FIREHOSE_DOCUMENT, FaultKnobs, SimConfig, SimHandle, Simulator, firehose_bytes,
 };
@@ -52,8 +57,18 @@ fn firehose_len() -> usize {
         .unwrap_or(50 * 1024 * 1024)
 }
 
-/// Runs one firehose session with `knobs` and checks what arrived.
-async fn firehose(name: &str, knobs: FaultKnobs, len: usize) -> Vec<CallRecord> {
+/// What one firehose run left to check beyond its bytes.
+struct FirehoseRun {
+    calls: Vec<CallRecord>,
+    /// Messages our receive window refused (each resent only as the agent's oldest).
+    refused: u64,
+    /// Messages the agent's resend loop put on the wire again.
+    agent_resends: u64,
+}
+
+/// Runs one firehose session with `knobs`, through the receive window the gateway ships,
+/// and checks what arrived.
+async fn firehose(name: &str, knobs: FaultKnobs, len: usize) -> FirehoseRun {
     let (sim, ssm) = start().await;
     sim.set_instance_faults(INSTANCE, knobs)
         .expect("instance exists");
@@ -64,12 +79,13 @@ async fn firehose(name: &str, knobs: FaultKnobs, len: usize) -> Vec<CallRecord> 
         .expect("start firehose");
     let mut options = DataChannelOptions::new(stream.session_id.clone());
     options.reconnect.retries = 10;
-    // The official plugin holds up to 10 000 early messages. The agent only retransmits its
-    // oldest unacked message, so a smaller window turns every loss into one frame per RTO.
     options.receive = ReceiveConfig {
-        max_messages: 10_000,
-        max_bytes: 16 * 1024 * 1024,
+        max_messages: SSM_RECEIVE_WINDOW_MESSAGES,
+        max_bytes: SSM_RECEIVE_WINDOW_BYTES,
+        max_early_messages: SSM_RECEIVE_EARLY_MESSAGES,
+        max_early_bytes: SSM_RECEIVE_EARLY_BYTES,
     };
+    let stats = options.stats.clone();
     let started = std::time::Instant::now();
     let mut channel = DataChannel::connect(
         &stream.stream_url,
@@ -92,8 +108,12 @@ async fn firehose(name: &str, knobs: FaultKnobs, len: usize) -> Vec<CallRecord> 
     }
     let reason = channel.closed().await;
     let elapsed = started.elapsed();
+    let (agent_resends, _) = sim
+        .agent_counters(&stream.session_id)
+        .expect("the session is known");
+    let refused = stats.refused_messages();
     println!(
-        "{name}: {received} bytes in {:.2?} ({:.1} MB/s), close {:?}",
+        "{name}: {received} bytes in {:.2?} ({:.1} MB/s), close {:?}, {refused} refused, {agent_resends} agent resends",
         elapsed,
         received as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9),
         reason.cause
@@ -116,7 +136,11 @@ async fn firehose(name: &str, knobs: FaultKnobs, len: usize) -> Vec<CallRecord> 
     );
     let calls = sim.calls();
     sim.shutdown().await;
-    calls
+    FirehoseRun {
+        calls,
+        refused,
+        agent_resends,
+    }
 }
 
 #[tokio::test]
@@ -171,23 +195,37 @@ async fn firehose_delayed_acks() {
 
 #[tokio::test]
 async fn firehose_socket_closed_mid_stream() {
-    // With the official agent's resend this stream does not survive: what died with the
-    // socket comes back one message per 100 ms tick, the client's window refuses what runs
-    // ahead, and the firehose ends and closes first (about 30 of 50 MB arrived; measured in
-    // docs/benchmarks.md, a finding for the receive side). Until the client fits the real
-    // resend, this test keeps the simulator's old convenient resend, by its named knob.
+    // The default agent (only its oldest unacknowledged message resent, once per 100 ms tick,
+    // nothing rewound) and the gateway's window. What died with each socket (the frames
+    // queued towards it) comes back one per tick; meanwhile the agent sends on at full speed,
+    // and the window keeps and acks all of it past the gap, so nothing else waits for a tick.
+    // The stream has to outlast the recovery (about 100 ms per lost frame): the agent closes
+    // 2 s after the program ends, losing whatever is unacknowledged, as the official one
+    // does; in a debug build this stream runs 20-40 s against 6-10 s of recovery.
     let knobs = FaultKnobs {
         close_after_frames: Some(20_000),
         close_times: 2,
-        fast_recovery: true,
         ..FaultKnobs::default()
     };
-    let calls = firehose("close-socket", knobs, firehose_len()).await;
-    let resumes = calls
+    let len = firehose_len();
+    let run = firehose("close-socket", knobs, len).await;
+    let resumes = run
+        .calls
         .iter()
         .filter(|c| c.operation == "ResumeSession" && c.error_code.is_none())
         .count();
     assert_eq!(resumes, 2, "one ResumeSession per dropped socket");
+    // Everything the agent sends after the first drop (at most len/1 KiB - 20,000 messages)
+    // fits the early bound, so the window refuses nothing whatever the timing.
+    assert!(
+        (len / 1024).saturating_sub(20_000) < SSM_RECEIVE_EARLY_MESSAGES,
+        "the stream outgrew the test's premise"
+    );
+    assert_eq!(run.refused, 0, "messages refused by the receive window");
+    // The agent's resends are printed, not bounded: besides what died with the sockets
+    // (one per tick), it resends its oldest message on every tick the client does not read
+    // because the consumer is behind, so their number follows the run's duration.
+    println!("close-socket: {} agent resends", run.agent_resends);
 }
 
 #[tokio::test]
@@ -738,6 +776,70 @@ async fn kms_endpoint_answers_the_aws_sdk_with_kms_shapes_and_codes() {
         .await
         .expect_err("the key policy denies the role");
     assert_eq!(code(&denied).as_deref(), Some("AccessDeniedException"));
+    sim.shutdown().await;
+}
+
+/// A role whose permission policy lacks the KMS statement (`denyActions:
+/// [kms:GenerateDataKey]`), through AWS's own KMS client: GenerateDataKey is refused with
+/// IAM's implicit deny on the key's ARN, and only that action.
+#[tokio::test]
+async fn kms_refuses_a_role_without_the_permission_with_iams_implicit_deny_through_the_sdk() {
+    let mut config = kms_config(&[]);
+    config.roles.push(RoleConfig {
+        name: "no-kms".to_string(),
+        deny_actions: vec!["kms:GenerateDataKey".to_string()],
+        ..RoleConfig::default()
+    });
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    let request = WebIdentityRequest {
+        role_arn: sim.role_arn("no-kms"),
+        role_session_name: "ns-alice".to_string(),
+        web_identity_token: sim.mint_token("alice").expect("token"),
+        duration_seconds: None,
+    };
+    let creds = assume_role_with_web_identity(&sim.aws_endpoints(), &request)
+        .await
+        .expect("assume role");
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::Config::builder()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new(sim.region().to_string()))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                creds.access_key_id.clone(),
+                creds.secret_access_key().to_string(),
+                Some(creds.session_token().to_string()),
+                None,
+                "test",
+            ))
+            .endpoint_url(sim.urls().kms.clone())
+            .build(),
+    );
+    let denied = kms
+        .generate_data_key()
+        .key_id(KMS_ALIAS)
+        .number_of_bytes(64)
+        .send()
+        .await
+        .expect_err("no kms:GenerateDataKey in the role's policy");
+    use aws_sdk_kms::error::ProvideErrorMetadata;
+    assert_eq!(denied.code(), Some("AccessDeniedException"));
+    assert_eq!(
+        denied.message(),
+        Some(
+            "User: arn:aws:sts::123456789012:assumed-role/no-kms/ns-alice is not authorized to \
+             perform: kms:GenerateDataKey on resource: \
+             arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab \
+             because no identity-based policy allows the kms:GenerateDataKey action"
+        )
+    );
+    // Decrypt is another action: refused only on the blob, not on permission.
+    let other = kms
+        .decrypt()
+        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(b"not a blob".to_vec()))
+        .send()
+        .await
+        .expect_err("not a blob");
+    assert_eq!(other.code(), Some("InvalidCiphertextException"));
     sim.shutdown().await;
 }
 

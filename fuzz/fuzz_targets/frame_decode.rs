@@ -57,6 +57,8 @@ fuzz_target!(|data: &[u8]| {
     let mut window = ReceiveWindow::new(ReceiveConfig {
         max_messages: 4,
         max_bytes: 64,
+        max_early_messages: 4,
+        max_early_bytes: 64,
     });
     let _ = window.offer(frame);
     while window.pop_ready().is_some() {}

@@ -98,7 +98,7 @@ pub fn app_state_with_aws(
     metrics: GatewayMetrics,
     aws: AwsClients,
 ) -> Result<AppState, GatewayError> {
-    let http = keys::issuer_http_client()?;
+    let http = keys::issuer_http_client(config.oidc.issuer_ca.as_ref())?;
     let cache = KeyCache::new(
         keys::http_fetcher(http, config.oidc.issuer_url.clone()),
         config.oidc.jwks_min_refetch,
@@ -109,6 +109,7 @@ pub fn app_state_with_aws(
             login.clone(),
             &config.oidc.issuer_url,
             &config.oidc.client_id,
+            config.oidc.issuer_ca.as_ref(),
         )?),
         None => None,
     };

@@ -161,6 +161,9 @@ pub(crate) fn spawn(
         window: ReceiveWindow::new(ReceiveConfig {
             max_messages: 10_000,
             max_bytes: 16 * 1024 * 1024,
+            // `IncomingMessageBufferCapacity` of the agent.
+            max_early_messages: 100_000,
+            max_early_bytes: 16 * 1024 * 1024,
         }),
         out: None,
         exit: None,

@@ -159,6 +159,11 @@ pub struct IssuerConfig {
     /// (`Access-Control-Allow-Origin: *`), so a page script can exchange a code and read the
     /// tokens. Discovery and JWKS are public documents and always answer cross-origin.
     pub cross_origin_token: bool,
+    /// Serve the issuer over https with a throw-away CA (`SimHandle::issuer_ca_pem`), as a
+    /// corporate issuer with an internal CA does; the gateway trusts it through
+    /// `oidc.caFile`. Off by default for now: the harnesses still use the http issuer (the
+    /// gateway allows http on loopback).
+    pub https: bool,
 }
 
 /// A confidential OAuth client of the issuer.
@@ -194,6 +199,7 @@ impl Default for IssuerConfig {
             clients: Vec::new(),
             test_password_grant: false,
             cross_origin_token: false,
+            https: false,
         }
     }
 }
@@ -249,8 +255,9 @@ pub struct RoleConfig {
     pub ssm_allowed: bool,
     /// Knob (empty by default): actions the role's permission policy does not allow although
     /// `ssmAllowed` is set, e.g. `ssm:TerminateSession`, `ssm:ResumeSession`,
-    /// `ssm:DescribeInstanceInformation` or `ssm:StartSession`; SSM answers
-    /// `AccessDeniedException` as IAM's implicit deny does.
+    /// `ssm:DescribeInstanceInformation`, `ssm:StartSession`, `kms:GenerateDataKey` or
+    /// `kms:Decrypt`; SSM (or KMS, on the key's ARN) answers `AccessDeniedException` as IAM's
+    /// implicit deny does.
     pub deny_actions: Vec<String>,
     /// Knob (empty by default): Session Manager documents the role's `ssm:StartSession`
     /// statement does not name (it names the instances only); starting a session with one of

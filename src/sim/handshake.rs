@@ -314,6 +314,7 @@ mod tests {
         let caller = KmsCaller {
             role_name: "nodeshell-user",
             principal_arn: "arn:aws:sts::1:assumed-role/nodeshell-user/alice",
+            denied_actions: &[],
         };
         let key = kms
             .generate_data_key(caller, "alias/nodeshell-sessions", 64, &context)

@@ -76,11 +76,13 @@ pub(crate) struct KmsKeys {
     keys: Vec<Key>,
 }
 
-/// Who calls: the role name the key policy is checked against and the ARN errors name.
+/// Who calls: the role name the key policy is checked against, the actions the role's own
+/// permission policy does not allow (its `denyActions`), and the ARN errors name.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KmsCaller<'a> {
     pub role_name: &'a str,
     pub principal_arn: &'a str,
+    pub denied_actions: &'a [String],
 }
 
 /// What `GenerateDataKey` returns.
@@ -143,6 +145,10 @@ impl KmsKeys {
         })
     }
 
+    /// The key policy, then the caller's own permission policy, as IAM evaluates them for a
+    /// caller in the key's account: an explicit deny in the key policy wins; otherwise the
+    /// (default) key policy delegates to IAM, and a role whose permission policy does not
+    /// allow `kms:<action>` on the key gets the implicit deny.
     fn check_policy(key: &Key, caller: KmsCaller<'_>, action: &str) -> Result<(), KmsError> {
         if super::state::lock(&key.deny_roles)
             .iter()
@@ -152,6 +158,16 @@ impl KmsKeys {
                 "AccessDeniedException",
                 format!(
                     "User: {} is not authorized to perform: kms:{action} on resource: {} with an explicit deny in a resource-based policy",
+                    caller.principal_arn, key.arn
+                ),
+            ));
+        }
+        let action = format!("kms:{action}");
+        if caller.denied_actions.contains(&action) {
+            return Err(kms_err(
+                "AccessDeniedException",
+                format!(
+                    "User: {} is not authorized to perform: {action} on resource: {} because no identity-based policy allows the {action} action",
                     caller.principal_arn, key.arn
                 ),
             ));
@@ -304,9 +320,14 @@ fn dispatch(
 ) -> Result<Value, SsmError> {
     let caller = authenticate(shared, "kms", method, uri, headers, body)?;
     call.principal_arn = Some(caller.principal_arn.clone());
+    let denied_actions = shared
+        .role(&caller.role_name)
+        .map(|r| r.deny_actions.as_slice())
+        .unwrap_or_default();
     let kms_caller = KmsCaller {
         role_name: &caller.role_name,
         principal_arn: &caller.principal_arn,
+        denied_actions,
     };
     let input: Value = if body.is_empty() {
         json!({})
@@ -413,6 +434,7 @@ mod tests {
     const ALICE: KmsCaller<'static> = KmsCaller {
         role_name: "nodeshell-user",
         principal_arn: "arn:aws:sts::123456789012:assumed-role/nodeshell-user/alice",
+        denied_actions: &[],
     };
 
     #[test]
@@ -491,6 +513,7 @@ mod tests {
         let other = KmsCaller {
             role_name: "admin",
             principal_arn: "arn:aws:sts::123456789012:assumed-role/admin/x",
+            denied_actions: &[],
         };
         let key = kms
             .generate_data_key(other, "alias/nodeshell-sessions", 64, &ctx)
@@ -500,6 +523,47 @@ mod tests {
             .unwrap_err();
         assert_eq!(denied.code, "AccessDeniedException");
         assert!(kms.decrypt(None, &key.ciphertext_blob, &ctx, None).is_ok());
+    }
+
+    #[test]
+    fn a_role_whose_permission_policy_lacks_the_action_gets_iams_implicit_deny() {
+        let kms = keys(&[]);
+        let ctx = context("s");
+        let no_generate = ["kms:GenerateDataKey".to_string()];
+        let caller = KmsCaller {
+            denied_actions: &no_generate,
+            ..ALICE
+        };
+        let denied = kms
+            .generate_data_key(caller, "alias/nodeshell-sessions", 64, &ctx)
+            .unwrap_err();
+        assert_eq!(denied.code, "AccessDeniedException");
+        assert_eq!(
+            denied.message,
+            "User: arn:aws:sts::123456789012:assumed-role/nodeshell-user/alice is not authorized \
+             to perform: kms:GenerateDataKey on resource: \
+             arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab \
+             because no identity-based policy allows the kms:GenerateDataKey action"
+        );
+        // Only the named action: Decrypt is still allowed to this caller.
+        let key = kms
+            .generate_data_key(ALICE, "alias/nodeshell-sessions", 64, &ctx)
+            .unwrap();
+        assert!(
+            kms.decrypt(Some(caller), &key.ciphertext_blob, &ctx, None)
+                .is_ok()
+        );
+        // The key policy's explicit deny wins over (and is reported instead of) the missing
+        // permission.
+        let kms = keys(&["nodeshell-user"]);
+        let denied = kms
+            .generate_data_key(caller, "alias/nodeshell-sessions", 64, &ctx)
+            .unwrap_err();
+        assert!(
+            denied
+                .message
+                .ends_with("with an explicit deny in a resource-based policy")
+        );
     }
 
     #[test]

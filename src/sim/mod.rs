@@ -14,6 +14,7 @@ pub mod faults;
 mod handshake;
 mod ids;
 mod issued;
+pub mod issuer_tls;
 pub mod jwt;
 mod kms;
 mod login;
@@ -83,6 +84,9 @@ pub enum Error {
     /// Key generation or signing failed.
     #[error(transparent)]
     Jwt(#[from] jwt::JwtError),
+    /// The issuer's TLS material could not be made (`issuer.https`).
+    #[error(transparent)]
+    IssuerTls(#[from] issuer_tls::IssuerTlsError),
     /// A token could not be minted (unknown user, …).
     #[error("cannot mint token: {0}")]
     Token(String),
@@ -189,6 +193,9 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     let urls = handle.urls();
     println!("nodeshell sim is serving on loopback:");
     println!("  OIDC issuer     {}", urls.issuer);
+    if handle.issuer_ca_pem().is_some() {
+        println!("  issuer CA       in the URLs file (--urls-file), key issuerCaPem");
+    }
     println!("  STS             {}", urls.sts);
     println!("  SSM             {}", urls.ssm);
     println!("  ssmmessages     {}", urls.messages);
@@ -240,6 +247,8 @@ fn write_urls(handle: &SimHandle, path: &std::path::Path) -> Result<(), Error> {
         "region": handle.region(),
         "clientId": handle.shared.config.issuer.client_id,
         "roleArns": roles,
+        // With `issuer.https`: the CA a client (the gateway's `oidc.caFile`) must trust.
+        "issuerCaPem": handle.issuer_ca_pem(),
     });
     std::fs::write(path, format!("{doc:#}\n")).map_err(|source| Error::WriteUrls {
         path: path.to_path_buf(),
@@ -262,6 +271,7 @@ pub struct Simulator;
 pub struct SimHandle {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    issuer_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for SimHandle {
@@ -290,8 +300,18 @@ impl Simulator {
         let (ssm_l, ssm_a) = bind(config.ports.ssm).await?;
         let (msg_l, msg_a) = bind(config.ports.messages).await?;
         let (kms_l, kms_a) = bind(config.ports.kms).await?;
+        let issuer_tls = if config.issuer.https {
+            Some(issuer_tls::IssuerTls::generate()?)
+        } else {
+            None
+        };
+        let issuer_scheme = if issuer_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let urls = SimUrls {
-            issuer: format!("http://{oidc_a}"),
+            issuer: format!("{issuer_scheme}://{oidc_a}"),
             sts: format!("http://{sts_a}"),
             ssm: format!("http://{ssm_a}"),
             messages: format!("ws://{msg_a}"),
@@ -347,14 +367,22 @@ impl Simulator {
             })
         };
         let stop = shared.shutdown.clone();
+        let issuer_task = match &issuer_tls {
+            Some(tls) => tls.serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
+            None => serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
+        };
         let tasks = vec![
-            serve(oidc_l, oidc::router(shared.clone()), stop.clone()),
+            issuer_task,
             serve(sts_l, sts::router(shared.clone()), stop.clone()),
             serve(ssm_l, ssm_api::router(shared.clone()), stop.clone()),
             serve(kms_l, kms::router(shared.clone()), stop.clone()),
             serve(msg_l, relay::router(shared.clone()), stop),
         ];
-        Ok(SimHandle { shared, tasks })
+        Ok(SimHandle {
+            shared,
+            tasks,
+            issuer_ca_pem: issuer_tls.map(|tls| tls.ca_pem),
+        })
     }
 }
 
@@ -362,6 +390,12 @@ impl SimHandle {
     /// The URLs served.
     pub fn urls(&self) -> &SimUrls {
         &self.shared.urls
+    }
+
+    /// The CA certificate (PEM) of the issuer's https certificate (`issuer.https`), which a
+    /// client must trust to reach it (the gateway's `oidc.caFile`).
+    pub fn issuer_ca_pem(&self) -> Option<&str> {
+        self.issuer_ca_pem.as_deref()
     }
 
     /// The region SigV4 scopes must name.

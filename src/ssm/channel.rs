@@ -27,7 +27,7 @@ use super::payload::{
     Acknowledgement, ChannelClosed, OpenDataChannel, TerminalSize, is_terminal_output,
     parse_exit_code,
 };
-use super::receive::{ReceiveConfig, ReceiveWindow};
+use super::receive::{Arrival, ReceiveConfig, ReceiveWindow};
 use super::resume::{ResumeError, SessionResumer};
 use super::retransmit::{RetransmitConfig, RetransmitQueue};
 
@@ -156,12 +156,24 @@ impl DataChannelOptions {
 #[derive(Clone, Debug, Default)]
 pub struct ChannelStats {
     digest_mismatches: Arc<AtomicU64>,
+    refused_messages: Arc<AtomicU64>,
 }
 
 impl ChannelStats {
     /// Frames dropped (not acked, not delivered) because their payload digest did not match.
     pub fn digest_mismatches(&self) -> u64 {
         self.digest_mismatches.load(Ordering::Relaxed)
+    }
+
+    /// Stream messages the receive window refused (no room: not acked, so the agent resends
+    /// each one, but only once it is its oldest unacknowledged message, one per 100 ms).
+    pub fn refused_messages(&self) -> u64 {
+        self.refused_messages.load(Ordering::Relaxed)
+    }
+
+    /// Counts a stream message the receive window refused.
+    pub(crate) fn count_window_refusal(&self) {
+        self.refused_messages.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refused frame by why it was refused; only digest mismatches are counted.
@@ -867,7 +879,11 @@ impl<R: SessionResumer> ChannelTask<R> {
                     }
                 }
                 let ack = Acknowledgement::of(&frame).to_frame();
-                if self.window.offer(frame).should_ack() {
+                let arrival = self.window.offer(frame);
+                if arrival == Arrival::Refused {
+                    self.options.stats.count_window_refusal();
+                }
+                if arrival.should_ack() {
                     match ack.encode() {
                         Ok(wire) => {
                             // Flushed by the caller once the batch of messages is handled.

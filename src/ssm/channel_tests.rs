@@ -380,6 +380,8 @@ async fn a_slow_consumer_holds_the_agent_back_and_nothing_is_lost() {
     options.receive = ReceiveConfig {
         max_messages: 4,
         max_bytes: 1 << 20,
+        max_early_messages: 4,
+        max_early_bytes: 1 << 20,
     };
     options.output_buffer = 2;
     let (_agent, mut side, mut channel) = connected(options).await;
@@ -423,6 +425,8 @@ async fn a_stalled_consumer_stops_the_reading_so_nothing_is_refused() {
     options.receive = ReceiveConfig {
         max_messages: 4,
         max_bytes: 1 << 20,
+        max_early_messages: 4,
+        max_early_bytes: 1 << 20,
     };
     options.output_buffer = 2;
     let (_agent, mut side, mut channel) = connected(options).await;

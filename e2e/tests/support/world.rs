@@ -54,6 +54,8 @@ pub const VIEWER: &str = "viewer-01";
 pub const ROLE_STRICT: &str = "nodeshell-strict";
 /// Role without SSM permissions.
 pub const ROLE_NO_SSM: &str = "nodeshell-nossm";
+/// Role whose permission policy lacks the KMS statement (`kms:GenerateDataKey` on the key).
+pub const ROLE_NO_KMS: &str = "nodeshell-nokms";
 /// The secret of the gateways' confidential client (the issuer's client id, `nodeshell`,
 /// which the default role's trust policy names as audience).
 pub const GATEWAY_CLIENT_SECRET: &str = "e2e-gateway-client-secret";
@@ -109,6 +111,11 @@ pub fn sim_config() -> SimConfig {
             RoleConfig {
                 name: ROLE_NO_SSM.to_string(),
                 ssm_allowed: false,
+                ..default_role.clone()
+            },
+            RoleConfig {
+                name: ROLE_NO_KMS.to_string(),
+                deny_actions: vec!["kms:GenerateDataKey".to_string()],
                 ..default_role
             },
         ],

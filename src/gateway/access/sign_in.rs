@@ -23,6 +23,7 @@ use crate::gateway::config::LoginSettings;
 use crate::gateway::config::login::{
     MAX_CONSOLE_SESSIONS, MAX_CONSOLE_SESSIONS_PER_USER, MAX_PENDING_LOGINS, PENDING_LOGIN_TTL,
 };
+use crate::gateway::config::oidc::IssuerCa;
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::handover::{Caller, IdToken};
 
@@ -55,8 +56,9 @@ impl ConsoleLogin {
         settings: LoginSettings,
         issuer: &str,
         client_id: &str,
+        ca: Option<&IssuerCa>,
     ) -> Result<Self, reqwest::Error> {
-        let client = IssuerClient::new(issuer, client_id, settings.client_secret.clone())?;
+        let client = IssuerClient::new(issuer, client_id, settings.client_secret.clone(), ca)?;
         let limits = SessionLimits {
             idle: settings.session_idle,
             max_age: settings.session_max,

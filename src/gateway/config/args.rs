@@ -26,6 +26,10 @@ pub struct GatewayArgs {
     /// OIDC issuer URL (`iss` of accepted id_tokens, exactly).
     #[arg(long, env = "NODESHELL_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
+    /// PEM file of CA certificates to trust for the issuer besides the system's (an issuer
+    /// whose https certificate comes from an internal CA).
+    #[arg(long, env = "NODESHELL_OIDC_CA_FILE")]
+    pub oidc_ca_file: Option<PathBuf>,
     /// OIDC client id: the `aud` accepted id_tokens must carry.
     #[arg(long, env = "NODESHELL_OIDC_CLIENT_ID")]
     pub oidc_client_id: Option<String>,

@@ -102,6 +102,9 @@ pub struct OidcFile {
     pub client_secret_file: Option<PathBuf>,
     /// Where the issuer sends the browser back: `https://<gateway host>/auth/callback`.
     pub redirect_url: Option<String>,
+    /// PEM file of CA certificates to trust for the issuer besides the system's (a mounted
+    /// ConfigMap): for an issuer whose https certificate comes from an internal CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// AWS part of the file.

@@ -71,6 +71,18 @@ pub const SSM_RECEIVE_WINDOW_BYTES: usize = 128 * 1024;
 /// The receive window's bound in messages (the agent sends at most 1 KiB each, so the bytes
 /// bind first; this caps many small ones).
 pub const SSM_RECEIVE_WINDOW_MESSAGES: usize = 256;
+/// Messages the data channel holds past a missing one. After a reconnect the messages lost
+/// with the old socket come back one per 100 ms tick (the agent resends only its oldest),
+/// while the agent, which has no send window, goes on sending everything the shell prints;
+/// those are kept and acked here so the agent retires them, since every one refused would
+/// cost another tick once it is the oldest. Held only while such a gap is open, and only
+/// what the agent sent meanwhile; sized for a firehose (docs/benchmarks.md, "Recovery under
+/// the official agent's resend": a 50 MiB stream dropped after 20,000 messages needs the
+/// ~31,000 that follow). The official agent's own incoming buffer holds 100,000.
+pub const SSM_RECEIVE_EARLY_MESSAGES: usize = 32 * 1024;
+/// Payload bytes held past a missing one (the agent's messages carry at most
+/// [`AGENT_PAYLOAD_MAX`] each).
+pub const SSM_RECEIVE_EARLY_BYTES: usize = 32 * 1024 * 1024;
 /// Output chunks (each at most [`crate::ssm::channel::OUTPUT_CHUNK_MAX`]) queued between the
 /// data channel and the session's task.
 pub const SSM_OUTPUT_QUEUE_CHUNKS: usize = 2;

@@ -65,6 +65,8 @@ pub struct OidcSettings {
     pub jwks_min_refetch: Duration,
     /// Claim that names the person to auditors (`spec.user.name`, the user label, Events).
     pub identity_claim: String,
+    /// CA certificates trusted for the issuer besides the system's (`oidc.caFile`).
+    pub issuer_ca: Option<oidc::IssuerCa>,
 }
 
 /// The whole resolved configuration.
@@ -172,6 +174,10 @@ impl GatewayConfig {
             .map_err(ConfigError::Invalid)?;
         let identity_claim =
             oidc::identity_claim(file.oidc.identity_claim.clone()).map_err(ConfigError::Invalid)?;
+        let issuer_ca = match args.oidc_ca_file.clone().or(file.oidc.ca_file.clone()) {
+            Some(path) => Some(read_issuer_ca(&path)?),
+            None => None,
+        };
         let client_id = non_empty(args.oidc_client_id.clone())
             .or(non_empty(file.oidc.client_id))
             .ok_or_else(|| {
@@ -257,6 +263,7 @@ impl GatewayConfig {
                 ),
                 jwks_min_refetch,
                 identity_claim,
+                issuer_ca,
             },
             tiers,
             allowed_origins,
@@ -309,6 +316,22 @@ impl GatewayConfig {
     }
 }
 
+/// Reads `oidc.caFile` (`--oidc-ca-file`).
+fn read_issuer_ca(path: &std::path::Path) -> Result<oidc::IssuerCa, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "oidc.caFile {}: {e}; mount the PEM file with the issuer's CA certificate there, or unset oidc.caFile",
+            path.display()
+        ))
+    })?;
+    oidc::IssuerCa::from_pem(pem).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "oidc.caFile {}: {e}; give the PEM certificate of the CA that signed the issuer's https certificate",
+            path.display()
+        ))
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
@@ -320,6 +343,47 @@ pub(crate) mod tests {
             oidc_client_id: Some("nodeshell".into()),
             ..GatewayArgs::default()
         }
+    }
+
+    #[test]
+    fn oidc_ca_file_is_read_and_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |path: &std::path::Path| {
+            let args = GatewayArgs {
+                oidc_ca_file: Some(path.to_path_buf()),
+                ..args()
+            };
+            GatewayConfig::resolve(&args, GatewayFile::default())
+        };
+        let missing = with(&dir.path().join("absent.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("oidc.caFile"), "{missing}");
+        assert!(missing.contains("mount the PEM file"), "{missing}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let refused = with(&garbage).unwrap_err().to_string();
+        assert!(refused.contains("holds no PEM certificate"), "{refused}");
+        let good = dir.path().join("ca.pem");
+        let tls = crate::sim::issuer_tls::IssuerTls::generate().unwrap();
+        std::fs::write(&good, &tls.ca_pem).unwrap();
+        let config = with(&good).unwrap();
+        assert_eq!(config.oidc.issuer_ca.map(|ca| ca.len()), Some(1));
+        // From the file too; without either, only the system's roots.
+        let file = parse_file(&format!(
+            "oidc:\n  issuerUrl: https://i.example\n  clientId: c\n  caFile: {}\n",
+            good.display()
+        ))
+        .unwrap();
+        let config = GatewayConfig::resolve(&GatewayArgs::default(), file).unwrap();
+        assert!(config.oidc.issuer_ca.is_some());
+        assert!(
+            GatewayConfig::resolve(&args(), GatewayFile::default())
+                .unwrap()
+                .oidc
+                .issuer_ca
+                .is_none()
+        );
     }
 
     #[test]

@@ -13,6 +13,52 @@ pub const MIN_JWKS_REFETCH_SECONDS: u64 = 5;
 /// issuer and is what IAM and CloudTrail see.
 pub const DEFAULT_IDENTITY_CLAIM: &str = "sub";
 
+/// CA certificates the gateway trusts for the issuer besides the system's (`oidc.caFile`):
+/// an issuer whose https certificate comes from an internal CA (a corporate Keycloak or Dex).
+/// Used by both of the gateway's clients of the issuer (discovery and JWKS; the console's
+/// code exchange and refresh).
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuerCa {
+    pem: Vec<u8>,
+    certificates: usize,
+}
+
+impl std::fmt::Debug for IssuerCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IssuerCa({} certificates)", self.certificates)
+    }
+}
+
+impl IssuerCa {
+    /// The certificates of a PEM file; refused when it holds none or one that does not parse.
+    pub fn from_pem(pem: Vec<u8>) -> Result<Self, String> {
+        let parsed = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("not a PEM certificate bundle ({e})"))?;
+        if parsed.is_empty() {
+            return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_string());
+        }
+        Ok(Self {
+            certificates: parsed.len(),
+            pem,
+        })
+    }
+
+    /// The certificates, for a client's trust roots.
+    pub fn certificates(&self) -> Vec<reqwest::Certificate> {
+        reqwest::Certificate::from_pem_bundle(&self.pem).unwrap_or_default()
+    }
+
+    /// How many certificates the file holds.
+    pub fn len(&self) -> usize {
+        self.certificates
+    }
+
+    /// Never true for a value [`Self::from_pem`] returned.
+    pub fn is_empty(&self) -> bool {
+        self.certificates == 0
+    }
+}
+
 /// Whether `url` may be fetched for keys or discovery: https anywhere, http only on a
 /// loopback host (`127.0.0.0/8`, `::1`, `localhost`).
 pub fn secure_or_loopback(url: &url::Url) -> bool {

@@ -28,7 +28,8 @@ use crate::api::{NodeShellSession, NodeShellSessionStatus, SessionPhase};
 use crate::aws::{AwsEndpoints, SessionStream, SsmSessions, WebIdentityRequest};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditSubject};
 use crate::gateway::config::live::{
-    SSM_OUTPUT_QUEUE_CHUNKS, SSM_RECEIVE_WINDOW_BYTES, SSM_RECEIVE_WINDOW_MESSAGES,
+    SSM_OUTPUT_QUEUE_CHUNKS, SSM_RECEIVE_EARLY_BYTES, SSM_RECEIVE_EARLY_MESSAGES,
+    SSM_RECEIVE_WINDOW_BYTES, SSM_RECEIVE_WINDOW_MESSAGES,
 };
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
@@ -411,6 +412,8 @@ async fn open_channel(
         receive: ReceiveConfig {
             max_messages: SSM_RECEIVE_WINDOW_MESSAGES,
             max_bytes: SSM_RECEIVE_WINDOW_BYTES,
+            max_early_messages: SSM_RECEIVE_EARLY_MESSAGES,
+            max_early_bytes: SSM_RECEIVE_EARLY_BYTES,
         },
         held: inner.config.metrics.output_held.clone(),
         stats: inner.config.metrics.ssm.clone(),

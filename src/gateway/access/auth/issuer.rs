@@ -4,6 +4,8 @@
 //! gateway and the issuer; no redirect is followed.
 
 use std::sync::Arc;
+
+use crate::gateway::config::oidc::IssuerCa;
 use std::time::Duration;
 
 use base64::Engine;
@@ -79,13 +81,15 @@ fn form_encode(value: &str) -> String {
 // === impl IssuerClient ===
 
 impl IssuerClient {
-    /// A client of `issuer` as `client_id` with `secret`.
+    /// A client of `issuer` as `client_id` with `secret`, trusting `ca` (`oidc.caFile`)
+    /// besides the system's roots.
     pub fn new(
         issuer: &str,
         client_id: &str,
         secret: ClientSecret,
+        ca: Option<&IssuerCa>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = super::keys::trusting(reqwest::Client::builder(), ca)
             .user_agent(concat!("nodeshell-gateway/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
-use crate::gateway::config::oidc::secure_or_loopback;
+use crate::gateway::config::oidc::{IssuerCa, secure_or_loopback};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
@@ -273,8 +273,9 @@ const MAX_REDIRECTS: usize = 5;
 /// The HTTP client for discovery and JWKS. It follows a redirect only to the same origin
 /// (scheme, host and port) as the URL first asked for, at most [`MAX_REDIRECTS`] times: a
 /// redirect elsewhere could hand the gateway keys nobody at the issuer published.
-pub fn issuer_http_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// `ca` adds the certificates of `oidc.caFile` to the trusted roots.
+pub fn issuer_http_client(ca: Option<&IssuerCa>) -> reqwest::Result<reqwest::Client> {
+    trusting(reqwest::Client::builder(), ca)
         .user_agent(concat!("nodeshell-gateway/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             let first = attempt.previous().first().map(reqwest::Url::origin);
@@ -288,6 +289,14 @@ pub fn issuer_http_client() -> reqwest::Result<reqwest::Client> {
             }
         }))
         .build()
+}
+
+/// `builder` with the certificates of `oidc.caFile`, if any, among its trusted roots.
+pub fn trusting(builder: reqwest::ClientBuilder, ca: Option<&IssuerCa>) -> reqwest::ClientBuilder {
+    ca.map(IssuerCa::certificates)
+        .unwrap_or_default()
+        .into_iter()
+        .fold(builder, reqwest::ClientBuilder::add_root_certificate)
 }
 
 /// A fetcher that reads `<issuer>/.well-known/openid-configuration`, checks its `issuer`,
@@ -330,7 +339,16 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, KeysError>
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| KeysError::Fetch(format!("GET {url}: {}", error_chain(&e))))?;
+        .map_err(|e| {
+            let chain = error_chain(&e);
+            // rustls names an untrusted chain `UnknownIssuer`.
+            let hint = if chain.contains("UnknownIssuer") {
+                "; the issuer's certificate is signed by a CA the gateway does not trust: give that CA's PEM certificate in oidc.caFile (--oidc-ca-file)"
+            } else {
+                ""
+            };
+            KeysError::Fetch(format!("GET {url}: {chain}{hint}"))
+        })?;
     if !response.status().is_success() {
         return Err(KeysError::Fetch(format!(
             "GET {url}: HTTP {}",
@@ -453,10 +471,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_issuer_with_a_private_ca_is_reached_only_when_oidc_ca_file_trusts_it() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut config = crate::sim::SimConfig::for_tests();
+        config.issuer.https = true;
+        let sim = crate::sim::Simulator::start(config).await.unwrap();
+        let issuer = sim.urls().issuer.clone();
+        assert!(issuer.starts_with("https://127.0.0.1:"), "{issuer}");
+        let ca = IssuerCa::from_pem(sim.issuer_ca_pem().unwrap().as_bytes().to_vec()).unwrap();
+        assert_eq!(ca.len(), 1);
+        let trusted = http_fetcher(issuer_http_client(Some(&ca)).unwrap(), issuer.clone());
+        let keys = trusted().await.expect("the keys, through the private CA");
+        assert!(!keys.is_empty());
+        let untrusted = http_fetcher(issuer_http_client(None).unwrap(), issuer.clone());
+        let error = untrusted().await.unwrap_err().to_string();
+        assert!(
+            error.contains("give that CA's PEM certificate in oidc.caFile"),
+            "says what to do: {error}"
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn discovery_follows_redirects_only_within_the_issuers_origin() {
         let jwks = crate::sim::jwt::KeyRing::generate().unwrap().jwks();
         let fetch = |issuer: &str| {
-            let fetcher = http_fetcher(issuer_http_client().unwrap(), issuer.to_string());
+            let fetcher = http_fetcher(issuer_http_client(None).unwrap(), issuer.to_string());
             async move { fetcher().await }
         };
         // Another origin, ready to serve keys for anyone sent its way.

@@ -282,6 +282,7 @@ mod tests {
             jwks_refresh: Duration::from_secs(300),
             jwks_min_refetch: Duration::from_secs(10),
             identity_claim: "sub".into(),
+            issuer_ca: None,
         }
     }
 
