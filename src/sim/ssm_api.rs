@@ -395,8 +395,10 @@ fn start_session(
         ordinal,
         knobs: Mutex::new(instance.faults.clone()),
         limits: Mutex::new(shared.config.session_manager_preferences.limits()),
+        recycle: Mutex::new(shared.config.data_channel.recycle()),
         state: Mutex::new(SessionMut {
             token: token.clone(),
+            token_issued: std::time::Instant::now(),
             terminated: false,
             agent: None,
             closes_done: 0,
@@ -456,6 +458,7 @@ fn resume_session(
         ));
     }
     state.token = new_token();
+    state.token_issued = std::time::Instant::now();
     Ok(
         json!({"SessionId": session.id, "TokenValue": state.token, "StreamUrl": stream_url(shared, &session.id)}),
     )

@@ -82,6 +82,8 @@ pub(crate) struct IssuedCredentials {
 pub(crate) struct SessionMut {
     /// The token that currently opens the data channel.
     pub token: String,
+    /// When `token` was issued (it opens a connection for `dataChannel.streamTokenSeconds`).
+    pub token_issued: std::time::Instant,
     pub terminated: bool,
     pub agent: Option<mpsc::Sender<AgentEvent>>,
     /// How many times the close-socket knob fired.
@@ -110,6 +112,9 @@ pub(crate) struct SessionEntry {
     /// Session Manager's own limits on this session (the account's preferences when it
     /// started; tests may change them on a live session).
     pub limits: Mutex<ServiceLimits>,
+    /// How old a data-channel connection gets before the service closes it with `1000 Bye`
+    /// (`dataChannel.recycleSeconds` when the session started; tests may change it).
+    pub recycle: Mutex<std::time::Duration>,
     pub state: Mutex<SessionMut>,
 }
 

@@ -14,6 +14,7 @@ use quick_xml::escape::escape;
 use sha2::{Digest, Sha256};
 
 use super::ids::random_alnum;
+use super::lifetimes::credential_expiry;
 use super::state::{CallRecord, IssuedCredentials, Shared, lock, read};
 use super::trust::{
     RegisteredIssuer, StsErrorCode, StsRejection, check_duration, check_role_session_name,
@@ -158,7 +159,7 @@ fn assume(shared: &Shared, params: &HashMap<String, String>) -> Result<Issued, S
     let credentials = IssuedCredentials {
         secret_access_key: random_alnum(40),
         session_token: format!("IQoJb3JpZ2luX2VjE{}", random_alnum(300)),
-        expiration: Utc::now() + chrono::Duration::seconds(i64::from(duration)),
+        expiration: credential_expiry(Utc::now(), duration, role.credential_lifetime_seconds),
         principal_arn: format!(
             "arn:aws:sts::{}:assumed-role/{}/{}",
             shared.config.account_id, role.name, session_name
