@@ -97,6 +97,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// The principal a SigV4-signed request came from.
 pub(crate) struct Caller {
     pub principal_arn: String,
+    pub access_key_id: String,
     pub role_name: String,
     pub role_session_name: String,
 }
@@ -214,6 +215,7 @@ pub(crate) fn authenticate(
     )?;
     Ok(Caller {
         principal_arn: creds.principal_arn,
+        access_key_id: auth.access_key_id.clone(),
         role_name: creds.role_name,
         role_session_name: creds.role_session_name,
     })
@@ -230,6 +232,7 @@ async fn dispatch(
 ) -> Result<Value, SsmError> {
     let caller = authenticate(shared, "ssm", method, uri, headers, body)?;
     call.principal_arn = Some(caller.principal_arn.clone());
+    call.access_key_id = Some(caller.access_key_id.clone());
     let input: Value = if body.is_empty() {
         json!({})
     } else {

@@ -41,6 +41,9 @@ pub struct CallRecord {
     pub operation: String,
     /// The calling principal: the assumed-role ARN (for STS, the ARN issued).
     pub principal_arn: Option<String>,
+    /// The access key id the call was signed with (for STS, the one issued), as CloudTrail
+    /// records it; not a secret.
+    pub access_key_id: Option<String>,
     /// SSM session id involved.
     pub session_id: Option<String>,
     /// Target instance.
@@ -58,6 +61,7 @@ impl CallRecord {
         Self {
             operation: operation.to_string(),
             principal_arn: None,
+            access_key_id: None,
             session_id: None,
             target: None,
             reason: None,

@@ -52,6 +52,7 @@ async fn handle(
     match assume(&shared, &params) {
         Ok(issued) => {
             call.principal_arn = Some(issued.credentials.principal_arn.clone());
+            call.access_key_id = Some(issued.access_key_id.clone());
             shared.record(call);
             xml_ok(success_xml(&issued, &request_id))
         }
