@@ -154,9 +154,9 @@ impl RenewableCredentials {
     }
 }
 
-/// Least time between two renewal attempts of [`RenewableCredentials::keep_fresh`] (a failed
-/// renewal keeps the credentials due).
-const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Wait before trying again after a renewal that failed (the credentials stay due; they are
+/// used while they last).
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl RenewableCredentials {
     /// How long until the current credentials are due for renewal (zero when they are).
@@ -181,10 +181,16 @@ impl RenewableCredentials {
                 }
                 let wait = credentials.until_due();
                 drop(credentials);
-                tokio::time::sleep(wait.max(RETRY_AFTER)).await;
+                tokio::time::sleep(wait).await;
                 let Some(state) = weak.upgrade() else { return };
-                if (Self { state }).fresh().await.is_err() {
+                let credentials = Self { state };
+                if credentials.fresh().await.is_err() {
                     return;
+                }
+                if credentials.until_due().is_zero() {
+                    // The renewal failed and the old ones still serve: not again at once.
+                    drop(credentials);
+                    tokio::time::sleep(RETRY_AFTER).await;
                 }
             }
         }
@@ -258,5 +264,25 @@ mod tests {
         let expired = RenewableCredentials::new(creds("ASIAOLD", -1), None);
         let e = expired.fresh().await.unwrap_err();
         assert!(e.to_string().contains("sign in"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn keep_fresh_renews_ahead_of_expiry_without_a_call_needing_them() {
+        let renewable =
+            RenewableCredentials::new(creds("ASIAOLD", 2), Some(Arc::new(Next("ASIANEW"))));
+        tokio::spawn(renewable.keep_fresh());
+        for _ in 0..50 {
+            if renewable.renewals() > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(renewable.renewals(), 1);
+        assert_eq!(renewable.lock().credentials.access_key_id, "ASIANEW");
+        // Credentials that cannot be renewed are not watched.
+        let fixed = RenewableCredentials::new(creds("ASIAOLD", 2), None);
+        tokio::time::timeout(std::time::Duration::from_secs(1), fixed.keep_fresh())
+            .await
+            .unwrap();
     }
 }
