@@ -304,6 +304,7 @@ fn dispatch(
 ) -> Result<Value, SsmError> {
     let caller = authenticate(shared, "kms", method, uri, headers, body)?;
     call.principal_arn = Some(caller.principal_arn.clone());
+    call.access_key_id = Some(caller.access_key_id.clone());
     let kms_caller = KmsCaller {
         role_name: &caller.role_name,
         principal_arn: &caller.principal_arn,

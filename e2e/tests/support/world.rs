@@ -58,7 +58,7 @@ pub const ROLE_NO_SSM: &str = "nodeshell-nossm";
 /// `credentialLifetimeSeconds` knob), so a test crosses their expiry in seconds.
 pub const ROLE_SHORT: &str = "nodeshell-short";
 /// How long the credentials of [`ROLE_SHORT`] last.
-pub const SHORT_CREDENTIAL_SECONDS: u32 = 4;
+pub const SHORT_CREDENTIAL_SECONDS: u32 = 5;
 /// The person who signs in through the console in the recycle tests.
 pub const RECYCLE_CONSOLE_USER: &str = "console-recycle";
 /// The secret of the gateways' confidential client (the issuer's client id, `nodeshell`,
