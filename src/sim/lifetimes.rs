@@ -64,7 +64,10 @@ pub fn credential_expiry(
     cap_seconds: Option<u32>,
 ) -> DateTime<Utc> {
     let seconds = cap_seconds.map_or(duration_seconds, |cap| cap.min(duration_seconds));
-    now + chrono::Duration::seconds(i64::from(seconds))
+    let at = now + chrono::Duration::seconds(i64::from(seconds));
+    // Whole seconds, as the answer's `Expiration` says it: the instant enforced is the one
+    // the caller was told.
+    DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
 }
 
 #[cfg(test)]
@@ -95,7 +98,7 @@ mod tests {
 
     #[test]
     fn credentials_last_their_duration_unless_the_role_caps_them() {
-        let now = Utc::now();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
         assert_eq!(
             credential_expiry(now, 3600, None),
             now + chrono::Duration::seconds(3600)
@@ -107,6 +110,12 @@ mod tests {
         assert_eq!(
             credential_expiry(now, 900, Some(7200)),
             now + chrono::Duration::seconds(900)
+        );
+        // Never later than what the answer's whole-second `Expiration` says.
+        let late = now + chrono::Duration::milliseconds(999);
+        assert_eq!(
+            credential_expiry(late, 5, None),
+            now + chrono::Duration::seconds(5)
         );
     }
 }
