@@ -43,8 +43,10 @@ impl CredentialRenewal for WebIdentityRenewal {
                 .assume_role_with_web_identity(&endpoints, &request)
                 .await
                 .map_err(|e| format!("STS refused new credentials: {e}"))?;
+            // No part of the credentials is logged, not even the access key id: the leak
+            // checks look for every value STS issued.
             tracing::info!(
-                access_key_id = credentials.access_key_id,
+                role_session_name = request.role_session_name,
                 expiration = %credentials.expiration,
                 "re-minted a live session's AWS credentials from a refreshed id_token"
             );
