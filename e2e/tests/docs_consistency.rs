@@ -48,6 +48,7 @@ fn session_reasons() -> BTreeSet<String> {
         R::SsmIdleTimeout,
         R::SsmMaxDuration,
         R::SsmTerminated,
+        R::CredentialsExpired,
     ];
     // No wildcard arm: a new reason stops this test compiling until it is listed above.
     for reason in declared {
@@ -73,7 +74,8 @@ fn session_reasons() -> BTreeSet<String> {
             | R::IdentityRevoked
             | R::SsmIdleTimeout
             | R::SsmMaxDuration
-            | R::SsmTerminated => {}
+            | R::SsmTerminated
+            | R::CredentialsExpired => {}
         }
     }
     // Every way a live session ends maps to one of the reasons above.
@@ -92,6 +94,7 @@ fn session_reasons() -> BTreeSet<String> {
         EndReason::Ssm(ServiceClose::MaxDuration, String::new()),
         EndReason::Ssm(ServiceClose::Terminated, String::new()),
         EndReason::KmsDenied(String::new()),
+        EndReason::CredentialsExpired(String::new()),
     ];
     for end in &ends {
         match end {
@@ -107,6 +110,7 @@ fn session_reasons() -> BTreeSet<String> {
             | EndReason::IdentityRevoked(_)
             | EndReason::Ssm(..)
             | EndReason::KmsDenied(_)
+            | EndReason::CredentialsExpired(_)
             // Echoes a reason the controller chose, one of the SessionReasons above.
             | EndReason::Controller(_) => {}
         }

@@ -11,6 +11,8 @@
 //! * [`gateway_login`]: the console's sign-in through the gateway (own gateways that share
 //!   the world's simulator and controller), and STS refusing every token a person can get on
 //!   their own.
+//! * [`gateway_recycle`]: Session Manager's hourly `1000 Bye` resumed with no byte lost or
+//!   repeated, console credentials re-minted across their expiry, `CredentialsExpired`.
 //!
 //! Binaries whose tests kill or restart shared processes (`gateway_faults`,
 //! `gateway_lifecycle`) or need another world shape (`gateway_caps`) stay on their own.
@@ -22,4 +24,5 @@ mod gateway_edges;
 mod gateway_errors;
 mod gateway_limits;
 mod gateway_login;
+mod gateway_recycle;
 mod gateway_story;

@@ -64,6 +64,12 @@ async fn start() -> SimHandle {
             ..RoleConfig::default()
         });
     }
+    // Credentials that expire two seconds after they are issued (the knob; AWS's floor is 900).
+    config.roles.push(RoleConfig {
+        name: "short-lived".to_string(),
+        credential_lifetime_seconds: Some(2),
+        ..RoleConfig::default()
+    });
     config.instances.push(InstanceConfig {
         id: "i-0aaaaaaaaaaaaaaa1".to_string(),
         ping_status: PingStatus::ConnectionLost,
@@ -974,4 +980,48 @@ async fn a_role_without_describe_instance_information_cannot_look_up_the_node() 
         implicit_deny(&creds, "ssm:DescribeInstanceInformation", &account)
     );
     assert!(ssm.start_session().target(INSTANCE).send().await.is_ok());
+}
+
+#[tokio::test]
+async fn resume_session_with_expired_credentials_is_refused_as_aws_refuses_it() {
+    let sim = start().await;
+    let creds = assume(&sim, "short-lived").await;
+    let left = creds.expiration - chrono::Utc::now();
+    assert!(
+        left <= chrono::Duration::seconds(2),
+        "the answer's Expiration says the capped lifetime: {left:?} left"
+    );
+    let ssm = sdk_ssm(&sim, &creds);
+    let started = ssm.start_session().target(INSTANCE).send().await.unwrap();
+    let id = started.session_id().unwrap().to_string();
+    assert!(ssm.resume_session().session_id(&id).send().await.is_ok());
+    // Past the Expiration STS gave: the same credentials are refused, at the credential level.
+    let wait = (creds.expiration - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    let e = ssm
+        .resume_session()
+        .session_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "ExpiredTokenException");
+    assert_eq!(
+        message_of(&e),
+        "The security token included in the request is expired"
+    );
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    assert_eq!(status, Some(400));
+    // Fresh credentials (a new AssumeRoleWithWebIdentity) resume the same session.
+    let renewed = assume(&sim, "short-lived").await;
+    assert_ne!(renewed.access_key_id, creds.access_key_id);
+    let resumed = sdk_ssm(&sim, &renewed)
+        .resume_session()
+        .session_id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert!(resumed.token_value().is_some_and(|t| !t.is_empty()));
+    sim.shutdown().await;
 }

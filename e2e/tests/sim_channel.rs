@@ -69,7 +69,17 @@ struct FirehoseRun {
 /// Runs one firehose session with `knobs`, through the receive window the gateway ships,
 /// and checks what arrived.
 async fn firehose(name: &str, knobs: FaultKnobs, len: usize) -> FirehoseRun {
-    let (sim, ssm) = start().await;
+    firehose_with(SimConfig::for_tests(), name, knobs, len).await
+}
+
+/// Runs one firehose session with `knobs` on a simulator configured with `config`.
+async fn firehose_with(
+    config: SimConfig,
+    name: &str,
+    knobs: FaultKnobs,
+    len: usize,
+) -> FirehoseRun {
+    let (sim, ssm) = start_with(config).await;
     sim.set_instance_faults(INSTANCE, knobs)
         .expect("instance exists");
     let params = HashMap::from([("bytes".to_string(), vec![len.to_string()])]);
@@ -226,6 +236,78 @@ async fn firehose_socket_closed_mid_stream() {
     // (one per tick), it resends its oldest message on every tick the client does not read
     // because the consumer is behind, so their number follows the run's duration.
     println!("close-socket: {} agent resends", run.agent_resends);
+}
+
+#[tokio::test]
+async fn firehose_across_two_hourly_recycles_arrives_whole() {
+    // The service's hourly `1000 Bye`, every second here; a paced agent (2 ms between
+    // messages) keeps the stream running across at least two of them, with the default
+    // resend (nothing rewound).
+    let mut config = SimConfig::for_tests();
+    config.data_channel.recycle_seconds = 1;
+    let knobs = FaultKnobs {
+        slow_agent_ms: 2,
+        ..FaultKnobs::default()
+    };
+    let calls = firehose_with(config, "recycle", knobs, 1024 * 1024).await.calls;
+    let resumes = calls
+        .iter()
+        .filter(|c| c.operation == "ResumeSession" && c.error_code.is_none())
+        .count();
+    assert!(resumes >= 2, "one ResumeSession per recycle: {resumes}");
+}
+
+#[tokio::test]
+async fn the_service_recycles_a_connection_with_1000_bye_and_refuses_a_stale_token() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let mut config = SimConfig::for_tests();
+    config.data_channel.recycle_seconds = 1;
+    config.data_channel.stream_token_seconds = 1;
+    let (sim, ssm) = start_with(config).await;
+    let stream = ssm
+        .start_session(INSTANCE, None, None, HashMap::new())
+        .await
+        .expect("start");
+    let mut wire = WireClient::open(&stream.stream_url, &stream.token_value).await;
+    let opened = std::time::Instant::now();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), wire.socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(close.code, CloseCode::Normal);
+    assert_eq!(close.reason.as_str(), "Bye");
+    assert!(opened.elapsed() >= Duration::from_millis(900));
+    // The token is past its lifetime now (and ResumeSession has not been called).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut stale = WireClient::open(&stream.stream_url, &stream.token_value).await;
+    let refused = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stale.socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let refused = refused.expect("a close frame with a code");
+    assert_eq!(refused.code, CloseCode::Policy);
+    assert_eq!(refused.reason.as_str(), "token expired");
+    // ResumeSession's fresh token opens it again.
+    let token = ssm
+        .resume_session(&stream.session_id)
+        .await
+        .expect("resume")
+        .token_value;
+    let mut fresh = WireClient::open(&stream.stream_url, &token).await;
+    assert!(
+        fresh.next_output().await.is_some(),
+        "the shell's output flows"
+    );
+    sim.shutdown().await;
 }
 
 #[tokio::test]

@@ -402,6 +402,10 @@ pub enum SessionReason {
     SsmMaxDuration,
     /// Someone outside nodeshell called `ssm:TerminateSession` on the SSM session.
     SsmTerminated,
+    /// The data channel had to reconnect (Session Manager's hourly recycle, a network drop)
+    /// after the session's AWS credentials expired, and they could not be renewed (a bearer
+    /// token cannot be refreshed, or the identity provider refused the console's refresh).
+    CredentialsExpired,
 }
 
 // === impl SessionReason ===
@@ -432,6 +436,7 @@ impl SessionReason {
             Self::SsmIdleTimeout => "SsmIdleTimeout",
             Self::SsmMaxDuration => "SsmMaxDuration",
             Self::SsmTerminated => "SsmTerminated",
+            Self::CredentialsExpired => "CredentialsExpired",
         }
     }
 }

@@ -15,7 +15,10 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
+use aws_credential_types::provider::SharedCredentialsProvider;
+
 use super::credentials::TemporaryCredentials;
+use super::renewal::RenewableCredentials;
 use super::{AssumeRoleError, AwsEndpoints, WebIdentityRequest, behavior_version};
 
 /// One per gateway: the shared HTTP client and SDK configuration every STS and SSM client is
@@ -98,9 +101,22 @@ impl AwsClients {
         endpoints: &AwsEndpoints,
         credentials: &TemporaryCredentials,
     ) -> aws_sdk_ssm::Client {
+        self.ssm_signed_by(endpoints, Signer::fixed(credentials))
+    }
+
+    /// An SSM client for `endpoints` that asks `signer` for its credentials before each call.
+    pub(crate) fn ssm_signed_by(
+        &self,
+        endpoints: &AwsEndpoints,
+        signer: Signer,
+    ) -> aws_sdk_ssm::Client {
         let mut config = aws_sdk_ssm::config::Builder::from(&self.config)
             .region(aws_sdk_ssm::config::Region::new(endpoints.region.clone()))
-            .credentials_provider(credentials.to_sdk());
+            .credentials_provider(signer.provider);
+        if signer.renewing {
+            // Each call asks the session's credentials, which renew themselves when due.
+            config = config.identity_cache(aws_sdk_ssm::config::IdentityCache::no_cache());
+        }
         if let Some(url) = &endpoints.ssm_url {
             config = config.endpoint_url(url.clone());
         }
@@ -114,13 +130,50 @@ impl AwsClients {
         endpoints: &AwsEndpoints,
         credentials: &TemporaryCredentials,
     ) -> aws_sdk_kms::Client {
+        self.kms_signed_by(endpoints, Signer::fixed(credentials))
+    }
+
+    /// A KMS client for `endpoints` that asks `signer` for its credentials before each call.
+    pub(crate) fn kms_signed_by(
+        &self,
+        endpoints: &AwsEndpoints,
+        signer: Signer,
+    ) -> aws_sdk_kms::Client {
         let mut config = aws_sdk_kms::config::Builder::from(&self.config)
             .region(aws_sdk_kms::config::Region::new(endpoints.region.clone()))
-            .credentials_provider(credentials.to_sdk());
+            .credentials_provider(signer.provider);
+        if signer.renewing {
+            config = config.identity_cache(aws_sdk_kms::config::IdentityCache::no_cache());
+        }
         if let Some(url) = &endpoints.kms_url {
             config = config.endpoint_url(url.clone());
         }
         aws_sdk_kms::Client::from_conf(config.build())
+    }
+}
+
+/// Where an SSM or KMS client takes its credentials from.
+#[derive(Clone, Debug)]
+pub(crate) struct Signer {
+    provider: SharedCredentialsProvider,
+    renewing: bool,
+}
+
+impl Signer {
+    /// Fixed credentials.
+    pub(crate) fn fixed(credentials: &TemporaryCredentials) -> Self {
+        Self {
+            provider: SharedCredentialsProvider::new(credentials.to_sdk()),
+            renewing: false,
+        }
+    }
+
+    /// A session's credentials, renewed when due.
+    pub(crate) fn renewing(credentials: &RenewableCredentials) -> Self {
+        Self {
+            provider: SharedCredentialsProvider::new(credentials.clone()),
+            renewing: true,
+        }
     }
 }
 

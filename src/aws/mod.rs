@@ -7,6 +7,7 @@ mod clients;
 mod credentials;
 mod error;
 mod kms;
+mod renewal;
 
 use std::collections::HashMap;
 
@@ -18,6 +19,9 @@ pub use clients::AwsClients;
 pub use credentials::TemporaryCredentials;
 pub use error::{AssumeRoleError, SsmCallError};
 pub use kms::KmsDataKeys;
+pub use renewal::{
+    CredentialRenewal, CredentialsUnavailable, RenewableCredentials, renew_margin, renewal_due,
+};
 
 use crate::ssm::resume::{ResumeError, SessionResumer};
 
@@ -172,6 +176,8 @@ pub enum AgentPing {
 pub struct SsmSessions {
     client: aws_sdk_ssm::Client,
     kms: KmsDataKeys,
+    /// The session's renewable credentials, when the clients sign with them.
+    renewable: Option<RenewableCredentials>,
 }
 
 fn ssm_error<E, R>(e: &aws_sdk_ssm::error::SdkError<E, R>) -> SsmCallError
@@ -198,7 +204,28 @@ impl SsmSessions {
         Self {
             client: clients.ssm(endpoints, credentials),
             kms: KmsDataKeys::from_client(clients.kms(endpoints, credentials)),
+            renewable: None,
         }
+    }
+
+    /// Clients that sign every call with a session's `credentials`, renewed when due (the
+    /// gateway's live sessions: ResumeSession after a recycle, TerminateSession, KMS).
+    pub fn renewing(
+        clients: &AwsClients,
+        endpoints: &AwsEndpoints,
+        credentials: &RenewableCredentials,
+    ) -> Self {
+        let signer = clients::Signer::renewing(credentials);
+        Self {
+            client: clients.ssm_signed_by(endpoints, signer.clone()),
+            kms: KmsDataKeys::from_client(clients.kms_signed_by(endpoints, signer)),
+            renewable: Some(credentials.clone()),
+        }
+    }
+
+    /// The renewable credentials these clients sign with, if any.
+    pub fn credentials(&self) -> Option<&RenewableCredentials> {
+        self.renewable.as_ref()
     }
 
     /// What a data channel to `target_id` needs to answer a KMS handshake with these
@@ -297,9 +324,19 @@ impl SsmSessions {
 
 impl SessionResumer for SsmSessions {
     async fn resume(&self, session_id: &str) -> Result<Option<String>, ResumeError> {
+        // Credentials that are gone and cannot be renewed end the session with that reason,
+        // rather than as a refusal from AWS.
+        if let Some(renewable) = &self.renewable
+            && let Err(e) = renewable.fresh().await
+        {
+            return Err(ResumeError::CredentialsExpired(e.to_string()));
+        }
         match self.resume_session(session_id).await {
             Ok(stream) if stream.token_value.is_empty() => Ok(None),
             Ok(stream) => Ok(Some(stream.token_value)),
+            Err(e @ SsmCallError::ExpiredCredentials(_)) => {
+                Err(ResumeError::CredentialsExpired(e.to_string()))
+            }
             Err(e) if e.is_transient() => Err(ResumeError::Transient(e.to_string())),
             Err(e) => Err(ResumeError::Refused(e.to_string())),
         }

@@ -52,6 +52,25 @@ impl fmt::Debug for IdToken {
     }
 }
 
+/// Fresh id_tokens for a live session's person, from the console sign-in the shell was
+/// opened from (the gateway refreshes it at the issuer). The live side exchanges them for new
+/// AWS credentials before the old ones expire.
+pub trait IdTokenRefresh: Send + Sync + 'static {
+    /// A freshly refreshed id_token, or why there is none (the sign-in ended, the identity
+    /// provider refused or could not be reached).
+    fn fresh_id_token(&self) -> BoxFuture<'static, Result<IdToken, String>>;
+}
+
+/// A shareable [`IdTokenRefresh`]; its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct TokenRefresh(pub Arc<dyn IdTokenRefresh>);
+
+impl fmt::Debug for TokenRefresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenRefresh")
+    }
+}
+
 /// Everything the live side needs to run one admitted session for one browser.
 #[derive(Clone, Debug)]
 pub struct AttachGrant {
@@ -59,6 +78,10 @@ pub struct AttachGrant {
     pub caller: Caller,
     /// The caller's id_token, exchanged for AWS credentials at attach.
     pub id_token: IdToken,
+    /// Where fresh id_tokens come from when the session's AWS credentials near their expiry:
+    /// the console sign-in the shell was opened from; `None` for a bearer caller, whose
+    /// token the gateway cannot refresh.
+    pub refresh: Option<TokenRefresh>,
     /// The session as last read (phase Admitted on first attach).
     pub session: NodeShellSession,
     /// The policy that governs it (`spec.policyName`).

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::faults::FaultKnobs;
+use super::lifetimes::DataChannelService;
 
 /// The whole configuration of one simulator (YAML for `nodeshell sim --config`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +35,8 @@ pub struct SimConfig {
     pub session_manager_preferences: SessionManagerPreferences,
     /// The account's KMS keys (symmetric, `SYMMETRIC_DEFAULT`).
     pub kms_keys: Vec<KmsKeyConfig>,
+    /// The data-channel service's timings: its hourly recycle and the stream token's lifetime.
+    pub data_channel: DataChannelService,
 }
 
 /// Session Manager preferences of the simulated account (the inputs of its
@@ -109,6 +112,7 @@ impl Default for SimConfig {
             agent_start_delay_ms: 1000,
             session_manager_preferences: SessionManagerPreferences::default(),
             kms_keys: Vec::new(),
+            data_channel: DataChannelService::default(),
         }
     }
 }
@@ -263,6 +267,11 @@ pub struct RoleConfig {
     /// statement does not name (it names the instances only); starting a session with one of
     /// them is refused on the document's ARN.
     pub denied_documents: Vec<String>,
+    /// Knob (none by default): caps the lifetime of the credentials STS issues for this role
+    /// at this many seconds, below the 900 s floor of `DurationSeconds`, so a test can cross
+    /// their expiry in seconds. The answer's `Expiration` says the capped time and SSM and
+    /// KMS refuse them after it with `ExpiredTokenException`, as AWS does at expiry.
+    pub credential_lifetime_seconds: Option<u32>,
 }
 
 impl Default for RoleConfig {
@@ -277,6 +286,7 @@ impl Default for RoleConfig {
             ssm_allowed: true,
             deny_actions: Vec::new(),
             denied_documents: Vec::new(),
+            credential_lifetime_seconds: None,
         }
     }
 }
@@ -368,6 +378,13 @@ mod tests {
         assert_eq!(
             config.session_manager_preferences,
             SessionManagerPreferences::default()
+        );
+        assert_eq!(config.data_channel, DataChannelService::default());
+        assert!(
+            config
+                .roles
+                .iter()
+                .all(|r| r.credential_lifetime_seconds.is_none())
         );
         assert_eq!(
             config.session_manager_preferences.limits(),

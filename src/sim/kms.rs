@@ -324,6 +324,7 @@ fn dispatch(
         .role(&caller.role_name)
         .map(|r| r.deny_actions.as_slice())
         .unwrap_or_default();
+    call.access_key_id = Some(caller.access_key_id.clone());
     let kms_caller = KmsCaller {
         role_name: &caller.role_name,
         principal_arn: &caller.principal_arn,

@@ -17,6 +17,7 @@ mod issued;
 pub mod issuer_tls;
 pub mod jwt;
 mod kms;
+pub mod lifetimes;
 mod login;
 mod oidc;
 pub mod output;
@@ -622,6 +623,22 @@ impl SimHandle {
         let session = self.shared.session(session_id)?;
         let state = lock(&session.state);
         Some((state.input_dropped, state.acks_dropped))
+    }
+
+    /// Changes how old a live session's data-channel connections get before the service
+    /// closes them with `1000 Bye` (its hourly recycle; `dataChannel.recycleSeconds` when it
+    /// started). Applies to the open connection too, measured from when it opened; checked
+    /// every 100 ms.
+    pub fn set_session_recycle(&self, session_id: &str, every: Duration) -> Result<(), Error> {
+        let session = self
+            .shared
+            .session(session_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "session",
+                id: session_id.to_string(),
+            })?;
+        *lock(&session.recycle) = every.max(Duration::from_millis(100));
+        Ok(())
     }
 
     /// Changes Session Manager's own limits on a live session (its idle timeout and maximum

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::agent;
 use super::agent_messages::{AgentEvent, Outbound};
 use super::faults::{FaultDice, FaultKnobs, FrameFate};
+use super::lifetimes::{recycle_due, token_usable};
 use super::state::{SessionEntry, Shared, lock};
 use crate::ssm::frame::Frame;
 use crate::ssm::message::MessageType;
@@ -78,6 +79,11 @@ async fn open(
     if open.token_value != state.token {
         return Err("invalid token");
     }
+    // A token opens a connection only for a short while after StartSession or ResumeSession.
+    let lifetime = shared.config.data_channel.stream_token();
+    if !token_usable(state.token_issued, std::time::Instant::now(), lifetime) {
+        return Err("token expired");
+    }
     drop(state);
     Ok(session)
 }
@@ -106,6 +112,7 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
         }
     };
     let conn = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    let opened = std::time::Instant::now();
     let (mut sink, mut stream) = socket.split();
     // The service announces publication to the client after the open frame (observed by an
     // independent client; the official plugin ignores it).
@@ -127,9 +134,12 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
             })
             .await;
     }
+    // The service's own close of an old connection (the hourly recycle) goes through it.
+    let mut recycle_out = Some(out_tx.clone());
     // Kept only when no agent holds the sender, so the relay can still close the channel.
     let mut orphan_out = agent.is_none().then_some(out_tx);
     let mut watch = tokio::time::interval(Duration::from_millis(200));
+    let mut recycle_clock = tokio::time::interval(RECYCLE_CHECK);
     // Its own dice, so the client's traffic does not shift the output frames' fates.
     let mut inbound_dice = FaultDice::new(shared.config.seed ^ INBOUND_SEED, session.ordinal);
     loop {
@@ -146,6 +156,15 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
                         let _ = tx.send(Outbound::Close).await;
                     }
                     orphan_out = None;
+                }
+                continue;
+            }
+            _ = recycle_clock.tick(), if recycle_out.is_some() => {
+                let every = *lock(&session.recycle);
+                if recycle_due(opened, std::time::Instant::now(), every)
+                    && let Some(out) = recycle_out.take()
+                {
+                    recycle(&session, agent.as_ref(), conn, out).await;
                 }
                 continue;
             }
@@ -183,6 +202,25 @@ async fn serve(shared: Arc<Shared>, session_id: String, mut socket: WebSocket) {
         let _ = agent.send(AgentEvent::Detached { conn }).await;
     }
     writer.abort();
+}
+
+/// How often a connection's age is compared with the session's recycle interval.
+const RECYCLE_CHECK: Duration = Duration::from_millis(100);
+
+/// The service's periodic close of a connection: publication pauses first (the agent stops
+/// sending into a socket about to go), then what is already queued is written and the socket
+/// is closed with `1000 Bye`. The client resumes the session through ResumeSession.
+async fn recycle(
+    session: &SessionEntry,
+    agent: Option<&mpsc::Sender<AgentEvent>>,
+    conn: u64,
+    out: mpsc::Sender<Outbound>,
+) {
+    tracing::info!(session = %session.id, conn, "recycling the data-channel connection (1000 Bye)");
+    if let Some(agent) = agent {
+        let _ = agent.send(AgentEvent::Detached { conn }).await;
+    }
+    let _ = out.send(Outbound::Close).await;
 }
 
 /// Mixed into the seed of the dice for frames from the client.

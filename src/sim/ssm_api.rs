@@ -97,6 +97,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// The principal a SigV4-signed request came from.
 pub(crate) struct Caller {
     pub principal_arn: String,
+    pub access_key_id: String,
     pub role_name: String,
     pub role_session_name: String,
 }
@@ -214,6 +215,7 @@ pub(crate) fn authenticate(
     )?;
     Ok(Caller {
         principal_arn: creds.principal_arn,
+        access_key_id: auth.access_key_id.clone(),
         role_name: creds.role_name,
         role_session_name: creds.role_session_name,
     })
@@ -230,6 +232,7 @@ async fn dispatch(
 ) -> Result<Value, SsmError> {
     let caller = authenticate(shared, "ssm", method, uri, headers, body)?;
     call.principal_arn = Some(caller.principal_arn.clone());
+    call.access_key_id = Some(caller.access_key_id.clone());
     let input: Value = if body.is_empty() {
         json!({})
     } else {
@@ -395,8 +398,10 @@ fn start_session(
         ordinal,
         knobs: Mutex::new(instance.faults.clone()),
         limits: Mutex::new(shared.config.session_manager_preferences.limits()),
+        recycle: Mutex::new(shared.config.data_channel.recycle()),
         state: Mutex::new(SessionMut {
             token: token.clone(),
+            token_issued: std::time::Instant::now(),
             terminated: false,
             agent: None,
             closes_done: 0,
@@ -456,6 +461,7 @@ fn resume_session(
         ));
     }
     state.token = new_token();
+    state.token_issued = std::time::Instant::now();
     Ok(
         json!({"SessionId": session.id, "TokenValue": state.token, "StreamUrl": stream_url(shared, &session.id)}),
     )

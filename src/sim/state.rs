@@ -41,6 +41,9 @@ pub struct CallRecord {
     pub operation: String,
     /// The calling principal: the assumed-role ARN (for STS, the ARN issued).
     pub principal_arn: Option<String>,
+    /// The access key id the call was signed with (for STS, the one issued), as CloudTrail
+    /// records it; not a secret.
+    pub access_key_id: Option<String>,
     /// SSM session id involved.
     pub session_id: Option<String>,
     /// Target instance.
@@ -58,6 +61,7 @@ impl CallRecord {
         Self {
             operation: operation.to_string(),
             principal_arn: None,
+            access_key_id: None,
             session_id: None,
             target: None,
             reason: None,
@@ -82,6 +86,8 @@ pub(crate) struct IssuedCredentials {
 pub(crate) struct SessionMut {
     /// The token that currently opens the data channel.
     pub token: String,
+    /// When `token` was issued (it opens a connection for `dataChannel.streamTokenSeconds`).
+    pub token_issued: std::time::Instant,
     pub terminated: bool,
     pub agent: Option<mpsc::Sender<AgentEvent>>,
     /// How many times the close-socket knob fired.
@@ -110,6 +116,9 @@ pub(crate) struct SessionEntry {
     /// Session Manager's own limits on this session (the account's preferences when it
     /// started; tests may change them on a live session).
     pub limits: Mutex<ServiceLimits>,
+    /// How old a data-channel connection gets before the service closes it with `1000 Bye`
+    /// (`dataChannel.recycleSeconds` when the session started; tests may change it).
+    pub recycle: Mutex<std::time::Duration>,
     pub state: Mutex<SessionMut>,
 }
 

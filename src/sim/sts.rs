@@ -14,6 +14,7 @@ use quick_xml::escape::escape;
 use sha2::{Digest, Sha256};
 
 use super::ids::random_alnum;
+use super::lifetimes::credential_expiry;
 use super::state::{CallRecord, IssuedCredentials, Shared, lock, read};
 use super::trust::{
     RegisteredIssuer, StsErrorCode, StsRejection, check_duration, check_role_session_name,
@@ -51,6 +52,7 @@ async fn handle(
     match assume(&shared, &params) {
         Ok(issued) => {
             call.principal_arn = Some(issued.credentials.principal_arn.clone());
+            call.access_key_id = Some(issued.access_key_id.clone());
             shared.record(call);
             xml_ok(success_xml(&issued, &request_id))
         }
@@ -158,7 +160,7 @@ fn assume(shared: &Shared, params: &HashMap<String, String>) -> Result<Issued, S
     let credentials = IssuedCredentials {
         secret_access_key: random_alnum(40),
         session_token: format!("IQoJb3JpZ2luX2VjE{}", random_alnum(300)),
-        expiration: Utc::now() + chrono::Duration::seconds(i64::from(duration)),
+        expiration: credential_expiry(Utc::now(), duration, role.credential_lifetime_seconds),
         principal_arn: format!(
             "arn:aws:sts::{}:assumed-role/{}/{}",
             shared.config.account_id, role.name, session_name

@@ -955,7 +955,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                     }
                     Err(e) => last_error = e.to_string(),
                 },
-                Err(e @ ResumeError::Refused(_)) => {
+                Err(e @ (ResumeError::Refused(_) | ResumeError::CredentialsExpired(_))) => {
                     let error = ChannelError::Resume(e);
                     let message = format!("connection lost ({lost}); {error}");
                     return Err((CloseCause::Failed(error), message));

@@ -15,6 +15,9 @@ pub enum ResumeError {
     /// A permanent refusal (access denied, expired credentials, unknown session): give up.
     #[error("ResumeSession was refused: {0}; the session cannot be reconnected, open a new one")]
     Refused(String),
+    /// The caller's credentials expired and could not be renewed: give up.
+    #[error("{0}")]
+    CredentialsExpired(String),
 }
 
 /// Obtains a fresh data-channel token for an existing session (`ssm:ResumeSession`).

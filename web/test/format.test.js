@@ -31,6 +31,7 @@ test('the closed banner always states the exit code or that it was not reported,
   assert.equal(exitCodeText(0), '0');
   assert.equal(exitCodeText(undefined), 'not reported');
   assert.equal(reasonText(''), '');
+  assert.match(reasonText('CredentialsExpired'), /sign in again and reopen/);
 });
 
 test('idle banner, eligibility and errors', () => {

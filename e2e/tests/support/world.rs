@@ -56,6 +56,13 @@ pub const ROLE_STRICT: &str = "nodeshell-strict";
 pub const ROLE_NO_SSM: &str = "nodeshell-nossm";
 /// Role whose permission policy lacks the KMS statement (`kms:GenerateDataKey` on the key).
 pub const ROLE_NO_KMS: &str = "nodeshell-nokms";
+/// A role whose credentials the simulator issues for [`SHORT_CREDENTIAL_SECONDS`] only (its
+/// `credentialLifetimeSeconds` knob), so a test crosses their expiry in seconds.
+pub const ROLE_SHORT: &str = "nodeshell-short";
+/// How long the credentials of [`ROLE_SHORT`] last.
+pub const SHORT_CREDENTIAL_SECONDS: u32 = 5;
+/// The person who signs in through the console in the recycle tests.
+pub const RECYCLE_CONSOLE_USER: &str = "console-recycle";
 /// The secret of the gateways' confidential client (the issuer's client id, `nodeshell`,
 /// which the default role's trust policy names as audience).
 pub const GATEWAY_CLIENT_SECRET: &str = "e2e-gateway-client-secret";
@@ -92,6 +99,7 @@ pub fn sim_config() -> SimConfig {
     for sub in CONSOLE_USERS {
         users.push(user(sub, &[ENGINEER_GROUP]));
     }
+    users.push(user(RECYCLE_CONSOLE_USER, &[ENGINEER_GROUP]));
     let mut base = SimConfig::for_tests();
     base.issuer.clients = vec![ClientRegistration {
         client_id: base.issuer.client_id.clone(),
@@ -106,6 +114,11 @@ pub fn sim_config() -> SimConfig {
             RoleConfig {
                 name: ROLE_STRICT.to_string(),
                 allowed_subs: Some(vec!["nobody".to_string()]),
+                ..default_role.clone()
+            },
+            RoleConfig {
+                name: ROLE_SHORT.to_string(),
+                credential_lifetime_seconds: Some(SHORT_CREDENTIAL_SECONDS),
                 ..default_role.clone()
             },
             RoleConfig {

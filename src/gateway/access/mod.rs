@@ -13,6 +13,7 @@ pub mod identity;
 pub mod login;
 pub mod open;
 pub mod open_rate;
+pub mod renewal;
 pub mod sessions;
 pub mod sign_in;
 pub mod tickets;
@@ -184,10 +185,11 @@ impl Access {
                     ),
                 )
             })?;
-        if let Some(key) = self.console_session_of(&grant.id_token) {
+        let console_key = self.console_session_of(&grant.id_token);
+        if let Some(key) = &console_key {
             self.identity.watch(
                 name,
-                &key,
+                key,
                 &session.spec.policy_name,
                 &policy.spec.tiers,
                 Instant::now(),
@@ -196,6 +198,7 @@ impl Access {
         Ok(AttachGrant {
             caller: grant.caller,
             id_token: grant.id_token,
+            refresh: console_key.map(|key| renewal::console_tokens(self, key)),
             session,
             policy,
             cols: grant.cols,

@@ -10,6 +10,7 @@
 //! [`frames`], and [`status`]'s builders and retry policy).
 
 pub mod bridge;
+mod credentials;
 mod driver;
 mod failed_start;
 mod finish;

@@ -7,7 +7,7 @@ use crate::gateway::error::ErrorCode;
 use crate::gateway::refusals;
 use crate::gateway::transcript::StorageFailure;
 use crate::ssm::service_close::ServiceClose;
-use crate::ssm::{ChannelError, CloseCause, CloseReason, HandshakeError};
+use crate::ssm::{ChannelError, CloseCause, CloseReason, HandshakeError, ResumeError};
 
 /// Why a running session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub enum EndReason {
     /// The session is KMS-encrypted and KMS refused the person's role the data key
     /// (`E_KMS_DENIED`, with the statement to add).
     KmsDenied(String),
+    /// The data channel had to reconnect after the session's AWS credentials expired, and
+    /// they could not be renewed (why).
+    CredentialsExpired(String),
 }
 
 impl EndReason {
@@ -61,6 +64,7 @@ impl EndReason {
             Self::Controller(reason) => reason,
             Self::IdentityRevoked(_) => SessionReason::IdentityRevoked.as_str(),
             Self::KmsDenied(_) => SessionReason::StartFailed.as_str(),
+            Self::CredentialsExpired(_) => SessionReason::CredentialsExpired.as_str(),
         }
     }
 
@@ -104,6 +108,9 @@ impl EndReason {
                 format!("the person's identity was checked again and no longer holds: {why}")
             }
             Self::KmsDenied(message) => message.clone(),
+            Self::CredentialsExpired(why) => format!(
+                "the connection to the node had to be renewed after the session's AWS credentials expired, and they could not be renewed ({why}); sign in to the console again and reopen the shell"
+            ),
         }
     }
 
@@ -118,7 +125,10 @@ impl EndReason {
     /// The audit row's `outcome`: `success` for an orderly end, `error` when something failed.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::TranscriptFailed(_) | Self::ChannelLost | Self::KmsDenied(_) => "error",
+            Self::TranscriptFailed(_)
+            | Self::ChannelLost
+            | Self::KmsDenied(_)
+            | Self::CredentialsExpired(_) => "error",
             _ => "success",
         }
     }
@@ -137,6 +147,9 @@ pub fn end_from_channel(reason: &CloseReason) -> EndReason {
             key_id,
             message,
         })) => EndReason::KmsDenied(refusals::kms_denied(key_id, message).message),
+        CloseCause::Failed(ChannelError::Resume(ResumeError::CredentialsExpired(why))) => {
+            EndReason::CredentialsExpired(why.clone())
+        }
         CloseCause::SessionTimedOut | CloseCause::Failed(_) => EndReason::ChannelLost,
     }
 }
@@ -253,6 +266,30 @@ mod tests {
             end_from_channel(&closed(CloseCause::Failed(ChannelError::Closed))),
             EndReason::ChannelLost
         );
+    }
+
+    #[test]
+    fn credentials_that_expired_and_cannot_be_renewed_say_so_and_what_to_do() {
+        let why = "they were minted from a bearer token".to_string();
+        let reason = CloseReason {
+            exit_code: None,
+            cause: CloseCause::Failed(ChannelError::Resume(ResumeError::CredentialsExpired(
+                why.clone(),
+            ))),
+            message: String::new(),
+        };
+        let end = end_from_channel(&reason);
+        assert_eq!(end, EndReason::CredentialsExpired(why.clone()));
+        assert_eq!(end.as_str(), "CredentialsExpired");
+        assert!(end.message().contains(&why), "{}", end.message());
+        assert!(end.message().contains("sign in"), "{}", end.message());
+        assert_eq!(end.outcome(), "error");
+        // A refusal that is not about credentials stays ChannelLost.
+        let refused = CloseReason {
+            cause: CloseCause::Failed(ChannelError::Resume(ResumeError::Refused("x".into()))),
+            ..reason
+        };
+        assert_eq!(end_from_channel(&refused), EndReason::ChannelLost);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::bridge::{self, Attachment, ClientEvent, Outbound};
+use super::credentials;
 use super::driver::{self, Started};
 use super::failed_start::{not_admitted, record_failure, session_read_refusal};
 use super::frames::ServerFrame;
@@ -343,24 +344,27 @@ async fn assume_role(
 ) -> Result<SsmSessions, Refusal> {
     let spec = &fresh.spec;
     let endpoints = endpoints(inner, fresh);
+    let request = WebIdentityRequest {
+        role_arn: spec.role_arn.clone(),
+        role_session_name: spec.role_session_name.clone(),
+        web_identity_token: grant.id_token.expose().to_string(),
+        duration_seconds: Some(grant.policy.spec.aws.session_duration_seconds),
+    };
     let credentials = inner
         .config
         .aws
-        .assume_role_with_web_identity(
-            &endpoints,
-            &WebIdentityRequest {
-                role_arn: spec.role_arn.clone(),
-                role_session_name: spec.role_session_name.clone(),
-                web_identity_token: grant.id_token.expose().to_string(),
-                duration_seconds: Some(grant.policy.spec.aws.session_duration_seconds),
-            },
-        )
+        .assume_role_with_web_identity(&endpoints, &request)
         .await
         .map_err(|e| Refusal::Failed(assume_role_failure(&e)))?;
     progress.assumed_role_arn = Some(credentials.assumed_role_arn.clone());
-    let ssm = SsmSessions::on(&inner.config.aws, &endpoints, &credentials);
-    drop(credentials);
-    Ok(ssm)
+    // Re-minted before they expire when the shell came from a console sign-in.
+    Ok(credentials::session_clients(
+        &inner.config.aws,
+        &endpoints,
+        credentials,
+        &request,
+        grant.refresh.clone(),
+    ))
 }
 
 /// Who the StartSession Reason and the Started event name: `spec.user.name`, the gateway's

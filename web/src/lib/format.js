@@ -45,6 +45,7 @@ const REASONS = {
   SsmIdleTimeout: "AWS Session Manager's idle timeout ended it",
   SsmMaxDuration: "AWS Session Manager's maximum session duration ended it",
   SsmTerminated: 'the SSM session was terminated outside nodeshell',
+  CredentialsExpired: 'its AWS credentials expired and could not be renewed; sign in again and reopen',
   StartFailed: 'the shell could not start',
   TranscriptFailed: 'the transcript could not be stored',
   AttachTimeout: 'no browser attached in time',
