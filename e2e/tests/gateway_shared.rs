@@ -4,6 +4,8 @@
 //!
 //! * [`gateway_story`]: the gateway as a person sees it;
 //! * [`gateway_errors`]: every error code, with its HTTP status and fields;
+//! * [`gateway_ledger`]: the `NodeShell-Shell` document's command ledger and the audited
+//!   reads of a recording;
 //! * [`gateway_edges`]: transcript failures, resume tokens, Closing, large transcripts,
 //!   reattach grace;
 //! * [`gateway_limits`]: slow and oversized requests, the connection limit, oversized
@@ -20,6 +22,7 @@ mod support;
 
 mod gateway_edges;
 mod gateway_errors;
+mod gateway_ledger;
 mod gateway_limits;
 mod gateway_login;
 mod gateway_story;

@@ -111,6 +111,24 @@ pub trait TranscriptSource: Send + Sync + 'static {
         &self,
         session: &NodeShellSession,
     ) -> BoxFuture<'static, Result<Vec<u8>, TranscriptLoadError>>;
+
+    /// The stored command ledger of `session` (`Missing` when it has none).
+    fn load_ledger(
+        &self,
+        session: &NodeShellSession,
+    ) -> BoxFuture<'static, Result<crate::gateway::ledger::LedgerDocument, TranscriptLoadError>>
+    {
+        let name = kube::ResourceExt::name_any(session);
+        Box::pin(async move {
+            Err(TranscriptLoadError::Missing(format!(
+                "no ledger store is configured, so the ledger of {name} cannot be read"
+            )))
+        })
+    }
+
+    /// Writes the `ssm_transcript_read` audit row: `reader` read `what` (`transcript` or
+    /// `ledger`) of `session`.
+    fn record_read(&self, _reader: &Caller, _session: &NodeShellSession, _what: &str) {}
 }
 
 /// Stand-in used where no live side runs (route tests, a build without it): every attach is

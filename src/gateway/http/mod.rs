@@ -32,7 +32,7 @@ use crate::gateway::metrics::GatewayMetrics;
 
 /// Every route the API listener serves (method, path), as docs/api.md and /openapi.json
 /// list them. `/metrics`, `/healthz` and `/readyz` are on the admin listener ([`admin_router`]).
-pub const ROUTES: [(&str, &str); 14] = [
+pub const ROUTES: [(&str, &str); 15] = [
     ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/nodes/{node}/shell/preflight"),
     ("POST", "/api/v1/nodes/{node}/shell"),
@@ -42,6 +42,7 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("POST", "/api/v1/sessions/{name}/ticket"),
     ("GET", "/api/v1/sessions/{name}/attach"),
     ("GET", "/api/v1/sessions/{name}/transcript"),
+    ("GET", "/api/v1/sessions/{name}/ledger"),
     ("GET", "/openapi.json"),
     ("GET", "/api/v1/whoami"),
     ("GET", "/auth/login"),
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/sessions/{name}/transcript",
             get(sessions::transcript),
         )
+        .route("/api/v1/sessions/{name}/ledger", get(sessions::ledger))
         .route("/auth/login", get(login::login))
         .route("/auth/callback", get(login::callback))
         .route("/auth/logout", post(login::logout))

@@ -1,4 +1,4 @@
-//! The caller (`GET /api/v1/whoami`) and their sessions: list, get, end, transcript.
+//! The caller (`GET /api/v1/whoami`) and their sessions: list, get, end, transcript, ledger.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -9,7 +9,7 @@ use serde_json::json;
 use super::views::{SessionView, session_view, whoami_view};
 use super::{AppState, authenticate, authenticate_write};
 use crate::gateway::error::ApiError;
-use crate::gateway::refusals::transcript_error;
+use crate::gateway::refusals::{ledger_error, transcript_error};
 
 /// Who the caller is, as the gateway maps them.
 pub(super) async fn whoami(
@@ -73,6 +73,10 @@ pub(super) async fn transcript(
         .load(&session)
         .await
         .map_err(|e| transcript_error(e, &name))?;
+    state
+        .live
+        .transcripts
+        .record_read(&auth.caller, &session, "transcript");
     let headers = [
         (header::CONTENT_TYPE, "application/gzip".to_string()),
         (
@@ -81,4 +85,25 @@ pub(super) async fn transcript(
         ),
     ];
     Ok((headers, bytes).into_response())
+}
+
+/// The command ledger of a session (`NodeShell-Shell`), as JSON; the read is audited.
+pub(super) async fn ledger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let session = state.access.managed_session(&auth, &name).await?;
+    let ledger = state
+        .live
+        .transcripts
+        .load_ledger(&session)
+        .await
+        .map_err(|e| ledger_error(e, &name))?;
+    state
+        .live
+        .transcripts
+        .record_read(&auth.caller, &session, "ledger");
+    Ok(Json(ledger).into_response())
 }
