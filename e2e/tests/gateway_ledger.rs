@@ -3,7 +3,7 @@
 //! real bash, the person runs a few commands (one failing, one printing a forged mark) and
 //! exits 3. The session's `status.ledger` counts them, `exitCode` is 3 from the shell, the
 //! ledger route lists them with their exit status, directory and offsets into the
-//! recording, and every read of the ledger or transcript writes an `ssm_transcript_read`
+//! recording, search finds them by line and by output, and every read of the ledger or transcript writes an `ssm_transcript_read`
 //! audit row naming the reader.
 
 use std::time::Duration;
@@ -51,7 +51,7 @@ async fn the_shell_document_builds_a_ledger_and_reports_the_shells_exit() -> any
     // The profile has run once the first marked prompt shows.
     term.expect_output(PROMPT_END, T).await?;
     at_prompt(&mut term, "cd /tmp").await?;
-    at_prompt(&mut term, "echo ledger-out").await?;
+    at_prompt(&mut term, "printf 'found-%s\\n' here").await?;
     at_prompt(&mut term, "false").await?;
     // Output that merely prints a mark is forged: no command "evil" appears.
     at_prompt(
@@ -97,7 +97,7 @@ async fn the_shell_document_builds_a_ledger_and_reports_the_shells_exit() -> any
     assert_eq!(lines.len(), 5, "{body}");
     assert_eq!(
         lines[..3],
-        ["cd /tmp", "echo ledger-out", "false"],
+        ["cd /tmp", "printf 'found-%s\\n' here", "false"],
         "{body}"
     );
     assert!(lines[3].starts_with("printf "), "{body}");
@@ -115,7 +115,7 @@ async fn the_shell_document_builds_a_ledger_and_reports_the_shells_exit() -> any
         "{failing}"
     );
 
-    // The echo's output offsets point at its output in the recording.
+    // The printf's output offsets point at its output in the recording.
     let download = api
         .get(&format!("/api/v1/sessions/{}/transcript", opened.session))
         .await?;
@@ -128,14 +128,58 @@ async fn the_shell_document_builds_a_ledger_and_reports_the_shells_exit() -> any
     );
     assert_eq!(
         output.as_bytes().get(start..end),
-        Some(&b"ledger-out\r\n"[..]),
-        "output of `echo` at {start}..{end}"
+        Some(&b"found-here\r\n"[..]),
+        "output of `printf` at {start}..{end}"
     );
 
-    // Both reads are audited with the reader.
-    let rows = wait_for("two transcript read rows", T, || {
+    // Search finds the failing command by its line and exit status, and the printf by its
+    // output; another engineer's search does not see this session.
+    let found = api
+        .get(&format!(
+            "/api/v1/sessions/search?q=false&exit=failed&node={}",
+            scope.nodes[0]
+        ))
+        .await?;
+    assert_eq!(found.status, 200, "{}", found.body);
+    let hits = found.body["hits"].as_array().cloned().unwrap_or_default();
+    assert_eq!(hits.len(), 1, "{}", found.body);
+    assert_eq!(hits[0]["session"], opened.session.as_str());
+    assert_eq!(hits[0]["command"], "false");
+    assert_eq!(hits[0]["exitStatus"], 1);
+    assert_eq!(hits[0]["match"], "command");
+    assert_eq!(hits[0]["index"], 2);
+    assert_eq!(hits[0]["startSeconds"], failing["startSeconds"]);
+    assert_eq!(found.body["truncated"], false);
+    let by_output = api.get("/api/v1/sessions/search?q=FOUND-HERE").await?;
+    let hits = by_output.body["hits"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(hits.len(), 1, "{}", by_output.body);
+    assert_eq!(hits[0]["match"], "output", "{}", by_output.body);
+    assert_eq!(hits[0]["index"], 1, "{}", by_output.body);
+    assert!(
+        hits[0]["snippet"]
+            .as_str()
+            .unwrap_or("")
+            .contains("found-here"),
+        "{}",
+        by_output.body
+    );
+    let other = world
+        .client(&engineer(5))
+        .get("/api/v1/sessions/search?q=found-here")
+        .await?;
+    assert_eq!(other.status, 200, "{}", other.body);
+    assert_eq!(other.body["hits"], json!([]), "{}", other.body);
+    let bad = api.get("/api/v1/sessions/search?exit=sometimes").await?;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.body["code"], "E_BAD_REQUEST", "{}", bad.body);
+
+    // The reads are audited with the reader.
+    let rows = wait_for("the transcript read rows", T, || {
         let rows = read_rows(world, &opened.session);
-        async move { Ok((rows.len() >= 2).then_some(rows)) }
+        async move { Ok((rows.len() >= 4).then_some(rows)) }
     })
     .await?;
     assert!(

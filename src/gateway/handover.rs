@@ -129,6 +129,17 @@ pub trait TranscriptSource: Send + Sync + 'static {
     /// Writes the `ssm_transcript_read` audit row: `reader` read `what` (`transcript` or
     /// `ledger`) of `session`.
     fn record_read(&self, _reader: &Caller, _session: &NodeShellSession, _what: &str) {}
+
+    /// Searches the ledgers (and recorded output) of `sessions`, which the caller may read,
+    /// newest first; bounded ([`crate::gateway::ledger::search`]).
+    fn search(
+        &self,
+        _reader: &Caller,
+        _sessions: Vec<NodeShellSession>,
+        _query: crate::gateway::ledger::search::SearchQuery,
+    ) -> BoxFuture<'static, crate::gateway::ledger::search::SearchAnswer> {
+        Box::pin(async { crate::gateway::ledger::search::SearchAnswer::default() })
+    }
 }
 
 /// Stand-in used where no live side runs (route tests, a build without it): every attach is

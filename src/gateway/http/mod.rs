@@ -32,11 +32,12 @@ use crate::gateway::metrics::GatewayMetrics;
 
 /// Every route the API listener serves (method, path), as docs/api.md and /openapi.json
 /// list them. `/metrics`, `/healthz` and `/readyz` are on the admin listener ([`admin_router`]).
-pub const ROUTES: [(&str, &str); 15] = [
+pub const ROUTES: [(&str, &str); 16] = [
     ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/nodes/{node}/shell/preflight"),
     ("POST", "/api/v1/nodes/{node}/shell"),
     ("GET", "/api/v1/sessions"),
+    ("GET", "/api/v1/sessions/search"),
     ("GET", "/api/v1/sessions/{name}"),
     ("DELETE", "/api/v1/sessions/{name}"),
     ("POST", "/api/v1/sessions/{name}/ticket"),
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/nodes/{node}/shell", post(shells::open_shell))
         .route("/api/v1/sessions", get(sessions::list_sessions))
+        .route("/api/v1/sessions/search", get(sessions::search))
         .route(
             "/api/v1/sessions/{name}",
             get(sessions::get_session).delete(sessions::delete_session),

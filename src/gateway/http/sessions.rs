@@ -1,14 +1,15 @@
-//! The caller (`GET /api/v1/whoami`) and their sessions: list, get, end, transcript, ledger.
+//! The caller (`GET /api/v1/whoami`) and their sessions: list, get, end, transcript, ledger, search.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::views::{SessionView, session_view, whoami_view};
 use super::{AppState, authenticate, authenticate_write};
-use crate::gateway::error::ApiError;
+use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::ledger::search::SearchQuery;
 use crate::gateway::refusals::{ledger_error, transcript_error};
 
 /// Who the caller is, as the gateway maps them.
@@ -106,4 +107,25 @@ pub(super) async fn ledger(
         .transcripts
         .record_read(&auth.caller, &session, "ledger");
     Ok(Json(ledger).into_response())
+}
+
+/// Searches the commands (and their output) of the sessions the caller may read.
+pub(super) async fn search(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let params: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let query = SearchQuery::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+    let sessions = state.access.visible_sessions(&auth).await?;
+    let answer = state
+        .live
+        .transcripts
+        .search(&auth.caller, sessions, query)
+        .await;
+    Ok(Json(answer).into_response())
 }

@@ -13,6 +13,7 @@
 pub mod commands;
 pub mod marks;
 pub mod recordings;
+pub mod search;
 pub mod store;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};

@@ -1,12 +1,16 @@
 //! [`Recordings`]: what the API reads a session's recording through. The transcript's
-//! chunks and the ledger's Secret, and the `ssm_transcript_read` audit row each read writes
-//! (auditors are audited too).
+//! chunks and the ledger's Secret, the bounded search over them, and the
+//! `ssm_transcript_read` audit row each read writes (auditors are audited too).
 
 use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tracing::warn;
 
+use super::search::{
+    SearchAnswer, SearchBounds, SearchQuery, SessionRecording, asciicast_output, search_session,
+    session_matches,
+};
 use super::{LedgerDocument, LedgerStore};
 use crate::api::NodeShellSession;
 use crate::gateway::audit::{AuditActor, AuditRow, AuditSink};
@@ -44,6 +48,105 @@ pub fn reader_actor(reader: &Caller) -> AuditActor {
     }
 }
 
+impl Recordings {
+    fn read_row(&self, reader: &Caller, session: &NodeShellSession, what: &str) {
+        let row = AuditRow::transcript_read(
+            &reader_actor(reader),
+            &self.cluster,
+            session,
+            what,
+            Timestamp::now(),
+        );
+        if let Err(e) = self.audit.emit(&row) {
+            warn!(error = %e, "writing the transcript read audit row failed");
+        }
+    }
+
+    /// The search: sessions with a ledger that pass the person and node filters, newest
+    /// first, at most `bounds.max_sessions`; their recorded output read only when the query
+    /// has text, within `bounds.max_transcript_bytes` in all. Each session with hits gets a
+    /// read row.
+    async fn run_search(
+        &self,
+        reader: &Caller,
+        sessions: Vec<NodeShellSession>,
+        query: SearchQuery,
+        bounds: SearchBounds,
+    ) -> SearchAnswer {
+        let mut answer = SearchAnswer::default();
+        let mut budget = bounds.max_transcript_bytes;
+        let candidates = sessions.into_iter().filter(|s| {
+            let user = &s.spec.user;
+            s.status.as_ref().is_some_and(|st| st.ledger.is_some())
+                && session_matches(
+                    &query,
+                    &user.sub,
+                    &user.name,
+                    user.email.as_deref(),
+                    &s.spec.node_name,
+                )
+        });
+        for (read, session) in candidates.enumerate() {
+            if read >= bounds.max_sessions {
+                answer.truncated = true;
+                break;
+            }
+            let Ok(ledger) = self.ledgers.load(&session).await else {
+                continue;
+            };
+            let output = if query.text.is_empty() {
+                None
+            } else {
+                self.output_within(&session, &mut budget, &mut answer).await
+            };
+            let name = kube::ResourceExt::name_any(&session);
+            let before = answer.hits.len();
+            let more = search_session(
+                &query,
+                &SessionRecording {
+                    session: &name,
+                    user: &session.spec.user.name,
+                    node: &session.spec.node_name,
+                    ledger: &ledger,
+                    output: output.as_deref(),
+                },
+                &mut answer,
+            );
+            if answer.hits.len() > before {
+                self.read_row(reader, &session, "ledger (search)");
+            }
+            if !more {
+                break;
+            }
+        }
+        answer
+    }
+
+    /// The recorded output of `session` when the budget allows it (else `truncated`).
+    async fn output_within(
+        &self,
+        session: &NodeShellSession,
+        budget: &mut usize,
+        answer: &mut SearchAnswer,
+    ) -> Option<Vec<u8>> {
+        let recorded = session
+            .status
+            .as_ref()
+            .and_then(|s| s.transcript.as_ref())
+            .and_then(|t| t.bytes)
+            .and_then(|b| usize::try_from(b).ok())
+            .unwrap_or(0);
+        if recorded > *budget {
+            answer.truncated = true;
+            return None;
+        }
+        let gz = self.transcripts.load(session).await.ok()?;
+        let cast = crate::gateway::transcript::gunzip_chunks([gz.as_slice()]).ok()?;
+        *budget = budget.saturating_sub(cast.len());
+        Some(asciicast_output(&cast))
+    }
+}
+
 impl TranscriptSource for Recordings {
     fn load(
         &self,
@@ -62,15 +165,20 @@ impl TranscriptSource for Recordings {
     }
 
     fn record_read(&self, reader: &Caller, session: &NodeShellSession, what: &str) {
-        let row = AuditRow::transcript_read(
-            &reader_actor(reader),
-            &self.cluster,
-            session,
-            what,
-            Timestamp::now(),
-        );
-        if let Err(e) = self.audit.emit(&row) {
-            warn!(error = %e, "writing the transcript read audit row failed");
-        }
+        self.read_row(reader, session, what);
+    }
+
+    fn search(
+        &self,
+        reader: &Caller,
+        sessions: Vec<NodeShellSession>,
+        query: SearchQuery,
+    ) -> BoxFuture<'static, SearchAnswer> {
+        let this = self.clone();
+        let reader = reader.clone();
+        Box::pin(async move {
+            this.run_search(&reader, sessions, query, SearchBounds::default())
+                .await
+        })
     }
 }
