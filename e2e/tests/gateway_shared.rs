@@ -4,6 +4,8 @@
 //!
 //! * [`gateway_story`]: the gateway as a person sees it;
 //! * [`gateway_errors`]: every error code, with its HTTP status and fields;
+//! * [`gateway_chain`]: tamper evidence: an edited transcript chunk is named by the API and
+//!   `nodeshell transcript verify`;
 //! * [`gateway_ledger`]: the `NodeShell-Shell` document's command ledger and the audited
 //!   reads of a recording;
 //! * [`gateway_edges`]: transcript failures, resume tokens, Closing, large transcripts,
@@ -20,6 +22,7 @@
 
 mod support;
 
+mod gateway_chain;
 mod gateway_edges;
 mod gateway_errors;
 mod gateway_ledger;

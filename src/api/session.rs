@@ -344,6 +344,13 @@ pub struct SessionTranscript {
     /// Hex SHA-256 of the whole recording, uncompressed (the asciicast v2 text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+
+    /// Head of the chunks' hash chain (hex): each chunk Secret carries the link before it
+    /// (annotation `nodeshell.periscope.io/transcript-chain-prev`), and this is the link
+    /// after the last chunk stored. `nodeshell transcript verify` checks the stored chunks
+    /// against it and names the first that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_head: Option<String>,
 }
 
 /// `status.exitCodeSource` when the agent reported the exit code.

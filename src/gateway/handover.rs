@@ -130,6 +130,23 @@ pub trait TranscriptSource: Send + Sync + 'static {
     /// `ledger`) of `session`.
     fn record_read(&self, _reader: &Caller, _session: &NodeShellSession, _what: &str) {}
 
+    /// Checks the stored transcript of `session` against its chain head
+    /// ([`crate::gateway::transcript::chain`]).
+    fn verify(
+        &self,
+        session: &NodeShellSession,
+    ) -> BoxFuture<
+        'static,
+        Result<crate::gateway::transcript::chain::ChainReport, TranscriptLoadError>,
+    > {
+        let name = kube::ResourceExt::name_any(session);
+        Box::pin(async move {
+            Err(TranscriptLoadError::Missing(format!(
+                "no transcript store is configured, so the transcript of {name} cannot be verified"
+            )))
+        })
+    }
+
     /// Searches the ledgers (and recorded output) of `sessions`, which the caller may read,
     /// newest first; bounded ([`crate::gateway::ledger::search`]).
     fn search(

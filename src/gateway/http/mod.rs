@@ -32,7 +32,7 @@ use crate::gateway::metrics::GatewayMetrics;
 
 /// Every route the API listener serves (method, path), as docs/api.md and /openapi.json
 /// list them. `/metrics`, `/healthz` and `/readyz` are on the admin listener ([`admin_router`]).
-pub const ROUTES: [(&str, &str); 16] = [
+pub const ROUTES: [(&str, &str); 17] = [
     ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/nodes/{node}/shell/preflight"),
     ("POST", "/api/v1/nodes/{node}/shell"),
@@ -43,6 +43,7 @@ pub const ROUTES: [(&str, &str); 16] = [
     ("POST", "/api/v1/sessions/{name}/ticket"),
     ("GET", "/api/v1/sessions/{name}/attach"),
     ("GET", "/api/v1/sessions/{name}/transcript"),
+    ("GET", "/api/v1/sessions/{name}/transcript/verify"),
     ("GET", "/api/v1/sessions/{name}/ledger"),
     ("GET", "/openapi.json"),
     ("GET", "/api/v1/whoami"),
@@ -91,6 +92,10 @@ pub fn router(state: AppState) -> Router {
             get(sessions::transcript),
         )
         .route("/api/v1/sessions/{name}/ledger", get(sessions::ledger))
+        .route(
+            "/api/v1/sessions/{name}/transcript/verify",
+            get(sessions::verify_transcript),
+        )
         .route("/auth/login", get(login::login))
         .route("/auth/callback", get(login::callback))
         .route("/auth/logout", post(login::logout))

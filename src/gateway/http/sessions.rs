@@ -129,3 +129,25 @@ pub(super) async fn search(
         .await;
     Ok(Json(answer).into_response())
 }
+
+/// Checks a session's stored transcript against its chain head and names the first chunk
+/// that differs; the read is audited.
+pub(super) async fn verify_transcript(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let session = state.access.managed_session(&auth, &name).await?;
+    let report = state
+        .live
+        .transcripts
+        .verify(&session)
+        .await
+        .map_err(|e| transcript_error(e, &name))?;
+    state
+        .live
+        .transcripts
+        .record_read(&auth.caller, &session, "transcript (verify)");
+    Ok(Json(json!({ "session": name, "verification": report })).into_response())
+}

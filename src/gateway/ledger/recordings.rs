@@ -16,6 +16,7 @@ use crate::api::NodeShellSession;
 use crate::gateway::audit::{AuditActor, AuditRow, AuditSink};
 use crate::gateway::handover::{Caller, TranscriptLoadError, TranscriptSource};
 use crate::gateway::transcript::TranscriptStore;
+use crate::gateway::transcript::chain::ChainReport;
 
 /// Stored transcripts and ledgers, and the audit sink their reads are written to.
 #[derive(Clone)]
@@ -166,6 +167,15 @@ impl TranscriptSource for Recordings {
 
     fn record_read(&self, reader: &Caller, session: &NodeShellSession, what: &str) {
         self.read_row(reader, session, what);
+    }
+
+    fn verify(
+        &self,
+        session: &NodeShellSession,
+    ) -> BoxFuture<'static, Result<ChainReport, TranscriptLoadError>> {
+        let transcripts = self.transcripts.clone();
+        let session = session.clone();
+        Box::pin(async move { transcripts.verify(&session).await })
     }
 
     fn search(
