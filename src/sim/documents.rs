@@ -141,6 +141,109 @@ mod tests {
         assert!(known("Other").is_none());
     }
 
+    /// Runs `shell` in a PTY as the agent does (profile typed first), types each line after
+    /// the next marked prompt like a person, and returns the ledger of its output.
+    async fn ledger_of(
+        shell: &str,
+        args: &[&str],
+        lines: &[&str],
+    ) -> crate::gateway::ledger::CommandLedger {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let nonce = "00aa11bb";
+        let doc = known("NodeShell-Shell").expect("known");
+        let params = BTreeMap::from([("markNonce".to_string(), vec![nonce.to_string()])]);
+        let (pty, pts) = pty_process::open().expect("pty");
+        pty.resize(pty_process::Size::new(24, 200)).expect("size");
+        let mut child = pty_process::Command::new(shell)
+            .args(args)
+            .env("PS1", "$ ")
+            .env("TERM", "xterm")
+            .kill_on_drop(true)
+            .spawn(pts)
+            .expect("spawn");
+        let (mut read, mut write) = pty.into_split();
+        write
+            .write_all(typed_profile(&doc, &params).expect("profile").as_bytes())
+            .await
+            .expect("profile");
+        let mut ledger = crate::gateway::ledger::CommandLedger::new(
+            nonce,
+            crate::gateway::ledger::LedgerLimits::default(),
+        );
+        let prompt = format!("\x1b]133;B;nonce={nonce}\x07");
+        let mut out: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut next = 0;
+        let mut typed_at = 0;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let read = tokio::time::timeout_at(deadline, read.read(&mut buf)).await;
+            let n = match read {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => break,
+            };
+            ledger.output(0.0, &buf[..n]);
+            out.extend_from_slice(&buf[..n]);
+            // The next line only after a prompt that came after the last line typed.
+            let fresh = out
+                .get(typed_at..)
+                .unwrap_or_default()
+                .windows(prompt.len())
+                .any(|w| w == prompt.as_bytes());
+            if fresh && next < lines.len() {
+                typed_at = out.len();
+                write
+                    .write_all(format!("{}\r", lines[next]).as_bytes())
+                    .await
+                    .expect("type");
+                next += 1;
+            }
+        }
+        let _ = child.wait().await;
+        ledger
+    }
+
+    #[tokio::test]
+    async fn the_profile_marks_commands_in_a_real_sh_and_bash() {
+        for (shell, args) in [
+            ("/bin/sh", vec!["-i"]),
+            ("/bin/bash", vec!["--noprofile", "--norc", "-i"]),
+        ] {
+            if !std::path::Path::new(shell).exists() {
+                continue;
+            }
+            let ledger = ledger_of(
+                shell,
+                &args,
+                &["cd /tmp", "false", "printf 'a;b\\n'", "exit 3"],
+            )
+            .await;
+            let records = ledger.records();
+            let seen: Vec<(&str, Option<i32>, Option<&str>)> = records
+                .iter()
+                .map(|r| (r.command.as_str(), r.exit_status, r.cwd.as_deref()))
+                .collect();
+            assert_eq!(seen.len(), 4, "{shell}: {records:?}");
+            assert!(
+                seen[0].2.is_some(),
+                "the start directory: {shell}: {records:?}"
+            );
+            assert_eq!(
+                seen[..3].iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+                [
+                    ("cd /tmp", Some(0)),
+                    ("false", Some(1)),
+                    ("printf 'a;b\\n'", Some(0))
+                ],
+                "{shell}: {records:?}"
+            );
+            assert_eq!(seen[1].2, Some("/tmp"), "{shell}: {records:?}");
+            assert_eq!(seen[3].0, "exit 3", "{shell}: {records:?}");
+            assert_eq!(ledger.counts().shell_exit_status, Some(3), "{shell}");
+            assert_eq!(ledger.counts().forged_marks, 0, "{shell}");
+        }
+    }
+
     #[test]
     fn the_yaml_and_json_documents_say_the_same() {
         let json: serde_json::Value = serde_json::from_str(NODESHELL_SHELL_JSON).expect("json");
