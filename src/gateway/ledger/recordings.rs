@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::search::{
     SearchAnswer, SearchBounds, SearchQuery, SessionRecording, asciicast_output, search_session,
-    session_matches,
+    session_matches, sessions_to_read,
 };
 use super::{LedgerDocument, LedgerStore};
 use crate::api::NodeShellSession;
@@ -64,7 +64,7 @@ impl Recordings {
     }
 
     /// The search: sessions with a ledger that pass the person and node filters, newest
-    /// first, at most `bounds.max_sessions`; their recorded output read only when the query
+    /// first, at most `bounds.max_sessions` ([`sessions_to_read`]); their recorded output read only when the query
     /// has text, within `bounds.max_transcript_bytes` in all. Each session with hits gets a
     /// read row.
     async fn run_search(
@@ -76,22 +76,19 @@ impl Recordings {
     ) -> SearchAnswer {
         let mut answer = SearchAnswer::default();
         let mut budget = bounds.max_transcript_bytes;
-        let candidates = sessions.into_iter().filter(|s| {
+        let (candidates, cut) = sessions_to_read(sessions, &query, &bounds, |s, q| {
             let user = &s.spec.user;
             s.status.as_ref().is_some_and(|st| st.ledger.is_some())
                 && session_matches(
-                    &query,
+                    q,
                     &user.sub,
                     &user.name,
                     user.email.as_deref(),
                     &s.spec.node_name,
                 )
         });
-        for (read, session) in candidates.enumerate() {
-            if read >= bounds.max_sessions {
-                answer.truncated = true;
-                break;
-            }
+        answer.truncated = cut;
+        for session in candidates {
             let Ok(ledger) = self.ledgers.load(&session).await else {
                 continue;
             };

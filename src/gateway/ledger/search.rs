@@ -216,6 +216,21 @@ pub fn session_matches(
     user_ok && query.node.as_deref().is_none_or(|n| n == node)
 }
 
+/// The sessions a search reads: those with a ledger (`has_ledger`) whose person and node
+/// pass the filters, in the given (newest first) order, at most `bounds.max_sessions`; and
+/// whether more would have been read.
+pub fn sessions_to_read<T>(
+    sessions: Vec<T>,
+    query: &SearchQuery,
+    bounds: &SearchBounds,
+    passes: impl Fn(&T, &SearchQuery) -> bool,
+) -> (Vec<T>, bool) {
+    let mut kept: Vec<T> = sessions.into_iter().filter(|s| passes(s, query)).collect();
+    let truncated = kept.len() > bounds.max_sessions;
+    kept.truncate(bounds.max_sessions);
+    (kept, truncated)
+}
+
 /// Adds the hits of one session to `answer`; false once `answer` holds the limit.
 pub fn search_session(
     query: &SearchQuery,
@@ -403,6 +418,20 @@ mod tests {
         let a = run(&q, &ledger, Some(&out));
         assert_eq!(a.hits.len(), 1);
         assert!(a.truncated);
+    }
+
+    #[test]
+    fn at_most_the_bounded_number_of_sessions_is_read_and_the_cut_is_said() {
+        let bounds = SearchBounds {
+            max_sessions: 2,
+            ..SearchBounds::default()
+        };
+        let q = query("");
+        let (read, truncated) =
+            sessions_to_read(vec![1, 2, 3, 4, 5], &q, &bounds, |n, _| n % 2 == 1);
+        assert_eq!((read, truncated), (vec![1, 3], true));
+        let (read, truncated) = sessions_to_read(vec![1, 2, 3], &q, &bounds, |n, _| *n > 1);
+        assert_eq!((read, truncated), (vec![2, 3], false));
     }
 
     #[test]
