@@ -245,6 +245,19 @@ mod tests {
     }
 
     #[test]
+    fn the_cloudformation_snippet_in_setup_md_carries_the_same_profile() {
+        let setup = include_str!("../../docs/setup.md");
+        let start = setup.find("            linux: |-\n").expect("the snippet") + 22;
+        let snippet: Vec<&str> = setup[start..]
+            .lines()
+            .take_while(|l| !l.starts_with("```"))
+            .map(|l| l.strip_prefix("              ").unwrap_or(l))
+            .collect();
+        let doc = known("NodeShell-Shell").expect("known");
+        assert_eq!(snippet.join("\n"), doc.inputs.shell_profile.linux);
+    }
+
+    #[test]
     fn the_yaml_and_json_documents_say_the_same() {
         let json: serde_json::Value = serde_json::from_str(NODESHELL_SHELL_JSON).expect("json");
         let yaml: serde_json::Value =
