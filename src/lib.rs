@@ -23,3 +23,4 @@ pub mod ssm;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod verification;

@@ -35,6 +35,8 @@ enum Command {
     Sim(nodeshell::sim::SimArgs),
     /// Run everything at once on this machine: control plane, simulator, controller.
     Dev(nodeshell::dev::DevArgs),
+    /// Stored transcripts: `verify <session>` checks its chunks against the chain head.
+    Transcript(nodeshell::verification::TranscriptArgs),
 }
 
 #[tokio::main]
@@ -55,6 +57,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Crds => print!("{}", nodeshell::api::crds_yaml()?),
         Command::Sim(args) => nodeshell::sim::run(args).await?,
         Command::Dev(args) => nodeshell::dev::run(args).await?,
+        Command::Transcript(args) => {
+            if !nodeshell::verification::run(args).await? {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

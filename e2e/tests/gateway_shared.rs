@@ -4,6 +4,10 @@
 //!
 //! * [`gateway_story`]: the gateway as a person sees it;
 //! * [`gateway_errors`]: every error code, with its HTTP status and fields;
+//! * [`gateway_chain`]: tamper evidence: an edited transcript chunk is named by the API and
+//!   `nodeshell transcript verify`;
+//! * [`gateway_ledger`]: the `NodeShell-Shell` document's command ledger and the audited
+//!   reads of a recording;
 //! * [`gateway_edges`]: transcript failures, resume tokens, Closing, large transcripts,
 //!   reattach grace;
 //! * [`gateway_limits`]: slow and oversized requests, the connection limit, oversized
@@ -20,8 +24,10 @@
 
 mod support;
 
+mod gateway_chain;
 mod gateway_edges;
 mod gateway_errors;
+mod gateway_ledger;
 mod gateway_limits;
 mod gateway_login;
 mod gateway_recycle;

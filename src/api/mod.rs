@@ -24,15 +24,16 @@ pub use labels::{
 pub use matching::{PolicyMatch, governing_policy, selects_node};
 pub use names::{MAX_SUBDOMAIN, subdomain_problem};
 pub use policy::{
-    DEFAULT_DOCUMENT_NAME, IdleActivity, NodeShellPolicy, NodeShellPolicySpec,
-    NodeShellPolicyStatus, PolicyAws, PolicyLimits, PolicyRetention, PolicyTranscript,
+    DEFAULT_DOCUMENT_NAME, IdleActivity, LEDGER_DOCUMENT_NAME, NodeShellPolicy,
+    NodeShellPolicySpec, NodeShellPolicyStatus, PolicyAws, PolicyLimits, PolicyRetention,
+    PolicyTranscript,
 };
 pub use printable::printable;
 pub use session::{
-    ACTIVITY_STATUS_LAG, ACTIVITY_WRITE_INTERVAL, GATEWAY_LEASE_LABEL, GATEWAY_LEASE_PREFIX,
-    NodeShellSession, NodeShellSessionSpec, NodeShellSessionStatus, SessionAuditRecord,
-    SessionGateway, SessionPhase, SessionReason, SessionTranscript, SessionUser,
-    gateway_lease_name,
+    ACTIVITY_STATUS_LAG, ACTIVITY_WRITE_INTERVAL, EXIT_CODE_FROM_AGENT, EXIT_CODE_FROM_SHELL,
+    GATEWAY_LEASE_LABEL, GATEWAY_LEASE_PREFIX, NodeShellSession, NodeShellSessionSpec,
+    NodeShellSessionStatus, SessionAuditRecord, SessionGateway, SessionLedger, SessionPhase,
+    SessionReason, SessionTranscript, SessionUser, gateway_lease_name,
 };
 pub use validation::{PolicyProblem, is_region, is_role_arn, validate_policy};
 

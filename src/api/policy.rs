@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 /// Default SSM document: an interactive shell.
 pub const DEFAULT_DOCUMENT_NAME: &str = "SSM-SessionManagerRunShell";
+/// nodeshell's own shell document (`config/ssm/NodeShell-Shell.json`): its profile prints
+/// the marks a command ledger is built from.
+pub const LEDGER_DOCUMENT_NAME: &str = "NodeShell-Shell";
 
 /// Who may open node shells, on which nodes, with which AWS role and limits.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -228,6 +228,13 @@ pub struct NodeShellSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 
+    /// Where `exitCode` came from: `Agent` (the agent reported it on the data channel) or
+    /// `Shell` (the shell's own final mark, printed by the `NodeShell-Shell` document's
+    /// profile; cooperative, see `status.ledger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Agent", "Shell"]))]
+    pub exit_code_source: Option<String>,
+
     /// Bytes typed by the person (browser to node). Exact at the close; while the session
     /// runs, as of the last activity write (at most once a minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +252,11 @@ pub struct NodeShellSessionStatus {
     /// Where the transcript of the session is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<SessionTranscript>,
+
+    /// The command ledger's summary, for a session on the `NodeShell-Shell` document
+    /// (absent on other documents: they print no marks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<SessionLedger>,
 
     /// Audit rows written for this session (open, close), as references into the audit log.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -332,6 +344,49 @@ pub struct SessionTranscript {
     /// Hex SHA-256 of the whole recording, uncompressed (the asciicast v2 text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+
+    /// Head of the chunks' hash chain (hex): each chunk Secret carries the link before it
+    /// (annotation `nodeshell.periscope.io/transcript-chain-prev`), and this is the link
+    /// after the last chunk stored. `nodeshell transcript verify` checks the stored chunks
+    /// against it and names the first that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_head: Option<String>,
+}
+
+/// `status.exitCodeSource` when the agent reported the exit code.
+pub const EXIT_CODE_FROM_AGENT: &str = "Agent";
+/// `status.exitCodeSource` when the shell's own final mark gave it.
+pub const EXIT_CODE_FROM_SHELL: &str = "Shell";
+
+/// The command ledger of a session: commands the shell reported through its marks
+/// (cooperative: the transcript is the authoritative record).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionLedger {
+    /// The Secret holding the ledger's records, in the operator's namespace
+    /// (`<session>-ledger`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+
+    /// Commands the shell started.
+    pub commands: i64,
+
+    /// Commands that finished with a non-zero exit status.
+    pub failed_commands: i64,
+
+    /// Exit status of the last finished command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_status: Option<i32>,
+
+    /// Mark-like sequences in the output without the session's nonce (printed by a program
+    /// or a file, not by the profile): never commands.
+    #[serde(default)]
+    pub forged_marks: i64,
+
+    /// True when more commands ran than the ledger keeps records of (800); the counts
+    /// include them.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// One audit row written for a session.

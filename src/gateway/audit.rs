@@ -21,6 +21,9 @@ use crate::api::{NodeShellSession, SessionAuditRecord};
 pub const VERB_OPEN: &str = "ssm_session_open";
 /// Verb of the row written when an SSM session ends.
 pub const VERB_CLOSE: &str = "ssm_session_close";
+/// Verb of the row written when someone reads a session's transcript or ledger (auditors are
+/// audited too).
+pub const VERB_TRANSCRIPT_READ: &str = "ssm_transcript_read";
 
 /// Who acted, as their id_token said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -162,6 +165,44 @@ impl AuditRow {
     pub fn opened(subject: AuditSubject<'_>, now: Timestamp) -> Self {
         let mut row = Self::blank(subject, VERB_OPEN, now);
         row.started_at = subject.ssm_session_id.map(|_| now.to_string());
+        row
+    }
+
+    /// The `ssm_transcript_read` row: `reader` (the row's actor) read `what` (`transcript`
+    /// or `ledger`) of the session, at `now`. `message` names what was read and whose
+    /// session it is; the transcript fields name the recording.
+    pub fn transcript_read(
+        reader: &AuditActor,
+        cluster: &str,
+        session: &NodeShellSession,
+        what: &str,
+        now: Timestamp,
+    ) -> Self {
+        let actor = AuditActor::of(session);
+        let subject = AuditSubject {
+            actor: &actor,
+            cluster,
+            session,
+            ssm_session_id: session
+                .status
+                .as_ref()
+                .and_then(|s| s.ssm_session_id.as_deref()),
+            assumed_role_arn: None,
+        };
+        let mut row = Self::blank(subject, VERB_TRANSCRIPT_READ, now);
+        row.actor = reader.clone();
+        row.message = Some(format!(
+            "{} read the {what} of session {} (opened by {})",
+            reader.sub,
+            session.name_any(),
+            actor.sub
+        ));
+        if let Some(t) = session.status.as_ref().and_then(|s| s.transcript.as_ref()) {
+            row.transcript_ref = Some(t.reference.clone());
+            row.transcript_bytes = t.bytes.and_then(|b| u64::try_from(b).ok());
+            row.transcript_truncated = t.truncated;
+            row.sha256.clone_from(&t.sha256);
+        }
         row
     }
 

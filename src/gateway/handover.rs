@@ -140,6 +140,52 @@ pub trait TranscriptSource: Send + Sync + 'static {
         &self,
         session: &NodeShellSession,
     ) -> BoxFuture<'static, Result<Vec<u8>, TranscriptLoadError>>;
+
+    /// The stored command ledger of `session` (`Missing` when it has none).
+    fn load_ledger(
+        &self,
+        session: &NodeShellSession,
+    ) -> BoxFuture<'static, Result<crate::gateway::ledger::LedgerDocument, TranscriptLoadError>>
+    {
+        let name = kube::ResourceExt::name_any(session);
+        Box::pin(async move {
+            Err(TranscriptLoadError::Missing(format!(
+                "no ledger store is configured, so the ledger of {name} cannot be read"
+            )))
+        })
+    }
+
+    /// Writes the `ssm_transcript_read` audit row: `reader` read `what` (`transcript` or
+    /// `ledger`) of `session`.
+    fn record_read(&self, _reader: &Caller, _session: &NodeShellSession, _what: &str) {}
+
+    /// Checks the stored transcript of `session` against its chain head
+    /// ([`crate::gateway::transcript::chain`]).
+    fn verify(
+        &self,
+        session: &NodeShellSession,
+    ) -> BoxFuture<
+        'static,
+        Result<crate::gateway::transcript::chain::ChainReport, TranscriptLoadError>,
+    > {
+        let name = kube::ResourceExt::name_any(session);
+        Box::pin(async move {
+            Err(TranscriptLoadError::Missing(format!(
+                "no transcript store is configured, so the transcript of {name} cannot be verified"
+            )))
+        })
+    }
+
+    /// Searches the ledgers (and recorded output) of `sessions`, which the caller may read,
+    /// newest first; bounded ([`crate::gateway::ledger::search`]).
+    fn search(
+        &self,
+        _reader: &Caller,
+        _sessions: Vec<NodeShellSession>,
+        _query: crate::gateway::ledger::search::SearchQuery,
+    ) -> BoxFuture<'static, crate::gateway::ledger::search::SearchAnswer> {
+        Box::pin(async { crate::gateway::ledger::search::SearchAnswer::default() })
+    }
 }
 
 /// Stand-in used where no live side runs (route tests, a build without it): every attach is

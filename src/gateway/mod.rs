@@ -29,6 +29,7 @@ pub mod error;
 pub mod handover;
 pub mod http;
 pub mod lease;
+pub mod ledger;
 pub mod live;
 pub mod metrics;
 pub mod refusals;

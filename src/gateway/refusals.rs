@@ -294,6 +294,18 @@ pub fn transcript_error(e: TranscriptLoadError, name: &str) -> ApiError {
     }
 }
 
+/// A stored ledger that cannot be read, in the API's words: none is `E_NOT_FOUND` (the
+/// session ran on another document), a storage failure `E_INTERNAL`.
+pub fn ledger_error(e: TranscriptLoadError, name: &str) -> ApiError {
+    match e {
+        TranscriptLoadError::Missing(m) => ApiError::new(ErrorCode::NotFound, m),
+        TranscriptLoadError::Storage(m) => ApiError::new(
+            ErrorCode::Internal,
+            format!("cannot read the ledger of {name}: {m}"),
+        ),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

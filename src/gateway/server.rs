@@ -25,9 +25,9 @@ use crate::gateway::connections::ApiListener;
 use crate::gateway::handover::LiveSide;
 use crate::gateway::http::{self, AppState};
 use crate::gateway::lease::GatewayLease;
+use crate::gateway::ledger::Recordings;
 use crate::gateway::live::{LiveConfig, LiveSessions};
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
-use crate::gateway::transcript::TranscriptStore;
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -146,14 +146,20 @@ pub fn live_side(
     metrics: &GatewayMetrics,
     aws: &AwsClients,
 ) -> Result<LiveSide, AuditError> {
-    let mut live_config = LiveConfig::new(config, client.clone(), audit_sink(config)?);
+    let audit = audit_sink(config)?;
+    let mut live_config = LiveConfig::new(config, client.clone(), audit.clone());
     live_config.aws = aws.clone();
     metrics
         .registry
         .with(|registry| live_config.metrics.register(registry));
     Ok(LiveSide {
         shells: Arc::new(LiveSessions::new(live_config)),
-        transcripts: Arc::new(TranscriptStore::new(client, &config.namespace)),
+        transcripts: Arc::new(Recordings::new(
+            client,
+            &config.namespace,
+            audit,
+            &config.cluster_name,
+        )),
     })
 }
 

@@ -129,6 +129,13 @@ pub(crate) fn spawn(
             pace,
         ));
         let (input_tx, input_rx) = mpsc::unbounded_channel();
+        // The shell plugin types the document's shell profile into the new shell
+        // (`runShellProfile`; see `super::documents`).
+        if let Some(profile) = super::documents::known(&session.document)
+            .and_then(|doc| super::documents::typed_profile(&doc, &session.parameters))
+        {
+            let _ = input_tx.send(PtyInput::Bytes(Bytes::from(profile)));
+        }
         tokio::spawn(pty_writer(write, input_rx));
         Program::Shell {
             pty: input_tx,

@@ -10,6 +10,7 @@ mod agent_messages;
 pub mod agent_outgoing;
 mod clients;
 pub mod config;
+pub mod documents;
 pub mod faults;
 mod handshake;
 mod ids;

@@ -371,7 +371,10 @@ fn start_session(
             &document_arn(&shared.config, &document),
         ));
     }
-    if document != SHELL_DOCUMENT && document != FIREHOSE_DOCUMENT {
+    if document != SHELL_DOCUMENT
+        && document != FIREHOSE_DOCUMENT
+        && super::documents::known(&document).is_none()
+    {
         return Err(err(
             "InvalidDocument",
             format!("Document with name {document} does not exist."),

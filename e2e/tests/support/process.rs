@@ -445,7 +445,7 @@ impl GatewayProcess {
 }
 
 /// Audit rows among JSON lines: objects whose `event`, `verb` or `type` is an
-/// `ssm_session_*` name.
+/// `ssm_session_*` name or `ssm_transcript_read`.
 pub fn audit_rows(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -453,12 +453,12 @@ pub fn audit_rows(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The `ssm_session_*` verb of an audit row.
+/// The `ssm_session_*` (or `ssm_transcript_read`) verb of an audit row.
 pub fn audit_verb(row: &Value) -> Option<&str> {
     ["event", "verb", "type", "action"]
         .iter()
         .find_map(|k| row[*k].as_str())
-        .filter(|v| v.starts_with("ssm_session_"))
+        .filter(|v| v.starts_with("ssm_session_") || *v == "ssm_transcript_read")
 }
 
 /// How long `nodeshell dev` may take to print its URL (a cold control plane is slow).

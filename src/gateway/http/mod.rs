@@ -34,16 +34,19 @@ use crate::gateway::metrics::GatewayMetrics;
 
 /// Every route the API listener serves (method, path), as docs/api.md and /openapi.json
 /// list them. `/metrics`, `/healthz` and `/readyz` are on the admin listener ([`admin_router`]).
-pub const ROUTES: [(&str, &str); 16] = [
+pub const ROUTES: [(&str, &str); 19] = [
     ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/nodes/{node}/shell/preflight"),
     ("POST", "/api/v1/nodes/{node}/shell"),
     ("GET", "/api/v1/sessions"),
+    ("GET", "/api/v1/sessions/search"),
     ("GET", "/api/v1/sessions/{name}"),
     ("DELETE", "/api/v1/sessions/{name}"),
     ("POST", "/api/v1/sessions/{name}/ticket"),
     ("GET", "/api/v1/sessions/{name}/attach"),
     ("GET", "/api/v1/sessions/{name}/transcript"),
+    ("GET", "/api/v1/sessions/{name}/transcript/verify"),
+    ("GET", "/api/v1/sessions/{name}/ledger"),
     ("GET", "/openapi.json"),
     ("GET", "/api/v1/whoami"),
     ("GET", "/auth/login"),
@@ -81,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/nodes/{node}/shell", post(shells::open_shell))
         .route("/api/v1/sessions", get(sessions::list_sessions))
+        .route("/api/v1/sessions/search", get(sessions::search))
         .route(
             "/api/v1/sessions/{name}",
             get(sessions::get_session).delete(sessions::delete_session),
@@ -90,6 +94,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/sessions/{name}/transcript",
             get(sessions::transcript),
+        )
+        .route("/api/v1/sessions/{name}/ledger", get(sessions::ledger))
+        .route(
+            "/api/v1/sessions/{name}/transcript/verify",
+            get(sessions::verify_transcript),
         )
         .route("/auth/login", get(login::login))
         .route("/auth/callback", get(login::callback))

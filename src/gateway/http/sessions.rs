@@ -1,15 +1,16 @@
-//! The caller (`GET /api/v1/whoami`) and their sessions: list, get, end, transcript.
+//! The caller (`GET /api/v1/whoami`) and their sessions: list, get, end, transcript, ledger, search.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::views::{SessionView, session_view, whoami_view};
 use super::{AppState, authenticate, authenticate_write};
-use crate::gateway::error::ApiError;
-use crate::gateway::refusals::transcript_error;
+use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::ledger::search::SearchQuery;
+use crate::gateway::refusals::{ledger_error, transcript_error};
 
 /// Who the caller is, as the gateway maps them.
 pub(super) async fn whoami(
@@ -80,6 +81,10 @@ pub(super) async fn transcript(
         .load(&session)
         .await
         .map_err(|e| transcript_error(e, &name))?;
+    state
+        .live
+        .transcripts
+        .record_read(&auth.caller, &session, "transcript");
     let headers = [
         (header::CONTENT_TYPE, "application/gzip".to_string()),
         (
@@ -88,4 +93,68 @@ pub(super) async fn transcript(
         ),
     ];
     Ok((headers, bytes).into_response())
+}
+
+/// The command ledger of a session (`NodeShell-Shell`), as JSON; the read is audited.
+pub(super) async fn ledger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let session = state.access.managed_session(&auth, &name).await?;
+    let ledger = state
+        .live
+        .transcripts
+        .load_ledger(&session)
+        .await
+        .map_err(|e| ledger_error(e, &name))?;
+    state
+        .live
+        .transcripts
+        .record_read(&auth.caller, &session, "ledger");
+    Ok(Json(ledger).into_response())
+}
+
+/// Searches the commands (and their output) of the sessions the caller may read.
+pub(super) async fn search(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let params: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let query = SearchQuery::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+    let sessions = state.access.visible_sessions(&auth).await?;
+    let answer = state
+        .live
+        .transcripts
+        .search(&auth.caller, sessions, query)
+        .await;
+    Ok(Json(answer).into_response())
+}
+
+/// Checks a session's stored transcript against its chain head and names the first chunk
+/// that differs; the read is audited.
+pub(super) async fn verify_transcript(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&state, &headers).await?;
+    let session = state.access.managed_session(&auth, &name).await?;
+    let report = state
+        .live
+        .transcripts
+        .verify(&session)
+        .await
+        .map_err(|e| transcript_error(e, &name))?;
+    state
+        .live
+        .transcripts
+        .record_read(&auth.caller, &session, "transcript (verify)");
+    Ok(Json(json!({ "session": name, "verification": report })).into_response())
 }

@@ -31,6 +31,7 @@ use super::{Control, Inner};
 use crate::api::{NodeShellSession, NodeShellSessionStatus};
 use crate::aws::SsmSessions;
 use crate::gateway::error::ErrorCode;
+use crate::gateway::ledger::{Ledger, LedgerDocument};
 use crate::gateway::transcript::{
     Segment, StorageFailure, Transcript, TranscriptError, compress, transcript_ref,
 };
@@ -51,6 +52,8 @@ pub(super) struct Started {
     pub ssm: SsmSessions,
     pub transcript: Option<Transcript>,
     pub transcript_stored: bool,
+    /// The command ledger, for a session on the ledger document with a transcript.
+    pub ledger: Option<Ledger>,
     pub origin: Instant,
     pub started: Instant,
     pub snapshot: NodeShellSessionStatus,
@@ -101,6 +104,11 @@ pub(super) struct Driver {
     /// The last flush failed: wait for the flush interval before trying again.
     flush_failed: bool,
     pub(super) exit_code: Option<i32>,
+    /// The command ledger ([`super::ledger`]), the write of it running, and what was last
+    /// handed to a write.
+    pub(super) ledger: Option<Ledger>,
+    pub(super) ledger_write: Option<JoinHandle<()>>,
+    pub(super) ledger_written: Option<LedgerDocument>,
     /// The window's bytes, in the gateway's held-output total.
     held: HeldShare,
     /// Whether output reading waits for the browser, in the paused-sessions gauge.
@@ -160,6 +168,9 @@ pub(super) async fn run(
         flush_task: None,
         flush_failed: false,
         exit_code: None,
+        ledger: started.ledger,
+        ledger_write: None,
+        ledger_written: None,
         held: inner.config.metrics.output_held.share(),
         paused: PausedMark::new(&inner.config.metrics.output_paused),
         size: LastSize::opened_at(started.size.0, started.size.1),
@@ -293,6 +304,7 @@ impl Driver {
         if let Some(tr) = self.transcript.as_mut() {
             tr.output(t, chunk);
         }
+        self.ledger_output(t, chunk);
         self.idle.output(now);
         self.records
             .output(chunk.len(), self.idle.last_activity() == now);
@@ -382,6 +394,7 @@ impl Driver {
     }
 
     fn start_flush(&mut self) {
+        self.write_ledger();
         let Some(t) = self.transcript.as_mut() else {
             return;
         };

@@ -40,7 +40,7 @@ impl Driver {
         self.terminate(&name).await;
         self.drain_channel().await;
         self.input.close();
-        let exit_code = self
+        let agent_exit = self
             .exit_code
             .or_else(|| self.input.close_reason().and_then(|r| r.exit_code));
 
@@ -50,6 +50,7 @@ impl Driver {
 
         let mut message = reason.message();
         let transcript = self.final_flush(&name, &reason, &mut message).await;
+        let exit_code = self.final_ledger(agent_exit).await;
         let close = CloseFacts {
             reason: &reason,
             message: &message,

@@ -16,6 +16,7 @@ mod failed_start;
 mod finish;
 pub mod frames;
 pub mod idle;
+mod ledger;
 pub mod metrics;
 pub mod output;
 pub mod reasons;
@@ -48,6 +49,7 @@ use crate::gateway::audit::AuditSink;
 use crate::gateway::config::{GatewayConfig, LiveSettings};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
+use crate::gateway::ledger::LedgerStore;
 use crate::gateway::transcript::TranscriptStore;
 
 use bridge::Attachment;
@@ -120,6 +122,7 @@ pub(crate) struct Inner {
     config: LiveConfig,
     status: StatusApi,
     store: TranscriptStore,
+    ledgers: LedgerStore,
     recorder: Recorder,
     sessions: Mutex<HashMap<String, Slot>>,
     shutting_down: AtomicBool,
@@ -192,6 +195,7 @@ impl LiveSessions {
             inner: Arc::new(Inner {
                 status: StatusApi::new(config.client.clone()),
                 store: TranscriptStore::new(config.client.clone(), &config.namespace),
+                ledgers: LedgerStore::new(config.client.clone(), &config.namespace),
                 recorder,
                 config,
                 sessions: Mutex::new(HashMap::new()),

@@ -34,6 +34,7 @@ use crate::gateway::config::live::{
 };
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
+use crate::gateway::ledger::{LEDGER_DOCUMENT, Ledger, NONCE_PARAMETER, new_nonce};
 use crate::gateway::transcript::{
     AsciicastHeader, StorageFailure, Transcript, compress, transcript_ref,
 };
@@ -230,9 +231,15 @@ async fn start_admitted(
     progress: &mut Progress,
 ) -> Result<Started, Refusal> {
     let origin = Instant::now();
+    let origin_wall = Timestamp::now();
     let (transcript, transcript_stored) = first_transcript(inner, grant, fresh).await?;
     let ssm = assume_role(inner, grant, fresh, progress).await?;
-    let stream = start_ssm_session(inner, fresh, &ssm, progress).await?;
+    // The ledger document's marks carry a nonce only this gateway knows (issue 12 §1).
+    let nonce = (fresh.spec.document_name == LEDGER_DOCUMENT).then(new_nonce);
+    let stream = start_ssm_session(inner, fresh, &ssm, nonce.as_deref(), progress).await?;
+    let ledger = nonce
+        .filter(|_| transcript.is_some())
+        .map(|n| Ledger::new(&n, origin_wall));
     let channel = open_channel(inner, grant, fresh, &ssm, &stream).await?;
     let now = Timestamp::now();
     let row = open_row(
@@ -277,6 +284,7 @@ async fn start_admitted(
         ssm,
         transcript,
         transcript_stored,
+        ledger,
         origin,
         started: Instant::now(),
         snapshot,
@@ -378,6 +386,7 @@ async fn start_ssm_session(
     inner: &Inner,
     fresh: &NodeShellSession,
     ssm: &SsmSessions,
+    nonce: Option<&str>,
     progress: &mut Progress,
 ) -> Result<SessionStream, Refusal> {
     let spec = &fresh.spec;
@@ -392,7 +401,9 @@ async fn start_ssm_session(
             &spec.instance_id,
             Some(&spec.document_name),
             Some(&reason),
-            HashMap::new(),
+            nonce
+                .map(|n| HashMap::from([(NONCE_PARAMETER.to_string(), vec![n.to_string()])]))
+                .unwrap_or_default(),
         )
         .await
         .map_err(|e| Refusal::Failed(start_session_failure(&e)))?;

@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 use std::io::Write;
 
 use flate2::Compression;
+
+use super::chain::Chain;
 use flate2::write::GzEncoder;
 
 /// Largest chunk stored in one Secret (compressed).
@@ -26,6 +28,8 @@ pub struct Segment {
     pub text: Vec<u8>,
     /// Whether more segments follow it (a sealed segment never changes again).
     pub sealed: bool,
+    /// The hash chain's link before this segment (hex; [`super::chain`]).
+    pub prev: String,
 }
 
 impl Segment {
@@ -35,6 +39,7 @@ impl Segment {
             index: self.index,
             gz: gzip(&self.text),
             sealed: self.sealed,
+            prev: self.prev.clone(),
         }
     }
 }
@@ -48,6 +53,8 @@ pub struct Chunk {
     pub gz: Vec<u8>,
     /// Whether more chunks follow it (a sealed chunk never changes again).
     pub sealed: bool,
+    /// The hash chain's link before this chunk (hex), stored beside it.
+    pub prev: String,
 }
 
 /// The recording's chunks: sealed ones waiting to be stored and the current one.
@@ -61,6 +68,8 @@ pub struct ChunkedRecording {
     /// Whether the first chunk was handed out once (it is written even when empty, so a
     /// required transcript fails before the session opens).
     handed_out: bool,
+    /// The hash chain over the sealed segments.
+    chain: Chain,
 }
 
 impl Default for ChunkedRecording {
@@ -80,6 +89,7 @@ impl ChunkedRecording {
             unstored_sealed: VecDeque::new(),
             current_dirty: false,
             handed_out: false,
+            chain: Chain::default(),
         }
     }
 
@@ -98,13 +108,21 @@ impl ChunkedRecording {
     }
 
     fn seal(&mut self) {
+        let prev = self.chain.prev_hex();
+        self.chain.seal(&self.segment);
         self.unstored_sealed.push_back(Segment {
             index: self.index,
             text: std::mem::take(&mut self.segment),
             sealed: true,
+            prev,
         });
         self.index += 1;
         self.current_dirty = false;
+    }
+
+    /// The chain head once the current segment is stored as it is now (hex).
+    pub fn chain_head(&self) -> String {
+        self.chain.head_with(&self.segment)
     }
 
     /// Sealed chunks not stored yet (the session stops reading output when they pile up).
@@ -132,6 +150,7 @@ impl ChunkedRecording {
                 index: self.index,
                 text: self.segment.clone(),
                 sealed: false,
+                prev: self.chain.prev_hex(),
             });
             self.current_dirty = false;
         }

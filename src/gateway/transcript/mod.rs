@@ -2,9 +2,11 @@
 //! policy captures input) as an asciicast v2 recording, capped at the policy's `maxBytes`,
 //! gzip-compressed, stored in Secrets owned by the session and split into chunks of at most
 //! 512 KiB, flushed periodically. [`Transcript`] is the pure recorder; [`store`] writes and
-//! reads the Secrets; [`failure`] says why a write failed in words a person can act on.
+//! reads the Secrets; [`failure`] says why a write failed in words a person can act on;
+//! [`chain`] links the chunks so an edited one is evident.
 
 pub mod asciicast;
+pub mod chain;
 pub mod chunks;
 pub mod failure;
 pub mod store;
@@ -102,6 +104,7 @@ impl Transcript {
             bytes: Some(i64::try_from(summary.terminal_bytes).unwrap_or(i64::MAX)),
             truncated: Some(summary.truncated),
             sha256: Some(summary.sha256),
+            chain_head: Some(self.chunks.chain_head()),
         }
     }
 }

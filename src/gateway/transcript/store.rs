@@ -13,7 +13,8 @@ use kube::{Client, Resource, ResourceExt};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::chunks::Chunk;
+use super::chain::{CHAIN_ANNOTATION, ChainReport, StoredChunk, verify};
+use super::chunks::{Chunk, gunzip_chunks};
 use crate::api::{LABEL_SESSION, NodeShellSession, label_value};
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::handover::{TranscriptLoadError, TranscriptSource};
@@ -94,10 +95,10 @@ pub fn chunk_secret(
                 LABEL_SESSION.to_string(),
                 label_value(&name),
             )])),
-            annotations: Some(BTreeMap::from([(
-                CHUNK_ANNOTATION.to_string(),
-                chunk.index.to_string(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (CHUNK_ANNOTATION.to_string(), chunk.index.to_string()),
+                (CHAIN_ANNOTATION.to_string(), chunk.prev.clone()),
+            ])),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
@@ -192,6 +193,59 @@ impl TranscriptStore {
     }
 }
 
+impl TranscriptStore {
+    /// Every stored chunk of `session` as verification reads it: its Secret's name, its chain
+    /// annotation and its text (each chunk decompressed on its own).
+    pub async fn load_stored_chunks(
+        &self,
+        session: &NodeShellSession,
+    ) -> Result<Vec<StoredChunk>, TranscriptLoadError> {
+        let name = session.name_any();
+        let mut out = Vec::new();
+        loop {
+            let secret_name = chunk_secret_name(&name, out.len());
+            let Some(secret) = self
+                .api
+                .get_opt(&secret_name)
+                .await
+                .map_err(|e| read_failure(&e, &self.namespace))?
+            else {
+                break;
+            };
+            let prev = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CHAIN_ANNOTATION).cloned());
+            let gz = secret
+                .data
+                .and_then(|mut d| d.remove(CHUNK_DATA_KEY))
+                .map(|b| b.0)
+                .unwrap_or_default();
+            out.push(StoredChunk {
+                secret: secret_name,
+                prev,
+                text: gunzip_chunks([gz.as_slice()]).map_err(|e| e.to_string()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks the stored chunks of `session` against the chain head its status records.
+    pub async fn verify(
+        &self,
+        session: &NodeShellSession,
+    ) -> Result<ChainReport, TranscriptLoadError> {
+        let chunks = self.load_stored_chunks(session).await?;
+        let head = session
+            .status
+            .as_ref()
+            .and_then(|s| s.transcript.as_ref())
+            .and_then(|t| t.chain_head.as_deref());
+        Ok(verify(&chunks, head))
+    }
+}
+
 /// Reads chunk 0, 1, … through `fetch` until the first that does not exist and returns their
 /// bytes in order with how many there were. There is no count limit: a download holds every
 /// chunk or fails with the first read error, never a silently shortened recording.
@@ -246,6 +300,7 @@ mod tests {
             index: 2,
             gz: vec![1, 2, 3],
             sealed: false,
+            prev: "00".into(),
         };
         assert!(matches!(
             chunk_secret(&session, "ns", &chunk),

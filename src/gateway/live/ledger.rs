@@ -1,0 +1,91 @@
+//! A running session's command ledger: fed from the output path (`Driver::record_output`),
+//! its summary kept in `status.ledger`, its records written beside the transcript each time
+//! the transcript flushes (one write at a time, off the session's path) and once more at the
+//! close, before the Closed status. The shell's final mark gives `exitCode` when the agent
+//! gave none.
+
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::driver::Driver;
+use crate::api::{EXIT_CODE_FROM_AGENT, EXIT_CODE_FROM_SHELL};
+use crate::gateway::ledger::ledger_secret_name;
+
+/// Attempts at the ledger's write at the close.
+const FINAL_ATTEMPTS: usize = 3;
+/// Longest wait for a ledger write still running at the close.
+const RUNNING_WRITE_WAIT: Duration = Duration::from_secs(10);
+
+impl Driver {
+    /// Output at `t` seconds into the ledger.
+    pub(super) fn ledger_output(&mut self, t: f64, data: &[u8]) {
+        if let Some(ledger) = self.ledger.as_mut() {
+            ledger.output(t, data);
+        }
+    }
+
+    /// Starts writing the ledger when it changed and no write is running; the status
+    /// summary follows the ledger at once (the status write carries it).
+    pub(super) fn write_ledger(&mut self) {
+        let Some(ledger) = self.ledger.as_ref() else {
+            return;
+        };
+        if self.ledger_write.as_ref().is_some_and(|w| !w.is_finished()) {
+            return;
+        }
+        let document = ledger.document(&self.info.name);
+        if self.ledger_written.as_ref() == Some(&document) {
+            return;
+        }
+        self.records.snapshot.ledger = Some(ledger.status(&ledger_secret_name(&self.info.name)));
+        let store = self.inner.ledgers.clone();
+        let session = self.info.session.clone();
+        let name = self.info.name.clone();
+        self.ledger_written = Some(document.clone());
+        self.ledger_write = Some(tokio::spawn(async move {
+            if let Err(e) = store.store(&session, &document).await {
+                warn!(session = %name, error = %e, "storing the ledger failed");
+            }
+        }));
+    }
+
+    /// The close: waits for a running write, writes the ledger a last time and sets the
+    /// summary; returns the exit code and where it came from.
+    pub(super) async fn final_ledger(&mut self, agent_exit: Option<i32>) -> Option<i32> {
+        if agent_exit.is_some() {
+            self.records.snapshot.exit_code_source = Some(EXIT_CODE_FROM_AGENT.to_string());
+        }
+        let Some(ledger) = self.ledger.as_ref() else {
+            return agent_exit;
+        };
+        if let Some(running) = self.ledger_write.take() {
+            let _ = tokio::time::timeout(RUNNING_WRITE_WAIT, running).await;
+        }
+        let document = ledger.document(&self.info.name);
+        self.records.snapshot.ledger = Some(ledger.status(&ledger_secret_name(&self.info.name)));
+        let shell_exit = ledger.counts().shell_exit_status;
+        for attempt in 0..FINAL_ATTEMPTS {
+            match self
+                .inner
+                .ledgers
+                .store(&self.info.session, &document)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(session = %self.info.name, attempt, error = %e, "final ledger write failed");
+                    tokio::time::sleep(self.inner.config.settings.status_throttle).await;
+                }
+            }
+        }
+        match (agent_exit, shell_exit) {
+            (Some(code), _) => Some(code),
+            (None, Some(code)) => {
+                self.records.snapshot.exit_code_source = Some(EXIT_CODE_FROM_SHELL.to_string());
+                Some(code)
+            }
+            (None, None) => None,
+        }
+    }
+}
