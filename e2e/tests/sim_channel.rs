@@ -249,7 +249,9 @@ async fn firehose_across_two_hourly_recycles_arrives_whole() {
         slow_agent_ms: 2,
         ..FaultKnobs::default()
     };
-    let calls = firehose_with(config, "recycle", knobs, 1024 * 1024).await.calls;
+    let calls = firehose_with(config, "recycle", knobs, 1024 * 1024)
+        .await
+        .calls;
     let resumes = calls
         .iter()
         .filter(|c| c.operation == "ResumeSession" && c.error_code.is_none())
