@@ -17,9 +17,10 @@ use serde_json::json;
 use crate::localcluster::processes::{Output, ProcessSpec, SupervisedProcess, free_port};
 use crate::localcluster::{self, Identity, LocalCluster, Options, SYSTEM_NAMESPACE};
 
-/// The demo policy (`e2e/manifests/samples/policy.yaml`).
+/// The demo policies (`e2e/manifests/samples/policy.yaml`): `default`, and `ledger` for the
+/// pool whose node runs nodeshell's own document.
 pub const SAMPLE_POLICY_YAML: &str = include_str!("../e2e/manifests/samples/policy.yaml");
-/// Three EC2-like nodes and one on-premises node (`e2e/manifests/samples/nodes.yaml`).
+/// Four EC2-like nodes and one on-premises node (`e2e/manifests/samples/nodes.yaml`).
 pub const SAMPLE_NODES_YAML: &str = include_str!("../e2e/manifests/samples/nodes.yaml");
 
 /// The simulator's configuration: the sample policy's account, role, audience and region,
@@ -719,31 +720,43 @@ mod tests {
     #[test]
     fn the_simulator_matches_the_sample_policy_and_nodes() {
         let sim = sim_config();
-        let policy: NodeShellPolicy = serde_saphyr::from_str(SAMPLE_POLICY_YAML).unwrap();
-        let aws = &policy.spec.aws;
+        let policies: Vec<NodeShellPolicy> = SAMPLE_POLICY_YAML
+            .split("\n---\n")
+            .map(|doc| serde_saphyr::from_str(doc).unwrap())
+            .collect();
+        let names: Vec<_> = policies.iter().map(|p| p.metadata.name.clone()).collect();
+        assert_eq!(names, [Some("default".into()), Some("ledger".into())]);
         let role = &sim.roles[0];
-        assert_eq!(
-            aws.role_arn.as_deref(),
-            Some(format!("arn:aws:iam::{}:role/{}", sim.account_id, role.name).as_str())
-        );
-        assert_eq!(aws.oidc_audience.as_deref(), Some(role.audience.as_str()));
-        assert_eq!(
-            aws.oidc_audience.as_deref(),
-            Some(sim.issuer.client_id.as_str())
-        );
-        assert_eq!(aws.region.as_deref(), Some(sim.region.as_str()));
+        for policy in &policies {
+            let aws = &policy.spec.aws;
+            assert_eq!(
+                aws.role_arn.as_deref(),
+                Some(format!("arn:aws:iam::{}:role/{}", sim.account_id, role.name).as_str())
+            );
+            assert_eq!(aws.oidc_audience.as_deref(), Some(role.audience.as_str()));
+            assert_eq!(
+                aws.oidc_audience.as_deref(),
+                Some(sim.issuer.client_id.as_str())
+            );
+            assert_eq!(aws.region.as_deref(), Some(sim.region.as_str()));
+        }
+        // The ledger policy runs the document the simulator's agent knows.
+        assert_eq!(policies[1].spec.aws.document_name, "NodeShell-Shell");
         // Every EC2-like sample node has an instance; the first one a live shell.
         let ids: Vec<&str> = SAMPLE_NODES_YAML
             .lines()
             .filter_map(|l| l.trim().strip_prefix("providerID: aws:///"))
             .filter_map(|p| p.rsplit('/').next())
             .collect();
-        assert_eq!(ids.len(), 3);
+        assert_eq!(ids.len(), 4);
         for id in &ids {
             assert!(sim.instances.iter().any(|i| i.id == *id), "{id}");
         }
-        let first = sim.instances.iter().find(|i| i.id == ids[0]).unwrap();
-        assert_eq!(first.ping_status, PingStatus::Online);
+        // The first (general pool) and the last (ledger pool) have a live shell.
+        for id in [ids[0], ids[3]] {
+            let instance = sim.instances.iter().find(|i| i.id == id).unwrap();
+            assert_eq!(instance.ping_status, PingStatus::Online, "{id}");
+        }
     }
 
     #[test]

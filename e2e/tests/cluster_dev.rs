@@ -329,8 +329,8 @@ async fn dev_serves_the_console_signs_in_the_demo_user_and_cleans_up_on_sigterm(
         .count();
     assert_eq!(
         (nodes.len(), ec2),
-        (4, 3),
-        "three EC2-like nodes and one other"
+        (5, 4),
+        "four EC2-like nodes and one other"
     );
     let policies: Api<NodeShellPolicy> = Api::all(admin);
     // The controller child, running as its service account, reports the sample policy Ready.

@@ -1,7 +1,9 @@
 //! The web console in a real browser against `nodeshell dev`: Debian's Chromium, driven by
 //! playwright-core from `web/e2e/console.test.mjs`, signs in as the demo user, opens a node
 //! shell, types, reloads the page (the shell comes back), drops the connection (Reconnect),
-//! resizes, exits and plays the recording (and its deep link). This test starts dev, runs the
+//! resizes, exits and plays the recording (and its deep link); then, on the node whose policy
+//! runs the NodeShell-Shell document, runs three commands (one failing), finds the failing one
+//! by search and opens the player at it. This test starts dev, runs the
 //! script, then checks the session through the apiserver. It builds nothing: `make browser`
 //! (e2e/scripts/install-browser.sh) installs Chromium and the npm packages, `make web` the
 //! console the binary embeds.
@@ -12,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kube::api::Api;
-use nodeshell::api::{NodeShellSession, SessionPhase};
+use nodeshell::api::{EXIT_CODE_FROM_SHELL, NodeShellSession, SessionPhase};
 
 mod support;
 use support::{NodeshellProcess, admin_client, run_dir, start_dev, wait_console_url};
@@ -179,6 +181,14 @@ async fn a_person_opens_a_node_shell_in_the_console_and_replays_it() -> anyhow::
         .ok_or_else(|| anyhow::anyhow!("the script named no session:\n{output}"))?
         .to_owned();
 
+    let ledger_session = output
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("LEDGER_SESSION "))
+        .map(str::trim)
+        .ok_or_else(|| anyhow::anyhow!("the script named no ledger session:\n{output}"))?
+        .to_owned();
+
     // What the browser showed is what the cluster recorded.
     let admin = admin_client(&dev.run_dir.join("kubeconfig")).await?;
     let sessions: Api<NodeShellSession> = Api::all(admin);
@@ -198,6 +208,27 @@ async fn a_person_opens_a_node_shell_in_the_console_and_replays_it() -> anyhow::
     assert!(
         status.transcript.is_some_and(|t| !t.reference.is_empty()),
         "no transcript ref"
+    );
+
+    // The session on the NodeShell-Shell document: its ledger counted the three commands and
+    // the failing one, and the shell's own exit status is reported as coming from the shell.
+    let ledger = sessions.get(&ledger_session).await?;
+    let status = ledger.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(SessionPhase::Closed), "{status:?}");
+    let summary = status
+        .ledger
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no ledger summary: {status:?}"))?;
+    assert_eq!(
+        (summary.commands, summary.failed_commands),
+        (4, 1),
+        "true, false, echo and exit; false failed: {status:?}"
+    );
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    assert_eq!(
+        status.exit_code_source.as_deref(),
+        Some(EXIT_CODE_FROM_SHELL),
+        "{status:?}"
     );
 
     let exit = dev.stop()?;

@@ -4,10 +4,12 @@
 //   NODESHELL_CONSOLE_URL=http://127.0.0.1:8080/ node web/e2e/console.test.mjs
 // Environment: NODESHELL_CONSOLE_URL (required), NODESHELL_SCREENSHOTS (directory, default
 // target/screenshots), NODESHELL_CHROMIUM (default /usr/bin/chromium), NODESHELL_NODE (the
-// node with an Online instance, default ip-10-0-1-17.ec2.internal).
+// node with an Online instance, default ip-10-0-1-17.ec2.internal), NODESHELL_LEDGER_NODE (a
+// node whose policy runs the NodeShell-Shell document, default ip-10-0-4-23.ec2.internal).
 // It also checks that no JWT is ever readable by the page (localStorage, sessionStorage,
 // document.cookie): the console signs in through the gateway, which keeps the tokens.
-// On success the last line is `SESSION <name>` so the caller can check the session object.
+// On success the last lines are `LEDGER_SESSION <name>` and `SESSION <name>` so the caller can
+// check the session objects.
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +18,7 @@ import { chromium } from 'playwright-core';
 const consoleUrl = process.env.NODESHELL_CONSOLE_URL;
 const shots = process.env.NODESHELL_SCREENSHOTS || 'target/screenshots';
 const node = process.env.NODESHELL_NODE || 'ip-10-0-1-17.ec2.internal';
+const ledgerNode = process.env.NODESHELL_LEDGER_NODE || 'ip-10-0-4-23.ec2.internal';
 const STEP_TIMEOUT = 30_000;
 
 if (!consoleUrl) {
@@ -254,6 +257,55 @@ async function main() {
     if (Math.abs(at - 2.5) > 0.5) throw new Error(`the deep link at=2.5 opened the player at ${at} s`);
     await page.locator('[data-testid=nav-sessions]').click();
     await noTokenInTheBrowser('after the shell and the transcript');
+
+    step(`a shell on ${ledgerNode}, whose policy runs the NodeShell-Shell document: three commands, one failing`);
+    await page.locator('[data-testid=nav-nodes]').click();
+    const ledgerRow = page.locator(`[data-testid=node-row][data-node="${ledgerNode}"]`);
+    await ledgerRow.waitFor();
+    await ledgerRow.locator('[data-testid=node-shell]').click();
+    await until('the ledger shell to open', async () => {
+      const name = await page.evaluate(() => window.nodeshellConsole.sessionName());
+      return name && name !== session ? name : null;
+    });
+    const ledgerSession = await page.evaluate(() => window.nodeshellConsole.sessionName());
+    await until('a shell prompt', async () => (await terminalLines()).some((l) => /[$#] ?$/.test(l)));
+    await run('true');
+    await run('false');
+    await run('echo ledger-done');
+    await until('a line reading exactly "ledger-done"', async () => (await terminalLines()).includes('ledger-done'));
+    await run('exit');
+    await page.locator('[data-testid=closed-banner]').waitFor({ state: 'visible' });
+    await screenshot('ledger-shell');
+
+    step('search finds the failing command, and its hit opens the player at it');
+    const origin = new URL(page.url()).origin;
+    await page.goto(`${origin}/#/search?q=false&exit=failed`);
+    const hit = page.locator(`[data-testid=search-hit][data-session="${ledgerSession}"]`);
+    await until(`a hit in ${ledgerSession}`, async () => {
+      if (await hit.count() > 0) return true;
+      // The ledger is stored when the session closes: search again until it is there.
+      await page.locator('[data-testid=search-submit]').click();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      return false;
+    });
+    if (await hit.count() !== 1) throw new Error(`${await hit.count()} hits in ${ledgerSession} for a failed "false"; want exactly one`);
+    const hitCommand = (await hit.locator('[data-testid=hit-command]').textContent()).trim();
+    if (hitCommand !== '$ false') throw new Error(`the hit's command reads ${JSON.stringify(hitCommand)}`);
+    const hitExit = await hit.locator('[data-testid=hit-exit]').getAttribute('data-exit');
+    if (hitExit !== '1') throw new Error(`the hit's exit status is ${JSON.stringify(hitExit)}, not 1`);
+    await screenshot('search');
+    await hit.locator('[data-testid=hit-open]').click();
+    await page.locator('[data-testid=player-play]').waitFor({ state: 'visible' });
+    if (!page.url().includes(`#/sessions/${ledgerSession}/replay?at=`)) throw new Error(`the hit opened ${page.url()}`);
+    const current = page.locator('[data-testid=player-command][aria-current]');
+    await current.waitFor({ state: 'visible' });
+    const currentText = (await current.textContent()).trim();
+    const currentExit = await current.getAttribute('data-exit');
+    if (!currentText.includes('false') || currentExit !== '1') {
+      throw new Error(`the player is at ${JSON.stringify(currentText)} (exit ${currentExit}), not the failing "false"`);
+    }
+    await screenshot('player-at-command');
+    console.log(`LEDGER_SESSION ${ledgerSession}`);
 
     step('sign out: the console says so and the API no longer answers for this browser');
     await page.locator('[data-testid=sign-out]').click();
