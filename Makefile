@@ -17,7 +17,7 @@ export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
 # The browser test drives Debian's Chromium (`make browser` installs it).
 export NODESHELL_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm browser web image fuzz clean-cache
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm browser web image image-push fuzz clean-cache
 
 all: test
 
@@ -47,13 +47,17 @@ lint:
 	$(CARGO) clippy --lib --bins -- -D warnings
 	# Test and bench targets may unwrap: a panic there is a failed test, not a crash.
 	$(CARGO) clippy --all-targets -- -D warnings -A clippy::unwrap_used
+	# The production binary (the Dockerfile's) has no simulator and no `dev`.
+	$(CARGO) check --no-default-features --bin nodeshell
 
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ from the Rust types, and the chart's copy the CRD template renders
 crds:
 	NODESHELL_UPDATE_CRDS=1 $(CARGO) test --quiet --lib api::tests::crds_dir_is_fresh
+	rm -f charts/nodeshell/files/crds/*.yaml
+	cp crds/*.yaml charts/nodeshell/files/crds/
 
 ## bench: benchmarks (print figures, write target/bench/*.json; never fail on time)
 bench: tools
@@ -86,9 +90,16 @@ browser:
 web:
 	@web/build.sh
 
-## image: the container image (multi-stage Dockerfile; not built by this repository's CI)
+## image: the container image (multi-stage Dockerfile; not built by this repository's CI),
+## tagged as the chart's default image: $(IMAGE):<crate version> (= the chart's appVersion)
+IMAGE ?= ghcr.io/periscope/nodeshell
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 image:
-	docker build -t nodeshell:dev .
+	docker build -t $(IMAGE):$(IMAGE_TAG) .
+
+## image-push: push what `make image` built (set IMAGE to your registry's repository)
+image-push:
+	docker push $(IMAGE):$(IMAGE_TAG)
 
 ## fuzz: run the frame-decoder fuzz target (needs a nightly toolchain and cargo-fuzz)
 fuzz:
