@@ -14,10 +14,12 @@ export NODESHELL_SSM_PLUGIN ?= $(CURDIR)/e2e/.bin/session-manager-plugin
 export NODESHELL_REQUIRE_PEERS ?= 1
 # The chart tests run helm built from the Go module proxy (`make helm`).
 export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
+# The monitoring test checks metric names and alerts with promtool (`make promtool`).
+export NODESHELL_PROMTOOL ?= $(CURDIR)/e2e/.bin/promtool
 # The browser test drives Debian's Chromium (`make browser` installs it).
 export NODESHELL_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm browser web image image-push fuzz clean-cache
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm promtool browser web image image-push fuzz clean-cache
 
 all: test
 
@@ -70,9 +72,9 @@ e2e-up: controlplane
 e2e-down:
 	e2e/scripts/e2e-down.sh
 
-## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin and helm (cached),
+## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin, helm and promtool (cached),
 ## and install Chromium for the browser test
-tools: controlplane ssm-plugin helm browser
+tools: controlplane ssm-plugin helm promtool browser
 
 controlplane:
 	@e2e/scripts/build-controlplane.sh >/dev/null
@@ -82,6 +84,9 @@ ssm-plugin:
 
 helm:
 	@e2e/scripts/build-helm.sh >/dev/null
+
+promtool:
+	@e2e/scripts/build-promtool.sh >/dev/null
 
 browser:
 	@e2e/scripts/install-browser.sh

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod kube_client;
 #[cfg(feature = "dev")]
 pub mod localcluster;
+pub mod process_metrics;
 pub mod shutdown;
 #[cfg(feature = "dev")]
 pub mod sim;

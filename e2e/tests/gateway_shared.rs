@@ -11,6 +11,8 @@
 //! * [`gateway_login`]: the console's sign-in through the gateway (own gateways that share
 //!   the world's simulator and controller), and STS refusing every token a person can get on
 //!   their own.
+//! * [`gateway_monitoring`]: the real `/metrics` pass `promtool check metrics` and cover the
+//!   dashboard and the alerts; cluster-wide gauges come from the leader only.
 //!
 //! Binaries whose tests kill or restart shared processes (`gateway_faults`,
 //! `gateway_lifecycle`) or need another world shape (`gateway_caps`) stay on their own.
@@ -22,4 +24,5 @@ mod gateway_edges;
 mod gateway_errors;
 mod gateway_limits;
 mod gateway_login;
+mod gateway_monitoring;
 mod gateway_story;

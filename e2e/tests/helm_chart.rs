@@ -811,6 +811,42 @@ async fn optional_scheduling_identity_and_routing_values_render() -> anyhow::Res
     Ok(())
 }
 
+/// The alerts and the dashboard under files/monitoring ship as they are in the optional
+/// PrometheusRule and dashboard ConfigMap (the monitoring test checks them with promtool).
+#[tokio::test]
+async fn alerts_and_dashboard_render_as_shipped() -> anyhow::Result<()> {
+    let monitoring = chart().join("files/monitoring");
+    let docs = rendered(&[
+        "--set",
+        "prometheusRule.enabled=true,prometheusRule.labels.release=kube-prometheus",
+        "--set",
+        "grafanaDashboard.enabled=true,grafanaDashboard.namespace=grafana",
+    ])
+    .await?;
+    let rule = find(&docs, "PrometheusRule", "nodeshell");
+    let alerts: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(monitoring.join("alerts.yaml"))?)?;
+    assert_eq!(rule["spec"], alerts);
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let dashboard = find(&docs, "ConfigMap", "nodeshell-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "grafana");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value =
+        serde_json::from_str(&std::fs::read_to_string(monitoring.join("dashboard.json"))?)?;
+    let embedded: Value = serde_json::from_str(
+        dashboard["data"]["nodeshell.json"]
+            .as_str()
+            .unwrap_or_default(),
+    )?;
+    assert_eq!(embedded, shipped);
+    assert_eq!(shipped["uid"], "nodeshell");
+    // Off by default.
+    let plain = rendered(&[]).await?;
+    assert!(names_of(&plain, "PrometheusRule").is_empty());
+    assert!(!names_of(&plain, "ConfigMap").contains(&"nodeshell-dashboard".to_owned()));
+    Ok(())
+}
+
 // === against a real apiserver ===
 
 /// This binary's own control plane with the chart (multi-account values, one auditor group,
