@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::support::*;
 
 fn root() -> PathBuf {
@@ -30,8 +32,39 @@ fn promtool() -> PathBuf {
     path
 }
 
-/// `promtool check metrics` on `text` (given on stdin): success and what it printed.
-async fn check_metrics(text: &str) -> anyhow::Result<(bool, String)> {
+/// An OpenMetrics exposition in the Prometheus text format promtool reads: the two differ in
+/// a counter family's name (OpenMetrics `# TYPE x counter` with samples `x_total`, the text
+/// format `# TYPE x_total counter`) and in the `# EOF` and `# UNIT` lines. Nothing else is
+/// changed, so every metric name and help text is checked as served.
+fn as_prometheus_text(openmetrics: &str) -> String {
+    let counters: BTreeSet<String> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .map(str::to_owned)
+        .collect();
+    let mut out = String::new();
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// `promtool check metrics` on `text` (given on stdin, in the Prometheus text format):
+/// success and what it printed.
+async fn check_metrics(openmetrics: &str) -> anyhow::Result<(bool, String)> {
+    let text = as_prometheus_text(openmetrics);
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(promtool())
         .args(["check", "metrics"])
@@ -107,6 +140,27 @@ async fn controller_metrics(controller: &ControllerProcess) -> anyhow::Result<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_metrics_pass_promtool_and_cover_the_dashboard_and_alerts() -> anyhow::Result<()> {
     let world = GatewayWorld::shared().await?;
+    // One real session (open, shell, exit): labelled counters such as opens, decisions and
+    // ends have a series only once something happened.
+    let scope = world.scope("monitoring", 1, json!({})).await?;
+    let api = world.client(&engineer(1));
+    let opened = api
+        .open(&scope.nodes[0], json!({"cols": 80, "rows": 24}))
+        .await?;
+    anyhow::ensure!(opened.status == 201, "{}", opened.body);
+    let opened = Opened::from_body(&api.base, &opened.body)?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    term.hello().await?;
+    term.expect_output("$ ", Duration::from_secs(60)).await?;
+    term.send_input(b"exit\n").await?;
+    let session = opened.session.clone();
+    wait_for("the session's close row", Duration::from_secs(60), || {
+        let closed = world.gateway().audit_rows().into_iter().any(|r| {
+            r["session"] == session.as_str() && audit_verb(&r) == Some("ssm_session_close")
+        });
+        async move { Ok(closed.then_some(())) }
+    })
+    .await?;
     let leader = &world.controllers[0];
     // The leader writes its cluster-wide gauges after its first pass.
     let leader_text = wait_for(
@@ -208,5 +262,6 @@ async fn real_metrics_pass_promtool_and_cover_the_dashboard_and_alerts() -> anyh
     }
     let (ok, said) = check_metrics(&standby_text).await?;
     assert!(ok, "{said}");
+    world.cleanup(&scope).await?;
     Ok(())
 }
