@@ -11,6 +11,8 @@
 //! * [`gateway_login`]: the console's sign-in through the gateway (own gateways that share
 //!   the world's simulator and controller), and STS refusing every token a person can get on
 //!   their own.
+//! * [`gateway_audit_schema`]: real audit rows match docs/audit-row.schema.json and carry
+//!   the source address, user agent, typed reason (also in SSM's Reason), policy, gateway;
 //! * [`gateway_monitoring`]: the real `/metrics` pass `promtool check metrics` and cover the
 //!   dashboard and the alerts; cluster-wide gauges come from the leader only.
 //!
@@ -20,6 +22,7 @@
 
 mod support;
 
+mod gateway_audit_schema;
 mod gateway_edges;
 mod gateway_errors;
 mod gateway_limits;

@@ -425,9 +425,12 @@ mod tests {
     fn row(event: &'static str, id: &str) -> AuditRow {
         let session = crate::testing::session("shell-1", "alice", "default", 0, None);
         let actor = AuditActor::of(&session);
+        let client = crate::gateway::audit::ClientInfo::default();
         let subject = AuditSubject {
             actor: &actor,
             cluster: "dev",
+            gateway: "gw-0",
+            client: &client,
             session: &session,
             ssm_session_id: Some("nodeshell-alice-0a1b"),
             assumed_role_arn: None,

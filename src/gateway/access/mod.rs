@@ -199,6 +199,7 @@ impl Access {
             policy,
             cols: grant.cols,
             rows: grant.rows,
+            client: Default::default(),
         })
     }
 
