@@ -468,7 +468,7 @@ mod tests {
         // libtest prints `test <name> ... ` before the test's own output, on the same line.
         let on_stdout: Vec<&str> = stdout
             .lines()
-            .filter_map(|l| l.find("{\"id\":").map(|at| &l[at..]))
+            .filter_map(|l| l.find("{\"schema\":").map(|at| &l[at..]))
             .collect();
         let expected = [
             row(VERB_OPEN, "row-1").to_json_line(),
