@@ -3,8 +3,10 @@
 # with the web console embedded, on distroless. `make image` builds it; this repository's
 # CI does not (docs/setup.md).
 #
-#   docker build -t nodeshell:dev .
-#   docker run --rm nodeshell:dev --help
+#   make image            # docker build -t ghcr.io/periscope/nodeshell:<crate version> .
+#   docker run --rm ghcr.io/periscope/nodeshell:0.1.0 --help
+#
+# Built without the `dev` cargo feature: no AWS simulator, no `nodeshell sim`/`dev`.
 
 ARG NODE_VERSION=22
 ARG RUST_VERSION=1.95
@@ -35,7 +37,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     target="$(uname -m)-unknown-linux-musl"; \
     rustup target add "$target"; \
     CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
-      cargo build --locked --release --target "$target" --bin nodeshell; \
+      cargo build --locked --release --no-default-features --target "$target" --bin nodeshell; \
     mkdir -p /out; \
     cp "target/$target/release/nodeshell" /out/nodeshell
 

@@ -14,10 +14,12 @@ export NODESHELL_SSM_PLUGIN ?= $(CURDIR)/e2e/.bin/session-manager-plugin
 export NODESHELL_REQUIRE_PEERS ?= 1
 # The chart tests run helm built from the Go module proxy (`make helm`).
 export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
+# The monitoring test checks metric names and alerts with promtool (`make promtool`).
+export NODESHELL_PROMTOOL ?= $(CURDIR)/e2e/.bin/promtool
 # The browser test drives Debian's Chromium (`make browser` installs it).
 export NODESHELL_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm browser terminal web image fuzz clean-cache
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm promtool browser terminal web image image-push fuzz clean-cache
 
 all: test
 
@@ -47,13 +49,17 @@ lint:
 	$(CARGO) clippy --lib --bins -- -D warnings
 	# Test and bench targets may unwrap: a panic there is a failed test, not a crash.
 	$(CARGO) clippy --all-targets -- -D warnings -A clippy::unwrap_used
+	# The production binary (the Dockerfile's) has no simulator and no `dev`.
+	$(CARGO) check --no-default-features --bin nodeshell
 
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ from the Rust types, and the chart's copy the CRD template renders
 crds:
 	NODESHELL_UPDATE_CRDS=1 $(CARGO) test --quiet --lib api::tests::crds_dir_is_fresh
+	rm -f charts/nodeshell/files/crds/*.yaml
+	cp crds/*.yaml charts/nodeshell/files/crds/
 
 ## bench: benchmarks (print figures, write target/bench/*.json; never fail on time)
 bench: tools
@@ -66,9 +72,9 @@ e2e-up: controlplane
 e2e-down:
 	e2e/scripts/e2e-down.sh
 
-## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin and helm (cached),
-## and install Chromium for the browser test and tmux for the kubectl plugin's terminal test
-tools: controlplane ssm-plugin helm browser terminal
+## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin, helm and promtool
+## (cached), and install Chromium for the browser test and tmux for the kubectl plugin's terminal test
+tools: controlplane ssm-plugin helm promtool browser terminal
 
 controlplane:
 	@e2e/scripts/build-controlplane.sh >/dev/null
@@ -78,6 +84,9 @@ ssm-plugin:
 
 helm:
 	@e2e/scripts/build-helm.sh >/dev/null
+
+promtool:
+	@e2e/scripts/build-promtool.sh >/dev/null
 
 browser:
 	@e2e/scripts/install-browser.sh
@@ -89,9 +98,16 @@ terminal:
 web:
 	@web/build.sh
 
-## image: the container image (multi-stage Dockerfile; not built by this repository's CI)
+## image: the container image (multi-stage Dockerfile; not built by this repository's CI),
+## tagged as the chart's default image: $(IMAGE):<crate version> (= the chart's appVersion)
+IMAGE ?= ghcr.io/periscope/nodeshell
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 image:
-	docker build -t nodeshell:dev .
+	docker build -t $(IMAGE):$(IMAGE_TAG) .
+
+## image-push: push what `make image` built (set IMAGE to your registry's repository)
+image-push:
+	docker push $(IMAGE):$(IMAGE_TAG)
 
 ## fuzz: run the frame-decoder fuzz target (needs a nightly toolchain and cargo-fuzz)
 fuzz:

@@ -32,8 +32,10 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
     /// Run the AWS simulator (OIDC issuer, STS, SSM, ssmmessages) on loopback.
+    #[cfg(feature = "dev")]
     Sim(nodeshell::sim::SimArgs),
     /// Run everything at once on this machine: control plane, simulator, controller.
+    #[cfg(feature = "dev")]
     Dev(nodeshell::dev::DevArgs),
     /// Stored transcripts: `verify <session>` checks its chunks against the chain head.
     Transcript(nodeshell::verification::TranscriptArgs),
@@ -55,7 +57,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Controller(args) => nodeshell::controller::run(args).await?,
         Command::Gateway(args) => nodeshell::gateway::run(*args).await?,
         Command::Crds => print!("{}", nodeshell::api::crds_yaml()?),
+        #[cfg(feature = "dev")]
         Command::Sim(args) => nodeshell::sim::run(args).await?,
+        #[cfg(feature = "dev")]
         Command::Dev(args) => nodeshell::dev::run(args).await?,
         Command::Transcript(args) => {
             if !nodeshell::verification::run(args).await? {

@@ -16,7 +16,11 @@
 //!   the world's simulator and controller), and STS refusing every token a person can get on
 //!   their own.
 //! * [`gateway_recycle`]: Session Manager's hourly `1000 Bye` resumed with no byte lost or
-//!   repeated, console credentials re-minted across their expiry, `CredentialsExpired`.
+//!   repeated, console credentials re-minted across their expiry, `CredentialsExpired`;
+//! * [`gateway_audit_schema`]: real audit rows match docs/audit-row.schema.json and carry
+//!   the source address, user agent, typed reason (also in SSM's Reason), policy, gateway;
+//! * [`gateway_monitoring`]: the real `/metrics` pass `promtool check metrics` and cover the
+//!   dashboard and the alerts; cluster-wide gauges come from the leader only.
 //!
 //! Binaries whose tests kill or restart shared processes (`gateway_faults`,
 //! `gateway_lifecycle`) or need another world shape (`gateway_caps`) stay on their own.
@@ -24,11 +28,13 @@
 
 mod support;
 
+mod gateway_audit_schema;
 mod gateway_chain;
 mod gateway_edges;
 mod gateway_errors;
 mod gateway_ledger;
 mod gateway_limits;
 mod gateway_login;
+mod gateway_monitoring;
 mod gateway_recycle;
 mod gateway_story;

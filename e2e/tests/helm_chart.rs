@@ -124,6 +124,7 @@ fn gateway_file(docs: &[Value]) -> String {
 
 // === chart files ===
 
+/// The CRD template renders charts/nodeshell/files/crds, which `make crds` copies from crds/.
 #[test]
 fn chart_crds_are_the_generated_crds_byte_for_byte() {
     let generated = root().join("crds");
@@ -131,7 +132,8 @@ fn chart_crds_are_the_generated_crds_byte_for_byte() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    let mut copied: Vec<_> = std::fs::read_dir(chart().join("crds"))
+    let copies = chart().join("files/crds");
+    let mut copied: Vec<_> = std::fs::read_dir(&copies)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -139,17 +141,126 @@ fn chart_crds_are_the_generated_crds_byte_for_byte() {
     copied.sort();
     assert_eq!(
         names, copied,
-        "charts/nodeshell/crds must hold exactly the files of crds/"
+        "charts/nodeshell/files/crds must hold exactly the files of crds/: run `make crds`"
     );
     for name in names {
         let want = std::fs::read(generated.join(&name)).unwrap();
-        let have = std::fs::read(chart().join("crds").join(&name)).unwrap();
+        let have = std::fs::read(copies.join(&name)).unwrap();
         assert!(
             want == have,
-            "charts/nodeshell/crds/{} differs from crds/: copy it again after `make crds`",
+            "charts/nodeshell/files/crds/{} differs from crds/: run `make crds`",
             name.to_string_lossy()
         );
     }
+    // helm installs a crds/ folder once and never upgrades it: the CRDs are templates only.
+    assert!(
+        !chart().join("crds").exists(),
+        "charts/nodeshell/crds would be installed once and never upgraded"
+    );
+}
+
+/// Numbers as f64, so `43200.0` (the generator's) and `43200` (helm's toYaml) compare equal.
+fn normalized(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.iter().map(normalized).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), normalized(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test]
+async fn crds_render_as_templates_kept_on_uninstall() -> anyhow::Result<()> {
+    let docs = rendered(&[]).await?;
+    let mut rendered_crds: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
+    rendered_crds.sort_by_key(|d| {
+        d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let generated = parse_documents(&nodeshell::api::crds_yaml()?)?;
+    assert_eq!(rendered_crds.len(), generated.len());
+    for (have, want) in rendered_crds.iter().zip(&generated) {
+        assert_eq!(have["metadata"]["name"], want["metadata"]["name"]);
+        assert_eq!(normalized(&have["spec"]), normalized(&want["spec"]));
+        assert_eq!(
+            have["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{}",
+            have["metadata"]["name"]
+        );
+        assert_eq!(
+            have["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
+    }
+    let unkept = rendered(&["--set", "crds.keep=false"]).await?;
+    let crd = unkept
+        .iter()
+        .find(|d| d["kind"] == "CustomResourceDefinition")
+        .unwrap();
+    assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
+    let none = rendered(&["--set", "crds.enabled=false"]).await?;
+    assert!(names_of(&none, "CustomResourceDefinition").is_empty());
+
+    // A policy rendered with its CRD, before the API is served: a post-install hook owned by
+    // the release; once the API is served, an ordinary object.
+    let policy_values = [
+        "--set",
+        "nodeShell.awsRoleArn=arn:aws:iam::123456789012:role/x,nodeShell.tiers={admin}",
+    ];
+    let first = rendered(&policy_values).await?;
+    let annotations = &find(&first, "NodeShellPolicy", "default")["metadata"]["annotations"];
+    assert_eq!(annotations["helm.sh/hook"], "post-install");
+    assert_eq!(annotations["meta.helm.sh/release-name"], RELEASE);
+    assert_eq!(annotations["meta.helm.sh/release-namespace"], NAMESPACE);
+    let mut served = policy_values.to_vec();
+    served.extend([
+        "--api-versions",
+        "nodeshell.periscope.io/v1alpha1/NodeShellPolicy",
+    ]);
+    let later = rendered(&served).await?;
+    assert!(find(&later, "NodeShellPolicy", "default")["metadata"]["annotations"].is_null());
+    Ok(())
+}
+
+/// `make image` tags the image the chart runs by default: `<image.repository>:<appVersion>`.
+#[test]
+fn make_image_tags_the_charts_default_image() {
+    let output = std::process::Command::new("make")
+        .args(["-s", "-n", "image"])
+        .current_dir(root())
+        .env_remove("IMAGE")
+        .env_remove("IMAGE_TAG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let command = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
+            .unwrap();
+    let chart_yaml: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap())
+            .unwrap();
+    let default_image = format!(
+        "{}:{}",
+        values["image"]["repository"].as_str().unwrap(),
+        chart_yaml["appVersion"].as_str().unwrap()
+    );
+    assert_eq!(command, format!("docker build -t {default_image} ."));
+    // The production image leaves the simulator and `nodeshell dev` out.
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("cargo build --locked --release --no-default-features"),
+        "the Dockerfile must build without the `dev` feature"
+    );
 }
 
 #[tokio::test]
@@ -516,8 +627,10 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
             container["resources"]["limits"]["memory"].is_string(),
             "{name}"
         );
+        // maxUnavailable, not minAvailable: a budget that never blocks a drain.
         let pdb = find(&docs, "PodDisruptionBudget", name);
-        assert_eq!(pdb["spec"]["minAvailable"], 1);
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        assert!(pdb["spec"]["minAvailable"].is_null());
         assert_eq!(
             pdb["spec"]["selector"]["matchLabels"],
             deployment["spec"]["selector"]["matchLabels"]
@@ -549,7 +662,10 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
     for kind in [
         "NodeShellPolicy",
         "Ingress",
+        "HTTPRoute",
         "ServiceMonitor",
+        "PodMonitor",
+        "NetworkPolicy",
         "ClusterRoleBinding",
     ] {
         let names = names_of(&docs, kind);
@@ -600,6 +716,173 @@ async fn deployments_are_hardened_probed_and_replicated() -> anyhow::Result<()> 
     Ok(())
 }
 
+#[tokio::test]
+async fn optional_scheduling_identity_and_routing_values_render() -> anyhow::Result<()> {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let digest_set = format!("image.digest={digest}");
+    let docs = rendered(&[
+        "--set",
+        &digest_set,
+        "--set",
+        "gateway.replicas=1,controller.replicas=1",
+        "--set",
+        "gateway.priorityClassName=ops-critical,controller.priorityClassName=ops-high",
+        "--set",
+        "gateway.podLabels.team=platform,controller.podLabels.team=platform",
+        "--set",
+        "gateway.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/gw",
+        "--set",
+        "podMonitor.enabled=true,networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+        "--set",
+        "httpRoute.enabled=true,httpRoute.parentRefs[0].name=public,httpRoute.parentRefs[0].namespace=gw,httpRoute.hostnames[0]=shell.example.org",
+    ])
+    .await?;
+    for (component, priority) in [("gateway", "ops-critical"), ("controller", "ops-high")] {
+        let name = format!("nodeshell-{component}");
+        let deployment = find(&docs, "Deployment", &name);
+        let template = &deployment["spec"]["template"];
+        assert_eq!(
+            template["spec"]["containers"][0]["image"],
+            format!("ghcr.io/periscope/nodeshell@{digest}")
+        );
+        assert_eq!(template["spec"]["priorityClassName"], priority);
+        assert_eq!(template["metadata"]["labels"]["team"], "platform");
+        // The extra label is on the pods, never in the (immutable) selector.
+        assert!(deployment["spec"]["selector"]["matchLabels"]["team"].is_null());
+        // At one replica the budget still lets a drain evict the pod.
+        let pdb = find(&docs, "PodDisruptionBudget", &name);
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{name}");
+        let monitor = find(&docs, "PodMonitor", &name);
+        let port = if component == "gateway" {
+            "admin"
+        } else {
+            "metrics"
+        };
+        assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], port);
+        assert_eq!(
+            monitor["spec"]["selector"]["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+        let policy = find(&docs, "NetworkPolicy", &name);
+        assert_eq!(
+            policy["spec"]["podSelector"]["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+    }
+    let gateway = find(&docs, "Deployment", "nodeshell-gateway");
+    let pod = &gateway["spec"]["template"]["spec"];
+    let selector = &gateway["spec"]["selector"]["matchLabels"];
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        anti["podAffinityTerm"]["labelSelector"]["matchLabels"],
+        *selector
+    );
+    let spread = &pod["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+    assert_eq!(spread["labelSelector"]["matchLabels"], *selector);
+    let sa = find(&docs, "ServiceAccount", "nodeshell-gateway");
+    assert_eq!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/gw"
+    );
+    // The route and the API NetworkPolicy rule reach the API port only.
+    let route = find(&docs, "HTTPRoute", "nodeshell-gateway");
+    assert_eq!(
+        route["spec"]["parentRefs"],
+        json!([{"name": "public", "namespace": "gw"}])
+    );
+    assert_eq!(route["spec"]["hostnames"], json!(["shell.example.org"]));
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"],
+        json!([{"name": "nodeshell-gateway", "port": 80}])
+    );
+    let policy = find(&docs, "NetworkPolicy", "nodeshell-gateway");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        policy["spec"]["ingress"][0]["ports"],
+        json!([{"port": "http", "protocol": "TCP"}])
+    );
+    assert!(
+        policy["spec"]["ingress"][0]["from"].is_null(),
+        "API open to every source by default"
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"]["team"],
+        "monitoring"
+    );
+    // "hard" anti-affinity is required; an explicit affinity replaces the chart's own.
+    let hard = rendered(&["--set", "gateway.podAntiAffinity=hard"]).await?;
+    let pod = &find(&hard, "Deployment", "nodeshell-gateway")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let own = rendered(&["--set", "gateway.affinity.nodeAffinity.x=y"]).await?;
+    let pod = &find(&own, "Deployment", "nodeshell-gateway")["spec"]["template"]["spec"];
+    assert_eq!(pod["affinity"], json!({"nodeAffinity": {"x": "y"}}));
+    // An HTTPRoute without a Gateway to attach to is refused with what to set.
+    let run = run_helm(&[
+        "template",
+        "x",
+        chart().to_str().unwrap(),
+        "--kube-version",
+        "1.35.4",
+        "--set",
+        "httpRoute.enabled=true",
+    ])
+    .await?;
+    assert!(
+        !run.success && run.stderr.contains("httpRoute.parentRefs"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
+
+/// The alerts and the dashboard under files/monitoring ship as they are in the optional
+/// PrometheusRule and dashboard ConfigMap (the monitoring test checks them with promtool).
+#[tokio::test]
+async fn alerts_and_dashboard_render_as_shipped() -> anyhow::Result<()> {
+    let monitoring = chart().join("files/monitoring");
+    let docs = rendered(&[
+        "--set",
+        "prometheusRule.enabled=true,prometheusRule.labels.release=kube-prometheus",
+        "--set",
+        "grafanaDashboard.enabled=true,grafanaDashboard.namespace=grafana",
+    ])
+    .await?;
+    let rule = find(&docs, "PrometheusRule", "nodeshell");
+    let alerts: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(monitoring.join("alerts.yaml"))?)?;
+    assert_eq!(rule["spec"], alerts);
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let dashboard = find(&docs, "ConfigMap", "nodeshell-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "grafana");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value =
+        serde_json::from_str(&std::fs::read_to_string(monitoring.join("dashboard.json"))?)?;
+    let embedded: Value = serde_json::from_str(
+        dashboard["data"]["nodeshell.json"]
+            .as_str()
+            .unwrap_or_default(),
+    )?;
+    assert_eq!(embedded, shipped);
+    assert_eq!(shipped["uid"], "nodeshell");
+    // Off by default.
+    let plain = rendered(&[]).await?;
+    assert!(names_of(&plain, "PrometheusRule").is_empty());
+    assert!(!names_of(&plain, "ConfigMap").contains(&"nodeshell-dashboard".to_owned()));
+    Ok(())
+}
+
 // === against a real apiserver ===
 
 /// This binary's own control plane with the chart (multi-account values, one auditor group,
@@ -620,7 +903,7 @@ async fn installed() -> anyhow::Result<&'static Installed> {
     INSTALLED
         .get_or_try_init(|| async {
             let cluster = LocalCluster::start(Options::default()).await?;
-            cluster.apply_manifests(&chart().join("crds")).await?;
+            cluster.apply_manifests(&chart().join("files/crds")).await?;
             kubectl_ok(
                 &cluster,
                 Identity::Admin,
@@ -671,6 +954,10 @@ async fn notes(cluster: &LocalCluster, extra: &[&str]) -> anyhow::Result<String>
         NAMESPACE,
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
+        // This cluster's CRDs were applied before the chart (as GitOps would): not the
+        // release's to create.
+        "--set",
+        "crds.enabled=false",
     ];
     args.extend_from_slice(extra);
     let run = run_helm(&args).await?;
@@ -1270,4 +1557,209 @@ fn setup_guide_documents_every_value_and_no_other() {
         unknown.is_empty(),
         "docs/setup.md documents values the chart lacks: {unknown:?}"
     );
+}
+
+// === the release's life: install, upgrade, uninstall ===
+
+async fn helm_in(cluster: &LocalCluster, args: &[&str]) -> anyhow::Result<String> {
+    let kubeconfig = cluster.kubeconfig_path(Identity::Admin);
+    let mut all = args.to_vec();
+    all.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let run = run_helm(&all).await?;
+    anyhow::ensure!(run.success, "helm {args:?}: {}{}", run.stdout, run.stderr);
+    Ok(run.stdout)
+}
+
+/// `kubectl get -f` of the release's current manifest: the names of the objects that exist
+/// (it fails when one is missing).
+async fn release_objects(
+    cluster: &LocalCluster,
+    release: &str,
+    ns: &str,
+) -> anyhow::Result<(usize, String)> {
+    let manifest = helm_in(cluster, &["get", "manifest", release, "-n", ns]).await?;
+    let count = parse_documents(&manifest)?.len();
+    let file = cluster.work_dir().join(format!("{release}-manifest.yaml"));
+    std::fs::write(&file, &manifest)?;
+    let names = kubectl_ok(
+        cluster,
+        Identity::Admin,
+        &["get", "-f", file.to_str().unwrap(), "-o", "name"],
+    )
+    .await?;
+    Ok((count, names))
+}
+
+async fn crd_names(cluster: &LocalCluster) -> anyhow::Result<String> {
+    kubectl_ok(
+        cluster,
+        Identity::Admin,
+        &[
+            "get",
+            "crd",
+            "-o",
+            "name",
+            "-l",
+            "app.kubernetes.io/name=nodeshell",
+        ],
+    )
+    .await
+}
+
+/// A real `helm install`, `helm upgrade` (the CRD schema changed) and `helm uninstall` on a
+/// control plane of its own, with the default values plus the two the gateway requires.
+/// There is no kubelet here: Deployments are created but their pods never start, so nothing
+/// waits for them to be ready (no `--wait`); what is checked is every object the apiserver
+/// stores.
+#[tokio::test]
+async fn helm_install_upgrade_and_uninstall_on_a_real_apiserver() -> anyhow::Result<()> {
+    const NS: &str = "nodeshell-system";
+    let cluster = LocalCluster::start(Options::default()).await?;
+    let chart_dir = chart();
+    let required = [
+        "--set",
+        "gateway.oidc.issuerUrl=https://login.example.com/realms/ops,gateway.oidc.clientId=nodeshell",
+    ];
+    let mut install = vec![
+        "install",
+        "nodeshell",
+        chart_dir.to_str().unwrap(),
+        "-n",
+        NS,
+        "--create-namespace",
+    ];
+    install.extend(required);
+    helm_in(&cluster, &install).await?;
+    let (count, names) = release_objects(&cluster, "nodeshell", NS).await?;
+    assert_eq!(
+        names.lines().count(),
+        count,
+        "every object of the release exists: {names}"
+    );
+    for name in [
+        "customresourcedefinition.apiextensions.k8s.io/nodeshellpolicies.nodeshell.periscope.io",
+        "customresourcedefinition.apiextensions.k8s.io/nodeshellsessions.nodeshell.periscope.io",
+        "deployment.apps/nodeshell-gateway",
+        "deployment.apps/nodeshell-controller",
+        "poddisruptionbudget.policy/nodeshell-gateway",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/nodeshell-sessions-by-gateway",
+    ] {
+        assert!(names.lines().any(|l| l == name), "{name} missing: {names}");
+    }
+
+    // The upgrade brings a CRD whose schema has a new field: the stored CRD gets it.
+    let changed = cluster.work_dir().join("changed-chart");
+    copy_dir(&chart_dir, &changed)?;
+    let crd_file = changed.join("files/crds/nodeshell.periscope.io_nodeshellpolicies.yaml");
+    let mut crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(&crd_file)?)?;
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["upgradeMarker"] =
+        json!({"type": "string", "description": "Added by the upgrade."});
+    // JSON is YAML: the template reads it the same.
+    std::fs::write(&crd_file, serde_json::to_string_pretty(&crd)?)?;
+    let mut upgrade = vec!["upgrade", "nodeshell", changed.to_str().unwrap(), "-n", NS];
+    upgrade.extend(required);
+    upgrade.extend([
+        "--set",
+        "nodeShell.awsRoleArn=arn:aws:iam::123456789012:role/x,nodeShell.tiers={admin}",
+    ]);
+    helm_in(&cluster, &upgrade).await?;
+    let marker = kubectl_ok(
+        &cluster,
+        Identity::Admin,
+        &[
+            "get", "crd", "nodeshellpolicies.nodeshell.periscope.io", "-o",
+            "jsonpath={.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.upgradeMarker.type}",
+        ],
+    )
+    .await?;
+    assert_eq!(
+        marker.trim(),
+        "string",
+        "the upgrade did not update the CRD"
+    );
+    let (count, names) = release_objects(&cluster, "nodeshell", NS).await?;
+    assert_eq!(names.lines().count(), count, "{names}");
+    assert!(
+        names
+            .lines()
+            .any(|l| l.ends_with("nodeshellpolicy.nodeshell.periscope.io/default")),
+        "{names}"
+    );
+
+    // Uninstall removes the release's objects but keeps the CRDs (helm.sh/resource-policy).
+    let out = helm_in(&cluster, &["uninstall", "nodeshell", "-n", NS]).await?;
+    assert!(out.contains("kept due to the resource policy"), "{out}");
+    assert_eq!(
+        crd_names(&cluster).await?.lines().count(),
+        2,
+        "uninstall deleted the CRDs"
+    );
+    let left = kubectl_ok(
+        &cluster,
+        Identity::Admin,
+        &["get", "deploy,sa", "-n", NS, "-o", "name"],
+    )
+    .await?;
+    assert!(!left.contains("nodeshell-"), "{left}");
+
+    // A first install that brings the CRDs and a policy together: the policy is created after
+    // the CRDs (a post-install hook), and the next upgrade adopts it as an ordinary object.
+    kubectl_ok(
+        &cluster,
+        Identity::Admin,
+        &[
+            "delete",
+            "crd",
+            "-l",
+            "app.kubernetes.io/name=nodeshell",
+            "--wait",
+        ],
+    )
+    .await?;
+    let mut install = vec![
+        "install",
+        "nodeshell",
+        chart_dir.to_str().unwrap(),
+        "-n",
+        NS,
+    ];
+    install.extend(required);
+    install.extend([
+        "--set",
+        "nodeShell.awsRoleArn=arn:aws:iam::123456789012:role/x,nodeShell.tiers={admin}",
+    ]);
+    helm_in(&cluster, &install).await?;
+    kubectl_ok(&cluster, Identity::Admin, &["get", "nsp", "default"]).await?;
+    let mut upgrade = install.clone();
+    upgrade[0] = "upgrade";
+    upgrade.retain(|a| *a != "--create-namespace");
+    helm_in(&cluster, &upgrade).await?;
+    let (count, names) = release_objects(&cluster, "nodeshell", NS).await?;
+    assert_eq!(names.lines().count(), count, "{names}");
+    assert!(
+        names
+            .lines()
+            .any(|l| l.ends_with("nodeshellpolicy.nodeshell.periscope.io/default")),
+        "{names}"
+    );
+    // The release owns it now: the uninstall deletes it (and keeps the CRDs).
+    helm_in(&cluster, &["uninstall", "nodeshell", "-n", NS]).await?;
+    let left = kubectl_ok(&cluster, Identity::Admin, &["get", "nsp", "-o", "name"]).await?;
+    assert_eq!(left.trim(), "", "the policy outlived its release");
+    assert_eq!(crd_names(&cluster).await?.lines().count(), 2);
+    Ok(())
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@ use super::{Error, FIELD_MANAGER};
 use crate::api::{
     LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus, holds_cap_slot,
 };
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
@@ -49,11 +50,24 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 const LIST_PAGE: u32 = 500;
 /// How long an admission pass trusts its last lease confirmation.
 const RECONFIRM_AFTER: Duration = Duration::from_secs(1);
-/// Pause after an unexpected API error.
 /// Labels of a node that has none.
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
+/// Pause after a first unexpected API error; it doubles with each failed pass in a row.
 const ERROR_RETRY: Duration = Duration::from_secs(2);
+/// The longest pause between failed passes (an apiserver that stays down is not hammered).
+const MAX_ERROR_RETRY: Duration = Duration::from_secs(60);
+
+/// The pauses after failed passes in a row: 2 s, 4 s, 8 s … at most 60 s, without end
+/// (backon's exponential backoff; one leader retries, so no jitter is needed).
+fn error_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(ERROR_RETRY)
+        .with_max_delay(MAX_ERROR_RETRY)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
 
 /// Where the engine queues Kubernetes Events for publishing.
 pub type EventSender = mpsc::Sender<(ObjectReference, Event)>;
@@ -73,6 +87,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     events: EventSender,
     decisions: u64,
+    /// Pauses after failed passes; a pass that completes starts it again.
+    failures: ExponentialBackoff,
 }
 
 /// Why a pass stopped early.
@@ -125,6 +141,7 @@ impl Engine {
             metrics,
             events,
             decisions: 0,
+            failures: error_backoff(),
         }
     }
 
@@ -143,10 +160,11 @@ impl Engine {
         if let Err(stop) = self.policy_statuses(leader, fresh.as_ref()).await {
             return self.stopped(stop);
         }
+        self.failures = error_backoff();
         wait
     }
 
-    fn stopped(&self, stop: Stop) -> Duration {
+    fn stopped(&mut self, stop: Stop) -> Duration {
         match stop {
             Stop::Conflict => {
                 self.metrics.error("conflict");
@@ -155,9 +173,10 @@ impl Engine {
             // Look again soon: the lease may come back, or the check failed transiently.
             Stop::NotLeader => Duration::from_secs(1),
             Stop::Failed(e) => {
-                warn!(error = %e, "pass failed; retrying");
+                let pause = self.failures.next().unwrap_or(MAX_ERROR_RETRY);
+                warn!(error = %e, retry_in = ?pause, "pass failed; retrying");
                 self.metrics.error(e.metric_label());
-                ERROR_RETRY
+                pause
             }
         }
     }
@@ -530,6 +549,12 @@ mod tests {
     //! conflict instead of deciding from a stale view.
 
     use super::*;
+
+    #[test]
+    fn failed_passes_back_off_exponentially_up_to_a_minute() {
+        let pauses: Vec<u64> = error_backoff().take(8).map(|d| d.as_secs()).collect();
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 60, 60, 60]);
+    }
     use crate::api::SessionPhase;
     use crate::controller::leader::AlwaysLeader;
     use crate::testing::{policy, session};

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the controller and the admin HTTP server that serves them with the
 //! health endpoints.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -96,21 +97,13 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
-        registry.register(
-            "pending_sessions",
-            "Sessions waiting for admission",
-            pending_sessions.clone(),
-        );
-        registry.register(
-            "live_sessions",
-            "Live sessions (Admitted, Active, Closing) per policy",
-            live_sessions.clone(),
-        );
-        registry.register(
-            "session_objects",
-            "NodeShellSession objects in the cache",
-            session_objects.clone(),
-        );
+        registry.register_collector(Box::new(LeaderOnly {
+            leader: leader.clone(),
+            pending_sessions: pending_sessions.clone(),
+            live_sessions: live_sessions.clone(),
+            session_objects: session_objects.clone(),
+        }));
+        crate::process_metrics::register_build_info(&mut registry);
         Self {
             registry,
             decisions,
@@ -154,13 +147,51 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition, with `build_info` and the process metrics.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
+        crate::process_metrics::encode_with_process(&self.registry)
+    }
+}
+
+/// The cluster-wide gauges (`pending_sessions`, `live_sessions`, `session_objects`), exported
+/// only while this replica leads: a standby's copies are stale, and `sum()` over every
+/// replica would count each session once per replica.
+#[derive(Debug)]
+struct LeaderOnly {
+    leader: Gauge,
+    pending_sessions: Gauge,
+    live_sessions: Family<PolicyLabels, Gauge>,
+    session_objects: Gauge,
+}
+
+impl Collector for LeaderOnly {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if self.leader.get() != 1 {
+            return Ok(());
         }
-        out
+        let gauges: [(&str, &str, &dyn EncodeMetric); 3] = [
+            (
+                "pending_sessions",
+                "Sessions waiting for admission (leader only)",
+                &self.pending_sessions,
+            ),
+            (
+                "live_sessions",
+                "Live sessions (Admitted, Active, Closing) per policy (leader only)",
+                &self.live_sessions,
+            ),
+            (
+                "session_objects",
+                "NodeShellSession objects in the cache (leader only)",
+                &self.session_objects,
+            ),
+        ];
+        for (name, help, metric) in gauges {
+            let metric_encoder =
+                encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            metric.encode(metric_encoder)?;
+        }
+        Ok(())
     }
 }
 
@@ -236,5 +267,38 @@ mod tests {
         );
         assert!(text.contains("nodeshell_controller_errors_total{error=\"kube\"} 1"));
         assert!(text.contains("nodeshell_controller_admission_latency_seconds_bucket"));
+    }
+
+    #[test]
+    fn cluster_wide_gauges_come_from_the_leader_only() {
+        let m = Metrics::new();
+        m.pending_sessions.set(3);
+        m.session_objects.set(7);
+        m.live_sessions
+            .get_or_create(&PolicyLabels {
+                policy: "default".into(),
+            })
+            .set(2);
+        let standby = m.encode();
+        for name in ["pending_sessions", "live_sessions", "session_objects"] {
+            assert!(
+                !standby.contains(&format!("nodeshell_controller_{name}")),
+                "{name} on a standby:\n{standby}"
+            );
+        }
+        assert!(
+            standby.contains("nodeshell_controller_leader 0"),
+            "{standby}"
+        );
+        m.leader.set(1);
+        let leader = m.encode();
+        for line in [
+            "nodeshell_controller_pending_sessions 3",
+            "nodeshell_controller_session_objects 7",
+            "nodeshell_controller_live_sessions{policy=\"default\"} 2",
+            "# TYPE nodeshell_controller_live_sessions gauge",
+        ] {
+            assert!(leader.lines().any(|l| l == line), "{line}:\n{leader}");
+        }
     }
 }

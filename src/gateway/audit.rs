@@ -17,6 +17,13 @@ use kube::ResourceExt;
 
 use crate::api::{NodeShellSession, SessionAuditRecord};
 
+/// The version of the row's shape, the `schema` key of every row. Adding a key keeps the
+/// version; renaming, removing or retyping one bumps it (docs/audit-row.schema.json).
+pub const AUDIT_SCHEMA: &str = "nodeshell.periscope.io/audit/v1";
+
+/// Longest text kept of a client-supplied header (user agent, X-Forwarded-For).
+const MAX_CLIENT_TEXT: usize = 512;
+
 /// Verb of the row written when an SSM session opens (or fails to).
 pub const VERB_OPEN: &str = "ssm_session_open";
 /// Verb of the row written when an SSM session ends.
@@ -38,6 +45,43 @@ pub struct AuditActor {
     pub tier: String,
 }
 
+/// Where the person connected from, as the gateway saw the terminal's WebSocket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClientInfo {
+    /// The TCP peer's IP address (behind an Ingress: the proxy's).
+    pub source_address: Option<String>,
+    /// The request's `X-Forwarded-For`, as sent: set by your proxy, but a client can forge
+    /// what the proxy appends to.
+    pub forwarded_for: Option<String>,
+    /// The request's `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// The facts of one request; header texts are cut at 512 characters with control
+    /// characters replaced, so a client cannot forge extra log lines.
+    pub fn of_request(
+        peer: Option<std::net::IpAddr>,
+        forwarded_for: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> Self {
+        let clean = |text: &str| -> Option<String> {
+            let text: String = text
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(MAX_CLIENT_TEXT)
+                .collect();
+            let text = text.trim().to_string();
+            (!text.is_empty()).then_some(text)
+        };
+        Self {
+            source_address: peer.map(|ip| ip.to_canonical().to_string()),
+            forwarded_for: forwarded_for.and_then(clean),
+            user_agent: user_agent.and_then(clean),
+        }
+    }
+}
+
 /// Where the transcript is and how to check it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditTranscript {
@@ -56,6 +100,8 @@ pub struct AuditTranscript {
 /// shape.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AuditRow {
+    /// The shape's version: [`AUDIT_SCHEMA`].
+    pub schema: &'static str,
     /// Unique id, also listed in `status.audit[].id`.
     pub id: String,
     /// `ssm_session_open` or `ssm_session_close`.
@@ -66,6 +112,14 @@ pub struct AuditRow {
     pub actor: AuditActor,
     /// The cluster's name (gateway configuration).
     pub cluster: String,
+    /// The gateway pod that ran the session.
+    pub gateway: String,
+    /// The NodeShellPolicy that governed it.
+    pub policy: String,
+    /// The reason the person typed when opening (`spec.reason`); also in SSM's `Reason`.
+    pub justification: Option<String>,
+    /// Where the person connected from.
+    pub client: ClientInfo,
     /// NodeShellSession name.
     pub session: String,
     /// Kubernetes node.
@@ -115,6 +169,10 @@ pub struct AuditSubject<'a> {
     pub actor: &'a AuditActor,
     /// The cluster's name (gateway configuration).
     pub cluster: &'a str,
+    /// The gateway pod's name.
+    pub gateway: &'a str,
+    /// Where the person connected from.
+    pub client: &'a ClientInfo,
     /// The session the row is about.
     pub session: &'a NodeShellSession,
     /// The SSM session id, once StartSession answered.
@@ -171,17 +229,22 @@ impl AuditRow {
     /// The `ssm_transcript_read` row: `reader` (the row's actor) read `what` (`transcript`
     /// or `ledger`) of the session, at `now`. `message` names what was read and whose
     /// session it is; the transcript fields name the recording.
+    /// The reader's request facts are not carried to this row yet (its `client` is empty).
     pub fn transcript_read(
         reader: &AuditActor,
         cluster: &str,
+        gateway: &str,
         session: &NodeShellSession,
         what: &str,
         now: Timestamp,
     ) -> Self {
         let actor = AuditActor::of(session);
+        let client = ClientInfo::default();
         let subject = AuditSubject {
             actor: &actor,
             cluster,
+            gateway,
+            client: &client,
             session,
             ssm_session_id: session
                 .status
@@ -241,11 +304,16 @@ impl AuditRow {
     fn blank(subject: AuditSubject<'_>, event: &'static str, time: Timestamp) -> Self {
         let spec = &subject.session.spec;
         Self {
+            schema: AUDIT_SCHEMA,
             id: uuid::Uuid::new_v4().to_string(),
             event,
             time: time.to_string(),
             actor: subject.actor.clone(),
             cluster: subject.cluster.to_string(),
+            gateway: subject.gateway.to_string(),
+            policy: spec.policy_name.clone(),
+            justification: spec.reason.clone(),
+            client: subject.client.clone(),
             session: subject.session.name_any(),
             node: spec.node_name.clone(),
             instance_id: spec.instance_id.clone(),
@@ -393,6 +461,7 @@ mod tests {
 
     fn row() -> AuditRow {
         AuditRow {
+            schema: AUDIT_SCHEMA,
             id: "7d1c".into(),
             event: VERB_CLOSE,
             time: "2026-11-23T07:00:00Z".into(),
@@ -403,6 +472,14 @@ mod tests {
                 tier: "engineer".into(),
             },
             cluster: "dev".into(),
+            gateway: "nodeshell-gateway-7f9c-x2".into(),
+            policy: "default".into(),
+            justification: Some("INC-1234: disk full on the node".into()),
+            client: ClientInfo::of_request(
+                Some("10.0.0.7".parse().expect("ip")),
+                Some("203.0.113.9"),
+                Some("Mozilla/5.0"),
+            ),
             session: "shell-1".into(),
             node: "n1".into(),
             instance_id: "i-0123456789abcdef0".into(),
@@ -422,7 +499,7 @@ mod tests {
             transcript_ref: Some("shell-1-transcript".into()),
             transcript_bytes: Some(200),
             transcript_truncated: Some(false),
-            sha256: Some("ab".into()),
+            sha256: Some("9f2c".repeat(16)),
         }
     }
 
@@ -430,6 +507,11 @@ mod tests {
     fn rows_have_the_contract_shape() {
         let value: serde_json::Value = serde_json::from_str(&row().to_json_line()).expect("json");
         for key in [
+            "schema",
+            "gateway",
+            "policy",
+            "justification",
+            "client",
             "id",
             "event",
             "time",
@@ -463,7 +545,10 @@ mod tests {
             serde_json::json!({"sub":"alice","email":"alice@example.com","groups":["sre"],"tier":"engineer"})
         );
         assert_eq!(value["transcript_ref"], "shell-1-transcript");
-        assert_eq!(value["sha256"], "ab");
+        assert_eq!(value["sha256"], "9f2c".repeat(16));
+        assert_eq!(value["schema"], AUDIT_SCHEMA);
+        assert_eq!(value["policy"], "default");
+        assert_eq!(value["client"]["source_address"], "10.0.0.7");
         assert_eq!(value["duration_ms"], 60_000);
     }
 
@@ -497,5 +582,65 @@ mod tests {
         let record = row().record(Timestamp::from_second(1).expect("ts"));
         assert_eq!(record.verb, "ssm_session_close");
         assert_eq!(record.id, "7d1c");
+    }
+
+    #[test]
+    fn client_facts_are_cut_and_cleaned() {
+        let client = ClientInfo::of_request(
+            Some("::ffff:10.1.2.3".parse().expect("ip")),
+            Some("198.51.100.1,\n10.0.0.1"),
+            Some(&"x".repeat(2000)),
+        );
+        assert_eq!(client.source_address.as_deref(), Some("10.1.2.3"));
+        assert_eq!(
+            client.forwarded_for.as_deref(),
+            Some("198.51.100.1, 10.0.0.1")
+        );
+        assert_eq!(client.user_agent.map(|u| u.len()), Some(512));
+        assert_eq!(
+            ClientInfo::of_request(None, Some(" "), None),
+            ClientInfo::default()
+        );
+    }
+
+    /// The published schema (docs/audit-row.schema.json) accepts the rows this code writes,
+    /// an open row with its nulls included, and refuses a row missing a key.
+    #[test]
+    fn rows_match_the_published_schema() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/audit-row.schema.json"),
+        )
+        .expect("schema file");
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("schema json");
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+        let close: serde_json::Value = serde_json::from_str(&row().to_json_line()).expect("row");
+        let errors: Vec<String> = validator
+            .iter_errors(&close)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let mut open = row();
+        open.event = VERB_OPEN;
+        open.justification = None;
+        open.client = ClientInfo::default();
+        open.ended_at = None;
+        open.duration_ms = None;
+        open.exit_code = None;
+        open.reason = None;
+        open.message = None;
+        open.bytes_in = None;
+        open.bytes_out = None;
+        open.transcript_ref = None;
+        open.transcript_bytes = None;
+        open.transcript_truncated = None;
+        open.sha256 = None;
+        let open: serde_json::Value = serde_json::from_str(&open.to_json_line()).expect("row");
+        assert!(validator.is_valid(&open), "{open}");
+        let mut broken = close.clone();
+        broken.as_object_mut().expect("object").remove("policy");
+        assert!(!validator.is_valid(&broken));
+        let mut wrong = close;
+        wrong["schema"] = serde_json::json!("nodeshell.periscope.io/audit/v0");
+        assert!(!validator.is_valid(&wrong));
     }
 }

@@ -70,8 +70,8 @@ impl ApiListener {
                 () = stop.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
             };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     tracing::warn!(error = %e, "cannot accept a connection");
@@ -94,8 +94,18 @@ impl ApiListener {
             };
             no_delay(&tcp);
             let io = TokioIo::new(CountedStream::new(tcp, slot, self.metrics.open.clone()));
+            // The peer's address for handlers (axum's ConnectInfo extractor): the audit rows.
+            let service = tower::ServiceExt::map_request(
+                app.clone(),
+                move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            );
             let conn = builder
-                .serve_connection(io, TowerToHyperService::new(app.clone()))
+                .serve_connection(io, TowerToHyperService::new(service))
                 .with_upgrades();
             let stop = stop.clone();
             tokio::spawn(async move {

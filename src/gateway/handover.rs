@@ -12,6 +12,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures::future::BoxFuture;
 
 use crate::api::{NodeShellPolicy, NodeShellSession};
+use crate::gateway::audit::ClientInfo;
 use crate::gateway::error::ErrorCode;
 
 /// A person, as verified from their OIDC id_token and mapped to a tier.
@@ -90,6 +91,8 @@ pub struct AttachGrant {
     pub cols: u16,
     /// Initial terminal rows asked for at open.
     pub rows: u16,
+    /// Where the terminal's WebSocket came from, for the audit rows.
+    pub client: ClientInfo,
 }
 
 /// Runs attached shells.

@@ -12,7 +12,8 @@ use prometheus_client::registry::{Metric, Registry};
 
 use crate::gateway::connections::ConnectionMetrics;
 
-/// A registry shared by both sides of the gateway, every name prefixed `nodeshell_gateway_`.
+/// A registry shared by both sides of the gateway, every name prefixed `nodeshell_gateway_`
+/// (the process metrics, `process_*`, are added unprefixed when encoding).
 #[derive(Clone, Debug)]
 pub struct MetricsRegistry {
     inner: Arc<Mutex<Registry>>,
@@ -30,7 +31,11 @@ impl MetricsRegistry {
     /// An empty registry with the gateway prefix.
     pub fn new() -> Self {
         Self {
-            inner: Arc::new(Mutex::new(Registry::with_prefix("nodeshell_gateway"))),
+            inner: Arc::new(Mutex::new({
+                let mut registry = Registry::with_prefix("nodeshell_gateway");
+                crate::process_metrics::register_build_info(&mut registry);
+                registry
+            })),
         }
     }
 
@@ -50,13 +55,9 @@ impl MetricsRegistry {
         f(&mut self.lock())
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition, with `build_info` and the process metrics.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.lock()).is_err() {
-            out.clear();
-        }
-        out
+        crate::process_metrics::encode_with_process(&self.lock())
     }
 }
 

@@ -159,6 +159,7 @@ pub fn live_side(
             &config.namespace,
             audit,
             &config.cluster_name,
+            &config.pod_name,
         )),
     })
 }
@@ -432,9 +433,12 @@ mod tests {
     fn row(event: &'static str, id: &str) -> AuditRow {
         let session = crate::testing::session("shell-1", "alice", "default", 0, None);
         let actor = AuditActor::of(&session);
+        let client = crate::gateway::audit::ClientInfo::default();
         let subject = AuditSubject {
             actor: &actor,
             cluster: "dev",
+            gateway: "gw-0",
+            client: &client,
             session: &session,
             ssm_session_id: Some("nodeshell-alice-0a1b"),
             assumed_role_arn: None,
@@ -472,7 +476,7 @@ mod tests {
         // libtest prints `test <name> ... ` before the test's own output, on the same line.
         let on_stdout: Vec<&str> = stdout
             .lines()
-            .filter_map(|l| l.find("{\"id\":").map(|at| &l[at..]))
+            .filter_map(|l| l.find("{\"schema\":").map(|at| &l[at..]))
             .collect();
         let expected = [
             row(VERB_OPEN, "row-1").to_json_line(),

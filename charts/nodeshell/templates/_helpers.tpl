@@ -50,8 +50,70 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "nodeshell.controllerN
 {{ .Values.transcripts.namespace | default .Release.Namespace }}
 {{- end -}}
 
+{{/* repository@digest when image.digest is set, else repository:tag (default appVersion). */}}
 {{- define "nodeshell.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end -}}
+
+{{/* Scheduling of one component's pods; call with (dict "root" . "component" "gateway"). */}}
+{{- define "nodeshell.scheduling" -}}
+{{- $v := index .root.Values .component -}}
+{{- $selector := include "nodeshell.selectorLabels" . | fromYaml -}}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $v.affinity }}
+affinity:
+  {{- toYaml $v.affinity | nindent 2 }}
+{{- else if eq ($v.podAntiAffinity | default "") "soft" }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- toYaml $selector | nindent 14 }}
+{{- else if eq ($v.podAntiAffinity | default "") "hard" }}
+affinity:
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- toYaml $selector | nindent 12 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{- range . }}
+{{- $c := deepCopy . }}
+{{- if not $c.labelSelector }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- toYaml (list $c) | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of one component's pods: the selector labels and podLabels. */}}
+{{- define "nodeshell.podLabels" -}}
+{{- include "nodeshell.selectorLabels" . }}
+{{- with (index .root.Values .component).podLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* The container hardening both components share. */}}

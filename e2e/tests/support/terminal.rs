@@ -40,9 +40,21 @@ impl Terminal {
 
     /// Connects with a chosen Origin header (None: no header).
     pub async fn connect_with_origin(url: &str, origin: Option<&str>) -> anyhow::Result<Self> {
+        Self::connect_with_headers(url, origin, &[]).await
+    }
+
+    /// Connects with a chosen Origin and more request headers (name, value).
+    pub async fn connect_with_headers(
+        url: &str,
+        origin: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut request = url.into_client_request()?;
         if let Some(origin) = origin {
             request.headers_mut().insert("Origin", origin.parse()?);
+        }
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse()?);
         }
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(30),

@@ -203,6 +203,7 @@ impl Access {
             policy,
             cols: grant.cols,
             rows: grant.rows,
+            client: Default::default(),
         })
     }
 

@@ -1,13 +1,17 @@
 //! `GET /api/v1/sessions/{name}/attach`: the WebSocket handed to the live side.
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
 use crate::gateway::access::sessions::is_reattach;
+use crate::gateway::audit::ClientInfo;
 use crate::gateway::config::WEBSOCKET_MAX_MESSAGE_BYTES;
 use crate::gateway::error::{ApiError, ErrorCode};
 
@@ -22,6 +26,7 @@ pub(super) async fn attach(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<AttachQuery>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -38,7 +43,13 @@ pub(super) async fn attach(
         })?
         .max_message_size(WEBSOCKET_MAX_MESSAGE_BYTES)
         .max_frame_size(WEBSOCKET_MAX_MESSAGE_BYTES);
-    let grant = state.access.attach_grant(&name, ticket).await?;
+    let mut grant = state.access.attach_grant(&name, ticket).await?;
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    grant.client = ClientInfo::of_request(
+        peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        text("x-forwarded-for"),
+        text(header::USER_AGENT.as_str()),
+    );
     let resume = is_reattach(state.live.shells.is_running(&name), grant.session.phase());
     let shells = state.live.shells.clone();
     tracing::info!(session = name, resume, "attaching");

@@ -25,16 +25,25 @@ pub struct Recordings {
     ledgers: LedgerStore,
     audit: AuditSink,
     cluster: String,
+    gateway: String,
 }
 
 impl Recordings {
-    /// Reads Secrets in `namespace`; rows go to `audit` with the cluster's name.
-    pub fn new(client: Client, namespace: &str, audit: AuditSink, cluster: &str) -> Self {
+    /// Reads Secrets in `namespace`; rows go to `audit` with the cluster's and this gateway
+    /// pod's names.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        audit: AuditSink,
+        cluster: &str,
+        gateway: &str,
+    ) -> Self {
         Self {
             transcripts: TranscriptStore::new(client.clone(), namespace),
             ledgers: LedgerStore::new(client, namespace),
             audit,
             cluster: cluster.to_string(),
+            gateway: gateway.to_string(),
         }
     }
 }
@@ -54,6 +63,7 @@ impl Recordings {
         let row = AuditRow::transcript_read(
             &reader_actor(reader),
             &self.cluster,
+            &self.gateway,
             session,
             what,
             Timestamp::now(),

@@ -15,7 +15,9 @@ use super::metrics::LiveMetrics;
 use super::reasons::EndReason;
 use super::status::{Traffic, Written, activity_update, activity_write_due};
 use crate::api::{ACTIVITY_WRITE_INTERVAL, NodeShellSession, NodeShellSessionStatus, PolicyLimits};
-use crate::gateway::audit::{AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript};
+use crate::gateway::audit::{
+    AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript, ClientInfo,
+};
 
 /// What a running session knows about itself and never changes.
 pub(super) struct SessionInfo {
@@ -27,6 +29,10 @@ pub(super) struct SessionInfo {
     pub actor: AuditActor,
     /// The cluster name in audit rows.
     pub cluster: String,
+    /// The gateway pod's name in audit rows.
+    pub gateway: String,
+    /// Where the person connected from, for audit rows.
+    pub client: ClientInfo,
     /// The SSM session.
     pub ssm_session_id: String,
     /// The role session the person's credentials came from.
@@ -156,6 +162,8 @@ impl Records {
             AuditSubject {
                 actor: &info.actor,
                 cluster: &info.cluster,
+                gateway: &info.gateway,
+                client: &info.client,
                 session: &info.session,
                 ssm_session_id: Some(&info.ssm_session_id),
                 assumed_role_arn: info.assumed_role_arn.as_deref(),

@@ -157,9 +157,22 @@ async fn start_and_run(
     }
 }
 
-/// The `Reason` of StartSession: cluster, node and actor, one line, ≤ 256 characters.
-pub(super) fn ssm_reason(cluster: &str, node: &str, actor: &str, session: &str) -> String {
-    let text = format!("nodeshell: cluster {cluster}, node {node}, by {actor}, session {session}");
+/// The `Reason` of StartSession, which CloudTrail records: cluster, node, actor, session and
+/// the reason the person typed, one line (StartSession's `Reason` is 1 to 256 characters
+/// matching `^.{1,256}$`, so no line breaks: control characters become spaces), cut at 256.
+pub(super) fn ssm_reason(
+    cluster: &str,
+    node: &str,
+    actor: &str,
+    session: &str,
+    typed: Option<&str>,
+) -> String {
+    let mut text =
+        format!("nodeshell: cluster {cluster}, node {node}, by {actor}, session {session}");
+    if let Some(typed) = typed.map(str::trim).filter(|t| !t.is_empty()) {
+        text.push_str(": ");
+        text.push_str(typed);
+    }
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(MAX_SSM_REASON)
@@ -179,6 +192,8 @@ pub(super) fn open_row(
         AuditSubject {
             actor: &actor,
             cluster: &inner.config.cluster_name,
+            gateway: &inner.config.pod_name,
+            client: &grant.client,
             session: &grant.session,
             ssm_session_id: session_id,
             assumed_role_arn,
@@ -272,6 +287,8 @@ async fn start_admitted(
             session: written,
             actor: AuditActor::of(&grant.session),
             cluster: inner.config.cluster_name.clone(),
+            gateway: inner.config.pod_name.clone(),
+            client: grant.client.clone(),
             ssm_session_id: stream.session_id,
             assumed_role_arn: progress.assumed_role_arn.clone(),
             started_at: now,
@@ -395,6 +412,7 @@ async fn start_ssm_session(
         &spec.node_name,
         &actor_name(fresh),
         &fresh.name_any(),
+        spec.reason.as_deref(),
     );
     let stream = ssm
         .start_session(
@@ -553,14 +571,36 @@ mod tests {
 
     #[test]
     fn the_ssm_reason_names_cluster_node_and_actor_within_256_chars() {
-        let r = ssm_reason("prod", "ip-10-0-0-1", "alice@example.com", "shell-1");
+        let r = ssm_reason("prod", "ip-10-0-0-1", "alice@example.com", "shell-1", None);
         assert_eq!(
             r,
             "nodeshell: cluster prod, node ip-10-0-0-1, by alice@example.com, session shell-1"
         );
-        let long = ssm_reason(&"c".repeat(300), "n\nx", "a", "s");
+        let long = ssm_reason(&"c".repeat(300), "n\nx", "a", "s", None);
         assert_eq!(long.chars().count(), 256);
-        assert!(!ssm_reason("c", "n\nx", "a", "s").contains('\n'));
+        assert!(!ssm_reason("c", "n\nx", "a", "s", None).contains('\n'));
+    }
+
+    #[test]
+    fn the_typed_reason_reaches_ssm_on_one_line_within_256_chars() {
+        let r = ssm_reason(
+            "prod",
+            "n1",
+            "alice",
+            "shell-1",
+            Some(" INC-42:\r\ndisk full "),
+        );
+        assert_eq!(
+            r,
+            "nodeshell: cluster prod, node n1, by alice, session shell-1: INC-42:  disk full"
+        );
+        assert_eq!(
+            ssm_reason("p", "n", "a", "s", Some("  ")),
+            "nodeshell: cluster p, node n, by a, session s"
+        );
+        let long = ssm_reason("p", "n", "a", "s", Some(&"é".repeat(1024)));
+        assert_eq!(long.chars().count(), 256);
+        assert!(long.chars().all(|c| !c.is_control()));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 
 use crate::gateway::config::oidc::{IssuerCa, secure_or_loopback};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
@@ -121,37 +122,36 @@ impl KeySet {
     }
 }
 
-fn parse_jwk(jwk: &Value) -> Option<PublicKey> {
-    let field = |name: &str| jwk.get(name).and_then(Value::as_str);
-    if field("use").is_some_and(|u| u != "sig") {
+/// One JWK, read with jsonwebtoken's JWK types: a signing key (no `use`, or `sig`) of RSA
+/// or EC P-256/P-384, whose `alg` (when named) fits its type; anything else is `None`.
+fn parse_jwk(raw: &Value) -> Option<PublicKey> {
+    let jwk: Jwk = serde_json::from_value(raw.clone()).ok()?;
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
         return None;
     }
-    let alg = match field("alg") {
+    let alg = match &jwk.common.key_algorithm {
         None => None,
-        Some(name) => Some(name.parse::<Algorithm>().ok()?),
+        Some(named) => Some(named.to_string().parse::<Algorithm>().ok()?),
     };
-    let (kind, key) = match field("kty")? {
-        "RSA" => (
-            KeyKind::Rsa,
-            DecodingKey::from_rsa_components(field("n")?, field("e")?).ok()?,
-        ),
-        "EC" => {
-            let kind = match field("crv")? {
-                "P-256" => KeyKind::EcP256,
-                "P-384" => KeyKind::EcP384,
-                _ => return None,
-            };
-            (
-                kind,
-                DecodingKey::from_ec_components(field("x")?, field("y")?).ok()?,
-            )
-        }
+    let kind = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => KeyKind::Rsa,
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => KeyKind::EcP256,
+            EllipticCurve::P384 => KeyKind::EcP384,
+            _ => return None,
+        },
         _ => return None,
     };
     // A key whose declared alg does not fit its type is a publishing mistake: never use it.
     if alg.is_some_and(|a| !kind.fits(a)) {
         return None;
     }
+    let key = DecodingKey::from_jwk(&jwk).ok()?;
     Some(PublicKey { kind, alg, key })
 }
 
@@ -395,6 +395,35 @@ mod tests {
         assert!(set.find(Some("claims-es"), Algorithm::ES256).is_none());
         assert!(set.find(Some("hmac"), Algorithm::HS256).is_none());
         assert!(KeySet::from_jwks(&json!({})).is_err());
+    }
+
+    /// EC signing keys by curve (RFC 7517's example key), read with jsonwebtoken's JWK types.
+    #[test]
+    fn ec_keys_by_curve_and_use() {
+        let (x, y) = (
+            "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        );
+        let doc = json!({"keys": [
+            {"kty": "EC", "crv": "P-256", "kid": "p256", "use": "sig", "alg": "ES256", "x": x, "y": y},
+            {"kty": "EC", "crv": "P-384", "kid": "p384", "x": x, "y": y},
+            {"kty": "EC", "crv": "P-521", "kid": "p521", "x": x, "y": y},
+            {"kty": "EC", "crv": "P-256", "kid": "enc", "use": "enc", "x": x, "y": y},
+            {"kty": "EC", "crv": "P-256", "kid": "rs-claim", "alg": "RS256", "x": x, "y": y},
+        ]});
+        let set = KeySet::from_jwks(&doc).unwrap();
+        assert_eq!(set.len(), 2);
+        assert_eq!(
+            set.find(Some("p256"), Algorithm::ES256).unwrap().kind,
+            KeyKind::EcP256
+        );
+        assert_eq!(
+            set.find(Some("p384"), Algorithm::ES384).unwrap().kind,
+            KeyKind::EcP384
+        );
+        assert!(set.find(Some("p521"), Algorithm::ES256).is_none());
+        assert!(set.find(Some("enc"), Algorithm::ES256).is_none());
+        assert!(set.find(Some("rs-claim"), Algorithm::RS256).is_none());
     }
 
     #[test]
