@@ -26,6 +26,7 @@ pub use names::{MAX_SUBDOMAIN, subdomain_problem};
 pub use policy::{
     DEFAULT_DOCUMENT_NAME, IdleActivity, NodeShellPolicy, NodeShellPolicySpec,
     NodeShellPolicyStatus, PolicyAws, PolicyLimits, PolicyRetention, PolicyTranscript,
+    PolicyTranscriptS3,
 };
 pub use printable::printable;
 pub use session::{

@@ -112,6 +112,15 @@ impl ChunkedRecording {
         self.unstored_sealed.len()
     }
 
+    /// The current segment as it is now (not sealed), whatever was handed out.
+    pub fn current(&self) -> Segment {
+        Segment {
+            index: self.index,
+            text: self.segment.clone(),
+            sealed: false,
+        }
+    }
+
     /// Number of chunks the recording has (sealed and current).
     pub fn chunk_count(&self) -> usize {
         self.index + 1
