@@ -14,10 +14,12 @@ export NODESHELL_SSM_PLUGIN ?= $(CURDIR)/e2e/.bin/session-manager-plugin
 export NODESHELL_REQUIRE_PEERS ?= 1
 # The chart tests run helm built from the Go module proxy (`make helm`).
 export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
+# The S3 sink test runs versitygw, an S3-compatible server with Object Lock (`make versitygw`).
+export NODESHELL_VERSITYGW ?= $(CURDIR)/e2e/.bin/versitygw
 # The browser test drives Debian's Chromium (`make browser` installs it).
 export NODESHELL_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm browser web image fuzz clean-cache
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm versitygw browser web image fuzz clean-cache
 
 all: test
 
@@ -66,9 +68,9 @@ e2e-up: controlplane
 e2e-down:
 	e2e/scripts/e2e-down.sh
 
-## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin and helm (cached),
+## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin, helm and versitygw (cached),
 ## and install Chromium for the browser test
-tools: controlplane ssm-plugin helm browser
+tools: controlplane ssm-plugin helm versitygw browser
 
 controlplane:
 	@e2e/scripts/build-controlplane.sh >/dev/null
@@ -78,6 +80,9 @@ ssm-plugin:
 
 helm:
 	@e2e/scripts/build-helm.sh >/dev/null
+
+versitygw:
+	@e2e/scripts/build-versitygw.sh >/dev/null
 
 browser:
 	@e2e/scripts/install-browser.sh
