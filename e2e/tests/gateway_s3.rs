@@ -3,7 +3,8 @@
 //! directories, killed on drop): a session's transcript lands in the bucket under compliance
 //! retention, written with the gateway's own keys; the locked version cannot be deleted and an
 //! overwrite leaves it intact; with `required` and the sink down the shell is refused with
-//! `E_INTERNAL`, the message naming the bucket. Without versitygw the test is skipped, unless
+//! `E_INTERNAL`, the message naming the bucket, while a shell under a sink that is not required
+//! works and its close message says the S3 copy is incomplete. Without versitygw the test is skipped, unless
 //! `NODESHELL_REQUIRE_PEERS=1` (set by `make test`), which makes that a failure.
 
 mod support;
@@ -340,6 +341,50 @@ async fn a_transcript_lands_locked_in_s3_and_a_required_sink_that_is_down_refuse
         ),
         "{metrics}"
     );
+
+    // A sink that is not required: the shell opens and works, and its close message (so its
+    // status and its audit row) says the S3 copy is incomplete and why.
+    let optional = world
+        .scope(
+            "s3-optional",
+            1,
+            json!({"transcript": {"s3": {
+                "bucket": BUCKET,
+                "region": REGION,
+                "retentionDays": 1,
+            }}}),
+        )
+        .await?;
+    let opened = api.open_ok(&optional.nodes[0]).await?;
+    let mut term = Terminal::connect(&opened.attach_url).await?;
+    term.hello().await?;
+    let out = term.run("echo still-$((40+2))", T).await?;
+    assert!(out.contains("still-42"), "{out:?}");
+    term.send_input(b"exit\r").await?;
+    let closed = term.control("closed", Duration::from_secs(60)).await?;
+    assert_eq!(closed["reason"], "UserExit", "{closed}");
+    let done = world.wait_closed(&opened.session, T).await?;
+    let message = done["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "; the S3 copy of the transcript is incomplete: the S3 sink (bucket {BUCKET}) did not take the transcript: "
+        )),
+        "{done}"
+    );
+    assert!(!done["status"]["transcript"]["sha256"].is_null(), "{done}");
+    let session = opened.session.clone();
+    let row = wait_for("the close audit row", T, || {
+        let rows = gw.audit_rows();
+        let session = session.clone();
+        async move {
+            Ok(rows
+                .into_iter()
+                .find(|r| r["event"] == "ssm_session_close" && r["session"] == session.as_str()))
+        }
+    })
+    .await?;
+    assert_eq!(row["message"].as_str(), Some(message), "{row}");
+    world.cleanup(&optional).await?;
     world.cleanup(&scope).await?;
     Ok(())
 }

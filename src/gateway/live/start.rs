@@ -329,7 +329,8 @@ async fn first_transcript(
 }
 
 /// Step 1b: The S3 sink's `session.json`, before anything is started in AWS, written with the
-/// gateway's own identity: a required sink that cannot take it refuses the session.
+/// gateway's own identity: a required sink that cannot take it refuses the session; any other
+/// is written in the background.
 async fn first_sink_object(
     inner: &Arc<Inner>,
     grant: &AttachGrant,
@@ -364,7 +365,12 @@ async fn first_sink_object(
         "startedAt": Timestamp::now().to_string(),
         "transcriptFormat": crate::gateway::transcript::TRANSCRIPT_FORMAT,
     });
-    if let Err(e) = inner.sink().put_manifest(&target, &manifest).await {
+    let sink = inner.sink().clone();
+    if !spec.required {
+        // Not required: the shell does not wait for S3; a failure is noted on the target.
+        let target = target.clone();
+        tokio::spawn(async move { sink.put_manifest(&target, &manifest).await });
+    } else if let Err(e) = sink.put_manifest(&target, &manifest).await {
         warn!(session = %name, error = %e, "the S3 sink refused the session's first object; the policy requires it, so the session is refused");
         return Err(Refusal::Failed(transcript_start_failure(
             &StorageFailure::from_sink(&e),
