@@ -378,6 +378,7 @@ impl SimProcess {
             sts_url: Some(self.sts_url.clone()),
             ssm_url: Some(self.ssm_url.clone()),
             kms_url: None,
+            s3_url: None,
         }
     }
 

@@ -26,7 +26,7 @@ pub use names::{MAX_SUBDOMAIN, subdomain_problem};
 pub use policy::{
     DEFAULT_DOCUMENT_NAME, IdleActivity, LEDGER_DOCUMENT_NAME, NodeShellPolicy,
     NodeShellPolicySpec, NodeShellPolicyStatus, PolicyAws, PolicyLimits, PolicyRetention,
-    PolicyTranscript,
+    PolicyTranscript, PolicyTranscriptS3,
 };
 pub use printable::printable;
 pub use session::{

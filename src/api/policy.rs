@@ -208,6 +208,51 @@ pub struct PolicyTranscript {
     /// Fail closed: refuse or end the session when the transcript cannot be stored.
     #[serde(default)]
     pub required: bool,
+
+    /// Also copy the transcript to an S3 bucket with Object Lock (compliance mode), written
+    /// by the gateway with its own pod identity. See docs/transcripts-and-audit.md, S3 sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<PolicyTranscriptS3>,
+}
+
+/// The S3 copy of a policy's transcripts: every sealed chunk, the last chunk at the end and a
+/// `session.json` at the start, each an object under Object Lock in compliance mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTranscriptS3 {
+    /// Bucket name; the bucket must have Object Lock enabled (it implies versioning).
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+
+    /// Key prefix; objects are `<prefix>/<namespace>/<session>/...` (no leading slash).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512), regex(pattern = r"^[^/].*$|^$"))]
+    pub prefix: String,
+
+    /// Region of the bucket; defaults to the session's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+
+    /// KMS key (id, ARN or alias) for SSE-KMS; unset = the bucket's default encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub kms_key_id: Option<String>,
+
+    /// Days each object is retained in Object Lock compliance mode: nobody, the bucket's
+    /// owner included, can delete or overwrite that version before then.
+    #[schemars(range(min = 1, max = 36500))]
+    pub retention_days: i32,
+
+    /// Fail closed on the sink too: refuse the session when its `session.json` cannot be
+    /// written, and end it when a chunk cannot; otherwise a failed upload is counted
+    /// (`nodeshell_gateway_live_s3_sink_failures_total`), noted in the session's close
+    /// message and audit row, and the session continues.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// Retention settings of a policy.
@@ -330,6 +375,7 @@ impl Default for PolicyTranscript {
             max_bytes: default_transcript_max_bytes(),
             capture_input: false,
             required: false,
+            s3: None,
         }
     }
 }

@@ -69,6 +69,12 @@ impl AwsClients {
         Self { config, connectors }
     }
 
+    /// The shared SDK configuration (the one HTTP client), for clients made elsewhere (the
+    /// S3 sink's, signed by the gateway's own identity).
+    pub(crate) fn sdk_config(&self) -> SdkConfig {
+        self.config.clone()
+    }
+
     /// How many HTTP connectors the shared client has built so far (1 once any call was
     /// made, however many calls and people).
     pub fn connectors_built(&self) -> usize {
@@ -291,6 +297,7 @@ mod tests {
             sts_url: Some(url.clone()),
             ssm_url: Some(url),
             kms_url: None,
+            s3_url: None,
         };
         let clients = AwsClients::new();
         // Two people's sessions: each assumes its role and asks SSM with its own credentials.
@@ -345,6 +352,7 @@ mod tests {
             sts_url: Some(url.clone()),
             ssm_url: Some(url),
             kms_url: None,
+            s3_url: None,
         };
         let creds = AwsClients::new()
             .assume_role_with_web_identity(&endpoints, &request())

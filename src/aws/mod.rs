@@ -41,6 +41,9 @@ pub struct AwsEndpoints {
     pub ssm_url: Option<String>,
     /// KMS endpoint override (`None` = the regional AWS endpoint).
     pub kms_url: Option<String>,
+    /// S3 endpoint override for the transcript sink (`None` = the regional AWS endpoint; set,
+    /// path-style addressing).
+    pub s3_url: Option<String>,
 }
 
 impl AwsEndpoints {
@@ -51,6 +54,7 @@ impl AwsEndpoints {
             sts_url: None,
             ssm_url: None,
             kms_url: None,
+            s3_url: None,
         }
     }
 }
@@ -79,7 +83,7 @@ impl std::fmt::Debug for WebIdentityRequest {
     }
 }
 
-fn describe<E: std::error::Error>(e: &E) -> String {
+pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -412,6 +412,7 @@ impl SimHandle {
             sts_url: Some(self.urls().sts.clone()),
             ssm_url: Some(self.urls().ssm.clone()),
             kms_url: Some(self.urls().kms.clone()),
+            s3_url: None,
         }
     }
 

@@ -314,7 +314,10 @@ impl GatewayWorld {
             &format!("gateway-{}", options.name),
             &self.dir,
             &args,
-            &[("RUST_LOG", "info"), ("POD_NAME", options.name.as_str())],
+            &[("RUST_LOG", "info"), ("POD_NAME", options.name.as_str())]
+                .into_iter()
+                .chain(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .collect::<Vec<_>>(),
         )?;
         let (base, admin) = wait_for("gateway listening", Duration::from_secs(60), || {
             let found = process.listening_url().zip(process.admin_url());
@@ -363,6 +366,7 @@ impl GatewayWorld {
             name: name.to_string(),
             patch: config,
             kubeconfig: None,
+            env: Vec::new(),
         })
         .await
     }
@@ -741,6 +745,8 @@ pub struct GatewayOptions {
     pub patch: Value,
     /// Another kubeconfig (e.g. one pointing at a dead apiserver).
     pub kubeconfig: Option<PathBuf>,
+    /// More environment for the process (e.g. the static keys of its own AWS identity).
+    pub env: Vec<(String, String)>,
 }
 
 impl GatewayOptions {
@@ -750,6 +756,7 @@ impl GatewayOptions {
             name: name.to_string(),
             patch: json!({}),
             kubeconfig: None,
+            env: Vec::new(),
         }
     }
 }

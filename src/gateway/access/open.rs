@@ -245,6 +245,7 @@ impl Access {
             sts_url: self.config.aws.sts_url.clone(),
             ssm_url: self.config.aws.ssm_url.clone(),
             kms_url: self.config.aws.kms_url.clone(),
+            s3_url: self.config.aws.s3_url.clone(),
         }
     }
 

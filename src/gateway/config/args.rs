@@ -73,6 +73,10 @@ pub struct GatewayArgs {
     /// KMS endpoint override (the simulator, a VPC endpoint), for KMS-encrypted sessions.
     #[arg(long, env = "NODESHELL_KMS_ENDPOINT")]
     pub kms_endpoint: Option<String>,
+    /// S3 endpoint override for the policies' transcript sink (an S3-compatible server, a VPC
+    /// endpoint); path-style addressing when set.
+    #[arg(long, env = "NODESHELL_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
     /// Allowed WebSocket origins, comma-separated (adds to the file's `allowedOrigins`).
     #[arg(long, env = "NODESHELL_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,

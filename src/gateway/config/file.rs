@@ -119,6 +119,8 @@ pub struct AwsFile {
     pub ssm_endpoint: Option<String>,
     /// KMS endpoint override.
     pub kms_endpoint: Option<String>,
+    /// S3 endpoint override for the transcript sink (path-style addressing when set).
+    pub s3_endpoint: Option<String>,
 }
 
 /// Parses the YAML file.

@@ -277,6 +277,7 @@ impl GatewayConfig {
                 sts_url: non_empty(args.sts_endpoint.clone()).or(non_empty(file.aws.sts_endpoint)),
                 ssm_url: non_empty(args.ssm_endpoint.clone()).or(non_empty(file.aws.ssm_endpoint)),
                 kms_url: non_empty(args.kms_endpoint.clone()).or(non_empty(file.aws.kms_endpoint)),
+                s3_url: non_empty(args.s3_endpoint.clone()).or(non_empty(file.aws.s3_endpoint)),
             },
             ticket_ttl,
             admission_timeout,

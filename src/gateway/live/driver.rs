@@ -405,9 +405,24 @@ impl Driver {
         let status = t.status(&transcript_ref(&self.info.name));
         let store = self.inner.store.clone();
         let session = self.info.session.clone();
+        let sink = self
+            .info
+            .sink
+            .clone()
+            .map(|t| (self.inner.sink().clone(), t));
         self.flush_task = Some(tokio::spawn(async move {
             let (segments, compressed) = compress(chunks).await;
-            let result = store.store(&session, &compressed).await;
+            let mut result = store.store(&session, &compressed).await;
+            if result.is_ok()
+                && let Some((sink, target)) = sink
+            {
+                // Sealed chunks never change again: each becomes one locked object.
+                let sealed: Vec<_> = compressed.into_iter().filter(|c| c.sealed).collect();
+                result = sink
+                    .put_chunks(&target, &sealed)
+                    .await
+                    .map_err(TranscriptError::from);
+            }
             (segments, Some(status), result)
         }));
     }

@@ -15,7 +15,7 @@ use super::records::CloseFacts;
 use super::status::{ClosedFacts, write_closed};
 use crate::aws::SsmCallError;
 use crate::gateway::audit::AuditTranscript;
-use crate::gateway::transcript::{StorageFailure, compress, transcript_ref};
+use crate::gateway::transcript::{StorageFailure, TranscriptError, compress, transcript_ref};
 
 /// How long the end waits for the channel's remaining output after TerminateSession.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -165,12 +165,23 @@ impl Driver {
                 break;
             }
             let (chunks, compressed) = compress(chunks).await;
-            match self
+            let mut stored = self
                 .inner
                 .store
                 .store(&self.info.session, &compressed)
-                .await
+                .await;
+            if stored.is_ok()
+                && let Some(target) = &self.info.sink
             {
+                let sealed: Vec<_> = compressed.into_iter().filter(|c| c.sealed).collect();
+                stored = self
+                    .inner
+                    .sink()
+                    .put_chunks(target, &sealed)
+                    .await
+                    .map_err(TranscriptError::from);
+            }
+            match stored {
                 Ok(()) => {
                     failure = None;
                     break;
@@ -188,6 +199,20 @@ impl Driver {
                     tokio::time::sleep(self.inner.config.settings.status_throttle).await;
                 }
             }
+        }
+        let mut sink_note = None;
+        if failure.is_none()
+            && let Some(target) = &self.info.sink
+        {
+            // The last chunk, now final, as one locked object.
+            let (_, last) = compress(vec![t.current()]).await;
+            let put = self.inner.sink().put_chunks(target, &last).await;
+            sink_note = put.err().or_else(|| target.first_failure());
+        }
+        if let Some(e) = sink_note {
+            message.push_str(&format!(
+                "; the S3 copy of the transcript is incomplete: {e}"
+            ));
         }
         match failure {
             None => {

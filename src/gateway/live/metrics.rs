@@ -37,6 +37,8 @@ pub struct LiveMetrics {
     pub reattaches: Counter,
     /// Transcript writes that failed.
     pub transcript_failures: Counter,
+    /// Uploads to a policy's S3 transcript sink that failed or found the queue full.
+    pub s3_sink_failures: Counter,
     /// Status writes that failed (retried).
     pub status_failures: Counter,
     /// Output bytes held for browsers across sessions: replay rings, chunks waiting for
@@ -87,6 +89,11 @@ impl LiveMetrics {
             "live_transcript_failures",
             "Transcript writes that failed",
             self.transcript_failures.clone(),
+        );
+        registry.register(
+            "live_s3_sink_failures",
+            "Uploads to a policy's S3 transcript sink that failed or found the upload queue full",
+            self.s3_sink_failures.clone(),
         );
         registry.register(
             "live_status_failures",

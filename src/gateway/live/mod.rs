@@ -51,6 +51,7 @@ use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
 use crate::gateway::ledger::LedgerStore;
 use crate::gateway::transcript::TranscriptStore;
+use crate::gateway::transcript::s3::S3Sink;
 
 use bridge::Attachment;
 use status::StatusApi;
@@ -123,6 +124,8 @@ pub(crate) struct Inner {
     status: StatusApi,
     store: TranscriptStore,
     ledgers: LedgerStore,
+    /// The S3 sink, started on first use (it spawns its upload task).
+    sink: std::sync::OnceLock<S3Sink>,
     recorder: Recorder,
     sessions: Mutex<HashMap<String, Slot>>,
     shutting_down: AtomicBool,
@@ -139,6 +142,17 @@ impl Inner {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The gateway's S3 sink (one upload queue); call from the runtime.
+    fn sink(&self) -> &S3Sink {
+        self.sink.get_or_init(|| {
+            S3Sink::start(
+                &self.config.aws,
+                self.config.endpoints.s3_url.clone(),
+                self.config.metrics.s3_sink_failures.clone(),
+            )
+        })
     }
 
     /// Frees a session's slot (its start failed, or it ended) and wakes a waiting shutdown.
@@ -196,6 +210,7 @@ impl LiveSessions {
                 status: StatusApi::new(config.client.clone()),
                 store: TranscriptStore::new(config.client.clone(), &config.namespace),
                 ledgers: LedgerStore::new(config.client.clone(), &config.namespace),
+                sink: std::sync::OnceLock::new(),
                 recorder,
                 config,
                 sessions: Mutex::new(HashMap::new()),

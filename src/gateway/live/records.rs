@@ -45,6 +45,8 @@ pub(super) struct SessionInfo {
     pub limits: PolicyLimits,
     /// Whether the policy requires a transcript.
     pub transcript_required: bool,
+    /// Where the S3 sink copies the transcript, when the policy has one.
+    pub sink: Option<std::sync::Arc<crate::gateway::transcript::s3::SinkTarget>>,
 }
 
 /// The close's facts for its audit row and Event.

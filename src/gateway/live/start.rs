@@ -35,6 +35,7 @@ use crate::gateway::config::live::{
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
 use crate::gateway::ledger::{LEDGER_DOCUMENT, Ledger, NONCE_PARAMETER, new_nonce};
+use crate::gateway::transcript::s3::SinkTarget;
 use crate::gateway::transcript::{
     AsciicastHeader, StorageFailure, Transcript, compress, transcript_ref,
 };
@@ -248,6 +249,7 @@ async fn start_admitted(
     let origin = Instant::now();
     let origin_wall = Timestamp::now();
     let (transcript, transcript_stored) = first_transcript(inner, grant, fresh).await?;
+    let sink = first_sink_object(inner, grant, fresh, transcript.is_some()).await?;
     let ssm = assume_role(inner, grant, fresh, progress).await?;
     // The ledger document's marks carry a nonce only this gateway knows (issue 12 §1).
     let nonce = (fresh.spec.document_name == LEDGER_DOCUMENT).then(new_nonce);
@@ -295,6 +297,7 @@ async fn start_admitted(
             resume_token: hex::encode(rand::random::<[u8; 32]>()),
             limits: grant.policy.spec.limits.clone(),
             transcript_required: grant.policy.spec.transcript.required,
+            sink,
         }),
         size: (grant.cols, grant.rows),
         channel,
@@ -350,6 +353,57 @@ async fn first_transcript(
             Ok((Some(t), false))
         }
     }
+}
+
+/// Step 1b: The S3 sink's `session.json`, before anything is started in AWS, written with the
+/// gateway's own identity: a required sink that cannot take it refuses the session; any other
+/// is written in the background.
+async fn first_sink_object(
+    inner: &Arc<Inner>,
+    grant: &AttachGrant,
+    fresh: &NodeShellSession,
+    recording: bool,
+) -> Result<Option<Arc<SinkTarget>>, Refusal> {
+    let Some(spec) = grant
+        .policy
+        .spec
+        .transcript
+        .s3
+        .as_ref()
+        .filter(|_| recording)
+    else {
+        return Ok(None);
+    };
+    let name = fresh.name_any();
+    let target = Arc::new(SinkTarget::new(
+        spec,
+        &inner.config.namespace,
+        &name,
+        &fresh.spec.region,
+    ));
+    let manifest = serde_json::json!({
+        "session": name,
+        "namespace": inner.config.namespace,
+        "cluster": inner.config.cluster_name,
+        "user": {"sub": fresh.spec.user.sub, "name": fresh.spec.user.name},
+        "node": fresh.spec.node_name,
+        "instanceId": fresh.spec.instance_id,
+        "policy": grant.policy.name_any(),
+        "startedAt": Timestamp::now().to_string(),
+        "transcriptFormat": crate::gateway::transcript::TRANSCRIPT_FORMAT,
+    });
+    let sink = inner.sink().clone();
+    if !spec.required {
+        // Not required: the shell does not wait for S3; a failure is noted on the target.
+        let target = target.clone();
+        tokio::spawn(async move { sink.put_manifest(&target, &manifest).await });
+    } else if let Err(e) = sink.put_manifest(&target, &manifest).await {
+        warn!(session = %name, error = %e, "the S3 sink refused the session's first object; the policy requires it, so the session is refused");
+        return Err(Refusal::Failed(transcript_start_failure(
+            &StorageFailure::from_sink(&e),
+        )));
+    }
+    Ok(Some(target))
 }
 
 /// The session's AWS endpoints: the configured ones in the session's region.

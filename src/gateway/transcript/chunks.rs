@@ -130,6 +130,16 @@ impl ChunkedRecording {
         self.unstored_sealed.len()
     }
 
+    /// The current segment as it is now (not sealed), whatever was handed out.
+    pub fn current(&self) -> Segment {
+        Segment {
+            index: self.index,
+            text: self.segment.clone(),
+            sealed: false,
+            prev: self.chain.prev_hex(),
+        }
+    }
+
     /// Number of chunks the recording has (sealed and current).
     pub fn chunk_count(&self) -> usize {
         self.index + 1

@@ -3,10 +3,13 @@
 //! browser, `status.message`, the audit row and the Event say comes from
 //! [`StorageFailure`]. Pure.
 
+use super::s3::SinkError;
 use super::store::TranscriptError;
 
 /// What the gateway's operators are pointed at when the gateway may not write Secrets.
 const RBAC_DOC: &str = "docs/gateway.md, RBAC";
+/// What they are pointed at when the S3 sink refuses.
+const SINK_DOC: &str = "docs/transcripts-and-audit.md, S3 sink";
 
 /// A transcript write failure, classified by what can be done about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub enum StorageFailure {
         /// The HTTP status the apiserver answered with, when it answered.
         http_status: Option<u16>,
     },
+    /// The policy's S3 sink (required) did not take an object: S3 refused it or could not
+    /// be reached.
+    Sink(SinkError),
 }
 
 impl StorageFailure {
@@ -39,7 +45,13 @@ impl StorageFailure {
         match error {
             TranscriptError::Kube(e) => Self::from_kube(e, namespace),
             TranscriptError::NoOwner(_) => Self::Rejected { http_status: None },
+            TranscriptError::Sink(e) => Self::from_sink(e),
         }
+    }
+
+    /// The S3 sink did not take an object.
+    pub fn from_sink(error: &SinkError) -> Self {
+        Self::Sink(error.clone())
     }
 
     fn from_kube(error: &kube::Error, namespace: &str) -> Self {
@@ -85,6 +97,7 @@ impl StorageFailure {
             Self::Rejected { http_status: None } => {
                 "the gateway could not store the transcript".into()
             }
+            Self::Sink(e) => e.to_string(),
         }
     }
 
@@ -101,6 +114,10 @@ impl StorageFailure {
             Self::Rejected { .. } => {
                 "Ask your platform team to check the gateway's log for this session.".into()
             }
+            Self::Sink(e) => format!(
+                "Ask your platform team to check that bucket {} exists with Object Lock enabled and that the gateway's role may s3:PutObject and s3:PutObjectRetention there (see {SINK_DOC}).",
+                e.bucket
+            ),
         }
     }
 }
@@ -198,6 +215,30 @@ mod tests {
         let f = StorageFailure::classify(&TranscriptError::NoOwner("s".into()), "ns");
         assert_eq!(f, StorageFailure::Rejected { http_status: None });
         assert!(f.remedy().contains("gateway's log"), "{}", f.remedy());
+    }
+
+    #[test]
+    fn a_sink_refusal_names_the_bucket_s3s_error_and_the_permissions_to_check() {
+        let e = SinkError {
+            bucket: "acme-audit".into(),
+            error: "AccessDenied: Access Denied".into(),
+        };
+        let f = StorageFailure::classify(&TranscriptError::Sink(e.clone()), "ns");
+        assert_eq!(f, StorageFailure::from_sink(&e));
+        assert!(!f.retryable());
+        assert_eq!(
+            f.cause(),
+            "the S3 sink (bucket acme-audit) did not take the transcript: AccessDenied: Access Denied"
+        );
+        for what in [
+            "acme-audit",
+            "Object Lock",
+            "s3:PutObject",
+            "s3:PutObjectRetention",
+            "docs/transcripts-and-audit.md, S3 sink",
+        ] {
+            assert!(f.remedy().contains(what), "{what}: {}", f.remedy());
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod asciicast;
 pub mod chain;
 pub mod chunks;
 pub mod failure;
+pub mod s3;
 pub mod store;
 
 pub use asciicast::{AsciicastHeader, AsciicastSummary, AsciicastWriter};
@@ -83,6 +84,12 @@ impl Transcript {
     /// See [`ChunkedRecording::restore`].
     pub fn restore(&mut self, chunks: Vec<Segment>) {
         self.chunks.restore(chunks);
+    }
+
+    /// The current (last, unsealed) chunk's text as it is now, dirty or not: the S3 sink's
+    /// copy of the last chunk when the session ends.
+    pub fn current(&self) -> Segment {
+        self.chunks.current()
     }
 
     /// Whether a flush has something to write.

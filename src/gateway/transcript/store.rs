@@ -37,6 +37,9 @@ pub enum TranscriptError {
     /// The session has no uid (it was never stored), so nothing can be owned by it.
     #[error("session {0} has no uid; it must be read from the apiserver first")]
     NoOwner(String),
+    /// The policy's required S3 sink did not take a chunk.
+    #[error("{0}")]
+    Sink(#[from] super::s3::SinkError),
 }
 
 /// Longest Secret name (a DNS subdomain).
