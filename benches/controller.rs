@@ -1,5 +1,7 @@
 //! Controller benchmark against a real kube-apiserver and etcd: admission latency
-//! (create → Admitted, p50/p99) with many live sessions present, and the controller's
+//! (create → Admitted, p50/p99) with many live sessions present, all of them Active and
+//! writing their status as a gateway does (activity once a minute each, spread evenly;
+//! `NODESHELL_BENCH_STATUS_PER_MINUTE` sets another rate per session), and the controller's
 //! resident memory with many session objects cached.
 //!
 //! `cargo bench --bench controller` runs the full size (1,000 live sessions, 10,000 objects)
@@ -10,13 +12,15 @@
 mod support;
 
 use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use nodeshell::api::{NodeShellSession, SessionPhase};
-use nodeshell::localcluster::{Identity, LocalCluster, Options};
+use nodeshell::localcluster::{Identity, LocalCluster, Options, SYSTEM_NAMESPACE};
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{ControllerProcess, apply_policy, ensure_session_node, gateway_session, http_get};
@@ -30,6 +34,13 @@ struct Size {
 
 const CREATE_CONCURRENCY: usize = 16;
 const LEASE: &str = "controller-bench";
+/// The gateway pod the live sessions are Active on (its Lease is kept valid).
+const GATEWAY_POD: &str = "bench-gateway";
+/// Status writes per active session and minute: the gateway writes activity at most once a
+/// minute.
+const STATUS_PER_MINUTE: f64 = 1.0;
+/// Pause before each latency sample.
+const SAMPLE_SPACING: Duration = Duration::from_millis(20);
 
 fn main() -> anyhow::Result<()> {
     let full = std::env::args().any(|a| a == "--bench");
@@ -96,9 +107,18 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
         size.live,
         started.elapsed()
     );
+    let per_minute = std::env::var("NODESHELL_BENCH_STATUS_PER_MINUTE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(STATUS_PER_MINUTE);
+    let status_writes = activate(&cluster, "live", size.live, per_minute).await?;
+    let traffic_started = Instant::now();
+    let writes_before = status_writes.load(Ordering::Relaxed);
 
     let mut latencies = Vec::with_capacity(size.samples);
     for i in 0..size.samples {
+        // Clicks are not back to back: spaced, the samples span seconds of status traffic.
+        tokio::time::sleep(SAMPLE_SPACING).await;
         let name = format!("lat-{i:05}");
         let t0 = Instant::now();
         gateway
@@ -120,6 +140,14 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+    let traffic_seconds = traffic_started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let status_writes_per_s =
+        (status_writes.load(Ordering::Relaxed) - writes_before) as f64 / traffic_seconds;
+    println!(
+        "controller bench: {status_writes_per_s:.1} status writes/s from {} active sessions during the samples",
+        size.live
+    );
     latencies.sort();
     let pct = |p: f64| {
         let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
@@ -155,6 +183,8 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
         "admission_p50_ms": p50,
         "admission_p99_ms": p99,
         "live_sessions": live_sessions,
+        "active_sessions": size.live,
+        "status_writes_per_s": status_writes_per_s,
         "controller_rss_bytes": rss,
         "session_objects": size.objects,
     });
@@ -174,6 +204,105 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Makes the first `count` sessions of `prefix` Active on [`GATEWAY_POD`] (whose Lease is
+/// kept valid, so the controller does not close them) and keeps writing their activity, as a
+/// gateway does, `per_minute` times a minute each, spread evenly. Returns the count of status
+/// writes made so far.
+async fn activate(
+    cluster: &LocalCluster,
+    prefix: &str,
+    count: usize,
+    per_minute: f64,
+) -> anyhow::Result<Arc<AtomicU64>> {
+    let leases: Api<Lease> =
+        Api::namespaced(cluster.client(Identity::Gateway).await?, SYSTEM_NAMESPACE);
+    let lease_name = nodeshell::api::gateway_lease_name(GATEWAY_POD);
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": lease_name,
+            "labels": { nodeshell::api::GATEWAY_LEASE_LABEL: "gateway" }
+        },
+        "spec": {
+            "holderIdentity": GATEWAY_POD,
+            "leaseDurationSeconds": 3600,
+            "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::now()
+            ),
+        }
+    });
+    leases
+        .patch(
+            &lease_name,
+            &PatchParams::apply("nodeshell-gateway").force(),
+            &Patch::Apply(&lease),
+        )
+        .await?;
+    let api: Api<NodeShellSession> = Api::all(cluster.client(Identity::Gateway).await?);
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:05}")).collect();
+    let writes = Arc::new(AtomicU64::new(0));
+    let started =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let write =
+        move |api: Api<NodeShellSession>, name: String, bytes: u64, writes: Arc<AtomicU64>| {
+            let started = started.clone();
+            async move {
+                let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                );
+                let patch = json!({
+                    "apiVersion": "nodeshell.periscope.io/v1alpha1",
+                    "kind": "NodeShellSession",
+                    "metadata": { "name": name },
+                    "status": {
+                        "phase": "Active",
+                        "startedAt": started,
+                        "lastActivityAt": now,
+                        "bytesOut": bytes,
+                        "gateway": { "pod": GATEWAY_POD },
+                    },
+                });
+                let written = api
+                    .patch_status(
+                        &name,
+                        &PatchParams::apply("nodeshell-gateway").force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await;
+                writes.fetch_add(1, Ordering::Relaxed);
+                written.map(|_| ())
+            }
+        };
+    stream::iter(names.clone())
+        .map(|name| write(api.clone(), name, 0, writes.clone()))
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let total_per_s = per_minute * names.len() as f64 / 60.0;
+    if total_per_s > 0.0 {
+        let writes = writes.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / total_per_s));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut round = 0u64;
+            loop {
+                round += 1;
+                for name in &names {
+                    tick.tick().await;
+                    let (api, name, writes) = (api.clone(), name.clone(), writes.clone());
+                    let write = write.clone();
+                    // Each write on its own task, as each session's own task writes.
+                    tokio::spawn(async move {
+                        let _ = write(api, name, round * 4096, writes).await;
+                    });
+                }
+            }
+        });
+    }
+    Ok(writes)
 }
 
 async fn create_many(

@@ -1,6 +1,10 @@
 //! Admission under contention: 100 sessions of 10 users created at once, two controller
 //! processes running, caps 2 per user and 10 in total. Exactly the sessions the caps allow are
 //! admitted and every other one is Rejected with the right reason, round after round.
+//!
+//! Then the same without leader election: two controllers that both believe they lead (a
+//! stale leader next to its successor) decide the same sessions at once, each from its own
+//! watch cache; the per-policy ledger's compare-and-swap still keeps every cap.
 
 mod support;
 
@@ -25,8 +29,13 @@ const PER_USER: i64 = 2;
 const TOTAL: i64 = 10;
 const ROUNDS: usize = 3;
 
+/// The two tests share one cluster and their controllers decide every session in it: one at
+/// a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_never_admit_more_than_the_caps() -> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let cluster = cluster().await?;
     ensure_session_node(cluster).await?;
     apply_policy(
@@ -193,5 +202,125 @@ fn check_round(round: usize, sessions: &[NodeShellSession]) -> anyhow::Result<()
             total += 1;
         }
     }
+    Ok(())
+}
+
+const RACE_POLICY: &str = "contention-race";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_deciding_at_once_never_exceed_the_caps() -> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = cluster().await?;
+    ensure_session_node(cluster).await?;
+    apply_policy(
+        cluster,
+        RACE_POLICY,
+        json!({ "limits": { "maxSessionsPerUser": PER_USER, "maxSessionsTotal": TOTAL } }),
+    )
+    .await?;
+    // No election: both write whenever their own cache shows a waiting session.
+    let flags = ["--no-leader-election"];
+    let a = ControllerProcess::start(cluster, "racer-a", "unused-a", &flags)?;
+    let b = ControllerProcess::start(cluster, "racer-b", "unused-b", &flags)?;
+    for replica in [&a, &b] {
+        let addr = replica.admin_addr().await?;
+        wait_for("readyz", Duration::from_secs(30), || {
+            let addr = addr.clone();
+            async move { Ok((http_get(&addr, "/readyz").await?.0 == 200).then_some(())) }
+        })
+        .await?;
+    }
+    let gateway: Api<NodeShellSession> = Api::all(cluster.client(Identity::Gateway).await?);
+    let admin: Api<NodeShellSession> = Api::all(cluster.client(Identity::Admin).await?);
+    let mut writers = std::collections::BTreeSet::new();
+    for round in 0..ROUNDS {
+        let prefix = format!("race{round}-");
+        let creates = (0..SESSIONS).map(|i| {
+            let gateway = gateway.clone();
+            let prefix = prefix.clone();
+            async move {
+                let s = gateway_session(
+                    &format!("{prefix}s{i:03}"),
+                    &format!("user{}", i % USERS),
+                    RACE_POLICY,
+                )?;
+                gateway.create(&PostParams::default(), &s).await?;
+                anyhow::Ok(())
+            }
+        });
+        for result in join_all(creates).await {
+            result?;
+        }
+        let sessions = wait_for("every session decided", Duration::from_secs(90), || {
+            let prefix = prefix.clone();
+            async move {
+                let all = sessions_with_prefix(cluster, &prefix).await?;
+                let decided =
+                    all.len() == SESSIONS && all.iter().all(|s| s.phase() != SessionPhase::Pending);
+                Ok(decided.then_some(all))
+            }
+        })
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "round {round}: {e}\nracer-a:\n{}\nracer-b:\n{}",
+                a.log_text(),
+                b.log_text()
+            )
+        })?;
+        // Nothing in this test ends a session, and every status write carries the version it
+        // was decided from, so the admitted count at the end is the most there ever were.
+        let mut per_user: HashMap<String, i64> = HashMap::new();
+        for s in &sessions {
+            writers.extend(decided_by(s).map(|(replica, _)| replica));
+            match s.phase() {
+                SessionPhase::Admitted => {
+                    *per_user.entry(s.spec.user.sub.clone()).or_default() += 1;
+                }
+                SessionPhase::Rejected => {
+                    let reason = s.status.as_ref().and_then(|st| st.reason.as_deref());
+                    assert!(
+                        matches!(reason, Some("CapPerUser" | "CapTotal")),
+                        "round {round}: {} rejected with {reason:?}",
+                        s.name_any()
+                    );
+                }
+                other => panic!("round {round}: {} is {other:?}", s.name_any()),
+            }
+        }
+        let admitted: i64 = per_user.values().sum();
+        assert!(
+            per_user.values().all(|n| *n <= PER_USER),
+            "round {round}: per user {per_user:?}"
+        );
+        // Exactly the total: deleted sessions of earlier rounds free their slots, and no
+        // slot is lost to a race either.
+        assert_eq!(admitted, TOTAL, "round {round}: admitted {admitted}");
+
+        let deletes = sessions.iter().map(|s| {
+            let admin = admin.clone();
+            let name = s.name_any();
+            async move {
+                admin
+                    .delete(&name, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
+            }
+        });
+        for result in join_all(deletes).await {
+            result?;
+        }
+        wait_for("round cleaned up", Duration::from_secs(30), || {
+            let prefix = prefix.clone();
+            async move {
+                Ok(sessions_with_prefix(cluster, &prefix)
+                    .await?
+                    .is_empty()
+                    .then_some(()))
+            }
+        })
+        .await?;
+    }
+    eprintln!("decisions written by {writers:?}");
     Ok(())
 }

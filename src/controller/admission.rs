@@ -1,6 +1,6 @@
 //! Admission: which Pending sessions become Admitted and which are Rejected, in creation
-//! order, under each policy's caps. Pure: the reconciler feeds it a consistent list of
-//! sessions and writes each decision before asking for the next.
+//! order, under each policy's caps. Pure: the engine feeds it the policy's ledger (see
+//! `ledger.rs`) and the waiting sessions, and records each admission before the next.
 
 use crate::api::{
     CapCount, CapVerdict, NodeShellPolicy, NodeShellSession, SessionPhase, SessionReason,
@@ -190,13 +190,17 @@ impl<'a> SessionAdmission<'a> {
         self.policies = policies.into_iter().map(|p| (p.name_any(), p)).collect();
     }
 
-    /// Counts one live session (for building the ledger page by page).
+    /// Counts one live session.
     pub fn record_live(&mut self, session: &NodeShellSession) {
-        let policy = session.spec.policy_name.clone();
-        *self.live_total.entry(policy.clone()).or_default() += 1;
+        self.record_slot(&session.spec.policy_name, &session.spec.user.sub);
+    }
+
+    /// Counts one slot held under `policy` by the person `sub` (from the policy's ledger).
+    pub fn record_slot(&mut self, policy: &str, sub: &str) {
+        *self.live_total.entry(policy.to_string()).or_default() += 1;
         *self
             .live_per_user
-            .entry((policy, session.spec.user.sub.clone()))
+            .entry((policy.to_string(), sub.to_string()))
             .or_default() += 1;
     }
 

@@ -1,26 +1,29 @@
 //! One pass of the controller: the admission pass, the expiry and retention pass and the
 //! policy statuses, with the writes and Events they make. The decisions are the pure
-//! functions of the sibling modules; this only lists, calls them and writes.
+//! functions of the sibling modules; this only reads the caches, calls them and writes.
 //!
-//! Race-freedom of admission: only the lease holder writes; each admission pass decides from a
-//! fresh, consistent LIST (not the watch cache), decides sessions one at a time in creation
-//! order and writes each decision before deciding the next, with the session's
-//! resourceVersion as a precondition. Any conflict ends the pass and a new one starts from a
-//! new LIST, so no decision is ever based on a view that misses an earlier one.
+//! Race-freedom of admission: the pass decides from the watch cache, which may lag. What
+//! keeps the caps is each policy's ledger (`ledger.rs`): every admission is recorded there
+//! with a compare-and-swap before its status is written, and the ledger counts every slot,
+//! seen by this cache or not. Two controllers deciding at once (a stale leader, a failover)
+//! serialise on that one write; the loser decides again from the winner's ledger. Status
+//! writes carry the resourceVersion the decision was made from.
 
-use super::admission::{
-    AdmissionDecision, NodeView, SessionAdmission, admission_order, awaits_admission,
-};
+use super::admission::{AdmissionDecision, NodeView, admission_order, pending_in_order};
 use super::expiry::{Action, Timeouts, next_action};
 use super::leader::Leadership;
+use super::ledger::still_holds;
+use super::ledgers::Ledgers;
 use super::metrics::{Metrics, PolicyLabels};
 use super::policy_status::{desired_policy_status, policy_status_changed};
 use super::status::{action_status, admission_status};
 use super::{Error, FIELD_MANAGER};
 use crate::api::{
-    LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus, holds_cap_slot,
+    LABEL_SESSION, NodeShellPolicy, NodeShellSession, NodeShellSessionStatus, SessionReason,
+    holds_cap_slot,
 };
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::{StreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
@@ -28,9 +31,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -46,13 +49,12 @@ fn transcript_selector(session_name: &str) -> String {
 
 /// Pause before a pass that follows a conflict, so the watch cache can catch up.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
-/// Sessions per page of the admission pass's LIST (bounds the memory a pass needs).
-const LIST_PAGE: u32 = 500;
-/// How long an admission pass trusts its last lease confirmation.
-const RECONFIRM_AFTER: Duration = Duration::from_secs(1);
+/// Status writes of one admission pass in flight at once.
+const STATUS_WRITES: usize = 16;
+/// Compare-and-swap attempts on one policy's ledger within a pass.
+const LEDGER_ATTEMPTS: usize = 5;
 /// Labels of a node that has none.
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-
 /// Pause after a first unexpected API error; it doubles with each failed pass in a row.
 const ERROR_RETRY: Duration = Duration::from_secs(2);
 /// The longest pause between failed passes (an apiserver that stays down is not hammered).
@@ -78,6 +80,7 @@ pub struct Engine {
     policies_api: Api<NodeShellPolicy>,
     nodes_api: Api<Node>,
     secrets_api: Api<Secret>,
+    ledgers: Ledgers,
     sessions: Store<NodeShellSession>,
     policies: Store<NodeShellPolicy>,
     leases: Store<Lease>,
@@ -114,11 +117,12 @@ impl From<kube::Error> for Stop {
 
 impl Engine {
     /// An engine writing through `client`, deciding from these caches (`leases`: the
-    /// gateways' Leases in `namespace`).
+    /// gateways' Leases in `namespace`), keeping the admission ledgers in `ledgers`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         namespace: &str,
+        ledgers: Ledgers,
         sessions: Store<NodeShellSession>,
         policies: Store<NodeShellPolicy>,
         leases: Store<Lease>,
@@ -132,6 +136,7 @@ impl Engine {
             policies_api: Api::all(client.clone()),
             nodes_api: Api::all(client.clone()),
             secrets_api: Api::namespaced(client, namespace),
+            ledgers,
             sessions,
             policies,
             leases,
@@ -181,92 +186,170 @@ impl Engine {
         }
     }
 
-    /// Admits or rejects every Pending session. Returns the live session count per policy
-    /// after its decisions, if it made a fresh list.
+    /// Admits or rejects every Pending session, from the watch cache: per policy, decides
+    /// all its waiting sessions against the policy's ledger, records the admissions there
+    /// with one compare-and-swap, then writes the statuses in parallel. Returns the live
+    /// session count per policy after its decisions, when it decided any.
     async fn admit(
         &mut self,
         leader: &dyn Leadership,
     ) -> Result<Option<HashMap<String, i64>>, Stop> {
         let cached = self.sessions.state();
-        let pending_in_cache = cached.iter().filter(|s| awaits_admission(s)).count();
+        let pending = pending_in_order(cached.iter().map(AsRef::as_ref));
         self.metrics
             .pending_sessions
-            .set(i64::try_from(pending_in_cache).unwrap_or(i64::MAX));
+            .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
         self.metrics
             .session_objects
             .set(i64::try_from(cached.len()).unwrap_or(i64::MAX));
-        if pending_in_cache == 0 {
+        if pending.is_empty() {
             return Ok(None);
         }
-        drop(cached);
-        // A LIST without resourceVersion is a quorum read: it sees every decision written so
-        // far, by this replica or a previous leader, which the watch cache may not yet. Its
-        // pages all come from the snapshot of the first, so the counts are consistent; only
-        // counts and the pending sessions are kept, not every object.
-        let mut ledger = SessionAdmission::new(std::iter::empty(), std::iter::empty());
-        let mut pending = Vec::new();
-        let mut params = ListParams::default().limit(LIST_PAGE);
-        loop {
-            let page = self.sessions_api.list(&params).await?;
-            for session in page.items {
-                if holds_cap_slot(&session) {
-                    ledger.record_live(&session);
-                } else if awaits_admission(&session) {
-                    pending.push(session);
-                }
-            }
-            match page.metadata.continue_.as_deref() {
-                Some(token) if !token.is_empty() => params = params.continue_token(token),
-                _ => break,
-            }
-        }
-        // Policies after sessions: every listed session was created against a policy that
-        // existed then, so this LIST holds it unless it was really deleted since. Listed
-        // first, a policy created just before a click could be missing and refuse the shell.
-        let policies = self.policies_api.list(&ListParams::default()).await?.items;
-        ledger.set_policies(policies.iter());
-        pending.sort_by(admission_order);
-        let mut confirmed_at = Instant::now();
-        if !leader.confirm().await {
+        if !leader.is_leader() {
             return Err(Stop::NotLeader);
         }
-        let mut nodes: HashMap<String, Option<Node>> = HashMap::new();
+        let mut by_policy: BTreeMap<&str, Vec<&NodeShellSession>> = BTreeMap::new();
         for session in &pending {
-            if !leader.is_leader() {
-                return Err(Stop::NotLeader);
-            }
-            // A long pass re-checks the lease now and then; decisions are milliseconds apart.
-            if confirmed_at.elapsed() > RECONFIRM_AFTER {
-                if !leader.confirm().await {
-                    return Err(Stop::NotLeader);
-                }
-                confirmed_at = Instant::now();
-            }
-            // The node as it is now, read once per pass for all its sessions.
-            let node_name = &session.spec.node_name;
-            if !nodes.contains_key(node_name) {
-                let node = self.nodes_api.get_opt(node_name).await?;
-                nodes.insert(node_name.clone(), node);
-            }
-            let node = match nodes.get(node_name) {
-                Some(Some(node)) => NodeView::Found {
-                    labels: node.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
-                    provider_id: node.spec.as_ref().and_then(|s| s.provider_id.as_deref()),
-                },
-                _ => NodeView::Missing,
-            };
-            let decision = ledger.decide(session, node);
-            self.decisions += 1;
-            let decided_by = format!(
-                "{FIELD_MANAGER} replica {} (decision {})",
-                self.identity, self.decisions
-            );
-            let now = Timestamp::now();
-            let status = admission_status(&decision, &decided_by, now);
-            let written = self.apply_status(session, &status).await?;
-            self.record_admission(&written, &decision, now);
+            by_policy
+                .entry(session.spec.policy_name.as_str())
+                .or_default()
+                .push(session);
         }
-        Ok(Some(ledger.live_totals().clone()))
+        let nodes = self.read_nodes(&pending).await?;
+        let mut decided = Vec::with_capacity(pending.len());
+        for (policy_name, group) in &by_policy {
+            let policy = self.policy(policy_name).await?;
+            let decisions = self
+                .decide_policy(policy_name, policy.as_deref(), group, &cached, &nodes)
+                .await?;
+            decided.extend(decisions);
+        }
+        decided.sort_by(|a, b| admission_order(a.0, b.0));
+        let now = Timestamp::now();
+        let writes: Vec<_> = decided
+            .into_iter()
+            .map(|(session, decision)| {
+                self.decisions += 1;
+                let decided_by = format!(
+                    "{FIELD_MANAGER} replica {} (decision {})",
+                    self.identity, self.decisions
+                );
+                let status = admission_status(&decision, &decided_by, now);
+                (session, decision, status)
+            })
+            .collect();
+        let this = &*self;
+        let results: Vec<_> = stream::iter(writes)
+            .map(|(session, decision, status)| async move {
+                let written = this.apply_status(session, &status).await;
+                (written, decision)
+            })
+            .buffer_unordered(STATUS_WRITES)
+            .collect()
+            .await;
+        let mut live: HashMap<String, i64> = HashMap::new();
+        for s in cached.iter().filter(|s| holds_cap_slot(s)) {
+            *live.entry(s.spec.policy_name.clone()).or_default() += 1;
+        }
+        let mut stop = None;
+        for (written, decision) in results {
+            match written {
+                Ok(session) => {
+                    if decision == AdmissionDecision::Admit {
+                        *live.entry(session.spec.policy_name.clone()).or_default() += 1;
+                    }
+                    self.record_admission(&session, &decision, now);
+                }
+                // The session changed since the cache saw it: a later pass decides it again
+                // (an admission stays in the ledger, so it is not counted twice).
+                Err(Stop::Conflict) => {
+                    stop.get_or_insert(Stop::Conflict);
+                }
+                Err(other) => stop = Some(other),
+            }
+        }
+        match stop {
+            Some(stop) => Err(stop),
+            None => Ok(Some(live)),
+        }
+    }
+
+    /// The nodes of `pending` as they are now, read once per pass, concurrently.
+    async fn read_nodes(
+        &self,
+        pending: &[&NodeShellSession],
+    ) -> Result<HashMap<String, Option<Node>>, Stop> {
+        let names: BTreeSet<&str> = pending.iter().map(|s| s.spec.node_name.as_str()).collect();
+        let reads = names.into_iter().map(|name| async move {
+            let node = self.nodes_api.get_opt(name).await?;
+            Ok::<_, kube::Error>((name.to_string(), node))
+        });
+        Ok(futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// A policy from the cache; one the cache does not hold yet is read from the apiserver
+    /// before a session is refused for naming it (it may have been created a moment before
+    /// the click).
+    async fn policy(&self, name: &str) -> Result<Option<Arc<NodeShellPolicy>>, Stop> {
+        if let Some(policy) = self.policies.get(&ObjectRef::new(name)) {
+            return Ok(Some(policy));
+        }
+        Ok(self.policies_api.get_opt(name).await?.map(Arc::new))
+    }
+
+    /// Decides one policy's waiting sessions (in admission order) against its ledger and
+    /// records the admissions there with a compare-and-swap, deciding again from a fresh
+    /// ledger when another writer got there first.
+    async fn decide_policy<'s>(
+        &mut self,
+        policy_name: &str,
+        policy: Option<&NodeShellPolicy>,
+        pending: &[&'s NodeShellSession],
+        cache: &[Arc<NodeShellSession>],
+        nodes: &HashMap<String, Option<Node>>,
+    ) -> Result<Vec<(&'s NodeShellSession, AdmissionDecision)>, Stop> {
+        for _ in 0..LEDGER_ATTEMPTS {
+            let read = self.ledgers.read(policy_name).await?;
+            let mut ledger = read.ledger.clone();
+            let unknown = ledger.reconcile(policy_name, cache.iter().map(AsRef::as_ref));
+            for name in unknown {
+                let uid = ledger
+                    .slots()
+                    .find(|(n, _)| **n == name)
+                    .map(|(_, slot)| slot.uid.clone())
+                    .unwrap_or_default();
+                let now = self.sessions_api.get_opt(&name).await?;
+                if !still_holds(now.as_ref(), &uid) {
+                    ledger.remove(&name);
+                }
+            }
+            let decisions = ledger.decide(policy, pending, |s| node_view(nodes, s));
+            // A cap refusal is only right if the ledger it counted is current: the write
+            // (a no-op when nothing changed) checks that too.
+            let capped = decisions.iter().any(|(_, d)| {
+                matches!(d, AdmissionDecision::Reject { reason, .. }
+                    if matches!(reason, SessionReason::CapPerUser | SessionReason::CapTotal))
+            });
+            if ledger == read.ledger && !capped {
+                return Ok(decisions);
+            }
+            match self
+                .ledgers
+                .write(policy_name, policy, &read, &ledger)
+                .await
+            {
+                Ok(()) => return Ok(decisions),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    debug!(policy = %policy_name, "ledger changed under us; deciding again");
+                    self.metrics.error("ledger_conflict");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Stop::Conflict)
     }
 
     fn record_admission(
@@ -542,6 +625,20 @@ impl Engine {
     }
 }
 
+/// A session's node as `nodes` holds it.
+fn node_view<'n>(
+    nodes: &'n HashMap<String, Option<Node>>,
+    session: &NodeShellSession,
+) -> NodeView<'n> {
+    match nodes.get(&session.spec.node_name) {
+        Some(Some(node)) => NodeView::Found {
+            labels: node.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+            provider_id: node.spec.as_ref().and_then(|s| s.provider_id.as_deref()),
+        },
+        _ => NodeView::Missing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! One admission pass against a scripted apiserver: the engine LISTs, then writes each
@@ -560,6 +657,7 @@ mod tests {
     use crate::testing::{policy, session};
     use bytes::Bytes;
     use http::{Request, Response, StatusCode};
+    use k8s_openapi::api::core::v1::ConfigMap;
     use kube::runtime::reflector;
     use kube::runtime::watcher::Event as WatchEvent;
     use std::sync::Mutex;
@@ -575,6 +673,8 @@ mod tests {
         /// Patches to answer with 409 Conflict, by session name.
         conflict_on: Vec<String>,
         next_rv: u64,
+        /// The ledger ConfigMaps, by name.
+        configmaps: BTreeMap<String, ConfigMap>,
     }
 
     fn list(kind: &str, items: serde_json::Value) -> serde_json::Value {
@@ -601,6 +701,10 @@ mod tests {
             body: &[u8],
         ) -> (StatusCode, serde_json::Value) {
             self.calls.push((method.to_string(), path.to_string()));
+            if let Some(rest) = path.strip_prefix("/api/v1/namespaces/nodeshell-system/configmaps")
+            {
+                return self.configmap(method, rest.trim_start_matches('/'), body);
+            }
             if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
                 return match self.nodes.iter().find(|n| n.name_any() == name) {
                     Some(node) => (StatusCode::OK, serde_json::json!(node)),
@@ -614,6 +718,12 @@ mod tests {
                     StatusCode::OK,
                     list("NodeShellPolicy", serde_json::json!(self.policies)),
                 ),
+                ("GET", ["nodeshellsessions", name]) => {
+                    match self.sessions.iter().find(|s| s.name_any() == *name) {
+                        Some(s) => (StatusCode::OK, serde_json::json!(s)),
+                        None => (StatusCode::NOT_FOUND, status_error(404, "NotFound")),
+                    }
+                }
                 ("GET", ["nodeshellsessions"]) => (
                     StatusCode::OK,
                     list("NodeShellSession", serde_json::json!(self.sessions)),
@@ -639,6 +749,44 @@ mod tests {
                         Some(serde_json::from_value(patch["status"].clone()).expect("status"));
                     stored.metadata.resource_version = Some(rv);
                     (StatusCode::OK, serde_json::json!(stored))
+                }
+                _ => (StatusCode::NOT_FOUND, status_error(404, "NotFound")),
+            }
+        }
+    }
+
+    impl FakeApi {
+        /// GET, POST (create) and PUT (replace, only from the current resourceVersion).
+        fn configmap(
+            &mut self,
+            method: &str,
+            name: &str,
+            body: &[u8],
+        ) -> (StatusCode, serde_json::Value) {
+            self.next_rv += 1;
+            let rv = self.next_rv.to_string();
+            match method {
+                "GET" => match self.configmaps.get(name) {
+                    Some(cm) => (StatusCode::OK, serde_json::json!(cm)),
+                    None => (StatusCode::NOT_FOUND, status_error(404, "NotFound")),
+                },
+                "POST" | "PUT" => {
+                    let mut cm: ConfigMap = serde_json::from_slice(body).expect("configmap");
+                    let name = cm.name_any();
+                    let current = self.configmaps.get(&name);
+                    let fits = match (method, current) {
+                        ("POST", None) => true,
+                        ("PUT", Some(current)) => {
+                            current.metadata.resource_version == cm.metadata.resource_version
+                        }
+                        _ => false,
+                    };
+                    if !fits {
+                        return (StatusCode::CONFLICT, status_error(409, "Conflict"));
+                    }
+                    cm.metadata.resource_version = Some(rv);
+                    self.configmaps.insert(name, cm.clone());
+                    (StatusCode::OK, serde_json::json!(cm))
                 }
                 _ => (StatusCode::NOT_FOUND, status_error(404, "NotFound")),
             }
@@ -707,18 +855,29 @@ mod tests {
             ..FakeApi::default()
         }));
         let (tx, rx) = mpsc::channel(16);
-        let engine = Engine::new(
+        let engine = engine_over(&api, &sessions, &policies, tx);
+        (api, engine, rx)
+    }
+
+    /// An engine whose caches hold `sessions` and `policies`, writing to `api`.
+    fn engine_over(
+        api: &Arc<Mutex<FakeApi>>,
+        sessions: &[NodeShellSession],
+        policies: &[NodeShellPolicy],
+        tx: EventSender,
+    ) -> Engine {
+        Engine::new(
             client(api.clone()),
             "nodeshell-system",
-            store(&sessions),
-            store(&policies),
+            Ledgers::new(client(api.clone()), "nodeshell-system"),
+            store(sessions),
+            store(policies),
             store(&[]),
             Timeouts::default(),
             "test-replica",
             Arc::new(Metrics::new()),
             tx,
-        );
-        (api, engine, rx)
+        )
     }
 
     fn phases(api: &Mutex<FakeApi>) -> Vec<(String, SessionPhase, Option<String>)> {
@@ -736,15 +895,46 @@ mod tests {
             .collect()
     }
 
+    fn calls(api: &Mutex<FakeApi>) -> Vec<String> {
+        let mut calls: Vec<String> = api
+            .lock()
+            .expect("lock")
+            .calls
+            .drain(..)
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect();
+        // Status writes go out in parallel: their order is not part of the contract.
+        let first_patch = calls
+            .iter()
+            .position(|c| c.starts_with("PATCH"))
+            .unwrap_or(calls.len());
+        calls[first_patch..].sort();
+        calls
+    }
+
+    fn ledger_names(api: &Mutex<FakeApi>) -> Vec<String> {
+        api.lock()
+            .expect("lock")
+            .configmaps
+            .get("nodeshell-admission-p")
+            .and_then(|cm| cm.data.clone())
+            .unwrap_or_default()
+            .into_keys()
+            .collect()
+    }
+
+    const BASE: &str = "/apis/nodeshell.periscope.io/v1alpha1";
+    const LEDGER: &str = "/api/v1/namespaces/nodeshell-system/configmaps";
+
     #[tokio::test]
-    async fn an_admission_pass_lists_then_writes_each_decision_in_order() {
+    async fn an_admission_pass_decides_from_the_cache_records_the_ledger_then_writes_statuses() {
         let (api, mut engine, mut events) = fixture(&[]);
         let fresh = engine
             .admit(&AlwaysLeader)
             .await
             .ok()
             .flatten()
-            .expect("a fresh list");
+            .expect("decisions");
         assert_eq!(
             phases(&api),
             [
@@ -758,46 +948,145 @@ mod tests {
             ]
         );
         assert_eq!(fresh.get("p"), Some(&2), "live count after the decisions");
-        let calls: Vec<String> = api
-            .lock()
-            .expect("lock")
-            .calls
-            .iter()
-            .map(|(m, p)| format!("{m} {p}"))
-            .collect();
-        let base = "/apis/nodeshell.periscope.io/v1alpha1";
+        assert_eq!(ledger_names(&api), ["s1", "s2"]);
         assert_eq!(
-            calls,
+            calls(&api),
             [
-                format!("GET {base}/nodeshellsessions"),
-                format!("GET {base}/nodeshellpolicies"),
+                // No LIST of sessions or policies and no Lease read: the caches decide.
                 // The sessions' node, read once for the whole pass.
                 "GET /api/v1/nodes/node-1".to_string(),
-                format!("PATCH {base}/nodeshellsessions/s1/status"),
-                format!("PATCH {base}/nodeshellsessions/s2/status"),
-                format!("PATCH {base}/nodeshellsessions/s3/status"),
+                format!("GET {LEDGER}/nodeshell-admission-p"),
+                // The admissions recorded with one write before any status.
+                format!("POST {LEDGER}"),
+                format!("PATCH {BASE}/nodeshellsessions/s1/status"),
+                format!("PATCH {BASE}/nodeshellsessions/s2/status"),
+                format!("PATCH {BASE}/nodeshellsessions/s3/status"),
             ]
         );
         let mut reasons = Vec::new();
         while let Ok((_, event)) = events.try_recv() {
             reasons.push(event.reason);
         }
+        reasons.sort();
         assert_eq!(reasons, ["Admitted", "Admitted", "CapPerUser"]);
     }
 
     #[tokio::test]
-    async fn a_conflict_ends_the_pass_before_any_later_decision() {
+    async fn a_failed_status_write_is_retried_from_the_ledger_without_counting_twice() {
         let (api, mut engine, _events) = fixture(&["s2"]);
         assert!(matches!(
             engine.admit(&AlwaysLeader).await,
             Err(Stop::Conflict)
         ));
+        // s2's admission is in the ledger though its status write failed, so s3 (alice's
+        // third) is refused: the ledger, not the written statuses, holds the count.
         assert_eq!(
             phases(&api),
             [
                 ("s1".into(), SessionPhase::Admitted, None),
                 ("s2".into(), SessionPhase::Pending, None),
-                ("s3".into(), SessionPhase::Pending, None),
+                (
+                    "s3".into(),
+                    SessionPhase::Rejected,
+                    Some("CapPerUser".into())
+                ),
+            ]
+        );
+        assert_eq!(ledger_names(&api), ["s1", "s2"]);
+
+        // Another replica (its own cache, no ledger version seen yet) takes over.
+        let sessions = {
+            let mut api = api.lock().expect("lock");
+            api.conflict_on.clear();
+            api.calls.clear();
+            api.sessions.clone()
+        };
+        let (tx, _rx) = mpsc::channel(16);
+        let mut next = engine_over(&api, &sessions, &[policy("p", 2, 10)], tx);
+        next.admit(&AlwaysLeader)
+            .await
+            .ok()
+            .flatten()
+            .expect("decisions");
+        assert_eq!(phases(&api)[1], ("s2".into(), SessionPhase::Admitted, None));
+        assert_eq!(ledger_names(&api), ["s1", "s2"]);
+        assert_eq!(
+            calls(&api),
+            [
+                "GET /api/v1/nodes/node-1".to_string(),
+                format!("GET {LEDGER}/nodeshell-admission-p"),
+                // Nothing new to record: s2 already holds its slot.
+                format!("PATCH {BASE}/nodeshellsessions/s2/status"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ledger_written_by_another_replica_is_read_again_and_counted() {
+        let (api, _, _events) = fixture(&[]);
+        // This replica wrote the ledger before (admitting s1); then another one recorded a
+        // session of alice that this replica's cache has not seen.
+        {
+            let mut a = api.lock().expect("lock");
+            a.sessions.truncate(1);
+        }
+        let sessions = api.lock().expect("lock").sessions.clone();
+        let (tx, _rx) = mpsc::channel(16);
+        let mut engine = engine_over(&api, &sessions, &[policy("p", 2, 10)], tx);
+        engine
+            .admit(&AlwaysLeader)
+            .await
+            .ok()
+            .flatten()
+            .expect("s1");
+        {
+            let mut a = api.lock().expect("lock");
+            let cm = a
+                .configmaps
+                .get_mut("nodeshell-admission-p")
+                .expect("ledger");
+            let data = cm.data.get_or_insert_default();
+            data.insert("other-1".into(), "uid-o1 alice".into());
+            cm.metadata.resource_version = Some("999".into());
+            let mut s = session("s4", "alice", "p", 4, None);
+            s.metadata.resource_version = Some("4".into());
+            a.sessions.push(s);
+            a.calls.clear();
+        }
+        let sessions = api.lock().expect("lock").sessions.clone();
+        // other-1 exists (the other replica admitted it) but this cache has not seen it.
+        let mut other = session("other-1", "alice", "p", 3, Some(SessionPhase::Admitted));
+        other.metadata.uid = Some("uid-o1".into());
+        api.lock().expect("lock").sessions.push(other);
+        // The same engine (it remembers the ledger version it wrote), a newer cache.
+        engine.sessions = store(&sessions);
+        engine
+            .admit(&AlwaysLeader)
+            .await
+            .ok()
+            .flatten()
+            .expect("s4");
+        assert_eq!(
+            phases(&api)[1],
+            (
+                "s4".into(),
+                SessionPhase::Rejected,
+                Some("CapPerUser".into())
+            ),
+            "s1 and other-1 are alice's two slots"
+        );
+        let calls = calls(&api);
+        assert_eq!(
+            calls[1..],
+            [
+                // The write from the remembered version fails, the ledger is read again,
+                // other-1 (not in the cache) is looked up, and the refusal is checked
+                // against the current version.
+                format!("PUT {LEDGER}/nodeshell-admission-p"),
+                format!("GET {LEDGER}/nodeshell-admission-p"),
+                format!("GET {BASE}/nodeshellsessions/other-1"),
+                format!("PUT {LEDGER}/nodeshell-admission-p"),
+                format!("PATCH {BASE}/nodeshellsessions/s4/status"),
             ]
         );
     }

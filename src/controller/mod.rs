@@ -11,6 +11,8 @@ pub mod admission;
 pub mod engine;
 pub mod expiry;
 pub mod leader;
+pub mod ledger;
+pub mod ledgers;
 pub mod metrics;
 pub mod policy_status;
 pub mod runner;

@@ -4,6 +4,7 @@
 
 use super::engine::{Engine, EventSender};
 use super::leader::{AlwaysLeader, Leadership, LeaseLeadership};
+use super::ledgers::Ledgers;
 use super::metrics::{Metrics, admin_server};
 use super::{ControllerArgs, Error, FIELD_MANAGER};
 use crate::api::{GATEWAY_LEASE_LABEL, NodeShellPolicy, NodeShellSession};
@@ -48,8 +49,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     });
 
     let changed = Arc::new(Notify::new());
-    let sessions = watch_into_store::<NodeShellSession>(client.clone(), changed.clone());
-    let policies = watch_into_store::<NodeShellPolicy>(client.clone(), changed.clone());
+    let sessions = watch_into_store(client.clone(), changed.clone(), trim_session);
+    let policies = watch_into_store(client.clone(), changed.clone(), trim_policy);
     let leases = watch_gateway_leases(client.clone(), &args.namespace);
 
     let mut leadership: Box<dyn Leadership> = if args.no_leader_election {
@@ -89,6 +90,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let mut engine = Engine::new(
         client.clone(),
         args.transcript_namespace_or_default(),
+        Ledgers::new(client.clone(), &args.namespace),
         sessions,
         policies,
         leases,
@@ -134,8 +136,9 @@ async fn client(args: &ControllerArgs) -> Result<Client, Error> {
     crate::kube_client::client(args.kubeconfig.as_deref()).await
 }
 
-/// Keeps a cache of every object of kind K and pokes `changed` on every change.
-fn watch_into_store<K>(client: Client, changed: Arc<Notify>) -> Store<K>
+/// Keeps a cache of every object of kind K, trimmed by `trim`, and pokes `changed` on every
+/// change.
+fn watch_into_store<K>(client: Client, changed: Arc<Notify>, trim: fn(&mut K)) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -146,12 +149,9 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    // managedFields are most of an object's size and no decision reads them.
     let events = watcher(Api::<K>::all(client), watcher::Config::default())
         .default_backoff()
-        .modify(|o| {
-            o.meta_mut().managed_fields = None;
-        });
+        .modify(trim);
     let stream = reflector(writer, events).touched_objects();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -163,6 +163,29 @@ where
         }
     });
     reader
+}
+
+/// Drops what no controller decision reads from a cached session: managedFields (most of an
+/// object's size), annotations, the audit references, the transcript reference, the
+/// person's groups and email, and the reason they gave. Status writes are server-side applies
+/// of the controller's own fields, so nothing dropped here is ever written back.
+fn trim_session(session: &mut NodeShellSession) {
+    let meta = &mut session.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    session.spec.reason = None;
+    session.spec.user.groups = Vec::new();
+    session.spec.user.email = None;
+    if let Some(status) = session.status.as_mut() {
+        status.audit = Vec::new();
+        status.transcript = None;
+    }
+}
+
+/// Drops managedFields and annotations from a cached policy.
+fn trim_policy(policy: &mut NodeShellPolicy) {
+    policy.metadata.managed_fields = None;
+    policy.metadata.annotations = None;
 }
 
 /// Keeps a cache of the gateways' Leases in `namespace` (those labelled
