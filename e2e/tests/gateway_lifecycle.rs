@@ -285,3 +285,72 @@ async fn a_busy_session_writes_its_status_at_most_once_a_minute() -> anyhow::Res
     );
     world.cleanup(&scope).await
 }
+
+/// Watches the apiserver is serving on NodeShellSessions now (its own
+/// `apiserver_longrunning_requests` gauge), whoever opened them.
+async fn session_watches(world: &GatewayWorld) -> anyhow::Result<u64> {
+    let client = world.cluster.client(Identity::Admin).await?;
+    let text = client
+        .request_text(::http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let watches: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_longrunning_requests{")
+                && l.contains("resource=\"nodeshellsessions\"")
+                && l.contains("verb=\"WATCH\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    anyhow::ensure!(
+        text.contains("apiserver_longrunning_requests{"),
+        "the apiserver's /metrics has no apiserver_longrunning_requests"
+    );
+    Ok(watches as u64)
+}
+
+#[tokio::test]
+async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> anyhow::Result<()> {
+    // Before (issue 13), every live session held an apiserver watch (and a connection) of
+    // its own: eight shells were eight more watches.
+    const SHELLS: usize = 8;
+    let world = GatewayWorld::shared().await?;
+    let gw = world
+        .start_gateway(GatewayOptions::named("gw-onewatch"))
+        .await?;
+    let scope = world
+        .scope("onewatch", 1, json!({"limits": {"maxSessionsTotal": 20}}))
+        .await?;
+    let before = session_watches(world).await?;
+    let mut shells = Vec::new();
+    for n in 0..SHELLS {
+        shells.push(
+            world
+                .attach_shell(&gw, &scope, &engineer(20 + n), T)
+                .await?,
+        );
+    }
+    let during = session_watches(world).await?;
+    // The gateway's one watch, plus at most one that another test opened meanwhile.
+    assert!(
+        during <= before + 2,
+        "{SHELLS} live shells on one gateway took {} more session watches ({before} → {during})",
+        during.saturating_sub(before)
+    );
+    // The fanned-out watch still ends a session an admin terminates.
+    let sessions: Api<NodeShellSession> = Api::all(world.cluster.client(Identity::Admin).await?);
+    let (opened, term, _) = &mut shells[0];
+    sessions
+        .patch(
+            &opened.session,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"terminate": true}})),
+        )
+        .await?;
+    let closed = term.control("closed", T).await?;
+    assert_eq!(closed["reason"], "AdminTerminated", "{closed}");
+    for (_, term, _) in shells.iter_mut().skip(1) {
+        term.send_control(json!({"type": "close"})).await.ok();
+    }
+    world.cleanup(&scope).await
+}

@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use kube::runtime::watcher;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
@@ -26,6 +23,7 @@ use super::output::OutputWindow;
 use super::reasons::{EndReason, end_from_channel, takeover};
 use super::records::{Records, SessionInfo};
 use super::replay::ReplayStart;
+use super::session_watch::{SessionNews, Subscription};
 use super::status::status_writer;
 use super::{Control, Inner};
 use crate::api::{NodeShellSession, NodeShellSessionStatus};
@@ -177,7 +175,7 @@ pub(super) async fn run(
         info: started.info,
     };
     driver.attach(first);
-    let mut watch = inner.status.watch(&name);
+    let mut watch = inner.watch.subscribe(&name).await;
     let reason = driver
         .serve(
             &mut attach_rx,
@@ -460,7 +458,7 @@ impl Driver {
         attach_rx: &mut mpsc::Receiver<Attachment>,
         control_rx: &mut mpsc::Receiver<Control>,
         conflict_rx: &mut mpsc::Receiver<Option<NodeShellSession>>,
-        watch: &mut BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>>,
+        watch: &mut Subscription,
     ) -> EndReason {
         loop {
             self.report_output();
@@ -536,16 +534,14 @@ impl Driver {
                         }
                     }
                 },
-                Some(ev) = watch.next() => {
-                    if let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = &ev
-                        && let Some(reason) = takeover(s)
-                    {
-                        return reason;
+                Some(news) = watch.next() => match news {
+                    SessionNews::Changed(s) => {
+                        if let Some(reason) = takeover(&s) {
+                            return reason;
+                        }
                     }
-                    if let Ok(watcher::Event::Delete(_)) = ev {
-                        return EndReason::AdminTerminated;
-                    }
-                }
+                    SessionNews::Deleted => return EndReason::AdminTerminated,
+                },
                 Some(fresh) = conflict_rx.recv() => match fresh {
                     Some(s) => {
                         if let Some(reason) = takeover(&s) {

@@ -22,6 +22,7 @@ pub mod output;
 pub mod reasons;
 mod records;
 pub mod replay;
+mod session_watch;
 mod sessions;
 mod start;
 pub mod status;
@@ -122,6 +123,8 @@ enum Slot {
 pub(crate) struct Inner {
     config: LiveConfig,
     status: StatusApi,
+    /// The gateway's one session watch, fanned out to its live sessions.
+    watch: session_watch::SessionWatch,
     store: TranscriptStore,
     ledgers: LedgerStore,
     /// The S3 sink, started on first use (it spawns its upload task).
@@ -208,6 +211,7 @@ impl LiveSessions {
         Self {
             inner: Arc::new(Inner {
                 status: StatusApi::new(config.client.clone()),
+                watch: session_watch::SessionWatch::new(StatusApi::new(config.client.clone())),
                 store: TranscriptStore::new(config.client.clone(), &config.namespace),
                 ledgers: LedgerStore::new(config.client.clone(), &config.namespace),
                 sink: std::sync::OnceLock::new(),

@@ -216,13 +216,14 @@ impl StatusApi {
         }
     }
 
-    /// Watches one session (its takeovers by the controller and its deletion).
-    pub fn watch(
+    /// Watches every session (the gateway's one watch, [`super::session_watch`]): their
+    /// takeovers by the controller and their deletion.
+    pub fn watch_all(
         &self,
-        name: &str,
     ) -> BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>> {
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        watcher(self.api.clone(), config).default_backoff().boxed()
+        watcher(self.api.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed()
     }
 
     /// Reads a session.
