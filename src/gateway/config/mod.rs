@@ -19,7 +19,7 @@ pub mod oidc;
 
 pub use args::GatewayArgs;
 pub use file::{AwsFile, GatewayFile, OidcFile, parse_file};
-pub use http::{HttpFile, HttpLimits, WEBSOCKET_MAX_MESSAGE_BYTES};
+pub use http::{HttpFile, HttpLimits, WEBSOCKET_MAX_MESSAGE_BYTES, WEBSOCKET_READ_BUFFER_BYTES};
 pub use live::{LiveSettings, MAX_HEARTBEAT_INTERVAL, MIN_LEASE_DURATION, MIN_REPLAY_BUFFER_BYTES};
 pub use login::{ClientSecret, IdentityCheck, LoginSettings};
 

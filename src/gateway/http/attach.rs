@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::AppState;
 use crate::gateway::access::sessions::is_reattach;
 use crate::gateway::audit::ClientInfo;
-use crate::gateway::config::WEBSOCKET_MAX_MESSAGE_BYTES;
+use crate::gateway::config::{WEBSOCKET_MAX_MESSAGE_BYTES, WEBSOCKET_READ_BUFFER_BYTES};
 use crate::gateway::error::{ApiError, ErrorCode};
 
 /// Query of the attach URL.
@@ -42,7 +42,8 @@ pub(super) async fn attach(
             )
         })?
         .max_message_size(WEBSOCKET_MAX_MESSAGE_BYTES)
-        .max_frame_size(WEBSOCKET_MAX_MESSAGE_BYTES);
+        .max_frame_size(WEBSOCKET_MAX_MESSAGE_BYTES)
+        .read_buffer_size(WEBSOCKET_READ_BUFFER_BYTES);
     let mut grant = state.access.attach_grant(&name, ticket).await?;
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     grant.client = ClientInfo::of_request(
