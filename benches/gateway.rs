@@ -1,11 +1,15 @@
 //! Benchmark of `nodeshell gateway` on this machine, against the real local control plane,
 //! the simulator, `nodeshell controller` and the gateway process:
 //!
-//! * open latency (POST …/shell → `hello` on the WebSocket) with many sessions opened and kept
-//!   live through one gateway, and the gateway's resident memory per live session;
-//! * firehose throughput through the full path (browser-side WebSocket ← gateway ← simulator)
-//!   against our `nodeshell::ssm` client reading the same firehose alone;
-//! * keystroke round trip through the gateway (a byte typed, its PTY echo back);
+//! * open latency (POST …/shell → first prompt byte on the WebSocket) with many sessions
+//!   opened (`NODESHELL_BENCH_CONCURRENCY` at a time) and kept live through one gateway,
+//!   against the same opens made directly (STS, StartSession, data channel, first prompt
+//!   byte: the simulator's own time), and the gateway's resident memory per idle shell;
+//! * firehose throughput and gateway CPU through the full path (browser-side WebSocket ←
+//!   gateway ← simulator), transcript on and off, against our `nodeshell::ssm` client
+//!   reading the same firehose alone;
+//! * keystroke round trip through the gateway (a byte typed, its PTY echo back) against the
+//!   same round trip through our client alone, both at the same key spacing;
 //! * status writes per busy session and minute (shells printing a line a second, their
 //!   sessions' watch events counted over a window).
 //! * output held per session whose browser stopped reading (`gateway_stuck_reader_bytes`,
@@ -15,6 +19,8 @@
 //! `cargo bench --bench gateway` runs the full size; without `--bench` (e.g.
 //! `cargo test --bench gateway`) it runs a smoke size. `NODESHELL_BENCH_SESSIONS` overrides
 //! the number of sessions.
+
+#![recursion_limit = "256"]
 
 #[path = "support/proc_stats.rs"]
 #[allow(dead_code, unused_imports)]
@@ -35,45 +41,80 @@ use support::*;
 /// passes none).
 const FIREHOSE_LEN: usize = 1024 * 1024;
 
+/// Name prefix of the bench's own runtime threads: their CPU is the client's (the simulator
+/// runs in this process too, on threads of its own).
+const CLIENT_THREADS: &str = "bench-client";
+
+/// Typing pace of the round-trip samples, the same for the gateway and the client alone:
+/// the agent pauses 1 ms after each PTY read (as the official agent does), and a key typed
+/// inside that pause would measure the pause, not the path.
+const KEY_SPACING: Duration = Duration::from_millis(5);
+
 fn main() -> anyhow::Result<()> {
     let full = std::env::args().any(|a| a == "--bench");
     let sessions: usize = std::env::var("NODESHELL_BENCH_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 200 } else { 10 });
+        .unwrap_or(if full { 1000 } else { 10 });
+    let concurrency: usize = std::env::var("NODESHELL_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 200 } else { 10 })
+        .clamp(1, sessions.max(1));
     let runs = if full { 10 } else { 2 };
     // Status writes are counted over this window (activity is written at most once a minute).
-    let status_window = Duration::from_secs(if full { 120 } else { 10 });
+    let env_secs = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let status_window = Duration::from_secs(env_secs(
+        "NODESHELL_BENCH_STATUS_SECONDS",
+        if full { 120 } else { 10 },
+    ));
+    let stuck_seconds = env_secs("NODESHELL_BENCH_STUCK_SECONDS", if full { 60 } else { 10 });
     let keystrokes = if full { 300 } else { 30 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(CLIENT_THREADS)
         .enable_all()
         .build()?;
-    runtime.block_on(bench(sessions, runs, keystrokes, status_window))
+    runtime.block_on(bench(
+        sessions,
+        concurrency,
+        runs,
+        keystrokes,
+        status_window,
+        stuck_seconds,
+    ))
 }
 
 async fn bench(
     sessions: usize,
+    in_flight: usize,
     runs: usize,
     keystrokes: usize,
     status_window: Duration,
+    stuck_seconds: u64,
 ) -> anyhow::Result<()> {
     let world = GatewayWorld::shared().await?;
     let gw = world.gateway();
-    println!("gateway bench: {sessions} sessions, {runs} firehose runs, {keystrokes} keystrokes");
+    println!(
+        "gateway bench: {sessions} sessions ({in_flight} opened at a time), {runs} firehose runs, {keystrokes} keystrokes"
+    );
 
     // === open latency and memory per live session ===
     let scope = world
         .scope(
             "bench-open",
             4,
-            json!({"limits": {"maxSessionsPerUser": 50, "maxSessionsTotal": 1000}}),
+            json!({"limits": {"maxSessionsPerUser": 1000, "maxSessionsTotal": 100_000}}),
         )
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // let the gateway settle before the baseline
     let baseline = gw.process.rss_bytes().unwrap_or(0);
     let users: Vec<String> = (1..=ENGINEERS.min(50)).map(engineer).collect();
     let tokens: Vec<String> = users.iter().map(|u| world.token(u)).collect();
-    let in_flight = 20;
     let mut terminals = Vec::with_capacity(sessions);
     let mut names = Vec::with_capacity(sessions);
     let mut open_ms = Vec::with_capacity(sessions);
@@ -89,6 +130,11 @@ async fn bench(
                 let post = t0.elapsed();
                 let mut term = Terminal::connect(&opened.attach_url).await?;
                 term.hello().await?;
+                // The first prompt byte: the shell is there.
+                term.read_until("the first prompt byte", Duration::from_secs(120), |t| {
+                    !t.output.is_empty()
+                })
+                .await?;
                 anyhow::Ok((t0.elapsed(), post, term, opened.session))
             }
         });
@@ -105,12 +151,12 @@ async fn bench(
     for term in terminals.iter_mut() {
         term.expect_output("$ ", Duration::from_secs(60)).await?;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // let them settle
     let loaded = gw.process.rss_bytes().unwrap_or(0);
     let rss_per_session = loaded.saturating_sub(baseline) / sessions.max(1) as u64;
     let p = |v: &[f64], q: f64| proc_stats::percentile(v, q).unwrap_or(0.0);
     println!(
-        "open (POST → hello): p50 {:.1} ms, p99 {:.1} ms; POST alone p50 {:.1} ms, p99 {:.1} ms; {sessions} sessions in {:.1?}",
+        "open (POST → first prompt byte): p50 {:.1} ms, p99 {:.1} ms; POST alone p50 {:.1} ms, p99 {:.1} ms; {sessions} sessions in {:.1?}",
         p(&open_ms, 50.0),
         p(&open_ms, 99.0),
         p(&post_ms, 50.0),
@@ -129,22 +175,33 @@ async fn bench(
         let term = &mut terminals[0];
         let mut samples = Vec::with_capacity(keystrokes);
         for _ in 0..keystrokes {
+            tokio::time::sleep(KEY_SPACING).await;
             let before = term.output.len();
             let t0 = Instant::now();
             term.send_input(b"x").await?;
             term.read_until("the echo", Duration::from_secs(10), |t| {
-                t.output.len() > before
+                t.output[before..].contains(&b'x')
             })
             .await?;
             samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+            // DEL: readline answers with a backspace sequence.
+            let before = term.output.len();
+            term.send_input(&[0x7f]).await?;
+            term.read_until("the erase", Duration::from_secs(10), |t| {
+                t.output[before..].contains(&0x08)
+            })
+            .await?;
         }
-        term.send_input(b"\x15").await?; // ^U clears the typed line
         samples
     };
+    let direct_rtt_ms = direct_rtt(world, &scope.instances[0], keystrokes).await?;
+    let rtt_added_p99_ms = p(&rtt_ms, 99.0) - p(&direct_rtt_ms, 99.0);
     println!(
-        "keystroke round trip through the gateway: p50 {:.2} ms, p99 {:.2} ms",
+        "keystroke round trip through the gateway: p50 {:.2} ms, p99 {:.2} ms; our client alone p50 {:.2} ms, p99 {:.2} ms; added p99 {rtt_added_p99_ms:.2} ms",
         p(&rtt_ms, 50.0),
-        p(&rtt_ms, 99.0)
+        p(&rtt_ms, 99.0),
+        p(&direct_rtt_ms, 50.0),
+        p(&direct_rtt_ms, 99.0),
     );
 
     // === status writes of busy sessions ===
@@ -160,85 +217,83 @@ async fn bench(
         term.send_control(json!({"type": "close"})).await.ok();
     }
     drop(terminals);
+    // The same opens without the gateway, as many at a time: the simulator's own time.
+    let direct_open_ms = direct_opens(world, &scope.instances, in_flight).await?;
+    let open_added_p99_ms = p(&open_ms, 99.0) - p(&direct_open_ms, 99.0);
+    println!(
+        "direct opens ({in_flight} at a time, STS + StartSession + data channel + first prompt byte): p50 {:.1} ms, p99 {:.1} ms; the gateway adds {open_added_p99_ms:.1} ms at p99",
+        p(&direct_open_ms, 50.0),
+        p(&direct_open_ms, 99.0),
+    );
     world.cleanup(&scope).await?;
 
-    // === firehose: full path vs our client alone ===
-    let fh = world
-        .scope(
-            "bench-firehose",
-            1,
-            json!({
-                "aws": {"documentName": FIREHOSE_DOCUMENT},
-                "limits": {"maxSessionsPerUser": 5},
-                "transcript": {"maxBytes": 1024 * 1024 * 4}
-            }),
-        )
-        .await?;
-    let api = gw.client(&world.token(&engineer(1)));
-    let mut path_bytes = 0usize;
-    let mut path_time = Duration::ZERO;
-    let mut path_incomplete = 0usize;
-    for _ in 0..runs {
-        let opened = api.open_ok(&fh.nodes[0]).await?;
-        let mut term = Terminal::connect(&opened.attach_url).await?;
-        term.hello().await?;
-        let t0 = Instant::now();
-        term.read_until("the whole firehose", Duration::from_secs(120), |t| {
-            t.output.len() >= FIREHOSE_LEN || t.find_control("closed").is_some()
-        })
-        .await?;
-        path_time += t0.elapsed();
-        if term.output != nodeshell::sim::firehose_bytes(FIREHOSE_LEN) {
-            path_incomplete += 1;
-            println!(
-                "WARNING: the firehose arrived incomplete or damaged through the gateway ({} of {FIREHOSE_LEN} bytes)",
-                term.output.len()
-            );
-        }
-        path_bytes += term.output.len();
-        let _ = term.control("closed", Duration::from_secs(30)).await;
-        world
-            .wait_closed(&opened.session, Duration::from_secs(30))
-            .await?;
-    }
-    world.cleanup(&fh).await?;
-    let path_mb_per_s = path_bytes as f64 / 1e6 / path_time.as_secs_f64().max(1e-9);
-
-    let client_mb_per_s = client_alone(world, &fh.instances[0], runs)
+    // === firehose: full path (transcript on and off) vs our client alone ===
+    let on = firehose_path(world, runs, true).await?;
+    let off = firehose_path(world, runs, false).await?;
+    let fh_instance = on.instance.clone();
+    let client = client_alone(world, &fh_instance, runs)
         .await
         .unwrap_or_else(|e| {
             println!("client-alone firehose failed: {e}");
-            0.0
+            Firehose::default()
         });
     println!(
-        "firehose of {} KiB × {runs}: through the gateway {path_mb_per_s:.1} MB/s, our ssm client alone {client_mb_per_s:.1} MB/s",
-        FIREHOSE_LEN >> 10
+        "firehose of {} KiB × {runs}: through the gateway {:.1} MB/s with the transcript ({:.2} gateway CPU s per 100 MB), {:.1} MB/s without ({:.2}); our ssm client alone {:.1} MB/s ({:.2} client CPU s per 100 MB)",
+        FIREHOSE_LEN >> 10,
+        on.mb_per_s,
+        on.cpu_s_per_100mb,
+        off.mb_per_s,
+        off.cpu_s_per_100mb,
+        client.mb_per_s,
+        client.cpu_s_per_100mb,
     );
 
-    let stuck = stuck_readers(world, if runs > 2 { 60 } else { 10 }).await?;
+    let stuck = stuck_readers(world, stuck_seconds).await?;
 
     let figures = json!({
         "open_p50_ms": p(&open_ms, 50.0),
         "open_p99_ms": p(&open_ms, 99.0),
+        "open_concurrency": in_flight,
+        "direct_open_p50_ms": p(&direct_open_ms, 50.0),
+        "direct_open_p99_ms": p(&direct_open_ms, 99.0),
+        "open_added_p99_ms": open_added_p99_ms,
         "post_p50_ms": p(&post_ms, 50.0),
         "post_p99_ms": p(&post_ms, 99.0),
         "sessions": sessions,
         "gateway_rss_baseline_bytes": baseline,
         "gateway_rss_loaded_bytes": loaded,
         "gateway_rss_per_session_bytes": rss_per_session,
-        "path_mb_per_s": path_mb_per_s,
-        "path_runs_incomplete": path_incomplete,
-        "client_mb_per_s": client_mb_per_s,
+        "gateway_idle_session_bytes": rss_per_session,
+        "path_mb_per_s": on.mb_per_s,
+        "path_mb_per_s_transcript_off": off.mb_per_s,
+        "path_runs_incomplete": on.incomplete + off.incomplete,
+        "client_mb_per_s": client.mb_per_s,
+        "gateway_cpu_s_per_100mb": on.cpu_s_per_100mb,
+        "gateway_cpu_s_per_100mb_transcript_off": off.cpu_s_per_100mb,
+        "client_cpu_s_per_100mb": client.cpu_s_per_100mb,
         "firehose_bytes": FIREHOSE_LEN,
         "firehose_runs": runs,
         "rtt_p50_ms": p(&rtt_ms, 50.0),
         "rtt_p99_ms": p(&rtt_ms, 99.0),
+        "direct_rtt_p50_ms": p(&direct_rtt_ms, 50.0),
+        "direct_rtt_p99_ms": p(&direct_rtt_ms, 99.0),
+        "rtt_added_p99_ms": rtt_added_p99_ms,
         "keystrokes": keystrokes,
         "status_writes_per_session_minute": status_writes_per_session_minute,
         "gateway_stuck_reader_bytes": stuck.held_per_session,
         "gateway_stuck_reader_rss_bytes": stuck.rss_per_session,
         "gateway_stuck_reader_sessions": STUCK_READERS,
         "gateway_stuck_reader_seconds": stuck.seconds,
+        "transcript_levels": transcript_levels(),
+        "targets": {
+            "gateway_idle_session_bytes_max": 65_536,
+            "gateway_stuck_reader_bytes_max": 524_288,
+            "path_over_client_min": 0.7,
+            "gateway_cpu_over_client_max": 2.0,
+            "rtt_added_p99_ms_max": 1.0,
+            "open_added_p99_ms_max": 50.0,
+            "status_writes_per_session_minute_max": 1.0,
+        },
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -389,24 +444,236 @@ async fn stuck_readers(world: &GatewayWorld, seconds: u64) -> anyhow::Result<Stu
     Ok(stuck)
 }
 
-/// The same firehose read by our `nodeshell::ssm` client directly from the simulator.
-async fn client_alone(world: &GatewayWorld, instance: &str, runs: usize) -> anyhow::Result<f64> {
-    let sim = world.sim;
-    world.set_ping(instance, nodeshell::sim::PingStatus::Online);
-    let endpoints = sim.aws_endpoints();
+/// A firehose figure: throughput, CPU per 100 MB of whoever relays or reads it.
+#[derive(Default)]
+struct Firehose {
+    mb_per_s: f64,
+    cpu_s_per_100mb: f64,
+    incomplete: usize,
+    instance: String,
+}
+
+/// `runs` firehoses through the gateway, the policy's transcript on or off; the gateway
+/// process's CPU is sampled around each transfer (after `hello`, until the last byte).
+async fn firehose_path(
+    world: &GatewayWorld,
+    runs: usize,
+    transcript: bool,
+) -> anyhow::Result<Firehose> {
+    let gw = world.gateway();
+    let fh = world
+        .scope(
+            if transcript {
+                "bench-firehose"
+            } else {
+                "bench-firehose-off"
+            },
+            1,
+            json!({
+                "aws": {"documentName": FIREHOSE_DOCUMENT},
+                "limits": {"maxSessionsPerUser": 5},
+                "transcript": if transcript {
+                    json!({"maxBytes": 1024 * 1024 * 4})
+                } else {
+                    json!({"enabled": false})
+                }
+            }),
+        )
+        .await?;
+    let api = gw.client(&world.token(&engineer(1)));
+    let pid = gw.process.pid.to_string();
+    let cpu = || proc_stats::sample(&pid).map_or(0.0, |s| s.cpu_s);
+    let (mut bytes, mut time, mut cpu_s, mut incomplete) = (0usize, Duration::ZERO, 0.0, 0usize);
+    for _ in 0..runs {
+        let opened = api.open_ok(&fh.nodes[0]).await?;
+        let mut term = Terminal::connect(&opened.attach_url).await?;
+        term.hello().await?;
+        let (t0, c0) = (Instant::now(), cpu());
+        term.read_until("the whole firehose", Duration::from_secs(120), |t| {
+            t.output.len() >= FIREHOSE_LEN || t.find_control("closed").is_some()
+        })
+        .await?;
+        time += t0.elapsed();
+        cpu_s += cpu() - c0;
+        if term.output != nodeshell::sim::firehose_bytes(FIREHOSE_LEN) {
+            incomplete += 1;
+            println!(
+                "WARNING: the firehose arrived incomplete or damaged through the gateway ({} of {FIREHOSE_LEN} bytes)",
+                term.output.len()
+            );
+        }
+        bytes += term.output.len();
+        let _ = term.control("closed", Duration::from_secs(30)).await;
+        world
+            .wait_closed(&opened.session, Duration::from_secs(30))
+            .await?;
+    }
+    let instance = fh.instances[0].clone();
+    world.cleanup(&fh).await?;
+    Ok(Firehose {
+        mb_per_s: bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9),
+        cpu_s_per_100mb: cpu_s / (bytes as f64 / 1e8).max(1e-9),
+        incomplete,
+        instance,
+    })
+}
+
+/// Role credentials for direct calls, as the gateway would mint them for a person.
+async fn direct_ssm(world: &GatewayWorld, user: usize) -> anyhow::Result<SsmSessions> {
+    let endpoints = world.sim.aws_endpoints();
     let creds = assume_role_with_web_identity(
         &endpoints,
         &WebIdentityRequest {
-            role_arn: sim.default_role_arn(),
-            role_session_name: "nodeshell-bench".to_string(),
-            web_identity_token: world.token(&engineer(2)),
+            role_arn: world.sim.default_role_arn(),
+            role_session_name: format!("nodeshell-bench-{user}"),
+            web_identity_token: world.token(&engineer(user)),
             duration_seconds: None,
         },
     )
     .await?;
-    let ssm = SsmSessions::new(&endpoints, &creds);
+    Ok(SsmSessions::new(&endpoints, &creds))
+}
+
+/// A shell opened directly (no gateway) on `instance`, until its first output byte.
+async fn direct_shell(ssm: &SsmSessions, instance: &str) -> anyhow::Result<DataChannel> {
+    let stream = ssm
+        .start_session(instance, None, None, HashMap::new())
+        .await?;
+    let mut channel = DataChannel::connect(
+        &stream.stream_url,
+        &stream.token_value,
+        DataChannelOptions::new(stream.session_id.clone()),
+        ssm.clone(),
+    )
+    .await?;
+    tokio::time::timeout(Duration::from_secs(120), channel.output().recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the direct shell closed before its prompt"))?;
+    Ok(channel)
+}
+
+/// `n` shells opened directly, all at once, each timed from AssumeRoleWithWebIdentity to
+/// its first output byte: what the simulator's STS, SSM and agent take without the gateway.
+async fn direct_opens(
+    world: &GatewayWorld,
+    instances: &[String],
+    n: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let opens = (0..n).map(|i| {
+        let instance = instances[i % instances.len()].clone();
+        async move {
+            let t0 = Instant::now();
+            let ssm = direct_ssm(world, 1 + i % ENGINEERS.min(50)).await?;
+            let channel = direct_shell(&ssm, &instance).await?;
+            anyhow::Ok((t0.elapsed().as_secs_f64() * 1000.0, channel))
+        }
+    });
+    let mut times = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    for result in futures::future::join_all(opens).await {
+        let (ms, channel) = result?;
+        times.push(ms);
+        channels.push(channel);
+    }
+    for channel in &channels {
+        let _ = channel.send_input(b"exit\r").await;
+    }
+    for channel in channels {
+        let _ = tokio::time::timeout(Duration::from_secs(20), channel.closed()).await;
+    }
+    Ok(times)
+}
+
+/// Keystroke round trips through our client alone, measured as through the gateway: the
+/// same key spacing, an `x` until its echo, a DEL until its backspace.
+async fn direct_rtt(
+    world: &GatewayWorld,
+    instance: &str,
+    samples: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let ssm = direct_ssm(world, 3).await?;
+    let mut channel = direct_shell(&ssm, instance).await?;
+    let mut rtts = Vec::with_capacity(samples);
+    async fn until(channel: &mut DataChannel, byte: u8) -> anyhow::Result<()> {
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), channel.output().recv())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the direct shell closed"))?;
+            if chunk.contains(&byte) {
+                return Ok(());
+            }
+        }
+    }
+    // The prompt may still be arriving: wait for it to end before typing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(50), channel.output().recv()).await
+    {}
+    for _ in 0..samples {
+        tokio::time::sleep(KEY_SPACING).await;
+        let t0 = Instant::now();
+        channel.send_input(b"x").await?;
+        until(&mut channel, b'x').await?;
+        rtts.push(t0.elapsed().as_secs_f64() * 1000.0);
+        channel.send_input(&[0x7f]).await?;
+        until(&mut channel, 0x08).await?;
+    }
+    let _ = channel.send_input(b"exit\r").await;
+    let _ = tokio::time::timeout(Duration::from_secs(20), channel.closed()).await;
+    Ok(rtts)
+}
+
+/// Deflate levels on the asciicast text of `seq` output (the gateway's own flate2 backend):
+/// compressed share of the text and MB/s of text compressed, per level, on this machine.
+fn transcript_levels() -> serde_json::Value {
+    use flate2::{Compress, Compression, FlushCompress};
+    use nodeshell::gateway::transcript::{AsciicastHeader, AsciicastWriter};
+    let header = AsciicastHeader {
+        width: 80,
+        height: 24,
+        timestamp: 0,
+        title: "bench".into(),
+        term: "xterm".into(),
+    };
+    let (mut writer, mut text) = AsciicastWriter::start(&header, u64::MAX, false);
+    let seq: String = (1..=400_000).map(|i| format!("{i}\r\n")).collect();
+    for (n, piece) in seq.as_bytes().chunks(4096).enumerate() {
+        text.extend(writer.output(n as f64 / 1000.0, piece));
+    }
+    let mut levels = serde_json::Map::new();
+    for level in [1u32, 3, 6] {
+        let t0 = Instant::now();
+        let mut out = Vec::with_capacity(text.len());
+        for _ in 0..3 {
+            out.clear();
+            let mut deflate = Compress::new(Compression::new(level), false);
+            let _ = deflate.compress_vec(&text, &mut out, FlushCompress::Finish);
+        }
+        let seconds = t0.elapsed().as_secs_f64() / 3.0;
+        levels.insert(
+            format!("level_{level}"),
+            json!({
+                "ratio": out.len() as f64 / text.len() as f64,
+                "mb_per_s": text.len() as f64 / 1e6 / seconds.max(1e-9),
+            }),
+        );
+    }
+    levels.insert("text_bytes".into(), json!(text.len()));
+    serde_json::Value::Object(levels)
+}
+
+/// The same firehose read by our `nodeshell::ssm` client directly from the simulator; its
+/// CPU is the bench runtime's threads' (the simulator runs on threads of its own).
+async fn client_alone(
+    world: &GatewayWorld,
+    instance: &str,
+    runs: usize,
+) -> anyhow::Result<Firehose> {
+    world.set_ping(instance, nodeshell::sim::PingStatus::Online);
+    let ssm = direct_ssm(world, 2).await?;
     let mut bytes = 0usize;
     let mut time = Duration::ZERO;
+    let mut cpu_s = 0.0;
     for _ in 0..runs {
         let params = HashMap::from([("bytes".to_string(), vec![FIREHOSE_LEN.to_string()])]);
         let stream = ssm
@@ -419,7 +686,7 @@ async fn client_alone(world: &GatewayWorld, instance: &str, runs: usize) -> anyh
             max_early_messages: 10_000,
             max_early_bytes: 16 * 1024 * 1024,
         };
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), proc_stats::threads_cpu_s(CLIENT_THREADS));
         let mut channel = DataChannel::connect(
             &stream.stream_url,
             &stream.token_value,
@@ -432,6 +699,7 @@ async fn client_alone(world: &GatewayWorld, instance: &str, runs: usize) -> anyh
             received += chunk.len();
         }
         time += t0.elapsed();
+        cpu_s += proc_stats::threads_cpu_s(CLIENT_THREADS) - c0;
         channel.closed().await;
         anyhow::ensure!(
             received == FIREHOSE_LEN,
@@ -439,5 +707,10 @@ async fn client_alone(world: &GatewayWorld, instance: &str, runs: usize) -> anyh
         );
         bytes += received;
     }
-    Ok(bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9))
+    Ok(Firehose {
+        mb_per_s: bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9),
+        cpu_s_per_100mb: cpu_s / (bytes as f64 / 1e8).max(1e-9),
+        incomplete: 0,
+        instance: instance.to_string(),
+    })
 }

@@ -41,6 +41,37 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     parse(&stat, &status, ticks_per_second())
 }
 
+/// User + system CPU seconds of this process's threads whose name starts with `prefix`
+/// (`/proc/self/task/*/stat`): the CPU of one runtime in a process that hosts others.
+#[allow(dead_code)] // the gateway bench's; the ssm bench measures whole processes
+pub fn threads_cpu_s(prefix: &str) -> f64 {
+    let ticks = ticks_per_second();
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for task in tasks.flatten() {
+        let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with(prefix) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        total += (tick(11) + tick(12)) / ticks;
+    }
+    total
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`), 100 when it cannot be asked.
 pub fn ticks_per_second() -> f64 {
     std::process::Command::new("getconf")

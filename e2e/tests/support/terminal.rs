@@ -58,7 +58,9 @@ impl Terminal {
         }
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(30),
-            tokio_tungstenite::connect_async(request),
+            // Browsers send without Nagle's delay; a test client that kept it would hold a
+            // keystroke behind its own unacknowledged `ack` frame for a delayed ACK (~40 ms).
+            tokio_tungstenite::connect_async_with_config(request, None, true),
         )
         .await
         .map_err(|_| anyhow::anyhow!("websocket connect timed out"))??;
