@@ -290,10 +290,11 @@ impl SimProcess {
         let mut config = tempfile::Builder::new().suffix(".yaml").tempfile()?;
         // The agent's one-second start delay would only add a constant to every session.
         // The bench fetches alice's token over HTTP from the separate simulator process, so it
-        // turns the test password grant on.
+        // turns the test password grant on; its issuer is plain http, which STS accepts only
+        // through the knob `allowHttpIssuer` (AWS refuses it).
         std::io::Write::write_all(
             &mut config,
-            b"agentStartDelayMs: 0\nissuer:\n  testPasswordGrant: true\n",
+            b"agentStartDelayMs: 0\nissuer:\n  testPasswordGrant: true\n  allowHttpIssuer: true\n",
         )?;
         let log_file = std::fs::File::create(log)?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_nodeshell"))

@@ -168,6 +168,11 @@ pub struct IssuerConfig {
     /// `oidc.caFile`. Off by default for now: the harnesses still use the http issuer (the
     /// gateway allows http on loopback).
     pub https: bool,
+    /// Knob (off by default): STS accepts tokens of this issuer even when it is served over
+    /// plain http. IAM registers only https providers, so AWS answers such a token with
+    /// `InvalidIdentityToken` ("No OpenIDConnect provider found in your account for <iss>");
+    /// `nodeshell dev` turns this on to keep an http issuer for a laptop's browser.
+    pub allow_http_issuer: bool,
 }
 
 /// A confidential OAuth client of the issuer.
@@ -204,6 +209,7 @@ impl Default for IssuerConfig {
             test_password_grant: false,
             cross_origin_token: false,
             https: false,
+            allow_http_issuer: false,
         }
     }
 }
@@ -347,10 +353,13 @@ impl Default for InstanceConfig {
 impl SimConfig {
     /// A configuration for tests: defaults plus no start delay for the agent.
     pub fn for_tests() -> Self {
-        Self {
+        let mut config = Self {
             agent_start_delay_ms: 0,
             ..Self::default()
-        }
+        };
+        // Until every harness trusts the https issuer's CA, tests keep the http issuer.
+        config.issuer.allow_http_issuer = true;
+        config
     }
 }
 

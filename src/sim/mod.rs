@@ -197,6 +197,14 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     println!("  OIDC issuer     {}", urls.issuer);
     if handle.issuer_ca_pem().is_some() {
         println!("  issuer CA       in the URLs file (--urls-file), key issuerCaPem");
+    } else if handle.shared.config.issuer.allow_http_issuer {
+        println!(
+            "  issuer is http  STS accepts its tokens only through the knob issuer.allowHttpIssuer (AWS would not)"
+        );
+    } else {
+        println!(
+            "  issuer is http  STS refuses its tokens, as AWS does: set issuer.https (or the knob issuer.allowHttpIssuer)"
+        );
     }
     println!("  STS             {}", urls.sts);
     println!("  SSM             {}", urls.ssm);
