@@ -326,7 +326,9 @@ async fn ssm_refuses_forged_signatures_expired_and_unknown_credentials() {
 #[tokio::test]
 async fn issuer_tokens_verify_with_jsonwebtoken_against_the_published_jwks() {
     let sim = start().await;
-    let http = reqwest::Client::new();
+    // The tests' issuer is https, as every issuer IAM can register is.
+    assert!(sim.urls().issuer.starts_with("https://127.0.0.1:"));
+    let http = sim.issuer_client().build().unwrap();
     let discovery: serde_json::Value = http
         .get(format!(
             "{}/.well-known/openid-configuration",
@@ -745,7 +747,8 @@ async fn login(sim: &SimHandle, client_id: &str, secret: Option<&str>) -> String
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(sha2::Sha256::digest(verifier.as_bytes()));
     let callback = "http://127.0.0.1:9/callback";
-    let http = reqwest::Client::builder()
+    let http = sim
+        .issuer_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

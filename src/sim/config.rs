@@ -165,8 +165,8 @@ pub struct IssuerConfig {
     pub cross_origin_token: bool,
     /// Serve the issuer over https with a throw-away CA (`SimHandle::issuer_ca_pem`), as a
     /// corporate issuer with an internal CA does; the gateway trusts it through
-    /// `oidc.caFile`. Off by default for now: the harnesses still use the http issuer (the
-    /// gateway allows http on loopback).
+    /// `oidc.caFile`. Off by default (a bare `nodeshell sim`); `SimConfig::for_tests()`
+    /// turns it on, since STS refuses an http issuer unless `allow_http_issuer`.
     pub https: bool,
     /// Knob (off by default): STS accepts tokens of this issuer even when it is served over
     /// plain http. IAM registers only https providers, so AWS answers such a token with
@@ -351,14 +351,16 @@ impl Default for InstanceConfig {
 }
 
 impl SimConfig {
-    /// A configuration for tests: defaults plus no start delay for the agent.
+    /// A configuration for tests: defaults plus no start delay for the agent, and the issuer
+    /// over https (STS refuses the default http issuer's tokens, as AWS does).
     pub fn for_tests() -> Self {
         let mut config = Self {
             agent_start_delay_ms: 0,
             ..Self::default()
         };
-        // Until every harness trusts the https issuer's CA, tests keep the http issuer.
-        config.issuer.allow_http_issuer = true;
+        // As a real issuer: https, which STS requires; clients trust its CA
+        // (`SimHandle::issuer_client`, `SimHandle::write_issuer_ca` for `oidc.caFile`).
+        config.issuer.https = true;
         config
     }
 }
