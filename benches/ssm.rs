@@ -279,8 +279,12 @@ struct SimProcess {
     messages_url: String,
     region: String,
     role_arn: String,
+    /// The CA of the issuer's https certificate (from the URLs file), trusted for the token.
+    issuer_ca: reqwest::Certificate,
     /// The YAML config file; removed when the bench ends.
     _config: tempfile::NamedTempFile,
+    /// Where the simulator writes its URLs file; removed when the bench ends.
+    _urls_dir: tempfile::TempDir,
 }
 
 impl SimProcess {
@@ -290,16 +294,21 @@ impl SimProcess {
         let mut config = tempfile::Builder::new().suffix(".yaml").tempfile()?;
         // The agent's one-second start delay would only add a constant to every session.
         // The bench fetches alice's token over HTTP from the separate simulator process, so it
-        // turns the test password grant on.
+        // turns the test password grant on; the issuer is https, as STS requires, and its CA
+        // comes from the URLs file.
         std::io::Write::write_all(
             &mut config,
-            b"agentStartDelayMs: 0\nissuer:\n  testPasswordGrant: true\n",
+            b"agentStartDelayMs: 0\nissuer:\n  testPasswordGrant: true\n  https: true\n",
         )?;
+        let urls_dir = tempfile::tempdir()?;
+        let urls_file = urls_dir.path().join("sim-urls.json");
         let log_file = std::fs::File::create(log)?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_nodeshell"))
             .arg("sim")
             .arg("--config")
             .arg(config.path())
+            .arg("--urls-file")
+            .arg(&urls_file)
             // Per-session info logs would cost the simulator CPU that every peer shares.
             .env(
                 "RUST_LOG",
@@ -353,6 +362,23 @@ impl SimProcess {
         }
         // Keep draining stdout: a closed pipe would make a later print fail in the child.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // The URLs file is written right after the last line printed.
+        let issuer_ca = loop {
+            if let Ok(text) = std::fs::read_to_string(&urls_file)
+                && let Ok(doc) = serde_json::from_str::<Value>(&text)
+            {
+                let pem = doc["issuerCaPem"]
+                    .as_str()
+                    .context("the URLs file has no issuerCaPem")?;
+                break reqwest::Certificate::from_pem(pem.as_bytes())?;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the simulator wrote no URLs file in 60 s (log: {})",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let mut take = |key: &str| {
             found
                 .remove(key)
@@ -366,8 +392,10 @@ impl SimProcess {
             messages_url: take("messages")?,
             region: take("region")?,
             role_arn: take("role")?,
+            issuer_ca,
             child,
             _config: config,
+            _urls_dir: urls_dir,
         })
     }
 
@@ -384,7 +412,12 @@ impl SimProcess {
 
     /// alice's id_token from the issuer, exchanged for role credentials.
     async fn credentials(&self, session_name: &str) -> anyhow::Result<TemporaryCredentials> {
-        let answer: Value = reqwest::get(format!("{}/token?sub=alice", self.issuer_url))
+        let http = reqwest::Client::builder()
+            .add_root_certificate(self.issuer_ca.clone())
+            .build()?;
+        let answer: Value = http
+            .get(format!("{}/token?sub=alice", self.issuer_url))
+            .send()
             .await?
             .error_for_status()?
             .json()

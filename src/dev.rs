@@ -628,6 +628,10 @@ fn print_banner(cluster: &LocalCluster, files: &RunFiles, console: Option<&Conso
             println!("nodeshell dev is ready. The web console, signed in as the demo user:");
             println!();
             println!("  open {}", console.url());
+            println!();
+            println!(
+                "  the simulator's issuer is plain http for this browser; its STS accepts it only through the knob issuer.allowHttpIssuer (AWS refuses an http issuer)"
+            );
         }
         None => println!("nodeshell dev: control plane ready at {}", cluster.server()),
     }
@@ -705,6 +709,13 @@ mod tests {
 
     fn sim_config() -> SimConfig {
         serde_saphyr::from_str(&dev_sim_config("s3cret")).unwrap()
+    }
+
+    #[test]
+    fn the_dev_issuer_stays_http_through_the_named_knob() {
+        let sim = sim_config();
+        assert!(!sim.issuer.https);
+        assert!(sim.issuer.allow_http_issuer);
     }
 
     #[test]

@@ -326,7 +326,9 @@ async fn ssm_refuses_forged_signatures_expired_and_unknown_credentials() {
 #[tokio::test]
 async fn issuer_tokens_verify_with_jsonwebtoken_against_the_published_jwks() {
     let sim = start().await;
-    let http = reqwest::Client::new();
+    // The tests' issuer is https, as every issuer IAM can register is.
+    assert!(sim.urls().issuer.starts_with("https://127.0.0.1:"));
+    let http = sim.issuer_client().build().unwrap();
     let discovery: serde_json::Value = http
         .get(format!(
             "{}/.well-known/openid-configuration",
@@ -684,6 +686,57 @@ async fn sdk_assume(
     }
 }
 
+/// AWS's STS client against a simulator whose issuer is plain http: refused as IAM refuses a
+/// token whose `iss` no registered (https-only) provider matches, unless the knob allows it.
+#[tokio::test]
+async fn sts_refuses_a_token_from_an_http_issuer_unless_the_knob_allows_it() {
+    use aws_sdk_sts::error::ProvideErrorMetadata;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    for allow in [false, true] {
+        let mut config = SimConfig::for_tests();
+        config.issuer.https = false;
+        config.issuer.allow_http_issuer = allow;
+        let sim = Simulator::start(config).await.expect("simulator starts");
+        let issuer = sim.urls().issuer.clone();
+        assert!(issuer.starts_with("http://"), "{issuer}");
+        let token = sim.mint_token("alice").expect("token");
+        let endpoints = endpoints(&sim);
+        let sdk = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::Config::builder()
+                .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+                .region(aws_sdk_sts::config::Region::new(endpoints.region.clone()))
+                .endpoint_url(endpoints.sts_url.clone().expect("the simulator's STS url"))
+                .build(),
+        );
+        let out = sdk
+            .assume_role_with_web_identity()
+            .role_arn(sim.role_arn("nodeshell-user"))
+            .role_session_name("ns-alice")
+            .web_identity_token(token)
+            .send()
+            .await;
+        if allow {
+            let out = out.expect("the knob accepts the http issuer");
+            assert_eq!(
+                out.assumed_role_user().unwrap().arn(),
+                "arn:aws:sts::123456789012:assumed-role/nodeshell-user/ns-alice"
+            );
+        } else {
+            let e = out.expect_err("an http issuer matches no provider");
+            assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+            assert_eq!(e.code(), Some("InvalidIdentityToken"));
+            assert_eq!(
+                e.message(),
+                Some(
+                    format!("No OpenIDConnect provider found in your account for {issuer}")
+                        .as_str()
+                )
+            );
+        }
+        sim.shutdown().await;
+    }
+}
+
 /// An id_token through the issuer's browser login, as a person (public client, no secret) or
 /// the gateway (confidential client, its secret) would get one: /authorize with PKCE (the
 /// auto-login user answers at once), then the code at /token.
@@ -694,7 +747,8 @@ async fn login(sim: &SimHandle, client_id: &str, secret: Option<&str>) -> String
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(sha2::Sha256::digest(verifier.as_bytes()));
     let callback = "http://127.0.0.1:9/callback";
-    let http = reqwest::Client::builder()
+    let http = sim
+        .issuer_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

@@ -165,9 +165,14 @@ pub struct IssuerConfig {
     pub cross_origin_token: bool,
     /// Serve the issuer over https with a throw-away CA (`SimHandle::issuer_ca_pem`), as a
     /// corporate issuer with an internal CA does; the gateway trusts it through
-    /// `oidc.caFile`. Off by default for now: the harnesses still use the http issuer (the
-    /// gateway allows http on loopback).
+    /// `oidc.caFile`. Off by default (a bare `nodeshell sim`); `SimConfig::for_tests()`
+    /// turns it on, since STS refuses an http issuer unless `allow_http_issuer`.
     pub https: bool,
+    /// Knob (off by default): STS accepts tokens of this issuer even when it is served over
+    /// plain http. IAM registers only https providers, so AWS answers such a token with
+    /// `InvalidIdentityToken` ("No OpenIDConnect provider found in your account for <iss>");
+    /// `nodeshell dev` turns this on to keep an http issuer for a laptop's browser.
+    pub allow_http_issuer: bool,
 }
 
 /// A confidential OAuth client of the issuer.
@@ -204,6 +209,7 @@ impl Default for IssuerConfig {
             test_password_grant: false,
             cross_origin_token: false,
             https: false,
+            allow_http_issuer: false,
         }
     }
 }
@@ -345,12 +351,17 @@ impl Default for InstanceConfig {
 }
 
 impl SimConfig {
-    /// A configuration for tests: defaults plus no start delay for the agent.
+    /// A configuration for tests: defaults plus no start delay for the agent, and the issuer
+    /// over https (STS refuses the default http issuer's tokens, as AWS does).
     pub fn for_tests() -> Self {
-        Self {
+        let mut config = Self {
             agent_start_delay_ms: 0,
             ..Self::default()
-        }
+        };
+        // As a real issuer: https, which STS requires; clients trust its CA
+        // (`SimHandle::issuer_client`, `SimHandle::write_issuer_ca` for `oidc.caFile`).
+        config.issuer.https = true;
+        config
     }
 }
 

@@ -197,6 +197,14 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     println!("  OIDC issuer     {}", urls.issuer);
     if handle.issuer_ca_pem().is_some() {
         println!("  issuer CA       in the URLs file (--urls-file), key issuerCaPem");
+    } else if handle.shared.config.issuer.allow_http_issuer {
+        println!(
+            "  issuer is http  STS accepts its tokens only through the knob issuer.allowHttpIssuer (AWS would not)"
+        );
+    } else {
+        println!(
+            "  issuer is http  STS refuses its tokens, as AWS does: set issuer.https (or the knob issuer.allowHttpIssuer)"
+        );
     }
     println!("  STS             {}", urls.sts);
     println!("  SSM             {}", urls.ssm);
@@ -398,6 +406,31 @@ impl SimHandle {
     /// client must trust to reach it (the gateway's `oidc.caFile`).
     pub fn issuer_ca_pem(&self) -> Option<&str> {
         self.issuer_ca_pem.as_deref()
+    }
+
+    /// A client builder for the issuer, as a test client (a browser, a login helper) needs
+    /// it: it trusts the issuer's CA when `issuer.https` is on.
+    pub fn issuer_client(&self) -> reqwest::ClientBuilder {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let builder = reqwest::Client::builder();
+        match self
+            .issuer_ca_pem()
+            .and_then(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).ok())
+        {
+            Some(ca) => builder.add_root_certificate(ca),
+            None => builder,
+        }
+    }
+
+    /// Writes the issuer's CA (with `issuer.https`) to `<dir>/issuer-ca.pem`, the file a
+    /// gateway's `oidc.caFile` names; `None` when the issuer is plain http.
+    pub fn write_issuer_ca(&self, dir: &std::path::Path) -> std::io::Result<Option<PathBuf>> {
+        let Some(pem) = self.issuer_ca_pem() else {
+            return Ok(None);
+        };
+        let path = dir.join("issuer-ca.pem");
+        std::fs::write(&path, pem)?;
+        Ok(Some(path))
     }
 
     /// The region SigV4 scopes must name.

@@ -130,6 +130,7 @@ fn assume(shared: &Shared, params: &HashMap<String, String>) -> Result<Issued, S
             url: &shared.urls.issuer,
             audiences: &audiences,
             key: &lookup,
+            allow_http: shared.config.issuer.allow_http_issuer,
         };
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
         validate_token(token, &issuer, now)?

@@ -87,6 +87,8 @@ pub struct RegisteredIssuer<'a> {
     pub audiences: &'a [String],
     /// Looks a published key up by kid (PKCS#1 DER).
     pub key: &'a dyn Fn(&str) -> Option<Vec<u8>>,
+    /// Knob `issuer.allowHttpIssuer`: accept an `http://` issuer, which IAM cannot register.
+    pub allow_http: bool,
 }
 
 fn decode_json(part: &str) -> Option<Value> {
@@ -115,7 +117,9 @@ pub fn validate_token(
     let header = decode_json(h).ok_or_else(malformed)?;
     let claims = decode_json(p).ok_or_else(malformed)?;
     let iss = claims["iss"].as_str().unwrap_or_default();
-    if iss != issuer.url {
+    // IAM registers only https providers (CreateOpenIDConnectProvider: the URL "must begin
+    // with https://"), so an http `iss` matches no provider of the account.
+    if iss != issuer.url || !(iss.starts_with("https://") || issuer.allow_http) {
         return Err(reject(
             StsErrorCode::InvalidIdentityToken,
             format!("No OpenIDConnect provider found in your account for {iss}"),
@@ -277,17 +281,45 @@ mod tests {
     use super::super::jwt::{BadToken, KeyRing, user_claims};
     use super::*;
 
-    const ISS: &str = "http://127.0.0.1:1";
+    const ISS: &str = "https://127.0.0.1:1";
 
     fn check(ring: &KeyRing, token: &str, now: u64) -> Result<WebIdentity, StsRejection> {
+        check_at(ring, token, now, ISS, false)
+    }
+
+    fn check_at(
+        ring: &KeyRing,
+        token: &str,
+        now: u64,
+        url: &str,
+        allow_http: bool,
+    ) -> Result<WebIdentity, StsRejection> {
         let auds = vec!["nodeshell".to_string()];
         let key = |kid: &str| ring.public_key_der(kid);
         let issuer = RegisteredIssuer {
-            url: ISS,
+            url,
             audiences: &auds,
             key: &key,
+            allow_http,
         };
         validate_token(token, &issuer, now)
+    }
+
+    #[test]
+    fn an_http_issuer_matches_no_provider_unless_the_knob_allows_it() {
+        let ring = KeyRing::generate().unwrap();
+        let now = 1_800_000_000;
+        let http = "http://127.0.0.1:1";
+        let claims = user_claims(&TestUser::default(), http, "nodeshell", now, 600);
+        let token = ring.sign_claims(&claims).unwrap();
+        let refused = check_at(&ring, &token, now, http, false).unwrap_err();
+        assert_eq!(refused.code, StsErrorCode::InvalidIdentityToken);
+        assert_eq!(
+            refused.message,
+            "No OpenIDConnect provider found in your account for http://127.0.0.1:1"
+        );
+        let allowed = check_at(&ring, &token, now, http, true).unwrap();
+        assert_eq!(allowed.issuer, http);
     }
 
     #[test]

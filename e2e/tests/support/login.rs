@@ -23,9 +23,10 @@ pub struct ConsoleBrowser {
     http: reqwest::Client,
 }
 
-/// A client that follows no redirect (the test follows them).
+/// A client that follows no redirect (the test follows them) and trusts the shared
+/// simulator's issuer, as a browser on a machine that trusts the issuer's CA does.
 pub fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
+    super::world::issuer_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()

@@ -189,6 +189,15 @@ impl Default for WorldOptions {
     }
 }
 
+/// A client builder that trusts the shared simulator's issuer (its https CA), once the world
+/// has started it.
+pub fn issuer_client() -> reqwest::ClientBuilder {
+    match SIM.get() {
+        Some(sim) => sim.issuer_client(),
+        None => reqwest::Client::builder(),
+    }
+}
+
 /// Starts the simulator on a runtime of its own that lives as long as the process, so it
 /// survives the per-test runtimes of `#[tokio::test]`.
 fn start_sim() -> anyhow::Result<&'static SimHandle> {
@@ -374,6 +383,11 @@ impl GatewayWorld {
     /// The gateway configuration file for `options`.
     pub fn gateway_config(&self, options: &GatewayOptions) -> String {
         let urls = self.sim.urls();
+        // The issuer is https with a CA made for the run, trusted through `oidc.caFile`.
+        let ca_file = match self.sim.write_issuer_ca(&self.dir) {
+            Ok(path) => path.map(|p| p.display().to_string()),
+            Err(e) => panic!("writing the issuer's CA to {}: {e}", self.dir.display()),
+        };
         let mut config = json!({
             "listen": "127.0.0.1:0",
             "adminListen": "127.0.0.1:0",
@@ -383,6 +397,7 @@ impl GatewayWorld {
                 "issuerUrl": urls.issuer,
                 "clientId": self.sim.config().issuer.client_id,
                 "groupsClaim": "groups",
+                "caFile": ca_file,
             },
             "tierOrder": ["admin", "engineer", "viewer"],
             "groupTiers": {

@@ -28,6 +28,7 @@ pub(super) async fn sim() -> SimHandle {
 
 /// The simulator's issuer signing id_tokens that live `ttl` seconds.
 async fn sim_with_ttl(ttl: u64) -> SimHandle {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut config = SimConfig::for_tests();
     config.issuer.token_ttl_seconds = ttl;
     config.issuer.client_id = CLIENT.into();
@@ -42,15 +43,28 @@ async fn sim_with_ttl(ttl: u64) -> SimHandle {
         name: "Alice".into(),
         groups: vec!["sre".into()],
     }];
-    Simulator::start(config).await.unwrap()
+    let sim = Simulator::start(config).await.unwrap();
+    if let Some(pem) = sim.issuer_ca_pem() {
+        TRUSTED_CAS.lock().unwrap().push(pem.to_string());
+    }
+    sim
 }
+
+/// The CAs of the https issuers these tests started: the test browser trusts them all.
+static TRUSTED_CAS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 pub(super) fn state(sim: &SimHandle, secret: &str) -> AppState {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, secret).unwrap();
+    // The issuer's private CA, trusted through `oidc.caFile` (an empty value when it is http).
+    let ca_file = sim
+        .write_issuer_ca(dir.path())
+        .unwrap()
+        .map(|p| format!(", caFile: '{}'", p.display()))
+        .unwrap_or_default();
     let file = parse_file(&format!(
-        "oidc: {{issuerUrl: '{}', clientId: {CLIENT}, clientSecretFile: '{}', redirectUrl: '{PUBLIC_URL}/auth/callback'}}\n\
+        "oidc: {{issuerUrl: '{}', clientId: {CLIENT}, clientSecretFile: '{}', redirectUrl: '{PUBLIC_URL}/auth/callback'{ca_file}}}\n\
          tierOrder: [admin, engineer]\n\
          groupTiers: {{root: admin, sre: engineer}}\n\
          adminTiers: [admin]\n\
@@ -129,7 +143,17 @@ pub(super) async fn send(
 
 /// The issuer's answer to an authorization URL: the `/auth/callback?…` path and query.
 pub(super) async fn at_issuer(authorize: &str) -> String {
-    let http = reqwest::Client::builder()
+    let cas: Vec<reqwest::Certificate> = TRUSTED_CAS
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .collect();
+    let http = cas
+        .into_iter()
+        .fold(reqwest::Client::builder(), |b, ca| {
+            b.add_root_certificate(ca)
+        })
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
