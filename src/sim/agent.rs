@@ -105,10 +105,19 @@ pub(crate) fn spawn(
         } else {
             "/bin/sh"
         };
-        let mut cmd = pty_process::Command::new(shell)
-            .env("TERM", "xterm-256color")
-            .env("PS1", "$ ")
-            .kill_on_drop(true);
+        // A shell on a node starts with Ctrl-C and Ctrl-\ at their default actions (the agent
+        // runs as a service). A simulator started in the background of a shell without job
+        // control inherits SIGINT and SIGQUIT ignored, and every shell it spawned would too:
+        // Ctrl-C would never stop a program. GNU env resets them (`--default-signal`).
+        let mut cmd = match default_signals_wrapper() {
+            Some(env) => pty_process::Command::new(env)
+                .arg("--default-signal=INT,QUIT")
+                .arg(shell),
+            None => pty_process::Command::new(shell),
+        }
+        .env("TERM", "xterm-256color")
+        .env("PS1", "$ ")
+        .kill_on_drop(true);
         if shell.ends_with("bash") {
             cmd = cmd.arg("--noprofile").arg("--norc");
         }
@@ -306,12 +315,21 @@ impl Agent {
                 && self.exit.is_none()
                 && !self.paused
                 && (!self.fast_recovery || self.outgoing.len() < FAST_RECOVERY_WINDOW);
+            // The official agent reads the shell and writes the socket in one goroutine and
+            // handles input in another (`InputStreamMessageHandler` in
+            // `agent/session/shell/shell.go`, the incoming-message handler of
+            // `agent/session/datachannel/datachannel.go`): a socket write that waits on a slow
+            // client never holds up the person's input. So the shell is read only when the
+            // socket's queue has room, and input is handled meanwhile.
+            let wire = self.out.as_ref().map(|(_, out)| out.clone());
+            let wire_full = wire.as_ref().is_some_and(|out| out.capacity() == 0);
             let step = tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => Step::Stop,
                 },
-                src = source.recv(), if can_read => match src {
+                () = wire_room(wire), if can_read && wire_full => Step::Continue,
+                src = source.recv(), if can_read && !wire_full => match src {
                     Some(SourceEvent::Data(data)) => {
                         let data = self.seal(PayloadType::Output, data);
                         self.send_new(PayloadType::Output, data).await;
@@ -578,6 +596,33 @@ fn is_malformed_size(frame: &Frame) -> bool {
         let field = key.eq_ignore_ascii_case("cols") || key.eq_ignore_ascii_case("rows");
         field && !v.is_null() && v.as_u64().is_none_or(|n| n > u64::from(u32::MAX))
     })
+}
+
+/// `env`, when it can reset signal dispositions for the program it runs (GNU coreutils 8.31
+/// or later); probed once.
+fn default_signals_wrapper() -> Option<&'static str> {
+    static PROBE: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| {
+        const ENV: &str = "/usr/bin/env";
+        std::process::Command::new(ENV)
+            .args(["--default-signal=INT,QUIT", "true"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+            .then_some(ENV)
+    })
+}
+
+/// Waits until the socket's queue has room for one more message (forever without a socket).
+async fn wire_room(wire: Option<mpsc::Sender<Outbound>>) {
+    match wire {
+        Some(out) => {
+            // The permit is dropped at once: the room stays for the send that follows.
+            let _ = out.reserve().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
