@@ -189,7 +189,8 @@ async fn a_transcript_lands_locked_in_s3_and_a_required_sink_that_is_down_refuse
         .scope(
             "s3",
             1,
-            json!({"transcript": {"s3": {
+            // nodeshell's own document, so the session also has a command ledger to copy.
+            json!({"aws": {"documentName": "NodeShell-Shell"}, "transcript": {"s3": {
                 "bucket": BUCKET,
                 "prefix": "audit",
                 "region": REGION,
@@ -238,6 +239,7 @@ async fn a_transcript_lands_locked_in_s3_and_a_required_sink_that_is_down_refuse
         keys,
         vec![
             format!("{prefix}000000.cast.gz"),
+            format!("{prefix}ledger.json"),
             format!("{prefix}session.json")
         ]
     );
@@ -267,6 +269,28 @@ async fn a_transcript_lands_locked_in_s3_and_a_required_sink_that_is_down_refuse
             .into_bytes(),
     )?;
     assert_eq!(manifest["session"], opened.session.as_str(), "{manifest}");
+    // The ledger as the API serves it: the command the shell reported (the test terminal
+    // appends its own end marker to the line it types).
+    let ledger: serde_json::Value = serde_json::from_slice(
+        &user
+            .get_object()
+            .bucket(BUCKET)
+            .key(format!("{prefix}ledger.json"))
+            .send()
+            .await?
+            .body
+            .collect()
+            .await?
+            .into_bytes(),
+    )?;
+    assert!(
+        ledger["commands"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["command"]
+                .as_str()
+                .is_some_and(|line| line.starts_with("echo landed-$((40+2))")))),
+        "{ledger}"
+    );
     assert_eq!(manifest["node"], scope.nodes[0].as_str(), "{manifest}");
 
     // Compliance retention, about a day from now.

@@ -107,6 +107,8 @@ pub(super) struct Driver {
     pub(super) ledger: Option<Ledger>,
     pub(super) ledger_write: Option<JoinHandle<()>>,
     pub(super) ledger_written: Option<LedgerDocument>,
+    /// The S3 sink refused the ledger at the close (said in the close message).
+    pub(super) ledger_sink_failure: Option<crate::gateway::transcript::s3::SinkError>,
     /// The window's bytes, in the gateway's held-output total.
     held: HeldShare,
     /// Whether output reading waits for the browser, in the paused-sessions gauge.
@@ -169,6 +171,7 @@ pub(super) async fn run(
         ledger: started.ledger,
         ledger_write: None,
         ledger_written: None,
+        ledger_sink_failure: None,
         held: inner.config.metrics.output_held.share(),
         paused: PausedMark::new(&inner.config.metrics.output_paused),
         size: LastSize::opened_at(started.size.0, started.size.1),

@@ -51,6 +51,9 @@ impl Driver {
         let mut message = reason.message();
         let transcript = self.final_flush(&name, &reason, &mut message).await;
         let exit_code = self.final_ledger(agent_exit).await;
+        if let Some(e) = self.ledger_sink_failure.take() {
+            message.push_str(&format!("; the S3 copy of the ledger is incomplete: {e}"));
+        }
         let close = CloseFacts {
             reason: &reason,
             message: &message,

@@ -79,6 +79,13 @@ impl Driver {
                 }
             }
         }
+        if let Some(target) = &self.info.sink
+            && let Err(e) = self.inner.sink().put_ledger(target, &document).await
+        {
+            // As for the last chunk: at the close the session keeps its own end; the
+            // required sink's failure is said in the close message.
+            self.ledger_sink_failure = Some(e);
+        }
         match (agent_exit, shell_exit) {
             (Some(code), _) => Some(code),
             (None, Some(code)) => {

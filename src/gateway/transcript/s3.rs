@@ -3,7 +3,8 @@
 //! credential chain: IRSA, EKS Pod Identity, or static keys from the environment), never the
 //! person's. Objects: `<prefix>/<namespace>/<session>/session.json` when the shell starts,
 //! `<prefix>/<namespace>/<session>/<index>.cast.gz` for each sealed chunk as it is stored and
-//! for the last chunk when the session ends; each chunk object is written once.
+//! for the last chunk when the session ends, and `ledger.json` (the command ledger of a session
+//! on the `NodeShell-Shell` document) once at the close; each object is written once.
 //!
 //! Uploads go through one bounded queue per gateway ([`UPLOAD_QUEUE`]) served by
 //! [`PARALLEL_UPLOADS`] uploads at a time. A required sink waits for room (back-pressure:
@@ -89,6 +90,11 @@ impl SinkTarget {
     /// The key of the session's description.
     pub fn manifest_key(&self) -> String {
         format!("{}/session.json", self.session_prefix)
+    }
+
+    /// The key of the session's command ledger (written once, at the close).
+    pub fn ledger_key(&self) -> String {
+        format!("{}/ledger.json", self.session_prefix)
     }
 
     /// The first failed upload of a non-required sink, if any.
@@ -177,6 +183,17 @@ impl S3Sink {
     ) -> Result<(), SinkError> {
         let body = serde_json::to_vec_pretty(manifest).unwrap_or_default();
         self.put(target, target.manifest_key(), body, "application/json")
+            .await
+    }
+
+    /// Writes the session's command ledger as it stands at the close (`ledger.json`).
+    pub async fn put_ledger(
+        &self,
+        target: &Arc<SinkTarget>,
+        ledger: &impl serde::Serialize,
+    ) -> Result<(), SinkError> {
+        let body = serde_json::to_vec_pretty(ledger).unwrap_or_default();
+        self.put(target, target.ledger_key(), body, "application/json")
             .await
     }
 
