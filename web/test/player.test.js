@@ -27,10 +27,22 @@ test('the replay deep link round-trips a session name and a start time', () => {
   assert.equal(parseReplayRoute('#/sessions/s1'), null);
   assert.equal(parseReplayRoute('#/sessions/%E0%A4%A/replay'), null, 'a broken escape is not a link');
   assert.equal(replayHash('ip-10-0-1-17-x7k2p', 600.5), '#/sessions/ip-10-0-1-17-x7k2p/replay?at=600.5');
-  assert.equal(replayHash('s1', 1 / 3), '#/sessions/s1/replay?at=0.333');
+  assert.equal(replayHash('s1', 1 / 3), '#/sessions/s1/replay?at=0.334', 'up to the next millisecond');
   assert.equal(replayHash('s1', 0), '#/sessions/s1/replay');
   assert.equal(replayHash('s 1', null), '#/sessions/s%201/replay');
   assert.deepEqual(parseReplayRoute(replayHash('s 1', 4.5)), { session: 's 1', at: 4.5 });
+});
+
+test('a link to a command opens the player on that command, not the one just before it', () => {
+  // 'false' starts 0.45 ms after a whole millisecond: a link rounded down would land before it.
+  const ledger = { commands: [
+    { index: 0, command: 'true', exitStatus: 0, startSeconds: 4.1201 },
+    { index: 1, command: 'false', exitStatus: 1, startSeconds: 4.12345 },
+  ] };
+  const axis = idleAxis([4.1201, 4.12345, 5], 2);
+  const markers = playerMarkers({ ledger, axis });
+  const { at } = parseReplayRoute(replayHash('s1', 4.12345));
+  assert.equal(markers[currentMarker(markers, axis.toPlayer(at))].command.command, 'false');
 });
 
 test('skip-idle cuts every pause longer than the limit, and the axis maps both ways', () => {

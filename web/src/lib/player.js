@@ -33,8 +33,10 @@ export function replayHash(session, at) {
   return typeof at === 'number' && Number.isFinite(at) && at > 0 ? `${base}?at=${roundTime(at)}` : base;
 }
 
+// Up to the next millisecond: a link rounded down could land just before its command's start
+// and open the player on the command before it.
 function roundTime(t) {
-  return Math.round(t * 1000) / 1000;
+  return Math.ceil(t * 1000) / 1000;
 }
 
 /**
