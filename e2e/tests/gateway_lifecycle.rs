@@ -19,6 +19,10 @@ const T: Duration = Duration::from_secs(30);
 /// How far from the configured second a cut may land (polling, a busy 2-core machine).
 const SLACK: f64 = 4.0;
 
+/// The tests of this binary run one at a time: one of them counts the apiserver's session
+/// watches, which any other test's gateway or wait would also move.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Opens and attaches a shell for `sub` on the scope's first node; waits for the prompt.
 async fn attach(
     world: &GatewayWorld,
@@ -35,6 +39,7 @@ async fn attach(
 #[tokio::test]
 async fn idle_warns_then_cuts_and_input_only_ignores_output_and_max_duration_cuts()
 -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let world = GatewayWorld::shared().await?;
     let idle = world
         .scope(
@@ -145,6 +150,7 @@ async fn idle_warns_then_cuts_and_input_only_ignores_output_and_max_duration_cut
 
 #[tokio::test]
 async fn an_admin_ends_sessions_through_spec_terminate_and_delete() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let world = GatewayWorld::shared().await?;
     let scope = world
         .scope("terminate", 1, json!({"limits": {"maxSessionsPerUser": 3}}))
@@ -221,6 +227,7 @@ async fn an_admin_ends_sessions_through_spec_terminate_and_delete() -> anyhow::R
 /// counters are exact at the close. Counted as watch events on the session.
 #[tokio::test]
 async fn a_busy_session_writes_its_status_at_most_once_a_minute() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     use futures::StreamExt as _;
     use kube::api::{WatchEvent, WatchParams};
     const WINDOW: u32 = 70;
@@ -311,6 +318,7 @@ async fn session_watches(world: &GatewayWorld) -> anyhow::Result<u64> {
 
 #[tokio::test]
 async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     // Before (issue 13), every live session held an apiserver watch (and a connection) of
     // its own: eight shells were eight more watches.
     const SHELLS: usize = 8;
@@ -331,7 +339,8 @@ async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> an
         );
     }
     let during = session_watches(world).await?;
-    // The gateway's one watch, plus at most one that another test opened meanwhile.
+    // The gateway's one watch, plus at most one still closing (the tests here run one at a
+    // time, so no other test's gateway or wait is counted).
     assert!(
         during <= before + 2,
         "{SHELLS} live shells on one gateway took {} more session watches ({before} → {during})",
