@@ -33,7 +33,9 @@ pub struct ReceiveConfig {
     pub max_bytes: usize,
     /// Most messages held past a gap (received before a missing one), counted in sequence
     /// space from the missing one: they are acked, so the agent retires them and never
-    /// has to resend them one tick at a time.
+    /// has to resend them one tick at a time. All held messages together stay within
+    /// `max_messages + max_early_messages`, counted from the first one the consumer has not
+    /// taken.
     pub max_early_messages: usize,
     /// Most payload bytes held past a gap.
     pub max_early_bytes: usize,
@@ -117,9 +119,18 @@ impl ReceiveWindow {
         }
         let len = frame.payload.len();
         if seq > self.next_expected {
-            // Early: kept and acked within its own bound, whatever the consumer does.
-            let distance = u64::try_from(seq - self.next_expected).unwrap_or(u64::MAX);
-            if distance > u64::try_from(self.config.max_early_messages).unwrap_or(u64::MAX)
+            // Early: kept and acked within its own bound, whatever the consumer does; and,
+            // counted from the first message the consumer has not taken, within both bounds
+            // together, so what the consumer holds and what waits past the gap never exceed
+            // them, also once a filled gap turned early messages into the consumer's.
+            let past_gap = u64::try_from(seq - self.next_expected).unwrap_or(u64::MAX);
+            let past_consumer = u64::try_from(seq - self.next_to_deliver).unwrap_or(u64::MAX);
+            let together = self
+                .config
+                .max_messages
+                .saturating_add(self.config.max_early_messages);
+            if past_gap > u64::try_from(self.config.max_early_messages).unwrap_or(u64::MAX)
+                || past_consumer > u64::try_from(together).unwrap_or(u64::MAX)
                 || self.early_bytes + len > self.config.max_early_bytes
             {
                 return Arrival::Refused;
