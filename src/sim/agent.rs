@@ -321,14 +321,16 @@ impl Agent {
             // `agent/session/datachannel/datachannel.go`): a socket write that waits on a slow
             // client never holds up the person's input. So the shell is read only when the
             // socket's queue has room, and input is handled meanwhile.
-            let wire = self.out.as_ref().map(|(_, out)| out.clone());
-            let wire_full = wire.as_ref().is_some_and(|out| out.capacity() == 0);
+            let wire_full = self
+                .out
+                .as_ref()
+                .is_some_and(|(_, out)| out.capacity() == 0);
             let step = tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => Step::Stop,
                 },
-                () = wire_room(wire), if can_read && wire_full => Step::Continue,
+                () = wire_room(self.out.as_ref().map(|(_, out)| out)), if can_read && wire_full => Step::Continue,
                 src = source.recv(), if can_read && !wire_full => match src {
                     Some(SourceEvent::Data(data)) => {
                         let data = self.seal(PayloadType::Output, data);
@@ -615,7 +617,7 @@ fn default_signals_wrapper() -> Option<&'static str> {
 }
 
 /// Waits until the socket's queue has room for one more message (forever without a socket).
-async fn wire_room(wire: Option<mpsc::Sender<Outbound>>) {
+async fn wire_room(wire: Option<&mpsc::Sender<Outbound>>) {
     match wire {
         Some(out) => {
             // The permit is dropped at once: the room stays for the send that follows.
