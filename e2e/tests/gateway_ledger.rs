@@ -186,6 +186,12 @@ async fn the_shell_document_builds_a_ledger_and_reports_the_shells_exit() -> any
         rows.iter().all(|r| r["actor"]["sub"] == user.as_str()),
         "{rows:?}"
     );
+    // ... and with the request they came from, as an open's row is.
+    assert!(
+        rows.iter()
+            .all(|r| r["client"]["source_address"] == "127.0.0.1"),
+        "{rows:?}"
+    );
     assert!(
         rows.iter()
             .any(|r| r["message"].as_str().is_some_and(|m| m.contains("ledger")))

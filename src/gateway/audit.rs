@@ -229,9 +229,10 @@ impl AuditRow {
     /// The `ssm_transcript_read` row: `reader` (the row's actor) read `what` (`transcript`
     /// or `ledger`) of the session, at `now`. `message` names what was read and whose
     /// session it is; the transcript fields name the recording.
-    /// The reader's request facts are not carried to this row yet (its `client` is empty).
+    /// `client` is the reader's request (address, forwarded-for, user agent).
     pub fn transcript_read(
         reader: &AuditActor,
+        client: &ClientInfo,
         cluster: &str,
         gateway: &str,
         session: &NodeShellSession,
@@ -239,12 +240,11 @@ impl AuditRow {
         now: Timestamp,
     ) -> Self {
         let actor = AuditActor::of(session);
-        let client = ClientInfo::default();
         let subject = AuditSubject {
             actor: &actor,
             cluster,
             gateway,
-            client: &client,
+            client,
             session,
             ssm_session_id: session
                 .status

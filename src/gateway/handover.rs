@@ -158,9 +158,16 @@ pub trait TranscriptSource: Send + Sync + 'static {
         })
     }
 
-    /// Writes the `ssm_transcript_read` audit row: `reader` read `what` (`transcript` or
-    /// `ledger`) of `session`.
-    fn record_read(&self, _reader: &Caller, _session: &NodeShellSession, _what: &str) {}
+    /// Writes the `ssm_transcript_read` audit row: `reader`, from the request `client`, read
+    /// `what` (`transcript` or `ledger`) of `session`.
+    fn record_read(
+        &self,
+        _reader: &Caller,
+        _client: &ClientInfo,
+        _session: &NodeShellSession,
+        _what: &str,
+    ) {
+    }
 
     /// Checks the stored transcript of `session` against its chain head
     /// ([`crate::gateway::transcript::chain`]).
@@ -180,10 +187,12 @@ pub trait TranscriptSource: Send + Sync + 'static {
     }
 
     /// Searches the ledgers (and recorded output) of `sessions`, which the caller may read,
-    /// newest first; bounded ([`crate::gateway::ledger::search`]).
+    /// newest first; bounded ([`crate::gateway::ledger::search`]). The read rows name the
+    /// request's `client`.
     fn search(
         &self,
         _reader: &Caller,
+        _client: &ClientInfo,
         _sessions: Vec<NodeShellSession>,
         _query: crate::gateway::ledger::search::SearchQuery,
     ) -> BoxFuture<'static, crate::gateway::ledger::search::SearchAnswer> {

@@ -1,17 +1,14 @@
 //! `GET /api/v1/sessions/{name}/attach`: the WebSocket handed to the live side.
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use std::net::SocketAddr;
-
-use axum::Extension;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
+use super::client_info::RequestClient;
 use crate::gateway::access::sessions::is_reattach;
-use crate::gateway::audit::ClientInfo;
 use crate::gateway::config::{WEBSOCKET_MAX_MESSAGE_BYTES, WEBSOCKET_READ_BUFFER_BYTES};
 use crate::gateway::error::{ApiError, ErrorCode};
 
@@ -26,7 +23,7 @@ pub(super) async fn attach(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<AttachQuery>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    RequestClient(client): RequestClient,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -45,12 +42,7 @@ pub(super) async fn attach(
         .max_frame_size(WEBSOCKET_MAX_MESSAGE_BYTES)
         .read_buffer_size(WEBSOCKET_READ_BUFFER_BYTES);
     let mut grant = state.access.attach_grant(&name, ticket).await?;
-    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    grant.client = ClientInfo::of_request(
-        peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
-        text("x-forwarded-for"),
-        text(header::USER_AGENT.as_str()),
-    );
+    grant.client = client;
     let resume = is_reattach(state.live.shells.is_running(&name), grant.session.phase());
     let shells = state.live.shells.clone();
     tracing::info!(session = name, resume, "attaching");

@@ -5,6 +5,7 @@
 mod attach;
 #[cfg(test)]
 mod cli_login_tests;
+mod client_info;
 pub mod console;
 mod health;
 mod limits;

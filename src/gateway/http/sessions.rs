@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::client_info::RequestClient;
 use super::views::{SessionView, session_view, whoami_view};
 use super::{AppState, authenticate, authenticate_write};
 use crate::gateway::error::{ApiError, ErrorCode};
@@ -72,6 +73,7 @@ pub(super) async fn transcript(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    RequestClient(client): RequestClient,
 ) -> Result<Response, ApiError> {
     let auth = authenticate(&state, &headers).await?;
     let session = state.access.managed_session(&auth, &name).await?;
@@ -84,7 +86,7 @@ pub(super) async fn transcript(
     state
         .live
         .transcripts
-        .record_read(&auth.caller, &session, "transcript");
+        .record_read(&auth.caller, &client, &session, "transcript");
     let headers = [
         (header::CONTENT_TYPE, "application/gzip".to_string()),
         (
@@ -100,6 +102,7 @@ pub(super) async fn ledger(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    RequestClient(client): RequestClient,
 ) -> Result<Response, ApiError> {
     let auth = authenticate(&state, &headers).await?;
     let session = state.access.managed_session(&auth, &name).await?;
@@ -112,7 +115,7 @@ pub(super) async fn ledger(
     state
         .live
         .transcripts
-        .record_read(&auth.caller, &session, "ledger");
+        .record_read(&auth.caller, &client, &session, "ledger");
     Ok(Json(ledger).into_response())
 }
 
@@ -121,6 +124,7 @@ pub(super) async fn search(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    RequestClient(client): RequestClient,
 ) -> Result<Response, ApiError> {
     let auth = authenticate(&state, &headers).await?;
     let params: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
@@ -132,7 +136,7 @@ pub(super) async fn search(
     let answer = state
         .live
         .transcripts
-        .search(&auth.caller, sessions, query)
+        .search(&auth.caller, &client, sessions, query)
         .await;
     Ok(Json(answer).into_response())
 }
@@ -143,6 +147,7 @@ pub(super) async fn verify_transcript(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    RequestClient(client): RequestClient,
 ) -> Result<Response, ApiError> {
     let auth = authenticate(&state, &headers).await?;
     let session = state.access.managed_session(&auth, &name).await?;
@@ -155,6 +160,6 @@ pub(super) async fn verify_transcript(
     state
         .live
         .transcripts
-        .record_read(&auth.caller, &session, "transcript (verify)");
+        .record_read(&auth.caller, &client, &session, "transcript (verify)");
     Ok(Json(json!({ "session": name, "verification": report })).into_response())
 }

@@ -13,7 +13,7 @@ use super::search::{
 };
 use super::{LedgerDocument, LedgerStore};
 use crate::api::NodeShellSession;
-use crate::gateway::audit::{AuditActor, AuditRow, AuditSink};
+use crate::gateway::audit::{AuditActor, AuditRow, AuditSink, ClientInfo};
 use crate::gateway::handover::{Caller, TranscriptLoadError, TranscriptSource};
 use crate::gateway::transcript::TranscriptStore;
 use crate::gateway::transcript::chain::ChainReport;
@@ -59,9 +59,16 @@ pub fn reader_actor(reader: &Caller) -> AuditActor {
 }
 
 impl Recordings {
-    fn read_row(&self, reader: &Caller, session: &NodeShellSession, what: &str) {
+    fn read_row(
+        &self,
+        reader: &Caller,
+        client: &ClientInfo,
+        session: &NodeShellSession,
+        what: &str,
+    ) {
         let row = AuditRow::transcript_read(
             &reader_actor(reader),
+            client,
             &self.cluster,
             &self.gateway,
             session,
@@ -80,6 +87,7 @@ impl Recordings {
     async fn run_search(
         &self,
         reader: &Caller,
+        client: &ClientInfo,
         sessions: Vec<NodeShellSession>,
         query: SearchQuery,
         bounds: SearchBounds,
@@ -121,7 +129,7 @@ impl Recordings {
                 &mut answer,
             );
             if answer.hits.len() > before {
-                self.read_row(reader, &session, "ledger (search)");
+                self.read_row(reader, client, &session, "ledger (search)");
             }
             if !more {
                 break;
@@ -172,8 +180,14 @@ impl TranscriptSource for Recordings {
         Box::pin(async move { ledgers.load(&session).await })
     }
 
-    fn record_read(&self, reader: &Caller, session: &NodeShellSession, what: &str) {
-        self.read_row(reader, session, what);
+    fn record_read(
+        &self,
+        reader: &Caller,
+        client: &ClientInfo,
+        session: &NodeShellSession,
+        what: &str,
+    ) {
+        self.read_row(reader, client, session, what);
     }
 
     fn verify(
@@ -188,13 +202,15 @@ impl TranscriptSource for Recordings {
     fn search(
         &self,
         reader: &Caller,
+        client: &ClientInfo,
         sessions: Vec<NodeShellSession>,
         query: SearchQuery,
     ) -> BoxFuture<'static, SearchAnswer> {
         let this = self.clone();
         let reader = reader.clone();
+        let client = client.clone();
         Box::pin(async move {
-            this.run_search(&reader, sessions, query, SearchBounds::default())
+            this.run_search(&reader, &client, sessions, query, SearchBounds::default())
                 .await
         })
     }
