@@ -16,12 +16,14 @@ export NODESHELL_REQUIRE_PEERS ?= 1
 export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
 # The monitoring test checks metric names and alerts with promtool (`make promtool`).
 export NODESHELL_PROMTOOL ?= $(CURDIR)/e2e/.bin/promtool
+# The krew manifest test installs the plugin archive with krew (`make krew`).
+export NODESHELL_KREW ?= $(CURDIR)/e2e/.bin/krew
 # The S3 sink test runs versitygw, an S3-compatible server with Object Lock (`make versitygw`).
 export NODESHELL_VERSITYGW ?= $(CURDIR)/e2e/.bin/versitygw
 # The browser test drives Debian's Chromium (`make browser` installs it).
 export NODESHELL_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm promtool versitygw browser terminal web image image-push plugin-archive fuzz clean-cache
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm promtool krew versitygw browser terminal web image image-push plugin-archive fuzz clean-cache
 
 all: test
 
@@ -74,9 +76,9 @@ e2e-up: controlplane
 e2e-down:
 	e2e/scripts/e2e-down.sh
 
-## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin, helm, promtool and
-## versitygw (cached), and install Chromium for the browser test and tmux for the kubectl plugin's terminal test
-tools: controlplane ssm-plugin helm promtool versitygw browser terminal
+## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin, helm, promtool, krew
+## and versitygw (cached), and install Chromium for the browser test and tmux for the kubectl plugin's terminal test
+tools: controlplane ssm-plugin helm promtool krew versitygw browser terminal
 
 controlplane:
 	@e2e/scripts/build-controlplane.sh >/dev/null
@@ -89,6 +91,9 @@ helm:
 
 promtool:
 	@e2e/scripts/build-promtool.sh >/dev/null
+
+krew:
+	@e2e/scripts/build-krew.sh >/dev/null
 
 versitygw:
 	@e2e/scripts/build-versitygw.sh >/dev/null

@@ -540,8 +540,9 @@ fn every_test_the_threat_model_cites_exists() {
 /// validation (apiVersion, kind, name, a `v` semantic version, a short description,
 /// platforms with an os/arch selector, a 64-hex sha256, `bin` and `files`), and names what
 /// `make plugin-archive` packs: for each platform, the archive holds exactly the files the
-/// manifest copies, `bin` executable among them, and the manifest written next to it is the
-/// checked-in one with that archive's sha256 (the sum the target prints).
+/// manifest copies, `bin` executable among them, the manifest written next to it is the
+/// checked-in one with that archive's sha256 (the sum the target prints), and krew installs
+/// the archive with it.
 #[test]
 fn the_krew_manifest_names_what_make_plugin_archive_packs() {
     use sha2::Digest;
@@ -568,6 +569,7 @@ fn the_krew_manifest_names_what_make_plugin_archive_packs() {
     let platforms = manifest["spec"]["platforms"].as_array().expect("platforms");
     assert!(!platforms.is_empty());
 
+    let krew = krew_binary();
     let dir = tempfile::tempdir().expect("tempdir");
     // A stand-in for the release binary: the target packs whatever PLUGIN_BIN names.
     let stand_in = dir.path().join("nodeshell");
@@ -650,5 +652,55 @@ fn the_krew_manifest_names_what_make_plugin_archive_packs() {
         let mut expected = manifest.clone();
         expected["spec"]["platforms"][i]["sha256"] = sum.clone().into();
         assert_eq!(written, expected, "only this platform's sum is filled in");
+
+        // krew itself installs the archive with that manifest, as docs/cli.md says, on this
+        // platform (KREW_OS/KREW_ARCH: the stand-in runs anywhere), and the plugin runs.
+        if let Some(krew) = &krew {
+            let root = dir.path().join(format!("krew-{os}-{arch}"));
+            let installed = Command::new(krew)
+                .arg("install")
+                .arg(format!(
+                    "--manifest={}",
+                    out.join("nodeshell.yaml").display()
+                ))
+                .arg(format!("--archive={}", archive.display()))
+                .env("KREW_ROOT", &root)
+                .env("KREW_OS", os)
+                .env("KREW_ARCH", arch)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run krew");
+            assert!(
+                installed.status.success(),
+                "krew install: {}{}",
+                String::from_utf8_lossy(&installed.stdout),
+                String::from_utf8_lossy(&installed.stderr)
+            );
+            let ran = Command::new(root.join("bin/kubectl-nodeshell"))
+                .output()
+                .expect("run the installed plugin");
+            assert_eq!(String::from_utf8_lossy(&ran.stdout), "kubectl-nodeshell\n");
+        }
     }
+}
+
+/// `NODESHELL_KREW`, else `e2e/.bin/krew` (`make krew`); `None` (that part skipped) when it
+/// is missing, a panic under `NODESHELL_REQUIRE_PEERS=1` (set by `make test`).
+fn krew_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("NODESHELL_KREW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("e2e/.bin/krew"));
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        !std::env::var("NODESHELL_REQUIRE_PEERS").is_ok_and(|v| v == "1"),
+        "NODESHELL_REQUIRE_PEERS=1 but krew is missing at {}; run `make krew`",
+        path.display()
+    );
+    eprintln!(
+        "krew install skipped: krew is missing at {}; run `make krew`",
+        path.display()
+    );
+    None
 }
