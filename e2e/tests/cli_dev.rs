@@ -4,7 +4,7 @@
 //! HTTP since no person is there), refuses unknown and non-EC2 nodes with the code and what
 //! to do, opens a shell on a demo node, types, sends Ctrl-C, resizes (the remote
 //! `stty size`), loses its connection and comes back with every output line exactly once,
-//! and ends with `~.` leaving the terminal as it was.
+//! and ends with `~.` (exit status 0) leaving the terminal as it was.
 //!
 //! The connection is dropped for real: the plugin reaches the dev gateway through a TCP
 //! forwarder that the test cuts (as a tunnel or a VPN drops), which dev accepts as an
@@ -146,6 +146,10 @@ async fn kubectl_nodeshell_against_nodeshell_dev_logs_in_opens_resizes_survives_
     tmux.type_text("~.")?;
     let ended = tmux.wait_for_text(" ended (", 1, PLUGIN_STEP).await?;
     assert!(ended.contains("nodeshell: session "), "{ended}");
+    // Ended by the person: exit status 0.
+    tmux.line("echo EXIT-$?")?;
+    let screen = tmux.wait_for_text("\nEXIT-", 1, PLUGIN_STEP).await?;
+    assert!(screen.contains("\nEXIT-0"), "{screen}");
 
     // The terminal is as it was before.
     let after = dir.path().join("stty.after");
