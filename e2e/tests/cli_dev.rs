@@ -81,22 +81,30 @@ async fn kubectl_nodeshell_against_nodeshell_dev_logs_in_opens_resizes_survives_
     };
 
     // Refusals say the code and what to do, and fail the command.
-    tmux.line(&format!("{plugin} no-such-node; echo STATUS-$?"))?;
-    let screen = tmux.wait_for_text("\nSTATUS-", 1, PLUGIN_STEP).await?;
-    assert!(
-        screen.contains("(E_NOT_FOUND)")
-            && screen.contains("hint: check the name: `kubectl get nodes`")
-            && screen.contains("STATUS-1"),
-        "{screen}"
-    );
-    tmux.line(&format!("{plugin} {NOT_EC2}; echo STATUS-$?"))?;
-    let screen = tmux.wait_for_text("\nSTATUS-", 2, PLUGIN_STEP).await?;
-    assert!(
-        screen.contains("(E_NODE_NOT_EC2)")
-            && screen.contains("hint: the node is not an EC2 instance")
-            && screen.matches("STATUS-1").count() == 2,
-        "{screen}"
-    );
+    let refusals = [
+        (
+            "no-such-node",
+            "(E_NOT_FOUND)",
+            "hint: check the name: `kubectl get nodes`",
+        ),
+        (
+            NOT_EC2,
+            "(E_NODE_NOT_EC2)",
+            "hint: the node is not an EC2 instance",
+        ),
+    ];
+    for (done, (node, code, hint)) in refusals.into_iter().enumerate() {
+        tmux.line(&format!("{plugin} {node}; echo STATUS-$?"))?;
+        let screen = tmux
+            .wait_for_text("\nSTATUS-", done + 1, PLUGIN_STEP)
+            .await?;
+        assert!(
+            screen.contains(code)
+                && screen.contains(hint)
+                && screen.matches("\nSTATUS-1").count() == done + 1,
+            "{screen}"
+        );
+    }
 
     // Open a shell on the demo node.
     tmux.line(&format!("{plugin} {NODE} --reason 'cli dev e2e'"))?;

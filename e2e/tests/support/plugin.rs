@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::login::{no_redirects, set_cookie};
+use super::login::{location, no_redirects, set_cookie};
 
 /// How long one step of the plugin may take.
 pub const PLUGIN_STEP: Duration = Duration::from_secs(20);
@@ -23,20 +23,6 @@ pub fn plugin_dir(dir: &Path) -> anyhow::Result<String> {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodeshell"), &link)?;
     Ok(bin.display().to_string())
-}
-
-fn location(response: &reqwest::Response) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        response.status() == 302,
-        "expected 302, got {}",
-        response.status()
-    );
-    Ok(response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| anyhow::anyhow!("302 without Location"))?
-        .to_string())
 }
 
 /// Runs `kubectl-nodeshell --gateway GATEWAY login --no-browser` with its config under
