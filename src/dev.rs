@@ -228,13 +228,17 @@ impl ConsoleAddress {
                 origin: given.clone(),
             };
             let url = url::Url::parse(given.trim()).map_err(|_| bad())?;
-            let origin = url.origin().ascii_serialization();
-            if !matches!(url.scheme(), "http" | "https")
-                || given.trim().trim_end_matches('/') != origin
-            {
+            let bare = url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.username().is_empty()
+                && url.password().is_none();
+            if !matches!(url.scheme(), "http" | "https") || !bare {
                 return Err(bad());
             }
-            self.also_reached_at.push(origin);
+            // As a browser writes it: lower-case host, no default port.
+            self.also_reached_at
+                .push(url.origin().ascii_serialization());
         }
         Ok(self)
     }
@@ -746,7 +750,10 @@ mod tests {
     fn a_tunnel_origin_is_accepted_and_a_url_with_a_path_is_refused() {
         let console = ConsoleAddress::choose("127.0.0.1:0".parse().unwrap())
             .unwrap()
-            .also_reached_at(&["http://127.0.0.1:9000/".into()])
+            .also_reached_at(&[
+                "http://127.0.0.1:9000/".into(),
+                "http://Tunnel.example:80".into(),
+            ])
             .unwrap();
         let port = console.listen.port();
         assert_eq!(
@@ -754,11 +761,13 @@ mod tests {
             vec![
                 format!("http://127.0.0.1:{port}"),
                 format!("http://localhost:{port}"),
-                "http://127.0.0.1:9000".to_string()
+                "http://127.0.0.1:9000".to_string(),
+                "http://tunnel.example".to_string(),
             ]
         );
         for bad in [
             "http://127.0.0.1:9000/console",
+            "http://127.0.0.1:9000/?x=1",
             "127.0.0.1:9000",
             "ftp://h:1",
         ] {
