@@ -16,12 +16,14 @@ export NODESHELL_REQUIRE_PEERS ?= 1
 export NODESHELL_HELM ?= $(CURDIR)/e2e/.bin/helm
 # The monitoring test checks metric names and alerts with promtool (`make promtool`).
 export NODESHELL_PROMTOOL ?= $(CURDIR)/e2e/.bin/promtool
+# The krew manifest test installs the plugin archive with krew (`make krew`).
+export NODESHELL_KREW ?= $(CURDIR)/e2e/.bin/krew
 # The S3 sink test runs versitygw, an S3-compatible server with Object Lock (`make versitygw`).
 export NODESHELL_VERSITYGW ?= $(CURDIR)/e2e/.bin/versitygw
 # The browser test drives Debian's Chromium (`make browser` installs it).
 export NODESHELL_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm promtool versitygw browser terminal web image image-push fuzz clean-cache
+.PHONY: all run test test-unit lint fmt crds check-crds bench e2e-up e2e-down tools controlplane ssm-plugin helm promtool krew versitygw browser terminal web image image-push plugin-archive fuzz clean-cache
 
 all: test
 
@@ -74,9 +76,9 @@ e2e-up: controlplane
 e2e-down:
 	e2e/scripts/e2e-down.sh
 
-## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin, helm, promtool and
-## versitygw (cached), and install Chromium for the browser test and tmux for the kubectl plugin's terminal test
-tools: controlplane ssm-plugin helm promtool versitygw browser terminal
+## tools: build the real kube-apiserver/etcd, AWS's session-manager-plugin, helm, promtool, krew
+## and versitygw (cached), and install Chromium for the browser test and tmux for the kubectl plugin's terminal test
+tools: controlplane ssm-plugin helm promtool krew versitygw browser terminal
 
 controlplane:
 	@e2e/scripts/build-controlplane.sh >/dev/null
@@ -90,6 +92,9 @@ helm:
 promtool:
 	@e2e/scripts/build-promtool.sh >/dev/null
 
+krew:
+	@e2e/scripts/build-krew.sh >/dev/null
+
 versitygw:
 	@e2e/scripts/build-versitygw.sh >/dev/null
 
@@ -102,6 +107,38 @@ terminal:
 ## web: build the web console (npm packages, bundled into web/dist and embedded in the binary)
 web:
 	@web/build.sh
+
+## plugin-archive: the kubectl plugin as krew installs it, for this machine (or PLUGIN_OS and
+## PLUGIN_ARCH): target/krew/kubectl-nodeshell_<os>_<arch>.tar.gz holding `kubectl-nodeshell`
+## (the release binary without `dev`, as the Dockerfile builds it) and target/krew/nodeshell.yaml,
+## config/krew/nodeshell.yaml with that archive's sha256; prints the sum. PLUGIN_BIN=FILE packs
+## FILE instead of building.
+PLUGIN_OS ?= $(shell uname -s | tr '[:upper:]' '[:lower:]')
+PLUGIN_ARCH ?= $(shell uname -m | sed -e 's/x86_64/amd64/' -e 's/aarch64/arm64/')
+PLUGIN_OUT ?= target/krew
+PLUGIN_FILE = kubectl-nodeshell_$(PLUGIN_OS)_$(PLUGIN_ARCH).tar.gz
+plugin-archive: $(if $(PLUGIN_BIN),,web)
+	@set -euo pipefail; \
+	bin="$(PLUGIN_BIN)"; \
+	if [ -z "$$bin" ]; then \
+	  CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
+	    $(CARGO) build --locked --release --no-default-features --bin nodeshell; \
+	  bin="$${CARGO_TARGET_DIR:-target}/release/nodeshell"; \
+	fi; \
+	grep -q "/$(PLUGIN_FILE)$$" config/krew/nodeshell.yaml || \
+	  { echo "config/krew/nodeshell.yaml has no platform $(PLUGIN_OS)/$(PLUGIN_ARCH)" >&2; exit 1; }; \
+	stage="$$(mktemp -d)"; trap 'rm -rf "$$stage"' EXIT; \
+	install -m 0755 "$$bin" "$$stage/kubectl-nodeshell"; \
+	mkdir -p "$(PLUGIN_OUT)"; \
+	tar -C "$$stage" -czf "$(PLUGIN_OUT)/$(PLUGIN_FILE)" kubectl-nodeshell; \
+	sum="$$(sha256sum "$(PLUGIN_OUT)/$(PLUGIN_FILE)" | cut -d' ' -f1)"; \
+	awk -v file="/$(PLUGIN_FILE)" -v sum="$$sum" \
+	  '$$1 == "uri:" && substr($$2, length($$2) - length(file) + 1) == file {hit = 1} \
+	   hit && $$1 == "sha256:" {sub(/"[0-9a-f]*"/, "\"" sum "\""); hit = 0} {print}' \
+	  config/krew/nodeshell.yaml > "$(PLUGIN_OUT)/nodeshell.yaml"; \
+	echo "archive:  $(PLUGIN_OUT)/$(PLUGIN_FILE)"; \
+	echo "sha256:   $$sum"; \
+	echo "manifest: $(PLUGIN_OUT)/nodeshell.yaml"
 
 ## image: the container image (multi-stage Dockerfile; not built by this repository's CI),
 ## tagged as the chart's default image: $(IMAGE):<crate version> (= the chart's appVersion)

@@ -88,6 +88,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An `--allowed-origins` entry is no `http(s)://host[:port]` origin.
+    #[error(
+        "--allowed-origins {origin:?} is not an origin: give scheme, host and port only, e.g. http://127.0.0.1:9000"
+    )]
+    BadOrigin {
+        /// The entry as given.
+        origin: String,
+    },
     /// A child did not get ready in time.
     #[error("{component} was not ready within {timeout:?}; its log is {log}")]
     NotReady {
@@ -141,6 +149,11 @@ pub struct DevArgs {
     /// free port).
     #[arg(long, env = "NODESHELL_DEV_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// More origins the gateway accepts besides the console's own, comma-separated: the
+    /// local address of a tunnel or port-forward in front of it (`http://127.0.0.1:9000`),
+    /// which the console and `kubectl nodeshell` present as their `Origin` there.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 /// The simulator's endpoints, as `nodeshell sim --urls-file` writes them.
@@ -172,6 +185,8 @@ pub struct ConsoleAddress {
     /// The gateway's `--admin-listen` (`/readyz`, `/metrics`): a free loopback port, since
     /// the console's port no longer serves them.
     pub admin: SocketAddr,
+    /// Origins of tunnels or port-forwards in front of the console (`--allowed-origins`).
+    pub also_reached_at: Vec<String>,
 }
 
 impl ConsoleAddress {
@@ -202,16 +217,40 @@ impl ConsoleAddress {
             listen,
             origin,
             admin,
+            also_reached_at: Vec::new(),
         })
     }
 
-    /// The origins the gateway accepts WebSockets from: the printed one, and `localhost`
-    /// for someone who types that instead.
+    /// Also accepts `origins` (`--allowed-origins`), each an `http(s)://host[:port]` origin.
+    pub fn also_reached_at(mut self, origins: &[String]) -> Result<Self, Error> {
+        for given in origins {
+            let bad = || Error::BadOrigin {
+                origin: given.clone(),
+            };
+            let url = url::Url::parse(given.trim()).map_err(|_| bad())?;
+            let bare = url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.username().is_empty()
+                && url.password().is_none();
+            if !matches!(url.scheme(), "http" | "https") || !bare {
+                return Err(bad());
+            }
+            // As a browser writes it: lower-case host, no default port.
+            self.also_reached_at
+                .push(url.origin().ascii_serialization());
+        }
+        Ok(self)
+    }
+
+    /// The origins the gateway accepts WebSockets from: the printed one, `localhost` for
+    /// someone who types that instead, and those of `--allowed-origins`.
     pub fn allowed_origins(&self) -> Vec<String> {
         let mut origins = vec![self.origin.clone()];
         if self.listen.ip().is_loopback() || self.listen.ip().is_unspecified() {
             origins.push(format!("http://localhost:{}", self.listen.port()));
         }
+        origins.extend(self.also_reached_at.iter().cloned());
         origins.dedup();
         origins
     }
@@ -279,7 +318,7 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     let console = if args.control_plane_only {
         None
     } else {
-        Some(ConsoleAddress::choose(args.listen)?)
+        Some(ConsoleAddress::choose(args.listen)?.also_reached_at(&args.allowed_origins)?)
     };
 
     tracing::info!("starting etcd and kube-apiserver (first start takes ~10 s)");
@@ -705,6 +744,43 @@ mod tests {
                 format!("http://localhost:{port}")
             ]
         );
+    }
+
+    #[test]
+    fn a_tunnel_origin_is_accepted_and_a_url_with_a_path_is_refused() {
+        let console = ConsoleAddress::choose("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .also_reached_at(&[
+                "http://127.0.0.1:9000/".into(),
+                "http://Tunnel.example:80".into(),
+            ])
+            .unwrap();
+        let port = console.listen.port();
+        assert_eq!(
+            console.allowed_origins(),
+            vec![
+                format!("http://127.0.0.1:{port}"),
+                format!("http://localhost:{port}"),
+                "http://127.0.0.1:9000".to_string(),
+                "http://tunnel.example".to_string(),
+            ]
+        );
+        for bad in [
+            "http://127.0.0.1:9000/console",
+            "http://127.0.0.1:9000/?x=1",
+            "127.0.0.1:9000",
+            "ftp://h:1",
+        ] {
+            let error = ConsoleAddress::choose("127.0.0.1:0".parse().unwrap())
+                .unwrap()
+                .also_reached_at(&[bad.into()])
+                .unwrap_err();
+            assert!(matches!(error, Error::BadOrigin { .. }), "{bad}: {error:?}");
+            assert!(
+                error.to_string().contains("http://127.0.0.1:9000"),
+                "{error}"
+            );
+        }
     }
 
     fn sim_config() -> SimConfig {

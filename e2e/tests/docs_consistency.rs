@@ -1,8 +1,8 @@
 //! The docs stay true to the code (issue 5): every gateway error code is explained in
 //! docs/troubleshooting.md and docs/api.md, every session reason in docs/troubleshooting.md,
 //! every relative link (and its #anchor) in README.md and docs/*.md reaches its target, and
-//! every `make <target>` they name exists. No cluster needed; each failure lists everything
-//! missing.
+//! every `make <target>` they name exists, and the krew manifest names what
+//! `make plugin-archive` packs. No cluster needed; each failure lists everything missing.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -534,4 +534,173 @@ fn every_test_the_threat_model_cites_exists() {
         missing.is_empty(),
         "docs/threat-model.md cites tests that do not exist: {missing:?}"
     );
+}
+
+/// The krew manifest (`config/krew/nodeshell.yaml`) passes the checks of krew's own
+/// validation (apiVersion, kind, name, a `v` semantic version, a short description,
+/// platforms with an os/arch selector, a 64-hex sha256, `bin` and `files`), and names what
+/// `make plugin-archive` packs: for each platform, the archive holds exactly the files the
+/// manifest copies, `bin` executable among them, the manifest written next to it is the
+/// checked-in one with that archive's sha256 (the sum the target prints), and krew installs
+/// the archive with it.
+#[test]
+fn the_krew_manifest_names_what_make_plugin_archive_packs() {
+    use sha2::Digest;
+    use std::process::Command;
+
+    let manifest: serde_json::Value =
+        serde_saphyr::from_str(&read("config/krew/nodeshell.yaml")).expect("the manifest is YAML");
+    assert_eq!(
+        manifest["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(
+        manifest["metadata"]["name"], "nodeshell",
+        "krew wants the file named after the plugin, which kubectl calls `nodeshell`"
+    );
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(manifest["spec"]["version"], version.as_str());
+    assert!(
+        manifest["spec"]["shortDescription"]
+            .as_str()
+            .is_some_and(|d| !d.trim().is_empty())
+    );
+    let platforms = manifest["spec"]["platforms"].as_array().expect("platforms");
+    assert!(!platforms.is_empty());
+
+    let krew = krew_binary();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A stand-in for the release binary: the target packs whatever PLUGIN_BIN names.
+    let stand_in = dir.path().join("nodeshell");
+    std::fs::write(&stand_in, "#!/bin/sh\necho kubectl-nodeshell\n").expect("write");
+    for (i, platform) in platforms.iter().enumerate() {
+        let labels = platform["selector"]["matchLabels"]
+            .as_object()
+            .expect("matchLabels");
+        let keys: BTreeSet<&str> = labels.keys().map(String::as_str).collect();
+        assert_eq!(keys, BTreeSet::from(["arch", "os"]), "{platform}");
+        let os = labels["os"].as_str().expect("os");
+        let arch = labels["arch"].as_str().expect("arch");
+        let file = format!("kubectl-nodeshell_{os}_{arch}.tar.gz");
+        let uri = platform["uri"].as_str().expect("uri");
+        assert!(
+            uri.starts_with("https://") && uri.ends_with(&format!("/{version}/{file}")),
+            "{uri}"
+        );
+        let sha = platform["sha256"].as_str().expect("sha256");
+        assert!(
+            sha.len() == 64 && sha.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
+            "{sha}"
+        );
+        assert_eq!(platform["bin"], "kubectl-nodeshell");
+        let copied: BTreeSet<String> = platform["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| f["from"].as_str().expect("from").to_string())
+            .collect();
+        assert!(copied.contains("kubectl-nodeshell"), "{copied:?}");
+
+        let out = dir.path().join(format!("{os}-{arch}"));
+        let made = Command::new("make")
+            .arg("--no-print-directory")
+            .arg("-C")
+            .arg(repo())
+            .arg("plugin-archive")
+            .arg(format!("PLUGIN_BIN={}", stand_in.display()))
+            .arg(format!("PLUGIN_OUT={}", out.display()))
+            .arg(format!("PLUGIN_OS={os}"))
+            .arg(format!("PLUGIN_ARCH={arch}"))
+            .output()
+            .expect("run make");
+        let printed = String::from_utf8_lossy(&made.stdout).into_owned();
+        assert!(
+            made.status.success(),
+            "{printed}{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let archive = out.join(&file);
+        let sum = hex::encode(sha2::Sha256::digest(
+            std::fs::read(&archive).expect("archive"),
+        ));
+        assert!(printed.contains(&format!("sha256:   {sum}")), "{printed}");
+
+        let listing = Command::new("tar")
+            .arg("tvzf")
+            .arg(&archive)
+            .output()
+            .expect("run tar");
+        let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+        let entries: BTreeSet<String> = listing
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .map(|name| name.trim_start_matches("./").to_string())
+            .collect();
+        assert_eq!(entries, copied, "{listing}");
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with("-rwx") && l.ends_with(" kubectl-nodeshell")),
+            "{listing}"
+        );
+
+        let written: serde_json::Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(out.join("nodeshell.yaml")).expect("written manifest"),
+        )
+        .expect("the written manifest is YAML");
+        let mut expected = manifest.clone();
+        expected["spec"]["platforms"][i]["sha256"] = sum.clone().into();
+        assert_eq!(written, expected, "only this platform's sum is filled in");
+
+        // krew itself installs the archive with that manifest, as docs/cli.md says, on this
+        // platform (KREW_OS/KREW_ARCH: the stand-in runs anywhere), and the plugin runs.
+        if let Some(krew) = &krew {
+            let root = dir.path().join(format!("krew-{os}-{arch}"));
+            let installed = Command::new(krew)
+                .arg("install")
+                .arg(format!(
+                    "--manifest={}",
+                    out.join("nodeshell.yaml").display()
+                ))
+                .arg(format!("--archive={}", archive.display()))
+                .env("KREW_ROOT", &root)
+                .env("KREW_OS", os)
+                .env("KREW_ARCH", arch)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run krew");
+            assert!(
+                installed.status.success(),
+                "krew install: {}{}",
+                String::from_utf8_lossy(&installed.stdout),
+                String::from_utf8_lossy(&installed.stderr)
+            );
+            let ran = Command::new(root.join("bin/kubectl-nodeshell"))
+                .output()
+                .expect("run the installed plugin");
+            assert_eq!(String::from_utf8_lossy(&ran.stdout), "kubectl-nodeshell\n");
+        }
+    }
+}
+
+/// `NODESHELL_KREW`, else `e2e/.bin/krew` (`make krew`); `None` (that part skipped) when it
+/// is missing, a panic under `NODESHELL_REQUIRE_PEERS=1` (set by `make test`).
+fn krew_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("NODESHELL_KREW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("e2e/.bin/krew"));
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        !std::env::var("NODESHELL_REQUIRE_PEERS").is_ok_and(|v| v == "1"),
+        "NODESHELL_REQUIRE_PEERS=1 but krew is missing at {}; run `make krew`",
+        path.display()
+    );
+    eprintln!(
+        "krew install skipped: krew is missing at {}; run `make krew`",
+        path.display()
+    );
+    None
 }

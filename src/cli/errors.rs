@@ -33,7 +33,7 @@ pub const HINTS: &[(&str, &str)] = &[
     ),
     (
         "E_FORBIDDEN",
-        "your groups do not map to a tier the node's policy allows, or it is not your session; ask your platform team, or check `kubectl nodeshell preflight NODE`",
+        "your groups do not map to a tier the node's policy allows, or it is not your session: ask your platform team, or check `kubectl nodeshell preflight NODE`; refused on attach, the gateway's allowedOrigins does not list the address you called (a tunnel's, say)",
     ),
     (
         "E_NODE_SHELL_DISABLED",
@@ -213,6 +213,9 @@ mod tests {
         assert!(text.starts_with("error: you hold 2 of 2 sessions (E_CAP_USER)"));
         assert!(text.contains("hint: ") && text.contains("kubectl nodeshell end SESSION"));
         assert_eq!(CliError::new("E_REAUTH_REQUIRED", "x").exit_status(), 2);
+        // The gateway refuses an attach from an unlisted origin with E_FORBIDDEN too.
+        let origin = CliError::new("E_FORBIDDEN", "origin http://127.0.0.1:9 may not attach");
+        assert!(origin.to_string().contains("allowedOrigins"), "{origin}");
         assert_eq!(CliError::new("E_AGENT_OFFLINE", "x").exit_status(), 1);
     }
 }

@@ -49,7 +49,8 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, S
         })
 }
 
-fn location(response: &reqwest::Response) -> anyhow::Result<String> {
+/// The `Location` of a 302 answer; an error for any other.
+pub fn location(response: &reqwest::Response) -> anyhow::Result<String> {
     anyhow::ensure!(
         response.status() == 302,
         "expected a 302, got {}",

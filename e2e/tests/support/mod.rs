@@ -11,6 +11,8 @@
 //!   issuer's public flow anyone can run;
 //! * [`terminal`]: a WebSocket [`Terminal`] that speaks the gateway's frame protocol;
 //! * [`tmux`]: a real terminal ([`Tmux`]) for the kubectl plugin;
+//! * [`plugin`]: `kubectl nodeshell` on a `PATH` of its own, its `login` with the test as
+//!   the browser, and its reconnect notices;
 //! * [`proxy`]: a TCP forwarder whose connections a test can sever;
 //! * [`transcript`]: gunzip, asciicast and transcript Secret helpers;
 //! * [`wait`]: polling until something holds;
@@ -24,6 +26,7 @@ pub mod cluster;
 pub mod http;
 pub mod json;
 pub mod login;
+pub mod plugin;
 pub mod process;
 pub mod proxy;
 pub mod terminal;
@@ -36,6 +39,7 @@ pub use cluster::*;
 pub use http::*;
 pub use json::*;
 pub use login::*;
+pub use plugin::*;
 pub use process::*;
 pub use proxy::*;
 pub use terminal::*;
