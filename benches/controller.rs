@@ -157,10 +157,10 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
     // The controller's own view: how long its passes take (the rest is watch and API latency).
     let addr = controller.admin_addr().await?;
     let (_, metrics) = http_get(&addr, "/metrics").await?;
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("nodeshell_controller_pass_duration_seconds_"))
-    {
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("nodeshell_controller_pass_duration_seconds_")
+            || l.starts_with("nodeshell_controller_admission_step_seconds_")
+    }) {
         if line.contains("_sum") || line.contains("_count") {
             println!("controller bench: {line}");
         }
