@@ -420,11 +420,13 @@ impl Engine {
             if ledger == read.ledger && !capped {
                 return Ok(decisions);
             }
-            match self
+            let step = Instant::now();
+            let written = self
                 .ledgers
                 .write(policy_name, policy, &read, &ledger)
-                .await
-            {
+                .await;
+            self.metrics.step("ledger_write", step);
+            match written {
                 Ok(()) => return Ok(decisions),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     debug!(policy = %policy_name, "ledger changed under us; deciding again");

@@ -39,7 +39,7 @@ pub struct PolicyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabels {
     /// nodes (reading the sessions' nodes), ledger (deciding and the compare-and-swap),
-    /// status (the parallel status writes).
+    /// ledger_write (the compare-and-swap write alone), status (the parallel status writes).
     pub step: String,
 }
 
@@ -113,7 +113,7 @@ impl Metrics {
         );
         registry.register(
             "admission_step_seconds",
-            "Seconds each step of an admission pass takes: nodes, ledger, status",
+            "Seconds each step of an admission pass takes: nodes, ledger (ledger_write: its write alone), status",
             admission_step.clone(),
         );
         registry.register(
