@@ -113,6 +113,7 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
         .unwrap_or(STATUS_PER_MINUTE);
     let status_writes = activate(&cluster, "live", size.live, per_minute).await?;
     let traffic_started = Instant::now();
+    let before = timings(&controller).await?;
     let writes_before = status_writes.load(Ordering::Relaxed);
 
     let mut latencies = Vec::with_capacity(size.samples);
@@ -154,15 +155,17 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
         latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     let (p50, p99) = (pct(0.50), pct(0.99));
-    // The controller's own view: how long its passes take (the rest is watch and API latency).
-    let addr = controller.admin_addr().await?;
-    let (_, metrics) = http_get(&addr, "/metrics").await?;
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("nodeshell_controller_pass_duration_seconds_"))
-    {
-        if line.contains("_sum") || line.contains("_count") {
-            println!("controller bench: {line}");
+    // The controller's own view of the samples: how long its passes and the steps of its
+    // admission passes took (the rest is watch and API latency).
+    let after = timings(&controller).await?;
+    for (name, (sum, count)) in &after {
+        let (sum_before, count_before) = before.get(name).copied().unwrap_or_default();
+        let (sum, count) = (sum - sum_before, count - count_before);
+        if count > 0.0 {
+            println!(
+                "controller bench: during the samples {name}: {count} observations, mean {:.2} ms",
+                1000.0 * sum / count
+            );
         }
     }
     let live_sessions = size.live + size.samples;
@@ -204,6 +207,45 @@ async fn run(size: Size, write_json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The controller's pass and admission-step histograms: (sum of seconds, count) by series.
+async fn timings(
+    controller: &ControllerProcess,
+) -> anyhow::Result<std::collections::BTreeMap<String, (f64, f64)>> {
+    let addr = controller.admin_addr().await?;
+    let (_, metrics) = http_get(&addr, "/metrics").await?;
+    let mut out: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for line in metrics.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        for family in [
+            "nodeshell_controller_pass_duration_seconds",
+            "nodeshell_controller_admission_step_seconds",
+        ] {
+            let Some(rest) = series.strip_prefix(family) else {
+                continue;
+            };
+            let (sum, labels) = if let Some(l) = rest.strip_prefix("_sum") {
+                (true, l)
+            } else if let Some(l) = rest.strip_prefix("_count") {
+                (false, l)
+            } else {
+                continue;
+            };
+            let entry = out.entry(format!("{family}{labels}")).or_default();
+            if sum {
+                entry.0 = value;
+            } else {
+                entry.1 = value;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Makes the first `count` sessions of `prefix` Active on [`GATEWAY_POD`] (whose Lease is

@@ -2,6 +2,12 @@
 //! policy statuses, with the writes and Events they make. The decisions are the pure
 //! functions of the sibling modules; this only reads the caches, calls them and writes.
 //!
+//! A pass admits first and looks only at what changed (`changes.rs`): expiry runs for the
+//! sessions the watch reported and for those whose deadline has come, the live counts are
+//! kept as sessions change, and a policy's status is written at most every
+//! [`POLICY_STATUS_EVERY`]. A click that arrives mid-pass is admitted before the next
+//! expiry or policy write.
+//!
 //! Race-freedom of admission: the pass decides from the watch cache, which may lag. What
 //! keeps the caps is each policy's ledger (`ledger.rs`): every admission is recorded there
 //! with a compare-and-swap before its status is written, and the ledger counts every slot,
@@ -10,6 +16,7 @@
 //! writes carry the resourceVersion the decision was made from.
 
 use super::admission::{AdmissionDecision, NodeView, admission_order, pending_in_order};
+use super::changes::{Changes, Dirty};
 use super::expiry::{Action, Timeouts, next_action};
 use super::leader::Leadership;
 use super::ledger::still_holds;
@@ -31,9 +38,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -53,6 +60,9 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 const STATUS_WRITES: usize = 16;
 /// Compare-and-swap attempts on one policy's ledger within a pass.
 const LEDGER_ATTEMPTS: usize = 5;
+/// A policy's status is written at most this often (its live count changes with every
+/// admission and close; the count shown may lag by this much).
+pub const POLICY_STATUS_EVERY: Duration = Duration::from_secs(2);
 /// Labels of a node that has none.
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 /// Pause after a first unexpected API error; it doubles with each failed pass in a row.
@@ -84,6 +94,7 @@ pub struct Engine {
     sessions: Store<NodeShellSession>,
     policies: Store<NodeShellPolicy>,
     leases: Store<Lease>,
+    nodes: Store<Node>,
     namespace: String,
     timeouts: Timeouts,
     identity: String,
@@ -92,6 +103,21 @@ pub struct Engine {
     decisions: u64,
     /// Pauses after failed passes; a pass that completes starts it again.
     failures: ExponentialBackoff,
+    /// What the watches report as changed; checked between writes for new clicks.
+    changes: Arc<Changes>,
+    /// When each session's next deadline falls (the earliest of them wakes the loop).
+    deadlines: HashMap<String, Instant>,
+    /// The sessions holding a cap slot, with their policy: the live counts, kept as
+    /// sessions change instead of counted from every cached session on every pass.
+    holders: HashMap<String, String>,
+    /// Live sessions per policy (from `holders`).
+    counts: HashMap<String, i64>,
+    /// Policies whose status may need a write (their count changed).
+    status_due: BTreeSet<String>,
+    /// When each policy's status was last written (see [`POLICY_STATUS_EVERY`]).
+    status_written: HashMap<String, Instant>,
+    /// A pass stopped early: the next one walks everything.
+    need_full: bool,
 }
 
 /// Why a pass stopped early.
@@ -126,10 +152,12 @@ impl Engine {
         sessions: Store<NodeShellSession>,
         policies: Store<NodeShellPolicy>,
         leases: Store<Lease>,
+        nodes: Store<Node>,
         timeouts: Timeouts,
         identity: &str,
         metrics: Arc<Metrics>,
         events: EventSender,
+        changes: Arc<Changes>,
     ) -> Self {
         Self {
             sessions_api: Api::all(client.clone()),
@@ -140,6 +168,7 @@ impl Engine {
             sessions,
             policies,
             leases,
+            nodes,
             namespace: namespace.to_string(),
             timeouts,
             identity: identity.to_string(),
@@ -147,26 +176,48 @@ impl Engine {
             events,
             decisions: 0,
             failures: error_backoff(),
+            changes,
+            deadlines: HashMap::new(),
+            holders: HashMap::new(),
+            counts: HashMap::new(),
+            status_due: BTreeSet::new(),
+            status_written: HashMap::new(),
+            need_full: true,
         }
     }
 
-    /// One pass: admission, then expiry and retention, then policy status. Returns how long
-    /// to wait before the next pass if nothing changes.
-    pub async fn pass(&mut self, leader: &dyn Leadership) -> Duration {
-        let mut wait = Duration::MAX;
-        let fresh = match self.admit(leader).await {
-            Ok(fresh) => fresh,
-            Err(stop) => return self.stopped(stop),
-        };
-        match self.expire(leader).await {
-            Ok(next) => wait = wait.min(next),
-            Err(stop) => return self.stopped(stop),
+    /// One pass: admission first, then expiry and retention of the sessions in `dirty` and
+    /// of those whose deadline has come (of every session when `dirty.full`), then the
+    /// statuses of the policies whose live count changed. Returns how long to wait before
+    /// the next pass if nothing changes.
+    pub async fn pass(&mut self, leader: &dyn Leadership, dirty: Dirty) -> Duration {
+        let full = dirty.full || std::mem::take(&mut self.need_full);
+        match self.pass_over(leader, full, dirty.sessions).await {
+            Ok(wait) => {
+                self.failures = error_backoff();
+                wait
+            }
+            Err(stop) => {
+                // What this pass did not get to is not remembered: look at everything.
+                self.need_full = true;
+                self.stopped(stop)
+            }
         }
-        if let Err(stop) = self.policy_statuses(leader, fresh.as_ref()).await {
-            return self.stopped(stop);
-        }
-        self.failures = error_backoff();
-        wait
+    }
+
+    async fn pass_over(
+        &mut self,
+        leader: &dyn Leadership,
+        full: bool,
+        sessions: HashSet<String>,
+    ) -> Result<Duration, Stop> {
+        self.changes.take_admit();
+        self.admit(leader).await?;
+        let wait = self
+            .expire(leader, if full { None } else { Some(sessions) })
+            .await?;
+        let status_wait = self.policy_statuses(leader, full).await?;
+        Ok(wait.min(status_wait))
     }
 
     fn stopped(&mut self, stop: Stop) -> Duration {
@@ -188,12 +239,9 @@ impl Engine {
 
     /// Admits or rejects every Pending session, from the watch cache: per policy, decides
     /// all its waiting sessions against the policy's ledger, records the admissions there
-    /// with one compare-and-swap, then writes the statuses in parallel. Returns the live
-    /// session count per policy after its decisions, when it decided any.
-    async fn admit(
-        &mut self,
-        leader: &dyn Leadership,
-    ) -> Result<Option<HashMap<String, i64>>, Stop> {
+    /// with one compare-and-swap, then writes the statuses in parallel. Admitted sessions
+    /// count towards their policy's live count at once.
+    async fn admit(&mut self, leader: &dyn Leadership) -> Result<(), Stop> {
         let cached = self.sessions.state();
         let pending = pending_in_order(cached.iter().map(AsRef::as_ref));
         self.metrics
@@ -203,7 +251,7 @@ impl Engine {
             .session_objects
             .set(i64::try_from(cached.len()).unwrap_or(i64::MAX));
         if pending.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         if !leader.is_leader() {
             return Err(Stop::NotLeader);
@@ -215,7 +263,10 @@ impl Engine {
                 .or_default()
                 .push(session);
         }
+        let step = Instant::now();
         let nodes = self.read_nodes(&pending).await?;
+        self.metrics.step("nodes", step);
+        let step = Instant::now();
         let mut decided = Vec::with_capacity(pending.len());
         for (policy_name, group) in &by_policy {
             let policy = self.policy(policy_name).await?;
@@ -224,6 +275,8 @@ impl Engine {
                 .await?;
             decided.extend(decisions);
         }
+        self.metrics.step("ledger", step);
+        let step = Instant::now();
         decided.sort_by(|a, b| admission_order(a.0, b.0));
         let now = Timestamp::now();
         let writes: Vec<_> = decided
@@ -247,17 +300,12 @@ impl Engine {
             .buffer_unordered(STATUS_WRITES)
             .collect()
             .await;
-        let mut live: HashMap<String, i64> = HashMap::new();
-        for s in cached.iter().filter(|s| holds_cap_slot(s)) {
-            *live.entry(s.spec.policy_name.clone()).or_default() += 1;
-        }
+        self.metrics.step("status", step);
         let mut stop = None;
         for (written, decision) in results {
             match written {
                 Ok(session) => {
-                    if decision == AdmissionDecision::Admit {
-                        *live.entry(session.spec.policy_name.clone()).or_default() += 1;
-                    }
+                    self.note_holder(&session);
                     self.record_admission(&session, &decision, now);
                 }
                 // The session changed since the cache saw it: a later pass decides it again
@@ -270,24 +318,60 @@ impl Engine {
         }
         match stop {
             Some(stop) => Err(stop),
-            None => Ok(Some(live)),
+            None => Ok(()),
         }
     }
 
-    /// The nodes of `pending` as they are now, read once per pass, concurrently.
+    /// Keeps `session`'s place in the live counts up to date.
+    fn note_holder(&mut self, session: &NodeShellSession) {
+        let name = session.name_any();
+        let policy = &session.spec.policy_name;
+        let holds = holds_cap_slot(session);
+        if holds && self.holders.get(&name) == Some(policy) {
+            return;
+        }
+        self.forget_holder(&name);
+        if holds {
+            self.holders.insert(name, policy.clone());
+            *self.counts.entry(policy.clone()).or_default() += 1;
+            self.status_due.insert(policy.clone());
+        }
+    }
+
+    /// Takes a session that no longer exists (or no longer holds a slot) out of the counts.
+    fn forget_holder(&mut self, name: &str) {
+        if let Some(policy) = self.holders.remove(name) {
+            if let Some(count) = self.counts.get_mut(&policy) {
+                *count -= 1;
+            }
+            self.status_due.insert(policy);
+        }
+    }
+
+    /// The nodes of `pending`, from the node cache; a node the cache does not hold (it may
+    /// be new, or the cache still syncing) is read from the apiserver before a session is
+    /// refused for it, those reads concurrently.
     async fn read_nodes(
         &self,
         pending: &[&NodeShellSession],
-    ) -> Result<HashMap<String, Option<Node>>, Stop> {
+    ) -> Result<HashMap<String, Option<Arc<Node>>>, Stop> {
         let names: BTreeSet<&str> = pending.iter().map(|s| s.spec.node_name.as_str()).collect();
-        let reads = names.into_iter().map(|name| async move {
+        let mut nodes = HashMap::with_capacity(names.len());
+        let mut missing = Vec::new();
+        for name in names {
+            match self.nodes.get(&ObjectRef::new(name)) {
+                Some(node) => {
+                    nodes.insert(name.to_string(), Some(node));
+                }
+                None => missing.push(name),
+            }
+        }
+        let reads = missing.into_iter().map(|name| async move {
             let node = self.nodes_api.get_opt(name).await?;
-            Ok::<_, kube::Error>((name.to_string(), node))
+            Ok::<_, kube::Error>((name.to_string(), node.map(Arc::new)))
         });
-        Ok(futures::future::try_join_all(reads)
-            .await?
-            .into_iter()
-            .collect())
+        nodes.extend(futures::future::try_join_all(reads).await?);
+        Ok(nodes)
     }
 
     /// A policy from the cache; one the cache does not hold yet is read from the apiserver
@@ -309,7 +393,7 @@ impl Engine {
         policy: Option<&NodeShellPolicy>,
         pending: &[&'s NodeShellSession],
         cache: &[Arc<NodeShellSession>],
-        nodes: &HashMap<String, Option<Node>>,
+        nodes: &HashMap<String, Option<Arc<Node>>>,
     ) -> Result<Vec<(&'s NodeShellSession, AdmissionDecision)>, Stop> {
         for _ in 0..LEDGER_ATTEMPTS {
             let read = self.ledgers.read(policy_name).await?;
@@ -336,11 +420,13 @@ impl Engine {
             if ledger == read.ledger && !capped {
                 return Ok(decisions);
             }
-            match self
+            let step = Instant::now();
+            let written = self
                 .ledgers
                 .write(policy_name, policy, &read, &ledger)
-                .await
-            {
+                .await;
+            self.metrics.step("ledger_write", step);
+            match written {
                 Ok(()) => return Ok(decisions),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     debug!(policy = %policy_name, "ledger changed under us; deciding again");
@@ -393,9 +479,16 @@ impl Engine {
         }
     }
 
-    /// Expiry and retention over the cache; the resourceVersion precondition on every write
-    /// turns a stale cache entry into a conflict instead of a wrong write.
-    async fn expire(&mut self, leader: &dyn Leadership) -> Result<Duration, Stop> {
+    /// Expiry and retention of the sessions named in `which` and of those whose deadline has
+    /// come, or of every cached session (`None`). The resourceVersion precondition on every
+    /// write turns a stale cache entry into a conflict instead of a wrong write. Sessions
+    /// awaiting admission are decided between writes. Returns the time to the earliest
+    /// deadline.
+    async fn expire(
+        &mut self,
+        leader: &dyn Leadership,
+        which: Option<HashSet<String>>,
+    ) -> Result<Duration, Stop> {
         let policies: BTreeMap<String, Arc<NodeShellPolicy>> = self
             .policies
             .state()
@@ -403,11 +496,50 @@ impl Engine {
             .map(|p| (p.name_any(), p))
             .collect();
         let now = Timestamp::now();
-        let mut wait = Duration::MAX;
-        let mut conflict = false;
+        let started = Instant::now();
+        let targets = match which {
+            None => {
+                let all = self.sessions.state();
+                let names: HashSet<String> = all.iter().map(|s| s.name_any()).collect();
+                let gone: Vec<String> = self
+                    .holders
+                    .keys()
+                    .filter(|n| !names.contains(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.forget_holder(&name);
+                }
+                self.deadlines.clear();
+                self.status_due.extend(policies.keys().cloned());
+                all
+            }
+            Some(mut names) => {
+                names.extend(
+                    self.deadlines
+                        .iter()
+                        .filter(|(_, at)| **at <= started)
+                        .map(|(name, _)| name.clone()),
+                );
+                let mut found = Vec::with_capacity(names.len());
+                for name in names {
+                    match self.sessions.get(&ObjectRef::new(&name)) {
+                        Some(session) => found.push(session),
+                        None => {
+                            self.deadlines.remove(&name);
+                            self.forget_holder(&name);
+                        }
+                    }
+                }
+                found
+            }
+        };
         // Confirmed from the apiserver once per pass, before the first write.
         let mut confirmed = false;
-        for session in self.sessions.state() {
+        for session in targets {
+            let name = session.name_any();
+            self.note_holder(&session);
+            self.deadlines.remove(&name);
             if session.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -423,10 +555,14 @@ impl Engine {
                 });
             let next = next_action(&session, policy, lease.as_deref(), now, &self.timeouts);
             if let Some(after) = next.requeue_after {
-                wait = wait.min(after);
+                self.deadlines.insert(name.clone(), started + after);
             }
             if next.action == Action::Nothing {
                 continue;
+            }
+            // A click that came in meanwhile goes first.
+            if self.changes.take_admit() {
+                self.admit(leader).await?;
             }
             if !leader.is_leader() || (!confirmed && !leader.confirm().await) {
                 return Err(Stop::NotLeader);
@@ -437,12 +573,20 @@ impl Engine {
                 action => self.write_action(&session, action, now).await,
             };
             match result {
+                // The write itself brings the session back through the watch.
                 Ok(()) => {}
-                Err(Stop::Conflict) => conflict = true,
+                Err(Stop::Conflict) => {
+                    self.deadlines.insert(name, Instant::now() + CONFLICT_RETRY);
+                }
                 Err(other) => return Err(other),
             }
         }
-        Ok(if conflict { CONFLICT_RETRY } else { wait })
+        let now = Instant::now();
+        Ok(self
+            .deadlines
+            .values()
+            .min()
+            .map_or(Duration::MAX, |at| at.saturating_duration_since(now)))
     }
 
     async fn write_action(
@@ -518,27 +662,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Keeps each policy's Ready condition and live session count.
+    /// Keeps the Ready condition and live session count of each policy whose count changed
+    /// (of every policy when `all`), writing one policy's status at most every
+    /// [`POLICY_STATUS_EVERY`]. Returns when a status held back is due.
     async fn policy_statuses(
-        &self,
+        &mut self,
         leader: &dyn Leadership,
-        fresh: Option<&HashMap<String, i64>>,
-    ) -> Result<(), Stop> {
-        let live = match fresh {
-            Some(counts) => counts.clone(),
-            None => {
-                let mut counts: HashMap<String, i64> = HashMap::new();
-                for s in self.sessions.state().iter().filter(|s| holds_cap_slot(s)) {
-                    *counts.entry(s.spec.policy_name.clone()).or_default() += 1;
-                }
-                counts
-            }
+        all: bool,
+    ) -> Result<Duration, Stop> {
+        let policies: Vec<Arc<NodeShellPolicy>> = if all {
+            self.policies.state()
+        } else {
+            self.status_due
+                .iter()
+                .filter_map(|name| self.policies.get(&ObjectRef::new(name)))
+                .collect()
         };
+        self.status_due.clear();
         let now = Timestamp::now();
+        let started = Instant::now();
+        let mut wait = Duration::MAX;
         let mut confirmed = false;
-        for policy in self.policies.state() {
+        for policy in policies {
             let name = policy.name_any();
-            let count = live.get(&name).copied().unwrap_or_default();
+            let count = self.counts.get(&name).copied().unwrap_or_default();
             self.metrics
                 .live_sessions
                 .get_or_create(&PolicyLabels {
@@ -548,6 +695,17 @@ impl Engine {
             let desired = desired_policy_status(&policy, count, now);
             if !policy_status_changed(&policy, &desired) {
                 continue;
+            }
+            if let Some(last) = self.status_written.get(&name) {
+                let next = *last + POLICY_STATUS_EVERY;
+                if next > started {
+                    wait = wait.min(next - started);
+                    self.status_due.insert(name);
+                    continue;
+                }
+            }
+            if self.changes.take_admit() {
+                self.admit(leader).await?;
             }
             if !leader.is_leader() || (!confirmed && !leader.confirm().await) {
                 return Err(Stop::NotLeader);
@@ -559,6 +717,7 @@ impl Engine {
                 "metadata": { "name": name, "resourceVersion": policy.metadata.resource_version },
                 "status": desired,
             });
+            self.status_written.insert(name.clone(), Instant::now());
             match self
                 .policies_api
                 .patch_status(
@@ -569,11 +728,15 @@ impl Engine {
                 .await
             {
                 Ok(_) => debug!(policy = %name, "policy status written"),
-                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                // The policy changed (its watch brings a full pass) or went.
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                    self.status_due.insert(name);
+                    wait = wait.min(POLICY_STATUS_EVERY);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        Ok(wait)
     }
 
     /// Server-side applies the controller's part of a session's status, on the condition
@@ -627,7 +790,7 @@ impl Engine {
 
 /// A session's node as `nodes` holds it.
 fn node_view<'n>(
-    nodes: &'n HashMap<String, Option<Node>>,
+    nodes: &'n HashMap<String, Option<Arc<Node>>>,
     session: &NodeShellSession,
 ) -> NodeView<'n> {
     match nodes.get(&session.spec.node_name) {
@@ -718,6 +881,17 @@ mod tests {
                     StatusCode::OK,
                     list("NodeShellPolicy", serde_json::json!(self.policies)),
                 ),
+                ("PATCH", ["nodeshellpolicies", name, "status"]) => {
+                    let patch: serde_json::Value =
+                        serde_json::from_slice(body).expect("patch body");
+                    let Some(stored) = self.policies.iter_mut().find(|p| p.name_any() == *name)
+                    else {
+                        return (StatusCode::NOT_FOUND, status_error(404, "NotFound"));
+                    };
+                    stored.status =
+                        Some(serde_json::from_value(patch["status"].clone()).expect("status"));
+                    (StatusCode::OK, serde_json::json!(stored))
+                }
                 ("GET", ["nodeshellsessions", name]) => {
                     match self.sessions.iter().find(|s| s.name_any() == *name) {
                         Some(s) => (StatusCode::OK, serde_json::json!(s)),
@@ -873,10 +1047,12 @@ mod tests {
             store(sessions),
             store(policies),
             store(&[]),
+            store(&[]),
             Timeouts::default(),
             "test-replica",
             Arc::new(Metrics::new()),
             tx,
+            Arc::new(Changes::default()),
         )
     }
 
@@ -929,12 +1105,7 @@ mod tests {
     #[tokio::test]
     async fn an_admission_pass_decides_from_the_cache_records_the_ledger_then_writes_statuses() {
         let (api, mut engine, mut events) = fixture(&[]);
-        let fresh = engine
-            .admit(&AlwaysLeader)
-            .await
-            .ok()
-            .flatten()
-            .expect("decisions");
+        assert!(engine.admit(&AlwaysLeader).await.is_ok(), "decisions");
         assert_eq!(
             phases(&api),
             [
@@ -947,7 +1118,11 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(fresh.get("p"), Some(&2), "live count after the decisions");
+        assert_eq!(
+            engine.counts.get("p"),
+            Some(&2),
+            "live count after the decisions"
+        );
         assert_eq!(ledger_names(&api), ["s1", "s2"]);
         assert_eq!(
             calls(&api),
@@ -1003,11 +1178,7 @@ mod tests {
         };
         let (tx, _rx) = mpsc::channel(16);
         let mut next = engine_over(&api, &sessions, &[policy("p", 2, 10)], tx);
-        next.admit(&AlwaysLeader)
-            .await
-            .ok()
-            .flatten()
-            .expect("decisions");
+        assert!(next.admit(&AlwaysLeader).await.is_ok(), "decisions");
         assert_eq!(phases(&api)[1], ("s2".into(), SessionPhase::Admitted, None));
         assert_eq!(ledger_names(&api), ["s1", "s2"]);
         assert_eq!(
@@ -1033,12 +1204,7 @@ mod tests {
         let sessions = api.lock().expect("lock").sessions.clone();
         let (tx, _rx) = mpsc::channel(16);
         let mut engine = engine_over(&api, &sessions, &[policy("p", 2, 10)], tx);
-        engine
-            .admit(&AlwaysLeader)
-            .await
-            .ok()
-            .flatten()
-            .expect("s1");
+        assert!(engine.admit(&AlwaysLeader).await.is_ok(), "s1");
         {
             let mut a = api.lock().expect("lock");
             let cm = a
@@ -1060,12 +1226,7 @@ mod tests {
         api.lock().expect("lock").sessions.push(other);
         // The same engine (it remembers the ledger version it wrote), a newer cache.
         engine.sessions = store(&sessions);
-        engine
-            .admit(&AlwaysLeader)
-            .await
-            .ok()
-            .flatten()
-            .expect("s4");
+        assert!(engine.admit(&AlwaysLeader).await.is_ok(), "s4");
         assert_eq!(
             phases(&api)[1],
             (
@@ -1089,5 +1250,163 @@ mod tests {
                 format!("PATCH {BASE}/nodeshellsessions/s4/status"),
             ]
         );
+    }
+
+    fn node(name: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": name },
+            "spec": { "providerID": crate::testing::NODE_PROVIDER_ID },
+        }))
+        .expect("a node")
+    }
+
+    #[tokio::test]
+    async fn admission_reads_nodes_from_the_node_cache_and_a_node_it_lacks_from_the_apiserver() {
+        let (api, mut engine, _events) = fixture(&[]);
+        engine.nodes = store(&[node("node-1")]);
+        let mut elsewhere = session("s4", "bob", "p", 4, None);
+        elsewhere.spec.node_name = "node-2".into();
+        elsewhere.metadata.resource_version = Some("4".into());
+        let mut cached = api.lock().expect("lock").sessions.clone();
+        cached.push(elsewhere.clone());
+        {
+            let mut a = api.lock().expect("lock");
+            a.sessions.push(elsewhere);
+            // node-2 is new: the apiserver has it, the cache not yet.
+            a.nodes.push(node("node-2"));
+        }
+        engine.sessions = store(&cached);
+        assert!(engine.admit(&AlwaysLeader).await.is_ok(), "decisions");
+        let calls = calls(&api);
+        assert_eq!(
+            calls[..2],
+            [
+                // node-1 comes from the cache; only node-2 is read.
+                "GET /api/v1/nodes/node-2".to_string(),
+                format!("GET {LEDGER}/nodeshell-admission-p"),
+            ]
+        );
+        assert!(
+            !calls.iter().any(|c| c.ends_with("/nodes/node-1")),
+            "{calls:?}"
+        );
+        assert_eq!(
+            phases(&api)[3],
+            ("s4".into(), SessionPhase::Admitted, None),
+            "the node read from the apiserver counts as found"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pass_looks_only_at_the_sessions_that_changed() {
+        // Two Closed sessions past their retention (no endedAt, created in 1970).
+        let sessions: Vec<NodeShellSession> = ["old-1", "old-2"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut s = session(name, "alice", "p", 1, Some(SessionPhase::Closed));
+                s.metadata.resource_version = Some(format!("{i}"));
+                s
+            })
+            .collect();
+        let policies = [policy("p", 2, 10)];
+        let api = Arc::new(Mutex::new(FakeApi {
+            sessions: sessions.clone(),
+            policies: policies.to_vec(),
+            next_rv: 10,
+            ..FakeApi::default()
+        }));
+        let (tx, _rx) = mpsc::channel(16);
+        let mut engine = engine_over(&api, &sessions, &policies, tx);
+        engine.need_full = false;
+        let only = |name: &str| Dirty {
+            full: false,
+            sessions: HashSet::from([name.to_string()]),
+        };
+        let deleted = |api: &Mutex<FakeApi>| -> Vec<String> {
+            calls(api)
+                .into_iter()
+                .filter(|c| c.starts_with("DELETE") && c.contains("nodeshellsessions"))
+                .collect()
+        };
+        engine.pass(&AlwaysLeader, only("old-1")).await;
+        assert_eq!(
+            deleted(&api),
+            [format!("DELETE {BASE}/nodeshellsessions/old-1")],
+            "old-2 did not change, so this pass did not look at it"
+        );
+        engine.pass(&AlwaysLeader, only("old-2")).await;
+        assert_eq!(
+            deleted(&api),
+            [format!("DELETE {BASE}/nodeshellsessions/old-2")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_policy_status_follows_the_live_count_but_is_written_at_most_every_interval() {
+        let active = |name: &str, i: i64| {
+            let mut s = session(name, "alice", "p", i, Some(SessionPhase::Active));
+            s.metadata.resource_version = Some(format!("{i}"));
+            // Started and active just now: no clock runs out during the test.
+            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+            let status = s.status.get_or_insert_default();
+            status.started_at = Some(now.clone());
+            status.last_activity_at = Some(now);
+            s
+        };
+        let mut sessions = vec![active("a", 1)];
+        let policies = [policy("p", 5, 10)];
+        let api = Arc::new(Mutex::new(FakeApi {
+            sessions: sessions.clone(),
+            policies: policies.to_vec(),
+            next_rv: 10,
+            ..FakeApi::default()
+        }));
+        let (tx, _rx) = mpsc::channel(16);
+        let mut engine = engine_over(&api, &sessions, &policies, tx);
+        let policy_writes = |api: &Mutex<FakeApi>| -> Vec<Option<i32>> {
+            let writes = calls(api)
+                .into_iter()
+                .filter(|c| c.starts_with("PATCH") && c.contains("nodeshellpolicies"))
+                .count();
+            let status = api.lock().expect("lock").policies[0]
+                .status
+                .as_ref()
+                .and_then(|s| s.active_sessions);
+            vec![status; writes]
+        };
+        let changed = |name: &str| Dirty {
+            full: false,
+            sessions: HashSet::from([name.to_string()]),
+        };
+        // The first pass (a full one) writes the count.
+        engine.pass(&AlwaysLeader, Dirty::default()).await;
+        assert_eq!(policy_writes(&api), [Some(1)]);
+        let written = api.lock().expect("lock").policies.clone();
+        engine.policies = store(&written);
+
+        // Activity of a live session: the count did not change, nothing to write.
+        engine.status_written.clear();
+        engine.pass(&AlwaysLeader, changed("a")).await;
+        assert_eq!(policy_writes(&api), []);
+
+        // A second session goes live right after a write: held back until the interval ends.
+        engine.pass(&AlwaysLeader, Dirty::default()).await;
+        engine.status_written.insert("p".into(), Instant::now());
+        sessions.push(active("b", 2));
+        engine.sessions = store(&sessions);
+        let wait = engine.pass(&AlwaysLeader, changed("b")).await;
+        assert_eq!(policy_writes(&api), [], "held back");
+        assert!(
+            wait <= POLICY_STATUS_EVERY,
+            "the loop wakes when it is due: {wait:?}"
+        );
+        let rewound = Instant::now()
+            .checked_sub(POLICY_STATUS_EVERY)
+            .expect("an instant two seconds ago");
+        engine.status_written.insert("p".into(), rewound);
+        engine.pass(&AlwaysLeader, Dirty::default()).await;
+        assert_eq!(policy_writes(&api), [Some(2)], "written once it is due");
     }
 }

@@ -35,6 +35,19 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+/// Labels of the admission step histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// nodes (reading the sessions' nodes), ledger (deciding and the compare-and-swap),
+    /// ledger_write (the compare-and-swap write alone), status (the parallel status writes).
+    pub step: String,
+}
+
+/// A histogram of one admission step.
+fn step_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
 /// Every metric the controller exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -47,6 +60,8 @@ pub struct Metrics {
     pub admission_latency: Histogram,
     /// Seconds one reconcile pass takes.
     pub pass_duration: Histogram,
+    /// Seconds each step of an admission pass takes (where a click's time goes).
+    pub admission_step: Family<StepLabels, Histogram, fn() -> Histogram>,
     /// 1 while this replica holds the lease.
     pub leader: Gauge,
     /// Sessions waiting for admission, as last seen.
@@ -68,6 +83,10 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let admission_latency = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let pass_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let admission_step =
+            Family::<StepLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                step_histogram,
+            );
         let leader = Gauge::default();
         let pending_sessions = Gauge::default();
         let live_sessions = Family::<PolicyLabels, Gauge>::default();
@@ -93,6 +112,11 @@ impl Metrics {
             pass_duration.clone(),
         );
         registry.register(
+            "admission_step_seconds",
+            "Seconds each step of an admission pass takes: nodes, ledger (ledger_write: its write alone), status",
+            admission_step.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader lease",
             leader.clone(),
@@ -110,6 +134,7 @@ impl Metrics {
             errors,
             admission_latency,
             pass_duration,
+            admission_step,
             leader,
             pending_sessions,
             live_sessions,
@@ -126,6 +151,13 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// Records how long one admission step took.
+    pub fn step(&self, step: &str, started: std::time::Instant) {
+        self.admission_step
+            .get_or_create(&StepLabels { step: step.into() })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Counts one error.

@@ -8,6 +8,7 @@
 //! process around it (caches, leader election, the loop, shutdown, the admin server).
 
 pub mod admission;
+pub mod changes;
 pub mod engine;
 pub mod expiry;
 pub mod leader;

@@ -2,6 +2,7 @@
 //! election, the pass loop and shutdown. Each pass is the [`Engine`]'s; every decision is made
 //! by the pure functions of the sibling modules.
 
+use super::changes::Changes;
 use super::engine::{Engine, EventSender};
 use super::leader::{AlwaysLeader, Leadership, LeaseLeadership};
 use super::ledgers::Ledgers;
@@ -10,15 +11,16 @@ use super::{ControllerArgs, Error, FIELD_MANAGER};
 use crate::api::{GATEWAY_LEASE_LABEL, NodeShellPolicy, NodeShellSession};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Node, NodeSpec, ObjectReference};
 use kube::api::Api;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// Events waiting to be published; beyond this, events are dropped rather than slowing decisions.
@@ -48,10 +50,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         }
     });
 
-    let changed = Arc::new(Notify::new());
-    let sessions = watch_into_store(client.clone(), changed.clone(), trim_session);
-    let policies = watch_into_store(client.clone(), changed.clone(), trim_policy);
+    let changes = Arc::new(Changes::default());
+    let sessions = watch_sessions(client.clone(), changes.clone());
+    let policies = watch_policies(client.clone(), changes.clone());
     let leases = watch_gateway_leases(client.clone(), &args.namespace);
+    let nodes = watch_nodes(client.clone());
 
     let mut leadership: Box<dyn Leadership> = if args.no_leader_election {
         Box::new(AlwaysLeader)
@@ -94,19 +97,23 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         sessions,
         policies,
         leases,
+        nodes,
         args.timeouts(),
         &identity,
         metrics.clone(),
         events,
+        changes.clone(),
     );
 
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut next_pass = Instant::now();
+    let mut next_full = Instant::now();
     let mut was_leader = false;
     loop {
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
-            _ = changed.notified() => {}
+            () = changes.changed() => {}
             _ = leadership.changed() => {}
             _ = tokio::time::sleep_until(next_pass.into()) => {}
         }
@@ -115,17 +122,30 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             info!(%identity, leader, "leadership changed");
             metrics.leader.set(i64::from(leader));
             was_leader = leader;
+            // A new leader looks at everything; a replica that lost the lease forgets
+            // what it had queued.
+            changes.everything();
         }
         if !leader {
+            changes.take_admit();
+            changes.take();
             next_pass = Instant::now() + args.resync_interval;
             continue;
         }
         let started = Instant::now();
-        let wait = engine.pass(leadership.as_ref()).await;
+        let mut dirty = changes.take();
+        if started >= next_full {
+            dirty.full = true;
+        }
+        if dirty.full {
+            next_full = started + args.resync_interval;
+        }
+        let wait = engine.pass(leadership.as_ref(), dirty).await;
         metrics
             .pass_duration
             .observe(started.elapsed().as_secs_f64());
-        next_pass = Instant::now() + wait.min(args.resync_interval);
+        let now = Instant::now();
+        next_pass = (now + wait.min(args.resync_interval)).min(next_full.max(now));
     }
     info!("shutting down: releasing the lease");
     leadership.release().await;
@@ -136,30 +156,59 @@ async fn client(args: &ControllerArgs) -> Result<Client, Error> {
     crate::kube_client::client(args.kubeconfig.as_deref()).await
 }
 
-/// Keeps a cache of every object of kind K, trimmed by `trim`, and pokes `changed` on every
-/// change.
-fn watch_into_store<K>(client: Client, changed: Arc<Notify>, trim: fn(&mut K)) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let events = watcher(Api::<K>::all(client), watcher::Config::default())
+/// Keeps a cache of every session, trimmed, and tells `changes` which one changed: a
+/// session that awaits admission wakes the loop for admission, others are only marked.
+fn watch_sessions(client: Client, changes: Arc<Changes>) -> Store<NodeShellSession> {
+    let (reader, writer) = reflector::store::<NodeShellSession>();
+    let events = watcher(Api::all(client), watcher::Config::default())
         .default_backoff()
-        .modify(trim);
-    let stream = reflector(writer, events).touched_objects();
+        .modify(trim_session);
+    let stream = reflector(writer, events);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                warn!(kind = %K::kind(&()), error = %e, "watch error (retrying)");
+            match item {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    changes.session(&s, false);
+                }
+                Ok(watcher::Event::Delete(s)) => changes.session(&s, true),
+                // A relist may have missed deletions: look at everything.
+                Ok(watcher::Event::InitDone) => changes.everything(),
+                Ok(watcher::Event::Init) => {}
+                Err(e) => warn!(kind = "NodeShellSession", error = %e, "watch error (retrying)"),
             }
-            changed.notify_one();
+        }
+    });
+    reader
+}
+
+/// Keeps a cache of every policy, trimmed. A policy that comes, goes or changes its spec
+/// (its generation) asks for a full pass; a status write (the controller's own) does not.
+fn watch_policies(client: Client, changes: Arc<Changes>) -> Store<NodeShellPolicy> {
+    let (reader, writer) = reflector::store::<NodeShellPolicy>();
+    let events = watcher(Api::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(trim_policy);
+    let stream = reflector(writer, events);
+    tokio::spawn(async move {
+        let mut generations: HashMap<String, Option<i64>> = HashMap::new();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    let generation = p.metadata.generation;
+                    if generations.insert(p.name_any(), generation) != Some(generation) {
+                        changes.everything();
+                    }
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    generations.remove(&p.name_any());
+                    changes.everything();
+                }
+                Ok(watcher::Event::InitDone) => changes.everything(),
+                Ok(watcher::Event::Init) => {}
+                Err(e) => warn!(kind = "NodeShellPolicy", error = %e, "watch error (retrying)"),
+            }
         }
     });
     reader
@@ -209,6 +258,41 @@ fn watch_gateway_leases(client: Client, namespace: &str) -> Store<Lease> {
         }
     });
     reader
+}
+
+/// Keeps a cache of every Node, trimmed to what admission reads: its name, labels and
+/// providerID. Not waited for: a node missing from it (the cache is still syncing, or the
+/// node is new) is read with one GET before a session is refused for it.
+fn watch_nodes(client: Client) -> Store<Node> {
+    let (reader, writer) = reflector::store::<Node>();
+    let events = watcher(Api::<Node>::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(trim_node);
+    let stream = reflector(writer, events).touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                warn!(kind = "Node", error = %e, "watch error (retrying)");
+            }
+        }
+    });
+    reader
+}
+
+/// Drops all of a Node but its name, uid, resourceVersion, labels and providerID (its
+/// status, images and conditions are most of its size and change every few seconds).
+fn trim_node(node: &mut Node) {
+    let meta = &mut node.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    node.spec = Some(NodeSpec {
+        provider_id: node.spec.take().and_then(|s| s.provider_id),
+        ..NodeSpec::default()
+    });
+    node.status = None;
 }
 
 async fn shutdown_signal() {
