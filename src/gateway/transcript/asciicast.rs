@@ -99,15 +99,28 @@ impl AsciicastWriter {
 
     /// Output printed by the node at `t` seconds.
     pub fn output(&mut self, t: f64, data: &[u8]) -> Vec<u8> {
-        self.terminal(t, "o", data, true)
+        let mut text = Vec::new();
+        self.output_into(t, data, &mut text);
+        text
     }
 
     /// Input typed at `t` seconds; recorded only when the policy captures input.
     pub fn input(&mut self, t: f64, data: &[u8]) -> Vec<u8> {
-        if !self.capture_input {
-            return Vec::new();
+        let mut text = Vec::new();
+        self.input_into(t, data, &mut text);
+        text
+    }
+
+    /// [`AsciicastWriter::output`], appending the text to `out` (no buffer of its own).
+    pub fn output_into(&mut self, t: f64, data: &[u8], out: &mut Vec<u8>) {
+        self.terminal(t, "o", data, true, out);
+    }
+
+    /// [`AsciicastWriter::input`], appending the text to `out`.
+    pub fn input_into(&mut self, t: f64, data: &[u8], out: &mut Vec<u8>) {
+        if self.capture_input {
+            self.terminal(t, "i", data, false, out);
         }
-        self.terminal(t, "i", data, false)
     }
 
     /// The terminal was resized at `t` seconds. The line counts against `maxBytes`; one that
@@ -161,10 +174,11 @@ impl AsciicastWriter {
         }
     }
 
-    fn terminal(&mut self, t: f64, kind: &str, data: &[u8], output: bool) -> Vec<u8> {
+    fn terminal(&mut self, t: f64, kind: &str, data: &[u8], output: bool, out: &mut Vec<u8>) {
         if self.truncated || data.is_empty() {
-            return Vec::new();
+            return;
         }
+        let start = out.len();
         let allowed = self.max_bytes.saturating_sub(self.used());
         let take = usize::try_from(allowed)
             .unwrap_or(usize::MAX)
@@ -176,20 +190,29 @@ impl AsciicastWriter {
         } else {
             &mut self.input_carry
         };
-        let mut pending = std::mem::take(carry);
-        pending.extend_from_slice(kept);
-        let cut = incomplete_tail_start(&pending);
-        let tail = pending.split_off(cut);
-        *carry = tail;
-        let mut text = Vec::new();
-        if !pending.is_empty() {
-            text = event_line(t, kind, &String::from_utf8_lossy(&pending));
+        if carry.is_empty() {
+            // The common case: nothing held back from the last message, no copy.
+            let cut = incomplete_tail_start(kept);
+            let (complete, tail) = kept.split_at(cut);
+            carry.extend_from_slice(tail);
+            if !complete.is_empty() {
+                event_line_into(out, t, kind, &String::from_utf8_lossy(complete));
+            }
+        } else {
+            let mut pending = std::mem::take(carry);
+            pending.extend_from_slice(kept);
+            let cut = incomplete_tail_start(&pending);
+            *carry = pending.split_off(cut);
+            if !pending.is_empty() {
+                event_line_into(out, t, kind, &String::from_utf8_lossy(&pending));
+            }
         }
         if take < data.len() {
-            text.extend(self.truncate(t));
+            out.extend(self.truncate(t));
         }
-        self.account(&text);
-        text
+        let text = out.get(start..).unwrap_or_default();
+        self.hasher.update(text);
+        self.encoded_bytes += text.len() as u64;
     }
 
     fn account(&mut self, text: &[u8]) {
@@ -199,8 +222,18 @@ impl AsciicastWriter {
 }
 
 fn event_line(t: f64, kind: &str, data: &str) -> Vec<u8> {
-    let data = serde_json::to_string(data).unwrap_or_else(|_| "\"\"".into());
-    format!("[{t:.6}, \"{kind}\", {data}]\n").into_bytes()
+    let mut out = Vec::new();
+    event_line_into(&mut out, t, kind, data);
+    out
+}
+
+/// Appends one event line to `out`, the data escaped straight into it.
+fn event_line_into(out: &mut Vec<u8>, t: f64, kind: &str, data: &str) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail, and a `str` always serializes.
+    let _ = write!(out, "[{t:.6}, \"{kind}\", ");
+    let _ = serde_json::to_writer(&mut *out, data);
+    out.extend_from_slice(b"]\n");
 }
 
 /// Where an incomplete UTF-8 sequence at the end of `bytes` starts (`bytes.len()` when the
