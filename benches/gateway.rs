@@ -670,10 +670,11 @@ fn transcript_levels() -> serde_json::Value {
 fn transcript_cpu() -> serde_json::Value {
     use nodeshell::gateway::transcript::{AsciicastHeader, Transcript};
     let run = |name: &'static str, data: Vec<u8>| {
+        // A thread's name in /proc is cut at 15 bytes: keep it short enough to find.
+        let thread = format!("bench-tr-{name}");
         std::thread::Builder::new()
-            .name(format!("bench-transcript-{name}"))
+            .name(thread.clone())
             .spawn(move || {
-                let thread = format!("bench-transcript-{name}");
                 let header = AsciicastHeader {
                     width: 80,
                     height: 24,
@@ -714,7 +715,7 @@ fn transcript_cpu() -> serde_json::Value {
         .flat_map(|i: u32| format!("{i}\r\n").into_bytes())
         .collect();
     json!({
-        "firehose": run("firehose", nodeshell::sim::firehose_bytes(32 << 20)),
+        "firehose": run("fire", nodeshell::sim::firehose_bytes(32 << 20)),
         "seq": run("seq", seq),
     })
 }
