@@ -285,6 +285,7 @@ async fn bench(
         "gateway_stuck_reader_sessions": STUCK_READERS,
         "gateway_stuck_reader_seconds": stuck.seconds,
         "transcript_levels": transcript_levels(),
+        "transcript_cpu_s_per_100mb": transcript_cpu(),
         "targets": {
             "gateway_idle_session_bytes_max": 65_536,
             "gateway_stuck_reader_bytes_max": 524_288,
@@ -660,6 +661,63 @@ fn transcript_levels() -> serde_json::Value {
     }
     levels.insert("text_bytes".into(), json!(text.len()));
     serde_json::Value::Object(levels)
+}
+
+/// The recorder alone, as a gateway runs it (output queued in 16 KiB buffers, a flush
+/// whenever one is due, encoded and compressed on one thread; storing left out): CPU
+/// seconds of that thread per 10⁸ terminal bytes, on the firehose's bytes (mostly invalid
+/// UTF-8 and control characters: the asciicast text is ~2.6× the input) and on `seq` output.
+fn transcript_cpu() -> serde_json::Value {
+    use nodeshell::gateway::transcript::{AsciicastHeader, Transcript};
+    let run = |name: &'static str, data: Vec<u8>| {
+        // A thread's name in /proc is cut at 15 bytes: keep it short enough to find.
+        let thread = format!("bench-tr-{name}");
+        std::thread::Builder::new()
+            .name(thread.clone())
+            .spawn(move || {
+                let header = AsciicastHeader {
+                    width: 80,
+                    height: 24,
+                    timestamp: 0,
+                    title: "bench".into(),
+                    term: "xterm".into(),
+                };
+                let mut t = Transcript::start(&header, u64::MAX, false);
+                let mut stored = 0usize;
+                let mut flush = |t: &mut Transcript, with_open: bool| {
+                    if let Some(job) = t.begin_flush(with_open) {
+                        let encoded = job.run();
+                        stored += encoded.chunks.iter().map(|c| c.gz.len()).sum::<usize>();
+                        t.end_flush(encoded, true);
+                    }
+                };
+                let c0 = proc_stats::threads_cpu_s(&thread);
+                let data = bytes::Bytes::from(data);
+                for (n, at) in (0..data.len()).step_by(16 * 1024).enumerate() {
+                    let piece = data.slice(at..(at + 16 * 1024).min(data.len()));
+                    t.output(n as f64 / 1000.0, &piece);
+                    if t.flush_due() {
+                        flush(&mut t, false);
+                    }
+                }
+                flush(&mut t, true);
+                let cpu = proc_stats::threads_cpu_s(&thread) - c0;
+                json!({
+                    "cpu_s_per_100mb": cpu / (data.len() as f64 / 1e8),
+                    "encoded_over_input": t.summary().encoded_bytes as f64 / data.len() as f64,
+                    "stored_over_input": stored as f64 / data.len() as f64,
+                })
+            })
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let seq: Vec<u8> = (1..=4_000_000)
+        .flat_map(|i: u32| format!("{i}\r\n").into_bytes())
+        .collect();
+    json!({
+        "firehose": run("fire", nodeshell::sim::firehose_bytes(32 << 20)),
+        "seq": run("seq", seq),
+    })
 }
 
 /// The same firehose read by our `nodeshell::ssm` client directly from the simulator; its

@@ -39,6 +39,27 @@ test('concatenated gzip members (one per stored chunk) decompress in order', asy
   assert.equal(await gunzipText(new Uint8Array(zlib.gzipSync('one'))), 'one');
 });
 
+/**
+ * One member as the gateway streams it (src/gateway/transcript/chunks.rs): each flush's
+ * text deflated by a compressor of its own and sync-flushed, the blocks appended, then an
+ * empty final block (0x03 0x00) and the gzip trailer; header without name or time.
+ */
+function streamedMember(flushes) {
+  const blocks = flushes.map((f) => zlib.deflateRawSync(f, { level: 1, finishFlush: zlib.constants.Z_SYNC_FLUSH }));
+  const text = Buffer.concat(flushes.map((f) => Buffer.from(f)));
+  const trailer = Buffer.alloc(8);
+  trailer.writeUInt32LE(zlib.crc32(text), 0);
+  trailer.writeUInt32LE(text.length, 4);
+  return Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]), ...blocks, Buffer.from([0x03, 0x00]), trailer]);
+}
+
+test('members streamed by flushes (sync-flushed blocks, an empty final block) decompress', async () => {
+  const flushes = [CAST.slice(0, 50), CAST.slice(50, 51), CAST.slice(51, 200)];
+  const members = [streamedMember(flushes), streamedMember([CAST.slice(200)]), streamedMember([])];
+  assert.equal(zlib.gunzipSync(Buffer.concat(members)).toString(), CAST);
+  assert.equal(await gunzipText(new Uint8Array(Buffer.concat(members))), CAST);
+});
+
 test('a transcript larger than one decompressor piece, with a character split across members', async () => {
   // 3 members of ~100 KB each (more than GUNZIP_PIECE), the middle one starting inside "é".
   const line = `${JSON.stringify([1.5, 'o', 'é'.repeat(40)])}\n`;

@@ -31,7 +31,7 @@ use crate::aws::SsmSessions;
 use crate::gateway::error::ErrorCode;
 use crate::gateway::ledger::{Ledger, LedgerDocument};
 use crate::gateway::transcript::{
-    Segment, StorageFailure, Transcript, TranscriptError, compress, transcript_ref,
+    Encoded, StorageFailure, Transcript, TranscriptError, encode, status_of, transcript_ref,
 };
 use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel, HeldShare};
 
@@ -59,13 +59,14 @@ pub(super) struct Started {
     pub size: (u16, u16),
 }
 
-/// What a transcript flush task hands back: the segments it took (restored when the store
-/// failed), the transcript status to record once stored, and the store's answer.
-pub(super) type FlushResult = (
-    Vec<Segment>,
-    Option<crate::api::SessionTranscript>,
-    Result<(), TranscriptError>,
-);
+/// What a transcript flush task hands back: the recording with the chunks it encoded
+/// (`None` when the encoding thread was lost, the recording with it), whether it stored the
+/// open chunk too (an interval flush) and the store's answer.
+pub(super) struct FlushResult {
+    encoded: Option<Encoded>,
+    with_open: bool,
+    result: Result<(), TranscriptError>,
+}
 
 /// The running session's state, owned by its task.
 pub(super) struct Driver {
@@ -304,6 +305,9 @@ impl Driver {
         let t = self.seconds();
         if let Some(tr) = self.transcript.as_mut() {
             tr.output(t, chunk);
+            if self.flush_due_now() {
+                self.start_flush(false);
+            }
         }
         self.ledger_output(t, chunk);
         self.idle.output(now);
@@ -362,7 +366,25 @@ impl Driver {
             && self
                 .transcript
                 .as_ref()
-                .is_none_or(|t| t.unstored_sealed() < self.max_unstored_sealed())
+                .is_none_or(|t| !t.is_full() && t.unstored_sealed() < self.max_unstored_sealed())
+    }
+
+    /// Whether browser events wait: a recorded keystroke would grow a full transcript queue.
+    fn input_held_by_transcript(&self) -> bool {
+        self.transcript
+            .as_ref()
+            .is_some_and(|t| t.captures_input() && t.is_full())
+    }
+
+    /// Whether a flush should start now rather than at the interval: enough is queued, or
+    /// sealed chunks wait (not while the last flush failed: that waits for the interval).
+    fn flush_due_now(&self) -> bool {
+        self.flush_task.is_none()
+            && !self.flush_failed
+            && self
+                .transcript
+                .as_ref()
+                .is_some_and(|t| !t.flushing() && (t.flush_due() || t.unstored_sealed() > 0))
     }
 
     fn next_deadline(&self) -> Instant {
@@ -371,11 +393,9 @@ impl Driver {
             .next_deadline()
             .min(self.max_deadline)
             .min(self.next_heartbeat);
-        if let Some(t) = &self.transcript
-            && self.flush_task.is_none()
-        {
-            // A sealed segment is stored at once: output reading waits on it.
-            deadline = if t.unstored_sealed() > 0 && !self.flush_failed {
+        if self.transcript.is_some() && self.flush_task.is_none() {
+            // A full queue or a sealed chunk is taken at once: output reading waits on it.
+            deadline = if self.flush_due_now() {
                 Instant::now()
             } else {
                 deadline.min(self.next_flush)
@@ -394,16 +414,16 @@ impl Driver {
         self.records.heartbeat(&self.inner.config.metrics);
     }
 
-    fn start_flush(&mut self) {
+    /// Starts a flush: the queued events go to a blocking thread to be encoded and
+    /// compressed, then the sealed chunks (and with `with_open`, the open one) are stored.
+    fn start_flush(&mut self, with_open: bool) {
         self.write_ledger();
         let Some(t) = self.transcript.as_mut() else {
             return;
         };
-        if !t.is_dirty() {
+        let Some(job) = t.begin_flush(with_open) else {
             return;
-        }
-        let chunks = t.take_dirty();
-        let status = t.status(&transcript_ref(&self.info.name));
+        };
         let store = self.inner.store.clone();
         let session = self.info.session.clone();
         let sink = self
@@ -412,48 +432,99 @@ impl Driver {
             .clone()
             .map(|t| (self.inner.sink().clone(), t));
         self.flush_task = Some(tokio::spawn(async move {
-            let (segments, compressed) = compress(chunks).await;
-            let mut result = store.store(&session, &compressed).await;
+            let Some(encoded) = encode(job).await else {
+                return FlushResult {
+                    encoded: None,
+                    with_open,
+                    result: Ok(()),
+                };
+            };
+            let mut result = if encoded.chunks.is_empty() {
+                Ok(())
+            } else {
+                store.store(&session, &encoded.chunks).await
+            };
             if result.is_ok()
                 && let Some((sink, target)) = sink
             {
                 // Sealed chunks never change again: each becomes one locked object.
-                let sealed: Vec<_> = compressed.into_iter().filter(|c| c.sealed).collect();
-                result = sink
-                    .put_chunks(&target, &sealed)
-                    .await
-                    .map_err(TranscriptError::from);
+                let sealed: Vec<_> = encoded
+                    .chunks
+                    .iter()
+                    .filter(|c| c.sealed)
+                    .cloned()
+                    .collect();
+                if !sealed.is_empty() {
+                    result = sink
+                        .put_chunks(&target, &sealed)
+                        .await
+                        .map_err(TranscriptError::from);
+                }
             }
-            (segments, Some(status), result)
+            FlushResult {
+                encoded: Some(encoded),
+                with_open,
+                result,
+            }
         }));
     }
 
     /// Handles a finished flush; returns an end reason when a required transcript failed.
     pub(super) fn flush_done(&mut self, result: Option<FlushResult>) -> Option<EndReason> {
         self.flush_task = None;
-        self.next_flush = Instant::now() + self.inner.config.settings.transcript_flush_interval;
-        let (chunks, status, result) = result?;
+        let interval = self.inner.config.settings.transcript_flush_interval;
+        let Some(FlushResult {
+            encoded: Some(encoded),
+            with_open,
+            result,
+        }) = result
+        else {
+            return self.transcript_lost();
+        };
+        let t = self.transcript.as_mut()?;
+        let stored = t.end_flush(encoded, result.is_ok());
         match result {
             Ok(()) => {
+                if with_open {
+                    self.next_flush = Instant::now() + interval;
+                }
                 self.flush_failed = false;
-                self.transcript_stored = true;
-                self.records.snapshot.transcript = status;
+                if let Some(stored) = stored {
+                    self.transcript_stored = true;
+                    self.records.snapshot.transcript =
+                        Some(status_of(&stored, &transcript_ref(&self.info.name)));
+                }
                 self.retry_pending_output();
                 None
             }
             Err(e) => {
+                self.next_flush = Instant::now() + interval;
                 self.flush_failed = true;
                 self.inner.config.metrics.transcript_failures.inc();
                 let failure = StorageFailure::classify(&e, self.inner.store.namespace());
                 warn!(session = %self.info.name, error = %e, retryable = failure.retryable(), "transcript flush failed");
-                if let Some(t) = self.transcript.as_mut() {
-                    t.restore(chunks);
-                }
                 self.info
                     .transcript_required
                     .then_some(EndReason::TranscriptFailed(failure))
             }
         }
+    }
+
+    /// A flush never came back (its thread was lost, and the recording with it): a required
+    /// transcript ends the session as a failed store does; otherwise the session goes on
+    /// unrecorded, logged and counted, rather than stalling on a queue nothing drains.
+    fn transcript_lost(&mut self) -> Option<EndReason> {
+        self.transcript.as_ref()?;
+        self.inner.config.metrics.transcript_failures.inc();
+        warn!(session = %self.info.name, "a transcript flush was lost; nothing more is recorded");
+        if self.info.transcript_required {
+            return Some(EndReason::TranscriptFailed(StorageFailure::Rejected {
+                http_status: None,
+            }));
+        }
+        self.transcript = None;
+        self.retry_pending_output();
+        None
     }
 
     async fn serve(
@@ -470,6 +541,7 @@ impl Driver {
             let can_forward = out.is_some() && self.window.can_send();
             let can_read = self.can_read_output();
             let has_pending_input = self.pending_input.is_some();
+            let events_wait = has_pending_input || self.input_held_by_transcript();
             let pump = self.pump.clone();
             tokio::select! {
                 biased;
@@ -487,7 +559,7 @@ impl Driver {
                     self.channel_ending = true;
                     self.take_forced_pending();
                 }
-                ev = recv_opt(self.events.as_mut()), if !has_pending_input => match ev {
+                ev = recv_opt(self.events.as_mut()), if !events_wait => match ev {
                     Some(ClientEvent::Input(bytes)) => self.on_input(bytes),
                     Some(ClientEvent::Resize { cols, rows }) => {
                         if let Some(size) = self.size.request(cols, rows, Instant::now()) {
@@ -591,16 +663,13 @@ impl Driver {
             self.next_heartbeat = now + self.inner.config.settings.heartbeat_interval;
             self.push_status();
         }
-        let sealed_waiting = self
-            .transcript
-            .as_ref()
-            .is_some_and(|t| t.unstored_sealed() > 0 && !self.flush_failed);
-        if self.transcript.is_some()
-            && self.flush_task.is_none()
-            && (now >= self.next_flush || sealed_waiting)
-        {
-            self.next_flush = now + self.inner.config.settings.transcript_flush_interval;
-            self.start_flush();
+        if self.transcript.is_some() && self.flush_task.is_none() {
+            if now >= self.next_flush {
+                self.next_flush = now + self.inner.config.settings.transcript_flush_interval;
+                self.start_flush(true);
+            } else if self.flush_due_now() {
+                self.start_flush(false);
+            }
         }
         None
     }

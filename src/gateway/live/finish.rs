@@ -15,7 +15,7 @@ use super::records::CloseFacts;
 use super::status::{ClosedFacts, write_closed};
 use crate::aws::SsmCallError;
 use crate::gateway::audit::AuditTranscript;
-use crate::gateway::transcript::{StorageFailure, TranscriptError, compress, transcript_ref};
+use crate::gateway::transcript::{StorageFailure, TranscriptError, encode, transcript_ref};
 
 /// How long the end waits for the channel's remaining output after TerminateSession.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -155,28 +155,44 @@ impl Driver {
         message: &mut String,
     ) -> Option<AuditTranscript> {
         if let Some(task) = self.flush_task.take() {
-            let result = tokio::time::timeout(Duration::from_secs(10), task).await;
-            let _ = self.flush_done(result.ok().and_then(Result::ok));
+            // A flush that does not come back in time keeps the recording: the loop below
+            // then reports the end of the transcript as not stored.
+            if let Ok(result) = tokio::time::timeout(Duration::from_secs(10), task).await {
+                let _ = self.flush_done(result.ok());
+            }
         }
         let t = self.transcript.as_mut()?;
         let reference = transcript_ref(name);
         let mut failure = None;
         for attempt in 0..FINAL_ATTEMPTS {
-            let chunks = t.take_dirty();
-            if chunks.is_empty() {
-                failure = None;
+            if t.flushing() {
+                // An earlier flush never came back: the recording is not here to store.
+                self.inner.config.metrics.transcript_failures.inc();
+                warn!(session = %name, "the transcript's last flush did not come back; its end is not stored");
+                failure = Some(StorageFailure::Unavailable);
                 break;
             }
-            let (chunks, compressed) = compress(chunks).await;
+            let Some(job) = t.begin_flush(true) else {
+                failure = None;
+                break;
+            };
+            let Some(encoded) = encode(job).await else {
+                continue;
+            };
             let mut stored = self
                 .inner
                 .store
-                .store(&self.info.session, &compressed)
+                .store(&self.info.session, &encoded.chunks)
                 .await;
             if stored.is_ok()
                 && let Some(target) = &self.info.sink
             {
-                let sealed: Vec<_> = compressed.into_iter().filter(|c| c.sealed).collect();
+                let sealed: Vec<_> = encoded
+                    .chunks
+                    .iter()
+                    .filter(|c| c.sealed)
+                    .cloned()
+                    .collect();
                 stored = self
                     .inner
                     .sink()
@@ -184,6 +200,7 @@ impl Driver {
                     .await
                     .map_err(TranscriptError::from);
             }
+            t.end_flush(encoded, stored.is_ok());
             match stored {
                 Ok(()) => {
                     failure = None;
@@ -193,7 +210,6 @@ impl Driver {
                     self.inner.config.metrics.transcript_failures.inc();
                     let classified = StorageFailure::classify(&e, self.inner.store.namespace());
                     warn!(session = %name, attempt, error = %e, retryable = classified.retryable(), "final transcript flush failed");
-                    t.restore(chunks);
                     let again = retry_final_flush(&classified) && attempt + 1 < FINAL_ATTEMPTS;
                     failure = Some(classified);
                     if !again {
@@ -207,8 +223,9 @@ impl Driver {
         if failure.is_none()
             && let Some(target) = &self.info.sink
         {
-            // The last chunk, now final, as one locked object.
-            let (_, last) = compress(vec![t.current()]).await;
+            // The last chunk, now final, as one locked object (already compressed: the
+            // flush above took all the text).
+            let last: Vec<_> = t.current().into_iter().collect();
             let put = self.inner.sink().put_chunks(target, &last).await;
             sink_note = put.err().or_else(|| target.first_failure());
         }
@@ -220,7 +237,7 @@ impl Driver {
         match failure {
             None => {
                 self.transcript_stored = true;
-                self.records.snapshot.transcript = Some(t.status(&reference));
+                self.records.snapshot.transcript = t.status(&reference);
             }
             // A TranscriptFailed end already says why in its message.
             Some(_) if matches!(reason, EndReason::TranscriptFailed(_)) => {}

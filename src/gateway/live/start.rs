@@ -37,7 +37,7 @@ use crate::gateway::handover::AttachGrant;
 use crate::gateway::ledger::{LEDGER_DOCUMENT, Ledger, NONCE_PARAMETER, new_nonce};
 use crate::gateway::transcript::s3::SinkTarget;
 use crate::gateway::transcript::{
-    AsciicastHeader, StorageFailure, Transcript, compress, transcript_ref,
+    AsciicastHeader, StorageFailure, Transcript, encode, transcript_ref,
 };
 use crate::ssm::{DataChannel, DataChannelOptions, ReceiveConfig};
 
@@ -336,8 +336,24 @@ async fn first_transcript(
         u64::try_from(policy.transcript.max_bytes).unwrap_or(0),
         policy.transcript.capture_input,
     );
-    let (chunks, compressed) = compress(t.take_dirty()).await;
-    match inner.store.store(fresh, &compressed).await {
+    // A fresh recording always has its first chunk (the header line) to write.
+    let Some(encoded) = (match t.begin_flush(true) {
+        Some(job) => encode(job).await,
+        None => None,
+    }) else {
+        // The encoding thread was lost (the runtime is going down): record nothing.
+        inner.config.metrics.transcript_failures.inc();
+        warn!(session = %name, "the transcript's first chunk could not be encoded");
+        if policy.transcript.required {
+            return Err(Refusal::Failed(transcript_start_failure(
+                &StorageFailure::Unavailable,
+            )));
+        }
+        return Ok((None, false));
+    };
+    let result = inner.store.store(fresh, &encoded.chunks).await;
+    t.end_flush(encoded, result.is_ok());
+    match result {
         Ok(()) => Ok((Some(t), true)),
         Err(e) => {
             inner.config.metrics.transcript_failures.inc();
@@ -349,7 +365,6 @@ async fn first_transcript(
                 return Err(Refusal::Failed(transcript_start_failure(&failure)));
             }
             warn!(session = %name, error = %e, retryable = failure.retryable(), "first transcript write failed; retrying at the next flush");
-            t.restore(chunks);
             Ok((Some(t), false))
         }
     }
@@ -547,7 +562,7 @@ fn first_snapshot(
         &facts,
         now,
         vec![row.record(now)],
-        stored_transcript.map(|t| t.status(&reference)),
+        stored_transcript.and_then(|t| t.status(&reference)),
     )
 }
 

@@ -99,15 +99,28 @@ impl AsciicastWriter {
 
     /// Output printed by the node at `t` seconds.
     pub fn output(&mut self, t: f64, data: &[u8]) -> Vec<u8> {
-        self.terminal(t, "o", data, true)
+        let mut text = Vec::new();
+        self.output_into(t, data, &mut text);
+        text
     }
 
     /// Input typed at `t` seconds; recorded only when the policy captures input.
     pub fn input(&mut self, t: f64, data: &[u8]) -> Vec<u8> {
-        if !self.capture_input {
-            return Vec::new();
+        let mut text = Vec::new();
+        self.input_into(t, data, &mut text);
+        text
+    }
+
+    /// [`AsciicastWriter::output`], appending the text to `out` (no buffer of its own).
+    pub fn output_into(&mut self, t: f64, data: &[u8], out: &mut Vec<u8>) {
+        self.terminal(t, "o", data, true, out);
+    }
+
+    /// [`AsciicastWriter::input`], appending the text to `out`.
+    pub fn input_into(&mut self, t: f64, data: &[u8], out: &mut Vec<u8>) {
+        if self.capture_input {
+            self.terminal(t, "i", data, false, out);
         }
-        self.terminal(t, "i", data, false)
     }
 
     /// The terminal was resized at `t` seconds. The line counts against `maxBytes`; one that
@@ -161,10 +174,11 @@ impl AsciicastWriter {
         }
     }
 
-    fn terminal(&mut self, t: f64, kind: &str, data: &[u8], output: bool) -> Vec<u8> {
+    fn terminal(&mut self, t: f64, kind: &str, data: &[u8], output: bool, out: &mut Vec<u8>) {
         if self.truncated || data.is_empty() {
-            return Vec::new();
+            return;
         }
+        let start = out.len();
         let allowed = self.max_bytes.saturating_sub(self.used());
         let take = usize::try_from(allowed)
             .unwrap_or(usize::MAX)
@@ -176,20 +190,29 @@ impl AsciicastWriter {
         } else {
             &mut self.input_carry
         };
-        let mut pending = std::mem::take(carry);
-        pending.extend_from_slice(kept);
-        let cut = incomplete_tail_start(&pending);
-        let tail = pending.split_off(cut);
-        *carry = tail;
-        let mut text = Vec::new();
-        if !pending.is_empty() {
-            text = event_line(t, kind, &String::from_utf8_lossy(&pending));
+        if carry.is_empty() {
+            // The common case: nothing held back from the last message, no copy.
+            let cut = incomplete_tail_start(kept);
+            let (complete, tail) = kept.split_at(cut);
+            carry.extend_from_slice(tail);
+            if !complete.is_empty() {
+                terminal_line_into(out, t, kind, complete);
+            }
+        } else {
+            let mut pending = std::mem::take(carry);
+            pending.extend_from_slice(kept);
+            let cut = incomplete_tail_start(&pending);
+            *carry = pending.split_off(cut);
+            if !pending.is_empty() {
+                terminal_line_into(out, t, kind, &pending);
+            }
         }
         if take < data.len() {
-            text.extend(self.truncate(t));
+            out.extend(self.truncate(t));
         }
-        self.account(&text);
-        text
+        let text = out.get(start..).unwrap_or_default();
+        self.hasher.update(text);
+        self.encoded_bytes += text.len() as u64;
     }
 
     fn account(&mut self, text: &[u8]) {
@@ -199,8 +222,70 @@ impl AsciicastWriter {
 }
 
 fn event_line(t: f64, kind: &str, data: &str) -> Vec<u8> {
-    let data = serde_json::to_string(data).unwrap_or_else(|_| "\"\"".into());
-    format!("[{t:.6}, \"{kind}\", {data}]\n").into_bytes()
+    let mut out = Vec::new();
+    event_line_into(&mut out, t, kind, data);
+    out
+}
+
+/// Appends one event line to `out`, the data escaped straight into it.
+fn event_line_into(out: &mut Vec<u8>, t: f64, kind: &str, data: &str) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail, and a `str` always serializes.
+    let _ = write!(out, "[{t:.6}, \"{kind}\", ");
+    let _ = serde_json::to_writer(&mut *out, data);
+    out.extend_from_slice(b"]\n");
+}
+
+/// Appends the event line of terminal bytes to `out`: the same text as
+/// `event_line(t, kind, &String::from_utf8_lossy(data))` (each invalid sequence one U+FFFD,
+/// escaped as `serde_json` escapes), in one pass with no string of its own.
+fn terminal_line_into(out: &mut Vec<u8>, t: f64, kind: &str, data: &[u8]) {
+    use std::io::Write;
+    out.reserve(data.len() + data.len() / 2 + 32);
+    let _ = write!(out, "[{t:.6}, \"{kind}\", \"");
+    for chunk in data.utf8_chunks() {
+        escape_json_into(out, chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\"]\n");
+}
+
+/// JSON string escaping of valid UTF-8, byte for byte what `serde_json` writes: `"` and `\`
+/// backslashed, control characters as `\b \t \n \f \r` or `\u00xx` (lowercase hex),
+/// everything else (DEL and non-ASCII included) as it is.
+fn escape_json_into(out: &mut Vec<u8>, text: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0A => b'n',
+            0x0C => b'f',
+            0x0D => b'r',
+            0x00..=0x1F => 0,
+            _ => continue,
+        };
+        out.extend_from_slice(&text[start..i]);
+        start = i + 1;
+        if short == 0 {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xF)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', short]);
+        }
+    }
+    out.extend_from_slice(&text[start..]);
 }
 
 /// Where an incomplete UTF-8 sequence at the end of `bytes` starts (`bytes.len()` when the
@@ -366,6 +451,33 @@ mod tests {
         let (mut w, _) = AsciicastWriter::start(&header(), 1024, false);
         let text = w.output(0.1, &[b'x', 0xFF, b'y']);
         assert_eq!(lines(&text)[0], serde_json::json!([0.1, "o", "x\u{FFFD}y"]));
+    }
+
+    #[test]
+    fn terminal_lines_are_what_lossy_decoding_and_serde_json_write() {
+        use rand::{Rng, RngCore};
+        let mut rng = rand::rng();
+        let mut cases: Vec<Vec<u8>> = vec![
+            (0u8..=255).collect(),
+            "é€😀\"\\\u{7f}\u{1b}[0m\r\n\t".as_bytes().to_vec(),
+            vec![
+                0xE2, 0x82, b'x', 0xF0, 0x9F, 0x98, 0xED, 0xA0, 0x80, 0xC0, 0xAF,
+            ],
+        ];
+        for _ in 0..300 {
+            let mut data = vec![0u8; rng.random_range(0..200)];
+            rng.fill_bytes(&mut data);
+            cases.push(data);
+        }
+        for data in cases {
+            let mut line = Vec::new();
+            terminal_line_into(&mut line, 1.5, "o", &data);
+            assert_eq!(
+                line,
+                event_line(1.5, "o", &String::from_utf8_lossy(&data)),
+                "{data:?}"
+            );
+        }
     }
 
     #[test]

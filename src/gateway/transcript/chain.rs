@@ -18,9 +18,14 @@ pub const GENESIS: [u8; 32] = [0; 32];
 
 /// The link after a chunk of `text` that follows `prev`.
 pub fn link(prev: &[u8; 32], text: &[u8]) -> [u8; 32] {
+    link_digest(prev, &Sha256::digest(text).into())
+}
+
+/// The link after a chunk whose text has the SHA-256 `digest`, following `prev`.
+pub fn link_digest(prev: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(Sha256::digest(text));
+    h.update(digest);
     h.finalize().into()
 }
 
@@ -47,9 +52,20 @@ impl Chain {
         self.head = link(&self.head, text);
     }
 
+    /// Seals one more chunk whose text has the SHA-256 `digest` (the recorder hashes text
+    /// as it arrives and keeps no copy of it).
+    pub fn seal_digest(&mut self, digest: &[u8; 32]) {
+        self.head = link_digest(&self.head, digest);
+    }
+
     /// The head once the current (unsealed) chunk of `text` is stored (hex).
     pub fn head_with(&self, text: &[u8]) -> String {
         hex::encode(link(&self.head, text))
+    }
+
+    /// The head once the current chunk, whose text has the SHA-256 `digest`, is stored (hex).
+    pub fn head_with_digest(&self, digest: &[u8; 32]) -> String {
+        hex::encode(link_digest(&self.head, digest))
     }
 }
 

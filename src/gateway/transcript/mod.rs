@@ -13,21 +13,76 @@ pub mod s3;
 pub mod store;
 
 pub use asciicast::{AsciicastHeader, AsciicastSummary, AsciicastWriter};
-pub use chunks::{Chunk, ChunkedRecording, MAX_CHUNK_BYTES, Segment, gunzip_chunks, gzip};
+pub use chunks::{Chunk, ChunkedRecording, LEVEL, MAX_CHUNK_BYTES, gunzip_chunks, gzip};
 pub use failure::StorageFailure;
 pub use store::{
     CHUNK_ANNOTATION, CHUNK_DATA_KEY, SECRET_TYPE, TRANSCRIPT_FORMAT, TranscriptError,
     TranscriptStore, chunk_secret, chunk_secret_name, transcript_ref,
 };
 
+use bytes::Bytes;
+
 use crate::api::SessionTranscript;
 
-/// A recording in progress: the encoder and its chunks. Memory is bounded by one segment of
-/// uncompressed text plus the compressed chunks not yet stored.
-#[derive(Clone, Debug)]
-pub struct Transcript {
+/// Terminal bytes queued for the next flush that make it due at once rather than at the
+/// flush interval (the flush then encodes and compresses them, and stores only the chunks
+/// that were sealed; the open chunk waits for the interval).
+pub const FLUSH_NOW_BYTES: usize = 128 * 1024;
+
+/// The most the session queues for the transcript (terminal bytes plus
+/// [`EVENT_OVERHEAD_BYTES`] per event) before it stops taking output, and input when input
+/// is captured: the recording's share of a session's memory, besides the compressed chunks.
+/// The output bytes are shared with the replay ring, not copied.
+pub const QUEUE_BYTES: usize = 512 * 1024;
+
+/// What one queued event costs besides its bytes (the entry and the buffer's handle).
+pub const EVENT_OVERHEAD_BYTES: usize = std::mem::size_of::<Event>();
+
+/// One event the session saw, waiting for the next flush to encode it.
+#[derive(Debug)]
+enum Event {
+    Output(f64, Bytes),
+    Input(f64, Bytes),
+    Resize(f64, u16, u16),
+}
+
+/// The encoder and its chunks: what a flush works on, off the session's task.
+#[derive(Debug)]
+pub struct Recording {
     writer: AsciicastWriter,
     chunks: ChunkedRecording,
+}
+
+/// What the stored recording amounts to: `status.transcript` and the audit row come from
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Counts and hash of the asciicast text.
+    pub summary: AsciicastSummary,
+    /// The chain head over the chunks as stored (hex).
+    pub chain_head: String,
+}
+
+/// A recording in progress, as the session's task holds it: the events since the last flush
+/// (shared output buffers, not copies) and, between flushes, the [`Recording`]. Encoding
+/// (asciicast escaping), hashing and compression happen in the flush ([`FlushJob::run`], on a
+/// blocking thread), so recording costs the session's task one push per event. Memory is
+/// bounded by the queue ([`QUEUE_BYTES`]: the session stops taking output past it,
+/// [`Transcript::is_full`]) plus the compressed open chunk and the sealed chunks not stored
+/// yet (the session stops taking output past a few of them too).
+#[derive(Debug)]
+pub struct Transcript {
+    /// `None` while a flush holds it.
+    recording: Option<Box<Recording>>,
+    events: Vec<Event>,
+    queued_bytes: usize,
+    capture_input: bool,
+    /// Sealed chunks not stored, as of the last flush.
+    unstored_sealed: usize,
+    /// What the recording amounted to after the last flush's encoding.
+    summary: AsciicastSummary,
+    /// The last flush that stored the whole recording (the open chunk included).
+    stored: Option<Stored>,
 }
 
 impl Transcript {
@@ -50,80 +105,204 @@ impl Transcript {
     ) -> Self {
         let (writer, text) = AsciicastWriter::start(header, max_bytes, capture_input);
         chunks.append(&text);
-        Self { writer, chunks }
+        Self {
+            summary: writer.summary(),
+            recording: Some(Box::new(Recording { writer, chunks })),
+            events: Vec::new(),
+            queued_bytes: 0,
+            capture_input,
+            unstored_sealed: 0,
+            stored: None,
+        }
     }
 
-    /// Output at `t` seconds after the start.
-    pub fn output(&mut self, t: f64, data: &[u8]) {
-        let text = self.writer.output(t, data);
-        self.chunks.append(&text);
+    fn push(&mut self, bytes: usize, event: Event) {
+        self.queued_bytes += bytes + EVENT_OVERHEAD_BYTES;
+        self.events.push(event);
+    }
+
+    /// Output at `t` seconds after the start (the buffer is shared, not copied).
+    pub fn output(&mut self, t: f64, data: &Bytes) {
+        if !data.is_empty() {
+            self.push(data.len(), Event::Output(t, data.clone()));
+        }
     }
 
     /// Input at `t` seconds (recorded only when captured).
-    pub fn input(&mut self, t: f64, data: &[u8]) {
-        let text = self.writer.input(t, data);
-        self.chunks.append(&text);
+    pub fn input(&mut self, t: f64, data: &Bytes) {
+        if self.capture_input && !data.is_empty() {
+            self.push(data.len(), Event::Input(t, data.clone()));
+        }
     }
 
     /// A resize at `t` seconds.
     pub fn resize(&mut self, t: f64, cols: u16, rows: u16) {
-        let text = self.writer.resize(t, cols, rows);
-        self.chunks.append(&text);
+        self.push(0, Event::Resize(t, cols, rows));
     }
 
-    /// Counts and hash so far.
-    pub fn summary(&self) -> AsciicastSummary {
-        self.writer.summary()
+    /// Whether input is recorded (then a full queue holds input back too).
+    pub fn captures_input(&self) -> bool {
+        self.capture_input
     }
 
-    /// See [`ChunkedRecording::take_dirty`].
-    pub fn take_dirty(&mut self) -> Vec<Segment> {
-        self.chunks.take_dirty()
+    /// Bytes queued for the next flush (terminal bytes plus the events' own cost).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
-    /// See [`ChunkedRecording::restore`].
-    pub fn restore(&mut self, chunks: Vec<Segment>) {
-        self.chunks.restore(chunks);
+    /// Whether the queue reached [`QUEUE_BYTES`]: the session takes no more output (and no
+    /// more input when it is recorded) until a flush takes the queue.
+    pub fn is_full(&self) -> bool {
+        self.queued_bytes >= QUEUE_BYTES
     }
 
-    /// The current (last, unsealed) chunk's text as it is now, dirty or not: the S3 sink's
-    /// copy of the last chunk when the session ends.
-    pub fn current(&self) -> Segment {
-        self.chunks.current()
+    /// Whether a flush is due now rather than at the interval: enough is queued.
+    pub fn flush_due(&self) -> bool {
+        self.queued_bytes >= FLUSH_NOW_BYTES
     }
 
-    /// Whether a flush has something to write.
-    pub fn is_dirty(&self) -> bool {
-        self.chunks.is_dirty()
-    }
-
-    /// Sealed chunks not stored yet.
+    /// Sealed chunks not stored yet, as of the last flush.
     pub fn unstored_sealed(&self) -> usize {
-        self.chunks.unstored_sealed()
+        self.unstored_sealed
     }
 
-    /// `status.transcript` for what has been stored so far under `reference`.
-    pub fn status(&self, reference: &str) -> SessionTranscript {
-        let summary = self.summary();
-        SessionTranscript {
-            reference: reference.to_string(),
-            format: Some(TRANSCRIPT_FORMAT.to_string()),
-            bytes: Some(i64::try_from(summary.terminal_bytes).unwrap_or(i64::MAX)),
-            truncated: Some(summary.truncated),
-            sha256: Some(summary.sha256),
-            chain_head: Some(self.chunks.chain_head()),
+    /// Counts and hash as of the last flush's encoding.
+    pub fn summary(&self) -> AsciicastSummary {
+        self.summary.clone()
+    }
+
+    /// Whether a flush holds the recording now (or lost it).
+    pub fn flushing(&self) -> bool {
+        self.recording.is_none()
+    }
+
+    /// Hands the recording and the events since the last flush to a flush; `None` while
+    /// another flush holds the recording, or when there is nothing to encode or store.
+    /// `with_open`: store the open chunk too (at the interval, and at the end); otherwise
+    /// only sealed chunks are stored and the open one waits, compressed, for the next.
+    pub fn begin_flush(&mut self, with_open: bool) -> Option<FlushJob> {
+        let recording = self.recording.as_ref()?;
+        let open_waits = with_open && recording.chunks.open_dirty();
+        if self.events.is_empty() && !open_waits && recording.chunks.unstored_sealed() == 0 {
+            return None;
+        }
+        self.queued_bytes = 0;
+        Some(FlushJob {
+            recording: self.recording.take()?,
+            events: std::mem::take(&mut self.events),
+            with_open,
+        })
+    }
+
+    /// Takes a flush back: the recording, and after a failed store (`stored` false) the
+    /// chunks to try again. Returns what the stored recording amounts to when this flush
+    /// stored all of it (the open chunk included).
+    pub fn end_flush(&mut self, encoded: Encoded, stored: bool) -> Option<Stored> {
+        let Encoded {
+            mut recording,
+            chunks,
+            summary,
+            complete,
+        } = encoded;
+        if !stored {
+            recording.chunks.restore(chunks);
+        }
+        self.unstored_sealed = recording.chunks.unstored_sealed();
+        self.summary = summary;
+        self.recording = Some(recording);
+        let whole = complete.filter(|_| stored);
+        if whole.is_some() {
+            self.stored.clone_from(&whole);
+        }
+        whole
+    }
+
+    /// The open chunk as it is now, dirty or not: the S3 sink's copy of the last chunk when
+    /// the session ends. `None` while a flush holds the recording.
+    pub fn current(&mut self) -> Option<Chunk> {
+        self.recording.as_mut().map(|r| r.chunks.current())
+    }
+
+    /// `status.transcript` for what has been stored so far under `reference` (`None` before
+    /// the whole recording was stored once).
+    pub fn status(&self, reference: &str) -> Option<SessionTranscript> {
+        self.stored.as_ref().map(|s| status_of(s, reference))
+    }
+}
+
+/// `status.transcript` for a stored recording under `reference`.
+pub fn status_of(stored: &Stored, reference: &str) -> SessionTranscript {
+    let summary = &stored.summary;
+    SessionTranscript {
+        reference: reference.to_string(),
+        format: Some(TRANSCRIPT_FORMAT.to_string()),
+        bytes: Some(i64::try_from(summary.terminal_bytes).unwrap_or(i64::MAX)),
+        truncated: Some(summary.truncated),
+        sha256: Some(summary.sha256.clone()),
+        chain_head: Some(stored.chain_head.clone()),
+    }
+}
+
+/// One flush's work: encode the events, compress the new text, hand out the chunks to store.
+#[derive(Debug)]
+pub struct FlushJob {
+    recording: Box<Recording>,
+    events: Vec<Event>,
+    with_open: bool,
+}
+
+impl FlushJob {
+    /// Encodes, hashes and compresses (CPU work: run it off the session's task, [`encode`]).
+    pub fn run(self) -> Encoded {
+        let Self {
+            mut recording,
+            events,
+            with_open,
+        } = self;
+        let Recording { writer, chunks } = &mut *recording;
+        // One buffer for every event's text (escaped straight into it), then into the chunk.
+        let mut text = Vec::new();
+        for event in events {
+            text.clear();
+            match event {
+                Event::Output(t, data) => writer.output_into(t, &data, &mut text),
+                Event::Input(t, data) => writer.input_into(t, &data, &mut text),
+                Event::Resize(t, cols, rows) => text = writer.resize(t, cols, rows),
+            }
+            chunks.append(&text);
+        }
+        let out = chunks.take_dirty(with_open);
+        let summary = writer.summary();
+        let complete = (!chunks.open_dirty()).then(|| Stored {
+            summary: summary.clone(),
+            chain_head: chunks.chain_head(),
+        });
+        Encoded {
+            recording,
+            chunks: out,
+            summary,
+            complete,
         }
     }
 }
 
-/// Compresses segments on a blocking thread (a full segment is hundreds of KiB of CPU
-/// work) and hands them back with their chunks, so a failed store can restore them.
-pub async fn compress(segments: Vec<Segment>) -> (Vec<Segment>, Vec<Chunk>) {
-    let job = tokio::task::spawn_blocking(move || {
-        let chunks = segments.iter().map(Segment::compress).collect();
-        (segments, chunks)
-    });
-    job.await.unwrap_or_default()
+/// What a flush encoded: the chunks to store, and the recording to hand back
+/// ([`Transcript::end_flush`]) once they are stored or not.
+#[derive(Debug)]
+pub struct Encoded {
+    recording: Box<Recording>,
+    /// The chunks to store, in order.
+    pub chunks: Vec<Chunk>,
+    summary: AsciicastSummary,
+    /// What the recording amounts to once these chunks are stored, when they hold all of
+    /// it (the open chunk as it is now included).
+    complete: Option<Stored>,
+}
+
+/// Runs a flush's encoding on a blocking thread. `None` when that thread was lost (and the
+/// recording with it).
+pub async fn encode(job: FlushJob) -> Option<Encoded> {
+    tokio::task::spawn_blocking(move || job.run()).await.ok()
 }
 
 #[cfg(test)]
@@ -131,45 +310,57 @@ mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
 
-    #[test]
-    fn a_recording_round_trips_through_its_chunks_with_its_hash() {
-        let header = AsciicastHeader {
+    fn header() -> AsciicastHeader {
+        AsciicastHeader {
             width: 80,
             height: 24,
             timestamp: 1,
             title: "t".into(),
             term: "xterm".into(),
-        };
+        }
+    }
+
+    fn store_into(stored: &mut Vec<Vec<u8>>, chunks: &[Chunk]) {
+        for c in chunks {
+            if stored.len() <= c.index {
+                stored.resize(c.index + 1, Vec::new());
+            }
+            stored[c.index] = c.gz.clone();
+        }
+    }
+
+    /// A flush without a store: run the job, hand the recording back as stored.
+    fn flush_now(t: &mut Transcript, stored: &mut Vec<Vec<u8>>, with_open: bool) -> Option<Stored> {
+        let job = t.begin_flush(with_open)?;
+        assert!(t.flushing());
+        let encoded = job.run();
+        store_into(stored, &encoded.chunks);
+        t.end_flush(encoded, true)
+    }
+
+    #[test]
+    fn a_recording_round_trips_through_its_chunks_with_its_hash() {
         let mut t = Transcript::with_chunks(
-            &header,
+            &header(),
             1 << 20,
             false,
             ChunkedRecording::with_segment_limit(64),
         );
         let mut stored: Vec<Vec<u8>> = Vec::new();
         for i in 0..50 {
-            t.output(f64::from(i) / 10.0, format!("line {i}\r\n").as_bytes());
+            t.output(f64::from(i) / 10.0, &Bytes::from(format!("line {i}\r\n")));
             if i % 7 == 0 {
-                for c in t.take_dirty() {
-                    if stored.len() <= c.index {
-                        stored.resize(c.index + 1, Vec::new());
-                    }
-                    stored[c.index] = c.compress().gz;
-                }
+                flush_now(&mut t, &mut stored, i % 2 == 0);
             }
         }
-        for c in t.take_dirty() {
-            if stored.len() <= c.index {
-                stored.resize(c.index + 1, Vec::new());
-            }
-            stored[c.index] = c.compress().gz;
-        }
+        let last = flush_now(&mut t, &mut stored, true).expect("the whole recording");
         assert!(stored.len() > 3);
         let text = gunzip_chunks(stored.iter().map(Vec::as_slice)).expect("gunzip");
-        let status = t.status("shell-1-transcript");
+        let status = t.status("shell-1-transcript").expect("stored");
         assert_eq!(status.sha256, Some(hex::encode(Sha256::digest(&text))));
         assert_eq!(status.format.as_deref(), Some("asciicast-v2+gzip"));
         assert_eq!(status.truncated, Some(false));
+        assert_eq!(status.chain_head, Some(last.chain_head));
         let last = std::str::from_utf8(&text)
             .expect("utf8")
             .lines()
@@ -177,5 +368,81 @@ mod tests {
             .expect("line")
             .to_string();
         assert_eq!(last, r#"[4.900000, "o", "line 49\r\n"]"#);
+    }
+
+    #[test]
+    fn the_status_only_moves_when_the_open_chunk_was_stored_too() {
+        let mut t = Transcript::start(&header(), 1 << 20, false);
+        let mut stored = Vec::new();
+        let first = flush_now(&mut t, &mut stored, true).expect("header stored");
+        t.output(0.1, &Bytes::from_static(b"hello\r\n"));
+        assert_eq!(flush_now(&mut t, &mut stored, false), None);
+        assert_eq!(
+            t.status("r").and_then(|s| s.chain_head),
+            Some(first.chain_head.clone())
+        );
+        assert_eq!(
+            t.summary().terminal_bytes,
+            7,
+            "encoded, waiting to be stored"
+        );
+        let second = flush_now(&mut t, &mut stored, true).expect("stored");
+        assert_ne!(second.chain_head, first.chain_head);
+        assert_eq!(second.summary.terminal_bytes, 7);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_a_flush_empties_it() {
+        let mut t = Transcript::start(&header(), u64::MAX, false);
+        let chunk = Bytes::from(vec![b'x'; 1024]);
+        let mut taken = 0usize;
+        while !t.is_full() {
+            assert!(taken < 10_000, "the queue never filled");
+            t.output(0.0, &chunk);
+            taken += 1;
+        }
+        // Full at QUEUE_BYTES counting each event's own cost, not one chunk later.
+        assert_eq!(taken, QUEUE_BYTES.div_ceil(1024 + EVENT_OVERHEAD_BYTES));
+        assert!(t.queued_bytes() < QUEUE_BYTES + 1024 + EVENT_OVERHEAD_BYTES);
+        assert!(t.flush_due());
+        let job = t.begin_flush(false).expect("a flush");
+        assert_eq!(t.queued_bytes(), 0);
+        assert!(!t.is_full());
+        // A second flush cannot start while the first holds the recording.
+        t.output(0.1, &chunk);
+        assert!(t.begin_flush(true).is_none());
+        t.end_flush(job.run(), true);
+        assert!(t.begin_flush(true).is_some());
+    }
+
+    #[test]
+    fn input_is_queued_only_when_captured() {
+        let mut t = Transcript::start(&header(), u64::MAX, false);
+        t.input(0.1, &Bytes::from_static(b"ls\r"));
+        assert_eq!(t.queued_bytes(), 0);
+        let mut t = Transcript::start(&header(), u64::MAX, true);
+        t.input(0.1, &Bytes::from_static(b"ls\r"));
+        assert_eq!(t.queued_bytes(), 3 + EVENT_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn a_failed_store_hands_the_chunks_back() {
+        let mut t = Transcript::with_chunks(
+            &header(),
+            u64::MAX,
+            false,
+            ChunkedRecording::with_segment_limit(64),
+        );
+        t.output(0.1, &Bytes::from(vec![b'y'; 300]));
+        let encoded = t.begin_flush(false).expect("a flush").run();
+        let sealed = encoded.chunks.len();
+        assert!(sealed > 2);
+        assert_eq!(t.end_flush(encoded, false), None);
+        assert_eq!(t.unstored_sealed(), sealed);
+        let mut stored = Vec::new();
+        flush_now(&mut t, &mut stored, true).expect("stored");
+        assert_eq!(t.unstored_sealed(), 0);
+        let text = gunzip_chunks(stored.iter().map(Vec::as_slice)).expect("gunzip");
+        assert!(text.ends_with(format!("{}\"]\n", "y".repeat(300)).as_bytes()));
     }
 }
