@@ -482,7 +482,8 @@ async fn firehose_path(
         .await?;
     let api = gw.client(&world.token(&engineer(1)));
     let pid = gw.process.pid.to_string();
-    let cpu = || proc_stats::sample(&pid).map_or(0.0, |s| s.cpu_s);
+    // Every thread of the gateway, at the scheduler's nanoseconds (clock ticks are 10 ms).
+    let cpu = || proc_stats::threads_cpu_s(&pid, "");
     let (mut bytes, mut time, mut cpu_s, mut incomplete) = (0usize, Duration::ZERO, 0.0, 0usize);
     for _ in 0..runs {
         let opened = api.open_ok(&fh.nodes[0]).await?;
@@ -686,7 +687,10 @@ async fn client_alone(
             max_early_messages: 10_000,
             max_early_bytes: 16 * 1024 * 1024,
         };
-        let (t0, c0) = (Instant::now(), proc_stats::threads_cpu_s(CLIENT_THREADS));
+        let (t0, c0) = (
+            Instant::now(),
+            proc_stats::threads_cpu_s("self", CLIENT_THREADS),
+        );
         let mut channel = DataChannel::connect(
             &stream.stream_url,
             &stream.token_value,
@@ -699,7 +703,7 @@ async fn client_alone(
             received += chunk.len();
         }
         time += t0.elapsed();
-        cpu_s += proc_stats::threads_cpu_s(CLIENT_THREADS) - c0;
+        cpu_s += proc_stats::threads_cpu_s("self", CLIENT_THREADS) - c0;
         channel.closed().await;
         anyhow::ensure!(
             received == FIREHOSE_LEN,
