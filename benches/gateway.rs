@@ -483,7 +483,8 @@ async fn firehose_path(
         .await?;
     let api = gw.client(&world.token(&engineer(1)));
     let pid = gw.process.pid.to_string();
-    let cpu = || proc_stats::sample(&pid).map_or(0.0, |s| s.cpu_s);
+    // Every thread of the gateway, at the scheduler's nanoseconds (clock ticks are 10 ms).
+    let cpu = || proc_stats::threads_cpu_s(&pid, "");
     let (mut bytes, mut time, mut cpu_s, mut incomplete) = (0usize, Duration::ZERO, 0.0, 0usize);
     for _ in 0..runs {
         let opened = api.open_ok(&fh.nodes[0]).await?;
@@ -691,7 +692,7 @@ fn transcript_cpu() -> serde_json::Value {
                         t.end_flush(encoded, true);
                     }
                 };
-                let c0 = proc_stats::threads_cpu_s(&thread);
+                let c0 = proc_stats::threads_cpu_s("self", &thread);
                 let data = bytes::Bytes::from(data);
                 for (n, at) in (0..data.len()).step_by(16 * 1024).enumerate() {
                     let piece = data.slice(at..(at + 16 * 1024).min(data.len()));
@@ -701,7 +702,7 @@ fn transcript_cpu() -> serde_json::Value {
                     }
                 }
                 flush(&mut t, true);
-                let cpu = proc_stats::threads_cpu_s(&thread) - c0;
+                let cpu = proc_stats::threads_cpu_s("self", &thread) - c0;
                 json!({
                     "cpu_s_per_100mb": cpu / (data.len() as f64 / 1e8),
                     "encoded_over_input": t.summary().encoded_bytes as f64 / data.len() as f64,
@@ -744,7 +745,10 @@ async fn client_alone(
             max_early_messages: 10_000,
             max_early_bytes: 16 * 1024 * 1024,
         };
-        let (t0, c0) = (Instant::now(), proc_stats::threads_cpu_s(CLIENT_THREADS));
+        let (t0, c0) = (
+            Instant::now(),
+            proc_stats::threads_cpu_s("self", CLIENT_THREADS),
+        );
         let mut channel = DataChannel::connect(
             &stream.stream_url,
             &stream.token_value,
@@ -757,7 +761,7 @@ async fn client_alone(
             received += chunk.len();
         }
         time += t0.elapsed();
-        cpu_s += proc_stats::threads_cpu_s(CLIENT_THREADS) - c0;
+        cpu_s += proc_stats::threads_cpu_s("self", CLIENT_THREADS) - c0;
         channel.closed().await;
         anyhow::ensure!(
             received == FIREHOSE_LEN,

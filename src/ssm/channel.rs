@@ -853,7 +853,7 @@ impl<R: SessionResumer> ChannelTask<R> {
             }
             _ => return None,
         };
-        let mut frame = match Frame::decode(&data) {
+        let mut frame = match Frame::decode_shared(&data) {
             Ok(frame) => frame,
             Err(e) => {
                 // Not acked: the peer resends it, and the resend is what gets delivered.

@@ -226,6 +226,19 @@ impl Frame {
     /// PayloadLength = len − 120, MessageType present, CreatedDate non-zero, digest.
     /// Publication messages skip the last two checks, as the official client does.
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        Self::decode_with(bytes, Bytes::copy_from_slice)
+    }
+
+    /// [`Self::decode`] of a frame received as one buffer: the payload is a view of it, not a
+    /// copy (the data channel's receive path, once per agent message).
+    pub fn decode_shared(bytes: &Bytes) -> Result<Self, FrameError> {
+        Self::decode_with(bytes, |_| bytes.slice(HEADER_SIZE..))
+    }
+
+    fn decode_with(
+        bytes: &[u8],
+        payload_of: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Result<Self, FrameError> {
         if bytes.len() < HEADER_SIZE {
             return Err(FrameError::TooShort { len: bytes.len() });
         }
@@ -266,7 +279,7 @@ impl Frame {
             flags: read_u64(bytes, OFF_FLAGS),
             message_id: uuid_from_wire(read_array(bytes, OFF_MESSAGE_ID)),
             payload_type: PayloadType::from(read_u32(bytes, OFF_PAYLOAD_TYPE)),
-            payload: Bytes::copy_from_slice(payload),
+            payload: payload_of(payload),
         })
     }
 }
@@ -319,6 +332,20 @@ mod tests {
     fn decodes_the_fact_sheet_frame() {
         let decoded = Frame::decode(&hex(FACT_SHEET_BYTES)).unwrap();
         assert_eq!(decoded, fact_sheet_frame());
+    }
+
+    #[test]
+    fn a_shared_decode_equals_a_copying_one_and_shares_the_buffer() {
+        let wire = Bytes::from(hex(FACT_SHEET_BYTES));
+        let shared = Frame::decode_shared(&wire).unwrap();
+        assert_eq!(shared, Frame::decode(&wire).unwrap());
+        assert_eq!(shared.payload.as_ptr(), wire[HEADER_SIZE..].as_ptr());
+        let mut bad = wire.to_vec();
+        bad[OFF_DIGEST] ^= 0xff;
+        assert_eq!(
+            Frame::decode_shared(&Bytes::from(bad)),
+            Err(FrameError::DigestMismatch)
+        );
     }
 
     #[test]

@@ -15,9 +15,13 @@ use super::frames::{ClientFrame, ServerFrame};
 use crate::gateway::error::ErrorCode;
 use crate::ssm::{HeldBytes, HeldShare};
 
-/// Frames queued towards one browser (besides the one being written). Together with the
+/// Frames queued towards one browser (besides those being written). Together with the
 /// browser window they bound what a browser that stops reading holds in the gateway.
 pub const OUTBOUND_QUEUE: usize = 2;
+/// Most frames written to the browser's socket in one write (one flush): the one the writer
+/// waited for and what else was queued by then. A frame counts as held until its write is
+/// flushed, so at most `OUTBOUND_QUEUE + WRITE_BATCH` frames are held at once.
+pub const WRITE_BATCH: usize = 2;
 /// Browser events queued towards the session. Each holds at most one WebSocket message,
 /// which the attach route bounds to `WEBSOCKET_MAX_MESSAGE_BYTES` (64 KiB), so this queue
 /// holds at most 2 MiB per browser (docs/gateway.md, byte budgets).
@@ -136,12 +140,26 @@ pub async fn run(
 ) {
     let (mut sink, mut stream) = socket.split();
     let writer = async {
+        // Frames fed since the last flush: each (and its share of the held total) lives until
+        // the socket took it.
+        let mut unflushed: Vec<Outbound> = Vec::with_capacity(WRITE_BATCH);
         while let Some(frame) = out_rx.recv().await {
-            // The frame (and its share of the held total) lives until the socket took it.
-            if sink.send(to_message(&frame)).await.is_err() {
+            // What the session queued meanwhile goes out in the same write: one flush (one
+            // syscall) for the batch instead of one per frame.
+            let mut next = Some(frame);
+            while let Some(frame) = next.take() {
+                if sink.feed(to_message(&frame)).await.is_err() {
+                    return false;
+                }
+                unflushed.push(frame);
+                if unflushed.len() < WRITE_BATCH {
+                    next = out_rx.try_recv().ok();
+                }
+            }
+            if sink.flush().await.is_err() {
                 return false;
             }
-            drop(frame);
+            unflushed.clear();
         }
         let _ = sink.send(Message::Close(None)).await;
         sink.close().await.is_ok()

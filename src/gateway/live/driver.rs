@@ -588,11 +588,17 @@ impl Driver {
                 },
                 permit = reserve_opt(out.as_ref()), if can_forward => match permit {
                     Some(permit) => {
-                        let frame = self.window.next_frame();
-                        permit.send(Outbound::Binary(HeldFrame::new(
-                            frame,
-                            &self.inner.config.metrics.output_held,
-                        )));
+                        self.forward(permit);
+                        // The queue's other slots in the same turn, as far as the browser's
+                        // credit goes: the writer takes them in one socket write.
+                        while self.window.can_send() {
+                            let Some(Ok(permit)) =
+                                out.as_ref().map(mpsc::Sender::try_reserve)
+                            else {
+                                break;
+                            };
+                            self.forward(permit);
+                        }
                         self.retry_pending_output();
                     }
                     None => self.detach(),
@@ -637,6 +643,15 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Sends the next frame of output into a slot of the browser's queue.
+    fn forward(&mut self, permit: mpsc::Permit<'_, Outbound>) {
+        let frame = self.window.next_frame();
+        permit.send(Outbound::Binary(HeldFrame::new(
+            frame,
+            &self.inner.config.metrics.output_held,
+        )));
     }
 
     fn on_timer(&mut self) -> Option<EndReason> {

@@ -23,13 +23,13 @@ pub const MAX_FRAME: usize = 16 * 1024;
 /// The most output bytes one session holds while its browser neither reads nor
 /// acknowledges, counted as the `output_held_bytes` gauge counts them: the replay ring
 /// (every unacknowledged byte is in it) and the one chunk waiting for room in it, the
-/// frames queued to the browser's socket and the one being written, the output chunks the
+/// frames queued to the browser's socket and those being written, the output chunks the
 /// data channel queued, and its receive window (which may overshoot by one agent message).
 pub fn held_bound(settings: &LiveSettings) -> usize {
     use crate::ssm::channel::OUTPUT_CHUNK_MAX;
     settings.replay_buffer_bytes
         + OUTPUT_CHUNK_MAX
-        + (super::bridge::OUTBOUND_QUEUE + 1) * MAX_FRAME
+        + (super::bridge::OUTBOUND_QUEUE + super::bridge::WRITE_BATCH) * MAX_FRAME
         + SSM_OUTPUT_QUEUE_CHUNKS * OUTPUT_CHUNK_MAX
         + SSM_RECEIVE_WINDOW_BYTES
         + AGENT_PAYLOAD_MAX
