@@ -189,7 +189,9 @@ pub(super) async fn run(
         .await;
     drop(watch);
     info!(session = %name, reason = reason.as_str(), "session ending");
-    driver.finish(reason, writer).await;
+    // Boxed: the close's calls (TerminateSession, the last transcript flush, status writes)
+    // make a large future, and inline it would be resident for the whole session.
+    Box::pin(driver.finish(reason, writer)).await;
     inner.config.metrics.live.dec();
     inner.release(&name);
 }
