@@ -112,6 +112,21 @@ async fn bench(
         )
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // let the gateway settle before the baseline
+    // Measuring by hand (heaptrack --pid, /proc/<pid>/smaps): time to attach before the
+    // baseline and to look after the idle figure.
+    let hold = Duration::from_secs(
+        std::env::var("NODESHELL_BENCH_HOLD_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
+    if !hold.is_zero() {
+        println!(
+            "gateway pid {}: holding {hold:?} before the baseline",
+            gw.process.pid
+        );
+        tokio::time::sleep(hold).await;
+    }
     let baseline = gw.process.rss_bytes().unwrap_or(0);
     let users: Vec<String> = (1..=ENGINEERS.min(50)).map(engineer).collect();
     let tokens: Vec<String> = users.iter().map(|u| world.token(u)).collect();
@@ -169,6 +184,17 @@ async fn bench(
         loaded >> 20,
         rss_per_session >> 10
     );
+    if !hold.is_zero() {
+        println!(
+            "gateway pid {}: holding {hold:?} after the idle figure",
+            gw.process.pid
+        );
+        tokio::time::sleep(hold).await;
+    }
+    if std::env::var_os("NODESHELL_BENCH_IDLE_ONLY").is_some() {
+        println!("NODESHELL_BENCH_IDLE_ONLY: stopping after the idle figure; nothing written");
+        return Ok(());
+    }
 
     // === keystroke round trip ===
     let rtt_ms = {

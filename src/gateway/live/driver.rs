@@ -24,9 +24,9 @@ use super::reasons::{EndReason, end_from_channel, takeover};
 use super::records::{Records, SessionInfo};
 use super::replay::ReplayStart;
 use super::session_watch::{SessionNews, Subscription};
-use super::status::status_writer;
+use super::status::{Conflict, status_writer};
 use super::{Control, Inner};
-use crate::api::{NodeShellSession, NodeShellSessionStatus};
+use crate::api::NodeShellSessionStatus;
 use crate::aws::SsmSessions;
 use crate::gateway::error::ErrorCode;
 use crate::gateway::ledger::{Ledger, LedgerDocument};
@@ -190,7 +190,9 @@ pub(super) async fn run(
         .await;
     drop(watch);
     info!(session = %name, reason = reason.as_str(), "session ending");
-    driver.finish(reason, writer).await;
+    // Boxed: the close's calls (TerminateSession, the last transcript flush, status writes)
+    // make a large future, and inline it would be resident for the whole session.
+    Box::pin(driver.finish(reason, writer)).await;
     inner.config.metrics.live.dec();
     inner.release(&name);
 }
@@ -531,7 +533,7 @@ impl Driver {
         &mut self,
         attach_rx: &mut mpsc::Receiver<Attachment>,
         control_rx: &mut mpsc::Receiver<Control>,
-        conflict_rx: &mut mpsc::Receiver<Option<NodeShellSession>>,
+        conflict_rx: &mut mpsc::Receiver<Conflict>,
         watch: &mut Subscription,
     ) -> EndReason {
         loop {

@@ -432,6 +432,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// A tokio mpsc channel allocates its first block, room for 32 messages, when it is
+    /// made, so every queue of a live session costs 32 × its message size whether or not a
+    /// message ever goes through it. These are the session's own queues (the data channel's
+    /// are in `ssm`).
+    #[test]
+    fn a_live_sessions_queues_reserve_little_up_front() {
+        use std::mem::size_of;
+        const SLOTS: usize = 32;
+        let queues = [
+            ("status conflicts", size_of::<status::Conflict>()),
+            ("control", size_of::<Control>()),
+            ("attachments", size_of::<Attachment>()),
+            ("to the browser", size_of::<bridge::Outbound>()),
+            ("from the browser", size_of::<bridge::ClientEvent>()),
+            ("input pump", size_of::<bytes::Bytes>()),
+        ];
+        let total: usize = queues.iter().map(|(_, size)| SLOTS * size).sum();
+        for (name, size) in queues {
+            println!("{name}: {size} B a message, {} B reserved", SLOTS * size);
+        }
+        // 9.3 KiB now; 47 KiB when the conflict queue carried whole sessions.
+        assert!(
+            total <= 12 * 1024,
+            "the session's queues reserve {total} B up front"
+        );
+    }
+
     #[test]
     fn token_comparison() {
         assert!(constant_time_eq(b"abc", b"abc"));
