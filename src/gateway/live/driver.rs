@@ -449,13 +449,7 @@ impl Driver {
             if result.is_ok()
                 && let Some((sink, target)) = sink
             {
-                // Sealed chunks never change again: each becomes one locked object.
-                let sealed: Vec<_> = encoded
-                    .chunks
-                    .iter()
-                    .filter(|c| c.sealed)
-                    .cloned()
-                    .collect();
+                let sealed = encoded.sealed();
                 if !sealed.is_empty() {
                     result = sink
                         .put_chunks(&target, &sealed)

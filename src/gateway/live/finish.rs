@@ -187,12 +187,7 @@ impl Driver {
             if stored.is_ok()
                 && let Some(target) = &self.info.sink
             {
-                let sealed: Vec<_> = encoded
-                    .chunks
-                    .iter()
-                    .filter(|c| c.sealed)
-                    .cloned()
-                    .collect();
+                let sealed = encoded.sealed();
                 stored = self
                     .inner
                     .sink()

@@ -299,6 +299,14 @@ pub struct Encoded {
     complete: Option<Stored>,
 }
 
+impl Encoded {
+    /// The sealed chunks among [`Encoded::chunks`]: they never change again, so each becomes
+    /// one locked object in the S3 sink.
+    pub fn sealed(&self) -> Vec<Chunk> {
+        self.chunks.iter().filter(|c| c.sealed).cloned().collect()
+    }
+}
+
 /// Runs a flush's encoding on a blocking thread. `None` when that thread was lost (and the
 /// recording with it).
 pub async fn encode(job: FlushJob) -> Option<Encoded> {
