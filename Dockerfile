@@ -24,8 +24,7 @@ RUN ./build.sh
 
 # --- the binary: statically linked against musl -----------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS rust
-# aws-lc-rs (the TLS and SigV4 crypto) and mimalloc (the allocator) compile C: musl-gcc,
-# cmake and clang.
+# aws-lc-rs (the TLS and SigV4 crypto) compiles C: musl-gcc, cmake and clang.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools cmake clang \
  && rm -rf /var/lib/apt/lists/*

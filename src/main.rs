@@ -4,13 +4,6 @@
 use clap::{Parser, Subcommand};
 use nodeshell::telemetry::{self, LogFormat};
 
-/// mimalloc instead of glibc's malloc: a gateway's sessions open in bursts, and glibc kept
-/// the memory those bursts freed (connection set-up, TLS, JSON bodies) resident in its
-/// per-thread arenas, about 500 KB per idle shell on top of what the shells hold; mimalloc
-/// returns freed pages to the system (docs/benchmarks.md, "Memory per idle shell").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Audited shells on the EC2 host behind a Kubernetes node, through AWS SSM Session Manager.
 #[derive(Parser, Debug)]
 #[command(name = "nodeshell", version, about)]
