@@ -651,18 +651,23 @@ async fn direct_rtt(
     Ok(rtts)
 }
 
-/// Deflate levels on the asciicast text of `seq` output (the gateway's own flate2 backend):
-/// compressed share of the text and MB/s of text compressed, per level, on this machine.
-fn transcript_levels() -> serde_json::Value {
-    use flate2::{Compress, Compression, FlushCompress};
-    use nodeshell::gateway::transcript::{AsciicastHeader, AsciicastWriter};
-    let header = AsciicastHeader {
+/// The recording header both transcript measurements start from (an 80x24 terminal).
+fn bench_header() -> nodeshell::gateway::transcript::AsciicastHeader {
+    nodeshell::gateway::transcript::AsciicastHeader {
         width: 80,
         height: 24,
         timestamp: 0,
         title: "bench".into(),
         term: "xterm".into(),
-    };
+    }
+}
+
+/// Deflate levels on the asciicast text of `seq` output (the gateway's own flate2 backend):
+/// compressed share of the text and MB/s of text compressed, per level, on this machine.
+fn transcript_levels() -> serde_json::Value {
+    use flate2::{Compress, Compression, FlushCompress};
+    use nodeshell::gateway::transcript::AsciicastWriter;
+    let header = bench_header();
     let (mut writer, mut text) = AsciicastWriter::start(&header, u64::MAX, false);
     let seq: String = (1..=400_000).map(|i| format!("{i}\r\n")).collect();
     for (n, piece) in seq.as_bytes().chunks(4096).enumerate() {
@@ -695,20 +700,14 @@ fn transcript_levels() -> serde_json::Value {
 /// seconds of that thread per 10⁸ terminal bytes, on the firehose's bytes (mostly invalid
 /// UTF-8 and control characters: the asciicast text is ~2.6× the input) and on `seq` output.
 fn transcript_cpu() -> serde_json::Value {
-    use nodeshell::gateway::transcript::{AsciicastHeader, Transcript};
+    use nodeshell::gateway::transcript::Transcript;
     let run = |name: &'static str, data: Vec<u8>| {
         // A thread's name in /proc is cut at 15 bytes: keep it short enough to find.
         let thread = format!("bench-tr-{name}");
         std::thread::Builder::new()
             .name(thread.clone())
             .spawn(move || {
-                let header = AsciicastHeader {
-                    width: 80,
-                    height: 24,
-                    timestamp: 0,
-                    title: "bench".into(),
-                    term: "xterm".into(),
-                };
+                let header = bench_header();
                 let mut t = Transcript::start(&header, u64::MAX, false);
                 let mut stored = 0usize;
                 let mut flush = |t: &mut Transcript, with_open: bool| {

@@ -158,6 +158,12 @@ impl Drop for Versitygw {
     }
 }
 
+/// The JSON object stored under `key` in the bucket.
+async fn json_object(s3: &aws_sdk_s3::Client, key: &str) -> anyhow::Result<serde_json::Value> {
+    let body = s3.get_object().bucket(BUCKET).key(key).send().await?.body;
+    Ok(serde_json::from_slice(&body.collect().await?.into_bytes())?)
+}
+
 #[tokio::test]
 async fn a_transcript_lands_locked_in_s3_and_a_required_sink_that_is_down_refuses_the_shell()
 -> anyhow::Result<()> {
@@ -256,33 +262,11 @@ async fn a_transcript_lands_locked_in_s3_and_a_required_sink_that_is_down_refuse
     let cast = String::from_utf8(gunzip(&stored)?)?;
     let (_, output) = asciicast_output(&cast)?;
     assert!(output.contains("landed-42"), "{output:?}");
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &user
-            .get_object()
-            .bucket(BUCKET)
-            .key(format!("{prefix}session.json"))
-            .send()
-            .await?
-            .body
-            .collect()
-            .await?
-            .into_bytes(),
-    )?;
+    let manifest: serde_json::Value = json_object(&user, &format!("{prefix}session.json")).await?;
     assert_eq!(manifest["session"], opened.session.as_str(), "{manifest}");
     // The ledger as the API serves it: the command the shell reported (the test terminal
     // appends its own end marker to the line it types).
-    let ledger: serde_json::Value = serde_json::from_slice(
-        &user
-            .get_object()
-            .bucket(BUCKET)
-            .key(format!("{prefix}ledger.json"))
-            .send()
-            .await?
-            .body
-            .collect()
-            .await?
-            .into_bytes(),
-    )?;
+    let ledger: serde_json::Value = json_object(&user, &format!("{prefix}ledger.json")).await?;
     assert!(
         ledger["commands"]
             .as_array()
