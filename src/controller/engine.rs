@@ -1033,6 +1033,27 @@ mod tests {
         (api, engine, rx)
     }
 
+    /// An apiserver holding `sessions` and `policies`, and an engine whose caches hold the
+    /// same, with the receiver of its Events.
+    fn api_and_engine(
+        sessions: &[NodeShellSession],
+        policies: &[NodeShellPolicy],
+    ) -> (
+        Arc<Mutex<FakeApi>>,
+        Engine,
+        mpsc::Receiver<(ObjectReference, Event)>,
+    ) {
+        let api = Arc::new(Mutex::new(FakeApi {
+            sessions: sessions.to_vec(),
+            policies: policies.to_vec(),
+            next_rv: 10,
+            ..FakeApi::default()
+        }));
+        let (tx, rx) = mpsc::channel(16);
+        let engine = engine_over(&api, sessions, policies, tx);
+        (api, engine, rx)
+    }
+
     /// An engine whose caches hold `sessions` and `policies`, writing to `api`.
     fn engine_over(
         api: &Arc<Mutex<FakeApi>>,
@@ -1310,15 +1331,7 @@ mod tests {
                 s
             })
             .collect();
-        let policies = [policy("p", 2, 10)];
-        let api = Arc::new(Mutex::new(FakeApi {
-            sessions: sessions.clone(),
-            policies: policies.to_vec(),
-            next_rv: 10,
-            ..FakeApi::default()
-        }));
-        let (tx, _rx) = mpsc::channel(16);
-        let mut engine = engine_over(&api, &sessions, &policies, tx);
+        let (api, mut engine, _rx) = api_and_engine(&sessions, &[policy("p", 2, 10)]);
         engine.need_full = false;
         let only = |name: &str| Dirty {
             full: false,
@@ -1356,15 +1369,7 @@ mod tests {
             s
         };
         let mut sessions = vec![active("a", 1)];
-        let policies = [policy("p", 5, 10)];
-        let api = Arc::new(Mutex::new(FakeApi {
-            sessions: sessions.clone(),
-            policies: policies.to_vec(),
-            next_rv: 10,
-            ..FakeApi::default()
-        }));
-        let (tx, _rx) = mpsc::channel(16);
-        let mut engine = engine_over(&api, &sessions, &policies, tx);
+        let (api, mut engine, _rx) = api_and_engine(&sessions, &[policy("p", 5, 10)]);
         let policy_writes = |api: &Mutex<FakeApi>| -> Vec<Option<i32>> {
             let writes = calls(api)
                 .into_iter()
