@@ -31,7 +31,8 @@ use crate::aws::SsmSessions;
 use crate::gateway::error::ErrorCode;
 use crate::gateway::ledger::{Ledger, LedgerDocument};
 use crate::gateway::transcript::{
-    Encoded, StorageFailure, Transcript, TranscriptError, encode, status_of, transcript_ref,
+    Encoded, StorageFailure, Transcript, TranscriptError, encode, status_of, store_encoded,
+    transcript_ref,
 };
 use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel, HeldShare};
 
@@ -441,22 +442,8 @@ impl Driver {
                     result: Ok(()),
                 };
             };
-            let mut result = if encoded.chunks.is_empty() {
-                Ok(())
-            } else {
-                store.store(&session, &encoded.chunks).await
-            };
-            if result.is_ok()
-                && let Some((sink, target)) = sink
-            {
-                let sealed = encoded.sealed();
-                if !sealed.is_empty() {
-                    result = sink
-                        .put_chunks(&target, &sealed)
-                        .await
-                        .map_err(TranscriptError::from);
-                }
-            }
+            let sink = sink.as_ref().map(|(sink, target)| (sink, target));
+            let result = store_encoded(&store, sink, &session, &encoded).await;
             FlushResult {
                 encoded: Some(encoded),
                 with_open,

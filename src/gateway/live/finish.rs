@@ -15,7 +15,7 @@ use super::records::CloseFacts;
 use super::status::{ClosedFacts, write_closed};
 use crate::aws::SsmCallError;
 use crate::gateway::audit::AuditTranscript;
-use crate::gateway::transcript::{StorageFailure, TranscriptError, encode, transcript_ref};
+use crate::gateway::transcript::{StorageFailure, encode, store_encoded, transcript_ref};
 
 /// How long the end waits for the channel's remaining output after TerminateSession.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -179,22 +179,8 @@ impl Driver {
             let Some(encoded) = encode(job).await else {
                 continue;
             };
-            let mut stored = self
-                .inner
-                .store
-                .store(&self.info.session, &encoded.chunks)
-                .await;
-            if stored.is_ok()
-                && let Some(target) = &self.info.sink
-            {
-                let sealed = encoded.sealed();
-                stored = self
-                    .inner
-                    .sink()
-                    .put_chunks(target, &sealed)
-                    .await
-                    .map_err(TranscriptError::from);
-            }
+            let sink = self.info.sink.as_ref().map(|t| (self.inner.sink(), t));
+            let stored = store_encoded(&self.inner.store, sink, &self.info.session, &encoded).await;
             t.end_flush(encoded, stored.is_ok());
             match stored {
                 Ok(()) => {

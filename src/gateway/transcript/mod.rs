@@ -307,6 +307,21 @@ impl Encoded {
     }
 }
 
+/// Stores a flush's chunks: each in its Secret, then, for a session with an S3 target, the
+/// sealed ones as locked objects (the open chunk goes to S3 once, final, at the close).
+pub async fn store_encoded(
+    store: &TranscriptStore,
+    sink: Option<(&s3::S3Sink, &std::sync::Arc<s3::SinkTarget>)>,
+    session: &crate::api::NodeShellSession,
+    encoded: &Encoded,
+) -> Result<(), TranscriptError> {
+    store.store(session, &encoded.chunks).await?;
+    if let Some((sink, target)) = sink {
+        sink.put_chunks(target, &encoded.sealed()).await?;
+    }
+    Ok(())
+}
+
 /// Runs a flush's encoding on a blocking thread. `None` when that thread was lost (and the
 /// recording with it).
 pub async fn encode(job: FlushJob) -> Option<Encoded> {
