@@ -5,14 +5,18 @@
 //! Then the same without leader election: two controllers that both believe they lead (a
 //! stale leader next to its successor) decide the same sessions at once, each from its own
 //! watch cache; the per-policy ledger's compare-and-swap still keeps every cap.
+//!
+//! And the ledger stays small: once the controller's cache has seen 50 admissions, the
+//! ledger holds at most a couple of entries, not one per live session.
 
 mod support;
 
 use futures::future::join_all;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use nodeshell::api::{NodeShellSession, SessionPhase};
-use nodeshell::localcluster::Identity;
+use nodeshell::localcluster::{Identity, SYSTEM_NAMESPACE};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -322,5 +326,105 @@ async fn two_controllers_deciding_at_once_never_exceed_the_caps() -> anyhow::Res
         .await?;
     }
     eprintln!("decisions written by {writers:?}");
+    Ok(())
+}
+
+const SMALL_POLICY: &str = "contention-small-ledger";
+const CONFIRMED: usize = 50;
+/// The most entries the ledger may keep once every admission is confirmed.
+const LEDGER_BOUND: usize = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_keeps_only_unconfirmed_admissions_however_many_are_live() -> anyhow::Result<()>
+{
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = cluster().await?;
+    ensure_session_node(cluster).await?;
+    apply_policy(
+        cluster,
+        SMALL_POLICY,
+        json!({ "limits": { "maxSessionsPerUser": 100, "maxSessionsTotal": 100 } }),
+    )
+    .await?;
+    let controller = ControllerProcess::start(cluster, "small-ledger", "small-ledger", &[])?;
+    let gateway: Api<NodeShellSession> = Api::all(cluster.client(Identity::Gateway).await?);
+    let admin_client = cluster.client(Identity::Admin).await?;
+    let admin: Api<NodeShellSession> = Api::all(admin_client.clone());
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin_client, SYSTEM_NAMESPACE);
+    let ledger = format!("nodeshell-admission-{SMALL_POLICY}");
+
+    // Half at once (one pass records them all), then half one by one.
+    let prefix = "small-";
+    let create = |i: usize| {
+        let gateway = gateway.clone();
+        async move {
+            let s = gateway_session(
+                &format!("{prefix}s{i:03}"),
+                &format!("user{i}"),
+                SMALL_POLICY,
+            )?;
+            gateway.create(&PostParams::default(), &s).await?;
+            anyhow::Ok(())
+        }
+    };
+    for result in join_all((0..CONFIRMED / 2).map(create)).await {
+        result?;
+    }
+    for i in CONFIRMED / 2..CONFIRMED {
+        create(i).await?;
+    }
+    let sessions = wait_for(
+        "every session admitted",
+        Duration::from_secs(90),
+        || async move {
+            let all = sessions_with_prefix(cluster, prefix).await?;
+            let admitted =
+                all.len() == CONFIRMED && all.iter().all(|s| s.phase() == SessionPhase::Admitted);
+            Ok(admitted.then_some(all))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\ncontroller:\n{}", controller.log_text()))?;
+
+    // The controller's cache sees every admission; its passes drop them from the ledger.
+    let entries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let settled = wait_for("the ledger to shrink", Duration::from_secs(30), || {
+        let configmaps = configmaps.clone();
+        let ledger = ledger.clone();
+        let entries = entries.clone();
+        async move {
+            let cm = configmaps.get(&ledger).await?;
+            let n = cm.data.as_ref().map_or(0, |d| d.len());
+            entries.store(n, std::sync::atomic::Ordering::Relaxed);
+            Ok((n <= LEDGER_BOUND).then_some(cm))
+        }
+    })
+    .await;
+    let entries = entries.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        settled.is_ok(),
+        "{CONFIRMED} live, confirmed sessions: the ledger still holds {entries} entries (at most \
+         {LEDGER_BOUND} expected)"
+    );
+    let cm = settled?;
+    let floor = cm
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("nodeshell.periscope.io/admission-floor"));
+    assert!(floor.is_some(), "the ledger records its floor: {cm:?}");
+
+    for s in &sessions {
+        admin
+            .delete(&s.name_any(), &DeleteParams::default())
+            .await?;
+    }
+    wait_for("cleaned up", Duration::from_secs(30), || async move {
+        Ok(sessions_with_prefix(cluster, prefix)
+            .await?
+            .is_empty()
+            .then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -5,14 +5,19 @@
 //!
 //! A policy status write (the controller's own) or a gateway's activity write no longer
 //! makes every cached session be walked again.
+//!
+//! It also keeps the latest session resourceVersion the watch has delivered into the cache,
+//! which admission compares with a ledger's floor before it counts from the cache.
 
 use super::admission::awaits_admission;
+use super::ledger::{caught_up, later_version};
 use crate::api::NodeShellSession;
 use kube::ResourceExt;
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::Notify;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
 
 /// The work the watches queued for the next pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,6 +38,8 @@ pub struct Changes {
     /// Set when a session awaits admission, cleared when an admission pass starts.
     admit_due: AtomicBool,
     dirty: Mutex<Dirty>,
+    /// The latest session resourceVersion in the cache (`None`: none delivered yet).
+    delivered: watch::Sender<Option<String>>,
 }
 
 // === impl Changes ===
@@ -49,6 +56,31 @@ impl Changes {
             d.sessions.insert(session.name_any());
         });
         self.other.notify_one();
+    }
+
+    /// The session watch put an object of resourceVersion `version` into the cache (call it
+    /// after the cache holds it; for a relist, once with the latest version of the new list
+    /// when the cache has switched to it). Versions only move forward.
+    pub fn delivered_version(&self, version: &str) {
+        self.delivered.send_if_modified(|current| {
+            let later = later_version(current.as_deref(), version);
+            let changed = later != *current;
+            *current = later;
+            changed
+        });
+    }
+
+    /// The latest session resourceVersion the cache holds. Read it before taking a snapshot
+    /// of the cache: the snapshot then holds at least everything up to it.
+    pub fn delivered(&self) -> Option<String> {
+        self.delivered.borrow().clone()
+    }
+
+    /// Waits at most `bound` for the cache to deliver `floor`; true once it has.
+    pub async fn wait_for_version(&self, floor: Option<&str>, bound: Duration) -> bool {
+        let mut seen = self.delivered.subscribe();
+        let reached = seen.wait_for(|delivered| caught_up(delivered.as_deref(), floor));
+        matches!(tokio::time::timeout(bound, reached).await, Ok(Ok(_)))
     }
 
     /// Everything must be looked at again (a policy's spec changed, a relist, a new leader).
@@ -127,6 +159,29 @@ mod tests {
             }
         );
         assert_eq!(changes.take(), Dirty::default(), "taken once");
+    }
+
+    #[tokio::test]
+    async fn the_delivered_version_only_moves_forward_and_can_be_waited_for() {
+        let changes = Changes::default();
+        assert_eq!(changes.delivered(), None);
+        changes.delivered_version("12");
+        changes.delivered_version("9");
+        changes.delivered_version("not-a-number");
+        assert_eq!(changes.delivered().as_deref(), Some("12"));
+        assert!(changes.wait_for_version(Some("12"), Duration::ZERO).await);
+        assert!(
+            !changes
+                .wait_for_version(Some("13"), Duration::from_millis(10))
+                .await
+        );
+        let waiting = changes.wait_for_version(Some("13"), Duration::from_secs(30));
+        let deliver = async {
+            tokio::task::yield_now().await;
+            changes.delivered_version("13");
+        };
+        let (reached, ()) = tokio::join!(waiting, deliver);
+        assert!(reached);
     }
 
     #[test]

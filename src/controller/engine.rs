@@ -10,17 +10,19 @@
 //!
 //! Race-freedom of admission: the pass decides from the watch cache, which may lag. What
 //! keeps the caps is each policy's ledger (`ledger.rs`): every admission is recorded there
-//! with a compare-and-swap before its status is written, and the ledger counts every slot,
-//! seen by this cache or not. Two controllers deciding at once (a stale leader, a failover)
-//! serialise on that one write; the loser decides again from the winner's ledger. Status
-//! writes carry the resourceVersion the decision was made from.
+//! with a compare-and-swap before its status is written, and stays there until a cache has
+//! seen the session hold its slot; the ledger's floor says how far a cache must have got
+//! before it counts, and a cache behind it is waited for briefly, then replaced by a quorum
+//! LIST. Two controllers deciding at once (a stale leader, a failover) serialise on that one
+//! write; the loser decides again from the winner's ledger. Status writes carry the
+//! resourceVersion the decision was made from.
 
 use super::admission::{AdmissionDecision, NodeView, admission_order, pending_in_order};
 use super::changes::{Changes, Dirty};
 use super::expiry::{Action, Timeouts, next_action};
 use super::leader::Leadership;
-use super::ledger::still_holds;
-use super::ledgers::Ledgers;
+use super::ledger::{Ledger, caught_up, still_holds};
+use super::ledgers::{Ledgers, ReadLedger};
 use super::metrics::{Metrics, PolicyLabels};
 use super::policy_status::{desired_policy_status, policy_status_changed};
 use super::status::{action_status, admission_status};
@@ -38,6 +40,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +63,9 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 const STATUS_WRITES: usize = 16;
 /// Compare-and-swap attempts on one policy's ledger within a pass.
 const LEDGER_ATTEMPTS: usize = 5;
+/// How long admission waits for the session cache to reach a ledger's floor before it
+/// counts from a quorum LIST instead.
+const CACHE_WAIT: Duration = Duration::from_millis(500);
 /// A policy's status is written at most this often (its live count changes with every
 /// admission and close; the count shown may lag by this much).
 pub const POLICY_STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -217,6 +223,9 @@ impl Engine {
             .expire(leader, if full { None } else { Some(sessions) })
             .await?;
         let status_wait = self.policy_statuses(leader, full).await?;
+        if full {
+            self.prune_ledgers().await?;
+        }
         Ok(wait.min(status_wait))
     }
 
@@ -242,6 +251,8 @@ impl Engine {
     /// with one compare-and-swap, then writes the statuses in parallel. Admitted sessions
     /// count towards their policy's live count at once.
     async fn admit(&mut self, leader: &dyn Leadership) -> Result<(), Stop> {
+        // The version first: the snapshot taken after it holds at least everything up to it.
+        let delivered = self.changes.delivered();
         let cached = self.sessions.state();
         let pending = pending_in_order(cached.iter().map(AsRef::as_ref));
         self.metrics
@@ -271,7 +282,13 @@ impl Engine {
         for (policy_name, group) in &by_policy {
             let policy = self.policy(policy_name).await?;
             let decisions = self
-                .decide_policy(policy_name, policy.as_deref(), group, &cached, &nodes)
+                .decide_policy(
+                    policy_name,
+                    policy.as_deref(),
+                    group,
+                    (delivered.as_deref(), &cached),
+                    &nodes,
+                )
                 .await?;
             decided.extend(decisions);
         }
@@ -384,33 +401,26 @@ impl Engine {
         Ok(self.policies_api.get_opt(name).await?.map(Arc::new))
     }
 
-    /// Decides one policy's waiting sessions (in admission order) against its ledger and
-    /// records the admissions there with a compare-and-swap, deciding again from a fresh
-    /// ledger when another writer got there first.
+    /// Decides one policy's waiting sessions (in admission order) against its ledger and the
+    /// slot holders of a session view that has reached the ledger's floor (`cache`: the
+    /// pass's snapshot and the version it had delivered), records the admissions there with a
+    /// compare-and-swap that also drops the entries the view confirms, and decides again from
+    /// a fresh ledger when another writer got there first.
     async fn decide_policy<'s>(
         &mut self,
         policy_name: &str,
         policy: Option<&NodeShellPolicy>,
         pending: &[&'s NodeShellSession],
-        cache: &[Arc<NodeShellSession>],
+        cache: (Option<&str>, &[Arc<NodeShellSession>]),
         nodes: &HashMap<String, Option<Arc<Node>>>,
     ) -> Result<Vec<(&'s NodeShellSession, AdmissionDecision)>, Stop> {
         for _ in 0..LEDGER_ATTEMPTS {
             let read = self.ledgers.read(policy_name).await?;
-            let mut ledger = read.ledger.clone();
-            let unknown = ledger.reconcile(policy_name, cache.iter().map(AsRef::as_ref));
-            for name in unknown {
-                let uid = ledger
-                    .slots()
-                    .find(|(n, _)| **n == name)
-                    .map(|(_, slot)| slot.uid.clone())
-                    .unwrap_or_default();
-                let now = self.sessions_api.get_opt(&name).await?;
-                if !still_holds(now.as_ref(), &uid) {
-                    ledger.remove(&name);
-                }
-            }
-            let decisions = ledger.decide(policy, pending, |s| node_view(nodes, s));
+            let view = self.view_at(read.ledger.floor(), cache).await?;
+            let mut ledger = self.reconciled(policy_name, &read, &view).await?;
+            let decisions = ledger.decide(policy, pending, view.iter().map(AsRef::as_ref), |s| {
+                node_view(nodes, s)
+            });
             // A cap refusal is only right if the ledger it counted is current: the write
             // (a no-op when nothing changed) checks that too.
             let capped = decisions.iter().any(|(_, d)| {
@@ -436,6 +446,93 @@ impl Engine {
             }
         }
         Err(Stop::Conflict)
+    }
+
+    /// The sessions to count from under a ledger whose floor is `floor`: the pass's snapshot
+    /// when its watch had delivered the floor; else a fresh snapshot once the watch delivers
+    /// it within [`CACHE_WAIT`]; else a quorum LIST. Never a cache older than the floor.
+    async fn view_at<'c>(
+        &self,
+        floor: Option<&str>,
+        (delivered, cached): (Option<&str>, &'c [Arc<NodeShellSession>]),
+    ) -> Result<Cow<'c, [Arc<NodeShellSession>]>, Stop> {
+        if caught_up(delivered, floor) {
+            return Ok(Cow::Borrowed(cached));
+        }
+        let step = Instant::now();
+        if self.changes.wait_for_version(floor, CACHE_WAIT).await {
+            let delivered = self.changes.delivered();
+            let fresh = self.sessions.state();
+            if caught_up(delivered.as_deref(), floor) {
+                self.metrics.step("cache_wait", step);
+                return Ok(Cow::Owned(fresh));
+            }
+        }
+        debug!(
+            ?floor,
+            "session cache behind the ledger's floor; counting from a LIST"
+        );
+        let listed = self.sessions_api.list(&ListParams::default()).await?;
+        self.metrics.step("cache_list", step);
+        Ok(Cow::Owned(listed.items.into_iter().map(Arc::new).collect()))
+    }
+
+    /// `read`'s ledger reconciled with `view` (caught up to its floor): entries the view shows
+    /// holding their slot or ended dropped (the floor raised past them), and entries it does
+    /// not show read from the apiserver and dropped when that session is gone, ended or
+    /// replaced.
+    async fn reconciled(
+        &self,
+        policy_name: &str,
+        read: &ReadLedger,
+        view: &[Arc<NodeShellSession>],
+    ) -> Result<Ledger, Stop> {
+        let mut ledger = read.ledger.clone();
+        let unknown = ledger.reconcile(policy_name, view.iter().map(AsRef::as_ref));
+        for name in unknown {
+            let uid = ledger
+                .slots()
+                .find(|(n, _)| **n == name)
+                .map(|(_, slot)| slot.uid.clone())
+                .unwrap_or_default();
+            let now = self.sessions_api.get_opt(&name).await?;
+            if !still_holds(now.as_ref(), &uid) {
+                ledger.remove(&name);
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// Drops from the ledgers this replica last wrote the entries its cache has confirmed
+    /// since, so a ledger does not keep the last admissions until the next click. Only
+    /// ledgers with entries, only from a cache that reached their floor; a conflict (another
+    /// replica wrote) is left to the next admission.
+    async fn prune_ledgers(&mut self) -> Result<(), Stop> {
+        let delivered = self.changes.delivered();
+        let cached = self.sessions.state();
+        for policy_name in self.ledgers.with_entries() {
+            let read = self.ledgers.read(&policy_name).await?;
+            if !caught_up(delivered.as_deref(), read.ledger.floor()) {
+                continue;
+            }
+            let ledger = self.reconciled(&policy_name, &read, &cached).await?;
+            if ledger == read.ledger {
+                continue;
+            }
+            let owner = self.policies.get(&ObjectRef::new(&policy_name));
+            match self
+                .ledgers
+                .write(&policy_name, owner.as_deref(), &read, &ledger)
+                .await
+            {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    self.metrics.error("ledger_conflict");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn record_admission(
@@ -1061,6 +1158,13 @@ mod tests {
         policies: &[NodeShellPolicy],
         tx: EventSender,
     ) -> Engine {
+        // The watch delivered every session the cache holds.
+        let changes = Arc::new(Changes::default());
+        for s in sessions {
+            if let Some(version) = &s.metadata.resource_version {
+                changes.delivered_version(version);
+            }
+        }
         Engine::new(
             client(api.clone()),
             "nodeshell-system",
@@ -1073,7 +1177,7 @@ mod tests {
             "test-replica",
             Arc::new(Metrics::new()),
             tx,
-            Arc::new(Changes::default()),
+            changes,
         )
     }
 
@@ -1118,6 +1222,15 @@ mod tests {
             .unwrap_or_default()
             .into_keys()
             .collect()
+    }
+
+    fn ledger_floor(api: &Mutex<FakeApi>) -> Option<String> {
+        api.lock()
+            .expect("lock")
+            .configmaps
+            .get("nodeshell-admission-p")
+            .and_then(|cm| cm.metadata.annotations.clone())
+            .and_then(|a| a.get(super::super::ledger::FLOOR_ANNOTATION).cloned())
     }
 
     const BASE: &str = "/apis/nodeshell.periscope.io/v1alpha1";
@@ -1201,13 +1314,18 @@ mod tests {
         let mut next = engine_over(&api, &sessions, &[policy("p", 2, 10)], tx);
         assert!(next.admit(&AlwaysLeader).await.is_ok(), "decisions");
         assert_eq!(phases(&api)[1], ("s2".into(), SessionPhase::Admitted, None));
-        assert_eq!(ledger_names(&api), ["s1", "s2"]);
+        // Its cache shows s1 Admitted: s1 leaves the ledger (the cache counts it now) and
+        // the floor rises to the version it was seen at; s2 stays until a cache shows it.
+        assert_eq!(ledger_names(&api), ["s2"]);
+        let s1_version = sessions[0].metadata.resource_version.clone();
+        assert_eq!(ledger_floor(&api), s1_version);
         assert_eq!(
             calls(&api),
             [
                 "GET /api/v1/nodes/node-1".to_string(),
                 format!("GET {LEDGER}/nodeshell-admission-p"),
-                // Nothing new to record: s2 already holds its slot.
+                // Nothing new to record (s2 already holds its slot), only s1 confirmed.
+                format!("PUT {LEDGER}/nodeshell-admission-p"),
                 format!("PATCH {BASE}/nodeshellsessions/s2/status"),
             ]
         );
@@ -1271,6 +1389,84 @@ mod tests {
                 format!("PATCH {BASE}/nodeshellsessions/s4/status"),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_cache_behind_the_ledger_floor_is_not_counted_from_but_a_quorum_list_is() {
+        let (api, mut engine, _events) = fixture(&[]);
+        {
+            // Another controller admitted alice's x1 (rv 40, confirmed and pruned from the
+            // ledger, floor 40); this cache has delivered only up to rv 3 and lacks x1.
+            let mut a = api.lock().expect("lock");
+            let mut x1 = session("x1", "alice", "p", 0, Some(SessionPhase::Active));
+            x1.metadata.uid = Some("x1".into());
+            x1.metadata.resource_version = Some("40".into());
+            a.sessions.push(x1);
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some("nodeshell-admission-p".into());
+            cm.metadata.resource_version = Some("41".into());
+            cm.metadata.annotations = Some(BTreeMap::from([(
+                super::super::ledger::FLOOR_ANNOTATION.to_string(),
+                "40".to_string(),
+            )]));
+            a.configmaps.insert("nodeshell-admission-p".into(), cm);
+        }
+        assert!(engine.admit(&AlwaysLeader).await.is_ok(), "decisions");
+        // x1 and s1 are alice's two: s2 and s3 are refused. From the stale cache alone s2
+        // would have been admitted too.
+        let got: Vec<_> = phases(&api).into_iter().take(3).collect();
+        assert_eq!(
+            got,
+            [
+                ("s1".into(), SessionPhase::Admitted, None),
+                (
+                    "s2".into(),
+                    SessionPhase::Rejected,
+                    Some("CapPerUser".into())
+                ),
+                (
+                    "s3".into(),
+                    SessionPhase::Rejected,
+                    Some("CapPerUser".into())
+                ),
+            ]
+        );
+        assert_eq!(
+            calls(&api),
+            [
+                "GET /api/v1/nodes/node-1".to_string(),
+                format!("GET {LEDGER}/nodeshell-admission-p"),
+                // The cache did not reach rv 40 within the wait: one quorum LIST.
+                format!("GET {BASE}/nodeshellsessions"),
+                format!("PUT {LEDGER}/nodeshell-admission-p"),
+                format!("PATCH {BASE}/nodeshellsessions/s1/status"),
+                format!("PATCH {BASE}/nodeshellsessions/s2/status"),
+                format!("PATCH {BASE}/nodeshellsessions/s3/status"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pass_drops_the_admissions_its_cache_has_confirmed() {
+        let (api, mut engine, _events) = fixture(&[]);
+        assert!(engine.admit(&AlwaysLeader).await.is_ok(), "decisions");
+        assert_eq!(ledger_names(&api), ["s1", "s2"]);
+        // The watch delivers the written statuses.
+        let sessions = api.lock().expect("lock").sessions.clone();
+        engine.sessions = store(&sessions);
+        for s in &sessions {
+            let version = s.metadata.resource_version.as_deref().expect("a version");
+            engine.changes.delivered_version(version);
+        }
+        api.lock().expect("lock").calls.clear();
+        assert!(engine.prune_ledgers().await.is_ok());
+        assert!(ledger_names(&api).is_empty(), "both confirmed");
+        // Raised to the later of the two as seen (s3 was refused: never in the ledger).
+        assert_eq!(ledger_floor(&api), sessions[1].metadata.resource_version);
+        assert_eq!(calls(&api), [format!("PUT {LEDGER}/nodeshell-admission-p")]);
+        // Nothing left to drop: no further write.
+        assert!(engine.prune_ledgers().await.is_ok());
+        assert!(calls(&api).is_empty());
     }
 
     fn node(name: &str) -> Node {

@@ -1,9 +1,10 @@
 //! The ledger ConfigMaps (`nodeshell-admission-<policy>` in the controller's namespace): read
 //! once, then written with compare-and-swap from the last version this replica saw. A
-//! write from a stale version fails with 409 Conflict; the version is then read again.
+//! write from a stale version fails with 409 Conflict; the version is then read again. The
+//! entries are the ConfigMap's `data`, the floor its [`FLOOR_ANNOTATION`].
 
 use super::FIELD_MANAGER;
-use super::ledger::{LEDGER_LABEL, Ledger, ledger_name};
+use super::ledger::{FLOOR_ANNOTATION, LEDGER_LABEL, Ledger, ledger_name};
 use crate::api::{NodeShellPolicy, label_value};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -50,9 +51,19 @@ impl Ledgers {
             }
         };
         Ok(ReadLedger {
-            ledger: Ledger::from_data(object.as_ref().and_then(|o| o.data.as_ref())),
+            ledger: object.as_ref().map(ledger_of).unwrap_or_default(),
             object,
         })
+    }
+
+    /// The policies whose ledger, as this replica last saw it, holds entries (admissions a
+    /// later pass may find confirmed and drop).
+    pub fn with_entries(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|(_, object)| object.data.as_ref().is_some_and(|d| !d.is_empty()))
+            .map(|(policy, _)| policy.clone())
+            .collect()
     }
 
     /// Forgets the version seen of `policy`'s ledger, so the next read is a GET.
@@ -75,16 +86,18 @@ impl Ledgers {
             Some(object) => {
                 let mut next = object.clone();
                 next.data = Some(data);
+                set_floor(&mut next.metadata, ledger.floor());
                 self.api
                     .replace(&object.name_any(), &post_params(), &next)
                     .await
             }
             None => {
-                let object = ConfigMap {
+                let mut object = ConfigMap {
                     metadata: metadata(policy, owner),
                     data: Some(data),
                     ..ConfigMap::default()
                 };
+                set_floor(&mut object.metadata, ledger.floor());
                 self.api.create(&post_params(), &object).await
             }
         };
@@ -96,6 +109,34 @@ impl Ledgers {
             Err(e) => {
                 self.forget(policy);
                 Err(e)
+            }
+        }
+    }
+}
+
+/// The ledger a ConfigMap holds: its `data` and its floor annotation.
+pub fn ledger_of(object: &ConfigMap) -> Ledger {
+    let floor = object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(FLOOR_ANNOTATION))
+        .map(String::as_str);
+    Ledger::from_data(object.data.as_ref(), floor)
+}
+
+/// Writes `floor` into the floor annotation (removing it for `None`).
+fn set_floor(metadata: &mut ObjectMeta, floor: Option<&str>) {
+    match floor {
+        Some(floor) => {
+            metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(FLOOR_ANNOTATION.to_string(), floor.to_string());
+        }
+        None => {
+            if let Some(annotations) = metadata.annotations.as_mut() {
+                annotations.remove(FLOOR_ANNOTATION);
             }
         }
     }

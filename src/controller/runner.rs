@@ -5,6 +5,7 @@
 use super::changes::Changes;
 use super::engine::{Engine, EventSender};
 use super::leader::{AlwaysLeader, Leadership, LeaseLeadership};
+use super::ledger::later_version;
 use super::ledgers::Ledgers;
 use super::metrics::{Metrics, admin_server};
 use super::{ControllerArgs, Error, FIELD_MANAGER};
@@ -158,23 +159,48 @@ async fn client(args: &ControllerArgs) -> Result<Client, Error> {
 
 /// Keeps a cache of every session, trimmed, and tells `changes` which one changed: a
 /// session that awaits admission wakes the loop for admission, others are only marked.
+/// It also tells `changes` the latest resourceVersion the cache holds (the reflector has
+/// applied an event before this task sees it; a relist's objects only once the cache has
+/// switched to the new list, at `InitDone`). The (re)list is a quorum read, so a relist never
+/// takes the cache back behind a version it had already delivered.
 fn watch_sessions(client: Client, changes: Arc<Changes>) -> Store<NodeShellSession> {
     let (reader, writer) = reflector::store::<NodeShellSession>();
-    let events = watcher(Api::all(client), watcher::Config::default())
+    let config = watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent);
+    let events = watcher(Api::all(client), config)
         .default_backoff()
         .modify(trim_session);
     let stream = reflector(writer, events);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut relist: Option<String> = None;
         while let Some(item) = stream.next().await {
             match item {
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                Ok(watcher::Event::Apply(s)) => {
+                    if let Some(version) = &s.metadata.resource_version {
+                        changes.delivered_version(version);
+                    }
                     changes.session(&s, false);
                 }
-                Ok(watcher::Event::Delete(s)) => changes.session(&s, true),
+                Ok(watcher::Event::InitApply(s)) => {
+                    if let Some(version) = &s.metadata.resource_version {
+                        relist = later_version(relist.as_deref(), version);
+                    }
+                    changes.session(&s, false);
+                }
+                Ok(watcher::Event::Delete(s)) => {
+                    if let Some(version) = &s.metadata.resource_version {
+                        changes.delivered_version(version);
+                    }
+                    changes.session(&s, true);
+                }
                 // A relist may have missed deletions: look at everything.
-                Ok(watcher::Event::InitDone) => changes.everything(),
-                Ok(watcher::Event::Init) => {}
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(version) = relist.take() {
+                        changes.delivered_version(&version);
+                    }
+                    changes.everything();
+                }
+                Ok(watcher::Event::Init) => relist = None,
                 Err(e) => warn!(kind = "NodeShellSession", error = %e, "watch error (retrying)"),
             }
         }
