@@ -38,7 +38,7 @@ test: tools web lint fuzz-smoke
 	@mkdir -p target
 	@# --no-fail-fast: every test binary runs even after one fails, so the closing line counts
 	@# the whole suite; the target still fails when any test (or a build) failed.
-	set -o pipefail; $(CARGO) test --no-fail-fast --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2} 2>&1 | tee target/test.log; \
+	set -o pipefail; $(CARGO) test --workspace --no-fail-fast --all-targets -- --test-threads=$${NODESHELL_TEST_THREADS:-2} 2>&1 | tee target/test.log; \
 	  status=$$?; \
 	  awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "nodeshell: %d passed, %d failed\n", p, f}' target/test.log; \
 	  exit $$status
@@ -50,9 +50,9 @@ test-unit:
 ## lint: formatting and clippy with warnings denied
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --lib --bins -- -D warnings
+	$(CARGO) clippy --workspace --lib --bins -- -D warnings
 	# Test and bench targets may unwrap: a panic there is a failed test, not a crash.
-	$(CARGO) clippy --all-targets -- -D warnings -A clippy::unwrap_used
+	$(CARGO) clippy --workspace --all-targets -- -D warnings -A clippy::unwrap_used
 	# The production binary (the Dockerfile's) has no simulator and no `dev`.
 	$(CARGO) check --no-default-features --bin nodeshell
 

@@ -97,7 +97,15 @@ async fn bench(
     status_window: Duration,
     stuck_seconds: u64,
 ) -> anyhow::Result<()> {
-    let world = GatewayWorld::shared().await?;
+    // Every idle shell keeps its WebSocket, and the opening clients keep pooled API
+    // connections: the default `http.maxConnections` (1024) would close the 1,000th shell's
+    // socket on accept, as it would in a cluster sized the same way.
+    let max_connections = 2 * sessions + 1024;
+    let world = GatewayWorld::shared_with(WorldOptions {
+        gateway_patch: json!({"http": {"maxConnections": max_connections}}),
+        ..WorldOptions::default()
+    })
+    .await?;
     let gw = world.gateway();
     println!(
         "gateway bench: {sessions} sessions ({in_flight} opened at a time), {runs} firehose runs, {keystrokes} keystrokes"

@@ -21,6 +21,7 @@ fn world_options() -> WorldOptions {
     WorldOptions {
         controllers: 2,
         gateways: 2,
+        ..WorldOptions::default()
     }
 }
 

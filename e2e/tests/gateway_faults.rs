@@ -282,6 +282,43 @@ async fn gauge(gw: &GatewayProcess, name: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{name} missing from /metrics:\n{text}"))
 }
 
+/// Counter: times the gateway handed freed memory back after its live shells changed.
+const TRIMS_METRIC: &str = "nodeshell_gateway_heap_trims_total";
+
+/// An idle gateway never walks its heap; once shells have opened and the set is still for a
+/// moment, it hands the memory their opening freed back to the kernel, once.
+#[tokio::test]
+async fn a_gateway_gives_back_what_opening_shells_freed_once_they_settle() -> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let gw = world
+        .start_gateway(GatewayOptions::named("gw-heap"))
+        .await?;
+    let scope = world.scope("heaptrim", 1, json!({})).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gauge(&gw, TRIMS_METRIC).await?, 0, "no shell, no trim");
+    let mut terms = Vec::new();
+    for n in 0..3 {
+        let (opened, term, _) = attach(world, &gw, &scope, &engineer(40 + n)).await?;
+        terms.push((opened, term));
+    }
+    // A trim is due 1 s after the last change, and at most 5 s after the one before it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let trims = gauge(&gw, TRIMS_METRIC).await?;
+    assert!(trims >= 1, "no trim after the opens settled");
+    // Nothing changes any more (the shells sit at their prompts): no further trim.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        gauge(&gw, TRIMS_METRIC).await?,
+        trims,
+        "a still gateway trims no more"
+    );
+    for (_, term) in &mut terms {
+        term.send_input(b"exit\r").await?;
+        term.control("closed", T).await?;
+    }
+    world.cleanup(&scope).await
+}
+
 #[tokio::test]
 async fn a_browser_that_stops_reading_does_not_grow_the_gateway() -> anyhow::Result<()> {
     let world = GatewayWorld::shared().await?;

@@ -108,6 +108,11 @@ pub trait LiveShells: Send + Sync + 'static {
         false
     }
 
+    /// How many sessions this replica runs now.
+    fn running(&self) -> usize {
+        0
+    }
+
     /// The resume token of a session this replica runs (what a reattach's `resume` frame
     /// must carry), for a reload of the console that attached it.
     fn resume_token(&self, _session_name: &str) -> Option<String> {

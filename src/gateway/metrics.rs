@@ -90,6 +90,8 @@ pub struct GatewayMetrics {
     pub open_latency: Histogram,
     /// The API listener's open and refused connections.
     pub connections: ConnectionMetrics,
+    /// Times the gateway asked the allocator to give freed memory back (`gateway::heap`).
+    pub heap_trims: Counter,
 }
 
 impl Default for GatewayMetrics {
@@ -128,12 +130,19 @@ impl GatewayMetrics {
             "Connections closed on accept because http.maxConnections were open",
             connections.refused.clone(),
         );
+        let heap_trims = Counter::default();
+        registry.register(
+            "heap_trims",
+            "Times freed memory was handed back to the kernel after the live shells changed",
+            heap_trims.clone(),
+        );
         Self {
             registry,
             opens,
             sessions,
             open_latency,
             connections,
+            heap_trims,
         }
     }
 

@@ -27,6 +27,7 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod handover;
+pub mod heap;
 pub mod http;
 pub mod lease;
 pub mod ledger;

@@ -23,6 +23,7 @@ use crate::gateway::audit::{AuditError, AuditSink};
 use crate::gateway::config::{ConfigError, GatewayArgs, GatewayConfig};
 use crate::gateway::connections::ApiListener;
 use crate::gateway::handover::LiveSide;
+use crate::gateway::heap;
 use crate::gateway::http::{self, AppState};
 use crate::gateway::lease::GatewayLease;
 use crate::gateway::ledger::Recordings;
@@ -289,6 +290,7 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
         }
     });
     let identity_stop = stop.clone();
+    let heap = spawn_heap_trims(state, stop.clone());
     let cluster = state.access.cluster.clone();
     let metrics = state.metrics.clone();
     let gauges = tokio::spawn(async move {
@@ -316,7 +318,30 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
             }
         }
     });
-    vec![keys, sweep, gauges, identities]
+    vec![keys, sweep, gauges, identities, heap]
+}
+
+/// Hands freed memory back to the kernel once the set of live shells has changed and
+/// settled (see `gateway::heap`).
+fn spawn_heap_trims(state: &AppState, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let shells = state.live.shells.clone();
+    let trims = state.metrics.heap_trims.clone();
+    tokio::spawn(async move {
+        let mut clock = heap::TrimClock::default();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(heap::TICK) => {}
+            }
+            if clock.tick(shells.running(), Instant::now()) {
+                // Walks every arena under its lock: off the runtime's threads.
+                let trim = tokio::task::spawn_blocking(nodeshell_heap_trim::release_free_heap);
+                if trim.await.is_ok() {
+                    trims.inc();
+                }
+            }
+        }
+    })
 }
 
 async fn wait_for_signal() -> Result<(), GatewayError> {

@@ -178,6 +178,8 @@ pub struct WorldOptions {
     pub controllers: usize,
     /// Shared gateway processes.
     pub gateways: usize,
+    /// Merged into every shared gateway's config (e.g. a larger `http.maxConnections`).
+    pub gateway_patch: Value,
 }
 
 impl Default for WorldOptions {
@@ -185,6 +187,7 @@ impl Default for WorldOptions {
         Self {
             controllers: 1,
             gateways: 1,
+            gateway_patch: json!({}),
         }
     }
 }
@@ -268,7 +271,10 @@ impl GatewayWorld {
                 }
                 for i in 0..options.gateways {
                     let gw = world
-                        .start_gateway(GatewayOptions::named(&format!("gw-{i}")))
+                        .start_gateway(GatewayOptions {
+                            patch: options.gateway_patch.clone(),
+                            ..GatewayOptions::named(&format!("gw-{i}"))
+                        })
                         .await?;
                     world.gateways.push(gw);
                 }

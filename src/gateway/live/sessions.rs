@@ -22,6 +22,10 @@ impl LiveShells for LiveSessions {
         self.is_live(session_name)
     }
 
+    fn running(&self) -> usize {
+        usize::try_from(self.metrics().live.get()).unwrap_or(0)
+    }
+
     fn resume_token(&self, session_name: &str) -> Option<String> {
         LiveSessions::resume_token(self, session_name)
     }

@@ -152,6 +152,9 @@ async fn start_and_run(
             // A dropped attach leaves a session without a browser: it waits for a reattach
             // within the grace, like any other.
             let _ = answer.send(Ok((out_rx, events_tx)));
+            // The grant (the session and its policy as read at attach, the person's id_token)
+            // served the start only: the running session keeps what it needs in `started`.
+            drop(grant);
             driver::run(inner, started, attachment, attach_rx, control_rx).await;
         }
         Err(refusal) => {
@@ -296,7 +299,7 @@ async fn start_admitted(
     Ok(Started {
         info: Arc::new(SessionInfo {
             name: fresh.name_any(),
-            session: written,
+            session: kept(written),
             actor: AuditActor::of(&grant.session),
             cluster: inner.config.cluster_name.clone(),
             gateway: inner.config.pod_name.clone(),
@@ -319,6 +322,14 @@ async fn start_admitted(
         started: Instant::now(),
         snapshot,
     })
+}
+
+/// The session object a running session keeps for its whole life (names, spec, uid for the
+/// transcript Secrets' owner): without its managedFields, which nothing in the gateway reads
+/// and which are most of the object's memory.
+fn kept(mut written: NodeShellSession) -> NodeShellSession {
+    written.metadata.managed_fields = None;
+    written
 }
 
 /// Step 1: The transcript's first write, before anything is started in AWS: a required
@@ -647,6 +658,25 @@ fn announce(inner: &Inner, written: &NodeShellSession, row: &AuditRow, ssm_sessi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a running session keeps of its object for its whole life carries no
+    /// managedFields (a few KB of JSON maps per session), and loses nothing it reads.
+    #[test]
+    fn a_running_session_keeps_its_object_without_managed_fields() {
+        use crate::api::NodeShellSession;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut written = NodeShellSession::new("shell-1", Default::default());
+        written.metadata.uid = Some("uid-1".into());
+        written.spec.node_name = "node-a".into();
+        written.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("nodeshell-gateway".into()),
+            ..ManagedFieldsEntry::default()
+        }]);
+        let kept = kept(written);
+        assert_eq!(kept.metadata.managed_fields, None);
+        assert_eq!(kept.metadata.uid.as_deref(), Some("uid-1"));
+        assert_eq!(kept.spec.node_name, "node-a");
+    }
 
     /// The session's task lives as long as the session: what its future reserves is
     /// resident for every live shell. The start (STS, StartSession, the data channel, the
