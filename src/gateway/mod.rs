@@ -15,6 +15,7 @@
 //!   [`error`]: the `E_*` codes.
 //! * [`config`]: flags and file; [`metrics`]; [`connections`]: the API listener's limits;
 //!   [`lease`]: this pod's coordination Lease (its liveness for the controller);
+//!   [`step_times`]: the log line of an open's and a start's step durations;
 //!   [`server`]: the wiring.
 
 /// The field manager of every write the gateway makes (session spec and status, transcript
@@ -34,6 +35,7 @@ pub mod live;
 pub mod metrics;
 pub mod refusals;
 pub mod server;
+pub mod step_times;
 pub mod transcript;
 
 pub use config::{GatewayArgs, GatewayConfig};

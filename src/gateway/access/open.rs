@@ -34,6 +34,7 @@ use crate::gateway::handover::Caller;
 use crate::gateway::refusals::{
     assume_role_error, decision_error, describe_error, ineligible, ping_error,
 };
+use crate::gateway::step_times::StepTimes;
 
 /// Body of `POST …/shell` and `POST …/ticket`; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -368,6 +369,7 @@ impl Access {
     ) -> Result<TicketOffer, ApiError> {
         self.opens.take(&auth.caller.sub)?;
         let _turn = self.opens.turn(&auth.caller.sub).await;
+        let mut steps = StepTimes::start();
         let node = self.cluster.node(node_name).await?;
         let policies = self.cluster.policies().await?;
         let gates = self.evaluate(&node, &auth.caller, &policies);
@@ -381,8 +383,11 @@ impl Access {
         if let (_, Some(refused)) = caps_gate(&target.policy, &sessions, &auth.caller.sub) {
             return Err(ineligible(&refused));
         }
+        steps.lap("gates");
         let creds = self.assume_role(auth, &target).await?;
+        steps.lap("sts");
         let ping = self.agent_ping(&creds, &target).await?;
+        steps.lap("ping");
         drop(creds);
         if let Some(e) = ping_error(&ping, &target) {
             return Err(e);
@@ -391,14 +396,17 @@ impl Access {
         let (cols, rows) = request.size();
         let object = session_object(&auth.caller, &target, rsn, request.reason);
         let name = self.cluster.create_session(&object).await?;
+        steps.lap("create");
         let decided = self
             .cluster
             .await_decision(&name, self.config.admission_timeout)
             .await?;
+        steps.lap("decision");
         match decided.phase() {
             SessionPhase::Admitted | SessionPhase::Active => {}
             _ => return Err(decision_error(&decided, &target.policy)),
         }
+        tracing::info!(session = name, steps_us = steps.render(), "open decided");
         self.tickets.offer(auth, &name, cols, rows, false)
     }
 }
