@@ -363,3 +363,61 @@ async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> an
     }
     world.cleanup(&scope).await
 }
+
+/// Session watch requests the apiserver has finished so far (its `apiserver_request_total`
+/// counter, which counts a WATCH when it ends), whoever made them.
+async fn session_watches_ended(world: &GatewayWorld) -> anyhow::Result<u64> {
+    let client = world.cluster.client(Identity::Admin).await?;
+    let text = client
+        .request_text(::http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let ended: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                && l.contains("resource=\"nodeshellsessions\"")
+                && l.contains("verb=\"WATCH\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Ok(ended as u64)
+}
+
+#[tokio::test]
+async fn opens_learn_their_decision_from_the_gateways_one_watch() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    // Before (issue 13), every open started a LIST+WATCH of its own for the controller's
+    // decision and ended it once decided: six opens were six more finished watches.
+    const OPENS: usize = 6;
+    let world = GatewayWorld::shared().await?;
+    let gw = world
+        .start_gateway(GatewayOptions::named("gw-openwatch"))
+        .await?;
+    let scope = world
+        .scope("openwatch", 1, json!({"limits": {"maxSessionsTotal": 20}}))
+        .await?;
+    let before = session_watches_ended(world).await?;
+    let opens = (0..OPENS).map(|n| {
+        let api = gw.client(&world.token(&engineer(30 + n)));
+        let node = scope.nodes[0].clone();
+        async move { api.open_ok(&node).await }
+    });
+    for opened in futures::future::join_all(opens).await {
+        let opened = opened?;
+        let session = world
+            .session(&opened.session)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("session {} is gone", opened.session))?;
+        assert_eq!(session["status"]["phase"], "Admitted", "{session}");
+    }
+    // A watch an open dropped ends at the apiserver a moment later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = session_watches_ended(world).await?;
+    // At most one other watch ending meanwhile (the controller's, the shared gateway's).
+    assert!(
+        after <= before + 1,
+        "{OPENS} opens on one gateway ended {} session watches ({before} → {after})",
+        after.saturating_sub(before)
+    );
+    world.cleanup(&scope).await
+}

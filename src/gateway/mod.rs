@@ -15,7 +15,9 @@
 //!   [`error`]: the `E_*` codes.
 //! * [`config`]: flags and file; [`metrics`]; [`connections`]: the API listener's limits;
 //!   [`lease`]: this pod's coordination Lease (its liveness for the controller);
-//!   [`step_times`]: the log line of an open's and a start's step durations;
+//!   [`session_watch`]: the gateway's one watch on every session, which both `access` (an
+//!   open's decision) and `live` (takeovers) subscribe to; [`step_times`]: the log line
+//!   of an open's and a start's step durations;
 //!   [`server`]: the wiring.
 
 /// The field manager of every write the gateway makes (session spec and status, transcript
@@ -35,6 +37,7 @@ pub mod live;
 pub mod metrics;
 pub mod refusals;
 pub mod server;
+pub mod session_watch;
 pub mod step_times;
 pub mod transcript;
 

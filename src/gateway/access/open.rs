@@ -368,8 +368,9 @@ impl Access {
         request: OpenRequest,
     ) -> Result<TicketOffer, ApiError> {
         self.opens.take(&auth.caller.sub)?;
-        let _turn = self.opens.turn(&auth.caller.sub).await;
         let mut steps = StepTimes::start();
+        let _turn = self.opens.turn(&auth.caller.sub).await;
+        steps.lap("turn");
         let node = self.cluster.node(node_name).await?;
         let policies = self.cluster.policies().await?;
         let gates = self.evaluate(&node, &auth.caller, &policies);
@@ -397,9 +398,12 @@ impl Access {
         let object = session_object(&auth.caller, &target, rsn, request.reason);
         let name = self.cluster.create_session(&object).await?;
         steps.lap("create");
+        // On the gateway's one watch; the subscription is dropped on every way out of here.
+        let subscription = self.cluster.subscribe(&name).await?;
+        steps.lap("subscribe");
         let decided = self
             .cluster
-            .await_decision(&name, self.config.admission_timeout)
+            .await_decision(&name, subscription, self.config.admission_timeout)
             .await?;
         steps.lap("decision");
         match decided.phase() {
