@@ -364,19 +364,20 @@ async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> an
     world.cleanup(&scope).await
 }
 
-/// Session watch requests the apiserver has finished so far (its `apiserver_request_total`
-/// counter, which counts a WATCH when it ends), whoever made them.
-async fn session_watches_ended(world: &GatewayWorld) -> anyhow::Result<u64> {
+/// Session requests of `verb` the apiserver has finished so far (its
+/// `apiserver_request_total` counter, which counts a WATCH when it ends), whoever made them.
+async fn session_requests(world: &GatewayWorld, verb: &str) -> anyhow::Result<u64> {
     let client = world.cluster.client(Identity::Admin).await?;
     let text = client
         .request_text(::http::Request::get("/metrics").body(Vec::new())?)
         .await?;
+    let verb = format!("verb=\"{verb}\"");
     let ended: f64 = text
         .lines()
         .filter(|l| {
             l.starts_with("apiserver_request_total{")
                 && l.contains("resource=\"nodeshellsessions\"")
-                && l.contains("verb=\"WATCH\"")
+                && l.contains(&verb)
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
@@ -384,10 +385,12 @@ async fn session_watches_ended(world: &GatewayWorld) -> anyhow::Result<u64> {
 }
 
 #[tokio::test]
-async fn opens_learn_their_decision_from_the_gateways_one_watch() -> anyhow::Result<()> {
+async fn opens_count_caps_and_learn_their_decision_from_the_gateways_one_watch()
+-> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    // Before (issue 13), every open started a LIST+WATCH of its own for the controller's
-    // decision and ended it once decided: six opens were six more finished watches.
+    // Before (issue 13), every open listed every session for the caps gate and started a
+    // LIST+WATCH of its own for the controller's decision, ended once decided: six opens
+    // were twelve more lists and six more finished watches.
     const OPENS: usize = 6;
     let world = GatewayWorld::shared().await?;
     let gw = world
@@ -396,7 +399,14 @@ async fn opens_learn_their_decision_from_the_gateways_one_watch() -> anyhow::Res
     let scope = world
         .scope("openwatch", 1, json!({"limits": {"maxSessionsTotal": 20}}))
         .await?;
-    let before = session_watches_ended(world).await?;
+    // One open first: the gateway's own watch has listed the sessions by then.
+    gw.client(&world.token(&engineer(29)))
+        .open_ok(&scope.nodes[0])
+        .await?;
+    let (watches, lists) = (
+        session_requests(world, "WATCH").await?,
+        session_requests(world, "LIST").await?,
+    );
     let opens = (0..OPENS).map(|n| {
         let api = gw.client(&world.token(&engineer(30 + n)));
         let node = scope.nodes[0].clone();
@@ -412,12 +422,21 @@ async fn opens_learn_their_decision_from_the_gateways_one_watch() -> anyhow::Res
     }
     // A watch an open dropped ends at the apiserver a moment later.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = session_watches_ended(world).await?;
-    // At most one other watch ending meanwhile (the controller's, the shared gateway's).
+    let (watches_after, lists_after) = (
+        session_requests(world, "WATCH").await?,
+        session_requests(world, "LIST").await?,
+    );
+    // At most one other watch ending (and its re-list) meanwhile: the controller's, the
+    // shared gateway's.
     assert!(
-        after <= before + 1,
-        "{OPENS} opens on one gateway ended {} session watches ({before} → {after})",
-        after.saturating_sub(before)
+        watches_after <= watches + 1,
+        "{OPENS} opens on one gateway ended {} session watches ({watches} → {watches_after})",
+        watches_after.saturating_sub(watches)
+    );
+    assert!(
+        lists_after <= lists + 1,
+        "{OPENS} opens on one gateway listed sessions {} times ({lists} → {lists_after})",
+        lists_after.saturating_sub(lists)
     );
     world.cleanup(&scope).await
 }

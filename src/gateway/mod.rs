@@ -16,7 +16,8 @@
 //! * [`config`]: flags and file; [`metrics`]; [`connections`]: the API listener's limits;
 //!   [`lease`]: this pod's coordination Lease (its liveness for the controller);
 //!   [`session_watch`]: the gateway's one watch on every session, which both `access` (an
-//!   open's decision) and `live` (takeovers) subscribe to; [`step_times`]: the log line
+//!   open's decision) and `live` (takeovers) subscribe to, with [`slot_holders`], the caps
+//!   count it keeps; [`step_times`]: the log line
 //!   of an open's and a start's step durations;
 //!   [`server`]: the wiring.
 
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod refusals;
 pub mod server;
 pub mod session_watch;
+pub mod slot_holders;
 pub mod step_times;
 pub mod transcript;
 

@@ -184,6 +184,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let aws = AwsClients::new();
     // One watch on every session: the opens' decisions and the live sessions' takeovers.
     let watch = SessionWatch::new(kube.clone());
+    watch.start();
     let live = live_side(&config, kube.clone(), &metrics, &aws, &watch).map_err(|source| {
         GatewayError::AuditFile {
             path: config.live.audit_file.clone().unwrap_or_default(),

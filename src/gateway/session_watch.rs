@@ -4,6 +4,9 @@
 //! Neither starts an apiserver watch (and a connection) of its own. Only the latest news of
 //! a session is kept for each subscriber, which is all a decision or a takeover reads.
 //!
+//! It also keeps who holds a cap slot ([`SlotHolders`]), so an open counts the caps without
+//! listing every session.
+//!
 //! Subscribers are bounded by their owners: one per open in flight and one per live session,
 //! each removed when its [`Subscription`] is dropped, on every exit path.
 
@@ -17,7 +20,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
-use crate::api::NodeShellSession;
+use crate::api::{CapCount, NodeShellSession};
+use crate::gateway::slot_holders::SlotHolders;
 
 /// The latest news of one session.
 #[derive(Clone, Debug)]
@@ -37,6 +41,9 @@ type News = watch::Sender<Option<SessionNews>>;
 struct Table {
     by_name: HashMap<String, HashMap<u64, News>>,
     next_id: u64,
+    /// Who holds a cap slot, updated before any news of the same event is handed out (so
+    /// an open that learned its decision here finds it counted by the next open).
+    holders: SlotHolders,
 }
 
 impl Table {
@@ -130,12 +137,7 @@ impl SessionWatch {
     }
 
     async fn register_and_read(&self, name: &str) -> (Subscription, Result<(), kube::Error>) {
-        self.started.get_or_init(|| {
-            let events = watcher(self.api.clone(), watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            tokio::spawn(fan_out(events, self.table.clone()));
-        });
+        self.start();
         let (id, news, rx) = lock(&self.table).insert(name);
         let subscription = Subscription {
             rx,
@@ -144,7 +146,10 @@ impl SessionWatch {
             table: self.table.clone(),
         };
         let current = match self.api.get(name).await {
-            Ok(session) => SessionNews::Changed(Box::new(session)),
+            Ok(session) => {
+                lock(&self.table).holders.observed(&session);
+                SessionNews::Changed(Box::new(session))
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => SessionNews::Deleted,
             Err(e) => return (subscription, Err(e)),
         };
@@ -156,6 +161,23 @@ impl SessionWatch {
     /// Subscribers registered now (one per open in flight, one per live session).
     pub fn subscribers(&self) -> usize {
         lock(&self.table).len()
+    }
+
+    /// Starts the watch now (it otherwise starts with the first subscriber), so the caps
+    /// count is ready for the first open.
+    pub fn start(&self) {
+        self.started.get_or_init(|| {
+            let events = watcher(self.api.clone(), watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            tokio::spawn(fan_out(events, self.table.clone()));
+        });
+    }
+
+    /// The live sessions of `policy`, `sub`'s and everyone's, as the watch last saw them;
+    /// `None` until its first listing is complete.
+    pub fn cap_count(&self, policy: &str, sub: &str) -> Option<CapCount> {
+        lock(&self.table).holders.count(policy, sub)
     }
 
     /// A subscription without the first read or the watch (tests feed it with
@@ -184,10 +206,20 @@ async fn fan_out(
     table: Shared,
 ) {
     while let Some(event) = events.next().await {
-        let Some((name, news)) = event.ok().and_then(news_of) else {
+        let Ok(event) = event else {
             continue;
         };
-        lock(&table).deliver(&name, &news);
+        let mut table = lock(&table);
+        match &event {
+            watcher::Event::Init => table.holders.listing_started(),
+            watcher::Event::InitApply(s) => table.holders.listed(s),
+            watcher::Event::InitDone => table.holders.listing_done(),
+            watcher::Event::Apply(s) => table.holders.observed(s),
+            watcher::Event::Delete(s) => table.holders.deleted(&s.name_any()),
+        }
+        if let Some((name, news)) = news_of(event) {
+            table.deliver(&name, &news);
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::api::{NodeShellPolicy, NodeShellSession, SessionPhase};
+use crate::api::{CapCount, NodeShellPolicy, NodeShellSession, SessionPhase};
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::refusals::{create_error, kube_error, kube_timeout};
@@ -141,6 +141,15 @@ impl Cluster {
         call("session", api.patch(name, &params, &Patch::Merge(&patch)))
             .await
             .map(|_| ())
+    }
+
+    /// The live sessions of `policy`, `sub`'s and everyone's: from the gateway's session
+    /// watch once it has listed them, else from a list of every session.
+    pub async fn cap_count(&self, policy: &str, sub: &str) -> Result<CapCount, ApiError> {
+        match self.watch.cap_count(policy, sub) {
+            Some(count) => Ok(count),
+            None => Ok(CapCount::of(&self.sessions().await?, policy, sub)),
+        }
     }
 
     /// Subscribes to session `name`'s news on the gateway's one watch (no apiserver watch

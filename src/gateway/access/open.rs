@@ -5,7 +5,8 @@
 //!
 //! A refused open creates no object: the rate and the caps are checked before `create`, and
 //! one person's opens on a replica run one at a time, so each sees the sessions its
-//! predecessors got. The controller stays the authority for races between replicas.
+//! predecessors got (the caps are counted from the gateway's session watch, where each open
+//! also learned its decision). The controller stays the authority for races between replicas.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +20,7 @@ use serde::Deserialize;
 use super::Access;
 use super::auth::Authenticated;
 use super::eligibility::{
-    Gate, GateStatus, NodeGates, ShellTarget, audience_error, caps_gate, node_gates,
+    Gate, GateStatus, NodeGates, ShellTarget, audience_error, caps_gate, caps_gate_of, node_gates,
     role_session_name,
 };
 use super::open_rate::{OpenRate, retry_after_seconds};
@@ -380,8 +381,11 @@ impl Access {
         let target = gates.target.ok_or_else(|| {
             ApiError::new(ErrorCode::Internal, "the gates passed without a target")
         })?;
-        let sessions = self.cluster.sessions().await?;
-        if let (_, Some(refused)) = caps_gate(&target.policy, &sessions, &auth.caller.sub) {
+        let count = self
+            .cluster
+            .cap_count(&target.policy.name_any(), &auth.caller.sub)
+            .await?;
+        if let (_, Some(refused)) = caps_gate_of(&target.policy, count) {
             return Err(ineligible(&refused));
         }
         steps.lap("gates");
