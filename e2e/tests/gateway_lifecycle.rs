@@ -293,27 +293,39 @@ async fn a_busy_session_writes_its_status_at_most_once_a_minute() -> anyhow::Res
     world.cleanup(&scope).await
 }
 
-/// Watches the apiserver is serving on NodeShellSessions now (its own
-/// `apiserver_longrunning_requests` gauge), whoever opened them.
-async fn session_watches(world: &GatewayWorld) -> anyhow::Result<u64> {
+/// The sum of the apiserver's own metric `metric` over its series for NodeShellSession
+/// requests of `verb`, whoever made them.
+async fn session_metric(world: &GatewayWorld, metric: &str, verb: &str) -> anyhow::Result<u64> {
     let client = world.cluster.client(Identity::Admin).await?;
     let text = client
         .request_text(::http::Request::get("/metrics").body(Vec::new())?)
         .await?;
-    let watches: f64 = text
+    let (series, verb) = (format!("{metric}{{"), format!("verb=\"{verb}\""));
+    anyhow::ensure!(
+        text.contains(&series),
+        "the apiserver's /metrics has no {metric}"
+    );
+    let sum: f64 = text
         .lines()
         .filter(|l| {
-            l.starts_with("apiserver_longrunning_requests{")
+            l.starts_with(&series)
                 && l.contains("resource=\"nodeshellsessions\"")
-                && l.contains("verb=\"WATCH\"")
+                && l.contains(&verb)
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    anyhow::ensure!(
-        text.contains("apiserver_longrunning_requests{"),
-        "the apiserver's /metrics has no apiserver_longrunning_requests"
-    );
-    Ok(watches as u64)
+    Ok(sum as u64)
+}
+
+/// Watches the apiserver is serving on NodeShellSessions now, whoever opened them.
+async fn session_watches(world: &GatewayWorld) -> anyhow::Result<u64> {
+    session_metric(world, "apiserver_longrunning_requests", "WATCH").await
+}
+
+/// Session requests of `verb` the apiserver has finished so far (`apiserver_request_total`
+/// counts a WATCH when it ends), whoever made them.
+async fn session_requests(world: &GatewayWorld, verb: &str) -> anyhow::Result<u64> {
+    session_metric(world, "apiserver_request_total", verb).await
 }
 
 #[tokio::test]
@@ -362,26 +374,6 @@ async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> an
         term.send_control(json!({"type": "close"})).await.ok();
     }
     world.cleanup(&scope).await
-}
-
-/// Session requests of `verb` the apiserver has finished so far (its
-/// `apiserver_request_total` counter, which counts a WATCH when it ends), whoever made them.
-async fn session_requests(world: &GatewayWorld, verb: &str) -> anyhow::Result<u64> {
-    let client = world.cluster.client(Identity::Admin).await?;
-    let text = client
-        .request_text(::http::Request::get("/metrics").body(Vec::new())?)
-        .await?;
-    let verb = format!("verb=\"{verb}\"");
-    let ended: f64 = text
-        .lines()
-        .filter(|l| {
-            l.starts_with("apiserver_request_total{")
-                && l.contains("resource=\"nodeshellsessions\"")
-                && l.contains(&verb)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    Ok(ended as u64)
 }
 
 #[tokio::test]

@@ -159,17 +159,23 @@ impl Cluster {
             Ok(Ok(subscription)) => Ok(subscription),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, session = name, "reading the new session failed");
-                let _ = self.request_terminate(name).await;
-                Err(ApiError::new(
-                    ErrorCode::Internal,
-                    "cannot reach the Kubernetes API; no session was opened",
-                ))
+                Err(self.abandon_unreachable(name).await)
             }
             Err(_) => {
                 let _ = self.request_terminate(name).await;
                 Err(kube_timeout("session"))
             }
         }
+    }
+
+    /// Asks for session `name`'s termination (so it never opens late) when the apiserver
+    /// could not tell its decision; the open's answer.
+    async fn abandon_unreachable(&self, name: &str) -> ApiError {
+        let _ = self.request_terminate(name).await;
+        ApiError::new(
+            ErrorCode::Internal,
+            "cannot reach the Kubernetes API; no session was opened",
+        )
     }
 
     /// Waits up to `timeout` for the controller to admit or reject session `name`, on its
@@ -203,11 +209,7 @@ impl Cluster {
             )),
             Ok(None) => {
                 tracing::warn!(session = name, "the gateway's session watch ended");
-                let _ = self.request_terminate(name).await;
-                Err(ApiError::new(
-                    ErrorCode::Internal,
-                    "cannot reach the Kubernetes API; no session was opened",
-                ))
+                Err(self.abandon_unreachable(name).await)
             }
             Err(_) => {
                 let _ = self.request_terminate(name).await;
