@@ -433,8 +433,9 @@ impl Access {
         let mut steps = StepTimes::start();
         let turn = self.opens.turn(&auth.caller.sub).await;
         steps.lap("turn");
-        let node = self.cluster.node(node_name).await?;
-        let policies = self.cluster.policies().await?;
+        // Independent reads: one round trip instead of two.
+        let (node, policies) =
+            tokio::try_join!(self.cluster.node(node_name), self.cluster.policies())?;
         let gates = self.evaluate(&node, &auth.caller, &policies);
         if let Some(e) = &gates.error {
             return Err(ineligible(e));
