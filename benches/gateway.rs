@@ -142,6 +142,7 @@ async fn bench(
     let mut names = Vec::with_capacity(sessions);
     let mut open_ms = Vec::with_capacity(sessions);
     let mut post_ms = Vec::with_capacity(sessions);
+    let mut hello_ms = Vec::with_capacity(sessions);
     let started = Instant::now();
     for batch in (0..sessions).collect::<Vec<_>>().chunks(in_flight) {
         let opens = batch.iter().map(|i| {
@@ -153,19 +154,21 @@ async fn bench(
                 let post = t0.elapsed();
                 let mut term = Terminal::connect(&opened.attach_url).await?;
                 term.hello().await?;
+                let hello = t0.elapsed();
                 // The first prompt byte: the shell is there.
                 term.read_until("the first prompt byte", Duration::from_secs(120), |t| {
                     !t.output.is_empty()
                 })
                 .await?;
-                anyhow::Ok((t0.elapsed(), post, term, opened.session))
+                anyhow::Ok((t0.elapsed(), post, hello, term, opened.session))
             }
         });
         for result in futures::future::join_all(opens).await {
-            let (open, post, term, name) = result?;
+            let (open, post, hello, term, name) = result?;
             names.push(name);
             open_ms.push(open.as_secs_f64() * 1000.0);
             post_ms.push(post.as_secs_f64() * 1000.0);
+            hello_ms.push(hello.as_secs_f64() * 1000.0);
             terminals.push(term);
         }
     }
@@ -186,6 +189,14 @@ async fn bench(
         p(&post_ms, 99.0),
         opened_in
     );
+    let breakdown = OpenBreakdown::read(
+        &gw.process.stderr_text(),
+        &names,
+        &open_ms,
+        &post_ms,
+        &hello_ms,
+    );
+    breakdown.print();
     println!(
         "gateway RSS: {} MiB idle, {} MiB with {sessions} live sessions → {} KiB per session",
         baseline >> 20,
@@ -291,6 +302,9 @@ async fn bench(
         "direct_open_p50_ms": p(&direct_open_ms, 50.0),
         "direct_open_p99_ms": p(&direct_open_ms, 99.0),
         "open_added_p99_ms": open_added_p99_ms,
+        "open_steps_ms": breakdown.json(),
+        "open_own_p50_ms": p(&breakdown.own_ms, 50.0),
+        "open_own_p99_ms": p(&breakdown.own_ms, 99.0),
         "post_p50_ms": p(&post_ms, 50.0),
         "post_p99_ms": p(&post_ms, 99.0),
         "sessions": sessions,
@@ -336,6 +350,123 @@ async fn bench(
     println!("{figures:#}");
     println!("wrote {}", dir.join("gateway.json").display());
     Ok(())
+}
+
+/// Where the opens' time went: the gateway's own step times (its `open decided` and `start
+/// steps` log lines, in microseconds) and the bench's client-side laps, per step p50/p99, and
+/// per open the time that was neither an AWS call the gateway waited on nor the agent's
+/// first output.
+struct OpenBreakdown {
+    /// (side, step) → each open's milliseconds, in the order first seen.
+    steps: Vec<((&'static str, String), Vec<f64>)>,
+    /// Per open: its time minus STS, DescribeInstanceInformation, StartSession, the data
+    /// channel's handshake (as the gateway timed them) and hello → first byte (the agent's
+    /// shell starting, plus one forward).
+    own_ms: Vec<f64>,
+}
+
+/// The open steps that wait on AWS or the agent (the simulator's time), by side.
+const AWS_STEPS: [(&str, &str); 5] = [
+    ("open", "sts"),
+    ("open", "ping"),
+    ("start", "sts"),
+    ("start", "start_session"),
+    ("start", "channel"),
+];
+
+impl OpenBreakdown {
+    fn read(
+        logs: &str,
+        names: &[String],
+        open_ms: &[f64],
+        post_ms: &[f64],
+        hello_ms: &[f64],
+    ) -> Self {
+        type Laps = Vec<((&'static str, String), f64)>;
+        let mut per_session: HashMap<String, Laps> = HashMap::new();
+        for line in logs.lines() {
+            let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let fields = &row["fields"];
+            let side = match fields["message"].as_str() {
+                Some("open decided") => "open",
+                Some("start steps") => "start",
+                _ => continue,
+            };
+            let (Some(session), Some(steps)) =
+                (fields["session"].as_str(), fields["steps_us"].as_str())
+            else {
+                continue;
+            };
+            let entry = per_session.entry(session.to_string()).or_default();
+            for (step, micros) in steps.split(' ').filter_map(|s| s.split_once('=')) {
+                let ms = micros.parse::<f64>().unwrap_or(0.0) / 1000.0;
+                entry.push(((side, step.to_string()), ms));
+            }
+        }
+        let mut steps: Vec<((&'static str, String), Vec<f64>)> = Vec::new();
+        let mut own_ms = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let client = [
+                ("post", post_ms[i]),
+                ("attach_to_hello", hello_ms[i] - post_ms[i]),
+                ("hello_to_first_byte", open_ms[i] - hello_ms[i]),
+            ];
+            let gateway = per_session.get(name);
+            let mut laps: Laps = client
+                .iter()
+                .map(|(step, ms)| (("client", step.to_string()), *ms))
+                .collect();
+            if let Some(gateway) = gateway {
+                laps.extend(gateway.iter().cloned());
+                let aws: f64 = gateway
+                    .iter()
+                    .filter(|((side, step), _)| AWS_STEPS.contains(&(*side, step.as_str())))
+                    .map(|(_, ms)| ms)
+                    .sum();
+                // Up to the hello: the first byte after it is the agent's shell starting.
+                own_ms.push(hello_ms[i] - aws);
+            }
+            for (key, ms) in laps {
+                match steps.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => v.push(ms),
+                    None => steps.push((key, vec![ms])),
+                }
+            }
+        }
+        Self { steps, own_ms }
+    }
+
+    fn print(&self) {
+        let p = |v: &[f64], q: f64| proc_stats::percentile(v, q).unwrap_or(0.0);
+        println!("where an open's time goes (ms; gateway steps from its log):");
+        for ((side, step), v) in &self.steps {
+            println!(
+                "  {side:>6} {step:<20} p50 {:>8.1}  p99 {:>8.1}  ({} opens)",
+                p(v, 50.0),
+                p(v, 99.0),
+                v.len()
+            );
+        }
+        println!(
+            "  gateway's own (open − AWS calls − hello→first byte): p50 {:.1}, p99 {:.1} ms",
+            p(&self.own_ms, 50.0),
+            p(&self.own_ms, 99.0)
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let p = |v: &[f64], q: f64| proc_stats::percentile(v, q).unwrap_or(0.0);
+        let mut out = serde_json::Map::new();
+        for ((side, step), v) in &self.steps {
+            out.insert(
+                format!("{side}.{step}"),
+                json!({"p50": p(v, 50.0), "p99": p(v, 99.0)}),
+            );
+        }
+        serde_json::Value::Object(out)
+    }
 }
 
 /// Starts a line a second in each shell of `terms`, then counts the status writes (watch

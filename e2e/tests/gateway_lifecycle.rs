@@ -293,27 +293,39 @@ async fn a_busy_session_writes_its_status_at_most_once_a_minute() -> anyhow::Res
     world.cleanup(&scope).await
 }
 
-/// Watches the apiserver is serving on NodeShellSessions now (its own
-/// `apiserver_longrunning_requests` gauge), whoever opened them.
-async fn session_watches(world: &GatewayWorld) -> anyhow::Result<u64> {
+/// The sum of the apiserver's own metric `metric` over its series for NodeShellSession
+/// requests of `verb`, whoever made them.
+async fn session_metric(world: &GatewayWorld, metric: &str, verb: &str) -> anyhow::Result<u64> {
     let client = world.cluster.client(Identity::Admin).await?;
     let text = client
         .request_text(::http::Request::get("/metrics").body(Vec::new())?)
         .await?;
-    let watches: f64 = text
+    let (series, verb) = (format!("{metric}{{"), format!("verb=\"{verb}\""));
+    anyhow::ensure!(
+        text.contains(&series),
+        "the apiserver's /metrics has no {metric}"
+    );
+    let sum: f64 = text
         .lines()
         .filter(|l| {
-            l.starts_with("apiserver_longrunning_requests{")
+            l.starts_with(&series)
                 && l.contains("resource=\"nodeshellsessions\"")
-                && l.contains("verb=\"WATCH\"")
+                && l.contains(&verb)
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    anyhow::ensure!(
-        text.contains("apiserver_longrunning_requests{"),
-        "the apiserver's /metrics has no apiserver_longrunning_requests"
-    );
-    Ok(watches as u64)
+    Ok(sum as u64)
+}
+
+/// Watches the apiserver is serving on NodeShellSessions now, whoever opened them.
+async fn session_watches(world: &GatewayWorld) -> anyhow::Result<u64> {
+    session_metric(world, "apiserver_longrunning_requests", "WATCH").await
+}
+
+/// Session requests of `verb` the apiserver has finished so far (`apiserver_request_total`
+/// counts a WATCH when it ends), whoever made them.
+async fn session_requests(world: &GatewayWorld, verb: &str) -> anyhow::Result<u64> {
+    session_metric(world, "apiserver_request_total", verb).await
 }
 
 #[tokio::test]
@@ -361,5 +373,62 @@ async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> an
     for (_, term, _) in shells.iter_mut().skip(1) {
         term.send_control(json!({"type": "close"})).await.ok();
     }
+    world.cleanup(&scope).await
+}
+
+#[tokio::test]
+async fn opens_count_caps_and_learn_their_decision_from_the_gateways_one_watch()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    // Before (issue 13), every open listed every session for the caps gate and started a
+    // LIST+WATCH of its own for the controller's decision, ended once decided: six opens
+    // were twelve more lists and six more finished watches.
+    const OPENS: usize = 6;
+    let world = GatewayWorld::shared().await?;
+    let gw = world
+        .start_gateway(GatewayOptions::named("gw-openwatch"))
+        .await?;
+    let scope = world
+        .scope("openwatch", 1, json!({"limits": {"maxSessionsTotal": 20}}))
+        .await?;
+    // One open first: the gateway's own watch has listed the sessions by then.
+    gw.client(&world.token(&engineer(29)))
+        .open_ok(&scope.nodes[0])
+        .await?;
+    let (watches, lists) = (
+        session_requests(world, "WATCH").await?,
+        session_requests(world, "LIST").await?,
+    );
+    let opens = (0..OPENS).map(|n| {
+        let api = gw.client(&world.token(&engineer(30 + n)));
+        let node = scope.nodes[0].clone();
+        async move { api.open_ok(&node).await }
+    });
+    for opened in futures::future::join_all(opens).await {
+        let opened = opened?;
+        let session = world
+            .session(&opened.session)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("session {} is gone", opened.session))?;
+        assert_eq!(session["status"]["phase"], "Admitted", "{session}");
+    }
+    // A watch an open dropped ends at the apiserver a moment later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (watches_after, lists_after) = (
+        session_requests(world, "WATCH").await?,
+        session_requests(world, "LIST").await?,
+    );
+    // At most one other watch ending (and its re-list) meanwhile: the controller's, the
+    // shared gateway's.
+    assert!(
+        watches_after <= watches + 1,
+        "{OPENS} opens on one gateway ended {} session watches ({watches} → {watches_after})",
+        watches_after.saturating_sub(watches)
+    );
+    assert!(
+        lists_after <= lists + 1,
+        "{OPENS} opens on one gateway listed sessions {} times ({lists} → {lists_after})",
+        lists_after.saturating_sub(lists)
+    );
     world.cleanup(&scope).await
 }

@@ -15,6 +15,10 @@
 //!   [`error`]: the `E_*` codes.
 //! * [`config`]: flags and file; [`metrics`]; [`connections`]: the API listener's limits;
 //!   [`lease`]: this pod's coordination Lease (its liveness for the controller);
+//!   [`session_watch`]: the gateway's one watch on every session, which both `access` (an
+//!   open's decision) and `live` (takeovers) subscribe to, with [`slot_holders`], the caps
+//!   count it keeps; [`step_times`]: the log line
+//!   of an open's and a start's step durations;
 //!   [`server`]: the wiring.
 
 /// The field manager of every write the gateway makes (session spec and status, transcript
@@ -35,6 +39,9 @@ pub mod live;
 pub mod metrics;
 pub mod refusals;
 pub mod server;
+pub mod session_watch;
+pub mod slot_holders;
+pub mod step_times;
 pub mod transcript;
 
 pub use config::{GatewayArgs, GatewayConfig};

@@ -29,6 +29,7 @@ use crate::gateway::lease::GatewayLease;
 use crate::gateway::ledger::Recordings;
 use crate::gateway::live::{LiveConfig, LiveSessions};
 use crate::gateway::metrics::{GatewayMetrics, MetricsRegistry};
+use crate::gateway::session_watch::SessionWatch;
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -81,23 +82,27 @@ pub async fn kube_client(config: &GatewayConfig) -> Result<Client, GatewayError>
 }
 
 /// Builds the shared state from a resolved configuration, a client and a live side, with
-/// an AWS client of its own (tests; `run` shares one with the live side).
+/// an AWS client and a session watch of its own (tests; `run` shares both with the live
+/// side).
 pub fn app_state(
     config: GatewayConfig,
     kube: Client,
     live: LiveSide,
     metrics: GatewayMetrics,
 ) -> Result<AppState, GatewayError> {
-    app_state_with_aws(config, kube, live, metrics, AwsClients::new())
+    let watch = SessionWatch::new(kube.clone());
+    app_state_shared(config, kube, live, metrics, AwsClients::new(), watch)
 }
 
-/// [`app_state`] whose opens call AWS through `aws`, the HTTP client the live side uses.
-pub fn app_state_with_aws(
+/// [`app_state`] whose opens call AWS through `aws`, the HTTP client the live side uses,
+/// and wait for their decisions on `watch`, the live side's session watch.
+pub fn app_state_shared(
     config: GatewayConfig,
     kube: Client,
     live: LiveSide,
     metrics: GatewayMetrics,
     aws: AwsClients,
+    watch: SessionWatch,
 ) -> Result<AppState, GatewayError> {
     let http = keys::issuer_http_client(config.oidc.issuer_ca.as_ref())?;
     let cache = KeyCache::new(
@@ -121,7 +126,7 @@ pub fn app_state_with_aws(
         opens: crate::gateway::access::open::OpenLimits::new(config.opens_per_minute),
         config: Arc::new(config),
         auth,
-        cluster: Cluster::new(kube),
+        cluster: Cluster::new(kube, watch),
         aws,
     };
     Ok(AppState {
@@ -139,17 +144,19 @@ pub fn audit_sink(config: &GatewayConfig) -> Result<AuditSink, AuditError> {
 
 /// The live side a gateway runs with: [`LiveSessions`] with its metrics in the gateway's
 /// registry and audit rows on stdout (and in the audit file, when configured), and the
-/// transcript Secrets; its STS and SSM calls go through `aws`. Fails only when the audit file
-/// cannot be opened for appending.
+/// transcript Secrets; its STS and SSM calls go through `aws`, its sessions follow `watch`.
+/// Fails only when the audit file cannot be opened for appending.
 pub fn live_side(
     config: &GatewayConfig,
     client: Client,
     metrics: &GatewayMetrics,
     aws: &AwsClients,
+    watch: &SessionWatch,
 ) -> Result<LiveSide, AuditError> {
     let audit = audit_sink(config)?;
     let mut live_config = LiveConfig::new(config, client.clone(), audit.clone());
     live_config.aws = aws.clone();
+    live_config.session_watch = watch.clone();
     metrics
         .registry
         .with(|registry| live_config.metrics.register(registry));
@@ -176,7 +183,10 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let metrics = GatewayMetrics::new(registry);
     // One HTTP client (TLS roots, connection pool) for every person's STS and SSM calls.
     let aws = AwsClients::new();
-    let live = live_side(&config, kube.clone(), &metrics, &aws).map_err(|source| {
+    // One watch on every session: the opens' decisions and the live sessions' takeovers.
+    let watch = SessionWatch::new(kube.clone());
+    watch.start();
+    let live = live_side(&config, kube.clone(), &metrics, &aws, &watch).map_err(|source| {
         GatewayError::AuditFile {
             path: config.live.audit_file.clone().unwrap_or_default(),
             source,
@@ -188,7 +198,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
         &config.pod_name,
         &config.live,
     );
-    let state = app_state_with_aws(config, kube, live, metrics, aws)?;
+    let state = app_state_shared(config, kube, live, metrics, aws, watch)?;
     serve(state, Some(lease)).await
 }
 

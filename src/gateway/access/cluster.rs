@@ -1,6 +1,7 @@
 //! The control side's Kubernetes calls: nodes, policies and sessions read, a session
-//! created, terminated or waited on. Each call is bounded by [`KUBE_CALL_TIMEOUT`] and
-//! answers in the API's words ([`crate::gateway::refusals`]).
+//! created, terminated or waited on (on the gateway's one session watch, never a watch of
+//! its own). Each call is bounded by [`KUBE_CALL_TIMEOUT`] and answers in the API's words
+//! ([`crate::gateway::refusals`]).
 
 use std::time::Duration;
 
@@ -9,10 +10,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::api::{NodeShellPolicy, NodeShellSession, SessionPhase};
+use crate::api::{CapCount, NodeShellPolicy, NodeShellSession, SessionPhase};
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::refusals::{create_error, kube_error, kube_timeout};
+use crate::gateway::session_watch::{SessionNews, SessionWatch, Subscription};
 
 /// Longest wait for one Kubernetes API call made while answering a request: past it the
 /// apiserver counts as unreachable and the request fails closed.
@@ -33,6 +35,8 @@ async fn call<T>(
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
+    /// The gateway's one session watch, where an open learns its decision.
+    watch: SessionWatch,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -42,9 +46,9 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// The cluster behind `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// The cluster behind `client`; opens wait for their decision on `watch`.
+    pub fn new(client: Client, watch: SessionWatch) -> Self {
+        Self { client, watch }
     }
 
     fn sessions_api(&self) -> Api<NodeShellSession> {
@@ -139,31 +143,73 @@ impl Cluster {
             .map(|_| ())
     }
 
-    /// Waits up to `timeout` for the controller to admit or reject; on timeout asks for
-    /// termination so the session never opens late, and fails closed.
+    /// The live sessions of `policy`, `sub`'s and everyone's: from the gateway's session
+    /// watch once it has listed them, else from a list of every session.
+    pub async fn cap_count(&self, policy: &str, sub: &str) -> Result<CapCount, ApiError> {
+        match self.watch.cap_count(policy, sub) {
+            Some(count) => Ok(count),
+            None => Ok(CapCount::of(&self.sessions().await?, policy, sub)),
+        }
+    }
+
+    /// Subscribes to session `name`'s news on the gateway's one watch (no apiserver watch
+    /// of its own), before its decision is awaited.
+    pub async fn subscribe(&self, name: &str) -> Result<Subscription, ApiError> {
+        match tokio::time::timeout(KUBE_CALL_TIMEOUT, self.watch.subscribe_read(name)).await {
+            Ok(Ok(subscription)) => Ok(subscription),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, session = name, "reading the new session failed");
+                Err(self.abandon_unreachable(name).await)
+            }
+            Err(_) => {
+                let _ = self.request_terminate(name).await;
+                Err(kube_timeout("session"))
+            }
+        }
+    }
+
+    /// Asks for session `name`'s termination (so it never opens late) when the apiserver
+    /// could not tell its decision; the open's answer.
+    async fn abandon_unreachable(&self, name: &str) -> ApiError {
+        let _ = self.request_terminate(name).await;
+        ApiError::new(
+            ErrorCode::Internal,
+            "cannot reach the Kubernetes API; no session was opened",
+        )
+    }
+
+    /// Waits up to `timeout` for the controller to admit or reject session `name`, on its
+    /// `subscription`; on timeout asks for termination so the session never opens late, and
+    /// fails closed.
     pub async fn await_decision(
         &self,
         name: &str,
+        mut subscription: Subscription,
         timeout: Duration,
     ) -> Result<NodeShellSession, ApiError> {
-        let decided =
-            |s: Option<&NodeShellSession>| s.is_none_or(|s| s.phase() != SessionPhase::Pending);
-        let wait = kube::runtime::wait::await_condition(self.sessions_api(), name, decided);
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(Some(session))) => Ok(session),
-            Ok(Ok(None)) => Err(ApiError::new(
+        let decision = async {
+            while let Some(news) = subscription.next().await {
+                match news {
+                    SessionNews::Changed(s) if s.phase() != SessionPhase::Pending => {
+                        return Some(Some(*s));
+                    }
+                    SessionNews::Changed(_) => {}
+                    SessionNews::Deleted => return Some(None),
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(timeout, decision).await {
+            Ok(Some(Some(session))) => Ok(session),
+            Ok(Some(None)) => Err(ApiError::new(
                 ErrorCode::Internal,
                 format!(
                     "session {name} was deleted before the controller decided; no session was opened"
                 ),
             )),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, session = name, "watching the session failed");
-                let _ = self.request_terminate(name).await;
-                Err(ApiError::new(
-                    ErrorCode::Internal,
-                    "cannot reach the Kubernetes API; no session was opened",
-                ))
+            Ok(None) => {
+                tracing::warn!(session = name, "the gateway's session watch ended");
+                Err(self.abandon_unreachable(name).await)
             }
             Err(_) => {
                 let _ = self.request_terminate(name).await;
@@ -197,5 +243,94 @@ fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
                  (lowercase letters, digits, '-' and '.', at most 253 characters)"
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testing::session;
+
+    /// A cluster whose apiserver is down (port 1 refuses), and its watch.
+    fn cluster() -> (Cluster, SessionWatch) {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let watch = SessionWatch::new(client.clone());
+        (Cluster::new(client, watch.clone()), watch)
+    }
+
+    fn in_phase(phase: SessionPhase) -> SessionNews {
+        SessionNews::Changed(Box::new(session("shell-1", "alice", "p", 1, Some(phase))))
+    }
+
+    #[tokio::test]
+    async fn an_open_waits_past_pending_news_for_the_decision() {
+        let (cluster, watch) = cluster();
+        let subscription = watch.subscribe_detached("shell-1");
+        watch.deliver("shell-1", in_phase(SessionPhase::Pending));
+        let wait = tokio::spawn({
+            let cluster = cluster.clone();
+            async move {
+                cluster
+                    .await_decision("shell-1", subscription, Duration::from_secs(5))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!wait.is_finished(), "Pending is no decision");
+        watch.deliver("shell-1", in_phase(SessionPhase::Rejected));
+        let decided = wait.await.unwrap().unwrap();
+        assert_eq!(decided.phase(), SessionPhase::Rejected);
+        assert_eq!(watch.subscribers(), 0, "the open's subscription is gone");
+    }
+
+    #[tokio::test]
+    async fn no_decision_in_time_fails_closed_and_leaves_no_subscriber() {
+        let (cluster, watch) = cluster();
+        let subscription = watch.subscribe_detached("shell-1");
+        let refused = cluster
+            .await_decision("shell-1", subscription, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Internal);
+        assert!(
+            refused
+                .message
+                .contains("did not admit session shell-1 within"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(watch.subscribers(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_session_deleted_before_its_decision_fails_closed() {
+        let (cluster, watch) = cluster();
+        let subscription = watch.subscribe_detached("shell-1");
+        watch.deliver("shell-1", SessionNews::Deleted);
+        let refused = cluster
+            .await_decision("shell-1", subscription, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Internal);
+        assert!(
+            refused.message.contains("was deleted"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_apiserver_refuses_the_subscription() {
+        let (cluster, watch) = cluster();
+        let refused = cluster.subscribe("shell-1").await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Internal);
+        assert!(
+            refused.message.contains("cannot reach the Kubernetes API"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(watch.subscribers(), 0, "a failed subscription is dropped");
     }
 }

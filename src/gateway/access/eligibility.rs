@@ -419,8 +419,18 @@ pub fn caps_gate(
     sessions: &[NodeShellSession],
     sub: &str,
 ) -> (Gate, Option<Ineligible>) {
+    caps_gate_of(
+        policy,
+        crate::api::CapCount::of(sessions, &policy.name_any(), sub),
+    )
+}
+
+/// The caps gate for sessions already counted (the gateway's watch keeps the count).
+pub fn caps_gate_of(
+    policy: &NodeShellPolicy,
+    count: crate::api::CapCount,
+) -> (Gate, Option<Ineligible>) {
     let name = policy.name_any();
-    let count = crate::api::CapCount::of(sessions, &name, sub);
     let (mine, total) = (count.per_user, count.total);
     let per_user = usize::try_from(policy.spec.limits.max_sessions_per_user).unwrap_or(0);
     let max_total = usize::try_from(policy.spec.limits.max_sessions_total).unwrap_or(0);

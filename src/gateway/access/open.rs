@@ -4,8 +4,10 @@
 //! decision, a ticket). The only AWS calls of the control side.
 //!
 //! A refused open creates no object: the rate and the caps are checked before `create`, and
-//! one person's opens on a replica run one at a time, so each sees the sessions its
-//! predecessors got. The controller stays the authority for races between replicas.
+//! one person's opens on a replica take turns up to their create, each counting its
+//! predecessors' sessions: decided ones from the gateway's session watch (where each open
+//! also learns its decision), undecided ones as holding a slot. The controller stays the
+//! authority for races between replicas.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,13 +21,13 @@ use serde::Deserialize;
 use super::Access;
 use super::auth::Authenticated;
 use super::eligibility::{
-    Gate, GateStatus, NodeGates, ShellTarget, audience_error, caps_gate, node_gates,
+    Gate, GateStatus, NodeGates, ShellTarget, audience_error, caps_gate, caps_gate_of, node_gates,
     role_session_name,
 };
 use super::open_rate::{OpenRate, retry_after_seconds};
 use super::tickets::TicketOffer;
 use crate::api::{
-    NodeShellPolicy, NodeShellSession, NodeShellSessionSpec, SessionPhase, SessionUser,
+    CapCount, NodeShellPolicy, NodeShellSession, NodeShellSessionSpec, SessionPhase, SessionUser,
     session_labels,
 };
 use crate::aws::{self, AgentPing, AwsEndpoints, SsmSessions};
@@ -34,6 +36,7 @@ use crate::gateway::handover::Caller;
 use crate::gateway::refusals::{
     assume_role_error, decision_error, describe_error, ineligible, ping_error,
 };
+use crate::gateway::step_times::StepTimes;
 
 /// Body of `POST …/shell` and `POST …/ticket`; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -139,12 +142,38 @@ pub fn session_object(
 }
 
 /// What bounds one person's opens on this replica: `opensPerMinute`, and one open at a time
-/// (a second waits for the first's decision, then counts the caps again). Cheap to clone.
+/// up to its create (a second waits for the first's session object, then counts the caps
+/// with the first's undecided session holding a slot). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct OpenLimits {
     per_minute: u32,
     rate: Arc<Mutex<OpenRate>>,
     turns: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Sessions this replica created and whose decision has not come yet, per (person,
+    /// policy).
+    undecided: Arc<Mutex<HashMap<(String, String), i64>>>,
+}
+
+/// One created session awaiting its decision, counted as holding a slot until dropped.
+#[derive(Debug)]
+struct Undecided {
+    key: (String, String),
+    undecided: Arc<Mutex<HashMap<(String, String), i64>>>,
+}
+
+impl Drop for Undecided {
+    fn drop(&mut self) {
+        let mut undecided = self
+            .undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = undecided.get_mut(&self.key) {
+            *n -= 1;
+            if *n <= 0 {
+                undecided.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl OpenLimits {
@@ -154,6 +183,39 @@ impl OpenLimits {
             per_minute,
             rate: Arc::new(Mutex::new(OpenRate::new(per_minute))),
             turns: Arc::new(Mutex::new(HashMap::new())),
+            undecided: Arc::default(),
+        }
+    }
+
+    /// `count` with `sub`'s undecided sessions under `policy` on this replica added, as if
+    /// each already held its slot (a refusal never waits on a decision that may free one).
+    fn with_undecided(&self, count: CapCount, sub: &str, policy: &str) -> CapCount {
+        let undecided = self
+            .undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(sub.to_string(), policy.to_string()))
+            .copied()
+            .unwrap_or(0);
+        CapCount {
+            per_user: count.per_user + undecided,
+            total: count.total + undecided,
+        }
+    }
+
+    /// Counts a created session of `sub` under `policy` as holding a slot until the returned
+    /// guard drops (its decision is known, or the open ended otherwise).
+    fn undecided(&self, sub: &str, policy: &str) -> Undecided {
+        let key = (sub.to_string(), policy.to_string());
+        *self
+            .undecided
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default() += 1;
+        Undecided {
+            key,
+            undecided: self.undecided.clone(),
         }
     }
 
@@ -177,7 +239,8 @@ impl OpenLimits {
         })
     }
 
-    /// Waits for `sub`'s turn: their earlier open on this replica has its decision.
+    /// Waits for `sub`'s turn: their earlier open on this replica has created its session
+    /// (or ended).
     async fn turn(&self, sub: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -367,9 +430,12 @@ impl Access {
         request: OpenRequest,
     ) -> Result<TicketOffer, ApiError> {
         self.opens.take(&auth.caller.sub)?;
-        let _turn = self.opens.turn(&auth.caller.sub).await;
-        let node = self.cluster.node(node_name).await?;
-        let policies = self.cluster.policies().await?;
+        let mut steps = StepTimes::start();
+        let turn = self.opens.turn(&auth.caller.sub).await;
+        steps.lap("turn");
+        // Independent reads: one round trip instead of two.
+        let (node, policies) =
+            tokio::try_join!(self.cluster.node(node_name), self.cluster.policies())?;
         let gates = self.evaluate(&node, &auth.caller, &policies);
         if let Some(e) = &gates.error {
             return Err(ineligible(e));
@@ -377,12 +443,17 @@ impl Access {
         let target = gates.target.ok_or_else(|| {
             ApiError::new(ErrorCode::Internal, "the gates passed without a target")
         })?;
-        let sessions = self.cluster.sessions().await?;
-        if let (_, Some(refused)) = caps_gate(&target.policy, &sessions, &auth.caller.sub) {
+        let policy = target.policy.name_any();
+        let count = self.cluster.cap_count(&policy, &auth.caller.sub).await?;
+        let count = self.opens.with_undecided(count, &auth.caller.sub, &policy);
+        if let (_, Some(refused)) = caps_gate_of(&target.policy, count) {
             return Err(ineligible(&refused));
         }
+        steps.lap("gates");
         let creds = self.assume_role(auth, &target).await?;
+        steps.lap("sts");
         let ping = self.agent_ping(&creds, &target).await?;
+        steps.lap("ping");
         drop(creds);
         if let Some(e) = ping_error(&ping, &target) {
             return Err(e);
@@ -391,14 +462,23 @@ impl Access {
         let (cols, rows) = request.size();
         let object = session_object(&auth.caller, &target, rsn, request.reason);
         let name = self.cluster.create_session(&object).await?;
+        // Counted as holding its slot until decided: the person's next open may go on.
+        let _undecided = self.opens.undecided(&auth.caller.sub, &policy);
+        drop(turn);
+        steps.lap("create");
+        // On the gateway's one watch; the subscription is dropped on every way out of here.
+        let subscription = self.cluster.subscribe(&name).await?;
+        steps.lap("subscribe");
         let decided = self
             .cluster
-            .await_decision(&name, self.config.admission_timeout)
+            .await_decision(&name, subscription, self.config.admission_timeout)
             .await?;
+        steps.lap("decision");
         match decided.phase() {
             SessionPhase::Admitted | SessionPhase::Active => {}
             _ => return Err(decision_error(&decided, &target.policy)),
         }
+        tracing::info!(session = name, steps_us = steps.render(), "open decided");
         self.tickets.offer(auth, &name, cols, rows, false)
     }
 }
@@ -427,6 +507,31 @@ mod tests {
             limits.take("bob").is_ok(),
             "another person has their own rate"
         );
+    }
+
+    #[test]
+    fn undecided_sessions_count_as_holding_a_slot_until_decided() {
+        let limits = OpenLimits::new(10);
+        let live = CapCount {
+            per_user: 1,
+            total: 3,
+        };
+        let first = limits.undecided("alice", "p");
+        let second = limits.undecided("alice", "p");
+        let elsewhere = limits.undecided("alice", "other");
+        assert_eq!(
+            limits.with_undecided(live, "alice", "p"),
+            CapCount {
+                per_user: 3,
+                total: 5
+            }
+        );
+        assert_eq!(limits.with_undecided(live, "bob", "p"), live, "bob's own");
+        drop(first);
+        assert_eq!(limits.with_undecided(live, "alice", "p").per_user, 2);
+        drop((second, elsewhere));
+        assert_eq!(limits.with_undecided(live, "alice", "p"), live);
+        assert!(limits.undecided.lock().unwrap().is_empty(), "nothing kept");
     }
 
     #[tokio::test]

@@ -23,13 +23,13 @@ use super::output::OutputWindow;
 use super::reasons::{EndReason, end_from_channel, takeover};
 use super::records::{Records, SessionInfo};
 use super::replay::ReplayStart;
-use super::session_watch::{SessionNews, Subscription};
 use super::status::{Conflict, status_writer};
 use super::{Control, Inner};
 use crate::api::NodeShellSessionStatus;
 use crate::aws::SsmSessions;
 use crate::gateway::error::ErrorCode;
 use crate::gateway::ledger::{Ledger, LedgerDocument};
+use crate::gateway::session_watch::{SessionNews, Subscription};
 use crate::gateway::transcript::{
     Encoded, StorageFailure, Transcript, TranscriptError, encode, status_of, store_encoded,
     transcript_ref,

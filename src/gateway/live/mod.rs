@@ -22,7 +22,6 @@ pub mod output;
 pub mod reasons;
 mod records;
 pub mod replay;
-mod session_watch;
 mod sessions;
 mod start;
 pub mod status;
@@ -51,6 +50,7 @@ use crate::gateway::config::{GatewayConfig, LiveSettings};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
 use crate::gateway::ledger::LedgerStore;
+use crate::gateway::session_watch::SessionWatch;
 use crate::gateway::transcript::TranscriptStore;
 use crate::gateway::transcript::s3::S3Sink;
 
@@ -79,6 +79,8 @@ pub struct LiveConfig {
     pub audit: AuditSink,
     /// The live side's metrics.
     pub metrics: LiveMetrics,
+    /// The gateway's one session watch (shared with the open path in a gateway).
+    pub session_watch: SessionWatch,
 }
 
 impl LiveConfig {
@@ -86,7 +88,7 @@ impl LiveConfig {
     pub fn new(config: &GatewayConfig, client: Client, audit: AuditSink) -> Self {
         Self {
             settings: config.live.clone(),
-            client,
+            client: client.clone(),
             namespace: config.namespace.clone(),
             pod_name: config.pod_name.clone(),
             endpoints: config.aws.clone(),
@@ -94,6 +96,7 @@ impl LiveConfig {
             cluster_name: config.cluster_name.clone(),
             audit,
             metrics: LiveMetrics::default(),
+            session_watch: SessionWatch::new(client.clone()),
         }
     }
 }
@@ -124,7 +127,7 @@ pub(crate) struct Inner {
     config: LiveConfig,
     status: StatusApi,
     /// The gateway's one session watch, fanned out to its live sessions.
-    watch: session_watch::SessionWatch,
+    watch: SessionWatch,
     store: TranscriptStore,
     ledgers: LedgerStore,
     /// The S3 sink, started on first use (it spawns its upload task).
@@ -211,7 +214,7 @@ impl LiveSessions {
         Self {
             inner: Arc::new(Inner {
                 status: StatusApi::new(config.client.clone()),
-                watch: session_watch::SessionWatch::new(StatusApi::new(config.client.clone())),
+                watch: config.session_watch.clone(),
                 store: TranscriptStore::new(config.client.clone(), &config.namespace),
                 ledgers: LedgerStore::new(config.client.clone(), &config.namespace),
                 sink: std::sync::OnceLock::new(),

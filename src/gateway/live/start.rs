@@ -35,6 +35,7 @@ use crate::gateway::config::live::{
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
 use crate::gateway::ledger::{LEDGER_DOCUMENT, Ledger, NONCE_PARAMETER, new_nonce};
+use crate::gateway::step_times::StepTimes;
 use crate::gateway::transcript::s3::SinkTarget;
 use crate::gateway::transcript::{
     AsciicastHeader, StorageFailure, Transcript, encode, transcript_ref,
@@ -261,16 +262,22 @@ async fn start_admitted(
 ) -> Result<Started, Refusal> {
     let origin = Instant::now();
     let origin_wall = Timestamp::now();
+    let mut steps = StepTimes::start();
     let (transcript, transcript_stored) = first_transcript(inner, grant, fresh).await?;
+    steps.lap("transcript");
     let sink = first_sink_object(inner, grant, fresh, transcript.is_some()).await?;
+    steps.lap("sink");
     let ssm = assume_role(inner, grant, fresh, progress).await?;
+    steps.lap("sts");
     // The ledger document's marks carry a nonce only this gateway knows (issue 12 §1).
     let nonce = (fresh.spec.document_name == LEDGER_DOCUMENT).then(new_nonce);
     let stream = start_ssm_session(inner, fresh, &ssm, nonce.as_deref(), progress).await?;
+    steps.lap("start_session");
     let ledger = nonce
         .filter(|_| transcript.is_some())
         .map(|n| Ledger::new(&n, origin_wall));
     let channel = open_channel(inner, grant, fresh, &ssm, &stream).await?;
+    steps.lap("channel");
     let now = Timestamp::now();
     let row = open_row(
         inner,
@@ -295,6 +302,8 @@ async fn start_admitted(
             return Err(refusal);
         }
     };
+    steps.lap("active");
+    info!(session = %fresh.name_any(), steps_us = steps.render(), "start steps");
     announce(inner, &written, &row, &stream.session_id);
     Ok(Started {
         info: Arc::new(SessionInfo {

@@ -11,9 +11,6 @@
 //! carrying `lastActivityAt`, the byte counters and the transcript reference. The gateway's
 //! liveness is its pod's Lease ([`crate::gateway::lease`]), not a per-session heartbeat.
 
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use kube::runtime::{WatchStreamExt, watcher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,16 +211,6 @@ impl StatusApi {
         Self {
             api: Api::all(client),
         }
-    }
-
-    /// Watches every session (the gateway's one watch, [`super::session_watch`]): their
-    /// takeovers by the controller and their deletion.
-    pub fn watch_all(
-        &self,
-    ) -> BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>> {
-        watcher(self.api.clone(), watcher::Config::default())
-            .default_backoff()
-            .boxed()
     }
 
     /// Reads a session.

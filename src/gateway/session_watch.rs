@@ -1,0 +1,336 @@
+//! One watch on every NodeShellSession for the whole gateway, fanned out by name to whoever
+//! waits on a session: an open waiting for the controller's decision (`access`), a live
+//! session learning its takeovers (Closing, `spec.terminate`) and its deletion (`live`).
+//! Neither starts an apiserver watch (and a connection) of its own. Only the latest news of
+//! a session is kept for each subscriber, which is all a decision or a takeover reads.
+//!
+//! It also keeps who holds a cap slot ([`SlotHolders`]), so an open counts the caps without
+//! listing every session.
+//!
+//! Subscribers are bounded by their owners: one per open in flight and one per live session,
+//! each removed when its [`Subscription`] is dropped, on every exit path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+
+use crate::api::{CapCount, NodeShellSession};
+use crate::gateway::slot_holders::SlotHolders;
+
+/// The latest news of one session.
+#[derive(Clone, Debug)]
+pub enum SessionNews {
+    /// The session as the apiserver now has it.
+    Changed(Box<NodeShellSession>),
+    /// The session was deleted.
+    Deleted,
+}
+
+/// Where one subscriber's news is sent.
+type News = watch::Sender<Option<SessionNews>>;
+
+/// Where each session's news goes: every subscriber of a name, by subscription id (an open
+/// and the live session of the same name may overlap for a moment).
+#[derive(Default)]
+struct Table {
+    by_name: HashMap<String, HashMap<u64, News>>,
+    next_id: u64,
+    /// Who holds a cap slot, updated before any news of the same event is handed out (so
+    /// an open that learned its decision here finds it counted by the next open).
+    holders: SlotHolders,
+}
+
+impl Table {
+    /// Registers a subscriber of `name`: its id, where its news is sent and where it
+    /// arrives (made before it is registered, so no news is sent unseen).
+    fn insert(&mut self, name: &str) -> (u64, News, watch::Receiver<Option<SessionNews>>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (news, rx) = watch::channel(None);
+        self.by_name
+            .entry(name.to_string())
+            .or_default()
+            .insert(id, news.clone());
+        (id, news, rx)
+    }
+
+    /// Removes subscriber `id` of `name` (and the name, once nobody waits on it).
+    fn remove(&mut self, name: &str, id: u64) {
+        if let Some(subscribers) = self.by_name.get_mut(name) {
+            subscribers.remove(&id);
+            if subscribers.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+    }
+
+    /// Hands `news` of `name` to each of its subscribers.
+    fn deliver(&self, name: &str, news: &SessionNews) {
+        for subscriber in self.by_name.get(name).into_iter().flat_map(|s| s.values()) {
+            subscriber.send_replace(Some(news.clone()));
+        }
+    }
+
+    /// Subscribers registered now.
+    fn len(&self) -> usize {
+        self.by_name.values().map(HashMap::len).sum()
+    }
+}
+
+type Shared = Arc<Mutex<Table>>;
+
+fn lock(table: &Shared) -> MutexGuard<'_, Table> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The gateway's one session watch and its subscribers. Cheap to clone (clones share the
+/// watch).
+#[derive(Clone)]
+pub struct SessionWatch {
+    api: Api<NodeShellSession>,
+    table: Shared,
+    /// The watch task, started with the first subscriber.
+    started: Arc<OnceLock<()>>,
+}
+
+impl std::fmt::Debug for SessionWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionWatch")
+            .field("subscribers", &self.subscribers())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionWatch {
+    /// The watch over every session `client` can see (started on first use).
+    pub fn new(client: Client) -> Self {
+        Self {
+            api: Api::all(client),
+            table: Arc::default(),
+            started: Arc::default(),
+        }
+    }
+
+    /// Subscribes to session `name`: its current object first (read once after the
+    /// subscription is registered, so news that came before it is not missed), then every
+    /// change the gateway's watch sees, until the subscription is dropped. When that read
+    /// fails (for another reason than the session being gone) only the watch's news comes.
+    pub async fn subscribe(&self, name: &str) -> Subscription {
+        let (subscription, read) = self.register_and_read(name).await;
+        if let Err(e) = read {
+            tracing::debug!(error = %e, session = name, "reading a subscribed session failed");
+        }
+        subscription
+    }
+
+    /// [`Self::subscribe`] that fails when the first read fails (the apiserver cannot be
+    /// reached), for a caller that must answer at once.
+    pub async fn subscribe_read(&self, name: &str) -> Result<Subscription, kube::Error> {
+        let (subscription, read) = self.register_and_read(name).await;
+        read.map(|()| subscription)
+    }
+
+    async fn register_and_read(&self, name: &str) -> (Subscription, Result<(), kube::Error>) {
+        self.start();
+        let (id, news, rx) = lock(&self.table).insert(name);
+        let subscription = Subscription {
+            rx,
+            id,
+            name: name.to_string(),
+            table: self.table.clone(),
+        };
+        let current = match self.api.get(name).await {
+            Ok(session) => {
+                lock(&self.table).holders.observed(&session);
+                SessionNews::Changed(Box::new(session))
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => SessionNews::Deleted,
+            Err(e) => return (subscription, Err(e)),
+        };
+        // News the watch brought meanwhile is newer than this read.
+        news.send_if_modified(|latest| latest.is_none().then(|| *latest = Some(current)).is_some());
+        (subscription, Ok(()))
+    }
+
+    /// Subscribers registered now (one per open in flight, one per live session).
+    pub fn subscribers(&self) -> usize {
+        lock(&self.table).len()
+    }
+
+    /// Starts the watch now (it otherwise starts with the first subscriber), so the caps
+    /// count is ready for the first open.
+    pub fn start(&self) {
+        self.started.get_or_init(|| {
+            let events = watcher(self.api.clone(), watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            tokio::spawn(fan_out(events, self.table.clone()));
+        });
+    }
+
+    /// The live sessions of `policy`, `sub`'s and everyone's, as the watch last saw them;
+    /// `None` until its first listing is complete.
+    pub fn cap_count(&self, policy: &str, sub: &str) -> Option<CapCount> {
+        lock(&self.table).holders.count(policy, sub)
+    }
+
+    /// A subscription without the first read or the watch (tests feed it with
+    /// [`Self::deliver`]).
+    #[cfg(test)]
+    pub(crate) fn subscribe_detached(&self, name: &str) -> Subscription {
+        let (id, _, rx) = lock(&self.table).insert(name);
+        Subscription {
+            rx,
+            id,
+            name: name.to_string(),
+            table: self.table.clone(),
+        }
+    }
+
+    /// Hands `news` of `name` to its subscribers, as the watch does.
+    #[cfg(test)]
+    pub(crate) fn deliver(&self, name: &str, news: SessionNews) {
+        lock(&self.table).deliver(name, &news);
+    }
+}
+
+/// Hands each event of the watch to the subscribers of its session, if any.
+async fn fan_out(
+    mut events: BoxStream<'static, Result<watcher::Event<NodeShellSession>, watcher::Error>>,
+    table: Shared,
+) {
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else {
+            continue;
+        };
+        let mut table = lock(&table);
+        match &event {
+            watcher::Event::Init => table.holders.listing_started(),
+            watcher::Event::InitApply(s) => table.holders.listed(s),
+            watcher::Event::InitDone => table.holders.listing_done(),
+            watcher::Event::Apply(s) => table.holders.observed(s),
+            watcher::Event::Delete(s) => table.holders.deleted(&s.name_any()),
+        }
+        if let Some((name, news)) = news_of(event) {
+            table.deliver(&name, &news);
+        }
+    }
+}
+
+/// The session a watch event is about and what it says; `None` for the watch's own
+/// bookkeeping events.
+fn news_of(event: watcher::Event<NodeShellSession>) -> Option<(String, SessionNews)> {
+    match event {
+        watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+            Some((s.name_any(), SessionNews::Changed(Box::new(s))))
+        }
+        watcher::Event::Delete(s) => Some((s.name_any(), SessionNews::Deleted)),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
+/// One subscriber's news of a session; unsubscribes when dropped.
+pub struct Subscription {
+    rx: watch::Receiver<Option<SessionNews>>,
+    id: u64,
+    name: String,
+    table: Shared,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The next news of the session (the latest, when several came meanwhile); `None` once
+    /// the watch is gone.
+    pub async fn next(&mut self) -> Option<SessionNews> {
+        self.rx.changed().await.ok()?;
+        self.rx.borrow_and_update().clone()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        lock(&self.table).remove(&self.name, self.id);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testing::session;
+
+    #[test]
+    fn watch_events_become_news_of_their_session() {
+        let s = session("shell-1", "alice", "p", 1, None);
+        let Some((name, SessionNews::Changed(got))) = news_of(watcher::Event::Apply(s.clone()))
+        else {
+            panic!("an applied session is news");
+        };
+        assert_eq!((name.as_str(), got.name_any()), ("shell-1", s.name_any()));
+        assert!(matches!(
+            news_of(watcher::Event::InitApply(s.clone())),
+            Some((_, SessionNews::Changed(_)))
+        ));
+        assert!(matches!(
+            news_of(watcher::Event::Delete(s)),
+            Some((n, SessionNews::Deleted)) if n == "shell-1"
+        ));
+        assert!(news_of(watcher::Event::Init).is_none());
+        assert!(news_of(watcher::Event::InitDone).is_none());
+    }
+
+    /// A subscription of `table` as [`SessionWatch::subscribe`] makes it, without the read.
+    fn subscribe(table: &Shared, name: &str) -> Subscription {
+        let (id, _, rx) = lock(table).insert(name);
+        Subscription {
+            rx,
+            id,
+            name: name.to_string(),
+            table: table.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_open_and_a_live_session_of_one_name_both_hear_its_news() {
+        let table = Shared::default();
+        let mut open = subscribe(&table, "shell-1");
+        let mut live = subscribe(&table, "shell-1");
+        let other = subscribe(&table, "shell-2");
+        lock(&table).deliver("shell-1", &SessionNews::Deleted);
+        assert!(matches!(open.next().await, Some(SessionNews::Deleted)));
+        assert!(matches!(live.next().await, Some(SessionNews::Deleted)));
+        assert!(!other.rx.has_changed().unwrap(), "shell-2 heard nothing");
+        // The open's subscription goes; the live session's stays and still hears news.
+        drop(open);
+        assert_eq!(lock(&table).len(), 2);
+        let s = session("shell-1", "alice", "p", 1, None);
+        lock(&table).deliver("shell-1", &SessionNews::Changed(Box::new(s)));
+        assert!(matches!(live.next().await, Some(SessionNews::Changed(_))));
+    }
+
+    #[test]
+    fn dropped_subscriptions_leave_nothing_behind() {
+        let table = Shared::default();
+        let subscriptions: Vec<_> = (0..200)
+            .map(|n| subscribe(&table, &format!("shell-{}", n % 7)))
+            .collect();
+        assert_eq!(lock(&table).len(), 200);
+        drop(subscriptions);
+        assert_eq!(lock(&table).len(), 0);
+        assert!(lock(&table).by_name.is_empty(), "no name is kept");
+    }
+}
