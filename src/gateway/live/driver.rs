@@ -31,19 +31,13 @@ use crate::gateway::error::ErrorCode;
 use crate::gateway::ledger::{Ledger, LedgerDocument};
 use crate::gateway::session_watch::{SessionNews, Subscription};
 use crate::gateway::transcript::{
-    Encoded, StorageFailure, Transcript, TranscriptError, encode, status_of, store_encoded,
-    transcript_ref,
+    Encoded, StorageFailure, Transcript, TranscriptError, encode, pending_bound, status_of,
+    store_encoded, transcript_ref,
 };
 use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel, HeldShare};
 
 /// Keystroke chunks queued towards the channel.
 const INPUT_QUEUE: usize = 16;
-/// Sealed transcript segments (508 KiB each) allowed to wait for storage before output
-/// reading pauses: a required transcript keeps pace with storage closely; otherwise a
-/// slow or failing apiserver may fall further behind before the terminal slows down.
-const MAX_UNSTORED_SEALED_REQUIRED: usize = 2;
-/// See [`MAX_UNSTORED_SEALED_REQUIRED`].
-const MAX_UNSTORED_SEALED: usize = 8;
 /// A session the start sequence brought up.
 pub(super) struct Started {
     pub info: Arc<SessionInfo>,
@@ -60,14 +54,12 @@ pub(super) struct Started {
     pub size: (u16, u16),
 }
 
-/// What a transcript flush task hands back: the recording with the chunks it encoded
-/// (`None` when the encoding thread was lost, the recording with it), whether it stored the
-/// open chunk too (an interval flush) and the store's answer.
-pub(super) struct FlushResult {
-    encoded: Option<Encoded>,
-    with_open: bool,
-    result: Result<(), TranscriptError>,
-}
+/// What a transcript flush task hands back: the recording with the chunks it encoded, or
+/// `None` when the encoding thread was lost (the recording with it).
+pub(super) type FlushResult = Option<Encoded>;
+
+/// What a transcript store task hands back: the store's answer for the chunks it took.
+pub(super) type StoreResult = Result<(), TranscriptError>;
 
 /// The running session's state, owned by its task.
 pub(super) struct Driver {
@@ -100,9 +92,12 @@ pub(super) struct Driver {
     detached_since: Option<Instant>,
     next_heartbeat: Instant,
     next_flush: Instant,
+    /// The transcript's encoding, running on a blocking thread.
     pub(super) flush_task: Option<JoinHandle<FlushResult>>,
-    /// The last flush failed: wait for the flush interval before trying again.
-    flush_failed: bool,
+    /// The transcript's store, running behind the encoding (one at a time).
+    pub(super) store_task: Option<JoinHandle<StoreResult>>,
+    /// The last store failed: wait for the flush interval before trying again.
+    store_failed: bool,
     pub(super) exit_code: Option<i32>,
     /// The command ledger ([`super::ledger`]), the write of it running, and what was last
     /// handed to a write.
@@ -168,7 +163,8 @@ pub(super) async fn run(
         events: None,
         detached_since: None,
         flush_task: None,
-        flush_failed: false,
+        store_task: None,
+        store_failed: false,
         exit_code: None,
         ledger: started.ledger,
         ledger_write: None,
@@ -347,12 +343,9 @@ impl Driver {
         }
     }
 
-    fn max_unstored_sealed(&self) -> usize {
-        if self.info.transcript_required {
-            MAX_UNSTORED_SEALED_REQUIRED
-        } else {
-            MAX_UNSTORED_SEALED
-        }
+    /// The sealed transcript bytes that may wait for the store before output reading pauses.
+    fn pending_bound(&self) -> usize {
+        pending_bound(self.info.transcript_required)
     }
 
     /// Whether the channel's connection is over (output is then taken whatever the room).
@@ -369,7 +362,7 @@ impl Driver {
             && self
                 .transcript
                 .as_ref()
-                .is_none_or(|t| !t.is_full() && t.unstored_sealed() < self.max_unstored_sealed())
+                .is_none_or(|t| t.takes_output(self.pending_bound()))
     }
 
     /// Whether browser events wait: a recorded keystroke would grow a full transcript queue.
@@ -379,15 +372,14 @@ impl Driver {
             .is_some_and(|t| t.captures_input() && t.is_full())
     }
 
-    /// Whether a flush should start now rather than at the interval: enough is queued, or
-    /// sealed chunks wait (not while the last flush failed: that waits for the interval).
+    /// Whether a flush should start now rather than at the interval: enough is queued and
+    /// the store is not too far behind.
     fn flush_due_now(&self) -> bool {
         self.flush_task.is_none()
-            && !self.flush_failed
             && self
                 .transcript
                 .as_ref()
-                .is_some_and(|t| !t.flushing() && (t.flush_due() || t.unstored_sealed() > 0))
+                .is_some_and(|t| t.flush_now(self.pending_bound()))
     }
 
     fn next_deadline(&self) -> Instant {
@@ -418,13 +410,26 @@ impl Driver {
     }
 
     /// Starts a flush: the queued events go to a blocking thread to be encoded and
-    /// compressed, then the sealed chunks (and with `with_open`, the open one) are stored.
+    /// compressed; the recording comes back as soon as that is done, and the chunks (the
+    /// sealed ones, and with `with_open` the open one) wait for a store.
     fn start_flush(&mut self, with_open: bool) {
         self.write_ledger();
         let Some(t) = self.transcript.as_mut() else {
             return;
         };
         let Some(job) = t.begin_flush(with_open) else {
+            return;
+        };
+        self.flush_task = Some(tokio::spawn(encode(job)));
+    }
+
+    /// Starts a store of every chunk waiting, unless one runs or the last one failed (that
+    /// waits for the flush interval).
+    fn start_store(&mut self) {
+        if self.store_task.is_some() || self.store_failed {
+            return;
+        }
+        let Some(job) = self.transcript.as_mut().and_then(Transcript::begin_store) else {
             return;
         };
         let store = self.inner.store.clone();
@@ -434,55 +439,46 @@ impl Driver {
             .sink
             .clone()
             .map(|t| (self.inner.sink().clone(), t));
-        self.flush_task = Some(tokio::spawn(async move {
-            let Some(encoded) = encode(job).await else {
-                return FlushResult {
-                    encoded: None,
-                    with_open,
-                    result: Ok(()),
-                };
-            };
+        self.store_task = Some(tokio::spawn(async move {
             let sink = sink.as_ref().map(|(sink, target)| (sink, target));
-            let result = store_encoded(&store, sink, &session, &encoded).await;
-            FlushResult {
-                encoded: Some(encoded),
-                with_open,
-                result,
-            }
+            store_encoded(&store, sink, &session, &job).await
         }));
     }
 
-    /// Handles a finished flush; returns an end reason when a required transcript failed.
+    /// Handles a finished encoding: the recording is back, its chunks go to a store.
     pub(super) fn flush_done(&mut self, result: Option<FlushResult>) -> Option<EndReason> {
         self.flush_task = None;
-        let interval = self.inner.config.settings.transcript_flush_interval;
-        let Some(FlushResult {
-            encoded: Some(encoded),
-            with_open,
-            result,
-        }) = result
-        else {
+        let Some(Some(encoded)) = result else {
             return self.transcript_lost();
         };
+        self.transcript.as_mut()?.end_encode(encoded);
+        self.start_store();
+        self.retry_pending_output();
+        None
+    }
+
+    /// Handles a finished store (`None`: its task was lost, taken as a failure); returns an
+    /// end reason when a required transcript failed.
+    pub(super) fn store_done(&mut self, result: Option<StoreResult>) -> Option<EndReason> {
+        self.store_task = None;
+        let result = result.unwrap_or(Err(TranscriptError::TaskLost));
         let t = self.transcript.as_mut()?;
-        let stored = t.end_flush(encoded, result.is_ok());
+        let stored = t.end_store(result.is_ok());
         match result {
             Ok(()) => {
-                if with_open {
-                    self.next_flush = Instant::now() + interval;
-                }
-                self.flush_failed = false;
                 if let Some(stored) = stored {
                     self.transcript_stored = true;
                     self.records.snapshot.transcript =
                         Some(status_of(&stored, &transcript_ref(&self.info.name)));
                 }
+                self.start_store();
                 self.retry_pending_output();
                 None
             }
             Err(e) => {
-                self.next_flush = Instant::now() + interval;
-                self.flush_failed = true;
+                self.next_flush =
+                    Instant::now() + self.inner.config.settings.transcript_flush_interval;
+                self.store_failed = true;
                 self.inner.config.metrics.transcript_failures.inc();
                 let failure = StorageFailure::classify(&e, self.inner.store.namespace());
                 warn!(session = %self.info.name, error = %e, retryable = failure.retryable(), "transcript flush failed");
@@ -619,6 +615,11 @@ impl Driver {
                         return reason;
                     }
                 }
+                result = join_opt(self.store_task.as_mut()) => {
+                    if let Some(reason) = self.store_done(result) {
+                        return reason;
+                    }
+                }
                 () = sleep_until(deadline.into()) => {
                     if let Some(reason) = self.on_timer() {
                         return reason;
@@ -664,7 +665,16 @@ impl Driver {
         if self.transcript.is_some() && self.flush_task.is_none() {
             if now >= self.next_flush {
                 self.next_flush = now + self.inner.config.settings.transcript_flush_interval;
-                self.start_flush(true);
+                // A failed store is tried again at the interval, with whatever came since.
+                self.store_failed = false;
+                if !self
+                    .transcript
+                    .as_ref()
+                    .is_some_and(|t| t.store_behind(self.pending_bound()))
+                {
+                    self.start_flush(true);
+                }
+                self.start_store();
             } else if self.flush_due_now() {
                 self.start_flush(false);
             }

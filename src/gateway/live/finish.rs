@@ -155,10 +155,26 @@ impl Driver {
         message: &mut String,
     ) -> Option<AuditTranscript> {
         if let Some(task) = self.flush_task.take() {
-            // A flush that does not come back in time keeps the recording: the loop below
-            // then reports the end of the transcript as not stored.
+            // An encoding that does not come back in time keeps the recording: the loop
+            // below then reports the end of the transcript as not stored.
             if let Ok(result) = tokio::time::timeout(Duration::from_secs(10), task).await {
                 let _ = self.flush_done(result.ok());
+            }
+        }
+        // The stores running behind: each one that answers starts the next, in order.
+        while let Some(mut task) = self.store_task.take() {
+            match tokio::time::timeout(Duration::from_secs(10), &mut task).await {
+                Ok(result) => {
+                    let _ = self.store_done(result.ok());
+                }
+                Err(_) => {
+                    // Its chunks wait in the transcript: the loop below stores them again.
+                    task.abort();
+                    if let Some(t) = self.transcript.as_mut() {
+                        t.end_store(false);
+                    }
+                    break;
+                }
             }
         }
         let t = self.transcript.as_mut()?;
@@ -172,16 +188,22 @@ impl Driver {
                 failure = Some(StorageFailure::Unavailable);
                 break;
             }
-            let Some(job) = t.begin_flush(true) else {
-                failure = None;
-                break;
-            };
-            let Some(encoded) = encode(job).await else {
-                continue;
-            };
-            let sink = self.info.sink.as_ref().map(|t| (self.inner.sink(), t));
-            let stored = store_encoded(&self.inner.store, sink, &self.info.session, &encoded).await;
-            t.end_flush(encoded, stored.is_ok());
+            if let Some(job) = t.begin_flush(true) {
+                let Some(encoded) = encode(job).await else {
+                    continue;
+                };
+                t.end_encode(encoded);
+            }
+            // Everything waiting, in order, one store after another.
+            let mut stored = Ok(());
+            while let Some(job) = t.begin_store() {
+                let sink = self.info.sink.as_ref().map(|t| (self.inner.sink(), t));
+                stored = store_encoded(&self.inner.store, sink, &self.info.session, &job).await;
+                t.end_store(stored.is_ok());
+                if stored.is_err() {
+                    break;
+                }
+            }
             match stored {
                 Ok(()) => {
                     failure = None;

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use flate2::{Compress, Compression, Crc, FlushCompress};
 use sha2::{Digest, Sha256};
 
@@ -50,8 +51,8 @@ pub fn deflate_bound(len: usize) -> usize {
 pub struct Chunk {
     /// Position in the recording, from 0.
     pub index: usize,
-    /// A complete gzip member.
-    pub gz: Vec<u8>,
+    /// A complete gzip member (shared, not copied, by whoever holds the chunk).
+    pub gz: Bytes,
     /// Whether more chunks follow it (a sealed chunk never changes again).
     pub sealed: bool,
     /// The hash chain's link before this chunk (hex), stored beside it.
@@ -223,7 +224,7 @@ impl ChunkedRecording {
         self.chain.seal_digest(&open.digest());
         self.unstored_sealed.push_back(Chunk {
             index: self.index,
-            gz: open.member(),
+            gz: open.member().into(),
             sealed: true,
             prev,
         });
@@ -258,7 +259,7 @@ impl ChunkedRecording {
         self.compress_open();
         Chunk {
             index: self.index,
-            gz: self.open.member(),
+            gz: self.open.member().into(),
             sealed: false,
             prev: self.chain.prev_hex(),
         }
@@ -288,7 +289,7 @@ impl ChunkedRecording {
         if with_open && self.open_dirty() {
             chunks.push(Chunk {
                 index: self.index,
-                gz: self.open.member(),
+                gz: self.open.member().into(),
                 sealed: false,
                 prev: self.chain.prev_hex(),
             });
@@ -345,12 +346,7 @@ mod tests {
     }
 
     fn decoded(stored: &[Option<Chunk>]) -> Vec<u8> {
-        gunzip_chunks(
-            stored
-                .iter()
-                .map(|c| c.as_ref().expect("stored").gz.as_slice()),
-        )
-        .expect("gunzip")
+        gunzip_chunks(stored.iter().map(|c| &c.as_ref().expect("stored").gz[..])).expect("gunzip")
     }
 
     /// What `nodeshell transcript verify` reads back: each chunk's text and link.
@@ -363,7 +359,7 @@ mod tests {
                 StoredChunk {
                     secret: format!("s-transcript-{i}"),
                     prev: Some(c.prev.clone()),
-                    text: gunzip_chunks([c.gz.as_slice()]).map_err(|e| e.to_string()),
+                    text: gunzip_chunks([&c.gz[..]]).map_err(|e| e.to_string()),
                 }
             })
             .collect();
@@ -427,7 +423,7 @@ mod tests {
         // Each flush's member is the previous one's deflate blocks plus the new text's:
         // what was compressed once stays as it was, byte for byte.
         let mut rec = ChunkedRecording::default();
-        let mut previous: Option<Vec<u8>> = None;
+        let mut previous: Option<Bytes> = None;
         let mut text = Vec::new();
         for flush in 0..20 {
             let line = format!("[{flush}.000000, \"o\", \"line {flush} of the shell\\r\\n\"]\n");
@@ -436,7 +432,7 @@ mod tests {
             let chunks = rec.take_dirty(true);
             assert_eq!(chunks.len(), 1);
             let gz = chunks[0].gz.clone();
-            assert_eq!(gunzip_chunks([gz.as_slice()]).expect("one member"), text);
+            assert_eq!(gunzip_chunks([&gz[..]]).expect("one member"), text);
             if let Some(before) = previous {
                 let blocks = &before[..before.len() - FRAME_BYTES + GZIP_HEADER.len()];
                 assert!(
@@ -489,10 +485,7 @@ mod tests {
         let mut rec = ChunkedRecording::default();
         let chunks = rec.take_dirty(true);
         assert_eq!(chunks.len(), 1);
-        assert_eq!(
-            gunzip_chunks([chunks[0].gz.as_slice()]).expect("gunzip"),
-            b""
-        );
+        assert_eq!(gunzip_chunks([&chunks[0].gz[..]]).expect("gunzip"), b"");
         assert_eq!(gunzip_chunks([gzip(b"").as_slice()]).expect("gunzip"), b"");
     }
 

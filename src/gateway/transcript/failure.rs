@@ -44,7 +44,9 @@ impl StorageFailure {
     pub fn classify(error: &TranscriptError, namespace: &str) -> Self {
         match error {
             TranscriptError::Kube(e) => Self::from_kube(e, namespace),
-            TranscriptError::NoOwner(_) => Self::Rejected { http_status: None },
+            TranscriptError::NoOwner(_) | TranscriptError::TaskLost => {
+                Self::Rejected { http_status: None }
+            }
             TranscriptError::Sink(e) => Self::from_sink(e),
         }
     }

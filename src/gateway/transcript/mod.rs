@@ -1,11 +1,13 @@
 //! Session transcripts (design §7): what the node printed (and what was typed, when the
 //! policy captures input) as an asciicast v2 recording, capped at the policy's `maxBytes`,
 //! gzip-compressed, stored in Secrets owned by the session and split into chunks of at most
-//! 512 KiB, flushed periodically. [`Transcript`] is the pure recorder; [`store`] writes and
-//! reads the Secrets; [`failure`] says why a write failed in words a person can act on;
-//! [`chain`] links the chunks so an edited one is evident.
+//! 512 KiB, flushed periodically. [`Transcript`] is the pure recorder; [`backlog`] keeps
+//! the chunks it encoded until a store takes them; [`store`] writes and reads the Secrets;
+//! [`failure`] says why a write failed in words a person can act on; [`chain`] links the
+//! chunks so an edited one is evident.
 
 pub mod asciicast;
+pub mod backlog;
 pub mod chain;
 pub mod chunks;
 pub mod failure;
@@ -13,6 +15,7 @@ pub mod s3;
 pub mod store;
 
 pub use asciicast::{AsciicastHeader, AsciicastSummary, AsciicastWriter};
+pub use backlog::Backlog;
 pub use chunks::{Chunk, ChunkedRecording, LEVEL, MAX_CHUNK_BYTES, gunzip_chunks, gzip};
 pub use failure::StorageFailure;
 pub use store::{
@@ -34,6 +37,27 @@ pub const FLUSH_NOW_BYTES: usize = 128 * 1024;
 /// is captured: the recording's share of a session's memory, besides the compressed chunks.
 /// The output bytes are shared with the replay ring, not copied.
 pub const QUEUE_BYTES: usize = 512 * 1024;
+
+/// Compressed bytes of sealed chunks that may wait for the store, for a transcript the
+/// policy requires, before the session stops reading output and starts no new flush: two
+/// full chunks, so one is stored while the next fills, and storage keeps pace closely.
+/// A byte bound, not a count: sealed chunks range from tens of KiB (compressible output)
+/// to [`MAX_CHUNK_BYTES`] (the firehose), and what the bound protects is memory.
+pub const PENDING_SEALED_BYTES_REQUIRED: usize = 2 * MAX_CHUNK_BYTES;
+
+/// [`PENDING_SEALED_BYTES_REQUIRED`] for a transcript that is not required: a slow or
+/// failing apiserver may fall further behind (eight full chunks) before the terminal slows.
+pub const PENDING_SEALED_BYTES: usize = 8 * MAX_CHUNK_BYTES;
+
+/// The bound on sealed bytes waiting for the store of a session whose policy does (or does
+/// not) require its transcript.
+pub fn pending_bound(required: bool) -> usize {
+    if required {
+        PENDING_SEALED_BYTES_REQUIRED
+    } else {
+        PENDING_SEALED_BYTES
+    }
+}
 
 /// What one queued event costs besides its bytes (the entry and the buffer's handle).
 pub const EVENT_OVERHEAD_BYTES: usize = std::mem::size_of::<Event>();
@@ -64,12 +88,15 @@ pub struct Stored {
 }
 
 /// A recording in progress, as the session's task holds it: the events since the last flush
-/// (shared output buffers, not copies) and, between flushes, the [`Recording`]. Encoding
-/// (asciicast escaping), hashing and compression happen in the flush ([`FlushJob::run`], on a
-/// blocking thread), so recording costs the session's task one push per event. Memory is
-/// bounded by the queue ([`QUEUE_BYTES`]: the session stops taking output past it,
-/// [`Transcript::is_full`]) plus the compressed open chunk and the sealed chunks not stored
-/// yet (the session stops taking output past a few of them too).
+/// (shared output buffers, not copies), between flushes the [`Recording`], and the chunks
+/// encoded but not stored yet ([`Backlog`]). Encoding (asciicast escaping), hashing and
+/// compression happen in the flush ([`FlushJob::run`], on a blocking thread), which hands the
+/// recording back as soon as it is done ([`Transcript::end_encode`]); storing runs behind it,
+/// one store at a time ([`Transcript::begin_store`], [`store_encoded`]), so the session
+/// reads on while the apiserver writes. Memory is bounded by the queue ([`QUEUE_BYTES`]: the
+/// session stops taking output past it, [`Transcript::is_full`]) plus the compressed open
+/// chunk and the sealed chunks not stored yet (the session stops taking output past a bound
+/// on their bytes too, [`Transcript::pending_sealed_bytes`]).
 #[derive(Debug)]
 pub struct Transcript {
     /// `None` while a flush holds it.
@@ -77,11 +104,11 @@ pub struct Transcript {
     events: Vec<Event>,
     queued_bytes: usize,
     capture_input: bool,
-    /// Sealed chunks not stored, as of the last flush.
-    unstored_sealed: usize,
+    /// Chunks encoded and not stored yet.
+    backlog: Backlog,
     /// What the recording amounted to after the last flush's encoding.
     summary: AsciicastSummary,
-    /// The last flush that stored the whole recording (the open chunk included).
+    /// The last store that stored the whole recording (the open chunk included).
     stored: Option<Stored>,
 }
 
@@ -111,7 +138,7 @@ impl Transcript {
             events: Vec::new(),
             queued_bytes: 0,
             capture_input,
-            unstored_sealed: 0,
+            backlog: Backlog::default(),
             stored: None,
         }
     }
@@ -161,9 +188,30 @@ impl Transcript {
         self.queued_bytes >= FLUSH_NOW_BYTES
     }
 
-    /// Sealed chunks not stored yet, as of the last flush.
-    pub fn unstored_sealed(&self) -> usize {
-        self.unstored_sealed
+    /// Whether the store is too far behind: the sealed chunks waiting for it reached
+    /// `bound` ([`pending_bound`]). The session then reads no output and starts no flush
+    /// (but the last) until the store catches up, so at most one flush's sealed chunks
+    /// (from at most [`QUEUE_BYTES`] of terminal bytes) pass the bound.
+    pub fn store_behind(&self, bound: usize) -> bool {
+        self.pending_sealed_bytes() >= bound
+    }
+
+    /// Whether the session may read more output: the queue has room and the store is not
+    /// too far behind ([`Transcript::store_behind`]).
+    pub fn takes_output(&self, bound: usize) -> bool {
+        !self.is_full() && !self.store_behind(bound)
+    }
+
+    /// Whether a flush should start now rather than at the interval: none holds the
+    /// recording, enough is queued, and the store is not too far behind.
+    pub fn flush_now(&self, bound: usize) -> bool {
+        !self.flushing() && self.flush_due() && !self.store_behind(bound)
+    }
+
+    /// Compressed bytes of the sealed chunks encoded and not stored yet (waiting, or being
+    /// stored): the session stops reading output past a bound on them.
+    pub fn pending_sealed_bytes(&self) -> usize {
+        self.backlog.sealed_bytes()
     }
 
     /// Counts and hash as of the last flush's encoding.
@@ -176,10 +224,20 @@ impl Transcript {
         self.recording.is_none()
     }
 
+    /// Whether a store runs now.
+    pub fn storing(&self) -> bool {
+        self.backlog.storing()
+    }
+
+    /// Whether every chunk encoded so far was stored (nothing waits, no store runs).
+    pub fn all_stored(&self) -> bool {
+        self.backlog.is_empty()
+    }
+
     /// Hands the recording and the events since the last flush to a flush; `None` while
-    /// another flush holds the recording, or when there is nothing to encode or store.
-    /// `with_open`: store the open chunk too (at the interval, and at the end); otherwise
-    /// only sealed chunks are stored and the open one waits, compressed, for the next.
+    /// another flush holds the recording, or when there is nothing to encode.
+    /// `with_open`: hand the open chunk to the store too (at the interval, and at the end);
+    /// otherwise only sealed chunks are, and the open one waits, compressed, for the next.
     pub fn begin_flush(&mut self, with_open: bool) -> Option<FlushJob> {
         let recording = self.recording.as_ref()?;
         let open_waits = with_open && recording.chunks.open_dirty();
@@ -194,27 +252,44 @@ impl Transcript {
         })
     }
 
-    /// Takes a flush back: the recording, and after a failed store (`stored` false) the
-    /// chunks to try again. Returns what the stored recording amounts to when this flush
-    /// stored all of it (the open chunk included).
-    pub fn end_flush(&mut self, encoded: Encoded, stored: bool) -> Option<Stored> {
+    /// Takes a flush's encoding back: the recording returns to the session at once, and its
+    /// chunks wait in the backlog for a store ([`Transcript::begin_store`]).
+    pub fn end_encode(&mut self, encoded: Encoded) {
         let Encoded {
-            mut recording,
+            recording,
             chunks,
             summary,
             complete,
         } = encoded;
-        if !stored {
-            recording.chunks.restore(chunks);
-        }
-        self.unstored_sealed = recording.chunks.unstored_sealed();
         self.summary = summary;
         self.recording = Some(recording);
-        let whole = complete.filter(|_| stored);
+        self.backlog.push(chunks, complete);
+    }
+
+    /// Hands every chunk waiting, in order, to a store; `None` while a store runs or when
+    /// nothing waits. Answer with [`Transcript::end_store`].
+    pub fn begin_store(&mut self) -> Option<StoreJob> {
+        self.backlog.begin_store().map(|chunks| StoreJob { chunks })
+    }
+
+    /// The running store's answer. Stored: returns what the stored recording amounts to
+    /// when that store completed it (the open chunk included). Not stored: its chunks wait
+    /// to be taken again, before anything that came since.
+    pub fn end_store(&mut self, stored: bool) -> Option<Stored> {
+        let whole = self.backlog.end_store(stored);
         if whole.is_some() {
             self.stored.clone_from(&whole);
         }
         whole
+    }
+
+    /// A flush whose chunks the caller stored itself, with no store running (the first
+    /// write, before the session runs; benchmarks): its encoding taken back, then the
+    /// store's answer. Returns what the stored recording amounts to when that was all of it.
+    pub fn end_flush(&mut self, encoded: Encoded, stored: bool) -> Option<Stored> {
+        self.end_encode(encoded);
+        self.begin_store()?;
+        self.end_store(stored)
     }
 
     /// The open chunk as it is now, dirty or not: the S3 sink's copy of the last chunk when
@@ -287,7 +362,7 @@ impl FlushJob {
 }
 
 /// What a flush encoded: the chunks to store, and the recording to hand back
-/// ([`Transcript::end_flush`]) once they are stored or not.
+/// ([`Transcript::end_encode`]).
 #[derive(Debug)]
 pub struct Encoded {
     recording: Box<Recording>,
@@ -299,25 +374,32 @@ pub struct Encoded {
     complete: Option<Stored>,
 }
 
-impl Encoded {
-    /// The sealed chunks among [`Encoded::chunks`]: they never change again, so each becomes
-    /// one locked object in the S3 sink.
+/// What one store writes: every chunk waiting, in order ([`Transcript::begin_store`]).
+#[derive(Debug)]
+pub struct StoreJob {
+    /// The chunks to store, in order.
+    pub chunks: Vec<Chunk>,
+}
+
+impl StoreJob {
+    /// The sealed chunks among [`StoreJob::chunks`]: they never change again, so each
+    /// becomes one locked object in the S3 sink.
     pub fn sealed(&self) -> Vec<Chunk> {
         self.chunks.iter().filter(|c| c.sealed).cloned().collect()
     }
 }
 
-/// Stores a flush's chunks: each in its Secret, then, for a session with an S3 target, the
-/// sealed ones as locked objects (the open chunk goes to S3 once, final, at the close).
+/// Stores a store job's chunks: each in its Secret, then, for a session with an S3 target,
+/// the sealed ones as locked objects (the open chunk goes to S3 once, final, at the close).
 pub async fn store_encoded(
     store: &TranscriptStore,
     sink: Option<(&s3::S3Sink, &std::sync::Arc<s3::SinkTarget>)>,
     session: &crate::api::NodeShellSession,
-    encoded: &Encoded,
+    job: &StoreJob,
 ) -> Result<(), TranscriptError> {
-    store.store(session, &encoded.chunks).await?;
+    store.store(session, &job.chunks).await?;
     if let Some((sink, target)) = sink {
-        sink.put_chunks(target, &encoded.sealed()).await?;
+        sink.put_chunks(target, &job.sealed()).await?;
     }
     Ok(())
 }
@@ -348,17 +430,19 @@ mod tests {
             if stored.len() <= c.index {
                 stored.resize(c.index + 1, Vec::new());
             }
-            stored[c.index] = c.gz.clone();
+            stored[c.index] = c.gz.to_vec();
         }
     }
 
-    /// A flush without a store: run the job, hand the recording back as stored.
+    /// A flush and then a store of everything waiting, which succeeds.
     fn flush_now(t: &mut Transcript, stored: &mut Vec<Vec<u8>>, with_open: bool) -> Option<Stored> {
-        let job = t.begin_flush(with_open)?;
-        assert!(t.flushing());
-        let encoded = job.run();
-        store_into(stored, &encoded.chunks);
-        t.end_flush(encoded, true)
+        if let Some(job) = t.begin_flush(with_open) {
+            assert!(t.flushing());
+            t.end_encode(job.run());
+        }
+        let job = t.begin_store()?;
+        store_into(stored, &job.chunks);
+        t.end_store(true)
     }
 
     #[test]
@@ -458,14 +542,99 @@ mod tests {
         );
         t.output(0.1, &Bytes::from(vec![b'y'; 300]));
         let encoded = t.begin_flush(false).expect("a flush").run();
-        let sealed = encoded.chunks.len();
-        assert!(sealed > 2);
+        let sealed: usize = encoded.chunks.iter().map(|c| c.gz.len()).sum();
+        assert!(encoded.chunks.len() > 2);
         assert_eq!(t.end_flush(encoded, false), None);
-        assert_eq!(t.unstored_sealed(), sealed);
+        assert_eq!(t.pending_sealed_bytes(), sealed);
+        assert!(!t.all_stored());
         let mut stored = Vec::new();
         flush_now(&mut t, &mut stored, true).expect("stored");
-        assert_eq!(t.unstored_sealed(), 0);
+        assert_eq!(t.pending_sealed_bytes(), 0);
+        assert!(t.all_stored());
         let text = gunzip_chunks(stored.iter().map(Vec::as_slice)).expect("gunzip");
         assert!(text.ends_with(format!("{}\"]\n", "y".repeat(300)).as_bytes()));
+    }
+
+    /// Terminal bytes that compress about as badly as the firehose's (deterministic).
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[3]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_store_that_blocks_stops_output_at_the_bound_and_nothing_is_dropped() {
+        let bound = pending_bound(true);
+        let data = noise(16 << 20);
+        let mut t = Transcript::start(&header(), u64::MAX, false);
+        let mut stored = Vec::new();
+        flush_now(&mut t, &mut stored, true).expect("the header");
+        // The next store blocks (an apiserver that does not answer) while output is read
+        // as the session reads it: 16 KiB at a time while the transcript takes output, and
+        // a flush whenever one is due.
+        let mut blocked: Option<StoreJob> = None;
+        let (mut read, mut max_pending, mut max_flush) = (0usize, 0usize, 0usize);
+        while read < data.len() && t.takes_output(bound) {
+            let piece = &data[read..(read + 16_384).min(data.len())];
+            t.output(0.0, &Bytes::copy_from_slice(piece));
+            read += piece.len();
+            if t.flush_now(bound) {
+                let before = t.pending_sealed_bytes();
+                let job = t.begin_flush(false).expect("a flush");
+                t.end_encode(job.run());
+                max_flush = max_flush.max(t.pending_sealed_bytes() - before);
+                if blocked.is_none() {
+                    blocked = t.begin_store();
+                }
+            }
+            max_pending = max_pending.max(t.pending_sealed_bytes());
+        }
+        // Output reading stopped because the store is behind (the queue still has room),
+        // long before the data ran out, and no flush starts until the store catches up.
+        assert!(t.store_behind(bound) && !t.takes_output(bound));
+        assert!(!t.is_full(), "stopped by the store, not by the queue");
+        assert!(read < 4 << 20, "read {read} bytes past a blocked store");
+        let mut typed = 0;
+        while !t.is_full() {
+            t.output(0.0, &Bytes::from_static(&[b'x'; 1024]));
+            typed += 1024;
+            assert!(!t.flush_now(bound), "a flush started past the bound");
+        }
+        // The sealed bytes waiting passed the bound by less than the flush that reached it.
+        assert!(max_pending >= bound);
+        assert!(
+            max_pending < bound + max_flush,
+            "{max_pending} waiting against a bound of {bound} (one flush: {max_flush})"
+        );
+        assert!(max_flush <= MAX_CHUNK_BYTES, "one flush sealed {max_flush}");
+        assert_eq!(
+            max_pending,
+            t.pending_sealed_bytes(),
+            "nothing was stored meanwhile"
+        );
+        // The store answers; everything after is stored as it comes; nothing was dropped.
+        store_into(&mut stored, &blocked.expect("a store started").chunks);
+        t.end_store(true);
+        assert!(!t.all_stored(), "what came since waits for the next store");
+        while flush_now(&mut t, &mut stored, false).is_some() || !t.all_stored() {}
+        assert!(t.takes_output(bound));
+        for piece in data[read..].chunks(16_384) {
+            t.output(0.0, &Bytes::copy_from_slice(piece));
+            if t.is_full() {
+                flush_now(&mut t, &mut stored, false);
+                assert!(t.all_stored());
+            }
+        }
+        let last = flush_now(&mut t, &mut stored, true).expect("all of it");
+        assert!(t.all_stored());
+        assert_eq!(last.summary.terminal_bytes, (data.len() + typed) as u64);
+        let text = gunzip_chunks(stored.iter().map(Vec::as_slice)).expect("gunzip");
+        assert_eq!(last.summary.sha256, hex::encode(Sha256::digest(&text)));
     }
 }

@@ -207,7 +207,7 @@ impl S3Sink {
             self.put(
                 target,
                 target.chunk_key(chunk.index),
-                chunk.gz.clone(),
+                chunk.gz.to_vec(),
                 "application/gzip",
             )
             .await?;

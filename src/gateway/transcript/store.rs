@@ -37,6 +37,10 @@ pub enum TranscriptError {
     /// The session has no uid (it was never stored), so nothing can be owned by it.
     #[error("session {0} has no uid; it must be read from the apiserver first")]
     NoOwner(String),
+    /// The task storing the chunks ended without an answer (it panicked); its chunks wait
+    /// to be stored again.
+    #[error("the transcript's store task ended without an answer")]
+    TaskLost,
     /// The policy's required S3 sink did not take a chunk.
     #[error("{0}")]
     Sink(#[from] super::s3::SinkError),
@@ -108,7 +112,7 @@ pub fn chunk_secret(
         type_: Some(SECRET_TYPE.to_string()),
         data: Some(BTreeMap::from([(
             CHUNK_DATA_KEY.to_string(),
-            ByteString(chunk.gz.clone()),
+            ByteString(chunk.gz.to_vec()),
         )])),
         ..Secret::default()
     })
@@ -301,7 +305,7 @@ mod tests {
         let mut session = NodeShellSession::new("shell-7fq2k", NodeShellSessionSpec::default());
         let chunk = Chunk {
             index: 2,
-            gz: vec![1, 2, 3],
+            gz: vec![1, 2, 3].into(),
             sealed: false,
             prev: "00".into(),
         };
