@@ -399,10 +399,20 @@ async fn opens_count_caps_and_learn_their_decision_from_the_gateways_one_watch()
         session_requests(world, "WATCH").await?,
         session_requests(world, "LIST").await?,
     );
+    // Each person looks at the node list and runs the preflight first, as the console does:
+    // both count the caps from the same watch, listing no session either.
     let opens = (0..OPENS).map(|n| {
         let api = gw.client(&world.token(&engineer(30 + n)));
         let node = scope.nodes[0].clone();
-        async move { api.open_ok(&node).await }
+        async move {
+            let listed = api.get("/api/v1/nodes").await?;
+            anyhow::ensure!(listed.status == 200, "node list: {listed:?}");
+            let preflight = api
+                .get(&format!("/api/v1/nodes/{node}/shell/preflight"))
+                .await?;
+            anyhow::ensure!(preflight.status == 200, "preflight: {preflight:?}");
+            api.open_ok(&node).await
+        }
     });
     for opened in futures::future::join_all(opens).await {
         let opened = opened?;
@@ -412,6 +422,20 @@ async fn opens_count_caps_and_learn_their_decision_from_the_gateways_one_watch()
             .ok_or_else(|| anyhow::anyhow!("session {} is gone", opened.session))?;
         assert_eq!(session["status"]["phase"], "Admitted", "{session}");
     }
+    // The sessions gauge comes from the same watch: the admitted sessions show there.
+    let admitted = "nodeshell_gateway_sessions{phase=\"Admitted\"} ";
+    wait_for("the admitted sessions in the sessions gauge", T, || {
+        let gw = &gw;
+        async move {
+            let text = gw.metrics_text().await?;
+            let n: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(admitted)?.trim().parse().ok())
+                .unwrap_or(0);
+            Ok((n > OPENS as u64).then_some(()))
+        }
+    })
+    .await?;
     // A watch an open dropped ends at the apiserver a moment later.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (watches_after, lists_after) = (
@@ -427,7 +451,7 @@ async fn opens_count_caps_and_learn_their_decision_from_the_gateways_one_watch()
     );
     assert!(
         lists_after <= lists + 1,
-        "{OPENS} opens on one gateway listed sessions {} times ({lists} → {lists_after})",
+        "{OPENS} node lists, preflights and opens on one gateway listed sessions {} times ({lists} → {lists_after})",
         lists_after.saturating_sub(lists)
     );
     world.cleanup(&scope).await

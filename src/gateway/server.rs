@@ -16,7 +16,6 @@ use crate::gateway::access::Access;
 use crate::gateway::access::auth::{Authenticator, KeyCache, keys};
 use crate::gateway::access::cluster::Cluster;
 use crate::gateway::access::identity::IdentityWatch;
-use crate::gateway::access::sessions::phase_counts;
 use crate::gateway::access::sign_in::ConsoleLogin;
 use crate::gateway::access::tickets::TicketBook;
 use crate::gateway::audit::{AuditError, AuditSink};
@@ -301,16 +300,17 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
     });
     let identity_stop = stop.clone();
     let heap = spawn_heap_trims(state, stop.clone());
-    let cluster = state.access.cluster.clone();
+    let watch = state.access.cluster.watch().clone();
     let metrics = state.metrics.clone();
     let gauges = tokio::spawn(async move {
         loop {
-            if let Ok(sessions) = cluster.sessions().await {
-                metrics.set_sessions_by_phase(&phase_counts(&sessions));
+            // From the gateway's one session watch, not a list of every session.
+            if let Some(counts) = watch.phase_counts() {
+                metrics.set_sessions_by_phase(&counts);
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         }
     });

@@ -167,8 +167,11 @@ impl SessionWatch {
     /// count is ready for the first open.
     pub fn start(&self) {
         self.started.get_or_init(|| {
+            // managedFields are most of an object and nothing here reads them; a live
+            // session keeps its latest news for its whole life.
             let events = watcher(self.api.clone(), watcher::Config::default())
                 .default_backoff()
+                .modify(|s| s.metadata.managed_fields = None)
                 .boxed();
             tokio::spawn(fan_out(events, self.table.clone()));
         });
@@ -178,6 +181,12 @@ impl SessionWatch {
     /// `None` until its first listing is complete.
     pub fn cap_count(&self, policy: &str, sub: &str) -> Option<CapCount> {
         lock(&self.table).holders.count(policy, sub)
+    }
+
+    /// Every session the watch knows, counted by phase; `None` until its first listing is
+    /// complete.
+    pub fn phase_counts(&self) -> Option<Vec<(String, i64)>> {
+        lock(&self.table).holders.by_phase()
     }
 
     /// A subscription without the first read or the watch (tests feed it with

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use kube::ResourceExt;
 
-use crate::api::{CapCount, NodeShellSession, holds_cap_slot};
+use std::collections::BTreeMap;
+
+use crate::api::{CapCount, NodeShellSession, SessionPhase, holds_cap_slot};
 
 /// What the caps count needs of one session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +17,7 @@ struct Holder {
     policy: String,
     sub: String,
     holds_slot: bool,
+    phase: SessionPhase,
     /// The apiserver's resourceVersion, when it reads as a number.
     version: Option<u64>,
 }
@@ -25,6 +28,7 @@ impl Holder {
             policy: session.spec.policy_name.clone(),
             sub: session.spec.user.sub.clone(),
             holds_slot: holds_cap_slot(session),
+            phase: session.phase(),
             version: session
                 .metadata
                 .resource_version
@@ -102,6 +106,21 @@ impl SlotHolders {
     }
 }
 
+impl SlotHolders {
+    /// Every session the watch knows, counted by phase name in name order (the `sessions`
+    /// gauge); `None` until the first listing is complete.
+    pub fn by_phase(&self) -> Option<Vec<(String, i64)>> {
+        if !self.synced {
+            return None;
+        }
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for holder in self.sessions.values() {
+            *counts.entry(holder.phase.to_string()).or_default() += 1;
+        }
+        Some(counts.into_iter().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +175,24 @@ mod tests {
         holders.observed(&at("a2", "alice", Some(SessionPhase::Active), 10));
         holders.deleted("a2");
         assert_eq!(holders.count("p", "alice").map(|c| c.total), Some(0));
+    }
+
+    #[test]
+    fn phases_are_counted_over_every_known_session_once_listed() {
+        let mut holders = SlotHolders::default();
+        holders.listing_started();
+        holders.listed(&at("a1", "alice", Some(SessionPhase::Active), 1));
+        assert_eq!(holders.by_phase(), None, "not listed yet");
+        holders.listed(&at("a2", "alice", None, 2));
+        holders.listed(&at("b1", "bob", Some(SessionPhase::Closed), 3));
+        holders.listing_done();
+        holders.observed(&at("a2", "alice", Some(SessionPhase::Admitted), 4));
+        holders.observed(&at("c1", "carol", Some(SessionPhase::Active), 5));
+        holders.deleted("b1");
+        assert_eq!(
+            holders.by_phase(),
+            Some(vec![("Active".to_string(), 2), ("Admitted".to_string(), 1)])
+        );
     }
 
     #[test]

@@ -143,6 +143,11 @@ impl Cluster {
             .map(|_| ())
     }
 
+    /// The gateway's one session watch.
+    pub fn watch(&self) -> &SessionWatch {
+        &self.watch
+    }
+
     /// The live sessions of `policy`, `sub`'s and everyone's: from the gateway's session
     /// watch once it has listed them, else from a list of every session.
     pub async fn cap_count(&self, policy: &str, sub: &str) -> Result<CapCount, ApiError> {

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::{NodeShellPolicy, NodeShellSession, PolicyMatch, governing_policy};
+use crate::api::{NodeShellPolicy, PolicyMatch, governing_policy};
 use crate::gateway::handover::Caller;
 
 use crate::api::{parse_provider_id, region_of_zone};
@@ -413,19 +413,8 @@ pub fn audience_error(policy: &NodeShellPolicy, token_audiences: &[String]) -> O
     })
 }
 
-/// The caps gate, as the controller counts at admission.
-pub fn caps_gate(
-    policy: &NodeShellPolicy,
-    sessions: &[NodeShellSession],
-    sub: &str,
-) -> (Gate, Option<Ineligible>) {
-    caps_gate_of(
-        policy,
-        crate::api::CapCount::of(sessions, &policy.name_any(), sub),
-    )
-}
-
-/// The caps gate for sessions already counted (the gateway's watch keeps the count).
+/// The caps gate, as the controller counts at admission, for sessions already counted (the
+/// gateway's session watch keeps the count).
 pub fn caps_gate_of(
     policy: &NodeShellPolicy,
     count: crate::api::CapCount,
@@ -472,7 +461,9 @@ pub fn caps_gate_of(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::api::{NodeShellPolicySpec, NodeShellSessionSpec, SessionPhase, SessionUser};
+    use crate::api::{
+        NodeShellPolicySpec, NodeShellSession, NodeShellSessionSpec, SessionPhase, SessionUser,
+    };
     use crate::gateway::error::ErrorCode;
     use crate::gateway::refusals::ineligible;
 
@@ -767,15 +758,24 @@ mod tests {
             session("alice", "other", Some(SessionPhase::Active)),
             session("bob", "p", Some(SessionPhase::Admitted)),
         ];
-        let (gate, err) = caps_gate(&p, &sessions, "alice");
+        let (gate, err) = caps_gate_of(
+            &p,
+            crate::api::CapCount::of(&sessions, &p.name_any(), "alice"),
+        );
         assert_eq!(gate.status, GateStatus::Pass, "{}", gate.hint);
         assert!(err.is_none());
         sessions.push(session("alice", "p", Some(SessionPhase::Closing)));
-        let (_, err) = caps_gate(&p, &sessions, "alice");
+        let (_, err) = caps_gate_of(
+            &p,
+            crate::api::CapCount::of(&sessions, &p.name_any(), "alice"),
+        );
         let err = ineligible(&err.unwrap());
         assert_eq!(err.code, ErrorCode::CapUser);
         assert_eq!(err.extra["limit"], 2);
-        let (_, err) = caps_gate(&p, &sessions, "carol");
+        let (_, err) = caps_gate_of(
+            &p,
+            crate::api::CapCount::of(&sessions, &p.name_any(), "carol"),
+        );
         assert_eq!(ineligible(&err.unwrap()).code, ErrorCode::CapTotal);
     }
 }

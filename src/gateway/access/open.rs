@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::Access;
 use super::auth::Authenticated;
 use super::eligibility::{
-    Gate, GateStatus, NodeGates, ShellTarget, audience_error, caps_gate, caps_gate_of, node_gates,
+    Gate, GateStatus, NodeGates, ShellTarget, audience_error, caps_gate_of, node_gates,
     role_session_name,
 };
 use super::open_rate::{OpenRate, retry_after_seconds};
@@ -350,15 +350,17 @@ impl Access {
 
     /// Every node with its gates for the caller (no AWS call).
     pub async fn node_listings(&self, auth: &Authenticated) -> Result<Vec<NodeListing>, ApiError> {
-        let nodes = self.cluster.nodes().await?;
-        let policies = self.cluster.policies().await?;
-        let sessions = self.cluster.sessions().await?;
+        let (nodes, policies) = tokio::try_join!(self.cluster.nodes(), self.cluster.policies())?;
         let mut listings = Vec::with_capacity(nodes.len());
         for node in nodes {
             let mut gates = self.evaluate(&node, &auth.caller, &policies);
             let mut error = gates.error.as_ref().map(ineligible);
             if let Some(target) = &gates.target {
-                let (gate, caps) = caps_gate(&target.policy, &sessions, &auth.caller.sub);
+                let count = self
+                    .cluster
+                    .cap_count(&target.policy.name_any(), &auth.caller.sub)
+                    .await?;
+                let (gate, caps) = caps_gate_of(&target.policy, count);
                 gates.gates.push(gate);
                 error = error.or(caps.as_ref().map(ineligible));
             }
@@ -374,9 +376,8 @@ impl Access {
         auth: &Authenticated,
         node_name: &str,
     ) -> Result<Preflight, ApiError> {
-        let node = self.cluster.node(node_name).await?;
-        let policies = self.cluster.policies().await?;
-        let sessions = self.cluster.sessions().await?;
+        let (node, policies) =
+            tokio::try_join!(self.cluster.node(node_name), self.cluster.policies())?;
         let node_gates = self.evaluate(&node, &auth.caller, &policies);
         let mut gates = node_gates.gates;
         let mut error = node_gates.error.as_ref().map(ineligible);
@@ -412,7 +413,11 @@ impl Access {
                 }
             }
         }
-        let (caps_gate, caps) = caps_gate(&target.policy, &sessions, &auth.caller.sub);
+        let count = self
+            .cluster
+            .cap_count(&target.policy.name_any(), &auth.caller.sub)
+            .await?;
+        let (caps_gate, caps) = caps_gate_of(&target.policy, count);
         gates.push(caps_gate);
         Ok(Preflight {
             gates,

@@ -1,7 +1,5 @@
 //! Who may see, end, reattach or attach a session, and in which phases. Pure.
 
-use std::collections::BTreeMap;
-
 use kube::ResourceExt;
 use serde_json::Value;
 
@@ -107,20 +105,12 @@ pub fn is_reattach(running_here: bool, phase: SessionPhase) -> bool {
     running_here || phase == SessionPhase::Active
 }
 
-/// Counts session objects by phase (for the `sessions` gauge).
-pub fn phase_counts(sessions: &[NodeShellSession]) -> Vec<(String, i64)> {
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    for s in sessions {
-        *counts.entry(s.phase().to_string()).or_default() += 1;
-    }
-    counts.into_iter().collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::api::{NodeShellSessionSpec, NodeShellSessionStatus, SessionUser};
+    use std::collections::BTreeMap;
 
     fn caller(sub: &str, tier: Option<&str>) -> Caller {
         Caller {
@@ -212,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn lists_show_own_sessions_or_all_to_admins_and_count_phases() {
+    fn lists_show_own_sessions_or_all_to_admins() {
         let all = vec![
             session("a", "alice", SessionPhase::Active),
             session("b", "bob", SessionPhase::Closed),
@@ -221,9 +211,5 @@ mod tests {
         assert_eq!(mine.len(), 1);
         assert_eq!(visible(true, &caller("carol", None), all.clone()).len(), 2);
         assert!(needs_terminate(&all[0]) && !needs_terminate(&all[1]));
-        assert_eq!(
-            phase_counts(&all),
-            vec![("Active".to_string(), 1), ("Closed".to_string(), 1)]
-        );
     }
 }
