@@ -138,15 +138,10 @@ impl SessionWatch {
 
     async fn register_and_read(&self, name: &str) -> (Subscription, Result<(), kube::Error>) {
         self.start();
-        let (id, news, rx) = lock(&self.table).insert(name);
-        let subscription = Subscription {
-            rx,
-            id,
-            name: name.to_string(),
-            table: self.table.clone(),
-        };
+        let (subscription, news) = Subscription::register(&self.table, name);
         let current = match self.api.get(name).await {
-            Ok(session) => {
+            Ok(mut session) => {
+                trim(&mut session);
                 lock(&self.table).holders.observed(&session);
                 SessionNews::Changed(Box::new(session))
             }
@@ -167,11 +162,9 @@ impl SessionWatch {
     /// count is ready for the first open.
     pub fn start(&self) {
         self.started.get_or_init(|| {
-            // managedFields are most of an object and nothing here reads them; a live
-            // session keeps its latest news for its whole life.
             let events = watcher(self.api.clone(), watcher::Config::default())
                 .default_backoff()
-                .modify(|s| s.metadata.managed_fields = None)
+                .modify(trim)
                 .boxed();
             tokio::spawn(fan_out(events, self.table.clone()));
         });
@@ -193,13 +186,7 @@ impl SessionWatch {
     /// [`Self::deliver`]).
     #[cfg(test)]
     pub(crate) fn subscribe_detached(&self, name: &str) -> Subscription {
-        let (id, _, rx) = lock(&self.table).insert(name);
-        Subscription {
-            rx,
-            id,
-            name: name.to_string(),
-            table: self.table.clone(),
-        }
+        Subscription::register(&self.table, name).0
     }
 
     /// Hands `news` of `name` to its subscribers, as the watch does.
@@ -207,6 +194,13 @@ impl SessionWatch {
     pub(crate) fn deliver(&self, name: &str, news: SessionNews) {
         lock(&self.table).deliver(name, &news);
     }
+}
+
+/// Drops what nothing here reads from a session as the watch or a read brings it:
+/// managedFields, most of an object, which a live session would otherwise keep in its
+/// latest news for its whole life.
+fn trim(session: &mut NodeShellSession) {
+    session.metadata.managed_fields = None;
 }
 
 /// Hands each event of the watch to the subscribers of its session, if any.
@@ -262,6 +256,19 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
+    /// Registers a subscriber of `name` in `table`: the subscription, and where its news is
+    /// sent.
+    fn register(table: &Shared, name: &str) -> (Self, News) {
+        let (id, news, rx) = lock(table).insert(name);
+        let subscription = Self {
+            rx,
+            id,
+            name: name.to_string(),
+            table: table.clone(),
+        };
+        (subscription, news)
+    }
+
     /// The next news of the session (the latest, when several came meanwhile); `None` once
     /// the watch is gone.
     pub async fn next(&mut self) -> Option<SessionNews> {
@@ -304,13 +311,7 @@ mod tests {
 
     /// A subscription of `table` as [`SessionWatch::subscribe`] makes it, without the read.
     fn subscribe(table: &Shared, name: &str) -> Subscription {
-        let (id, _, rx) = lock(table).insert(name);
-        Subscription {
-            rx,
-            id,
-            name: name.to_string(),
-            table: table.clone(),
-        }
+        Subscription::register(table, name).0
     }
 
     #[tokio::test]
