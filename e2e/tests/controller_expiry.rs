@@ -1,7 +1,9 @@
 //! Expiry, backstops and retention on a short clock, against a real apiserver: AttachTimeout,
 //! GatewayLost (a gateway Lease that runs out; a pre-Lease heartbeat that stops), the idle and max-duration backstops, a Closing nobody finishes, terminate,
 //! deletion after retention (with the session's transcript Secret), the short retention of
-//! Rejected sessions, policy status, events and metrics.
+//! Rejected sessions, policy status, events and metrics. The controller keeps transcripts in
+//! a namespace of their own (`--transcript-namespace`, the chart's `transcripts.namespace`)
+//! while the gateways' Leases stay in its `--namespace`.
 
 mod support;
 
@@ -26,6 +28,8 @@ use support::{
 const LEASE: &str = "controller-expiry";
 const POLICY: &str = "expiry";
 const WAIT: Duration = Duration::from_secs(30);
+/// Where this controller keeps transcript Secrets: not its own namespace.
+const TRANSCRIPTS: &str = "expiry-transcripts";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result<()> {
@@ -36,11 +40,38 @@ async fn sessions_expire_and_are_cleaned_up_on_a_short_clock() -> anyhow::Result
         json!({ "retention": { "closedSessionSeconds": 3 } }),
     )
     .await?;
+    // The chart's transcript namespace: the controller may only deletecollection there.
+    cluster
+        .apply_yaml(&format!(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{ name: {TRANSCRIPTS} }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{ name: nodeshell-controller-transcripts, namespace: {TRANSCRIPTS} }}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["deletecollection"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{ name: nodeshell-controller-transcripts, namespace: {TRANSCRIPTS} }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: nodeshell-controller-transcripts }}
+subjects:
+  - {{ kind: ServiceAccount, name: nodeshell-controller, namespace: {SYSTEM_NAMESPACE} }}
+"#
+        ))
+        .await?;
     let controller = ControllerProcess::start(
         cluster,
         "replica-expiry",
         LEASE,
         &[
+            "--transcript-namespace",
+            TRANSCRIPTS,
             "--attach-timeout",
             "3s",
             "--heartbeat-timeout",
@@ -133,8 +164,7 @@ async fn admitted(
 /// labelled, owned transcript Secret are gone.
 async fn attach_timeout_then_retention(cluster: &LocalCluster) -> anyhow::Result<()> {
     let session = admitted(cluster, "x-attach", "attach").await?;
-    let secrets: Api<Secret> =
-        Api::namespaced(cluster.client(Identity::Admin).await?, SYSTEM_NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(Identity::Admin).await?, TRANSCRIPTS);
     let mut secret = Secret::default();
     secret.metadata.name = Some("x-attach-transcript-0".into());
     secret.metadata.labels = Some([(LABEL_SESSION.to_string(), "x-attach".to_string())].into());
@@ -202,9 +232,9 @@ fn micro_time_from_now(offset: SignedDuration) -> anyhow::Result<serde_json::Val
     )?)
 }
 
-/// Active, held by a gateway pod whose Lease is renewed: it outlives the no-Lease grace
-/// (`--heartbeat-timeout`, 4 s) while the Lease is valid, and is Closed GatewayLost once the
-/// Lease runs out unrenewed.
+/// Active, held by a gateway pod whose Lease (in the controller's namespace, not the
+/// transcripts') is renewed: it outlives the no-Lease grace (`--heartbeat-timeout`, 4 s) while
+/// the Lease is valid, and is Closed GatewayLost once the Lease runs out unrenewed.
 async fn gateway_lease_runs_out(cluster: &LocalCluster) -> anyhow::Result<()> {
     admitted(cluster, "x-leased", "leased").await?;
     let leases: Api<Lease> =

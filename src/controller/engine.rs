@@ -101,7 +101,8 @@ pub struct Engine {
     policies: Store<NodeShellPolicy>,
     leases: Store<Lease>,
     nodes: Store<Node>,
-    namespace: String,
+    /// Where the gateways' Leases live (the controller's `--namespace`), which `leases` holds.
+    lease_namespace: String,
     timeouts: Timeouts,
     identity: String,
     metrics: Arc<Metrics>,
@@ -149,11 +150,13 @@ impl From<kube::Error> for Stop {
 
 impl Engine {
     /// An engine writing through `client`, deciding from these caches (`leases`: the
-    /// gateways' Leases in `namespace`), keeping the admission ledgers in `ledgers`.
+    /// gateways' Leases in `lease_namespace`), keeping the admission ledgers in `ledgers`
+    /// and deleting ended sessions' transcript Secrets in `transcript_namespace`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
-        namespace: &str,
+        transcript_namespace: &str,
+        lease_namespace: &str,
         ledgers: Ledgers,
         sessions: Store<NodeShellSession>,
         policies: Store<NodeShellPolicy>,
@@ -169,13 +172,13 @@ impl Engine {
             sessions_api: Api::all(client.clone()),
             policies_api: Api::all(client.clone()),
             nodes_api: Api::all(client.clone()),
-            secrets_api: Api::namespaced(client, namespace),
+            secrets_api: Api::namespaced(client, transcript_namespace),
             ledgers,
             sessions,
             policies,
             leases,
             nodes,
-            namespace: namespace.to_string(),
+            lease_namespace: lease_namespace.to_string(),
             timeouts,
             identity: identity.to_string(),
             metrics,
@@ -648,7 +651,7 @@ impl Engine {
                 .and_then(|s| s.gateway.as_ref())
                 .and_then(|g| {
                     self.leases
-                        .get(&ObjectRef::new(&g.lease_name()).within(&self.namespace))
+                        .get(&ObjectRef::new(&g.lease_name()).within(&self.lease_namespace))
                 });
             let next = next_action(&session, policy, lease.as_deref(), now, &self.timeouts);
             if let Some(after) = next.requeue_after {
@@ -1168,6 +1171,7 @@ mod tests {
         Engine::new(
             client(api.clone()),
             "nodeshell-system",
+            "nodeshell-system",
             Ledgers::new(client(api.clone()), "nodeshell-system"),
             store(sessions),
             store(policies),
@@ -1609,5 +1613,61 @@ mod tests {
         engine.status_written.insert("p".into(), rewound);
         engine.pass(&AlwaysLeader, Dirty::default()).await;
         assert_eq!(policy_writes(&api), [Some(2)], "written once it is due");
+    }
+
+    #[tokio::test]
+    async fn a_gateways_lease_keeps_its_session_when_transcripts_live_in_another_namespace() {
+        use k8s_openapi::api::coordination::v1::LeaseSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+        // Active on gateway pod gw-0 for an hour, far past the no-Lease grace: only the
+        // gateway's Lease keeps it.
+        let hour_ago = Timestamp::now()
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_hours(1))
+            .expect("an hour ago");
+        let mut s = session("held", "alice", "p", 1, Some(SessionPhase::Active));
+        s.metadata.resource_version = Some("1".into());
+        let status = s.status.get_or_insert_default();
+        status.started_at = Some(Time(hour_ago));
+        status.last_activity_at = Some(Time(Timestamp::now()));
+        status.gateway = Some(crate::api::SessionGateway {
+            pod: "gw-0".into(),
+            heartbeat_at: None,
+        });
+        let mut lease = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some("gw-0".into()),
+                lease_duration_seconds: Some(600),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        lease.metadata.name = Some(crate::api::gateway_lease_name("gw-0"));
+        // The gateways' Leases live in the controller's namespace, the transcripts elsewhere.
+        lease.metadata.namespace = Some("nodeshell-system".into());
+        let sessions = [s];
+        let (api, _, _rx) = api_and_engine(&sessions, &[policy("p", 5, 10)]);
+        let (tx, _rx) = mpsc::channel(16);
+        let mut engine = Engine::new(
+            client(api.clone()),
+            "transcripts",
+            "nodeshell-system",
+            Ledgers::new(client(api.clone()), "nodeshell-system"),
+            store(&sessions),
+            store(&[policy("p", 5, 10)]),
+            store(&[lease]),
+            store(&[]),
+            Timeouts::default(),
+            "test-replica",
+            Arc::new(Metrics::new()),
+            tx,
+            Arc::new(Changes::default()),
+        );
+        engine.pass(&AlwaysLeader, Dirty::default()).await;
+        assert_eq!(
+            phases(&api),
+            [("held".into(), SessionPhase::Active, None)],
+            "a valid Lease in the controller's namespace keeps the session Active"
+        );
     }
 }

@@ -94,6 +94,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let mut engine = Engine::new(
         client.clone(),
         args.transcript_namespace_or_default(),
+        &args.namespace,
         Ledgers::new(client.clone(), &args.namespace),
         sessions,
         policies,
