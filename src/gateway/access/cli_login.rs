@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::login::{pkce_challenge, random_token};
-use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::error::{ApiError, ErrorCode, RETRY_AFTER};
 
 /// Path of the route that starts a CLI sign-in.
 pub const CLI_LOGIN_PATH: &str = "/auth/cli/login";
@@ -162,10 +162,19 @@ impl CliHandoffs {
         let mut codes = self.lock();
         codes.retain(|_, h| now.duration_since(h.issued) < HANDOFF_TTL);
         if codes.len() >= MAX_HANDOFFS {
+            let oldest = codes
+                .values()
+                .map(|h| now.duration_since(h.issued))
+                .max()
+                .unwrap_or_default();
+            let wait = HANDOFF_TTL.saturating_sub(oldest).as_secs().max(1);
             return Err(ApiError::new(
-                ErrorCode::Internal,
-                "too many command-line sign-ins are in progress on this gateway; try again in a minute",
-            ));
+                ErrorCode::RateLimited,
+                format!(
+                    "too many command-line sign-ins are in progress on this gateway; try again in {wait} s"
+                ),
+            )
+            .with(RETRY_AFTER, wait));
         }
         let code = random_token(32);
         codes.insert(
@@ -268,6 +277,22 @@ mod tests {
         let code = book.issue(CHALLENGE, "key-3", t0).unwrap();
         let late = book.redeem(&code, VERIFIER, t0 + HANDOFF_TTL).unwrap_err();
         assert!(late.message.contains("expired"), "{}", late.message);
+    }
+
+    #[test]
+    fn handoffs_are_bounded_and_a_full_book_says_when_to_come_back() {
+        let book = CliHandoffs::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_HANDOFFS {
+            book.issue(CHALLENGE, &format!("key-{i}"), t0).unwrap();
+        }
+        let full = book
+            .issue(CHALLENGE, "one-more", t0 + Duration::from_secs(20))
+            .unwrap_err();
+        assert_eq!(full.code, ErrorCode::RateLimited);
+        assert_eq!(full.extra.get(RETRY_AFTER), Some(&serde_json::json!(40)));
+        // Once the first ones expire there is room again.
+        assert!(book.issue(CHALLENGE, "later", t0 + HANDOFF_TTL).is_ok());
     }
 
     #[test]

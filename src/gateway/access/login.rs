@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::error::{ApiError, ErrorCode, RETRY_AFTER};
 
 /// The header a cookie-authenticated write must carry (a page script can set it; a form or
 /// link on another site cannot).
@@ -297,13 +297,21 @@ impl LoginBook {
         let ttl = self.ttl;
         pending.retain(|_, p| now.duration_since(p.started) < ttl);
         if pending.len() >= self.max {
+            // Room comes back when the oldest one expires.
+            let oldest = pending
+                .values()
+                .map(|p| now.duration_since(p.started))
+                .max()
+                .unwrap_or_default();
+            let wait = ttl.saturating_sub(oldest).as_secs().max(1);
             return Err(ApiError::new(
-                ErrorCode::Internal,
+                ErrorCode::RateLimited,
                 format!(
-                    "{} sign-ins are already in progress on this gateway; try again in a minute",
+                    "{} sign-ins are already in progress on this gateway; try again in {wait} s",
                     self.max
                 ),
-            ));
+            )
+            .with(RETRY_AFTER, wait));
         }
         let login = PendingLogin {
             nonce: random_token(24),
@@ -480,7 +488,15 @@ mod tests {
         let _ = book.begin(t0).unwrap();
         let _ = book.begin(t0).unwrap();
         assert_eq!(book.len(), 2);
-        assert!(book.begin(t0).is_err());
+        // The third is told to come back when the oldest expires (429, not a server fault).
+        let full = book.begin(t0 + Duration::from_secs(100)).unwrap_err();
+        assert_eq!(full.code, ErrorCode::RateLimited);
+        assert_eq!(full.extra.get(RETRY_AFTER), Some(&serde_json::json!(500)));
+        assert!(
+            full.message.contains("try again in 500 s"),
+            "{}",
+            full.message
+        );
         assert!(book.begin(late).is_ok(), "expired ones make room");
         assert_eq!(book.len(), 1);
     }
