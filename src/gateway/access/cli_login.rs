@@ -23,8 +23,9 @@ pub const HANDOFF_TTL: Duration = Duration::from_secs(60);
 /// Handoff codes kept at once; more are refused.
 pub const MAX_HANDOFFS: usize = 1000;
 
-/// Where a CLI sign-in ends: the CLI's loopback listener, its PKCE challenge and its state.
-#[derive(Clone, PartialEq, Eq)]
+/// Where a CLI sign-in ends: the CLI's loopback listener, its PKCE challenge and its state
+/// (carried through the issuer inside the sealed sign-in state).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CliTarget {
     /// `http://127.0.0.1:PORT/...` (or `[::1]`, `localhost`), checked by [`loopback_redirect`].
     pub redirect_uri: String,

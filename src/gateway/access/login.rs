@@ -1,9 +1,9 @@
 //! The rules of the console's sign-in through the gateway (backend-for-frontend): sign-ins in
-//! progress (state, nonce, PKCE verifier and the browser binding, kept here, single use,
-//! short-lived, bounded), the authorization request, the cookies, and the CSRF check of
+//! progress (state, nonce, PKCE verifier and the browser binding, sealed into the state and
+//! the binding cookie with this replica's key: single use, short-lived, nothing stored per
+//! start), the authorization request, the cookies, and the CSRF check of
 //! cookie-authenticated writes. No I/O: the clock is a parameter.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::gateway::error::{ApiError, ErrorCode, RETRY_AFTER};
+use crate::gateway::error::{ApiError, ErrorCode};
 
 /// The header a cookie-authenticated write must carry (a page script can set it; a form or
 /// link on another site cannot).
@@ -251,23 +251,67 @@ pub struct LoginStart {
     pub binding: String,
 }
 
-/// Sign-ins in progress on this replica: single use, `ttl`-lived, at most `max`.
-#[derive(Clone, Debug)]
+/// Sign-ins in progress on this replica, kept in nothing but what the browser carries: the
+/// `state` sent to the issuer holds a random seed, the start time and, for the command line,
+/// its target, sealed with this replica's key (HMAC-SHA256); nonce, PKCE verifier and the
+/// browser binding are derived from it with the same key. So starting a sign-in stores
+/// nothing and no flood of starts can keep anyone else from signing in. What is kept is the
+/// states already finished (single use), at most `max`, the oldest forgotten first (their
+/// codes are spent at the issuer anyway).
+#[derive(Clone)]
 pub struct LoginBook {
-    pending: Arc<Mutex<HashMap<String, PendingLogin>>>,
+    key: Arc<[u8; 64]>,
+    origin: Instant,
     ttl: Duration,
     max: usize,
+    used: Arc<Mutex<UsedStates>>,
 }
+
+impl std::fmt::Debug for LoginBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginBook")
+            .field("ttl", &self.ttl)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finished sign-ins' states, oldest first.
+#[derive(Debug, Default)]
+struct UsedStates {
+    order: std::collections::VecDeque<(String, Instant)>,
+    set: std::collections::HashSet<String>,
+}
+
+/// What a sealed state carries.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sealed {
+    /// Random, so that no two sign-ins share their derived secrets.
+    seed: String,
+    /// Milliseconds from the book's creation to the start.
+    at: u64,
+    /// The command line's target, when it started the sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cli: Option<super::cli_login::CliTarget>,
+}
+
+type HmacSha256 = hmac::Hmac<Sha256>;
 
 // === impl LoginBook ===
 
 impl LoginBook {
-    /// An empty book.
+    /// A book with a fresh random key: states it seals are valid only on this replica and
+    /// for `ttl`; it remembers at most `max` finished states.
     pub fn new(ttl: Duration, max: usize) -> Self {
+        // One SHA-256 block: HMAC uses a key of this size as it is.
+        let mut key = [0u8; 64];
+        rand::fill(&mut key[..]);
         Self {
-            pending: Arc::default(),
+            key: Arc::new(key),
+            origin: Instant::now(),
             ttl,
             max,
+            used: Arc::default(),
         }
     }
 
@@ -276,69 +320,64 @@ impl LoginBook {
         self.ttl
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PendingLogin>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn mac(&self, purpose: &str, payload: &[u8]) -> HmacSha256 {
+        use hmac::Mac;
+        use hmac::digest::KeyInit;
+        let mut mac = <HmacSha256 as KeyInit>::new(&(*self.key).into());
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(payload);
+        mac
     }
 
-    /// Starts a sign-in; refused when `max` are already in progress.
+    fn derive(&self, purpose: &str, payload: &[u8]) -> String {
+        use hmac::Mac;
+        URL_SAFE_NO_PAD.encode(self.mac(purpose, payload).finalize().into_bytes())
+    }
+
+    /// Starts a sign-in.
     pub fn begin(&self, now: Instant) -> Result<LoginStart, ApiError> {
         self.begin_for(now, None)
     }
 
-    /// Starts a sign-in, for the command line when `cli` is set.
+    /// Starts a sign-in, for the command line when `cli` is set. Stores nothing.
     pub fn begin_for(
         &self,
         now: Instant,
         cli: Option<super::cli_login::CliTarget>,
     ) -> Result<LoginStart, ApiError> {
-        let mut pending = self.lock();
-        let ttl = self.ttl;
-        pending.retain(|_, p| now.duration_since(p.started) < ttl);
-        if pending.len() >= self.max {
-            // Room comes back when the oldest one expires.
-            let oldest = pending
-                .values()
-                .map(|p| now.duration_since(p.started))
-                .max()
-                .unwrap_or_default();
-            let wait = ttl.saturating_sub(oldest).as_secs().max(1);
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "{} sign-ins are already in progress on this gateway; try again in {wait} s",
-                    self.max
-                ),
-            )
-            .with(RETRY_AFTER, wait));
-        }
-        let login = PendingLogin {
-            nonce: random_token(24),
-            verifier: random_token(48),
-            binding: random_token(24),
+        use hmac::Mac;
+        let sealed = Sealed {
+            seed: random_token(16),
+            at: u64::try_from(now.saturating_duration_since(self.origin).as_millis())
+                .unwrap_or(u64::MAX),
             cli,
-            started: now,
         };
-        let state = random_token(24);
-        let start = LoginStart {
-            state: state.clone(),
-            nonce: login.nonce.clone(),
-            challenge: pkce_challenge(&login.verifier),
-            binding: login.binding.clone(),
-        };
-        pending.insert(state, login);
-        Ok(start)
+        let payload = serde_json::to_vec(&sealed).map_err(|e| {
+            ApiError::new(ErrorCode::Internal, format!("cannot start a sign-in: {e}"))
+        })?;
+        let tag = self.mac("state", &payload).finalize().into_bytes();
+        Ok(LoginStart {
+            state: format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(&payload),
+                URL_SAFE_NO_PAD.encode(tag)
+            ),
+            nonce: self.derive("nonce", &payload),
+            challenge: pkce_challenge(&self.derive("verifier", &payload)),
+            binding: self.derive("binding", &payload),
+        })
     }
 
-    /// Takes the sign-in of `state` (single use) if it is known, young enough and was started
-    /// by the browser presenting `binding`.
+    /// Takes the sign-in of `state` (single use) if this replica sealed it, it is young
+    /// enough and it was started by the browser presenting `binding`.
     pub fn finish(
         &self,
         state: Option<&str>,
         binding: Option<&str>,
         now: Instant,
     ) -> Result<PendingLogin, ApiError> {
+        use hmac::Mac;
         let refused = |why: &str| {
             ApiError::new(
                 ErrorCode::Auth,
@@ -348,25 +387,77 @@ impl LoginBook {
         let state = state
             .filter(|s| !s.is_empty())
             .ok_or_else(|| refused("the issuer's answer has no state"))?;
-        let login = self
-            .lock()
-            .remove(state)
-            .ok_or_else(|| refused("unknown or already used state"))?;
-        if now.duration_since(login.started) >= self.ttl {
+        let unknown = || refused("unknown or already used state");
+        let (payload, tag) = state.split_once('.').ok_or_else(unknown)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| unknown())?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| unknown())?;
+        self.mac("state", &payload)
+            .verify_slice(&tag)
+            .map_err(|_| unknown())?;
+        let sealed: Sealed = serde_json::from_slice(&payload).map_err(|_| unknown())?;
+        let started = self
+            .origin
+            .checked_add(Duration::from_millis(sealed.at))
+            .ok_or_else(unknown)?;
+        if now.saturating_duration_since(started) >= self.ttl {
             return Err(refused("the sign-in took too long"));
         }
-        if binding != Some(login.binding.as_str()) {
+        // Spent by any try, the right browser's or not.
+        if !self.mark_used(state, now) {
+            return Err(unknown());
+        }
+        let binding = binding
+            .and_then(|b| URL_SAFE_NO_PAD.decode(b).ok())
+            .unwrap_or_default();
+        if self
+            .mac("binding", &payload)
+            .verify_slice(&binding)
+            .is_err()
+        {
             return Err(refused("the sign-in was started in another browser"));
         }
-        Ok(login)
+        Ok(PendingLogin {
+            nonce: self.derive("nonce", &payload),
+            verifier: self.derive("verifier", &payload),
+            binding: self.derive("binding", &payload),
+            cli: sealed.cli,
+            started,
+        })
     }
 
-    /// Sign-ins in progress.
+    /// Records `state` as used; false if it already was. Forgets states older than the
+    /// lifetime (they are refused as too old anyway), then the oldest beyond `max`.
+    fn mark_used(&self, state: &str, now: Instant) -> bool {
+        let mut used = self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if used.set.contains(state) {
+            return false;
+        }
+        while let Some((old, at)) = used.order.front() {
+            if now.saturating_duration_since(*at) < self.ttl && used.order.len() < self.max {
+                break;
+            }
+            let old = old.clone();
+            used.set.remove(&old);
+            used.order.pop_front();
+        }
+        used.order.push_back((state.to_string(), now));
+        used.set.insert(state.to_string());
+        true
+    }
+
+    /// Finished sign-ins remembered (to refuse their states again).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .order
+            .len()
     }
 
-    /// Whether none is in progress.
+    /// Whether none is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -422,7 +513,7 @@ mod tests {
         })
         .unwrap();
         let parsed = url::Url::parse(&url).unwrap();
-        let q: HashMap<_, _> = parsed.query_pairs().into_owned().collect();
+        let q: std::collections::HashMap<_, _> = parsed.query_pairs().into_owned().collect();
         assert_eq!(q["tenant"], "1");
         assert_eq!(q["response_type"], "code");
         assert_eq!(q["code_challenge_method"], "S256");
@@ -460,44 +551,91 @@ mod tests {
     }
 
     #[test]
-    fn a_sign_in_is_single_use_bound_short_lived_and_bounded() {
+    fn a_sign_in_is_single_use_bound_short_lived_and_stores_nothing_until_it_ends() {
         let book = LoginBook::new(Duration::from_secs(600), 2);
         let t0 = Instant::now();
-        let a = book.begin(t0).unwrap();
-        assert_eq!(a.challenge, pkce_challenge(&book.lock()[&a.state].verifier));
         // Another browser (another binding) cannot finish it, and the try spends it.
-        assert!(book.finish(Some(&a.state), Some("other"), t0).is_err());
-        assert!(book.finish(Some(&a.state), Some(&a.binding), t0).is_err());
+        let spent = book.begin(t0).unwrap();
+        assert!(book.finish(Some(&spent.state), Some("other"), t0).is_err());
+        assert!(
+            book.finish(Some(&spent.state), Some(&spent.binding), t0)
+                .is_err()
+        );
         let b = book.begin(t0).unwrap();
-        let got = book.finish(Some(&b.state), Some(&b.binding), t0).unwrap();
-        assert_eq!(got.nonce, b.nonce);
+        assert!(book.finish(Some(&b.state), None, t0).is_err());
+        // The right browser finishes it, once.
+        let a = book.begin(t0).unwrap();
+        let got = book.finish(Some(&a.state), Some(&a.binding), t0).unwrap();
+        assert_eq!(a.challenge, pkce_challenge(&got.verifier));
+        assert_eq!(got.nonce, a.nonce);
+        assert!(got.cli.is_none());
         let replay = book
-            .finish(Some(&b.state), Some(&b.binding), t0)
+            .finish(Some(&a.state), Some(&a.binding), t0)
             .unwrap_err();
         assert!(
             replay.message.contains("already used"),
             "{}",
             replay.message
         );
-        assert!(book.finish(None, Some(&b.binding), t0).is_err());
+        assert!(book.finish(None, Some(&a.binding), t0).is_err());
         // Too old.
         let c = book.begin(t0).unwrap();
         let late = t0 + Duration::from_secs(600);
         assert!(book.finish(Some(&c.state), Some(&c.binding), late).is_err());
-        // Bounded: two in progress, the third is refused until they expire.
-        let _ = book.begin(t0).unwrap();
-        let _ = book.begin(t0).unwrap();
-        assert_eq!(book.len(), 2);
-        // The third is told to come back when the oldest expires (429, not a server fault).
-        let full = book.begin(t0 + Duration::from_secs(100)).unwrap_err();
-        assert_eq!(full.code, ErrorCode::RateLimited);
-        assert_eq!(full.extra.get(RETRY_AFTER), Some(&serde_json::json!(500)));
+        // Starts store nothing: a flood of them keeps nobody from signing in.
+        let before = book.len();
+        let starts: Vec<_> = (0..10_000).map(|_| book.begin(t0).unwrap()).collect();
+        assert_eq!(book.len(), before, "a start adds nothing to the book");
+        let last = starts.last().unwrap();
         assert!(
-            full.message.contains("try again in 500 s"),
-            "{}",
-            full.message
+            book.finish(Some(&last.state), Some(&last.binding), t0)
+                .is_ok()
         );
-        assert!(book.begin(late).is_ok(), "expired ones make room");
-        assert_eq!(book.len(), 1);
+        // Every sign-in has its own secrets.
+        assert_ne!(starts[0].nonce, starts[1].nonce);
+        assert_ne!(starts[0].challenge, starts[1].challenge);
+        assert_ne!(starts[0].binding, starts[1].binding);
+        // Finished states are remembered up to the bound (2 here), the oldest forgotten.
+        let d = &starts[2];
+        assert!(book.finish(Some(&d.state), Some(&d.binding), t0).is_ok());
+        assert_eq!(book.len(), 2);
+    }
+
+    #[test]
+    fn a_state_is_sealed_by_this_replica_and_cannot_be_altered() {
+        let book = LoginBook::new(Duration::from_secs(600), 10);
+        let other = LoginBook::new(Duration::from_secs(600), 10);
+        let t0 = Instant::now();
+        let a = book.begin(t0).unwrap();
+        // Another replica (another key) knows nothing of it.
+        assert!(other.finish(Some(&a.state), Some(&a.binding), t0).is_err());
+        // Changing the sealed part (e.g. the start time, to outlive the lifetime) breaks the seal.
+        let (payload, tag) = a.state.split_once('.').unwrap();
+        let mut sealed: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        sealed["at"] = serde_json::json!(u64::MAX / 2);
+        let forged = format!(
+            "{}.{tag}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&sealed).unwrap())
+        );
+        let e = book
+            .finish(Some(&forged), Some(&a.binding), t0)
+            .unwrap_err();
+        assert!(e.message.contains("unknown"), "{}", e.message);
+        for junk in ["", ".", "abc", "abc.def", "!!.!!"] {
+            assert!(
+                book.finish(Some(junk), Some(&a.binding), t0).is_err(),
+                "{junk}"
+            );
+        }
+        // A command-line target travels through the seal unchanged.
+        let target = crate::gateway::access::cli_login::CliTarget {
+            redirect_uri: "http://127.0.0.1:9/cb".into(),
+            challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            state: "cli-state".into(),
+        };
+        let b = book.begin_for(t0, Some(target.clone())).unwrap();
+        let got = book.finish(Some(&b.state), Some(&b.binding), t0).unwrap();
+        assert!(got.cli == Some(target));
     }
 }

@@ -41,8 +41,9 @@ pub fn parse_client_secret(value: &str) -> Result<ClientSecret, String> {
 pub const DEFAULT_IDENTITY_CHECK: Duration = Duration::from_secs(300);
 /// A sign-in started at `/auth/login` must come back to `/auth/callback` within this.
 pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(600);
-/// Sign-ins in progress kept at once (each a few hundred bytes); more are refused.
-pub const MAX_PENDING_LOGINS: usize = 1000;
+/// Finished sign-ins' states a replica remembers to refuse them again (the oldest are
+/// forgotten first; a sign-in in progress itself is kept by the browser, sealed).
+pub const MAX_PENDING_LOGINS: usize = 4096;
 /// Console sessions one person may hold at once (browsers, devices); a new sign-in ends
 /// their oldest beyond this.
 pub const MAX_CONSOLE_SESSIONS_PER_USER: usize = 5;
