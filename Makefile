@@ -110,7 +110,7 @@ web:
 
 ## plugin-archive: the kubectl plugin as krew installs it, for this machine (or PLUGIN_OS and
 ## PLUGIN_ARCH): target/krew/kubectl-nodeshell_<os>_<arch>.tar.gz holding `kubectl-nodeshell`
-## (the release binary without `dev`, as the Dockerfile builds it) and target/krew/nodeshell.yaml,
+## (the release binary without `dev`, as the Dockerfile builds it) and LICENSE, and target/krew/nodeshell.yaml,
 ## config/krew/nodeshell.yaml with that archive's sha256; prints the sum. PLUGIN_BIN=FILE packs
 ## FILE instead of building.
 PLUGIN_OS ?= $(shell uname -s | tr '[:upper:]' '[:lower:]')
@@ -129,8 +129,9 @@ plugin-archive: $(if $(PLUGIN_BIN),,web)
 	  { echo "config/krew/nodeshell.yaml has no platform $(PLUGIN_OS)/$(PLUGIN_ARCH)" >&2; exit 1; }; \
 	stage="$$(mktemp -d)"; trap 'rm -rf "$$stage"' EXIT; \
 	install -m 0755 "$$bin" "$$stage/kubectl-nodeshell"; \
+	install -m 0644 LICENSE "$$stage/LICENSE"; \
 	mkdir -p "$(PLUGIN_OUT)"; \
-	tar -C "$$stage" -czf "$(PLUGIN_OUT)/$(PLUGIN_FILE)" kubectl-nodeshell; \
+	tar -C "$$stage" -czf "$(PLUGIN_OUT)/$(PLUGIN_FILE)" kubectl-nodeshell LICENSE; \
 	sum="$$(sha256sum "$(PLUGIN_OUT)/$(PLUGIN_FILE)" | cut -d' ' -f1)"; \
 	awk -v file="/$(PLUGIN_FILE)" -v sum="$$sum" \
 	  '$$1 == "uri:" && substr($$2, length($$2) - length(file) + 1) == file {hit = 1} \
