@@ -22,6 +22,10 @@ pub const HANDLE_SCHEME: &str = "Nodeshell-Session";
 pub const HANDOFF_TTL: Duration = Duration::from_secs(60);
 /// Handoff codes kept at once; more are refused.
 pub const MAX_HANDOFFS: usize = 1000;
+/// Handoff codes of one person kept at once (as many as the console sessions a person may
+/// hold, which they point to); a person's next code drops their oldest, so no one person
+/// can fill the book.
+pub const MAX_HANDOFFS_PER_USER: usize = 5;
 
 /// Where a CLI sign-in ends: the CLI's loopback listener, its PKCE challenge and its state
 /// (carried through the issuer inside the sealed sign-in state).
@@ -122,6 +126,7 @@ pub fn handoff_location(target: &CliTarget, code: &str) -> String {
 struct Handoff {
     challenge: String,
     session_key: String,
+    sub: String,
     issued: Instant,
 }
 
@@ -152,16 +157,29 @@ impl CliHandoffs {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A code for the console session `session_key`, redeemable once with the verifier of
-    /// `challenge`.
+    /// A code for the console session `session_key` of person `sub`, redeemable once with
+    /// the verifier of `challenge`. The person's oldest code goes when they hold
+    /// [`MAX_HANDOFFS_PER_USER`].
     pub fn issue(
         &self,
         challenge: &str,
         session_key: &str,
+        sub: &str,
         now: Instant,
     ) -> Result<String, ApiError> {
         let mut codes = self.lock();
         codes.retain(|_, h| now.duration_since(h.issued) < HANDOFF_TTL);
+        let mut own: Vec<(Instant, String)> = codes
+            .iter()
+            .filter(|(_, h)| h.sub == sub)
+            .map(|(code, h)| (h.issued, code.clone()))
+            .collect();
+        if own.len() >= MAX_HANDOFFS_PER_USER {
+            own.sort();
+            for (_, code) in own.iter().take(own.len() + 1 - MAX_HANDOFFS_PER_USER) {
+                codes.remove(code);
+            }
+        }
         if codes.len() >= MAX_HANDOFFS {
             let oldest = codes
                 .values()
@@ -183,6 +201,7 @@ impl CliHandoffs {
             Handoff {
                 challenge: challenge.to_string(),
                 session_key: session_key.to_string(),
+                sub: sub.to_string(),
                 issued: now,
             },
         );
@@ -262,20 +281,20 @@ mod tests {
     fn a_code_is_single_use_short_lived_and_bound_to_the_verifier() {
         let book = CliHandoffs::default();
         let t0 = Instant::now();
-        let code = book.issue(CHALLENGE, "key-1", t0).unwrap();
+        let code = book.issue(CHALLENGE, "key-1", "alice", t0).unwrap();
         assert_eq!(book.redeem(&code, VERIFIER, t0).unwrap(), "key-1");
         assert_eq!(
             book.redeem(&code, VERIFIER, t0).unwrap_err().code,
             ErrorCode::Auth
         );
 
-        let code = book.issue(CHALLENGE, "key-2", t0).unwrap();
+        let code = book.issue(CHALLENGE, "key-2", "alice", t0).unwrap();
         let wrong = book.redeem(&code, "another-verifier", t0).unwrap_err();
         assert!(wrong.message.contains("code_verifier"), "{}", wrong.message);
         // A wrong verifier used the code up: an attacker gets one guess.
         assert!(book.redeem(&code, VERIFIER, t0).is_err());
 
-        let code = book.issue(CHALLENGE, "key-3", t0).unwrap();
+        let code = book.issue(CHALLENGE, "key-3", "alice", t0).unwrap();
         let late = book.redeem(&code, VERIFIER, t0 + HANDOFF_TTL).unwrap_err();
         assert!(late.message.contains("expired"), "{}", late.message);
     }
@@ -285,15 +304,43 @@ mod tests {
         let book = CliHandoffs::default();
         let t0 = Instant::now();
         for i in 0..MAX_HANDOFFS {
-            book.issue(CHALLENGE, &format!("key-{i}"), t0).unwrap();
+            book.issue(CHALLENGE, &format!("key-{i}"), &format!("user-{i}"), t0)
+                .unwrap();
         }
         let full = book
-            .issue(CHALLENGE, "one-more", t0 + Duration::from_secs(20))
+            .issue(
+                CHALLENGE,
+                "one-more",
+                "someone",
+                t0 + Duration::from_secs(20),
+            )
             .unwrap_err();
         assert_eq!(full.code, ErrorCode::RateLimited);
         assert_eq!(full.extra.get(RETRY_AFTER), Some(&serde_json::json!(40)));
         // Once the first ones expire there is room again.
-        assert!(book.issue(CHALLENGE, "later", t0 + HANDOFF_TTL).is_ok());
+        assert!(
+            book.issue(CHALLENGE, "later", "someone", t0 + HANDOFF_TTL)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn one_person_cannot_fill_the_handoff_book() {
+        let book = CliHandoffs::default();
+        let t0 = Instant::now();
+        let codes: Vec<String> = (0..MAX_HANDOFFS + 10)
+            .map(|i| {
+                let at = t0 + Duration::from_millis(i as u64);
+                book.issue(CHALLENGE, &format!("key-{i}"), "mallory", at)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(book.lock().len(), MAX_HANDOFFS_PER_USER);
+        // Her newest codes still work, her oldest are gone, and others are not refused.
+        let last = codes.last().unwrap();
+        assert!(book.redeem(last, VERIFIER, t0).is_ok());
+        assert!(book.redeem(&codes[0], VERIFIER, t0).is_err());
+        assert!(book.issue(CHALLENGE, "key-a", "alice", t0).is_ok());
     }
 
     #[test]

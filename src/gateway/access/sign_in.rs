@@ -257,9 +257,12 @@ impl Access {
             .sessions
             .create(&auth.caller.sub, tokens, Instant::now());
         if let Some(target) = pending.cli {
-            let code = console
-                .handoffs
-                .issue(&target.challenge, &key, Instant::now())?;
+            let code = console.handoffs.issue(
+                &target.challenge,
+                &key,
+                &auth.caller.sub,
+                Instant::now(),
+            )?;
             tracing::info!(sub = auth.caller.sub, "signed in on the command line");
             return Ok(SignedIn::Cli(handoff_location(&target, &code)));
         }
