@@ -427,15 +427,16 @@ impl Access {
 
     /// Opens a shell on `node_name`: takes one of the person's opens, repeats the gates and
     /// the caps, creates the session, waits for the controller's decision and issues the
-    /// first attach ticket.
+    /// first attach ticket. `steps` holds what the request took before (its token check);
+    /// the open's own steps are added to it and logged with the decision.
     pub async fn open(
         &self,
         auth: &Authenticated,
         node_name: &str,
         request: OpenRequest,
+        mut steps: StepTimes,
     ) -> Result<TicketOffer, ApiError> {
         self.opens.take(&auth.caller.sub)?;
-        let mut steps = StepTimes::start();
         let turn = self.opens.turn(&auth.caller.sub).await;
         steps.lap("turn");
         // Independent reads: one round trip instead of two.
