@@ -32,7 +32,7 @@ use crate::api::{
 };
 use crate::aws::{self, AgentPing, AwsEndpoints, SsmSessions};
 use crate::gateway::error::{ApiError, ErrorCode, RETRY_AFTER};
-use crate::gateway::handover::Caller;
+use crate::gateway::handover::{Caller, MintedCredentials};
 use crate::gateway::refusals::{
     assume_role_error, decision_error, describe_error, ineligible, ping_error,
 };
@@ -460,11 +460,18 @@ impl Access {
         steps.lap("sts");
         let ping = self.agent_ping(&creds, &target).await?;
         steps.lap("ping");
-        drop(creds);
         if let Some(e) = ping_error(&ping, &target) {
             return Err(e);
         }
         let rsn = role_session_name(&self.config.role_session_prefix, &auth.caller.sub);
+        // Kept for the first attach if the session is admitted (one STS call per session),
+        // dropped on every other way out of here.
+        let minted = MintedCredentials {
+            credentials: creds,
+            role_arn: target.role_arn.clone(),
+            role_session_name: rsn.clone(),
+            duration_seconds: Some(target.policy.spec.aws.session_duration_seconds),
+        };
         let (cols, rows) = request.size();
         let object = session_object(&auth.caller, &target, rsn, request.reason);
         let name = self.cluster.create_session(&object).await?;
@@ -483,6 +490,9 @@ impl Access {
         match decided.phase() {
             SessionPhase::Admitted | SessionPhase::Active => {}
             _ => return Err(decision_error(&decided, &target.policy)),
+        }
+        if let Some(uid) = decided.metadata.uid.as_deref() {
+            self.minted.keep(uid, minted, Instant::now());
         }
         tracing::info!(session = name, steps_us = steps.render(), "open decided");
         self.tickets.offer(auth, &name, cols, rows, false)

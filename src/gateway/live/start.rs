@@ -33,7 +33,7 @@ use crate::gateway::config::live::{
     SSM_RECEIVE_WINDOW_BYTES, SSM_RECEIVE_WINDOW_MESSAGES,
 };
 use crate::gateway::error::ErrorCode;
-use crate::gateway::handover::AttachGrant;
+use crate::gateway::handover::{AttachGrant, MintedCredentials};
 use crate::gateway::ledger::{LEDGER_DOCUMENT, Ledger, NONCE_PARAMETER, new_nonce};
 use crate::gateway::step_times::StepTimes;
 use crate::gateway::transcript::s3::SinkTarget;
@@ -127,13 +127,15 @@ type StartAnswer = Result<(mpsc::Receiver<Outbound>, mpsc::Sender<ClientEvent>),
 
 async fn start_and_run(
     inner: Arc<Inner>,
-    grant: AttachGrant,
+    mut grant: AttachGrant,
     answer: oneshot::Sender<StartAnswer>,
 ) {
     let name = grant.session.name_any();
+    // The open's credentials go to the start only (dropped with it, used or not).
+    let minted = grant.minted.take();
     // Boxed: the start's AWS and Kubernetes calls make a large future, and inline it would
     // size this task, which lives as long as the session, for a start long finished.
-    match Box::pin(start(&inner, &grant)).await {
+    match Box::pin(start(&inner, &grant, minted)).await {
         Ok(started) => {
             let (attachment, out_rx, events_tx) = Attachment::new(None);
             let (control_tx, control_rx) = mpsc::channel(4);
@@ -217,7 +219,11 @@ pub(super) fn open_row(
     )
 }
 
-async fn start(inner: &Arc<Inner>, grant: &AttachGrant) -> Result<Started, Refusal> {
+async fn start(
+    inner: &Arc<Inner>,
+    grant: &AttachGrant,
+    minted: Option<MintedCredentials>,
+) -> Result<Started, Refusal> {
     let name = grant.session.name_any();
     let fresh = inner.status.get(&name).await.map_err(|e| {
         // The apiserver's text (a Status dump, a connection error) is for operators only.
@@ -232,7 +238,7 @@ async fn start(inner: &Arc<Inner>, grant: &AttachGrant) -> Result<Started, Refus
         return Err(Refusal::Frame(not_admitted(&fresh)));
     }
     let mut progress = Progress::default();
-    let result = start_admitted(inner, grant, &fresh, &mut progress).await;
+    let result = start_admitted(inner, grant, &fresh, minted, &mut progress).await;
     match result {
         Ok(started) => Ok(started),
         Err(Refusal::Failed(failure)) => {
@@ -258,6 +264,7 @@ async fn start_admitted(
     inner: &Arc<Inner>,
     grant: &AttachGrant,
     fresh: &NodeShellSession,
+    minted: Option<MintedCredentials>,
     progress: &mut Progress,
 ) -> Result<Started, Refusal> {
     let origin = Instant::now();
@@ -267,7 +274,7 @@ async fn start_admitted(
     steps.lap("transcript");
     let sink = first_sink_object(inner, grant, fresh, transcript.is_some()).await?;
     steps.lap("sink");
-    let ssm = assume_role(inner, grant, fresh, progress).await?;
+    let ssm = assume_role(inner, grant, fresh, minted, progress).await?;
     steps.lap("sts");
     // The ledger document's marks carry a nonce only this gateway knows (issue 12 §1).
     let nonce = (fresh.spec.document_name == LEDGER_DOCUMENT).then(new_nonce);
@@ -459,11 +466,15 @@ fn endpoints(inner: &Inner, fresh: &NodeShellSession) -> AwsEndpoints {
     }
 }
 
-/// Step 2: The person's own credentials, kept only inside the SSM client.
+/// Step 2: The person's own credentials, kept only inside the SSM client: those the open
+/// minted on this replica when they [serve](MintedCredentials::serves) this very request
+/// (same role, role session name and duration, not near expiry), else a new
+/// AssumeRoleWithWebIdentity with the attach's id_token.
 async fn assume_role(
     inner: &Inner,
     grant: &AttachGrant,
     fresh: &NodeShellSession,
+    minted: Option<MintedCredentials>,
     progress: &mut Progress,
 ) -> Result<SsmSessions, Refusal> {
     let spec = &fresh.spec;
@@ -474,12 +485,18 @@ async fn assume_role(
         web_identity_token: grant.id_token.expose().to_string(),
         duration_seconds: Some(grant.policy.spec.aws.session_duration_seconds),
     };
-    let credentials = inner
-        .config
-        .aws
-        .assume_role_with_web_identity(&endpoints, &request)
-        .await
-        .map_err(|e| Refusal::Failed(assume_role_failure(&e)))?;
+    let minted = minted
+        .filter(|m| m.serves(&request, chrono::Utc::now()))
+        .map(|m| m.credentials);
+    let credentials = match minted {
+        Some(credentials) => credentials,
+        None => inner
+            .config
+            .aws
+            .assume_role_with_web_identity(&endpoints, &request)
+            .await
+            .map_err(|e| Refusal::Failed(assume_role_failure(&e)))?,
+    };
     progress.assumed_role_arn = Some(credentials.assumed_role_arn.clone());
     // Re-minted before they expire when the shell came from a console sign-in.
     Ok(credentials::session_clients(
@@ -722,6 +739,7 @@ mod tests {
             cols: 80,
             rows: 24,
             client: ClientInfo::default(),
+            minted: None,
         };
         let (answer, _) = oneshot::channel();
         let task = start_and_run(live.inner.clone(), grant, answer);
