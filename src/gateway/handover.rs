@@ -119,14 +119,19 @@ pub struct MintedCredentials {
     pub role_session_name: String,
     /// The duration asked for.
     pub duration_seconds: Option<i32>,
+    /// When the id_token they were minted with expires (its `exp`): past it, STS would
+    /// refuse that token, so the credentials no longer stand in for a call with it.
+    pub token_expires_at: DateTime<Utc>,
 }
 
 impl MintedCredentials {
     /// Pure: whether these credentials stand in for an AssumeRoleWithWebIdentity of
-    /// `request` at `now`: the same role, role session name and duration, and at least
-    /// [`MINTED_MIN_LEFT_SECONDS`] before they expire (otherwise STS is asked again).
+    /// `request` at `now`: the same role, role session name and duration, the id_token they
+    /// were minted with not expired (STS would refuse it: the person signs in again), and at
+    /// least [`MINTED_MIN_LEFT_SECONDS`] before they expire (otherwise STS is asked again).
     pub fn serves(&self, request: &WebIdentityRequest, now: DateTime<Utc>) -> bool {
-        self.role_arn == request.role_arn
+        now < self.token_expires_at
+            && self.role_arn == request.role_arn
             && self.role_session_name == request.role_session_name
             && self.duration_seconds == request.duration_seconds
             && self.credentials.expiration - now
@@ -331,6 +336,7 @@ mod tests {
             role_arn: "arn:aws:iam::111122223333:role/shell".into(),
             role_session_name: "nodeshell-alice".into(),
             duration_seconds: Some(900),
+            token_expires_at: now + chrono::Duration::seconds(60),
         }
     }
 
@@ -365,6 +371,10 @@ mod tests {
         assert!(!fresh.serves(&longer, now), "the policy's duration changed");
         let expiring = minted(chrono::Duration::seconds(MINTED_MIN_LEFT_SECONDS - 1), now);
         assert!(!expiring.serves(&request(), now), "too close to expiry");
+        assert!(
+            !fresh.serves(&request(), now + chrono::Duration::seconds(60)),
+            "the id_token they came from expired: STS would refuse it"
+        );
         let debug = format!("{fresh:?}");
         assert!(
             !debug.contains("s3cr3t-value") && !debug.contains("t0ken-value"),

@@ -109,6 +109,7 @@ mod tests {
             role_arn: "arn:aws:iam::111122223333:role/shell".into(),
             role_session_name: "nodeshell-alice".into(),
             duration_seconds: Some(900),
+            token_expires_at: chrono::Utc::now() + chrono::Duration::seconds(60),
         }
     }
 

@@ -471,6 +471,11 @@ impl Access {
             role_arn: target.role_arn.clone(),
             role_session_name: rsn.clone(),
             duration_seconds: Some(target.policy.spec.aws.session_duration_seconds),
+            // The token's `exp`; unreadable, the credentials serve nothing (STS is asked).
+            token_expires_at: i64::try_from(auth.expires_at)
+                .ok()
+                .and_then(|exp| chrono::DateTime::from_timestamp(exp, 0))
+                .unwrap_or_default(),
         };
         let (cols, rows) = request.size();
         let object = session_object(&auth.caller, &target, rsn, request.reason);
