@@ -420,6 +420,17 @@ impl OpenBreakdown {
                 .collect();
             if let Some(gateway) = gateway {
                 laps.extend(gateway.iter().cloned());
+                // What the POST took that no gateway step timed: the connection, reading the
+                // request, routing, writing the answer.
+                let open_steps: f64 = gateway
+                    .iter()
+                    .filter(|((side, _), _)| *side == "open")
+                    .map(|(_, ms)| ms)
+                    .sum();
+                laps.push((
+                    ("client", "post_untimed".to_string()),
+                    post_ms[i] - open_steps,
+                ));
                 let aws: f64 = gateway
                     .iter()
                     .filter(|((side, step), _)| AWS_STEPS.contains(&(*side, step.as_str())))

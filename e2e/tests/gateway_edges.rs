@@ -768,3 +768,95 @@ async fn a_browser_that_never_comes_back_ends_the_session_after_the_reattach_gra
     );
     world.cleanup(&scope).await
 }
+
+/// Access keys STS issued for `sub`'s role session so far, in call order.
+fn keys_issued_to(world: &GatewayWorld, sub: &str) -> Vec<String> {
+    let suffix = principal_suffix(sub);
+    world
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "AssumeRoleWithWebIdentity" && c.error_code.is_none())
+        .filter(|c| {
+            c.principal_arn
+                .as_deref()
+                .is_some_and(|p| p.ends_with(&suffix))
+        })
+        .filter_map(|c| c.access_key_id)
+        .collect()
+}
+
+/// The access key `sub`'s StartSession calls were signed with, in call order.
+fn start_session_keys(world: &GatewayWorld, sub: &str) -> Vec<String> {
+    let suffix = principal_suffix(sub);
+    world
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "StartSession" && c.error_code.is_none())
+        .filter(|c| {
+            c.principal_arn
+                .as_deref()
+                .is_some_and(|p| p.ends_with(&suffix))
+        })
+        .filter_map(|c| c.access_key_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_opened_session_costs_one_assume_role_unless_it_starts_on_another_replica()
+-> anyhow::Result<()> {
+    let world = GatewayWorld::shared().await?;
+    let scope = world.scope("one-sts", 2, json!({})).await?;
+
+    // Open and attach on one replica: the open's credentials start the session.
+    let sub = engineer(48);
+    let (_, mut term, _) = attach(world, world.gateway(), &scope, &sub).await?;
+    let issued = keys_issued_to(world, &sub);
+    assert_eq!(
+        issued.len(),
+        1,
+        "one AssumeRoleWithWebIdentity per opened session: {issued:?}"
+    );
+    assert_eq!(
+        start_session_keys(world, &sub),
+        issued,
+        "StartSession signed with the credentials minted at open, under the person's role session name"
+    );
+    term.send_input(b"exit\r").await?;
+    term.read_until("the socket to close", T, |t| t.closed)
+        .await?;
+
+    // Open on one replica, attach on another: nothing was minted there, so it asks STS.
+    let sub = engineer(49);
+    let other = world
+        .start_gateway(GatewayOptions::named("gw-other-replica"))
+        .await?;
+    let opened = world
+        .gateway()
+        .client(&world.token(&sub))
+        .open_ok(&scope.nodes[1])
+        .await?;
+    let there = other
+        .client(&world.token(&sub))
+        .ticket(&opened.session)
+        .await?;
+    let mut term = Terminal::connect(&there.attach_url).await?;
+    term.hello().await?;
+    term.expect_output("$ ", T).await?;
+    let issued = keys_issued_to(world, &sub);
+    assert_eq!(
+        issued.len(),
+        2,
+        "open and start each assumed the role: {issued:?}"
+    );
+    assert_eq!(
+        start_session_keys(world, &sub),
+        vec![issued[1].clone()],
+        "the other replica started the session with its own credentials"
+    );
+    term.send_input(b"exit\r").await?;
+    term.read_until("the socket to close", T, |t| t.closed)
+        .await?;
+    Ok(())
+}

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use axum::extract::ws::{Message, WebSocket};
 use futures::future::BoxFuture;
 
+use chrono::{DateTime, Utc};
+
 use crate::api::{NodeShellPolicy, NodeShellSession};
+use crate::aws::{TemporaryCredentials, WebIdentityRequest};
 use crate::gateway::audit::ClientInfo;
 use crate::gateway::error::ErrorCode;
 
@@ -93,6 +96,58 @@ pub struct AttachGrant {
     pub rows: u16,
     /// Where the terminal's WebSocket came from, for the audit rows.
     pub client: ClientInfo,
+    /// The AWS credentials the open minted for this session, when this replica opened it
+    /// and the first attach comes within the ticket's lifetime: the start uses them instead
+    /// of a second AssumeRoleWithWebIdentity if they [serve](MintedCredentials::serves).
+    pub minted: Option<MintedCredentials>,
+}
+
+/// Least lifetime left for credentials minted at open to serve the session's start (the
+/// shortest `sessionDurationSeconds` is 900 s; these are at most a ticket's lifetime old).
+pub const MINTED_MIN_LEFT_SECONDS: i64 = 600;
+
+/// The person's AWS credentials as the open's own AssumeRoleWithWebIdentity returned them,
+/// with what was asked for (role, role session name, duration), handed to the first start of
+/// the same session on the same replica. In memory only; `Debug` shows no part of the
+/// credentials, not even the access key id (the leak checks look for every value STS issued).
+#[derive(Clone)]
+pub struct MintedCredentials {
+    /// What STS issued.
+    pub credentials: TemporaryCredentials,
+    /// The role assumed.
+    pub role_arn: String,
+    /// The role session name CloudTrail shows (the person's).
+    pub role_session_name: String,
+    /// The duration asked for.
+    pub duration_seconds: Option<i32>,
+    /// When the id_token they were minted with expires (its `exp`): past it, STS would
+    /// refuse that token, so the credentials no longer stand in for a call with it.
+    pub token_expires_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for MintedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MintedCredentials")
+            .field("role_arn", &self.role_arn)
+            .field("role_session_name", &self.role_session_name)
+            .field("duration_seconds", &self.duration_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MintedCredentials {
+    /// Pure: whether these credentials stand in for an AssumeRoleWithWebIdentity of
+    /// `request` at `now`: the same role, role session name and duration, the id_token they
+    /// were minted with not expired (STS would refuse it: the person signs in again), and at
+    /// least [`MINTED_MIN_LEFT_SECONDS`] before they expire (otherwise STS is asked again).
+    pub fn serves(&self, request: &WebIdentityRequest, now: DateTime<Utc>) -> bool {
+        now < self.token_expires_at
+            && self.role_arn == request.role_arn
+            && self.role_session_name == request.role_session_name
+            && self.duration_seconds == request.duration_seconds
+            && self.credentials.expiration - now
+                >= chrono::Duration::seconds(MINTED_MIN_LEFT_SECONDS)
+    }
 }
 
 /// Runs attached shells.
@@ -272,5 +327,71 @@ impl LiveSide {
             shells: Arc::new(NoLiveShells),
             transcripts: Arc::new(NoLiveShells),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minted(expires_in: chrono::Duration, now: DateTime<Utc>) -> MintedCredentials {
+        MintedCredentials {
+            credentials: TemporaryCredentials::new(
+                "ASIAEXAMPLE".into(),
+                "s3cr3t-value".into(),
+                "t0ken-value".into(),
+                now + expires_in,
+                "arn:aws:sts::111122223333:assumed-role/shell/nodeshell-alice".into(),
+                "AROAEXAMPLE:nodeshell-alice".into(),
+            ),
+            role_arn: "arn:aws:iam::111122223333:role/shell".into(),
+            role_session_name: "nodeshell-alice".into(),
+            duration_seconds: Some(900),
+            token_expires_at: now + chrono::Duration::seconds(60),
+        }
+    }
+
+    fn request() -> WebIdentityRequest {
+        WebIdentityRequest {
+            role_arn: "arn:aws:iam::111122223333:role/shell".into(),
+            role_session_name: "nodeshell-alice".into(),
+            web_identity_token: "token".into(),
+            duration_seconds: Some(900),
+        }
+    }
+
+    #[test]
+    fn minted_credentials_serve_only_the_same_request_while_fresh() {
+        let now = Utc::now();
+        let fresh = minted(chrono::Duration::seconds(890), now);
+        assert!(fresh.serves(&request(), now));
+        let other_role = WebIdentityRequest {
+            role_arn: "arn:aws:iam::111122223333:role/other".into(),
+            ..request()
+        };
+        assert!(!fresh.serves(&other_role, now), "another role");
+        let other_name = WebIdentityRequest {
+            role_session_name: "nodeshell-bob".into(),
+            ..request()
+        };
+        assert!(!fresh.serves(&other_name, now), "another person's name");
+        let longer = WebIdentityRequest {
+            duration_seconds: Some(3600),
+            ..request()
+        };
+        assert!(!fresh.serves(&longer, now), "the policy's duration changed");
+        let expiring = minted(chrono::Duration::seconds(MINTED_MIN_LEFT_SECONDS - 1), now);
+        assert!(!expiring.serves(&request(), now), "too close to expiry");
+        assert!(
+            !fresh.serves(&request(), now + chrono::Duration::seconds(60)),
+            "the id_token they came from expired: STS would refuse it"
+        );
+        let debug = format!("{fresh:?}");
+        assert!(
+            !debug.contains("s3cr3t-value")
+                && !debug.contains("t0ken-value")
+                && !debug.contains("ASIAEXAMPLE"),
+            "{debug}"
+        );
     }
 }

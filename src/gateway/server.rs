@@ -122,6 +122,7 @@ pub fn app_state_shared(
         console,
         identity: IdentityWatch::default(),
         tickets: TicketBook::new(config.ticket_ttl),
+        minted: crate::gateway::access::minted::MintedStore::new(config.ticket_ttl),
         opens: crate::gateway::access::open::OpenLimits::new(config.opens_per_minute),
         config: Arc::new(config),
         auth,
@@ -293,6 +294,7 @@ fn spawn_background(state: &AppState, stop: CancellationToken) -> Vec<tokio::tas
                 () = sweep_stop.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_secs(10)) => {
                     tickets.sweep(Instant::now());
+                    sweep_access.minted.sweep(Instant::now());
                     sweep_access.sweep_console();
                 }
             }

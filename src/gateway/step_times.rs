@@ -28,6 +28,13 @@ impl StepTimes {
         self.last = now;
     }
 
+    /// Adds step `name` that ran alongside the others for `took` (the next step's start does
+    /// not move: the steps' sum is then more than the time they took).
+    pub fn alongside(&mut self, name: &'static str, took: std::time::Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.laps.push((name, micros));
+    }
+
     /// The steps as `name=micros`, space-separated.
     pub fn render(&self) -> String {
         let steps: Vec<String> = self
@@ -58,5 +65,29 @@ mod tests {
         assert_eq!(parsed.len(), 2, "{rendered}");
         assert_eq!((parsed[0].0, parsed[1].0), ("gates", "sts"));
         assert!(parsed[1].1 >= 2000, "{rendered}");
+    }
+
+    #[test]
+    fn a_step_alongside_keeps_its_own_time_and_not_the_next_steps_start() {
+        let mut steps = StepTimes::start();
+        steps.alongside("transcript", std::time::Duration::from_secs(60));
+        steps.lap("sts");
+        assert!(
+            steps.render().starts_with("transcript=60000000 sts="),
+            "{}",
+            steps.render()
+        );
+        let sts: u64 = steps
+            .render()
+            .rsplit('=')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .unwrap_or(0);
+        assert!(
+            sts < 60_000_000,
+            "sts did not take the transcript's time: {}",
+            steps.render()
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod console_sessions;
 pub mod eligibility;
 pub mod identity;
 pub mod login;
+pub mod minted;
 pub mod open;
 pub mod open_rate;
 pub mod renewal;
@@ -48,6 +49,8 @@ pub struct Access {
     pub cluster: Cluster,
     /// This replica's bounds on each person's opens.
     pub opens: open::OpenLimits,
+    /// Credentials minted by this replica's opens, waiting for their session's first attach.
+    pub minted: minted::MintedStore,
     /// The console's sign-in through the gateway, when configured.
     pub console: Option<ConsoleLogin>,
     /// Live shells opened from console sessions, for the identity re-check.
@@ -185,6 +188,14 @@ impl Access {
                     ),
                 )
             })?;
+        // Only the attach that redeemed this session's ticket, by its owner, gets what the
+        // open minted; only a first attach (Admitted) uses them, any other drops them.
+        let minted = session
+            .metadata
+            .uid
+            .as_deref()
+            .and_then(|uid| self.minted.take(uid, Instant::now()))
+            .filter(|_| session.phase() == crate::api::SessionPhase::Admitted);
         let console_key = self.console_session_of(&grant.id_token);
         if let Some(key) = &console_key {
             self.identity.watch(
@@ -204,6 +215,7 @@ impl Access {
             cols: grant.cols,
             rows: grant.rows,
             client: Default::default(),
+            minted,
         })
     }
 

@@ -32,7 +32,7 @@ use crate::api::{
 };
 use crate::aws::{self, AgentPing, AwsEndpoints, SsmSessions};
 use crate::gateway::error::{ApiError, ErrorCode, RETRY_AFTER};
-use crate::gateway::handover::Caller;
+use crate::gateway::handover::{Caller, MintedCredentials};
 use crate::gateway::refusals::{
     assume_role_error, decision_error, describe_error, ineligible, ping_error,
 };
@@ -427,15 +427,16 @@ impl Access {
 
     /// Opens a shell on `node_name`: takes one of the person's opens, repeats the gates and
     /// the caps, creates the session, waits for the controller's decision and issues the
-    /// first attach ticket.
+    /// first attach ticket. `steps` holds what the request took before (its token check);
+    /// the open's own steps are added to it and logged with the decision.
     pub async fn open(
         &self,
         auth: &Authenticated,
         node_name: &str,
         request: OpenRequest,
+        mut steps: StepTimes,
     ) -> Result<TicketOffer, ApiError> {
         self.opens.take(&auth.caller.sub)?;
-        let mut steps = StepTimes::start();
         let turn = self.opens.turn(&auth.caller.sub).await;
         steps.lap("turn");
         // Independent reads: one round trip instead of two.
@@ -459,11 +460,23 @@ impl Access {
         steps.lap("sts");
         let ping = self.agent_ping(&creds, &target).await?;
         steps.lap("ping");
-        drop(creds);
         if let Some(e) = ping_error(&ping, &target) {
             return Err(e);
         }
         let rsn = role_session_name(&self.config.role_session_prefix, &auth.caller.sub);
+        // Kept for the first attach if the session is admitted (one STS call per session),
+        // dropped on every other way out of here.
+        let minted = MintedCredentials {
+            credentials: creds,
+            role_arn: target.role_arn.clone(),
+            role_session_name: rsn.clone(),
+            duration_seconds: Some(target.policy.spec.aws.session_duration_seconds),
+            // The token's `exp`; unreadable, the credentials serve nothing (STS is asked).
+            token_expires_at: i64::try_from(auth.expires_at)
+                .ok()
+                .and_then(|exp| chrono::DateTime::from_timestamp(exp, 0))
+                .unwrap_or_default(),
+        };
         let (cols, rows) = request.size();
         let object = session_object(&auth.caller, &target, rsn, request.reason);
         let name = self.cluster.create_session(&object).await?;
@@ -482,6 +495,9 @@ impl Access {
         match decided.phase() {
             SessionPhase::Admitted | SessionPhase::Active => {}
             _ => return Err(decision_error(&decided, &target.policy)),
+        }
+        if let Some(uid) = decided.metadata.uid.as_deref() {
+            self.minted.keep(uid, minted, Instant::now());
         }
         tracing::info!(session = name, steps_us = steps.render(), "open decided");
         self.tickets.offer(auth, &name, cols, rows, false)

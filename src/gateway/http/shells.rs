@@ -13,6 +13,7 @@ use super::{AppState, authenticate_write};
 use crate::gateway::access::open::parse_open_request;
 use crate::gateway::access::tickets::TicketOffer;
 use crate::gateway::error::ApiError;
+use crate::gateway::step_times::StepTimes;
 
 /// Opens a shell, counting the outcome and the latency.
 pub(super) async fn open_shell(
@@ -22,7 +23,9 @@ pub(super) async fn open_shell(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let result = open(&state, &node, &headers, &body).await;
+    // Timed from here: the token check and the body are the open's first step ("auth").
+    let steps = StepTimes::start();
+    let result = open(&state, &node, &headers, &body, steps).await;
     state
         .metrics
         .open_latency
@@ -51,10 +54,12 @@ async fn open(
     node: &str,
     headers: &HeaderMap,
     body: &[u8],
+    mut steps: StepTimes,
 ) -> Result<TicketOffer, ApiError> {
     let auth = authenticate_write(state, headers).await?;
     let request = parse_open_request(body)?;
-    state.access.open(&auth, node, request).await
+    steps.lap("auth");
+    state.access.open(&auth, node, request, steps).await
 }
 
 /// A new ticket to reattach the caller's own session.

@@ -1,7 +1,9 @@
-//! The first attach: from an Admitted session to a running shell. Order matters: the
-//! transcript's first write comes before any AWS call (a required transcript that cannot be
-//! stored must not leave an SSM session behind), and the session becomes Active only if it
-//! is still Admitted (a Closed or Rejected session is never revived).
+//! The first attach: from an Admitted session to a running shell. Order matters: a
+//! recording that can refuse the session (a required transcript, a required S3 sink) is
+//! stored before any AWS call (one that cannot be stored must not leave an SSM session
+//! behind); an optional one is stored while AWS starts the session, and either way before
+//! the session is Active and before any output reaches the browser. The session becomes
+//! Active only if it is still Admitted (a Closed or Rejected session is never revived).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use super::reasons::{
 use super::records::SessionInfo;
 use super::status::{ActiveFacts, ApplyMode, RetryStep, StatusRetry, WriteFailure, active_status};
 use super::{Control, Inner, LiveHandle, Slot};
-use crate::api::{NodeShellSession, NodeShellSessionStatus, SessionPhase};
+use crate::api::{NodeShellSession, NodeShellSessionStatus, PolicyTranscript, SessionPhase};
 use crate::aws::{AwsEndpoints, SessionStream, SsmSessions, WebIdentityRequest};
 use crate::gateway::audit::{AuditActor, AuditRow, AuditSubject};
 use crate::gateway::config::live::{
@@ -33,7 +35,7 @@ use crate::gateway::config::live::{
     SSM_RECEIVE_WINDOW_BYTES, SSM_RECEIVE_WINDOW_MESSAGES,
 };
 use crate::gateway::error::ErrorCode;
-use crate::gateway::handover::AttachGrant;
+use crate::gateway::handover::{AttachGrant, MintedCredentials};
 use crate::gateway::ledger::{LEDGER_DOCUMENT, Ledger, NONCE_PARAMETER, new_nonce};
 use crate::gateway::step_times::StepTimes;
 use crate::gateway::transcript::s3::SinkTarget;
@@ -127,13 +129,15 @@ type StartAnswer = Result<(mpsc::Receiver<Outbound>, mpsc::Sender<ClientEvent>),
 
 async fn start_and_run(
     inner: Arc<Inner>,
-    grant: AttachGrant,
+    mut grant: AttachGrant,
     answer: oneshot::Sender<StartAnswer>,
 ) {
     let name = grant.session.name_any();
+    // The open's credentials go to the start only (dropped with it, used or not).
+    let minted = grant.minted.take();
     // Boxed: the start's AWS and Kubernetes calls make a large future, and inline it would
     // size this task, which lives as long as the session, for a start long finished.
-    match Box::pin(start(&inner, &grant)).await {
+    match Box::pin(start(&inner, &grant, minted)).await {
         Ok(started) => {
             let (attachment, out_rx, events_tx) = Attachment::new(None);
             let (control_tx, control_rx) = mpsc::channel(4);
@@ -217,7 +221,11 @@ pub(super) fn open_row(
     )
 }
 
-async fn start(inner: &Arc<Inner>, grant: &AttachGrant) -> Result<Started, Refusal> {
+async fn start(
+    inner: &Arc<Inner>,
+    grant: &AttachGrant,
+    minted: Option<MintedCredentials>,
+) -> Result<Started, Refusal> {
     let name = grant.session.name_any();
     let fresh = inner.status.get(&name).await.map_err(|e| {
         // The apiserver's text (a Status dump, a connection error) is for operators only.
@@ -232,7 +240,7 @@ async fn start(inner: &Arc<Inner>, grant: &AttachGrant) -> Result<Started, Refus
         return Err(Refusal::Frame(not_admitted(&fresh)));
     }
     let mut progress = Progress::default();
-    let result = start_admitted(inner, grant, &fresh, &mut progress).await;
+    let result = start_admitted(inner, grant, &fresh, minted, &mut progress).await;
     match result {
         Ok(started) => Ok(started),
         Err(Refusal::Failed(failure)) => {
@@ -258,26 +266,65 @@ async fn start_admitted(
     inner: &Arc<Inner>,
     grant: &AttachGrant,
     fresh: &NodeShellSession,
+    minted: Option<MintedCredentials>,
     progress: &mut Progress,
 ) -> Result<Started, Refusal> {
     let origin = Instant::now();
     let origin_wall = Timestamp::now();
     let mut steps = StepTimes::start();
-    let (transcript, transcript_stored) = first_transcript(inner, grant, fresh).await?;
-    steps.lap("transcript");
-    let sink = first_sink_object(inner, grant, fresh, transcript.is_some()).await?;
-    steps.lap("sink");
-    let ssm = assume_role(inner, grant, fresh, progress).await?;
-    steps.lap("sts");
     // The ledger document's marks carry a nonce only this gateway knows (issue 12 §1).
     let nonce = (fresh.spec.document_name == LEDGER_DOCUMENT).then(new_nonce);
-    let stream = start_ssm_session(inner, fresh, &ssm, nonce.as_deref(), progress).await?;
-    steps.lap("start_session");
+    let (recording, aws) = if recording_can_refuse(&grant.policy.spec.transcript) {
+        // Fail closed: nothing starts in AWS before the recording is stored.
+        let (transcript, stored) = first_transcript(inner, grant, fresh).await?;
+        steps.lap("transcript");
+        let sink = first_sink_object(inner, grant, fresh, transcript.is_some()).await?;
+        steps.lap("sink");
+        let aws = start_in_aws(
+            inner,
+            grant,
+            fresh,
+            minted,
+            nonce.as_deref(),
+            progress,
+            &mut steps,
+        )
+        .await?;
+        ((transcript, stored, sink), aws)
+    } else {
+        // Nothing about the recording can refuse the session: it is stored while AWS starts
+        // it, and in any case before the session is Active and any output is forwarded.
+        let (recorded, aws) = tokio::join!(
+            first_recording(inner, grant, fresh),
+            start_in_aws(
+                inner,
+                grant,
+                fresh,
+                minted,
+                nonce.as_deref(),
+                progress,
+                &mut steps
+            ),
+        );
+        let (transcript, sink, took) = recorded;
+        steps.alongside("transcript", took.0);
+        steps.alongside("sink", took.1);
+        let aws = aws?;
+        match (transcript, sink) {
+            (Ok((transcript, stored)), Ok(sink)) => ((transcript, stored, sink), aws),
+            // Only a required recording refuses, and those are stored first (above).
+            (Err(refusal), _) | (_, Err(refusal)) => {
+                aws.1.close();
+                let _ = aws.0.terminate_session(&aws.2.session_id).await;
+                return Err(refusal);
+            }
+        }
+    };
+    let (transcript, transcript_stored, sink) = recording;
+    let (ssm, channel, stream) = aws;
     let ledger = nonce
         .filter(|_| transcript.is_some())
         .map(|n| Ledger::new(&n, origin_wall));
-    let channel = open_channel(inner, grant, fresh, &ssm, &stream).await?;
-    steps.lap("channel");
     let now = Timestamp::now();
     let row = open_row(
         inner,
@@ -331,6 +378,57 @@ async fn start_admitted(
         started: Instant::now(),
         snapshot,
     })
+}
+
+/// Pure: whether the policy's recording may refuse the session (a required transcript or a
+/// required S3 sink): its first writes then come before anything is started in AWS.
+fn recording_can_refuse(transcript: &PolicyTranscript) -> bool {
+    transcript.required
+        || (transcript.enabled && transcript.s3.as_ref().is_some_and(|s3| s3.required))
+}
+
+/// The first transcript write, then the sink's first object, each with the time it took.
+type Recorded = (
+    Result<(Option<Transcript>, bool), Refusal>,
+    Result<Option<Arc<SinkTarget>>, Refusal>,
+    (std::time::Duration, std::time::Duration),
+);
+
+/// Steps 1 and 1b run alongside the AWS steps (a recording that cannot refuse the session).
+async fn first_recording(
+    inner: &Arc<Inner>,
+    grant: &AttachGrant,
+    fresh: &NodeShellSession,
+) -> Recorded {
+    let began = Instant::now();
+    let transcript = first_transcript(inner, grant, fresh).await;
+    let transcript_took = began.elapsed();
+    let recording = matches!(&transcript, Ok((Some(_), _)));
+    let sink = first_sink_object(inner, grant, fresh, recording).await;
+    (
+        transcript,
+        sink,
+        (transcript_took, began.elapsed() - transcript_took),
+    )
+}
+
+/// Steps 2 to 4: the person's credentials, the SSM session and its data channel.
+async fn start_in_aws(
+    inner: &Inner,
+    grant: &AttachGrant,
+    fresh: &NodeShellSession,
+    minted: Option<MintedCredentials>,
+    nonce: Option<&str>,
+    progress: &mut Progress,
+    steps: &mut StepTimes,
+) -> Result<(SsmSessions, DataChannel, SessionStream), Refusal> {
+    let ssm = assume_role(inner, grant, fresh, minted, progress).await?;
+    steps.lap("sts");
+    let stream = start_ssm_session(inner, fresh, &ssm, nonce, progress).await?;
+    steps.lap("start_session");
+    let channel = open_channel(inner, grant, fresh, &ssm, &stream).await?;
+    steps.lap("channel");
+    Ok((ssm, channel, stream))
 }
 
 /// The session object a running session keeps for its whole life (names, spec, uid for the
@@ -459,11 +557,15 @@ fn endpoints(inner: &Inner, fresh: &NodeShellSession) -> AwsEndpoints {
     }
 }
 
-/// Step 2: The person's own credentials, kept only inside the SSM client.
+/// Step 2: The person's own credentials, kept only inside the SSM client: those the open
+/// minted on this replica when they [serve](MintedCredentials::serves) this very request
+/// (same role, role session name and duration, not near expiry), else a new
+/// AssumeRoleWithWebIdentity with the attach's id_token.
 async fn assume_role(
     inner: &Inner,
     grant: &AttachGrant,
     fresh: &NodeShellSession,
+    minted: Option<MintedCredentials>,
     progress: &mut Progress,
 ) -> Result<SsmSessions, Refusal> {
     let spec = &fresh.spec;
@@ -474,12 +576,18 @@ async fn assume_role(
         web_identity_token: grant.id_token.expose().to_string(),
         duration_seconds: Some(grant.policy.spec.aws.session_duration_seconds),
     };
-    let credentials = inner
-        .config
-        .aws
-        .assume_role_with_web_identity(&endpoints, &request)
-        .await
-        .map_err(|e| Refusal::Failed(assume_role_failure(&e)))?;
+    let minted = minted
+        .filter(|m| m.serves(&request, chrono::Utc::now()))
+        .map(|m| m.credentials);
+    let credentials = match minted {
+        Some(credentials) => credentials,
+        None => inner
+            .config
+            .aws
+            .assume_role_with_web_identity(&endpoints, &request)
+            .await
+            .map_err(|e| Refusal::Failed(assume_role_failure(&e)))?,
+    };
     progress.assumed_role_arn = Some(credentials.assumed_role_arn.clone());
     // Re-minted before they expire when the shell came from a console sign-in.
     Ok(credentials::session_clients(
@@ -722,6 +830,7 @@ mod tests {
             cols: 80,
             rows: 24,
             client: ClientInfo::default(),
+            minted: None,
         };
         let (answer, _) = oneshot::channel();
         let task = start_and_run(live.inner.clone(), grant, answer);
@@ -729,6 +838,43 @@ mod tests {
         // Unoptimised build (this test): 25,016 B with the start inline, 22,376 B with only
         // the close inline, 14,160 B with both boxed.
         assert!(bytes <= 16 * 1024, "the session task reserves {bytes} B");
+    }
+
+    #[test]
+    fn only_a_recording_that_can_refuse_the_session_is_stored_before_aws() {
+        use crate::api::PolicyTranscriptS3;
+        let s3 = |required| PolicyTranscriptS3 {
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: None,
+            kms_key_id: None,
+            retention_days: 0,
+            required,
+        };
+        let optional = PolicyTranscript::default();
+        assert!(!optional.required, "the default transcript is optional");
+        assert!(!recording_can_refuse(&optional));
+        let required = PolicyTranscript {
+            required: true,
+            ..PolicyTranscript::default()
+        };
+        assert!(recording_can_refuse(&required));
+        let required_sink = PolicyTranscript {
+            s3: Some(s3(true)),
+            ..PolicyTranscript::default()
+        };
+        assert!(recording_can_refuse(&required_sink));
+        let optional_sink = PolicyTranscript {
+            s3: Some(s3(false)),
+            ..PolicyTranscript::default()
+        };
+        assert!(!recording_can_refuse(&optional_sink));
+        let off = PolicyTranscript {
+            enabled: false,
+            s3: Some(s3(true)),
+            ..PolicyTranscript::default()
+        };
+        assert!(!recording_can_refuse(&off), "nothing is recorded");
     }
 
     #[test]
