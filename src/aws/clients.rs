@@ -35,12 +35,15 @@ pub struct AwsClients {
     config: SdkConfig,
     /// How many HTTP connectors (TLS setup and connection pool) the shared client has built.
     connectors: Arc<AtomicUsize>,
+    /// How many SDK clients (STS, SSM, KMS) have been made from it.
+    sdk_clients: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for AwsClients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsClients")
             .field("connectors_built", &self.connectors_built())
+            .field("sdk_clients_made", &self.sdk_clients_made())
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +78,11 @@ impl AwsClients {
             .behavior_version(behavior_version())
             .http_client(SharedHttpClient::new(BuiltOnce(http)))
             .build();
-        Self { config, connectors }
+        Self {
+            config,
+            connectors,
+            sdk_clients: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// The shared SDK configuration (the one HTTP client), for clients made elsewhere (the
@@ -88,6 +95,12 @@ impl AwsClients {
     /// made, however many calls and people).
     pub fn connectors_built(&self) -> usize {
         self.connectors.load(Ordering::Relaxed)
+    }
+
+    /// How many SDK clients have been made so far: one per call, none for holding an
+    /// [`SsmSessions`](super::SsmSessions) or a [`KmsDataKeys`](super::KmsDataKeys).
+    pub fn sdk_clients_made(&self) -> usize {
+        self.sdk_clients.load(Ordering::Relaxed)
     }
 
     /// `sts:AssumeRoleWithWebIdentity` with the person's token, on the shared HTTP client.
@@ -107,16 +120,8 @@ impl AwsClients {
         if let Some(url) = &endpoints.sts_url {
             config = config.endpoint_url(url.clone());
         }
+        self.sdk_clients.fetch_add(1, Ordering::Relaxed);
         aws_sdk_sts::Client::from_conf(config.build())
-    }
-
-    /// An SSM client for `endpoints` that signs with `credentials` (SigV4, service `ssm`).
-    pub(crate) fn ssm(
-        &self,
-        endpoints: &AwsEndpoints,
-        credentials: &TemporaryCredentials,
-    ) -> aws_sdk_ssm::Client {
-        self.ssm_signed_by(endpoints, Signer::fixed(credentials))
     }
 
     /// An SSM client for `endpoints` that asks `signer` for its credentials before each call.
@@ -135,17 +140,8 @@ impl AwsClients {
         if let Some(url) = &endpoints.ssm_url {
             config = config.endpoint_url(url.clone());
         }
+        self.sdk_clients.fetch_add(1, Ordering::Relaxed);
         aws_sdk_ssm::Client::from_conf(config.build())
-    }
-
-    /// A KMS client for `endpoints` that signs with `credentials` (SigV4, service `kms`), for
-    /// the data key of a KMS-encrypted session.
-    pub(crate) fn kms(
-        &self,
-        endpoints: &AwsEndpoints,
-        credentials: &TemporaryCredentials,
-    ) -> aws_sdk_kms::Client {
-        self.kms_signed_by(endpoints, Signer::fixed(credentials))
     }
 
     /// A KMS client for `endpoints` that asks `signer` for its credentials before each call.
@@ -163,7 +159,39 @@ impl AwsClients {
         if let Some(url) = &endpoints.kms_url {
             config = config.endpoint_url(url.clone());
         }
+        self.sdk_clients.fetch_add(1, Ordering::Relaxed);
         aws_sdk_kms::Client::from_conf(config.build())
+    }
+}
+
+/// What one person's SSM and KMS calls are made with: the gateway's shared client, the
+/// endpoints and the signer. Kept (behind an `Arc`) instead of SDK clients, which hold their
+/// whole runtime configuration (about 15 KB each); each call makes its own.
+#[derive(Debug)]
+pub(crate) struct SignedCalls {
+    aws: AwsClients,
+    endpoints: AwsEndpoints,
+    signer: Signer,
+}
+
+impl SignedCalls {
+    /// Calls to `endpoints` on `aws`, signed by `signer`.
+    pub(crate) fn new(aws: &AwsClients, endpoints: &AwsEndpoints, signer: Signer) -> Arc<Self> {
+        Arc::new(Self {
+            aws: aws.clone(),
+            endpoints: endpoints.clone(),
+            signer,
+        })
+    }
+
+    /// An SSM client for one call.
+    pub(crate) fn ssm(&self) -> aws_sdk_ssm::Client {
+        self.aws.ssm_signed_by(&self.endpoints, self.signer.clone())
+    }
+
+    /// A KMS client for one call.
+    pub(crate) fn kms(&self) -> aws_sdk_kms::Client {
+        self.aws.kms_signed_by(&self.endpoints, self.signer.clone())
     }
 }
 
@@ -334,6 +362,35 @@ mod tests {
             assert_eq!(own.connectors_built(), 1);
         }
         assert_eq!(accepted.load(Ordering::SeqCst) - before, 2);
+    }
+
+    #[tokio::test]
+    async fn a_sessions_aws_handle_makes_its_sdk_clients_only_for_a_call() {
+        let (url, _) = stub_aws().await;
+        let endpoints = AwsEndpoints {
+            region: "eu-west-1".into(),
+            sts_url: Some(url.clone()),
+            ssm_url: Some(url),
+            kms_url: None,
+            s3_url: None,
+        };
+        let clients = AwsClients::new();
+        let creds = clients
+            .assume_role_with_web_identity(&endpoints, &request())
+            .await
+            .unwrap();
+        assert_eq!(clients.sdk_clients_made(), 1, "the STS call's");
+        // What a live session keeps for its whole life: no SDK client (about 15 KB each for
+        // SSM and KMS), only what makes one.
+        let ssm = SsmSessions::on(&clients, &endpoints, &creds);
+        let _kms = ssm.kms_options("i-0123456789abcdef0");
+        assert_eq!(clients.sdk_clients_made(), 1);
+        for _ in 0..2 {
+            ssm.describe_instance_ping_status("i-0123456789abcdef0")
+                .await
+                .unwrap();
+        }
+        assert_eq!(clients.sdk_clients_made(), 3, "one for each SSM call");
     }
 
     /// An STS endpoint that answers only once `burst` requests are waiting (so a burst of
