@@ -109,9 +109,10 @@ pub struct DataChannelOptions {
     pub final_flush: Duration,
     /// Largest websocket message accepted.
     pub max_message_size: usize,
-    /// Websocket read buffer per connection (at least 4 KiB). Every session touches all of it
-    /// on its first read, and a frame is about 1.2 KiB, so it is kept small; tungstenite's
-    /// own default (128 KiB) made up most of an idle session's memory.
+    /// Websocket read buffer per connection (at least 4 KiB). tungstenite reserves it when
+    /// the socket is made and keeps it for the connection's life, and a frame is about
+    /// 1.2 KiB, so it is kept small (4 KiB; tungstenite's own default, 128 KiB, and then
+    /// 16 KiB, made up much of an idle session's memory); a larger frame grows it while read.
     pub read_buffer_size: usize,
     /// Limit on opening the websocket (TCP, TLS and upgrade).
     pub connect_timeout: Duration,
@@ -140,7 +141,7 @@ impl DataChannelOptions {
             close_drain: Duration::from_secs(2),
             final_flush: Duration::from_secs(5),
             max_message_size: 1024 * 1024,
-            read_buffer_size: 16 * 1024,
+            read_buffer_size: 4 * 1024,
             connect_timeout: Duration::from_secs(10),
             kms: None,
         }
