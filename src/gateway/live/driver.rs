@@ -115,14 +115,16 @@ pub(super) struct Driver {
     size: LastSize,
 }
 
-/// Runs a session to its end, then frees its slot.
+/// Runs a session to its end, then frees its slot. `started` comes boxed: an `async fn`
+/// keeps its arguments for its whole run, and the driver takes everything out of it at once.
 pub(super) async fn run(
     inner: Arc<Inner>,
-    started: Started,
+    started: Box<Started>,
     first: Attachment,
     mut attach_rx: mpsc::Receiver<Attachment>,
     mut control_rx: mpsc::Receiver<Control>,
 ) {
+    let started = *started;
     let name = started.info.name.clone();
     inner.config.metrics.live.inc();
     let (status_tx, status_rx) = watch::channel(None);
