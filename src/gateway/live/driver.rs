@@ -225,18 +225,18 @@ impl Driver {
 
     fn send_control(&self, frame: ServerFrame) {
         if let Some(out) = &self.out {
-            let _ = out.try_send(Outbound::Control(frame));
+            let _ = out.try_send(Outbound::Control(Box::new(frame)));
         }
     }
 
     /// A browser attaches (first attach, or a reattach replacing any other browser).
     fn attach(&mut self, attachment: Attachment) {
         if let Some(old) = self.out.take() {
-            let _ = old.try_send(Outbound::Control(ServerFrame::error(
+            let _ = old.try_send(Outbound::Control(Box::new(ServerFrame::error(
                 ErrorCode::BadRequest,
                 "another browser attached to this session",
                 false,
-            )));
+            ))));
             self.inner.config.metrics.attached.dec();
         }
         self.out = Some(attachment.out);
