@@ -21,6 +21,13 @@ use super::credentials::TemporaryCredentials;
 use super::renewal::RenewableCredentials;
 use super::{AssumeRoleError, AwsEndpoints, WebIdentityRequest, behavior_version};
 
+/// Idle connections the shared HTTP client keeps per host (STS, SSM, KMS, S3 of a region).
+/// A burst of opens (200 at once in the bench) leaves one connection per concurrent call in
+/// the pool, each with its TLS state and read buffer (about 60 KB), idle for 90 s; beyond
+/// this many the pool closes a connection as it is handed back. 16 keep-alive connections
+/// still carry a steady 16 calls in flight per host without new handshakes.
+pub const IDLE_CONNECTIONS_PER_HOST: usize = 16;
+
 /// One per gateway: the shared HTTP client and SDK configuration every STS and SSM client is
 /// made from. Cheap to clone (clones share the client and its pool).
 #[derive(Clone)]
@@ -28,12 +35,15 @@ pub struct AwsClients {
     config: SdkConfig,
     /// How many HTTP connectors (TLS setup and connection pool) the shared client has built.
     connectors: Arc<AtomicUsize>,
+    /// How many SDK clients (STS, SSM, KMS) have been made from it.
+    sdk_clients: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for AwsClients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsClients")
             .field("connectors_built", &self.connectors_built())
+            .field("sdk_clients_made", &self.sdk_clients_made())
             .finish_non_exhaustive()
     }
 }
@@ -46,7 +56,8 @@ impl Default for AwsClients {
 
 impl AwsClients {
     /// The shared client: the SDK's default HTTPS stack (hyper 1, rustls with aws-lc, proxy
-    /// from the environment), built once. It keeps one connector per timeout setting, and
+    /// from the environment, at most [`IDLE_CONNECTIONS_PER_HOST`] idle connections per
+    /// host), built once. It keeps one connector per timeout setting, and
     /// every client made here uses the same settings, so one connector and one pool.
     pub fn new() -> Self {
         let connectors = Arc::new(AtomicUsize::new(0));
@@ -60,13 +71,18 @@ impl AwsClients {
                 connector.set_sleep_impl(components.sleep_impl());
             }
             connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.set_pool_max_idle_per_host(Some(IDLE_CONNECTIONS_PER_HOST));
             connector.build()
         });
         let config = SdkConfig::builder()
             .behavior_version(behavior_version())
             .http_client(SharedHttpClient::new(BuiltOnce(http)))
             .build();
-        Self { config, connectors }
+        Self {
+            config,
+            connectors,
+            sdk_clients: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// The shared SDK configuration (the one HTTP client), for clients made elsewhere (the
@@ -79,6 +95,12 @@ impl AwsClients {
     /// made, however many calls and people).
     pub fn connectors_built(&self) -> usize {
         self.connectors.load(Ordering::Relaxed)
+    }
+
+    /// How many SDK clients have been made so far: one per call, none for holding an
+    /// [`SsmSessions`](super::SsmSessions) or a [`KmsDataKeys`](super::KmsDataKeys).
+    pub fn sdk_clients_made(&self) -> usize {
+        self.sdk_clients.load(Ordering::Relaxed)
     }
 
     /// `sts:AssumeRoleWithWebIdentity` with the person's token, on the shared HTTP client.
@@ -98,16 +120,8 @@ impl AwsClients {
         if let Some(url) = &endpoints.sts_url {
             config = config.endpoint_url(url.clone());
         }
+        self.sdk_clients.fetch_add(1, Ordering::Relaxed);
         aws_sdk_sts::Client::from_conf(config.build())
-    }
-
-    /// An SSM client for `endpoints` that signs with `credentials` (SigV4, service `ssm`).
-    pub(crate) fn ssm(
-        &self,
-        endpoints: &AwsEndpoints,
-        credentials: &TemporaryCredentials,
-    ) -> aws_sdk_ssm::Client {
-        self.ssm_signed_by(endpoints, Signer::fixed(credentials))
     }
 
     /// An SSM client for `endpoints` that asks `signer` for its credentials before each call.
@@ -126,17 +140,8 @@ impl AwsClients {
         if let Some(url) = &endpoints.ssm_url {
             config = config.endpoint_url(url.clone());
         }
+        self.sdk_clients.fetch_add(1, Ordering::Relaxed);
         aws_sdk_ssm::Client::from_conf(config.build())
-    }
-
-    /// A KMS client for `endpoints` that signs with `credentials` (SigV4, service `kms`), for
-    /// the data key of a KMS-encrypted session.
-    pub(crate) fn kms(
-        &self,
-        endpoints: &AwsEndpoints,
-        credentials: &TemporaryCredentials,
-    ) -> aws_sdk_kms::Client {
-        self.kms_signed_by(endpoints, Signer::fixed(credentials))
     }
 
     /// A KMS client for `endpoints` that asks `signer` for its credentials before each call.
@@ -154,7 +159,39 @@ impl AwsClients {
         if let Some(url) = &endpoints.kms_url {
             config = config.endpoint_url(url.clone());
         }
+        self.sdk_clients.fetch_add(1, Ordering::Relaxed);
         aws_sdk_kms::Client::from_conf(config.build())
+    }
+}
+
+/// What one person's SSM and KMS calls are made with: the gateway's shared client, the
+/// endpoints and the signer. Kept (behind an `Arc`) instead of SDK clients, which hold their
+/// whole runtime configuration (about 15 KB each); each call makes its own.
+#[derive(Debug)]
+pub(crate) struct SignedCalls {
+    aws: AwsClients,
+    endpoints: AwsEndpoints,
+    signer: Signer,
+}
+
+impl SignedCalls {
+    /// Calls to `endpoints` on `aws`, signed by `signer`.
+    pub(crate) fn new(aws: &AwsClients, endpoints: &AwsEndpoints, signer: Signer) -> Arc<Self> {
+        Arc::new(Self {
+            aws: aws.clone(),
+            endpoints: endpoints.clone(),
+            signer,
+        })
+    }
+
+    /// An SSM client for one call.
+    pub(crate) fn ssm(&self) -> aws_sdk_ssm::Client {
+        self.aws.ssm_signed_by(&self.endpoints, self.signer.clone())
+    }
+
+    /// A KMS client for one call.
+    pub(crate) fn kms(&self) -> aws_sdk_kms::Client {
+        self.aws.kms_signed_by(&self.endpoints, self.signer.clone())
     }
 }
 
@@ -325,6 +362,120 @@ mod tests {
             assert_eq!(own.connectors_built(), 1);
         }
         assert_eq!(accepted.load(Ordering::SeqCst) - before, 2);
+    }
+
+    #[tokio::test]
+    async fn a_sessions_aws_handle_makes_its_sdk_clients_only_for_a_call() {
+        let (url, _) = stub_aws().await;
+        let endpoints = AwsEndpoints {
+            region: "eu-west-1".into(),
+            sts_url: Some(url.clone()),
+            ssm_url: Some(url),
+            kms_url: None,
+            s3_url: None,
+        };
+        let clients = AwsClients::new();
+        let creds = clients
+            .assume_role_with_web_identity(&endpoints, &request())
+            .await
+            .unwrap();
+        assert_eq!(clients.sdk_clients_made(), 1, "the STS call's");
+        // What a live session keeps for its whole life: no SDK client (about 15 KB each for
+        // SSM and KMS), only what makes one.
+        let ssm = SsmSessions::on(&clients, &endpoints, &creds);
+        let _kms = ssm.kms_options("i-0123456789abcdef0");
+        assert_eq!(clients.sdk_clients_made(), 1);
+        for _ in 0..2 {
+            ssm.describe_instance_ping_status("i-0123456789abcdef0")
+                .await
+                .unwrap();
+        }
+        assert_eq!(clients.sdk_clients_made(), 3, "one for each SSM call");
+    }
+
+    /// An STS endpoint that answers only once `burst` requests are waiting (so a burst of
+    /// that many calls needs as many connections), and counts the connections still open.
+    async fn stub_sts_answering_bursts(burst: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicUsize::new(0));
+        let count = open.clone();
+        let waiting = Arc::new(tokio::sync::Barrier::new(burst));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (count, waiting) = (count.clone(), waiting.clone());
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    'requests: loop {
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                break 'requests;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                length = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        stream.read_exact(&mut body).await.unwrap();
+                        waiting.wait().await;
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n{STS_OK}",
+                            STS_OK.len()
+                        );
+                        stream
+                            .get_mut()
+                            .write_all(response.as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                    count.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (url, open)
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_calls_leaves_a_bounded_number_of_idle_connections() {
+        const BURST: usize = 3 * IDLE_CONNECTIONS_PER_HOST;
+        let (url, open) = stub_sts_answering_bursts(BURST).await;
+        let endpoints = AwsEndpoints {
+            region: "eu-west-1".into(),
+            sts_url: Some(url),
+            ssm_url: None,
+            kms_url: None,
+            s3_url: None,
+        };
+        let clients = AwsClients::new();
+        let calls = (0..BURST).map(|_| {
+            let (clients, endpoints) = (clients.clone(), endpoints.clone());
+            tokio::spawn(async move {
+                clients
+                    .assume_role_with_web_identity(&endpoints, &request())
+                    .await
+                    .unwrap()
+            })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            call.await.unwrap();
+        }
+        // Every call of the burst had its own connection; the pool keeps only its bound of
+        // them (the rest close as they come back), not all of them for the idle timeout.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while open.load(Ordering::SeqCst) > IDLE_CONNECTIONS_PER_HOST
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(open.load(Ordering::SeqCst), IDLE_CONNECTIONS_PER_HOST);
     }
 
     /// Resident memory of this process.

@@ -176,10 +176,15 @@ pub enum AgentPing {
 
 /// SSM calls signed with one person's temporary credentials (and the KMS data keys of an
 /// encrypted session, with the same credentials).
+///
+/// It keeps what a call needs (the gateway's shared HTTP client and configuration, the
+/// endpoints, the credentials) and makes the SDK client for each call: an SDK client holds
+/// its whole runtime configuration (about 15 KB for SSM and as much for KMS), and a live
+/// session keeps its `SsmSessions` for its whole life but calls only at its ends
+/// (TerminateSession, ResumeSession after a recycle, a KMS key at the handshake).
 #[derive(Debug, Clone)]
 pub struct SsmSessions {
-    client: aws_sdk_ssm::Client,
-    kms: KmsDataKeys,
+    calls: std::sync::Arc<clients::SignedCalls>,
     /// The session's renewable credentials, when the clients sign with them.
     renewable: Option<RenewableCredentials>,
 }
@@ -206,8 +211,11 @@ impl SsmSessions {
         credentials: &TemporaryCredentials,
     ) -> Self {
         Self {
-            client: clients.ssm(endpoints, credentials),
-            kms: KmsDataKeys::from_client(clients.kms(endpoints, credentials)),
+            calls: clients::SignedCalls::new(
+                clients,
+                endpoints,
+                clients::Signer::fixed(credentials),
+            ),
             renewable: None,
         }
     }
@@ -219,12 +227,19 @@ impl SsmSessions {
         endpoints: &AwsEndpoints,
         credentials: &RenewableCredentials,
     ) -> Self {
-        let signer = clients::Signer::renewing(credentials);
         Self {
-            client: clients.ssm_signed_by(endpoints, signer.clone()),
-            kms: KmsDataKeys::from_client(clients.kms_signed_by(endpoints, signer)),
+            calls: clients::SignedCalls::new(
+                clients,
+                endpoints,
+                clients::Signer::renewing(credentials),
+            ),
             renewable: Some(credentials.clone()),
         }
+    }
+
+    /// The SDK client for one call.
+    fn client(&self) -> aws_sdk_ssm::Client {
+        self.calls.ssm()
     }
 
     /// The renewable credentials these clients sign with, if any.
@@ -237,7 +252,7 @@ impl SsmSessions {
     pub fn kms_options(&self, target_id: &str) -> crate::ssm::handshake::KmsOptions {
         crate::ssm::handshake::KmsOptions {
             target_id: target_id.to_string(),
-            source: std::sync::Arc::new(self.kms.clone()),
+            source: std::sync::Arc::new(KmsDataKeys::on_call(self.calls.clone())),
         }
     }
 
@@ -250,7 +265,7 @@ impl SsmSessions {
         parameters: HashMap<String, Vec<String>>,
     ) -> Result<SessionStream, SsmCallError> {
         let out = self
-            .client
+            .client()
             .start_session()
             .target(target)
             .set_document_name(document_name.map(str::to_string))
@@ -270,7 +285,7 @@ impl SsmSessions {
     /// service considers the session timed out.
     pub async fn resume_session(&self, session_id: &str) -> Result<SessionStream, SsmCallError> {
         let out = self
-            .client
+            .client()
             .resume_session()
             .session_id(session_id)
             .send()
@@ -285,7 +300,7 @@ impl SsmSessions {
 
     /// `ssm:TerminateSession`.
     pub async fn terminate_session(&self, session_id: &str) -> Result<(), SsmCallError> {
-        self.client
+        self.client()
             .terminate_session()
             .session_id(session_id)
             .send()
@@ -306,7 +321,7 @@ impl SsmSessions {
             .build()
             .map_err(|e| SsmCallError::Transport(e.to_string()))?;
         let out = self
-            .client
+            .client()
             .describe_instance_information()
             .filters(filter)
             .send()

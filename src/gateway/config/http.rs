@@ -40,10 +40,12 @@ pub struct HttpLimits {
 /// the console sends pastes in chunks, so a larger one is an abuse and closes the socket.
 pub const WEBSOCKET_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// The browser WebSocket's read buffer. tungstenite's default (128 KiB) is reserved on the
-/// first read and stays for the socket's life, so every attached shell paid for it while
-/// idle; keystrokes are a few bytes and a larger message is read in several pieces.
-pub const WEBSOCKET_READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The browser WebSocket's read buffer. tungstenite reserves it when the socket is made and
+/// keeps it for the socket's life, so every attached shell pays for it while idle (its
+/// default of 128 KiB, then 16 KiB, were most of an idle shell's memory); keystrokes are a
+/// few bytes, and a larger message (a paste, at most 16 KiB a message from the console) is
+/// read in several pieces, the buffer growing to the message for as long as it takes.
+pub const WEBSOCKET_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// The longest header or body read timeout accepted: issue 10 promises that a slowloris
 /// client or a body that never comes is cut within 30 s.

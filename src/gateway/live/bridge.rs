@@ -39,8 +39,9 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 pub enum Outbound {
     /// Terminal output, counted as held until written to the socket.
     Binary(HeldFrame),
-    /// A control frame.
-    Control(ServerFrame),
+    /// A control frame, boxed: the session's outbound queue reserves 32 slots up front
+    /// (tokio's first block), and a slot is as large as the largest message.
+    Control(Box<ServerFrame>),
 }
 
 /// What the browser did.

@@ -115,14 +115,16 @@ pub(super) struct Driver {
     size: LastSize,
 }
 
-/// Runs a session to its end, then frees its slot.
+/// Runs a session to its end, then frees its slot. `started` comes boxed: an `async fn`
+/// keeps its arguments for its whole run, and the driver takes everything out of it at once.
 pub(super) async fn run(
     inner: Arc<Inner>,
-    started: Started,
+    started: Box<Started>,
     first: Attachment,
     mut attach_rx: mpsc::Receiver<Attachment>,
     mut control_rx: mpsc::Receiver<Control>,
 ) {
+    let started = *started;
     let name = started.info.name.clone();
     inner.config.metrics.live.inc();
     let (status_tx, status_rx) = watch::channel(None);
@@ -223,18 +225,18 @@ impl Driver {
 
     fn send_control(&self, frame: ServerFrame) {
         if let Some(out) = &self.out {
-            let _ = out.try_send(Outbound::Control(frame));
+            let _ = out.try_send(Outbound::Control(Box::new(frame)));
         }
     }
 
     /// A browser attaches (first attach, or a reattach replacing any other browser).
     fn attach(&mut self, attachment: Attachment) {
         if let Some(old) = self.out.take() {
-            let _ = old.try_send(Outbound::Control(ServerFrame::error(
+            let _ = old.try_send(Outbound::Control(Box::new(ServerFrame::error(
                 ErrorCode::BadRequest,
                 "another browser attached to this session",
                 false,
-            )));
+            ))));
             self.inner.config.metrics.attached.dec();
         }
         self.out = Some(attachment.out);

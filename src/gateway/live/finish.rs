@@ -84,7 +84,9 @@ impl Driver {
             metrics.attached.dec();
             if let Some((code, message)) = reason.error() {
                 let frame = ServerFrame::error(code, message, false);
-                let _ = tokio::time::timeout(LAST_FRAMES, out.send(Outbound::Control(frame))).await;
+                let _ =
+                    tokio::time::timeout(LAST_FRAMES, out.send(Outbound::Control(Box::new(frame))))
+                        .await;
             }
             let frame = ServerFrame::Closed {
                 exit_code,
@@ -92,7 +94,8 @@ impl Driver {
             };
             let deadline = tokio::time::Instant::now() + LAST_FRAMES;
             self.forward_rest(&out, deadline).await;
-            let _ = tokio::time::timeout_at(deadline, out.send(Outbound::Control(frame))).await;
+            let _ = tokio::time::timeout_at(deadline, out.send(Outbound::Control(Box::new(frame))))
+                .await;
         }
         info!(session = %name, reason = reason.as_str(), exit_code, "session closed");
     }

@@ -14,8 +14,7 @@ impl LiveShells for LiveSessions {
         socket: WebSocket,
         resume: bool,
     ) -> BoxFuture<'static, ()> {
-        let live = self.clone();
-        Box::pin(async move { live.attach(grant, socket, resume).await })
+        LiveSessions::attach(self, grant, socket, resume)
     }
 
     fn is_running(&self, session_name: &str) -> bool {
