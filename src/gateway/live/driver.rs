@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::bridge::{Attachment, ClientEvent, HeldFrame, Outbound};
 use super::frames::{LastSize, ServerFrame};
-use super::idle::{IdleClock, IdleEvent, max_duration_deadline};
+use super::idle::{IdleClock, IdleEvent, session_deadline};
 use super::metrics::PausedMark;
 use super::output::OutputWindow;
 use super::reasons::{EndReason, end_from_channel, takeover};
@@ -141,7 +141,11 @@ pub(super) async fn run(
     let now = Instant::now();
     let mut driver = Driver {
         idle: IdleClock::from_limits(&started.info.limits, now),
-        max_deadline: max_duration_deadline(&started.info.limits, started.started),
+        max_deadline: session_deadline(
+            &started.info.limits,
+            started.started,
+            credentials_end(&started.ssm),
+        ),
         window: OutputWindow::new(
             inner.config.settings.replay_buffer_bytes,
             inner.config.settings.browser_window_bytes,
@@ -202,6 +206,16 @@ async fn input_pump(input: ChannelInput, mut rx: mpsc::Receiver<Bytes>) {
             break;
         }
     }
+}
+
+/// When the session's AWS credentials expire, if nothing renews them (a bearer caller's),
+/// as an instant of this process's clock.
+fn credentials_end(ssm: &crate::aws::SsmSessions) -> Option<Instant> {
+    let credentials = ssm.credentials().filter(|c| !c.is_renewable())?;
+    let left = (credentials.expiration() - chrono::Utc::now())
+        .to_std()
+        .unwrap_or(std::time::Duration::ZERO);
+    Some(Instant::now() + left)
 }
 
 async fn recv_opt<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {

@@ -114,6 +114,31 @@ pub fn max_duration_deadline(limits: &PolicyLimits, started: Instant) -> Instant
     started + Duration::from_secs(u64::try_from(limits.max_duration_seconds).unwrap_or(0))
 }
 
+/// How long before credentials that cannot be renewed expire a session ends, so that its
+/// TerminateSession (and the final writes) are still signed with valid credentials.
+pub const CREDENTIALS_END_MARGIN: Duration = Duration::from_secs(60);
+
+/// When a session ends at the latest: at `maxDurationSeconds`, or [`CREDENTIALS_END_MARGIN`]
+/// before `credentials_end` (the expiry of AWS credentials nothing renews, e.g. a bearer
+/// caller's) if that comes first. A session whose credentials had expired could not
+/// terminate itself on AWS, and the shell would outlive the cut on the host until Session
+/// Manager's own idle timeout.
+pub fn session_deadline(
+    limits: &PolicyLimits,
+    started: Instant,
+    credentials_end: Option<Instant>,
+) -> Instant {
+    let max = max_duration_deadline(limits, started);
+    match credentials_end {
+        Some(end) => max.min(
+            end.checked_sub(CREDENTIALS_END_MARGIN)
+                .unwrap_or(end)
+                .max(started),
+        ),
+        None => max,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +232,34 @@ mod tests {
         assert_eq!(max_duration_deadline(&limits, t0), t0 + secs(3600));
         let clock = IdleClock::from_limits(&limits, t0);
         assert_eq!(clock.cut_at(), t0 + secs(600));
+    }
+
+    #[test]
+    fn a_session_ends_before_credentials_nothing_renews_expire() {
+        let t0 = Instant::now();
+        let limits = PolicyLimits {
+            max_duration_seconds: 3600,
+            ..serde_json::from_str("{}").expect("defaults")
+        };
+        // Renewable (or no end known): the policy's maximum.
+        assert_eq!(session_deadline(&limits, t0, None), t0 + secs(3600));
+        // sessionDurationSeconds == maxDurationSeconds (the defaults): the credentials were
+        // minted a little before the start, so they end before the maximum; the session ends
+        // a minute before them, while TerminateSession can still be signed.
+        assert_eq!(
+            session_deadline(&limits, t0, Some(t0 + secs(3590))),
+            t0 + secs(3530)
+        );
+        // Credentials that outlive the maximum by more than the margin change nothing.
+        assert_eq!(
+            session_deadline(&limits, t0, Some(t0 + secs(7200))),
+            t0 + secs(3600)
+        );
+        assert_eq!(
+            session_deadline(&limits, t0, Some(t0 + secs(3650))),
+            t0 + secs(3590)
+        );
+        // Never before the start.
+        assert_eq!(session_deadline(&limits, t0, Some(t0 + secs(30))), t0);
     }
 }
