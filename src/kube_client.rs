@@ -1,7 +1,8 @@
 //! How a component reaches its Kubernetes API: an explicit kubeconfig file when one is
 //! given, else what kube infers (`KUBECONFIG`, `~/.kube/config`, or the in-cluster service
 //! account). The client is kube's own stack with one change: its connection pool keeps at
-//! most [`IDLE_CONNECTIONS`] idle connections to the apiserver.
+//! most [`IDLE_CONNECTIONS`] idle connections to the apiserver (and, instead of kube's
+//! tracing spans, only its error lines: a server error or a failed connection).
 
 use std::path::Path;
 
@@ -69,7 +70,18 @@ fn pooled(config: kube::Config) -> Result<Client, kube::Error> {
         )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
-        .map_err(BoxError::from)
+        // What kube's own trace layer logged at error level: a server error or a failed
+        // connection (the caller gets the error too, often retried, and may say less).
+        .map_response(|response: http::Response<hyper::body::Incoming>| {
+            if response.status().is_server_error() {
+                tracing::error!(status = %response.status(), "apiserver call failed");
+            }
+            response
+        })
+        .map_err(|e: hyper_util::client::legacy::Error| {
+            tracing::error!(error = %e, "apiserver call failed");
+            BoxError::from(e)
+        })
         .service(http);
     Ok(ClientBuilder::new(service, config.default_namespace).build())
 }
