@@ -89,59 +89,17 @@ fn pooled(config: kube::Config) -> Result<Client, kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpListener;
-
-    /// A plain-HTTP apiserver stand-in that answers only once `burst` requests are waiting
-    /// (so a burst of that many calls needs as many connections), and counts the
-    /// connections still open.
-    async fn apiserver_answering_bursts(burst: usize) -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let open = Arc::new(AtomicUsize::new(0));
-        let count = open.clone();
-        let waiting = Arc::new(tokio::sync::Barrier::new(burst));
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let (count, waiting) = (count.clone(), waiting.clone());
-                tokio::spawn(async move {
-                    let mut stream = BufReader::new(stream);
-                    'requests: loop {
-                        loop {
-                            let mut line = String::new();
-                            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                break 'requests;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                        }
-                        waiting.wait().await;
-                        let body = r#"{"major":"1","minor":"33"}"#;
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        stream
-                            .get_mut()
-                            .write_all(response.as_bytes())
-                            .await
-                            .unwrap();
-                    }
-                    count.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        (url, open)
-    }
+    use std::sync::atomic::Ordering;
 
     #[tokio::test]
     async fn a_burst_of_calls_leaves_a_bounded_number_of_idle_connections() {
         const BURST: usize = 3 * IDLE_CONNECTIONS;
-        let (url, open) = apiserver_answering_bursts(BURST).await;
+        let (url, open) = crate::testing::server_answering_bursts(
+            BURST,
+            "application/json",
+            r#"{"major":"1","minor":"33"}"#,
+        )
+        .await;
         let client = pooled(kube::Config::new(url.parse().unwrap())).unwrap();
         let calls = (0..BURST).map(|_| {
             let client = client.clone();

@@ -80,3 +80,67 @@ pub(crate) fn session(
     });
     s
 }
+
+/// A plain-HTTP server that answers each request with `200`, `content_type` and `body`, but
+/// only once `burst` requests are waiting at once (so a burst of that many calls needs as
+/// many connections), and counts the connections still open. Returns its URL and the count.
+pub(crate) async fn server_answering_bursts(
+    burst: usize,
+    content_type: &'static str,
+    body: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
+    let waiting = Arc::new(tokio::sync::Barrier::new(burst));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (count, waiting) = (count.clone(), waiting.clone());
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                'requests: loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            break 'requests;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut request_body = vec![0; length];
+                    if stream.read_exact(&mut request_body).await.is_err() {
+                        break;
+                    }
+                    waiting.wait().await;
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream
+                        .get_mut()
+                        .write_all(response.as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (url, open)
+}

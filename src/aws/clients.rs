@@ -393,60 +393,10 @@ mod tests {
         assert_eq!(clients.sdk_clients_made(), 3, "one for each SSM call");
     }
 
-    /// An STS endpoint that answers only once `burst` requests are waiting (so a burst of
-    /// that many calls needs as many connections), and counts the connections still open.
-    async fn stub_sts_answering_bursts(burst: usize) -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let open = Arc::new(AtomicUsize::new(0));
-        let count = open.clone();
-        let waiting = Arc::new(tokio::sync::Barrier::new(burst));
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let (count, waiting) = (count.clone(), waiting.clone());
-                tokio::spawn(async move {
-                    let mut stream = BufReader::new(stream);
-                    'requests: loop {
-                        let mut length = 0usize;
-                        loop {
-                            let mut line = String::new();
-                            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                break 'requests;
-                            }
-                            if let Some(v) =
-                                line.to_ascii_lowercase().strip_prefix("content-length:")
-                            {
-                                length = v.trim().parse().unwrap();
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        stream.read_exact(&mut body).await.unwrap();
-                        waiting.wait().await;
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n{STS_OK}",
-                            STS_OK.len()
-                        );
-                        stream
-                            .get_mut()
-                            .write_all(response.as_bytes())
-                            .await
-                            .unwrap();
-                    }
-                    count.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        (url, open)
-    }
-
     #[tokio::test]
     async fn a_burst_of_calls_leaves_a_bounded_number_of_idle_connections() {
         const BURST: usize = 3 * IDLE_CONNECTIONS_PER_HOST;
-        let (url, open) = stub_sts_answering_bursts(BURST).await;
+        let (url, open) = crate::testing::server_answering_bursts(BURST, "text/xml", STS_OK).await;
         let endpoints = AwsEndpoints {
             region: "eu-west-1".into(),
             sts_url: Some(url),
