@@ -95,6 +95,7 @@ fn session_reasons() -> BTreeSet<String> {
         EndReason::Ssm(ServiceClose::Terminated, String::new()),
         EndReason::KmsDenied(String::new()),
         EndReason::CredentialsExpired(String::new()),
+        EndReason::CredentialsEnding,
     ];
     for end in &ends {
         match end {
@@ -111,6 +112,7 @@ fn session_reasons() -> BTreeSet<String> {
             | EndReason::Ssm(..)
             | EndReason::KmsDenied(_)
             | EndReason::CredentialsExpired(_)
+            | EndReason::CredentialsEnding
             // Echoes a reason the controller chose, one of the SessionReasons above.
             | EndReason::Controller(_) => {}
         }

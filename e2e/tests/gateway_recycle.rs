@@ -3,8 +3,8 @@
 //! per-session interval) and the gateway resumes it through ResumeSession with no byte lost
 //! or repeated, while output streams and while someone types; a console shell's AWS
 //! credentials are re-minted from a refreshed id_token across their expiry (a role whose
-//! credentials last seconds), and a bearer shell whose credentials expired ends, at the
-//! next recycle, as `CredentialsExpired`.
+//! credentials last seconds), and a bearer shell ends as `CredentialsExpired` a minute
+//! before its credentials expire, closed on AWS while they still hold.
 
 use std::time::Duration;
 
@@ -203,14 +203,19 @@ async fn a_console_shells_credentials_are_reminted_across_their_expiry() -> anyh
     world.cleanup(&scope).await
 }
 
+/// Nothing renews a bearer caller's credentials: the shell ends a minute before they expire,
+/// while its TerminateSession can still be signed, and says why and what to do.
 #[tokio::test]
-async fn a_bearer_shell_whose_credentials_expired_ends_as_credentials_expired_at_the_next_recycle()
+async fn a_bearer_shell_ends_as_credentials_expired_while_it_can_still_be_closed_on_aws()
 -> anyhow::Result<()> {
     let world = GatewayWorld::shared().await?;
-    let role = world.sim.role_arn(ROLE_SHORT);
+    let role = world.sim.role_arn(ROLE_MINUTE);
     let scope = world
         .scope("recycle-expired", 1, json!({"aws": {"roleArn": role}}))
         .await?;
+    // The credentials are minted after this instant, so they expire after `expiry`.
+    let before_open = std::time::Instant::now();
+    let expiry = before_open + Duration::from_secs(u64::from(MINUTE_CREDENTIAL_SECONDS));
     let (opened, mut term, hello) = world
         .attach_shell(world.gateway(), &scope, &engineer(52), T)
         .await?;
@@ -220,21 +225,17 @@ async fn a_bearer_shell_whose_credentials_expired_ends_as_credentials_expired_at
         .to_string();
     let out = term.run("echo alive-$((1+1))", T).await?;
     assert!(out.contains("alive-2"), "{out}");
-    // After the credentials' expiry, the next recycle cannot be resumed: the bearer token
-    // cannot be refreshed. (Recycles before it are resumed like any other: the first test.)
-    let expiry = Duration::from_secs(u64::from(SHORT_CREDENTIAL_SECONDS));
-    term.read_until(
-        "the credentials' expiry",
-        expiry + Duration::from_secs(1),
-        |_| false,
-    )
-    .await
-    .ok();
-    world
-        .sim
-        .set_session_recycle(&ssm_id, Duration::from_millis(100))?;
-    let closed = term.control("closed", T).await?;
+    let closed = term
+        .control(
+            "closed",
+            Duration::from_secs(u64::from(MINUTE_CREDENTIAL_SECONDS)),
+        )
+        .await?;
     assert_eq!(closed["reason"], "CredentialsExpired", "{closed}");
+    assert!(
+        std::time::Instant::now() < expiry,
+        "the shell ended after its credentials expired"
+    );
     let session = world.wait_closed(&opened.session, T).await?;
     assert_eq!(
         session["status"]["reason"], "CredentialsExpired",
@@ -246,5 +247,17 @@ async fn a_bearer_shell_whose_credentials_expired_ends_as_credentials_expired_at
             && message.contains("bearer token"),
         "{message}"
     );
+    // Closed on AWS with credentials that still held: the host's shell is gone too.
+    let terminates: Vec<_> = world
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "TerminateSession")
+        .filter(|c| c.session_id.as_deref() == Some(ssm_id.as_str()))
+        .collect();
+    assert!(!terminates.is_empty(), "no TerminateSession for {ssm_id}");
+    for call in &terminates {
+        assert_eq!(call.error_code, None, "{call:?}");
+    }
     world.cleanup(&scope).await
 }

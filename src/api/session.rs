@@ -457,9 +457,10 @@ pub enum SessionReason {
     SsmMaxDuration,
     /// Someone outside nodeshell called `ssm:TerminateSession` on the SSM session.
     SsmTerminated,
-    /// The data channel had to reconnect (Session Manager's hourly recycle, a network drop)
-    /// after the session's AWS credentials expired, and they could not be renewed (a bearer
-    /// token cannot be refreshed, or the identity provider refused the console's refresh).
+    /// The session's AWS credentials could not be renewed: a shell opened with a bearer token
+    /// (which cannot be refreshed) ended a minute before they expire, or the data channel had
+    /// to reconnect (Session Manager's hourly recycle, a network drop) after they expired and
+    /// the identity provider refused the console's refresh.
     CredentialsExpired,
 }
 

@@ -61,6 +61,12 @@ pub const ROLE_NO_KMS: &str = "nodeshell-nokms";
 pub const ROLE_SHORT: &str = "nodeshell-short";
 /// How long the credentials of [`ROLE_SHORT`] last.
 pub const SHORT_CREDENTIAL_SECONDS: u32 = 5;
+/// A role whose credentials last [`MINUTE_CREDENTIAL_SECONDS`]: a bearer shell under it
+/// reaches its credentials' end a few seconds after it opens.
+pub const ROLE_MINUTE: &str = "nodeshell-minute";
+/// How long the credentials of [`ROLE_MINUTE`] last: a little more than the minute before
+/// their expiry at which a shell they cannot be renewed for ends.
+pub const MINUTE_CREDENTIAL_SECONDS: u32 = 75;
 /// The person who signs in through the console in the recycle tests.
 pub const RECYCLE_CONSOLE_USER: &str = "console-recycle";
 /// The secret of the gateways' confidential client (the issuer's client id, `nodeshell`,
@@ -119,6 +125,11 @@ pub fn sim_config() -> SimConfig {
             RoleConfig {
                 name: ROLE_SHORT.to_string(),
                 credential_lifetime_seconds: Some(SHORT_CREDENTIAL_SECONDS),
+                ..default_role.clone()
+            },
+            RoleConfig {
+                name: ROLE_MINUTE.to_string(),
+                credential_lifetime_seconds: Some(MINUTE_CREDENTIAL_SECONDS),
                 ..default_role.clone()
             },
             RoleConfig {

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::bridge::{Attachment, ClientEvent, HeldFrame, Outbound};
 use super::frames::{LastSize, ServerFrame};
-use super::idle::{IdleClock, IdleEvent, session_deadline};
+use super::idle::{DeadlineCause, IdleClock, IdleEvent, SessionDeadline, session_deadline};
 use super::metrics::PausedMark;
 use super::output::OutputWindow;
 use super::reasons::{EndReason, end_from_channel, takeover};
@@ -72,7 +72,8 @@ pub(super) struct Driver {
     /// The output held for the browser, and whether more may be read.
     pub(super) window: OutputWindow,
     idle: IdleClock,
-    max_deadline: Instant,
+    /// The policy's maximum duration, or the end of credentials nothing renews.
+    deadline: SessionDeadline,
     origin: Instant,
     pub(super) transcript: Option<Transcript>,
     /// Some chunk was stored at least once.
@@ -141,7 +142,7 @@ pub(super) async fn run(
     let now = Instant::now();
     let mut driver = Driver {
         idle: IdleClock::from_limits(&started.info.limits, now),
-        max_deadline: session_deadline(
+        deadline: session_deadline(
             &started.info.limits,
             started.started,
             credentials_end(&started.ssm),
@@ -402,7 +403,7 @@ impl Driver {
         let mut deadline = self
             .idle
             .next_deadline()
-            .min(self.max_deadline)
+            .min(self.deadline.at)
             .min(self.next_heartbeat);
         if self.transcript.is_some() && self.flush_task.is_none() {
             // A full queue or a sealed chunk is taken at once: output reading waits on it.
@@ -659,8 +660,11 @@ impl Driver {
         if let Some(size) = self.size.take_due(now) {
             self.apply_size(size);
         }
-        if now >= self.max_deadline {
-            return Some(EndReason::MaxDuration);
+        if now >= self.deadline.at {
+            return Some(match self.deadline.cause {
+                DeadlineCause::MaxDuration => EndReason::MaxDuration,
+                DeadlineCause::CredentialsEnd => EndReason::CredentialsEnding,
+            });
         }
         match self.idle.poll(now) {
             Some(IdleEvent::Cut) => return Some(EndReason::IdleTimeout),

@@ -118,6 +118,24 @@ pub fn max_duration_deadline(limits: &PolicyLimits, started: Instant) -> Instant
 /// TerminateSession (and the final writes) are still signed with valid credentials.
 pub const CREDENTIALS_END_MARGIN: Duration = Duration::from_secs(60);
 
+/// Which limit ends a session at its [`SessionDeadline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadlineCause {
+    /// The policy's `maxDurationSeconds`.
+    MaxDuration,
+    /// Credentials nothing renews are about to expire.
+    CredentialsEnd,
+}
+
+/// When a session ends at the latest, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionDeadline {
+    /// The instant.
+    pub at: Instant,
+    /// The limit that sets it.
+    pub cause: DeadlineCause,
+}
+
 /// When a session ends at the latest: at `maxDurationSeconds`, or [`CREDENTIALS_END_MARGIN`]
 /// before `credentials_end` (the expiry of AWS credentials nothing renews, e.g. a bearer
 /// caller's) if that comes first. A session whose credentials had expired could not
@@ -127,15 +145,25 @@ pub fn session_deadline(
     limits: &PolicyLimits,
     started: Instant,
     credentials_end: Option<Instant>,
-) -> Instant {
-    let max = max_duration_deadline(limits, started);
-    match credentials_end {
-        Some(end) => max.min(
-            end.checked_sub(CREDENTIALS_END_MARGIN)
-                .unwrap_or(end)
-                .max(started),
-        ),
-        None => max,
+) -> SessionDeadline {
+    let max = SessionDeadline {
+        at: max_duration_deadline(limits, started),
+        cause: DeadlineCause::MaxDuration,
+    };
+    let Some(end) = credentials_end else {
+        return max;
+    };
+    let cut = end
+        .checked_sub(CREDENTIALS_END_MARGIN)
+        .unwrap_or(end)
+        .max(started);
+    if cut < max.at {
+        SessionDeadline {
+            at: cut,
+            cause: DeadlineCause::CredentialsEnd,
+        }
+    } else {
+        max
     }
 }
 
@@ -241,25 +269,41 @@ mod tests {
             max_duration_seconds: 3600,
             ..serde_json::from_str("{}").expect("defaults")
         };
+        let max = |at| SessionDeadline {
+            at,
+            cause: DeadlineCause::MaxDuration,
+        };
+        let credentials = |at| SessionDeadline {
+            at,
+            cause: DeadlineCause::CredentialsEnd,
+        };
         // Renewable (or no end known): the policy's maximum.
-        assert_eq!(session_deadline(&limits, t0, None), t0 + secs(3600));
+        assert_eq!(session_deadline(&limits, t0, None), max(t0 + secs(3600)));
         // sessionDurationSeconds == maxDurationSeconds (the defaults): the credentials were
         // minted a little before the start, so they end before the maximum; the session ends
         // a minute before them, while TerminateSession can still be signed.
         assert_eq!(
             session_deadline(&limits, t0, Some(t0 + secs(3590))),
-            t0 + secs(3530)
+            credentials(t0 + secs(3530))
         );
         // Credentials that outlive the maximum by more than the margin change nothing.
         assert_eq!(
             session_deadline(&limits, t0, Some(t0 + secs(7200))),
-            t0 + secs(3600)
+            max(t0 + secs(3600))
         );
         assert_eq!(
             session_deadline(&limits, t0, Some(t0 + secs(3650))),
-            t0 + secs(3590)
+            credentials(t0 + secs(3590))
+        );
+        // A tie is the policy's maximum.
+        assert_eq!(
+            session_deadline(&limits, t0, Some(t0 + secs(3660))),
+            max(t0 + secs(3600))
         );
         // Never before the start.
-        assert_eq!(session_deadline(&limits, t0, Some(t0 + secs(30))), t0);
+        assert_eq!(
+            session_deadline(&limits, t0, Some(t0 + secs(30))),
+            credentials(t0)
+        );
     }
 }

@@ -43,6 +43,9 @@ pub enum EndReason {
     /// The data channel had to reconnect after the session's AWS credentials expired, and
     /// they could not be renewed (why).
     CredentialsExpired(String),
+    /// The session's AWS credentials, which nothing renews (a bearer caller's), were about
+    /// to expire: it ended while its TerminateSession could still be signed.
+    CredentialsEnding,
 }
 
 impl EndReason {
@@ -64,7 +67,9 @@ impl EndReason {
             Self::Controller(reason) => reason,
             Self::IdentityRevoked(_) => SessionReason::IdentityRevoked.as_str(),
             Self::KmsDenied(_) => SessionReason::StartFailed.as_str(),
-            Self::CredentialsExpired(_) => SessionReason::CredentialsExpired.as_str(),
+            Self::CredentialsExpired(_) | Self::CredentialsEnding => {
+                SessionReason::CredentialsExpired.as_str()
+            }
         }
     }
 
@@ -111,6 +116,7 @@ impl EndReason {
             Self::CredentialsExpired(why) => format!(
                 "the connection to the node had to be renewed after the session's AWS credentials expired, and they could not be renewed ({why}); sign in to the console again and reopen the shell"
             ),
+            Self::CredentialsEnding => "closed a minute before the session's AWS credentials expire: nothing renews the credentials of a shell opened with a bearer token, and a session must end while it can still be closed on AWS; sign in to the console again and reopen the shell".into(),
         }
     }
 
@@ -290,6 +296,21 @@ mod tests {
             ..reason
         };
         assert_eq!(end_from_channel(&refused), EndReason::ChannelLost);
+    }
+
+    #[test]
+    fn a_session_cut_before_its_credentials_expire_says_why_and_what_to_do() {
+        let end = EndReason::CredentialsEnding;
+        assert_eq!(end.as_str(), "CredentialsExpired");
+        let message = end.message();
+        assert!(message.contains("bearer token"), "{message}");
+        assert!(
+            message.contains("sign in to the console again and reopen the shell"),
+            "{message}"
+        );
+        // An orderly end: the session was closed on AWS before its credentials lapsed.
+        assert_eq!(end.outcome(), "success");
+        assert_eq!(end.error(), None);
     }
 
     #[test]
