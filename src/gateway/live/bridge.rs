@@ -132,10 +132,15 @@ enum BrowserEnd {
     TooLarge(String),
 }
 
+/// A browser's socket, boxed as it is handed on: an `async fn` keeps a copy of its arguments
+/// beside the locals it moves them into, and the socket goes through three of them (the
+/// attach, the bridge, the split) for the browser's whole stay.
+pub type BrowserSocket = Box<WebSocket>;
+
 /// Runs the bridge until the browser leaves or the session drops its end of the queue
 /// (after its final frame, which is then written, followed by a Close frame).
 pub async fn run(
-    socket: WebSocket,
+    socket: BrowserSocket,
     mut out_rx: mpsc::Receiver<Outbound>,
     events_tx: mpsc::Sender<ClientEvent>,
 ) {
@@ -272,7 +277,7 @@ pub async fn read_resume(socket: &mut WebSocket) -> Option<(String, u64)> {
 }
 
 /// Sends one final frame and closes the socket.
-pub async fn refuse(mut socket: WebSocket, frame: ServerFrame) {
+pub async fn refuse(mut socket: BrowserSocket, frame: ServerFrame) {
     let _ = socket.send(Message::Text(frame.to_json().into())).await;
     let _ = socket.send(Message::Close(None)).await;
 }

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::WebSocket;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tokio::sync::{mpsc, oneshot};
@@ -58,7 +57,11 @@ enum Refusal {
 }
 
 /// Runs a first attach to the end of the browser's connection.
-pub(super) async fn first_attach(inner: Arc<Inner>, grant: Box<AttachGrant>, socket: WebSocket) {
+pub(super) async fn first_attach(
+    inner: Arc<Inner>,
+    grant: Box<AttachGrant>,
+    socket: bridge::BrowserSocket,
+) {
     let name = grant.session.name_any();
     if inner
         .shutting_down
@@ -152,7 +155,8 @@ async fn start_and_run(
                 .shutting_down
                 .load(std::sync::atomic::Ordering::SeqCst)
             {
-                let _ = control_tx.try_send(Control::End(super::EndReason::GatewayShutdown));
+                let _ =
+                    control_tx.try_send(Control::End(Box::new(super::EndReason::GatewayShutdown)));
             }
             // A dropped attach leaves a session without a browser: it waits for a reattach
             // within the grace, like any other.
