@@ -225,11 +225,8 @@ pub struct PendingLogin {
     pub nonce: String,
     /// The PKCE verifier the token request proves.
     pub verifier: String,
-    /// The value of the binding cookie of the browser that started it.
-    pub binding: String,
     /// Set when `kubectl nodeshell login` started it: where the sign-in is handed over.
     pub cli: Option<super::cli_login::CliTarget>,
-    started: Instant,
 }
 
 impl std::fmt::Debug for PendingLogin {
@@ -419,29 +416,23 @@ impl LoginBook {
         Ok(PendingLogin {
             nonce: self.derive("nonce", &payload),
             verifier: self.derive("verifier", &payload),
-            binding: self.derive("binding", &payload),
             cli: sealed.cli,
-            started,
         })
     }
 
     /// Records `state` as used; false if it already was. Forgets states older than the
     /// lifetime (they are refused as too old anyway), then the oldest beyond `max`.
     fn mark_used(&self, state: &str, now: Instant) -> bool {
-        let mut used = self
-            .used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut used = self.used();
         if used.set.contains(state) {
             return false;
         }
-        while let Some((old, at)) = used.order.front() {
-            if now.saturating_duration_since(*at) < self.ttl && used.order.len() < self.max {
-                break;
+        while used.order.front().is_some_and(|(_, at)| {
+            now.saturating_duration_since(*at) >= self.ttl || used.order.len() >= self.max
+        }) {
+            if let Some((old, _)) = used.order.pop_front() {
+                used.set.remove(&old);
             }
-            let old = old.clone();
-            used.set.remove(&old);
-            used.order.pop_front();
         }
         used.order.push_back((state.to_string(), now));
         used.set.insert(state.to_string());
@@ -450,11 +441,13 @@ impl LoginBook {
 
     /// Finished sign-ins remembered (to refuse their states again).
     pub fn len(&self) -> usize {
+        self.used().order.len()
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, UsedStates> {
         self.used
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .order
-            .len()
     }
 
     /// Whether none is remembered.
