@@ -23,8 +23,7 @@ impl StepTimes {
     /// Ends step `name` (the next one starts now).
     pub fn lap(&mut self, name: &'static str) {
         let now = Instant::now();
-        let micros = u64::try_from(now.duration_since(self.last).as_micros()).unwrap_or(u64::MAX);
-        self.laps.push((name, micros));
+        self.alongside(name, now.duration_since(self.last));
         self.last = now;
     }
 
