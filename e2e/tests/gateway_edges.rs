@@ -769,31 +769,16 @@ async fn a_browser_that_never_comes_back_ends_the_session_after_the_reattach_gra
     world.cleanup(&scope).await
 }
 
-/// Access keys STS issued for `sub`'s role session so far, in call order.
-fn keys_issued_to(world: &GatewayWorld, sub: &str) -> Vec<String> {
+/// The access keys of `sub`'s role session in its successful `operation` calls, in call
+/// order: for `AssumeRoleWithWebIdentity` the keys STS issued, for an SSM call the keys it
+/// was signed with.
+fn role_session_keys(world: &GatewayWorld, sub: &str, operation: &str) -> Vec<String> {
     let suffix = principal_suffix(sub);
     world
         .sim
         .calls()
         .into_iter()
-        .filter(|c| c.operation == "AssumeRoleWithWebIdentity" && c.error_code.is_none())
-        .filter(|c| {
-            c.principal_arn
-                .as_deref()
-                .is_some_and(|p| p.ends_with(&suffix))
-        })
-        .filter_map(|c| c.access_key_id)
-        .collect()
-}
-
-/// The access key `sub`'s StartSession calls were signed with, in call order.
-fn start_session_keys(world: &GatewayWorld, sub: &str) -> Vec<String> {
-    let suffix = principal_suffix(sub);
-    world
-        .sim
-        .calls()
-        .into_iter()
-        .filter(|c| c.operation == "StartSession" && c.error_code.is_none())
+        .filter(|c| c.operation == operation && c.error_code.is_none())
         .filter(|c| {
             c.principal_arn
                 .as_deref()
@@ -812,14 +797,14 @@ async fn an_opened_session_costs_one_assume_role_unless_it_starts_on_another_rep
     // Open and attach on one replica: the open's credentials start the session.
     let sub = engineer(48);
     let (_, mut term, _) = attach(world, world.gateway(), &scope, &sub).await?;
-    let issued = keys_issued_to(world, &sub);
+    let issued = role_session_keys(world, &sub, "AssumeRoleWithWebIdentity");
     assert_eq!(
         issued.len(),
         1,
         "one AssumeRoleWithWebIdentity per opened session: {issued:?}"
     );
     assert_eq!(
-        start_session_keys(world, &sub),
+        role_session_keys(world, &sub, "StartSession"),
         issued,
         "StartSession signed with the credentials minted at open, under the person's role session name"
     );
@@ -844,14 +829,14 @@ async fn an_opened_session_costs_one_assume_role_unless_it_starts_on_another_rep
     let mut term = Terminal::connect(&there.attach_url).await?;
     term.hello().await?;
     term.expect_output("$ ", T).await?;
-    let issued = keys_issued_to(world, &sub);
+    let issued = role_session_keys(world, &sub, "AssumeRoleWithWebIdentity");
     assert_eq!(
         issued.len(),
         2,
         "open and start each assumed the role: {issued:?}"
     );
     assert_eq!(
-        start_session_keys(world, &sub),
+        role_session_keys(world, &sub, "StartSession"),
         vec![issued[1].clone()],
         "the other replica started the session with its own credentials"
     );
