@@ -317,6 +317,17 @@ mod tests {
         (url, accepted)
     }
 
+    /// STS and SSM both at the test's stub.
+    fn stub_endpoints(url: String) -> AwsEndpoints {
+        AwsEndpoints {
+            region: "eu-west-1".into(),
+            sts_url: Some(url.clone()),
+            ssm_url: Some(url),
+            kms_url: None,
+            s3_url: None,
+        }
+    }
+
     fn request() -> WebIdentityRequest {
         WebIdentityRequest {
             role_arn: "arn:aws:iam::123456789012:role/shell".into(),
@@ -329,13 +340,7 @@ mod tests {
     #[tokio::test]
     async fn every_call_shares_one_connector_and_one_connection() {
         let (url, accepted) = stub_aws().await;
-        let endpoints = AwsEndpoints {
-            region: "eu-west-1".into(),
-            sts_url: Some(url.clone()),
-            ssm_url: Some(url),
-            kms_url: None,
-            s3_url: None,
-        };
+        let endpoints = stub_endpoints(url);
         let clients = AwsClients::new();
         // Two people's sessions: each assumes its role and asks SSM with its own credentials.
         for _ in 0..2 {
@@ -367,13 +372,7 @@ mod tests {
     #[tokio::test]
     async fn a_sessions_aws_handle_makes_its_sdk_clients_only_for_a_call() {
         let (url, _) = stub_aws().await;
-        let endpoints = AwsEndpoints {
-            region: "eu-west-1".into(),
-            sts_url: Some(url.clone()),
-            ssm_url: Some(url),
-            kms_url: None,
-            s3_url: None,
-        };
+        let endpoints = stub_endpoints(url);
         let clients = AwsClients::new();
         let creds = clients
             .assume_role_with_web_identity(&endpoints, &request())
@@ -397,13 +396,7 @@ mod tests {
     async fn a_burst_of_calls_leaves_a_bounded_number_of_idle_connections() {
         const BURST: usize = 3 * IDLE_CONNECTIONS_PER_HOST;
         let (url, open) = crate::testing::server_answering_bursts(BURST, "text/xml", STS_OK).await;
-        let endpoints = AwsEndpoints {
-            region: "eu-west-1".into(),
-            sts_url: Some(url),
-            ssm_url: None,
-            kms_url: None,
-            s3_url: None,
-        };
+        let endpoints = stub_endpoints(url);
         let clients = AwsClients::new();
         let calls = (0..BURST).map(|_| {
             let (clients, endpoints) = (clients.clone(), endpoints.clone());
@@ -448,13 +441,7 @@ mod tests {
     async fn memory_per_live_session_client() {
         const SESSIONS: usize = 200;
         let (url, _) = stub_aws().await;
-        let endpoints = AwsEndpoints {
-            region: "eu-west-1".into(),
-            sts_url: Some(url.clone()),
-            ssm_url: Some(url),
-            kms_url: None,
-            s3_url: None,
-        };
+        let endpoints = stub_endpoints(url);
         let creds = AwsClients::new()
             .assume_role_with_web_identity(&endpoints, &request())
             .await
