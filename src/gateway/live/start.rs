@@ -119,7 +119,8 @@ pub(super) async fn first_attach(
     }
 }
 
-/// Spawns the start and then the session in their own task. A plain function on purpose:
+/// Spawns the start in its own task, which hands a started session to a task of the
+/// session's own ([`driver::run`]) and ends. A plain function on purpose:
 /// made inside `first_attach` (an async fn), that future would also be laid out in
 /// `first_attach`'s own, although it is moved out at once, and the browser's task would hold
 /// room for a second copy as long as the browser stays attached.
@@ -164,7 +165,17 @@ async fn start_and_run(
             // The grant (the session and its policy as read at attach, the person's id_token)
             // served the start only: the running session keeps what it needs in `started`.
             drop(grant);
-            driver::run(inner, Box::new(started), attachment, attach_rx, control_rx).await;
+            // The session runs in a task of its own, and this one ends: this task's future
+            // is laid out for the start's locals and answers too (`started` among them, as
+            // it was borrowed), and as the session's task it kept that room for the
+            // session's whole life.
+            tokio::spawn(driver::run(
+                inner,
+                Box::new(started),
+                attachment,
+                attach_rx,
+                control_rx,
+            ));
         }
         Err(refusal) => {
             inner.release(&name);
