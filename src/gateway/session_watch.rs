@@ -241,6 +241,8 @@ fn news_of(event: watcher::Event<NodeShellSession>) -> Option<(String, SessionNe
 /// One subscriber's news of a session; unsubscribes when dropped.
 pub struct Subscription {
     rx: watch::Receiver<Option<SessionNews>>,
+    /// Where the news is sent, kept to take it out once read (see [`Self::next`]).
+    news: News,
     id: u64,
     name: String,
     table: Shared,
@@ -262,6 +264,7 @@ impl Subscription {
         let (id, news, rx) = lock(table).insert(name);
         let subscription = Self {
             rx,
+            news: news.clone(),
             id,
             name: name.to_string(),
             table: table.clone(),
@@ -270,10 +273,24 @@ impl Subscription {
     }
 
     /// The next news of the session (the latest, when several came meanwhile); `None` once
-    /// the watch is gone.
+    /// the watch is gone. The news is taken out, not copied: a live session waits on its
+    /// subscription for its whole life, and a copy left behind would keep its session
+    /// object (about 2 KB deserialised) beside the one the session already holds.
     pub async fn next(&mut self) -> Option<SessionNews> {
-        self.rx.changed().await.ok()?;
-        self.rx.borrow_and_update().clone()
+        loop {
+            self.rx.changed().await.ok()?;
+            let mut taken = None;
+            // Not a change for the receiver: the version stays, so nothing is woken.
+            self.news.send_if_modified(|latest| {
+                taken = latest.take();
+                false
+            });
+            // News sent between the wake-up and the take was taken with it, and its wake-up
+            // finds nothing: wait again.
+            if taken.is_some() {
+                return taken;
+            }
+        }
     }
 }
 
@@ -330,6 +347,25 @@ mod tests {
         let s = session("shell-1", "alice", "p", 1, None);
         lock(&table).deliver("shell-1", &SessionNews::Changed(Box::new(s)));
         assert!(matches!(live.next().await, Some(SessionNews::Changed(_))));
+    }
+
+    /// A live session waits on its subscription for its whole life: the news it read is not
+    /// kept in the subscription as well, and news sent after it is still heard.
+    #[tokio::test]
+    async fn read_news_is_not_kept_in_the_subscription() {
+        let table = Shared::default();
+        let mut live = subscribe(&table, "shell-1");
+        let s = session("shell-1", "alice", "p", 1, None);
+        lock(&table).deliver("shell-1", &SessionNews::Changed(Box::new(s.clone())));
+        assert!(matches!(live.next().await, Some(SessionNews::Changed(_))));
+        assert!(live.rx.borrow().is_none(), "the news read is still held");
+        assert!(!live.rx.has_changed().unwrap(), "taking it woke nobody");
+        // Two news before a read: the latest is what is read, once.
+        lock(&table).deliver("shell-1", &SessionNews::Changed(Box::new(s)));
+        lock(&table).deliver("shell-1", &SessionNews::Deleted);
+        assert!(matches!(live.next().await, Some(SessionNews::Deleted)));
+        let again = tokio::time::timeout(std::time::Duration::from_millis(50), live.next()).await;
+        assert!(again.is_err(), "no news is read twice");
     }
 
     #[test]
