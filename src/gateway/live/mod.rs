@@ -12,6 +12,7 @@
 pub mod bridge;
 mod credentials;
 mod driver;
+mod events;
 mod failed_start;
 mod finish;
 pub mod frames;
@@ -32,8 +33,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::WebSocket;
 use kube::Client;
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -132,7 +131,7 @@ pub(crate) struct Inner {
     ledgers: LedgerStore,
     /// The S3 sink, started on first use (it spawns its upload task).
     sink: std::sync::OnceLock<S3Sink>,
-    recorder: Recorder,
+    events: events::SessionEvents,
     sessions: Mutex<HashMap<String, Slot>>,
     shutting_down: AtomicBool,
     /// Bumped each time a slot is freed, so shutdown can wait for every session, including
@@ -169,29 +168,7 @@ impl Inner {
 
     /// Mirrors a lifecycle step as a Kubernetes Event on the session, off the session's path.
     fn event(&self, session: &NodeShellSession, warning: bool, reason: &str, note: String) {
-        let recorder = self.recorder.clone();
-        let reference = session.object_ref(&());
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.chars().take(128).collect(),
-            note: Some(note.chars().take(1000).collect()),
-            action: if reason == "SessionStarted" {
-                "Open"
-            } else {
-                "Close"
-            }
-            .into(),
-            secondary: None,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                debug!(error = %e, "publishing a session event failed");
-            }
-        });
+        self.events.publish(session, warning, reason, note);
     }
 }
 
@@ -204,12 +181,10 @@ pub struct LiveSessions {
 impl LiveSessions {
     /// The live side with `config`.
     pub fn new(config: LiveConfig) -> Self {
-        let recorder = Recorder::new(
+        let events = events::SessionEvents::new(
             config.client.clone(),
-            Reporter {
-                controller: crate::gateway::FIELD_MANAGER.into(),
-                instance: Some(config.pod_name.clone()),
-            },
+            crate::gateway::FIELD_MANAGER,
+            &config.pod_name,
         );
         Self {
             inner: Arc::new(Inner {
@@ -218,7 +193,7 @@ impl LiveSessions {
                 store: TranscriptStore::new(config.client.clone(), &config.namespace),
                 ledgers: LedgerStore::new(config.client.clone(), &config.namespace),
                 sink: std::sync::OnceLock::new(),
-                recorder,
+                events,
                 config,
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
