@@ -274,6 +274,32 @@ impl ChannelInput {
         Ok(())
     }
 
+    /// Sends as much of `data` as the channel's input queue has room for now, in ≤1024-byte
+    /// messages; what did not fit stays in `data`. For a caller that must
+    /// not wait on the agent: it waits on [`Self::input_room`] before the rest.
+    pub fn try_send_input(&self, data: &mut Bytes) -> Result<(), ChannelError> {
+        while !data.is_empty() {
+            match self.input.try_reserve() {
+                Ok(permit) => permit.send(next_input(data)),
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(ChannelError::Closed),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for room for one input message in the channel's queue (while the agent has
+    /// too much unacknowledged input, this waits). Cancel safe: dropped before it is ready,
+    /// nothing was sent and nothing is lost.
+    pub async fn input_room(&self) -> Result<InputRoom, ChannelError> {
+        self.input
+            .clone()
+            .reserve_owned()
+            .await
+            .map(InputRoom)
+            .map_err(|_| ChannelError::Closed)
+    }
+
     /// Sets the remote terminal size; only the latest size is sent.
     pub fn resize(&self, cols: u32, rows: u32) -> Result<(), ChannelError> {
         self.resize
@@ -314,6 +340,26 @@ impl ChannelInput {
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.closed.borrow().clone()
     }
+}
+
+/// Room for one input message in a channel's queue ([`ChannelInput::input_room`]).
+#[derive(Debug)]
+pub struct InputRoom(mpsc::OwnedPermit<Bytes>);
+
+impl InputRoom {
+    /// Sends the first ≤1024 bytes of `data` and leaves the rest in it.
+    pub fn send(self, data: &mut Bytes) {
+        self.0.send(next_input(data));
+    }
+}
+
+/// The next input message of `data`, its first ≤1024 bytes, copied (a browser's message
+/// buffer is not kept until the agent acknowledges a piece of it) and taken out of it.
+fn next_input(data: &mut Bytes) -> Bytes {
+    let n = data.len().min(INPUT_CHUNK_SIZE);
+    let message = Bytes::copy_from_slice(&data[..n]);
+    bytes::Buf::advance(data, n);
+    message
 }
 
 /// A chunk of output queued for the consumer, counted as held until it is taken (or

@@ -24,7 +24,7 @@ pub mod service_close;
 
 pub use channel::{
     ChannelError, ChannelInput, ChannelOutput, CloseCause, CloseReason, DataChannel,
-    DataChannelOptions, ReconnectPolicy,
+    DataChannelOptions, InputRoom, ReconnectPolicy,
 };
 pub use frame::{Frame, FrameError};
 pub use handshake::{ClientHandshake, HandshakeError};

@@ -42,10 +42,12 @@ pub const WEBSOCKET_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The browser WebSocket's read buffer. tungstenite reserves it when the socket is made and
 /// keeps it for the socket's life, so every attached shell pays for it while idle (its
-/// default of 128 KiB, then 16 KiB, were most of an idle shell's memory); keystrokes are a
-/// few bytes, and a larger message (a paste, at most 16 KiB a message from the console) is
-/// read in several pieces, the buffer growing to the message for as long as it takes.
-pub const WEBSOCKET_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// default of 128 KiB, then 16 and 4 KiB, were much of an idle shell's memory). What a
+/// browser sends is keystrokes, resizes and acknowledgements of a few dozen bytes (output
+/// flows the other way); a larger message (a paste, at most 16 KiB a message from the
+/// console) is read 1 KiB a system call, the buffer growing to the message for as long as
+/// it takes.
+pub const WEBSOCKET_READ_BUFFER_BYTES: usize = 1024;
 
 /// The longest header or body read timeout accepted: issue 10 promises that a slowloris
 /// client or a body that never comes is cut within 30 s.

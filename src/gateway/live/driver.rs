@@ -3,8 +3,9 @@
 //! This is its select loop; what to keep and when to read output is [`super::output`], the
 //! status and counters [`super::records`], the end [`super::finish`]. It never blocks on a
 //! single party: output is read only when the window has room for it (so a slow or absent
-//! browser holds the agent back through the channel's bounded window), input goes through
-//! its own pump, status writes and transcript flushes run in their own tasks.
+//! browser holds the agent back through the channel's bounded window), input that does not
+//! fit the channel's queue waits as one pending message (browser events are not read
+//! meanwhile), status writes and transcript flushes run in their own tasks.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +24,7 @@ use super::output::OutputWindow;
 use super::reasons::{EndReason, end_from_channel, takeover};
 use super::records::{Records, SessionInfo};
 use super::replay::ReplayStart;
-use super::status::{Conflict, status_writer};
+use super::status::{Conflict, StatusSender, status_writer};
 use super::{Control, Inner};
 use crate::api::NodeShellSessionStatus;
 use crate::aws::SsmSessions;
@@ -36,8 +37,6 @@ use crate::gateway::transcript::{
 };
 use crate::ssm::{ChannelInput, ChannelOutput, CloseReason, DataChannel, HeldShare};
 
-/// Keystroke chunks queued towards the channel.
-const INPUT_QUEUE: usize = 16;
 /// A session the start sequence brought up.
 pub(super) struct Started {
     pub info: Arc<SessionInfo>,
@@ -68,7 +67,6 @@ pub(super) struct Driver {
     pub(super) ssm: SsmSessions,
     pub(super) input: ChannelInput,
     pub(super) output: ChannelOutput,
-    pump: mpsc::Sender<Bytes>,
     /// The output held for the browser, and whether more may be read.
     pub(super) window: OutputWindow,
     idle: IdleClock,
@@ -80,6 +78,7 @@ pub(super) struct Driver {
     pub(super) transcript_stored: bool,
     /// The status snapshot, counters and last activity.
     pub(super) records: Records,
+    /// Input the channel's queue had no room for yet (what is left of one browser message).
     pending_input: Option<Bytes>,
     pub(super) output_done: bool,
     /// How the channel ended, once it has; its remaining output is then read without
@@ -160,16 +159,14 @@ pub(super) async fn run(
 }
 
 impl Driver {
-    /// The driver of a session that started, with its input pump running.
+    /// The driver of a session that started.
     fn new(
         inner: Arc<Inner>,
         started: Box<Started>,
-        status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
+        status_tx: StatusSender,
     ) -> Self {
         let started = *started;
         let (input, output) = started.channel.into_parts();
-        let (pump, pump_rx) = mpsc::channel(INPUT_QUEUE);
-        tokio::spawn(input_pump(input.clone(), pump_rx));
         let now = Instant::now();
         Driver {
             idle: IdleClock::from_limits(&started.info.limits, now),
@@ -188,7 +185,6 @@ impl Driver {
             ssm: started.ssm,
             input,
             output,
-            pump,
             origin: started.origin,
             transcript: started.transcript,
             transcript_stored: started.transcript_stored,
@@ -212,14 +208,6 @@ impl Driver {
             paused: PausedMark::new(&inner.config.metrics.output_paused),
             size: LastSize::opened_at(started.size.0, started.size.1),
             info: started.info,
-        }
-    }
-}
-
-async fn input_pump(input: ChannelInput, mut rx: mpsc::Receiver<Bytes>) {
-    while let Some(bytes) = rx.recv().await {
-        if input.send_input(&bytes).await.is_err() {
-            break;
         }
     }
 }
@@ -361,7 +349,13 @@ impl Driver {
         if let Some(tr) = self.transcript.as_mut() {
             tr.input(t, &bytes);
         }
-        if let Err(mpsc::error::TrySendError::Full(bytes)) = self.pump.try_send(bytes) {
+        self.send_input(bytes);
+    }
+
+    /// Sends what the channel's queue has room for; the rest waits as pending input (a
+    /// channel that is gone takes nothing more: its end comes through `closed`).
+    fn send_input(&mut self, mut bytes: Bytes) {
+        if self.input.try_send_input(&mut bytes).is_ok() && !bytes.is_empty() {
             self.pending_input = Some(bytes);
         }
     }
@@ -553,7 +547,6 @@ impl Driver {
             let can_read = self.can_read_output();
             let has_pending_input = self.pending_input.is_some();
             let events_wait = has_pending_input || self.input_held_by_transcript();
-            let pump = self.pump.clone();
             tokio::select! {
                 biased;
                 Some(Control::End(reason)) = control_rx.recv() => return *reason,
@@ -589,10 +582,11 @@ impl Driver {
                     }
                     None => self.detach(),
                 },
-                permit = pump.reserve(), if has_pending_input => match permit {
-                    Ok(permit) => {
-                        if let Some(bytes) = self.pending_input.take() {
-                            permit.send(bytes);
+                room = self.input.input_room(), if has_pending_input => match room {
+                    Ok(room) => {
+                        if let Some(mut bytes) = self.pending_input.take() {
+                            room.send(&mut bytes);
+                            self.send_input(bytes);
                         }
                     }
                     Err(_) => self.pending_input = None,

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::watch;
 use tracing::warn;
 
 use super::Inner;
 use super::metrics::LiveMetrics;
 use super::reasons::EndReason;
-use super::status::{Traffic, Written, activity_update, activity_write_due};
+use super::status::{StatusSender, Traffic, Written, activity_update, activity_write_due};
 use crate::api::{ACTIVITY_WRITE_INTERVAL, NodeShellSession, NodeShellSessionStatus, PolicyLimits};
 use crate::gateway::audit::{
     AuditActor, AuditClose, AuditRow, AuditSubject, AuditTranscript, ClientInfo,
@@ -67,7 +66,7 @@ pub(super) struct CloseFacts<'a> {
 pub(super) struct Records {
     /// Every status field the gateway owns, as last written (or about to be).
     pub snapshot: NodeShellSessionStatus,
-    status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
+    status_tx: StatusSender,
     /// Bytes typed and printed so far.
     pub traffic: Traffic,
     /// Traffic already added to the metrics.
@@ -83,7 +82,7 @@ impl Records {
     /// `status_tx`.
     pub fn new(
         snapshot: NodeShellSessionStatus,
-        status_tx: watch::Sender<Option<NodeShellSessionStatus>>,
+        status_tx: StatusSender,
         started_at: Timestamp,
     ) -> Self {
         let written = Written {
@@ -143,7 +142,7 @@ impl Records {
             activity: self.last_activity_wall,
             transcript,
         };
-        self.status_tx.send_replace(Some(self.snapshot.clone()));
+        self.status_tx.send_replace(Some(Box::new(self.snapshot.clone())));
     }
 
     /// Adds the traffic not yet counted to the metrics.

@@ -321,12 +321,19 @@ impl StatusRetry {
 /// resident for every live session, used or not.
 pub(super) type Conflict = Option<Box<NodeShellSession>>;
 
+/// The status a session hands its writer: boxed, because a watch channel keeps its latest
+/// value inline for the session's life and the status is about 500 B.
+pub(super) type PendingStatus = Option<Box<NodeShellSessionStatus>>;
+
+/// Where a session hands its status to its writer.
+pub(super) type StatusSender = watch::Sender<PendingStatus>;
+
 /// Applies the latest status snapshot, throttled, retrying on errors. A field conflict (the
 /// controller took `phase` for Closing) or a vanished session is reported to the driver.
 pub(super) async fn status_writer(
     inner: Arc<Inner>,
     name: String,
-    mut rx: watch::Receiver<Option<NodeShellSessionStatus>>,
+    mut rx: watch::Receiver<PendingStatus>,
     conflicts: mpsc::Sender<Conflict>,
 ) {
     let throttle = inner.config.settings.status_throttle;
@@ -337,7 +344,7 @@ pub(super) async fn status_writer(
     while rx.changed().await.is_ok() {
         // Boxed too: a future is as large as its largest state, and the status and the
         // re-read session are held across the retries' waits.
-        let Some(status) = rx.borrow_and_update().clone().map(Box::new) else {
+        let Some(status) = rx.borrow_and_update().clone() else {
             continue;
         };
         let mut mode = ApplyMode::NoForce;
