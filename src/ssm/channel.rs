@@ -255,10 +255,27 @@ pub struct CloseReason {
 #[derive(Debug, Clone)]
 pub struct ChannelInput {
     input: mpsc::Sender<Bytes>,
-    resize: Arc<watch::Sender<Option<TerminalSize>>>,
-    close: Arc<watch::Sender<bool>>,
-    closed: watch::Receiver<Option<CloseReason>>,
-    ending: watch::Receiver<bool>,
+    requests: Arc<watch::Sender<Requests>>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// What the channel's owner asks of its task: the latest terminal size (and how many were
+/// asked for, so a size is applied once) and whether to close. One watch for both, and one
+/// for [`Progress`]: each watch channel is a 344-byte allocation that every live channel
+/// keeps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Requests {
+    size: Option<TerminalSize>,
+    sizes_asked: u64,
+    close: bool,
+}
+
+/// How far the channel's task got: its connection is over and only output already received
+/// is left (`ending`), and why it ended (`closed`).
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    ending: bool,
+    closed: Option<CloseReason>,
 }
 
 impl ChannelInput {
@@ -302,24 +319,29 @@ impl ChannelInput {
 
     /// Sets the remote terminal size; only the latest size is sent.
     pub fn resize(&self, cols: u32, rows: u32) -> Result<(), ChannelError> {
-        self.resize
-            .send(Some(TerminalSize { cols, rows }))
-            .map_err(|_| ChannelError::Closed)
+        if self.requests.is_closed() {
+            return Err(ChannelError::Closed);
+        }
+        self.requests.send_modify(|r| {
+            r.size = Some(TerminalSize { cols, rows });
+            r.sizes_asked += 1;
+        });
+        Ok(())
     }
 
     /// Asks the channel to end after a short drain of unacked input.
     pub fn close(&self) {
-        let _ = self.close.send(true);
+        self.requests.send_if_modified(|r| !std::mem::replace(&mut r.close, true));
     }
 
     /// Waits for the channel to end and returns why.
     pub async fn closed(&self) -> CloseReason {
-        let mut rx = self.closed.clone();
+        let mut rx = self.progress.clone();
         let reason = rx
-            .wait_for(Option::is_some)
+            .wait_for(|p| p.closed.is_some())
             .await
             .ok()
-            .and_then(|r| r.clone());
+            .and_then(|p| p.closed.clone());
         reason.unwrap_or(CloseReason {
             exit_code: None,
             cause: CloseCause::Failed(ChannelError::Closed),
@@ -332,13 +354,13 @@ impl ChannelInput {
     /// There is no agent left to hold back: a consumer that pauses for back-pressure should
     /// take the rest now, or it is lost after `final_flush`.
     pub async fn ending(&self) {
-        let mut rx = self.ending.clone();
-        let _ = rx.wait_for(|ending| *ending).await;
+        let mut rx = self.progress.clone();
+        let _ = rx.wait_for(|p| p.ending).await;
     }
 
     /// The close reason if the channel has already ended.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.closed.borrow().clone()
+        self.progress.borrow().closed.clone()
     }
 }
 
@@ -421,10 +443,8 @@ impl DataChannel {
         let socket = dial(stream_url, token, &options).await?;
         let (input_tx, input_rx) = mpsc::channel(options.input_buffer.max(1));
         let (output_tx, output_rx) = mpsc::channel(options.output_buffer.max(1));
-        let (resize_tx, resize_rx) = watch::channel(None);
-        let (close_tx, close_rx) = watch::channel(false);
-        let (closed_tx, closed_rx) = watch::channel(None);
-        let (ending_tx, ending_rx) = watch::channel(false);
+        let (requests_tx, requests_rx) = watch::channel(Requests::default());
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let now = Instant::now();
         let task = ChannelTask {
             stream_url: stream_url.to_owned(),
@@ -442,14 +462,13 @@ impl DataChannel {
             exit_code: None,
             input_rx,
             input_open: true,
-            resize_rx,
-            resize_open: true,
+            requests_rx,
+            requests_open: true,
+            sizes_applied: 0,
             pending_size: None,
-            close_rx,
             closing_since: None,
             output_tx,
-            closed_tx,
-            ending_tx,
+            progress_tx,
             last_inbound: now,
             next_ping: now,
             failure: None,
@@ -458,10 +477,8 @@ impl DataChannel {
         Ok(Self {
             input: ChannelInput {
                 input: input_tx,
-                resize: Arc::new(resize_tx),
-                close: Arc::new(close_tx),
-                closed: closed_rx,
-                ending: ending_rx,
+                requests: Arc::new(requests_tx),
+                progress: progress_rx,
             },
             output: ChannelOutput { rx: output_rx },
         })
@@ -571,8 +588,8 @@ enum Event {
     Socket(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     OutputSpace,
     Input(Option<Bytes>),
-    Resize(bool),
-    Close(bool),
+    /// The owner asked something (`false`: its end is gone).
+    Requests(bool),
     DataKey(Result<DataKey, DataKeyError>),
     Timer,
 }
@@ -601,14 +618,15 @@ struct ChannelTask<R> {
     exit_code: Option<i32>,
     input_rx: mpsc::Receiver<Bytes>,
     input_open: bool,
-    resize_rx: watch::Receiver<Option<TerminalSize>>,
-    resize_open: bool,
+    requests_rx: watch::Receiver<Requests>,
+    /// The owner still holds its end of the requests (dropping it closes the channel).
+    requests_open: bool,
+    /// `Requests::sizes_asked` when a size was last taken into `pending_size`.
+    sizes_applied: u64,
     pending_size: Option<TerminalSize>,
-    close_rx: watch::Receiver<bool>,
     closing_since: Option<Instant>,
     output_tx: mpsc::Sender<QueuedChunk>,
-    closed_tx: watch::Sender<Option<CloseReason>>,
-    ending_tx: watch::Sender<bool>,
+    progress_tx: watch::Sender<Progress>,
     last_inbound: Instant,
     next_ping: Instant,
     failure: Option<ChannelError>,
@@ -640,7 +658,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                 }
             }
         };
-        let _ = self.ending_tx.send(true);
+        self.progress_tx.send_modify(|p| p.ending = true);
         Box::pin(self.flush_output()).await;
         let reason = CloseReason {
             exit_code: self.exit_code,
@@ -648,11 +666,13 @@ impl<R: SessionResumer> ChannelTask<R> {
             message,
         };
         tracing::info!(session = %self.options.session_id, ?reason, "data channel ended");
-        let _ = self.closed_tx.send(Some(reason));
+        self.progress_tx.send_modify(|p| p.closed = Some(reason));
     }
 
     /// Serves one websocket until it drops or the channel ends.
     async fn drive(&mut self, socket: &mut Socket) -> ConnectionEnd {
+        // What was asked while the connection was being replaced.
+        self.take_requests();
         loop {
             if let Err(why) = self.pump(socket).await {
                 return ConnectionEnd::Lost(why);
@@ -687,10 +707,7 @@ impl<R: SessionResumer> ChannelTask<R> {
                 message = socket.next(), if reading => Event::Socket(message),
                 _ = self.output_tx.reserve(), if want_output => Event::OutputSpace,
                 chunk = self.input_rx.recv(), if want_input => Event::Input(chunk),
-                changed = self.resize_rx.changed(), if self.resize_open => Event::Resize(changed.is_ok()),
-                changed = self.close_rx.changed(), if self.closing_since.is_none() => {
-                    Event::Close(changed.is_err() || *self.close_rx.borrow())
-                }
+                changed = self.requests_rx.changed(), if self.requests_open => Event::Requests(changed.is_ok()),
                 key = data_key_ready(&mut self.data_key), if self.data_key.is_some() => Event::DataKey(key),
                 _ = tokio::time::sleep_until(deadline) => Event::Timer,
             };
@@ -726,10 +743,12 @@ impl<R: SessionResumer> ChannelTask<R> {
                     self.input_open = false;
                     self.closing_since.get_or_insert(Instant::now());
                 }
-                Event::Resize(true) => self.pending_size = *self.resize_rx.borrow_and_update(),
-                Event::Resize(false) => self.resize_open = false,
-                Event::Close(true) => self.closing_since = Some(Instant::now()),
-                Event::Close(false) => {}
+                Event::Requests(true) => self.take_requests(),
+                Event::Requests(false) => {
+                    // The owner is gone: nothing more will be asked, and the channel closes.
+                    self.requests_open = false;
+                    self.closing_since.get_or_insert(Instant::now());
+                }
                 Event::DataKey(key) => {
                     self.data_key = None;
                     let reply = self.handshake.on_data_key(key);
@@ -745,6 +764,18 @@ impl<R: SessionResumer> ChannelTask<R> {
                     }
                 }
             }
+        }
+    }
+
+    /// Takes the owner's latest requests: a size not applied yet, a close.
+    fn take_requests(&mut self) {
+        let requests = *self.requests_rx.borrow_and_update();
+        if requests.sizes_asked != self.sizes_applied {
+            self.sizes_applied = requests.sizes_asked;
+            self.pending_size = requests.size;
+        }
+        if requests.close {
+            self.closing_since.get_or_insert(Instant::now());
         }
     }
 
@@ -981,7 +1012,7 @@ impl<R: SessionResumer> ChannelTask<R> {
             if attempt > 0 {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = self.close_rx.wait_for(|closing| *closing) => {
+                    _ = self.requests_rx.wait_for(|r| r.close) => {
                         return Err((CloseCause::ClosedByClient, "closed by the client".into()));
                     }
                 }
