@@ -154,8 +154,10 @@ impl MintedCredentials {
 pub trait LiveShells: Send + Sync + 'static {
     /// Takes over an upgraded socket for an admitted session. `resume` is true when the
     /// session already ran on a socket (reattach): the browser's first text frame is then
-    /// `{"type":"resume","resumeToken":…,"offset":N}`.
-    fn attach(&self, grant: AttachGrant, socket: WebSocket, resume: bool)
+    /// `{"type":"resume","resumeToken":…,"offset":N}`. The grant comes boxed: the socket's
+    /// upgrade task keeps what its callback captured for the browser's whole stay, and the
+    /// grant inline (the session and policy objects) was 2 KB of it.
+    fn attach(&self, grant: Box<AttachGrant>, socket: WebSocket, resume: bool)
     -> BoxFuture<'static, ()>;
 
     /// Whether this replica runs the session (an attach to it is then a reattach).
@@ -268,7 +270,7 @@ pub struct NoLiveShells;
 impl LiveShells for NoLiveShells {
     fn attach(
         &self,
-        _grant: AttachGrant,
+        _grant: Box<AttachGrant>,
         mut socket: WebSocket,
         _resume: bool,
     ) -> BoxFuture<'static, ()> {

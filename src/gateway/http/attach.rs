@@ -41,7 +41,8 @@ pub(super) async fn attach(
         .max_message_size(WEBSOCKET_MAX_MESSAGE_BYTES)
         .max_frame_size(WEBSOCKET_MAX_MESSAGE_BYTES)
         .read_buffer_size(WEBSOCKET_READ_BUFFER_BYTES);
-    let mut grant = state.access.attach_grant(&name, ticket).await?;
+    // Boxed: the upgrade's task keeps what its callback captured while the browser stays.
+    let mut grant = Box::new(state.access.attach_grant(&name, ticket).await?);
     grant.client = client;
     let resume = is_reattach(state.live.shells.is_running(&name), grant.session.phase());
     let shells = state.live.shells.clone();

@@ -237,7 +237,7 @@ impl LiveSessions {
     /// the session's name; a first attach hands the boxed grant to the start.
     pub fn attach(
         &self,
-        grant: AttachGrant,
+        grant: Box<AttachGrant>,
         socket: WebSocket,
         resume: bool,
     ) -> futures::future::BoxFuture<'static, ()> {
@@ -252,7 +252,7 @@ impl LiveSessions {
                 live.reattach(name, socket).await;
             })
         } else {
-            let (inner, grant) = (self.inner.clone(), Box::new(grant));
+            let inner = self.inner.clone();
             Box::pin(async move {
                 let _counted = counted;
                 start::first_attach(inner, grant, socket).await;

@@ -10,7 +10,7 @@ use crate::gateway::handover::{AttachGrant, LiveShells};
 impl LiveShells for LiveSessions {
     fn attach(
         &self,
-        grant: AttachGrant,
+        grant: Box<AttachGrant>,
         socket: WebSocket,
         resume: bool,
     ) -> BoxFuture<'static, ()> {
