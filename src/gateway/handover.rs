@@ -157,8 +157,12 @@ pub trait LiveShells: Send + Sync + 'static {
     /// `{"type":"resume","resumeToken":…,"offset":N}`. The grant comes boxed: the socket's
     /// upgrade task keeps what its callback captured for the browser's whole stay, and the
     /// grant inline (the session and policy objects) was 2 KB of it.
-    fn attach(&self, grant: Box<AttachGrant>, socket: WebSocket, resume: bool)
-    -> BoxFuture<'static, ()>;
+    fn attach(
+        &self,
+        grant: Box<AttachGrant>,
+        socket: WebSocket,
+        resume: bool,
+    ) -> BoxFuture<'static, ()>;
 
     /// Whether this replica runs the session (an attach to it is then a reattach).
     fn is_running(&self, _session_name: &str) -> bool {

@@ -331,7 +331,8 @@ impl ChannelInput {
 
     /// Asks the channel to end after a short drain of unacked input.
     pub fn close(&self) {
-        self.requests.send_if_modified(|r| !std::mem::replace(&mut r.close, true));
+        self.requests
+            .send_if_modified(|r| !std::mem::replace(&mut r.close, true));
     }
 
     /// Waits for the channel to end and returns why.

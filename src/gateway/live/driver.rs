@@ -4,8 +4,8 @@
 //! status and counters [`super::records`], the end [`super::finish`]. It never blocks on a
 //! single party: output is read only when the window has room for it (so a slow or absent
 //! browser holds the agent back through the channel's bounded window), input that does not
-//! fit the channel's queue waits as one pending message (browser events are not read
-//! meanwhile), status writes and transcript flushes run in their own tasks.
+//! fit the channel's queue waits in order, bounded ([`super::pending_input`]), status
+//! writes and transcript flushes run in their own tasks.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +21,7 @@ use super::frames::{LastSize, ServerFrame};
 use super::idle::{DeadlineCause, IdleClock, IdleEvent, SessionDeadline, session_deadline};
 use super::metrics::PausedMark;
 use super::output::OutputWindow;
+use super::pending_input::PendingInput;
 use super::reasons::{EndReason, end_from_channel, takeover};
 use super::records::{Records, SessionInfo};
 use super::replay::ReplayStart;
@@ -78,8 +79,8 @@ pub(super) struct Driver {
     pub(super) transcript_stored: bool,
     /// The status snapshot, counters and last activity.
     pub(super) records: Records,
-    /// Input the channel's queue had no room for yet (what is left of one browser message).
-    pending_input: Option<Bytes>,
+    /// Input the channel's queue had no room for yet.
+    pending_input: PendingInput,
     pub(super) output_done: bool,
     /// How the channel ended, once it has; its remaining output is then read without
     /// back-pressure (there is no agent left to hold back).
@@ -160,11 +161,7 @@ pub(super) async fn run(
 
 impl Driver {
     /// The driver of a session that started.
-    fn new(
-        inner: Arc<Inner>,
-        started: Box<Started>,
-        status_tx: StatusSender,
-    ) -> Self {
+    fn new(inner: Arc<Inner>, started: Box<Started>, status_tx: StatusSender) -> Self {
         let started = *started;
         let (input, output) = started.channel.into_parts();
         let now = Instant::now();
@@ -189,7 +186,7 @@ impl Driver {
             transcript: started.transcript,
             transcript_stored: started.transcript_stored,
             records: Records::new(started.snapshot, status_tx, started.info.started_at),
-            pending_input: None,
+            pending_input: PendingInput::default(),
             output_done: false,
             channel_end: None,
             channel_ending: false,
@@ -352,12 +349,18 @@ impl Driver {
         self.send_input(bytes);
     }
 
-    /// Sends what the channel's queue has room for; the rest waits as pending input (a
-    /// channel that is gone takes nothing more: its end comes through `closed`).
-    fn send_input(&mut self, mut bytes: Bytes) {
-        if self.input.try_send_input(&mut bytes).is_ok() && !bytes.is_empty() {
-            self.pending_input = Some(bytes);
-        }
+    /// Queues `bytes` behind the input already waiting and sends what the channel's queue
+    /// has room for (a channel that is gone takes nothing more: its end comes through
+    /// `closed`).
+    fn send_input(&mut self, bytes: Bytes) {
+        self.pending_input.push(bytes);
+        self.drain_input();
+    }
+
+    /// Sends the waiting input the channel's queue has room for now.
+    fn drain_input(&mut self) {
+        let input = &self.input;
+        let _ = self.pending_input.drain(|b| input.try_send_input(b));
     }
 
     /// Sends a size to the agent and records it.
@@ -545,8 +548,8 @@ impl Driver {
             let out = self.out.clone();
             let can_forward = out.is_some() && self.window.can_send();
             let can_read = self.can_read_output();
-            let has_pending_input = self.pending_input.is_some();
-            let events_wait = has_pending_input || self.input_held_by_transcript();
+            let has_pending_input = !self.pending_input.is_empty();
+            let events_wait = self.pending_input.is_full() || self.input_held_by_transcript();
             tokio::select! {
                 biased;
                 Some(Control::End(reason)) = control_rx.recv() => return *reason,
@@ -584,12 +587,10 @@ impl Driver {
                 },
                 room = self.input.input_room(), if has_pending_input => match room {
                     Ok(room) => {
-                        if let Some(mut bytes) = self.pending_input.take() {
-                            room.send(&mut bytes);
-                            self.send_input(bytes);
-                        }
+                        self.pending_input.send_front(|b| room.send(b));
+                        self.drain_input();
                     }
-                    Err(_) => self.pending_input = None,
+                    Err(_) => self.pending_input.clear(),
                 },
                 permit = reserve_opt(out.as_ref()), if can_forward => match permit {
                     Some(permit) => {

@@ -87,7 +87,14 @@ fn session_event(
         now.as_nanosecond()
     );
     Event {
-        action: Some(if reason == "SessionStarted" { "Open" } else { "Close" }.into()),
+        action: Some(
+            if reason == "SessionStarted" {
+                "Open"
+            } else {
+                "Close"
+            }
+            .into(),
+        ),
         reason: Some(reason.chars().take(REASON_CHARS).collect()),
         note: Some(note.chars().take(NOTE_CHARS).collect()),
         event_time: Some(MicroTime(now)),
@@ -122,7 +129,15 @@ mod tests {
     #[test]
     fn an_event_is_about_its_session_in_its_namespace() {
         let now = Timestamp::from_second(1_800_000_000).expect("a time");
-        let e = session_event("gw", "gw-0", regarding(), false, "SessionStarted", "up", now);
+        let e = session_event(
+            "gw",
+            "gw-0",
+            regarding(),
+            false,
+            "SessionStarted",
+            "up",
+            now,
+        );
         assert_eq!(e.metadata.namespace.as_deref(), Some("nodeshell"));
         assert_eq!(
             e.metadata.name,
@@ -134,10 +149,16 @@ mod tests {
         assert_eq!(e.note.as_deref(), Some("up"));
         assert_eq!(e.event_time, Some(MicroTime(now)));
         assert_eq!(
-            (e.reporting_controller.as_deref(), e.reporting_instance.as_deref()),
+            (
+                e.reporting_controller.as_deref(),
+                e.reporting_instance.as_deref()
+            ),
             (Some("gw"), Some("gw-0"))
         );
-        assert!(e.series.is_none(), "a session's events are never counted as a series");
+        assert!(
+            e.series.is_none(),
+            "a session's events are never counted as a series"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod idle;
 mod ledger;
 pub mod metrics;
 pub mod output;
+mod pending_input;
 pub mod reasons;
 mod records;
 pub mod replay;

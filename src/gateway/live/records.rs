@@ -142,7 +142,8 @@ impl Records {
             activity: self.last_activity_wall,
             transcript,
         };
-        self.status_tx.send_replace(Some(Box::new(self.snapshot.clone())));
+        self.status_tx
+            .send_replace(Some(Box::new(self.snapshot.clone())));
     }
 
     /// Adds the traffic not yet counted to the metrics.
