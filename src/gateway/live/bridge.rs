@@ -22,10 +22,15 @@ pub const OUTBOUND_QUEUE: usize = 2;
 /// waited for and what else was queued by then. A frame counts as held until its write is
 /// flushed, so at most `OUTBOUND_QUEUE + WRITE_BATCH` frames are held at once.
 pub const WRITE_BATCH: usize = 2;
-/// Browser events queued towards the session. Each holds at most one WebSocket message,
+/// Browser events queued towards the session, boxed ([`QueuedEvent`]). Each holds at most
+/// one WebSocket message,
 /// which the attach route bounds to `WEBSOCKET_MAX_MESSAGE_BYTES` (64 KiB), so this queue
 /// holds at most 2 MiB per browser (docs/gateway.md, byte budgets).
 pub const EVENT_QUEUE: usize = 32;
+/// A browser event on its way to the session, boxed: tokio's mpsc reserves its first block
+/// of 32 slots when a queue is made, and a slot is as large as the message (40 B unboxed),
+/// though an idle shell's browser sends nothing.
+pub type QueuedEvent = Box<ClientEvent>;
 /// How long a reattaching browser has to send its `resume` frame.
 pub const RESUME_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a bridge that sent its Close frame waits for the browser's. Closing the TCP
@@ -70,14 +75,14 @@ pub struct Attachment {
     /// Frames to the browser.
     pub out: mpsc::Sender<Outbound>,
     /// Events from the browser; closed when the browser leaves.
-    pub events: mpsc::Receiver<ClientEvent>,
+    pub events: mpsc::Receiver<QueuedEvent>,
     /// For a reattach, the output bytes the browser already holds.
     pub offset: Option<u64>,
 }
 
 impl Attachment {
     /// An attachment and the bridge's ends of its queues.
-    pub fn new(offset: Option<u64>) -> (Self, mpsc::Receiver<Outbound>, mpsc::Sender<ClientEvent>) {
+    pub fn new(offset: Option<u64>) -> (Self, mpsc::Receiver<Outbound>, mpsc::Sender<QueuedEvent>) {
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         (
@@ -142,7 +147,7 @@ pub type BrowserSocket = Box<WebSocket>;
 pub async fn run(
     socket: BrowserSocket,
     mut out_rx: mpsc::Receiver<Outbound>,
-    events_tx: mpsc::Sender<ClientEvent>,
+    events_tx: mpsc::Sender<QueuedEvent>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let writer = async {
@@ -194,7 +199,7 @@ pub async fn run(
             };
             // A session that stopped listening is ending: keep the socket open so the
             // writer can still deliver its last frames (the `closed` frame among them).
-            if session_listens && events_tx.send(event).await.is_err() {
+            if session_listens && events_tx.send(Box::new(event)).await.is_err() {
                 session_listens = false;
             }
         }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
-use super::bridge::{Attachment, ClientEvent, HeldFrame, Outbound};
+use super::bridge::{Attachment, ClientEvent, HeldFrame, Outbound, QueuedEvent};
 use super::frames::{LastSize, ServerFrame};
 use super::idle::{DeadlineCause, IdleClock, IdleEvent, SessionDeadline, session_deadline};
 use super::metrics::PausedMark;
@@ -89,7 +89,7 @@ pub(super) struct Driver {
     /// without back-pressure too, or its final flush gives up on it.
     channel_ending: bool,
     pub(super) out: Option<mpsc::Sender<Outbound>>,
-    events: Option<mpsc::Receiver<ClientEvent>>,
+    events: Option<mpsc::Receiver<QueuedEvent>>,
     detached_since: Option<Instant>,
     next_heartbeat: Instant,
     next_flush: Instant,
@@ -566,7 +566,7 @@ impl Driver {
                     self.channel_ending = true;
                     self.take_forced_pending();
                 }
-                ev = recv_opt(self.events.as_mut()), if !events_wait => match ev {
+                ev = recv_opt(self.events.as_mut()), if !events_wait => match ev.map(|e| *e) {
                     Some(ClientEvent::Input(bytes)) => self.on_input(bytes),
                     Some(ClientEvent::Resize { cols, rows }) => {
                         if let Some(size) = self.size.request(cols, rows, Instant::now()) {

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::bridge::{self, Attachment, ClientEvent, Outbound};
+use super::bridge::{self, Attachment, Outbound, QueuedEvent};
 use super::credentials;
 use super::driver::{self, Started};
 use super::failed_start::{not_admitted, record_failure, session_read_refusal};
@@ -129,7 +129,7 @@ fn spawn_start(inner: Arc<Inner>, grant: Box<AttachGrant>, answer: oneshot::Send
 }
 
 /// What the attach gets back: the bridge's ends of a running session, or the refusal.
-type StartAnswer = Result<(mpsc::Receiver<Outbound>, mpsc::Sender<ClientEvent>), ServerFrame>;
+type StartAnswer = Result<(mpsc::Receiver<Outbound>, mpsc::Sender<QueuedEvent>), ServerFrame>;
 
 async fn start_and_run(
     inner: Arc<Inner>,
