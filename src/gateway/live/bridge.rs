@@ -23,9 +23,8 @@ pub const OUTBOUND_QUEUE: usize = 2;
 /// flushed, so at most `OUTBOUND_QUEUE + WRITE_BATCH` frames are held at once.
 pub const WRITE_BATCH: usize = 2;
 /// Browser events queued towards the session, boxed ([`QueuedEvent`]). Each holds at most
-/// one WebSocket message,
-/// which the attach route bounds to `WEBSOCKET_MAX_MESSAGE_BYTES` (64 KiB), so this queue
-/// holds at most 2 MiB per browser (docs/gateway.md, byte budgets).
+/// one WebSocket message, which the attach route bounds to `WEBSOCKET_MAX_MESSAGE_BYTES`
+/// (64 KiB), so this queue holds at most 2 MiB per browser (docs/gateway.md, byte budgets).
 pub const EVENT_QUEUE: usize = 32;
 /// A browser event on its way to the session, boxed: tokio's mpsc reserves its first block
 /// of 32 slots when a queue is made, and a slot is as large as the message (40 B unboxed),

@@ -16,6 +16,9 @@ use tracing::debug;
 
 use crate::api::NodeShellSession;
 
+/// Where the events of a cluster-scoped object go (sessions are cluster-scoped), as
+/// Kubernetes' own recorders do.
+const CLUSTER_SCOPED_EVENTS_NAMESPACE: &str = "default";
 /// The longest `reason` the events API accepts.
 const REASON_CHARS: usize = 128;
 /// The longest `note` the events API accepts (1 kB; characters of a note are mostly ASCII).
@@ -58,10 +61,12 @@ impl SessionEvents {
             &note,
             Timestamp::now(),
         );
-        let api: Api<Event> = match event.metadata.namespace.as_deref() {
-            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
-            None => Api::default_namespaced(self.client.clone()),
-        };
+        let namespace = event
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(CLUSTER_SCOPED_EVENTS_NAMESPACE);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         tokio::spawn(async move {
             if let Err(e) = api.create(&PostParams::default(), &event).await {
                 debug!(error = %e, "publishing a session event failed");
@@ -71,7 +76,8 @@ impl SessionEvents {
 }
 
 /// The event about `regarding` at `now`: named after the session and the time, in its
-/// namespace, the action `Open` for `SessionStarted` and `Close` otherwise.
+/// namespace (`default` for a cluster-scoped object), the action `Open` for
+/// `SessionStarted` and `Close` otherwise.
 fn session_event(
     controller: &str,
     instance: &str,
@@ -99,7 +105,12 @@ fn session_event(
         note: Some(note.chars().take(NOTE_CHARS).collect()),
         event_time: Some(MicroTime(now)),
         metadata: ObjectMeta {
-            namespace: regarding.namespace.clone(),
+            namespace: Some(
+                regarding
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| CLUSTER_SCOPED_EVENTS_NAMESPACE.into()),
+            ),
             name: Some(name),
             ..ObjectMeta::default()
         },
@@ -115,19 +126,19 @@ fn session_event(
 mod tests {
     use super::*;
 
+    /// A session's reference, as `object_ref` makes it: sessions are cluster-scoped.
     fn regarding() -> ObjectReference {
         ObjectReference {
             api_version: Some("nodeshell.periscope.io/v1alpha1".into()),
             kind: Some("NodeShellSession".into()),
             name: Some("shell-1".into()),
-            namespace: Some("nodeshell".into()),
             uid: Some("u-1".into()),
             ..ObjectReference::default()
         }
     }
 
     #[test]
-    fn an_event_is_about_its_session_in_its_namespace() {
+    fn an_event_is_about_its_session_in_the_default_namespace() {
         let now = Timestamp::from_second(1_800_000_000).expect("a time");
         let e = session_event(
             "gw",
@@ -138,7 +149,7 @@ mod tests {
             "up",
             now,
         );
-        assert_eq!(e.metadata.namespace.as_deref(), Some("nodeshell"));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
         assert_eq!(
             e.metadata.name,
             Some(format!("shell-1.{:x}", now.as_nanosecond()))
@@ -159,6 +170,22 @@ mod tests {
             e.series.is_none(),
             "a session's events are never counted as a series"
         );
+    }
+
+    #[test]
+    fn a_namespaced_objects_event_stays_in_its_namespace() {
+        let mut namespaced = regarding();
+        namespaced.namespace = Some("team-a".into());
+        let e = session_event(
+            "gw",
+            "gw-0",
+            namespaced,
+            false,
+            "X",
+            "n",
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(e.metadata.namespace.as_deref(), Some("team-a"));
     }
 
     #[test]
