@@ -429,7 +429,7 @@ impl SimHandle {
             return Ok(None);
         };
         let path = dir.join("issuer-ca.pem");
-        std::fs::write(&path, pem)?;
+        write_whole(&path, pem.as_bytes())?;
         Ok(Some(path))
     }
 
@@ -708,5 +708,54 @@ impl SimHandle {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
+    }
+}
+
+/// Writes `bytes` to `path` as one step for readers: written beside it, then renamed into
+/// place. The gateways of one test process start concurrently and read the issuer's CA
+/// while another start writes it again; a plain write truncates first, and a gateway that
+/// read the file then found no certificate in it.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod write_whole_tests {
+    use super::write_whole;
+
+    /// Readers racing writers of the same file see the whole content every time, never an
+    /// empty or partial file (what a plain `fs::write` showed a starting gateway).
+    #[test]
+    fn readers_never_see_a_partly_written_file() {
+        let dir =
+            std::env::temp_dir().join(format!("nodeshell-write-whole-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        let content = vec![b'c'; 64 * 1024];
+        write_whole(&path, &content).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        write_whole(&path, &content).unwrap();
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..2000 {
+                    assert_eq!(std::fs::read(&path).unwrap().len(), content.len());
+                }
+            });
+        });
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
