@@ -43,8 +43,9 @@ impl SessionEvents {
         }
     }
 
-    /// Creates the event in a task of its own; a failure is logged at debug (an event is a
-    /// mirror of the audit row, which is written regardless).
+    /// Mirrors a lifecycle step of `session` as an Event, created in a task of its own, off
+    /// the session's path; a failure is logged at debug (an event is a mirror of the audit
+    /// row, which is written regardless).
     pub(super) fn publish(
         &self,
         session: &NodeShellSession,

@@ -119,7 +119,7 @@ pub(super) async fn record_failure(
             RetryStep::GiveUp => break,
         }
     }
-    inner.event(
+    inner.events.publish(
         fresh,
         true,
         failure.reason.as_str(),

@@ -43,7 +43,6 @@ pub use metrics::LiveMetrics;
 pub use reasons::{EndReason, StartFailure};
 pub use replay::{ReplayRing, ReplayStart};
 
-use crate::api::NodeShellSession;
 use crate::aws::{AwsClients, AwsEndpoints};
 use crate::gateway::audit::AuditSink;
 use crate::gateway::config::{GatewayConfig, LiveSettings};
@@ -165,11 +164,6 @@ impl Inner {
     fn release(&self, name: &str) {
         self.slots().remove(name);
         self.released.send_replace(());
-    }
-
-    /// Mirrors a lifecycle step as a Kubernetes Event on the session, off the session's path.
-    fn event(&self, session: &NodeShellSession, warning: bool, reason: &str, note: String) {
-        self.events.publish(session, warning, reason, note);
     }
 }
 
@@ -451,10 +445,10 @@ mod tests {
         }
         // 2.5 KiB now (browser events boxed: 40 B a slot before); 3.5 KiB before that (the
         // input pump's queue, 1 KiB, went with the pump: the session hands input to the data
-        // channel's queue itself); 4.5 KiB with it; 6.5 KiB while the end
-        // request and the attachments went unboxed (48
-        // and 32 B a slot); 9.3 KiB while control frames to the browser went unboxed (136 B
-        // a slot); 47 KiB when the conflict queue carried whole sessions.
+        // channel's queue itself); 4.5 KiB with it; 6.5 KiB while the end request and the
+        // attachments went unboxed (48 and 32 B a slot); 9.3 KiB while control frames to the
+        // browser went unboxed (136 B a slot); 47 KiB when the conflict queue carried whole
+        // sessions.
         assert!(
             total <= 3 * 1024,
             "the session's queues reserve {total} B up front"

@@ -193,7 +193,7 @@ impl Records {
 
     /// The close's Kubernetes Event (a Warning unless the end was orderly).
     pub fn close_event(&self, inner: &Arc<Inner>, info: &SessionInfo, close: &CloseFacts<'_>) {
-        inner.event(
+        inner.events.publish(
             &info.session,
             close.reason.outcome() != "success",
             close.reason.as_str(),

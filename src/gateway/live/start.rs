@@ -139,8 +139,10 @@ async fn start_and_run(
     let name = grant.session.name_any();
     // The open's credentials go to the start only (dropped with it, used or not).
     let minted = grant.minted.take();
-    // Boxed: the start's AWS and Kubernetes calls make a large future, and inline it would
-    // size this task, which lives as long as the session, for a start long finished.
+    // Boxed, as when this task also ran the session: the start's AWS and Kubernetes calls
+    // make a large future, and this task's own stays small
+    // (`the_session_task_does_not_reserve_room_for_its_start`); the session's task
+    // (`driver::run`) is spawned below and carries none of it.
     match Box::pin(start(&inner, &grant, minted)).await {
         Ok(started) => {
             let (attachment, out_rx, events_tx) = Attachment::new(None);
@@ -771,7 +773,7 @@ fn announce(inner: &Inner, written: &NodeShellSession, row: &AuditRow, ssm_sessi
     if let Err(e) = inner.config.audit.emit(row) {
         warn!(session = %name, error = %e, "writing the open audit row failed");
     }
-    inner.event(
+    inner.events.publish(
         written,
         false,
         "SessionStarted",
@@ -810,9 +812,10 @@ mod tests {
         assert_eq!(kept.spec.node_name, "node-a");
     }
 
-    /// The session's task lives as long as the session: what its future reserves is
-    /// resident for every live shell. The start (STS, StartSession, the data channel, the
-    /// first transcript and status writes) and the close run boxed, so they are not in it.
+    /// The task an attach spawns (`start_and_run`): the start (STS, StartSession, the data
+    /// channel, the first transcript and status writes) runs boxed in it, and since
+    /// `1ef28da` the session (and its close) in a task of its own (`driver::run`, whose
+    /// size `driver::tests` asserts). The name is from when this task was the session's.
     #[tokio::test]
     async fn the_session_task_does_not_reserve_room_for_its_start() {
         use crate::api::{NodeShellPolicy, NodeShellSession};
