@@ -87,7 +87,44 @@ async fn idle_warns_then_cuts_and_input_only_ignores_output_and_max_duration_cut
         anyhow::Ok(())
     };
 
-    // 2. InputOnly: output streams all along, the cut still comes 60 s after the last key.
+    // 2. A browser that takes the session over during the warning period is told too (a
+    //    reattach is no activity), with the seconds left when it came, after its hello.
+    let reattach_case = async {
+        let sub = engineer(28);
+        let (opened, mut first) = attach(world, &idle, &sub).await?;
+        let quiet_since = Instant::now();
+        let token = first
+            .find_control("hello")
+            .and_then(|h| h["resumeToken"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        first.control("idle_warn", Duration::from_secs(90)).await?;
+        let ticket = world.client(&sub).ticket(&opened.session).await?;
+        let mut second = Terminal::connect(&ticket.attach_url).await?;
+        second
+            .send_control(json!({"type": "resume", "resumeToken": token, "offset": first.received}))
+            .await?;
+        let warn = second.control("idle_warn", T).await?;
+        let told_at = quiet_since.elapsed().as_secs_f64();
+        let kinds: Vec<_> = second.controls.iter().map(|c| c["type"].clone()).collect();
+        assert_eq!(kinds, ["hello", "idle_warn"], "{:?}", second.controls);
+        let remaining = warn["secondsRemaining"].as_u64().unwrap_or(0) as f64;
+        assert!(
+            remaining >= 1.0 && (remaining - (60.0 - told_at)).abs() <= SLACK,
+            "told at {told_at:.1}s that {remaining}s are left; the cut is at 60s"
+        );
+        let closed = second.control("closed", Duration::from_secs(60)).await?;
+        assert_eq!(closed["reason"], "IdleTimeout", "{closed}");
+        let cut_at = quiet_since.elapsed().as_secs_f64();
+        assert!(
+            (cut_at - 60.0).abs() <= SLACK,
+            "idle cut at {cut_at:.1}s, expected 60s"
+        );
+        world.wait_closed(&opened.session, T).await?;
+        anyhow::Ok(())
+    };
+
+    // 3. InputOnly: output streams all along, the cut still comes 60 s after the last key.
     let input_only_case = async {
         let (opened, mut term) = attach(world, &input_only, &engineer(21)).await?;
         term.send_input(b"while true; do echo tick; sleep 1; done\r")
@@ -114,7 +151,7 @@ async fn idle_warns_then_cuts_and_input_only_ignores_output_and_max_duration_cut
         anyhow::Ok(())
     };
 
-    // 3. Maximum duration: typing every few seconds does not keep it open past 60 s.
+    // 4. Maximum duration: typing every few seconds does not keep it open past 60 s.
     let max_case = async {
         let started = Instant::now();
         let (opened, mut term) = attach(world, &max, &engineer(22)).await?;
@@ -138,13 +175,14 @@ async fn idle_warns_then_cuts_and_input_only_ignores_output_and_max_duration_cut
         anyhow::Ok(())
     };
 
-    let (a, b, c) = tokio::join!(idle_case, input_only_case, max_case);
+    let (a, b, c, d) = tokio::join!(idle_case, reattach_case, input_only_case, max_case);
     for scope in [&idle, &input_only, &max] {
         world.cleanup(scope).await?;
     }
     a?;
     b?;
     c?;
+    d?;
     Ok(())
 }
 

@@ -91,6 +91,10 @@ pub(super) struct Driver {
     pub(super) out: Option<mpsc::Sender<Outbound>>,
     events: Option<mpsc::Receiver<QueuedEvent>>,
     detached_since: Option<Instant>,
+    /// The browser has not been told of a standing idle warning: its queue was full when
+    /// the warning came, or it attached during the warning period. The warning goes into
+    /// the queue's next free slot, ahead of output, counted afresh from the idle clock.
+    warning_owed: bool,
     next_heartbeat: Instant,
     next_flush: Instant,
     /// The transcript's encoding, running on a blocking thread.
@@ -193,6 +197,7 @@ impl Driver {
             out: None,
             events: None,
             detached_since: None,
+            warning_owed: false,
             flush_task: None,
             store_task: None,
             store_failed: false,
@@ -277,7 +282,41 @@ impl Driver {
                 false,
             ));
         }
+        // A browser that comes during the warning period is told too.
+        self.warning_owed = self.idle.warning_at(Instant::now()).is_some();
         self.retry_pending_output();
+    }
+
+    /// Tells the browser the idle cut is coming, or, when its queue is full (or no browser
+    /// is attached), owes it the warning until a slot is free.
+    fn warn_idle(&mut self, seconds_remaining: u64) {
+        let sent = self.out.as_ref().is_some_and(|out| {
+            out.try_send(Outbound::Control(Box::new(ServerFrame::IdleWarn {
+                seconds_remaining,
+            })))
+            .is_ok()
+        });
+        self.warning_owed = !sent;
+    }
+
+    /// Puts an owed idle warning into `permit`'s slot if it still stands; hands the permit
+    /// back when nothing was owed or the warning no longer stands (activity came since).
+    fn pay_warning<'a>(
+        &mut self,
+        permit: mpsc::Permit<'a, Outbound>,
+    ) -> Option<mpsc::Permit<'a, Outbound>> {
+        if !std::mem::take(&mut self.warning_owed) {
+            return Some(permit);
+        }
+        match self.idle.warning_at(Instant::now()) {
+            Some(seconds_remaining) => {
+                permit.send(Outbound::Control(Box::new(ServerFrame::IdleWarn {
+                    seconds_remaining,
+                })));
+                None
+            }
+            None => Some(permit),
+        }
     }
 
     fn detach(&mut self) {
@@ -546,7 +585,7 @@ impl Driver {
             self.report_output();
             let deadline = self.next_deadline();
             let out = self.out.clone();
-            let can_forward = out.is_some() && self.window.can_send();
+            let can_forward = out.is_some() && (self.window.can_send() || self.warning_owed);
             let can_read = self.can_read_output();
             let has_pending_input = !self.pending_input.is_empty();
             let events_wait = self.pending_input.is_full() || self.input_held_by_transcript();
@@ -594,7 +633,11 @@ impl Driver {
                 },
                 permit = reserve_opt(out.as_ref()), if can_forward => match permit {
                     Some(permit) => {
-                        self.forward(permit);
+                        if let Some(permit) = self.pay_warning(permit)
+                            && self.window.can_send()
+                        {
+                            self.forward(permit);
+                        }
                         // The queue's other slots in the same turn, as far as the browser's
                         // credit goes: the writer takes them in one socket write.
                         while self.window.can_send() {
@@ -678,9 +721,7 @@ impl Driver {
         }
         match self.idle.poll(now) {
             Some(IdleEvent::Cut) => return Some(EndReason::IdleTimeout),
-            Some(IdleEvent::Warn { seconds_remaining }) => {
-                self.send_control(ServerFrame::IdleWarn { seconds_remaining });
-            }
+            Some(IdleEvent::Warn { seconds_remaining }) => self.warn_idle(seconds_remaining),
             None => {}
         }
         if let Some(since) = self.detached_since

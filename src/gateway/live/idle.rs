@@ -98,15 +98,27 @@ impl IdleClock {
         }
         if !self.warned && !self.warning.is_zero() && now >= cut - self.warning {
             self.warned = true;
-            let remaining = cut.saturating_duration_since(now);
-            // Round up: "30 seconds" at the warning instant, never "29.999 → 29".
-            let seconds = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
             return Some(IdleEvent::Warn {
-                seconds_remaining: seconds,
+                seconds_remaining: seconds_until(cut, now),
             });
         }
         None
     }
+
+    /// The warning as it stands at `now`, for a browser that has not been told yet (its
+    /// queue was full, or it attached during the warning period): the whole seconds left
+    /// before the cut, once the warning was given and until activity or the cut ends it.
+    pub fn warning_at(&self, now: Instant) -> Option<u64> {
+        let cut = self.cut_at();
+        (self.warned && now < cut).then(|| seconds_until(cut, now))
+    }
+}
+
+/// Whole seconds from `now` to `cut`, rounded up: "30 seconds" at the warning instant, never
+/// "29.999 → 29".
+fn seconds_until(cut: Instant, now: Instant) -> u64 {
+    let remaining = cut.saturating_duration_since(now);
+    remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0)
 }
 
 /// The instant a session that started at `started` must end under `maxDurationSeconds`.
@@ -211,6 +223,36 @@ mod tests {
             Some(IdleEvent::Warn { .. })
         ));
         assert_eq!(clock.poll(t0 + secs(116)), Some(IdleEvent::Cut));
+    }
+
+    #[test]
+    fn the_warning_stands_from_when_it_was_given_until_activity_or_the_cut() {
+        let t0 = Instant::now();
+        let mut clock = IdleClock::new(secs(60), secs(15), IdleActivity::InputOnly, t0);
+        // Not given yet, even inside the warning period: poll gives it first.
+        assert_eq!(clock.warning_at(t0 + secs(50)), None);
+        assert!(matches!(
+            clock.poll(t0 + secs(45)),
+            Some(IdleEvent::Warn { .. })
+        ));
+        // Told later, it counts what is left then, rounded up.
+        assert_eq!(clock.warning_at(t0 + secs(45)), Some(15));
+        assert_eq!(
+            clock.warning_at(t0 + secs(52) + Duration::from_millis(300)),
+            Some(8)
+        );
+        // Output is no activity here; a keystroke ends the warning.
+        clock.output(t0 + secs(53));
+        assert_eq!(clock.warning_at(t0 + secs(53)), Some(7));
+        clock.input(t0 + secs(54));
+        assert_eq!(clock.warning_at(t0 + secs(54)), None);
+        // Warned again in the next idle period; nothing stands once the cut has come.
+        assert!(matches!(
+            clock.poll(t0 + secs(99)),
+            Some(IdleEvent::Warn { .. })
+        ));
+        assert_eq!(clock.warning_at(t0 + secs(113)), Some(1));
+        assert_eq!(clock.warning_at(t0 + secs(114)), None);
     }
 
     #[test]
