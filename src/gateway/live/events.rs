@@ -5,6 +5,16 @@
 //! a repeat into a series, and on a gateway that opens shells steadily that cache held about
 //! 3 KB for every shell opened in the last six minutes. A session's events never repeat (it
 //! starts once and ends once), so there is nothing to count and nothing is kept.
+//!
+//! An event is a mirror of the session's audit row, which is written regardless, so a
+//! create that fails is counted and the event dropped. What an apiserver that stops
+//! answering can cost is bounded: a create waits at most [`EVENT_TIMEOUT`], at most
+//! [`EVENTS_IN_FLIGHT`] wait at once (beyond them an event is dropped and counted), and the
+//! failures are logged at warn at most once per [`WARN_EVERY`] (a gateway whose RBAC lacks
+//! `create` on events says so without a line per session).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -12,7 +22,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
-use tracing::debug;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
 
 use crate::api::NodeShellSession;
 
@@ -23,6 +35,12 @@ const CLUSTER_SCOPED_EVENTS_NAMESPACE: &str = "default";
 const REASON_CHARS: usize = 128;
 /// The longest `note` the events API accepts (1 kB; characters of a note are mostly ASCII).
 const NOTE_CHARS: usize = 1000;
+/// Event creates waiting for the apiserver at once; beyond them an event is dropped.
+pub(super) const EVENTS_IN_FLIGHT: usize = 32;
+/// How long one create may wait for the apiserver.
+pub(super) const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Failed creates are logged at warn at most this often, at debug otherwise.
+pub(super) const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Publishes a gateway's session events, as `reportingController` `controller` and
 /// `reportingInstance` its pod.
@@ -31,21 +49,33 @@ pub(super) struct SessionEvents {
     client: Client,
     controller: String,
     instance: String,
+    /// Room for creates in flight ([`EVENTS_IN_FLIGHT`]).
+    in_flight: Arc<Semaphore>,
+    /// Events dropped: refused, unanswered, or beyond the creates in flight.
+    failures: Counter,
+    warn: Arc<WarnGate>,
+    /// How long one create may wait ([`EVENT_TIMEOUT`]).
+    timeout: Duration,
 }
 
 impl SessionEvents {
-    /// Events reported by `controller` from pod `instance`.
-    pub(super) fn new(client: Client, controller: &str, instance: &str) -> Self {
+    /// Events reported by `controller` from pod `instance`; those dropped are counted in
+    /// `failures`.
+    pub(super) fn new(client: Client, controller: &str, instance: &str, failures: Counter) -> Self {
         Self {
             client,
             controller: controller.to_string(),
             instance: instance.to_string(),
+            in_flight: Arc::new(Semaphore::new(EVENTS_IN_FLIGHT)),
+            failures,
+            warn: Arc::new(WarnGate::new(WARN_EVERY)),
+            timeout: EVENT_TIMEOUT,
         }
     }
 
     /// Mirrors a lifecycle step of `session` as an Event, created in a task of its own, off
-    /// the session's path; a failure is logged at debug (an event is a mirror of the audit
-    /// row, which is written regardless).
+    /// the session's path; one that fails, or finds [`EVENTS_IN_FLIGHT`] creates waiting,
+    /// is dropped and counted.
     pub(super) fn publish(
         &self,
         session: &NodeShellSession,
@@ -67,12 +97,73 @@ impl SessionEvents {
             .namespace
             .as_deref()
             .unwrap_or(CLUSTER_SCOPED_EVENTS_NAMESPACE);
+        let Ok(slot) = self.in_flight.clone().try_acquire_owned() else {
+            self.failed(&format!(
+                "{EVENTS_IN_FLIGHT} event creates are already waiting for the Kubernetes API"
+            ));
+            return;
+        };
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = api.create(&PostParams::default(), &event).await {
-                debug!(error = %e, "publishing a session event failed");
+            let created =
+                tokio::time::timeout(this.timeout, api.create(&PostParams::default(), &event))
+                    .await;
+            drop(slot);
+            match created {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => this.failed(&e.to_string()),
+                Err(_) => this.failed(&format!(
+                    "the Kubernetes API did not answer within {:?}",
+                    this.timeout
+                )),
             }
         });
+    }
+
+    fn failed(&self, error: &str) {
+        self.failures.inc();
+        if self.warn.due(Instant::now()) {
+            warn!(
+                error,
+                "a session event was dropped (the audit row has the same facts); check that the gateway's service account may create events (further failures this minute are logged at debug and counted in nodeshell_gateway_live_event_failures_total)"
+            );
+        } else {
+            debug!(error, "a session event was dropped");
+        }
+    }
+}
+
+/// Lets a warning through at most once per period.
+#[derive(Debug)]
+pub(super) struct WarnGate {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl WarnGate {
+    /// A gate that opens at most once per `every`.
+    pub(super) fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether a warning may be logged at `now` (and, if so, that one was).
+    pub(super) fn due(&self, now: Instant) -> bool {
+        // A poisoned lock only means another thread panicked while logging: keep going.
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *last {
+            Some(at) if now < at + self.every => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
     }
 }
 
@@ -136,6 +227,53 @@ mod tests {
             uid: Some("u-1".into()),
             ..ObjectReference::default()
         }
+    }
+
+    #[test]
+    fn failures_are_warned_of_at_most_once_per_period() {
+        let gate = WarnGate::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(gate.due(t0), "the first failure is warned of");
+        assert!(!gate.due(t0 + Duration::from_secs(1)));
+        assert!(!gate.due(t0 + Duration::from_secs(59)));
+        assert!(
+            gate.due(t0 + Duration::from_secs(60)),
+            "a minute later again"
+        );
+        assert!(!gate.due(t0 + Duration::from_secs(61)));
+    }
+
+    /// An apiserver that accepts connections and never answers: creates wait, and beyond
+    /// [`EVENTS_IN_FLIGHT`] of them every event is dropped and counted at once.
+    #[tokio::test]
+    async fn creates_waiting_for_an_apiserver_that_never_answers_are_bounded() {
+        let service = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            std::future::pending::<
+                Result<http::Response<kube::client::Body>, std::convert::Infallible>,
+            >()
+            .await
+        });
+        let client = Client::new(service, "default");
+        let failures = Counter::default();
+        let mut events = SessionEvents::new(client, "gw", "gw-0", failures.clone());
+        events.timeout = Duration::from_millis(200);
+        let session = crate::testing::session("s1", "alice", "p", 1, None);
+        for _ in 0..EVENTS_IN_FLIGHT + 5 {
+            events.publish(&session, false, "SessionStarted", "up".into());
+        }
+        assert_eq!(
+            failures.get(),
+            5,
+            "only those beyond the bound are dropped at once"
+        );
+        assert_eq!(events.in_flight.available_permits(), 0);
+        // Each waiting create gives up at its timeout, freeing its room.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while failures.get() < 5 + EVENTS_IN_FLIGHT as u64 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(failures.get(), 5 + EVENTS_IN_FLIGHT as u64);
+        assert_eq!(events.in_flight.available_permits(), EVENTS_IN_FLIGHT);
     }
 
     #[test]

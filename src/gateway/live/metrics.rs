@@ -41,6 +41,8 @@ pub struct LiveMetrics {
     pub s3_sink_failures: Counter,
     /// Status writes that failed (retried).
     pub status_failures: Counter,
+    /// Session Events dropped: refused, unanswered, or beyond the creates in flight.
+    pub event_failures: Counter,
     /// Output bytes held for browsers across sessions: replay rings, chunks waiting for
     /// ring room, and what each data channel holds (receive window, queued chunks).
     pub output_held: HeldBytes,
@@ -99,6 +101,11 @@ impl LiveMetrics {
             "live_status_failures",
             "Session status writes that failed and were retried",
             self.status_failures.clone(),
+        );
+        registry.register(
+            "live_event_failures",
+            "Session Events dropped: refused or unanswered by the Kubernetes API, or beyond the creates in flight",
+            self.event_failures.clone(),
         );
         registry.register(
             "output_held_bytes",

@@ -180,6 +180,7 @@ impl LiveSessions {
             config.client.clone(),
             crate::gateway::FIELD_MANAGER,
             &config.pod_name,
+            config.metrics.event_failures.clone(),
         );
         Self {
             inner: Arc::new(Inner {
