@@ -8,8 +8,8 @@ use aws_sdk_kms::primitives::Blob;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::clients::{SignedCalls, Signer};
-use super::{AwsClients, AwsEndpoints, TemporaryCredentials, describe};
+use super::clients::SignedCalls;
+use super::describe;
 use crate::ssm::handshake::{DataKey, DataKeyError, DataKeyRequest, DataKeySource};
 
 /// KMS calls signed with one person's temporary credentials. It keeps what a call needs and
@@ -21,15 +21,6 @@ pub struct KmsDataKeys {
 }
 
 impl KmsDataKeys {
-    /// Data keys for `credentials` (SigV4, service `kms`) on an HTTP client of its own.
-    pub fn new(endpoints: &AwsEndpoints, credentials: &TemporaryCredentials) -> Self {
-        Self::on_call(SignedCalls::new(
-            &AwsClients::new(),
-            endpoints,
-            Signer::fixed(credentials),
-        ))
-    }
-
     /// Data keys through an SDK client made for each call from `calls` (the gateway's
     /// shared HTTP client, the person's credentials).
     pub(crate) fn on_call(calls: Arc<SignedCalls>) -> Self {
