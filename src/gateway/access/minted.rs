@@ -58,9 +58,8 @@ impl MintedStore {
 
     /// Keeps `minted` for the session with UID `uid` from `now`; at the cap, keeps nothing.
     pub fn keep(&self, uid: &str, minted: MintedCredentials, now: Instant) {
-        let ttl = self.ttl;
         let mut entries = self.entries();
-        entries.retain(|_, k| now.saturating_duration_since(k.at) < ttl);
+        self.drop_expired(&mut entries, now);
         if entries.len() < self.cap {
             entries.insert(uid.to_string(), Kept { at: now, minted });
         }
@@ -75,9 +74,12 @@ impl MintedStore {
 
     /// Drops every entry older than the lifetime.
     pub fn sweep(&self, now: Instant) {
-        let ttl = self.ttl;
-        self.entries()
-            .retain(|_, k| now.saturating_duration_since(k.at) < ttl);
+        self.drop_expired(&mut self.entries(), now);
+    }
+
+    /// Drops from `entries` every entry kept the lifetime or longer before `now`.
+    fn drop_expired(&self, entries: &mut HashMap<String, Kept>, now: Instant) {
+        entries.retain(|_, k| now.saturating_duration_since(k.at) < self.ttl);
     }
 
     /// Sessions whose credentials are kept.
