@@ -27,6 +27,15 @@ pub const MAX_CHUNK_BYTES: usize = 512 * 1024;
 /// a chunk whose many small flushes cost more is sealed early ([`deflate_bound`]).
 pub const SEGMENT_BYTES: usize = MAX_CHUNK_BYTES - 4 * 1024;
 
+/// An open chunk this large (compressed) when the interval writes it is sealed before the
+/// next text instead of growing further. The interval writes the whole open chunk whenever it
+/// changed, so a chunk that filled slowly to [`MAX_CHUNK_BYTES`] (a `tail -f`, a shell
+/// printing a line now and then) was written whole every interval for its whole life: up to
+/// 512 KiB every 5 s per session, each write a new revision of a Secret that etcd keeps until
+/// its next compaction. Sealing at 64 KiB bounds that to 64 KiB per interval per session
+/// (more chunks, each written once sealed); the crash window stays the interval.
+pub const SEAL_AT_INTERVAL_BYTES: usize = 64 * 1024;
+
 /// The deflate level, chosen by measurement (docs/benchmarks.md, "The transcript off the
 /// session's task"): asciicast text of terminal output compresses nearly as well at level 1
 /// as at level 6, in a fraction of the CPU (`transcript_levels` in the gateway bench).
@@ -150,6 +159,10 @@ pub struct ChunkedRecording {
     /// Whether the first chunk was handed out once (it is written even when empty, so a
     /// required transcript fails before the session opens).
     handed_out: bool,
+    /// The open chunk reached [`SEAL_AT_INTERVAL_BYTES`] when the interval wrote it: it is
+    /// sealed before the next text (never at the end of the recording, whose last chunk
+    /// stays open, as the chain's head expects).
+    seal_before_next: bool,
     /// The hash chain over the sealed chunks.
     chain: Chain,
 }
@@ -179,12 +192,17 @@ impl ChunkedRecording {
             unstored_sealed: VecDeque::new(),
             open_dirty: false,
             handed_out: false,
+            seal_before_next: false,
             chain: Chain::default(),
         }
     }
 
     /// Appends asciicast text, sealing chunks as their segments fill.
     pub fn append(&mut self, mut text: &[u8]) {
+        if self.seal_before_next && !text.is_empty() {
+            self.seal_before_next = false;
+            self.seal();
+        }
         while !text.is_empty() {
             let room = self.segment_limit - self.open.text_bytes();
             let (now, rest) = text.split_at(room.min(text.len()));
@@ -287,6 +305,7 @@ impl ChunkedRecording {
         self.compress_open();
         let mut chunks: Vec<Chunk> = self.unstored_sealed.drain(..).collect();
         if with_open && self.open_dirty() {
+            self.seal_before_next = self.open.deflated.len() >= SEAL_AT_INTERVAL_BYTES;
             chunks.push(Chunk {
                 index: self.index,
                 gz: self.open.member().into(),
@@ -467,6 +486,43 @@ mod tests {
         // Chunks sealed early (before their segment filled) link their own text only.
         let report = verified(&stored, &rec.chain_head());
         assert!(report.intact, "{report:?}");
+    }
+
+    #[test]
+    fn a_slowly_growing_open_chunk_is_sealed_at_the_bound_instead_of_written_whole_forever() {
+        // A line of output per interval (a `tail -f`): every interval writes the open chunk,
+        // which reaches the bound after some 2,000 lines; it is then sealed before the next
+        // line, so no write is ever much larger than the bound.
+        let mut rec = ChunkedRecording::default();
+        let mut stored = Vec::new();
+        let mut text = Vec::new();
+        let mut largest = 0;
+        for i in 0..6000u32 {
+            let line = format!(
+                "[{i}.5, \"o\", \"{:08x} request {i} served\\r\\n\"]\n",
+                i.wrapping_mul(2_654_435_761)
+            );
+            rec.append(line.as_bytes());
+            text.extend_from_slice(line.as_bytes());
+            let chunks = rec.take_dirty(true);
+            largest = chunks
+                .iter()
+                .map(|c| c.gz.len())
+                .max()
+                .unwrap_or(0)
+                .max(largest);
+            store_all(&mut stored, chunks);
+        }
+        assert!(
+            largest < SEAL_AT_INTERVAL_BYTES + 1024,
+            "a write of {largest} bytes"
+        );
+        assert!(stored.len() >= 3, "{} chunks", stored.len());
+        assert_eq!(decoded(&stored), text);
+        let report = verified(&stored, &rec.chain_head());
+        assert!(report.intact, "{report:?}");
+        // The end of a recording is never sealed early: its last chunk stays open.
+        assert!(!stored.last().and_then(Option::as_ref).expect("last").sealed);
     }
 
     #[test]
