@@ -254,6 +254,11 @@ impl CommandLedger {
         &self.counts
     }
 
+    /// How many records are kept (at most the limit).
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
     /// The records so far, the running command last (without its end).
     pub fn records(&self) -> Vec<CommandRecord> {
         let mut all = self.records.clone();

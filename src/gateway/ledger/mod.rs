@@ -125,6 +125,11 @@ impl Ledger {
         self.commands.counts()
     }
 
+    /// How many command records are kept.
+    pub fn record_count(&self) -> usize {
+        self.commands.record_count()
+    }
+
     /// The ledger as stored and served.
     pub fn document(&self, session: &str) -> LedgerDocument {
         let at = |s: f64| {

@@ -109,6 +109,8 @@ pub(super) struct Driver {
     pub(super) ledger: Option<Ledger>,
     pub(super) ledger_write: Option<JoinHandle<()>>,
     pub(super) ledger_written: Option<LedgerDocument>,
+    /// When the ledger was last handed to a write.
+    pub(super) ledger_written_at: Option<Instant>,
     /// The S3 sink refused the ledger at the close (said in the close message).
     pub(super) ledger_sink_failure: Option<crate::gateway::transcript::s3::SinkError>,
     /// The window's bytes, in the gateway's held-output total.
@@ -205,6 +207,7 @@ impl Driver {
             ledger: started.ledger,
             ledger_write: None,
             ledger_written: None,
+            ledger_written_at: None,
             ledger_sink_failure: None,
             held: inner.config.metrics.output_held.share(),
             paused: PausedMark::new(&inner.config.metrics.output_paused),

@@ -4,7 +4,7 @@
 //! close, before the Closed status. The shell's final mark gives `exitCode` when the agent
 //! gave none.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
@@ -16,6 +16,22 @@ use crate::gateway::ledger::ledger_secret_name;
 const FINAL_ATTEMPTS: usize = 3;
 /// Longest wait for a ledger write still running at the close.
 const RUNNING_WRITE_WAIT: Duration = Duration::from_secs(10);
+/// A ledger of more records than this is rewritten at most once per
+/// [`LARGE_LEDGER_EVERY`] (a smaller one at every flush that finds it changed).
+pub(super) const LARGE_LEDGER_RECORDS: usize = 64;
+/// How often a large ledger may be rewritten. Each write replaces the whole Secret (up to
+/// 1 MiB at 800 records), a new revision etcd keeps until its next compaction; a shell that
+/// runs a command every few seconds would otherwise rewrite it every flush interval. The
+/// records between two writes are not lost: their marks are in the transcript, stored at
+/// every interval, and the close writes the ledger whole.
+pub(super) const LARGE_LEDGER_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether a changed ledger of `records` records, last written at `last` (if ever), is
+/// written at `now`.
+pub(super) fn ledger_write_due(records: usize, last: Option<Instant>, now: Instant) -> bool {
+    records <= LARGE_LEDGER_RECORDS
+        || last.is_none_or(|at| now.saturating_duration_since(at) >= LARGE_LEDGER_EVERY)
+}
 
 impl Driver {
     /// Output at `t` seconds into the ledger.
@@ -34,10 +50,15 @@ impl Driver {
         if self.ledger_write.as_ref().is_some_and(|w| !w.is_finished()) {
             return;
         }
+        let now = Instant::now();
+        if !ledger_write_due(ledger.record_count(), self.ledger_written_at, now) {
+            return;
+        }
         let document = ledger.document(&self.info.name);
         if self.ledger_written.as_ref() == Some(&document) {
             return;
         }
+        self.ledger_written_at = Some(now);
         self.records.snapshot.ledger = Some(ledger.status(&ledger_secret_name(&self.info.name)));
         let store = self.inner.ledgers.clone();
         let session = self.info.session.clone();
@@ -94,5 +115,23 @@ impl Driver {
             }
             (None, None) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_ledger_is_rewritten_at_most_once_a_minute_a_small_one_at_every_flush() {
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        // Small: every flush that finds it changed.
+        assert!(ledger_write_due(LARGE_LEDGER_RECORDS, Some(t0), later(5)));
+        // Large: never written yet, then a minute after its last write.
+        assert!(ledger_write_due(LARGE_LEDGER_RECORDS + 1, None, t0));
+        assert!(!ledger_write_due(800, Some(t0), later(5)));
+        assert!(!ledger_write_due(800, Some(t0), later(59)));
+        assert!(ledger_write_due(800, Some(t0), later(60)));
     }
 }
