@@ -53,6 +53,7 @@ pub(super) struct SessionEvents {
     in_flight: Arc<Semaphore>,
     /// Events dropped: refused, unanswered, or beyond the creates in flight.
     failures: Counter,
+    /// Lets a failure through to the log at warn once per [`WARN_EVERY`].
     warn: Arc<WarnGate>,
     /// How long one create may wait ([`EVENT_TIMEOUT`]).
     timeout: Duration,
