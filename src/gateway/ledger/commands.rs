@@ -98,6 +98,9 @@ pub struct CommandLedger {
     offset: u64,
     mark_start: u64,
     counts: LedgerCounts,
+    /// Marks (real, forged or oversize) taken so far: what the stored ledger is made of
+    /// changes only with them.
+    marks: u64,
 }
 
 impl CommandLedger {
@@ -113,6 +116,7 @@ impl CommandLedger {
             offset: 0,
             mark_start: 0,
             counts: LedgerCounts::default(),
+            marks: 0,
         }
     }
 
@@ -126,9 +130,18 @@ impl CommandLedger {
             self.offset += 1;
             match scanned {
                 Scanned::Text(c) => self.text(t, c),
-                Scanned::Mark(mark) => self.mark(t, mark),
-                Scanned::Forged => self.counts.forged_marks += 1,
-                Scanned::Oversize => self.counts.oversize_marks += 1,
+                Scanned::Mark(mark) => {
+                    self.marks += 1;
+                    self.mark(t, mark);
+                }
+                Scanned::Forged => {
+                    self.marks += 1;
+                    self.counts.forged_marks += 1;
+                }
+                Scanned::Oversize => {
+                    self.marks += 1;
+                    self.counts.oversize_marks += 1;
+                }
                 Scanned::Nothing => {}
             }
         }
@@ -254,6 +267,12 @@ impl CommandLedger {
         &self.counts
     }
 
+    /// Marks taken so far: while it stays the same, so do the records and the counts (typed
+    /// text alone changes neither).
+    pub fn marks(&self) -> u64 {
+        self.marks
+    }
+
     /// How many records are kept (at most the limit).
     pub fn record_count(&self) -> usize {
         self.records.len()
@@ -342,6 +361,30 @@ mod tests {
             format!("\x1b]133;Z;3;nonce={N}\x07"),
         ]
         .concat()
+    }
+
+    #[test]
+    fn records_and_counts_change_only_with_a_mark() {
+        // Byte by byte through a session with a forged mark in it: whenever the count of
+        // marks taken stays the same, so do the records and the counts (what the stored
+        // ledger is made of), so the gateway compares that count instead of a document copy.
+        let forged = "\x1b]133;D;0;nonce=wrong\x07";
+        let session = format!("{}{forged}{}", bash_session(), bash_session());
+        let mut l = CommandLedger::new(N, LedgerLimits::default());
+        let mut last = (l.marks(), l.records(), l.counts().clone());
+        let mut changes = 0;
+        for (i, byte) in session.bytes().enumerate() {
+            l.output(i as f64, &[byte]);
+            let now = (l.marks(), l.records(), l.counts().clone());
+            if now.0 == last.0 {
+                assert_eq!((&now.1, &now.2), (&last.1, &last.2), "at byte {i}");
+            } else {
+                changes += 1;
+            }
+            last = now;
+        }
+        assert_eq!(l.counts().forged_marks, 1);
+        assert!(changes > 20, "{changes} marks taken");
     }
 
     #[test]

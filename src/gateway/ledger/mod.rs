@@ -130,6 +130,11 @@ impl Ledger {
         self.commands.record_count()
     }
 
+    /// Marks taken so far: the stored document changes only when this does.
+    pub fn marks(&self) -> u64 {
+        self.commands.marks()
+    }
+
     /// The ledger as stored and served.
     pub fn document(&self, session: &str) -> LedgerDocument {
         let at = |s: f64| {

@@ -30,7 +30,7 @@ use super::{Control, Inner};
 use crate::api::NodeShellSessionStatus;
 use crate::aws::SsmSessions;
 use crate::gateway::error::ErrorCode;
-use crate::gateway::ledger::{Ledger, LedgerDocument};
+use crate::gateway::ledger::Ledger;
 use crate::gateway::session_watch::{SessionNews, Subscription};
 use crate::gateway::transcript::{
     Encoded, StorageFailure, Transcript, TranscriptError, encode, pending_bound, status_of,
@@ -108,7 +108,9 @@ pub(super) struct Driver {
     /// handed to a write.
     pub(super) ledger: Option<Ledger>,
     pub(super) ledger_write: Option<JoinHandle<()>>,
-    pub(super) ledger_written: Option<LedgerDocument>,
+    /// The ledger's marks when it was last handed to a write ([`Ledger::marks`]): a copy of
+    /// the document (up to 1 MiB) is not kept to compare.
+    pub(super) ledger_written: Option<u64>,
     /// When the ledger was last handed to a write.
     pub(super) ledger_written_at: Option<Instant>,
     /// The S3 sink refused the ledger at the close (said in the close message).

@@ -50,20 +50,21 @@ impl Driver {
         if self.ledger_write.as_ref().is_some_and(|w| !w.is_finished()) {
             return;
         }
+        let marks = ledger.marks();
+        if self.ledger_written == Some(marks) {
+            return;
+        }
         let now = Instant::now();
         if !ledger_write_due(ledger.record_count(), self.ledger_written_at, now) {
             return;
         }
         let document = ledger.document(&self.info.name);
-        if self.ledger_written.as_ref() == Some(&document) {
-            return;
-        }
         self.ledger_written_at = Some(now);
         self.records.snapshot.ledger = Some(ledger.status(&ledger_secret_name(&self.info.name)));
         let store = self.inner.ledgers.clone();
         let session = self.info.session.clone();
         let name = self.info.name.clone();
-        self.ledger_written = Some(document.clone());
+        self.ledger_written = Some(marks);
         self.ledger_write = Some(tokio::spawn(async move {
             if let Err(e) = store.store(&session, &document).await {
                 warn!(session = %name, error = %e, "storing the ledger failed");
