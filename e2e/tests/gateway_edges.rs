@@ -370,6 +370,33 @@ subjects:
         .await?;
     let stored = secrets_named_after(world, &namespace, &opened.session).await?;
     assert!(!stored.is_empty(), "the first chunk is in {namespace}");
+    // Every chunk write is counted in compressed bytes (this gateway records this session
+    // only): at least what the chunks hold now.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(world.cluster.client(Identity::Admin).await?, &namespace);
+    let mut held = 0usize;
+    for name in &stored {
+        let secret = secrets.get(name).await?;
+        held += secret
+            .data
+            .unwrap_or_default()
+            .values()
+            .map(|v| v.0.len())
+            .sum::<usize>();
+    }
+    // (A write the apiserver has taken may not be counted yet when the Secret is read.)
+    let deadline = Instant::now() + T;
+    let counted = loop {
+        let counted = metric(&gw, "nodeshell_gateway_live_transcript_bytes_stored_total").await?;
+        if counted >= held as f64 || Instant::now() >= deadline {
+            break counted;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        held > 0 && counted >= held as f64,
+        "{counted} bytes counted, {held} stored"
+    );
 
     let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
         Api::namespaced(world.cluster.client(Identity::Admin).await?, &namespace);

@@ -37,6 +37,9 @@ pub struct LiveMetrics {
     pub reattaches: Counter,
     /// Transcript writes that failed.
     pub transcript_failures: Counter,
+    /// Compressed transcript bytes written to Secrets (each write of a chunk, rewrites of
+    /// the open chunk included): the etcd write load the recording makes.
+    pub transcript_bytes_stored: Counter,
     /// Uploads to a policy's S3 transcript sink that failed or found the queue full.
     pub s3_sink_failures: Counter,
     /// Status writes that failed (retried).
@@ -91,6 +94,11 @@ impl LiveMetrics {
             "live_transcript_failures",
             "Transcript writes that failed",
             self.transcript_failures.clone(),
+        );
+        registry.register(
+            "live_transcript_bytes_stored",
+            "Compressed transcript bytes written to Secrets (every chunk write, rewrites of the open chunk included)",
+            self.transcript_bytes_stored.clone(),
         );
         registry.register(
             "live_s3_sink_failures",

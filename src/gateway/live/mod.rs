@@ -186,7 +186,8 @@ impl LiveSessions {
             inner: Arc::new(Inner {
                 status: StatusApi::new(config.client.clone()),
                 watch: config.session_watch.clone(),
-                store: TranscriptStore::new(config.client.clone(), &config.namespace),
+                store: TranscriptStore::new(config.client.clone(), &config.namespace)
+                    .counting(config.metrics.transcript_bytes_stored.clone()),
                 ledgers: LedgerStore::new(config.client.clone(), &config.namespace),
                 sink: std::sync::OnceLock::new(),
                 events,

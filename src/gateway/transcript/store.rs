@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
 
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -125,6 +126,9 @@ pub fn chunk_secret(
 pub struct TranscriptStore {
     api: Api<Secret>,
     namespace: String,
+    /// Compressed chunk bytes written (every write of a chunk, rewrites of the open one
+    /// included).
+    stored_bytes: Counter,
 }
 
 impl TranscriptStore {
@@ -133,6 +137,15 @@ impl TranscriptStore {
         Self {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
+            stored_bytes: Counter::default(),
+        }
+    }
+
+    /// The same store, counting the compressed bytes of every chunk it writes in `counter`.
+    pub fn counting(self, counter: Counter) -> Self {
+        Self {
+            stored_bytes: counter,
+            ..self
         }
     }
 
@@ -157,6 +170,8 @@ impl TranscriptStore {
                     &Patch::Apply(&secret),
                 )
                 .await?;
+            self.stored_bytes
+                .inc_by(u64::try_from(chunk.gz.len()).unwrap_or(u64::MAX));
         }
         Ok(())
     }
