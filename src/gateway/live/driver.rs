@@ -91,9 +91,10 @@ pub(super) struct Driver {
     pub(super) out: Option<mpsc::Sender<Outbound>>,
     events: Option<mpsc::Receiver<QueuedEvent>>,
     detached_since: Option<Instant>,
-    /// The browser has not been told of a standing idle warning: its queue was full when
-    /// the warning came, or it attached during the warning period. The warning goes into
-    /// the queue's next free slot, ahead of output, counted afresh from the idle clock.
+    /// The browser has not been told of a standing idle warning yet: the warning came, or
+    /// the browser attached during the warning period. It goes into the queue's next free
+    /// slot, ahead of output, counted from the idle clock then (a full queue delays it,
+    /// never drops it).
     warning_owed: bool,
     next_heartbeat: Instant,
     next_flush: Instant,
@@ -290,18 +291,6 @@ impl Driver {
         // A browser that comes during the warning period is told too.
         self.warning_owed = self.idle.warning_at(Instant::now()).is_some();
         self.retry_pending_output();
-    }
-
-    /// Tells the browser the idle cut is coming, or, when its queue is full (or no browser
-    /// is attached), owes it the warning until a slot is free.
-    fn warn_idle(&mut self, seconds_remaining: u64) {
-        let sent = self.out.as_ref().is_some_and(|out| {
-            out.try_send(Outbound::Control(Box::new(ServerFrame::IdleWarn {
-                seconds_remaining,
-            })))
-            .is_ok()
-        });
-        self.warning_owed = !sent;
     }
 
     /// Puts an owed idle warning into `permit`'s slot if it still stands; hands the permit
@@ -726,7 +715,7 @@ impl Driver {
         }
         match self.idle.poll(now) {
             Some(IdleEvent::Cut) => return Some(EndReason::IdleTimeout),
-            Some(IdleEvent::Warn { seconds_remaining }) => self.warn_idle(seconds_remaining),
+            Some(IdleEvent::Warn { .. }) => self.warning_owed = true,
             None => {}
         }
         if let Some(since) = self.detached_since
