@@ -38,14 +38,10 @@ impl PendingInput {
 
     /// Offers the oldest message to `send`, which takes what it can from its front.
     pub(super) fn send_front(&mut self, send: impl FnOnce(&mut Bytes)) {
-        if let Some(front) = self.queue.front_mut() {
-            let before = front.len();
-            send(front);
-            self.bytes -= before - front.len();
-            if front.is_empty() {
-                self.queue.pop_front();
-            }
-        }
+        let _ = self.offer_front(|b| {
+            send(b);
+            Ok::<(), std::convert::Infallible>(())
+        });
         self.release_if_empty();
     }
 
@@ -55,20 +51,37 @@ impl PendingInput {
         &mut self,
         mut send: impl FnMut(&mut Bytes) -> Result<(), E>,
     ) -> Result<(), E> {
-        while let Some(front) = self.queue.front_mut() {
-            let before = front.len();
-            if let Err(e) = send(front) {
-                self.clear();
-                return Err(e);
+        loop {
+            match self.offer_front(&mut send) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.clear();
+                    return Err(e);
+                }
             }
-            self.bytes -= before - front.len();
-            if !front.is_empty() {
-                break;
-            }
-            self.queue.pop_front();
         }
         self.release_if_empty();
         Ok(())
+    }
+
+    /// Offers the oldest message to `send` and counts what it took; whether it took the
+    /// message whole (false when nothing waits).
+    fn offer_front<E>(
+        &mut self,
+        send: impl FnOnce(&mut Bytes) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        let Some(front) = self.queue.front_mut() else {
+            return Ok(false);
+        };
+        let before = front.len();
+        send(front)?;
+        self.bytes -= before - front.len();
+        if !front.is_empty() {
+            return Ok(false);
+        }
+        self.queue.pop_front();
+        Ok(true)
     }
 
     /// Drops everything waiting.
