@@ -22,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::config::HttpLimits;
+use crate::gateway::warn_gate::WarnGate;
 
 /// Least time between two warnings about refused connections (each one is counted).
 const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
@@ -64,7 +65,7 @@ impl ApiListener {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout);
-        let mut warned_at: Option<Instant> = None;
+        let refusals = WarnGate::new(REFUSAL_WARN_EVERY);
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
@@ -81,8 +82,7 @@ impl ApiListener {
             };
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                 self.metrics.refused.inc();
-                if warned_at.is_none_or(|at| at.elapsed() >= REFUSAL_WARN_EVERY) {
-                    warned_at = Some(Instant::now());
+                if refusals.due(Instant::now()) {
                     tracing::warn!(
                         limit = self.limits.max_connections,
                         refused_total = self.metrics.refused.get(),

@@ -43,6 +43,7 @@ pub mod session_watch;
 pub mod slot_holders;
 pub mod step_times;
 pub mod transcript;
+pub mod warn_gate;
 
 pub use config::{GatewayArgs, GatewayConfig};
 pub use server::{GatewayError, run};

@@ -13,7 +13,7 @@
 //! failures are logged at warn at most once per [`WARN_EVERY`] (a gateway whose RBAC lacks
 //! `create` on events says so without a line per session).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::api::NodeShellSession;
+use crate::gateway::warn_gate::WarnGate;
 
 /// Where the events of a cluster-scoped object go (sessions are cluster-scoped), as
 /// Kubernetes' own recorders do.
@@ -135,39 +136,6 @@ impl SessionEvents {
     }
 }
 
-/// Lets a warning through at most once per period.
-#[derive(Debug)]
-pub(super) struct WarnGate {
-    every: Duration,
-    last: Mutex<Option<Instant>>,
-}
-
-impl WarnGate {
-    /// A gate that opens at most once per `every`.
-    pub(super) fn new(every: Duration) -> Self {
-        Self {
-            every,
-            last: Mutex::new(None),
-        }
-    }
-
-    /// Whether a warning may be logged at `now` (and, if so, that one was).
-    pub(super) fn due(&self, now: Instant) -> bool {
-        // A poisoned lock only means another thread panicked while logging: keep going.
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *last {
-            Some(at) if now < at + self.every => false,
-            _ => {
-                *last = Some(now);
-                true
-            }
-        }
-    }
-}
-
 /// The event about `regarding` at `now`: named after the session and the time, in its
 /// namespace (`default` for a cluster-scoped object), the action `Open` for
 /// `SessionStarted` and `Close` otherwise.
@@ -228,20 +196,6 @@ mod tests {
             uid: Some("u-1".into()),
             ..ObjectReference::default()
         }
-    }
-
-    #[test]
-    fn failures_are_warned_of_at_most_once_per_period() {
-        let gate = WarnGate::new(Duration::from_secs(60));
-        let t0 = Instant::now();
-        assert!(gate.due(t0), "the first failure is warned of");
-        assert!(!gate.due(t0 + Duration::from_secs(1)));
-        assert!(!gate.due(t0 + Duration::from_secs(59)));
-        assert!(
-            gate.due(t0 + Duration::from_secs(60)),
-            "a minute later again"
-        );
-        assert!(!gate.due(t0 + Duration::from_secs(61)));
     }
 
     /// An apiserver that accepts connections and never answers: creates wait, and beyond
