@@ -147,14 +147,11 @@ async fn secrets_named_after(
     namespace: &str,
     session: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let api: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(world.cluster.client(Identity::Admin).await?, namespace);
-    Ok(api
-        .list(&Default::default())
+    Ok(world
+        .secrets_in(namespace)
         .await?
-        .items
-        .into_iter()
-        .map(|s| kube::ResourceExt::name_any(&s))
+        .iter()
+        .map(kube::ResourceExt::name_any)
         .filter(|n| n.starts_with(&format!("{session}-transcript")))
         .collect())
 }
@@ -368,35 +365,18 @@ subjects:
             s["status"]["phase"] == "Active" && !s["status"]["transcript"]["sha256"].is_null()
         })
         .await?;
-    let stored = secrets_named_after(world, &namespace, &opened.session).await?;
+    let stored = transcript_secrets_in(world, &namespace, &opened.session).await?;
     assert!(!stored.is_empty(), "the first chunk is in {namespace}");
     // Every chunk write is counted in compressed bytes (this gateway records this session
-    // only): at least what the chunks hold now.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(world.cluster.client(Identity::Admin).await?, &namespace);
-    let mut held = 0usize;
-    for name in &stored {
-        let secret = secrets.get(name).await?;
-        held += secret
-            .data
-            .unwrap_or_default()
-            .values()
-            .map(|v| v.0.len())
-            .sum::<usize>();
-    }
-    // (A write the apiserver has taken may not be counted yet when the Secret is read.)
-    let deadline = Instant::now() + T;
-    let counted = loop {
+    // only): at least what the chunks hold now, once the writes the apiserver has taken are
+    // counted too.
+    let held = secret_bytes(&stored).len();
+    assert!(held > 0, "the chunks hold the recording");
+    wait_for("the chunk bytes written to be counted", T, || async {
         let counted = metric(&gw, "nodeshell_gateway_live_transcript_bytes_stored_total").await?;
-        if counted >= held as f64 || Instant::now() >= deadline {
-            break counted;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(
-        held > 0 && counted >= held as f64,
-        "{counted} bytes counted, {held} stored"
-    );
+        Ok((counted >= held as f64).then_some(()))
+    })
+    .await?;
 
     let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
         Api::namespaced(world.cluster.client(Identity::Admin).await?, &namespace);

@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use super::world::GatewayWorld;
+use nodeshell::localcluster::SYSTEM_NAMESPACE;
 
 /// Decompresses gzip data (one or more members: the transcript format).
 pub fn gunzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -35,9 +36,19 @@ pub async fn transcript_secrets(
     world: &GatewayWorld,
     session: &str,
 ) -> anyhow::Result<Vec<Secret>> {
+    transcript_secrets_in(world, SYSTEM_NAMESPACE, session).await
+}
+
+/// The transcript Secrets of a session in `namespace` (a gateway's `namespace` setting),
+/// ordered by part number.
+pub async fn transcript_secrets_in(
+    world: &GatewayWorld,
+    namespace: &str,
+    session: &str,
+) -> anyhow::Result<Vec<Secret>> {
     let prefix = format!("{session}-transcript-");
     let mut parts: Vec<(u64, Secret)> = world
-        .secrets()
+        .secrets_in(namespace)
         .await?
         .into_iter()
         .filter_map(|s| {

@@ -730,10 +730,13 @@ impl GatewayWorld {
 
     /// Every Secret in the operator's namespace (admin view).
     pub async fn secrets(&self) -> anyhow::Result<Vec<Secret>> {
-        let api: Api<Secret> = Api::namespaced(
-            self.cluster.client(Identity::Admin).await?,
-            SYSTEM_NAMESPACE,
-        );
+        self.secrets_in(SYSTEM_NAMESPACE).await
+    }
+
+    /// Every Secret in `namespace` (admin view).
+    pub async fn secrets_in(&self, namespace: &str) -> anyhow::Result<Vec<Secret>> {
+        let api: Api<Secret> =
+            Api::namespaced(self.cluster.client(Identity::Admin).await?, namespace);
         Ok(api.list(&ListParams::default()).await?.items)
     }
 
