@@ -238,54 +238,111 @@ fn event_line_into(out: &mut Vec<u8>, t: f64, kind: &str, data: &str) {
 
 /// Appends the event line of terminal bytes to `out`: the same text as
 /// `event_line(t, kind, &String::from_utf8_lossy(data))` (each invalid sequence one U+FFFD,
-/// escaped as `serde_json` escapes), in one pass with no string of its own.
+/// escaped as `serde_json` escapes), in one pass over the bytes with no string of its own.
 fn terminal_line_into(out: &mut Vec<u8>, t: f64, kind: &str, data: &[u8]) {
     use std::io::Write;
     out.reserve(data.len() + data.len() / 2 + 32);
     let _ = write!(out, "[{t:.6}, \"{kind}\", \"");
-    for chunk in data.utf8_chunks() {
-        escape_json_into(out, chunk.valid().as_bytes());
-        if !chunk.invalid().is_empty() {
-            out.extend_from_slice("\u{FFFD}".as_bytes());
-        }
-    }
+    escape_lossy_into(out, data);
     out.extend_from_slice(b"\"]\n");
 }
 
-/// JSON string escaping of valid UTF-8, byte for byte what `serde_json` writes: `"` and `\`
-/// backslashed, control characters as `\b \t \n \f \r` or `\u00xx` (lowercase hex),
-/// everything else (DEL and non-ASCII included) as it is.
-fn escape_json_into(out: &mut Vec<u8>, text: &[u8]) {
+/// What the escaping does with an ASCII byte: copied as it is, or one of the escapes
+/// `serde_json` writes (`\"`, `\\`, `\b \t \n \f \r`, or `\u00xx` for another control
+/// character, marked `u`). Bytes from 0x80 start multi-byte sequences.
+const ASCII_ESCAPES: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0A] = b'n';
+    table[0x0C] = b'f';
+    table[0x0D] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// JSON string escaping of `data` decoded as `String::from_utf8_lossy` decodes it, byte for
+/// byte what `serde_json` writes of that string: runs of bytes that need nothing are copied
+/// whole, ASCII escapes as in [`ASCII_ESCAPES`], valid multi-byte characters (DEL too) as
+/// they are, and each maximal invalid subpart (as `Utf8Chunks` cuts them) as one U+FFFD.
+/// One pass, no chunk iterator: terminal output that is not text (a `cat` of a binary) has
+/// an invalid sequence every few bytes, and a chunk per sequence cost more than the bytes.
+fn escape_lossy_into(out: &mut Vec<u8>, data: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut start = 0;
-    for (i, &b) in text.iter().enumerate() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x09 => b't',
-            0x0A => b'n',
-            0x0C => b'f',
-            0x0D => b'r',
-            0x00..=0x1F => 0,
-            _ => continue,
-        };
-        out.extend_from_slice(&text[start..i]);
-        start = i + 1;
-        if short == 0 {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xF)],
-            ]);
-        } else {
-            out.extend_from_slice(&[b'\\', short]);
+    let mut run = 0; // start of the bytes not copied yet, all of them needing nothing
+    let mut i = 0;
+    while let Some(&b) = data.get(i) {
+        if b < 0x80 {
+            let escape = ASCII_ESCAPES[usize::from(b)];
+            if escape == 0 {
+                i += 1;
+                continue;
+            }
+            out.extend_from_slice(&data[run..i]);
+            if escape == b'u' {
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xF)],
+                ]);
+            } else {
+                out.extend_from_slice(&[b'\\', escape]);
+            }
+            i += 1;
+            run = i;
+            continue;
+        }
+        match utf8_sequence(&data[i..]) {
+            Ok(len) => i += len,
+            Err(invalid) => {
+                out.extend_from_slice(&data[run..i]);
+                out.extend_from_slice("\u{FFFD}".as_bytes());
+                i += invalid;
+                run = i;
+            }
         }
     }
-    out.extend_from_slice(&text[start..]);
+    out.extend_from_slice(&data[run..]);
+}
+
+/// The sequence that starts `bytes` (its first byte is not ASCII): `Ok(len)` of a valid
+/// character, or `Err(len)` of its maximal invalid subpart (the lead and the continuation
+/// bytes that were still possible; at least 1), as the standard library's `Utf8Chunks`
+/// (Unicode's "substitution of maximal subparts") cuts them. A sequence cut short by the end
+/// of `bytes` is such a subpart.
+fn utf8_sequence(bytes: &[u8]) -> Result<usize, usize> {
+    let at = |k: usize| bytes.get(k).copied().unwrap_or(0);
+    let continuation = |b: u8| b & 0b1100_0000 == 0b1000_0000;
+    let lead = at(0);
+    // The range the second byte must fall in, and the sequence's length.
+    let (second, len) = match lead {
+        0xC2..=0xDF => (0x80..=0xBF, 2),
+        0xE0 => (0xA0..=0xBF, 3),
+        0xE1..=0xEC | 0xEE..=0xEF => (0x80..=0xBF, 3),
+        0xED => (0x80..=0x9F, 3),
+        0xF0 => (0x90..=0xBF, 4),
+        0xF1..=0xF3 => (0x80..=0xBF, 4),
+        0xF4 => (0x80..=0x8F, 4),
+        _ => return Err(1),
+    };
+    if !second.contains(&at(1)) {
+        return Err(1);
+    }
+    for k in 2..len {
+        if !continuation(at(k)) {
+            return Err(k);
+        }
+    }
+    Ok(len)
 }
 
 /// Where an incomplete UTF-8 sequence at the end of `bytes` starts (`bytes.len()` when the
@@ -469,6 +526,46 @@ mod tests {
             rng.fill_bytes(&mut data);
             cases.push(data);
         }
+        // Near-text: valid characters of every length, cut short, with their leads' edge
+        // cases (overlong, surrogate, past U+10FFFF) and bare continuation bytes between.
+        let pieces: Vec<Vec<u8>> = [
+            "a",
+            "\"",
+            "\\",
+            "\u{1b}",
+            "\u{7f}",
+            "é",
+            "€",
+            "😀",
+            "\u{10FFFF}",
+        ]
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .chain(
+            [
+                0xC0, 0xC1, 0xC2, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF, 0x80, 0xBF, 0x9F, 0xA0,
+                0x90, 0x8F,
+            ]
+            .iter()
+            .map(|b| vec![*b]),
+        )
+        .collect();
+        for _ in 0..3000 {
+            let mut data = Vec::new();
+            for _ in 0..rng.random_range(0..12) {
+                let piece = &pieces[rng.random_range(0..pieces.len())];
+                let cut = rng.random_range(0..=piece.len());
+                data.extend_from_slice(
+                    &piece[..if rng.random_bool(0.7) {
+                        piece.len()
+                    } else {
+                        cut
+                    }],
+                );
+            }
+            cases.push(data);
+        }
+        cases.push(nodeshell_firehose());
         for data in cases {
             let mut line = Vec::new();
             terminal_line_into(&mut line, 1.5, "o", &data);
@@ -478,6 +575,11 @@ mod tests {
                 "{data:?}"
             );
         }
+    }
+
+    /// 64 KiB of the simulator's firehose, the bench's worst case for the escaping.
+    fn nodeshell_firehose() -> Vec<u8> {
+        crate::sim::firehose_bytes(64 * 1024)
     }
 
     #[test]
