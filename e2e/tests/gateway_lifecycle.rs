@@ -380,6 +380,7 @@ async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> an
         .scope("onewatch", 1, json!({"limits": {"maxSessionsTotal": 20}}))
         .await?;
     let before = session_watches(world).await?;
+    let reads_before = session_requests(world, "GET").await?;
     let mut shells = Vec::new();
     for n in 0..SHELLS {
         shells.push(
@@ -389,6 +390,16 @@ async fn a_gateway_follows_its_live_sessions_through_one_apiserver_watch() -> an
         );
     }
     let during = session_watches(world).await?;
+    // Each shell reads its session once: the attach, before its upgrade. The open learns
+    // its decision from the watch (it reads only when the watch saw the decision before it
+    // subscribed), the start works from the attach's copy, and the running session
+    // subscribes before its Active write (before, each of the four read it: 32 reads for 8
+    // shells). Two reads to spare for the controller's and an open's rare one.
+    let reads = session_requests(world, "GET").await? - reads_before;
+    assert!(
+        reads <= SHELLS as u64 + 2,
+        "{SHELLS} opened and attached shells read their sessions {reads} times"
+    );
     // The gateway's one watch, plus at most one still closing (the tests here run one at a
     // time, so no other test's gateway or wait is counted).
     assert!(

@@ -117,28 +117,19 @@ impl SessionWatch {
         }
     }
 
-    /// Subscribes to session `name`: its current object first (read once after the
-    /// subscription is registered, so news that came before it is not missed), then every
-    /// change the gateway's watch sees, until the subscription is dropped. When that read
-    /// fails (for another reason than the session being gone) only the watch's news comes.
-    pub async fn subscribe(&self, name: &str) -> Subscription {
-        let (subscription, read) = self.register_and_read(name).await;
-        if let Err(e) = read {
-            tracing::debug!(error = %e, session = name, "reading a subscribed session failed");
-        }
-        subscription
-    }
-
-    /// [`Self::subscribe`] that fails when the first read fails (the apiserver cannot be
+    /// Subscribes to session `name`, which this gateway has just created, for its decision:
+    /// every change the gateway's watch sees from now on. The session is read (once, after
+    /// the subscription is registered) only when the watch had already seen it decided
+    /// before that: the decision's news would otherwise be missed. Otherwise the decision
+    /// comes through the watch after the subscription, with no read. Fails when that read
+    /// fails for another reason than the session being gone (the apiserver cannot be
     /// reached), for a caller that must answer at once.
-    pub async fn subscribe_read(&self, name: &str) -> Result<Subscription, kube::Error> {
-        let (subscription, read) = self.register_and_read(name).await;
-        read.map(|()| subscription)
-    }
-
-    async fn register_and_read(&self, name: &str) -> (Subscription, Result<(), kube::Error>) {
+    pub async fn subscribe_created(&self, name: &str) -> Result<Subscription, kube::Error> {
         self.start();
-        let (subscription, news) = Subscription::register(&self.table, name);
+        let (subscription, news, decided) = Subscription::register_seeing(&self.table, name);
+        if !decided {
+            return Ok(subscription);
+        }
         let current = match self.api.get(name).await {
             Ok(mut session) => {
                 trim(&mut session);
@@ -146,11 +137,20 @@ impl SessionWatch {
                 SessionNews::Changed(Box::new(session))
             }
             Err(kube::Error::Api(e)) if e.code == 404 => SessionNews::Deleted,
-            Err(e) => return (subscription, Err(e)),
+            Err(e) => return Err(e),
         };
         // News the watch brought meanwhile is newer than this read.
         news.send_if_modified(|latest| latest.is_none().then(|| *latest = Some(current)).is_some());
-        (subscription, Ok(()))
+        Ok(subscription)
+    }
+
+    /// Subscribes to session `name` with no read: news of every change the watch sees from
+    /// now on. For a caller about to write the session on a resourceVersion it read earlier:
+    /// that write's own event then comes through the watch, carrying every change before it,
+    /// and a change between the read and the write makes the write fail instead.
+    pub fn subscribe_before_write(&self, name: &str) -> Subscription {
+        self.start();
+        Subscription::register(&self.table, name).0
     }
 
     /// Subscribers registered now (one per open in flight, one per live session).
@@ -189,10 +189,16 @@ impl SessionWatch {
         Subscription::register(&self.table, name).0
     }
 
-    /// Hands `news` of `name` to its subscribers, as the watch does.
+    /// Hands `news` of `name` to its subscribers (only that: the holders are not told).
     #[cfg(test)]
     pub(crate) fn deliver(&self, name: &str, news: SessionNews) {
         lock(&self.table).deliver(name, &news);
+    }
+
+    /// Takes `event` as the watch takes it: holders, then news.
+    #[cfg(test)]
+    pub(crate) fn see(&self, event: watcher::Event<NodeShellSession>) {
+        hand_out(&mut lock(&self.table), event);
     }
 }
 
@@ -212,17 +218,23 @@ async fn fan_out(
         let Ok(event) = event else {
             continue;
         };
-        let mut table = lock(&table);
-        match &event {
-            watcher::Event::Init => table.holders.listing_started(),
-            watcher::Event::InitApply(s) => table.holders.listed(s),
-            watcher::Event::InitDone => table.holders.listing_done(),
-            watcher::Event::Apply(s) => table.holders.observed(s),
-            watcher::Event::Delete(s) => table.holders.deleted(&s.name_any()),
-        }
-        if let Some((name, news)) = news_of(event) {
-            table.deliver(&name, &news);
-        }
+        hand_out(&mut lock(&table), event);
+    }
+}
+
+/// One watch event: the slot holders updated, then its news handed to its session's
+/// subscribers, under one lock (so a subscription registered under it either gets the news
+/// or sees it in the holders).
+fn hand_out(table: &mut Table, event: watcher::Event<NodeShellSession>) {
+    match &event {
+        watcher::Event::Init => table.holders.listing_started(),
+        watcher::Event::InitApply(s) => table.holders.listed(s),
+        watcher::Event::InitDone => table.holders.listing_done(),
+        watcher::Event::Apply(s) => table.holders.observed(s),
+        watcher::Event::Delete(s) => table.holders.deleted(&s.name_any()),
+    }
+    if let Some((name, news)) = news_of(event) {
+        table.deliver(&name, &news);
     }
 }
 
@@ -261,7 +273,18 @@ impl Subscription {
     /// Registers a subscriber of `name` in `table`: the subscription, and where its news is
     /// sent.
     fn register(table: &Shared, name: &str) -> (Self, News) {
-        let (id, news, rx) = lock(table).insert(name);
+        let (subscription, news, _) = Self::register_seeing(table, name);
+        (subscription, news)
+    }
+
+    /// [`Self::register`], and whether the watch had already seen the session decided, both
+    /// under one lock: news handed out after it reaches this subscription, news before it
+    /// is in that answer.
+    fn register_seeing(table: &Shared, name: &str) -> (Self, News, bool) {
+        let mut locked = lock(table);
+        let (id, news, rx) = locked.insert(name);
+        let decided = locked.holders.seen_decided(name);
+        drop(locked);
         let subscription = Self {
             rx,
             news: news.clone(),
@@ -269,7 +292,7 @@ impl Subscription {
             name: name.to_string(),
             table: table.clone(),
         };
-        (subscription, news)
+        (subscription, news, decided)
     }
 
     /// The next news of the session (the latest, when several came meanwhile); `None` once
@@ -304,6 +327,7 @@ impl Drop for Subscription {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::api::SessionPhase;
     use crate::testing::session;
 
     #[test]
@@ -326,7 +350,7 @@ mod tests {
         assert!(news_of(watcher::Event::InitDone).is_none());
     }
 
-    /// A subscription of `table` as [`SessionWatch::subscribe`] makes it, without the read.
+    /// A subscription of `table` as [`SessionWatch::subscribe_before_write`] makes it.
     fn subscribe(table: &Shared, name: &str) -> Subscription {
         Subscription::register(table, name).0
     }
@@ -366,6 +390,44 @@ mod tests {
         assert!(matches!(live.next().await, Some(SessionNews::Deleted)));
         let again = tokio::time::timeout(std::time::Duration::from_millis(50), live.next()).await;
         assert!(again.is_err(), "no news is read twice");
+    }
+
+    /// An open's subscription to the session it created reads it only when the watch has
+    /// already seen it decided (that news came before the subscription); otherwise the
+    /// decision comes as news. The apiserver here cannot be reached, so a read would fail.
+    #[tokio::test]
+    async fn an_open_reads_its_new_session_only_when_the_watch_saw_it_decided() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let watch = SessionWatch::new(Client::try_from(config).unwrap());
+        let unseen = watch.subscribe_created("shell-1").await;
+        let mut unseen = unseen.expect("a session the watch has not seen is not read");
+        let pending = session("shell-2", "alice", "p", 1, Some(SessionPhase::Pending));
+        watch.see(watcher::Event::Apply(pending));
+        let mut pending = watch
+            .subscribe_created("shell-2")
+            .await
+            .expect("a session the watch saw Pending is not read");
+        let admitted = session("shell-3", "alice", "p", 1, Some(SessionPhase::Admitted));
+        watch.see(watcher::Event::Apply(admitted));
+        assert!(
+            watch.subscribe_created("shell-3").await.is_err(),
+            "a session the watch saw decided is read (and the read fails here)"
+        );
+        // The same holds for a session seen in a listing in progress.
+        watch.see(watcher::Event::Init);
+        let rejected = session("shell-4", "alice", "p", 1, Some(SessionPhase::Rejected));
+        watch.see(watcher::Event::InitApply(rejected));
+        assert!(watch.subscribe_created("shell-4").await.is_err());
+        // The decisions that come after the subscriptions reach them.
+        for (name, subscription) in [("shell-1", &mut unseen), ("shell-2", &mut pending)] {
+            let decided = session(name, "alice", "p", 1, Some(SessionPhase::Admitted));
+            watch.see(watcher::Event::Apply(decided));
+            let news = subscription.next().await;
+            assert!(
+                matches!(&news, Some(SessionNews::Changed(s)) if s.phase() == SessionPhase::Admitted),
+                "{name}: {news:?}"
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,19 @@ impl SlotHolders {
         self.sessions.remove(name);
     }
 
+    /// Whether the watch has already seen session `name` out of Pending (decided), in what it
+    /// knows or in a listing in progress.
+    pub fn seen_decided(&self, name: &str) -> bool {
+        [self.listing.as_ref(), Some(&self.sessions)]
+            .into_iter()
+            .flatten()
+            .any(|known| {
+                known
+                    .get(name)
+                    .is_some_and(|h| h.phase != SessionPhase::Pending)
+            })
+    }
+
     /// The live sessions of `policy`, `sub`'s and everyone's; `None` until the first listing
     /// is complete.
     pub fn count(&self, policy: &str, sub: &str) -> Option<CapCount> {
@@ -213,5 +226,23 @@ mod tests {
                 total: 1
             })
         );
+    }
+
+    #[test]
+    fn a_decision_seen_known_or_in_a_listing_in_progress_counts_as_seen() {
+        let mut holders = SlotHolders::default();
+        assert!(!holders.seen_decided("s1"), "never seen");
+        holders.observed(&at("s1", "alice", Some(SessionPhase::Pending), 1));
+        assert!(!holders.seen_decided("s1"), "seen Pending only");
+        holders.observed(&at("s1", "alice", Some(SessionPhase::Rejected), 2));
+        assert!(holders.seen_decided("s1"));
+        holders.listing_started();
+        holders.listed(&at("s2", "bob", Some(SessionPhase::Admitted), 3));
+        assert!(
+            holders.seen_decided("s2"),
+            "in the listing not yet complete"
+        );
+        holders.deleted("s1");
+        assert!(!holders.seen_decided("s1"));
     }
 }

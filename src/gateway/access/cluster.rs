@@ -157,10 +157,10 @@ impl Cluster {
         }
     }
 
-    /// Subscribes to session `name`'s news on the gateway's one watch (no apiserver watch
-    /// of its own), before its decision is awaited.
+    /// Subscribes to the news of session `name`, just created, on the gateway's one watch
+    /// (no apiserver watch of its own), before its decision is awaited.
     pub async fn subscribe(&self, name: &str) -> Result<Subscription, ApiError> {
-        match tokio::time::timeout(KUBE_CALL_TIMEOUT, self.watch.subscribe_read(name)).await {
+        match tokio::time::timeout(KUBE_CALL_TIMEOUT, self.watch.subscribe_created(name)).await {
             Ok(Ok(subscription)) => Ok(subscription),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, session = name, "reading the new session failed");
@@ -329,6 +329,14 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_apiserver_refuses_the_subscription() {
         let (cluster, watch) = cluster();
+        // Seen decided before the open subscribed: its subscription reads the session.
+        watch.see(kube::runtime::watcher::Event::Apply(session(
+            "shell-1",
+            "alice",
+            "p",
+            1,
+            Some(SessionPhase::Admitted),
+        )));
         let refused = cluster.subscribe("shell-1").await.unwrap_err();
         assert_eq!(refused.code, ErrorCode::Internal);
         assert!(

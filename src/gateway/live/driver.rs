@@ -52,6 +52,8 @@ pub(super) struct Started {
     pub snapshot: NodeShellSessionStatus,
     /// The terminal size the start sequence applied.
     pub size: (u16, u16),
+    /// The session's news on the gateway's one watch, subscribed before the Active write.
+    pub watch: Subscription,
 }
 
 /// What a transcript flush task hands back: the recording with the chunks it encoded, or
@@ -146,11 +148,8 @@ pub(super) async fn run(
     ));
     // Built by a plain function: `started` is borrowed while the driver is made, and a
     // local borrowed in an `async fn` keeps its room in the future for the whole run.
-    let mut driver = Driver::new(inner.clone(), started, status_tx);
+    let (mut driver, mut watch) = Driver::new(inner.clone(), started, status_tx);
     driver.attach(first);
-    // Boxed: awaited beside the driver, inline it would make the session's task as large as
-    // both for the session's life.
-    let mut watch = Box::pin(inner.watch.subscribe(&name)).await;
     let reason = driver
         .serve(
             &mut attach_rx,
@@ -170,11 +169,17 @@ pub(super) async fn run(
 
 impl Driver {
     /// The driver of a session that started.
-    fn new(inner: Arc<Inner>, started: Box<Started>, status_tx: StatusSender) -> Self {
+    /// The driver of `started`, and the session's subscription, which `serve` borrows beside
+    /// it.
+    fn new(
+        inner: Arc<Inner>,
+        started: Box<Started>,
+        status_tx: StatusSender,
+    ) -> (Self, Subscription) {
         let started = *started;
         let (input, output) = started.channel.into_parts();
         let now = Instant::now();
-        Driver {
+        let driver = Driver {
             idle: IdleClock::from_limits(&started.info.limits, now),
             deadline: session_deadline(
                 &started.info.limits,
@@ -216,7 +221,8 @@ impl Driver {
             paused: PausedMark::new(&inner.config.metrics.output_paused),
             size: LastSize::opened_at(started.size.0, started.size.1),
             info: started.info,
-        }
+        };
+        (driver, started.watch)
     }
 }
 

@@ -1,5 +1,5 @@
-//! A first attach that did not start a shell: the error frame for a session that cannot be
-//! read or is not Admitted, and, for a start that failed part-way, the open row marked as a
+//! A first attach that did not start a shell: the error frame for a session that is not
+//! Admitted, and, for a start that failed part-way, the open row marked as a
 //! failure, the Closed status with the failure's reason and a Warning Event.
 
 use std::sync::Arc;
@@ -17,34 +17,7 @@ use crate::api::{NodeShellSession, SessionPhase};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::handover::AttachGrant;
 
-/// The answer when the session cannot be read before its start (`http_status` of the
-/// apiserver's answer, if it gave one): nothing was started, and what to do about it.
-pub(super) fn session_read_refusal(name: &str, http_status: Option<u16>) -> ServerFrame {
-    match http_status {
-        Some(404) => ServerFrame::error(
-            ErrorCode::NotFound,
-            format!(
-                "session {name} no longer exists; the session was not started; open a new session"
-            ),
-            false,
-        ),
-        Some(code @ (401 | 403)) => ServerFrame::error(
-            ErrorCode::Internal,
-            format!(
-                "the Kubernetes API refused the gateway access to session {name} (HTTP {code}); the session was not started; ask your platform team to check the gateway's RBAC (see docs/gateway.md, RBAC)"
-            ),
-            false,
-        ),
-        _ => ServerFrame::error(
-            ErrorCode::Internal,
-            format!(
-                "cannot reach the Kubernetes API to read session {name}; the session was not started; try again"
-            ),
-            true,
-        ),
-    }
-}
-
+/// The answer when the session the attach read is no longer Admitted: nothing was started.
 pub(super) fn not_admitted(session: &NodeShellSession) -> ServerFrame {
     let reason = session
         .status

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::bridge::{self, Attachment, Outbound, QueuedEvent};
 use super::credentials;
 use super::driver::{self, Started};
-use super::failed_start::{not_admitted, record_failure, session_read_refusal};
+use super::failed_start::{not_admitted, record_failure};
 use super::frames::ServerFrame;
 use super::reasons::{
     StartFailure, assume_role_failure, channel_failure, start_session_failure,
@@ -243,25 +243,19 @@ async fn start(
     grant: &AttachGrant,
     minted: Option<MintedCredentials>,
 ) -> Result<Started, Refusal> {
-    let name = grant.session.name_any();
-    let fresh = inner.status.get(&name).await.map_err(|e| {
-        // The apiserver's text (a Status dump, a connection error) is for operators only.
-        warn!(session = %name, error = %e, "reading the session before starting it failed");
-        let http_status = match &e {
-            kube::Error::Api(status) => Some(status.code),
-            _ => None,
-        };
-        Refusal::Frame(session_read_refusal(&name, http_status))
-    })?;
+    // The object the attach read a moment ago, in the same request (no second read): the
+    // Active write is conditional on its resourceVersion, so a change since (a termination,
+    // an expiry) refuses the start there and ends what was started in AWS.
+    let fresh = &grant.session;
     if fresh.phase() != SessionPhase::Admitted {
-        return Err(Refusal::Frame(not_admitted(&fresh)));
+        return Err(Refusal::Frame(not_admitted(fresh)));
     }
     let mut progress = Progress::default();
-    let result = start_admitted(inner, grant, &fresh, minted, &mut progress).await;
+    let result = start_admitted(inner, grant, fresh, minted, &mut progress).await;
     match result {
         Ok(started) => Ok(started),
         Err(Refusal::Failed(failure)) => {
-            record_failure(inner, grant, &fresh, &failure, &progress).await;
+            record_failure(inner, grant, fresh, &failure, &progress).await;
             Err(Refusal::Failed(failure))
         }
         Err(other) => Err(other),
@@ -358,6 +352,8 @@ async fn start_admitted(
         &row,
         transcript.as_ref().filter(|_| transcript_stored),
     );
+    // Before the Active write: its event, and every change after it, reach the session.
+    let watch = inner.watch.subscribe_before_write(&fresh.name_any());
     let written = match mark_active(inner, fresh, &snapshot).await {
         Ok(written) => written,
         Err(refusal) => {
@@ -394,6 +390,7 @@ async fn start_admitted(
         origin,
         started: Instant::now(),
         snapshot,
+        watch,
     })
 }
 
@@ -927,38 +924,5 @@ mod tests {
         let long = ssm_reason("p", "n", "a", "s", Some(&"é".repeat(1024)));
         assert_eq!(long.chars().count(), 256);
         assert!(long.chars().all(|c| !c.is_control()));
-    }
-
-    #[test]
-    fn a_failed_session_read_says_nothing_started_and_what_to_do() {
-        assert_eq!(
-            session_read_refusal("shell-1", None),
-            ServerFrame::error(
-                ErrorCode::Internal,
-                "cannot reach the Kubernetes API to read session shell-1; the session was not started; try again",
-                true,
-            )
-        );
-        assert_eq!(
-            session_read_refusal("shell-1", Some(503)),
-            session_read_refusal("shell-1", None)
-        );
-        let refused = session_read_refusal("shell-1", Some(403));
-        assert_eq!(
-            refused,
-            ServerFrame::error(
-                ErrorCode::Internal,
-                "the Kubernetes API refused the gateway access to session shell-1 (HTTP 403); the session was not started; ask your platform team to check the gateway's RBAC (see docs/gateway.md, RBAC)",
-                false,
-            )
-        );
-        assert_eq!(
-            session_read_refusal("shell-1", Some(404)),
-            ServerFrame::error(
-                ErrorCode::NotFound,
-                "session shell-1 no longer exists; the session was not started; open a new session",
-                false,
-            )
-        );
     }
 }
