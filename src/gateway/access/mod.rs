@@ -133,7 +133,8 @@ impl Access {
             return Err(e);
         }
         let (cols, rows) = request.size();
-        self.tickets.offer(auth, name, cols, rows, true)
+        self.tickets
+            .offer(auth, name, &session.spec.policy_name, cols, rows, true)
     }
 
     /// Checks an attach's `Origin` and redeems its ticket for session `name`.
@@ -171,23 +172,28 @@ impl Access {
         name: &str,
         grant: TicketGrant,
     ) -> Result<AttachGrant, ApiError> {
-        let session = self.cluster.session(name).await?;
+        // Both at once: the session's policy is almost always the one the ticket names.
+        let (session, named) = tokio::try_join!(
+            self.cluster.session(name),
+            self.cluster.policy(&grant.policy)
+        )?;
         if let Some(e) = sessions::attach_refusal(&grant.caller.sub, &session) {
             return Err(e);
         }
-        let policy = self
-            .cluster
-            .policy(&session.spec.policy_name)
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NodeShellDisabled,
-                    format!(
-                        "policy {} that governs session {name} no longer exists",
-                        session.spec.policy_name
-                    ),
-                )
-            })?;
+        let policy = if session.spec.policy_name == grant.policy {
+            named
+        } else {
+            self.cluster.policy(&session.spec.policy_name).await?
+        };
+        let policy = policy.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NodeShellDisabled,
+                format!(
+                    "policy {} that governs session {name} no longer exists",
+                    session.spec.policy_name
+                ),
+            )
+        })?;
         // Only the attach that redeemed this session's ticket, by its owner, gets what the
         // open minted; only a first attach (Admitted) uses them, any other drops them.
         let minted = session

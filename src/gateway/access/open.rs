@@ -500,7 +500,7 @@ impl Access {
             self.minted.keep(uid, minted, Instant::now());
         }
         tracing::info!(session = name, steps_us = steps.render(), "open decided");
-        self.tickets.offer(auth, &name, cols, rows, false)
+        self.tickets.offer(auth, &name, &policy, cols, rows, false)
     }
 }
 

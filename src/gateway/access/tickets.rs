@@ -32,6 +32,9 @@ pub struct TicketGrant {
     pub id_token: IdToken,
     /// The session it opens.
     pub session: String,
+    /// The policy that governs the session, as the ticket's issuer read it (the attach reads
+    /// it beside the session instead of after it, and reads the session's own if it differs).
+    pub policy: String,
     /// Initial terminal columns.
     pub cols: u16,
     /// Initial terminal rows.
@@ -224,11 +227,13 @@ pub struct TicketOffer {
 }
 
 impl TicketBook {
-    /// Issues a ticket for `auth`'s caller to attach `session` at `cols`×`rows`.
+    /// Issues a ticket for `auth`'s caller to attach `session` (governed by `policy`) at
+    /// `cols`×`rows`.
     pub fn offer(
         &self,
         auth: &Authenticated,
         session: &str,
+        policy: &str,
         cols: u16,
         rows: u16,
         reattach: bool,
@@ -237,6 +242,7 @@ impl TicketBook {
             caller: auth.caller.clone(),
             id_token: auth.id_token.clone(),
             session: session.to_string(),
+            policy: policy.to_string(),
             cols,
             rows,
             reattach,
@@ -286,6 +292,7 @@ mod tests {
             },
             id_token: IdToken::new("secret-token"),
             session: session.into(),
+            policy: "p".into(),
             cols: 80,
             rows: 24,
             reattach: false,

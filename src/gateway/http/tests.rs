@@ -411,6 +411,7 @@ fn grant(session: &str) -> TicketGrant {
         },
         id_token: IdToken::new("t"),
         session: session.into(),
+        policy: "p".into(),
         cols: 80,
         rows: 24,
         reattach: false,
