@@ -168,7 +168,6 @@ pub(super) async fn run(
 }
 
 impl Driver {
-    /// The driver of a session that started.
     /// The driver of `started`, and the session's subscription, which `serve` borrows beside
     /// it.
     fn new(

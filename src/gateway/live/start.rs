@@ -244,8 +244,10 @@ async fn start(
     minted: Option<MintedCredentials>,
 ) -> Result<Started, Refusal> {
     // The object the attach read a moment ago, in the same request (no second read): the
-    // Active write is conditional on its resourceVersion, so a change since (a termination,
-    // an expiry) refuses the start there and ends what was started in AWS.
+    // Active write is conditional on its resourceVersion, so a change since is read again
+    // there. A session no longer Admitted (expired, ended) is refused and what was started
+    // in AWS ended; a termination asked for meanwhile reaches the running session through
+    // its subscription.
     let fresh = &grant.session;
     if fresh.phase() != SessionPhase::Admitted {
         return Err(Refusal::Frame(not_admitted(fresh)));
