@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use crate::api::{NodeShellPolicy, NodeShellSession};
 use crate::aws::{AgentPing, AssumeRoleError, SsmCallError};
 use crate::gateway::access::eligibility::{Ineligible, ShellTarget};
-use crate::gateway::error::{ApiError, ErrorCode};
+use crate::gateway::error::{ApiError, ErrorCode, RETRY_AFTER};
 use crate::gateway::handover::TranscriptLoadError;
 
 /// KMS refused `kms:GenerateDataKey` on the session's key (Session Manager preferences
@@ -84,6 +84,27 @@ pub fn kube_timeout(what: &str) -> ApiError {
         "cannot reach the Kubernetes API (no answer within 10 s); no session was opened or changed; try again shortly",
     )
 }
+
+/// A cluster-wide list (every node, every session) that found no free place within `waited`
+/// (`at_once` run already on this gateway): the caller asks again shortly.
+pub fn lists_busy(what: &str, at_once: usize, waited: std::time::Duration) -> ApiError {
+    tracing::warn!(
+        what,
+        at_once,
+        "a cluster-wide list waited too long for its turn"
+    );
+    ApiError::new(
+        ErrorCode::RateLimited,
+        format!(
+            "this gateway is already reading {at_once} lists of every {what} and none finished within {} s; try again in a few seconds",
+            waited.as_secs()
+        ),
+    )
+    .with(RETRY_AFTER, LISTS_RETRY_AFTER_SECONDS)
+}
+
+/// When a refused cluster-wide list may be asked for again.
+const LISTS_RETRY_AFTER_SECONDS: u64 = 2;
 
 /// Creating the session object failed: a refusal of its content is the caller's
 /// `E_BAD_REQUEST`, anything else a failed call.

@@ -3,6 +3,7 @@
 //! its own). Each call is bounded by [`KUBE_CALL_TIMEOUT`] and answers in the API's words
 //! ([`crate::gateway::refusals`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -13,12 +14,18 @@ use serde_json::json;
 use crate::api::{CapCount, NodeShellPolicy, NodeShellSession, SessionPhase};
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::error::{ApiError, ErrorCode};
-use crate::gateway::refusals::{create_error, kube_error, kube_timeout};
+use crate::gateway::refusals::{create_error, kube_error, kube_timeout, lists_busy};
 use crate::gateway::session_watch::{SessionNews, SessionWatch, Subscription};
 
 /// Longest wait for one Kubernetes API call made while answering a request: past it the
 /// apiserver counts as unreachable and the request fails closed.
 pub const KUBE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cluster-wide lists (every node, every session) that run at once on one gateway. Each
+/// holds its whole answer in memory (on a large cluster, every Node object is tens of KB),
+/// so this, not the number of requests, bounds what those lists cost: one person sending
+/// many at once waits for a turn like everyone else.
+pub const LISTS_AT_ONCE: usize = 4;
 
 /// Runs one Kubernetes API call with [`KUBE_CALL_TIMEOUT`].
 async fn call<T>(
@@ -37,6 +44,10 @@ pub struct Cluster {
     client: Client,
     /// The gateway's one session watch, where an open learns its decision.
     watch: SessionWatch,
+    /// Turns for cluster-wide lists ([`LISTS_AT_ONCE`]).
+    lists: Arc<tokio::sync::Semaphore>,
+    /// The longest wait for such a turn before the request is refused.
+    list_wait: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -48,15 +59,35 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// The cluster behind `client`; opens wait for their decision on `watch`.
     pub fn new(client: Client, watch: SessionWatch) -> Self {
-        Self { client, watch }
+        Self::with_list_wait(client, watch, KUBE_CALL_TIMEOUT)
+    }
+
+    /// [`Self::new`] where a cluster-wide list waits at most `list_wait` for its turn.
+    fn with_list_wait(client: Client, watch: SessionWatch, list_wait: Duration) -> Self {
+        Self {
+            client,
+            watch,
+            lists: Arc::new(tokio::sync::Semaphore::new(LISTS_AT_ONCE)),
+            list_wait,
+        }
+    }
+
+    /// A turn for one cluster-wide list of `what`, held until the returned permit drops, or
+    /// `E_RATE_LIMITED` when none frees within the wait.
+    async fn list_turn(&self, what: &str) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        match tokio::time::timeout(self.list_wait, self.lists.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(lists_busy(what, LISTS_AT_ONCE, self.list_wait)),
+        }
     }
 
     fn sessions_api(&self) -> Api<NodeShellSession> {
         Api::all(self.client.clone())
     }
 
-    /// Every node.
+    /// Every node (one of the cluster-wide lists that take turns).
     pub async fn nodes(&self) -> Result<Vec<Node>, ApiError> {
+        let _turn = self.list_turn("node").await?;
         let api = Api::<Node>::all(self.client.clone());
         call("nodes", api.list(&ListParams::default()))
             .await
@@ -89,8 +120,9 @@ impl Cluster {
         call("policy", api.get_opt(name)).await
     }
 
-    /// Every session.
+    /// Every session (one of the cluster-wide lists that take turns).
     pub async fn sessions(&self) -> Result<Vec<NodeShellSession>, ApiError> {
+        let _turn = self.list_turn("session").await?;
         call("sessions", self.sessions_api().list(&ListParams::default()))
             .await
             .map(|l| l.items)
@@ -255,7 +287,10 @@ fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::gateway::error::RETRY_AFTER;
     use crate::testing::session;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Semaphore;
 
     /// A cluster whose apiserver is down (port 1 refuses), and its watch.
     fn cluster() -> (Cluster, SessionWatch) {
@@ -324,6 +359,79 @@ mod tests {
             "{}",
             refused.message
         );
+    }
+
+    /// A client whose apiserver holds every request until `gate` lets it go, counting how
+    /// many it holds at once (`held`) and the most it ever held (`most`).
+    fn held_lists(gate: Arc<Semaphore>, held: Arc<AtomicUsize>, most: Arc<AtomicUsize>) -> Client {
+        let service = tower::service_fn(move |_: ::http::Request<kube::client::Body>| {
+            let (gate, held, most) = (gate.clone(), held.clone(), most.clone());
+            async move {
+                let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                if let Ok(permit) = gate.acquire().await {
+                    permit.forget();
+                }
+                held.fetch_sub(1, Ordering::SeqCst);
+                let list =
+                    json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": []});
+                ::http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&list).unwrap()))
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    /// However many node lists are asked for at once, the apiserver serves at most
+    /// [`LISTS_AT_ONCE`] of them at a time; one that finds no turn within the wait is refused
+    /// with `E_RATE_LIMITED` and a `Retry-After`, and a turn frees when its list ends.
+    #[tokio::test]
+    async fn cluster_wide_lists_take_turns_and_one_that_waits_too_long_is_refused() {
+        let gate = Arc::new(Semaphore::new(0));
+        let (held, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let client = held_lists(gate.clone(), held.clone(), most.clone());
+        let watch = SessionWatch::new(client.clone());
+        let cluster = Cluster::with_list_wait(client, watch, Duration::from_millis(200));
+        let asked = LISTS_AT_ONCE + 3;
+        let lists: Vec<_> = (0..asked)
+            .map(|_| {
+                let cluster = cluster.clone();
+                tokio::spawn(async move { cluster.nodes().await })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while held.load(Ordering::SeqCst) < LISTS_AT_ONCE {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lists never reached the apiserver"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The others wait past their 200 ms while these are held.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        gate.add_permits(asked * 2);
+        let mut served = 0;
+        let mut refused = 0;
+        for list in lists {
+            match list.await.unwrap() {
+                Ok(_) => served += 1,
+                Err(e) => {
+                    assert_eq!(e.code, ErrorCode::RateLimited, "{}", e.message);
+                    assert!(e.extra.contains_key(RETRY_AFTER), "{:?}", e.extra);
+                    assert!(e.message.contains("try again"), "{}", e.message);
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((served, refused), (LISTS_AT_ONCE, asked - LISTS_AT_ONCE));
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            LISTS_AT_ONCE,
+            "never more at once"
+        );
+        assert!(cluster.nodes().await.is_ok(), "the turns were given back");
     }
 
     #[tokio::test]
