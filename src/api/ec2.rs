@@ -1,8 +1,26 @@
-//! The EC2 instance behind a node, as its `spec.providerID` says, and the region of an
-//! availability zone. Pure; the gateway's eligibility and the controller's admission read the
-//! same facts here.
+//! The EC2 instance behind a node, as its `spec.providerID` says, the region of an
+//! availability zone, and a Node trimmed to those facts and its labels. Pure; the gateway's
+//! eligibility and the controller's admission read the same facts here.
+
+use k8s_openapi::api::core::v1::{Node, NodeSpec};
 
 use super::is_region;
+
+/// Drops all of a Node but its name, uid, resourceVersion, labels and providerID: what
+/// eligibility and admission read (its status, images and conditions are most of its size,
+/// and change every few seconds).
+pub fn trim_node(node: &mut Node) {
+    let meta = &mut node.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    node.spec = Some(NodeSpec {
+        provider_id: node.spec.take().and_then(|s| s.provider_id),
+        ..NodeSpec::default()
+    });
+    node.status = None;
+}
 
 /// The EC2 instance behind a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +96,42 @@ mod tests {
         ] {
             assert_eq!(parse_provider_id(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_trimmed_node_keeps_what_eligibility_reads() {
+        use k8s_openapi::api::core::v1::{NodeStatus, NodeSystemInfo};
+        use kube::api::ObjectMeta;
+        use std::collections::BTreeMap;
+        let labels = BTreeMap::from([("team".to_string(), "infra".to_string())]);
+        let mut node = Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                labels: Some(labels.clone()),
+                annotations: Some(BTreeMap::from([("a".to_string(), "b".repeat(4096))])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NodeSpec {
+                provider_id: Some("aws:///eu-west-1a/i-0123456789abcdef0".into()),
+                pod_cidr: Some("10.0.0.0/24".into()),
+                ..NodeSpec::default()
+            }),
+            status: Some(NodeStatus {
+                node_info: Some(NodeSystemInfo::default()),
+                ..NodeStatus::default()
+            }),
+        };
+        trim_node(&mut node);
+        assert_eq!(node.metadata.name.as_deref(), Some("n1"));
+        assert_eq!(node.metadata.labels, Some(labels));
+        assert_eq!(node.metadata.annotations, None);
+        let spec = node.spec.unwrap_or_default();
+        assert_eq!(
+            spec.provider_id.as_deref(),
+            Some("aws:///eu-west-1a/i-0123456789abcdef0")
+        );
+        assert_eq!(spec.pod_cidr, None);
+        assert!(node.status.is_none());
     }
 
     #[test]

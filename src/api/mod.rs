@@ -16,7 +16,7 @@ mod session;
 mod validation;
 
 pub use caps::{CapCount, CapVerdict, holds_cap_slot};
-pub use ec2::{Ec2Instance, parse_provider_id, region_of_zone};
+pub use ec2::{Ec2Instance, parse_provider_id, region_of_zone, trim_node};
 pub use labels::{
     LABEL_NODE, LABEL_POLICY, LABEL_SESSION, LABEL_USER, TRANSCRIPT_SECRET_TYPE, label_value,
     session_labels,

@@ -9,10 +9,10 @@ use super::ledger::later_version;
 use super::ledgers::Ledgers;
 use super::metrics::{Metrics, admin_server};
 use super::{ControllerArgs, Error, FIELD_MANAGER};
-use crate::api::{GATEWAY_LEASE_LABEL, NodeShellPolicy, NodeShellSession};
+use crate::api::{GATEWAY_LEASE_LABEL, NodeShellPolicy, NodeShellSession, trim_node};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeSpec, ObjectReference};
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::api::Api;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store, reflector};
@@ -305,21 +305,6 @@ fn watch_nodes(client: Client) -> Store<Node> {
         }
     });
     reader
-}
-
-/// Drops all of a Node but its name, uid, resourceVersion, labels and providerID (its
-/// status, images and conditions are most of its size and change every few seconds).
-fn trim_node(node: &mut Node) {
-    let meta = &mut node.metadata;
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    node.spec = Some(NodeSpec {
-        provider_id: node.spec.take().and_then(|s| s.provider_id),
-        ..NodeSpec::default()
-    });
-    node.status = None;
 }
 
 async fn shutdown_signal() {

@@ -11,7 +11,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::api::{CapCount, NodeShellPolicy, NodeShellSession, SessionPhase};
+use crate::api::{CapCount, NodeShellPolicy, NodeShellSession, SessionPhase, trim_node};
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::error::{ApiError, ErrorCode};
 use crate::gateway::refusals::{create_error, kube_error, kube_timeout, lists_busy};
@@ -26,6 +26,9 @@ pub const KUBE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// so this, not the number of requests, bounds what those lists cost: one person sending
 /// many at once waits for a turn like everyone else.
 pub const LISTS_AT_ONCE: usize = 4;
+
+/// Nodes asked for per page of the node list.
+pub const NODE_PAGE: u32 = 250;
 
 /// Runs one Kubernetes API call with [`KUBE_CALL_TIMEOUT`].
 async fn call<T>(
@@ -85,13 +88,25 @@ impl Cluster {
         Api::all(self.client.clone())
     }
 
-    /// Every node (one of the cluster-wide lists that take turns).
+    /// Every node, trimmed to what the node list shows and its gates read (one of the
+    /// cluster-wide lists that take turns), read [`NODE_PAGE`] at a time: only one page of
+    /// whole Nodes is held at once.
     pub async fn nodes(&self) -> Result<Vec<Node>, ApiError> {
         let _turn = self.list_turn("node").await?;
         let api = Api::<Node>::all(self.client.clone());
-        call("nodes", api.list(&ListParams::default()))
-            .await
-            .map(|l| l.items)
+        let mut nodes = Vec::new();
+        let mut params = ListParams::default().limit(NODE_PAGE);
+        loop {
+            let page = call("nodes", api.list(&params)).await?;
+            nodes.extend(page.items.into_iter().map(|mut node| {
+                trim_node(&mut node);
+                node
+            }));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(next) => params = params.continue_token(&next),
+                None => return Ok(nodes),
+            }
+        }
     }
 
     /// One node, or `E_NOT_FOUND`.
@@ -432,6 +447,70 @@ mod tests {
             "never more at once"
         );
         assert!(cluster.nodes().await.is_ok(), "the turns were given back");
+    }
+
+    /// The node list reads Nodes a page at a time and keeps each trimmed to what the list
+    /// shows: the page size is asked for, each `continue` token is followed, and a Node's
+    /// status (most of its size) is not kept.
+    #[tokio::test]
+    async fn the_node_list_reads_pages_and_keeps_nodes_trimmed() {
+        let asked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let seen = asked.clone();
+        let service = tower::service_fn(move |req: ::http::Request<kube::client::Body>| {
+            let query = req.uri().query().unwrap_or_default().to_string();
+            seen.lock().unwrap().push(query.clone());
+            async move {
+                let page = ["continue=p2", "continue=p1"]
+                    .iter()
+                    .position(|c| query.contains(c))
+                    .map_or(0, |i| 2 - i);
+                let items: Vec<_> = (0..3)
+                    .map(|i| {
+                        json!({
+                            "metadata": {"name": format!("n{page}-{i}"), "labels": {"team": "infra"}},
+                            "spec": {"providerID": format!("aws:///eu-west-1a/i-0{page}{i}0000000000000")},
+                            "status": {"phase": "Running", "capacity": {"cpu": "2"}},
+                        })
+                    })
+                    .collect();
+                let next = ["p1", "p2", ""][page];
+                let list = json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"continue": next}, "items": items});
+                ::http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&list).unwrap()))
+            }
+        });
+        let client = Client::new(service, "default");
+        let cluster = Cluster::new(client.clone(), SessionWatch::new(client));
+        let nodes = cluster.nodes().await.unwrap();
+        let names: Vec<String> = nodes.iter().map(ResourceExt::name_any).collect();
+        assert_eq!(names.len(), 9, "{names:?}");
+        assert_eq!((names[0].as_str(), names[8].as_str()), ("n0-0", "n2-2"));
+        for node in &nodes {
+            assert!(node.status.is_none(), "a status was kept");
+            assert!(
+                node.spec
+                    .as_ref()
+                    .and_then(|s| s.provider_id.as_ref())
+                    .is_some()
+            );
+            assert!(
+                node.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l["team"] == "infra")
+            );
+        }
+        let asked = asked.lock().unwrap();
+        assert_eq!(asked.len(), 3, "{asked:?}");
+        assert!(
+            asked
+                .iter()
+                .all(|q| q.contains(&format!("limit={NODE_PAGE}"))),
+            "{asked:?}"
+        );
+        assert!(asked[1].contains("continue=p1") && asked[2].contains("continue=p2"));
     }
 
     #[tokio::test]
