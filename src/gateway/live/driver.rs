@@ -111,11 +111,9 @@ pub(super) struct Driver {
     /// handed to a write.
     pub(super) ledger: Option<Ledger>,
     pub(super) ledger_write: Option<JoinHandle<()>>,
-    /// The ledger's marks when it was last handed to a write ([`Ledger::marks`]): a copy of
-    /// the document (up to 1 MiB) is not kept to compare.
-    pub(super) ledger_written: Option<u64>,
-    /// When the ledger was last handed to a write.
-    pub(super) ledger_written_at: Option<Instant>,
+    /// The ledger's marks when it was last handed to a write ([`Ledger::marks`]), and when:
+    /// a copy of the document (up to 1 MiB) is not kept to compare.
+    pub(super) ledger_written: Option<(u64, Instant)>,
     /// The S3 sink refused the ledger at the close (said in the close message).
     pub(super) ledger_sink_failure: Option<crate::gateway::transcript::s3::SinkError>,
     /// The window's bytes, in the gateway's held-output total.
@@ -214,7 +212,6 @@ impl Driver {
             ledger: started.ledger,
             ledger_write: None,
             ledger_written: None,
-            ledger_written_at: None,
             ledger_sink_failure: None,
             held: inner.config.metrics.output_held.share(),
             paused: PausedMark::new(&inner.config.metrics.output_paused),

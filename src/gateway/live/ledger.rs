@@ -51,20 +51,20 @@ impl Driver {
             return;
         }
         let marks = ledger.marks();
-        if self.ledger_written == Some(marks) {
+        let last = self.ledger_written;
+        if last.is_some_and(|(written, _)| written == marks) {
             return;
         }
         let now = Instant::now();
-        if !ledger_write_due(ledger.record_count(), self.ledger_written_at, now) {
+        if !ledger_write_due(ledger.record_count(), last.map(|(_, at)| at), now) {
             return;
         }
         let document = ledger.document(&self.info.name);
-        self.ledger_written_at = Some(now);
+        self.ledger_written = Some((marks, now));
         self.records.snapshot.ledger = Some(ledger.status(&ledger_secret_name(&self.info.name)));
         let store = self.inner.ledgers.clone();
         let session = self.info.session.clone();
         let name = self.info.name.clone();
-        self.ledger_written = Some(marks);
         self.ledger_write = Some(tokio::spawn(async move {
             if let Err(e) = store.store(&session, &document).await {
                 warn!(session = %name, error = %e, "storing the ledger failed");
